@@ -1,0 +1,170 @@
+//! Fleet history behind one small trait, with two backends over sqlx.
+//!
+//! Invariants every backend keeps (and `suite` proves for both):
+//! - results are stored idempotently by `result_id`: a replay changes nothing and reports
+//!   "already stored";
+//! - a result, the check's current state and a status transition are written in one
+//!   transaction, so an acknowledged result never exists without its state;
+//! - times are stored as Unix milliseconds (UTC), identical on SQLite and PostgreSQL.
+
+mod sql;
+pub mod suite;
+
+pub use sql::SqlStore;
+
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::ProbeResult;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening store {url_redacted}: {source}")]
+    Open {
+        url_redacted: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating store: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("store query {what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("store data {what}: {problem}")]
+    Corrupt { what: &'static str, problem: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the agent said about itself when its stream opened.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostFacts {
+    pub agent_version: String,
+    pub hostname: String,
+    pub os: String,
+    pub instance_id: String,
+    /// collector clock - agent clock at Hello, in milliseconds (positive: agent is behind).
+    pub clock_skew_ms: i64,
+}
+
+/// A result with the verdict the rules gave it, ready to store.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub result: ProbeResult,
+    pub received_at: DateTime<Utc>,
+    pub verdict: Verdict,
+}
+
+/// The current state of one check on one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckState {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    pub summary: String,
+    /// When the check entered its current status.
+    pub since: DateTime<Utc>,
+    /// measured_at of the latest result (agent clock).
+    pub observed_at: Option<DateTime<Utc>>,
+    /// When the collector received the latest result (collector clock; used for silence).
+    pub received_at: Option<DateTime<Utc>>,
+    /// The agent's schedule for this check, seconds.
+    pub interval_secs: u32,
+    pub last_result_id: Option<String>,
+    /// The latest result itself, for rules that compare with the previous observation.
+    pub last_result: Option<ProbeResult>,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostRecord {
+    pub host: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_contact: DateTime<Utc>,
+    pub silent: bool,
+    pub facts: HostFacts,
+}
+
+/// One stored result, as history shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    pub result_id: String,
+    pub check: String,
+    pub measured_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub status: Status,
+    pub summary: String,
+    pub error: Option<String>,
+    pub observation: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    pub host: String,
+    pub check: String,
+    pub at: DateTime<Utc>,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    Duplicate,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Record that `host` is talking to us now; `facts` when it just said Hello.
+    async fn touch_host(
+        &self,
+        host: &str,
+        at: DateTime<Utc>,
+        facts: Option<&HostFacts>,
+    ) -> StoreResult<()>;
+
+    /// Store evaluated results of one host in one transaction. For each new result the
+    /// check's state is replaced and, when its status changed, a transition recorded with
+    /// `received_at` as its time. Results whose id is already stored are left untouched.
+    /// Returns one entry per input, in order.
+    async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>>;
+
+    /// Set a check's status without a new result (silence, overdue): records the transition
+    /// when the status changes; does nothing when the check does not exist or is unchanged.
+    async fn set_check_status(
+        &self,
+        host: &str,
+        check: &str,
+        status: Status,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()>;
+
+    async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;
+
+    async fn host(&self, host: &str) -> StoreResult<Option<HostRecord>>;
+
+    /// Current state of every check of `host` (all hosts when `None`), ordered by host, check.
+    async fn check_states(&self, host: Option<&str>) -> StoreResult<Vec<CheckState>>;
+
+    async fn check_state(&self, host: &str, check: &str) -> StoreResult<Option<CheckState>>;
+
+    /// Results of `host` measured at or after `since`, oldest first, at most `limit`;
+    /// only of `check` when given.
+    async fn history(
+        &self,
+        host: &str,
+        check: Option<&str>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<HistoryEntry>>;
+
+    /// Status transitions of `host` at or after `since`, oldest first.
+    async fn transitions(&self, host: &str, since: DateTime<Utc>) -> StoreResult<Vec<Transition>>;
+}

@@ -1,0 +1,358 @@
+//! Conversions between the generated wire types and [`crate::model`].
+//!
+//! Agent side: model -> wire, infallible. Collector side: wire -> model, checked: a result
+//! that cannot be understood is rejected by id with a reason rather than stored half-read.
+
+use crate::generated as pb;
+use crate::model::*;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConvertError {
+    #[error("result has no result_id")]
+    MissingId,
+    #[error("result_id longer than {max} characters")]
+    IdTooLong { max: usize },
+    #[error("unknown probe kind {0}")]
+    UnknownKind(i32),
+    #[error("result has no measured_at")]
+    MissingTime,
+    #[error("timestamp out of range")]
+    BadTime,
+    #[error("probe name {0:?} is not a valid name (1-64 of a-z, 0-9, '_', '-')")]
+    BadName(String),
+    #[error("result has neither an observation nor an error")]
+    Empty,
+    #[error("observation of kind {observed:?} in a result of kind {declared:?}")]
+    KindMismatch {
+        declared: ProbeKind,
+        observed: ProbeKind,
+    },
+}
+
+const MAX_ID_LEN: usize = 64;
+
+/// Probe names end up in check ids, URLs and file names: keep them plain.
+pub fn valid_probe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+// === time ===
+
+pub fn to_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn from_ts(t: &prost_types::Timestamp) -> Result<DateTime<Utc>, ConvertError> {
+    let nanos = u32::try_from(t.nanos).map_err(|_| ConvertError::BadTime)?;
+    DateTime::from_timestamp(t.seconds, nanos).ok_or(ConvertError::BadTime)
+}
+
+fn opt_ts(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    t.map(to_ts)
+}
+
+fn from_opt_ts(t: &Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, ConvertError> {
+    t.as_ref().map(from_ts).transpose()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+// === kind ===
+
+impl From<ProbeKind> for pb::ProbeKind {
+    fn from(k: ProbeKind) -> Self {
+        match k {
+            ProbeKind::BackupDir => pb::ProbeKind::BackupDir,
+            ProbeKind::Disk => pb::ProbeKind::Disk,
+            ProbeKind::WalArchive => pb::ProbeKind::WalArchive,
+        }
+    }
+}
+
+fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
+    match pb::ProbeKind::try_from(k) {
+        Ok(pb::ProbeKind::BackupDir) => Ok(ProbeKind::BackupDir),
+        Ok(pb::ProbeKind::Disk) => Ok(ProbeKind::Disk),
+        Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::WalArchive),
+        _ => Err(ConvertError::UnknownKind(k)),
+    }
+}
+
+// === result: model -> wire ===
+
+impl From<&ProbeResult> for pb::ProbeResult {
+    fn from(r: &ProbeResult) -> Self {
+        pb::ProbeResult {
+            result_id: r.result_id.clone(),
+            kind: pb::ProbeKind::from(r.kind) as i32,
+            name: r.name.clone(),
+            measured_at: Some(to_ts(r.measured_at)),
+            duration_ms: r.duration_ms,
+            interval_secs: r.interval_secs,
+            error: r.error.clone().unwrap_or_default(),
+            observation: r.observation.as_ref().map(|o| match o {
+                Observation::BackupDir(b) => pb::probe_result::Observation::BackupDir(b.into()),
+                Observation::Disk(d) => pb::probe_result::Observation::Disk(d.into()),
+                Observation::WalArchive(w) => pb::probe_result::Observation::WalArchive(w.into()),
+            }),
+        }
+    }
+}
+
+impl From<&BackupDirObs> for pb::BackupDirObservation {
+    fn from(b: &BackupDirObs) -> Self {
+        pb::BackupDirObservation {
+            path: b.path.clone(),
+            exists: b.exists,
+            read_error: b.read_error.clone().unwrap_or_default(),
+            file_count: b.file_count,
+            total_bytes: b.total_bytes,
+            newest_path: b.newest.as_ref().map(|n| n.path.clone()).unwrap_or_default(),
+            newest_mtime: b.newest.as_ref().map(|n| to_ts(n.mtime)),
+            newest_size: b.newest.as_ref().map_or(0, |n| n.size_bytes),
+            newest_age_secs: b.newest.as_ref().map(|n| n.age_secs),
+            ignored_files: b.ignored_files,
+            entries_scanned: b.entries_scanned,
+            truncated: b.truncated,
+            problem_count: b.problem_count,
+            problems: b.problems.clone(),
+            expected_max_age_secs: b.expected_max_age_secs.unwrap_or(0),
+        }
+    }
+}
+
+impl From<&DiskObs> for pb::DiskObservation {
+    fn from(d: &DiskObs) -> Self {
+        pb::DiskObservation {
+            path: d.path.clone(),
+            error: d.error.clone().unwrap_or_default(),
+            total_bytes: d.total_bytes,
+            free_bytes: d.free_bytes,
+            avail_bytes: d.avail_bytes,
+            inodes_total: d.inodes_total,
+            inodes_free: d.inodes_free,
+            inodes_avail: d.inodes_avail,
+            device_id: d.device_id,
+            mount_point: d.mount_point.clone().unwrap_or_default(),
+            fs_type: d.fs_type.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&WalObs> for pb::WalArchiveObservation {
+    fn from(w: &WalObs) -> Self {
+        pb::WalArchiveObservation {
+            server_version_num: w.server_version_num,
+            in_recovery: w.in_recovery,
+            archive_mode: w.archive_mode.clone(),
+            archive_command: w.archive_command.clone(),
+            archive_library: w.archive_library.clone(),
+            archive_timeout_secs: w.archive_timeout_secs,
+            wal_segment_size_bytes: w.wal_segment_size_bytes,
+            archived_count: w.archived_count,
+            last_archived_wal: w.last_archived_wal.clone().unwrap_or_default(),
+            last_archived_time: opt_ts(w.last_archived_time),
+            failed_count: w.failed_count,
+            last_failed_wal: w.last_failed_wal.clone().unwrap_or_default(),
+            last_failed_time: opt_ts(w.last_failed_time),
+            stats_reset: opt_ts(w.stats_reset),
+            db_now: opt_ts(w.db_now),
+            current_lsn: w.current_lsn.clone().unwrap_or_default(),
+            current_wal_file: w.current_wal_file.clone().unwrap_or_default(),
+            pending_source: match w.pending_source {
+                PendingSource::ArchiveStatusdir => pb::PendingSource::ArchiveStatusdir,
+                PendingSource::Unavailable => pb::PendingSource::Unavailable,
+            } as i32,
+            ready_segments: w.ready_segments,
+            ready_history: w.ready_history,
+            ready_other: w.ready_other,
+            oldest_ready_name: w.oldest_ready_name.clone().unwrap_or_default(),
+            oldest_ready_age_secs: w.oldest_ready_age_secs,
+            pending_note: w.pending_note.clone().unwrap_or_default(),
+        }
+    }
+}
+
+// === result: wire -> model ===
+
+impl TryFrom<pb::ProbeResult> for ProbeResult {
+    type Error = ConvertError;
+
+    fn try_from(r: pb::ProbeResult) -> Result<Self, ConvertError> {
+        if r.result_id.is_empty() {
+            return Err(ConvertError::MissingId);
+        }
+        if r.result_id.len() > MAX_ID_LEN {
+            return Err(ConvertError::IdTooLong { max: MAX_ID_LEN });
+        }
+        if !valid_probe_name(&r.name) {
+            return Err(ConvertError::BadName(r.name.chars().take(80).collect()));
+        }
+        let kind = kind_from_wire(r.kind)?;
+        let measured_at = from_ts(r.measured_at.as_ref().ok_or(ConvertError::MissingTime)?)?;
+        let observation = r.observation.map(observation_from_wire).transpose()?;
+        if let Some(o) = &observation
+            && o.kind() != kind
+        {
+            return Err(ConvertError::KindMismatch {
+                declared: kind,
+                observed: o.kind(),
+            });
+        }
+        let error = non_empty(r.error);
+        if observation.is_none() && error.is_none() {
+            return Err(ConvertError::Empty);
+        }
+        Ok(ProbeResult {
+            result_id: r.result_id,
+            kind,
+            name: r.name,
+            measured_at,
+            duration_ms: r.duration_ms,
+            interval_secs: r.interval_secs,
+            error,
+            observation,
+        })
+    }
+}
+
+fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation, ConvertError> {
+    use pb::probe_result::Observation as W;
+    Ok(match o {
+        W::BackupDir(b) => Observation::BackupDir(BackupDirObs {
+            newest: match (non_empty(b.newest_path), &b.newest_mtime) {
+                (Some(path), Some(mtime)) => Some(NewestFile {
+                    path,
+                    mtime: from_ts(mtime)?,
+                    size_bytes: b.newest_size,
+                    age_secs: b.newest_age_secs.unwrap_or(0),
+                }),
+                _ => None,
+            },
+            path: b.path,
+            exists: b.exists,
+            read_error: non_empty(b.read_error),
+            file_count: b.file_count,
+            total_bytes: b.total_bytes,
+            ignored_files: b.ignored_files,
+            entries_scanned: b.entries_scanned,
+            truncated: b.truncated,
+            problem_count: b.problem_count,
+            problems: b.problems,
+            expected_max_age_secs: (b.expected_max_age_secs > 0).then_some(b.expected_max_age_secs),
+        }),
+        W::Disk(d) => Observation::Disk(DiskObs {
+            path: d.path,
+            error: non_empty(d.error),
+            total_bytes: d.total_bytes,
+            free_bytes: d.free_bytes,
+            avail_bytes: d.avail_bytes,
+            inodes_total: d.inodes_total,
+            inodes_free: d.inodes_free,
+            inodes_avail: d.inodes_avail,
+            device_id: d.device_id,
+            mount_point: non_empty(d.mount_point),
+            fs_type: non_empty(d.fs_type),
+        }),
+        W::WalArchive(w) => Observation::WalArchive(WalObs {
+            server_version_num: w.server_version_num,
+            in_recovery: w.in_recovery,
+            archive_timeout_secs: w.archive_timeout_secs,
+            wal_segment_size_bytes: w.wal_segment_size_bytes,
+            archived_count: w.archived_count,
+            last_archived_wal: non_empty(w.last_archived_wal),
+            last_archived_time: from_opt_ts(&w.last_archived_time)?,
+            failed_count: w.failed_count,
+            last_failed_wal: non_empty(w.last_failed_wal),
+            last_failed_time: from_opt_ts(&w.last_failed_time)?,
+            stats_reset: from_opt_ts(&w.stats_reset)?,
+            db_now: from_opt_ts(&w.db_now)?,
+            current_lsn: non_empty(w.current_lsn),
+            current_wal_file: non_empty(w.current_wal_file),
+            pending_source: match pb::PendingSource::try_from(w.pending_source) {
+                Ok(pb::PendingSource::ArchiveStatusdir) => PendingSource::ArchiveStatusdir,
+                _ => PendingSource::Unavailable,
+            },
+            ready_segments: w.ready_segments,
+            ready_history: w.ready_history,
+            ready_other: w.ready_other,
+            oldest_ready_name: non_empty(w.oldest_ready_name),
+            oldest_ready_age_secs: w.oldest_ready_age_secs,
+            pending_note: non_empty(w.pending_note),
+            archive_mode: w.archive_mode,
+            archive_command: w.archive_command,
+            archive_library: w.archive_library,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ProbeResult {
+        ProbeResult {
+            result_id: "0b4a7f1e-0000-4000-8000-000000000001".into(),
+            kind: ProbeKind::BackupDir,
+            name: "daily".into(),
+            measured_at: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            duration_ms: 3,
+            interval_secs: 21600,
+            error: None,
+            observation: Some(Observation::BackupDir(BackupDirObs {
+                path: "/backup/daily".into(),
+                exists: true,
+                file_count: 2,
+                newest: Some(NewestFile {
+                    path: "/backup/daily/base.tar".into(),
+                    mtime: DateTime::from_timestamp(1_699_990_000, 0).unwrap(),
+                    size_bytes: 42,
+                    age_secs: 10_000,
+                }),
+                expected_max_age_secs: Some(86400),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn result_survives_a_round_trip_through_the_wire() {
+        let r = sample();
+        let back = ProbeResult::try_from(pb::ProbeResult::from(&r)).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn result_without_id_is_rejected() {
+        let mut w = pb::ProbeResult::from(&sample());
+        w.result_id.clear();
+        assert_eq!(ProbeResult::try_from(w), Err(ConvertError::MissingId));
+    }
+
+    #[test]
+    fn observation_of_another_kind_is_rejected() {
+        let mut w = pb::ProbeResult::from(&sample());
+        w.kind = pb::ProbeKind::Disk as i32;
+        assert!(matches!(
+            ProbeResult::try_from(w),
+            Err(ConvertError::KindMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn probe_names_that_would_break_check_ids_are_rejected() {
+        let mut w = pb::ProbeResult::from(&sample());
+        w.name = "../etc".into();
+        assert!(matches!(ProbeResult::try_from(w), Err(ConvertError::BadName(_))));
+    }
+}

@@ -1,0 +1,159 @@
+//! Domain types shared by agent and collector: what a probe measured, independent of the wire.
+//!
+//! Times are `DateTime<Utc>`; raw numbers carry their unit in the field name. Every type
+//! serialises to the JSON the collector stores and serves in its API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The kind of probe, which is also the first part of a check id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    BackupDir,
+    Disk,
+    WalArchive,
+}
+
+impl ProbeKind {
+    /// Prefix of the check id: `backup.daily`, `disk.backup`, `wal.main`.
+    pub fn check_prefix(self) -> &'static str {
+        match self {
+            ProbeKind::BackupDir => "backup",
+            ProbeKind::Disk => "disk",
+            ProbeKind::WalArchive => "wal",
+        }
+    }
+
+    pub fn from_check_prefix(prefix: &str) -> Option<Self> {
+        [ProbeKind::BackupDir, ProbeKind::Disk, ProbeKind::WalArchive]
+            .into_iter()
+            .find(|k| k.check_prefix() == prefix)
+    }
+}
+
+/// Stable id of a check on a host: `<kind prefix>.<probe name>`.
+pub fn check_id(kind: ProbeKind, name: &str) -> String {
+    format!("{}.{}", kind.check_prefix(), name)
+}
+
+/// One measurement as the agent took it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// Unique id, the idempotency key from the agent's spool to the collector's store.
+    pub result_id: String,
+    pub kind: ProbeKind,
+    pub name: String,
+    /// Agent clock.
+    pub measured_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    pub interval_secs: u32,
+    /// The probe could not observe at all ("cannot connect: ..."): an observation of its own.
+    pub error: Option<String>,
+    pub observation: Option<Observation>,
+}
+
+impl ProbeResult {
+    pub fn check_id(&self) -> String {
+        check_id(self.kind, &self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observation {
+    BackupDir(BackupDirObs),
+    Disk(DiskObs),
+    WalArchive(WalObs),
+}
+
+impl Observation {
+    pub fn kind(&self) -> ProbeKind {
+        match self {
+            Observation::BackupDir(_) => ProbeKind::BackupDir,
+            Observation::Disk(_) => ProbeKind::Disk,
+            Observation::WalArchive(_) => ProbeKind::WalArchive,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupDirObs {
+    pub path: String,
+    pub exists: bool,
+    pub read_error: Option<String>,
+    pub file_count: u64,
+    pub total_bytes: u64,
+    pub newest: Option<NewestFile>,
+    pub ignored_files: u64,
+    pub entries_scanned: u64,
+    pub truncated: bool,
+    pub problem_count: u64,
+    pub problems: Vec<String>,
+    /// What the agent's configuration expects, in seconds (collector thresholds win).
+    pub expected_max_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewestFile {
+    pub path: String,
+    pub mtime: DateTime<Utc>,
+    pub size_bytes: u64,
+    /// measured_at - mtime on the agent's clock; negative for a file dated in the future.
+    pub age_secs: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskObs {
+    pub path: String,
+    pub error: Option<String>,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub avail_bytes: u64,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+    pub inodes_avail: u64,
+    pub device_id: u64,
+    pub mount_point: Option<String>,
+    pub fs_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingSource {
+    /// `pg_ls_archive_statusdir()`: exact.
+    ArchiveStatusdir,
+    /// Not readable; `pending_note` says why.
+    #[default]
+    Unavailable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WalObs {
+    pub server_version_num: i32,
+    pub in_recovery: bool,
+    pub archive_mode: String,
+    pub archive_command: String,
+    pub archive_library: String,
+    pub archive_timeout_secs: i64,
+    pub wal_segment_size_bytes: i64,
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<DateTime<Utc>>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<DateTime<Utc>>,
+    pub stats_reset: Option<DateTime<Utc>>,
+    /// Database clock, read in the same statement as the pending list.
+    pub db_now: Option<DateTime<Utc>>,
+    pub current_lsn: Option<String>,
+    pub current_wal_file: Option<String>,
+    pub pending_source: PendingSource,
+    pub ready_segments: i64,
+    pub ready_history: i64,
+    pub ready_other: i64,
+    pub oldest_ready_name: Option<String>,
+    /// db_now - modification of the oldest waiting segment or history file.
+    pub oldest_ready_age_secs: Option<i64>,
+    pub pending_note: Option<String>,
+}
