@@ -1,3 +1,276 @@
-mod probe;
+//! `backwatch-agent`: probes one database host and streams the measurements to the collector.
 
-fn main() {}
+mod config;
+mod link;
+mod probe;
+mod schedule;
+mod spool;
+
+use crate::config::{Config, ProbeConfig, Scheduled};
+use crate::schedule::{Sink, run_once};
+use backwatch_proto::config::{EXIT_CONFIG, fmt_duration};
+use backwatch_proto::model::ProbeResult;
+use backwatch_rules::status::Status;
+use backwatch_rules::{Limits, evaluate};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tracing::{error, info};
+
+const DEFAULT_CONFIG: &str = "/etc/backwatch/agent.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "backwatch-agent",
+    version,
+    about = "Backwatch agent: watches PostgreSQL backups, disk space and WAL archiving on this host"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the probes on their schedules and stream results to the collector.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run every probe once, print what it saw and the verdict under default thresholds.
+    /// Exit code: 0 ok, 1 warning, 2 critical, 3 unknown (the worst wins, critical first).
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Validate the configuration and print it with every default filled in.
+    PrintConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    // One TLS provider for the whole process (see shared build notes): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Command::Run { config }
+        | Command::Check { config, .. }
+        | Command::PrintConfig { config } => config.clone(),
+    };
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    // Probes are I/O bound and few: a current-thread runtime keeps the agent small.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run { .. } => rt.block_on(run(cfg, &path)),
+        Command::Check { format, .. } => rt.block_on(check(cfg, format)),
+        Command::PrintConfig { .. } => {
+            print_config(&cfg);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
+    let Some(link_cfg) = cfg.collector.clone() else {
+        eprintln!(
+            "{}: [collector] is required to run (url, ca, cert, key)",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let spool = match spool::Spool::open(&cfg.spool.dir, cfg.spool.max_results, cfg.spool.max_age) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot open the spool");
+            eprintln!("backwatch-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        spooled = spool.len(),
+        probes = cfg.probes.len(),
+        collector = %link_cfg.url,
+        "agent starting"
+    );
+    let sink = Sink {
+        spool: Arc::new(Mutex::new(spool)),
+        notify: Arc::new(tokio::sync::Notify::new()),
+    };
+    let (trigger, _) = tokio::sync::broadcast::channel(8);
+    schedule::spawn_all(cfg.probes, cfg.start_jitter, sink.clone(), &trigger);
+    let link = tokio::spawn(link::run(
+        link_cfg,
+        sink,
+        trigger,
+        link::HostFacts::gather(),
+    ));
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("backwatch-agent: installing signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("terminating"),
+        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        _ = link => error!("collector link ended unexpectedly"),
+    }
+    // Anything measured is already in the spool; nothing to flush.
+    ExitCode::SUCCESS
+}
+
+async fn run_scheduled(s: &Scheduled) -> ProbeResult {
+    match &s.probe {
+        ProbeConfig::BackupDir(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::Disk(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::Wal(p) => run_once(p, s.interval, s.timeout).await,
+    }
+}
+
+async fn check(cfg: Config, format: Format) -> ExitCode {
+    let limits = Limits::default();
+    let results = futures_util::future::join_all(cfg.probes.iter().map(run_scheduled)).await;
+    let mut worst: Option<Status> = None;
+    let mut json_out = Vec::new();
+    for (s, r) in cfg.probes.iter().zip(&results) {
+        let v = evaluate(r, None, None, &limits);
+        worst = Some(match worst {
+            Some(w) if exit_rank(w) >= exit_rank(v.status) => w,
+            _ => v.status,
+        });
+        match format {
+            Format::Text => {
+                println!(
+                    "{:<8} {:<16} {}  ({} ms, {})",
+                    v.status.as_str().to_uppercase(),
+                    r.check_id(),
+                    v.summary,
+                    r.duration_ms,
+                    s.probe.target()
+                );
+            }
+            Format::Json => json_out.push(serde_json::json!({
+                "check": r.check_id(),
+                "target": s.probe.target(),
+                "status": v.status,
+                "summary": v.summary,
+                "result": r,
+            })),
+        }
+    }
+    if let Format::Json = format {
+        match serde_json::to_string_pretty(&json_out) {
+            Ok(t) => println!("{t}"),
+            Err(e) => eprintln!("printing results: {e}"),
+        }
+    } else {
+        println!("(judged with default thresholds; the collector applies its own configuration)");
+    }
+    ExitCode::from(match worst {
+        None | Some(Status::Ok) => 0,
+        Some(Status::Warning) => 1,
+        Some(Status::Critical) => 2,
+        Some(Status::Unknown) => 3,
+    })
+}
+
+/// Critical outranks unknown, which outranks warning.
+fn exit_rank(s: Status) -> u8 {
+    match s {
+        Status::Ok => 0,
+        Status::Warning => 1,
+        Status::Unknown => 2,
+        Status::Critical => 3,
+    }
+}
+
+fn print_config(cfg: &Config) {
+    match &cfg.collector {
+        Some(c) => {
+            println!("[collector]");
+            println!("url = {:?}", c.url);
+            println!("ca = {:?}", c.ca.display().to_string());
+            println!("cert = {:?}", c.cert.display().to_string());
+            println!("key = {:?}", c.key.display().to_string());
+            if let Some(n) = &c.server_name {
+                println!("server_name = {n:?}");
+            }
+        }
+        None => println!("# [collector] not configured: `run` needs it, `check` does not"),
+    }
+    println!("\n[spool]");
+    println!("dir = {:?}", cfg.spool.dir.display().to_string());
+    println!("max_results = {}", cfg.spool.max_results);
+    println!("max_age = {:?}", fmt_duration(cfg.spool.max_age));
+    println!("\n[schedule]");
+    println!("start_jitter = {:?}", fmt_duration(cfg.start_jitter));
+    for s in &cfg.probes {
+        let (section, extra) = match &s.probe {
+            ProbeConfig::BackupDir(p) => (
+                "backup_dir",
+                format!(
+                    "path = {:?}\nmax_age = {}\nmax_depth = {}\nmax_entries = {}\nignore_suffixes = {:?}",
+                    p.path.display().to_string(),
+                    p.max_age
+                        .map_or("\"\" # collector default".into(), |d| format!(
+                            "{:?}",
+                            fmt_duration(d)
+                        )),
+                    p.max_depth,
+                    p.max_entries,
+                    p.ignore_suffixes
+                ),
+            ),
+            ProbeConfig::Disk(p) => ("disk", format!("path = {:?}", p.path.display().to_string())),
+            ProbeConfig::Wal(p) => (
+                "wal",
+                format!(
+                    "dsn = {:?}  # password never shown\nconnect_timeout = {:?}\nstatement_timeout = {:?}",
+                    probe::wal_archive::redacted(&p.pg),
+                    fmt_duration(p.connect_timeout),
+                    fmt_duration(p.statement_timeout)
+                ),
+            ),
+        };
+        let check = s.probe.check_id();
+        let name = check.split_once('.').map_or("", |(_, n)| n);
+        println!("\n[[{section}]]  # check {check}");
+        println!("name = {name:?}");
+        println!("{extra}");
+        println!("interval = {:?}", fmt_duration(s.interval));
+    }
+}

@@ -1,5 +1,14 @@
 //! Backwatch collector: takes agent streams over mutual TLS, judges each result with the check
 //! rules, keeps fleet history and serves it over HTTP.
 
-pub mod status;
+pub mod api;
+pub mod certs;
+pub mod config;
+pub mod ingest;
+pub mod server;
+pub mod silence;
 pub mod store;
+pub mod tls;
+
+pub use backwatch_rules as rules;
+pub use backwatch_rules::{human, status};

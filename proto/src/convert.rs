@@ -117,7 +117,11 @@ impl From<&BackupDirObs> for pb::BackupDirObservation {
             read_error: b.read_error.clone().unwrap_or_default(),
             file_count: b.file_count,
             total_bytes: b.total_bytes,
-            newest_path: b.newest.as_ref().map(|n| n.path.clone()).unwrap_or_default(),
+            newest_path: b
+                .newest
+                .as_ref()
+                .map(|n| n.path.clone())
+                .unwrap_or_default(),
             newest_mtime: b.newest.as_ref().map(|n| to_ts(n.mtime)),
             newest_size: b.newest.as_ref().map_or(0, |n| n.size_bytes),
             newest_age_secs: b.newest.as_ref().map(|n| n.age_secs),
@@ -353,6 +357,9 @@ mod tests {
     fn probe_names_that_would_break_check_ids_are_rejected() {
         let mut w = pb::ProbeResult::from(&sample());
         w.name = "../etc".into();
-        assert!(matches!(ProbeResult::try_from(w), Err(ConvertError::BadName(_))));
+        assert!(matches!(
+            ProbeResult::try_from(w),
+            Err(ConvertError::BadName(_))
+        ));
     }
 }

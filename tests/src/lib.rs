@@ -1,1 +1,3 @@
+//! End-to-end test support for Backwatch; the scenarios themselves live in `tests/tests/`.
 
+pub mod harness;

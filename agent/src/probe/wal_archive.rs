@@ -1,0 +1,543 @@
+//! WAL archiving probe: the raw facts rules A1–A8 need, read from PostgreSQL in two statements.
+//!
+//! Invariants:
+//! - Never hangs: connecting (DNS, TCP, startup, authentication) is bounded by
+//!   `connect_timeout` as a whole, each statement by the server-side `statement_timeout`, and
+//!   the query phase as a whole by a client-side limit, because a black-holed network is not
+//!   stopped by anything the server does.
+//! - Not connecting or a failing settings statement is an `Err` ("cannot connect: ...",
+//!   "query failed: ...", "timed out after ..."); the password never appears in any text.
+//! - The pending list (`.ready` files) and `db_now` come from one statement, so the oldest
+//!   pending file's age is computed on the database host's clock (A3), immune to agent or
+//!   collector clock skew. When that statement is not permitted or not available, the probe
+//!   still succeeds with `pending_source = Unavailable` and a note saying why.
+//! - Timestamps cross the wire as integer microseconds since the epoch (tokio-postgres has no
+//!   chrono support enabled), exact so that A1's `last_failed_time > last_archived_time` tie
+//!   rule sees the same values the server compared.
+
+use super::{Outcome, Probe};
+use backwatch_proto::model::{Observation, PendingSource, ProbeKind, WalObs};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+#[derive(Debug, Clone)]
+pub struct WalProbe {
+    pub name: String,
+    pub pg: Config,
+    /// Bound on the whole connection setup, authentication included.
+    pub connect_timeout: Duration,
+    /// Server-side limit per statement (at least 1 ms: 0 would mean "no limit" to PostgreSQL).
+    pub statement_timeout: Duration,
+}
+
+impl Probe for WalProbe {
+    const KIND: ProbeKind = ProbeKind::WalArchive;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Outcome {
+        self.observe_wal().await.map(Observation::WalArchive)
+    }
+}
+
+/// Connection parameters for logs and `check` output: everything needed to recognise the
+/// target, never the password. Ports default to 5432 as in tokio-postgres.
+pub fn redacted(cfg: &Config) -> String {
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        })
+        .collect();
+    let addrs: Vec<String> = cfg.get_hostaddrs().iter().map(|a| a.to_string()).collect();
+    let ports: Vec<String> = match cfg.get_ports() {
+        [] => vec!["5432".into()],
+        ports => ports.iter().map(|p| p.to_string()).collect(),
+    };
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("host", (!hosts.is_empty()).then(|| hosts.join(","))),
+        ("hostaddr", (!addrs.is_empty()).then(|| addrs.join(","))),
+        ("port", Some(ports.join(","))),
+        ("user", cfg.get_user().map(String::from)),
+        ("dbname", cfg.get_dbname().map(String::from)),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{key}={}", quote(&value)));
+        }
+    }
+    parts.join(" ")
+}
+
+/// libpq connection-string quoting, only where a value needs it.
+fn quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\');
+    if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\\', r"\\").replace('\'', r"\'"))
+    }
+}
+
+// === the probe ===
+
+impl WalProbe {
+    async fn observe_wal(&self) -> Result<WalObs, String> {
+        let mut cfg = self.pg.clone();
+        // tokio-postgres applies this to each TCP/socket connect only; the timeout around the
+        // call also covers DNS, the startup exchange and authentication.
+        cfg.connect_timeout(self.connect_timeout);
+        if cfg.get_application_name().is_none() {
+            // So a DBA can tell the monitor's sessions apart in pg_stat_activity.
+            cfg.application_name("backwatch-agent");
+        }
+        let (client, connection) = match timeout(self.connect_timeout, cfg.connect(NoTls)).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(format!("cannot connect: {}", chain(&e))),
+            Err(_) => {
+                return Err(format!(
+                    "timed out after {} connecting",
+                    secs(self.connect_timeout)
+                ));
+            }
+        };
+        let mut connection = AbortOnDrop(tokio::spawn(async move {
+            // Its failures also fail the pending query, which reports them.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %chain(&e), "postgresql connection ended");
+            }
+        }));
+        let statement_timeout = self.statement_timeout.max(Duration::from_millis(1));
+        // Three round trips, two of them bounded by the server; the rest is network slack.
+        let limit = self
+            .connect_timeout
+            .saturating_add(statement_timeout.saturating_mul(2));
+        let result = match timeout(limit, query(&client, statement_timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
+        };
+        // Dropping the client lets the connection send Terminate, so the server logs a clean
+        // disconnect; a server that stopped answering gets a second, then the abort.
+        drop(client);
+        let _ = timeout(Duration::from_secs(1), &mut connection.0).await;
+        result
+    }
+}
+
+/// Aborts the connection task however the probe ends, so a dead server cannot leak a task.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, String> {
+    let ms = statement_timeout.as_millis().min(i32::MAX as u128); // PostgreSQL's maximum
+    client
+        .batch_execute(&format!("SET statement_timeout = {ms}"))
+        .await
+        .map_err(|e| format!("query failed: {}", chain(&e)))?;
+    let row = client
+        .query_one(STATUS_SQL, &[])
+        .await
+        .map_err(|e| format!("query failed: {}", chain(&e)))?;
+    let mut obs = status_from_row(&row).map_err(|e| format!("query failed: {e}"))?;
+    let pending = match client.query_one(PENDING_SQL, &[]).await {
+        Ok(row) => pending_from_row(&row).map_err(|e| format!("query failed: {e}")),
+        Err(e) => Err(pending_note(e.code(), &e)),
+    };
+    match pending {
+        Ok(p) => {
+            obs.pending_source = PendingSource::ArchiveStatusdir;
+            obs.ready_segments = p.ready_segments;
+            obs.ready_history = p.ready_history;
+            obs.ready_other = p.ready_other;
+            obs.oldest_ready_name = p.oldest_name;
+            obs.oldest_ready_age_secs = p.oldest_age_secs;
+            // Same statement as the ages above: the clock they were computed on.
+            obs.db_now = Some(p.db_now);
+        }
+        Err(note) => {
+            obs.pending_source = PendingSource::Unavailable;
+            obs.pending_note = Some(note);
+        }
+    }
+    Ok(obs)
+}
+
+/// Why the pending list could not be read, phrased as what to do about it.
+fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {
+    match code {
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+            "pg_ls_archive_statusdir() not permitted: grant pg_monitor to the monitoring role"
+                .into()
+        }
+        Some(c) if *c == SqlState::UNDEFINED_FUNCTION => {
+            "pg_ls_archive_statusdir() needs PostgreSQL 12 or later".into()
+        }
+        _ => format!("query failed: {}", chain(e)),
+    }
+}
+
+// === SQL ===
+
+/// Settings, role and archiver statistics in one statement, so they describe one moment.
+///
+/// `archive_command` is readable only by superusers and members of pg_read_all_settings
+/// (part of pg_monitor); we let that fail loudly rather than read the filtered pg_settings,
+/// which would show it as empty and fake an "archiving disabled" alarm (A5).
+/// Timestamps: `extract(epoch ...)` is numeric from PG 14 and float8 before; for present-day
+/// dates float8 is within 0.5 µs, so rounding to integer microseconds is exact either way.
+const STATUS_SQL: &str = "
+SELECT current_setting('server_version_num')::int4 AS server_version_num,
+       pg_is_in_recovery() AS in_recovery,
+       current_setting('archive_mode') AS archive_mode,
+       current_setting('archive_command') AS archive_command,
+       coalesce(current_setting('archive_library', true), '') AS archive_library,
+       (SELECT setting::int8 FROM pg_settings WHERE name = 'archive_timeout')
+           AS archive_timeout_secs,
+       -- unit is 'B' from PG 11; PG 10 reports 8kB blocks
+       (SELECT setting::int8 * CASE unit WHEN '8kB' THEN 8192 WHEN 'kB' THEN 1024
+                                         WHEN 'MB' THEN 1048576 ELSE 1 END
+          FROM pg_settings WHERE name = 'wal_segment_size') AS wal_segment_size_bytes,
+       a.archived_count,
+       a.last_archived_wal,
+       (extract(epoch FROM a.last_archived_time) * 1000000)::int8 AS last_archived_us,
+       a.failed_count,
+       a.last_failed_wal,
+       (extract(epoch FROM a.last_failed_time) * 1000000)::int8 AS last_failed_us,
+       (extract(epoch FROM a.stats_reset) * 1000000)::int8 AS stats_reset_us,
+       -- a standby has no current WAL position of its own, only what it received (A6)
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text
+            ELSE pg_current_wal_lsn()::text END AS current_lsn,
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal_file,
+       (extract(epoch FROM now()) * 1000000)::int8 AS db_now_us
+  FROM pg_stat_archiver a";
+
+/// The `.ready` files waiting for the archiver and the database clock, in one statement (A3).
+///
+/// Counted: 24-hex-digit segments, timeline history files, and the rest (`.partial`,
+/// `.backup`) separately. The oldest is taken among segments and history files, because the
+/// archiver serves history files first and a stuck one holds back every segment behind it.
+/// `[.]` instead of `\.` works whatever `standard_conforming_strings` says.
+const PENDING_SQL: &str = "
+WITH ready AS (
+    SELECT name, modification,
+           CASE WHEN name ~ '^[0-9A-F]{24}[.]ready$' THEN 'segment'
+                WHEN name ~ '^[0-9A-F]{8}[.]history[.]ready$' THEN 'history'
+                ELSE 'other' END AS class
+      FROM pg_ls_archive_statusdir()
+     WHERE name ~ '[.]ready$'
+), oldest AS (
+    SELECT name, modification
+      FROM ready
+     WHERE class IN ('segment', 'history')
+     ORDER BY modification, name
+     LIMIT 1
+)
+SELECT count(*) FILTER (WHERE class = 'segment') AS ready_segments,
+       count(*) FILTER (WHERE class = 'history') AS ready_history,
+       count(*) FILTER (WHERE class = 'other') AS ready_other,
+       (SELECT left(name, -length('.ready')) FROM oldest) AS oldest_ready_name,
+       (SELECT extract(epoch FROM now() - modification)::int8 FROM oldest)
+           AS oldest_ready_age_secs,
+       (extract(epoch FROM now()) * 1000000)::int8 AS db_now_us
+  FROM ready";
+
+fn status_from_row(row: &Row) -> Result<WalObs, String> {
+    Ok(WalObs {
+        server_version_num: get(row, "server_version_num")?,
+        in_recovery: get(row, "in_recovery")?,
+        archive_mode: get(row, "archive_mode")?,
+        archive_command: get(row, "archive_command")?,
+        archive_library: get(row, "archive_library")?,
+        archive_timeout_secs: get(row, "archive_timeout_secs")?,
+        wal_segment_size_bytes: get(row, "wal_segment_size_bytes")?,
+        archived_count: get(row, "archived_count")?,
+        last_archived_wal: get(row, "last_archived_wal")?,
+        last_archived_time: time(row, "last_archived_us")?,
+        failed_count: get(row, "failed_count")?,
+        last_failed_wal: get(row, "last_failed_wal")?,
+        last_failed_time: time(row, "last_failed_us")?,
+        stats_reset: time(row, "stats_reset_us")?,
+        db_now: time(row, "db_now_us")?,
+        current_lsn: get(row, "current_lsn")?,
+        current_wal_file: get(row, "current_wal_file")?,
+        ..WalObs::default()
+    })
+}
+
+struct Pending {
+    ready_segments: i64,
+    ready_history: i64,
+    ready_other: i64,
+    oldest_name: Option<String>,
+    oldest_age_secs: Option<i64>,
+    db_now: DateTime<Utc>,
+}
+
+fn pending_from_row(row: &Row) -> Result<Pending, String> {
+    Ok(Pending {
+        ready_segments: get(row, "ready_segments")?,
+        ready_history: get(row, "ready_history")?,
+        ready_other: get(row, "ready_other")?,
+        oldest_name: get(row, "oldest_ready_name")?,
+        oldest_age_secs: get(row, "oldest_ready_age_secs")?,
+        db_now: time(row, "db_now_us")?.ok_or("column db_now_us: unexpected null")?,
+    })
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, String> {
+    row.try_get(column)
+        .map_err(|e| format!("column {column}: {}", chain(&e)))
+}
+
+/// A nullable timestamp sent as microseconds since the epoch.
+fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match get::<Option<i64>>(row, column)? {
+        None => Ok(None),
+        Some(us) => DateTime::from_timestamp_micros(us)
+            .map(Some)
+            .ok_or_else(|| format!("column {column}: {us} µs is out of range")),
+    }
+}
+
+// === error text ===
+
+/// An error and its sources joined by ": ", on one line ("db error: ERROR: ...; DETAIL: ...").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.replace('\n', "; ")
+}
+
+/// "0.5s", "10s".
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const PASSWORD: &str = "hunter2-secret";
+
+    fn probe(port: u16, connect_timeout: Duration) -> WalProbe {
+        let mut pg = Config::new();
+        pg.host("127.0.0.1")
+            .port(port)
+            .user("backwatch")
+            .password(PASSWORD)
+            .dbname("postgres");
+        WalProbe {
+            name: "main".into(),
+            pg,
+            connect_timeout,
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_cannot_connect_quickly() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr").port()
+        };
+        let started = Instant::now();
+        let err = probe(port, Duration::from_secs(10))
+            .observe()
+            .await
+            .expect_err("nothing listens");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.starts_with("cannot connect: "), "{err}");
+        assert!(err.contains("Connection refused"), "{err}");
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_instead_of_hanging() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Accepts and keeps every connection open without ever answering.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let started = Instant::now();
+        let err = probe(port, Duration::from_millis(500))
+            .observe()
+            .await
+            .expect_err("the server never answers");
+        let elapsed = started.elapsed();
+        server.abort();
+        assert_eq!(err, "timed out after 0.5s connecting");
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+
+    #[test]
+    fn redacted_hides_the_password() {
+        let mut cfg = Config::new();
+        cfg.host_path("/var/run/postgresql")
+            .port(5432)
+            .user("backwatch")
+            .password(PASSWORD)
+            .dbname("postgres");
+        assert_eq!(
+            redacted(&cfg),
+            "host=/var/run/postgresql port=5432 user=backwatch dbname=postgres"
+        );
+    }
+
+    #[test]
+    fn redacted_lists_hosts_and_quotes_odd_values() {
+        let cfg: Config = "host=db1,db2 port=5433,5434 user='back watch' password=x dbname=it\\'s"
+            .parse()
+            .expect("valid connection string");
+        assert_eq!(
+            redacted(&cfg),
+            r"host=db1,db2 port=5433,5434 user='back watch' dbname='it\'s'"
+        );
+        assert_eq!(redacted(&Config::new()), "port=5432");
+    }
+
+    #[test]
+    fn durations_print_as_seconds() {
+        assert_eq!(secs(Duration::from_millis(500)), "0.5s");
+        assert_eq!(secs(Duration::from_secs(10)), "10s");
+    }
+
+    /// Checks the SQL against a real server: that it parses, decodes, and that the privilege
+    /// fallback works. Needs the local PostgreSQL (socket /var/run/postgresql, trust auth for
+    /// user postgres) and creates then drops the role `backwatch_probe_test`. Run as root:
+    /// `cargo test -p backwatch-agent probe::wal_archive -- --ignored --nocapture`
+    #[tokio::test]
+    #[ignore = "needs the local PostgreSQL at /var/run/postgresql"]
+    async fn local_postgresql() {
+        let mut pg = Config::new();
+        pg.host_path("/var/run/postgresql")
+            .port(5432)
+            .user("postgres")
+            .dbname("postgres");
+        let mut probe = WalProbe {
+            name: "local".into(),
+            pg: pg.clone(),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        };
+
+        let Ok(Observation::WalArchive(obs)) = probe.observe().await else {
+            panic!("local PostgreSQL not observed");
+        };
+        println!("superuser: {obs:#?}");
+        assert!(obs.server_version_num >= 120_000);
+        assert_eq!(obs.pending_source, PendingSource::ArchiveStatusdir);
+        assert_eq!(obs.pending_note, None);
+        assert!(obs.wal_segment_size_bytes >= 1 << 20);
+        assert!(obs.archive_timeout_secs >= 0);
+        assert!(obs.current_lsn.is_some());
+        assert_eq!(obs.current_wal_file.is_some(), !obs.in_recovery);
+        let db_now = obs.db_now.expect("db_now");
+        assert!((db_now - Utc::now()).num_seconds().abs() < 60);
+
+        // A role that may read settings but not the archive status directory: the probe must
+        // still succeed and say why the pending list is missing.
+        let (admin, connection) = pg.connect(NoTls).await.expect("connect as postgres");
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "DROP ROLE IF EXISTS backwatch_probe_test;
+                 CREATE ROLE backwatch_probe_test NOLOGIN;
+                 GRANT pg_read_all_settings TO backwatch_probe_test;",
+            )
+            .await
+            .expect("create test role");
+        probe.pg.options("-c role=backwatch_probe_test");
+        let outcome = probe.observe().await;
+        admin
+            .batch_execute("DROP ROLE backwatch_probe_test")
+            .await
+            .expect("drop test role");
+        let Ok(Observation::WalArchive(obs)) = outcome else {
+            panic!("unprivileged observation failed: {outcome:?}");
+        };
+        println!("unprivileged: {obs:#?}");
+        assert_eq!(obs.pending_source, PendingSource::Unavailable);
+        assert_eq!(
+            obs.pending_note.as_deref(),
+            Some(
+                "pg_ls_archive_statusdir() not permitted: grant pg_monitor to the monitoring role"
+            )
+        );
+        assert!(obs.db_now.is_some());
+
+        // The pending statement's classification, on a made-up archive_status listing.
+        let listing = "(VALUES
+            ('000000010000000000000003.ready', 0::int8, now() - interval '5 min'),
+            ('000000010000000000000004.ready', 0, now() - interval '1 min'),
+            ('00000002.history.ready', 0, now() - interval '20 min'),
+            ('000000010000000000000002.partial.ready', 0, now() - interval '1 h'),
+            ('000000010000000000000002.00000028.backup.ready', 0, now() - interval '2 h'),
+            ('000000010000000000000001.done', 0, now() - interval '3 h')
+        ) AS f(name, size, modification)";
+        let sql = PENDING_SQL.replace("pg_ls_archive_statusdir()", listing);
+        let row = admin.query_one(&sql, &[]).await.expect("pending sql");
+        let p = pending_from_row(&row).expect("decodes");
+        assert_eq!(
+            (p.ready_segments, p.ready_history, p.ready_other),
+            (2, 1, 2)
+        );
+        assert_eq!(p.oldest_name.as_deref(), Some("00000002.history"));
+        assert_eq!(p.oldest_age_secs, Some(1200));
+        let sql = PENDING_SQL.replace(
+            "pg_ls_archive_statusdir()",
+            "(SELECT 'x' AS name, now() AS modification WHERE false) AS f",
+        );
+        let p =
+            pending_from_row(&admin.query_one(&sql, &[]).await.expect("empty")).expect("decodes");
+        assert_eq!(
+            (p.ready_segments, p.oldest_name, p.oldest_age_secs),
+            (0, None, None)
+        );
+
+        // PostgreSQL 10 and 11 have no pg_ls_archive_statusdir(); other errors are quoted.
+        let e = admin
+            .query_one("SELECT pg_no_such_function()", &[])
+            .await
+            .expect_err("42883");
+        assert_eq!(
+            pending_note(e.code(), &e),
+            "pg_ls_archive_statusdir() needs PostgreSQL 12 or later"
+        );
+        let e = admin.query_one("SELECT 1/0", &[]).await.expect_err("22012");
+        assert_eq!(
+            pending_note(e.code(), &e),
+            "query failed: db error: ERROR: division by zero"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 mod sql;
 pub mod suite;
 
-pub use sql::SqlStore;
+pub use sql::{SqlStore, redact_url};
 
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::ProbeResult;

@@ -1,0 +1,458 @@
+//! [`SqlStore`]: the [`Store`] over sqlx's `Any` driver, for SQLite and PostgreSQL.
+//!
+//! Why one `Any`-based implementation rather than a SQLite copy and a PostgreSQL copy: the SQL
+//! is the same for both (`$N` placeholders, `ON CONFLICT` upserts, integer times), except
+//! where [`Backend`] branches: the migration set, how a write transaction starts, the row lock
+//! taken before a read-modify-write, and SQLite's connection pragmas. Two typed copies would
+//! duplicate every query and decoder and drift apart; the price is `Any`'s narrow value set,
+//! which the schema accepts on purpose.
+//!
+//! Invariants:
+//! - every write is one transaction; a batch of results commits as a whole or not at all;
+//! - the state of a check reflects its newest measurement: a result measured before the
+//!   state's `observed_at` (a spool replay arriving after newer results) is stored in
+//!   `results` but changes neither the state nor the transitions;
+//! - times are Unix milliseconds (UTC), booleans 0/1, JSON is TEXT; sub-millisecond precision
+//!   is dropped, except inside the `last_result` JSON;
+//! - migrations are compiled into the binary and recorded in `_sqlx_migrations`; `open`
+//!   applies the missing ones and refuses a database whose applied migrations were edited;
+//! - a URL is only ever shown through [`redact_url`].
+
+mod read;
+#[cfg(test)]
+mod tests;
+mod url;
+mod write;
+
+pub use url::redact_url;
+
+use super::{
+    CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, Inserted, Store, StoreError,
+    StoreResult, Transition,
+};
+use crate::status::Status;
+use chrono::{DateTime, Utc};
+use read::{check_state, history_entry, host_record, transition};
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, SqlStr, Transaction};
+use std::borrow::Cow;
+use std::sync::Once;
+use std::time::Duration;
+use url::sqlite_url;
+use write::{Change, insert_transition, query_error, read_state, record_one};
+
+/// What differs between the two databases; everything else is shared SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migration compiled into the binary: the collector is deployed without its source tree.
+struct Embedded {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+macro_rules! embed {
+    ($backend:literal, $version:literal, $file:literal, $description:literal) => {
+        Embedded {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!("../../migrations/", $backend, "/", $file)),
+        }
+    };
+}
+
+const SQLITE_MIGRATIONS: &[Embedded] = &[embed!("sqlite", 1, "0001_initial.sql", "initial")];
+const POSTGRES_MIGRATIONS: &[Embedded] = &[embed!("postgres", 1, "0001_initial.sql", "initial")];
+
+impl Backend {
+    fn from_url(url: &str) -> Option<Backend> {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    fn embedded(self) -> &'static [Embedded] {
+        match self {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+
+    fn migrator(self) -> Migrator {
+        let migrations = self
+            .embedded()
+            .iter()
+            .map(|m| {
+                Migration::new(
+                    m.version,
+                    Cow::Borrowed(m.description),
+                    MigrationType::Simple,
+                    SqlStr::from_static(m.sql),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+    }
+
+    /// Reads the state a write is about to replace. On PostgreSQL the row is locked, so a
+    /// concurrent writer of the same check (ingest and the silence scan) waits instead of
+    /// deciding on a stale status; SQLite has no row locks and needs none (see `begin`).
+    /// A check's very first result has no row to lock yet: two first results written at
+    /// the same moment could both record a transition from nothing. One stream per host
+    /// makes that rare, and the state still ends right.
+    fn state_for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "SELECT status, since, observed_at FROM check_state \
+                 WHERE host = $1 AND check_id = $2"
+            }
+            Backend::Postgres => {
+                "SELECT status, since, observed_at FROM check_state \
+                 WHERE host = $1 AND check_id = $2 FOR UPDATE"
+            }
+        }
+    }
+}
+
+const TOUCH_HOST: &str = include_str!("queries/touch_host.sql");
+const TOUCH_HOST_WITH_FACTS: &str = include_str!("queries/touch_host_with_facts.sql");
+
+// The column list of each SELECT sits next to the decoder that reads those names; `concat!`
+// keeps the result a `&'static str`, which is what sqlx accepts without `AssertSqlSafe`.
+macro_rules! select_hosts {
+    ($tail:literal) => {
+        concat!(
+            "SELECT host, first_seen, last_contact, silent, agent_version, hostname, os, \
+             instance_id, clock_skew_ms FROM hosts ",
+            $tail
+        )
+    };
+}
+macro_rules! select_states {
+    ($tail:literal) => {
+        concat!(
+            "SELECT host, check_id, status, summary, since, observed_at, received_at, \
+             interval_secs, last_result_id, last_result, details FROM check_state ",
+            $tail
+        )
+    };
+}
+macro_rules! select_history {
+    ($tail:literal) => {
+        concat!(
+            "SELECT result_id, check_id, measured_at, received_at, status, summary, error, \
+             observation FROM results ",
+            $tail
+        )
+    };
+}
+
+/// Fleet history in SQLite or PostgreSQL, chosen by the URL given to [`SqlStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+impl SqlStore {
+    /// Opens (for SQLite: creates when missing) the database at `url` and applies the
+    /// embedded migrations. `url` is `sqlite:<path>`, `sqlite://<path>`, `sqlite::memory:`
+    /// (one connection, gone when the store is dropped: for tests), or
+    /// `postgres[ql]://user[:password]@host[:port]/database`.
+    pub async fn open(url: &str) -> StoreResult<SqlStore> {
+        // `AnyPool` panics without installed drivers. sqlx ignores repeated installs; the
+        // `Once` only spares every later open the call.
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let open_error = |source| StoreError::Open {
+            url_redacted: redact_url(url),
+            source,
+        };
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            open_error(sqlx::Error::Configuration(
+                "unsupported scheme (expected sqlite: or postgres://)".into(),
+            ))
+        })?;
+        let pool = match backend {
+            Backend::Sqlite => open_sqlite(url).await,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+            }
+        }
+        .map_err(open_error)?;
+        backend
+            .migrator()
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// Closes every connection; later calls fail. Lets a caller (or a test) release the
+    /// SQLite file before opening it again.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            // A deferred SQLite transaction that reads and then writes fails at once with
+            // SQLITE_BUSY (busy_timeout does not wait for it) when another connection wrote
+            // in between; taking the write lock first makes writers queue on busy_timeout.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(query_error("begin transaction"))
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
+    let (url, in_memory) = sqlite_url(url);
+    if !in_memory {
+        // WAL lets the API read while ingest writes. It is a property of the file, and
+        // switching to it takes an exclusive lock busy_timeout cannot wait for, so it is set
+        // once on a lone connection before the pool opens several.
+        let mut conn = AnyConnection::connect(&url).await?;
+        let mode: String = conn
+            .fetch_one("PRAGMA journal_mode = WAL")
+            .await?
+            .try_get(0)?;
+        conn.close().await?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "sqlite store is not in WAL mode");
+        }
+    }
+    let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+        Box::pin(async move {
+            // FULL, not NORMAL: an ack promises the agent it may drop the result from its
+            // spool, and in WAL mode NORMAL can lose the last commits on power failure. The
+            // cost is one fsync per batch, not per result.
+            conn.execute("PRAGMA synchronous = FULL").await?;
+            conn.execute("PRAGMA busy_timeout = 5000").await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            Ok(())
+        })
+    });
+    let options = if in_memory {
+        // Through `Any` every connection re-parses the URL and so gets its own private
+        // in-memory database: keep exactly one, forever.
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        // SQLite has one writer at a time anyway; a few connections let reads proceed.
+        options.max_connections(4)
+    };
+    options.connect(&url).await
+}
+
+// === impl Store ===
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    async fn touch_host(
+        &self,
+        host: &str,
+        at: DateTime<Utc>,
+        facts: Option<&HostFacts>,
+    ) -> StoreResult<()> {
+        let at = at.timestamp_millis();
+        let query = match facts {
+            None => sqlx::query(TOUCH_HOST).bind(host).bind(at),
+            Some(f) => sqlx::query(TOUCH_HOST_WITH_FACTS)
+                .bind(host)
+                .bind(at)
+                .bind(f.agent_version.as_str())
+                .bind(f.hostname.as_str())
+                .bind(f.os.as_str())
+                .bind(f.instance_id.as_str())
+                .bind(f.clock_skew_ms),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("touch host"))?;
+        Ok(())
+    }
+
+    async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            outcomes.push(record_one(&mut tx, self.backend, host, item).await?);
+        }
+        tx.commit().await.map_err(query_error("commit results"))?;
+        Ok(outcomes)
+    }
+
+    async fn set_check_status(
+        &self,
+        host: &str,
+        check: &str,
+        status: Status,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let Some(prev) = read_state(&mut tx, self.backend, host, check).await? else {
+            return Ok(false);
+        };
+        if prev.status == status {
+            return Ok(false);
+        }
+        let at = at.timestamp_millis();
+        sqlx::query(
+            "UPDATE check_state SET status = $3, summary = $4, since = $5 \
+             WHERE host = $1 AND check_id = $2",
+        )
+        .bind(host)
+        .bind(check)
+        .bind(status.as_str())
+        .bind(summary)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("update check status"))?;
+        let change = Change {
+            host,
+            check,
+            at,
+            from: Some(prev.status),
+            to: status,
+            summary,
+            result_id: None,
+        };
+        insert_transition(&mut tx, &change).await?;
+        tx.commit()
+            .await
+            .map_err(query_error("commit check status"))?;
+        Ok(true)
+    }
+
+    async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE hosts SET silent = $2 WHERE host = $1")
+            .bind(host)
+            .bind(i64::from(silent))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("set host silent"))?;
+        Ok(())
+    }
+
+    async fn hosts(&self) -> StoreResult<Vec<HostRecord>> {
+        sqlx::query(select_hosts!("ORDER BY host"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list hosts"))?
+            .iter()
+            .map(host_record)
+            .collect()
+    }
+
+    async fn host(&self, host: &str) -> StoreResult<Option<HostRecord>> {
+        sqlx::query(select_hosts!("WHERE host = $1"))
+            .bind(host)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read host"))?
+            .as_ref()
+            .map(host_record)
+            .transpose()
+    }
+
+    async fn check_states(&self, host: Option<&str>) -> StoreResult<Vec<CheckState>> {
+        let query = match host {
+            Some(host) => {
+                sqlx::query(select_states!("WHERE host = $1 ORDER BY check_id")).bind(host)
+            }
+            None => sqlx::query(select_states!("ORDER BY host, check_id")),
+        };
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list check states"))?
+            .iter()
+            .map(check_state)
+            .collect()
+    }
+
+    async fn check_state(&self, host: &str, check: &str) -> StoreResult<Option<CheckState>> {
+        sqlx::query(select_states!("WHERE host = $1 AND check_id = $2"))
+            .bind(host)
+            .bind(check)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read check state"))?
+            .as_ref()
+            .map(check_state)
+            .transpose()
+    }
+
+    async fn history(
+        &self,
+        host: &str,
+        check: Option<&str>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        // Two statements rather than `($2 IS NULL OR check_id = $2)`, so each can use its
+        // index and PostgreSQL's cached plan does not have to serve both shapes.
+        let query = match check {
+            Some(check) => sqlx::query(select_history!(
+                "WHERE host = $1 AND check_id = $2 AND measured_at >= $3 \
+                 ORDER BY measured_at, result_id LIMIT $4"
+            ))
+            .bind(host)
+            .bind(check),
+            None => sqlx::query(select_history!(
+                "WHERE host = $1 AND measured_at >= $2 ORDER BY measured_at, result_id LIMIT $3"
+            ))
+            .bind(host),
+        };
+        query
+            .bind(since.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read history"))?
+            .iter()
+            .map(history_entry)
+            .collect()
+    }
+
+    async fn transitions(&self, host: &str, since: DateTime<Utc>) -> StoreResult<Vec<Transition>> {
+        sqlx::query(
+            "SELECT host, check_id, at, from_status, to_status, summary FROM transitions \
+             WHERE host = $1 AND at >= $2 ORDER BY at, id",
+        )
+        .bind(host)
+        .bind(since.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read transitions"))?
+        .iter()
+        .map(transition)
+        .collect()
+    }
+}

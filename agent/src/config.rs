@@ -1,0 +1,457 @@
+//! Agent configuration: raw TOML (`deny_unknown_fields`) validated into [`Config`].
+//!
+//! Defaults come from the operations procedure: backup directories `daily` (/backup/daily,
+//! 24 h) and `weekly` (/backup/weekly, 7 d) every 6 h; disk space of /backup every hour; WAL
+//! archiving every 15 min (needs a `[[wal]]` section with a DSN). Leaving a probe list out
+//! means its defaults; writing an empty list (`backup_dir = []`) means none.
+
+use crate::probe::backup_dir::{
+    BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
+};
+use crate::probe::disk::DiskProbe;
+use crate::probe::wal_archive::WalProbe;
+use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
+use backwatch_proto::convert::valid_probe_name;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub const BACKUP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+pub const DISK_INTERVAL: Duration = Duration::from_secs(3600);
+pub const WAL_INTERVAL: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/backwatch-agent/spool";
+
+// === raw ===
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub collector: Option<RawCollector>,
+    #[serde(default)]
+    pub spool: RawSpool,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    pub backup_dir: Option<Vec<RawBackupDir>>,
+    pub disk: Option<Vec<RawDisk>>,
+    #[serde(default)]
+    pub wal: Vec<RawWal>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollector {
+    pub url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// TLS name to expect on the collector certificate, when not the URL's host.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub dir: Option<PathBuf>,
+    pub max_results: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// First run of each probe is delayed by a random time up to this (default 30 s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub start_jitter: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackupDir {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    pub max_depth: Option<u32>,
+    pub max_entries: Option<u64>,
+    pub ignore_suffixes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWal {
+    pub name: String,
+    /// libpq-style DSN ("host=/var/run/postgresql user=backwatch dbname=postgres") or URL.
+    pub dsn: String,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub statement_timeout: Option<Duration>,
+}
+
+// === validated ===
+
+pub struct Config {
+    pub collector: Option<CollectorLink>,
+    pub spool: SpoolConfig,
+    pub start_jitter: Duration,
+    pub probes: Vec<Scheduled>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorLink {
+    pub url: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub max_results: u64,
+    pub max_age: Duration,
+}
+
+/// A probe with its schedule.
+pub struct Scheduled {
+    pub probe: ProbeConfig,
+    pub interval: Duration,
+    /// A run that takes longer is abandoned and reported as a timeout result.
+    pub timeout: Duration,
+}
+
+/// One variant per probe module.
+pub enum ProbeConfig {
+    BackupDir(BackupDirProbe),
+    Disk(DiskProbe),
+    Wal(WalProbe),
+}
+
+impl ProbeConfig {
+    pub fn check_id(&self) -> String {
+        use crate::probe::Probe;
+        match self {
+            ProbeConfig::BackupDir(p) => {
+                backwatch_proto::model::check_id(BackupDirProbe::KIND, p.name())
+            }
+            ProbeConfig::Disk(p) => backwatch_proto::model::check_id(DiskProbe::KIND, p.name()),
+            ProbeConfig::Wal(p) => backwatch_proto::model::check_id(WalProbe::KIND, p.name()),
+        }
+    }
+
+    /// What the probe looks at, for `check` and `print-config` (never a password).
+    pub fn target(&self) -> String {
+        match self {
+            ProbeConfig::BackupDir(p) => p.path.display().to_string(),
+            ProbeConfig::Disk(p) => p.path.display().to_string(),
+            ProbeConfig::Wal(p) => crate::probe::wal_archive::redacted(&p.pg),
+        }
+    }
+}
+
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = load_toml(path)?;
+        Config::validate(path, raw)
+    }
+
+    pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut p = Problems::new(path);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |f: PathBuf| if f.is_relative() { base.join(f) } else { f };
+
+        let collector = raw.collector.map(|c| {
+            let url = c.url.unwrap_or_default();
+            if !url.starts_with("https://") {
+                p.push(
+                    "collector.url",
+                    format!("{url:?} must be an https:// URL (plaintext is refused), e.g. \"https://collector.example:7443\""),
+                );
+            }
+            let mut file = |key: &str, f: Option<PathBuf>| match f {
+                None => {
+                    p.push(key, "is required (a PEM file)");
+                    PathBuf::new()
+                }
+                Some(f) => {
+                    let f = rel(f);
+                    match std::fs::metadata(&f) {
+                        Ok(m) if m.is_file() => {}
+                        Ok(_) => p.push(key, format!("{} is not a file", f.display())),
+                        Err(e) => p.push(key, format!("cannot read {}: {e}", f.display())),
+                    }
+                    f
+                }
+            };
+            CollectorLink {
+                ca: file("collector.ca", c.ca),
+                cert: file("collector.cert", c.cert),
+                key: file("collector.key", c.key),
+                url,
+                server_name: c.server_name,
+            }
+        });
+
+        let spool = SpoolConfig {
+            dir: raw
+                .spool
+                .dir
+                .map(rel)
+                .unwrap_or_else(|| DEFAULT_SPOOL_DIR.into()),
+            max_results: raw.spool.max_results.unwrap_or(10_000),
+            max_age: raw.spool.max_age.unwrap_or(Duration::from_secs(7 * 86400)),
+        };
+        if spool.max_results == 0 {
+            p.push("spool.max_results", "must be at least 1");
+        }
+
+        let mut probes = Vec::new();
+        let mut seen = BTreeSet::new();
+        let interval_of = |p: &mut Problems, key: String, v: Option<Duration>, d: Duration| {
+            let i = v.unwrap_or(d);
+            if i < MIN_INTERVAL {
+                p.push(key, "must be at least 1s");
+            }
+            i
+        };
+        let mut name_ok = |p: &mut Problems, key: String, kind: &str, name: &str| {
+            if !valid_probe_name(name) {
+                p.push(
+                    key,
+                    format!("{name:?} is not a valid name (1-64 of a-z, 0-9, '_', '-')"),
+                );
+            } else if !seen.insert(format!("{kind}.{name}")) {
+                p.push(key, format!("{name:?} is used twice"));
+            }
+        };
+
+        let dirs = raw.backup_dir.unwrap_or_else(|| {
+            vec![
+                default_dir("daily", "/backup/daily", 24 * 3600),
+                default_dir("weekly", "/backup/weekly", 7 * 24 * 3600),
+            ]
+        });
+        for (i, d) in dirs.into_iter().enumerate() {
+            let k = |f: &str| format!("backup_dir[{i}].{f}");
+            name_ok(&mut p, k("name"), "backup", &d.name);
+            if d.path.exists() && !d.path.is_dir() {
+                p.push(
+                    k("path"),
+                    format!("{} is not a directory", d.path.display()),
+                );
+            }
+            let interval = interval_of(&mut p, k("interval"), d.interval, BACKUP_INTERVAL);
+            let max_age = d.max_age.or(match d.name.as_str() {
+                "daily" => Some(Duration::from_secs(24 * 3600)),
+                "weekly" => Some(Duration::from_secs(7 * 24 * 3600)),
+                _ => None,
+            });
+            probes.push(Scheduled {
+                probe: ProbeConfig::BackupDir(BackupDirProbe {
+                    name: d.name,
+                    path: d.path,
+                    max_age,
+                    max_depth: d.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+                    max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+                    ignore_suffixes: d.ignore_suffixes.unwrap_or_else(default_ignore_suffixes),
+                }),
+                interval,
+                timeout: PROBE_TIMEOUT,
+            });
+        }
+
+        let disks = raw.disk.unwrap_or_else(|| {
+            vec![RawDisk {
+                name: "backup".into(),
+                path: "/backup".into(),
+                interval: None,
+            }]
+        });
+        for (i, d) in disks.into_iter().enumerate() {
+            let k = |f: &str| format!("disk[{i}].{f}");
+            name_ok(&mut p, k("name"), "disk", &d.name);
+            let interval = interval_of(&mut p, k("interval"), d.interval, DISK_INTERVAL);
+            probes.push(Scheduled {
+                probe: ProbeConfig::Disk(DiskProbe {
+                    name: d.name,
+                    path: d.path,
+                }),
+                interval,
+                timeout: PROBE_TIMEOUT,
+            });
+        }
+
+        for (i, w) in raw.wal.into_iter().enumerate() {
+            let k = |f: &str| format!("wal[{i}].{f}");
+            name_ok(&mut p, k("name"), "wal", &w.name);
+            let interval = interval_of(&mut p, k("interval"), w.interval, WAL_INTERVAL);
+            let connect_timeout = w.connect_timeout.unwrap_or(Duration::from_secs(5));
+            let statement_timeout = w.statement_timeout.unwrap_or(Duration::from_secs(10));
+            let pg = match tokio_postgres::Config::from_str(&w.dsn) {
+                Ok(c) => c,
+                Err(e) => {
+                    // The DSN may hold a password: name the problem, never echo the value.
+                    p.push(
+                        k("dsn"),
+                        format!("is not a valid PostgreSQL connection string: {e}"),
+                    );
+                    continue;
+                }
+            };
+            probes.push(Scheduled {
+                probe: ProbeConfig::Wal(WalProbe {
+                    name: w.name,
+                    pg,
+                    connect_timeout,
+                    statement_timeout,
+                }),
+                interval,
+                timeout: connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
+            });
+        }
+
+        p.finish()?;
+        Ok(Config {
+            collector,
+            spool,
+            start_jitter: raw.schedule.start_jitter.unwrap_or(Duration::from_secs(30)),
+            probes,
+        })
+    }
+}
+
+fn default_dir(name: &str, path: &str, max_age_secs: u64) -> RawBackupDir {
+    RawBackupDir {
+        name: name.into(),
+        path: path.into(),
+        max_age: Some(Duration::from_secs(max_age_secs)),
+        interval: None,
+        max_depth: None,
+        max_entries: None,
+        ignore_suffixes: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backwatch_proto::config::parse_toml;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new("/etc/backwatch/agent.toml");
+        Config::validate(path, parse_toml(path, text)?)
+    }
+
+    #[test]
+    fn defaults_follow_the_procedure() {
+        let c = load("").unwrap();
+        let ids: Vec<_> = c.probes.iter().map(|s| s.probe.check_id()).collect();
+        assert_eq!(ids, ["backup.daily", "backup.weekly", "disk.backup"]);
+        assert_eq!(c.probes[0].interval, BACKUP_INTERVAL);
+        assert_eq!(c.probes[2].interval, DISK_INTERVAL);
+        assert!(c.collector.is_none());
+    }
+
+    #[test]
+    fn wal_probe_defaults_to_every_15_minutes() {
+        let c = load("[[wal]]\nname = \"main\"\ndsn = \"host=/tmp dbname=postgres\"\n").unwrap();
+        let wal = c
+            .probes
+            .iter()
+            .find(|s| s.probe.check_id() == "wal.main")
+            .unwrap();
+        assert_eq!(wal.interval, WAL_INTERVAL);
+    }
+
+    #[test]
+    fn bad_interval_names_file_line_and_key() {
+        let err = load("[[disk]]\nname = \"backup\"\npath = \"/backup\"\ninterval = \"fifteen\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "/etc/backwatch/agent.toml:4:12 disk[0].interval: \"fifteen\" is not a duration"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plaintext_collector_and_missing_files_are_all_reported() {
+        let err = load("[collector]\nurl = \"http://c:7443\"\nca = \"/nonexistent/ca.pem\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("collector.url: \"http://c:7443\" must be an https:// URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("collector.ca: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(err.contains("collector.cert: is required"), "{err}");
+    }
+
+    #[test]
+    fn malformed_dsn_is_refused_without_echoing_it() {
+        let err =
+            load("[[wal]]\nname = \"main\"\ndsn = \"host=/tmp password=s3cret port=notaport\"\n")
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(
+            err.contains("wal[0].dsn: is not a valid PostgreSQL connection string"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_and_invalid_names_are_refused() {
+        let err = load(
+            "[[disk]]\nname = \"a\"\npath = \"/\"\n[[disk]]\nname = \"a\"\npath = \"/tmp\"\n[[backup_dir]]\nname = \"Daily Set\"\npath = \"/b\"\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("disk[1].name: \"a\" is used twice"), "{err}");
+        assert!(
+            err.contains("backup_dir[0].name: \"Daily Set\" is not a valid name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backup_path_that_is_a_file_is_refused() {
+        let err = load("[[backup_dir]]\nname = \"daily\"\npath = \"/etc/hostname\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("backup_dir[0].path: /etc/hostname is not a directory"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! HTTP JSON API (read-only for now), on its own listener.
+//!
+//! - `GET /healthz`
+//! - `GET /api/v1/hosts`: every host, its last contact and each check's state
+//! - `GET /api/v1/hosts/{host}`: one host
+//! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
+//!
+//! Documented for users in README.md ("HTTP API").
+
+use crate::status::Status;
+use crate::store::{CheckState, HistoryEntry, HostRecord, Store, Transition};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/{host}", get(host))
+        .route("/api/v1/hosts/{host}/history", get(history))
+        .with_state(state)
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "api store query failed");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "store unavailable".into())
+    }
+}
+
+#[derive(Serialize)]
+struct CheckView {
+    name: String,
+    status: Status,
+    summary: String,
+    observed_at: Option<DateTime<Utc>>,
+    received_at: Option<DateTime<Utc>>,
+    since: DateTime<Utc>,
+    interval_secs: u32,
+    details: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct HostView {
+    host: String,
+    /// Worst status over the host's checks (unknown when silent).
+    status: Status,
+    silent: bool,
+    last_contact: DateTime<Utc>,
+    first_seen: DateTime<Utc>,
+    agent_version: String,
+    clock_skew_ms: i64,
+    checks: Vec<CheckView>,
+}
+
+fn view(h: HostRecord, checks: Vec<CheckState>) -> HostView {
+    let checks: Vec<CheckView> = checks
+        .into_iter()
+        .map(|c| CheckView {
+            name: c.check,
+            status: c.status,
+            summary: c.summary,
+            observed_at: c.observed_at,
+            received_at: c.received_at,
+            since: c.since,
+            interval_secs: c.interval_secs,
+            details: c.details,
+        })
+        .collect();
+    let worst = checks
+        .iter()
+        .map(|c| c.status)
+        .max_by_key(|s| s.rank())
+        .unwrap_or(Status::Unknown);
+    HostView {
+        status: if h.silent { Status::Unknown } else { worst },
+        host: h.host,
+        silent: h.silent,
+        last_contact: h.last_contact,
+        first_seen: h.first_seen,
+        agent_version: h.facts.agent_version,
+        clock_skew_ms: h.facts.clock_skew_ms,
+        checks,
+    }
+}
+
+async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.store.host("").await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+async fn hosts(State(s): State<ApiState>) -> Result<Json<Vec<HostView>>, ApiError> {
+    let hosts = s.store.hosts().await?;
+    let mut by_host: BTreeMap<String, Vec<CheckState>> = BTreeMap::new();
+    for c in s.store.check_states(None).await? {
+        by_host.entry(c.host.clone()).or_default().push(c);
+    }
+    Ok(Json(
+        hosts
+            .into_iter()
+            .map(|h| {
+                let checks = by_host.remove(&h.host).unwrap_or_default();
+                view(h, checks)
+            })
+            .collect(),
+    ))
+}
+
+async fn host(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+) -> Result<Json<HostView>, ApiError> {
+    let h = s
+        .store
+        .host(&host)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")))?;
+    let checks = s.store.check_states(Some(&host)).await?;
+    Ok(Json(view(h, checks)))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    check: Option<String>,
+    /// RFC 3339 time, or a duration back from now ("24h", "7d"). Default 7 days.
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct HistoryView {
+    host: String,
+    check: Option<String>,
+    since: DateTime<Utc>,
+    results: Vec<HistoryEntry>,
+    transitions: Vec<Transition>,
+}
+
+const MAX_LIMIT: u32 = 10_000;
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let now = Utc::now();
+    let since =
+        parse_since(q.since.as_deref(), now).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let limit = q.limit.unwrap_or(1000).min(MAX_LIMIT);
+    if s.store.host(&host).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")));
+    }
+    let results = s
+        .store
+        .history(&host, q.check.as_deref(), since, limit)
+        .await?;
+    let transitions = s
+        .store
+        .transitions(&host, since)
+        .await?
+        .into_iter()
+        .filter(|t| q.check.as_deref().is_none_or(|c| c == t.check))
+        .collect();
+    Ok(Json(HistoryView {
+        host,
+        check: q.check,
+        since,
+        results,
+        transitions,
+    }))
+}
+
+fn parse_since(s: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let Some(s) = s else {
+        return Ok(now - chrono::Duration::days(7));
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = backwatch_proto::config::parse_duration(s).map_err(|_| {
+        format!("since: {s:?} is neither an RFC 3339 time nor a duration like \"24h\"")
+    })?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| format!("since: {s:?} is too far back"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_and_durations() {
+        let now = Utc::now();
+        assert_eq!(
+            parse_since(Some("24h"), now).unwrap(),
+            now - chrono::Duration::hours(24)
+        );
+        assert_eq!(
+            parse_since(Some("2026-11-01T00:00:00Z"), now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-01T00:00:00+00:00"
+        );
+        assert!(parse_since(Some("yesterday"), now).is_err());
+        assert_eq!(
+            parse_since(None, now).unwrap(),
+            now - chrono::Duration::days(7)
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! Collector configuration: raw TOML structs (`deny_unknown_fields`) validated into [`Config`].
+//!
+//! Thresholds have three layers, merged before a rule runs: built-in defaults from the
+//! operations procedure, `[thresholds]`, then every matching `[[overrides]]` in file order
+//! (by host name pattern or by group from `[groups]`).
+
+use crate::rules::{ArchiveLimits, BackupLimits, DiskLimits, Limits, RecoveredFailurePolicy};
+use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+// === raw ===
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub grpc: RawGrpc,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub silence: RawSilence,
+    #[serde(default)]
+    pub thresholds: RawThresholds,
+    /// Group name -> host names or patterns (`*` matches any run of characters).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpc {
+    pub listen: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSilence {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub host_after: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub check_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub sweep_every: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawThresholds {
+    pub disk: Option<RawDisk>,
+    #[serde(default)]
+    pub backup: BTreeMap<String, RawBackup>,
+    pub wal: Option<RawWal>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub warning_pct: Option<u8>,
+    pub critical_pct: Option<u8>,
+    pub hysteresis_pts: Option<u8>,
+    pub inode_warning_pct: Option<u8>,
+    pub inode_critical_pct: Option<u8>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub grace: Option<Duration>,
+    pub min_size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawWal {
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_delay: Option<Duration>,
+    pub max_pending: Option<u64>,
+    pub expect_archiving: Option<bool>,
+    pub on_recovered_failure: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub thresholds: RawThresholds,
+}
+
+// === validated ===
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub http_listen: SocketAddr,
+    pub store_url: String,
+    pub silence: Silence,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Silence {
+    /// A host with no contact for this long is silent and its checks unknown (default 30 min).
+    pub host_after: Duration,
+    /// A check is overdue (unknown) after 2 × its interval + this grace (default 5 min).
+    pub check_grace: Duration,
+    /// How often silence is evaluated (default 30 s).
+    pub sweep_every: Duration,
+}
+
+/// Global thresholds plus overrides; `for_host` merges them for one host.
+#[derive(Debug, Clone, Default)]
+pub struct Thresholds {
+    pub base: Limits,
+    groups: BTreeMap<String, Vec<String>>,
+    overrides: Vec<(Vec<String>, Vec<String>, RawThresholds)>,
+}
+
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7443";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
+pub const DEFAULT_STORE_URL: &str = "sqlite:///var/lib/backwatch/collector.db";
+
+impl Thresholds {
+    pub fn new(base: &RawThresholds) -> Result<Self, String> {
+        let mut limits = Limits::default();
+        apply(&mut limits, base)?;
+        Ok(Thresholds {
+            base: limits,
+            ..Default::default()
+        })
+    }
+
+    pub fn groups_of(&self, host: &str) -> Vec<&str> {
+        self.groups
+            .iter()
+            .filter(|(_, pats)| pats.iter().any(|p| glob_match(p, host)))
+            .map(|(g, _)| g.as_str())
+            .collect()
+    }
+
+    pub fn for_host(&self, host: &str) -> Limits {
+        let groups = self.groups_of(host);
+        let mut limits = self.base.clone();
+        for (hosts, ogroups, raw) in &self.overrides {
+            let hit = hosts.iter().any(|p| glob_match(p, host))
+                || ogroups.iter().any(|g| groups.contains(&g.as_str()));
+            if hit {
+                // Validated at load time; cannot fail here.
+                let _ = apply(&mut limits, raw);
+            }
+        }
+        limits
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
+    if let Some(d) = &raw.disk {
+        let DiskLimits {
+            warning_pct,
+            critical_pct,
+            hysteresis_pts,
+            inode_warning_pct,
+            inode_critical_pct,
+        } = &mut l.disk;
+        set(warning_pct, d.warning_pct);
+        set(critical_pct, d.critical_pct);
+        set(hysteresis_pts, d.hysteresis_pts);
+        set(inode_warning_pct, d.inode_warning_pct);
+        set(inode_critical_pct, d.inode_critical_pct);
+        if l.disk.warning_pct > 100 || l.disk.critical_pct > 100 {
+            return Err("disk: percentages must be between 0 and 100".into());
+        }
+        if l.disk.warning_pct > l.disk.critical_pct {
+            return Err(format!(
+                "disk: warning_pct ({}) is above critical_pct ({})",
+                l.disk.warning_pct, l.disk.critical_pct
+            ));
+        }
+    }
+    for (name, b) in &raw.backup {
+        let entry = l
+            .backup
+            .entry(name.clone())
+            .or_insert_with(BackupLimits::default);
+        if b.max_age.is_some() {
+            entry.max_age = b.max_age;
+        }
+        set(&mut entry.grace, b.grace);
+        if b.min_size_bytes.is_some() {
+            entry.min_size_bytes = b.min_size_bytes;
+        }
+        if entry.max_age == Some(Duration::ZERO) {
+            return Err(format!("backup.{name}.max_age: must be more than 0"));
+        }
+    }
+    if let Some(w) = &raw.wal {
+        let ArchiveLimits {
+            max_delay,
+            max_pending,
+            expect_archiving,
+            on_recovered_failure,
+        } = &mut l.wal;
+        set(max_delay, w.max_delay);
+        if w.max_pending.is_some() {
+            *max_pending = w.max_pending;
+        }
+        set(expect_archiving, w.expect_archiving);
+        if let Some(p) = &w.on_recovered_failure {
+            *on_recovered_failure = match p.as_str() {
+                "record" => RecoveredFailurePolicy::Record,
+                "warn" => RecoveredFailurePolicy::Warn,
+                other => {
+                    return Err(format!(
+                        "wal.on_recovered_failure: {other:?} is not one of \"record\", \"warn\""
+                    ));
+                }
+            };
+        }
+        if l.wal.max_delay.is_zero() {
+            return Err("wal.max_delay: must be more than 0".into());
+        }
+    }
+    Ok(())
+}
+
+fn set<T: Copy>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = load_toml(path)?;
+        Config::validate(path, raw)
+    }
+
+    pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut p = Problems::new(path);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let addr = |p: &mut Problems, key: &str, v: Option<String>, default: &str| {
+            let text = v.unwrap_or_else(|| default.to_string());
+            text.parse::<SocketAddr>().unwrap_or_else(|_| {
+                p.push(
+                    key,
+                    format!("{text:?} is not an address (example: \"0.0.0.0:7443\")"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        };
+        let grpc_listen = addr(&mut p, "grpc.listen", raw.grpc.listen, DEFAULT_GRPC_LISTEN);
+        let http_listen = addr(&mut p, "http.listen", raw.http.listen, DEFAULT_HTTP_LISTEN);
+        let file = |p: &mut Problems, key: &str, v: Option<PathBuf>| match v {
+            None => {
+                p.push(
+                    key,
+                    "is required (a PEM file; `backwatch-collector certs init` makes one)",
+                );
+                PathBuf::new()
+            }
+            Some(f) => {
+                let f = if f.is_relative() { base.join(f) } else { f };
+                if let Err(e) = std::fs::metadata(&f) {
+                    p.push(key, format!("cannot read {}: {e}", f.display()));
+                }
+                f
+            }
+        };
+        let tls = TlsFiles {
+            ca: file(&mut p, "grpc.ca", raw.grpc.ca),
+            cert: file(&mut p, "grpc.cert", raw.grpc.cert),
+            key: file(&mut p, "grpc.key", raw.grpc.key),
+        };
+        let store_url = raw
+            .store
+            .url
+            .unwrap_or_else(|| DEFAULT_STORE_URL.to_string());
+        if !(store_url.starts_with("sqlite:")
+            || store_url.starts_with("postgres://")
+            || store_url.starts_with("postgresql://"))
+        {
+            p.push(
+                "store.url",
+                "must start with sqlite: (sqlite:///var/lib/backwatch/collector.db) or postgres://",
+            );
+        }
+        let silence = Silence {
+            host_after: raw
+                .silence
+                .host_after
+                .unwrap_or(Duration::from_secs(30 * 60)),
+            check_grace: raw
+                .silence
+                .check_grace
+                .unwrap_or(Duration::from_secs(5 * 60)),
+            sweep_every: raw.silence.sweep_every.unwrap_or(Duration::from_secs(30)),
+        };
+        if silence.sweep_every.is_zero() {
+            p.push("silence.sweep_every", "must be more than 0");
+        }
+        let mut thresholds = Thresholds::new(&raw.thresholds).unwrap_or_else(|e| {
+            p.push(format!("thresholds.{}", key_of(&e)), msg_of(&e));
+            Thresholds::default()
+        });
+        for (i, o) in raw.overrides.into_iter().enumerate() {
+            if o.hosts.is_empty() && o.groups.is_empty() {
+                p.push(format!("overrides[{i}]"), "needs `hosts` or `groups`");
+            }
+            for g in &o.groups {
+                if !raw.groups.contains_key(g) {
+                    p.push(
+                        format!("overrides[{i}].groups"),
+                        format!("no group {g:?} in [groups]"),
+                    );
+                }
+            }
+            let mut probe = thresholds.base.clone();
+            if let Err(e) = apply(&mut probe, &o.thresholds) {
+                p.push(
+                    format!("overrides[{i}].thresholds.{}", key_of(&e)),
+                    msg_of(&e),
+                );
+            }
+            thresholds.overrides.push((o.hosts, o.groups, o.thresholds));
+        }
+        thresholds.groups = raw.groups;
+        p.finish()?;
+        Ok(Config {
+            grpc_listen,
+            tls,
+            http_listen,
+            store_url,
+            silence,
+            thresholds,
+        })
+    }
+}
+
+fn key_of(e: &str) -> &str {
+    e.split(':').next().unwrap_or("")
+}
+
+fn msg_of(e: &str) -> String {
+    e.split_once(": ").map_or(e, |(_, m)| m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backwatch_proto::config::parse_toml;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "c.pem", "k.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let path = dir.path().join("collector.toml");
+        let full = format!("[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n{text}");
+        let raw = parse_toml(&path, &full)?;
+        Config::validate(&path, raw)
+    }
+
+    #[test]
+    fn defaults_follow_the_procedure() {
+        let c = load("").unwrap();
+        let l = c.thresholds.for_host("db1");
+        assert_eq!((l.disk.warning_pct, l.disk.critical_pct), (75, 85));
+        assert_eq!(l.wal.max_delay, Duration::from_secs(900));
+        assert_eq!(
+            l.backup_for("weekly").max_age,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(c.store_url, DEFAULT_STORE_URL);
+    }
+
+    #[test]
+    fn overrides_apply_by_group_and_host_pattern_in_order() {
+        let c = load(
+            "[groups]\nreporting = [\"rep-*\"]\n\
+             [[overrides]]\ngroups = [\"reporting\"]\n[overrides.thresholds.disk]\nwarning_pct = 90\ncritical_pct = 95\n\
+             [[overrides]]\nhosts = [\"rep-2\"]\n[overrides.thresholds.wal]\nmax_delay = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.thresholds.for_host("rep-1").disk.warning_pct, 90);
+        assert_eq!(
+            c.thresholds.for_host("rep-2").wal.max_delay,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            c.thresholds.for_host("rep-1").wal.max_delay,
+            Duration::from_secs(900)
+        );
+        assert_eq!(c.thresholds.for_host("db1").disk.warning_pct, 75);
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_key() {
+        let err = load(
+            "[http]\nlisten = \"nowhere\"\n[store]\nurl = \"mysql://x\"\n\
+             [thresholds.disk]\nwarning_pct = 90\ncritical_pct = 80\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("http.listen: \"nowhere\" is not an address"),
+            "{err}"
+        );
+        assert!(err.contains("store.url: must start with sqlite:"), "{err}");
+        assert!(
+            err.contains("thresholds.disk: warning_pct (90) is above critical_pct (80)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_certificate_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let raw = parse_toml(&path, "[grpc]\nca = \"/nonexistent/ca.pem\"\n").unwrap();
+        let err = Config::validate(&path, raw).unwrap_err().to_string();
+        assert!(
+            err.contains("grpc.ca: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert!(err.contains("grpc.cert: is required"), "{err}");
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("db-*", "db-1"));
+        assert!(glob_match("*-prod-*", "eu-prod-7"));
+        assert!(!glob_match("db-*", "xdb-1"));
+        assert!(glob_match("db1", "db1"));
+    }
+}

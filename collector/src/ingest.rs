@@ -1,0 +1,266 @@
+//! gRPC ingest: one bidirectional stream per agent.
+//!
+//! Invariants:
+//! - the host is the one named by the client certificate ([`crate::tls::host_of`]); nothing in
+//!   the messages can change it;
+//! - a result is acknowledged only after the store committed it (or found it already stored),
+//!   so an ack means durable; on a store error the stream ends without ack and the agent
+//!   replays from its spool;
+//! - a result the collector cannot understand is rejected by id with a reason, never stored
+//!   half-read and never allowed to block the results behind it.
+
+use crate::config::Thresholds;
+use crate::rules;
+use crate::status::Verdict;
+use crate::store::{Evaluated, HostFacts, Store};
+use crate::tls::host_of;
+use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
+use backwatch_proto::model::ProbeResult;
+use backwatch_proto::wire::{
+    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Ingest, Pong, Rejected,
+    ResultBatch, Unsupported, Welcome,
+};
+use chrono::Utc;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Most results the agent may send in one batch (told to it in Welcome).
+pub const MAX_BATCH: usize = 500;
+
+pub struct IngestService {
+    pub store: Arc<dyn Store>,
+    pub thresholds: Arc<Thresholds>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type SessionStream = Outbound;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let host = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))
+            .and_then(|c| host_of(c).map_err(|e| Status::unauthenticated(e.to_string())))?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let session = Session {
+            host: host.clone(),
+            store: self.store.clone(),
+            thresholds: self.thresholds.clone(),
+            tx,
+            seq: 0,
+            greeted: false,
+        };
+        let span = info_span!("stream", agent = %host, peer = %peer);
+        tokio::spawn(session.run(inbound).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    host: String,
+    store: Arc<dyn Store>,
+    thresholds: Arc<Thresholds>,
+    tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+    seq: u64,
+    greeted: bool,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+        info!("agent stream opened");
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "agent stream error");
+                    break;
+                }
+            };
+            if let Err(status) = self.handle(msg).await {
+                warn!(error = %status.message(), "ending agent stream");
+                let _ = self.tx.send(Err(status)).await;
+                break;
+            }
+        }
+        info!("agent stream closed");
+    }
+
+    async fn send(&mut self, payload: CollectorPayload) -> Result<(), Status> {
+        self.seq += 1;
+        let msg = CollectorMessage {
+            seq: self.seq,
+            payload: Some(payload),
+        };
+        self.tx
+            .send(Ok(msg))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))
+    }
+
+    async fn handle(&mut self, msg: AgentMessage) -> Result<(), Status> {
+        let now = Utc::now();
+        match msg.payload {
+            Some(AgentPayload::Hello(h)) => {
+                let skew_ms = h
+                    .agent_time
+                    .as_ref()
+                    .and_then(|t| from_ts(t).ok())
+                    .map_or(0, |t| (now - t).num_milliseconds());
+                let facts = HostFacts {
+                    agent_version: h.agent_version.chars().take(64).collect(),
+                    hostname: h.hostname.chars().take(253).collect(),
+                    os: h.os.chars().take(128).collect(),
+                    instance_id: h.instance_id.chars().take(64).collect(),
+                    clock_skew_ms: skew_ms,
+                };
+                self.store
+                    .touch_host(&self.host, now, Some(&facts))
+                    .await
+                    .map_err(store_unavailable)?;
+                self.store
+                    .set_host_silent(&self.host, false)
+                    .await
+                    .map_err(store_unavailable)?;
+                info!(
+                    version = %facts.agent_version,
+                    spooled = h.spooled_results,
+                    dropped = h.spool_dropped,
+                    skew_ms,
+                    "agent said hello"
+                );
+                self.greeted = true;
+                self.send(CollectorPayload::Welcome(Welcome {
+                    host: self.host.clone(),
+                    server_time: Some(to_ts(Utc::now())),
+                    max_batch: MAX_BATCH as u32,
+                    collector_version: env!("CARGO_PKG_VERSION").to_string(),
+                }))
+                .await
+            }
+            Some(AgentPayload::Results(batch)) => {
+                if !self.greeted {
+                    return Err(Status::failed_precondition("send Hello before results"));
+                }
+                let ack = self.ingest(batch).await?;
+                self.send(CollectorPayload::Ack(ack)).await
+            }
+            Some(AgentPayload::Ping(p)) => {
+                self.store
+                    .touch_host(&self.host, now, None)
+                    .await
+                    .map_err(store_unavailable)?;
+                self.send(CollectorPayload::Pong(Pong {
+                    agent_time: p.agent_time,
+                    server_time: Some(to_ts(Utc::now())),
+                }))
+                .await
+            }
+            Some(AgentPayload::CommandReply(r)) => {
+                info!(command = %r.command_id, error = %r.error, "agent answered a command");
+                Ok(())
+            }
+            Some(AgentPayload::Unsupported(u)) => {
+                warn!(seq = u.seq, reason = %u.reason, "agent did not understand a message");
+                Ok(())
+            }
+            None => {
+                // A payload this collector does not know: a newer agent. Say so and go on.
+                self.send(CollectorPayload::Unsupported(Unsupported {
+                    seq: msg.seq,
+                    reason: "unknown payload".into(),
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn ingest(&mut self, batch: ResultBatch) -> Result<Ack, Status> {
+        if batch.results.len() > MAX_BATCH {
+            return Err(Status::resource_exhausted(format!(
+                "batch of {} results is over the limit of {MAX_BATCH}",
+                batch.results.len()
+            )));
+        }
+        let received_at = Utc::now();
+        let limits = self.thresholds.for_host(&self.host);
+        let mut ack = Ack::default();
+        let mut evaluated = Vec::with_capacity(batch.results.len());
+        // Previous result per check: from earlier in this batch, else from the store.
+        let mut prev: HashMap<String, (Option<crate::status::Status>, Option<ProbeResult>)> =
+            HashMap::new();
+        for wire in batch.results {
+            let id = wire.result_id.clone();
+            let result = match ProbeResult::try_from(wire) {
+                Ok(r) => r,
+                Err(e) => {
+                    ack.rejected.push(reject(id, e));
+                    continue;
+                }
+            };
+            let check = result.check_id();
+            if !prev.contains_key(&check) {
+                let state = self
+                    .store
+                    .check_state(&self.host, &check)
+                    .await
+                    .map_err(store_unavailable)?;
+                let entry = state.map_or((None, None), |s| (Some(s.status), s.last_result));
+                prev.insert(check.clone(), entry);
+            }
+            let (prev_status, prev_result) = &prev[&check];
+            let verdict: Verdict =
+                rules::evaluate(&result, *prev_status, prev_result.as_ref(), &limits);
+            debug!(check = %check, status = %verdict.status, "result judged");
+            prev.insert(check, (Some(verdict.status), Some(result.clone())));
+            evaluated.push(Evaluated {
+                result,
+                received_at,
+                verdict,
+            });
+        }
+        if !evaluated.is_empty() {
+            self.store
+                .record_results(&self.host, &evaluated)
+                .await
+                .map_err(store_unavailable)?;
+            self.store
+                .touch_host(&self.host, received_at, None)
+                .await
+                .map_err(store_unavailable)?;
+        }
+        ack.result_ids = evaluated.into_iter().map(|e| e.result.result_id).collect();
+        Ok(ack)
+    }
+}
+
+fn reject(result_id: String, e: ConvertError) -> Rejected {
+    warn!(result_id = %result_id, reason = %e, "rejecting malformed result");
+    Rejected {
+        result_id,
+        reason: e.to_string(),
+    }
+}
+
+fn store_unavailable(e: crate::store::StoreError) -> Status {
+    tracing::error!(error = %e, "store failed; results stay in the agent's spool");
+    Status::unavailable("collector store unavailable; retry later")
+}

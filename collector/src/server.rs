@@ -1,0 +1,109 @@
+//! Runs the collector: store, mTLS gRPC ingest, HTTP API and the silence sweeper.
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::IngestService;
+use crate::silence;
+use crate::store::{SqlStore, Store};
+use crate::tls;
+use anyhow::Context;
+use backwatch_proto::wire::IngestServer;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info};
+
+/// A TLS handshake that takes longer than this is dropped, so a slow or hostile client cannot
+/// hold the accept loop.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest gRPC message accepted (bytes): a full batch of results fits many times over.
+const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store_url).await?);
+    info!(store = %crate::store::redact_url(&config.store_url), "store ready");
+    let tls_config = tls::server_config(&config.tls)?;
+    let thresholds = Arc::new(config.thresholds.clone());
+
+    let grpc = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC listener {}", config.grpc_listen))?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP listener {}", config.http_listen))?;
+    info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "collector listening");
+
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(grpc, TlsAcceptor::from(tls_config), conn_tx));
+    let ingest = IngestService {
+        store: store.clone(),
+        thresholds,
+    };
+    let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(
+            IngestServer::new(ingest)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>),
+            shutdown_signal(),
+        );
+
+    tokio::spawn(silence::run(store.clone(), config.silence.clone()));
+
+    let app = api::router(ApiState { store });
+    let http_server = axum::serve(http, app).with_graceful_shutdown(shutdown_signal());
+
+    tokio::select! {
+        r = grpc_server => r.context("gRPC server")?,
+        r = http_server => r.context("HTTP server")?,
+    }
+    info!("collector stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    out: mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let out = out.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = out.send(stream).await;
+                }
+                Ok(Err(e)) => info!(peer = %peer, error = %e, "TLS handshake refused"),
+                Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

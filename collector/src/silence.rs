@@ -1,0 +1,87 @@
+//! Silence is a status (check-semantics A12).
+//!
+//! - A host with no contact (hello, results or ping) for `host_after` is silent: one host-level
+//!   state, and each of its checks turns unknown with "agent silent since ...".
+//! - A check with no result for `2 × interval + check_grace` (while its host still talks) turns
+//!   unknown with "no result for ...".
+//!
+//! Times compared here are the collector's own (`last_contact`, `received_at`), never the
+//! agent's, so agent clock skew cannot hide silence.
+
+use crate::config::Silence;
+use crate::human;
+use crate::status::Status;
+use crate::store::{Store, StoreResult};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, warn};
+
+/// One pass over the fleet. Returns (hosts newly silent, checks newly overdue).
+pub async fn sweep(
+    store: &dyn Store,
+    cfg: &Silence,
+    now: DateTime<Utc>,
+) -> StoreResult<(usize, usize)> {
+    let mut silenced = 0;
+    let mut overdue = 0;
+    let host_after = chrono::Duration::from_std(cfg.host_after).unwrap_or(chrono::Duration::MAX);
+    let hosts = store.hosts().await?;
+    for h in &hosts {
+        let quiet_for = now - h.last_contact;
+        if quiet_for > host_after {
+            if !h.silent {
+                warn!(host = %h.host, quiet_s = quiet_for.num_seconds(), "agent silent");
+                store.set_host_silent(&h.host, true).await?;
+                silenced += 1;
+            }
+            let summary = format!(
+                "agent silent since {} (no contact for {})",
+                h.last_contact.format("%Y-%m-%d %H:%M:%S UTC"),
+                human::duration(quiet_for.num_seconds())
+            );
+            for c in store.check_states(Some(&h.host)).await? {
+                if c.status != Status::Unknown {
+                    store
+                        .set_check_status(&h.host, &c.check, Status::Unknown, &summary, now)
+                        .await?;
+                }
+            }
+            continue;
+        }
+        for c in store.check_states(Some(&h.host)).await? {
+            let Some(received) = c.received_at else {
+                continue;
+            };
+            let allowed = Duration::from_secs(2 * u64::from(c.interval_secs)) + cfg.check_grace;
+            let allowed = chrono::Duration::from_std(allowed).unwrap_or(chrono::Duration::MAX);
+            if c.interval_secs > 0 && now - received > allowed && c.status != Status::Unknown {
+                let summary = format!(
+                    "no result for {} (expected every {})",
+                    human::duration((now - received).num_seconds()),
+                    human::duration(i64::from(c.interval_secs))
+                );
+                warn!(host = %h.host, check = %c.check, "check overdue");
+                if store
+                    .set_check_status(&h.host, &c.check, Status::Unknown, &summary, now)
+                    .await?
+                {
+                    overdue += 1;
+                }
+            }
+        }
+    }
+    Ok((silenced, overdue))
+}
+
+/// Run [`sweep`] every `sweep_every` until the process ends.
+pub async fn run(store: Arc<dyn Store>, cfg: Silence) {
+    let mut tick = tokio::time::interval(cfg.sweep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now()).await {
+            error!(error = %e, "silence sweep failed");
+        }
+    }
+}

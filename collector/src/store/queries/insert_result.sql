@@ -1,0 +1,7 @@
+-- Idempotent by result_id: a replay inserts nothing, and rows_affected = 0 tells the caller.
+INSERT INTO results (
+    result_id, host, check_id, kind, measured_at, received_at,
+    status, summary, error, observation, duration_ms, interval_secs
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (result_id) DO NOTHING

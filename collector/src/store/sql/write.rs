@@ -1,0 +1,172 @@
+//! Read-modify-write steps of [`SqlStore`](super::SqlStore), each run inside a transaction
+//! the caller owns. Invariant: the state of a check reflects its newest measurement, and a
+//! transition row exists exactly when a write changed the status.
+
+use super::{Backend, read};
+use crate::status::Status;
+use crate::store::{Evaluated, Inserted, StoreError, StoreResult};
+use backwatch_proto::model::ProbeResult;
+use sqlx::AnyConnection;
+
+const INSERT_RESULT: &str = include_str!("../queries/insert_result.sql");
+const UPSERT_CHECK_STATE: &str = include_str!("../queries/upsert_check_state.sql");
+const INSERT_TRANSITION: &str = include_str!("../queries/insert_transition.sql");
+
+pub(super) fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+/// What a write needs to know about the state it replaces.
+pub(super) struct PrevState {
+    pub(super) status: Status,
+    pub(super) since: i64,
+    pub(super) observed_at: Option<i64>,
+}
+
+pub(super) async fn read_state(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    host: &str,
+    check: &str,
+) -> StoreResult<Option<PrevState>> {
+    let Some(row) = sqlx::query(backend.state_for_update())
+        .bind(host)
+        .bind(check)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_error("read check state"))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PrevState {
+        status: read::status(&row, "status")?,
+        since: read::get(&row, "since")?,
+        observed_at: read::get(&row, "observed_at")?,
+    }))
+}
+
+pub(super) async fn record_one(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    host: &str,
+    item: &Evaluated,
+) -> StoreResult<Inserted> {
+    let result = &item.result;
+    let verdict = &item.verdict;
+    let check = result.check_id();
+    let measured_at = result.measured_at.timestamp_millis();
+    let received_at = item.received_at.timestamp_millis();
+    let observation = result
+        .observation
+        .as_ref()
+        .map(|o| to_json("observation", o))
+        .transpose()?;
+    let inserted = sqlx::query(INSERT_RESULT)
+        .bind(result.result_id.as_str())
+        .bind(host)
+        .bind(check.as_str())
+        .bind(kind_name(result)?)
+        .bind(measured_at)
+        .bind(received_at)
+        .bind(verdict.status.as_str())
+        .bind(verdict.summary.as_str())
+        .bind(result.error.as_deref())
+        .bind(observation)
+        .bind(i64::from(result.duration_ms))
+        .bind(i64::from(result.interval_secs))
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error("insert result"))?
+        .rows_affected();
+    if inserted == 0 {
+        return Ok(Inserted::Duplicate);
+    }
+
+    let prev = read_state(conn, backend, host, &check).await?;
+    // The state shows the newest measurement. A result measured before the one the state
+    // already holds (replayed from a spool after newer results got through) belongs to
+    // history only: applying it would roll the status back and invent two transitions.
+    // Equal times are applied: the later arrival wins.
+    if let Some(prev) = &prev
+        && prev.observed_at.is_some_and(|seen| measured_at < seen)
+    {
+        return Ok(Inserted::New);
+    }
+    let from = prev.as_ref().map(|p| p.status);
+    let changed = from != Some(verdict.status);
+    let since = match &prev {
+        Some(prev) if !changed => prev.since,
+        _ => received_at,
+    };
+    sqlx::query(UPSERT_CHECK_STATE)
+        .bind(host)
+        .bind(check.as_str())
+        .bind(verdict.status.as_str())
+        .bind(verdict.summary.as_str())
+        .bind(since)
+        .bind(measured_at)
+        .bind(received_at)
+        .bind(i64::from(result.interval_secs))
+        .bind(result.result_id.as_str())
+        .bind(to_json("last result", result)?)
+        .bind(to_json("verdict details", &verdict.details)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error("upsert check state"))?;
+    if changed {
+        let change = Change {
+            host,
+            check: &check,
+            at: received_at,
+            from,
+            to: verdict.status,
+            summary: &verdict.summary,
+            result_id: Some(&result.result_id),
+        };
+        insert_transition(conn, &change).await?;
+    }
+    Ok(Inserted::New)
+}
+
+pub(super) struct Change<'a> {
+    pub(super) host: &'a str,
+    pub(super) check: &'a str,
+    pub(super) at: i64,
+    pub(super) from: Option<Status>,
+    pub(super) to: Status,
+    pub(super) summary: &'a str,
+    pub(super) result_id: Option<&'a str>,
+}
+
+pub(super) async fn insert_transition(conn: &mut AnyConnection, c: &Change<'_>) -> StoreResult<()> {
+    sqlx::query(INSERT_TRANSITION)
+        .bind(c.host)
+        .bind(c.check)
+        .bind(c.at)
+        .bind(c.from.map(Status::as_str))
+        .bind(c.to.as_str())
+        .bind(c.summary)
+        .bind(c.result_id)
+        .execute(conn)
+        .await
+        .map_err(query_error("insert transition"))?;
+    Ok(())
+}
+
+/// The serde name of the probe kind (`backup_dir`), the spelling the API and JSON use.
+fn kind_name(result: &ProbeResult) -> StoreResult<String> {
+    match serde_json::to_value(result.kind) {
+        Ok(serde_json::Value::String(name)) => Ok(name),
+        other => Err(StoreError::Corrupt {
+            what: "probe kind",
+            problem: format!("does not serialise to a string: {other:?}"),
+        }),
+    }
+}
+
+fn to_json(what: &'static str, value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        what,
+        problem: e.to_string(),
+    })
+}

@@ -1,0 +1,297 @@
+//! Backup freshness of a plain backup directory (check-semantics A9).
+//!
+//! The age was computed on the agent from the agent's own clock (measured_at - mtime), so a
+//! skewed collector clock can neither create nor hide an alert.
+
+use super::procedure;
+use crate::human;
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::BackupDirObs;
+use serde::Serialize;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupLimits {
+    /// Newest backup older than this is critical. `None`: the agent's expectation for the
+    /// directory, or 24 h when it has none.
+    #[serde(with = "opt_secs")]
+    pub max_age: Option<Duration>,
+    /// Added to `max_age` before alerting (default 0, as the procedure says).
+    #[serde(with = "secs")]
+    pub grace: Duration,
+    /// A newest file dated further in the future than this means a clock problem.
+    #[serde(with = "secs")]
+    pub future_tolerance: Duration,
+    /// Newest backup smaller than this many bytes is suspicious (warning).
+    pub min_size_bytes: Option<u64>,
+}
+
+impl Default for BackupLimits {
+    fn default() -> Self {
+        BackupLimits {
+            max_age: None,
+            grace: Duration::ZERO,
+            future_tolerance: Duration::from_secs(300),
+            min_size_bytes: None,
+        }
+    }
+}
+
+const FALLBACK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+pub fn freshness(obs: &BackupDirObs, l: &BackupLimits) -> Verdict {
+    let max_age = l
+        .max_age
+        .or(obs.expected_max_age_secs.map(Duration::from_secs))
+        .unwrap_or(FALLBACK_MAX_AGE);
+    let limit = max_age + l.grace;
+    let limit_secs = limit.as_secs() as i64;
+    let base = json!({
+        "path": obs.path,
+        "max_age_secs": limit_secs,
+        "file_count": obs.file_count,
+        "total_bytes": obs.total_bytes,
+    });
+    let critical = |summary: String| {
+        Verdict::new(Status::Critical, summary)
+            .with_details(base.clone())
+            .with_procedure(procedure::BACKUP)
+    };
+    if !obs.exists {
+        return critical(format!("backup directory {} is missing", obs.path));
+    }
+    if let Some(err) = &obs.read_error {
+        return critical(format!("cannot read backup directory {}: {err}", obs.path));
+    }
+    let Some(newest) = &obs.newest else {
+        let ignored = if obs.ignored_files > 0 {
+            format!(
+                " ({} empty or in-progress files ignored)",
+                obs.ignored_files
+            )
+        } else {
+            String::new()
+        };
+        return critical(format!("no backup file in {}{ignored}", obs.path));
+    };
+    let mut details = base.clone();
+    details["newest_path"] = json!(newest.path);
+    details["newest_age_secs"] = json!(newest.age_secs);
+    details["newest_size_bytes"] = json!(newest.size_bytes);
+    let name = newest
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or(newest.path.as_str());
+    if newest.age_secs < -(l.future_tolerance.as_secs() as i64) {
+        return Verdict::new(
+            Status::Warning,
+            format!(
+                "newest backup {name} is dated {} in the future: check the host's clock",
+                human::duration(-newest.age_secs)
+            ),
+        )
+        .with_details(details)
+        .with_procedure(procedure::BACKUP);
+    }
+    if newest.age_secs > limit_secs {
+        return Verdict::new(
+            Status::Critical,
+            format!(
+                "newest backup {name} is {} old (limit {}) in {}",
+                human::duration(newest.age_secs),
+                human::duration(limit_secs),
+                obs.path
+            ),
+        )
+        .with_details(details)
+        .with_procedure(procedure::BACKUP);
+    }
+    if let Some(min) = l.min_size_bytes
+        && newest.size_bytes < min
+    {
+        return Verdict::new(
+            Status::Warning,
+            format!(
+                "newest backup {name} is only {} (expected at least {})",
+                human::bytes(newest.size_bytes),
+                human::bytes(min)
+            ),
+        )
+        .with_details(details)
+        .with_procedure(procedure::BACKUP);
+    }
+    Verdict::new(
+        Status::Ok,
+        format!(
+            "newest backup {name} is {} old (limit {}); {} files, {}",
+            human::duration(newest.age_secs.max(0)),
+            human::duration(limit_secs),
+            obs.file_count,
+            human::bytes(obs.total_bytes)
+        ),
+    )
+    .with_details(details)
+}
+
+mod secs {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
+mod opt_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backwatch_proto::model::NewestFile;
+    use chrono::Utc;
+
+    const H: i64 = 3600;
+
+    fn dir_with_newest(age_secs: i64) -> BackupDirObs {
+        BackupDirObs {
+            path: "/backup/daily".into(),
+            exists: true,
+            file_count: 3,
+            total_bytes: 3000,
+            newest: Some(NewestFile {
+                path: "/backup/daily/base-20261125.tar.gz".into(),
+                mtime: Utc::now(),
+                size_bytes: 1000,
+                age_secs,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn daily() -> BackupLimits {
+        BackupLimits {
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn backup_of_23_hours_is_ok() {
+        let v = freshness(&dir_with_newest(23 * H), &daily());
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert!(v.procedure.is_none());
+    }
+
+    #[test]
+    fn backup_of_25_hours_is_critical_with_procedure() {
+        let v = freshness(&dir_with_newest(25 * H), &daily());
+        assert_eq!(v.status, Status::Critical);
+        assert!(v.summary.contains("25 h old (limit 24 h)"), "{}", v.summary);
+        assert_eq!(v.procedure, Some(procedure::BACKUP));
+    }
+
+    #[test]
+    fn exactly_at_the_limit_is_not_late() {
+        assert_eq!(
+            freshness(&dir_with_newest(24 * H), &daily()).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn grace_moves_the_limit() {
+        let l = BackupLimits {
+            grace: Duration::from_secs(12 * 3600),
+            ..daily()
+        };
+        assert_eq!(freshness(&dir_with_newest(30 * H), &l).status, Status::Ok);
+    }
+
+    #[test]
+    fn missing_directory_is_critical() {
+        let obs = BackupDirObs {
+            path: "/backup/weekly".into(),
+            ..Default::default()
+        };
+        let v = freshness(&obs, &daily());
+        assert_eq!(v.status, Status::Critical);
+        assert!(v.summary.contains("missing"));
+    }
+
+    #[test]
+    fn unreadable_directory_is_critical_with_the_os_error() {
+        let obs = BackupDirObs {
+            path: "/backup/daily".into(),
+            exists: true,
+            read_error: Some("permission denied".into()),
+            ..Default::default()
+        };
+        let v = freshness(&obs, &daily());
+        assert_eq!(v.status, Status::Critical);
+        assert!(v.summary.contains("permission denied"));
+    }
+
+    #[test]
+    fn directory_without_backup_file_is_critical() {
+        let obs = BackupDirObs {
+            path: "/backup/daily".into(),
+            exists: true,
+            ignored_files: 2,
+            ..Default::default()
+        };
+        let v = freshness(&obs, &daily());
+        assert_eq!(v.status, Status::Critical);
+        assert!(v.summary.contains("no backup file"), "{}", v.summary);
+        assert!(
+            v.summary.contains("2 empty or in-progress"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn file_dated_in_the_future_is_a_clock_warning() {
+        let v = freshness(&dir_with_newest(-2 * H), &daily());
+        assert_eq!(v.status, Status::Warning);
+        assert!(v.summary.contains("future"));
+    }
+
+    #[test]
+    fn small_future_offset_is_tolerated() {
+        assert_eq!(
+            freshness(&dir_with_newest(-60), &daily()).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn agent_expectation_applies_when_collector_has_none() {
+        let mut obs = dir_with_newest(3 * 24 * H);
+        obs.expected_max_age_secs = Some(7 * 24 * 3600);
+        assert_eq!(freshness(&obs, &BackupLimits::default()).status, Status::Ok);
+        obs.expected_max_age_secs = None;
+        assert_eq!(
+            freshness(&obs, &BackupLimits::default()).status,
+            Status::Critical
+        );
+    }
+
+    #[test]
+    fn backup_smaller_than_min_size_warns() {
+        let l = BackupLimits {
+            min_size_bytes: Some(1 << 20),
+            ..daily()
+        };
+        assert_eq!(freshness(&dir_with_newest(H), &l).status, Status::Warning);
+    }
+}

@@ -1,0 +1,260 @@
+//! Disk space of backup and archive storage (check-semantics A11).
+//!
+//! used% is computed exactly as GNU `df` prints it: used = total - free, and
+//! ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the
+//! result is rounded up, so the operator's `df -h /backup` and Backwatch show the same number.
+//! Levels have hysteresis: once raised, a level clears only when the value falls below
+//! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap.
+
+use super::procedure;
+use crate::human;
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::DiskObs;
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskLimits {
+    /// Used percent strictly above this is a warning (procedure: 75).
+    pub warning_pct: u8,
+    /// Used percent strictly above this is critical (procedure: 85).
+    pub critical_pct: u8,
+    /// A raised level clears only below threshold - this many points.
+    pub hysteresis_pts: u8,
+    /// Same thresholds for inode use.
+    pub inode_warning_pct: u8,
+    pub inode_critical_pct: u8,
+}
+
+impl Default for DiskLimits {
+    fn default() -> Self {
+        DiskLimits {
+            warning_pct: 75,
+            critical_pct: 85,
+            hysteresis_pts: 2,
+            inode_warning_pct: 75,
+            inode_critical_pct: 85,
+        }
+    }
+}
+
+/// `df`'s Use%: ⌈100 · used / (used + avail)⌉ with used = total - free. `None` when the
+/// filesystem reports no usable space at all.
+pub fn df_used_pct(total: u64, free: u64, avail: u64) -> Option<u8> {
+    let used = total.saturating_sub(free) as u128;
+    let denom = used + avail as u128;
+    if denom == 0 {
+        return None;
+    }
+    Some(((100 * used).div_ceil(denom)).min(100) as u8)
+}
+
+fn level(pct: u8, warn: u8, crit: u8, hyst: u8, prev: Option<Status>) -> Status {
+    let held = |threshold: u8| pct >= threshold.saturating_sub(hyst);
+    if pct > crit || (prev == Some(Status::Critical) && held(crit)) {
+        Status::Critical
+    } else if pct > warn || (matches!(prev, Some(Status::Critical | Status::Warning)) && held(warn))
+    {
+        Status::Warning
+    } else {
+        Status::Ok
+    }
+}
+
+fn worst(a: Status, b: Status) -> Status {
+    if a.rank() >= b.rank() { a } else { b }
+}
+
+pub fn usage(obs: &DiskObs, prev: Option<Status>, l: &DiskLimits) -> Verdict {
+    if let Some(err) = &obs.error {
+        return Verdict::new(
+            Status::Unknown,
+            format!("cannot measure {}: {err}", obs.path),
+        )
+        .with_details(json!({ "path": obs.path, "error": err }));
+    }
+    let Some(pct) = df_used_pct(obs.total_bytes, obs.free_bytes, obs.avail_bytes) else {
+        return Verdict::new(
+            Status::Unknown,
+            format!("{} reports a filesystem of size 0", obs.path),
+        );
+    };
+    let inode_pct = if obs.inodes_total > 0 {
+        df_used_pct(obs.inodes_total, obs.inodes_free, obs.inodes_avail)
+    } else {
+        None // btrfs and some network filesystems report no inode counts
+    };
+    let space = level(pct, l.warning_pct, l.critical_pct, l.hysteresis_pts, prev);
+    let inodes = inode_pct.map_or(Status::Ok, |p| {
+        level(
+            p,
+            l.inode_warning_pct,
+            l.inode_critical_pct,
+            l.hysteresis_pts,
+            prev,
+        )
+    });
+    let status = worst(space, inodes);
+    let used = obs.total_bytes.saturating_sub(obs.free_bytes);
+    let mount = obs.mount_point.as_deref().unwrap_or(obs.path.as_str());
+    let mut summary = format!(
+        "{mount} is {pct}% full ({} used, {} available of {})",
+        human::bytes(used),
+        human::bytes(obs.avail_bytes),
+        human::bytes(obs.total_bytes)
+    );
+    if status != Status::Ok {
+        summary.push_str(&format!(
+            "; warning above {}%, critical above {}%",
+            l.warning_pct, l.critical_pct
+        ));
+    }
+    if let Some(ip) = inode_pct
+        && inodes.rank() >= space.rank()
+        && inodes != Status::Ok
+    {
+        summary.push_str(&format!("; inodes {ip}% used"));
+    }
+    Verdict::new(status, summary)
+        .with_details(json!({
+            "path": obs.path,
+            "mount_point": obs.mount_point,
+            "used_pct": pct,
+            "inode_used_pct": inode_pct,
+            "used_bytes": used,
+            "avail_bytes": obs.avail_bytes,
+            "total_bytes": obs.total_bytes,
+            "warning_pct": l.warning_pct,
+            "critical_pct": l.critical_pct,
+        }))
+        .with_procedure(procedure::DISK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filesystem of 1000 blocks with 50 reserved for root, `used` blocks in use.
+    fn fs(used: u64) -> DiskObs {
+        DiskObs {
+            path: "/backup".into(),
+            total_bytes: 1000,
+            free_bytes: 1000 - used,
+            avail_bytes: 950u64.saturating_sub(used),
+            mount_point: Some("/backup".into()),
+            ..Default::default()
+        }
+    }
+
+    fn pct_fs(pct_used: u64) -> DiskObs {
+        // No reserved blocks: used% is exact.
+        DiskObs {
+            path: "/backup".into(),
+            total_bytes: 100_000,
+            free_bytes: 100_000 - pct_used * 1000,
+            avail_bytes: 100_000 - pct_used * 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn used_pct_matches_df_rounding_up_and_excluding_reserved_blocks() {
+        // df: used 700, avail 250 -> 700/950 = 73.68 -> 74
+        assert_eq!(df_used_pct(1000, 300, 250), Some(74));
+        // exact 75.0 stays 75, a hair above rounds up to 76
+        assert_eq!(df_used_pct(100, 25, 25), Some(75));
+        assert_eq!(df_used_pct(100_000, 24_999, 24_999), Some(76));
+        assert_eq!(df_used_pct(0, 0, 0), None);
+    }
+
+    #[test]
+    fn disk_at_75_0_percent_is_not_a_warning() {
+        assert_eq!(
+            usage(&pct_fs(75), None, &DiskLimits::default()).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn disk_at_76_percent_is_a_warning_with_procedure() {
+        let v = usage(&pct_fs(76), None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Warning);
+        assert!(v.summary.contains("76% full"), "{}", v.summary);
+        assert_eq!(v.procedure, Some(procedure::DISK));
+    }
+
+    #[test]
+    fn disk_at_86_percent_is_critical() {
+        assert_eq!(
+            usage(&pct_fs(86), None, &DiskLimits::default()).status,
+            Status::Critical
+        );
+        assert_eq!(
+            usage(&pct_fs(85), None, &DiskLimits::default()).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
+    fn reserved_blocks_count_like_df() {
+        // 720 of 1000 used, 230 available to users: df says 76%, a naive used/total 72%.
+        assert_eq!(
+            usage(&fs(720), None, &DiskLimits::default()).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
+    fn critical_holds_until_two_points_below_threshold() {
+        let l = DiskLimits::default();
+        assert_eq!(
+            usage(&pct_fs(84), Some(Status::Critical), &l).status,
+            Status::Critical
+        );
+        assert_eq!(
+            usage(&pct_fs(83), Some(Status::Critical), &l).status,
+            Status::Critical
+        );
+        assert_eq!(
+            usage(&pct_fs(82), Some(Status::Critical), &l).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
+    fn warning_clears_only_below_73() {
+        let l = DiskLimits::default();
+        assert_eq!(
+            usage(&pct_fs(74), Some(Status::Warning), &l).status,
+            Status::Warning
+        );
+        assert_eq!(
+            usage(&pct_fs(72), Some(Status::Warning), &l).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn inode_exhaustion_is_judged_too() {
+        let mut obs = pct_fs(10);
+        obs.inodes_total = 1000;
+        obs.inodes_free = 100;
+        obs.inodes_avail = 100;
+        let v = usage(&obs, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Critical);
+        assert!(v.summary.contains("inodes 90% used"), "{}", v.summary);
+    }
+
+    #[test]
+    fn statvfs_error_is_unknown() {
+        let obs = DiskObs {
+            path: "/backup".into(),
+            error: Some("statvfs /backup: No such file or directory".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            usage(&obs, None, &DiskLimits::default()).status,
+            Status::Unknown
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Check rules: pure functions from (observation, previous state, limits) to a verdict.
+//!
+//! No I/O and no clock reads in here: the previous observation is an argument and ages were
+//! computed where the timestamps were taken, so every rule is tested as a table of scenarios.
+//! Thresholds are plain structs ([`Limits`]), already merged with per-host overrides by the
+//! caller.
+//!
+//! A crate of its own because both binaries judge: the collector for the fleet, and
+//! `backwatch-agent check`, whose exit code follows the worst status before anything is deployed.
+
+pub mod backup;
+pub mod disk;
+pub mod human;
+pub mod status;
+pub mod wal;
+
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::{Observation, ProbeResult};
+use serde::Serialize;
+use std::time::Duration;
+
+pub use backup::BackupLimits;
+pub use disk::DiskLimits;
+pub use wal::{ArchiveLimits, RecoveredFailurePolicy};
+
+/// Response procedures from the operations procedure; every non-ok verdict carries one.
+pub mod procedure {
+    pub const DISK: &str = "Review backup retention; clean old backups if that is safe; \
+                            plan a capacity increase if needed.";
+    pub const BACKUP: &str = "Check the backup logs; verify the backup service status; \
+                              start a backup manually if needed.";
+    pub const WAL: &str = "Check the archive directory's permissions; verify that the archive \
+                           command works; make sure the archive storage has space.";
+}
+
+/// Every threshold a host is judged by (global defaults merged with its overrides).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    pub disk: DiskLimits,
+    /// Per backup directory name ("daily", "weekly", ...).
+    pub backup: std::collections::BTreeMap<String, BackupLimits>,
+    pub backup_default: BackupLimits,
+    pub wal: ArchiveLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let mut backup = std::collections::BTreeMap::new();
+        backup.insert(
+            "daily".to_string(),
+            BackupLimits {
+                max_age: Some(Duration::from_secs(24 * 3600)),
+                ..BackupLimits::default()
+            },
+        );
+        backup.insert(
+            "weekly".to_string(),
+            BackupLimits {
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                ..BackupLimits::default()
+            },
+        );
+        Limits {
+            disk: DiskLimits::default(),
+            backup,
+            backup_default: BackupLimits::default(),
+            wal: ArchiveLimits::default(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn backup_for(&self, name: &str) -> &BackupLimits {
+        self.backup.get(name).unwrap_or(&self.backup_default)
+    }
+}
+
+/// Judge one result. `prev` is the check's previous state (status and result), if any.
+pub fn evaluate(
+    result: &ProbeResult,
+    prev_status: Option<Status>,
+    prev: Option<&ProbeResult>,
+    limits: &Limits,
+) -> Verdict {
+    if let Some(error) = &result.error {
+        // A probe that could not observe is never "ok" (check-semantics A12).
+        return Verdict::new(Status::Unknown, format!("probe could not observe: {error}"))
+            .with_details(serde_json::json!({ "error": error }));
+    }
+    let prev_obs = prev.and_then(|p| p.observation.as_ref());
+    match &result.observation {
+        Some(Observation::BackupDir(obs)) => {
+            backup::freshness(obs, limits.backup_for(&result.name))
+        }
+        Some(Observation::Disk(obs)) => disk::usage(obs, prev_status, &limits.disk),
+        Some(Observation::WalArchive(obs)) => {
+            let prev_wal = match prev_obs {
+                Some(Observation::WalArchive(p)) => Some(p),
+                _ => None,
+            };
+            wal::archiving(obs, prev_wal, &limits.wal)
+        }
+        None => Verdict::new(Status::Unknown, "result carries no observation"),
+    }
+}

@@ -1,0 +1,518 @@
+//! WAL archiving (check-semantics A1–A7).
+//!
+//! Order of judgement: role (a standby that does not archive itself is not applicable), then
+//! disabled archiving, then failure (A1), then delay (A3), then recovered failures (A2).
+//!
+//! Archive delay is the age of the oldest *pending* segment (`.ready` file), measured on the
+//! database clock. It is deliberately not the age of `last_archived_time`: a server with
+//! `archive_timeout = 0` and no writes archives nothing for hours while nothing is waiting,
+//! and that is healthy (A3, A7). A slow or hung `archive_command` never updates
+//! `last_failed_time`, so only the pending age catches it (A4).
+
+use super::procedure;
+use crate::human;
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::{PendingSource, WalObs};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveredFailurePolicy {
+    /// Failures that recovered between two probes are recorded in the summary only.
+    #[default]
+    Record,
+    /// ... and make the check a warning.
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchiveLimits {
+    /// Oldest pending segment older than this is critical (procedure: 15 min).
+    #[serde(serialize_with = "ser_secs")]
+    pub max_delay: Duration,
+    /// More pending segments than this is a warning (off by default).
+    pub max_pending: Option<u64>,
+    /// Hosts expected to archive: disabled archiving is critical there, informational elsewhere.
+    pub expect_archiving: bool,
+    pub on_recovered_failure: RecoveredFailurePolicy,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        ArchiveLimits {
+            max_delay: Duration::from_secs(15 * 60),
+            max_pending: None,
+            expect_archiving: true,
+            on_recovered_failure: RecoveredFailurePolicy::Record,
+        }
+    }
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// A1: failing ⇔ a failure newer than the last success (ties are not failing, as in Barman).
+pub fn is_failing(obs: &WalObs) -> bool {
+    match (obs.last_failed_time, obs.last_archived_time) {
+        (Some(_), None) => true,
+        (Some(failed), Some(archived)) => failed > archived,
+        _ => false,
+    }
+}
+
+fn archiving_disabled(obs: &WalObs) -> Option<String> {
+    if obs.archive_mode == "off" {
+        return Some("archive_mode = off".into());
+    }
+    let command = obs.archive_command.trim();
+    if (command.is_empty() || command == "(disabled)") && obs.archive_library.is_empty() {
+        return Some("archive_command is empty and no archive_library is set".into());
+    }
+    None
+}
+
+/// Failures since the previous probe that already recovered (A2). Counters restart from 0
+/// when the statistics were reset, a counter went down, or the node changed role.
+pub fn recovered_failures(obs: &WalObs, prev: Option<&WalObs>) -> i64 {
+    if is_failing(obs) {
+        return 0;
+    }
+    let Some(prev) = prev else { return 0 };
+    if prev.in_recovery != obs.in_recovery {
+        return 0;
+    }
+    let reset = prev.stats_reset != obs.stats_reset || obs.failed_count < prev.failed_count;
+    let baseline = if reset { 0 } else { prev.failed_count };
+    (obs.failed_count - baseline).max(0)
+}
+
+fn at(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "never".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verdict {
+    let details = json!({
+        "archive_mode": obs.archive_mode,
+        "in_recovery": obs.in_recovery,
+        "archived_count": obs.archived_count,
+        "failed_count": obs.failed_count,
+        "last_archived_wal": obs.last_archived_wal,
+        "last_archived_time": obs.last_archived_time,
+        "last_failed_wal": obs.last_failed_wal,
+        "last_failed_time": obs.last_failed_time,
+        "ready_segments": obs.ready_segments,
+        "ready_history": obs.ready_history,
+        "oldest_ready_name": obs.oldest_ready_name,
+        "archive_delay_secs": pending_age(obs),
+        "pending_bytes": obs.ready_segments.max(0) * obs.wal_segment_size_bytes.max(0),
+        "max_delay_secs": l.max_delay.as_secs(),
+        "recovered_failures": recovered_failures(obs, prev),
+    });
+    let verdict = |status: Status, summary: String| {
+        Verdict::new(status, summary)
+            .with_details(details.clone())
+            .with_procedure(procedure::WAL)
+    };
+
+    // A6: a standby with archive_mode = on does not archive; its pg_stat_archiver is stale.
+    if obs.in_recovery && obs.archive_mode != "always" {
+        return verdict(
+            Status::Ok,
+            "not applicable: standby (archiving is done by the primary)".into(),
+        );
+    }
+    // A5
+    if let Some(why) = archiving_disabled(obs) {
+        let status = if l.expect_archiving {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        return verdict(status, format!("archiving disabled: {why}"));
+    }
+    // A1
+    if is_failing(obs) {
+        let wal = obs.last_failed_wal.as_deref().unwrap_or("unknown segment");
+        let since = match (obs.last_failed_time, obs.last_archived_time) {
+            (Some(f), Some(a)) => format!(
+                "failing for at least {} (last success {})",
+                human::duration((f - a).num_seconds()),
+                at(Some(a))
+            ),
+            _ => "no segment was ever archived successfully".to_string(),
+        };
+        return verdict(
+            Status::Critical,
+            format!(
+                "archiving is failing: {wal} failed at {}, {} failed attempts in total; {since}",
+                at(obs.last_failed_time),
+                obs.failed_count
+            ),
+        );
+    }
+    // A3
+    let waiting = obs.ready_segments + obs.ready_history;
+    if obs.pending_source == PendingSource::Unavailable {
+        let note = obs
+            .pending_note
+            .as_deref()
+            .unwrap_or("pending WAL cannot be read");
+        return verdict(
+            Status::Unknown,
+            format!("archive delay cannot be judged: {note}"),
+        );
+    }
+    if let Some(age) = pending_age(obs)
+        && age > l.max_delay.as_secs() as i64
+    {
+        let name = obs.oldest_ready_name.as_deref().unwrap_or("?");
+        // A4: the same oldest file as last time means the archiver made no progress at all.
+        let stuck = prev.is_some_and(|p| p.oldest_ready_name.as_deref() == Some(name));
+        let lead = if stuck {
+            format!("archiver made no progress on {name}")
+        } else {
+            format!("oldest segment waiting to be archived is {name}")
+        };
+        return verdict(
+            Status::Critical,
+            format!(
+                "archive delay {} (limit {}): {lead}; {waiting} files waiting ({})",
+                human::duration(age),
+                human::duration(l.max_delay.as_secs() as i64),
+                human::bytes(
+                    (obs.ready_segments.max(0) * obs.wal_segment_size_bytes.max(0)) as u64
+                )
+            ),
+        );
+    }
+    if let Some(max) = l.max_pending
+        && obs.ready_segments.max(0) as u64 > max
+    {
+        return verdict(
+            Status::Warning,
+            format!(
+                "{} segments waiting to be archived (limit {max})",
+                obs.ready_segments
+            ),
+        );
+    }
+    // A2
+    let recovered = recovered_failures(obs, prev);
+    let mut summary = if waiting > 0 {
+        format!(
+            "archiving ok: {waiting} files waiting, oldest {}",
+            human::duration(pending_age(obs).unwrap_or(0))
+        )
+    } else {
+        "archiving ok: nothing waiting".to_string()
+    };
+    // A7: the age of the last archived segment is information, never a reason to alert.
+    if let (Some(wal), Some(t)) = (&obs.last_archived_wal, obs.last_archived_time) {
+        summary.push_str(&format!("; last archived {wal} at {}", at(Some(t))));
+    }
+    if recovered > 0 {
+        summary.push_str(&format!(
+            "; {recovered} failed attempts since the previous check, recovered"
+        ));
+        if l.on_recovered_failure == RecoveredFailurePolicy::Warn {
+            return verdict(Status::Warning, summary);
+        }
+    }
+    verdict(Status::Ok, summary)
+}
+
+fn pending_age(obs: &WalObs) -> Option<i64> {
+    if obs.ready_segments + obs.ready_history > 0 {
+        obs.oldest_ready_age_secs
+    } else {
+        Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: u32, m: u32) -> Option<DateTime<Utc>> {
+        Some(Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap())
+    }
+
+    fn healthy() -> WalObs {
+        WalObs {
+            server_version_num: 150019,
+            archive_mode: "on".into(),
+            archive_command: "test ! -f /archive/%f && cp %p /archive/%f".into(),
+            archive_timeout_secs: 0,
+            wal_segment_size_bytes: 16 << 20,
+            archived_count: 10,
+            last_archived_wal: Some("000000010000000000000009".into()),
+            last_archived_time: t(8, 0),
+            db_now: t(12, 0),
+            pending_source: PendingSource::ArchiveStatusdir,
+            ..Default::default()
+        }
+    }
+
+    fn limits() -> ArchiveLimits {
+        ArchiveLimits::default()
+    }
+
+    #[test]
+    fn idle_primary_with_hours_old_last_archive_is_ok() {
+        let v = archiving(&healthy(), None, &limits());
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert!(v.summary.contains("nothing waiting"));
+    }
+
+    #[test]
+    fn never_archived_fresh_cluster_is_ok() {
+        let obs = WalObs {
+            archived_count: 0,
+            last_archived_wal: None,
+            last_archived_time: None,
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+    }
+
+    #[test]
+    fn failure_newer_than_last_success_is_critical() {
+        let obs = WalObs {
+            failed_count: 3,
+            last_failed_wal: Some("00000001000000000000000A".into()),
+            last_failed_time: t(11, 0),
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.contains("00000001000000000000000A"),
+            "{}",
+            v.summary
+        );
+        assert!(v.summary.contains("3 failed attempts"), "{}", v.summary);
+        assert!(
+            v.summary.contains("failing for at least 3 h"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.procedure, Some(procedure::WAL));
+    }
+
+    #[test]
+    fn failure_on_a_never_archived_cluster_is_critical() {
+        let obs = WalObs {
+            archived_count: 0,
+            last_archived_wal: None,
+            last_archived_time: None,
+            failed_count: 1,
+            last_failed_wal: Some("000000010000000000000001".into()),
+            last_failed_time: t(11, 0),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
+    }
+
+    #[test]
+    fn failure_then_success_clears() {
+        let obs = WalObs {
+            failed_count: 3,
+            last_failed_time: t(7, 0),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+    }
+
+    #[test]
+    fn equal_failure_and_success_times_are_not_failing() {
+        let obs = WalObs {
+            failed_count: 1,
+            last_failed_time: t(8, 0),
+            ..healthy()
+        };
+        assert!(!is_failing(&obs));
+    }
+
+    #[test]
+    fn pending_segment_older_than_15_minutes_is_critical() {
+        let obs = WalObs {
+            ready_segments: 2,
+            oldest_ready_name: Some("00000001000000000000000A".into()),
+            oldest_ready_age_secs: Some(20 * 60),
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.contains("archive delay 20 min (limit 15 min)"),
+            "{}",
+            v.summary
+        );
+        assert!(v.summary.contains("32.0 MiB"), "{}", v.summary);
+    }
+
+    #[test]
+    fn pending_segment_younger_than_the_limit_is_ok() {
+        let obs = WalObs {
+            ready_segments: 1,
+            oldest_ready_name: Some("00000001000000000000000A".into()),
+            oldest_ready_age_secs: Some(60),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+    }
+
+    #[test]
+    fn stuck_archiver_without_failures_says_no_progress() {
+        let obs = WalObs {
+            ready_segments: 1,
+            oldest_ready_name: Some("00000001000000000000000A".into()),
+            oldest_ready_age_secs: Some(40 * 60),
+            ..healthy()
+        };
+        let v = archiving(&obs, Some(&obs.clone()), &limits());
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .contains("made no progress on 00000001000000000000000A")
+        );
+    }
+
+    #[test]
+    fn pending_history_file_counts_toward_delay() {
+        let obs = WalObs {
+            ready_history: 1,
+            oldest_ready_name: Some("00000002.history".into()),
+            oldest_ready_age_secs: Some(30 * 60),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
+    }
+
+    #[test]
+    fn standby_ignores_stale_archiver_stats() {
+        let obs = WalObs {
+            in_recovery: true,
+            failed_count: 5,
+            last_failed_time: t(11, 0),
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Ok);
+        assert!(v.summary.contains("not applicable: standby"));
+    }
+
+    #[test]
+    fn standby_with_archive_mode_always_is_judged() {
+        let obs = WalObs {
+            in_recovery: true,
+            archive_mode: "always".into(),
+            failed_count: 5,
+            last_failed_time: t(11, 0),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
+    }
+
+    #[test]
+    fn disabled_archiving_is_critical_when_expected_and_informational_otherwise() {
+        let obs = WalObs {
+            archive_mode: "off".into(),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
+        let relaxed = ArchiveLimits {
+            expect_archiving: false,
+            ..limits()
+        };
+        let v = archiving(&obs, None, &relaxed);
+        assert_eq!(v.status, Status::Ok);
+        assert!(v.summary.contains("archiving disabled"));
+    }
+
+    #[test]
+    fn empty_archive_command_counts_as_disabled() {
+        let obs = WalObs {
+            archive_command: "(disabled)".into(),
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
+        let lib = WalObs {
+            archive_command: String::new(),
+            archive_library: "basic_archive".into(),
+            ..healthy()
+        };
+        assert_eq!(archiving(&lib, None, &limits()).status, Status::Ok);
+    }
+
+    #[test]
+    fn recovered_failures_between_probes_are_recorded() {
+        let prev = healthy();
+        let now = WalObs {
+            failed_count: 2,
+            last_failed_time: t(9, 0),
+            last_archived_time: t(10, 0),
+            ..healthy()
+        };
+        let v = archiving(&now, Some(&prev), &limits());
+        assert_eq!(v.status, Status::Ok);
+        assert!(
+            v.summary
+                .contains("2 failed attempts since the previous check, recovered")
+        );
+        assert_eq!(v.details["recovered_failures"], 2);
+        let warn = ArchiveLimits {
+            on_recovered_failure: RecoveredFailurePolicy::Warn,
+            ..limits()
+        };
+        assert_eq!(archiving(&now, Some(&prev), &warn).status, Status::Warning);
+    }
+
+    #[test]
+    fn stats_reset_restarts_the_failure_counter() {
+        let prev = WalObs {
+            failed_count: 10,
+            ..healthy()
+        };
+        let now = WalObs {
+            failed_count: 1,
+            stats_reset: t(9, 0),
+            ..healthy()
+        };
+        assert_eq!(recovered_failures(&now, Some(&prev)), 1);
+    }
+
+    #[test]
+    fn role_change_resets_the_baseline() {
+        let prev = WalObs {
+            in_recovery: true,
+            failed_count: 0,
+            ..healthy()
+        };
+        let now = WalObs {
+            failed_count: 4,
+            ..healthy()
+        };
+        assert_eq!(recovered_failures(&now, Some(&prev)), 0);
+    }
+
+    #[test]
+    fn unreadable_pending_list_cannot_be_judged() {
+        let obs = WalObs {
+            pending_source: PendingSource::Unavailable,
+            pending_note: Some("pg_ls_archive_statusdir() not permitted".into()),
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Unknown);
+        assert!(v.summary.contains("not permitted"));
+    }
+}

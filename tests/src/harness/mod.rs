@@ -1,0 +1,9 @@
+//! Builders that start real things (PostgreSQL, later the collector and agents) on free ports in
+//! temp dirs, and the `eventually` helper to wait for them. Everything a builder starts is
+//! stopped when the returned value is dropped, so a failing test leaves no process behind.
+
+pub mod pg;
+pub mod wait;
+
+pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
+pub use wait::{eventually, eventually_sync, free_port};
