@@ -74,6 +74,19 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// What an operator should look at, for the failures whose message alone does not say.
+fn hint(error: &str) -> &'static str {
+    if error.contains("fatal alert") || error.contains("CertificateRequired") {
+        "the collector refused this agent's certificate: it must be signed by the fleet CA, unexpired, and name this host"
+    } else if error.contains("UnknownIssuer") || error.contains("NotValidForName") {
+        "this agent does not trust the collector's certificate: check collector.ca and collector.server_name"
+    } else if error.contains("Connection refused") || error.contains("tcp connect") {
+        "nothing listens at the collector URL"
+    } else {
+        ""
+    }
+}
+
 pub struct HostFacts {
     pub instance_id: String,
     pub hostname: String,
@@ -100,7 +113,8 @@ pub async fn run(cfg: CollectorLink, sink: Sink, trigger: Trigger, facts: HostFa
             Ok(()) => info!("collector stream ended"),
             Err(e) => {
                 let waiting = sink.spool.lock().map(|s| s.len()).unwrap_or(0);
-                warn!(error = %chain(&e), spooled = waiting, "collector unreachable; results stay in the spool");
+                let error = chain(&e);
+                warn!(error = %error, hint = hint(&error), spooled = waiting, "collector unreachable; results stay in the spool");
             }
         }
         if welcomed {

@@ -75,9 +75,10 @@ pub fn issue(
         Issuer::from_ca_cert_pem(&cert_text, key).map_err(gen_err("CA"))?
     } else {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Backwatch fleet CA");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("Backwatch fleet CA {}", unique_suffix()),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -141,6 +142,18 @@ pub fn issue(
         )?;
     }
     Ok(Issued { written, reused_ca })
+}
+
+/// Two fleets' CAs must not share a subject name: a verifier looks issuers up by name, and a
+/// clash turns "unknown CA" into a confusing signature error.
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:08x}",
+        (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)) as u32
+    )
 }
 
 /// rcgen takes a `time::OffsetDateTime`; build it from the system clock via chrono, at day

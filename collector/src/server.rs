@@ -86,15 +86,37 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let out = out.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let accept = acceptor.accept(tcp).into_fallible();
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(stream)) => {
                     let _ = out.send(stream).await;
                 }
-                Ok(Err(e)) => info!(peer = %peer, error = %e, "TLS handshake refused"),
+                Ok(Err((e, tcp))) => {
+                    info!(peer = %peer, error = %e, "TLS handshake refused");
+                    linger_close(tcp).await;
+                }
                 Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
             }
         });
     }
+}
+
+/// Close a refused connection without a reset. With TLS 1.3 the client believes the handshake
+/// is done and is already sending when its certificate is refused; closing with its data
+/// unread would send a TCP reset, and the reset can destroy the alert that tells the agent
+/// *why* ("UnknownCA") before it reads it. So: shut down our side, then drain briefly.
+async fn linger_close(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn shutdown_signal() {

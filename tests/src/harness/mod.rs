@@ -2,8 +2,10 @@
 //! temp dirs, and the `eventually` helper to wait for them. Everything a builder starts is
 //! stopped when the returned value is dropped, so a failing test leaves no process behind.
 
+pub mod fleet;
 pub mod pg;
 pub mod wait;
 
+pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, bin};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
 pub use wait::{eventually, eventually_sync, free_port};

@@ -140,7 +140,10 @@ impl PgClusterBuilder {
     }
 
     fn conf_block(&self, default_archive_command: &str) -> String {
-        let archive_command = self.archive_command.as_deref().unwrap_or(default_archive_command);
+        let archive_command = self
+            .archive_command
+            .as_deref()
+            .unwrap_or(default_archive_command);
         let timeout = self.archive_timeout_secs.to_string();
         let harness = [
             ("archive_mode", self.archive_mode.as_str()),
@@ -149,7 +152,9 @@ impl PgClusterBuilder {
         ];
         let user = self.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let lines = FAST_SETTINGS.iter().copied().chain(harness).chain(user);
-        let lines: Vec<String> = lines.map(|(k, v)| format!("{k} = {}\n", quote::conf(v))).collect();
+        let lines: Vec<String> = lines
+            .map(|(k, v)| format!("{k} = {}\n", quote::conf(v)))
+            .collect();
         format!("\n# backwatch test harness\n{}", lines.concat())
     }
 }
@@ -175,7 +180,15 @@ fn initdb(pg: &PgCluster) -> anyhow::Result<()> {
 fn base_backup(pg: &PgCluster, primary_port: u16) -> anyhow::Result<()> {
     let mut backup = pg.server_command("pg_basebackup");
     backup
-        .args(["-h", "127.0.0.1", "-p", &primary_port.to_string(), "-U", "postgres", "-w"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary_port.to_string(),
+            "-U",
+            "postgres",
+            "-w",
+        ])
         .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-D"])
         .arg(&pg.data);
     run(&mut backup, "pg_basebackup")
@@ -189,7 +202,10 @@ fn start_on_free_port(pg: &mut PgCluster) -> anyhow::Result<()> {
         pg.port = free_port();
         let log_before = fs::metadata(&pg.log).map_or(0, |m| m.len());
         match pg.start() {
-            Err(_) if attempt < START_ATTEMPTS && log_since(&pg.log, log_before).contains(PORT_TAKEN) => {
+            Err(_)
+                if attempt < START_ATTEMPTS
+                    && log_since(&pg.log, log_before).contains(PORT_TAKEN) =>
+            {
                 attempt += 1;
             }
             result => return result,
@@ -199,7 +215,9 @@ fn start_on_free_port(pg: &mut PgCluster) -> anyhow::Result<()> {
 
 fn log_since(log: &Path, offset: u64) -> String {
     let bytes = fs::read(log).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
@@ -209,5 +227,6 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -29,7 +29,10 @@ fn find_bindir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("BACKWATCH_PG_BINDIR") {
         let dir = PathBuf::from(dir);
         if !has_initdb(&dir) {
-            return Err(format!("BACKWATCH_PG_BINDIR={}: no initdb there", dir.display()));
+            return Err(format!(
+                "BACKWATCH_PG_BINDIR={}: no initdb there",
+                dir.display()
+            ));
         }
         return Ok(dir);
     }
@@ -52,13 +55,18 @@ fn find_bindir() -> Result<PathBuf, String> {
         Ok(out) if out.status.success() => {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             if !has_initdb(&dir) {
-                return Err(format!("pg_config --bindir names {}, without initdb", dir.display()));
+                return Err(format!(
+                    "pg_config --bindir names {}, without initdb",
+                    dir.display()
+                ));
             }
             Ok(dir)
         }
-        _ => Err("no PostgreSQL server binaries: set BACKWATCH_PG_BINDIR, or install a server \
+        _ => Err(
+            "no PostgreSQL server binaries: set BACKWATCH_PG_BINDIR, or install a server \
                   under /usr/lib/postgresql/<major>/bin or with pg_config on PATH"
-            .to_owned()),
+                .to_owned(),
+        ),
     }
 }
 
@@ -70,7 +78,9 @@ pub(super) fn server_user() -> anyhow::Result<Option<(Uid, Gid)>> {
     }
     let user = User::from_name("postgres")
         .context("looking up OS user postgres")?
-        .ok_or_else(|| anyhow!("running as root, but there is no OS user `postgres` to run the server as"))?;
+        .ok_or_else(|| {
+            anyhow!("running as root, but there is no OS user `postgres` to run the server as")
+        })?;
     Ok(Some((user.uid, user.gid)))
 }
 
@@ -78,8 +88,19 @@ pub(super) fn server_user() -> anyhow::Result<Option<(Uid, Gid)>> {
 /// file, a user's PGOPTIONS).
 pub(super) fn hermetic_env(cmd: &mut Command) {
     const STEERING: &[&str] = &[
-        "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGDATA", "PGOPTIONS",
-        "PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGSSLMODE", "PGTZ", "PGCLUSTER",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGDATA",
+        "PGOPTIONS",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGSSLMODE",
+        "PGTZ",
+        "PGCLUSTER",
     ];
     for var in STEERING {
         cmd.env_remove(var);
@@ -92,7 +113,12 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("spawning {what} ({})", cmd.get_program().display()))?;
     if !out.status.success() {
-        bail!("{what} failed ({}):\n{}{}", out.status, lossy(&out.stdout), lossy(&out.stderr));
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            lossy(&out.stdout),
+            lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -100,7 +126,11 @@ pub(super) fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 /// psql's stdout, trimmed, or an error with its stderr (where psql puts the server's ERROR).
 pub(super) fn psql_result(sql: &str, out: &Output) -> anyhow::Result<String> {
     if !out.status.success() {
-        bail!("psql failed ({}) running {sql:?}: {}", out.status, lossy(&out.stderr).trim());
+        bail!(
+            "psql failed ({}) running {sql:?}: {}",
+            out.status,
+            lossy(&out.stderr).trim()
+        );
     }
     Ok(lossy(&out.stdout).trim().to_owned())
 }

@@ -1,0 +1,479 @@
+//! Builders for Backwatch's own processes: certificates, a collector, agents.
+//!
+//! The binaries are the ones `cargo build --workspace` put next to the test executable
+//! (`target/debug/`); tests run them as a user would, with config files in temp dirs and ports
+//! picked free. Every process is killed when its handle drops, and its log (stderr) is kept in
+//! its temp dir so a failing assertion can show it.
+
+use super::wait::{eventually, free_port};
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// Path of a workspace binary built next to this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+// === certificates ===
+
+/// A fleet CA with a collector certificate and agent certificates, made by
+/// `backwatch-collector certs` (so that command is exercised too).
+pub struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    pub fn fleet(agents: &[&str]) -> anyhow::Result<Certs> {
+        let dir = tempfile::tempdir()?;
+        let c = Certs { dir };
+        c.issue(agents)?;
+        Ok(c)
+    }
+
+    /// Issue more agent certificates from the same CA.
+    pub fn issue(&self, agents: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(bin("backwatch-collector"));
+        cmd.arg("certs").arg("--dir").arg(self.dir.path());
+        for a in agents {
+            cmd.arg("--agent").arg(a);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("certs failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.dir().join("ca.pem")
+    }
+    pub fn agent_cert(&self, host: &str) -> PathBuf {
+        self.dir().join("agents").join(format!("{host}.pem"))
+    }
+    pub fn agent_key(&self, host: &str) -> PathBuf {
+        self.dir().join("agents").join(format!("{host}-key.pem"))
+    }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let err = File::create(log)?;
+    let out = err.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .env(
+            "RUST_LOG",
+            "info,backwatch_agent=debug,backwatch_collector=debug",
+        );
+    cmd.spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
+// === collector ===
+
+pub struct CollectorBuilder<'a> {
+    certs: &'a Certs,
+    store_url: Option<String>,
+    extra: String,
+}
+
+pub struct Collector {
+    dir: TempDir,
+    config: PathBuf,
+    child: Option<Child>,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    http: reqwest::Client,
+}
+
+impl Collector {
+    /// A collector on the embedded SQLite store in its temp dir.
+    pub fn sqlite(certs: &Certs) -> CollectorBuilder<'_> {
+        CollectorBuilder {
+            certs,
+            store_url: None,
+            extra: String::new(),
+        }
+    }
+
+    /// A collector on a PostgreSQL store.
+    pub fn postgres<'a>(certs: &'a Certs, url: &str) -> CollectorBuilder<'a> {
+        CollectorBuilder {
+            certs,
+            store_url: Some(url.to_string()),
+            extra: String::new(),
+        }
+    }
+}
+
+impl CollectorBuilder<'_> {
+    /// Extra TOML appended to the generated configuration (thresholds, silence, ...).
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.extra.push_str(extra);
+        self.extra.push('\n');
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Collector> {
+        let dir = tempfile::tempdir()?;
+        let grpc_port = free_port();
+        let http_port = free_port();
+        let store_url = self
+            .store_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("collector.db").display()));
+        let d = self.certs.dir();
+        let config = dir.path().join("collector.toml");
+        let text = format!(
+            "[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n[store]\nurl = \"{store_url}\"\n{}",
+            d.join("ca.pem").display(),
+            d.join("collector.pem").display(),
+            d.join("collector-key.pem").display(),
+            self.extra
+        );
+        std::fs::write(&config, text)?;
+        let mut c = Collector {
+            dir,
+            config,
+            child: None,
+            grpc_port,
+            http_port,
+            http: reqwest::Client::new(),
+        };
+        c.launch().await?;
+        Ok(c)
+    }
+}
+
+impl Collector {
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("collector.log");
+        // Append across restarts so the whole story is in one file.
+        let prior = std::fs::read_to_string(&log).unwrap_or_default();
+        let child = spawn_logged(
+            Command::new(bin("backwatch-collector"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+            &log,
+        )?;
+        if !prior.is_empty() {
+            std::fs::write(self.dir.path().join("collector.log.previous"), prior)?;
+        }
+        self.child = Some(child);
+        let url = self.url("/healthz");
+        let http = self.http.clone();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Ok(r) = http.get(&url).send().await
+                    && r.status().is_success()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            bail!("collector did not become healthy:\n{}", self.log());
+        }
+        Ok(())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// What agents dial.
+    pub fn grpc_url(&self) -> String {
+        format!("https://localhost:{}", self.grpc_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("collector.log")).unwrap_or_default()
+    }
+
+    /// GET a JSON API path; errors on a non-2xx answer.
+    pub async fn api(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// The API's view of one check on one host: `{name, status, summary, ...}`.
+    pub async fn check(&self, host: &str, check: &str) -> anyhow::Result<Value> {
+        let h = self.api(&format!("/api/v1/hosts/{host}")).await?;
+        h["checks"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == check))
+            .cloned()
+            .with_context(|| format!("host {host} has no check {check} yet: {h}"))
+    }
+
+    /// Wait until `check` on `host` has `status`; returns the check's JSON.
+    pub async fn wait_status(
+        &self,
+        host: &str,
+        check: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        self.wait_check(host, check, &format!("to be {status}"), within, |c| {
+            c["status"] == status
+        })
+        .await
+    }
+
+    /// Wait until `check` on `host` has `status` and a summary starting with `prefix`.
+    pub async fn wait_summary(
+        &self,
+        host: &str,
+        check: &str,
+        status: &str,
+        prefix: &str,
+        within: Duration,
+    ) -> Value {
+        let what = format!("to be {status} with a summary starting {prefix:?}");
+        self.wait_check(host, check, &what, within, |c| {
+            c["status"] == status && c["summary"].as_str().is_some_and(|s| s.starts_with(prefix))
+        })
+        .await
+    }
+
+    /// Wait until the API's view of `check` on `host` satisfies `accept`.
+    pub async fn wait_check(
+        &self,
+        host: &str,
+        check: &str,
+        what: &str,
+        within: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let what = format!("{host} {check} {what}");
+        eventually(within, &what, async || {
+            let c = self.check(host, check).await?;
+            if accept(&c) {
+                Ok(c)
+            } else {
+                bail!("{check} is {} ({})", c["status"], c["summary"])
+            }
+        })
+        .await
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, nix::sys::signal::Signal::SIGTERM);
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again with the same configuration, ports and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.launch().await
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// === agent ===
+
+pub struct AgentBuilder {
+    host: String,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    url: String,
+    probes: String,
+    extra: String,
+}
+
+pub struct Agent {
+    pub host: String,
+    dir: TempDir,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// An agent for `host` with that host's certificate from `certs`, dialing `collector`.
+    pub fn for_host(host: &str, certs: &Certs, collector: &Collector) -> AgentBuilder {
+        AgentBuilder {
+            host: host.into(),
+            cert: certs.agent_cert(host),
+            key: certs.agent_key(host),
+            ca: certs.ca(),
+            url: collector.grpc_url(),
+            probes: String::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+impl AgentBuilder {
+    /// Use another certificate and key (another CA, another host).
+    pub fn identity(mut self, cert: PathBuf, key: PathBuf) -> Self {
+        self.cert = cert;
+        self.key = key;
+        self
+    }
+
+    pub fn backup_dir(mut self, name: &str, path: &Path, max_age: &str, interval: &str) -> Self {
+        self.probes.push_str(&format!(
+            "[[backup_dir]]\nname = \"{name}\"\npath = \"{}\"\nmax_age = \"{max_age}\"\ninterval = \"{interval}\"\n",
+            path.display()
+        ));
+        self
+    }
+
+    pub fn disk(mut self, name: &str, path: &Path, interval: &str) -> Self {
+        self.probes.push_str(&format!(
+            "[[disk]]\nname = \"{name}\"\npath = \"{}\"\ninterval = \"{interval}\"\n",
+            path.display()
+        ));
+        self
+    }
+
+    pub fn wal(mut self, name: &str, dsn: &str, interval: &str) -> Self {
+        self.probes.push_str(&format!(
+            "[[wal]]\nname = \"{name}\"\ndsn = \"{dsn}\"\ninterval = \"{interval}\"\n"
+        ));
+        self
+    }
+
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.extra.push_str(extra);
+        self.extra.push('\n');
+        self
+    }
+
+    /// Write the configuration (probe lists not given are empty, not the defaults).
+    pub fn write(self) -> anyhow::Result<Agent> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("agent.toml");
+        // Probe lists left out would mean the production defaults (/backup/...): a test gets
+        // exactly the probes it asked for. Top-level keys must precede the tables in TOML.
+        let mut text = String::new();
+        if !self.probes.contains("[[backup_dir]]") {
+            text.push_str("backup_dir = []\n");
+        }
+        if !self.probes.contains("[[disk]]") {
+            text.push_str("disk = []\n");
+        }
+        text.push_str(&format!(
+            "[collector]\nurl = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [spool]\ndir = \"{}\"\n[schedule]\nstart_jitter = \"0s\"\n{}{}",
+            self.url,
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display(),
+            dir.path().join("spool").display(),
+            self.extra,
+            self.probes
+        ));
+        std::fs::write(&config, text)?;
+        Ok(Agent {
+            host: self.host,
+            dir,
+            config,
+            child: None,
+        })
+    }
+
+    pub fn start(self) -> anyhow::Result<Agent> {
+        let mut a = self.write()?;
+        a.launch()?;
+        Ok(a)
+    }
+}
+
+impl Agent {
+    pub fn launch(&mut self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("agent.log");
+        self.child = Some(spawn_logged(
+            Command::new(bin("backwatch-agent"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+            &log,
+        )?);
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `backwatch-agent <args> --config <this agent's config>`, waited for.
+    pub fn run_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new(bin("backwatch-agent"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()?)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

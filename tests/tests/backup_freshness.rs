@@ -1,0 +1,97 @@
+//! Backup directory freshness end to end, with file times set by `touch -d` rather than waited
+//! for.
+
+use anyhow::{Result, ensure};
+use backwatch_tests::harness::{Agent, Certs, Collector};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn backup_file(path: &Path, age: &str) -> Result<()> {
+    std::fs::write(path, b"pg_basebackup output")?;
+    let ok = Command::new("touch").args(["-d", age]).arg(path).status()?;
+    ensure!(ok.success(), "touch -d {age:?} {}", path.display());
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_daily_backup_is_critical_until_a_fresh_one_lands() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let (daily, weekly) = (root.path().join("daily"), root.path().join("weekly"));
+    std::fs::create_dir_all(&daily)?;
+    std::fs::create_dir_all(&weekly)?;
+    backup_file(&daily.join("base-1.tar.gz"), "25 hours ago")?;
+    backup_file(&weekly.join("base-w.tar.gz"), "6 days ago")?;
+
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .backup_dir("daily", &daily, "24h", "1s")
+        .backup_dir("weekly", &weekly, "7d", "1s")
+        .start()?;
+
+    let c = collector
+        .wait_status("db1", "backup.daily", "critical", WAIT)
+        .await;
+    assert_eq!(
+        c["summary"].as_str().unwrap_or_default(),
+        format!(
+            "newest backup base-1.tar.gz is 25 h old (limit 24 h) in {}",
+            daily.display()
+        ),
+        "{c}"
+    );
+    collector
+        .wait_status("db1", "backup.weekly", "ok", WAIT)
+        .await;
+
+    // An in-progress file does not count as a backup ...
+    backup_file(&daily.join("base-2.tar.gz.part"), "now")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = collector.check("db1", "backup.daily").await?;
+    assert_eq!(c["status"], "critical", "{c}");
+
+    // ... a finished one does.
+    backup_file(&daily.join("base-2.tar.gz"), "10 minutes ago")?;
+    let c = collector
+        .wait_status("db1", "backup.daily", "ok", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("newest backup base-2.tar.gz is 10 min old"),
+        "{summary}"
+    );
+
+    let host = collector.api("/api/v1/hosts/db1").await?;
+    assert_eq!(host["status"], "ok", "{host}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_backup_directory_is_critical_and_clears_when_it_appears() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let daily = root.path().join("daily");
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .backup_dir("daily", &daily, "24h", "1s")
+        .start()?;
+    let c = collector
+        .wait_status("db1", "backup.daily", "critical", WAIT)
+        .await;
+    assert_eq!(
+        c["summary"].as_str().unwrap_or_default(),
+        format!("backup directory {} is missing", daily.display())
+    );
+    std::fs::create_dir_all(&daily)?;
+    collector
+        .wait_summary("db1", "backup.daily", "critical", "no backup file in", WAIT)
+        .await;
+    backup_file(&daily.join("base.tar"), "1 hour ago")?;
+    collector
+        .wait_status("db1", "backup.daily", "ok", WAIT)
+        .await;
+    Ok(())
+}
