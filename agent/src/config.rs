@@ -141,7 +141,8 @@ pub struct Scheduled {
 pub enum ProbeConfig {
     BackupDir(BackupDirProbe),
     Disk(DiskProbe),
-    Wal(WalProbe),
+    // Boxed: a parsed tokio_postgres::Config is several times larger than the other probes.
+    Wal(Box<WalProbe>),
 }
 
 impl ProbeConfig {
@@ -319,12 +320,12 @@ impl Config {
                 }
             };
             probes.push(Scheduled {
-                probe: ProbeConfig::Wal(WalProbe {
+                probe: ProbeConfig::Wal(Box::new(WalProbe {
                     name: w.name,
                     pg,
                     connect_timeout,
                     statement_timeout,
-                }),
+                })),
                 interval,
                 timeout: connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
             });

@@ -158,7 +158,7 @@ async fn run_scheduled(s: &Scheduled) -> ProbeResult {
     match &s.probe {
         ProbeConfig::BackupDir(p) => run_once(p, s.interval, s.timeout).await,
         ProbeConfig::Disk(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::Wal(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::Wal(p) => run_once(p.as_ref(), s.interval, s.timeout).await,
     }
 }
 

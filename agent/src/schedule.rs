@@ -81,7 +81,7 @@ pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, tri
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
             ProbeConfig::Disk(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
-            ProbeConfig::Wal(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
+            ProbeConfig::Wal(p) => spawn(*p, interval, timeout, start_jitter, sink.clone(), rx),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! operations procedure, `[thresholds]`, then every matching `[[overrides]]` in file order
 //! (by host name pattern or by group from `[groups]`).
 
-use crate::rules::{ArchiveLimits, BackupLimits, DiskLimits, Limits, RecoveredFailurePolicy};
+use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -235,10 +235,7 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         }
     }
     for (name, b) in &raw.backup {
-        let entry = l
-            .backup
-            .entry(name.clone())
-            .or_insert_with(BackupLimits::default);
+        let entry = l.backup.entry(name.clone()).or_default();
         if b.max_age.is_some() {
             entry.max_age = b.max_age;
         }

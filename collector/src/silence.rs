@@ -41,7 +41,8 @@ pub async fn sweep(
                 human::duration(quiet_for.num_seconds())
             );
             for c in store.check_states(Some(&h.host)).await? {
-                if c.status != Status::Unknown {
+                // Once per check: the summary's "no contact for" is not refreshed every sweep.
+                if c.status != Status::Unknown || !c.summary.starts_with("agent silent since") {
                     store
                         .set_check_status(&h.host, &c.check, Status::Unknown, &summary, now)
                         .await?;
@@ -83,5 +84,77 @@ pub async fn run(store: Arc<dyn Store>, cfg: Silence) {
         if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now()).await {
             error!(error = %e, "silence sweep failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqlStore;
+    use crate::store::suite::{at, evaluated, probe_result, unique_host};
+    use backwatch_proto::model::ProbeKind;
+
+    fn cfg() -> Silence {
+        Silence {
+            host_after: Duration::from_secs(1800),
+            check_grace: Duration::from_secs(300),
+            sweep_every: Duration::from_secs(30),
+        }
+    }
+
+    /// One host with a disk check (interval 60 s) received at `at(1)`, last contact `contact`.
+    async fn fleet(contact: i64) -> (SqlStore, String) {
+        let store = SqlStore::open("sqlite::memory:").await.unwrap();
+        let host = unique_host("db");
+        store.touch_host(&host, at(contact), None).await.unwrap();
+        let r = probe_result(&host, 1, ProbeKind::Disk, "backup", 0);
+        store
+            .record_results(&host, &[evaluated(r, Status::Ok, "fine")])
+            .await
+            .unwrap();
+        (store, host)
+    }
+
+    #[tokio::test]
+    async fn check_without_result_for_two_intervals_plus_grace_is_unknown() {
+        let (store, host) = fleet(1000).await;
+        // 2 × 60 s + 300 s after receipt at 1 s: not yet at 421 s, overdue at 422 s.
+        assert_eq!(sweep(&store, &cfg(), at(421)).await.unwrap(), (0, 0));
+        assert_eq!(sweep(&store, &cfg(), at(422)).await.unwrap(), (0, 1));
+        let c = store
+            .check_state(&host, "disk.backup")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.status, Status::Unknown);
+        assert!(
+            c.summary
+                .starts_with("no result for 7 min (expected every 60 s)"),
+            "{}",
+            c.summary
+        );
+        // Already unknown: no second transition.
+        assert_eq!(sweep(&store, &cfg(), at(500)).await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn host_without_contact_is_silent_once_with_all_checks_unknown() {
+        let (store, host) = fleet(1).await;
+        assert_eq!(sweep(&store, &cfg(), at(1801)).await.unwrap().0, 0);
+        assert_eq!(sweep(&store, &cfg(), at(1802)).await.unwrap().0, 1);
+        assert_eq!(
+            sweep(&store, &cfg(), at(1900)).await.unwrap().0,
+            0,
+            "silence is reported once"
+        );
+        let h = store.host(&host).await.unwrap().unwrap();
+        assert!(h.silent);
+        let c = store
+            .check_state(&host, "disk.backup")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.status, Status::Unknown);
+        assert!(c.summary.starts_with("agent silent since"), "{}", c.summary);
     }
 }

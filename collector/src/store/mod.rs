@@ -134,7 +134,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>>;
 
     /// Set a check's status without a new result (silence, overdue): records the transition
-    /// when the status changes; does nothing when the check does not exist or is unchanged.
+    /// and returns true when the status changes; with the same status only the summary is
+    /// refreshed; does nothing when the check does not exist.
     async fn set_check_status(
         &self,
         host: &str,

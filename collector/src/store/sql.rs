@@ -114,11 +114,11 @@ impl Backend {
     fn state_for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => {
-                "SELECT status, since, observed_at FROM check_state \
+                "SELECT status, summary, since, observed_at FROM check_state \
                  WHERE host = $1 AND check_id = $2"
             }
             Backend::Postgres => {
-                "SELECT status, since, observed_at FROM check_state \
+                "SELECT status, summary, since, observed_at FROM check_state \
                  WHERE host = $1 AND check_id = $2 FOR UPDATE"
             }
         }
@@ -319,6 +319,22 @@ impl Store for SqlStore {
             return Ok(false);
         };
         if prev.status == status {
+            if prev.summary != summary {
+                // Same status, better explanation (an overdue check whose host then went
+                // silent): refresh the words, no transition.
+                sqlx::query(
+                    "UPDATE check_state SET summary = $3 WHERE host = $1 AND check_id = $2",
+                )
+                .bind(host)
+                .bind(check)
+                .bind(summary)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("update check summary"))?;
+                tx.commit()
+                    .await
+                    .map_err(query_error("commit check summary"))?;
+            }
             return Ok(false);
         }
         let at = at.timestamp_millis();

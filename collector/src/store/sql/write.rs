@@ -19,6 +19,7 @@ pub(super) fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> Sto
 /// What a write needs to know about the state it replaces.
 pub(super) struct PrevState {
     pub(super) status: Status,
+    pub(super) summary: String,
     pub(super) since: i64,
     pub(super) observed_at: Option<i64>,
 }
@@ -40,6 +41,7 @@ pub(super) async fn read_state(
     };
     Ok(Some(PrevState {
         status: read::status(&row, "status")?,
+        summary: read::get(&row, "summary")?,
         since: read::get(&row, "since")?,
         observed_at: read::get(&row, "observed_at")?,
     }))
