@@ -55,8 +55,8 @@ fn gen_err(name: &str) -> impl Fn(rcgen::Error) -> CertError + '_ {
     }
 }
 
-/// Create (or reuse) the CA in `dir`, then a collector certificate for `collector_names` (when
-/// none exists yet) and one certificate per agent host.
+/// Create (or reuse) the CA in `dir`, then a collector certificate (when none exists yet, or
+/// anew when `collector_names` are given) and one certificate per agent host.
 pub fn issue(
     dir: &Path,
     collector_names: &[String],
@@ -119,7 +119,8 @@ pub fn issue(
     };
 
     let collector_pem = dir.join("collector.pem");
-    if !collector_pem.exists() {
+    // Names given explicitly mean "this is what the collector is called now": re-issue.
+    if !collector_pem.exists() || !collector_names.is_empty() {
         let mut names = collector_names.to_vec();
         if names.is_empty() {
             names = vec!["localhost".into(), "127.0.0.1".into()];

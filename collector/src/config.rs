@@ -308,7 +308,7 @@ impl Config {
             None => {
                 p.push(
                     key,
-                    "is required (a PEM file; `backwatch-collector certs init` makes one)",
+                    "is required (a PEM file; `backwatch-collector certs --dir DIR` makes one)",
                 );
                 PathBuf::new()
             }
@@ -420,9 +420,11 @@ mod tests {
         let l = c.thresholds.for_host("db1");
         assert_eq!((l.disk.warning_pct, l.disk.critical_pct), (75, 85));
         assert_eq!(l.wal.max_delay, Duration::from_secs(900));
+        // No collector-side backup limit: the agent's expectation, then the procedure's.
+        assert_eq!(l.backup_for("weekly").max_age, None);
         assert_eq!(
-            l.backup_for("weekly").max_age,
-            Some(Duration::from_secs(7 * 86400))
+            crate::rules::backup::default_max_age("weekly"),
+            Duration::from_secs(7 * 86400)
         );
         assert_eq!(c.store_url, DEFAULT_STORE_URL);
     }

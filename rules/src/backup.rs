@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackupLimits {
     /// Newest backup older than this is critical. `None`: the agent's expectation for the
-    /// directory, or 24 h when it has none.
+    /// directory, or the procedure's default for its name ([`default_max_age`]).
     #[serde(with = "opt_secs")]
     pub max_age: Option<Duration>,
     /// Added to `max_age` before alerting (default 0, as the procedure says).
@@ -38,13 +38,21 @@ impl Default for BackupLimits {
     }
 }
 
-const FALLBACK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The procedure's limit for a directory by its name: weekly 7 days, anything else 24 h.
+pub fn default_max_age(name: &str) -> Duration {
+    match name {
+        "weekly" => Duration::from_secs(7 * 24 * 3600),
+        _ => Duration::from_secs(24 * 3600),
+    }
+}
 
-pub fn freshness(obs: &BackupDirObs, l: &BackupLimits) -> Verdict {
+/// `fallback` applies when neither the collector's configuration (`l.max_age`) nor the agent's
+/// (`expected_max_age_secs`) sets a limit, in that order of precedence.
+pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
     let max_age = l
         .max_age
         .or(obs.expected_max_age_secs.map(Duration::from_secs))
-        .unwrap_or(FALLBACK_MAX_AGE);
+        .unwrap_or(fallback);
     let limit = max_age + l.grace;
     let limit_secs = limit.as_secs() as i64;
     let base = json!({
@@ -161,6 +169,7 @@ mod tests {
     use chrono::Utc;
 
     const H: i64 = 3600;
+    const DAY: Duration = Duration::from_secs(86400);
 
     fn dir_with_newest(age_secs: i64) -> BackupDirObs {
         BackupDirObs {
@@ -187,14 +196,14 @@ mod tests {
 
     #[test]
     fn backup_of_23_hours_is_ok() {
-        let v = freshness(&dir_with_newest(23 * H), &daily());
+        let v = freshness(&dir_with_newest(23 * H), &daily(), DAY);
         assert_eq!(v.status, Status::Ok, "{}", v.summary);
         assert!(v.procedure.is_none());
     }
 
     #[test]
     fn backup_of_25_hours_is_critical_with_procedure() {
-        let v = freshness(&dir_with_newest(25 * H), &daily());
+        let v = freshness(&dir_with_newest(25 * H), &daily(), DAY);
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("25 h old (limit 24 h)"), "{}", v.summary);
         assert_eq!(v.procedure, Some(procedure::BACKUP));
@@ -203,7 +212,7 @@ mod tests {
     #[test]
     fn exactly_at_the_limit_is_not_late() {
         assert_eq!(
-            freshness(&dir_with_newest(24 * H), &daily()).status,
+            freshness(&dir_with_newest(24 * H), &daily(), DAY).status,
             Status::Ok
         );
     }
@@ -214,7 +223,10 @@ mod tests {
             grace: Duration::from_secs(12 * 3600),
             ..daily()
         };
-        assert_eq!(freshness(&dir_with_newest(30 * H), &l).status, Status::Ok);
+        assert_eq!(
+            freshness(&dir_with_newest(30 * H), &l, DAY).status,
+            Status::Ok
+        );
     }
 
     #[test]
@@ -223,7 +235,7 @@ mod tests {
             path: "/backup/weekly".into(),
             ..Default::default()
         };
-        let v = freshness(&obs, &daily());
+        let v = freshness(&obs, &daily(), DAY);
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("missing"));
     }
@@ -236,7 +248,7 @@ mod tests {
             read_error: Some("permission denied".into()),
             ..Default::default()
         };
-        let v = freshness(&obs, &daily());
+        let v = freshness(&obs, &daily(), DAY);
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("permission denied"));
     }
@@ -249,7 +261,7 @@ mod tests {
             ignored_files: 2,
             ..Default::default()
         };
-        let v = freshness(&obs, &daily());
+        let v = freshness(&obs, &daily(), DAY);
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("no backup file"), "{}", v.summary);
         assert!(
@@ -261,7 +273,7 @@ mod tests {
 
     #[test]
     fn file_dated_in_the_future_is_a_clock_warning() {
-        let v = freshness(&dir_with_newest(-2 * H), &daily());
+        let v = freshness(&dir_with_newest(-2 * H), &daily(), DAY);
         assert_eq!(v.status, Status::Warning);
         assert!(v.summary.contains("future"));
     }
@@ -269,7 +281,7 @@ mod tests {
     #[test]
     fn small_future_offset_is_tolerated() {
         assert_eq!(
-            freshness(&dir_with_newest(-60), &daily()).status,
+            freshness(&dir_with_newest(-60), &daily(), DAY).status,
             Status::Ok
         );
     }
@@ -278,12 +290,29 @@ mod tests {
     fn agent_expectation_applies_when_collector_has_none() {
         let mut obs = dir_with_newest(3 * 24 * H);
         obs.expected_max_age_secs = Some(7 * 24 * 3600);
-        assert_eq!(freshness(&obs, &BackupLimits::default()).status, Status::Ok);
+        assert_eq!(
+            freshness(&obs, &BackupLimits::default(), DAY).status,
+            Status::Ok
+        );
         obs.expected_max_age_secs = None;
         assert_eq!(
-            freshness(&obs, &BackupLimits::default()).status,
+            freshness(&obs, &BackupLimits::default(), DAY).status,
             Status::Critical
         );
+    }
+
+    #[test]
+    fn collector_limit_wins_over_the_agents_expectation() {
+        let mut obs = dir_with_newest(30 * H);
+        obs.expected_max_age_secs = Some(7 * 24 * 3600);
+        assert_eq!(freshness(&obs, &daily(), DAY).status, Status::Critical);
+    }
+
+    #[test]
+    fn procedure_defaults_by_directory_name() {
+        assert_eq!(default_max_age("daily"), DAY);
+        assert_eq!(default_max_age("weekly"), 7 * DAY);
+        assert_eq!(default_max_age("monthly-offsite"), DAY);
     }
 
     #[test]
@@ -292,6 +321,9 @@ mod tests {
             min_size_bytes: Some(1 << 20),
             ..daily()
         };
-        assert_eq!(freshness(&dir_with_newest(H), &l).status, Status::Warning);
+        assert_eq!(
+            freshness(&dir_with_newest(H), &l, DAY).status,
+            Status::Warning
+        );
     }
 }

@@ -17,7 +17,6 @@ pub mod wal;
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::{Observation, ProbeResult};
 use serde::Serialize;
-use std::time::Duration;
 
 pub use backup::BackupLimits;
 pub use disk::DiskLimits;
@@ -34,39 +33,13 @@ pub mod procedure {
 }
 
 /// Every threshold a host is judged by (global defaults merged with its overrides).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Limits {
     pub disk: DiskLimits,
     /// Per backup directory name ("daily", "weekly", ...).
     pub backup: std::collections::BTreeMap<String, BackupLimits>,
     pub backup_default: BackupLimits,
     pub wal: ArchiveLimits,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        let mut backup = std::collections::BTreeMap::new();
-        backup.insert(
-            "daily".to_string(),
-            BackupLimits {
-                max_age: Some(Duration::from_secs(24 * 3600)),
-                ..BackupLimits::default()
-            },
-        );
-        backup.insert(
-            "weekly".to_string(),
-            BackupLimits {
-                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
-                ..BackupLimits::default()
-            },
-        );
-        Limits {
-            disk: DiskLimits::default(),
-            backup,
-            backup_default: BackupLimits::default(),
-            wal: ArchiveLimits::default(),
-        }
-    }
 }
 
 impl Limits {
@@ -89,9 +62,11 @@ pub fn evaluate(
     }
     let prev_obs = prev.and_then(|p| p.observation.as_ref());
     match &result.observation {
-        Some(Observation::BackupDir(obs)) => {
-            backup::freshness(obs, limits.backup_for(&result.name))
-        }
+        Some(Observation::BackupDir(obs)) => backup::freshness(
+            obs,
+            limits.backup_for(&result.name),
+            backup::default_max_age(&result.name),
+        ),
         Some(Observation::Disk(obs)) => disk::usage(obs, prev_status, &limits.disk),
         Some(Observation::WalArchive(obs)) => {
             let prev_wal = match prev_obs {

@@ -2,7 +2,7 @@
 //! for.
 
 use anyhow::{Result, ensure};
-use backwatch_tests::harness::{Agent, Certs, Collector};
+use backwatch_tests::harness::scene;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -25,12 +25,12 @@ async fn stale_daily_backup_is_critical_until_a_fresh_one_lands() -> Result<()> 
     backup_file(&daily.join("base-1.tar.gz"), "25 hours ago")?;
     backup_file(&weekly.join("base-w.tar.gz"), "6 days ago")?;
 
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .backup_dir("daily", &daily, "24h", "1s")
-        .backup_dir("weekly", &weekly, "7d", "1s")
-        .start()?;
+    let scene = scene("db1", |a| {
+        a.backup_dir("daily", &daily, "24h", "1s")
+            .backup_dir("weekly", &weekly, "7d", "1s")
+    })
+    .await?;
+    let collector = &scene.collector;
 
     let c = collector
         .wait_status("db1", "backup.daily", "critical", WAIT)
@@ -73,11 +73,8 @@ async fn stale_daily_backup_is_critical_until_a_fresh_one_lands() -> Result<()> 
 async fn missing_backup_directory_is_critical_and_clears_when_it_appears() -> Result<()> {
     let root = tempfile::tempdir()?;
     let daily = root.path().join("daily");
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .backup_dir("daily", &daily, "24h", "1s")
-        .start()?;
+    let scene = scene("db1", |a| a.backup_dir("daily", &daily, "24h", "1s")).await?;
+    let collector = &scene.collector;
     let c = collector
         .wait_status("db1", "backup.daily", "critical", WAIT)
         .await;

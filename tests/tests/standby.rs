@@ -2,7 +2,7 @@
 //! always`, and its `pg_stat_archiver` must not raise alarms.
 
 use anyhow::Result;
-use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster};
+use backwatch_tests::harness::{PgCluster, scene};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -17,11 +17,8 @@ async fn standby_with_archive_mode_on_is_not_applicable() -> Result<()> {
         .archive_mode("on")
         .archive_command("false")
         .start()?;
-    let certs = Certs::fleet(&["db2"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db2", &certs, &collector)
-        .wal("main", &standby.dsn(), "1s")
-        .start()?;
+    let scene = scene("db2", |a| a.wal("main", &standby.dsn(), "1s")).await?;
+    let collector = &scene.collector;
     primary.switch_wal()?;
     let c = collector.wait_status("db2", "wal.main", "ok", WAIT).await;
     assert_eq!(
@@ -39,11 +36,8 @@ async fn standby_with_archive_mode_always_is_judged_like_a_primary() -> Result<(
         .archive_mode("always")
         .archive_command("false")
         .start()?;
-    let certs = Certs::fleet(&["db2"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db2", &certs, &collector)
-        .wal("main", &standby.dsn(), "1s")
-        .start()?;
+    let scene = scene("db2", |a| a.wal("main", &standby.dsn(), "1s")).await?;
+    let collector = &scene.collector;
     primary.switch_wal()?;
     let c = collector
         .wait_summary("db2", "wal.main", "critical", "archiving is failing", WAIT)

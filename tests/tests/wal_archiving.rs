@@ -2,7 +2,7 @@
 //! socket, the real collector judging over mutual TLS, and the API showing the verdict.
 
 use anyhow::Result;
-use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster};
+use backwatch_tests::harness::{PgCluster, free_port, scene};
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,11 +11,8 @@ const WAIT: Duration = Duration::from_secs(40);
 #[tokio::test]
 async fn failing_archive_command_turns_wal_critical_and_fixing_it_clears() -> Result<()> {
     let pg = PgCluster::init().archive_command("false").start()?;
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .wal("main", &pg.dsn(), "1s")
-        .start()?;
+    let scene = scene("db1", |a| a.wal("main", &pg.dsn(), "1s")).await?;
+    let collector = &scene.collector;
 
     // Nothing waiting yet: a fresh cluster is healthy, whatever archive_command says.
     collector.wait_status("db1", "wal.main", "ok", WAIT).await;
@@ -69,11 +66,8 @@ async fn segment_waiting_longer_than_15_minutes_is_critical_without_any_failure(
         .status()?;
     assert!(touched.success(), "touch {}", ready.display());
 
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .wal("main", &pg.dsn(), "1s")
-        .start()?;
+    let scene = scene("db1", |a| a.wal("main", &pg.dsn(), "1s")).await?;
+    let collector = &scene.collector;
     let c = collector
         .wait_status("db1", "wal.main", "critical", WAIT)
         .await;
@@ -89,13 +83,10 @@ async fn segment_waiting_longer_than_15_minutes_is_critical_without_any_failure(
 
 #[tokio::test]
 async fn unreachable_database_is_unknown_with_the_reason() -> Result<()> {
-    let port = backwatch_tests::harness::free_port();
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
+    let port = free_port();
     let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2");
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .wal("main", &dsn, "1s")
-        .start()?;
+    let scene = scene("db1", |a| a.wal("main", &dsn, "1s")).await?;
+    let collector = &scene.collector;
     let c = collector
         .wait_status("db1", "wal.main", "unknown", WAIT)
         .await;
@@ -107,11 +98,8 @@ async fn unreachable_database_is_unknown_with_the_reason() -> Result<()> {
 #[tokio::test]
 async fn disabled_archiving_is_critical() -> Result<()> {
     let pg = PgCluster::init().archive_mode("off").start()?;
-    let certs = Certs::fleet(&["db1"])?;
-    let collector = Collector::sqlite(&certs).start().await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .wal("main", &pg.dsn(), "1s")
-        .start()?;
+    let scene = scene("db1", |a| a.wal("main", &pg.dsn(), "1s")).await?;
+    let collector = &scene.collector;
     let c = collector
         .wait_status("db1", "wal.main", "critical", WAIT)
         .await;

@@ -197,9 +197,10 @@ fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {
 
 /// Settings, role and archiver statistics in one statement, so they describe one moment.
 ///
-/// `archive_command` is readable only by superusers and members of pg_read_all_settings
-/// (part of pg_monitor); we let that fail loudly rather than read the filtered pg_settings,
-/// which would show it as empty and fake an "archiving disabled" alarm (A5).
+/// `archive_command` is read with `current_setting()`, which fails loudly if a server ever
+/// restricts it, rather than through the filtered `pg_settings` view, which would show a hidden
+/// value as empty and fake an "archiving disabled" alarm (A5). The one call that needs
+/// `pg_monitor` is `pg_ls_archive_statusdir()`, in the pending statement.
 /// Timestamps: `extract(epoch ...)` is numeric from PG 14 and float8 before; for present-day
 /// dates float8 is within 0.5 µs, so rounding to integer microseconds is exact either way.
 const STATUS_SQL: &str = "

@@ -477,3 +477,28 @@ impl Drop for Agent {
         self.kill();
     }
 }
+
+// === the usual scene ===
+
+/// A fleet CA, a collector on SQLite and one running agent: what most scenarios start from.
+/// Fields drop in order, so the agent stops before the collector.
+pub struct Scene {
+    pub agent: Agent,
+    pub collector: Collector,
+    pub certs: Certs,
+}
+
+/// Start a [`Scene`] for `host`, its agent configured by `probes` (e.g. `|a| a.wal(..)`).
+pub async fn scene(
+    host: &str,
+    probes: impl FnOnce(AgentBuilder) -> AgentBuilder,
+) -> anyhow::Result<Scene> {
+    let certs = Certs::fleet(&[host])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let agent = probes(Agent::for_host(host, &certs, &collector)).start()?;
+    Ok(Scene {
+        agent,
+        collector,
+        certs,
+    })
+}

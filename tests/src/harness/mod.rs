@@ -6,6 +6,6 @@ pub mod fleet;
 pub mod pg;
 pub mod wait;
 
-pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, bin};
+pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
 pub use wait::{eventually, eventually_sync, free_port};
