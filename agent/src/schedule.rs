@@ -36,7 +36,10 @@ impl Sink {
         })
         .await;
         match stored {
-            Ok(Ok(())) => self.notify.notify_one(),
+            Ok(Ok(())) => {
+                debug!(result_id = %id, "result spooled");
+                self.notify.notify_one();
+            }
             Ok(Err(e)) => {
                 error!(result_id = %id, error = %e, "result could not be spooled and is lost")
             }

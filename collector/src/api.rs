@@ -69,7 +69,10 @@ struct HostView {
     last_contact: DateTime<Utc>,
     first_seen: DateTime<Utc>,
     agent_version: String,
+    /// Collector clock minus agent clock at the agent's last hello (ms).
     clock_skew_ms: i64,
+    /// The skew is beyond 5 minutes: the agent's times (and backup ages) are suspect.
+    clock_suspect: bool,
     checks: Vec<CheckView>,
 }
 
@@ -100,6 +103,7 @@ fn view(h: HostRecord, checks: Vec<CheckState>) -> HostView {
         first_seen: h.first_seen,
         agent_version: h.facts.agent_version,
         clock_skew_ms: h.facts.clock_skew_ms,
+        clock_suspect: h.facts.clock_skew_ms.abs() > 300_000,
         checks,
     }
 }

@@ -41,6 +41,14 @@ pub struct RawGrpc {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Agent host names refused even with a valid certificate (a lost or retired host).
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+    /// SHA-256 fingerprints (hex) of agent certificates refused (a stolen certificate).
+    #[serde(default)]
+    pub deny_fingerprints: Vec<String>,
+    /// Streams one agent identity may hold open at once (default 4).
+    pub max_streams_per_agent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -122,10 +130,27 @@ pub struct RawOverride {
 pub struct Config {
     pub grpc_listen: SocketAddr,
     pub tls: TlsFiles,
+    pub access: Access,
     pub http_listen: SocketAddr,
     pub store_url: String,
     pub silence: Silence,
     pub thresholds: Thresholds,
+}
+
+/// Who may stream, beyond holding a certificate of the fleet CA. Reloaded on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Access {
+    pub deny_hosts: Vec<String>,
+    /// Lowercase hex, no separators.
+    pub deny_fingerprints: Vec<String>,
+    pub max_streams_per_agent: u32,
+}
+
+impl Access {
+    pub fn denies(&self, host: &str, fingerprint: &str) -> bool {
+        self.deny_hosts.iter().any(|h| h == host)
+            || self.deny_fingerprints.iter().any(|f| f == fingerprint)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +350,29 @@ impl Config {
             cert: file(&mut p, "grpc.cert", raw.grpc.cert),
             key: file(&mut p, "grpc.key", raw.grpc.key),
         };
+        let mut deny_fingerprints = Vec::new();
+        for (i, f) in raw.grpc.deny_fingerprints.iter().enumerate() {
+            let clean: String = f
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_lowercase();
+            if clean.len() != 64 || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+                p.push(
+                    format!("grpc.deny_fingerprints[{i}]"),
+                    format!("{f:?} is not a SHA-256 fingerprint (64 hex digits, ':' allowed)"),
+                );
+            }
+            deny_fingerprints.push(clean);
+        }
+        let access = Access {
+            deny_hosts: raw.grpc.deny_hosts.clone(),
+            deny_fingerprints,
+            max_streams_per_agent: raw.grpc.max_streams_per_agent.unwrap_or(4),
+        };
+        if access.max_streams_per_agent == 0 {
+            p.push("grpc.max_streams_per_agent", "must be at least 1");
+        }
         let store_url = raw
             .store
             .url
@@ -382,6 +430,7 @@ impl Config {
         Ok(Config {
             grpc_listen,
             tls,
+            access,
             http_listen,
             store_url,
             silence,
@@ -479,6 +528,31 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("grpc.cert: is required"), "{err}");
+    }
+
+    #[test]
+    fn deny_list_normalises_fingerprints_and_refuses_garbage() {
+        let fp = "AB:".repeat(31) + "AB";
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "c.pem", "k.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let path = dir.path().join("collector.toml");
+        let text = format!(
+            "[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\ndeny_hosts = [\"db7\"]\ndeny_fingerprints = [\"{fp}\"]\n"
+        );
+        let c = Config::validate(&path, parse_toml(&path, &text).unwrap()).unwrap();
+        assert!(c.access.denies("db7", "00"));
+        assert!(c.access.denies("db1", &"ab".repeat(32)));
+        assert!(!c.access.denies("db1", &"cd".repeat(32)));
+        let bad = "[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\ndeny_fingerprints = [\"xyz\"]\n";
+        let err = Config::validate(&path, parse_toml(&path, bad).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grpc.deny_fingerprints[0]: \"xyz\" is not a SHA-256"),
+            "{err}"
+        );
     }
 
     #[test]

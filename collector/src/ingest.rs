@@ -11,9 +11,10 @@
 
 use crate::config::Thresholds;
 use crate::rules;
+use crate::server::Live;
 use crate::status::Verdict;
 use crate::store::{Evaluated, HostFacts, Store};
-use crate::tls::host_of;
+use crate::tls::{fingerprint, host_of};
 use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
 use backwatch_proto::model::ProbeResult;
 use backwatch_proto::wire::{
@@ -23,7 +24,7 @@ use backwatch_proto::wire::{
 use chrono::Utc;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,9 +34,59 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// Most results the agent may send in one batch (told to it in Welcome).
 pub const MAX_BATCH: usize = 500;
 
+/// A result measured further than this in the future (agent clock ahead) is flagged.
+const CLOCK_AHEAD_TOLERANCE_SECS: i64 = 300;
+
 pub struct IngestService {
-    pub store: Arc<dyn Store>,
-    pub thresholds: Arc<Thresholds>,
+    store: Arc<dyn Store>,
+    thresholds: Arc<Thresholds>,
+    live: Arc<Live>,
+    /// Open streams per agent identity, to bound what one (possibly stolen) identity can hold.
+    streams: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl IngestService {
+    pub fn new(store: Arc<dyn Store>, thresholds: Arc<Thresholds>, live: Arc<Live>) -> Self {
+        IngestService {
+            store,
+            thresholds,
+            live,
+            streams: Arc::default(),
+        }
+    }
+}
+
+/// Holds one of an agent's stream slots; gives it back when the stream ends.
+struct StreamSlot {
+    host: String,
+    streams: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl StreamSlot {
+    fn take(streams: &Arc<Mutex<HashMap<String, u32>>>, host: &str, max: u32) -> Option<Self> {
+        let mut map = streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(host.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            host: host.to_string(),
+            streams: streams.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut map = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.host);
+            }
+        }
+    }
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
@@ -54,19 +105,38 @@ impl Ingest for IngestService {
         let certs = request
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let host = certs
+        let cert = certs
             .first()
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))
-            .and_then(|c| host_of(c).map_err(|e| Status::unauthenticated(e.to_string())))?;
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let host = host_of(cert).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let fingerprint = fingerprint(cert);
+        let access = self.live.access();
+        if access.denies(&host, &fingerprint) {
+            warn!(agent = %host, peer = %peer, fingerprint = %fingerprint, "refusing a denied agent");
+            return Err(Status::permission_denied(format!(
+                "agent {host} is denied by the collector's configuration"
+            )));
+        }
+        let slot = StreamSlot::take(&self.streams, &host, access.max_streams_per_agent)
+            .ok_or_else(|| {
+                warn!(agent = %host, peer = %peer, "too many open streams for one agent");
+                Status::resource_exhausted(format!(
+                    "too many open streams for agent {host} (limit {})",
+                    access.max_streams_per_agent
+                ))
+            })?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let session = Session {
             host: host.clone(),
+            fingerprint,
             store: self.store.clone(),
             thresholds: self.thresholds.clone(),
+            live: self.live.clone(),
             tx,
             seq: 0,
             greeted: false,
+            _slot: slot,
         };
         let span = info_span!("stream", agent = %host, peer = %peer);
         tokio::spawn(session.run(inbound).instrument(span));
@@ -76,11 +146,14 @@ impl Ingest for IngestService {
 
 struct Session {
     host: String,
+    fingerprint: String,
     store: Arc<dyn Store>,
     thresholds: Arc<Thresholds>,
+    live: Arc<Live>,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     seq: u64,
     greeted: bool,
+    _slot: StreamSlot,
 }
 
 impl Session {
@@ -117,6 +190,13 @@ impl Session {
     }
 
     async fn handle(&mut self, msg: AgentMessage) -> Result<(), Status> {
+        // A deny added by SIGHUP cuts streams that are already open, at their next message.
+        if self.live.access().denies(&self.host, &self.fingerprint) {
+            return Err(Status::permission_denied(format!(
+                "agent {} is denied by the collector's configuration",
+                self.host
+            )));
+        }
         let now = Utc::now();
         match msg.payload {
             Some(AgentPayload::Hello(h)) => {
@@ -227,8 +307,9 @@ impl Session {
                 prev.insert(check.clone(), entry);
             }
             let (prev_status, prev_result) = &prev[&check];
-            let verdict: Verdict =
+            let mut verdict: Verdict =
                 rules::evaluate(&result, *prev_status, prev_result.as_ref(), &limits);
+            flag_clock_ahead(&mut verdict, &result, received_at);
             debug!(check = %check, status = %verdict.status, "result judged");
             prev.insert(check, (Some(verdict.status), Some(result.clone())));
             evaluated.push(Evaluated {
@@ -249,6 +330,29 @@ impl Session {
         }
         ack.result_ids = evaluated.into_iter().map(|e| e.result.result_id).collect();
         Ok(ack)
+    }
+}
+
+/// A measurement dated in the future cannot be true: store it, but say so where people look
+/// (summary and details) instead of presenting it as fact. Results dated in the past are
+/// normal (replayed from the spool after an outage).
+fn flag_clock_ahead(
+    verdict: &mut Verdict,
+    result: &ProbeResult,
+    received_at: chrono::DateTime<Utc>,
+) {
+    let ahead = (result.measured_at - received_at).num_seconds();
+    if ahead > CLOCK_AHEAD_TOLERANCE_SECS {
+        warn!(check = %result.check_id(), ahead_s = ahead, "result measured in the future: agent clock ahead");
+        verdict.summary.push_str(&format!(
+            " [agent clock ahead: measured {} in the future]",
+            crate::human::duration(ahead)
+        ));
+        if let serde_json::Value::Object(map) = &mut verdict.details {
+            map.insert("clock_ahead_secs".into(), ahead.into());
+        } else {
+            verdict.details = serde_json::json!({ "clock_ahead_secs": ahead });
+        }
     }
 }
 

@@ -1,21 +1,22 @@
 //! Runs the collector: store, mTLS gRPC ingest, HTTP API and the silence sweeper.
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{Access, Config};
 use crate::ingest::IngestService;
 use crate::silence;
 use crate::store::{SqlStore, Store};
 use crate::tls;
 use anyhow::Context;
 use backwatch_proto::wire::IngestServer;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 /// A TLS handshake that takes longer than this is dropped, so a slow or hostile client cannot
 /// hold the accept loop.
@@ -23,7 +24,53 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest gRPC message accepted (bytes): a full batch of results fits many times over.
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// What SIGHUP reloads without a restart: the TLS files (certificate rotation, a new CA bundle)
+/// and the access lists (deny a lost agent). Everything else needs a restart.
+pub struct Live {
+    acceptor: RwLock<TlsAcceptor>,
+    pub access: RwLock<Access>,
+}
+
+impl Live {
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |a| a.clone())
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |a| a.clone())
+    }
+
+    fn reload(&self, path: &Path) {
+        let cfg = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "reload refused: configuration has problems; keeping the running one");
+                return;
+            }
+        };
+        match tls::server_config(&cfg.tls) {
+            Ok(tls) => {
+                if let Ok(mut a) = self.acceptor.write() {
+                    *a = TlsAcceptor::from(tls);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused: TLS files unusable; keeping the running ones");
+                return;
+            }
+        }
+        if let Ok(mut a) = self.access.write() {
+            *a = cfg.access;
+        }
+        info!("reloaded TLS files and access lists (other settings take effect on restart)");
+    }
+}
+
+pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store_url).await?);
     info!(store = %crate::store::redact_url(&config.store_url), "store ready");
     let tls_config = tls::server_config(&config.tls)?;
@@ -37,12 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP listener {}", config.http_listen))?;
     info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "collector listening");
 
+    let live = Arc::new(Live {
+        acceptor: RwLock::new(TlsAcceptor::from(tls_config)),
+        access: RwLock::new(config.access.clone()),
+    });
+    tokio::spawn(reload_on_sighup(live.clone(), config_path));
     let (conn_tx, conn_rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(grpc, TlsAcceptor::from(tls_config), conn_tx));
-    let ingest = IngestService {
-        store: store.clone(),
-        thresholds,
-    };
+    tokio::spawn(accept_loop(grpc, live.clone(), conn_tx));
+    let ingest = IngestService::new(store.clone(), thresholds, live);
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(
@@ -68,9 +117,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn reload_on_sighup(live: Arc<Live>, path: PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler: reload needs a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        live.reload(&path);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    live: Arc<Live>,
     out: mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
 ) {
     loop {
@@ -83,7 +142,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let acceptor = live.acceptor();
         let out = out.clone();
         tokio::spawn(async move {
             let accept = acceptor.accept(tcp).into_fallible();

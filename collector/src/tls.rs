@@ -118,6 +118,16 @@ pub fn host_of(cert: &CertificateDer<'_>) -> Result<String, IdentityError> {
     }
 }
 
+/// SHA-256 of a certificate's DER, lowercase hex: what `grpc.deny_fingerprints` lists and
+/// what `openssl x509 -noout -fingerprint -sha256` prints (without the colons).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Host names as DNS allows them (letters, digits, '-', '.', '_'), at most 253 characters.
 pub fn valid_host(h: &str) -> bool {
     !h.is_empty()

@@ -23,6 +23,10 @@ pub enum ConvertError {
     BadName(String),
     #[error("result has neither an observation nor an error")]
     Empty,
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{field} has more than {max} entries")]
+    TooMany { field: &'static str, max: usize },
     #[error("observation of kind {observed:?} in a result of kind {declared:?}")]
     KindMismatch {
         declared: ProbeKind,
@@ -31,6 +35,22 @@ pub enum ConvertError {
 }
 
 const MAX_ID_LEN: usize = 64;
+/// Longest text accepted in any observation field (paths, commands, errors): generous for
+/// real values, small enough that a hostile agent cannot make the collector store megabytes.
+pub const MAX_TEXT: usize = 4096;
+/// Most `problems` entries one backup-directory observation may carry.
+pub const MAX_PROBLEMS: usize = 100;
+
+fn text(field: &'static str, s: String) -> Result<String, ConvertError> {
+    if s.len() > MAX_TEXT {
+        Err(ConvertError::TooLong {
+            field,
+            max: MAX_TEXT,
+        })
+    } else {
+        Ok(s)
+    }
+}
 
 /// Probe names end up in check ids, URLs and file names: keep them plain.
 pub fn valid_probe_name(name: &str) -> bool {
@@ -213,7 +233,7 @@ impl TryFrom<pb::ProbeResult> for ProbeResult {
                 observed: o.kind(),
             });
         }
-        let error = non_empty(r.error);
+        let error = non_empty(text("error", r.error)?);
         if observation.is_none() && error.is_none() {
             return Err(ConvertError::Empty);
         }
@@ -233,31 +253,48 @@ impl TryFrom<pb::ProbeResult> for ProbeResult {
 fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation, ConvertError> {
     use pb::probe_result::Observation as W;
     Ok(match o {
-        W::BackupDir(b) => Observation::BackupDir(BackupDirObs {
-            newest: match (non_empty(b.newest_path), &b.newest_mtime) {
-                (Some(path), Some(mtime)) => Some(NewestFile {
-                    path,
-                    mtime: from_ts(mtime)?,
-                    size_bytes: b.newest_size,
-                    age_secs: b.newest_age_secs.unwrap_or(0),
-                }),
-                _ => None,
-            },
-            path: b.path,
-            exists: b.exists,
-            read_error: non_empty(b.read_error),
-            file_count: b.file_count,
-            total_bytes: b.total_bytes,
-            ignored_files: b.ignored_files,
-            entries_scanned: b.entries_scanned,
-            truncated: b.truncated,
-            problem_count: b.problem_count,
-            problems: b.problems,
-            expected_max_age_secs: (b.expected_max_age_secs > 0).then_some(b.expected_max_age_secs),
-        }),
+        W::BackupDir(b) => {
+            if b.problems.len() > MAX_PROBLEMS {
+                return Err(ConvertError::TooMany {
+                    field: "problems",
+                    max: MAX_PROBLEMS,
+                });
+            }
+            let problems = b
+                .problems
+                .into_iter()
+                .map(|p| text("problems", p))
+                .collect::<Result<_, _>>()?;
+            Observation::BackupDir(BackupDirObs {
+                newest: match (
+                    non_empty(text("newest_path", b.newest_path)?),
+                    &b.newest_mtime,
+                ) {
+                    (Some(path), Some(mtime)) => Some(NewestFile {
+                        path,
+                        mtime: from_ts(mtime)?,
+                        size_bytes: b.newest_size,
+                        age_secs: b.newest_age_secs.unwrap_or(0),
+                    }),
+                    _ => None,
+                },
+                path: text("path", b.path)?,
+                exists: b.exists,
+                read_error: non_empty(text("read_error", b.read_error)?),
+                file_count: b.file_count,
+                total_bytes: b.total_bytes,
+                ignored_files: b.ignored_files,
+                entries_scanned: b.entries_scanned,
+                truncated: b.truncated,
+                problem_count: b.problem_count,
+                problems,
+                expected_max_age_secs: (b.expected_max_age_secs > 0)
+                    .then_some(b.expected_max_age_secs),
+            })
+        }
         W::Disk(d) => Observation::Disk(DiskObs {
-            path: d.path,
-            error: non_empty(d.error),
+            path: text("path", d.path)?,
+            error: non_empty(text("error", d.error)?),
             total_bytes: d.total_bytes,
             free_bytes: d.free_bytes,
             avail_bytes: d.avail_bytes,
@@ -265,8 +302,8 @@ fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation
             inodes_free: d.inodes_free,
             inodes_avail: d.inodes_avail,
             device_id: d.device_id,
-            mount_point: non_empty(d.mount_point),
-            fs_type: non_empty(d.fs_type),
+            mount_point: non_empty(text("mount_point", d.mount_point)?),
+            fs_type: non_empty(text("fs_type", d.fs_type)?),
         }),
         W::WalArchive(w) => Observation::WalArchive(WalObs {
             server_version_num: w.server_version_num,
@@ -274,15 +311,15 @@ fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation
             archive_timeout_secs: w.archive_timeout_secs,
             wal_segment_size_bytes: w.wal_segment_size_bytes,
             archived_count: w.archived_count,
-            last_archived_wal: non_empty(w.last_archived_wal),
+            last_archived_wal: non_empty(text("last_archived_wal", w.last_archived_wal)?),
             last_archived_time: from_opt_ts(&w.last_archived_time)?,
             failed_count: w.failed_count,
-            last_failed_wal: non_empty(w.last_failed_wal),
+            last_failed_wal: non_empty(text("last_failed_wal", w.last_failed_wal)?),
             last_failed_time: from_opt_ts(&w.last_failed_time)?,
             stats_reset: from_opt_ts(&w.stats_reset)?,
             db_now: from_opt_ts(&w.db_now)?,
-            current_lsn: non_empty(w.current_lsn),
-            current_wal_file: non_empty(w.current_wal_file),
+            current_lsn: non_empty(text("current_lsn", w.current_lsn)?),
+            current_wal_file: non_empty(text("current_wal_file", w.current_wal_file)?),
             pending_source: match pb::PendingSource::try_from(w.pending_source) {
                 Ok(pb::PendingSource::ArchiveStatusdir) => PendingSource::ArchiveStatusdir,
                 _ => PendingSource::Unavailable,
@@ -290,12 +327,12 @@ fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation
             ready_segments: w.ready_segments,
             ready_history: w.ready_history,
             ready_other: w.ready_other,
-            oldest_ready_name: non_empty(w.oldest_ready_name),
+            oldest_ready_name: non_empty(text("oldest_ready_name", w.oldest_ready_name)?),
             oldest_ready_age_secs: w.oldest_ready_age_secs,
-            pending_note: non_empty(w.pending_note),
-            archive_mode: w.archive_mode,
-            archive_command: w.archive_command,
-            archive_library: w.archive_library,
+            pending_note: non_empty(text("pending_note", w.pending_note)?),
+            archive_mode: text("archive_mode", w.archive_mode)?,
+            archive_command: text("archive_command", w.archive_command)?,
+            archive_library: text("archive_library", w.archive_library)?,
         }),
     })
 }
@@ -350,6 +387,29 @@ mod tests {
         assert!(matches!(
             ProbeResult::try_from(w),
             Err(ConvertError::KindMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_text_is_rejected_not_stored() {
+        let mut w = pb::ProbeResult::from(&sample());
+        if let Some(pb::probe_result::Observation::BackupDir(b)) = &mut w.observation {
+            b.path = "x".repeat(MAX_TEXT + 1);
+        }
+        assert_eq!(
+            ProbeResult::try_from(w),
+            Err(ConvertError::TooLong {
+                field: "path",
+                max: MAX_TEXT
+            })
+        );
+        let mut w = pb::ProbeResult::from(&sample());
+        if let Some(pb::probe_result::Observation::BackupDir(b)) = &mut w.observation {
+            b.problems = vec!["p".into(); MAX_PROBLEMS + 1];
+        }
+        assert!(matches!(
+            ProbeResult::try_from(w),
+            Err(ConvertError::TooMany { .. })
         ));
     }
 

@@ -2,7 +2,9 @@
 //! refused.
 
 use anyhow::{Result, bail};
+use backwatch_tests::harness::tls::{Dial, dial};
 use backwatch_tests::harness::{Agent, Certs, Collector, eventually};
+use rustls::pki_types::pem::PemObject;
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -107,5 +109,188 @@ async fn plaintext_grpc_is_refused() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("collector.url: \"http://localhost:"), "{err}");
     assert!(err.contains("plaintext is refused"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_without_a_certificate_is_refused() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let ca = certs.ca();
+    let o = dial(Dial {
+        port: collector.grpc_port,
+        ca: &ca,
+        identity: None,
+        tls12_only: false,
+    })
+    .await?;
+    // TLS 1.3: the client thinks the handshake is done; the refusal arrives as an alert.
+    let seen = match (&o.handshake, &o.after_preface) {
+        (Err(e), _) | (Ok(()), Err(e)) => e.clone(),
+        (Ok(()), Ok(bytes)) => panic!("no certificate, yet the server answered {bytes:?}"),
+    };
+    assert!(seen.contains("CertificateRequired"), "{seen}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_below_1_3_is_refused() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let (ca, cert, key) = (certs.ca(), certs.agent_cert("db1"), certs.agent_key("db1"));
+    let o = dial(Dial {
+        port: collector.grpc_port,
+        ca: &ca,
+        identity: Some((&cert, &key)),
+        tls12_only: true,
+    })
+    .await?;
+    let err = o.handshake.expect_err("a TLS 1.2 handshake must fail");
+    assert!(err.contains("ProtocolVersion"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_agent_certificate_is_refused() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let (cert, key) = certs.expired_agent("db1")?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let dir = tempfile::tempdir()?;
+    let agent = Agent::for_host("db1", &certs, &collector)
+        .identity(cert, key)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    eventually(
+        WAIT,
+        "the agent to log that its certificate expired",
+        async || {
+            let log = agent.log();
+            if log.contains("CertificateExpired") {
+                Ok(())
+            } else {
+                bail!("agent log so far:\n{log}")
+            }
+        },
+    )
+    .await;
+    assert_eq!(collector.api("/api/v1/hosts").await?, serde_json::json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sighup_denies_a_lost_agent_and_picks_up_a_rotated_certificate() -> Result<()> {
+    let certs = Certs::fleet(&["db1", "db2"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml("[silence]\nhost_after = \"3s\"\nsweep_every = \"500ms\"")
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let db1 = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    let _db2 = Agent::for_host("db2", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    collector
+        .wait_status("db1", "disk.backup", "ok", WAIT)
+        .await;
+    collector
+        .wait_status("db2", "disk.backup", "ok", WAIT)
+        .await;
+
+    // Deny db1 (a lost laptop's certificate, say) and rotate the collector's certificate.
+    let text = std::fs::read_to_string(collector.config_path())?;
+    let text = text.replacen("[grpc]\n", "[grpc]\ndeny_hosts = [\"db1\"]\n", 1);
+    std::fs::write(collector.config_path(), text)?;
+    let old_cert = std::fs::read(certs.dir().join("collector.pem"))?;
+    let out = std::process::Command::new(backwatch_tests::harness::bin("backwatch-collector"))
+        .args(["certs", "--dir"])
+        .arg(certs.dir())
+        .args([
+            "--collector-name",
+            "localhost",
+            "--collector-name",
+            "127.0.0.1",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(old_cert, std::fs::read(certs.dir().join("collector.pem"))?);
+    collector.sighup();
+
+    // db1 is cut off and goes silent; db2 carries on.
+    eventually(WAIT, "db1 denied", async || {
+        let log = db1.log();
+        if log.contains("denied by the collector's configuration") {
+            Ok(())
+        } else {
+            bail!("db1 log:\n{log}")
+        }
+    })
+    .await;
+    eventually(WAIT, "db1 silent", async || {
+        let h = collector.api("/api/v1/hosts/db1").await?;
+        anyhow::ensure!(h["silent"] == true, "{h}");
+        Ok(())
+    })
+    .await;
+    let h = collector.api("/api/v1/hosts/db2").await?;
+    assert_eq!(h["silent"], false, "{h}");
+
+    // New connections get the new certificate.
+    let (ca, cert, key) = (certs.ca(), certs.agent_cert("db2"), certs.agent_key("db2"));
+    let o = dial(Dial {
+        port: collector.grpc_port,
+        ca: &ca,
+        identity: Some((&cert, &key)),
+        tls12_only: false,
+    })
+    .await?;
+    let served = o.server_cert.expect("server certificate");
+    let new_pem = std::fs::read_to_string(certs.dir().join("collector.pem"))?;
+    let new_der = rustls::pki_types::CertificateDer::from_pem_slice(new_pem.as_bytes())?;
+    assert_eq!(
+        served,
+        new_der.as_ref().to_vec(),
+        "collector still serves the old certificate"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_identity_cannot_hold_unbounded_streams() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs).toml("").start().await?;
+    let text = std::fs::read_to_string(collector.config_path())?.replacen(
+        "[grpc]\n",
+        "[grpc]\nmax_streams_per_agent = 2\n",
+        1,
+    );
+    std::fs::write(collector.config_path(), text)?;
+    collector.sighup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir()?;
+    let agents: Vec<Agent> = (0..3)
+        .map(|_| {
+            Agent::for_host("db1", &certs, &collector)
+                .disk("backup", dir.path(), "1s")
+                .start()
+        })
+        .collect::<Result<_>>()?;
+    eventually(WAIT, "the third stream refused", async || {
+        let refused = agents
+            .iter()
+            .filter(|a| {
+                a.log()
+                    .contains("too many open streams for agent db1 (limit 2)")
+            })
+            .count();
+        anyhow::ensure!(refused >= 1, "no agent refused yet");
+        Ok(())
+    })
+    .await;
     Ok(())
 }

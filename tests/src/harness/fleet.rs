@@ -73,6 +73,28 @@ impl Certs {
     pub fn agent_key(&self, host: &str) -> PathBuf {
         self.dir().join("agents").join(format!("{host}-key.pem"))
     }
+
+    /// An agent certificate for `host` from this fleet's CA whose validity ended yesterday.
+    /// Returns (cert, key) paths.
+    pub fn expired_agent(&self, host: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(self.dir().join("ca-key.pem"))?)?;
+        let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.ca())?, ca_key)?;
+        let mut params = CertificateParams::new(vec![host.to_string()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let (c, k) = (
+            self.dir().join(format!("expired-{host}.pem")),
+            self.dir().join(format!("expired-{host}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem())?;
+        std::fs::write(&k, key.serialize_pem())?;
+        Ok((c, k))
+    }
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
@@ -289,6 +311,34 @@ impl Collector {
         .await
     }
 
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Ask the running collector to reload its TLS files and access lists.
+    pub fn sighup(&self) {
+        if let Some(c) = &self.child {
+            signal(c, nix::sys::signal::Signal::SIGHUP);
+        }
+    }
+
+    /// Result ids stored for `check` on `host` in the last day.
+    pub async fn stored_ids(&self, host: &str, check: &str) -> anyhow::Result<Vec<String>> {
+        let h = self
+            .api(&format!(
+                "/api/v1/hosts/{host}/history?check={check}&since=24h&limit=10000"
+            ))
+            .await?;
+        Ok(h["results"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r["result_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -329,6 +379,7 @@ pub struct AgentBuilder {
     url: String,
     probes: String,
     extra: String,
+    env: Vec<(String, String)>,
 }
 
 pub struct Agent {
@@ -336,6 +387,7 @@ pub struct Agent {
     dir: TempDir,
     config: PathBuf,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -349,6 +401,7 @@ impl Agent {
             url: collector.grpc_url(),
             probes: String::new(),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -390,6 +443,12 @@ impl AgentBuilder {
         self
     }
 
+    /// An environment variable for the agent process (e.g. `LD_PRELOAD` for a shifted clock).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Write the configuration (probe lists not given are empty, not the defaults).
     pub fn write(self) -> anyhow::Result<Agent> {
         let dir = tempfile::tempdir()?;
@@ -420,6 +479,7 @@ impl AgentBuilder {
             dir,
             config,
             child: None,
+            env: self.env,
         })
     }
 
@@ -433,11 +493,19 @@ impl AgentBuilder {
 impl Agent {
     pub fn launch(&mut self) -> anyhow::Result<()> {
         let log = self.dir.path().join("agent.log");
+        // Keep what earlier runs logged: tests count measurements across restarts.
+        if let Ok(prior) = std::fs::read_to_string(&log) {
+            let previous = self.dir.path().join("agent.log.previous");
+            let mut all = std::fs::read_to_string(&previous).unwrap_or_default();
+            all.push_str(&prior);
+            std::fs::write(previous, all)?;
+        }
         self.child = Some(spawn_logged(
             Command::new(bin("backwatch-agent"))
                 .arg("run")
                 .arg("--config")
-                .arg(&self.config),
+                .arg(&self.config)
+                .envs(self.env.iter().map(|(k, v)| (k, v))),
             &log,
         )?);
         Ok(())
@@ -453,6 +521,36 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Ids of the results waiting in the spool right now (decoded from the spool files).
+    pub fn spooled_ids(&self) -> anyhow::Result<Vec<String>> {
+        use backwatch_proto::wire::{Message, ProbeResult};
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.spool_dir()) {
+            Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        files.retain(|p| p.extension().is_some_and(|e| e == "pb"));
+        files.sort();
+        files
+            .iter()
+            .map(|p| Ok(ProbeResult::decode(std::fs::read(p)?.as_slice())?.result_id))
+            .collect()
+    }
+
+    /// Ids of every result this agent measured and spooled, from its debug log (this run and
+    /// earlier runs of the same handle).
+    pub fn measured_ids(&self) -> Vec<String> {
+        let mut logs = self.log();
+        logs.push_str(
+            &std::fs::read_to_string(self.dir.path().join("agent.log.previous"))
+                .unwrap_or_default(),
+        );
+        logs.lines()
+            .filter(|l| l.contains("result spooled"))
+            .filter_map(|l| l.split("result_id=").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
     }
 
     /// `backwatch-agent <args> --config <this agent's config>`, waited for.

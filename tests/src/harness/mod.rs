@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod pg;
+pub mod tls;
 pub mod wait;
 
 pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
