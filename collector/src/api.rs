@@ -5,7 +5,11 @@
 //! - `GET /api/v1/hosts/{host}`: one host
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
 //!
+//! - alerting (alerts, acknowledgements, silences, notifications): see `alerts`
+//!
 //! Documented for users in README.md ("HTTP API").
+
+mod alerts;
 
 use crate::status::Status;
 use crate::store::{CheckState, HistoryEntry, HostRecord, Store, Transition};
@@ -22,6 +26,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    pub alerting: Arc<crate::config::alerting::Alerting>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -30,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{host}", get(host))
         .route("/api/v1/hosts/{host}/history", get(history))
+        .merge(alerts::routes())
         .with_state(state)
 }
 

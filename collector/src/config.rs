@@ -4,6 +4,8 @@
 //! operations procedure, `[thresholds]`, then every matching `[[overrides]]` in file order
 //! (by host name pattern or by group from `[groups]`).
 
+pub mod alerting;
+
 use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use serde::Deserialize;
@@ -32,6 +34,16 @@ pub struct RawConfig {
     pub groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
+    /// Alerting: lifecycle policy, delivery, SMTP, procedures, routes (see `alerting`).
+    #[serde(default)]
+    pub alerts: alerting::RawAlerts,
+    #[serde(default)]
+    pub delivery: alerting::RawDelivery,
+    pub smtp: Option<alerting::RawSmtp>,
+    #[serde(default)]
+    pub procedures: BTreeMap<String, String>,
+    #[serde(default)]
+    pub routes: Vec<alerting::RawRoute>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -55,6 +67,8 @@ pub struct RawGrpc {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    /// Base URL of the dashboard as people reach it, for links in notifications.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -135,6 +149,7 @@ pub struct Config {
     pub store_url: String,
     pub silence: Silence,
     pub thresholds: Thresholds,
+    pub alerting: alerting::Alerting,
 }
 
 /// Who may stream, beyond holding a certificate of the fleet CA. Reloaded on SIGHUP.
@@ -425,6 +440,21 @@ impl Config {
             }
             thresholds.overrides.push((o.hosts, o.groups, o.thresholds));
         }
+        let alerting = alerting::validate(
+            &mut p,
+            alerting::RawAlerting {
+                alerts: raw.alerts,
+                delivery: raw.delivery,
+                smtp: raw.smtp,
+                routes: raw.routes,
+                procedures: raw.procedures,
+                public_url: raw.http.public_url,
+                groups: &raw.groups,
+                http_listen,
+                grpc_listen,
+                base,
+            },
+        );
         thresholds.groups = raw.groups;
         p.finish()?;
         Ok(Config {
@@ -435,6 +465,7 @@ impl Config {
             store_url,
             silence,
             thresholds,
+            alerting,
         })
     }
 }

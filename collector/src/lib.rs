@@ -1,10 +1,12 @@
 //! Backwatch collector: takes agent streams over mutual TLS, judges each result with the check
 //! rules, keeps fleet history and serves it over HTTP.
 
+pub mod alerts;
 pub mod api;
 pub mod certs;
 pub mod config;
 pub mod ingest;
+pub mod notify;
 pub mod server;
 pub mod silence;
 pub mod store;

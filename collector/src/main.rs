@@ -98,6 +98,7 @@ fn main() -> ExitCode {
                     Ok(t) => println!("thresholds (defaults merged) = {t}"),
                     Err(e) => eprintln!("printing thresholds: {e}"),
                 }
+                print_alerting(&c.alerting);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -127,5 +128,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Where notifications go, as check-config shows it (never the SMTP password).
+fn print_alerting(a: &backwatch_collector::config::alerting::Alerting) {
+    use backwatch_collector::alerts::routes::Target;
+    match &a.smtp {
+        Some(s) => {
+            let tls = format!("{:?}", s.tls).to_lowercase();
+            println!("smtp = {}:{} (tls {tls}), from {}", s.host, s.port, s.from);
+        }
+        None => println!("smtp = none"),
+    }
+    if a.routes.is_empty() {
+        println!("routes = none (alerts are recorded, nobody is notified)");
+    }
+    for r in &a.routes {
+        let to = match &r.target {
+            Target::Email(to) => format!("email {}", to.join(", ")),
+            Target::Webhook(url) => format!("webhook {url}"),
+        };
+        let what = match (r.alerts, r.daily_summary) {
+            (true, true) => format!("alerts from {} and the daily summary", r.min_status),
+            (true, false) => format!("alerts from {}", r.min_status),
+            _ => "the daily summary only".to_string(),
+        };
+        println!("route {} = {what} -> {to}", r.name);
     }
 }

@@ -1,4 +1,5 @@
-//! Runs the collector: store, mTLS gRPC ingest, HTTP API and the silence sweeper.
+//! Runs the collector: store, mTLS gRPC ingest, HTTP API, the silence sweeper, the alert
+//! engine and notification delivery.
 
 use crate::api::{self, ApiState};
 use crate::config::{Access, Config};
@@ -106,7 +107,20 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
 
     tokio::spawn(silence::run(store.clone(), config.silence.clone()));
 
-    let app = api::router(ApiState { store });
+    let alerting = Arc::new(config.alerting.clone());
+    let queued = Arc::new(tokio::sync::Notify::new());
+    let engine = crate::alerts::Engine::new(
+        store.clone(),
+        alerting.clone(),
+        Arc::new(config.thresholds.clone()),
+        queued.clone(),
+    );
+    tokio::spawn(engine.run());
+    let worker = crate::notify::Worker::new(store.clone(), alerting.clone(), queued)
+        .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
+    tokio::spawn(worker.run());
+
+    let app = api::router(ApiState { store, alerting });
     let http_server = axum::serve(http, app).with_graceful_shutdown(shutdown_signal());
 
     tokio::select! {

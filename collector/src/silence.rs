@@ -32,7 +32,7 @@ pub async fn sweep(
         if quiet_for > host_after {
             if !h.silent {
                 warn!(host = %h.host, quiet_s = quiet_for.num_seconds(), "agent silent");
-                store.set_host_silent(&h.host, true).await?;
+                store.set_host_silent_at(&h.host, true, now).await?;
                 silenced += 1;
             }
             let summary = format!(

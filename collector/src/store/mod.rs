@@ -5,10 +5,19 @@
 //!   "already stored";
 //! - a result, the check's current state and a status transition are written in one
 //!   transaction, so an acknowledged result never exists without its state;
-//! - times are stored as Unix milliseconds (UTC), identical on SQLite and PostgreSQL.
+//! - times are stored as Unix milliseconds (UTC), identical on SQLite and PostgreSQL;
+//! - a change of a host's silent flag is a transition of the pseudo-check
+//!   [`alerts::AGENT_CHECK`], so the alert engine reads agent silence from the same log.
+//!
+//! Alerting (alerts, silences, the outbox) has its own traits in `alerts` and `outbox`; every
+//! store implements them too.
 
+pub mod alerts;
+pub mod outbox;
 mod sql;
 pub mod suite;
+pub mod suite_alerts;
+pub mod suite_outbox;
 
 pub use sql::{SqlStore, redact_url};
 
@@ -118,7 +127,7 @@ pub enum Inserted {
 }
 
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'static {
     /// Record that `host` is talking to us now; `facts` when it just said Hello.
     async fn touch_host(
         &self,
@@ -145,7 +154,22 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
-    async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()>;
+    /// Set the host's silent flag now; see [`Store::set_host_silent_at`].
+    async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()> {
+        self.set_host_silent_at(host, silent, Utc::now())
+            .await
+            .map(|_| ())
+    }
+
+    /// Set the host's silent flag; when it changes, record a transition of
+    /// [`alerts::AGENT_CHECK`] at `at` (to unknown when silent, to ok when back) and return
+    /// true.
+    async fn set_host_silent_at(
+        &self,
+        host: &str,
+        silent: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;
 

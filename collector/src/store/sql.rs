@@ -18,7 +18,10 @@
 //!   applies the missing ones and refuses a database whose applied migrations were edited;
 //! - a URL is only ever shown through [`redact_url`].
 
+mod alerts;
+mod outbox;
 mod read;
+mod silences;
 #[cfg(test)]
 mod tests;
 mod url;
@@ -66,8 +69,17 @@ macro_rules! embed {
     };
 }
 
-const SQLITE_MIGRATIONS: &[Embedded] = &[embed!("sqlite", 1, "0001_initial.sql", "initial")];
-const POSTGRES_MIGRATIONS: &[Embedded] = &[embed!("postgres", 1, "0001_initial.sql", "initial")];
+const SQLITE_MIGRATIONS: &[Embedded] = &[
+    embed!("sqlite", 1, "0001_initial.sql", "initial"),
+    embed!("sqlite", 2, "0002_alerts.sql", "alerts"),
+];
+const POSTGRES_MIGRATIONS: &[Embedded] = &[
+    embed!("postgres", 1, "0001_initial.sql", "initial"),
+    embed!("postgres", 2, "0002_alerts.sql", "alerts"),
+];
+
+/// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).
+const TRANSITION_LOG_LOCK: i64 = 0x4277_5472_616e_7331;
 
 impl Backend {
     fn from_url(url: &str) -> Option<Backend> {
@@ -359,21 +371,62 @@ impl Store for SqlStore {
             summary,
             result_id: None,
         };
-        insert_transition(&mut tx, &change).await?;
+        insert_transition(&mut tx, self.backend, &change).await?;
         tx.commit()
             .await
             .map_err(query_error("commit check status"))?;
         Ok(true)
     }
 
-    async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()> {
-        sqlx::query("UPDATE hosts SET silent = $2 WHERE host = $1")
-            .bind(host)
-            .bind(i64::from(silent))
-            .execute(&self.pool)
+    async fn set_host_silent_at(
+        &self,
+        host: &str,
+        silent: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE hosts SET silent = $2 WHERE host = $1 AND silent <> $2 RETURNING last_contact",
+        )
+        .bind(host)
+        .bind(i64::from(silent))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("set host silent"))?
+        else {
+            return Ok(false);
+        };
+        let last_contact: i64 = read::get(&row, "last_contact")?;
+        let (from, to, summary) = if silent {
+            let quiet_secs = (at.timestamp_millis() - last_contact) / 1000;
+            let since = DateTime::from_timestamp_millis(last_contact).unwrap_or(at);
+            let summary = format!(
+                "agent silent since {} (no contact for {})",
+                since.format("%Y-%m-%d %H:%M:%S UTC"),
+                crate::human::duration(quiet_secs)
+            );
+            (Status::Ok, Status::Unknown, summary)
+        } else {
+            (
+                Status::Unknown,
+                Status::Ok,
+                "agent reporting again".to_string(),
+            )
+        };
+        let change = Change {
+            host,
+            check: super::alerts::AGENT_CHECK,
+            at: at.timestamp_millis(),
+            from: Some(from),
+            to,
+            summary: &summary,
+            result_id: None,
+        };
+        insert_transition(&mut tx, self.backend, &change).await?;
+        tx.commit()
             .await
-            .map_err(query_error("set host silent"))?;
-        Ok(())
+            .map_err(query_error("commit host silence"))?;
+        Ok(true)
     }
 
     async fn hosts(&self) -> StoreResult<Vec<HostRecord>> {

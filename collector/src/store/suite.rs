@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     host_contact_keeps_first_seen(store).await?;
     set_check_status_records_transition_once(store).await?;
     check_state_round_trips_the_latest_result(store).await?;
+    super::suite_alerts::run_all(store).await?;
     Ok(())
 }
 

@@ -97,6 +97,13 @@ impl Certs {
     }
 }
 
+/// An HTTP client for the API. reqwest's rustls (enabled in the workspace for the collector's
+/// webhooks) needs a process-wide crypto provider: ring, as in every main (shared build notes).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
     let err = File::create(log)?;
     let out = err.try_clone()?;
@@ -184,7 +191,7 @@ impl CollectorBuilder<'_> {
             child: None,
             grpc_port,
             http_port,
-            http: reqwest::Client::new(),
+            http: http_client(),
         };
         c.launch().await?;
         Ok(c)

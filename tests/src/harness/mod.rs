@@ -2,11 +2,16 @@
 //! temp dirs, and the `eventually` helper to wait for them. Everything a builder starts is
 //! stopped when the returned value is dropped, so a failing test leaves no process behind.
 
+pub mod alerting;
 pub mod fleet;
 pub mod pg;
+pub mod smtp;
 pub mod tls;
 pub mod wait;
+pub mod webhook;
 
 pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
+pub use smtp::{Mail, Smtp, SmtpTls};
 pub use wait::{eventually, eventually_sync, free_port};
+pub use webhook::Webhook;

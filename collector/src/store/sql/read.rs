@@ -21,11 +21,11 @@ where
     })
 }
 
-fn time(row: &AnyRow, column: &'static str) -> StoreResult<DateTime<Utc>> {
+pub(super) fn time(row: &AnyRow, column: &'static str) -> StoreResult<DateTime<Utc>> {
     millis_to_time(column, get(row, column)?)
 }
 
-fn opt_time(row: &AnyRow, column: &'static str) -> StoreResult<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(row: &AnyRow, column: &'static str) -> StoreResult<Option<DateTime<Utc>>> {
     get::<Option<i64>>(row, column)?
         .map(|ms| millis_to_time(column, ms))
         .transpose()
@@ -42,7 +42,7 @@ pub(super) fn status(row: &AnyRow, column: &'static str) -> StoreResult<Status> 
     parse_status(column, &get::<String>(row, column)?)
 }
 
-fn parse_status(what: &'static str, text: &str) -> StoreResult<Status> {
+pub(super) fn parse_status(what: &'static str, text: &str) -> StoreResult<Status> {
     Status::from_str(text).map_err(|e| StoreError::Corrupt {
         what,
         problem: e.to_string(),

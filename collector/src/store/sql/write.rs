@@ -125,7 +125,7 @@ pub(super) async fn record_one(
             summary: &verdict.summary,
             result_id: Some(&result.result_id),
         };
-        insert_transition(conn, &change).await?;
+        insert_transition(conn, backend, &change).await?;
     }
     Ok(Inserted::New)
 }
@@ -140,7 +140,24 @@ pub(super) struct Change<'a> {
     pub(super) result_id: Option<&'a str>,
 }
 
-pub(super) async fn insert_transition(conn: &mut AnyConnection, c: &Change<'_>) -> StoreResult<()> {
+/// Appends to the transition log. On PostgreSQL the writer first takes the log's advisory
+/// lock in shared mode, held until it commits: the alert engine reads the log only while it
+/// can take that lock exclusively (see `transitions_after`), i.e. when no transaction that
+/// drew a transition id is still uncommitted, so a cursor over ids never steps over a row
+/// that commits later. Shared holders never wait for each other, and the engine only tries
+/// the lock, so this adds no waiting and no deadlock. SQLite writers are serialised anyway.
+pub(super) async fn insert_transition(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    c: &Change<'_>,
+) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(super::TRANSITION_LOG_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error("lock transition log"))?;
+    }
     sqlx::query(INSERT_TRANSITION)
         .bind(c.host)
         .bind(c.check)

@@ -1,0 +1,380 @@
+//! The alert engine: turns the transition log into alerts and queued notifications.
+//!
+//! Invariants:
+//! - transitions are consumed in id order from a cursor kept in the database; each change
+//!   commits together with the cursor move, its event and its outbox rows
+//!   (`AlertStore::write_alert`), so a crash or restart neither skips nor repeats a
+//!   transition, and nothing decided is ever lost before delivery;
+//! - every write is a compare-and-set on the cursor and the alert's version: a second engine
+//!   (another collector on the same PostgreSQL) that loses the race rereads and goes on;
+//! - decisions are made only by the pure functions in [`lifecycle`]; this module gathers
+//!   their inputs (open alerts, silences, recent changes, routes) and stores their outputs;
+//! - notification texts are rendered once, when queued ([`render`]), so retries resend the
+//!   same message.
+
+pub mod lifecycle;
+pub mod render;
+pub mod routes;
+#[cfg(test)]
+mod tests;
+
+use crate::config::Thresholds;
+use crate::config::alerting::Alerting;
+use crate::config::glob_match;
+use crate::store::Store;
+use crate::store::StoreResult;
+use crate::store::alerts::{AGENT_CHECK, Alert, AlertFields, AlertWrite, NewEvent, Silence};
+use crate::store::outbox::{Channel, NewNotification};
+use chrono::{DateTime, Utc};
+use lifecycle::{Change, Effect, Outcome};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// Transitions read per round trip.
+const BATCH: u32 = 200;
+
+/// Response procedure of the agent's own alert (not a check rule, so not in `rules`).
+pub const AGENT_PROCEDURE: &str = "Check that the host is up and reachable; check the \
+    backwatch-agent service and its log (systemctl status backwatch-agent); check the network \
+    path and the agent's certificate to the collector.";
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    cfg: Arc<Alerting>,
+    thresholds: Arc<Thresholds>,
+    /// Wakes the delivery worker when something was queued.
+    queued: Arc<Notify>,
+}
+
+/// What one [`Engine::step`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub transitions: usize,
+    pub writes: usize,
+    pub notifications: usize,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: Arc<Alerting>,
+        thresholds: Arc<Thresholds>,
+        queued: Arc<Notify>,
+    ) -> Self {
+        Engine {
+            store,
+            cfg,
+            thresholds,
+            queued,
+        }
+    }
+
+    /// Run [`Engine::step`] every `alerts.evaluate_every` until the process ends.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.cfg.evaluate_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.step(Utc::now()).await {
+                error!(error = %e, "alert evaluation failed; retrying next round");
+            }
+        }
+    }
+
+    /// Consume every new transition, then apply what time alone changes (reminders, end of
+    /// flapping, notices a silence held back).
+    pub async fn step(&self, now: DateTime<Utc>) -> StoreResult<Step> {
+        let mut step = Step::default();
+        self.consume(now, &mut step).await?;
+        self.tick(now, &mut step).await?;
+        if step.notifications > 0 {
+            self.queued.notify_one();
+        }
+        Ok(step)
+    }
+
+    async fn consume(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
+        let p = &self.cfg.policy;
+        loop {
+            let cursor = self.store.alert_cursor().await?;
+            let batch = self.store.transitions_after(cursor, BATCH).await?;
+            let Some(last) = batch.last().map(|t| t.id) else {
+                return Ok(());
+            };
+            let mut open: HashMap<(String, String), Alert> = self
+                .store
+                .open_alerts()
+                .await?
+                .into_iter()
+                .map(|a| ((a.fields.host.clone(), a.fields.check.clone()), a))
+                .collect();
+            let silences = self.active_silences(now).await?;
+            let mut at = cursor;
+            let mut conflict = false;
+            for t in &batch {
+                step.transitions += 1;
+                let key = (t.host.clone(), t.check.clone());
+                let host_silent = open
+                    .get(&(t.host.clone(), AGENT_CHECK.to_string()))
+                    .is_some_and(|a| a.fields.status != crate::status::Status::Ok);
+                let effect = lifecycle::effect(&t.check, t.to, host_silent, p);
+                let existing = open.get(&key);
+                if effect == Effect::Ignore || (existing.is_none() && effect == Effect::Good) {
+                    // Nothing to record: the cursor passes it with the next write.
+                    continue;
+                }
+                let recent_changes = if p.flap_changes > 0 {
+                    let since = t.at - p.flap_window_delta();
+                    self.store
+                        .change_times(&t.host, &t.check, since, t.id)
+                        .await?
+                        .len()
+                } else {
+                    0
+                };
+                let change = Change {
+                    host: &t.host,
+                    check: &t.check,
+                    status: t.to,
+                    effect,
+                    summary: &t.summary,
+                    at: t.at,
+                    recent_changes: u32::try_from(recent_changes).unwrap_or(u32::MAX),
+                    silenced: self.silenced(&silences, &t.host, &t.check),
+                };
+                let Some(outcome) = lifecycle::on_change(existing.map(|a| &a.fields), &change, p)
+                else {
+                    continue;
+                };
+                let target = existing.map(|a| (a.id, a.version));
+                match self
+                    .write(Some((at, t.id)), target, &outcome, now, Some(t.id), step)
+                    .await?
+                {
+                    Some(id) => {
+                        at = t.id;
+                        let before = existing.cloned();
+                        remember(&mut open, key, before, id, outcome.fields);
+                    }
+                    None => {
+                        conflict = true;
+                        break;
+                    }
+                }
+            }
+            if conflict {
+                warn!("another alert engine moved first; rereading");
+                continue;
+            }
+            if last > at {
+                self.store.advance_alert_cursor(at, last).await?;
+            }
+        }
+    }
+
+    async fn tick(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
+        let silences = self.active_silences(now).await?;
+        for a in self.store.open_alerts().await? {
+            let f = &a.fields;
+            let silenced = self.silenced(&silences, &f.host, &f.check);
+            let acked = a.acknowledged.is_some();
+            if let Some(o) = lifecycle::on_tick(f, acked, now, silenced, &self.cfg.policy) {
+                // A conflict means someone else just handled it; the next round rereads.
+                self.write(None, Some((a.id, a.version)), &o, now, None, step)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn active_silences(&self, now: DateTime<Utc>) -> StoreResult<Vec<Silence>> {
+        let mut all = self.store.silences(Some(now)).await?;
+        all.retain(|s| s.active_at(now));
+        Ok(all)
+    }
+
+    fn silenced(&self, silences: &[Silence], host: &str, check: &str) -> bool {
+        let groups = self.thresholds.groups_of(host);
+        silences.iter().any(|s| {
+            s.host.as_deref().is_none_or(|p| glob_match(p, host))
+                && s.group.as_deref().is_none_or(|g| groups.contains(&g))
+                && s.check.as_deref().is_none_or(|p| glob_match(p, check))
+        })
+    }
+
+    /// Operators' text for the check (by id, then by kind), else the built-in one.
+    pub fn procedure(&self, check: &str) -> String {
+        let kind = check.split('.').next().unwrap_or(check);
+        if let Some(text) = self
+            .cfg
+            .procedures
+            .get(check)
+            .or_else(|| self.cfg.procedures.get(kind))
+        {
+            return text.clone();
+        }
+        match kind {
+            "disk" => crate::rules::procedure::DISK,
+            "backup" => crate::rules::procedure::BACKUP,
+            "wal" => crate::rules::procedure::WAL,
+            _ if check == AGENT_CHECK => AGENT_PROCEDURE,
+            _ => "",
+        }
+        .to_string()
+    }
+
+    async fn write(
+        &self,
+        cursor: Option<(i64, i64)>,
+        existing: Option<(i64, i64)>,
+        o: &Outcome,
+        now: DateTime<Utc>,
+        transition_id: Option<i64>,
+        step: &mut Step,
+    ) -> StoreResult<Option<i64>> {
+        let f = &o.fields;
+        let details = match (&o.notice, f.check.as_str()) {
+            (None, _) | (_, AGENT_CHECK) => serde_json::Value::Null,
+            _ => self
+                .store
+                .check_state(&f.host, &f.check)
+                .await?
+                .map_or(serde_json::Value::Null, |s| s.details),
+        };
+        let procedure = self.procedure(&f.check);
+        let render = |id: i64| self.notifications(id, o, &details, &procedure, now);
+        let write = AlertWrite {
+            cursor,
+            existing,
+            fields: f,
+            event: NewEvent {
+                at: if transition_id.is_some() {
+                    f.updated_at
+                } else {
+                    now
+                },
+                kind: o.event,
+                summary: o.summary.clone(),
+                transition_id,
+            },
+            notifications: &render,
+        };
+        let Some(id) = self.store.write_alert(&write).await? else {
+            return Ok(None);
+        };
+        let sent = self.audience_size(o);
+        step.writes += 1;
+        step.notifications += sent;
+        info!(host = %f.host, check = %f.check, alert = id, event = o.event,
+            status = %f.status, notifications = sent, silenced = f.silenced, "alert {}", o.event);
+        Ok(Some(id))
+    }
+
+    /// How many messages [`Engine::notifications`] makes for this outcome.
+    fn audience_size(&self, o: &Outcome) -> usize {
+        let Some(notice) = o.notice else {
+            return 0;
+        };
+        let f = &o.fields;
+        let groups = self.thresholds.groups_of(&f.host);
+        self.cfg
+            .routes
+            .iter()
+            .filter(|r| r.hears(&f.host, &groups, &f.check, notice.audience))
+            .map(|r| r.recipients().len())
+            .sum()
+    }
+
+    /// One message per route that hears the notice and per recipient of that route.
+    fn notifications(
+        &self,
+        alert_id: i64,
+        o: &Outcome,
+        details: &serde_json::Value,
+        procedure: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<NewNotification> {
+        let Some(notice) = o.notice else {
+            return Vec::new();
+        };
+        let f = &o.fields;
+        let groups = self.thresholds.groups_of(&f.host);
+        let host_url = render::host_url(&self.cfg.public_url, &f.host);
+        let thread_id = format!(
+            "<alert-{alert_id}-{}@{}>",
+            f.opened_at.timestamp_millis(),
+            self.cfg.message_domain
+        );
+        let mut out = Vec::new();
+        for route in &self.cfg.routes {
+            if !route.hears(&f.host, &groups, &f.check, notice.audience) {
+                continue;
+            }
+            let ctx = render::Context {
+                alert_id,
+                alert: f,
+                kind: notice.kind,
+                event_summary: &o.summary,
+                details,
+                procedure,
+                host_url: &host_url,
+                api_url: &self.cfg.api_url,
+                route: &route.name,
+                now,
+            };
+            let rendered = render::render(&ctx);
+            for (channel, recipient) in route.recipients() {
+                // Fixed here, stored with the row, reused by every retry.
+                let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.cfg.message_domain);
+                let payload = match channel {
+                    Channel::Webhook => render::webhook_payload(&ctx, &rendered, &message_id),
+                    Channel::Email => String::new(),
+                };
+                out.push(NewNotification {
+                    kind: notice.kind.as_str().to_string(),
+                    route: route.name.clone(),
+                    channel,
+                    recipient: recipient.to_string(),
+                    subject: rendered.subject.clone(),
+                    body_text: rendered.text.clone(),
+                    body_html: match channel {
+                        Channel::Email => rendered.html.clone(),
+                        Channel::Webhook => String::new(),
+                    },
+                    payload,
+                    message_id,
+                    thread_id: Some(thread_id.clone()),
+                    created_at: now,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Keep the engine's view of open alerts in step with what it just wrote.
+fn remember(
+    open: &mut HashMap<(String, String), Alert>,
+    key: (String, String),
+    before: Option<Alert>,
+    id: i64,
+    fields: AlertFields,
+) {
+    if fields.resolved_at.is_some() {
+        open.remove(&key);
+        return;
+    }
+    let (version, acknowledged) = before.map_or((0, None), |a| (a.version + 1, a.acknowledged));
+    open.insert(
+        key,
+        Alert {
+            id,
+            version,
+            fields,
+            acknowledged,
+            false_positive: None,
+        },
+    );
+}

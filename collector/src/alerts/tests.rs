@@ -1,0 +1,425 @@
+//! The engine against a real (in-memory SQLite) store: transitions in, alerts and queued
+//! notifications out, with the procedure's audiences.
+
+use super::*;
+use crate::alerts::routes::{Route, Target};
+use crate::config::alerting::Alerting;
+use crate::status::Status;
+use crate::store::SqlStore;
+use crate::store::alerts::{AlertFilter, AlertStore, NewSilence, Severity};
+use crate::store::outbox::Notification;
+use crate::store::outbox::OutboxStore;
+use crate::store::suite::{at, evaluated, probe_result};
+use backwatch_proto::model::ProbeKind;
+
+fn route(name: &str, min: Severity, alerts: bool) -> Route {
+    Route {
+        name: name.into(),
+        target: Target::Email(vec![format!("{name}@example.com")]),
+        min_status: min,
+        hosts: vec![],
+        groups: vec![],
+        checks: vec![],
+        alerts,
+        daily_summary: !alerts,
+    }
+}
+
+fn alerting() -> Alerting {
+    Alerting {
+        routes: vec![
+            route("dba", Severity::Warning, true),
+            route("sysadmin", Severity::Critical, true),
+            route("management", Severity::Warning, false),
+        ],
+        public_url: "https://bw.example.com".into(),
+        ..Alerting::default()
+    }
+}
+
+struct Fixture {
+    store: Arc<SqlStore>,
+    engine: Engine,
+}
+
+async fn fixture(cfg: Alerting) -> Fixture {
+    let store = Arc::new(SqlStore::open("sqlite::memory:").await.expect("store"));
+    let engine = engine_for(&store, cfg);
+    Fixture { store, engine }
+}
+
+fn engine_for(store: &Arc<SqlStore>, cfg: Alerting) -> Engine {
+    let dyn_store: Arc<dyn Store> = store.clone();
+    Engine::new(
+        dyn_store,
+        Arc::new(cfg),
+        Arc::new(Thresholds::default()),
+        Arc::new(Notify::new()),
+    )
+}
+
+impl Fixture {
+    /// A disk result for `db1` measured at `secs`, judged `status`.
+    async fn judge(&self, n: u32, secs: i64, status: Status) {
+        let r = evaluated(
+            probe_result("db1", n, ProbeKind::Disk, "backup", secs),
+            status,
+            &format!("disk {status}"),
+        );
+        self.store
+            .record_results("db1", &[r])
+            .await
+            .expect("record");
+    }
+
+    async fn step(&self, secs: i64) -> Step {
+        self.engine.step(at(secs)).await.expect("step")
+    }
+
+    /// (route, kind) of every queued notification, oldest first.
+    async fn sent(&self) -> Vec<(String, String)> {
+        let mut all: Vec<Notification> = self
+            .store
+            .notifications(None, None, 1000)
+            .await
+            .expect("list");
+        all.reverse();
+        all.into_iter().map(|n| (n.route, n.kind)).collect()
+    }
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn critical_notifies_dba_and_sysadmin_once_then_resolution() {
+    let fx = fixture(alerting()).await;
+    fx.judge(1, 10, Status::Ok).await;
+    fx.judge(2, 20, Status::Critical).await;
+    fx.step(30).await;
+    fx.judge(3, 40, Status::Critical).await;
+    assert_eq!(fx.step(50).await.writes, 0, "same state, no storm");
+    assert_eq!(
+        fx.sent().await,
+        pairs(&[("dba", "opened"), ("sysadmin", "opened")])
+    );
+
+    fx.judge(4, 60, Status::Ok).await;
+    fx.step(70).await;
+    let expected = [
+        ("dba", "opened"),
+        ("sysadmin", "opened"),
+        ("dba", "resolved"),
+        ("sysadmin", "resolved"),
+    ];
+    assert_eq!(fx.sent().await, pairs(&expected));
+    let resolved = fx
+        .store
+        .alerts(AlertFilter::Resolved, 10)
+        .await
+        .expect("alerts");
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (resolved[0].fields.opened_at, resolved[0].fields.resolved_at),
+        (at(21), Some(at(61)))
+    );
+    let msgs = fx.store.notifications(None, None, 10).await.expect("list");
+    let opened = msgs
+        .iter()
+        .find(|n| n.kind == "opened")
+        .expect("opened message");
+    assert!(
+        opened
+            .subject
+            .starts_with("[CRITICAL] db1 disk.backup: disk critical"),
+        "{}",
+        opened.subject
+    );
+    assert!(
+        opened.body_text.contains("Review backup retention"),
+        "{}",
+        opened.body_text
+    );
+    assert!(
+        opened
+            .body_text
+            .contains("https://bw.example.com/hosts/db1"),
+        "{}",
+        opened.body_text
+    );
+    assert!(msgs.iter().all(|n| n.recipient != "management@example.com"));
+}
+
+#[tokio::test]
+async fn warning_reaches_dba_only_and_escalation_reaches_sysadmin() {
+    let fx = fixture(alerting()).await;
+    fx.judge(1, 10, Status::Warning).await;
+    fx.step(20).await;
+    assert_eq!(fx.sent().await, pairs(&[("dba", "opened")]));
+    fx.judge(2, 30, Status::Critical).await;
+    fx.judge(3, 40, Status::Warning).await;
+    fx.step(50).await;
+    let expected = [
+        ("dba", "opened"),
+        ("dba", "escalated"),
+        ("sysadmin", "escalated"),
+    ];
+    assert_eq!(
+        fx.sent().await,
+        pairs(&expected),
+        "de-escalation is recorded, not sent"
+    );
+    fx.judge(4, 60, Status::Ok).await;
+    fx.step(70).await;
+    let sent = fx.sent().await;
+    assert_eq!(
+        &sent[3..],
+        pairs(&[("dba", "resolved"), ("sysadmin", "resolved")]),
+        "those who heard hear the end"
+    );
+}
+
+#[tokio::test]
+async fn a_new_engine_neither_repeats_nor_skips() {
+    let fx = fixture(alerting()).await;
+    fx.judge(1, 10, Status::Critical).await;
+    fx.step(20).await;
+    let again = engine_for(&fx.store, alerting());
+    assert_eq!(again.step(at(30)).await.expect("step").writes, 0);
+    fx.judge(2, 40, Status::Ok).await;
+    assert_eq!(again.step(at(50)).await.expect("step").writes, 1);
+    assert_eq!(fx.sent().await.len(), 4);
+}
+
+#[tokio::test]
+async fn silent_agent_is_one_alert_not_one_per_check() {
+    let fx = fixture(alerting()).await;
+    fx.store
+        .touch_host("db1", at(5), None)
+        .await
+        .expect("touch");
+    fx.judge(1, 10, Status::Critical).await;
+    let wal = evaluated(
+        probe_result("db1", 2, ProbeKind::WalArchive, "main", 10),
+        Status::Ok,
+        "fine",
+    );
+    fx.store
+        .record_results("db1", &[wal])
+        .await
+        .expect("record");
+    fx.step(20).await;
+    let cfg = crate::config::Silence {
+        host_after: std::time::Duration::from_secs(60),
+        check_grace: std::time::Duration::from_secs(30),
+        sweep_every: std::time::Duration::from_secs(1),
+    };
+    crate::silence::sweep(fx.store.as_ref(), &cfg, at(100))
+        .await
+        .expect("sweep");
+    fx.step(110).await;
+    let open = fx
+        .store
+        .alerts(AlertFilter::Open, 10)
+        .await
+        .expect("alerts");
+    let checks: Vec<_> = open
+        .iter()
+        .map(|a| (a.fields.check.as_str(), a.fields.status))
+        .collect();
+    // The disk alert stays as it was; the WAL check's unknown is the silence's, not its own.
+    assert_eq!(
+        checks,
+        [
+            (AGENT_CHECK, Status::Unknown),
+            ("disk.backup", Status::Critical)
+        ]
+    );
+    let sent = fx.sent().await;
+    assert_eq!(
+        &sent[2..],
+        pairs(&[("dba", "opened"), ("sysadmin", "opened")])
+    );
+
+    fx.store
+        .set_host_silent_at("db1", false, at(200))
+        .await
+        .expect("back");
+    fx.judge(3, 200, Status::Ok).await;
+    fx.step(210).await;
+    assert!(
+        fx.store
+            .alerts(AlertFilter::Open, 10)
+            .await
+            .expect("alerts")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn overdue_check_of_a_talking_host_is_a_warning() {
+    let fx = fixture(alerting()).await;
+    fx.judge(1, 10, Status::Ok).await;
+    fx.store
+        .set_check_status(
+            "db1",
+            "disk.backup",
+            Status::Unknown,
+            "no result for 7 min",
+            at(500),
+        )
+        .await
+        .expect("overdue");
+    fx.step(510).await;
+    let open = fx
+        .store
+        .alerts(AlertFilter::Open, 10)
+        .await
+        .expect("alerts");
+    assert_eq!(
+        open.iter()
+            .map(|a| (a.fields.status, a.fields.severity))
+            .collect::<Vec<_>>(),
+        [(Status::Unknown, Severity::Warning)]
+    );
+    let msgs = fx.store.notifications(None, None, 10).await.expect("list");
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0]
+            .subject
+            .starts_with("[UNKNOWN] db1 disk.backup: no result for 7 min"),
+        "{}",
+        msgs[0].subject
+    );
+}
+
+#[tokio::test]
+async fn silence_records_without_notifying_until_it_ends() {
+    let fx = fixture(alerting()).await;
+    let silence = fx
+        .store
+        .add_silence(&NewSilence {
+            host: Some("db*".into()),
+            group: None,
+            check: None,
+            created_by: "alice".into(),
+            reason: "disk swap".into(),
+            created_at: at(0),
+            starts_at: at(0),
+            ends_at: at(3600),
+        })
+        .await
+        .expect("silence");
+    fx.judge(1, 10, Status::Critical).await;
+    fx.step(20).await;
+    let open = fx
+        .store
+        .alerts(AlertFilter::Open, 10)
+        .await
+        .expect("alerts");
+    assert_eq!(open.len(), 1, "recorded");
+    assert!(open[0].fields.silenced);
+    assert!(fx.sent().await.is_empty(), "not notified");
+    fx.step(1000).await;
+    assert!(fx.sent().await.is_empty(), "still silenced");
+    fx.store
+        .end_silence(silence.id, "alice", at(2000))
+        .await
+        .expect("end");
+    fx.step(2001).await;
+    assert_eq!(
+        fx.sent().await,
+        pairs(&[("dba", "opened"), ("sysadmin", "opened")])
+    );
+}
+
+#[tokio::test]
+async fn flapping_is_told_once_and_settles() {
+    let mut cfg = alerting();
+    cfg.policy.flap_changes = 4;
+    cfg.policy.flap_window = std::time::Duration::from_secs(600);
+    let fx = fixture(cfg).await;
+    let statuses = [
+        Status::Critical,
+        Status::Ok,
+        Status::Critical,
+        Status::Ok,
+        Status::Critical,
+        Status::Ok,
+    ];
+    for (n, status) in (1..).zip(statuses) {
+        fx.judge(n, i64::from(n) * 10, status).await;
+        fx.step(i64::from(n) * 10 + 5).await;
+    }
+    let dba: Vec<_> = fx
+        .sent()
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "dba")
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(dba, ["opened", "resolved", "opened", "flapping"]);
+    assert_eq!(
+        fx.store
+            .alerts(AlertFilter::Open, 10)
+            .await
+            .expect("alerts")
+            .len(),
+        1,
+        "kept open"
+    );
+    fx.step(61 + 599).await;
+    assert_eq!(fx.sent().await.len(), 8, "not yet stable");
+    fx.step(61 + 600).await;
+    let dba: Vec<_> = fx
+        .sent()
+        .await
+        .into_iter()
+        .filter(|(r, _)| r == "dba")
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        dba,
+        ["opened", "resolved", "opened", "flapping", "resolved"]
+    );
+}
+
+#[tokio::test]
+async fn reminder_for_unacknowledged_open_alert() {
+    let mut cfg = alerting();
+    cfg.policy.reminder_every = Some(std::time::Duration::from_secs(3600));
+    let fx = fixture(cfg).await;
+    fx.judge(1, 10, Status::Warning).await;
+    fx.step(20).await;
+    fx.step(11 + 3599).await;
+    assert_eq!(fx.sent().await.len(), 1);
+    fx.step(11 + 3600).await;
+    assert_eq!(
+        fx.sent().await,
+        pairs(&[("dba", "opened"), ("dba", "reminder")])
+    );
+}
+
+#[tokio::test]
+async fn operators_override_the_procedure_per_check_or_kind() {
+    let mut cfg = alerting();
+    cfg.procedures
+        .insert("disk".into(), "Call storage; open a ticket.".into());
+    cfg.procedures
+        .insert("wal.main".into(), "Page the DBA on call.".into());
+    let fx = fixture(cfg).await;
+    assert_eq!(
+        fx.engine.procedure("disk.backup"),
+        "Call storage; open a ticket."
+    );
+    assert_eq!(fx.engine.procedure("wal.main"), "Page the DBA on call.");
+    assert_eq!(
+        fx.engine.procedure("wal.other"),
+        crate::rules::procedure::WAL
+    );
+    assert_eq!(fx.engine.procedure(AGENT_CHECK), AGENT_PROCEDURE);
+}

@@ -1,0 +1,345 @@
+//! The delivery worker: sends what the alert engine queued in the outbox.
+//!
+//! Guarantee (README "Delivery guarantees"): every queued notification is delivered at least
+//! once, and at most once except in one window. A row is claimed (state `sending`, a lease,
+//! this worker's id) before anything goes out; the claim is renewed before each attempt and
+//! every later step is conditional on still holding it. Just before the message body goes to
+//! the server, the row is marked handed over. So:
+//! - crash before the hand-over mark: the server never got a complete message; the row is
+//!   sent again (at the next start of this worker, which releases its old claims, or by any
+//!   worker once the lease ran out) and arrives once;
+//! - crash after the server accepted the message and before the row was marked sent: the
+//!   message is sent again, with the same Message-ID (and webhook `Idempotency-Key`), and the
+//!   log says a duplicate is possible. SMTP has no way to ask a server "did you take this?";
+//!   this window is the round trip of the final dot plus one database write;
+//! - a definite refusal (4xx) is retried with exponential backoff and jitter, a permanent
+//!   one (5xx, a broken address) fails at once; after `give_up_after` the row fails too. The
+//!   server's answer is kept on the row for the API and logged.
+
+pub mod email;
+pub mod webhook;
+
+use crate::config::alerting::{Alerting, Delivery};
+use crate::store::outbox::{Channel, Notification};
+use crate::store::{Store, StoreResult};
+use chrono::{DateTime, TimeDelta, Utc};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// Rows claimed per round trip; each is renewed before its attempt.
+const CLAIM_BATCH: u32 = 16;
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The server's answer or the connection problem, for the outbox and the log.
+    pub text: String,
+    /// Asking again will not help.
+    pub permanent: bool,
+    /// The message may have been accepted although no answer said so.
+    pub in_doubt: bool,
+}
+
+/// Exponential backoff: `initial · 2^(attempts − 1)`, at most `max`.
+pub fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    initial.saturating_mul(1 << doublings).min(max)
+}
+
+/// When to try again after attempt number `attempts` failed, or `None` to give up.
+/// `jitter` in [0, 1) spreads retries by up to a tenth of the delay.
+pub fn next_attempt(
+    attempts: u32,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    d: &Delivery,
+    jitter: f64,
+) -> Option<DateTime<Utc>> {
+    let give_up = TimeDelta::from_std(d.give_up_after).unwrap_or(TimeDelta::MAX);
+    if now - created_at >= give_up {
+        return None;
+    }
+    let delay = backoff(attempts, d.retry_initial, d.retry_max);
+    let delay = delay + delay.mul_f64(jitter.clamp(0.0, 1.0) / 10.0);
+    Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX))
+}
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    cfg: Arc<Alerting>,
+    mailer: Option<email::Mailer>,
+    poster: webhook::Poster,
+    queued: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: Arc<Alerting>,
+        queued: Arc<Notify>,
+    ) -> Result<Worker, String> {
+        let mailer = cfg.smtp.as_ref().map(email::Mailer::new).transpose()?;
+        let poster = webhook::Poster::new(cfg.delivery.webhook_timeout)?;
+        Ok(Worker {
+            store,
+            cfg,
+            mailer,
+            poster,
+            queued,
+        })
+    }
+
+    fn id(&self) -> &str {
+        &self.cfg.delivery.worker_id
+    }
+
+    /// Deliver until the process ends.
+    pub async fn run(self) {
+        match self.store.release_claims(self.id(), Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(worker = %self.id(), claims = n, "released claims left by this worker's previous run")
+            }
+            Err(e) => error!(error = %e, "releasing old claims failed; they wait for their lease"),
+        }
+        loop {
+            match self.pass(Utc::now()).await {
+                Ok(0) => {
+                    // Woken at once when the engine queues something; polling covers
+                    // retries coming due and other collectors' rows.
+                    let _ =
+                        tokio::time::timeout(self.cfg.delivery.poll_every, self.queued.notified())
+                            .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    error!(error = %e, "delivery pass failed; retrying");
+                    tokio::time::sleep(self.cfg.delivery.poll_every).await;
+                }
+            }
+        }
+    }
+
+    /// Claim due rows and try each once. Returns how many were claimed.
+    pub async fn pass(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        let lease = self.lease_from(now);
+        let batch = self
+            .store
+            .claim_notifications(self.id(), now, lease, CLAIM_BATCH)
+            .await?;
+        let mut smtp: Option<AsyncSmtpConnection> = None;
+        for n in &batch {
+            self.deliver(n, &mut smtp).await?;
+        }
+        if let Some(mut conn) = smtp {
+            let _ = conn.quit().await;
+        }
+        Ok(batch.len())
+    }
+
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::from_std(self.cfg.delivery.lease).unwrap_or(TimeDelta::MAX)
+    }
+
+    async fn deliver(
+        &self,
+        n: &Notification,
+        smtp: &mut Option<AsyncSmtpConnection>,
+    ) -> StoreResult<()> {
+        if !self
+            .store
+            .renew_claim(n.id, self.id(), self.lease_from(Utc::now()))
+            .await?
+        {
+            warn!(
+                notification = n.id,
+                "claim lost to another worker; leaving it"
+            );
+            return Ok(());
+        }
+        if n.handed_over_at.is_some() {
+            warn!(notification = n.id, message_id = %n.message_id, recipient = %n.recipient,
+                "an earlier attempt was interrupted after the message was handed to the server; \
+                 sending again with the same Message-ID (the recipient may get it twice)");
+        }
+        let outcome = match n.channel {
+            Channel::Email => self.email(n, smtp).await?,
+            Channel::Webhook => self.webhook(n).await?,
+        };
+        let now = Utc::now();
+        match outcome {
+            Ok(answer) => {
+                if self.store.mark_sent(n.id, self.id(), now).await? {
+                    info!(notification = n.id, route = %n.route, recipient = %n.recipient,
+                        kind = %n.kind, attempts = n.attempts, answer = %answer, "notification sent");
+                } else {
+                    warn!(
+                        notification = n.id,
+                        "sent, but the claim was lost meanwhile; another worker may send it again"
+                    );
+                }
+            }
+            Err(f) => {
+                let retry = if f.permanent {
+                    None
+                } else {
+                    next_attempt(
+                        n.attempts,
+                        n.created_at,
+                        now,
+                        &self.cfg.delivery,
+                        fastrand::f64(),
+                    )
+                };
+                self.store
+                    .mark_attempt_failed(n.id, self.id(), &f.text, retry, f.in_doubt)
+                    .await?;
+                match retry {
+                    Some(at) => {
+                        warn!(notification = n.id, route = %n.route, recipient = %n.recipient,
+                        attempts = n.attempts, retry_in_s = (at - now).num_seconds(), answer = %f.text,
+                        "notification not delivered; will retry")
+                    }
+                    None => error!(notification = n.id, route = %n.route, recipient = %n.recipient,
+                        attempts = n.attempts, answer = %f.text, "notification given up"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One email attempt: connect (or reuse), MAIL/RCPT/DATA, mark handed over, body.
+    /// The outer `Result` is the store's; the inner one the delivery's.
+    async fn email(
+        &self,
+        n: &Notification,
+        smtp: &mut Option<AsyncSmtpConnection>,
+    ) -> StoreResult<Result<String, Failure>> {
+        let Some(mailer) = &self.mailer else {
+            return Ok(Err(Failure {
+                text: "no [smtp] section is configured".into(),
+                permanent: true,
+                in_doubt: false,
+            }));
+        };
+        let (to, body) = match mailer.message(n) {
+            Ok(m) => m,
+            Err(f) => return Ok(Err(f)),
+        };
+        let mut handed_over = false;
+        let attempt = async {
+            let conn = match smtp {
+                Some(c) => c,
+                None => smtp.insert(mailer.connect().await.map_err(Ok)?),
+            };
+            mailer.begin(conn, &to, &body).await.map_err(Ok)?;
+            match self
+                .store
+                .mark_handed_over(n.id, self.id(), Utc::now())
+                .await
+            {
+                Ok(true) => handed_over = true,
+                Ok(false) => {
+                    return Err(Ok(Failure {
+                        text: "claim lost before the hand-over; not sent".into(),
+                        permanent: false,
+                        in_doubt: false,
+                    }));
+                }
+                Err(e) => return Err(Err(e)),
+            }
+            mailer.finish(conn, &body).await.map_err(Ok)
+        };
+        let outcome = tokio::time::timeout(mailer.timeout(), attempt).await;
+        let result = match outcome {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(Ok(f))) => Err(f),
+            Ok(Err(Err(store))) => {
+                *smtp = None;
+                return Err(store);
+            }
+            Err(_) => Err(Failure {
+                text: format!(
+                    "no answer within {}",
+                    humantime::format_duration(mailer.timeout())
+                ),
+                permanent: false,
+                in_doubt: handed_over,
+            }),
+        };
+        if result.is_err() {
+            // A connection in an unknown protocol state is not reused.
+            if let Some(mut conn) = smtp.take() {
+                conn.abort().await;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn webhook(&self, n: &Notification) -> StoreResult<Result<String, Failure>> {
+        if !self
+            .store
+            .mark_handed_over(n.id, self.id(), Utc::now())
+            .await?
+        {
+            return Ok(Err(Failure {
+                text: "claim lost before the hand-over; not sent".into(),
+                permanent: false,
+                in_doubt: false,
+            }));
+        }
+        Ok(self.poster.send(n).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(1800),
+            give_up_after: Duration::from_secs(3 * 86400),
+            lease: Duration::from_secs(300),
+            poll_every: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(30),
+            worker_id: "test".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let d = delivery();
+        let rows = [(1, 30), (2, 60), (3, 120), (6, 960), (7, 1800), (40, 1800)];
+        for (attempts, secs) in rows {
+            assert_eq!(
+                backoff(attempts, d.retry_initial, d.retry_max).as_secs(),
+                secs,
+                "{attempts}"
+            );
+        }
+    }
+
+    #[test]
+    fn retries_stop_after_give_up_after() {
+        let d = delivery();
+        let created = DateTime::<Utc>::from_timestamp(1_735_689_600, 0).expect("time");
+        let now = created + TimeDelta::hours(1);
+        assert_eq!(
+            next_attempt(2, created, now, &d, 0.0),
+            Some(now + TimeDelta::seconds(60))
+        );
+        assert_eq!(
+            next_attempt(2, created, now, &d, 0.5),
+            Some(now + TimeDelta::seconds(63))
+        );
+        assert_eq!(
+            next_attempt(9, created, created + TimeDelta::days(3), &d, 0.0),
+            None
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The notification outbox: every message to every recipient, stored before anyone sends it.
+//!
+//! Invariants every backend keeps (and `suite_alerts` proves for both):
+//! - a row is claimed by one worker at a time: a claim takes `pending` rows that are due and
+//!   `sending` rows whose lease ran out, and on PostgreSQL skips rows another claim holds
+//!   (`FOR UPDATE SKIP LOCKED`), so several collectors can share one outbox;
+//! - every later step (`renew`, `handed_over`, `sent`, `failed attempt`) names the worker and
+//!   does nothing unless that worker still holds the claim;
+//! - `message_id` is fixed when the row is written and never changes, whatever the retries;
+//! - `handed_over_at` is set before the body goes to the server and cleared only by a
+//!   definite answer; a claim that finds it set knows the previous attempt is in doubt.
+
+use super::StoreResult;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "email" => Ok(Channel::Email),
+            "webhook" => Ok(Channel::Webhook),
+            other => Err(format!("{other:?} is not one of \"email\", \"webhook\"")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for its first attempt or its next retry.
+    Pending,
+    /// Claimed by a worker (or left so by one that died, until its lease runs out).
+    Sending,
+    Sent,
+    /// Given up: a permanent refusal, or retries exhausted.
+    Failed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for OutboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OutboxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(OutboxState::Pending),
+            "sending" => Ok(OutboxState::Sending),
+            "sent" => Ok(OutboxState::Sent),
+            "failed" => Ok(OutboxState::Failed),
+            other => Err(format!(
+                "{other:?} is not one of \"pending\", \"sending\", \"sent\", \"failed\""
+            )),
+        }
+    }
+}
+
+/// A message to one recipient, rendered completely before it is stored, so a retry sends
+/// exactly what was decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// `opened`, `escalated`, `reminder`, `flapping`, `stable`, `resolved`, `notified` or
+    /// (later) `summary`.
+    pub kind: String,
+    pub route: String,
+    pub channel: Channel,
+    /// Email address, or the webhook URL.
+    pub recipient: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    /// The JSON document of a webhook; empty for email.
+    pub payload: String,
+    /// `<…@…>`, unique per row.
+    pub message_id: String,
+    /// Groups every message of one alert in a mail client (`References`).
+    pub thread_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub id: i64,
+    pub alert_id: Option<i64>,
+    pub event_id: Option<i64>,
+    pub kind: String,
+    pub route: String,
+    pub channel: Channel,
+    pub recipient: String,
+    pub subject: String,
+    #[serde(skip)]
+    pub body_text: String,
+    #[serde(skip)]
+    pub body_html: String,
+    #[serde(skip)]
+    pub payload: String,
+    pub message_id: String,
+    pub thread_id: Option<String>,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub claimed_by: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub handed_over_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The server's answer (or the connection problem) of the latest failed attempt.
+    pub last_error: Option<String>,
+}
+
+#[async_trait::async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Queue messages that belong to no alert (the daily summary), in one transaction.
+    async fn enqueue_notifications(&self, items: &[NewNotification]) -> StoreResult<()>;
+
+    /// Claim up to `limit` due rows for `worker` until `lease_until`, oldest first; counts an
+    /// attempt on each.
+    async fn claim_notifications(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>>;
+
+    /// Put every claim of `worker` back to pending now: it is starting, so they are left from
+    /// its previous life. Returns how many.
+    async fn release_claims(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Extend the claim; false when the worker lost it.
+    async fn renew_claim(
+        &self,
+        id: i64,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Record that the body is about to go to the server; false when the claim is lost.
+    async fn mark_handed_over(&self, id: i64, worker: &str, at: DateTime<Utc>)
+    -> StoreResult<bool>;
+
+    async fn mark_sent(&self, id: i64, worker: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Record a failed attempt: back to pending until `retry_at`, or failed for good when
+    /// `None`. `in_doubt` keeps `handed_over_at` (no definite answer after the hand-over).
+    async fn mark_attempt_failed(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+        in_doubt: bool,
+    ) -> StoreResult<bool>;
+
+    /// Newest first; only rows in `state` when given; only of `alert_id` when given.
+    async fn notifications(
+        &self,
+        state: Option<OutboxState>,
+        alert_id: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>>;
+}

@@ -1,0 +1,272 @@
+//! Delivery through the outbox when things go wrong: an SMTP server that refuses and then is
+//! gone, a collector killed (SIGKILL) in the middle of a delivery, a webhook that answers 503.
+//! Nothing is lost; nothing arrives twice, except in the one window README describes (server
+//! accepted, collector killed before it recorded that), and then with the same Message-ID.
+
+use anyhow::{Result, ensure};
+use backwatch_tests::harness::alerting::{DB1_DISK_WARNS, DBA, FAST, alerting_toml, notifications};
+use backwatch_tests::harness::{
+    Agent, Certs, Collector, CollectorBuilder, PgCluster, Smtp, Webhook, eventually,
+};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// Rows of the outbox, once every one of them is sent.
+async fn all_sent(collector: &Collector, expected: usize) -> Vec<serde_json::Value> {
+    eventually(
+        WAIT,
+        &format!("{expected} notifications sent"),
+        async || {
+            let rows = notifications(collector, "").await?;
+            ensure!(
+                rows.len() == expected && rows.iter().all(|r| r["state"] == "sent"),
+                "{rows:#?}"
+            );
+            Ok(rows)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn smtp_refusing_then_down_then_back_delivers_each_notification_once() -> Result<()> {
+    let mut smtp = Smtp::capture()?;
+    smtp.reject_recipients(Some("451 4.3.2 mailbox busy, try later"))?;
+    let certs = Certs::fleet(&["db1"])?;
+    let toml = format!("{}{DB1_DISK_WARNS}", alerting_toml(&smtp));
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("a", a.path(), "1s")
+        .disk("b", b.path(), "1s")
+        .start()?;
+
+    // The server's answer is visible in the API while the notifications wait.
+    eventually(WAIT, "both refused with the server's answer", async || {
+        let rows = notifications(&collector, "state=pending").await?;
+        let refused = rows
+            .iter()
+            .filter(|r| {
+                r["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("4.3.2 mailbox busy, try later"))
+            })
+            .count();
+        ensure!(refused == 2, "{rows:#?}");
+        Ok(())
+    })
+    .await;
+
+    smtp.stop();
+    smtp.reject_recipients(None)?;
+    eventually(WAIT, "attempts against a server that is gone", async || {
+        let rows = notifications(&collector, "state=pending").await?;
+        ensure!(
+            rows.iter().any(|r| r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.to_lowercase().contains("refused"))),
+            "{rows:#?}"
+        );
+        Ok(())
+    })
+    .await;
+    assert!(
+        collector
+            .log()
+            .contains("notification not delivered; will retry")
+    );
+
+    smtp.start()?;
+    let rows = all_sent(&collector, 2).await;
+    assert!(
+        rows.iter()
+            .all(|r| r["attempts"].as_u64().unwrap_or(0) >= 3),
+        "{rows:#?}"
+    );
+    let mails = smtp.to(DBA)?;
+    let mut subjects: Vec<_> = mails
+        .iter()
+        .map(|m| m.subject.split(':').next().unwrap_or("").to_string())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["[WARNING] db1 disk.a", "[WARNING] db1 disk.b"],
+        "each exactly once"
+    );
+    Ok(())
+}
+
+/// The collector dies inside RCPT, before the message was handed over; after a restart the
+/// notification is sent exactly once.
+async fn killed_mid_delivery_sends_once(
+    builder: CollectorBuilder<'_>,
+    certs: &Certs,
+) -> Result<()> {
+    let smtp = Smtp::capture()?;
+    smtp.stall_recipients(Some(120.0))?;
+    let toml = format!("{}{DB1_DISK_WARNS}", alerting_toml(&smtp));
+    let mut collector = builder.toml(&toml).start().await?;
+    let dir = tempfile::tempdir()?;
+    let _agent = Agent::for_host("db1", certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    eventually(WAIT, "the collector inside RCPT", async || {
+        ensure!(smtp.stalled("rcpt_waiting"), "not yet");
+        Ok(())
+    })
+    .await;
+
+    collector.kill();
+    smtp.stall_recipients(None)?;
+    collector.restart().await?;
+
+    let rows = all_sent(&collector, 1).await;
+    assert!(rows[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{rows:#?}");
+    assert!(
+        !collector
+            .log()
+            .contains("sending again with the same Message-ID"),
+        "the interrupted attempt had not handed the message over: {}",
+        collector.log()
+    );
+    let mails = smtp.to(DBA)?;
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        mails[0].subject.starts_with("[WARNING] db1 disk.backup"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        collector
+            .log()
+            .contains("released claims left by this worker's previous run"),
+        "{}",
+        collector.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn collector_killed_mid_delivery_sends_once_after_restart() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    killed_mid_delivery_sends_once(Collector::sqlite(&certs), &certs).await
+}
+
+#[tokio::test]
+async fn postgres_collector_killed_mid_delivery_sends_once_after_restart() -> Result<()> {
+    let pg = PgCluster::init().archive_mode("off").start()?;
+    pg.create_database("backwatch")?;
+    let certs = Certs::fleet(&["db1"])?;
+    killed_mid_delivery_sends_once(
+        Collector::postgres(&certs, &pg.url_for("backwatch")),
+        &certs,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn collector_killed_after_the_server_accepted_resends_with_the_same_message_id() -> Result<()>
+{
+    let smtp = Smtp::capture()?;
+    // The server stores the message, then holds back its "250": the collector cannot know.
+    smtp.stall_after_data(Some(120.0))?;
+    let certs = Certs::fleet(&["db1"])?;
+    let toml = format!("{}{DB1_DISK_WARNS}", alerting_toml(&smtp));
+    let mut collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let dir = tempfile::tempdir()?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    eventually(
+        WAIT,
+        "the message accepted, the answer held back",
+        async || {
+            ensure!(smtp.stalled("data_waiting"), "not yet");
+            Ok(())
+        },
+    )
+    .await;
+
+    collector.kill();
+    smtp.stall_after_data(None)?;
+    collector.restart().await?;
+
+    all_sent(&collector, 1).await;
+    let mails = smtp.to(DBA)?;
+    assert_eq!(mails.len(), 2, "the documented duplicate: {mails:#?}");
+    assert_eq!(
+        mails[0].message_id, mails[1].message_id,
+        "a duplicate keeps its Message-ID"
+    );
+    assert!(
+        collector
+            .log()
+            .contains("sending again with the same Message-ID"),
+        "{}",
+        collector.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhook_gets_the_alert_as_json_after_refusing_for_a_while() -> Result<()> {
+    let hook = Webhook::start().await?;
+    hook.respond_with(503);
+    let certs = Certs::fleet(&["db1"])?;
+    let route = format!(
+        "[[routes]]\nname = \"pager\"\nchannel = \"webhook\"\nurl = \"{}\"\nchecks = [\"disk.*\"]\n",
+        hook.url()
+    );
+    let toml = format!("{FAST}{DB1_DISK_WARNS}{route}");
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let dir = tempfile::tempdir()?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    eventually(WAIT, "the 503 recorded", async || {
+        let rows = notifications(&collector, "state=pending").await?;
+        ensure!(
+            rows.iter().any(|r| r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("HTTP 503"))),
+            "{rows:#?}"
+        );
+        Ok(())
+    })
+    .await;
+    hook.respond_with(200);
+    let rows = all_sent(&collector, 1).await;
+
+    let got = hook.received();
+    assert!(
+        got.len() >= 2,
+        "refused at least once, then taken: {got:#?}"
+    );
+    let last = &got[got.len() - 1];
+    let doc = &last.body;
+    assert_eq!(doc["kind"], "opened", "{doc}");
+    assert_eq!(
+        (
+            doc["alert"]["host"].as_str(),
+            doc["alert"]["check"].as_str()
+        ),
+        (Some("db1"), Some("disk.backup"))
+    );
+    assert_eq!(doc["alert"]["severity"], "warning");
+    assert!(
+        doc["procedure"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("Review backup retention")),
+        "{doc}"
+    );
+    assert_eq!(last.header("idempotency-key"), doc["message_id"].as_str());
+    assert_eq!(doc["message_id"], rows[0]["message_id"]);
+    assert!(
+        got.iter()
+            .all(|r| r.body["message_id"] == doc["message_id"]),
+        "retries keep their id"
+    );
+    Ok(())
+}
