@@ -204,13 +204,26 @@ impl Config {
                     f
                 }
             };
-            CollectorLink {
+            let link = CollectorLink {
                 ca: file("collector.ca", c.ca),
                 cert: file("collector.cert", c.cert),
                 key: file("collector.key", c.key),
                 url,
                 server_name: c.server_name,
+            };
+            // Existing files must also parse: name the key now, not a TLS error later.
+            for (key, path, is_key) in [
+                ("collector.ca", &link.ca, false),
+                ("collector.cert", &link.cert, false),
+                ("collector.key", &link.key, true),
+            ] {
+                if path.is_file()
+                    && let Some(problem) = pem_problem(path, is_key)
+                {
+                    p.push(key, problem);
+                }
             }
+            link
         });
 
         let spool = SpoolConfig {
@@ -255,7 +268,7 @@ impl Config {
         for (i, d) in dirs.into_iter().enumerate() {
             let k = |f: &str| format!("backup_dir[{i}].{f}");
             name_ok(&mut p, k("name"), "backup", &d.name);
-            if d.path.exists() && !d.path.is_dir() {
+            if is_file_not_dir(&d.path) {
                 p.push(
                     k("path"),
                     format!("{} is not a directory", d.path.display()),
@@ -341,6 +354,40 @@ impl Config {
     }
 }
 
+/// True when `path` exists and is not a directory. Asked on a helper thread with a short
+/// deadline: a hung NFS mount under /backup must not stop the agent from starting (the probe
+/// reports such a mount as a timeout later, which is the useful place for it).
+fn is_file_not_dir(path: &Path) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            std::fs::metadata(&owned)
+                .map(|m| !m.is_dir())
+                .unwrap_or(false),
+        );
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(2))
+        .unwrap_or(false)
+}
+
+/// Why a PEM file is unusable, if it is.
+fn pem_problem(path: &Path, is_key: bool) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let shown = path.display();
+    if is_key {
+        return PrivateKeyDer::from_pem_file(path)
+            .err()
+            .map(|e| format!("{shown}: not a private key in PEM form ({e})"));
+    }
+    match CertificateDer::pem_file_iter(path).map(|it| it.collect::<Result<Vec<_>, _>>()) {
+        Ok(Ok(certs)) if !certs.is_empty() => None,
+        Ok(Ok(_)) => Some(format!("{shown}: no certificate found")),
+        Ok(Err(e)) | Err(e) => Some(format!("{shown}: not a PEM certificate ({e})")),
+    }
+}
+
 fn default_dir(name: &str, path: &str, max_age_secs: u64) -> RawBackupDir {
     RawBackupDir {
         name: name.into(),
@@ -416,6 +463,28 @@ mod tests {
     }
 
     #[test]
+    fn certificate_files_that_are_not_pem_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "a.pem", "a-key.pem"] {
+            std::fs::write(dir.path().join(f), "garbage").unwrap();
+        }
+        let path = dir.path().join("agent.toml");
+        let text = "[collector]\nurl = \"https://c:7443\"\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n";
+        let err = Config::validate(&path, parse_toml(&path, text).unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("collector.ca: ") && err.contains("no certificate found"),
+            "{err}"
+        );
+        assert!(
+            err.contains("collector.key: ") && err.contains("not a private key"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_dsn_is_refused_without_echoing_it() {
         let err =
             load("[[wal]]\nname = \"main\"\ndsn = \"host=/tmp password=s3cret port=notaport\"\n")
@@ -454,5 +523,46 @@ mod tests {
             err.contains("backup_dir[0].path: /etc/hostname is not a directory"),
             "{err}"
         );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Fragments that make the parser go deep: real keys, real sections, odd values.
+        fn toml_soup() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("[collector]\n".to_string()),
+                Just("[[wal]]\nname = \"main\"\n".to_string()),
+                Just("[[disk]]\n".to_string()),
+                Just("[[backup_dir]]\n".to_string()),
+                Just("[spool]\n".to_string()),
+                Just("interval = \"".to_string()),
+                Just("dsn = \"host=/tmp port=".to_string()),
+                Just("path = \"/\"\n".to_string()),
+                Just("url = \"https://x:1\"\n".to_string()),
+                Just("max_results = 0\n".to_string()),
+                ".{0,12}",
+                "[0-9a-z =\"\\[\\]\n.]{0,20}",
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_file_content_is_a_config_or_a_named_error(text in toml_soup()) {
+                let path = Path::new("/etc/backwatch/agent.toml");
+                match parse_toml::<RawConfig>(path, &text) {
+                    Ok(raw) => {
+                        if let Err(e) = Config::validate(path, raw) {
+                            prop_assert!(e.to_string().starts_with("/etc/backwatch/agent.toml"));
+                        }
+                    }
+                    Err(e) => prop_assert!(e.to_string().starts_with("/etc/backwatch/agent.toml")),
+                }
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 use crate::config::CollectorLink;
 use crate::schedule::{Sink, Trigger};
+use backwatch_proto::backoff::Backoff;
 use backwatch_proto::convert::{from_ts, to_ts};
 use backwatch_proto::wire::{
     AgentMessage, AgentPayload, CollectorPayload, CommandAction, CommandReply, Hello, IngestClient,
@@ -25,9 +26,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, info, warn};
 
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const PING_EVERY: Duration = Duration::from_secs(30);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// A collector that answers neither results nor pings for this long is stuck (a store that
+/// hangs, a half-open connection): drop the stream and reconnect.
+const SILENCE_LIMIT: Duration = Duration::from_secs(3 * 30);
 /// Results sent but not yet acknowledged, at most (bounds memory and replay work).
 const MAX_IN_FLIGHT: usize = 2000;
 
@@ -57,6 +60,8 @@ pub enum LinkError {
     NoWelcome(Duration),
     #[error("collector closed the stream")]
     Closed,
+    #[error("collector said nothing for {0:?}; reconnecting")]
+    Silent(Duration),
 }
 
 /// Every cause in an error chain, joined: "connecting to ...: transport error: ... UnknownCA".
@@ -106,7 +111,7 @@ impl HostFacts {
 }
 
 pub async fn run(cfg: CollectorLink, sink: Sink, trigger: Trigger, facts: HostFacts) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::agent();
     loop {
         let mut welcomed = false;
         match session(&cfg, &sink, &trigger, &facts, &mut welcomed).await {
@@ -118,16 +123,9 @@ pub async fn run(cfg: CollectorLink, sink: Sink, trigger: Trigger, facts: HostFa
             }
         }
         if welcomed {
-            backoff = Duration::from_secs(1);
+            backoff.reset();
         }
-        // Full jitter: anywhere between 0 and the current backoff.
-        tokio::time::sleep(
-            backoff
-                .mul_f64(fastrand::f64())
-                .max(Duration::from_millis(200)),
-        )
-        .await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_with(fastrand::f64())).await;
     }
 }
 
@@ -229,6 +227,7 @@ async fn session(
 
     let mut sent_upto = 0u64;
     let mut in_flight = 0usize;
+    let mut last_heard = std::time::Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -256,10 +255,14 @@ async fn session(
         tokio::select! {
             _ = sink.notify.notified() => {}
             _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    return Err(LinkError::Silent(SILENCE_LIMIT));
+                }
                 out.send(AgentPayload::Ping(Ping { agent_time: Some(to_ts(Utc::now())) })).await?;
             }
             msg = inbound.message() => {
                 let Some(msg) = msg? else { return Ok(()) };
+                last_heard = std::time::Instant::now();
                 match msg.payload {
                     Some(CollectorPayload::Ack(ack)) => {
                         for r in &ack.rejected {
@@ -271,13 +274,19 @@ async fn session(
                             .chain(ack.rejected.into_iter().map(|r| r.result_id))
                             .collect();
                         let spool = sink.spool.clone();
-                        let removed = tokio::task::spawn_blocking(move || {
-                            spool.lock().map(|mut s| s.ack(ids.iter().map(String::as_str))).unwrap_or(0)
+                        let (removed, still_out) = tokio::task::spawn_blocking(move || {
+                            spool
+                                .lock()
+                                .map(|mut s| {
+                                    let removed = s.ack(ids.iter().map(String::as_str));
+                                    (removed, s.count_through(sent_upto))
+                                })
+                                .unwrap_or((0, 0))
                         })
                         .await
-                        .unwrap_or(0);
-                        in_flight = in_flight.saturating_sub(removed);
-                        debug!(removed, "collector acknowledged results");
+                        .unwrap_or((0, 0));
+                        in_flight = still_out;
+                        debug!(removed, in_flight, "collector acknowledged results");
                     }
                     Some(CollectorPayload::Pong(p)) => {
                         if let (Some(sent), Some(server)) = (p.agent_time.as_ref().and_then(|t| from_ts(t).ok()), p.server_time.as_ref().and_then(|t| from_ts(t).ok())) {

@@ -154,6 +154,13 @@ impl Spool {
         self.entries.len()
     }
 
+    /// Results still waiting with a sequence number up to `seq`: what was sent and is not
+    /// acknowledged yet. Derived from the spool itself, so results dropped by the bounds while
+    /// in flight cannot leave a phantom count behind.
+    pub fn count_through(&self, seq: u64) -> usize {
+        self.entries.range(..=seq).count()
+    }
+
     /// Up to `max` results with sequence numbers above `after`, oldest first.
     pub fn read_after(&self, after: u64, max: usize) -> Vec<(u64, ProbeResult)> {
         self.entries
@@ -268,6 +275,18 @@ mod tests {
         let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
         assert!(s.push(&result("b")).unwrap() > first);
         assert!(!dir.path().join("00000000000000000099.tmp").exists());
+    }
+
+    #[test]
+    fn in_flight_count_forgets_results_dropped_by_the_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 2, WEEK).unwrap();
+        let a = s.push(&result("a")).unwrap();
+        let b = s.push(&result("b")).unwrap();
+        assert_eq!(s.count_through(b), 2);
+        s.push(&result("c")).unwrap(); // drops "a", which was in flight
+        assert_eq!(s.count_through(b), 1);
+        assert_eq!(s.count_through(a), 0);
     }
 
     #[test]

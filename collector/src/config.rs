@@ -365,6 +365,19 @@ impl Config {
             cert: file(&mut p, "grpc.cert", raw.grpc.cert),
             key: file(&mut p, "grpc.key", raw.grpc.key),
         };
+        // Files that exist must also be what they claim: say which key holds a bad PEM now,
+        // not as a TLS error at the first connection.
+        if p.is_empty() {
+            if let Err(e) = crate::tls::read_certs(&tls.ca) {
+                p.push("grpc.ca", e.to_string());
+            }
+            if let Err(e) = crate::tls::read_certs(&tls.cert) {
+                p.push("grpc.cert", e.to_string());
+            }
+            if let Err(e) = crate::tls::read_key(&tls.key) {
+                p.push("grpc.key", e.to_string());
+            }
+        }
         let mut deny_fingerprints = Vec::new();
         for (i, f) in raw.grpc.deny_fingerprints.iter().enumerate() {
             let clean: String = f
@@ -483,11 +496,34 @@ mod tests {
     use super::*;
     use backwatch_proto::config::parse_toml;
 
+    /// Real PEM files under the names the test configurations use.
+    fn write_pems(dir: &Path) {
+        crate::certs::issue(dir, &[], &[], 1).unwrap();
+        std::fs::copy(dir.join("collector.pem"), dir.join("c.pem")).unwrap();
+        std::fs::copy(dir.join("collector-key.pem"), dir.join("k.pem")).unwrap();
+    }
+
+    #[test]
+    fn pem_files_that_are_not_pem_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pems(dir.path());
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let path = dir.path().join("c.toml");
+        let raw = parse_toml(
+            &path,
+            "[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        )
+        .unwrap();
+        let err = Config::validate(&path, raw).unwrap_err().to_string();
+        assert!(
+            err.contains("grpc.ca: ") && err.contains("no certificate found"),
+            "{err}"
+        );
+    }
+
     fn load(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "c.pem", "k.pem"] {
-            std::fs::write(dir.path().join(f), "x").unwrap();
-        }
+        write_pems(dir.path());
         let path = dir.path().join("collector.toml");
         let full = format!("[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n{text}");
         let raw = parse_toml(&path, &full)?;
@@ -565,9 +601,7 @@ mod tests {
     fn deny_list_normalises_fingerprints_and_refuses_garbage() {
         let fp = "AB:".repeat(31) + "AB";
         let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "c.pem", "k.pem"] {
-            std::fs::write(dir.path().join(f), "x").unwrap();
-        }
+        write_pems(dir.path());
         let path = dir.path().join("collector.toml");
         let text = format!(
             "[grpc]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\ndeny_hosts = [\"db7\"]\ndeny_fingerprints = [\"{fp}\"]\n"
@@ -592,5 +626,43 @@ mod tests {
         assert!(glob_match("*-prod-*", "eu-prod-7"));
         assert!(!glob_match("db-*", "xdb-1"));
         assert!(glob_match("db1", "db1"));
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn toml_soup() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("[grpc]\n".to_string()),
+                Just("[thresholds.disk]\n".to_string()),
+                Just("[thresholds.backup.daily]\n".to_string()),
+                Just("[[overrides]]\n".to_string()),
+                Just("[groups]\n".to_string()),
+                Just("warning_pct = 200\n".to_string()),
+                Just("max_delay = \"".to_string()),
+                Just("deny_fingerprints = [\"".to_string()),
+                ".{0,12}",
+                "[0-9a-z_ =\"\\[\\]\n.]{0,20}",
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_file_content_is_a_config_or_a_named_error(text in toml_soup()) {
+                let path = Path::new("c.toml");
+                match parse_toml::<RawConfig>(path, &text) {
+                    Ok(raw) => {
+                        if let Err(e) = Config::validate(path, raw) {
+                            prop_assert!(e.to_string().starts_with("c.toml"));
+                        }
+                    }
+                    Err(e) => prop_assert!(e.to_string().starts_with("c.toml")),
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,10 @@ pub enum ConvertError {
     Empty,
     #[error("{field} is longer than {max} bytes")]
     TooLong { field: &'static str, max: usize },
+    #[error("{field} contains a NUL character")]
+    Nul { field: &'static str },
+    #[error("result_id may contain only letters, digits and '-'")]
+    BadId,
     #[error("{field} has more than {max} entries")]
     TooMany { field: &'static str, max: usize },
     #[error("observation of kind {observed:?} in a result of kind {declared:?}")]
@@ -47,9 +51,26 @@ fn text(field: &'static str, s: String) -> Result<String, ConvertError> {
             field,
             max: MAX_TEXT,
         })
+    } else if s.contains('\0') {
+        // PostgreSQL text cannot hold NUL: refuse it here, per result, rather than fail the
+        // whole batch's transaction and have the agent replay it forever.
+        Err(ConvertError::Nul { field })
     } else {
         Ok(s)
     }
+}
+
+/// The agent truncates long texts before sending (see [`clip`]) so that an honest result is
+/// never refused for length.
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_TEXT {
+        return s.to_string();
+    }
+    let mut end = MAX_TEXT - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// Probe names end up in check ids, URLs and file names: keep them plain.
@@ -119,7 +140,7 @@ impl From<&ProbeResult> for pb::ProbeResult {
             measured_at: Some(to_ts(r.measured_at)),
             duration_ms: r.duration_ms,
             interval_secs: r.interval_secs,
-            error: r.error.clone().unwrap_or_default(),
+            error: r.error.as_deref().map(clip).unwrap_or_default(),
             observation: r.observation.as_ref().map(|o| match o {
                 Observation::BackupDir(b) => pb::probe_result::Observation::BackupDir(b.into()),
                 Observation::Disk(d) => pb::probe_result::Observation::Disk(d.into()),
@@ -134,7 +155,7 @@ impl From<&BackupDirObs> for pb::BackupDirObservation {
         pb::BackupDirObservation {
             path: b.path.clone(),
             exists: b.exists,
-            read_error: b.read_error.clone().unwrap_or_default(),
+            read_error: b.read_error.as_deref().map(clip).unwrap_or_default(),
             file_count: b.file_count,
             total_bytes: b.total_bytes,
             newest_path: b
@@ -149,8 +170,20 @@ impl From<&BackupDirObs> for pb::BackupDirObservation {
             entries_scanned: b.entries_scanned,
             truncated: b.truncated,
             problem_count: b.problem_count,
-            problems: b.problems.clone(),
+            problems: b
+                .problems
+                .iter()
+                .take(MAX_PROBLEMS)
+                .map(|p| clip(p))
+                .collect(),
             expected_max_age_secs: b.expected_max_age_secs.unwrap_or(0),
+            future_files: b.future_files,
+            newest_future_path: b
+                .newest_future
+                .as_ref()
+                .map(|n| n.path.clone())
+                .unwrap_or_default(),
+            newest_future_mtime: b.newest_future.as_ref().map(|n| to_ts(n.mtime)),
         }
     }
 }
@@ -159,7 +192,7 @@ impl From<&DiskObs> for pb::DiskObservation {
     fn from(d: &DiskObs) -> Self {
         pb::DiskObservation {
             path: d.path.clone(),
-            error: d.error.clone().unwrap_or_default(),
+            error: d.error.as_deref().map(clip).unwrap_or_default(),
             total_bytes: d.total_bytes,
             free_bytes: d.free_bytes,
             avail_bytes: d.avail_bytes,
@@ -179,7 +212,7 @@ impl From<&WalObs> for pb::WalArchiveObservation {
             server_version_num: w.server_version_num,
             in_recovery: w.in_recovery,
             archive_mode: w.archive_mode.clone(),
-            archive_command: w.archive_command.clone(),
+            archive_command: clip(&w.archive_command),
             archive_library: w.archive_library.clone(),
             archive_timeout_secs: w.archive_timeout_secs,
             wal_segment_size_bytes: w.wal_segment_size_bytes,
@@ -202,7 +235,7 @@ impl From<&WalObs> for pb::WalArchiveObservation {
             ready_other: w.ready_other,
             oldest_ready_name: w.oldest_ready_name.clone().unwrap_or_default(),
             oldest_ready_age_secs: w.oldest_ready_age_secs,
-            pending_note: w.pending_note.clone().unwrap_or_default(),
+            pending_note: w.pending_note.as_deref().map(clip).unwrap_or_default(),
         }
     }
 }
@@ -219,12 +252,22 @@ impl TryFrom<pb::ProbeResult> for ProbeResult {
         if r.result_id.len() > MAX_ID_LEN {
             return Err(ConvertError::IdTooLong { max: MAX_ID_LEN });
         }
+        if !r
+            .result_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ConvertError::BadId);
+        }
         if !valid_probe_name(&r.name) {
             return Err(ConvertError::BadName(r.name.chars().take(80).collect()));
         }
         let kind = kind_from_wire(r.kind)?;
         let measured_at = from_ts(r.measured_at.as_ref().ok_or(ConvertError::MissingTime)?)?;
-        let observation = r.observation.map(observation_from_wire).transpose()?;
+        let observation = r
+            .observation
+            .map(|o| observation_from_wire(o, measured_at))
+            .transpose()?;
         if let Some(o) = &observation
             && o.kind() != kind
         {
@@ -250,7 +293,10 @@ impl TryFrom<pb::ProbeResult> for ProbeResult {
     }
 }
 
-fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation, ConvertError> {
+fn observation_from_wire(
+    o: pb::probe_result::Observation,
+    measured_at: DateTime<Utc>,
+) -> Result<Observation, ConvertError> {
     use pb::probe_result::Observation as W;
     Ok(match o {
         W::BackupDir(b) => {
@@ -270,12 +316,34 @@ fn observation_from_wire(o: pb::probe_result::Observation) -> Result<Observation
                     non_empty(text("newest_path", b.newest_path)?),
                     &b.newest_mtime,
                 ) {
-                    (Some(path), Some(mtime)) => Some(NewestFile {
-                        path,
-                        mtime: from_ts(mtime)?,
-                        size_bytes: b.newest_size,
-                        age_secs: b.newest_age_secs.unwrap_or(0),
-                    }),
+                    (Some(path), Some(mtime)) => {
+                        let mtime = from_ts(mtime)?;
+                        Some(NewestFile {
+                            path,
+                            mtime,
+                            size_bytes: b.newest_size,
+                            // An absent age is not "brand new": compute it the agent's way.
+                            age_secs: b
+                                .newest_age_secs
+                                .unwrap_or_else(|| (measured_at - mtime).num_seconds()),
+                        })
+                    }
+                    _ => None,
+                },
+                future_files: b.future_files,
+                newest_future: match (
+                    non_empty(text("newest_future_path", b.newest_future_path)?),
+                    &b.newest_future_mtime,
+                ) {
+                    (Some(path), Some(mtime)) => {
+                        let mtime = from_ts(mtime)?;
+                        Some(NewestFile {
+                            path,
+                            mtime,
+                            size_bytes: 0,
+                            age_secs: (measured_at - mtime).num_seconds(),
+                        })
+                    }
                     _ => None,
                 },
                 path: text("path", b.path)?,
@@ -388,6 +456,42 @@ mod tests {
             ProbeResult::try_from(w),
             Err(ConvertError::KindMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn agent_side_clips_long_texts_so_honest_results_pass() {
+        let mut r = sample();
+        r.observation = None;
+        r.error = Some("é".repeat(MAX_TEXT));
+        let back = ProbeResult::try_from(pb::ProbeResult::from(&r)).unwrap();
+        let e = back.error.unwrap();
+        assert!(e.len() <= MAX_TEXT && e.ends_with("..."));
+    }
+
+    #[test]
+    fn nul_and_odd_ids_are_rejected() {
+        let mut w = pb::ProbeResult::from(&sample());
+        w.error = "a\0b".into();
+        assert_eq!(
+            ProbeResult::try_from(w),
+            Err(ConvertError::Nul { field: "error" })
+        );
+        let mut w = pb::ProbeResult::from(&sample());
+        w.result_id = "id with spaces".into();
+        assert_eq!(ProbeResult::try_from(w), Err(ConvertError::BadId));
+    }
+
+    #[test]
+    fn missing_age_is_computed_from_the_measurement_time() {
+        let mut w = pb::ProbeResult::from(&sample());
+        if let Some(pb::probe_result::Observation::BackupDir(b)) = &mut w.observation {
+            b.newest_age_secs = None;
+        }
+        let r = ProbeResult::try_from(w).unwrap();
+        let Some(Observation::BackupDir(b)) = r.observation else {
+            panic!()
+        };
+        assert_eq!(b.newest.unwrap().age_secs, 10_000);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod generated {
     include!("gen/backwatch.v1.rs");
 }
 
+pub mod backoff;
 pub mod config;
 pub mod convert;
 pub mod model;

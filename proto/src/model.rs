@@ -92,7 +92,15 @@ pub struct BackupDirObs {
     pub problems: Vec<String>,
     /// What the agent's configuration expects, in seconds (collector thresholds win).
     pub expected_max_age_secs: Option<u64>,
+    /// Files dated more than [`FUTURE_TOLERANCE_SECS`] after the measurement; they are never
+    /// `newest`, so one of them cannot hide that real backups stopped.
+    pub future_files: u64,
+    pub newest_future: Option<NewestFile>,
 }
+
+/// How far in the future a backup file's mtime may be before it counts as a clock problem
+/// rather than a backup (seconds).
+pub const FUTURE_TOLERANCE_SECS: i64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewestFile {

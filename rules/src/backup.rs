@@ -49,12 +49,37 @@ pub fn default_max_age(name: &str) -> Duration {
 /// `fallback` applies when neither the collector's configuration (`l.max_age`) nor the agent's
 /// (`expected_max_age_secs`) sets a limit, in that order of precedence.
 pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
+    let mut v = judge(obs, l, fallback);
+    // Files dated in the future were kept out of `newest` by the agent: they never make a
+    // stale directory look fresh, but they do mean a clock is wrong somewhere.
+    if let Some(f) = &obs.newest_future {
+        let name = f.path.rsplit('/').next().unwrap_or(f.path.as_str());
+        v.summary.push_str(&format!(
+            "; {} files dated in the future (newest {name}, {} ahead): check the clocks",
+            obs.future_files,
+            human::duration(f.age_secs.saturating_neg())
+        ));
+        if v.status == Status::Ok {
+            v.status = Status::Warning;
+            v.procedure = Some(procedure::BACKUP);
+        }
+    }
+    if obs.truncated {
+        v.summary.push_str(&format!(
+            "; scan stopped after {} entries, a newer file may exist deeper",
+            obs.entries_scanned
+        ));
+    }
+    v
+}
+
+fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
     let max_age = l
         .max_age
         .or(obs.expected_max_age_secs.map(Duration::from_secs))
         .unwrap_or(fallback);
-    let limit = max_age + l.grace;
-    let limit_secs = limit.as_secs() as i64;
+    let limit = max_age.saturating_add(l.grace);
+    let limit_secs = i64::try_from(limit.as_secs()).unwrap_or(i64::MAX);
     let base = json!({
         "path": obs.path,
         "max_age_secs": limit_secs,
@@ -92,12 +117,12 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
         .rsplit('/')
         .next()
         .unwrap_or(newest.path.as_str());
-    if newest.age_secs < -(l.future_tolerance.as_secs() as i64) {
+    if newest.age_secs < -i64::try_from(l.future_tolerance.as_secs()).unwrap_or(i64::MAX) {
         return Verdict::new(
             Status::Warning,
             format!(
                 "newest backup {name} is dated {} in the future: check the host's clock",
-                human::duration(-newest.age_secs)
+                human::duration(newest.age_secs.saturating_neg())
             ),
         )
         .with_details(details)
@@ -276,6 +301,62 @@ mod tests {
         let v = freshness(&dir_with_newest(-2 * H), &daily(), DAY);
         assert_eq!(v.status, Status::Warning);
         assert!(v.summary.contains("future"));
+    }
+
+    #[test]
+    fn a_future_dated_file_cannot_hide_stale_backups() {
+        let mut obs = dir_with_newest(30 * H);
+        obs.future_files = 1;
+        obs.newest_future = Some(NewestFile {
+            path: "/backup/daily/restored-2030.tar".into(),
+            mtime: Utc::now(),
+            size_bytes: 0,
+            age_secs: -100 * 24 * H,
+        });
+        let v = freshness(&obs, &daily(), DAY);
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert!(v.summary.contains("30 h old"), "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("1 files dated in the future (newest restored-2030.tar"),
+            "{}",
+            v.summary
+        );
+        // With fresh real backups the clock problem is a warning.
+        obs.newest = dir_with_newest(H).newest;
+        assert_eq!(freshness(&obs, &daily(), DAY).status, Status::Warning);
+    }
+
+    #[test]
+    fn only_future_files_means_no_backup() {
+        let obs = BackupDirObs {
+            path: "/backup/daily".into(),
+            exists: true,
+            file_count: 1,
+            future_files: 1,
+            newest_future: dir_with_newest(-H).newest,
+            ..Default::default()
+        };
+        let v = freshness(&obs, &daily(), DAY);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.starts_with("no backup file in /backup/daily"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn truncated_scan_says_so() {
+        let mut obs = dir_with_newest(30 * H);
+        obs.truncated = true;
+        obs.entries_scanned = 100_000;
+        let v = freshness(&obs, &daily(), DAY);
+        assert!(
+            v.summary.contains("scan stopped after 100000 entries"),
+            "{}",
+            v.summary
+        );
     }
 
     #[test]

@@ -87,7 +87,20 @@ pub fn recovered_failures(obs: &WalObs, prev: Option<&WalObs>) -> i64 {
     }
     let reset = prev.stats_reset != obs.stats_reset || obs.failed_count < prev.failed_count;
     let baseline = if reset { 0 } else { prev.failed_count };
-    (obs.failed_count - baseline).max(0)
+    obs.failed_count.saturating_sub(baseline).max(0)
+}
+
+/// Segments and history files waiting. Counters come from the network: saturate, never
+/// overflow.
+fn waiting(obs: &WalObs) -> i64 {
+    obs.ready_segments
+        .max(0)
+        .saturating_add(obs.ready_history.max(0))
+}
+
+/// Bytes of WAL waiting to be archived (segments × segment size).
+fn pending_bytes(obs: &WalObs) -> u64 {
+    (obs.ready_segments.max(0) as u64).saturating_mul(obs.wal_segment_size_bytes.max(0) as u64)
 }
 
 fn at(t: Option<DateTime<Utc>>) -> String {
@@ -111,7 +124,7 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         "ready_history": obs.ready_history,
         "oldest_ready_name": obs.oldest_ready_name,
         "archive_delay_secs": pending_age(obs),
-        "pending_bytes": obs.ready_segments.max(0) * obs.wal_segment_size_bytes.max(0),
+        "pending_bytes": pending_bytes(obs),
         "max_delay_secs": l.max_delay.as_secs(),
         "recovered_failures": recovered_failures(obs, prev),
     });
@@ -158,7 +171,7 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         );
     }
     // A3
-    let waiting = obs.ready_segments + obs.ready_history;
+    let waiting = waiting(obs);
     if obs.pending_source == PendingSource::Unavailable {
         let note = obs
             .pending_note
@@ -170,7 +183,7 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         );
     }
     if let Some(age) = pending_age(obs)
-        && age > l.max_delay.as_secs() as i64
+        && age > secs_i64(l.max_delay)
     {
         let name = obs.oldest_ready_name.as_deref().unwrap_or("?");
         // A4: the same oldest file as last time means the archiver made no progress at all.
@@ -185,10 +198,8 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
             format!(
                 "archive delay {} (limit {}): {lead}; {waiting} files waiting ({})",
                 human::duration(age),
-                human::duration(l.max_delay.as_secs() as i64),
-                human::bytes(
-                    (obs.ready_segments.max(0) * obs.wal_segment_size_bytes.max(0)) as u64
-                )
+                human::duration(secs_i64(l.max_delay)),
+                human::bytes(pending_bytes(obs))
             ),
         );
     }
@@ -228,8 +239,12 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
     verdict(Status::Ok, summary)
 }
 
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 fn pending_age(obs: &WalObs) -> Option<i64> {
-    if obs.ready_segments + obs.ready_history > 0 {
+    if waiting(obs) > 0 {
         obs.oldest_ready_age_secs
     } else {
         Some(0)

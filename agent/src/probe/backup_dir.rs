@@ -18,7 +18,9 @@
 //!   not counted again when the scan also reaches it directly.
 
 use super::{Outcome, Probe};
-use backwatch_proto::model::{BackupDirObs, NewestFile, Observation, ProbeKind};
+use backwatch_proto::model::{
+    BackupDirObs, FUTURE_TOLERANCE_SECS, NewestFile, Observation, ProbeKind,
+};
 use chrono::{DateTime, Utc};
 use nix::errno::Errno;
 use std::collections::{HashSet, VecDeque};
@@ -89,7 +91,9 @@ impl BackupDirProbe {
         let mut scan = Scan {
             probe: self,
             obs,
+            future_after: now + Duration::from_secs(FUTURE_TOLERANCE_SECS as u64),
             newest: None,
+            newest_future: None,
             visited_dirs: HashSet::new(),
             seen_files: HashSet::new(),
             linked_files: Vec::new(),
@@ -164,7 +168,10 @@ impl Ancestor {
 struct Scan<'a> {
     probe: &'a BackupDirProbe,
     obs: BackupDirObs,
+    /// Files dated after this are a clock problem, never the newest backup.
+    future_after: SystemTime,
     newest: Option<(SystemTime, NewestFile)>,
+    newest_future: Option<(SystemTime, NewestFile)>,
     visited_dirs: HashSet<FileId>,
     /// Regular files met directly, so a symlink to one of them is not counted twice.
     seen_files: HashSet<FileId>,
@@ -302,15 +309,23 @@ impl Scan<'_> {
         };
         self.obs.file_count += 1;
         self.obs.total_bytes = self.obs.total_bytes.saturating_add(meta.len());
+        // A file dated in the future (a restored archive, a host with a wrong clock) must not
+        // stand in for the newest backup: it would hide that real backups stopped.
+        let bucket = if mtime > self.future_after {
+            self.obs.future_files += 1;
+            &mut self.newest_future
+        } else {
+            &mut self.newest
+        };
         // Strictly newer: on a tie the file met first (shallower, not via a symlink) stays.
-        if self.newest.as_ref().is_none_or(|(t, _)| mtime > *t) {
+        if bucket.as_ref().is_none_or(|(t, _)| mtime > *t) {
             let newest = NewestFile {
                 path: path.display().to_string(),
                 mtime: mtime_utc,
                 size_bytes: meta.len(),
                 age_secs: 0, // set in finish(), against the scan's single `now`
             };
-            self.newest = Some((mtime, newest));
+            *bucket = Some((mtime, newest));
         }
     }
 
@@ -322,6 +337,10 @@ impl Scan<'_> {
             }
         }
         self.obs.newest = self.newest.map(|(mtime, mut newest)| {
+            newest.age_secs = age_secs(now, mtime);
+            newest
+        });
+        self.obs.newest_future = self.newest_future.map(|(mtime, mut newest)| {
             newest.age_secs = age_secs(now, mtime);
             newest
         });
@@ -495,12 +514,25 @@ mod tests {
     }
 
     #[test]
-    fn future_mtime_gives_negative_age() {
+    fn future_mtime_is_reported_apart_and_never_newest() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let now = SystemTime::now();
         put(&tmp.path().join("a.dump"), 1, now + HOUR);
+        put(&tmp.path().join("b.dump"), 1, now - 2 * HOUR);
         let obs = probe(tmp.path()).scan(now);
-        assert_eq!(obs.newest.map(|n| n.age_secs), Some(-3600));
+        assert_eq!(obs.future_files, 1);
+        assert_eq!(obs.newest_future.map(|n| n.age_secs), Some(-3600));
+        assert_eq!(obs.newest.map(|n| n.age_secs), Some(7200));
+    }
+
+    #[test]
+    fn a_minute_in_the_future_is_still_a_backup() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        put(&tmp.path().join("a.dump"), 1, now + Duration::from_secs(60));
+        let obs = probe(tmp.path()).scan(now);
+        assert_eq!(obs.newest.map(|n| n.age_secs), Some(-60));
+        assert_eq!(obs.future_files, 0);
     }
 
     #[test]

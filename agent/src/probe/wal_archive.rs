@@ -193,6 +193,51 @@ fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// `archive_command` as it may leave the host: stored by the collector and shown in its API.
+/// Commands sometimes carry credentials (`AWS_SECRET_ACCESS_KEY=… wal-g wal-push %p`,
+/// `sshpass -p …`, `s3://user:pass@…`); those values are masked, the shape of the command is
+/// kept so an operator can still see what runs. The rules only need empty / `(disabled)` / set.
+pub fn redact_command(cmd: &str) -> String {
+    const SECRET_WORDS: [&str; 6] = ["pass", "secret", "token", "key", "auth", "credential"];
+    let sensitive = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|w| n.contains(w))
+    };
+    let mut out = Vec::new();
+    let mut mask_next = false;
+    for word in cmd.split(' ') {
+        if mask_next && !word.is_empty() {
+            out.push("***".to_string());
+            mask_next = false;
+            continue;
+        }
+        // `-p secret` (sshpass), `--password secret`
+        if (word == "-p" && cmd.contains("sshpass"))
+            || (word.starts_with("--") && sensitive(word) && !word.contains('='))
+        {
+            mask_next = true;
+            out.push(word.to_string());
+            continue;
+        }
+        if let Some((name, _)) = word.split_once('=')
+            && sensitive(name)
+        {
+            out.push(format!("{name}=***"));
+            continue;
+        }
+        if let Some((scheme, rest)) = word.split_once("://")
+            && let Some((userinfo, host)) = rest.split_once('@')
+            && !userinfo.contains('/')
+        {
+            let user = userinfo.split(':').next().unwrap_or("");
+            out.push(format!("{scheme}://{user}:***@{host}"));
+            continue;
+        }
+        out.push(word.to_string());
+    }
+    out.join(" ")
+}
+
 // === SQL ===
 
 /// Settings, role and archiver statistics in one statement, so they describe one moment.
@@ -265,7 +310,7 @@ fn status_from_row(row: &Row) -> Result<WalObs, String> {
         server_version_num: get(row, "server_version_num")?,
         in_recovery: get(row, "in_recovery")?,
         archive_mode: get(row, "archive_mode")?,
-        archive_command: get(row, "archive_command")?,
+        archive_command: redact_command(&get::<String>(row, "archive_command")?),
         archive_library: get(row, "archive_library")?,
         archive_timeout_secs: get(row, "archive_timeout_secs")?,
         wal_segment_size_bytes: get(row, "wal_segment_size_bytes")?,
@@ -339,6 +384,33 @@ fn secs(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_in_archive_command_are_masked() {
+        use super::redact_command as r;
+        assert_eq!(
+            r("test ! -f /archive/%f && cp %p /archive/%f"),
+            "test ! -f /archive/%f && cp %p /archive/%f"
+        );
+        assert_eq!(
+            r("AWS_SECRET_ACCESS_KEY=abc123 wal-g wal-push %p"),
+            "AWS_SECRET_ACCESS_KEY=*** wal-g wal-push %p"
+        );
+        assert_eq!(
+            r("sshpass -p hunter2 scp %p b:/a/%f"),
+            "sshpass -p *** scp %p b:/a/%f"
+        );
+        assert_eq!(
+            r("curl --password hunter2 -T %p x"),
+            "curl --password *** -T %p x"
+        );
+        assert_eq!(
+            r("rclone copy %p s3://backup:hunter2@minio/wal"),
+            "rclone copy %p s3://backup:***@minio/wal"
+        );
+        assert_eq!(r(""), "");
+        assert_eq!(r("(disabled)"), "(disabled)");
+    }
+
     use super::*;
     use std::time::Instant;
 

@@ -227,6 +227,15 @@ pub struct BackupDirObservation {
     /// The collector's own thresholds take precedence.
     #[prost(uint64, tag = "15")]
     pub expected_max_age_secs: u64,
+    /// Files dated more than 5 minutes after measured_at (a clock problem somewhere) are not
+    /// candidates for `newest`, so one of them cannot hide that real backups stopped. How many
+    /// there are (count), and the newest of them.
+    #[prost(uint64, tag = "16")]
+    pub future_files: u64,
+    #[prost(string, tag = "17")]
+    pub newest_future_path: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "18")]
+    pub newest_future_mtime: ::core::option::Option<::prost_types::Timestamp>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DiskObservation {
