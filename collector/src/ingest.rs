@@ -244,10 +244,7 @@ impl Session {
                 self.send(CollectorPayload::Ack(ack)).await
             }
             Some(AgentPayload::Ping(p)) => {
-                self.store
-                    .touch_host(&self.host, now, None)
-                    .await
-                    .map_err(store_unavailable)?;
+                self.contact(now).await?;
                 self.send(CollectorPayload::Pong(Pong {
                     agent_time: p.agent_time,
                     server_time: Some(to_ts(Utc::now())),
@@ -271,6 +268,23 @@ impl Session {
                 .await
             }
         }
+    }
+
+    /// The agent spoke: record it, and clear a silent mark that a sweep set while this stream
+    /// was already open (the hello cleared it once; only contact can clear it again).
+    async fn contact(&self, at: chrono::DateTime<Utc>) -> Result<(), Status> {
+        let silent = self
+            .store
+            .touch_host(&self.host, at, None)
+            .await
+            .map_err(store_unavailable)?;
+        if silent {
+            self.store
+                .set_host_silent(&self.host, false)
+                .await
+                .map_err(store_unavailable)?;
+        }
+        Ok(())
     }
 
     async fn ingest(&mut self, batch: ResultBatch) -> Result<Ack, Status> {
@@ -323,10 +337,7 @@ impl Session {
                 .record_results(&self.host, &evaluated)
                 .await
                 .map_err(store_unavailable)?;
-            self.store
-                .touch_host(&self.host, received_at, None)
-                .await
-                .map_err(store_unavailable)?;
+            self.contact(received_at).await?;
         }
         ack.result_ids = evaluated.into_iter().map(|e| e.result.result_id).collect();
         Ok(ack)

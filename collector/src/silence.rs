@@ -18,21 +18,31 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 /// One pass over the fleet. Returns (hosts newly silent, checks newly overdue).
+///
+/// Quiet time counts from the later of the last contact and `started` (this collector's
+/// start): time the collector itself was down is not the agents' silence, and paging the
+/// whole fleet after an upgrade would be a storm of false alarms.
 pub async fn sweep(
     store: &dyn Store,
     cfg: &Silence,
     now: DateTime<Utc>,
+    started: DateTime<Utc>,
 ) -> StoreResult<(usize, usize)> {
     let mut silenced = 0;
     let mut overdue = 0;
     let host_after = chrono::Duration::from_std(cfg.host_after).unwrap_or(chrono::Duration::MAX);
     let hosts = store.hosts().await?;
     for h in &hosts {
-        let quiet_for = now - h.last_contact;
+        let quiet_for = now - h.last_contact.max(started);
         if quiet_for > host_after {
             if !h.silent {
+                if !store
+                    .set_host_silent_at(&h.host, true, now, Some(h.last_contact))
+                    .await?
+                {
+                    continue; // it spoke while we were deciding
+                }
                 warn!(host = %h.host, quiet_s = quiet_for.num_seconds(), "agent silent");
-                store.set_host_silent_at(&h.host, true, now).await?;
                 silenced += 1;
             }
             let summary = format!(
@@ -44,7 +54,14 @@ pub async fn sweep(
                 // Once per check: the summary's "no contact for" is not refreshed every sweep.
                 if c.status != Status::Unknown || !c.summary.starts_with("agent silent since") {
                     store
-                        .set_check_status(&h.host, &c.check, Status::Unknown, &summary, now)
+                        .set_check_status(
+                            &h.host,
+                            &c.check,
+                            Status::Unknown,
+                            &summary,
+                            now,
+                            c.received_at,
+                        )
                         .await?;
                 }
             }
@@ -64,7 +81,14 @@ pub async fn sweep(
                 );
                 warn!(host = %h.host, check = %c.check, "check overdue");
                 if store
-                    .set_check_status(&h.host, &c.check, Status::Unknown, &summary, now)
+                    .set_check_status(
+                        &h.host,
+                        &c.check,
+                        Status::Unknown,
+                        &summary,
+                        now,
+                        Some(received),
+                    )
                     .await?
                 {
                     overdue += 1;
@@ -77,11 +101,12 @@ pub async fn sweep(
 
 /// Run [`sweep`] every `sweep_every` until the process ends.
 pub async fn run(store: Arc<dyn Store>, cfg: Silence) {
+    let started = Utc::now();
     let mut tick = tokio::time::interval(cfg.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now()).await {
+        if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now(), started).await {
             error!(error = %e, "silence sweep failed");
         }
     }
@@ -119,8 +144,8 @@ mod tests {
     async fn check_without_result_for_two_intervals_plus_grace_is_unknown() {
         let (store, host) = fleet(1000).await;
         // 2 × 60 s + 300 s after receipt at 1 s: not yet at 421 s, overdue at 422 s.
-        assert_eq!(sweep(&store, &cfg(), at(421)).await.unwrap(), (0, 0));
-        assert_eq!(sweep(&store, &cfg(), at(422)).await.unwrap(), (0, 1));
+        assert_eq!(sweep(&store, &cfg(), at(421), at(0)).await.unwrap(), (0, 0));
+        assert_eq!(sweep(&store, &cfg(), at(422), at(0)).await.unwrap(), (0, 1));
         let c = store
             .check_state(&host, "disk.backup")
             .await
@@ -134,16 +159,16 @@ mod tests {
             c.summary
         );
         // Already unknown: no second transition.
-        assert_eq!(sweep(&store, &cfg(), at(500)).await.unwrap(), (0, 0));
+        assert_eq!(sweep(&store, &cfg(), at(500), at(0)).await.unwrap(), (0, 0));
     }
 
     #[tokio::test]
     async fn host_without_contact_is_silent_once_with_all_checks_unknown() {
         let (store, host) = fleet(1).await;
-        assert_eq!(sweep(&store, &cfg(), at(1801)).await.unwrap().0, 0);
-        assert_eq!(sweep(&store, &cfg(), at(1802)).await.unwrap().0, 1);
+        assert_eq!(sweep(&store, &cfg(), at(1801), at(0)).await.unwrap().0, 0);
+        assert_eq!(sweep(&store, &cfg(), at(1802), at(0)).await.unwrap().0, 1);
         assert_eq!(
-            sweep(&store, &cfg(), at(1900)).await.unwrap().0,
+            sweep(&store, &cfg(), at(1900), at(0)).await.unwrap().0,
             0,
             "silence is reported once"
         );
@@ -156,5 +181,48 @@ mod tests {
             .unwrap();
         assert_eq!(c.status, Status::Unknown);
         assert!(c.summary.starts_with("agent silent since"), "{}", c.summary);
+    }
+
+    #[tokio::test]
+    async fn collector_downtime_is_not_the_agents_silence() {
+        let (store, host) = fleet(1).await;
+        // The collector was down until at(1800) and has only just started.
+        assert_eq!(
+            sweep(&store, &cfg(), at(1900), at(1800)).await.unwrap().0,
+            0
+        );
+        assert!(!store.host(&host).await.unwrap().unwrap().silent);
+        // Still nothing from the agent a full host_after after the start: now it is silent.
+        assert_eq!(
+            sweep(&store, &cfg(), at(3601), at(1800)).await.unwrap().0,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn contact_after_the_sweep_looked_wins() {
+        let (store, host) = fleet(1).await;
+        // The sweep saw last contact at(1); the agent spoke at(1900) before it acted.
+        store.touch_host(&host, at(1900), None).await.unwrap();
+        assert!(
+            !store
+                .set_host_silent_at(&host, true, at(1901), Some(at(1)))
+                .await
+                .unwrap()
+        );
+        // And a check result received after the sweep's look is not overwritten.
+        assert!(
+            !store
+                .set_check_status(
+                    &host,
+                    "disk.backup",
+                    Status::Unknown,
+                    "late",
+                    at(1901),
+                    Some(at(0))
+                )
+                .await
+                .unwrap()
+        );
     }
 }

@@ -114,19 +114,25 @@ fn clean_restart_keeps_archiver_stats_and_port() -> anyhow::Result<()> {
     );
     pg.start()?;
     assert_eq!(pg.port(), port);
-    // Later clock-shift scenarios rely on this: a clean restart is not a stats reset.
-    assert_eq!(
-        pg.archiver_stats()?,
-        before,
-        "stats changed across stop/start; log:\n{}",
+    // Later clock-shift scenarios rely on this: a clean restart is not a stats reset. (A
+    // shutdown may archive one more segment, so counters may grow, never restart.)
+    let kept = |after: &backwatch_tests::harness::ArchiverStats| {
+        after.stats_reset == before.stats_reset
+            && after.archived_count >= before.archived_count
+            && after.last_archived_time >= before.last_archived_time
+    };
+    let after = pg.archiver_stats()?;
+    assert!(
+        kept(&after),
+        "stats reset across stop/start: {before:?} -> {after:?}; log:\n{}",
         pg.log()
     );
 
     pg.restart()?;
-    assert_eq!(
-        pg.archiver_stats()?,
-        before,
-        "stats changed across restart(); log:\n{}",
+    let after = pg.archiver_stats()?;
+    assert!(
+        kept(&after),
+        "stats reset across restart(): {before:?} -> {after:?}; log:\n{}",
         pg.log()
     );
     Ok(())

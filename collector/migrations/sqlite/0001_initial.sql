@@ -18,9 +18,10 @@ CREATE TABLE hosts (
     clock_skew_ms INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
--- Every result ever received, keyed by the agent's idempotency key.
+-- Every result ever received, keyed by the agent's idempotency key within its host (a key
+-- another host already used cannot make this host's result look like a duplicate).
 CREATE TABLE results (
-    result_id     TEXT    NOT NULL PRIMARY KEY,
+    result_id     TEXT    NOT NULL,
     host          TEXT    NOT NULL,
     check_id      TEXT    NOT NULL,
     kind          TEXT    NOT NULL,
@@ -31,7 +32,8 @@ CREATE TABLE results (
     error         TEXT,
     observation   TEXT,
     duration_ms   INTEGER NOT NULL,
-    interval_secs INTEGER NOT NULL
+    interval_secs INTEGER NOT NULL,
+    PRIMARY KEY (host, result_id)
 ) STRICT;
 CREATE INDEX results_host_check_measured ON results (host, check_id, measured_at);
 -- history() without a check filter scans one host by time.

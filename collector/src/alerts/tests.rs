@@ -218,7 +218,7 @@ async fn silent_agent_is_one_alert_not_one_per_check() {
         check_grace: std::time::Duration::from_secs(30),
         sweep_every: std::time::Duration::from_secs(1),
     };
-    crate::silence::sweep(fx.store.as_ref(), &cfg, at(100))
+    crate::silence::sweep(fx.store.as_ref(), &cfg, at(100), at(0))
         .await
         .expect("sweep");
     fx.step(110).await;
@@ -246,7 +246,7 @@ async fn silent_agent_is_one_alert_not_one_per_check() {
     );
 
     fx.store
-        .set_host_silent_at("db1", false, at(200))
+        .set_host_silent_at("db1", false, at(200), None)
         .await
         .expect("back");
     fx.judge(3, 200, Status::Ok).await;
@@ -271,6 +271,7 @@ async fn overdue_check_of_a_talking_host_is_a_warning() {
             Status::Unknown,
             "no result for 7 min",
             at(500),
+            None,
         )
         .await
         .expect("overdue");

@@ -128,13 +128,14 @@ pub enum Inserted {
 
 #[async_trait::async_trait]
 pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'static {
-    /// Record that `host` is talking to us now; `facts` when it just said Hello.
+    /// Record that `host` is talking to us now; `facts` when it just said Hello. Returns
+    /// whether the host is currently marked silent (the caller then clears it).
     async fn touch_host(
         &self,
         host: &str,
         at: DateTime<Utc>,
         facts: Option<&HostFacts>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     /// Store evaluated results of one host in one transaction. For each new result the
     /// check's state is replaced and, when its status changed, a transition recorded with
@@ -144,7 +145,8 @@ pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'stati
 
     /// Set a check's status without a new result (silence, overdue): records the transition
     /// and returns true when the status changes; with the same status only the summary is
-    /// refreshed; does nothing when the check does not exist.
+    /// refreshed; does nothing when the check does not exist, or when a result was received
+    /// after `unless_received_after` (the caller judged a state that is already gone).
     async fn set_check_status(
         &self,
         host: &str,
@@ -152,23 +154,26 @@ pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'stati
         status: Status,
         summary: &str,
         at: DateTime<Utc>,
+        unless_received_after: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
 
     /// Set the host's silent flag now; see [`Store::set_host_silent_at`].
     async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()> {
-        self.set_host_silent_at(host, silent, Utc::now())
+        self.set_host_silent_at(host, silent, Utc::now(), None)
             .await
             .map(|_| ())
     }
 
     /// Set the host's silent flag; when it changes, record a transition of
     /// [`alerts::AGENT_CHECK`] at `at` (to unknown when silent, to ok when back) and return
-    /// true.
+    /// true. With `quiet_since`, a host is marked silent only if its last contact is still at
+    /// or before that time: contact that arrived while the sweep was deciding wins.
     async fn set_host_silent_at(
         &self,
         host: &str,
         silent: bool,
         at: DateTime<Utc>,
+        quiet_since: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
 
     async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;

@@ -126,11 +126,11 @@ impl Backend {
     fn state_for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => {
-                "SELECT status, summary, since, observed_at FROM check_state \
+                "SELECT status, summary, since, observed_at, received_at FROM check_state \
                  WHERE host = $1 AND check_id = $2"
             }
             Backend::Postgres => {
-                "SELECT status, summary, since, observed_at FROM check_state \
+                "SELECT status, summary, since, observed_at, received_at FROM check_state \
                  WHERE host = $1 AND check_id = $2 FOR UPDATE"
             }
         }
@@ -203,6 +203,15 @@ impl SqlStore {
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A lock wait or a half-dead server must not hold an agent's
+                            // stream forever: fail the batch (no ack, the agent replays).
+                            conn.execute("SET statement_timeout = '30s'").await?;
+                            conn.execute("SET lock_timeout = '10s'").await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await
             }
@@ -285,7 +294,7 @@ impl Store for SqlStore {
         host: &str,
         at: DateTime<Utc>,
         facts: Option<&HostFacts>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let at = at.timestamp_millis();
         let query = match facts {
             None => sqlx::query(TOUCH_HOST).bind(host).bind(at),
@@ -298,11 +307,11 @@ impl Store for SqlStore {
                 .bind(f.instance_id.as_str())
                 .bind(f.clock_skew_ms),
         };
-        query
-            .execute(&self.pool)
+        let row = query
+            .fetch_one(&self.pool)
             .await
             .map_err(query_error("touch host"))?;
-        Ok(())
+        Ok(read::get::<i64>(&row, "silent")? != 0)
     }
 
     async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>> {
@@ -325,11 +334,17 @@ impl Store for SqlStore {
         status: Status,
         summary: &str,
         at: DateTime<Utc>,
+        unless_received_after: Option<DateTime<Utc>>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let Some(prev) = read_state(&mut tx, self.backend, host, check).await? else {
             return Ok(false);
         };
+        if let (Some(guard), Some(received)) = (unless_received_after, prev.received_at)
+            && received > guard.timestamp_millis()
+        {
+            return Ok(false); // a fresh result landed after the caller looked
+        }
         if prev.status == status {
             if prev.summary != summary {
                 // Same status, better explanation (an overdue check whose host then went
@@ -383,13 +398,18 @@ impl Store for SqlStore {
         host: &str,
         silent: bool,
         at: DateTime<Utc>,
+        quiet_since: Option<DateTime<Utc>>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        // Compare-and-set on last_contact: an agent that spoke after the sweep looked at it
+        // is not silent, whatever the sweep concluded.
         let Some(row) = sqlx::query(
-            "UPDATE hosts SET silent = $2 WHERE host = $1 AND silent <> $2 RETURNING last_contact",
+            "UPDATE hosts SET silent = $2 WHERE host = $1 AND silent <> $2 \
+             AND ($3 < 0 OR last_contact <= $3) RETURNING last_contact",
         )
         .bind(host)
         .bind(i64::from(silent))
+        .bind(quiet_since.map_or(-1, |t| t.timestamp_millis()))
         .fetch_optional(&mut *tx)
         .await
         .map_err(query_error("set host silent"))?

@@ -24,6 +24,8 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     host_contact_keeps_first_seen(store).await?;
     set_check_status_records_transition_once(store).await?;
     check_state_round_trips_the_latest_result(store).await?;
+    future_dated_result_does_not_freeze_the_state(store).await?;
+    result_ids_are_per_host(store).await?;
     super::suite_alerts::run_all(store).await?;
     Ok(())
 }
@@ -150,6 +152,40 @@ pub async fn late_older_result_does_not_overwrite_state(store: &dyn Store) -> St
     Ok(())
 }
 
+/// A result measured "in the future" (agent clock ahead) is ordered no later than its arrival,
+/// so the correct results after it still move the state.
+pub async fn future_dated_result_does_not_freeze_the_state(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("ahead");
+    let mut ahead = disk(
+        &host,
+        1,
+        86_400,
+        Status::Ok,
+        "fine, says a clock a day ahead",
+    );
+    ahead.received_at = at(10);
+    store.record_results(&host, &[ahead]).await?;
+    let mut later = disk(&host, 2, 20, Status::Critical, "disk full");
+    later.received_at = at(21);
+    store.record_results(&host, &[later]).await?;
+    let state = store.check_state(&host, "disk.root").await?;
+    assert_eq!(state.map(|s| s.status), Some(Status::Critical));
+    Ok(())
+}
+
+/// The same result id from two hosts is two results: one host cannot pre-empt another's.
+pub async fn result_ids_are_per_host(store: &dyn Store) -> StoreResult<()> {
+    let (a, b) = (unique_host("ida"), unique_host("idb"));
+    let mut ra = disk(&a, 1, 10, Status::Ok, "a");
+    let mut rb = disk(&b, 1, 10, Status::Ok, "b");
+    ra.result.result_id = "shared-id".into();
+    rb.result.result_id = "shared-id".into();
+    assert_eq!(store.record_results(&a, &[ra]).await?, [Inserted::New]);
+    assert_eq!(store.record_results(&b, &[rb]).await?, [Inserted::New]);
+    assert_eq!(store.history(&b, None, at(0), 10).await?.len(), 1);
+    Ok(())
+}
+
 /// History is per host, oldest first, `measured_at >= since`, at most `limit`, and narrows
 /// to one check when asked; stored fields come back as written.
 pub async fn history_filters_by_check_and_since(store: &dyn Store) -> StoreResult<()> {
@@ -266,17 +302,17 @@ pub async fn set_check_status_records_transition_once(store: &dyn Store) -> Stor
     let silent = "no result for 3 intervals";
     assert!(
         store
-            .set_check_status(&host, "disk.root", Status::Unknown, silent, at(100))
+            .set_check_status(&host, "disk.root", Status::Unknown, silent, at(100), None)
             .await?
     );
     assert!(
         !store
-            .set_check_status(&host, "disk.root", Status::Unknown, silent, at(110))
+            .set_check_status(&host, "disk.root", Status::Unknown, silent, at(110), None)
             .await?
     );
     assert!(
         !store
-            .set_check_status(&host, "disk.nope", Status::Unknown, silent, at(100))
+            .set_check_status(&host, "disk.nope", Status::Unknown, silent, at(100), None)
             .await?
     );
     assert_eq!(store.check_state(&host, "disk.nope").await?, None);

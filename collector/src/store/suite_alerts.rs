@@ -32,12 +32,22 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
 pub async fn host_silence_is_a_transition_of_the_agent_check(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("agent");
     store.touch_host(&host, at(10), None).await?;
-    assert!(store.set_host_silent_at(&host, true, at(2000)).await?);
     assert!(
-        !store.set_host_silent_at(&host, true, at(2010)).await?,
+        store
+            .set_host_silent_at(&host, true, at(2000), None)
+            .await?
+    );
+    assert!(
+        !store
+            .set_host_silent_at(&host, true, at(2010), None)
+            .await?,
         "already silent"
     );
-    assert!(store.set_host_silent_at(&host, false, at(2100)).await?);
+    assert!(
+        store
+            .set_host_silent_at(&host, false, at(2100), None)
+            .await?
+    );
     let seen: Vec<_> = store
         .transitions(&host, at(0))
         .await?

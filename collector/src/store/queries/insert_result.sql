@@ -4,4 +4,4 @@ INSERT INTO results (
     status, summary, error, observation, duration_ms, interval_secs
 )
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT (result_id) DO NOTHING
+ON CONFLICT (host, result_id) DO NOTHING

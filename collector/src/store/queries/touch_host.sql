@@ -6,3 +6,4 @@ VALUES ($1, $2, $2)
 ON CONFLICT (host) DO UPDATE SET
     last_contact = CASE WHEN excluded.last_contact > hosts.last_contact
                         THEN excluded.last_contact ELSE hosts.last_contact END
+RETURNING silent

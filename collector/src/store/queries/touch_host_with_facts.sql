@@ -11,3 +11,4 @@ ON CONFLICT (host) DO UPDATE SET
     os            = excluded.os,
     instance_id   = excluded.instance_id,
     clock_skew_ms = excluded.clock_skew_ms
+RETURNING silent

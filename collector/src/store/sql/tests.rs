@@ -127,7 +127,7 @@ async fn sqlite_concurrent_writers_do_not_fail() {
                     .record_results(&host, &[evaluated(result, status, "x")])
                     .await?;
                 store
-                    .set_check_status(&host, "disk.root", Status::Unknown, "silent", at(99))
+                    .set_check_status(&host, "disk.root", Status::Unknown, "silent", at(99), None)
                     .await?;
             }
             Ok::<_, StoreError>(())

@@ -22,6 +22,7 @@ pub(super) struct PrevState {
     pub(super) summary: String,
     pub(super) since: i64,
     pub(super) observed_at: Option<i64>,
+    pub(super) received_at: Option<i64>,
 }
 
 pub(super) async fn read_state(
@@ -44,6 +45,7 @@ pub(super) async fn read_state(
         summary: read::get(&row, "summary")?,
         since: read::get(&row, "since")?,
         observed_at: read::get(&row, "observed_at")?,
+        received_at: read::get(&row, "received_at")?,
     }))
 }
 
@@ -58,6 +60,10 @@ pub(super) async fn record_one(
     let check = result.check_id();
     let measured_at = result.measured_at.timestamp_millis();
     let received_at = item.received_at.timestamp_millis();
+    // Order measurements by agent time, but never later than their arrival: one result from
+    // an agent whose clock ran ahead must not make every later (correct) result look older
+    // and freeze the check's state.
+    let ordered_at = measured_at.min(received_at);
     let observation = result
         .observation
         .as_ref()
@@ -90,7 +96,7 @@ pub(super) async fn record_one(
     // history only: applying it would roll the status back and invent two transitions.
     // Equal times are applied: the later arrival wins.
     if let Some(prev) = &prev
-        && prev.observed_at.is_some_and(|seen| measured_at < seen)
+        && prev.observed_at.is_some_and(|seen| ordered_at < seen)
     {
         return Ok(Inserted::New);
     }
@@ -106,7 +112,7 @@ pub(super) async fn record_one(
         .bind(verdict.status.as_str())
         .bind(verdict.summary.as_str())
         .bind(since)
-        .bind(measured_at)
+        .bind(ordered_at)
         .bind(received_at)
         .bind(i64::from(result.interval_secs))
         .bind(result.result_id.as_str())
