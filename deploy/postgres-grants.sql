@@ -26,6 +26,9 @@ CREATE ROLE backwatch LOGIN;
 --     purpose: a hidden value must fail loudly, not look like an empty archive_command.
 --   - archive_mode, archive_timeout, wal_segment_size, pg_is_in_recovery(),
 --     pg_current_wal_lsn(), pg_last_wal_receive_lsn(), pg_walfile_name(): open to any role.
+--   - pg_control_system() and pg_control_checkpoint() (the archive directory probe, when its
+--     [[archive_dir]] names this server's [[wal]] probe: when initdb ran, the timeline): open to
+--     any role by default; if a server revokes them, only the cluster's age goes unknown.
 -- No superuser, no pg_read_server_files, no access to pg_wal or the archive directory itself.
 GRANT pg_monitor TO backwatch;
 

@@ -2,9 +2,13 @@
 //!
 //! Defaults come from the operations procedure: backup directories `daily` (/backup/daily,
 //! 24 h) and `weekly` (/backup/weekly, 7 d) every 6 h; disk space of /backup every hour; WAL
-//! archiving every 15 min (needs a `[[wal]]` section with a DSN). Leaving a probe list out
-//! means its defaults; writing an empty list (`backup_dir = []`) means none.
+//! archiving every 15 min (needs a `[[wal]]` section with a DSN); the WAL archive directory
+//! every hour (needs an `[[archive_dir]]` section, see [`archive_dir`]). Leaving a probe list
+//! out means its defaults; writing an empty list (`backup_dir = []`) means none.
 
+pub mod archive_dir;
+
+use crate::probe::archive_dir::ArchiveDirProbe;
 use crate::probe::backup_dir::{
     BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
 };
@@ -37,6 +41,8 @@ pub struct RawConfig {
     pub disk: Option<Vec<RawDisk>>,
     #[serde(default)]
     pub wal: Vec<RawWal>,
+    #[serde(default)]
+    pub archive_dir: Vec<archive_dir::RawArchiveDir>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -143,6 +149,7 @@ pub enum ProbeConfig {
     Disk(DiskProbe),
     // Boxed: a parsed tokio_postgres::Config is several times larger than the other probes.
     Wal(Box<WalProbe>),
+    ArchiveDir(ArchiveDirProbe),
 }
 
 impl ProbeConfig {
@@ -154,6 +161,9 @@ impl ProbeConfig {
             }
             ProbeConfig::Disk(p) => backwatch_proto::model::check_id(DiskProbe::KIND, p.name()),
             ProbeConfig::Wal(p) => backwatch_proto::model::check_id(WalProbe::KIND, p.name()),
+            ProbeConfig::ArchiveDir(p) => {
+                backwatch_proto::model::check_id(ArchiveDirProbe::KIND, p.name())
+            }
         }
     }
 
@@ -163,6 +173,7 @@ impl ProbeConfig {
             ProbeConfig::BackupDir(p) => p.path.display().to_string(),
             ProbeConfig::Disk(p) => p.path.display().to_string(),
             ProbeConfig::Wal(p) => crate::probe::wal_archive::redacted(&p.pg),
+            ProbeConfig::ArchiveDir(p) => p.path.display().to_string(),
         }
     }
 }
@@ -342,6 +353,45 @@ impl Config {
                 interval,
                 timeout: connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
             });
+        }
+
+        let wal_probes: Vec<WalProbe> = probes
+            .iter()
+            .filter_map(|s| match &s.probe {
+                ProbeConfig::Wal(w) => Some(w.as_ref().clone()),
+                _ => None,
+            })
+            .collect();
+        let wal_refs: Vec<&WalProbe> = wal_probes.iter().collect();
+        for (i, d) in raw.archive_dir.into_iter().enumerate() {
+            let k = |f: &str| format!("archive_dir[{i}].{f}");
+            name_ok(&mut p, k("name"), "archive", &d.name);
+            if is_file_not_dir(&d.path) {
+                p.push(
+                    k("path"),
+                    format!("{} is not a directory", d.path.display()),
+                );
+            }
+            let interval = interval_of(
+                &mut p,
+                k("interval"),
+                d.interval,
+                archive_dir::ARCHIVE_INTERVAL,
+            );
+            if let Some(probe) = archive_dir::validate(&mut p, i, d, &wal_refs) {
+                // The directory listing, plus the linked server's two statements.
+                let timeout = match &probe.wal {
+                    Some(w) => {
+                        PROBE_TIMEOUT + w.connect_timeout + w.effective_statement_timeout() * 3
+                    }
+                    None => PROBE_TIMEOUT,
+                };
+                probes.push(Scheduled {
+                    probe: ProbeConfig::ArchiveDir(probe),
+                    interval,
+                    timeout,
+                });
+            }
         }
 
         p.finish()?;

@@ -159,6 +159,7 @@ async fn run_scheduled(s: &Scheduled) -> ProbeResult {
         ProbeConfig::BackupDir(p) => run_once(p, s.interval, s.timeout).await,
         ProbeConfig::Disk(p) => run_once(p, s.interval, s.timeout).await,
         ProbeConfig::Wal(p) => run_once(p.as_ref(), s.interval, s.timeout).await,
+        ProbeConfig::ArchiveDir(p) => run_once(p, s.interval, s.timeout).await,
     }
 }
 
@@ -257,6 +258,23 @@ fn print_config(cfg: &Config) {
                 ),
             ),
             ProbeConfig::Disk(p) => ("disk", format!("path = {:?}", p.path.display().to_string())),
+            ProbeConfig::ArchiveDir(p) => (
+                "archive_dir",
+                format!(
+                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\nmin_retention = {:?}\nmax_entries = {}\n{}",
+                    p.path.display().to_string(),
+                    p.expected_owner.as_deref().unwrap_or(""),
+                    p.expected_group.as_deref().unwrap_or(""),
+                    p.expected_mode
+                        .map_or(String::new(), |m| format!("{m:04o}")),
+                    p.min_retention.map_or(String::new(), fmt_duration),
+                    p.max_entries,
+                    p.wal.as_ref().map_or_else(
+                        || "# wal not set: no cross-check with PostgreSQL".to_string(),
+                        |w| format!("wal = {:?}", w.name)
+                    ),
+                ),
+            ),
             ProbeConfig::Wal(p) => (
                 "wal",
                 format!(

@@ -85,6 +85,9 @@ pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, tri
             }
             ProbeConfig::Disk(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
             ProbeConfig::Wal(p) => spawn(*p, interval, timeout, start_jitter, sink.clone(), rx),
+            ProbeConfig::ArchiveDir(p) => {
+                spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
+            }
         }
     }
 }

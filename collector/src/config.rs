@@ -95,6 +95,7 @@ pub struct RawThresholds {
     #[serde(default)]
     pub backup: BTreeMap<String, RawBackup>,
     pub wal: Option<RawWal>,
+    pub archive: Option<RawArchive>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -125,6 +126,17 @@ pub struct RawWal {
     pub max_pending: Option<u64>,
     pub expect_archiving: Option<bool>,
     pub on_recovered_failure: Option<String>,
+}
+
+/// `[thresholds.archive]`: the WAL archive directory checks (`archive.<name>`).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    /// Wins over the agents' `min_retention` (default: theirs, else 7 days).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub min_retention: Option<Duration>,
+    /// Gaps this close to the newest segment are "probably in flight" (default 4).
+    pub in_flight_segments: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -312,6 +324,15 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         }
         if l.wal.max_delay.is_zero() {
             return Err("wal.max_delay: must be more than 0".into());
+        }
+    }
+    if let Some(a) = &raw.archive {
+        if a.min_retention.is_some() {
+            l.archive.min_retention = a.min_retention;
+        }
+        set(&mut l.archive.in_flight_segments, a.in_flight_segments);
+        if l.archive.min_retention == Some(Duration::ZERO) {
+            return Err("archive.min_retention: must be more than 0".into());
         }
     }
     Ok(())
@@ -563,6 +584,25 @@ mod tests {
             Duration::from_secs(900)
         );
         assert_eq!(c.thresholds.for_host("db1").disk.warning_pct, 75);
+    }
+
+    #[test]
+    fn archive_thresholds_are_read_and_overridable() {
+        let c = load(
+            "[thresholds.archive]\nin_flight_segments = 16\n\
+             [[overrides]]\nhosts = [\"db2\"]\n[overrides.thresholds.archive]\nmin_retention = \"14d\"\n",
+        )
+        .unwrap();
+        let l = c.thresholds.for_host("db1");
+        assert_eq!(
+            (l.archive.in_flight_segments, l.archive.min_retention),
+            (16, None)
+        );
+        assert_eq!(
+            c.thresholds.for_host("db2").archive.min_retention,
+            Some(Duration::from_secs(14 * 86400))
+        );
+        assert!(load("[thresholds.archive]\nmin_retention = \"0s\"\n").is_err());
     }
 
     #[test]

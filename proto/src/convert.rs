@@ -7,6 +7,8 @@ use crate::generated as pb;
 use crate::model::*;
 use chrono::{DateTime, Utc};
 
+mod archive;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvertError {
     #[error("result has no result_id")]
@@ -116,6 +118,7 @@ impl From<ProbeKind> for pb::ProbeKind {
             ProbeKind::BackupDir => pb::ProbeKind::BackupDir,
             ProbeKind::Disk => pb::ProbeKind::Disk,
             ProbeKind::WalArchive => pb::ProbeKind::WalArchive,
+            ProbeKind::ArchiveDir => pb::ProbeKind::ArchiveDir,
         }
     }
 }
@@ -125,6 +128,7 @@ fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
         Ok(pb::ProbeKind::BackupDir) => Ok(ProbeKind::BackupDir),
         Ok(pb::ProbeKind::Disk) => Ok(ProbeKind::Disk),
         Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::WalArchive),
+        Ok(pb::ProbeKind::ArchiveDir) => Ok(ProbeKind::ArchiveDir),
         _ => Err(ConvertError::UnknownKind(k)),
     }
 }
@@ -145,6 +149,9 @@ impl From<&ProbeResult> for pb::ProbeResult {
                 Observation::BackupDir(b) => pb::probe_result::Observation::BackupDir(b.into()),
                 Observation::Disk(d) => pb::probe_result::Observation::Disk(d.into()),
                 Observation::WalArchive(w) => pb::probe_result::Observation::WalArchive(w.into()),
+                Observation::ArchiveDir(a) => {
+                    pb::probe_result::Observation::ArchiveDir(a.as_ref().into())
+                }
             }),
         }
     }
@@ -402,6 +409,7 @@ fn observation_from_wire(
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,
         }),
+        W::ArchiveDir(a) => Observation::ArchiveDir(Box::new(archive::from_wire(a)?)),
     })
 }
 

@@ -6,6 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod archive;
+pub use archive::*;
+
 /// The kind of probe, which is also the first part of a check id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -13,22 +16,29 @@ pub enum ProbeKind {
     BackupDir,
     Disk,
     WalArchive,
+    ArchiveDir,
 }
 
 impl ProbeKind {
-    /// Prefix of the check id: `backup.daily`, `disk.backup`, `wal.main`.
+    /// Prefix of the check id: `backup.daily`, `disk.backup`, `wal.main`, `archive.main`.
     pub fn check_prefix(self) -> &'static str {
         match self {
             ProbeKind::BackupDir => "backup",
             ProbeKind::Disk => "disk",
             ProbeKind::WalArchive => "wal",
+            ProbeKind::ArchiveDir => "archive",
         }
     }
 
     pub fn from_check_prefix(prefix: &str) -> Option<Self> {
-        [ProbeKind::BackupDir, ProbeKind::Disk, ProbeKind::WalArchive]
-            .into_iter()
-            .find(|k| k.check_prefix() == prefix)
+        [
+            ProbeKind::BackupDir,
+            ProbeKind::Disk,
+            ProbeKind::WalArchive,
+            ProbeKind::ArchiveDir,
+        ]
+        .into_iter()
+        .find(|k| k.check_prefix() == prefix)
     }
 }
 
@@ -65,6 +75,8 @@ pub enum Observation {
     BackupDir(BackupDirObs),
     Disk(DiskObs),
     WalArchive(WalObs),
+    // Boxed: it is several times larger than the other observations.
+    ArchiveDir(Box<ArchiveDirObs>),
 }
 
 impl Observation {
@@ -73,6 +85,7 @@ impl Observation {
             Observation::BackupDir(_) => ProbeKind::BackupDir,
             Observation::Disk(_) => ProbeKind::Disk,
             Observation::WalArchive(_) => ProbeKind::WalArchive,
+            Observation::ArchiveDir(_) => ProbeKind::ArchiveDir,
         }
     }
 }

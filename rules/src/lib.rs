@@ -8,6 +8,7 @@
 //! A crate of its own because both binaries judge: the collector for the fleet, and
 //! `backwatch-agent check`, whose exit code follows the worst status before anything is deployed.
 
+pub mod archive;
 pub mod backup;
 pub mod disk;
 pub mod human;
@@ -18,6 +19,7 @@ use crate::status::{Status, Verdict};
 use backwatch_proto::model::{Observation, ProbeResult};
 use serde::Serialize;
 
+pub use archive::ArchiveDirLimits;
 pub use backup::BackupLimits;
 pub use disk::DiskLimits;
 pub use wal::{ArchiveLimits, RecoveredFailurePolicy};
@@ -30,6 +32,13 @@ pub mod procedure {
                               start a backup manually if needed.";
     pub const WAL: &str = "Check the archive directory's permissions; verify that the archive \
                            command works; make sure the archive storage has space.";
+    pub const ARCHIVE: &str = "Compare the segment named with the archive directory and with \
+                               pg_stat_archiver's last_archived_wal; make sure archive_command \
+                               really copies into this directory (run it by hand for one \
+                               segment); copy a missing segment from pg_wal while it is still \
+                               there, otherwise take a new base backup now (recovery cannot \
+                               pass a gap); set the directory's owner to postgres and its mode \
+                               to 0700; keep at least 7 days of WAL when cleaning up.";
 }
 
 /// Every threshold a host is judged by (global defaults merged with its overrides).
@@ -40,6 +49,7 @@ pub struct Limits {
     pub backup: std::collections::BTreeMap<String, BackupLimits>,
     pub backup_default: BackupLimits,
     pub wal: ArchiveLimits,
+    pub archive: ArchiveDirLimits,
 }
 
 impl Limits {
@@ -75,6 +85,7 @@ pub fn evaluate(
             };
             wal::archiving(obs, prev_wal, &limits.wal)
         }
+        Some(Observation::ArchiveDir(obs)) => archive::judge(obs, &limits.archive),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }
 }

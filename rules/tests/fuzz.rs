@@ -105,6 +105,81 @@ fn backup() -> impl Strategy<Value = BackupDirObs> {
         })
 }
 
+fn archive() -> impl Strategy<Value = ArchiveDirObs> {
+    (
+        (any::<bool>(), any::<u32>(), any::<bool>(), any::<u64>()),
+        (
+            any::<i64>(),
+            proptest::option::of(any::<i64>()),
+            any::<u64>(),
+        ),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        (
+            proptest::option::of(any::<u64>()),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (exists, mode, truncated, min_ret),
+                (age, cluster_age, seg),
+                (missing, after, short, short_after),
+                (uncompressed, has_file, in_recovery),
+            )| ArchiveDirObs {
+                path: "/archive_path".into(),
+                exists,
+                access: Some(DirAccess {
+                    mode,
+                    ..DirAccess::default()
+                }),
+                expected_owner: Some("postgres".into()),
+                expected_mode: Some(0o700),
+                expected_min_retention_secs: Some(min_ret),
+                truncated,
+                files_open_to_others: missing,
+                oldest_segment: Some(ArchivedFile {
+                    name: "000000010000000000000004".into(),
+                    mtime: chrono::Utc::now(),
+                    size_bytes: seg,
+                    age_secs: age,
+                }),
+                wal_segment_size_bytes: seg,
+                continuity: Some(Continuity {
+                    gap_count: 1,
+                    missing_segments: missing,
+                    gaps: vec![ArchiveGap {
+                        first_missing: "000000010000000000000005".into(),
+                        missing,
+                        segments_after: after,
+                    }],
+                    short_segments: short,
+                    short: vec![ShortSegment {
+                        name: "000000010000000000000006".into(),
+                        size_bytes: short,
+                        segments_after: short_after,
+                    }],
+                    missing_before_range: short,
+                    ..Continuity::default()
+                }),
+                postgres: Some(ArchiverView {
+                    in_recovery,
+                    last_archived_wal: Some("000000010000000000000007".into()),
+                    last_archived_uncompressed_bytes: uncompressed,
+                    last_archived_file: has_file.then(|| ArchivedFile {
+                        name: "000000010000000000000007".into(),
+                        mtime: chrono::Utc::now(),
+                        size_bytes: seg,
+                        age_secs: age,
+                    }),
+                    cluster_age_secs: cluster_age,
+                    ..ArchiverView::default()
+                }),
+                ..ArchiveDirObs::default()
+            },
+        )
+}
+
 fn result(kind: ProbeKind, name: &str, obs: Observation) -> ProbeResult {
     ProbeResult {
         result_id: "x".into(),
@@ -139,6 +214,15 @@ proptest! {
     #[test]
     fn any_disk_observation_gets_a_verdict(obs in disk(), prev in prop_oneof![Just(None), Just(Some(Status::Critical)), Just(Some(Status::Warning))]) {
         judged(&result(ProbeKind::Disk, "backup", Observation::Disk(obs)), prev, None);
+    }
+
+    #[test]
+    fn any_archive_observation_gets_a_verdict(obs in archive(), in_flight in any::<u64>()) {
+        let mut limits = Limits::default();
+        limits.archive.in_flight_segments = in_flight;
+        let r = result(ProbeKind::ArchiveDir, "main", Observation::ArchiveDir(Box::new(obs)));
+        let v = evaluate(&r, None, None, &limits);
+        prop_assert!(!v.summary.is_empty());
     }
 
     #[test]

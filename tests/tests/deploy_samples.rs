@@ -88,3 +88,35 @@ fn sample_configurations_are_accepted() -> Result<()> {
     }
     Ok(())
 }
+
+/// The commented `[[archive_dir]]` example (it has no default, the path differs per host) is a
+/// valid configuration once uncommented.
+#[test]
+fn commented_archive_dir_example_is_valid() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (certs.agent_cert("db1"), certs.agent_key("db1"));
+    let text = sample("agent.toml")?;
+    let (before, example) = text
+        .split_once("# [[archive_dir]]")
+        .expect("an [[archive_dir]] example in deploy/agent.toml");
+    let uncommented: Vec<&str> = example
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    let agent = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent,
+        with_certs(
+            &format!("{before}[[archive_dir]]{}\n", uncommented.join("\n")),
+            &certs,
+            &cert,
+            &key,
+        ),
+    )?;
+    let (code, out) = run("backwatch-agent", &["print-config"], &agent)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("# check archive.main"), "{out}");
+    assert!(out.contains("wal = \"main\""), "{out}");
+    Ok(())
+}

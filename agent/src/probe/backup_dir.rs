@@ -370,7 +370,7 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 /// The OS's text for an error ("Permission denied"), without Rust's "(os error 13)" suffix.
-fn os_text(e: &io::Error) -> String {
+pub(crate) fn os_text(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => Errno::from_raw(code).desc().to_string(),
         None => e.to_string(),
@@ -378,7 +378,7 @@ fn os_text(e: &io::Error) -> String {
 }
 
 /// Whole seconds from `mtime` to `now`, truncated toward zero; negative if `mtime` is later.
-fn age_secs(now: SystemTime, mtime: SystemTime) -> i64 {
+pub(crate) fn age_secs(now: SystemTime, mtime: SystemTime) -> i64 {
     match now.duration_since(mtime) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
@@ -386,7 +386,7 @@ fn age_secs(now: SystemTime, mtime: SystemTime) -> i64 {
 }
 
 /// chrono's `From<SystemTime>` panics outside its range; an mtime is whatever `touch` set.
-fn to_utc(t: SystemTime) -> Option<DateTime<Utc>> {
+pub(crate) fn to_utc(t: SystemTime) -> Option<DateTime<Utc>> {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => DateTime::from_timestamp(i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()),
         Err(e) => {

@@ -4,6 +4,7 @@
 //! new file here, one variant in [`crate::config::ProbeConfig`] and one line in
 //! [`crate::schedule`].
 
+pub mod archive_dir;
 pub mod backup_dir;
 pub mod disk;
 pub mod wal_archive;

@@ -95,6 +95,28 @@ fn quote(value: &str) -> String {
 
 impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
+        let session = self.connect().await?;
+        let statement_timeout = self.effective_statement_timeout();
+        // Three round trips, two of them bounded by the server; the rest is network slack.
+        let limit = self
+            .connect_timeout
+            .saturating_add(statement_timeout.saturating_mul(2));
+        let result = match timeout(limit, query(&session.client, statement_timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
+        };
+        session.close().await;
+        result
+    }
+
+    /// At least 1 ms: 0 would mean "no limit" to PostgreSQL.
+    pub(crate) fn effective_statement_timeout(&self) -> Duration {
+        self.statement_timeout.max(Duration::from_millis(1))
+    }
+
+    /// Connects within `connect_timeout` (DNS, TCP, startup and authentication as a whole).
+    /// Shared with the archive directory probe, which asks the same server what it archived.
+    pub(crate) async fn connect(&self) -> Result<Session, String> {
         let mut cfg = self.pg.clone();
         // tokio-postgres applies this to each TCP/socket connect only; the timeout around the
         // call also covers DNS, the startup exchange and authentication.
@@ -113,26 +135,32 @@ impl WalProbe {
                 ));
             }
         };
-        let mut connection = AbortOnDrop(tokio::spawn(async move {
+        let connection = AbortOnDrop(tokio::spawn(async move {
             // Its failures also fail the pending query, which reports them.
             if let Err(e) = connection.await {
                 tracing::debug!(error = %chain(&e), "postgresql connection ended");
             }
         }));
-        let statement_timeout = self.statement_timeout.max(Duration::from_millis(1));
-        // Three round trips, two of them bounded by the server; the rest is network slack.
-        let limit = self
-            .connect_timeout
-            .saturating_add(statement_timeout.saturating_mul(2));
-        let result = match timeout(limit, query(&client, statement_timeout)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
-        };
+        Ok(Session { client, connection })
+    }
+}
+
+/// An open connection; [`Session::close`] ends it cleanly, dropping it aborts it.
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    connection: AbortOnDrop,
+}
+
+impl Session {
+    pub(crate) async fn close(self) {
+        let Session {
+            client,
+            mut connection,
+        } = self;
         // Dropping the client lets the connection send Terminate, so the server logs a clean
         // disconnect; a server that stopped answering gets a second, then the abort.
         drop(client);
         let _ = timeout(Duration::from_secs(1), &mut connection.0).await;
-        result
     }
 }
 
@@ -348,13 +376,16 @@ fn pending_from_row(row: &Row) -> Result<Pending, String> {
     })
 }
 
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, String> {
+pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    column: &str,
+) -> Result<T, String> {
     row.try_get(column)
         .map_err(|e| format!("column {column}: {}", chain(&e)))
 }
 
 /// A nullable timestamp sent as microseconds since the epoch.
-fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, String> {
+pub(crate) fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, String> {
     match get::<Option<i64>>(row, column)? {
         None => Ok(None),
         Some(us) => DateTime::from_timestamp_micros(us)
@@ -366,7 +397,7 @@ fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, String> {
 // === error text ===
 
 /// An error and its sources joined by ": ", on one line ("db error: ERROR: ...; DETAIL: ...").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -378,7 +409,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// "0.5s", "10s".
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 

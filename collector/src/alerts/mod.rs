@@ -219,6 +219,7 @@ impl Engine {
             "disk" => crate::rules::procedure::DISK,
             "backup" => crate::rules::procedure::BACKUP,
             "wal" => crate::rules::procedure::WAL,
+            "archive" => crate::rules::procedure::ARCHIVE,
             _ if check == AGENT_CHECK => AGENT_PROCEDURE,
             _ => "",
         }

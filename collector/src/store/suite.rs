@@ -10,7 +10,9 @@
 
 use super::{Evaluated, HostFacts, Inserted, Store, StoreResult};
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, WalObs};
+use backwatch_proto::model::{
+    ArchiveDirObs, BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, WalObs,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -477,6 +479,11 @@ fn observation(kind: ProbeKind) -> Observation {
             archive_mode: "on".into(),
             ..WalObs::default()
         }),
+        ProbeKind::ArchiveDir => Observation::ArchiveDir(Box::new(ArchiveDirObs {
+            path: "/archive_path".into(),
+            exists: true,
+            ..ArchiveDirObs::default()
+        })),
     }
 }
 

@@ -141,7 +141,7 @@ pub struct Rejected {
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeResult {
     /// Globally unique id of this measurement (UUID text); the idempotency key end to end.
     #[prost(string, tag = "1")]
@@ -165,12 +165,12 @@ pub struct ProbeResult {
     /// observation below is absent. This is a result, not a transport error.
     #[prost(string, tag = "7")]
     pub error: ::prost::alloc::string::String,
-    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12")]
+    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13")]
     pub observation: ::core::option::Option<probe_result::Observation>,
 }
 /// Nested message and enum types in `ProbeResult`.
 pub mod probe_result {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Observation {
         #[prost(message, tag = "10")]
         BackupDir(super::BackupDirObservation),
@@ -178,6 +178,8 @@ pub mod probe_result {
         Disk(super::DiskObservation),
         #[prost(message, tag = "12")]
         WalArchive(super::WalArchiveObservation),
+        #[prost(message, tag = "13")]
+        ArchiveDir(super::ArchiveDirObservation),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -340,6 +342,245 @@ pub struct WalArchiveObservation {
     #[prost(string, tag = "24")]
     pub pending_note: ::prost::alloc::string::String,
 }
+/// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
+/// what it holds, how far back it reaches, whether it is continuous, and whether the segment
+/// PostgreSQL last reported as archived is really in it. Names follow PostgreSQL's: segments are
+/// 24 hex digits (timeline, log, segment), optionally with a compression suffix.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ArchiveDirObservation {
+    /// Directory scanned.
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// False when the directory does not exist.
+    #[prost(bool, tag = "2")]
+    pub exists: bool,
+    /// Non-empty when it exists but cannot be listed: OS error text and what to grant.
+    #[prost(string, tag = "3")]
+    pub read_error: ::prost::alloc::string::String,
+    /// Owner, group and permission bits of the directory itself (absent when stat failed).
+    #[prost(message, optional, tag = "4")]
+    pub access: ::core::option::Option<DirAccess>,
+    /// What the agent's configuration expects: owner and group (names or numeric ids; empty = not
+    /// checked) and permission bits (absent = not checked).
+    #[prost(string, tag = "5")]
+    pub expected_owner: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub expected_group: ::prost::alloc::string::String,
+    #[prost(uint32, optional, tag = "7")]
+    pub expected_mode: ::core::option::Option<u32>,
+    /// Minimum WAL retention the agent's configuration asks for (seconds; 0 = not set). The
+    /// collector's own thresholds take precedence.
+    #[prost(uint64, tag = "8")]
+    pub expected_min_retention_secs: u64,
+    /// Directory entries examined (count); true when the entry bound stopped the scan.
+    #[prost(uint64, tag = "9")]
+    pub entries_scanned: u64,
+    #[prost(bool, tag = "10")]
+    pub truncated: bool,
+    /// Files dated after the scan started (count): still being written; counted here only.
+    #[prost(uint64, tag = "11")]
+    pub newer_than_scan: u64,
+    /// WAL segments, plain or compressed (count), their size on disk (bytes), compressed ones
+    /// (count).
+    #[prost(uint64, tag = "12")]
+    pub segments: u64,
+    #[prost(uint64, tag = "13")]
+    pub segment_bytes: u64,
+    #[prost(uint64, tag = "14")]
+    pub compressed_segments: u64,
+    /// Timeline history, backup history and partial segment files (count).
+    #[prost(uint64, tag = "15")]
+    pub history_files: u64,
+    #[prost(uint64, tag = "16")]
+    pub backup_files: u64,
+    #[prost(uint64, tag = "17")]
+    pub partial_files: u64,
+    /// Anything else: temporary files of an archive command, strays, directories (count), and the
+    /// first few names.
+    #[prost(uint64, tag = "18")]
+    pub other_files: u64,
+    #[prost(string, repeated, tag = "19")]
+    pub other_names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Regular files whose mode lets others read or write them (count), and the first one.
+    #[prost(uint64, tag = "20")]
+    pub files_open_to_others: u64,
+    #[prost(string, tag = "21")]
+    pub first_open_to_others: ::prost::alloc::string::String,
+    /// Oldest and newest segment by WAL position (timeline breaks ties).
+    #[prost(message, optional, tag = "22")]
+    pub oldest_segment: ::core::option::Option<ArchivedFile>,
+    #[prost(message, optional, tag = "23")]
+    pub newest_segment: ::core::option::Option<ArchivedFile>,
+    /// Bytes of segments per UTC day of their mtime, for the last days (oldest day first).
+    #[prost(message, repeated, tag = "24")]
+    pub daily: ::prost::alloc::vec::Vec<DayVolume>,
+    /// wal_segment_size (bytes) the segment arithmetic used, and where it came from:
+    /// "postgresql", "archive" (the most common size of uncompressed segments) or "default".
+    #[prost(uint64, tag = "25")]
+    pub wal_segment_size_bytes: u64,
+    #[prost(string, tag = "26")]
+    pub segment_size_source: ::prost::alloc::string::String,
+    /// Timeline whose path the continuity check follows (0 = unknown), and where it came from:
+    /// "postgresql" or "archive" (the highest timeline found).
+    #[prost(uint32, tag = "27")]
+    pub timeline: u32,
+    #[prost(string, tag = "28")]
+    pub timeline_source: ::prost::alloc::string::String,
+    /// Why the timeline path is approximate (history file unreadable or compressed); empty when
+    /// exact.
+    #[prost(string, tag = "29")]
+    pub timeline_note: ::prost::alloc::string::String,
+    /// Name of the current timeline's history file when it is missing from the archive.
+    #[prost(string, tag = "30")]
+    pub missing_history: ::prost::alloc::string::String,
+    /// Continuity from the newest base backup to the newest segment; absent when it could not be
+    /// checked, and then continuity_note says why.
+    #[prost(message, optional, tag = "31")]
+    pub continuity: ::core::option::Option<Continuity>,
+    #[prost(string, tag = "32")]
+    pub continuity_note: ::prost::alloc::string::String,
+    /// What PostgreSQL reports, read before the directory (absent when no [wal](wal) probe is linked).
+    #[prost(message, optional, tag = "33")]
+    pub postgres: ::core::option::Option<ArchiverView>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DirAccess {
+    /// st_uid and its user name (empty when it has none).
+    #[prost(uint32, tag = "1")]
+    pub uid: u32,
+    #[prost(string, tag = "2")]
+    pub owner: ::prost::alloc::string::String,
+    /// st_gid and its group name (empty when it has none).
+    #[prost(uint32, tag = "3")]
+    pub gid: u32,
+    #[prost(string, tag = "4")]
+    pub group: ::prost::alloc::string::String,
+    /// Permission bits (st_mode & 07777), e.g. 448 = 0700.
+    #[prost(uint32, tag = "5")]
+    pub mode: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ArchivedFile {
+    /// File name in the archive directory.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub mtime: ::core::option::Option<::prost_types::Timestamp>,
+    /// Size on disk (bytes).
+    #[prost(uint64, tag = "3")]
+    pub size_bytes: u64,
+    /// measured_at - mtime on the agent's clock (seconds; negative when dated in the future).
+    #[prost(int64, tag = "4")]
+    pub age_secs: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DayVolume {
+    /// UTC day, "YYYY-MM-DD".
+    #[prost(string, tag = "1")]
+    pub day: ::prost::alloc::string::String,
+    /// Bytes on disk of the segments dated that day (bytes), and how many (count).
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub segments: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Continuity {
+    /// Backup history file of the newest base backup (e.g. 000000010000000000000003.00000028.backup)
+    /// where the range starts; empty when there is none and the range starts at the oldest segment.
+    #[prost(string, tag = "1")]
+    pub newest_backup: ::prost::alloc::string::String,
+    /// First and last segment of the range checked (names on the timeline path).
+    #[prost(string, tag = "2")]
+    pub range_start: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub range_end: ::prost::alloc::string::String,
+    /// Segment positions in the range (count).
+    #[prost(uint64, tag = "4")]
+    pub range_segments: u64,
+    /// Runs of missing segments in the range (count), missing positions (count), and the oldest
+    /// gaps.
+    #[prost(uint64, tag = "5")]
+    pub gap_count: u64,
+    #[prost(uint64, tag = "6")]
+    pub missing_segments: u64,
+    #[prost(message, repeated, tag = "7")]
+    pub gaps: ::prost::alloc::vec::Vec<ArchiveGap>,
+    /// Missing positions between the oldest segment kept and range_start (count), and the first.
+    #[prost(uint64, tag = "8")]
+    pub missing_before_range: u64,
+    #[prost(string, tag = "9")]
+    pub first_missing_before_range: ::prost::alloc::string::String,
+    /// Uncompressed segments in the range whose size is not wal_segment_size (count), the oldest.
+    #[prost(uint64, tag = "10")]
+    pub short_segments: u64,
+    #[prost(message, repeated, tag = "11")]
+    pub short: ::prost::alloc::vec::Vec<ShortSegment>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ArchiveGap {
+    /// Name of the first missing segment (on the timeline expected at that position).
+    #[prost(string, tag = "1")]
+    pub first_missing: ::prost::alloc::string::String,
+    /// Consecutive positions missing (count).
+    #[prost(uint64, tag = "2")]
+    pub missing: u64,
+    /// Positions between the end of the gap and range_end (count): small = near the leading edge,
+    /// where a segment may still be on its way (check-semantics A15).
+    #[prost(uint64, tag = "3")]
+    pub segments_after: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShortSegment {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Size on disk (bytes).
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
+    /// Positions between it and range_end (count).
+    #[prost(uint64, tag = "3")]
+    pub segments_after: u64,
+}
+/// pg_stat_archiver and friends of the linked [wal](wal) probe's server, read in one statement just
+/// before the directory scan: a segment it reports as archived must already be in the directory.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ArchiverView {
+    /// Name of the [wal](wal) probe whose connection was used.
+    #[prost(string, tag = "1")]
+    pub wal_probe: ::prost::alloc::string::String,
+    /// Non-empty when PostgreSQL could not be asked ("cannot connect: ..."); the rest is then empty.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub in_recovery: bool,
+    #[prost(string, tag = "4")]
+    pub archive_mode: ::prost::alloc::string::String,
+    /// Credentials masked, as in WalArchiveObservation.
+    #[prost(string, tag = "5")]
+    pub archive_command: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub archive_library: ::prost::alloc::string::String,
+    /// pg_stat_archiver (count, name, time).
+    #[prost(int64, tag = "7")]
+    pub archived_count: i64,
+    #[prost(string, tag = "8")]
+    pub last_archived_wal: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "9")]
+    pub last_archived_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The archive's file for last_archived_wal (plain or compressed); absent when not found.
+    #[prost(message, optional, tag = "10")]
+    pub last_archived_file: ::core::option::Option<ArchivedFile>,
+    /// Its uncompressed size when known (bytes): the file size when plain, else the gzip trailer
+    /// or zstd/lz4 frame header.
+    #[prost(uint64, optional, tag = "11")]
+    pub last_archived_uncompressed_bytes: ::core::option::Option<u64>,
+    /// When initdb created the cluster (upper 32 bits of the system identifier), and
+    /// measured_at minus that (seconds, agent clock).
+    #[prost(message, optional, tag = "12")]
+    pub cluster_created_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(int64, optional, tag = "13")]
+    pub cluster_age_secs: ::core::option::Option<i64>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Command {
     /// Id to correlate the CommandReply.
@@ -378,6 +619,7 @@ pub enum ProbeKind {
     BackupDir = 1,
     Disk = 2,
     WalArchive = 3,
+    ArchiveDir = 4,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -390,6 +632,7 @@ impl ProbeKind {
             Self::BackupDir => "PROBE_KIND_BACKUP_DIR",
             Self::Disk => "PROBE_KIND_DISK",
             Self::WalArchive => "PROBE_KIND_WAL_ARCHIVE",
+            Self::ArchiveDir => "PROBE_KIND_ARCHIVE_DIR",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -399,6 +642,7 @@ impl ProbeKind {
             "PROBE_KIND_BACKUP_DIR" => Some(Self::BackupDir),
             "PROBE_KIND_DISK" => Some(Self::Disk),
             "PROBE_KIND_WAL_ARCHIVE" => Some(Self::WalArchive),
+            "PROBE_KIND_ARCHIVE_DIR" => Some(Self::ArchiveDir),
             _ => None,
         }
     }

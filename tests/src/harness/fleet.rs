@@ -444,6 +444,19 @@ impl AgentBuilder {
         self
     }
 
+    /// An `[[archive_dir]]` probe; `keys` are further string keys of its table, e.g.
+    /// `[("interval", "1s"), ("wal", "main")]`.
+    pub fn archive_dir(mut self, name: &str, path: &Path, keys: &[(&str, &str)]) -> Self {
+        self.probes.push_str(&format!(
+            "[[archive_dir]]\nname = \"{name}\"\npath = \"{}\"\n",
+            path.display()
+        ));
+        for (key, value) in keys {
+            self.probes.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        self
+    }
+
     pub fn toml(mut self, extra: &str) -> Self {
         self.extra.push_str(extra);
         self.extra.push('\n');

@@ -44,6 +44,7 @@ pub struct PgClusterBuilder {
     archive_command: Option<String>,
     archive_timeout_secs: u64,
     settings: Vec<(String, String)>,
+    wal_segsize_mb: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +61,15 @@ impl PgClusterBuilder {
             archive_command: None,
             archive_timeout_secs: 0,
             settings: Vec::new(),
+            wal_segsize_mb: None,
         }
+    }
+
+    /// `initdb --wal-segsize` in MiB (a power of two, 1 to 1024): 1 keeps archives of many
+    /// segments small. Ignored for a standby, which has its primary's.
+    pub fn wal_segment_size_mb(mut self, mb: u32) -> Self {
+        self.wal_segsize_mb = Some(mb);
+        self
     }
 
     /// `archive_mode`: "on" (default), "off" or "always".
@@ -123,7 +132,7 @@ impl PgClusterBuilder {
         }
         let conf = match self.source {
             Source::Initdb => {
-                initdb(&pg)?;
+                initdb(&pg, self.wal_segsize_mb)?;
                 pg.data.join("postgresql.conf")
             }
             Source::BaseBackup { primary_port } => {
@@ -159,12 +168,15 @@ impl PgClusterBuilder {
     }
 }
 
-fn initdb(pg: &PgCluster) -> anyhow::Result<()> {
+fn initdb(pg: &PgCluster, wal_segsize_mb: Option<u32>) -> anyhow::Result<()> {
     let mut initdb = pg.server_command("initdb");
     initdb
         .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-        .args(["--no-sync", "--no-instructions", "-D"])
-        .arg(&pg.data);
+        .args(["--no-sync", "--no-instructions"]);
+    if let Some(mb) = wal_segsize_mb {
+        initdb.arg(format!("--wal-segsize={mb}"));
+    }
+    initdb.arg("-D").arg(&pg.data);
     run(&mut initdb, "initdb")?;
     // initdb's template has this line today; pg_basebackup for `standby()` connects over TCP and
     // needs it, so make sure of it rather than depend on the template.

@@ -1,0 +1,211 @@
+//! `[[archive_dir]]`: the WAL archive directory probe's configuration.
+//!
+//! No default instance: where `archive_command` copies to differs per host. Expectations default
+//! to the operations procedure (owner and group `postgres`, mode 0700, 7 days of WAL); an empty
+//! string turns the owner, group or mode check off. `wal` names a `[[wal]]` probe of the same
+//! file whose server fills this archive; the probe then asks it what it archived.
+
+use crate::probe::archive_dir::{ArchiveDirProbe, DEFAULT_MAX_ENTRIES};
+use crate::probe::wal_archive::WalProbe;
+use backwatch_proto::config::{Problems, de_opt_duration};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Continuity is a heavy check run on a schedule, not polled (check-semantics A15); the
+/// silent-failure cross-check it carries is also what an hourly look needs.
+pub const ARCHIVE_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MIN_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchiveDir {
+    pub name: String,
+    pub path: PathBuf,
+    /// User name or numeric uid (default "postgres"; "" = not checked).
+    pub expected_owner: Option<String>,
+    /// Group name or numeric gid (default "postgres"; "" = not checked).
+    pub expected_group: Option<String>,
+    /// Octal permission bits (default "0700"; "" = not checked).
+    pub expected_mode: Option<String>,
+    /// Less WAL than this is a warning, except on a younger cluster (default 7 days).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub min_retention: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    /// Directory entries examined at most (default 1,000,000).
+    pub max_entries: Option<u64>,
+    /// Name of the `[[wal]]` probe of the cluster that archives here.
+    pub wal: Option<String>,
+}
+
+/// "0700", "700" or "0o700" → 0o700.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(mode),
+        _ => Err(format!(
+            "{text:?} is not an octal permission mode (examples: \"0700\", \"0750\")"
+        )),
+    }
+}
+
+fn expectation(v: Option<String>, default: &str) -> Option<String> {
+    match v {
+        None => Some(default.to_string()),
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s),
+    }
+}
+
+/// The probe, or `None` after recording its problems. `wal` are the file's `[[wal]]` probes.
+pub(super) fn validate(
+    p: &mut Problems,
+    i: usize,
+    d: RawArchiveDir,
+    wal: &[&WalProbe],
+) -> Option<ArchiveDirProbe> {
+    let k = |f: &str| format!("archive_dir[{i}].{f}");
+    let mut ok = true;
+    let expected_mode = match d.expected_mode.as_deref() {
+        None => Some(0o700),
+        Some("") => None,
+        Some(text) => match parse_mode(text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                p.push(k("expected_mode"), e);
+                ok = false;
+                None
+            }
+        },
+    };
+    let linked = match &d.wal {
+        None => None,
+        Some(name) => match wal.iter().find(|w| &w.name == name) {
+            Some(w) => Some(Box::new((*w).clone())),
+            None => {
+                let known: Vec<&str> = wal.iter().map(|w| w.name.as_str()).collect();
+                p.push(
+                    k("wal"),
+                    format!(
+                        "no [[wal]] probe is named {name:?} (known: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    let min_retention = d.min_retention.unwrap_or(DEFAULT_MIN_RETENTION);
+    if min_retention.is_zero() {
+        p.push(k("min_retention"), "must be more than 0");
+        ok = false;
+    }
+    if d.max_entries == Some(0) {
+        p.push(k("max_entries"), "must be at least 1");
+        ok = false;
+    }
+    ok.then(|| ArchiveDirProbe {
+        name: d.name,
+        path: d.path,
+        expected_owner: expectation(d.expected_owner, "postgres"),
+        expected_group: expectation(d.expected_group, "postgres"),
+        expected_mode,
+        min_retention: Some(min_retention),
+        max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+        wal: linked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ProbeConfig};
+    use backwatch_proto::config::parse_toml;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let path = Path::new("/etc/backwatch/agent.toml");
+        parse_toml(path, text)
+            .and_then(|raw| Config::validate(path, raw))
+            .map_err(|e| e.to_string())
+    }
+
+    fn archive(c: &Config) -> &ArchiveDirProbe {
+        c.probes
+            .iter()
+            .find_map(|s| match &s.probe {
+                ProbeConfig::ArchiveDir(p) => Some(p),
+                _ => None,
+            })
+            .expect("an archive_dir probe")
+    }
+
+    #[test]
+    fn defaults_follow_the_procedure() {
+        let c = load("[[archive_dir]]\nname = \"main\"\npath = \"/archive_path\"\n").unwrap();
+        let a = archive(&c);
+        assert_eq!(a.expected_owner.as_deref(), Some("postgres"));
+        assert_eq!(a.expected_group.as_deref(), Some("postgres"));
+        assert_eq!(a.expected_mode, Some(0o700));
+        assert_eq!(a.min_retention, Some(DEFAULT_MIN_RETENTION));
+        assert!(a.wal.is_none());
+        let s = c
+            .probes
+            .iter()
+            .find(|s| s.probe.check_id() == "archive.main");
+        assert_eq!(s.map(|s| s.interval), Some(ARCHIVE_INTERVAL));
+    }
+
+    #[test]
+    fn empty_expectations_turn_the_comparison_off() {
+        let c = load(
+            "[[archive_dir]]\nname = \"main\"\npath = \"/a\"\nexpected_owner = \"\"\nexpected_mode = \"\"\n",
+        )
+        .unwrap();
+        let a = archive(&c);
+        assert_eq!((a.expected_owner.as_deref(), a.expected_mode), (None, None));
+    }
+
+    #[test]
+    fn wal_link_must_name_a_wal_probe_of_the_file() {
+        let linked = load(
+            "[[wal]]\nname = \"main\"\ndsn = \"host=/tmp\"\n\
+             [[archive_dir]]\nname = \"main\"\npath = \"/a\"\nwal = \"main\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            archive(&linked).wal.as_ref().map(|w| w.name.as_str()),
+            Some("main")
+        );
+        let err = load(
+            "[[wal]]\nname = \"main\"\ndsn = \"host=/tmp\"\n\
+             [[archive_dir]]\nname = \"main\"\npath = \"/a\"\nwal = \"mian\"\nexpected_mode = \"rwx\"\n",
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("archive_dir[0].wal: no [[wal]] probe is named \"mian\" (known: main)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("archive_dir[0].expected_mode: \"rwx\" is not an octal"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0700"), Ok(0o700));
+        assert_eq!(parse_mode("750"), Ok(0o750));
+        assert_eq!(parse_mode("0o2770"), Ok(0o2770));
+        assert!(parse_mode("0800").is_err());
+        assert!(parse_mode("rwx").is_err());
+        assert!(parse_mode("0o").is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! WAL archive directory probe (`archive.<name>`): who may read the directory, what it holds,
+//! how far back it reaches, whether it is continuous from the newest base backup, and whether
+//! the segment PostgreSQL last reported as archived is really there.
+//!
+//! Invariants:
+//! - **PostgreSQL first, then the directory.** With a linked `[[wal]]` probe, the server's
+//!   `last_archived_wal` is read before the listing starts. A segment reported archived was
+//!   archived before the listing began, so its absence is a fact, never a race with the
+//!   archiver. (The alternative, cross-checking in the collector with the latest `wal.<name>`
+//!   result, would compare two measurements taken minutes apart on different schedules.)
+//! - **Bounded work**: one `readdir` pass with one `fstatat` per entry, no subdirectories, at
+//!   most `max_entries` entries (then `truncated`). The only files opened are the current
+//!   timeline's history file (a few lines) and, when compressed, the last archived file (a few
+//!   header bytes for its uncompressed size).
+//! - **Never fails on what it finds**: a missing directory is `exists = false`; one the agent
+//!   may not list is `read_error` saying what to grant (the agent runs unprivileged, and the
+//!   procedure wants the archive owned by `postgres` with mode 0700); an unreachable server is
+//!   `postgres.error`. Only a panicked scan becomes an `Err`.
+//! - **Ages on the agent's clock**, from the scan start; files dated after it are still being
+//!   written and are only counted (`newer_than_scan`, check-semantics A15).
+//! - Segment size: the server's, else the most common size of the uncompressed segments when
+//!   it is one `initdb` allows, else 16 MiB. Timeline: the server's, else the highest found.
+
+mod compressed;
+mod continuity;
+pub mod names;
+mod postgres;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use super::backup_dir::{age_secs, os_text, to_utc};
+use super::wal_archive::WalProbe;
+use super::{Outcome, Probe};
+use backwatch_proto::model::{
+    ArchiveDirObs, ArchivedFile, ArchiverView, DayVolume, DirAccess, Observation, ProbeKind,
+    SizeSource,
+};
+use continuity::TimelinePath;
+use names::{DEFAULT_SEGMENT_SIZE, history_name, valid_segment_size};
+use nix::unistd::{Gid, Group, Uid, User};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Enough for an archive of years of WAL at a segment every few minutes; about 20 MB of memory.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// A timeline history file has one short line per timeline; anything larger is not one.
+const MAX_HISTORY_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveDirProbe {
+    pub name: String,
+    pub path: PathBuf,
+    /// Owner and group as names or numeric ids; `None` = not checked.
+    pub expected_owner: Option<String>,
+    pub expected_group: Option<String>,
+    pub expected_mode: Option<u32>,
+    /// Reported as `expected_min_retention_secs`; the collector's thresholds decide.
+    pub min_retention: Option<Duration>,
+    pub max_entries: u64,
+    /// The `[[wal]]` probe whose server fills this archive, asked what it archived.
+    pub wal: Option<Box<WalProbe>>,
+}
+
+impl Probe for ArchiveDirProbe {
+    const KIND: ProbeKind = ProbeKind::ArchiveDir;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Outcome {
+        let answer = match &self.wal {
+            Some(w) => Some((w.name.clone(), postgres::ask(w).await)),
+            None => None,
+        };
+        let probe = self.clone();
+        // Listing blocks (an NFS archive can take seconds); `now` is read inside, after the
+        // server was asked.
+        match tokio::task::spawn_blocking(move || probe.scan(SystemTime::now(), answer)).await {
+            Ok(obs) => Ok(Observation::ArchiveDir(Box::new(obs))),
+            Err(e) if e.is_panic() => Err(format!("scanning {}: panicked", self.path.display())),
+            Err(_) => Err(format!("scanning {}: cancelled", self.path.display())),
+        }
+    }
+}
+
+impl ArchiveDirProbe {
+    /// Looks at the directory with `now` as the scan start; `pg` is the linked server's answer,
+    /// obtained before.
+    pub fn scan(&self, now: SystemTime, pg: Option<(String, postgres::Answer)>) -> ArchiveDirObs {
+        let mut obs = ArchiveDirObs {
+            path: self.path.display().to_string(),
+            expected_owner: self.expected_owner.clone(),
+            expected_group: self.expected_group.clone(),
+            expected_mode: self.expected_mode,
+            expected_min_retention_secs: self.min_retention.map(|d| d.as_secs()),
+            ..ArchiveDirObs::default()
+        };
+        let facts = pg.as_ref().and_then(|(_, a)| a.as_ref().ok());
+        match std::fs::metadata(&self.path) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => {
+                obs.exists = true;
+                obs.read_error = Some(self.unreadable(&e));
+            }
+            Ok(meta) => {
+                obs.exists = true;
+                obs.access = Some(access(&meta));
+                if !meta.is_dir() {
+                    obs.read_error = Some("not a directory".into());
+                } else {
+                    match scan::list(&self.path, now, self.max_entries) {
+                        Ok(listing) => self.describe(&mut obs, listing, facts, now),
+                        Err(e) => obs.read_error = Some(self.unreadable(&e)),
+                    }
+                }
+            }
+        }
+        obs.postgres = pg.map(|(wal_probe, answer)| match answer {
+            Ok(f) => self.view(wal_probe, f, &obs, now),
+            Err(error) => ArchiverView {
+                wal_probe,
+                error: Some(error),
+                ..ArchiverView::default()
+            },
+        });
+        obs
+    }
+
+    /// Permission problems say what to grant; anything else is the OS's text.
+    fn unreadable(&self, e: &io::Error) -> String {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return os_text(e);
+        }
+        let uid = Uid::effective();
+        let user = User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        format!(
+            "permission denied for the agent's user {user}: grant it read access to the \
+             directory, e.g. `setfacl -m u:{user}:rx {}` (its group bits then show the ACL \
+             mask: set expected_mode = \"0750\")",
+            self.path.display()
+        )
+    }
+
+    fn describe(
+        &self,
+        obs: &mut ArchiveDirObs,
+        l: scan::Listing,
+        facts: Option<&postgres::Facts>,
+        now: SystemTime,
+    ) {
+        obs.entries_scanned = l.entries_scanned;
+        obs.truncated = l.truncated;
+        obs.newer_than_scan = l.newer_than_scan;
+        obs.segments = l.segments.len() as u64;
+        obs.segment_bytes = l.segment_bytes;
+        obs.compressed_segments = l.compressed_segments;
+        obs.history_files = l.history_files;
+        obs.backup_files = l.backups.len() as u64;
+        obs.partial_files = l.partial_files;
+        obs.other_files = l.other_files;
+        obs.other_names = l.other_names.clone();
+        obs.files_open_to_others = l.files_open_to_others;
+        obs.first_open_to_others = l.first_open_to_others.clone();
+        obs.oldest_segment = l.oldest.as_ref().and_then(|(_, f)| archived(f, now));
+        obs.newest_segment = l.newest.as_ref().and_then(|(_, f)| archived(f, now));
+        obs.daily = l
+            .daily
+            .iter()
+            .filter_map(|(day, (bytes, segments))| {
+                let date = chrono::DateTime::from_timestamp(day.checked_mul(86_400)?, 0)?;
+                Some(DayVolume {
+                    day: date.format("%Y-%m-%d").to_string(),
+                    bytes: *bytes,
+                    segments: *segments,
+                })
+            })
+            .collect();
+
+        let (seg_size, source) = segment_size(facts, &l);
+        obs.wal_segment_size_bytes = seg_size;
+        obs.segment_size_source = source;
+        let archive_tli = l
+            .segments
+            .iter()
+            .map(|s| s.name.tli)
+            .chain(l.histories.keys().copied())
+            .max();
+        let (tli, tli_source) = match (facts.and_then(|f| f.timeline), archive_tli) {
+            (Some(t), _) => (t, "postgresql"),
+            (None, Some(t)) => (t, "archive"),
+            (None, None) => (0, ""),
+        };
+        obs.timeline = tli;
+        obs.timeline_source = (tli > 0).then(|| tli_source.to_string());
+        let path = self.timeline_path(obs, &l, tli, seg_size);
+
+        obs.continuity_note = if l.truncated {
+            Some(format!(
+                "not checked: the scan stopped after {} entries",
+                l.entries_scanned
+            ))
+        } else if l.segments.is_empty() {
+            Some("not checked: no segment in the archive".into())
+        } else {
+            match continuity::check(&l.segments, &l.backups, &path, seg_size) {
+                Ok(c) => {
+                    obs.continuity = Some(c);
+                    None
+                }
+                Err(why) => Some(format!("not checked: {why}")),
+            }
+        };
+    }
+
+    /// The current timeline's ancestry from its history file in the archive; any timeline up
+    /// to the current one when the file is missing, compressed or unreadable (said in a note).
+    fn timeline_path(
+        &self,
+        obs: &mut ArchiveDirObs,
+        l: &scan::Listing,
+        tli: u32,
+        seg_size: u64,
+    ) -> TimelinePath {
+        if tli <= 1 {
+            return TimelinePath::Exact(vec![(1, 0)]);
+        }
+        let fallback = format!("any timeline up to {tli} accepted at each position");
+        let why = match l.histories.get(&tli) {
+            None => {
+                obs.missing_history = Some(history_name(tli));
+                format!("{} is not in the archive", history_name(tli))
+            }
+            Some((name, Some(_))) => format!("{name} is compressed"),
+            Some((name, None)) => match read_history(&self.path.join(name)) {
+                Ok(entries) => return TimelinePath::from_history(tli, &entries, seg_size),
+                Err(e) => format!("reading {name}: {e}"),
+            },
+        };
+        obs.timeline_note = Some(format!("{why}: {fallback}"));
+        TimelinePath::UpTo(tli)
+    }
+
+    fn view(
+        &self,
+        wal_probe: String,
+        f: postgres::Facts,
+        obs: &ArchiveDirObs,
+        now: SystemTime,
+    ) -> ArchiverView {
+        let found = f
+            .last_archived_wal
+            .as_deref()
+            .filter(|_| obs.read_error.is_none() && obs.exists)
+            .and_then(|t| self.find(t, now));
+        let (last_archived_file, last_archived_uncompressed_bytes) = match found {
+            Some((file, size)) => (Some(file), size),
+            None => (None, None),
+        };
+        let now_utc = to_utc(now);
+        ArchiverView {
+            wal_probe,
+            error: None,
+            in_recovery: f.in_recovery,
+            archive_mode: f.archive_mode,
+            archive_command: f.archive_command,
+            archive_library: f.archive_library,
+            archived_count: f.archived_count,
+            last_archived_wal: f.last_archived_wal,
+            last_archived_time: f.last_archived_time,
+            last_archived_file,
+            last_archived_uncompressed_bytes,
+            cluster_age_secs: f
+                .cluster_created_at
+                .zip(now_utc)
+                .map(|(created, now)| (now - created).num_seconds()),
+            cluster_created_at: f.cluster_created_at,
+        }
+    }
+
+    /// The archive's file for `target` (plain first, then compressed) and its uncompressed
+    /// size when known: at most seven `stat`s by exact name, so the answer does not depend on
+    /// where a truncated listing stopped.
+    fn find(&self, target: &str, now: SystemTime) -> Option<(ArchivedFile, Option<u64>)> {
+        let plain = std::iter::once((target.to_string(), None));
+        let compressed = names::COMPRESSION_SUFFIXES
+            .iter()
+            .map(|(suffix, c)| (format!("{target}{suffix}"), Some(*c)));
+        plain.chain(compressed).find_map(|(name, compression)| {
+            let path = self.path.join(&name);
+            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+            let facts = scan::FileFacts {
+                name,
+                mtime: meta.modified().ok()?,
+                size: meta.len(),
+            };
+            let size = match compression {
+                None => Some(meta.len()),
+                Some(c) => compressed::uncompressed_size(&path, c),
+            };
+            Some((archived(&facts, now)?, size))
+        })
+    }
+}
+
+fn access(meta: &std::fs::Metadata) -> DirAccess {
+    DirAccess {
+        uid: meta.uid(),
+        owner: User::from_uid(Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        gid: meta.gid(),
+        group: Group::from_gid(Gid::from_raw(meta.gid()))
+            .ok()
+            .flatten()
+            .map(|g| g.name),
+        mode: meta.mode() & 0o7777,
+    }
+}
+
+fn archived(f: &scan::FileFacts, now: SystemTime) -> Option<ArchivedFile> {
+    Some(ArchivedFile {
+        name: f.name.clone(),
+        mtime: to_utc(f.mtime)?,
+        size_bytes: f.size,
+        age_secs: age_secs(now, f.mtime),
+    })
+}
+
+/// The server's segment size, else the most common size of plain segments when `initdb` could
+/// have made it, else PostgreSQL's default.
+fn segment_size(facts: Option<&postgres::Facts>, l: &scan::Listing) -> (u64, SizeSource) {
+    if let Some(size) = facts
+        .map(|f| f.wal_segment_size)
+        .filter(|s| valid_segment_size(*s))
+    {
+        return (size, SizeSource::Postgresql);
+    }
+    let common = l
+        .plain_sizes
+        .iter()
+        .max_by_key(|(size, count)| (**count, **size))
+        .map(|(size, _)| *size)
+        .filter(|s| valid_segment_size(*s));
+    match common {
+        Some(size) => (size, SizeSource::Archive),
+        None => (DEFAULT_SEGMENT_SIZE, SizeSource::Default),
+    }
+}
+
+fn read_history(path: &Path) -> Result<Vec<(u32, u64)>, String> {
+    let file = std::fs::File::open(path).map_err(|e| os_text(&e))?;
+    let mut text = String::new();
+    file.take(MAX_HISTORY_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| os_text(&e))?;
+    names::parse_history(&text)
+}

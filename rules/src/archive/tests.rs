@@ -1,0 +1,506 @@
+//! The archive directory rule as a table of scenarios, one assertion each.
+
+use super::*;
+use backwatch_proto::model::{
+    ArchiveGap, ArchivedFile, Continuity, DirAccess, ShortSegment, SizeSource,
+};
+use chrono::{DateTime, Utc};
+
+const DAY: i64 = 86_400;
+const SEG: u64 = 16 << 20;
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid time")
+}
+
+fn file(name: &str, age_secs: i64) -> ArchivedFile {
+    ArchivedFile {
+        name: name.into(),
+        mtime: at(-age_secs),
+        size_bytes: SEG,
+        age_secs,
+    }
+}
+
+/// A healthy archive of a month-old cluster: 8 days kept, continuous, last archived present.
+fn healthy() -> ArchiveDirObs {
+    ArchiveDirObs {
+        path: "/archive_path".into(),
+        exists: true,
+        access: Some(DirAccess {
+            uid: 117,
+            owner: Some("postgres".into()),
+            gid: 123,
+            group: Some("postgres".into()),
+            mode: 0o700,
+        }),
+        expected_owner: Some("postgres".into()),
+        expected_group: Some("postgres".into()),
+        expected_mode: Some(0o700),
+        segments: 700,
+        segment_bytes: 700 * SEG,
+        oldest_segment: Some(file("000000010000000000000010", 8 * DAY)),
+        newest_segment: Some(file("0000000100000002000000CB", 60)),
+        wal_segment_size_bytes: SEG,
+        segment_size_source: SizeSource::Postgresql,
+        timeline: 1,
+        continuity: Some(Continuity {
+            newest_backup: Some("000000010000000200000010.00000028.backup".into()),
+            range_start: "000000010000000200000010".into(),
+            range_end: "0000000100000002000000CB".into(),
+            range_segments: 188,
+            ..Continuity::default()
+        }),
+        postgres: Some(ArchiverView {
+            wal_probe: "main".into(),
+            archive_mode: "on".into(),
+            archive_command: "test ! -f /archive_path/%f && cp %p /archive_path/%f".into(),
+            archived_count: 700,
+            last_archived_wal: Some("0000000100000002000000CB".into()),
+            last_archived_time: Some(at(-60)),
+            last_archived_file: Some(file("0000000100000002000000CB", 60)),
+            last_archived_uncompressed_bytes: Some(SEG),
+            cluster_created_at: Some(at(-30 * DAY)),
+            cluster_age_secs: Some(30 * DAY),
+            ..ArchiverView::default()
+        }),
+        ..ArchiveDirObs::default()
+    }
+}
+
+fn judged(obs: &ArchiveDirObs) -> Verdict {
+    judge(obs, &ArchiveDirLimits::default())
+}
+
+fn gap(first: &str, missing: u64, after: u64) -> ArchiveGap {
+    ArchiveGap {
+        first_missing: first.into(),
+        missing,
+        segments_after: after,
+    }
+}
+
+fn with_gaps(obs: &mut ArchiveDirObs, gaps: Vec<ArchiveGap>) {
+    let c = obs.continuity.as_mut().expect("continuity");
+    c.gap_count = gaps.len() as u64;
+    c.missing_segments = gaps.iter().map(|g| g.missing).sum();
+    c.gaps = gaps;
+}
+
+#[test]
+fn healthy_archive_is_ok_and_says_what_it_holds() {
+    let v = judged(&healthy());
+    assert_eq!(v.status, Status::Ok, "{}", v.summary);
+    assert_eq!(
+        v.summary,
+        "archive ok: 700 segments (10.9 GiB), 8.0 d of WAL since 000000010000000000000010; \
+         continuous from the newest base backup 000000010000000200000010 to \
+         0000000100000002000000CB; last archived 0000000100000002000000CB is present"
+    );
+    assert_eq!(v.procedure, None);
+}
+
+#[test]
+fn missing_directory_is_critical() {
+    let obs = ArchiveDirObs {
+        path: "/archive_path".into(),
+        ..ArchiveDirObs::default()
+    };
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(v.summary, "archive directory /archive_path does not exist");
+    assert_eq!(v.procedure, Some(procedure::ARCHIVE));
+}
+
+#[test]
+fn unlistable_directory_is_unknown_with_what_to_grant() {
+    let mut obs = healthy();
+    obs.read_error = Some("permission denied: grant …".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Unknown);
+    assert_eq!(
+        v.summary,
+        "cannot list archive directory /archive_path: permission denied: grant …"
+    );
+}
+
+#[test]
+fn mode_0755_is_reported() {
+    let mut obs = healthy();
+    obs.access.as_mut().expect("access").mode = 0o755;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "archive directory mode 0755, expected 0700: others can list it"
+    );
+}
+
+#[test]
+fn files_readable_by_others_behind_an_open_directory_are_critical() {
+    let mut obs = healthy();
+    obs.access.as_mut().expect("access").mode = 0o755;
+    obs.files_open_to_others = 3;
+    obs.first_open_to_others = Some("000000010000000000000010".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert!(
+        v.summary.starts_with(
+            "3 archived files are readable by others (first 000000010000000000000010)"
+        ),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn directory_writable_by_others_is_critical() {
+    let mut obs = healthy();
+    obs.access.as_mut().expect("access").mode = 0o703;
+    assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn wrong_owner_is_a_warning_and_numeric_ids_compare_as_ids() {
+    let mut obs = healthy();
+    obs.access.as_mut().expect("access").owner = Some("root".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "archive directory owned by root, expected postgres"
+    );
+    let mut obs = healthy();
+    obs.expected_owner = Some("117".into());
+    obs.expected_group = Some("123".into());
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn unchecked_expectations_are_not_reported() {
+    let mut obs = healthy();
+    obs.access = Some(DirAccess {
+        mode: 0o750,
+        ..DirAccess::default()
+    });
+    obs.expected_owner = None;
+    obs.expected_group = None;
+    obs.expected_mode = None;
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn archive_command_that_copies_nothing_is_critical_while_the_archiver_looks_healthy() {
+    let mut obs = healthy();
+    let pg = obs.postgres.as_mut().expect("postgres");
+    pg.archive_command = "/bin/true".into();
+    pg.last_archived_file = None;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(
+        v.summary,
+        "0000000100000002000000CB is not in the archive although PostgreSQL reports it \
+         archived at 2023-11-14 22:12:20 UTC (700 segments archived): archive_command \
+         '/bin/true' reports success without copying here"
+    );
+}
+
+#[test]
+fn truncated_last_archived_segment_is_critical() {
+    let mut obs = healthy();
+    obs.postgres
+        .as_mut()
+        .expect("postgres")
+        .last_archived_uncompressed_bytes = Some(8192);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(
+        v.summary,
+        "0000000100000002000000CB is truncated in the archive: 8192 of 16777216 bytes"
+    );
+}
+
+#[test]
+fn compressed_last_archived_of_unknown_size_is_fine() {
+    let mut obs = healthy();
+    obs.postgres
+        .as_mut()
+        .expect("postgres")
+        .last_archived_uncompressed_bytes = None;
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn last_archived_history_file_is_not_size_checked() {
+    let mut obs = healthy();
+    let pg = obs.postgres.as_mut().expect("postgres");
+    pg.last_archived_wal = Some("00000002.history".into());
+    pg.last_archived_uncompressed_bytes = Some(42);
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn unreachable_postgres_is_unknown_but_the_directory_is_still_judged() {
+    let mut obs = healthy();
+    obs.postgres = Some(ArchiverView {
+        wal_probe: "main".into(),
+        error: Some("cannot connect: connection refused".into()),
+        ..ArchiverView::default()
+    });
+    obs.access.as_mut().expect("access").mode = 0o750;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Unknown);
+    assert_eq!(
+        v.summary,
+        "cannot ask PostgreSQL (wal.main) what it archived: cannot connect: connection refused; \
+         archive directory mode 0750, expected 0700: group access differs"
+    );
+}
+
+#[test]
+fn standby_archiver_statistics_are_not_cross_checked() {
+    let mut obs = healthy();
+    let pg = obs.postgres.as_mut().expect("postgres");
+    pg.in_recovery = true;
+    pg.last_archived_file = None;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Ok);
+    assert!(
+        v.summary
+            .ends_with("standby: archiving is checked on the primary")
+    );
+}
+
+#[test]
+fn gap_in_the_middle_names_the_first_missing_segment() {
+    let mut obs = healthy();
+    with_gaps(&mut obs, vec![gap("000000010000000200000042", 1, 137)]);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(
+        v.summary,
+        "gap in the archive: 000000010000000200000042 is missing, 137 segments before the \
+         newest; recovery from the newest base backup \
+         (000000010000000200000010.00000028.backup) stops there"
+    );
+}
+
+#[test]
+fn several_gaps_are_counted_and_the_oldest_is_named() {
+    let mut obs = healthy();
+    with_gaps(
+        &mut obs,
+        vec![
+            gap("000000010000000200000042", 3, 130),
+            gap("0000000100000002000000A0", 2, 40),
+        ],
+    );
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert!(
+        v.summary.starts_with(
+            "gap in the archive: 000000010000000200000042 and the 2 segments after it are missing"
+        ),
+        "{}",
+        v.summary
+    );
+    assert!(
+        v.summary.contains("2 gaps, 5 segments missing in all"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn gap_next_to_the_newest_segment_is_probably_in_flight() {
+    let mut obs = healthy();
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "0000000100000002000000CA is not in the archive yet, 1 segments before the newest: \
+         probably in flight"
+    );
+}
+
+#[test]
+fn in_flight_tolerance_is_a_threshold() {
+    let mut obs = healthy();
+    with_gaps(&mut obs, vec![gap("0000000100000002000000C0", 1, 10)]);
+    let strict = ArchiveDirLimits {
+        in_flight_segments: 16,
+        ..ArchiveDirLimits::default()
+    };
+    assert_eq!(judge(&obs, &strict).status, Status::Warning);
+    assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn truncated_segment_inside_the_range_is_critical() {
+    let mut obs = healthy();
+    let c = obs.continuity.as_mut().expect("continuity");
+    c.short_segments = 1;
+    c.short = vec![ShortSegment {
+        name: "000000010000000200000050".into(),
+        size_bytes: 4096,
+        segments_after: 123,
+    }];
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(
+        v.summary,
+        "segment 000000010000000200000050 is 4096 bytes, not 16777216: a truncated copy"
+    );
+}
+
+#[test]
+fn hole_before_the_newest_backup_is_a_warning() {
+    let mut obs = healthy();
+    let c = obs.continuity.as_mut().expect("continuity");
+    c.missing_before_range = 2;
+    c.first_missing_before_range = Some("000000010000000100000003".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert!(
+        v.summary
+            .starts_with("2 segments missing before the newest base backup"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn retention_below_the_minimum_is_a_warning() {
+    let mut obs = healthy();
+    obs.oldest_segment = Some(file("000000010000000100000080", 2 * DAY));
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "WAL retention 48 h is below the minimum 7.0 d: the oldest segment kept is \
+         000000010000000100000080 from 2023-11-12 22:13:20 UTC"
+    );
+}
+
+#[test]
+fn retention_at_the_minimum_is_ok() {
+    let mut obs = healthy();
+    obs.oldest_segment = Some(file("000000010000000100000080", 7 * DAY));
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn young_cluster_is_not_short_of_retention() {
+    let mut obs = healthy();
+    obs.oldest_segment = Some(file("000000010000000000000004", 2 * DAY));
+    let pg = obs.postgres.as_mut().expect("postgres");
+    pg.cluster_age_secs = Some(3 * DAY);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Ok, "{}", v.summary);
+    assert!(
+        v.summary
+            .contains("(the cluster was created 3.0 d ago, less than the 7.0 d minimum)"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn archive_holding_the_first_segment_is_not_short_of_retention() {
+    let mut obs = healthy();
+    obs.postgres = None;
+    obs.oldest_segment = Some(file(FIRST_SEGMENT, 3600));
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Ok, "{}", v.summary);
+    assert!(
+        v.summary
+            .contains("(keeps every segment since the cluster's first)"),
+        "{}",
+        v.summary
+    );
+}
+
+#[test]
+fn old_cluster_with_unknown_age_and_short_archive_is_reported() {
+    let mut obs = healthy();
+    obs.postgres = None;
+    obs.oldest_segment = Some(file("000000010000000000000004", 3600));
+    assert_eq!(judged(&obs).status, Status::Warning);
+}
+
+#[test]
+fn collector_minimum_beats_the_agents() {
+    let mut obs = healthy();
+    obs.expected_min_retention_secs = Some(14 * DAY as u64);
+    assert_eq!(judged(&obs).status, Status::Warning);
+    let l = ArchiveDirLimits {
+        min_retention: Some(Duration::from_secs(3 * DAY as u64)),
+        ..ArchiveDirLimits::default()
+    };
+    assert_eq!(judge(&obs, &l).status, Status::Ok);
+}
+
+#[test]
+fn truncated_scan_judges_neither_continuity_nor_retention() {
+    let mut obs = healthy();
+    obs.truncated = true;
+    obs.entries_scanned = 1_000_000;
+    obs.oldest_segment = Some(file("000000010000000100000080", 3600));
+    with_gaps(&mut obs, vec![gap("000000010000000200000042", 1, 137)]);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "scan stopped after 1000000 entries: continuity and retention not judged (raise max_entries)"
+    );
+}
+
+#[test]
+fn continuity_that_could_not_be_checked_is_a_warning() {
+    let mut obs = healthy();
+    obs.continuity = None;
+    obs.continuity_note = Some("not checked: segment 000000010000000000000100 does not fit".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert_eq!(
+        v.summary,
+        "continuity not checked: segment 000000010000000000000100 does not fit"
+    );
+}
+
+#[test]
+fn missing_timeline_history_is_a_warning() {
+    let mut obs = healthy();
+    obs.timeline = 2;
+    obs.missing_history = Some("00000002.history".into());
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert!(
+        v.summary
+            .starts_with("timeline history file 00000002.history is missing")
+    );
+}
+
+#[test]
+fn empty_archive_without_postgres_is_ok_and_says_so() {
+    let obs = ArchiveDirObs {
+        path: "/archive_path".into(),
+        exists: true,
+        ..ArchiveDirObs::default()
+    };
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Ok);
+    assert_eq!(v.summary, "archive ok: no WAL segment in /archive_path yet");
+}
+
+#[test]
+fn findings_are_listed_worst_first() {
+    let mut obs = healthy();
+    obs.access.as_mut().expect("access").mode = 0o750;
+    obs.postgres.as_mut().expect("postgres").last_archived_file = None;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert!(v.summary.starts_with("0000000100000002000000CB is not in"));
+    assert!(v.summary.ends_with("expected 0700: group access differs"));
+}

@@ -1,0 +1,258 @@
+//! The WAL archive directory check end to end: private PostgreSQL clusters archiving into real
+//! directories, the real agent listing them and asking the server what it archived, the
+//! collector judging, the API showing it.
+
+use anyhow::{Context, Result, ensure};
+use backwatch_tests::harness::{AgentBuilder, PgCluster, eventually, scene};
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A cluster with 1 MiB segments (an archive of many segments stays small) whose archive
+/// directory is set up as the procedure wants: mode 0700 (the harness makes it with the
+/// process umask).
+fn cluster(archive_command: Option<&str>) -> Result<PgCluster> {
+    let mut b = PgCluster::init().wal_segment_size_mb(1);
+    if let Some(c) = archive_command {
+        b = b.archive_command(c);
+    }
+    let pg = b.start()?;
+    chmod(pg.archive_dir(), 0o700)?;
+    Ok(pg)
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// The owner and group the directory has: `postgres` when the tests run as root (the harness
+/// hands the cluster to that user), the test user otherwise.
+fn owner_keys(path: &Path) -> Result<[(&'static str, String); 2]> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let meta = fs::metadata(path)?;
+    let user = User::from_uid(Uid::from_raw(meta.uid()))?.context("owner has no name")?;
+    let group = Group::from_gid(Gid::from_raw(meta.gid()))?.context("group has no name")?;
+    Ok([
+        ("expected_owner", user.name),
+        ("expected_group", group.name),
+    ])
+}
+
+/// `[[archive_dir]] main` on the cluster's archive, every second, with the expected owner.
+fn archive_probe(a: AgentBuilder, pg: &PgCluster, extra: &[(&str, &str)]) -> AgentBuilder {
+    let owners = owner_keys(pg.archive_dir()).expect("archive owner");
+    let mut keys: Vec<(&str, &str)> = vec![("interval", "1s")];
+    keys.extend(owners.iter().map(|(k, v)| (*k, v.as_str())));
+    keys.extend_from_slice(extra);
+    a.archive_dir("main", pg.archive_dir(), &keys)
+}
+
+/// Completes `n` segments and waits until the archiver reports the last one archived.
+async fn switch_segments(pg: &PgCluster, n: usize) -> Result<Vec<String>> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        names.push(pg.switch_wal()?);
+    }
+    let last = names.last().cloned().unwrap_or_default();
+    eventually(WAIT, "the last segment to be archived", async || {
+        let s = pg.archiver_stats_async().await?;
+        ensure!(
+            s.last_archived_wal.as_deref() == Some(last.as_str()),
+            "archiver at {:?}",
+            s.last_archived_wal
+        );
+        Ok(())
+    })
+    .await;
+    Ok(names)
+}
+
+fn summary(c: &Value) -> &str {
+    c["summary"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn archive_command_that_copies_nothing_is_critical_while_the_archiver_looks_healthy()
+-> Result<()> {
+    let pg = cluster(Some("/bin/true"))?;
+    let scene = scene("db1", |a| {
+        archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")])
+    })
+    .await?;
+    let collector = &scene.collector;
+    // Nothing archived yet: nothing can be missing.
+    collector
+        .wait_status("db1", "archive.main", "ok", WAIT)
+        .await;
+
+    let segment = pg.switch_wal()?;
+    let c = collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "critical",
+            &format!("{segment} is not in the archive although PostgreSQL reports it archived"),
+            WAIT,
+        )
+        .await;
+    assert!(summary(&c).contains("archive_command '/bin/true'"), "{c}");
+    assert_eq!(c["details"]["last_archived_present"], false, "{c}");
+    assert!(c["details"]["archived_count"].as_i64() >= Some(1), "{c}");
+    // What pg_stat_archiver shows is healthy, and so is the check built on it alone.
+    let stats = pg.archiver_stats()?;
+    assert!(
+        stats.archived_count >= 1 && stats.failed_count == 0,
+        "{stats:?}"
+    );
+    let wal = collector.wait_status("db1", "wal.main", "ok", WAIT).await;
+    assert!(summary(&wal).starts_with("archiving ok"), "{wal}");
+
+    // A real copy clears it once the next segment reaches the archive.
+    pg.set_archive_command(&pg.copy_archive_command())?;
+    let next = switch_segments(&pg, 1).await?;
+    let c = collector
+        .wait_summary("db1", "archive.main", "ok", "archive ok", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains(&format!("last archived {} is present", next[0])),
+        "{c}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Result<()> {
+    let pg = cluster(None)?;
+    // A base backup: its backup history file in the archive is where continuity starts.
+    pg.psql("SELECT pg_backup_start('backwatch', true); SELECT pg_backup_stop();")?;
+    let segments = switch_segments(&pg, 10).await?;
+    let scene = scene("db1", |a| {
+        archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")])
+    })
+    .await?;
+    let collector = &scene.collector;
+    let c = collector
+        .wait_summary("db1", "archive.main", "ok", "archive ok", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains("continuous from the newest base backup"),
+        "{c}"
+    );
+    assert_eq!(c["details"]["wal_segment_size_bytes"], 1 << 20, "{c}");
+
+    // The third segment after the backup disappears: seven newer ones are there.
+    let lost = &segments[2];
+    fs::remove_file(pg.archive_dir().join(lost))?;
+    let c = collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "critical",
+            &format!("gap in the archive: {lost} is missing, 7 segments before the newest"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        c["details"]["continuity"]["gaps"][0]["first_missing"],
+        lost.as_str()
+    );
+    let backup = c["details"]["continuity"]["newest_backup"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(backup.ends_with(".backup"), "{c}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn mode_0755_on_the_archive_directory_is_reported() -> Result<()> {
+    let pg = cluster(None)?;
+    switch_segments(&pg, 1).await?;
+    chmod(pg.archive_dir(), 0o755)?;
+    // Linked to the server, which dates the cluster: a new one is not short of retention.
+    let scene = scene("db1", |a| {
+        archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")])
+    })
+    .await?;
+    let collector = &scene.collector;
+    let c = collector
+        .wait_status("db1", "archive.main", "warning", WAIT)
+        .await;
+    assert_eq!(
+        summary(&c),
+        "archive directory mode 0755, expected 0700: others can list it",
+        "{c}"
+    );
+    assert_eq!(c["details"]["mode"], "0755", "{c}");
+
+    chmod(pg.archive_dir(), 0o700)?;
+    collector
+        .wait_status("db1", "archive.main", "ok", WAIT)
+        .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_below_the_minimum_alerts() -> Result<()> {
+    let pg = cluster(None)?;
+    let segments = switch_segments(&pg, 4).await?;
+    // Cleanup removed the first segments, and what is left is two days old.
+    for old in &segments[..2] {
+        fs::remove_file(pg.archive_dir().join(old))?;
+    }
+    for entry in fs::read_dir(pg.archive_dir())? {
+        let touched = Command::new("touch")
+            .args(["-d", "2 days ago"])
+            .arg(entry?.path())
+            .status()?;
+        ensure!(touched.success(), "touch failed");
+    }
+    // No [[wal]] link: the cluster's age is unknown, and the archive does not hold the
+    // cluster's first segment, so nothing says the cluster is young.
+    let scene = scene("db1", |a| archive_probe(a, &pg, &[])).await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "warning",
+            &format!(
+                "WAL retention 48 h is below the minimum 7.0 d: the oldest segment kept is {}",
+                segments[2]
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["min_retention_secs"], 7 * 86_400, "{c}");
+    let kept = c["details"]["retention_secs"].as_i64().unwrap_or_default();
+    assert!((2 * 86_400..2 * 86_400 + 600).contains(&kept), "{c}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_cluster_is_not_short_of_retention() -> Result<()> {
+    let pg = cluster(None)?;
+    let segments = switch_segments(&pg, 3).await?;
+    // Without its first segment the archive looks cleaned up; the server's system identifier
+    // still dates the cluster.
+    fs::remove_file(pg.archive_dir().join(&segments[0]))?;
+    let scene = scene("db1", |a| {
+        archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")])
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "archive.main", "ok", "archive ok", WAIT)
+        .await;
+    assert!(summary(&c).contains("less than the 7.0 d minimum"), "{c}");
+    let age = c["details"]["cluster_age_secs"]
+        .as_i64()
+        .unwrap_or(i64::MAX);
+    assert!((0..3600).contains(&age), "{c}");
+    Ok(())
+}
