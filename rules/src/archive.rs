@@ -434,6 +434,9 @@ fn ok_summary(obs: &ArchiveDirObs, min_secs: i64) -> String {
             c.range_start, c.range_end
         ));
     }
+    if let Some(d) = obs.newest_backup.as_ref().and_then(|b| b.duration_secs) {
+        s.push_str(&format!("; newest base backup took {}", human::duration(d)));
+    }
     if let Some(pg) = &obs.postgres
         && pg.error.is_none()
         && let Some(wal) = &pg.last_archived_wal
@@ -474,6 +477,7 @@ fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_js
         "wal_segment_size_bytes": obs.wal_segment_size_bytes,
         "timeline": obs.timeline,
         "continuity": obs.continuity,
+        "newest_backup": obs.newest_backup,
         "continuity_note": obs.continuity_note,
         "timeline_note": obs.timeline_note,
         "in_flight_segments": l.in_flight_segments,

@@ -145,6 +145,11 @@ async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Re
         "{c}"
     );
     assert_eq!(c["details"]["wal_segment_size_bytes"], 1 << 20, "{c}");
+    // The backup history file was read: its label, times and duration.
+    let backup = &c["details"]["newest_backup"];
+    assert_eq!(backup["label"], "backwatch", "{c}");
+    assert!(backup["duration_secs"].as_i64().is_some(), "{c}");
+    assert!(summary(&c).contains("newest base backup took"), "{c}");
 
     // The third segment after the backup disappears: seven newer ones are there.
     let lost = &segments[2];

@@ -10,8 +10,8 @@
 //!   result, would compare two measurements taken minutes apart on different schedules.)
 //! - **Bounded work**: one `readdir` pass with one `fstatat` per entry, no subdirectories, at
 //!   most `max_entries` entries (then `truncated`). The only files opened are the current
-//!   timeline's history file (a few lines) and, when compressed, the last archived file (a few
-//!   header bytes for its uncompressed size).
+//!   timeline's history file and the newest backup history file (a few lines each) and, when
+//!   compressed, the last archived file (a few header bytes for its uncompressed size).
 //! - **Never fails on what it finds**: a missing directory is `exists = false`; one the agent
 //!   may not list is `read_error` saying what to grant (the agent runs unprivileged, and the
 //!   procedure wants the archive owned by `postgres` with mode 0700); an unreachable server is
@@ -21,6 +21,7 @@
 //! - Segment size: the server's, else the most common size of the uncompressed segments when
 //!   it is one `initdb` allows, else 16 MiB. Timeline: the server's, else the highest found.
 
+mod backup_history;
 mod compressed;
 mod continuity;
 pub mod names;
@@ -205,6 +206,16 @@ impl ArchiveDirProbe {
         obs.timeline_source = (tli > 0).then(|| tli_source.to_string());
         let path = self.timeline_path(obs, &l, tli, seg_size);
 
+        let newest_backup = continuity::newest_backup(&l.backups, &path, seg_size);
+        obs.newest_backup = newest_backup.map(|b| backup_history::read(&self.path, &b.name));
+        let stop = obs
+            .newest_backup
+            .as_ref()
+            .and_then(|h| h.stop_segment.as_deref())
+            .and_then(|s| match names::parse(s) {
+                (names::WalFile::Segment(seg), None) => Some(seg),
+                _ => None,
+            });
         obs.continuity_note = if l.truncated {
             Some(format!(
                 "not checked: the scan stopped after {} entries",
@@ -213,7 +224,8 @@ impl ArchiveDirProbe {
         } else if l.segments.is_empty() {
             Some("not checked: no segment in the archive".into())
         } else {
-            match continuity::check(&l.segments, &l.backups, &path, seg_size) {
+            let backup = newest_backup.map(|b| (b, stop));
+            match continuity::check(&l.segments, backup, &path, seg_size) {
                 Ok(c) => {
                     obs.continuity = Some(c);
                     None

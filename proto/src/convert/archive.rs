@@ -72,6 +72,15 @@ impl From<&ArchiveDirObs> for pb::ArchiveDirObservation {
             continuity: a.continuity.as_ref().map(continuity_to_wire),
             continuity_note: a.continuity_note.as_deref().map(clip).unwrap_or_default(),
             postgres: a.postgres.as_ref().map(view_to_wire),
+            newest_backup: a.newest_backup.as_ref().map(|b| pb::BackupHistory {
+                name: clip(&b.name),
+                error: b.error.as_deref().map(clip).unwrap_or_default(),
+                label: b.label.as_deref().map(clip).unwrap_or_default(),
+                start_time: b.start_time.as_deref().map(clip).unwrap_or_default(),
+                stop_time: b.stop_time.as_deref().map(clip).unwrap_or_default(),
+                duration_secs: b.duration_secs,
+                stop_segment: b.stop_segment.clone().unwrap_or_default(),
+            }),
         }
     }
 }
@@ -274,6 +283,18 @@ pub(super) fn from_wire(a: pb::ArchiveDirObservation) -> Result<ArchiveDirObs, C
         continuity,
         continuity_note: opt_text("continuity_note", a.continuity_note)?,
         postgres,
+        newest_backup: match a.newest_backup {
+            None => None,
+            Some(b) => Some(BackupHistory {
+                name: text("newest_backup.name", b.name)?,
+                error: opt_text("newest_backup.error", b.error)?,
+                label: opt_text("newest_backup.label", b.label)?,
+                start_time: opt_text("newest_backup.start_time", b.start_time)?,
+                stop_time: opt_text("newest_backup.stop_time", b.stop_time)?,
+                duration_secs: b.duration_secs,
+                stop_segment: opt_text("newest_backup.stop_segment", b.stop_segment)?,
+            }),
+        },
     })
 }
 
@@ -338,6 +359,15 @@ mod tests {
                 cluster_created_at: Some(at(1_699_000_000)),
                 cluster_age_secs: Some(1_003_600),
                 ..ArchiverView::default()
+            }),
+            newest_backup: Some(BackupHistory {
+                name: "000000010000000000000002.00000028.backup".into(),
+                label: Some("nightly".into()),
+                start_time: Some("2023-11-14 21:00:00 UTC".into()),
+                stop_time: Some("2023-11-14 21:12:00 UTC".into()),
+                duration_secs: Some(720),
+                stop_segment: Some("000000010000000000000002".into()),
+                ..BackupHistory::default()
             }),
             ..ArchiveDirObs::default()
         }

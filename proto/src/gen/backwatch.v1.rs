@@ -442,6 +442,36 @@ pub struct ArchiveDirObservation {
     /// What PostgreSQL reports, read before the directory (absent when no [wal](wal) probe is linked).
     #[prost(message, optional, tag = "33")]
     pub postgres: ::core::option::Option<ArchiverView>,
+    /// The newest base backup's history file, read (absent when the archive has none).
+    #[prost(message, optional, tag = "34")]
+    pub newest_backup: ::core::option::Option<BackupHistory>,
+}
+/// A backup history file (<start segment>.<offset>.backup), which the server writes when a base
+/// backup ends: when it ran and which WAL it needs.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BackupHistory {
+    /// File name in the archive directory.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Non-empty when the file could not be read or parsed (compressed, permission denied); the
+    /// fields below are then empty.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
+    /// LABEL line.
+    #[prost(string, tag = "3")]
+    pub label: ::prost::alloc::string::String,
+    /// START TIME and STOP TIME as written, in the server's log_timezone ("2024-06-01 10:00:00 UTC").
+    #[prost(string, tag = "4")]
+    pub start_time: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub stop_time: ::prost::alloc::string::String,
+    /// STOP TIME - START TIME (seconds); absent when a time does not parse or the two zone
+    /// abbreviations differ (a daylight-saving change during the backup).
+    #[prost(int64, optional, tag = "6")]
+    pub duration_secs: ::core::option::Option<i64>,
+    /// Segment holding the STOP WAL LOCATION: the backup is consistent only once replayed to it.
+    #[prost(string, tag = "7")]
+    pub stop_segment: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DirAccess {

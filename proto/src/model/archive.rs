@@ -82,6 +82,21 @@ pub struct ArchiveDirObs {
     pub continuity: Option<Continuity>,
     pub continuity_note: Option<String>,
     pub postgres: Option<ArchiverView>,
+    pub newest_backup: Option<BackupHistory>,
+}
+
+/// The newest base backup's history file, as read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupHistory {
+    pub name: String,
+    /// Not readable or not parsable; the other fields are then empty.
+    pub error: Option<String>,
+    pub label: Option<String>,
+    /// As written, in the server's log_timezone.
+    pub start_time: Option<String>,
+    pub stop_time: Option<String>,
+    pub duration_secs: Option<i64>,
+    pub stop_segment: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use super::*;
 use backwatch_proto::model::{
-    ArchiveGap, ArchivedFile, Continuity, DirAccess, ShortSegment, SizeSource,
+    ArchiveGap, ArchivedFile, BackupHistory, Continuity, DirAccess, ShortSegment, SizeSource,
 };
 use chrono::{DateTime, Utc};
 
@@ -98,6 +98,23 @@ fn healthy_archive_is_ok_and_says_what_it_holds() {
          0000000100000002000000CB; last archived 0000000100000002000000CB is present"
     );
     assert_eq!(v.procedure, None);
+}
+
+#[test]
+fn newest_base_backup_duration_is_shown_and_kept() {
+    let mut obs = healthy();
+    obs.newest_backup = Some(BackupHistory {
+        name: "000000010000000200000010.00000028.backup".into(),
+        duration_secs: Some(750),
+        ..BackupHistory::default()
+    });
+    let v = judged(&obs);
+    assert!(
+        v.summary.contains("; newest base backup took 12 min;"),
+        "{}",
+        v.summary
+    );
+    assert_eq!(v.details["newest_backup"]["duration_secs"], 750);
 }
 
 #[test]

@@ -62,10 +62,26 @@ impl TimelinePath {
     }
 }
 
-/// Checks the range; `Err` says why it could not be checked.
+/// The newest base backup on the timeline path, by start location.
+pub fn newest_backup<'a>(
+    backups: &'a [BackupEntry],
+    path: &TimelinePath,
+    seg_size: u64,
+) -> Option<&'a BackupEntry> {
+    backups
+        .iter()
+        .filter_map(|b| Some((b.start.segno(seg_size)?, b)))
+        .filter(|(segno, b)| path.accepts(b.start.tli, *segno))
+        .max_by_key(|(segno, b)| (*segno, b.offset))
+        .map(|(_, b)| b)
+}
+
+/// Checks the range from `backup`'s start (else the oldest segment) to the newest segment, or
+/// to the backup's stop segment when that is newer (`stop`: the segment holding its stop
+/// location, from its history file). `Err` says why it could not be checked.
 pub fn check(
     segments: &[SegEntry],
-    backups: &[BackupEntry],
+    backup: Option<(&BackupEntry, Option<SegName>)>,
     path: &TimelinePath,
     seg_size: u64,
 ) -> Result<Continuity, String> {
@@ -100,18 +116,16 @@ pub fn check(
     let (Some(&(oldest, _)), Some(&(newest, _))) = (present.first(), present.last()) else {
         return Err("no segment of the current timeline's path in the archive".into());
     };
-    let backup = backups
-        .iter()
-        .filter_map(|b| Some((b.start.segno(seg_size)?, b)))
-        .filter(|(segno, b)| path.accepts(b.start.tli, *segno))
-        .max_by_key(|(segno, b)| (*segno, b.offset));
-    let start = backup.map_or(oldest, |(segno, _)| segno);
-    // A backup whose start segment is not archived yet ends the range at its start.
-    let end = newest.max(start);
+    let start_segno = backup.and_then(|(b, _)| b.start.segno(seg_size));
+    let stop_segno = backup.and_then(|(_, stop)| stop?.segno(seg_size));
+    let start = start_segno.unwrap_or(oldest);
+    // The backup cannot be restored without every segment up to its stop location, archived
+    // or not yet: the range reaches at least that far.
+    let end = newest.max(start).max(stop_segno.unwrap_or(0));
     let name = |segno: u64| SegName::from_segno(path.expected(segno), segno, seg_size).name();
 
     let mut c = Continuity {
-        newest_backup: backup.map(|(_, b)| b.name.clone()),
+        newest_backup: backup.map(|(b, _)| b.name.clone()),
         range_start: name(start),
         range_end: name(end),
         range_segments: end - start + 1,
@@ -198,9 +212,19 @@ mod tests {
         TimelinePath::Exact(vec![(1, 0)])
     }
 
+    /// `check` with the newest of `backups` and no stop segment known.
+    fn run(
+        files: &[SegEntry],
+        backups: &[BackupEntry],
+        path: &TimelinePath,
+    ) -> Result<Continuity, String> {
+        let b = newest_backup(backups, path, SEG);
+        check(files, b.map(|b| (b, None)), path, SEG)
+    }
+
     #[test]
     fn continuous_archive_has_no_gap() {
-        let c = check(&segs(1, &[1, 2, 3, 4]), &[backup(1, 2)], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &[1, 2, 3, 4]), &[backup(1, 2)], &tl1()).expect("checked");
         assert_eq!(c.range_start, "000000010000000000000002");
         assert_eq!(c.range_end, "000000010000000000000004");
         assert_eq!(c.range_segments, 3);
@@ -209,8 +233,7 @@ mod tests {
 
     #[test]
     fn gap_after_the_backup_is_named_with_its_distance_from_the_newest() {
-        let c =
-            check(&segs(1, &[3, 4, 6, 7, 8, 9]), &[backup(1, 3)], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &[3, 4, 6, 7, 8, 9]), &[backup(1, 3)], &tl1()).expect("checked");
         assert_eq!(
             c.gaps,
             [ArchiveGap {
@@ -223,7 +246,7 @@ mod tests {
 
     #[test]
     fn gaps_before_the_newest_backup_are_counted_apart() {
-        let c = check(&segs(1, &[1, 4, 5, 6]), &[backup(1, 5)], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &[1, 4, 5, 6]), &[backup(1, 5)], &tl1()).expect("checked");
         assert_eq!(c.gap_count, 0);
         assert_eq!(c.missing_before_range, 2);
         assert_eq!(
@@ -234,14 +257,14 @@ mod tests {
 
     #[test]
     fn backup_start_already_cleaned_up_is_a_gap_at_the_start() {
-        let c = check(&segs(1, &[7, 8]), &[backup(1, 5)], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &[7, 8]), &[backup(1, 5)], &tl1()).expect("checked");
         assert_eq!(c.gaps[0].first_missing, "000000010000000000000005");
         assert_eq!(c.gaps[0].missing, 2);
     }
 
     #[test]
     fn log_file_boundary_is_not_a_gap() {
-        let c = check(&segs(1, &[0xFE, 0xFF, 0x100, 0x101]), &[], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &[0xFE, 0xFF, 0x100, 0x101]), &[], &tl1()).expect("checked");
         assert_eq!(c.gap_count, 0);
         assert_eq!(c.range_end, "000000010000000100000001");
     }
@@ -252,7 +275,7 @@ mod tests {
         let path = TimelinePath::from_history(2, &[(1, 0x500_0028)], SEG);
         let mut files = segs(1, &[3, 4, 5, 6]); // timeline 1 went on to 6: an abandoned branch
         files.extend(segs(2, &[5, 7]));
-        let c = check(&files, &[backup(1, 3)], &path, SEG).expect("checked");
+        let c = run(&files, &[backup(1, 3)], &path).expect("checked");
         assert_eq!(c.range_end, "000000020000000000000007");
         assert_eq!(c.gaps.len(), 1);
         assert_eq!(c.gaps[0].first_missing, "000000020000000000000006");
@@ -262,7 +285,7 @@ mod tests {
     fn unknown_history_accepts_any_earlier_timeline() {
         let mut files = segs(1, &[3, 4]);
         files.extend(segs(2, &[5, 6]));
-        let c = check(&files, &[], &TimelinePath::UpTo(2), SEG).expect("checked");
+        let c = run(&files, &[], &TimelinePath::UpTo(2)).expect("checked");
         assert_eq!(c.gap_count, 0);
     }
 
@@ -275,7 +298,7 @@ mod tests {
             size: 100,
             compressed: true,
         });
-        let c = check(&files, &[], &tl1(), SEG).expect("checked");
+        let c = run(&files, &[], &tl1()).expect("checked");
         assert_eq!(c.short_segments, 1);
         assert_eq!(c.short[0].name, "000000010000000000000002");
         assert_eq!(c.short[0].segments_after, 2);
@@ -292,14 +315,24 @@ mod tests {
             size: 1 << 20,
             compressed: false,
         }];
-        assert!(check(&files, &[], &tl1(), SEG).is_err());
-        assert!(check(&files, &[], &tl1(), 1 << 20).is_ok());
+        assert!(run(&files, &[], &tl1()).is_err());
+        assert!(check(&files, None, &tl1(), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn range_reaches_the_newest_backups_stop_segment() {
+        let b = backup(1, 3);
+        let stop = SegName::from_segno(1, 6, SEG);
+        let c = check(&segs(1, &[3, 4]), Some((&b, Some(stop))), &tl1(), SEG).expect("checked");
+        assert_eq!(c.range_end, "000000010000000000000006");
+        assert_eq!(c.gaps[0].first_missing, "000000010000000000000005");
+        assert_eq!((c.gaps[0].missing, c.gaps[0].segments_after), (2, 0));
     }
 
     #[test]
     fn only_listed_gaps_are_capped() {
         let even: Vec<u64> = (0..100).map(|i| i * 2 + 1).collect();
-        let c = check(&segs(1, &even), &[], &tl1(), SEG).expect("checked");
+        let c = run(&segs(1, &even), &[], &tl1()).expect("checked");
         assert_eq!(c.gap_count, 99);
         assert_eq!(c.gaps.len(), MAX_LISTED);
         assert_eq!(c.gaps[0].first_missing, "000000010000000000000002");
