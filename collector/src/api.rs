@@ -1,4 +1,4 @@
-//! HTTP JSON API (read-only for now), on its own listener.
+//! HTTP JSON API and the dashboard, on their own listener.
 //!
 //! - `GET /healthz`
 //! - `GET /api/v1/hosts`: every host, its last contact and each check's state
@@ -6,10 +6,20 @@
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
 //!
 //! - alerting (alerts, acknowledgements, silences, notifications): see `alerts`
+//! - the dashboard (pages, session, live events, series, trends) and access control: see
+//!   `dashboard` and `auth`
 //!
-//! Documented for users in README.md ("HTTP API").
+//! Documented for users in README.md ("HTTP API", "Dashboard").
 
 mod alerts;
+pub mod auth;
+pub mod dashboard;
+mod events;
+pub mod fit;
+mod series;
+mod trends;
+
+pub use dashboard::Dashboard;
 
 use crate::status::Status;
 use crate::store::{CheckState, HistoryEntry, HostRecord, Store, Transition};
@@ -27,6 +37,7 @@ use std::sync::Arc;
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub alerting: Arc<crate::config::alerting::Alerting>,
+    pub dashboard: Arc<Dashboard>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -36,6 +47,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts/{host}", get(host))
         .route("/api/v1/hosts/{host}/history", get(history))
         .merge(alerts::routes())
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn(dashboard::security_headers))
         .with_state(state)
 }
 
@@ -79,10 +96,12 @@ struct HostView {
     clock_skew_ms: i64,
     /// The skew is beyond 5 minutes: the agent's times (and backup ages) are suspect.
     clock_suspect: bool,
+    /// The `[groups]` the host belongs to.
+    groups: Vec<String>,
     checks: Vec<CheckView>,
 }
 
-fn view(h: HostRecord, checks: Vec<CheckState>) -> HostView {
+fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView {
     let checks: Vec<CheckView> = checks
         .into_iter()
         .map(|c| CheckView {
@@ -110,6 +129,7 @@ fn view(h: HostRecord, checks: Vec<CheckState>) -> HostView {
         agent_version: h.facts.agent_version,
         clock_skew_ms: h.facts.clock_skew_ms,
         clock_suspect: h.facts.clock_skew_ms.abs() > 300_000,
+        groups,
         checks,
     }
 }
@@ -119,10 +139,32 @@ async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, A
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
-async fn hosts(State(s): State<ApiState>) -> Result<Json<Vec<HostView>>, ApiError> {
+fn groups_of(s: &ApiState, host: &str) -> Vec<String> {
+    s.dashboard
+        .thresholds
+        .groups_of(host)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct HostsQuery {
+    /// `false` leaves out each check's `details`: the fleet page of a large fleet needs only
+    /// statuses and summaries.
+    details: Option<bool>,
+}
+
+async fn hosts(
+    State(s): State<ApiState>,
+    Query(q): Query<HostsQuery>,
+) -> Result<Json<Vec<HostView>>, ApiError> {
     let hosts = s.store.hosts().await?;
     let mut by_host: BTreeMap<String, Vec<CheckState>> = BTreeMap::new();
-    for c in s.store.check_states(None).await? {
+    for mut c in s.store.check_states(None).await? {
+        if q.details == Some(false) {
+            c.details = serde_json::Value::Null;
+        }
         by_host.entry(c.host.clone()).or_default().push(c);
     }
     Ok(Json(
@@ -130,7 +172,8 @@ async fn hosts(State(s): State<ApiState>) -> Result<Json<Vec<HostView>>, ApiErro
             .into_iter()
             .map(|h| {
                 let checks = by_host.remove(&h.host).unwrap_or_default();
-                view(h, checks)
+                let groups = groups_of(&s, &h.host);
+                view(h, checks, groups)
             })
             .collect(),
     ))
@@ -146,7 +189,8 @@ async fn host(
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")))?;
     let checks = s.store.check_states(Some(&host)).await?;
-    Ok(Json(view(h, checks)))
+    let groups = groups_of(&s, &host);
+    Ok(Json(view(h, checks, groups)))
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 //! (by host name pattern or by group from `[groups]`).
 
 pub mod alerting;
+pub mod http_auth;
 
 use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
@@ -69,6 +70,16 @@ pub struct RawHttp {
     pub listen: Option<String>,
     /// Base URL of the dashboard as people reach it, for links in notifications.
     pub public_url: Option<String>,
+    /// Dashboard and API access (see `http_auth`): bearer tokens, each from a file.
+    #[serde(default)]
+    pub tokens: Vec<http_auth::RawToken>,
+    /// Header naming the user, believed only from `trusted_proxies`.
+    pub trusted_user_header: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Proxy users (names or `*` patterns) who may acknowledge; the others read.
+    #[serde(default)]
+    pub ack_users: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -158,6 +169,7 @@ pub struct Config {
     pub tls: TlsFiles,
     pub access: Access,
     pub http_listen: SocketAddr,
+    pub http_auth: http_auth::HttpAuth,
     pub store_url: String,
     pub silence: Silence,
     pub thresholds: Thresholds,
@@ -474,6 +486,17 @@ impl Config {
             }
             thresholds.overrides.push((o.hosts, o.groups, o.thresholds));
         }
+        let http_auth = http_auth::validate(
+            &mut p,
+            http_auth::RawHttpAuth {
+                tokens: raw.http.tokens,
+                trusted_user_header: raw.http.trusted_user_header,
+                trusted_proxies: raw.http.trusted_proxies,
+                ack_users: raw.http.ack_users,
+                listen: http_listen,
+                base,
+            },
+        );
         let alerting = alerting::validate(
             &mut p,
             alerting::RawAlerting {
@@ -496,6 +519,7 @@ impl Config {
             tls,
             access,
             http_listen,
+            http_auth,
             store_url,
             silence,
             thresholds,

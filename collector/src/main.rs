@@ -90,6 +90,7 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 println!("grpc.listen = {}", c.grpc_listen);
                 println!("http.listen = {}", c.http_listen);
+                println!("http.auth = {}", c.http_auth.describe());
                 println!(
                     "store.url = {}",
                     backwatch_collector::store::redact_url(&c.store_url)

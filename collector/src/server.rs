@@ -1,5 +1,5 @@
-//! Runs the collector: store, mTLS gRPC ingest, HTTP API, the silence sweeper, the alert
-//! engine and notification delivery.
+//! Runs the collector: store, mTLS gRPC ingest, HTTP API and dashboard, the silence sweeper,
+//! the alert engine and notification delivery.
 
 use crate::api::{self, ApiState};
 use crate::config::{Access, Config};
@@ -120,7 +120,18 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
     tokio::spawn(worker.run());
 
-    let app = api::router(ApiState { store, alerting });
+    let dashboard = Arc::new(api::Dashboard::start(
+        store.clone(),
+        config.http_auth.clone(),
+        Arc::new(config.thresholds.clone()),
+    ));
+    let app = api::router(ApiState {
+        store,
+        alerting,
+        dashboard,
+    });
+    // The peer address decides whether a trusted proxy's user header is believed.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_server = axum::serve(http, app).with_graceful_shutdown(shutdown_signal());
 
     tokio::select! {

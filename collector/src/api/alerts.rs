@@ -3,8 +3,8 @@
 //!
 //! Invariants: marks and silences name a person (`by`) and are never overwritten (a second
 //! acknowledgement answers 409 with the first); every time is UTC RFC 3339; bodies are
-//! bounded. Write endpoints have no authentication of their own yet (issue 5): the HTTP
-//! listener is loopback by default. Documented in README.md ("HTTP API").
+//! bounded. Write endpoints need the `ack` role when authentication is on (`auth`).
+//! Documented in README.md ("HTTP API").
 
 use super::{ApiError, ApiState};
 use crate::store::alerts::{

@@ -17,6 +17,7 @@ pub mod outbox;
 mod sql;
 pub mod suite;
 pub mod suite_alerts;
+pub mod suite_dashboard;
 pub mod suite_outbox;
 
 pub use sql::{SqlStore, redact_url};
@@ -197,4 +198,18 @@ pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'stati
 
     /// Status transitions of `host` at or after `since`, oldest first.
     async fn transitions(&self, host: &str, since: DateTime<Utc>) -> StoreResult<Vec<Transition>>;
+
+    /// Ids of the newest status transition and of the newest alert event. They grow whenever
+    /// a check's status, a host's silence or an alert (including its marks) changes, and cost
+    /// two index lookups: the dashboard's live updates poll them every second.
+    async fn change_marks(&self) -> StoreResult<(i64, i64)>;
+
+    /// The last result of each UTC day of every check whose id starts with `check_prefix`
+    /// (`"disk."`), over all hosts, measured at or after `since`; ordered by host, check,
+    /// time. The input of the fleet trends.
+    async fn daily_last_results(
+        &self,
+        check_prefix: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, HistoryEntry)>>;
 }

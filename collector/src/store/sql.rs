@@ -19,6 +19,7 @@
 //! - a URL is only ever shown through [`redact_url`].
 
 mod alerts;
+mod dashboard;
 mod outbox;
 mod read;
 mod silences;
@@ -543,5 +544,17 @@ impl Store for SqlStore {
         .iter()
         .map(transition)
         .collect()
+    }
+
+    async fn change_marks(&self) -> StoreResult<(i64, i64)> {
+        self.read_change_marks().await
+    }
+
+    async fn daily_last_results(
+        &self,
+        check_prefix: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(String, HistoryEntry)>> {
+        self.read_daily_last_results(check_prefix, since).await
     }
 }

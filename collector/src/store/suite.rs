@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     future_dated_result_does_not_freeze_the_state(store).await?;
     result_ids_are_per_host(store).await?;
     super::suite_alerts::run_all(store).await?;
+    super::suite_dashboard::run_all(store).await?;
     Ok(())
 }
 

@@ -149,6 +149,11 @@ impl Collector {
         }
     }
 
+    /// A collector on the store at `url` (an SQLite file a test filled beforehand, ...).
+    pub fn store<'a>(certs: &'a Certs, url: &str) -> CollectorBuilder<'a> {
+        Collector::postgres(certs, url)
+    }
+
     /// A collector on a PostgreSQL store.
     pub fn postgres<'a>(certs: &'a Certs, url: &str) -> CollectorBuilder<'a> {
         CollectorBuilder {

@@ -3,13 +3,16 @@
 //! stopped when the returned value is dropped, so a failing test leaves no process behind.
 
 pub mod alerting;
+pub mod browser;
 pub mod fleet;
 pub mod pg;
+pub mod seed;
 pub mod smtp;
 pub mod tls;
 pub mod wait;
 pub mod webhook;
 
+pub use browser::Browser;
 pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
 pub use smtp::{Mail, Smtp, SmtpTls};

@@ -1,0 +1,160 @@
+// Host page: each check's measurement against its threshold (from the check's `details`),
+// 7-day charts from `/series`, and the host's alerts with acknowledge / false-positive.
+
+import { api } from './api.js';
+import { ago, badge, bytes, duration, h, message, section, table, when } from './dom.js';
+import { lineChart } from './chart.js';
+import { alertActions, alertState } from './alerts.js';
+
+const WEEK = 7 * 86400000;
+
+/** [measurement, threshold] for a check, from the values behind its verdict. */
+function measured(c) {
+  const d = c.details || {};
+  const kind = c.name.split('.')[0];
+  if (kind === 'backup') {
+    return [
+      d.newest_age_secs !== undefined ? `newest ${duration(d.newest_age_secs)} old` : 'no backup file',
+      d.max_age_secs !== undefined ? `at most ${duration(d.max_age_secs)}` : '—',
+    ];
+  }
+  if (kind === 'disk') {
+    return [
+      d.used_pct !== undefined ? `${d.used_pct} % used (${bytes(d.used_bytes)} of ${bytes(d.total_bytes)})` : '—',
+      d.warning_pct !== undefined ? `warning > ${d.warning_pct} %, critical > ${d.critical_pct} %` : '—',
+    ];
+  }
+  if (kind === 'wal') {
+    const delay = d.archive_delay_secs;
+    return [
+      `${delay === null || delay === undefined ? 'delay unknown' : `delay ${duration(delay)}`}; ` +
+        `${d.ready_segments ?? '?'} waiting; ${d.failed_count ?? '?'} failures in total`,
+      d.max_delay_secs !== undefined ? `delay at most ${duration(d.max_delay_secs)}; no failure` : '—',
+    ];
+  }
+  if (kind === 'archive') {
+    const who = [d.mode, d.owner && d.group ? `${d.owner}:${d.group}` : d.owner].filter(Boolean).join(' ');
+    const want = [d.expected_mode, d.expected_owner].filter(Boolean).join(' ');
+    return [
+      `${d.segments ?? '?'} segments (${bytes(d.segment_bytes)}); oldest ${duration(d.retention_secs)} old` +
+        `${who ? `; ${who}` : ''}`,
+      `keep at least ${duration(d.min_retention_secs)}${want ? `; ${want}` : ''}`,
+    ];
+  }
+  return ['—', '—'];
+}
+
+function detailList(details) {
+  if (!details || typeof details !== 'object') return null;
+  const entries = Object.entries(details);
+  if (!entries.length) return null;
+  return h('details', {}, h('summary', {}, 'all values'),
+    h('dl', { class: 'kv' }, entries.map(([k, v]) => [
+      h('dt', {}, k),
+      h('dd', {}, v === null ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v)),
+    ])));
+}
+
+function checksTable(host) {
+  const rows = host.checks.map((c) => {
+    const [m, t] = measured(c);
+    return h('tr', { 'data-check': c.name },
+      h('th', { scope: 'row' }, c.name),
+      h('td', {}, badge(c.status)),
+      h('td', {}, m),
+      h('td', {}, t),
+      h('td', { class: 'summary-cell' }, h('div', {}, c.summary), detailList(c.details)),
+      h('td', { title: c.observed_at || '' }, ago(c.observed_at)));
+  });
+  return table(['Check', 'Status', 'Measurement', 'Threshold', 'Summary', 'Measured'], rows, { class: 'checks' });
+}
+
+function chartFor(series, from, to) {
+  const pts = series.points;
+  if (series.measure === 'used_pct') {
+    const lines = [];
+    if (series.warning !== null) lines.push({ y: series.warning, cls: 's-warning', label: `warning ${series.warning} %` });
+    if (series.critical !== null) lines.push({ y: series.critical, cls: 's-critical', label: `critical ${series.critical} %` });
+    return lineChart({ points: pts, from, to, lines, yFormat: (v) => `${Math.round(v)} %`, yMax: 100, label: `${series.check}: disk used %` });
+  }
+  const hours = (v) => `${(v / 3600).toFixed(v < 36000 ? 1 : 0)} h`;
+  if (series.measure === 'newest_backup_age_secs') {
+    const lines = series.critical !== null ? [{ y: series.critical, cls: 's-critical', label: `limit ${duration(series.critical)}` }] : [];
+    return lineChart({ points: pts, from, to, lines, yFormat: hours, label: `${series.check}: newest backup age` });
+  }
+  if (series.measure === 'archive_delay_secs') {
+    const lines = series.critical !== null ? [{ y: series.critical, cls: 's-critical', label: `max ${duration(series.critical)}` }] : [];
+    const bars = pts.filter((p) => p[3] > 0).map((p) => [p[0], p[3]]);
+    const failed = bars.reduce((a, b) => a + b[1], 0);
+    return lineChart({
+      points: pts, from, to, lines, bars, yFormat: (v) => duration(v),
+      label: `${series.check}: archive delay; ${failed} failed attempt${failed === 1 ? '' : 's'} (red ticks)`,
+    });
+  }
+  return null;
+}
+
+function charts(data) {
+  const to = new Date(data.until).getTime();
+  const from = Math.min(new Date(data.since).getTime(), to - WEEK);
+  const figures = data.series.map((sr) => {
+    const chart = chartFor(sr, from, to);
+    if (!chart) return null;
+    chart.setAttribute('data-check', sr.check);
+    return h('figure', {}, chart,
+      sr.sampled ? h('figcaption', { class: 'muted' }, 'many results: one sample per point') : null);
+  });
+  return figures.some(Boolean) ? figures : message('muted', 'No history in the last 7 days.');
+}
+
+function facts(host) {
+  const skew = host.clock_skew_ms;
+  return h('dl', { class: 'facts' },
+    h('dt', {}, 'Last contact'), h('dd', { class: host.silent ? 'silent-cell' : null },
+      host.silent ? [h('strong', {}, 'SILENT'), ' · '] : null, `${ago(host.last_contact)} (${when(host.last_contact)})`),
+    h('dt', {}, 'First seen'), h('dd', {}, when(host.first_seen)),
+    h('dt', {}, 'Agent'), h('dd', {}, host.agent_version || '—'),
+    h('dt', {}, 'Clock skew'), h('dd', { class: host.clock_suspect ? 'warn-text' : null },
+      `${(skew / 1000).toFixed(1)} s${host.clock_suspect ? ' — suspect: ages from this agent may be wrong' : ''}`),
+    h('dt', {}, 'Groups'), h('dd', {}, (host.groups || []).join(', ') || '—'));
+}
+
+export function mount(main, ctx) {
+  const name = ctx.params[0];
+  const path = `/api/v1/hosts/${encodeURIComponent(name)}`;
+  main.replaceChildren(h('h1', {}, name), message('muted', 'Loading…'));
+  return {
+    live: true,
+    async refresh() {
+      let host;
+      try {
+        host = await api(path);
+      } catch (e) {
+        main.replaceChildren(h('h1', {}, name), message('error', e.message));
+        return;
+      }
+      const [series, open, resolved] = await Promise.all([
+        api(`${path}/series?since=7d`),
+        api('/api/v1/alerts?state=open&limit=5000'),
+        api('/api/v1/alerts?state=resolved&limit=500'),
+      ]);
+      const mine = [...open, ...resolved].filter((a) => a.host === host.host);
+      const alertRows = mine.map((a) => h('tr', { 'data-alert': a.id },
+        h('td', {}, badge(a.severity)),
+        h('th', { scope: 'row' }, a.check),
+        h('td', {}, a.summary),
+        h('td', { title: a.opened_at }, when(a.opened_at)),
+        h('td', {}, alertState(a)),
+        h('td', { class: 'actions' }, alertActions(a, ctx))));
+      main.replaceChildren(
+        h('h1', {}, host.host, ' ', badge(host.status)),
+        facts(host),
+        section('Checks', checksTable(host)),
+        section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
+        section('Alerts', mine.length
+          ? table(['Severity', 'Check', 'Summary', 'Opened', 'State', ''], alertRows, { class: 'alerts' })
+          : message('muted', 'No open or recent alert for this host.')));
+      main.dataset.loadedAt = String(Date.now());
+    },
+  };
+}

@@ -1,0 +1,300 @@
+//! `GET /api/v1/hosts/{host}/series?since=7d&points=400`: each check's history as one number
+//! per point, for the host page's charts.
+//!
+//! - `backup.*`: the newest backup's age (seconds), threshold its age limit;
+//! - `disk.*`: used % as `df` shows it, thresholds warning and critical %;
+//! - `wal.*`: archive delay (seconds; age of the oldest segment waiting, 0 when none
+//!   waits), threshold the maximum delay, plus failed archive attempts since the sample before.
+//!
+//! Invariants: values are read from the stored raw observations, so a chart never depends on
+//! how a verdict was worded; at most `points` points per check (default 400, at most 2000),
+//! each the *worst* of its time bucket (highest value, worst status, failures summed), so a
+//! spike is never averaged away; a check with more than [`PAGE`] results in the window is
+//! sampled, one result per bucket, and says so (`sampled`).
+
+use super::{ApiError, ApiState, parse_since};
+use crate::status::Status;
+use crate::store::HistoryEntry;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Results read in one go; a window holding more is sampled.
+const PAGE: u32 = 5000;
+const DEFAULT_POINTS: u32 = 400;
+const MAX_POINTS: u32 = 2000;
+
+#[derive(Deserialize)]
+pub struct SeriesQuery {
+    since: Option<String>,
+    points: Option<u32>,
+}
+
+/// One point: time (Unix ms), value (null: nothing measured), status, failures since the
+/// previous point. An array, not an object: a week of many checks stays small.
+type Point = (i64, Option<f64>, Status, i64);
+
+#[derive(Serialize)]
+pub struct Series {
+    check: String,
+    /// `newest_backup_age_secs`, `used_pct`, `archive_delay_secs`, or `none`.
+    measure: &'static str,
+    /// Warning and critical lines in the unit of the measure (null: none).
+    warning: Option<f64>,
+    critical: Option<f64>,
+    sampled: bool,
+    points: Vec<Point>,
+}
+
+#[derive(Serialize)]
+pub struct SeriesView {
+    host: String,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    series: Vec<Series>,
+}
+
+fn measure_of(check: &str) -> &'static str {
+    match check.split('.').next() {
+        Some("backup") => "newest_backup_age_secs",
+        Some("disk") => "used_pct",
+        Some("wal") => "archive_delay_secs",
+        _ => "none",
+    }
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// The charted number of one stored observation (`{"disk": {...}}` and so on).
+pub fn value_of(observation: Option<&Value>) -> Option<f64> {
+    let o = observation?;
+    if let Some(b) = o.get("backup_dir") {
+        return num(&b["newest"]["age_secs"]);
+    }
+    if let Some(d) = o.get("disk") {
+        let (t, f, a) = (
+            d["total_bytes"].as_u64()?,
+            d["free_bytes"].as_u64()?,
+            d["avail_bytes"].as_u64()?,
+        );
+        return crate::rules::disk::df_used_pct(t, f, a).map(f64::from);
+    }
+    if let Some(w) = o.get("wal_archive") {
+        let waiting = w["ready_segments"].as_i64().unwrap_or(0).max(0)
+            + w["ready_history"].as_i64().unwrap_or(0).max(0);
+        return if waiting > 0 {
+            num(&w["oldest_ready_age_secs"])
+        } else {
+            Some(0.0)
+        };
+    }
+    None
+}
+
+fn failed_count(observation: Option<&Value>) -> Option<i64> {
+    observation?.get("wal_archive")?["failed_count"].as_i64()
+}
+
+/// Points of consecutive results, with failures counted against the result before.
+fn points_of(entries: &[HistoryEntry]) -> Vec<Point> {
+    let mut prev_failed: Option<i64> = None;
+    entries
+        .iter()
+        .map(|e| {
+            let obs = e.observation.as_ref();
+            let failed = failed_count(obs);
+            // A counter that went down was reset (pg_stat_reset_shared): count nothing.
+            let new = match (prev_failed, failed) {
+                (Some(p), Some(f)) if f > p => f - p,
+                _ => 0,
+            };
+            if failed.is_some() {
+                prev_failed = failed;
+            }
+            (
+                e.measured_at.timestamp_millis(),
+                value_of(obs),
+                e.status,
+                new,
+            )
+        })
+        .collect()
+}
+
+/// At most `buckets` points between `from` and `to` (ms): per bucket the latest time, the
+/// highest value, the worst status and the sum of failures.
+pub fn downsample(points: &[Point], from: i64, to: i64, buckets: u32) -> Vec<Point> {
+    let buckets = i64::from(buckets.max(1));
+    let width = ((to - from) / buckets).max(1);
+    let mut out: Vec<(i64, Point)> = Vec::new();
+    for &(t, v, s, f) in points {
+        let b = ((t - from) / width).clamp(0, buckets - 1);
+        match out.last_mut() {
+            Some((lb, p)) if *lb == b => {
+                p.0 = p.0.max(t);
+                p.1 = match (p.1, v) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                if s.rank() > p.2.rank() {
+                    p.2 = s;
+                }
+                p.3 += f;
+            }
+            _ => out.push((b, (t, v, s, f))),
+        }
+    }
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+pub async fn series(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<SeriesView>, ApiError> {
+    let until = Utc::now();
+    let since =
+        parse_since(q.since.as_deref(), until).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let buckets = q.points.unwrap_or(DEFAULT_POINTS).clamp(1, MAX_POINTS);
+    if s.store.host(&host).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")));
+    }
+    let limits = s.dashboard.thresholds.for_host(&host);
+    let (from, to) = (since.timestamp_millis(), until.timestamp_millis());
+    let mut out = Vec::new();
+    for state in s.store.check_states(Some(&host)).await? {
+        let check = state.check;
+        let measure = measure_of(&check);
+        let (warning, critical) = match measure {
+            "used_pct" => (
+                Some(f64::from(limits.disk.warning_pct)),
+                Some(f64::from(limits.disk.critical_pct)),
+            ),
+            "archive_delay_secs" => (None, Some(limits.wal.max_delay.as_secs_f64())),
+            // The limit the verdict used (collector, agent or procedure default, plus grace).
+            "newest_backup_age_secs" => (None, state.details["max_age_secs"].as_f64()),
+            _ => (None, None),
+        };
+        let page = s.store.history(&host, Some(&check), since, PAGE).await?;
+        let sampled = page.len() >= PAGE as usize;
+        let entries = if sampled {
+            sample(&s, &host, &check, from, to, buckets).await?
+        } else {
+            page
+        };
+        out.push(Series {
+            measure,
+            warning,
+            critical,
+            sampled,
+            points: downsample(&points_of(&entries), from, to, buckets),
+            check,
+        });
+    }
+    Ok(Json(SeriesView {
+        host,
+        since,
+        until,
+        series: out,
+    }))
+}
+
+/// One result per bucket: the first measured in it.
+async fn sample(
+    s: &ApiState,
+    host: &str,
+    check: &str,
+    from: i64,
+    to: i64,
+    buckets: u32,
+) -> Result<Vec<HistoryEntry>, ApiError> {
+    let width = ((to - from) / i64::from(buckets)).max(1);
+    let mut out: Vec<HistoryEntry> = Vec::new();
+    for b in 0..i64::from(buckets) {
+        let start = DateTime::from_timestamp_millis(from + b * width).unwrap_or_default();
+        let end = from + (b + 1) * width;
+        let got = s.store.history(host, Some(check), start, 1).await?;
+        if let Some(e) = got.into_iter().next()
+            && e.measured_at.timestamp_millis() < end
+        {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_come_from_the_raw_observation() {
+        let backup = json!({"backup_dir": {"newest": {"age_secs": 3600}}});
+        assert_eq!(value_of(Some(&backup)), Some(3600.0));
+        assert_eq!(
+            value_of(Some(&json!({"backup_dir": {"newest": null}}))),
+            None
+        );
+        // df: 1000 blocks, 50 reserved, 600 used -> ceil(600 / 950) = 64 %.
+        let disk = json!({"disk": {"total_bytes": 1000, "free_bytes": 400, "avail_bytes": 350}});
+        assert_eq!(value_of(Some(&disk)), Some(64.0));
+        let idle = json!({"wal_archive": {"ready_segments": 0, "oldest_ready_age_secs": 900}});
+        assert_eq!(value_of(Some(&idle)), Some(0.0), "nothing waits: no delay");
+        let behind = json!({"wal_archive": {"ready_segments": 3, "oldest_ready_age_secs": 1200}});
+        assert_eq!(value_of(Some(&behind)), Some(1200.0));
+        assert_eq!(value_of(None), None);
+    }
+
+    fn entry(secs: i64, obs: Value, status: Status) -> HistoryEntry {
+        HistoryEntry {
+            result_id: format!("r{secs}"),
+            check: "wal.main".into(),
+            measured_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            received_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            status,
+            summary: String::new(),
+            error: None,
+            observation: Some(obs),
+        }
+    }
+
+    #[test]
+    fn failures_are_counted_between_samples_and_resets_count_nothing() {
+        let wal = |failed: i64| json!({"wal_archive": {"failed_count": failed}});
+        let entries = [
+            entry(0, wal(5), Status::Ok),
+            entry(60, wal(7), Status::Critical),
+            entry(120, wal(7), Status::Ok),
+            entry(180, wal(1), Status::Ok),
+            entry(240, wal(2), Status::Critical),
+        ];
+        let failures: Vec<i64> = points_of(&entries).iter().map(|p| p.3).collect();
+        assert_eq!(failures, [0, 2, 0, 0, 1]);
+    }
+
+    #[test]
+    fn downsampling_keeps_the_worst_of_each_bucket() {
+        let pts = [
+            (0, Some(1.0), Status::Ok, 0),
+            (10, Some(9.0), Status::Ok, 1),
+            (20, Some(2.0), Status::Critical, 2),
+            (60, None, Status::Unknown, 0),
+            (99, Some(4.0), Status::Warning, 0),
+        ];
+        let out = downsample(&pts, 0, 100, 2);
+        assert_eq!(
+            out,
+            [
+                (20, Some(9.0), Status::Critical, 3),
+                (99, Some(4.0), Status::Unknown, 0)
+            ]
+        );
+        assert_eq!(downsample(&pts, 0, 100, 1000).len(), 5);
+    }
+}

@@ -1,0 +1,230 @@
+//! Stores filled before a collector starts on them: a week of one host's history, or a large
+//! fleet, written through the collector's own `SqlStore` and judged by its own rules, so what
+//! the dashboard shows is what a real week would have left behind.
+//!
+//! Invariants: every result is judged in time order with the previous result, as ingest
+//! does; the store is closed before returning, so a collector can open the file at once.
+
+use backwatch_collector::rules::{Limits, evaluate};
+use backwatch_collector::store::{Evaluated, HostFacts, SqlStore, Store};
+use backwatch_proto::model::{
+    BackupDirObs, DiskObs, NewestFile, Observation, PendingSource, ProbeKind, ProbeResult, WalObs,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+
+const GIB: u64 = 1 << 30;
+
+fn result(
+    host: &str,
+    n: usize,
+    kind: ProbeKind,
+    name: &str,
+    at: DateTime<Utc>,
+    obs: Observation,
+) -> ProbeResult {
+    ProbeResult {
+        result_id: format!("{host}-seed-{n}"),
+        kind,
+        name: name.into(),
+        measured_at: at,
+        duration_ms: 5,
+        interval_secs: 3600,
+        error: None,
+        observation: Some(obs),
+    }
+}
+
+fn disk(path: &str, used: u64, total: u64) -> Observation {
+    Observation::Disk(DiskObs {
+        path: path.into(),
+        total_bytes: total,
+        free_bytes: total - used,
+        avail_bytes: total - used,
+        mount_point: Some(path.into()),
+        ..DiskObs::default()
+    })
+}
+
+fn backup(path: &str, at: DateTime<Utc>, newest: DateTime<Utc>) -> Observation {
+    Observation::BackupDir(BackupDirObs {
+        path: path.into(),
+        exists: true,
+        file_count: 7,
+        total_bytes: 70 * GIB,
+        newest: Some(NewestFile {
+            path: format!("{path}/base-{}.tar.gz", newest.format("%Y%m%d")),
+            mtime: newest,
+            size_bytes: 10 * GIB,
+            age_secs: (at - newest).num_seconds(),
+        }),
+        entries_scanned: 7,
+        ..BackupDirObs::default()
+    })
+}
+
+fn wal(archived: i64, failed: i64, ready: i64, oldest_secs: i64) -> Observation {
+    Observation::WalArchive(WalObs {
+        server_version_num: 170_002,
+        archive_mode: "on".into(),
+        archive_command: "test ! -f /archive/%f && cp %p /archive/%f".into(),
+        wal_segment_size_bytes: 16 << 20,
+        archived_count: archived,
+        failed_count: failed,
+        ready_segments: ready,
+        oldest_ready_age_secs: (ready > 0).then_some(oldest_secs),
+        pending_source: PendingSource::ArchiveStatusdir,
+        ..WalObs::default()
+    })
+}
+
+/// Judge `results` (oldest first) one after the other, as ingest would.
+fn judge(results: Vec<ProbeResult>) -> Vec<Evaluated> {
+    let limits = Limits::default();
+    let mut prev: std::collections::BTreeMap<String, Evaluated> = Default::default();
+    let mut out = Vec::new();
+    for r in results {
+        let before = prev.get(&r.check_id());
+        let verdict = evaluate(
+            &r,
+            before.map(|e| e.verdict.status),
+            before.map(|e| &e.result),
+            &limits,
+        );
+        let e = Evaluated {
+            received_at: r.measured_at + TimeDelta::seconds(1),
+            verdict,
+            result: r,
+        };
+        prev.insert(e.result.check_id(), e.clone());
+        out.push(e);
+    }
+    out
+}
+
+async fn open(url: &str) -> anyhow::Result<SqlStore> {
+    Ok(SqlStore::open(url).await?)
+}
+
+/// A week (and two hours) of hourly history of `host`, ending now: `disk.backup` growing from
+/// 60 % to 80 % (through the 75 % warning line), `backup.daily` taken every day at the same
+/// hour except two days ago (so it went critical), and `wal.main` falling behind and failing
+/// for five hours three days ago.
+pub async fn week_of_history(url: &str, host: &str) -> anyhow::Result<()> {
+    let store = open(url).await?;
+    let now = Utc::now();
+    let hours: i64 = 7 * 24 + 2;
+    let mut results = Vec::new();
+    let mut last_backup = now - TimeDelta::hours(hours + 3);
+    let (mut archived, mut failed) = (1000_i64, 0_i64);
+    for i in 0..=hours {
+        let at = now - TimeDelta::hours(hours - i);
+        let n = 3 * i as usize;
+        let used = 600 * GIB + (200 * GIB) * i as u64 / hours as u64;
+        results.push(result(
+            host,
+            n,
+            ProbeKind::Disk,
+            "backup",
+            at,
+            disk("/backup", used, 1000 * GIB),
+        ));
+        let day = (hours - i) / 24;
+        if (hours - i) % 24 == 3 && day != 2 {
+            last_backup = at - TimeDelta::minutes(40);
+        }
+        if i % 6 == 0 {
+            let obs = backup("/backup/daily", at, last_backup);
+            let mut r = result(host, n + 1, ProbeKind::BackupDir, "daily", at, obs);
+            r.interval_secs = 6 * 3600;
+            results.push(r);
+        }
+        archived += 12;
+        let behind = (3 * 24..3 * 24 + 5).contains(&(hours - i));
+        if behind {
+            failed += 2;
+        }
+        let (ready, oldest) = if behind {
+            (4, 1200 + 600 * (i % 5))
+        } else {
+            (0, 0)
+        };
+        results.push(result(
+            host,
+            n + 2,
+            ProbeKind::WalArchive,
+            "main",
+            at,
+            wal(archived, failed, ready, oldest),
+        ));
+    }
+    store.record_results(host, &judge(results)).await?;
+    store.touch_host(host, now, Some(&facts())).await?;
+    store.close().await;
+    Ok(())
+}
+
+fn facts() -> HostFacts {
+    HostFacts {
+        agent_version: "0.1.0".into(),
+        hostname: "seeded".into(),
+        os: "Debian GNU/Linux 12".into(),
+        instance_id: String::new(),
+        clock_skew_ms: 12,
+    }
+}
+
+/// `count` hosts `node-0000`… with a disk and a daily backup check each: every 10th disk
+/// critical (90 %), every 7th warning (80 %), every 25th backup critical (30 h old); the
+/// first `silent` hosts last spoke two hours ago and are marked silent.
+pub async fn fleet(url: &str, count: usize, silent: usize) -> anyhow::Result<Vec<String>> {
+    let store = open(url).await?;
+    let now = Utc::now();
+    let mut names = Vec::with_capacity(count);
+    for i in 0..count {
+        let host = format!("node-{i:04}");
+        let pct = if i % 10 == 0 {
+            90
+        } else if i % 7 == 0 {
+            80
+        } else {
+            50
+        };
+        let age = if i % 25 == 0 {
+            TimeDelta::hours(30)
+        } else {
+            TimeDelta::hours(3)
+        };
+        let at = now - TimeDelta::minutes(1);
+        let results = vec![
+            result(
+                &host,
+                0,
+                ProbeKind::Disk,
+                "backup",
+                at,
+                disk("/backup", pct * 10 * GIB, 1000 * GIB),
+            ),
+            result(
+                &host,
+                1,
+                ProbeKind::BackupDir,
+                "daily",
+                at,
+                backup("/backup/daily", at, at - age),
+            ),
+        ];
+        store.record_results(&host, &judge(results)).await?;
+        if i < silent {
+            store
+                .touch_host(&host, now - TimeDelta::hours(2), Some(&facts()))
+                .await?;
+            // Marked here: the collector's sweep never counts its own downtime as silence.
+            store.set_host_silent_at(&host, true, now, None).await?;
+        } else {
+            store.touch_host(&host, now, Some(&facts())).await?;
+        }
+        names.push(host);
+    }
+    store.close().await;
+    Ok(names)
+}
