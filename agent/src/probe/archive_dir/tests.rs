@@ -148,12 +148,15 @@ fn timeline_path_is_read_from_the_history_file() {
     for n in [5, 6] {
         put(tmp.path(), &seg(2, n), 16 * MIB, now - HOUR);
     }
-    fs::write(
-        tmp.path().join("00000002.history"),
-        "1\t0/5000000\tno recovery target specified\n",
-    )
-    .expect("history");
-    // Scanned after the history file was written: files dated after the scan start are left out.
+    let history = tmp.path().join("00000002.history");
+    fs::write(&history, "1\t0/5000000\tno recovery target specified\n").expect("history");
+    // Dated explicitly: files dated after the scan start are left out, and a file system's
+    // timestamp granularity must not decide whether this one counts.
+    fs::File::options()
+        .write(true)
+        .open(&history)
+        .and_then(|f| f.set_modified(now - HOUR))
+        .expect("history mtime");
     let obs = probe(tmp.path()).scan(SystemTime::now(), None);
     assert_eq!(obs.timeline, 2);
     assert_eq!(obs.timeline_source.as_deref(), Some("archive"));
