@@ -15,6 +15,7 @@ use crate::config::CollectorLink;
 use crate::schedule::{Sink, Trigger};
 use backwatch_proto::backoff::Backoff;
 use backwatch_proto::convert::{from_ts, to_ts};
+use backwatch_proto::error::chain;
 use backwatch_proto::wire::{
     AgentMessage, AgentPayload, CollectorPayload, CommandAction, CommandReply, Hello, IngestClient,
     Ping, ResultBatch, Unsupported,
@@ -62,21 +63,6 @@ pub enum LinkError {
     Closed,
     #[error("collector said nothing for {0:?}; reconnecting")]
     Silent(Duration),
-}
-
-/// Every cause in an error chain, joined: "connecting to ...: transport error: ... UnknownCA".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// What an operator should look at, for the failures whose message alone does not say.

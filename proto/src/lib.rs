@@ -12,6 +12,7 @@ mod generated {
 pub mod backoff;
 pub mod config;
 pub mod convert;
+pub mod error;
 pub mod model;
 
 /// Generated message types and gRPC stubs, for the transport code only (agent `link`,

@@ -16,6 +16,7 @@
 //!   rule sees the same values the server compared.
 
 use super::{Outcome, Probe};
+use backwatch_proto::error::chain;
 use backwatch_proto::model::{Observation, PendingSource, ProbeKind, WalObs};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -95,13 +96,22 @@ fn quote(value: &str) -> String {
 
 impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
+        self.with_session(query).await
+    }
+
+    /// Connect, run `queries` (given the client and the statement timeout to set), and close.
+    /// The whole query phase is bounded too: three round trips, two of them bounded by the
+    /// server, the rest is network slack. Every probe that asks PostgreSQL goes through here.
+    pub(crate) async fn with_session<T>(
+        &self,
+        queries: impl AsyncFnOnce(&Client, Duration) -> Result<T, String>,
+    ) -> Result<T, String> {
         let session = self.connect().await?;
         let statement_timeout = self.effective_statement_timeout();
-        // Three round trips, two of them bounded by the server; the rest is network slack.
         let limit = self
             .connect_timeout
             .saturating_add(statement_timeout.saturating_mul(2));
-        let result = match timeout(limit, query(&session.client, statement_timeout)).await {
+        let result = match timeout(limit, queries(&session.client, statement_timeout)).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
         };
@@ -392,20 +402,6 @@ pub(crate) fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, Str
             .map(Some)
             .ok_or_else(|| format!("column {column}: {us} µs is out of range")),
     }
-}
-
-// === error text ===
-
-/// An error and its sources joined by ": ", on one line ("db error: ERROR: ...; DETAIL: ...").
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.replace('\n', "; ")
 }
 
 /// "0.5s", "10s".

@@ -51,7 +51,7 @@ impl Poster {
             Err(e) => {
                 return Err(Failure {
                     // The chain says why: "connection refused", "timed out".
-                    text: error_chain(&e),
+                    text: backwatch_proto::error::chain(&e),
                     permanent: e.is_builder(),
                     // Refused before connecting: certainly not received.
                     in_doubt: !(e.is_connect() || e.is_builder()),
@@ -77,15 +77,4 @@ impl Poster {
             in_doubt: false,
         })
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

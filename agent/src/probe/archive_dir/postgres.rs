@@ -5,9 +5,9 @@
 //! (optional: `pg_control_system()` and `pg_control_checkpoint()` are open to every role by
 //! default, but a hardened server may revoke them; then the cluster's age is unknown).
 
-use crate::probe::wal_archive::{WalProbe, chain, get, redact_command, secs, time};
+use crate::probe::wal_archive::{WalProbe, get, redact_command, time};
+use backwatch_proto::error::chain;
 use chrono::{DateTime, Utc};
-use tokio::time::timeout;
 use tokio_postgres::Client;
 
 /// The facts, or why they could not be read ("cannot connect: ...").
@@ -53,18 +53,7 @@ SELECT (SELECT system_identifier FROM pg_control_system()) AS system_identifier,
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_timeline";
 
 pub async fn ask(wal: &WalProbe) -> Answer {
-    let session = wal.connect().await?;
-    let statement_timeout = wal.effective_statement_timeout();
-    // Three round trips, two bounded by the server; the rest is network slack.
-    let limit = wal
-        .connect_timeout
-        .saturating_add(statement_timeout.saturating_mul(2));
-    let result = match timeout(limit, query(&session.client, statement_timeout)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
-    };
-    session.close().await;
-    result
+    wal.with_session(query).await
 }
 
 async fn query(client: &Client, statement_timeout: std::time::Duration) -> Answer {
