@@ -23,7 +23,7 @@ const DEFAULT_CONFIG: &str = "/etc/backwatch/agent.toml";
 #[derive(Parser)]
 #[command(
     name = "backwatch-agent",
-    version,
+    version = backwatch_proto::version_string!(),
     about = "Backwatch agent: watches PostgreSQL backups, disk space and WAL archiving on this host"
 )]
 struct Cli {
@@ -46,8 +46,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Validate the configuration and print it with every default filled in.
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Old name of `config check`, kept for scripts and deploy notes written before it.
+    #[command(hide = true)]
     PrintConfig {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print a shell completion script to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (backwatch-agent.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective configuration, every default
+    /// filled in, as TOML that loads back unchanged. Exit code 64 when it has problems.
+    Check {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -57,6 +81,8 @@ enum Command {
 enum Format {
     Text,
     Json,
+    /// One Nagios/Icinga plugin status line with performance data.
+    Nagios,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +100,32 @@ fn main() -> ExitCode {
     let path = match &cli.command {
         Command::Run { config }
         | Command::Check { config, .. }
+        | Command::Config(ConfigCommand::Check { config })
         | Command::PrintConfig { config } => config.clone(),
+        Command::Completions { shell } => {
+            backwatch_proto::cli::completions(*shell, <Cli as clap::CommandFactory>::command());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            return match backwatch_proto::cli::man_pages(
+                <Cli as clap::CommandFactory>::command(),
+                dir,
+            ) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "backwatch-agent: writing man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
@@ -97,10 +148,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { .. } => rt.block_on(run(cfg, &path)),
         Command::Check { format, .. } => rt.block_on(check(cfg, format)),
-        Command::PrintConfig { .. } => {
+        Command::PrintConfig { .. } | Command::Config(ConfigCommand::Check { .. }) => {
             print_config(&cfg);
             ExitCode::SUCCESS
         }
+        Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
     }
 }
 
@@ -168,6 +220,7 @@ async fn check(cfg: Config, format: Format) -> ExitCode {
     let results = futures_util::future::join_all(cfg.probes.iter().map(run_scheduled)).await;
     let mut worst: Option<Status> = None;
     let mut json_out = Vec::new();
+    let mut nagios_lines = Vec::new();
     for (s, r) in cfg.probes.iter().zip(&results) {
         let v = evaluate(r, None, None, &limits);
         worst = Some(match worst {
@@ -192,7 +245,19 @@ async fn check(cfg: Config, format: Format) -> ExitCode {
                 "summary": v.summary,
                 "result": r,
             })),
+            Format::Nagios => nagios_lines.push(backwatch_rules::nagios::CheckLine {
+                check: r.check_id(),
+                status: v.status,
+                summary: v.summary,
+                perf: backwatch_rules::nagios::perfdata(r, &limits),
+            }),
         }
+    }
+    if let Format::Nagios = format {
+        // The plugin line decides the exit code itself (no probes configured is UNKNOWN).
+        let (line, code) = backwatch_rules::nagios::status_line(&nagios_lines);
+        println!("{line}");
+        return ExitCode::from(code);
     }
     if let Format::Json = format {
         match serde_json::to_string_pretty(&json_out) {
@@ -245,13 +310,13 @@ fn print_config(cfg: &Config) {
             ProbeConfig::BackupDir(p) => (
                 "backup_dir",
                 format!(
-                    "path = {:?}\nmax_age = {}\nmax_depth = {}\nmax_entries = {}\nignore_suffixes = {:?}",
+                    "path = {:?}\n{}\nmax_depth = {}\nmax_entries = {}\nignore_suffixes = {:?}",
                     p.path.display().to_string(),
-                    p.max_age
-                        .map_or("\"\" # collector default".into(), |d| format!(
-                            "{:?}",
-                            fmt_duration(d)
-                        )),
+                    // Not set: a comment, so the printed file loads back unchanged.
+                    p.max_age.map_or(
+                        "# max_age not set: the collector's threshold or the procedure's default applies".into(),
+                        |d| format!("max_age = {:?}", fmt_duration(d))
+                    ),
                     p.max_depth,
                     p.max_entries,
                     p.ignore_suffixes
@@ -261,13 +326,16 @@ fn print_config(cfg: &Config) {
             ProbeConfig::ArchiveDir(p) => (
                 "archive_dir",
                 format!(
-                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\nmin_retention = {:?}\nmax_entries = {}\n{}",
+                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\n{}",
                     p.path.display().to_string(),
                     p.expected_owner.as_deref().unwrap_or(""),
                     p.expected_group.as_deref().unwrap_or(""),
                     p.expected_mode
                         .map_or(String::new(), |m| format!("{m:04o}")),
-                    p.min_retention.map_or(String::new(), fmt_duration),
+                    p.min_retention.map_or(
+                        "# min_retention not set: the collector's threshold or 7 days applies".into(),
+                        |d| format!("min_retention = {:?}", fmt_duration(d))
+                    ),
                     p.max_entries,
                     p.wal.as_ref().map_or_else(
                         || "# wal not set: no cross-check with PostgreSQL".to_string(),

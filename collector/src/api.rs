@@ -1,6 +1,7 @@
 //! HTTP JSON API and the dashboard, on their own listener.
 //!
 //! - `GET /healthz`
+//! - `GET /metrics`: Prometheus exposition, same access as `/api/` reads (see `metrics`)
 //! - `GET /api/v1/hosts`: every host, its last contact and each check's state
 //! - `GET /api/v1/hosts/{host}`: one host
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod dashboard;
 mod events;
 pub mod fit;
+pub mod metrics;
 mod series;
 mod trends;
 
@@ -43,6 +45,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{host}", get(host))
         .route("/api/v1/hosts/{host}/history", get(history))

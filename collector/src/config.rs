@@ -5,6 +5,7 @@
 //! (by host name pattern or by group from `[groups]`).
 
 pub mod alerting;
+pub mod effective;
 pub mod http_auth;
 
 use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};

@@ -337,6 +337,7 @@ impl Session {
                 .record_results(&self.host, &evaluated)
                 .await
                 .map_err(store_unavailable)?;
+            crate::api::metrics::COLLECTOR.ingested(evaluated.len());
             self.contact(received_at).await?;
         }
         ack.result_ids = evaluated.into_iter().map(|e| e.result.result_id).collect();

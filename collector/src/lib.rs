@@ -6,6 +6,7 @@ pub mod api;
 pub mod certs;
 pub mod config;
 pub mod ingest;
+pub mod nagios;
 pub mod notify;
 pub mod server;
 pub mod silence;

@@ -12,7 +12,7 @@ const DEFAULT_CONFIG: &str = "/etc/backwatch/collector.toml";
 #[derive(Parser)]
 #[command(
     name = "backwatch-collector",
-    version,
+    version = backwatch_proto::version_string!(),
     about = "Backwatch collector: fleet-wide monitoring of PostgreSQL backups and WAL archiving"
 )]
 struct Cli {
@@ -27,10 +27,37 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Validate the configuration and print the effective thresholds.
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Old name of `config check`, kept for scripts and deploy notes written before it.
+    #[command(hide = true)]
     CheckConfig {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print one host's checks as a Nagios/Icinga plugin status line with performance data,
+    /// from the store. Exit code 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also for an unknown
+    /// host or check, and for a silent host).
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Host name as in its agent certificate.
+        #[arg(long)]
+        host: String,
+        /// Only this check (e.g. `backup.daily`).
+        #[arg(long)]
+        check: Option<String>,
+    },
+    /// Print a shell completion script to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (backwatch-collector.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Create a fleet CA (or reuse the one in DIR), a collector certificate and agent certificates.
     Certs {
@@ -85,28 +112,47 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok", config.display());
-                println!("grpc.listen = {}", c.grpc_listen);
-                println!("http.listen = {}", c.http_listen);
-                println!("http.auth = {}", c.http_auth.describe());
-                println!(
-                    "store.url = {}",
-                    backwatch_collector::store::redact_url(&c.store_url)
-                );
-                match serde_json::to_string_pretty(&c.thresholds.base) {
-                    Ok(t) => println!("thresholds (defaults merged) = {t}"),
-                    Err(e) => eprintln!("printing thresholds: {e}"),
+        Command::CheckConfig { config } | Command::Config(ConfigCommand::Check { config }) => {
+            match Config::load(&config) {
+                Ok(c) => {
+                    print!(
+                        "{}",
+                        backwatch_collector::config::effective::render(&config, &c)
+                    );
+                    ExitCode::SUCCESS
                 }
-                print_alerting(&c.alerting);
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_CONFIG as u8)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG as u8)
+        }
+        Command::Status {
+            config,
+            host,
+            check,
+        } => status(&config, &host, check.as_deref()),
+        Command::Completions { shell } => {
+            backwatch_proto::cli::completions(shell, <Cli as clap::CommandFactory>::command());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => {
+            match backwatch_proto::cli::man_pages(<Cli as clap::CommandFactory>::command(), &dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "backwatch-collector: writing man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Certs {
             dir,
             collector_names,
@@ -132,29 +178,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where notifications go, as check-config shows it (never the SMTP password).
-fn print_alerting(a: &backwatch_collector::config::alerting::Alerting) {
-    use backwatch_collector::alerts::routes::Target;
-    match &a.smtp {
-        Some(s) => {
-            let tls = format!("{:?}", s.tls).to_lowercase();
-            println!("smtp = {}:{} (tls {tls}), from {}", s.host, s.port, s.from);
-        }
-        None => println!("smtp = none"),
-    }
-    if a.routes.is_empty() {
-        println!("routes = none (alerts are recorded, nobody is notified)");
-    }
-    for r in &a.routes {
-        let to = match &r.target {
-            Target::Email(to) => format!("email {}", to.join(", ")),
-            Target::Webhook(url) => format!("webhook {url}"),
-        };
-        let what = match (r.alerts, r.daily_summary) {
-            (true, true) => format!("alerts from {} and the daily summary", r.min_status),
-            (true, false) => format!("alerts from {}", r.min_status),
-            _ => "the daily summary only".to_string(),
-        };
-        println!("route {} = {what} -> {to}", r.name);
-    }
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective configuration, every default
+    /// filled in, as TOML (secrets left out). Exit code 64 when it has problems.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// `status`: a plugin line from the store; every failure is UNKNOWN (exit 3), as plugins do.
+fn status(config: &std::path::Path, host: &str, check: Option<&str>) -> ExitCode {
+    let (line, code) = match Config::load(config) {
+        Err(e) => backwatch_rules::nagios::unknown(&e.to_string()),
+        Ok(cfg) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Err(e) => backwatch_rules::nagios::unknown(&format!("starting runtime: {e}")),
+            Ok(rt) => rt.block_on(async {
+                match backwatch_collector::store::SqlStore::open(&cfg.store_url).await {
+                    Err(e) => backwatch_rules::nagios::unknown(&format!("opening the store: {e}")),
+                    Ok(store) => {
+                        backwatch_collector::nagios::status(
+                            &store,
+                            &cfg,
+                            host,
+                            check,
+                            chrono::Utc::now(),
+                        )
+                        .await
+                    }
+                }
+            }),
+        },
+    };
+    println!("{line}");
+    ExitCode::from(code)
 }

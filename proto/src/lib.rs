@@ -10,6 +10,7 @@ mod generated {
 }
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod backup;
 pub mod disk;
 pub mod human;
+pub mod nagios;
 pub mod status;
 pub mod wal;
 

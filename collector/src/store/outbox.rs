@@ -184,6 +184,10 @@ pub trait OutboxStore: Send + Sync {
         in_doubt: bool,
     ) -> StoreResult<bool>;
 
+    /// How many notifications are in each state (states with none left out): the delivery
+    /// backlog and the given-up count for `/metrics`.
+    async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, i64)>>;
+
     /// Newest first; only rows in `state` when given; only of `alert_id` when given.
     async fn notifications(
         &self,

@@ -251,6 +251,23 @@ impl OutboxStore for SqlStore {
         Ok(n == 1)
     }
 
+    async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("count notifications"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let state: String = get(row, "state")?;
+            let n: i64 = get(row, "n")?;
+            // A state this version does not know is not a backlog it can describe.
+            if let Ok(st) = state.parse::<OutboxState>() {
+                out.push((st, n));
+            }
+        }
+        Ok(out)
+    }
+
     async fn notifications(
         &self,
         state: Option<OutboxState>,

@@ -1,0 +1,116 @@
+//! `backwatch-collector config check`: the effective configuration, defaults filled in, as a
+//! TOML document (serialized with `toml`, so it is always well-formed).
+//!
+//! Invariants: secrets never appear (the store URL is redacted, tokens are named, not shown,
+//! the SMTP password is left out); what has no TOML shape of its own (access, routes) is
+//! described in comments. `[thresholds]` is the merged base threshold set with durations in
+//! seconds, as the rules see it; per-host overrides are listed by `[groups]` in the file.
+
+use super::Config;
+use crate::alerts::routes::Target;
+use crate::store::redact_url;
+use backwatch_proto::config::fmt_duration;
+use std::fmt::Write;
+use toml::{Table, Value};
+
+fn table(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn s(v: impl ToString) -> Value {
+    Value::String(v.to_string())
+}
+
+fn strings(v: &[String]) -> Value {
+    Value::Array(v.iter().map(s).collect())
+}
+
+/// The whole document, starting with a comment naming the file.
+pub fn render(path: &std::path::Path, c: &Config) -> String {
+    let mut doc = Table::new();
+    doc.insert(
+        "grpc".into(),
+        table(vec![
+            ("listen", s(c.grpc_listen)),
+            ("ca", s(c.tls.ca.display())),
+            ("cert", s(c.tls.cert.display())),
+            ("key", s(c.tls.key.display())),
+            ("deny_hosts", strings(&c.access.deny_hosts)),
+            ("deny_fingerprints", strings(&c.access.deny_fingerprints)),
+            (
+                "max_streams_per_agent",
+                Value::Integer(i64::from(c.access.max_streams_per_agent)),
+            ),
+        ]),
+    );
+    doc.insert(
+        "http".into(),
+        table(vec![
+            ("listen", s(c.http_listen)),
+            ("public_url", s(&c.alerting.public_url)),
+        ]),
+    );
+    doc.insert(
+        "store".into(),
+        table(vec![("url", s(redact_url(&c.store_url)))]),
+    );
+    doc.insert(
+        "silence".into(),
+        table(vec![
+            ("host_after", s(fmt_duration(c.silence.host_after))),
+            ("check_grace", s(fmt_duration(c.silence.check_grace))),
+            ("sweep_every", s(fmt_duration(c.silence.sweep_every))),
+        ]),
+    );
+    let mut out = format!("# {}: ok\n", path.display());
+    let _ = writeln!(out, "# http access: {}", c.http_auth.describe());
+    match &c.alerting.smtp {
+        Some(m) => {
+            let tls = format!("{:?}", m.tls).to_lowercase();
+            let _ = writeln!(
+                out,
+                "# smtp: {}:{} (tls {tls}), from {}",
+                m.host, m.port, m.from
+            );
+        }
+        None => out.push_str("# smtp: none\n"),
+    }
+    if c.alerting.routes.is_empty() {
+        out.push_str("# routes: none (alerts are recorded, nobody is notified)\n");
+    }
+    for r in &c.alerting.routes {
+        let to = match &r.target {
+            Target::Email(to) => format!("email {}", to.join(", ")),
+            Target::Webhook(url) => format!("webhook {url}"),
+        };
+        let what = match (r.alerts, r.daily_summary) {
+            (true, true) => format!("alerts from {} and the daily summary", r.min_status),
+            (true, false) => format!("alerts from {}", r.min_status),
+            _ => "the daily summary only".to_string(),
+        };
+        let _ = writeln!(out, "# route {}: {what} -> {to}", r.name);
+    }
+    match toml::to_string(&doc) {
+        Ok(t) => out.push_str(&t),
+        Err(e) => {
+            let _ = writeln!(out, "# cannot print the settings: {e}");
+        }
+    }
+    out.push_str("\n# thresholds with the defaults merged (durations in seconds)\n");
+    let mut th = Table::new();
+    match Value::try_from(&c.thresholds.base) {
+        Ok(v) => {
+            th.insert("thresholds".into(), v);
+            match toml::to_string(&th) {
+                Ok(t) => out.push_str(&t),
+                Err(e) => {
+                    let _ = writeln!(out, "# cannot print the thresholds: {e}");
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "# cannot print the thresholds: {e}");
+        }
+    }
+    out
+}
