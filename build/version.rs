@@ -20,15 +20,22 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     // Paths git reports are relative to the current directory (the crate's).
+    // Only files that exist: cargo re-runs a script on every build while a watched path is
+    // missing (packed-refs often is).
+    let watch = |p: String| {
+        if std::path::Path::new(&p).exists() {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    };
     for what in ["HEAD", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", what]) {
-            println!("cargo:rerun-if-changed={p}");
+            watch(p);
         }
     }
     if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(p) = git(&["rev-parse", "--git-path", &head_ref])
     {
-        println!("cargo:rerun-if-changed={p}");
+        watch(p);
     }
     let commit = match git(&["rev-parse", "--short", "HEAD"]) {
         Some(c) if !c.is_empty() => {

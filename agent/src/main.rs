@@ -109,6 +109,7 @@ fn main() -> ExitCode {
         Command::Man { dir } => {
             return match backwatch_proto::cli::man_pages(
                 <Cli as clap::CommandFactory>::command(),
+                backwatch_proto::version_string!(),
                 dir,
             ) {
                 Ok(files) => {

@@ -137,7 +137,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Man { dir } => {
-            match backwatch_proto::cli::man_pages(<Cli as clap::CommandFactory>::command(), &dir) {
+            match backwatch_proto::cli::man_pages(
+                <Cli as clap::CommandFactory>::command(),
+                backwatch_proto::version_string!(),
+                &dir,
+            ) {
                 Ok(files) => {
                     for f in files {
                         println!("wrote {}", f.display());

@@ -24,12 +24,16 @@ pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) {
 }
 
 /// Write `<name>.1` and one `<name>-<sub>.1` per subcommand (nested ones too) into `dir`,
-/// creating it. Returns the files written.
-pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// creating it; every page carries `version`. Returns the files written.
+pub fn man_pages(
+    cmd: clap::Command,
+    version: &'static str,
+    dir: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let name = cmd.get_name().to_string();
-    write_page(cmd, &name, &name, dir, &mut written)?;
+    write_page(cmd, version, &name, &name, dir, &mut written)?;
     Ok(written)
 }
 
@@ -37,6 +41,7 @@ pub fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>
 /// (`backwatch-agent config check`).
 fn write_page(
     cmd: clap::Command,
+    version: &'static str,
     stem: &str,
     bin: &str,
     dir: &Path,
@@ -50,6 +55,7 @@ fn write_page(
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .title(stem.to_uppercase())
+        .source(format!("{bin} {version}"))
         .render(&mut buf)?;
     std::fs::File::create(&path)?.write_all(&buf)?;
     written.push(path);
@@ -57,6 +63,7 @@ fn write_page(
         let name = sub.get_name();
         write_page(
             sub.clone(),
+            version,
             &format!("{stem}-{name}"),
             &format!("{bin} {name}"),
             dir,

@@ -1,7 +1,7 @@
 //! The hardening of the systemd units in deploy/systemd, rated the way an auditor would:
 //! `systemd-analyze security --offline=true` (no running systemd needed). The agent runs on
 //! every database host and must be rated OK (exposure ≤ 2.0); the collector must stay at the
-//! figure measured when its unit was written (README, "Deploying").
+//! figure measured when its unit was written (README, "Hardening figures").
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
