@@ -274,3 +274,60 @@ async fn metrics_need_a_read_token_when_authentication_is_configured() -> Result
     promtool(&page)?;
     Ok(())
 }
+
+/// A real cluster whose archive_command fails: the WAL series carry what pg_stat_archiver
+/// and pg_wal/archive_status say.
+#[tokio::test]
+async fn wal_archiving_failures_show_as_counters_and_delay() -> Result<()> {
+    let pg = backwatch_tests::harness::PgCluster::init()
+        .archive_command("false")
+        .start()?;
+    let s = scene("db1", |a| a.wal("main", &pg.dsn(), "1s")).await?;
+    let segment = pg.switch_wal()?;
+    s.collector
+        .wait_status("db1", "wal.main", "critical", Duration::from_secs(60))
+        .await;
+    let http = http_client();
+    let page = eventually(
+        Duration::from_secs(30),
+        "failed archives in /metrics",
+        async || {
+            let page = http
+                .get(s.collector.url("/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let failed = sample(
+                &page,
+                "backwatch_wal_failed_archives_total{host=\"db1\",check=\"wal.main\"}",
+            );
+            match failed {
+                Some(n) if n >= 1.0 => Ok(page),
+                other => bail!("failed archives {other:?}"),
+            }
+        },
+    )
+    .await;
+    let stats = pg.archiver_stats()?;
+    let series = |name: &str| format!("{name}{{host=\"db1\",check=\"wal.main\"}}");
+    assert!(
+        value(&page, &series("backwatch_wal_failed_archives_total")) <= stats.failed_count as f64
+    );
+    assert_eq!(value(&page, &series("backwatch_wal_archived_total")), 0.0);
+    assert!(
+        value(&page, &series("backwatch_wal_pending_segments")) >= 1.0,
+        "{segment}"
+    );
+    let delay = value(&page, &series("backwatch_wal_archive_delay_seconds"));
+    assert!((0.0..600.0).contains(&delay), "delay {delay}");
+    assert_eq!(
+        value(
+            &page,
+            "backwatch_check_status{host=\"db1\",check=\"wal.main\",status=\"critical\"}"
+        ),
+        1.0
+    );
+    promtool(&page)?;
+    Ok(())
+}
