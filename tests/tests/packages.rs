@@ -152,6 +152,13 @@ async fn packages_install_run_and_purge_cleanly() -> Result<()> {
         ),
         "{unit}"
     );
+    // The installed units keep the hardening rating of deploy/systemd (units.rs).
+    for (unit, tenths) in [("backwatch-agent", 20), ("backwatch-collector", 11)] {
+        sh(Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(format!("--threshold={tenths}"))
+            .arg(format!("/lib/systemd/system/{unit}.service")))?;
+    }
     let conf = sh(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "backwatch-agent"]))?;
     assert!(conf.contains("/etc/backwatch/agent.toml"), "{conf}");
     let version_line = sh(Command::new("/usr/bin/backwatch-agent").arg("--version"))?;
