@@ -18,6 +18,7 @@ pub mod dashboard;
 mod events;
 pub mod fit;
 pub mod metrics;
+mod reports;
 mod series;
 mod trends;
 
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub alerting: Arc<crate::config::alerting::Alerting>,
     pub dashboard: Arc<Dashboard>,
+    /// `[reports]`: time zone and windows of the on-demand reports.
+    pub reports: Arc<crate::config::reports::Reports>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -51,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts/{host}/history", get(history))
         .merge(alerts::routes())
         .merge(dashboard::routes())
+        .merge(reports::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

@@ -7,6 +7,7 @@
 pub mod alerting;
 pub mod effective;
 pub mod http_auth;
+pub mod reports;
 
 use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
@@ -46,6 +47,9 @@ pub struct RawConfig {
     pub procedures: BTreeMap<String, String>,
     #[serde(default)]
     pub routes: Vec<alerting::RawRoute>,
+    /// The daily and monthly reports' schedule (see `reports`).
+    #[serde(default)]
+    pub reports: reports::RawReports,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,6 +179,7 @@ pub struct Config {
     pub silence: Silence,
     pub thresholds: Thresholds,
     pub alerting: alerting::Alerting,
+    pub reports: reports::Reports,
 }
 
 /// Who may stream, beyond holding a certificate of the fleet CA. Reloaded on SIGHUP.
@@ -513,6 +518,7 @@ impl Config {
                 base,
             },
         );
+        let reports = reports::validate(&mut p, raw.reports);
         thresholds.groups = raw.groups;
         p.finish()?;
         Ok(Config {
@@ -525,6 +531,7 @@ impl Config {
             silence,
             thresholds,
             alerting,
+            reports,
         })
     }
 }

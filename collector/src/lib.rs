@@ -8,6 +8,7 @@ pub mod config;
 pub mod ingest;
 pub mod nagios;
 pub mod notify;
+pub mod report;
 pub mod server;
 pub mod silence;
 pub mod store;

@@ -59,6 +59,8 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Produce the daily report or the monthly review from the store, on demand or as a backfill.
+    Report(backwatch_collector::report::cli::ReportArgs),
     /// Create a fleet CA (or reuse the one in DIR), a collector certificate and agent certificates.
     Certs {
         /// Directory for ca.pem, collector.pem, agents/<host>.pem and their keys.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Report(args) => backwatch_collector::report::cli::main(args),
         Command::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,

@@ -119,6 +119,11 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let worker = crate::notify::Worker::new(store.clone(), alerting.clone(), queued)
         .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
     tokio::spawn(worker.run());
+    tokio::spawn(crate::report::task::run(
+        store.clone(),
+        Arc::new(config.reports.clone()),
+        alerting.clone(),
+    ));
 
     let dashboard = Arc::new(api::Dashboard::start(
         store.clone(),
@@ -129,6 +134,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         store,
         alerting,
         dashboard,
+        reports: Arc::new(config.reports.clone()),
     });
     // The peer address decides whether a trusted proxy's user header is believed.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -14,9 +14,12 @@
 use super::Failure;
 use crate::config::alerting::{Smtp, SmtpTls};
 use crate::store::outbox::Notification;
+use crate::store::reports::Attachment;
+use base64::Engine;
 use lettre::Message;
+use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Attachment as LettreAttachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -55,6 +58,48 @@ fn failure(e: &lettre::transport::smtp::Error, handed_over: bool) -> Failure {
         permanent: e.is_permanent(),
         in_doubt: handed_over && !(e.is_permanent() || e.is_transient()),
     }
+}
+
+/// Text and HTML as alternatives; with inline parts (a report's charts) the HTML sits in a
+/// `multipart/related` with them, each part named by the Content-ID its `cid:` URL uses.
+/// Mail clients that block remote images still show these: they travel in the message.
+fn body(n: &Notification) -> Result<MultiPart, Failure> {
+    let parts: Vec<Attachment> = match n.attachments.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(json) => serde_json::from_str(json).map_err(|e| Failure {
+            text: format!("stored inline parts do not parse: {e}"),
+            permanent: true,
+            in_doubt: false,
+        })?,
+    };
+    if parts.is_empty() {
+        return Ok(MultiPart::alternative_plain_html(
+            n.body_text.clone(),
+            n.body_html.clone(),
+        ));
+    }
+    let mut related = MultiPart::related().singlepart(SinglePart::html(n.body_html.clone()));
+    for p in parts {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(p.data.as_bytes())
+            .map_err(|e| Failure {
+                text: format!("inline part {}: {e}", p.cid),
+                permanent: true,
+                in_doubt: false,
+            })?;
+        let kind = ContentType::parse(&p.content_type).map_err(|e| Failure {
+            text: format!(
+                "inline part {}: content type {:?}: {e}",
+                p.cid, p.content_type
+            ),
+            permanent: true,
+            in_doubt: false,
+        })?;
+        related = related.singlepart(LettreAttachment::new_inline(p.cid).body(bytes, kind));
+    }
+    Ok(MultiPart::alternative()
+        .singlepart(SinglePart::plain(n.body_text.clone()))
+        .multipart(related))
 }
 
 impl Mailer {
@@ -119,16 +164,11 @@ impl Mailer {
         if let Some(thread) = &n.thread_id {
             b = b.references(thread.clone());
         }
-        let msg = b
-            .multipart(MultiPart::alternative_plain_html(
-                n.body_text.clone(),
-                n.body_html.clone(),
-            ))
-            .map_err(|e| Failure {
-                text: format!("building the message: {e}"),
-                permanent: true,
-                in_doubt: false,
-            })?;
+        let msg = b.multipart(body(n)?).map_err(|e| Failure {
+            text: format!("building the message: {e}"),
+            permanent: true,
+            in_doubt: false,
+        })?;
         Ok((to, msg.formatted()))
     }
 
@@ -240,6 +280,7 @@ mod tests {
             handed_over_at: None,
             sent_at: None,
             last_error: None,
+            attachments: None,
         }
     }
 
@@ -262,6 +303,30 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn inline_parts_travel_as_related_images() {
+        let mut n = row("m@example.com");
+        n.body_html = "<img src=\"cid:chart@backwatch\">".into();
+        n.attachments = Some(
+            r#"[{"cid":"chart@backwatch","content_type":"image/png","data":"iVBORw0KGgo="}]"#
+                .into(),
+        );
+        let (_, bytes) = mailer().message(&n).expect("message");
+        let text = String::from_utf8_lossy(&bytes);
+        for want in [
+            "multipart/alternative",
+            "multipart/related",
+            "Content-Type: image/png",
+            "Content-ID: <chart@backwatch>",
+            "Content-Disposition: inline",
+            "iVBORw0KGgo=",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        n.attachments = Some("not json".into());
+        assert!(mailer().message(&n).is_err_and(|e| e.permanent));
     }
 
     #[test]

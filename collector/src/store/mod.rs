@@ -14,11 +14,13 @@
 
 pub mod alerts;
 pub mod outbox;
+pub mod reports;
 mod sql;
 pub mod suite;
 pub mod suite_alerts;
 pub mod suite_dashboard;
 pub mod suite_outbox;
+pub mod suite_reports;
 
 pub use sql::{SqlStore, redact_url};
 
@@ -128,7 +130,9 @@ pub enum Inserted {
 }
 
 #[async_trait::async_trait]
-pub trait Store: alerts::AlertStore + outbox::OutboxStore + Send + Sync + 'static {
+pub trait Store:
+    alerts::AlertStore + outbox::OutboxStore + reports::ReportStore + Send + Sync + 'static
+{
     /// Record that `host` is talking to us now; `facts` when it just said Hello. Returns
     /// whether the host is currently marked silent (the caller then clears it).
     async fn touch_host(

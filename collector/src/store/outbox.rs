@@ -138,6 +138,10 @@ pub struct Notification {
     pub sent_at: Option<DateTime<Utc>>,
     /// The server's answer (or the connection problem) of the latest failed attempt.
     pub last_error: Option<String>,
+    /// Inline parts (a report's charts): JSON array of
+    /// [`Attachment`](super::reports::Attachment); `None` for plain messages.
+    #[serde(skip)]
+    pub attachments: Option<String>,
 }
 
 #[async_trait::async_trait]

@@ -22,6 +22,8 @@ mod alerts;
 mod dashboard;
 mod outbox;
 mod read;
+mod reports;
+mod rollups;
 mod silences;
 #[cfg(test)]
 mod tests;
@@ -73,10 +75,12 @@ macro_rules! embed {
 const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 1, "0001_initial.sql", "initial"),
     embed!("sqlite", 2, "0002_alerts.sql", "alerts"),
+    embed!("sqlite", 3, "0003_reports.sql", "reports"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
     embed!("postgres", 2, "0002_alerts.sql", "alerts"),
+    embed!("postgres", 3, "0003_reports.sql", "reports"),
 ];
 
 /// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).

@@ -30,6 +30,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     result_ids_are_per_host(store).await?;
     super::suite_alerts::run_all(store).await?;
     super::suite_dashboard::run_all(store).await?;
+    super::suite_reports::run_all(store).await?;
     Ok(())
 }
 

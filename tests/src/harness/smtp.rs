@@ -77,6 +77,11 @@ class Capture:
             "content_type": msg.get_content_type(),
             "text": lines(text),
             "html": lines(html),
+            "parts": [{"content_type": p.get_content_type(),
+                       "content_id": header(p, "content-id"),
+                       "disposition": p.get_content_disposition(),
+                       "bytes": len(p.get_payload(decode=True) or b"")}
+                      for p in msg.walk() if not p.is_multipart()],
         }
         name = "%020d-%d.json" % (time.time_ns(), os.getpid())
         tmp = os.path.join(MSGS, "." + name)
@@ -132,6 +137,21 @@ pub struct Mail {
     pub content_type: String,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Every leaf part of the message (text, html, inline images), in order.
+    #[serde(default)]
+    pub parts: Vec<MailPart>,
+}
+
+/// A leaf MIME part as the server saw it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailPart {
+    pub content_type: String,
+    /// `<id>`, with the angle brackets, when the part has one.
+    pub content_id: Option<String>,
+    /// `inline`, `attachment` or none.
+    pub disposition: Option<String>,
+    /// Decoded size.
+    pub bytes: u64,
 }
 
 impl Mail {

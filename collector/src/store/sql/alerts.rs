@@ -65,7 +65,7 @@ fn mark(
     }))
 }
 
-fn alert(row: &AnyRow) -> StoreResult<Alert> {
+pub(super) fn alert(row: &AnyRow) -> StoreResult<Alert> {
     Ok(Alert {
         id: get(row, "id")?,
         version: get(row, "version")?,

@@ -15,7 +15,8 @@ macro_rules! outbox_columns {
     () => {
         "id, alert_id, event_id, kind, route, channel, recipient, subject, body_text, \
          body_html, payload, message_id, thread_id, state, attempts, created_at, \
-         next_attempt_at, claimed_by, lease_until, handed_over_at, sent_at, last_error"
+         next_attempt_at, claimed_by, lease_until, handed_over_at, sent_at, last_error, \
+         attachments"
     };
 }
 
@@ -76,6 +77,7 @@ fn notification(row: &AnyRow) -> StoreResult<Notification> {
         handed_over_at: opt_time(row, "handed_over_at")?,
         sent_at: opt_time(row, "sent_at")?,
         last_error: get(row, "last_error")?,
+        attachments: get(row, "attachments")?,
     })
 }
 

@@ -89,6 +89,8 @@ pub(super) async fn record_one(
     if inserted == 0 {
         return Ok(Inserted::Duplicate);
     }
+    // Reports read hourly and daily rollups, kept in this same transaction.
+    super::rollups::apply(conn, backend, host, item).await?;
 
     let prev = read_state(conn, backend, host, &check).await?;
     // The state shows the newest measurement. A result measured before the one the state
@@ -179,7 +181,7 @@ pub(super) async fn insert_transition(
 }
 
 /// The serde name of the probe kind (`backup_dir`), the spelling the API and JSON use.
-fn kind_name(result: &ProbeResult) -> StoreResult<String> {
+pub(super) fn kind_name(result: &ProbeResult) -> StoreResult<String> {
     match serde_json::to_value(result.kind) {
         Ok(serde_json::Value::String(name)) => Ok(name),
         other => Err(StoreError::Corrupt {

@@ -1,0 +1,80 @@
+//! Reports on demand: `GET /api/v1/reports/daily?at=&format=` and
+//! `GET /api/v1/reports/monthly?month=YYYY-MM&format=json|html|csv`.
+//!
+//! Read role, like every GET under `/api/` (`auth::guard`). JSON by default; HTML is the
+//! standalone file (charts as `data:` URIs), CSV the long form of `report::render_csv`.
+
+use super::{ApiError, ApiState};
+use crate::report::{self, Format, Month, Report};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/reports/daily", get(daily))
+        .route("/api/v1/reports/monthly", get(monthly))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    format: Option<String>,
+    /// Daily: RFC 3339 time (default now).
+    at: Option<String>,
+    /// Monthly: `YYYY-MM` (default the previous month).
+    month: Option<String>,
+}
+
+fn bad(msg: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg)
+}
+
+fn format(q: &ReportQuery) -> Result<Format, ApiError> {
+    q.format
+        .as_deref()
+        .unwrap_or("json")
+        .parse()
+        .map_err(|e| bad(format!("format: {e}")))
+}
+
+fn respond(s: &ApiState, r: Report, f: Format) -> Response {
+    (
+        [(header::CONTENT_TYPE, f.content_type())],
+        r.render(&s.reports, f),
+    )
+        .into_response()
+}
+
+async fn daily(
+    State(s): State<ApiState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let f = format(&q)?;
+    let now = Utc::now();
+    let at = match q.at.as_deref() {
+        None => now,
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map_err(|_| bad(format!("at: {t:?} is not an RFC 3339 time")))?
+            .with_timezone(&Utc),
+    };
+    let r = report::daily(&*s.store, &s.reports, at, now).await?;
+    Ok(respond(&s, Report::Daily(r), f))
+}
+
+async fn monthly(
+    State(s): State<ApiState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let f = format(&q)?;
+    let now = Utc::now();
+    let month = match q.month.as_deref() {
+        None => Month::previous(now, &s.reports),
+        Some(m) => m.parse::<Month>().map_err(|e| bad(format!("month: {e}")))?,
+    };
+    let r = report::monthly(&*s.store, &s.reports, month, now).await?;
+    Ok(respond(&s, Report::Monthly(r), f))
+}

@@ -1,0 +1,360 @@
+//! The daily report: the fleet at a glance at one instant. Pure: [`build`] turns what the
+//! store holds (hosts, the last 24 hours of hourly rollups, open alerts) into a
+//! [`DailyReport`]; HTML, CSV and JSON are renderings of that one struct.
+//!
+//! Invariants:
+//! - a check's status is that of its newest sample before the report time, unknown when the
+//!   host is silent or the sample is older than twice its interval plus five minutes (as
+//!   the silence sweep would judge it);
+//! - a host's status is the worst of its checks' (`Status::rank`), unknown when silent or
+//!   without any result in the window;
+//! - "backups in the last 24 h" counts the times a backup directory's newest file changed.
+
+use crate::status::Status;
+use crate::store::HostRecord;
+use crate::store::alerts::{AGENT_CHECK, Alert};
+use crate::store::reports::Rollup;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Everything a daily report is made of, as read from the store.
+pub struct DailyInput {
+    pub at: DateTime<Utc>,
+    /// Local date of `at` (`2026-03-29`) and the zone's name.
+    pub period: String,
+    pub timezone: String,
+    pub generated_at: DateTime<Utc>,
+    pub hosts: Vec<HostRecord>,
+    /// Hourly rollups of the 24 hours before `at`.
+    pub hours: Vec<Rollup>,
+    /// Alerts open at `at`.
+    pub open_alerts: Vec<Alert>,
+    /// Use the hosts' silent flags (a report of now); otherwise a host is silent when it
+    /// has no sample in the hour before `at` (a backfill).
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DailySummary {
+    pub hosts: u64,
+    pub hosts_ok: u64,
+    pub hosts_warning: u64,
+    pub hosts_critical: u64,
+    pub hosts_unknown: u64,
+    pub silent_agents: u64,
+    pub open_alerts: u64,
+    pub backups_24h: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLine {
+    pub host: String,
+    pub status: Status,
+    pub silent: bool,
+    pub checks: u64,
+    pub checks_not_ok: u64,
+    pub last_contact: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertLine {
+    pub id: i64,
+    pub host: String,
+    pub check: String,
+    pub severity: String,
+    pub status: Status,
+    pub summary: String,
+    pub opened_at: DateTime<Utc>,
+    pub age_secs: i64,
+    pub acknowledged_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupLine {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    pub backups_24h: i64,
+    pub newest_at: Option<DateTime<Utc>>,
+    pub newest_age_secs: Option<i64>,
+    pub newest_size_bytes: Option<i64>,
+    pub files: Option<i64>,
+    pub total_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageLine {
+    pub host: String,
+    pub check: String,
+    /// `filesystem` (a `disk.*` check) or `archive` (a WAL archive directory).
+    pub kind: String,
+    pub status: Status,
+    pub used_bytes: Option<i64>,
+    pub capacity_bytes: Option<i64>,
+    pub used_pct: Option<f64>,
+    pub change_24h_bytes: Option<i64>,
+    /// Archive directories: age of the oldest segment kept.
+    pub retention_secs: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalLine {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    /// Largest archive delay (oldest waiting segment) in the newest hour with a sample.
+    pub delay_secs_last_hour: Option<i64>,
+    pub delay_secs_max_24h: Option<i64>,
+    pub archived_24h: i64,
+    pub failed_24h: i64,
+    pub wal_bytes_24h: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SilentLine {
+    pub host: String,
+    pub last_contact: DateTime<Utc>,
+    pub silent_for_secs: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DailyReport {
+    pub kind: &'static str,
+    pub title: String,
+    pub period: String,
+    pub timezone: String,
+    pub at: DateTime<Utc>,
+    pub window_start: DateTime<Utc>,
+    pub generated_at: DateTime<Utc>,
+    pub summary: DailySummary,
+    pub hosts: Vec<HostLine>,
+    pub open_alerts: Vec<AlertLine>,
+    pub backups: Vec<BackupLine>,
+    pub storage: Vec<StorageLine>,
+    pub wal: Vec<WalLine>,
+    pub silent_agents: Vec<SilentLine>,
+}
+
+/// The rows of one check in the window, oldest first.
+struct CheckRows<'a> {
+    rows: Vec<&'a Rollup>,
+}
+
+impl CheckRows<'_> {
+    fn last(&self) -> &Rollup {
+        self.rows[self.rows.len() - 1]
+    }
+
+    fn status(&self, at: DateTime<Utc>, silent: bool) -> Status {
+        let last = self.last();
+        let stale_ms = (2 * last.interval_secs + 300) * 1000;
+        if silent || at.timestamp_millis() - last.last_at > stale_ms {
+            Status::Unknown
+        } else {
+            last.status_last
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&Rollup) -> i64) -> i64 {
+        self.rows.iter().map(|r| f(r)).sum()
+    }
+
+    fn max(&self, f: impl Fn(&Rollup) -> Option<i64>) -> Option<i64> {
+        self.rows.iter().filter_map(|r| f(r)).max()
+    }
+
+    /// The newest value a row has for `f`.
+    fn latest<T: Copy>(&self, f: impl Fn(&Rollup) -> Option<T>) -> Option<T> {
+        self.rows.iter().rev().find_map(|r| f(r))
+    }
+
+    fn first<T: Copy>(&self, f: impl Fn(&Rollup) -> Option<T>) -> Option<T> {
+        self.rows.iter().find_map(|r| f(r))
+    }
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+pub fn build(input: DailyInput) -> DailyReport {
+    let at = input.at;
+    let at_ms = at.timestamp_millis();
+    let mut by_host: BTreeMap<&str, BTreeMap<&str, CheckRows>> = BTreeMap::new();
+    for r in input.hours.iter().filter(|r| r.bucket_start < at_ms) {
+        by_host
+            .entry(r.host.as_str())
+            .or_default()
+            .entry(r.check.as_str())
+            .or_insert_with(|| CheckRows { rows: Vec::new() })
+            .rows
+            .push(r);
+    }
+    let mut summary = DailySummary {
+        hosts: 0,
+        hosts_ok: 0,
+        hosts_warning: 0,
+        hosts_critical: 0,
+        hosts_unknown: 0,
+        silent_agents: 0,
+        open_alerts: input.open_alerts.len() as u64,
+        backups_24h: 0,
+    };
+    let (mut hosts, mut backups, mut storage, mut wal, mut silent_agents) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let empty = BTreeMap::new();
+    for h in &input.hosts {
+        let checks = by_host.get(h.host.as_str()).unwrap_or(&empty);
+        let silent = if input.live {
+            h.silent
+        } else {
+            !checks
+                .values()
+                .any(|c| at_ms - c.last().last_at <= 3_600_000)
+        };
+        let statuses: Vec<Status> = checks.values().map(|c| c.status(at, silent)).collect();
+        let worst = statuses
+            .iter()
+            .copied()
+            .max_by_key(|s| s.rank())
+            .unwrap_or(Status::Unknown);
+        let status = if silent { Status::Unknown } else { worst };
+        summary.hosts += 1;
+        match status {
+            Status::Ok => summary.hosts_ok += 1,
+            Status::Warning => summary.hosts_warning += 1,
+            Status::Critical => summary.hosts_critical += 1,
+            Status::Unknown => summary.hosts_unknown += 1,
+        }
+        if silent {
+            summary.silent_agents += 1;
+            silent_agents.push(SilentLine {
+                host: h.host.clone(),
+                last_contact: h.last_contact,
+                silent_for_secs: (at - h.last_contact).num_seconds().max(0),
+            });
+        }
+        hosts.push(HostLine {
+            host: h.host.clone(),
+            status,
+            silent,
+            checks: statuses.len() as u64,
+            checks_not_ok: statuses.iter().filter(|s| **s != Status::Ok).count() as u64,
+            last_contact: h.last_contact,
+        });
+        for (check, rows) in checks {
+            let last = rows.last();
+            let status = rows.status(at, silent);
+            match last.kind.as_str() {
+                "backup_dir" => {
+                    let newest = rows.latest(|r| r.newest_mtime);
+                    let n = rows.sum(|r| r.new_backups);
+                    summary.backups_24h += n;
+                    backups.push(BackupLine {
+                        host: h.host.clone(),
+                        check: check.to_string(),
+                        status,
+                        backups_24h: n,
+                        newest_at: newest.and_then(time),
+                        newest_age_secs: newest.map(|m| (at_ms - m) / 1000),
+                        newest_size_bytes: rows.latest(|r| r.newest_size_bytes),
+                        files: rows.latest(|r| r.files_last),
+                        total_bytes: rows.latest(|r| r.used_bytes_last),
+                    });
+                }
+                "disk" | "archive_dir" => {
+                    let used = rows.latest(|r| r.used_bytes_last);
+                    let capacity = rows.latest(|r| r.capacity_bytes);
+                    let first = rows.first(|r| r.used_bytes_last);
+                    let used_pct = match (used, capacity) {
+                        (Some(u), Some(c)) if c > 0 => {
+                            Some(super::stats::round_to(100.0 * u as f64 / c as f64, 1))
+                        }
+                        _ => None,
+                    };
+                    let is_disk = last.kind == "disk";
+                    storage.push(StorageLine {
+                        host: h.host.clone(),
+                        check: check.to_string(),
+                        kind: if is_disk { "filesystem" } else { "archive" }.into(),
+                        status,
+                        used_bytes: used,
+                        capacity_bytes: capacity,
+                        used_pct,
+                        change_24h_bytes: used.zip(first).map(|(u, f)| u - f),
+                        retention_secs: if is_disk {
+                            None
+                        } else {
+                            rows.latest(|r| r.newest_age_secs)
+                        },
+                    });
+                }
+                "wal_archive" => wal.push(WalLine {
+                    host: h.host.clone(),
+                    check: check.to_string(),
+                    status,
+                    delay_secs_last_hour: last.delay_secs_max,
+                    delay_secs_max_24h: rows.max(|r| r.delay_secs_max),
+                    archived_24h: rows.sum(|r| r.archived_delta),
+                    failed_24h: rows.sum(|r| r.failed_delta),
+                    wal_bytes_24h: rows.sum(|r| r.wal_bytes),
+                }),
+                _ => {}
+            }
+        }
+    }
+    // Worst first, then by name: what needs a look comes first.
+    hosts.sort_by(|a, b| {
+        b.status
+            .rank()
+            .cmp(&a.status.rank())
+            .then(a.host.cmp(&b.host))
+    });
+    storage.sort_by(|a, b| {
+        b.used_pct
+            .unwrap_or(-1.0)
+            .total_cmp(&a.used_pct.unwrap_or(-1.0))
+            .then(a.host.cmp(&b.host))
+    });
+    let mut open_alerts: Vec<AlertLine> = input
+        .open_alerts
+        .iter()
+        .map(|a| AlertLine {
+            id: a.id,
+            host: a.fields.host.clone(),
+            check: if a.fields.check == AGENT_CHECK {
+                "agent (silent)".into()
+            } else {
+                a.fields.check.clone()
+            },
+            severity: a.fields.severity.as_str().into(),
+            status: a.fields.status,
+            summary: a.fields.summary.clone(),
+            opened_at: a.fields.opened_at,
+            age_secs: (at - a.fields.opened_at).num_seconds().max(0),
+            acknowledged_by: a.acknowledged.as_ref().map(|m| m.by.clone()),
+        })
+        .collect();
+    open_alerts.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.age_secs.cmp(&a.age_secs))
+    });
+    DailyReport {
+        kind: "daily",
+        title: format!("Backwatch daily report {}", input.period),
+        period: input.period,
+        timezone: input.timezone,
+        at,
+        window_start: at - TimeDelta::hours(24),
+        generated_at: input.generated_at,
+        summary,
+        hosts,
+        open_alerts,
+        backups,
+        storage,
+        wal,
+        silent_agents,
+    }
+}

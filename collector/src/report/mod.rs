@@ -1,0 +1,274 @@
+//! Reports: the daily fleet report and the monthly capacity and growth review.
+//!
+//! Data flow: the store's rollups, hosts and alerts are read ([`daily`]/[`monthly`] loaders
+//! here), pure builders turn them into a [`DailyReport`] or [`MonthlyReport`] (the JSON
+//! form), and HTML, CSV, text and the PNG charts are renderings of that struct's serialised
+//! value, so the same number is the same in every format. Reports never scan raw results:
+//! they read the hourly and daily rollups kept at ingest (`store::reports`).
+//!
+//! The scheduler ([`task`]) produces them on time and exactly once (see [`schedule`]);
+//! `backwatch-collector report` and `GET /api/v1/reports/*` produce them on demand.
+
+pub mod charts;
+pub mod cli;
+pub mod daily;
+pub mod layout;
+pub mod monthly;
+pub mod render_csv;
+pub mod render_html;
+pub mod schedule;
+pub mod stats;
+pub mod task;
+
+pub use daily::DailyReport;
+pub use monthly::MonthlyReport;
+
+use crate::config::reports::Reports;
+use crate::store::alerts::AlertFilter;
+use crate::store::reports::{DAY_MS, HOUR_MS, Period};
+use crate::store::{Store, StoreResult};
+use charts::Chart;
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
+use render_html::{Images, Page};
+use serde_json::Value;
+use std::str::FromStr;
+
+/// Alerts read to find those open at a past instant.
+const MAX_ALERTS: u32 = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Json,
+    Csv,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "html" => Ok(Format::Html),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            other => Err(format!("{other:?} is not one of html, json, csv")),
+        }
+    }
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// A calendar month, `YYYY-MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Month(pub NaiveDate);
+
+impl FromStr for Month {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        NaiveDate::parse_from_str(&format!("{}-01", s.trim()), "%Y-%m-%d")
+            .map(Month)
+            .map_err(|_| format!("{s:?} is not a month (example: \"2026-02\")"))
+    }
+}
+
+impl Month {
+    /// The month before the one holding `now` in the report time zone.
+    pub fn previous(now: DateTime<Utc>, cfg: &Reports) -> Month {
+        let d = now.with_timezone(&cfg.timezone).date_naive();
+        let first = d.with_day(1).unwrap_or(d);
+        Month(first - Months::new(1))
+    }
+
+    pub fn name(self) -> String {
+        self.0.format("%Y-%m").to_string()
+    }
+
+    /// Local midnight of the first day to local midnight of the next month's first day.
+    pub fn bounds(self, cfg: &Reports) -> (DateTime<Utc>, DateTime<Utc>) {
+        let start = schedule::local_instant(cfg.timezone, self.0, NaiveTime::MIN);
+        let end = schedule::local_instant(cfg.timezone, self.0 + Months::new(1), NaiveTime::MIN);
+        (start, end)
+    }
+}
+
+/// Either report, with what every rendering needs.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Daily(DailyReport),
+    Monthly(MonthlyReport),
+}
+
+impl Report {
+    pub fn value(&self) -> Value {
+        let v = match self {
+            Report::Daily(r) => serde_json::to_value(r),
+            Report::Monthly(r) => serde_json::to_value(r),
+        };
+        // Plain structs of numbers and strings always serialise.
+        v.unwrap_or(Value::Null)
+    }
+
+    pub fn title(&self) -> &str {
+        match self {
+            Report::Daily(r) => &r.title,
+            Report::Monthly(r) => &r.title,
+        }
+    }
+
+    fn subtitle(&self, cfg: &Reports) -> String {
+        let local = |t: DateTime<Utc>| {
+            t.with_timezone(&cfg.timezone)
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        };
+        match self {
+            Report::Daily(r) => format!(
+                "The fleet at {} (the 24 hours since {}).",
+                local(r.at),
+                local(r.window_start)
+            ),
+            Report::Monthly(r) => format!(
+                "{} to {}. Growth is a robust (Theil–Sen) fit over each day's last measurement; \
+                 an alert counts as a false positive when marked so or when it resolved by itself \
+                 within {}.",
+                local(r.start),
+                local(r.end),
+                crate::human::duration(r.self_resolved_window_secs as i64)
+            ),
+        }
+    }
+
+    pub fn charts(&self) -> Vec<Chart> {
+        match self {
+            Report::Daily(r) => charts::daily(r),
+            Report::Monthly(r) => charts::monthly(r),
+        }
+    }
+
+    fn layout(&self) -> &'static layout::Layout {
+        match self {
+            Report::Daily(_) => &layout::DAILY,
+            Report::Monthly(_) => &layout::MONTHLY,
+        }
+    }
+
+    /// HTML with `images` as given, and the plain-text alternative.
+    pub fn html_and_text(
+        &self,
+        cfg: &Reports,
+        charts: &[Chart],
+        images: Images,
+    ) -> (String, String) {
+        let value = self.value();
+        let page = Page {
+            title: self.title(),
+            subtitle: self.subtitle(cfg),
+            value: &value,
+            layout: self.layout(),
+            charts,
+            images,
+            tz: cfg.timezone,
+        };
+        (render_html::html(&page), render_html::text(&page, 50))
+    }
+
+    /// The report as a standalone document in `format`.
+    pub fn render(&self, cfg: &Reports, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::to_string_pretty(&self.value()).unwrap_or_default() + "\n",
+            Format::Csv => render_csv::csv(&self.value()),
+            Format::Html => self.html_and_text(cfg, &self.charts(), Images::Embedded).0,
+        }
+    }
+}
+
+/// The daily report at `at` (a scheduled time, or any instant for a backfill).
+pub async fn daily(
+    store: &dyn Store,
+    cfg: &Reports,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<DailyReport> {
+    let at_ms = at.timestamp_millis();
+    let from = Period::Hour.bucket(at_ms - 24 * HOUR_MS);
+    let hours = store.rollups(Period::Hour, from, at_ms).await?;
+    let hosts = store.hosts().await?;
+    let live = (now - at).abs() <= TimeDelta::minutes(15);
+    let open_alerts = if live {
+        store.open_alerts().await?
+    } else {
+        store
+            .alerts(AlertFilter::All, MAX_ALERTS)
+            .await?
+            .into_iter()
+            .filter(|a| a.fields.opened_at <= at && a.fields.resolved_at.is_none_or(|r| r > at))
+            .collect()
+    };
+    Ok(daily::build(daily::DailyInput {
+        at,
+        period: at
+            .with_timezone(&cfg.timezone)
+            .format("%Y-%m-%d")
+            .to_string(),
+        timezone: cfg.timezone.name().to_string(),
+        generated_at: now,
+        hosts,
+        hours,
+        open_alerts,
+        live,
+    }))
+}
+
+/// The monthly review of `month`.
+pub async fn monthly(
+    store: &dyn Store,
+    cfg: &Reports,
+    month: Month,
+    now: DateTime<Utc>,
+) -> StoreResult<MonthlyReport> {
+    let (start, end) = month.bounds(cfg);
+    // Daily rollups are UTC days: take the days that begin within the local month.
+    let from = Period::Day.bucket(start.timestamp_millis() + DAY_MS - 1);
+    let until = end.timestamp_millis();
+    let days = store.rollups(Period::Day, from, until).await?;
+    let alerts = store.alerts_opened_between(start, end).await?;
+    Ok(monthly::build(monthly::MonthlyInput {
+        period: month.name(),
+        timezone: cfg.timezone,
+        start,
+        end,
+        generated_at: now,
+        days,
+        alerts,
+        self_resolved_window: cfg.self_resolved_window,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_parse_and_bound_in_the_report_zone() {
+        let m: Month = "2026-03".parse().unwrap();
+        let cfg = Reports {
+            timezone: chrono_tz::Europe::Berlin,
+            ..Reports::default()
+        };
+        let (s, e) = m.bounds(&cfg);
+        assert_eq!(s.to_rfc3339(), "2026-02-28T23:00:00+00:00");
+        assert_eq!(e.to_rfc3339(), "2026-03-31T22:00:00+00:00");
+        assert!("2026-13".parse::<Month>().is_err());
+        let now = DateTime::parse_from_rfc3339("2026-03-01T00:30:00+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(Month::previous(now, &cfg).name(), "2026-02");
+    }
+}

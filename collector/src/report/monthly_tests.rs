@@ -1,0 +1,95 @@
+use super::*;
+use crate::status::Status;
+use crate::store::alerts::{AlertFields, Mark};
+use chrono::TimeDelta;
+
+fn t(mins: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_772_323_200, 0).unwrap() + TimeDelta::minutes(mins)
+}
+
+fn alert(id: i64, check: &str, opened: i64, resolved: Option<i64>, acked: Option<i64>) -> Alert {
+    Alert {
+        id,
+        version: 1,
+        fields: AlertFields {
+            host: "db1".into(),
+            check: check.into(),
+            status: Status::Critical,
+            severity: Severity::Critical,
+            peak_severity: Severity::Critical,
+            notified_severity: Some(Severity::Critical),
+            summary: "s".into(),
+            opened_at: t(opened),
+            updated_at: t(opened),
+            last_change_at: t(opened),
+            last_notified_at: None,
+            resolved_at: resolved.map(t),
+            flapping: false,
+            silenced: false,
+        },
+        acknowledged: acked.map(|m| Mark {
+            by: "ops".into(),
+            at: t(m),
+            comment: String::new(),
+        }),
+        false_positive: None,
+    }
+}
+
+fn input(alerts: Vec<Alert>) -> MonthlyInput {
+    MonthlyInput {
+        period: "2026-03".into(),
+        timezone: Tz::UTC,
+        start: t(0),
+        end: t(31 * 1440),
+        generated_at: t(32 * 1440),
+        days: Vec::new(),
+        alerts,
+        self_resolved_window: Duration::from_secs(600),
+    }
+}
+
+#[test]
+fn false_positives_are_marked_or_self_resolved_within_the_window() {
+    let mut marked = alert(4, "disk.backup", 0, Some(600), Some(30));
+    marked.false_positive = Some(Mark {
+        by: "ops".into(),
+        at: t(700),
+        comment: "test restore".into(),
+    });
+    let alerts = vec![
+        alert(1, "wal.main", 0, Some(5), None), // resolved by itself in 5 min: FP
+        alert(2, "wal.main", 10, Some(40), None), // 30 min: real
+        alert(3, "wal.main", 20, Some(25), Some(21)), // acknowledged: someone acted, real
+        marked,                                 // marked: FP
+        alert(5, "agent.contact", 30, None, Some(90)), // still open
+    ];
+    let r = build(input(alerts));
+    assert_eq!((r.summary.alerts, r.summary.false_positives), (5, 2));
+    assert_eq!(r.summary.false_positive_rate, Some(0.4));
+    // Acks after 1, 30 and 60 minutes: median 30 min, p90 (nearest rank) 60 min.
+    assert_eq!(r.summary.ack_median_secs, Some(1800.0));
+    assert_eq!(r.summary.ack_p90_secs, Some(3600.0));
+    // Resolved after 5, 30, 5 and 600 minutes: median 17.5 min, p90 600 min.
+    assert_eq!(r.summary.resolve_median_secs, Some(1050.0));
+    assert_eq!(r.summary.resolve_p90_secs, Some(36000.0));
+    let wal = r
+        .alerts_by_check
+        .iter()
+        .find(|c| c.key == "wal.main")
+        .unwrap();
+    assert_eq!(
+        (wal.alerts, wal.false_positives, wal.acknowledged),
+        (3, 1, 1)
+    );
+    assert!(r.alerts_by_check.iter().any(|c| c.key == "agent (silent)"));
+    assert_eq!(r.alerts_by_host.len(), 1);
+}
+
+#[test]
+fn an_empty_month_is_a_report_without_numbers() {
+    let r = build(input(Vec::new()));
+    assert_eq!(r.summary.false_positive_rate, None);
+    assert!(r.storage.is_empty() && r.days.is_empty());
+    assert!(serde_json::to_value(&r).is_ok());
+}

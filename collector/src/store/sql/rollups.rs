@@ -1,0 +1,538 @@
+//! Hourly and daily rollups, maintained inside the transaction that stores a new result
+//! ([`apply`], called from `write::record_one`), so reports read a few rows per check and day
+//! instead of scanning `results`.
+//!
+//! Invariants:
+//! - [`fold`] is pure: the same row, previous row and sample give the same new row;
+//! - "last" measures come from the newest sample by `measured_at`; a replayed older sample
+//!   only counts (samples, statuses, maxima), it never rolls a "last" value back, and it
+//!   adds nothing to a counter delta;
+//! - a counter's increase is measured against the previous sample of the check: the row's
+//!   own last value, or the latest earlier row's when the bucket is new, so the hour
+//!   boundary loses nothing; a decrease (stats reset) adds 0.
+//!
+//! On PostgreSQL the bucket row is read `FOR UPDATE`. Two collectors writing the very first
+//! sample of the same bucket at the same instant would both insert; the second upsert wins
+//! and one sample goes uncounted. One agent stream per host makes that practically
+//! impossible, and rollups are statistics, not the record (that is `results`).
+
+use super::Backend;
+use super::read::{get, parse_status};
+use super::write::query_error;
+use crate::status::Status;
+use crate::store::reports::{HOUR_MS, Period, Rollup};
+use crate::store::{Evaluated, StoreResult};
+use backwatch_proto::model::{Observation, PendingSource};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+/// The measures of one result that rollups keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub at: i64,
+    pub status: Option<Status>,
+    pub interval_secs: i64,
+    pub used: Option<i64>,
+    pub capacity: Option<i64>,
+    pub used_pct: Option<f64>,
+    pub files: Option<i64>,
+    pub newest_mtime: Option<i64>,
+    pub newest_size: Option<i64>,
+    pub newest_age: Option<i64>,
+    pub duration: Option<i64>,
+    pub delay: Option<i64>,
+    pub archived: Option<i64>,
+    pub failed: Option<i64>,
+    pub segment_bytes: Option<i64>,
+    /// Archive directories: bytes archived per UTC day (`YYYY-MM-DD`).
+    pub day_volumes: Vec<(String, i64)>,
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What rollups keep of an observation; `None` measures for an error result.
+pub fn sample(item: &Evaluated) -> Sample {
+    let r = &item.result;
+    let mut s = Sample {
+        at: r.measured_at.timestamp_millis(),
+        status: Some(item.verdict.status),
+        interval_secs: i64::from(r.interval_secs),
+        ..Sample::default()
+    };
+    match &r.observation {
+        Some(Observation::Disk(d)) if d.error.is_none() && d.total_bytes > 0 => {
+            let used = d.total_bytes.saturating_sub(d.free_bytes);
+            let capacity = used + d.avail_bytes;
+            s.used = Some(int(used));
+            s.capacity = Some(int(capacity));
+            if capacity > 0 {
+                s.used_pct = Some(100.0 * used as f64 / capacity as f64);
+            }
+        }
+        Some(Observation::BackupDir(b)) if b.exists && b.read_error.is_none() => {
+            s.used = Some(int(b.total_bytes));
+            s.files = Some(int(b.file_count));
+            if let Some(n) = &b.newest {
+                s.newest_mtime = Some(n.mtime.timestamp_millis());
+                s.newest_size = Some(int(n.size_bytes));
+                s.newest_age = Some(n.age_secs);
+            }
+        }
+        Some(Observation::WalArchive(w)) => {
+            // Nothing waiting is a delay of 0; an unreadable pending list is no measure.
+            if w.pending_source == PendingSource::ArchiveStatusdir {
+                s.delay = Some(w.oldest_ready_age_secs.unwrap_or(0).max(0));
+            }
+            s.archived = Some(w.archived_count);
+            s.failed = Some(w.failed_count);
+            if w.wal_segment_size_bytes > 0 {
+                s.segment_bytes = Some(w.wal_segment_size_bytes);
+            }
+        }
+        Some(Observation::ArchiveDir(a)) if a.exists && a.read_error.is_none() => {
+            s.used = Some(int(a.segment_bytes));
+            s.files = Some(int(a.segments));
+            s.newest_age = a.oldest_segment.as_ref().map(|f| f.age_secs);
+            s.newest_mtime = a
+                .newest_segment
+                .as_ref()
+                .map(|f| f.mtime.timestamp_millis());
+            s.duration = a.newest_backup.as_ref().and_then(|b| b.duration_secs);
+            s.day_volumes = a
+                .daily
+                .iter()
+                .map(|d| (d.day.clone(), int(d.bytes)))
+                .collect();
+        }
+        _ => {}
+    }
+    s
+}
+
+fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Increase of a counter from `reference` to `now`; 0 for a reset or without a reference.
+fn increase(reference: Option<i64>, now: Option<i64>) -> i64 {
+    match (reference, now) {
+        (Some(r), Some(n)) if n >= r => n - r,
+        _ => 0,
+    }
+}
+
+/// Fold sample `s` into `row` (the bucket's row so far, or `None`); `prev` is the check's
+/// latest row before this bucket, consulted only when the bucket is new.
+pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Rollup) -> Rollup {
+    let fresh = row.is_none();
+    let mut r = row.unwrap_or(template);
+    // What the previous sample of the check left: this row's, or the earlier row's.
+    let (ref_archived, ref_failed, ref_mtime) = if fresh {
+        prev.map_or((None, None, None), |p| {
+            (p.archived_count, p.failed_count, p.newest_mtime)
+        })
+    } else {
+        (r.archived_count, r.failed_count, r.newest_mtime)
+    };
+    let newer = fresh || s.at >= r.last_at;
+    if fresh {
+        r.first_at = s.at;
+        r.last_at = s.at;
+    }
+    r.samples += 1;
+    match s.status {
+        Some(Status::Ok) => r.n_ok += 1,
+        Some(Status::Warning) => r.n_warning += 1,
+        Some(Status::Critical) => r.n_critical += 1,
+        Some(Status::Unknown) | None => r.n_unknown += 1,
+    }
+    r.first_at = r.first_at.min(s.at);
+    r.used_bytes_max = max_opt(r.used_bytes_max, s.used);
+    r.used_pct_max = max_opt(r.used_pct_max, s.used_pct);
+    r.delay_secs_max = max_opt(r.delay_secs_max, s.delay);
+    if r.period == Period::Day
+        && let Some(d) = s.delay
+    {
+        let slot = usize::try_from((s.at - r.bucket_start).div_euclid(HOUR_MS))
+            .unwrap_or(0)
+            .min(23);
+        if r.delay_hourly.len() < 24 {
+            r.delay_hourly.resize(24, None);
+        }
+        r.delay_hourly[slot] = max_opt(r.delay_hourly[slot], Some(d));
+    }
+    if !newer {
+        return r;
+    }
+    r.last_at = s.at;
+    if let Some(st) = s.status {
+        r.status_last = st;
+    }
+    r.interval_secs = s.interval_secs;
+    // Measures of the newest sample replace the row's; an error sample keeps the last known.
+    if s.used.is_some() {
+        r.used_bytes_last = s.used;
+    }
+    if s.capacity.is_some() {
+        r.capacity_bytes = s.capacity;
+    }
+    if s.files.is_some() {
+        r.files_last = s.files;
+    }
+    if s.newest_size.is_some() {
+        r.newest_size_bytes = s.newest_size;
+    }
+    if s.newest_age.is_some() {
+        r.newest_age_secs = s.newest_age;
+    }
+    if s.duration.is_some() {
+        r.duration_secs = s.duration;
+    }
+    if s.segment_bytes.is_some() {
+        r.segment_bytes = s.segment_bytes;
+    }
+    if let Some(m) = s.newest_mtime {
+        // A backup is new when the newest file changed; the very first sample of a check
+        // counts its newest file when that was written within this bucket.
+        let is_new = match ref_mtime {
+            Some(old) => m != old,
+            None => m >= r.bucket_start,
+        };
+        if is_new && r.kind == "backup_dir" {
+            r.new_backups += 1;
+        }
+        r.newest_mtime = Some(m);
+    }
+    if s.archived.is_some() {
+        r.archived_delta += increase(ref_archived, s.archived);
+        r.archived_count = s.archived;
+    }
+    if s.failed.is_some() {
+        r.failed_delta += increase(ref_failed, s.failed);
+        r.failed_count = s.failed;
+    }
+    if r.kind == "wal_archive" {
+        r.wal_bytes = r.archived_delta * r.segment_bytes.unwrap_or(16 << 20);
+    }
+    if !s.day_volumes.is_empty() {
+        let day = chrono::DateTime::from_timestamp_millis(Period::Day.bucket(r.bucket_start))
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        r.wal_bytes = s
+            .day_volumes
+            .iter()
+            .find(|(d, _)| *d == day)
+            .map_or(0, |(_, b)| *b);
+    }
+    r
+}
+
+// === SQL ===
+
+macro_rules! rollup_columns {
+    () => {
+        "host, check_id, period, bucket_start, kind, samples, n_ok, n_warning, n_critical, \
+         n_unknown, status_last, first_at, last_at, interval_secs, used_bytes_last, \
+         used_bytes_max, capacity_bytes, used_pct_max, files_last, newest_mtime, \
+         newest_size_bytes, newest_age_secs, new_backups, duration_secs, delay_secs_max, \
+         delay_hourly, archived_count, archived_delta, failed_count, failed_delta, \
+         segment_bytes, wal_bytes"
+    };
+}
+pub(super) use rollup_columns;
+
+const UPSERT: &str = concat!(
+    "INSERT INTO rollups (",
+    rollup_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) \
+     ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET \
+     kind = excluded.kind, samples = excluded.samples, n_ok = excluded.n_ok, \
+     n_warning = excluded.n_warning, n_critical = excluded.n_critical, \
+     n_unknown = excluded.n_unknown, status_last = excluded.status_last, \
+     first_at = excluded.first_at, last_at = excluded.last_at, \
+     interval_secs = excluded.interval_secs, used_bytes_last = excluded.used_bytes_last, \
+     used_bytes_max = excluded.used_bytes_max, capacity_bytes = excluded.capacity_bytes, \
+     used_pct_max = excluded.used_pct_max, files_last = excluded.files_last, \
+     newest_mtime = excluded.newest_mtime, newest_size_bytes = excluded.newest_size_bytes, \
+     newest_age_secs = excluded.newest_age_secs, new_backups = excluded.new_backups, \
+     duration_secs = excluded.duration_secs, delay_secs_max = excluded.delay_secs_max, \
+     delay_hourly = excluded.delay_hourly, archived_count = excluded.archived_count, \
+     archived_delta = excluded.archived_delta, failed_count = excluded.failed_count, \
+     failed_delta = excluded.failed_delta, segment_bytes = excluded.segment_bytes, \
+     wal_bytes = excluded.wal_bytes"
+);
+
+const READ_SQLITE: &str = concat!(
+    "SELECT ",
+    rollup_columns!(),
+    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start = $4"
+);
+const READ_POSTGRES: &str = concat!(
+    "SELECT ",
+    rollup_columns!(),
+    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start = $4 \
+     FOR UPDATE"
+);
+const READ_PREVIOUS: &str = concat!(
+    "SELECT ",
+    rollup_columns!(),
+    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start < $4 \
+     ORDER BY bucket_start DESC LIMIT 1"
+);
+
+fn encode_hourly(v: &[Option<i64>]) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    Some(
+        v.iter()
+            .map(|x| x.map(|n| n.to_string()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+fn decode_hourly(text: Option<String>) -> Vec<Option<i64>> {
+    text.map(|t| t.split(',').map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
+    let period: String = get(row, "period")?;
+    Ok(Rollup {
+        host: get(row, "host")?,
+        check: get(row, "check_id")?,
+        period: Period::parse(&period).ok_or_else(|| crate::store::StoreError::Corrupt {
+            what: "period",
+            problem: format!("{period:?} is not hour or day"),
+        })?,
+        bucket_start: get(row, "bucket_start")?,
+        kind: get(row, "kind")?,
+        samples: get(row, "samples")?,
+        n_ok: get(row, "n_ok")?,
+        n_warning: get(row, "n_warning")?,
+        n_critical: get(row, "n_critical")?,
+        n_unknown: get(row, "n_unknown")?,
+        status_last: parse_status("status_last", &get::<String>(row, "status_last")?)?,
+        first_at: get(row, "first_at")?,
+        last_at: get(row, "last_at")?,
+        interval_secs: get(row, "interval_secs")?,
+        used_bytes_last: get(row, "used_bytes_last")?,
+        used_bytes_max: get(row, "used_bytes_max")?,
+        capacity_bytes: get(row, "capacity_bytes")?,
+        used_pct_max: get(row, "used_pct_max")?,
+        files_last: get(row, "files_last")?,
+        newest_mtime: get(row, "newest_mtime")?,
+        newest_size_bytes: get(row, "newest_size_bytes")?,
+        newest_age_secs: get(row, "newest_age_secs")?,
+        new_backups: get(row, "new_backups")?,
+        duration_secs: get(row, "duration_secs")?,
+        delay_secs_max: get(row, "delay_secs_max")?,
+        delay_hourly: decode_hourly(get(row, "delay_hourly")?),
+        archived_count: get(row, "archived_count")?,
+        archived_delta: get(row, "archived_delta")?,
+        failed_count: get(row, "failed_count")?,
+        failed_delta: get(row, "failed_delta")?,
+        segment_bytes: get(row, "segment_bytes")?,
+        wal_bytes: get(row, "wal_bytes")?,
+    })
+}
+
+pub(super) async fn upsert(conn: &mut AnyConnection, r: &Rollup) -> StoreResult<()> {
+    sqlx::query(UPSERT)
+        .bind(r.host.as_str())
+        .bind(r.check.as_str())
+        .bind(r.period.as_str())
+        .bind(r.bucket_start)
+        .bind(r.kind.as_str())
+        .bind(r.samples)
+        .bind(r.n_ok)
+        .bind(r.n_warning)
+        .bind(r.n_critical)
+        .bind(r.n_unknown)
+        .bind(r.status_last.as_str())
+        .bind(r.first_at)
+        .bind(r.last_at)
+        .bind(r.interval_secs)
+        .bind(r.used_bytes_last)
+        .bind(r.used_bytes_max)
+        .bind(r.capacity_bytes)
+        .bind(r.used_pct_max)
+        .bind(r.files_last)
+        .bind(r.newest_mtime)
+        .bind(r.newest_size_bytes)
+        .bind(r.newest_age_secs)
+        .bind(r.new_backups)
+        .bind(r.duration_secs)
+        .bind(r.delay_secs_max)
+        .bind(encode_hourly(&r.delay_hourly))
+        .bind(r.archived_count)
+        .bind(r.archived_delta)
+        .bind(r.failed_count)
+        .bind(r.failed_delta)
+        .bind(r.segment_bytes)
+        .bind(r.wal_bytes)
+        .execute(conn)
+        .await
+        .map_err(query_error("upsert rollup"))?;
+    Ok(())
+}
+
+/// Fold a newly stored result into its hour and day rollups, inside the caller's
+/// transaction (see the module invariants).
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    host: &str,
+    item: &Evaluated,
+) -> StoreResult<()> {
+    let s = sample(item);
+    let check = item.result.check_id();
+    let kind = super::write::kind_name(&item.result)?;
+    for period in [Period::Hour, Period::Day] {
+        let bucket = period.bucket(s.at);
+        let read = match backend {
+            Backend::Sqlite => READ_SQLITE,
+            Backend::Postgres => READ_POSTGRES,
+        };
+        let row = sqlx::query(read)
+            .bind(host)
+            .bind(check.as_str())
+            .bind(period.as_str())
+            .bind(bucket)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(query_error("read rollup"))?
+            .as_ref()
+            .map(decode)
+            .transpose()?;
+        let prev = if row.is_none() {
+            sqlx::query(READ_PREVIOUS)
+                .bind(host)
+                .bind(check.as_str())
+                .bind(period.as_str())
+                .bind(bucket)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(query_error("read previous rollup"))?
+                .as_ref()
+                .map(decode)
+                .transpose()?
+        } else {
+            None
+        };
+        let template = Rollup::empty(host, &check, period, bucket, &kind);
+        let next = fold(row, prev.as_ref(), &s, template);
+        upsert(conn, &next).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(at: i64, archived: i64, delay: i64) -> Sample {
+        Sample {
+            at,
+            status: Some(Status::Ok),
+            interval_secs: 900,
+            delay: Some(delay),
+            archived: Some(archived),
+            failed: Some(0),
+            segment_bytes: Some(16 << 20),
+            ..Sample::default()
+        }
+    }
+
+    fn t(period: Period, at: i64) -> Rollup {
+        Rollup::empty("h", "wal.main", period, period.bucket(at), "wal_archive")
+    }
+
+    #[test]
+    fn counters_grow_across_the_bucket_boundary() {
+        let h0 = fold(None, None, &wal(10, 100, 5), t(Period::Hour, 10));
+        let h0 = fold(
+            Some(h0),
+            None,
+            &wal(HOUR_MS - 1, 110, 9),
+            t(Period::Hour, 10),
+        );
+        assert_eq!((h0.archived_delta, h0.delay_secs_max), (10, Some(9)));
+        // The next hour's first sample measures from the previous hour's last.
+        let h1 = fold(
+            None,
+            Some(&h0),
+            &wal(HOUR_MS + 5, 114, 1),
+            t(Period::Hour, HOUR_MS),
+        );
+        assert_eq!(h1.archived_delta, 4);
+        assert_eq!(h1.wal_bytes, 4 * (16 << 20));
+        // A reset adds nothing; an older replay changes no last value.
+        let h1 = fold(
+            Some(h1),
+            None,
+            &wal(HOUR_MS + 10, 3, 1),
+            t(Period::Hour, HOUR_MS),
+        );
+        assert_eq!((h1.archived_delta, h1.archived_count), (4, Some(3)));
+        let h1 = fold(
+            Some(h1),
+            None,
+            &wal(HOUR_MS + 7, 500, 99),
+            t(Period::Hour, HOUR_MS),
+        );
+        assert_eq!(
+            (h1.archived_count, h1.samples, h1.delay_secs_max),
+            (Some(3), 3, Some(99))
+        );
+    }
+
+    #[test]
+    fn day_rows_keep_hourly_maxima() {
+        let d = fold(None, None, &wal(HOUR_MS * 3 + 1, 1, 40), t(Period::Day, 0));
+        let d = fold(
+            Some(d),
+            None,
+            &wal(HOUR_MS * 3 + 9, 2, 20),
+            t(Period::Day, 0),
+        );
+        let d = fold(
+            Some(d),
+            None,
+            &wal(HOUR_MS * 23 + 9, 3, 7),
+            t(Period::Day, 0),
+        );
+        assert_eq!(d.delay_hourly.len(), 24);
+        assert_eq!(
+            (d.delay_hourly[3], d.delay_hourly[23], d.delay_hourly[4]),
+            (Some(40), Some(7), None)
+        );
+        assert_eq!(
+            decode_hourly(encode_hourly(&d.delay_hourly)),
+            d.delay_hourly
+        );
+    }
+
+    #[test]
+    fn a_backup_counts_when_the_newest_file_changes() {
+        let b = |at, mtime| Sample {
+            at,
+            status: Some(Status::Ok),
+            newest_mtime: Some(mtime),
+            ..Sample::default()
+        };
+        let tpl = || Rollup::empty("h", "backup.daily", Period::Day, 0, "backup_dir");
+        let d = fold(None, None, &b(100, 50), tpl());
+        let d = fold(Some(d), None, &b(200, 50), tpl());
+        let d = fold(Some(d), None, &b(300, 250), tpl());
+        assert_eq!(d.new_backups, 2);
+    }
+}
