@@ -54,6 +54,9 @@ pub struct RawCollector {
     pub key: Option<PathBuf>,
     /// TLS name to expect on the collector certificate, when not the URL's host.
     pub server_name: Option<String>,
+    /// The collector's enrollment listener, where the certificate is renewed before it
+    /// expires (default: the host of `url`, port 7444).
+    pub enroll_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -126,6 +129,8 @@ pub struct CollectorLink {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub server_name: Option<String>,
+    /// Where renewal goes: `collector.enroll_url`, else the host of `url` on port 7444.
+    pub enroll_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +205,18 @@ impl Config {
                     format!("{url:?} must be an https:// URL (plaintext is refused), e.g. \"https://collector.example:7443\""),
                 );
             }
+            let enroll_url = match c.enroll_url {
+                Some(u) => {
+                    if !u.starts_with("https://") {
+                        p.push(
+                            "collector.enroll_url",
+                            format!("{u:?} must be an https:// URL, e.g. \"https://collector.example:7444\""),
+                        );
+                    }
+                    u
+                }
+                None => crate::enroll::default_enroll_url(&url),
+            };
             let mut file = |key: &str, f: Option<PathBuf>| match f {
                 None => {
                     p.push(key, "is required (a PEM file)");
@@ -221,6 +238,7 @@ impl Config {
                 key: file("collector.key", c.key),
                 url,
                 server_name: c.server_name,
+                enroll_url,
             };
             // Existing files must also parse: name the key now, not a TLS error later.
             for (key, path, is_key) in [

@@ -21,8 +21,9 @@ use backwatch_proto::wire::{
     Ping, ResultBatch, Unsupported,
 };
 use chrono::Utc;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{debug, info, warn};
@@ -96,11 +97,17 @@ impl HostFacts {
     }
 }
 
-pub async fn run(cfg: CollectorLink, sink: Sink, trigger: Trigger, facts: HostFacts) {
+pub async fn run(
+    cfg: CollectorLink,
+    renewed: Arc<Notify>,
+    sink: Sink,
+    trigger: Trigger,
+    facts: HostFacts,
+) {
     let mut backoff = Backoff::agent();
     loop {
         let mut welcomed = false;
-        match session(&cfg, &sink, &trigger, &facts, &mut welcomed).await {
+        match session(&cfg, &renewed, &sink, &trigger, &facts, &mut welcomed).await {
             Ok(()) => info!("collector stream ended"),
             Err(e) => {
                 let waiting = sink.spool.lock().map(|s| s.len()).unwrap_or(0);
@@ -125,9 +132,16 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, LinkError> {
 async fn connect(
     cfg: &CollectorLink,
 ) -> Result<IngestClient<tonic::transport::Channel>, LinkError> {
+    let (cert, key) = {
+        // Never a new key with an old certificate: renewal replaces both under this lock.
+        let _held = crate::enroll::IDENTITY_FILES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (read(&cfg.cert)?, read(&cfg.key)?)
+    };
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&cfg.ca)?))
-        .identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?));
+        .identity(Identity::from_pem(cert, key));
     if let Some(name) = &cfg.server_name {
         tls = tls.domain_name(name.clone());
     }
@@ -171,6 +185,7 @@ impl Out {
 
 async fn session(
     cfg: &CollectorLink,
+    renewed: &Notify,
     sink: &Sink,
     trigger: &Trigger,
     facts: &HostFacts,
@@ -240,6 +255,10 @@ async fn session(
         }
         tokio::select! {
             _ = sink.notify.notified() => {}
+            _ = renewed.notified() => {
+                info!("certificate renewed; reconnecting with the new identity");
+                return Ok(());
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     return Err(LinkError::Silent(SILENCE_LIMIT));

@@ -1,6 +1,7 @@
 //! `backwatch-agent`: probes one database host and streams the measurements to the collector.
 
 mod config;
+mod enroll;
 mod link;
 mod probe;
 mod schedule;
@@ -55,6 +56,29 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Get this host's certificate from the collector with a one-time token (from
+    /// `backwatch-collector enroll`). The key pair is made here and never sent; key and
+    /// certificate are written where `[collector]` key and cert say.
+    Enroll {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The collector's enrollment listener, e.g. https://collector.example:7444.
+        #[arg(long)]
+        collector: String,
+        /// The enrollment token.
+        #[arg(long)]
+        token: String,
+        /// The fleet CA certificate: the only one trusted for this connection.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The host name to enroll as (default: this machine's host name); must be the
+        /// token's host.
+        #[arg(long)]
+        host: Option<String>,
+        /// TLS name to expect on the collector's certificate, when not the URL's host.
+        #[arg(long)]
+        server_name: Option<String>,
+    },
     /// Print a shell completion script to standard output.
     Completions {
         #[arg(value_enum)]
@@ -102,6 +126,23 @@ fn main() -> ExitCode {
         | Command::Check { config, .. }
         | Command::Config(ConfigCommand::Check { config })
         | Command::PrintConfig { config } => config.clone(),
+        Command::Enroll {
+            config,
+            collector,
+            token,
+            ca,
+            host,
+            server_name,
+        } => {
+            return enroll_command(enroll::EnrollArgs {
+                config: config.clone(),
+                collector: collector.clone(),
+                token: token.clone(),
+                ca: ca.clone(),
+                host: host.clone(),
+                server_name: server_name.clone(),
+            });
+        }
         Command::Completions { shell } => {
             backwatch_proto::cli::completions(*shell, <Cli as clap::CommandFactory>::command());
             return ExitCode::SUCCESS;
@@ -153,7 +194,9 @@ fn main() -> ExitCode {
             print_config(&cfg);
             ExitCode::SUCCESS
         }
-        Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
+        Command::Completions { .. } | Command::Man { .. } | Command::Enroll { .. } => {
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -185,8 +228,12 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
     };
     let (trigger, _) = tokio::sync::broadcast::channel(8);
     schedule::spawn_all(cfg.probes, cfg.start_jitter, sink.clone(), &trigger);
+    // Renewal tells the link to reconnect, so the new certificate is used at once.
+    let renewed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(enroll::renew_loop(link_cfg.clone(), renewed.clone()));
     let link = tokio::spawn(link::run(
         link_cfg,
+        renewed,
         sink,
         trigger,
         link::HostFacts::gather(),
@@ -297,6 +344,7 @@ fn print_config(cfg: &Config) {
             if let Some(n) = &c.server_name {
                 println!("server_name = {n:?}");
             }
+            println!("enroll_url = {:?}", c.enroll_url);
         }
         None => println!("# [collector] not configured: `run` needs it, `check` does not"),
     }
@@ -360,5 +408,37 @@ fn print_config(cfg: &Config) {
         println!("name = {name:?}");
         println!("{extra}");
         println!("interval = {:?}", fmt_duration(s.interval));
+    }
+}
+
+/// `enroll`: exit 0 with the certificate written, 1 when refused or unreachable (the reason
+/// on standard error).
+fn enroll_command(args: enroll::EnrollArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(enroll::enroll(&args)) {
+        Ok((host, cert, not_after)) => {
+            println!(
+                "enrolled {host}: certificate {} valid until {}",
+                cert.display(),
+                not_after.to_rfc3339()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "backwatch-agent: enrollment failed: {}",
+                backwatch_proto::error::chain(&e)
+            );
+            ExitCode::FAILURE
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! - `GET /api/v1/hosts`: every host, its last contact and each check's state
 //! - `GET /api/v1/hosts/{host}`: one host
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of all of this (see `openapi`)
+//! - `POST /api/v1/enrollments`: a one-time enrollment token for a new host (see `enrollments`)
 //!
 //! - alerting (alerts, acknowledgements, silences, notifications): see `alerts`
 //! - the dashboard (pages, session, live events, series, trends) and access control: see
@@ -15,9 +17,11 @@
 mod alerts;
 pub mod auth;
 pub mod dashboard;
+mod enrollments;
 mod events;
 pub mod fit;
 pub mod metrics;
+mod openapi;
 mod reports;
 mod series;
 mod trends;
@@ -43,6 +47,8 @@ pub struct ApiState {
     pub dashboard: Arc<Dashboard>,
     /// `[reports]`: time zone and windows of the on-demand reports.
     pub reports: Arc<crate::config::reports::Reports>,
+    /// `[enroll]`, when enrollment is on (`POST /api/v1/enrollments`).
+    pub enroll: Option<Arc<crate::config::enroll::Enroll>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -55,6 +61,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(alerts::routes())
         .merge(dashboard::routes())
         .merge(reports::routes())
+        .merge(enrollments::routes())
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

@@ -6,6 +6,7 @@
 
 pub mod alerting;
 pub mod effective;
+pub mod enroll;
 pub mod http_auth;
 pub mod reports;
 
@@ -50,6 +51,8 @@ pub struct RawConfig {
     /// The daily and monthly reports' schedule (see `reports`).
     #[serde(default)]
     pub reports: reports::RawReports,
+    /// Enrollment of new hosts and certificate renewal (see `enroll`); off without it.
+    pub enroll: Option<enroll::RawEnroll>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -180,6 +183,8 @@ pub struct Config {
     pub thresholds: Thresholds,
     pub alerting: alerting::Alerting,
     pub reports: reports::Reports,
+    /// `[enroll]`, when enrollment is on.
+    pub enroll: Option<enroll::Enroll>,
 }
 
 /// Who may stream, beyond holding a certificate of the fleet CA. Reloaded on SIGHUP.
@@ -518,6 +523,9 @@ impl Config {
                 base,
             },
         );
+        let enroll = raw
+            .enroll
+            .map(|e| enroll::validate(&mut p, e, base, &tls.ca));
         let reports = reports::validate(&mut p, raw.reports);
         thresholds.groups = raw.groups;
         p.finish()?;
@@ -532,6 +540,7 @@ impl Config {
             thresholds,
             alerting,
             reports,
+            enroll,
         })
     }
 }

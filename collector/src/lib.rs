@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod certs;
 pub mod config;
+pub mod enroll;
 pub mod ingest;
 pub mod nagios;
 pub mod notify;

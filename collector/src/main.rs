@@ -59,6 +59,18 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Issue a one-time enrollment token for a new host (needs `[enroll]`). The token alone
+    /// goes to standard output; give it to `backwatch-agent enroll --token` on that host.
+    Enroll {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The host the certificate will name (as the agent reports it).
+        #[arg(long)]
+        host: String,
+        /// How long the token stays valid, e.g. "1h", "30m" (default `[enroll] token_ttl`; at most 7d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
     /// Produce the daily report or the monthly review from the store, on demand or as a backfill.
     Report(backwatch_collector::report::cli::ReportArgs),
     /// Create a fleet CA (or reuse the one in DIR), a collector certificate and agent certificates.
@@ -92,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Report(args) => backwatch_collector::report::cli::main(args),
+        Command::Enroll { config, host, ttl } => enroll(&config, &host, ttl.as_deref()),
         Command::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -223,4 +236,61 @@ fn status(config: &std::path::Path, host: &str, check: Option<&str>) -> ExitCode
     };
     println!("{line}");
     ExitCode::from(code)
+}
+
+/// `enroll`: store a token's digest for `host`, print the token (stdout) and how to use it
+/// (stderr).
+fn enroll(path: &std::path::Path, host: &str, ttl: Option<&str>) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let Some(enroll) = cfg.enroll else {
+        eprintln!(
+            "{}: enrollment is off: add [enroll] with ca_key (the fleet CA key) first",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG as u8);
+    };
+    let ttl = match ttl.map(backwatch_proto::config::parse_duration) {
+        None => enroll.token_ttl,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("backwatch-collector: --ttl: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let issued = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = backwatch_collector::store::SqlStore::open(&cfg.store_url).await?;
+                let now = chrono::Utc::now();
+                Ok(backwatch_collector::enroll::issue_token(&store, host, ttl, "cli", now).await?)
+            })
+        });
+    match issued {
+        Ok(t) => {
+            println!("{}", t.token);
+            eprintln!(
+                "enrollment token for {} (one use, expires {}); on that host run:\n  \
+                 backwatch-agent enroll --collector https://<this collector>:{} --ca <fleet ca.pem> \
+                 --host {} --token <the token>",
+                t.host,
+                t.expires_at.to_rfc3339(),
+                enroll.listen.port(),
+                t.host
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backwatch-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

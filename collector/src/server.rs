@@ -90,6 +90,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         access: RwLock::new(config.access.clone()),
     });
     tokio::spawn(reload_on_sighup(live.clone(), config_path));
+    if let Some(enroll) = &config.enroll {
+        crate::enroll::spawn(enroll, &config.tls, store.clone(), live.clone()).await?;
+    }
     let (conn_tx, conn_rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(grpc, live.clone(), conn_tx));
     let ingest = IngestService::new(store.clone(), thresholds, live);
@@ -135,6 +138,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         alerting,
         dashboard,
         reports: Arc::new(config.reports.clone()),
+        enroll: config.enroll.clone().map(Arc::new),
     });
     // The peer address decides whether a trusted proxy's user header is believed.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

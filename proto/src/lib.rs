@@ -22,6 +22,8 @@ pub mod wire {
     pub use crate::generated::agent_message::Payload as AgentPayload;
     pub use crate::generated::collector_message::Payload as CollectorPayload;
     pub use crate::generated::command::Action as CommandAction;
+    pub use crate::generated::enrollment_client::EnrollmentClient;
+    pub use crate::generated::enrollment_server::{Enrollment, EnrollmentServer};
     pub use crate::generated::ingest_client::IngestClient;
     pub use crate::generated::ingest_server::{Ingest, IngestServer};
     pub use crate::generated::probe_result::Observation as WireObservation;
@@ -30,6 +32,7 @@ pub mod wire {
         DiskObservation, Hello, PendingSource, Ping, Pong, ProbeKind, ProbeResult, Rejected,
         ResultBatch, RunProbeNow, Unsupported, WalArchiveObservation, Welcome,
     };
+    pub use crate::generated::{EnrollReply, EnrollRequest, RenewRequest};
     pub use prost::Message;
     pub use prost_types::Timestamp;
 }

@@ -111,7 +111,7 @@ async function start() {
   const sessionEl = document.getElementById('session');
   sessionEl.textContent = session.auth === 'open'
     ? 'open access (loopback)'
-    : `${session.name} · ${session.role === 'ack' ? 'may acknowledge' : 'read-only'}`;
+    : `${session.name} · ${session.role === 'admin' ? 'administrator' : session.role === 'ack' ? 'may acknowledge' : 'read-only'}`;
   const byInput = document.getElementById('by');
   if (!byInput.value && session.auth !== 'open') byInput.value = session.name;
   if (token()) {
@@ -137,7 +137,7 @@ async function start() {
     params: path.match(re).slice(1).map(decodeURIComponent),
     session,
     by,
-    canAck: session.role === 'ack',
+    canAck: session.role === 'ack' || session.role === 'admin',
     drafts: new Map(),
     refresh: () => {},
   };

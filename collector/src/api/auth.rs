@@ -7,11 +7,14 @@
 //!   header from anywhere else is ignored;
 //! - reading needs role `read`, anything else (POST, DELETE: acknowledge, false positive,
 //!   silences) role `ack`, decided by method so a new write endpoint is protected by default;
+//!   issuing enrollment tokens (`/api/v1/enrollments`) needs role `admin`, which only a
+//!   configured token can hold (not open mode, not a proxy user);
 //! - open mode (loopback, nothing configured) answers only requests addressed to a loopback
 //!   name, so a web page that rebinds its own DNS name to 127.0.0.1 cannot use the API;
 //! - a token is compared by its SHA-256 and never logged; the log names its holder;
-//! - the pages and scripts themselves (outside `/api/`) and `/healthz` hold no fleet data
-//!   and are served to everyone, so the login form can load.
+//! - the pages and scripts themselves (outside `/api/`), `/healthz` and the OpenAPI document
+//!   hold no fleet data and are served to everyone, so the login form can load and tools can
+//!   read the API's description.
 
 use super::ApiState;
 use crate::config::http_auth::{HttpAuth, Role, digest};
@@ -165,15 +168,42 @@ pub fn authenticate(
     ))
 }
 
-/// Whether `id` may make a request with `method`: reads need `read`, everything else `ack`.
-pub fn authorize(id: &Identity, method: &Method) -> Result<(), Denied> {
-    let needs = if is_read(method) {
+/// Paths whose every method needs role `admin`.
+const ADMIN_PATHS: &[&str] = &["/api/v1/enrollments"];
+
+/// The role a request needs: `admin` under [`ADMIN_PATHS`], else `read` for reads and `ack`
+/// for everything else.
+pub fn required_role(method: &Method, path: &str) -> Role {
+    let path = path.trim_end_matches('/');
+    if ADMIN_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
+        Role::Admin
+    } else if is_read(method) {
         Role::Read
     } else {
         Role::Ack
-    };
+    }
+}
+
+/// Whether `id` may make a request with `method`: reads need `read`, everything else `ack`.
+pub fn authorize(id: &Identity, method: &Method) -> Result<(), Denied> {
+    authorize_path(id, method, "")
+}
+
+/// Whether `id` may make a request with `method` to `path` (see [`required_role`]).
+pub fn authorize_path(id: &Identity, method: &Method, path: &str) -> Result<(), Denied> {
+    let needs = required_role(method, path);
     if id.role() >= needs {
         Ok(())
+    } else if needs == Role::Admin {
+        Err(Denied::Forbidden(format!(
+            "{} has role \"{}\"; this needs role \"admin\" (a [[http.tokens]] entry with \
+             role = \"admin\"), or use `backwatch-collector enroll` on the collector",
+            id.name(),
+            id.role().as_str()
+        )))
     } else {
         Err(Denied::Forbidden(format!(
             "{} may only read; this needs role \"ack\"",
@@ -189,7 +219,7 @@ fn is_read(method: &Method) -> bool {
 /// The middleware: guards `/api/`, hands the [`Identity`] to handlers, logs every write with
 /// its caller and tells live pages about it.
 pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/") {
+    if !req.uri().path().starts_with("/api/") || req.uri().path() == super::openapi::PATH {
         return next.run(req).await;
     }
     let peer = req
@@ -197,7 +227,7 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let id = match authenticate(&s.dashboard.auth, peer, req.headers())
-        .and_then(|id| authorize(&id, req.method()).map(|()| id))
+        .and_then(|id| authorize_path(&id, req.method(), req.uri().path()).map(|()| id))
     {
         Ok(id) => id,
         Err(denied) => {
@@ -223,7 +253,7 @@ pub struct SessionView {
     /// `open`, `token` or `proxy`.
     auth: &'static str,
     name: String,
-    /// `read` or `ack`.
+    /// `read`, `ack` or `admin`.
     role: &'static str,
 }
 

@@ -151,3 +151,39 @@ fn open_mode_answers_loopback_names_only() {
         Err(Denied::Forbidden(_))
     ));
 }
+
+#[test]
+fn enrollments_need_an_admin_token() {
+    let path = "/api/v1/enrollments";
+    let ack = Identity::Token {
+        name: "dba".into(),
+        role: Role::Ack,
+    };
+    let admin = Identity::Token {
+        name: "ops".into(),
+        role: Role::Admin,
+    };
+    assert_eq!(required_role(&Method::POST, path), Role::Admin);
+    assert_eq!(
+        required_role(&Method::GET, &format!("{path}/")),
+        Role::Admin
+    );
+    assert_eq!(
+        required_role(&Method::POST, "/api/v1/enrollmentsx"),
+        Role::Ack
+    );
+    assert!(matches!(
+        authorize_path(&ack, &Method::POST, path),
+        Err(Denied::Forbidden(m)) if m.contains("needs role \"admin\"")
+    ));
+    assert!(matches!(
+        authorize_path(&Identity::Open, &Method::POST, path),
+        Err(Denied::Forbidden(_))
+    ));
+    assert_eq!(authorize_path(&admin, &Method::POST, path), Ok(()));
+    // Admin includes everything below it.
+    assert_eq!(
+        authorize_path(&admin, &Method::POST, "/api/v1/alerts/1/ack"),
+        Ok(())
+    );
+}

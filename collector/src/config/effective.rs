@@ -62,6 +62,18 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
             ("sweep_every", s(fmt_duration(c.silence.sweep_every))),
         ]),
     );
+    if let Some(e) = &c.enroll {
+        doc.insert(
+            "enroll".into(),
+            table(vec![
+                ("listen", s(e.listen)),
+                ("ca_cert", s(e.ca_cert.display())),
+                ("ca_key", s(e.ca_key.display())),
+                ("cert_validity", s(fmt_duration(e.cert_validity))),
+                ("token_ttl", s(fmt_duration(e.token_ttl))),
+            ]),
+        );
+    }
     let mut out = format!("# {}: ok\n", path.display());
     let _ = writeln!(out, "# http access: {}", c.http_auth.describe());
     match &c.alerting.smtp {

@@ -29,7 +29,8 @@ pub struct RawToken {
     pub name: Option<String>,
     /// File holding the token (one line); relative paths are relative to the config file.
     pub token_file: Option<PathBuf>,
-    /// `read` (default) or `ack` (may also acknowledge, mark false positives, silence).
+    /// `read` (default), `ack` (may also acknowledge, mark false positives, silence) or
+    /// `admin` (may also issue enrollment tokens for new hosts).
     pub role: Option<String>,
 }
 
@@ -45,11 +46,14 @@ pub struct RawHttpAuth<'a> {
 
 // === validated ===
 
-/// What a caller may do. `Read < Ack`: acknowledging includes reading.
+/// What a caller may do. `Read < Ack < Admin`: each includes the ones before. `Admin` adds
+/// enrollment of new hosts, which hands out fleet identities; only tokens can have it (never
+/// proxy users or open mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Read,
     Ack,
+    Admin,
 }
 
 impl Role {
@@ -57,6 +61,7 @@ impl Role {
         match self {
             Role::Read => "read",
             Role::Ack => "ack",
+            Role::Admin => "admin",
         }
     }
 }
@@ -260,10 +265,11 @@ pub fn validate(p: &mut Problems, raw: RawHttpAuth<'_>) -> HttpAuth {
         let role = match t.role.as_deref().unwrap_or("read") {
             "read" => Role::Read,
             "ack" => Role::Ack,
+            "admin" => Role::Admin,
             other => {
                 p.push(
                     format!("{key}.role"),
-                    format!("{other:?} is not one of \"read\", \"ack\""),
+                    format!("{other:?} is not one of \"read\", \"ack\", \"admin\""),
                 );
                 Role::Read
             }

@@ -78,7 +78,7 @@ fn every_token_problem_is_named() {
     r.tokens = vec![
         t("a", Some(open), None),
         t("b", Some(short), None),
-        t("c d", None, Some("admin")),
+        t("c d", None, Some("owner")),
         t("e", Some(dir.path().join("missing")), None),
     ];
     let (_, err) = check(r);
@@ -88,7 +88,7 @@ fn every_token_problem_is_named() {
         "http.tokens[1].token_file: ",
         "at least 32 characters",
         "http.tokens[2].name: \"c d\" is not a name",
-        "http.tokens[2].role: \"admin\" is not one of \"read\", \"ack\"",
+        "http.tokens[2].role: \"owner\" is not one of \"read\", \"ack\", \"admin\"",
         "http.tokens[2].token_file: is required",
         "http.tokens[3].token_file: cannot read",
     ] {

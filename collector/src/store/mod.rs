@@ -13,12 +13,14 @@
 //! store implements them too.
 
 pub mod alerts;
+pub mod enroll;
 pub mod outbox;
 pub mod reports;
 mod sql;
 pub mod suite;
 pub mod suite_alerts;
 pub mod suite_dashboard;
+pub mod suite_enroll;
 pub mod suite_outbox;
 pub mod suite_reports;
 
@@ -131,7 +133,13 @@ pub enum Inserted {
 
 #[async_trait::async_trait]
 pub trait Store:
-    alerts::AlertStore + outbox::OutboxStore + reports::ReportStore + Send + Sync + 'static
+    alerts::AlertStore
+    + outbox::OutboxStore
+    + enroll::EnrollStore
+    + reports::ReportStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Record that `host` is talking to us now; `facts` when it just said Hello. Returns
     /// whether the host is currently marked silent (the caller then clears it).

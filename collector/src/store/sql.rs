@@ -20,6 +20,7 @@
 
 mod alerts;
 mod dashboard;
+mod enroll;
 mod outbox;
 mod read;
 mod reports;
@@ -76,11 +77,13 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 1, "0001_initial.sql", "initial"),
     embed!("sqlite", 2, "0002_alerts.sql", "alerts"),
     embed!("sqlite", 3, "0003_reports.sql", "reports"),
+    embed!("sqlite", 4, "0004_enrollment.sql", "enrollment"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
     embed!("postgres", 2, "0002_alerts.sql", "alerts"),
     embed!("postgres", 3, "0003_reports.sql", "reports"),
+    embed!("postgres", 4, "0004_enrollment.sql", "enrollment"),
 ];
 
 /// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).

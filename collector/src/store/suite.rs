@@ -31,6 +31,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     super::suite_alerts::run_all(store).await?;
     super::suite_dashboard::run_all(store).await?;
     super::suite_reports::run_all(store).await?;
+    super::suite_enroll::run_all(store).await?;
     Ok(())
 }
 

@@ -1,0 +1,187 @@
+//! `[enroll]`: enrollment of new hosts and renewal of agent certificates, validated into
+//! [`Enroll`]. Without the section enrollment is off: no listener, no tokens.
+//!
+//! Invariants:
+//! - the CA key is a file only its owner may read (a group- or world-readable CA key is
+//!   refused): whoever reads it can mint any agent identity;
+//! - the CA certificate and key must belong together, checked at load time, not at the first
+//!   enrollment.
+
+use backwatch_proto::config::{Problems, de_opt_duration};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7444";
+/// Validity of an issued agent certificate; agents renew when a third of it is left.
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
+/// Validity of an enrollment token when the caller does not say.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest a token may be valid: a token is a credential lying around until used.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Shortest certificate validity accepted (short ones are for trying renewal out).
+pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnroll {
+    /// Enrollment listener: TLS 1.3 with the collector certificate, client certificate
+    /// optional (default "0.0.0.0:7444").
+    pub listen: Option<String>,
+    /// The fleet CA certificate that signs (default: `grpc.ca`).
+    pub ca_cert: Option<PathBuf>,
+    /// The fleet CA's private key (required; mode 600).
+    pub ca_key: Option<PathBuf>,
+    /// Validity of issued agent certificates (default "30d").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub cert_validity: Option<Duration>,
+    /// Validity of a token when `enroll --ttl` / `ttl_secs` is not given (default "1h").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub token_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enroll {
+    pub listen: SocketAddr,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub cert_validity: Duration,
+    pub token_ttl: Duration,
+}
+
+pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -> Enroll {
+    let rel = |f: PathBuf| if f.is_relative() { base.join(f) } else { f };
+    let text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen = text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        p.push(
+            "enroll.listen",
+            format!("{text:?} is not an address (example: \"{DEFAULT_LISTEN}\")"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    let ca_cert = raw.ca_cert.map_or_else(|| grpc_ca.to_path_buf(), rel);
+    let ca_key = match raw.ca_key {
+        Some(k) => rel(k),
+        None => {
+            p.push(
+                "enroll.ca_key",
+                "is required with [enroll]: the fleet CA's private key (ca-key.pem of \
+                 `backwatch-collector certs`), mode 600",
+            );
+            PathBuf::new()
+        }
+    };
+    let cert_validity = raw.cert_validity.unwrap_or(DEFAULT_CERT_VALIDITY);
+    if cert_validity < MIN_CERT_VALIDITY {
+        p.push("enroll.cert_validity", "must be at least 60s");
+    }
+    let token_ttl = raw.token_ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+    if let Err(e) = check_ttl(token_ttl) {
+        p.push("enroll.token_ttl", e);
+    }
+    let out = Enroll {
+        listen,
+        ca_cert,
+        ca_key,
+        cert_validity,
+        token_ttl,
+    };
+    if !out.ca_key.as_os_str().is_empty() {
+        if let Err(e) = key_private(&out.ca_key) {
+            p.push("enroll.ca_key", e);
+        } else if let Err(e) = crate::enroll::Signer::load(&out) {
+            p.push("enroll.ca_key", e.to_string());
+        }
+    }
+    out
+}
+
+/// A token lifetime: more than nothing, at most [`MAX_TOKEN_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<(), String> {
+    if ttl.is_zero() {
+        Err("must be more than 0".into())
+    } else if ttl > MAX_TOKEN_TTL {
+        Err("must be at most 7 days".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn key_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by others (mode {mode:o}); `chmod 600` it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ttl_is_bounded() {
+        assert!(check_ttl(Duration::from_secs(1)).is_ok());
+        assert!(check_ttl(Duration::ZERO).is_err());
+        assert!(check_ttl(MAX_TOKEN_TTL + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn ca_key_is_required_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::issue(dir.path(), &[], &[], 1).unwrap();
+        let ca = dir.path().join("ca.pem");
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        validate(&mut p, RawEnroll::default(), dir.path(), &ca);
+        let err = p.finish().unwrap_err().to_string();
+        assert!(err.contains("enroll.ca_key: is required"), "{err}");
+
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.path().join("ca-key.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let raw = RawEnroll {
+            ca_key: Some("ca-key.pem".into()),
+            ..Default::default()
+        };
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        validate(&mut p, raw, dir.path(), &ca);
+        let err = p.finish().unwrap_err().to_string();
+        assert!(err.contains("may be read by others (mode 640)"), "{err}");
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let raw = RawEnroll {
+            ca_key: Some("ca-key.pem".into()),
+            cert_validity: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        let e = validate(&mut p, raw, dir.path(), &ca);
+        assert!(p.is_empty());
+        assert_eq!(e.ca_cert, ca);
+        assert_eq!(e.cert_validity, Duration::from_secs(120));
+        assert_eq!(e.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_cas_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        crate::certs::issue(dir.path(), &[], &[], 1).unwrap();
+        crate::certs::issue(other.path(), &[], &[], 1).unwrap();
+        let raw = RawEnroll {
+            ca_key: Some(other.path().join("ca-key.pem")),
+            ..Default::default()
+        };
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        validate(&mut p, raw, dir.path(), &dir.path().join("ca.pem"));
+        let err = p.finish().unwrap_err().to_string();
+        assert!(err.contains("does not belong to"), "{err}");
+    }
+}
