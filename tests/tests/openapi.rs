@@ -86,7 +86,7 @@ async fn the_running_api_conforms_to_its_openapi_document() -> Result<()> {
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args([
             "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth,use_after_free,ensure_resource_availability,response_headers_conformance",
         ])
         // The live event stream never ends: described, not fuzzed.
         .args(["--exclude-path", "/api/v1/events"])
