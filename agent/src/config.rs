@@ -7,8 +7,10 @@
 //! out means its defaults; writing an empty list (`backup_dir = []`) means none.
 
 pub mod archive_dir;
+pub mod restore;
 
 use crate::probe::archive_dir::ArchiveDirProbe;
+use crate::probe::restore::RestoreProbe;
 use crate::probe::backup_dir::{
     BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
 };
@@ -43,6 +45,8 @@ pub struct RawConfig {
     pub wal: Vec<RawWal>,
     #[serde(default)]
     pub archive_dir: Vec<archive_dir::RawArchiveDir>,
+    #[serde(default)]
+    pub restore: Vec<restore::RawRestore>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,6 +159,7 @@ pub enum ProbeConfig {
     // Boxed: a parsed tokio_postgres::Config is several times larger than the other probes.
     Wal(Box<WalProbe>),
     ArchiveDir(ArchiveDirProbe),
+    Restore(RestoreProbe),
 }
 
 impl ProbeConfig {
@@ -169,6 +174,9 @@ impl ProbeConfig {
             ProbeConfig::ArchiveDir(p) => {
                 backwatch_proto::model::check_id(ArchiveDirProbe::KIND, p.name())
             }
+            ProbeConfig::Restore(p) => {
+                backwatch_proto::model::check_id(RestoreProbe::KIND, p.name())
+            }
         }
     }
 
@@ -179,6 +187,7 @@ impl ProbeConfig {
             ProbeConfig::Disk(p) => p.path.display().to_string(),
             ProbeConfig::Wal(p) => crate::probe::wal_archive::redacted(&p.pg),
             ProbeConfig::ArchiveDir(p) => p.path.display().to_string(),
+            ProbeConfig::Restore(p) => p.backup_dir.display().to_string(),
         }
     }
 }
@@ -406,6 +415,20 @@ impl Config {
                 };
                 probes.push(Scheduled {
                     probe: ProbeConfig::ArchiveDir(probe),
+                    interval,
+                    timeout,
+                });
+            }
+        }
+
+        for (i, r) in raw.restore.into_iter().enumerate() {
+            let k = |f: &str| format!("restore[{i}].{f}");
+            name_ok(&mut p, k("name"), "restore", &r.name);
+            let interval =
+                interval_of(&mut p, k("interval"), r.interval, restore::RESTORE_INTERVAL);
+            if let Some((probe, timeout)) = restore::validate(&mut p, i, r) {
+                probes.push(Scheduled {
+                    probe: ProbeConfig::Restore(probe),
                     interval,
                     timeout,
                 });

@@ -260,6 +260,7 @@ async fn run_scheduled(s: &Scheduled) -> ProbeResult {
         ProbeConfig::Disk(p) => run_once(p, s.interval, s.timeout).await,
         ProbeConfig::Wal(p) => run_once(p.as_ref(), s.interval, s.timeout).await,
         ProbeConfig::ArchiveDir(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::Restore(p) => run_once(p, s.interval, s.timeout).await,
     }
 }
 
@@ -390,6 +391,23 @@ fn print_config(cfg: &Config) {
                         || "# wal not set: no cross-check with PostgreSQL".to_string(),
                         |w| format!("wal = {:?}", w.name)
                     ),
+                ),
+            ),
+            ProbeConfig::Restore(p) => (
+                "restore",
+                format!(
+                    "backup_dir = {:?}\n{}\n{}\ntimeout = {:?}\nio_limit = {}",
+                    p.backup_dir.display().to_string(),
+                    p.archive_dir.as_ref().map_or_else(
+                        || "# archive_dir not set: WAL only from the backup's pg_wal".to_string(),
+                        |a| format!("archive_dir = {:?}", a.display().to_string())
+                    ),
+                    p.pg_verifybackup.as_ref().map_or_else(
+                        || "# pg_verifybackup not set: newest under /usr/lib/postgresql/*/bin, else PATH".to_string(),
+                        |v| format!("pg_verifybackup = {:?}", v.display().to_string())
+                    ),
+                    fmt_duration(s.timeout),
+                    p.io_limit
                 ),
             ),
             ProbeConfig::Wal(p) => (

@@ -88,6 +88,7 @@ pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, tri
             ProbeConfig::ArchiveDir(p) => {
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
+            ProbeConfig::Restore(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
         }
     }
 }

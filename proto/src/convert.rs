@@ -8,6 +8,7 @@ use crate::model::*;
 use chrono::{DateTime, Utc};
 
 mod archive;
+mod restore;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvertError {
@@ -119,6 +120,7 @@ impl From<ProbeKind> for pb::ProbeKind {
             ProbeKind::Disk => pb::ProbeKind::Disk,
             ProbeKind::WalArchive => pb::ProbeKind::WalArchive,
             ProbeKind::ArchiveDir => pb::ProbeKind::ArchiveDir,
+            ProbeKind::Restore => pb::ProbeKind::Restore,
         }
     }
 }
@@ -129,6 +131,7 @@ fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
         Ok(pb::ProbeKind::Disk) => Ok(ProbeKind::Disk),
         Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::WalArchive),
         Ok(pb::ProbeKind::ArchiveDir) => Ok(ProbeKind::ArchiveDir),
+        Ok(pb::ProbeKind::Restore) => Ok(ProbeKind::Restore),
         _ => Err(ConvertError::UnknownKind(k)),
     }
 }
@@ -151,6 +154,9 @@ impl From<&ProbeResult> for pb::ProbeResult {
                 Observation::WalArchive(w) => pb::probe_result::Observation::WalArchive(w.into()),
                 Observation::ArchiveDir(a) => {
                     pb::probe_result::Observation::ArchiveDir(a.as_ref().into())
+                }
+                Observation::Restore(r) => {
+                    pb::probe_result::Observation::Restore(r.as_ref().into())
                 }
             }),
         }
@@ -191,6 +197,7 @@ impl From<&BackupDirObs> for pb::BackupDirObservation {
                 .map(|n| n.path.clone())
                 .unwrap_or_default(),
             newest_future_mtime: b.newest_future.as_ref().map(|n| to_ts(n.mtime)),
+            newest_base_backup: b.newest_base_backup.as_ref().map(Into::into),
         }
     }
 }
@@ -353,6 +360,10 @@ fn observation_from_wire(
                     }
                     _ => None,
                 },
+                newest_base_backup: b
+                    .newest_base_backup
+                    .map(restore::base_backup_from_wire)
+                    .transpose()?,
                 path: text("path", b.path)?,
                 exists: b.exists,
                 read_error: non_empty(text("read_error", b.read_error)?),
@@ -410,6 +421,7 @@ fn observation_from_wire(
             archive_library: text("archive_library", w.archive_library)?,
         }),
         W::ArchiveDir(a) => Observation::ArchiveDir(Box::new(archive::from_wire(a)?)),
+        W::Restore(r) => Observation::Restore(Box::new(restore::from_wire(r)?)),
     })
 }
 

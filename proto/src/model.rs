@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod archive;
+mod restore;
 pub use archive::*;
+pub use restore::*;
 
 /// The kind of probe, which is also the first part of a check id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,6 +19,7 @@ pub enum ProbeKind {
     Disk,
     WalArchive,
     ArchiveDir,
+    Restore,
 }
 
 impl ProbeKind {
@@ -27,6 +30,7 @@ impl ProbeKind {
             ProbeKind::Disk => "disk",
             ProbeKind::WalArchive => "wal",
             ProbeKind::ArchiveDir => "archive",
+            ProbeKind::Restore => "restore",
         }
     }
 
@@ -36,6 +40,7 @@ impl ProbeKind {
             ProbeKind::Disk,
             ProbeKind::WalArchive,
             ProbeKind::ArchiveDir,
+            ProbeKind::Restore,
         ]
         .into_iter()
         .find(|k| k.check_prefix() == prefix)
@@ -77,6 +82,7 @@ pub enum Observation {
     WalArchive(WalObs),
     // Boxed: it is several times larger than the other observations.
     ArchiveDir(Box<ArchiveDirObs>),
+    Restore(Box<RestoreObs>),
 }
 
 impl Observation {
@@ -86,6 +92,7 @@ impl Observation {
             Observation::Disk(_) => ProbeKind::Disk,
             Observation::WalArchive(_) => ProbeKind::WalArchive,
             Observation::ArchiveDir(_) => ProbeKind::ArchiveDir,
+            Observation::Restore(_) => ProbeKind::Restore,
         }
     }
 }
@@ -109,6 +116,10 @@ pub struct BackupDirObs {
     /// `newest`, so one of them cannot hide that real backups stopped.
     pub future_files: u64,
     pub newest_future: Option<NewestFile>,
+    /// The newest plain pg_basebackup directory met in the scan (`backup_manifest`, else
+    /// `backup_label`): start, end, duration, WAL range and size for the monthly trends.
+    #[serde(default)]
+    pub newest_base_backup: Option<BaseBackup>,
 }
 
 /// How far in the future a backup file's mtime may be before it counts as a clock problem

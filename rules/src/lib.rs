@@ -13,6 +13,7 @@ pub mod backup;
 pub mod disk;
 pub mod human;
 pub mod nagios;
+pub mod restore;
 pub mod status;
 pub mod wal;
 
@@ -40,6 +41,12 @@ pub mod procedure {
                                there, otherwise take a new base backup now (recovery cannot \
                                pass a gap); set the directory's owner to postgres and its mode \
                                to 0700; keep at least 7 days of WAL when cleaning up.";
+    pub const RESTORE: &str = "Read pg_verifybackup's message (it names the damaged or \
+                               missing file); do not rely on this base backup: take a new one \
+                               now and verify it (pg_verifybackup <backup directory>); find \
+                               what damaged it (storage errors, a process writing into the \
+                               backup directory); copy a missing WAL segment into the archive \
+                               from pg_wal while it is there; rehearse a restore.";
 }
 
 /// Every threshold a host is judged by (global defaults merged with its overrides).
@@ -87,6 +94,7 @@ pub fn evaluate(
             wal::archiving(obs, prev_wal, &limits.wal)
         }
         Some(Observation::ArchiveDir(obs)) => archive::judge(obs, &limits.archive),
+        Some(Observation::Restore(obs)) => restore::judge(obs),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }
 }

@@ -6,7 +6,9 @@
 
 pub mod archive_dir;
 pub mod backup_dir;
+pub mod base_backup;
 pub mod disk;
+pub mod restore;
 pub mod wal_archive;
 
 use backwatch_proto::model::{Observation, ProbeKind};

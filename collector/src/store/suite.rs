@@ -487,6 +487,7 @@ fn observation(kind: ProbeKind) -> Observation {
             exists: true,
             ..ArchiveDirObs::default()
         })),
+        ProbeKind::Restore => Observation::Restore(Box::default()),
     }
 }
 

@@ -165,7 +165,7 @@ pub struct ProbeResult {
     /// observation below is absent. This is a result, not a transport error.
     #[prost(string, tag = "7")]
     pub error: ::prost::alloc::string::String,
-    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13")]
+    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13, 14")]
     pub observation: ::core::option::Option<probe_result::Observation>,
 }
 /// Nested message and enum types in `ProbeResult`.
@@ -180,6 +180,8 @@ pub mod probe_result {
         WalArchive(super::WalArchiveObservation),
         #[prost(message, tag = "13")]
         ArchiveDir(super::ArchiveDirObservation),
+        #[prost(message, tag = "14")]
+        Restore(super::RestoreObservation),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -238,6 +240,10 @@ pub struct BackupDirObservation {
     pub newest_future_path: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "18")]
     pub newest_future_mtime: ::core::option::Option<::prost_types::Timestamp>,
+    /// The newest plain pg_basebackup directory found in the scan (by its backup_manifest, else
+    /// its backup_label): start, end, duration, WAL range and size. Absent when there is none.
+    #[prost(message, optional, tag = "19")]
+    pub newest_base_backup: ::core::option::Option<BaseBackup>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DiskObservation {
@@ -445,6 +451,106 @@ pub struct ArchiveDirObservation {
     /// The newest base backup's history file, read (absent when the archive has none).
     #[prost(message, optional, tag = "34")]
     pub newest_backup: ::core::option::Option<BackupHistory>,
+}
+/// A plain `pg_basebackup` directory, as its `backup_label` and `backup_manifest` describe it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BaseBackup {
+    /// Directory of the backup.
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// Non-empty when backup_label or backup_manifest could not be read or parsed; the fields
+    /// below hold what could be read.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
+    /// LABEL line of backup_label.
+    #[prost(string, tag = "3")]
+    pub label: ::prost::alloc::string::String,
+    /// START TIME of backup_label as written, in the server's log_timezone.
+    #[prost(string, tag = "4")]
+    pub start_time_text: ::prost::alloc::string::String,
+    /// START TIME as an instant, when its zone is UTC/GMT or a numeric offset.
+    #[prost(message, optional, tag = "5")]
+    pub start_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// End of the backup: modification time of backup_manifest, which pg_basebackup writes last
+    /// (agent's filesystem clock).
+    #[prost(message, optional, tag = "6")]
+    pub end_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// end_time - start_time (seconds); absent when the start does not parse as an instant.
+    #[prost(int64, optional, tag = "7")]
+    pub duration_secs: ::core::option::Option<i64>,
+    /// START WAL LOCATION (LSN text, "0/2000028") and the segment holding it.
+    #[prost(string, tag = "8")]
+    pub start_lsn: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub start_segment: ::prost::alloc::string::String,
+    /// End of the WAL the backup needs (backup_manifest's last WAL-Ranges End-LSN) and its segment.
+    #[prost(string, tag = "10")]
+    pub end_lsn: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub end_segment: ::prost::alloc::string::String,
+    /// Timeline of the WAL range (START TIMELINE / WAL-Ranges).
+    #[prost(uint32, tag = "12")]
+    pub timeline: u32,
+    /// Files the manifest lists (count) and the sum of their sizes (bytes); pg_wal is not listed.
+    #[prost(uint64, tag = "13")]
+    pub file_count: u64,
+    #[prost(uint64, tag = "14")]
+    pub size_bytes: u64,
+    /// WAL segment size implied by START WAL LOCATION and its file name (bytes; 0 = unknown).
+    #[prost(uint64, tag = "15")]
+    pub wal_segment_size_bytes: u64,
+}
+/// Restore readiness (`restore.<name>`): pg_verifybackup on the newest plain base backup with
+/// a manifest, and the WAL that backup needs, present where recovery would take it from.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RestoreObservation {
+    /// Directory searched for plain base backups (configured).
+    #[prost(string, tag = "1")]
+    pub backup_root: ::prost::alloc::string::String,
+    /// False when that directory does not exist.
+    #[prost(bool, tag = "2")]
+    pub exists: bool,
+    /// Non-empty when the directory cannot be read or holds no base backup with a manifest.
+    #[prost(string, tag = "3")]
+    pub error: ::prost::alloc::string::String,
+    /// The backup verified (newest by backup_manifest modification time).
+    #[prost(message, optional, tag = "4")]
+    pub backup: ::core::option::Option<BaseBackup>,
+    /// The pg_verifybackup program run; empty when none was found.
+    #[prost(string, tag = "5")]
+    pub verifier: ::prost::alloc::string::String,
+    /// Non-empty when pg_verifybackup could not be started (not found, not executable).
+    #[prost(string, tag = "6")]
+    pub verify_error: ::prost::alloc::string::String,
+    /// How its IO and CPU were limited, as a command prefix ("nice -n 19 ionice -t -c 2 -n 7"; empty = none).
+    #[prost(string, tag = "7")]
+    pub io_limit: ::prost::alloc::string::String,
+    /// When the verification started (agent clock) and how long it ran (milliseconds).
+    #[prost(message, optional, tag = "8")]
+    pub verify_started_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(uint64, tag = "9")]
+    pub verify_duration_ms: u64,
+    /// Exit status of pg_verifybackup (0 = verified); absent when it did not run.
+    #[prost(int32, optional, tag = "10")]
+    pub verify_exit_code: ::core::option::Option<i32>,
+    /// Its messages (stderr, then stdout), the first few lines.
+    #[prost(string, repeated, tag = "11")]
+    pub verify_messages: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// True when pg_verifybackup parsed the WAL itself (it was all in the backup's pg_wal);
+    /// false when it ran with --no-parse-wal and the agent checked the archive for the segments.
+    #[prost(bool, tag = "12")]
+    pub wal_parsed: bool,
+    /// Where the WAL the backup needs was found: "backup" (its own pg_wal), "archive", or empty.
+    #[prost(string, tag = "13")]
+    pub wal_source: ::prost::alloc::string::String,
+    /// Archive directory consulted (configured; empty = none).
+    #[prost(string, tag = "14")]
+    pub archive_path: ::prost::alloc::string::String,
+    /// Segments the backup needs (count) and the first one found in neither place (empty = none).
+    #[prost(uint64, tag = "15")]
+    pub wal_segments_needed: u64,
+    #[prost(string, tag = "16")]
+    pub wal_first_missing: ::prost::alloc::string::String,
 }
 /// A backup history file (<start segment>.<offset>.backup), which the server writes when a base
 /// backup ends: when it ran and which WAL it needs.
@@ -681,6 +787,7 @@ pub enum ProbeKind {
     Disk = 2,
     WalArchive = 3,
     ArchiveDir = 4,
+    Restore = 5,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -694,6 +801,7 @@ impl ProbeKind {
             Self::Disk => "PROBE_KIND_DISK",
             Self::WalArchive => "PROBE_KIND_WAL_ARCHIVE",
             Self::ArchiveDir => "PROBE_KIND_ARCHIVE_DIR",
+            Self::Restore => "PROBE_KIND_RESTORE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -704,6 +812,7 @@ impl ProbeKind {
             "PROBE_KIND_DISK" => Some(Self::Disk),
             "PROBE_KIND_WAL_ARCHIVE" => Some(Self::WalArchive),
             "PROBE_KIND_ARCHIVE_DIR" => Some(Self::ArchiveDir),
+            "PROBE_KIND_RESTORE" => Some(Self::Restore),
             _ => None,
         }
     }

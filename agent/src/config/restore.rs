@@ -1,0 +1,111 @@
+//! `[[restore]]`: the restore-readiness probe's configuration.
+//!
+//! No default instance: where plain base backups live differs per host. Weekly by default
+//! (the verification reads the whole backup), bounded by `timeout` (default 6 h), under
+//! nice/ionice unless `io_limit = false`.
+
+use crate::probe::restore::RestoreProbe;
+use backwatch_proto::config::{Problems, de_opt_duration};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const RESTORE_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestore {
+    pub name: String,
+    /// Directory holding plain pg_basebackup directories (or one backup itself).
+    pub backup_dir: PathBuf,
+    /// WAL archive where the backup's WAL is looked for when it is not in its pg_wal.
+    pub archive_dir: Option<PathBuf>,
+    /// pg_verifybackup to run (default: newest under /usr/lib/postgresql/*/bin, else PATH).
+    pub pg_verifybackup: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Run pg_verifybackup under `nice -n 19 ionice -c 2 -n 7` (default true).
+    pub io_limit: Option<bool>,
+}
+
+/// The probe and its timeout, or `None` after recording its problems.
+pub(super) fn validate(
+    p: &mut Problems,
+    i: usize,
+    r: RawRestore,
+) -> Option<(RestoreProbe, Duration)> {
+    let k = |f: &str| format!("restore[{i}].{f}");
+    let timeout = r.timeout.unwrap_or(RESTORE_TIMEOUT);
+    let mut ok = true;
+    if timeout < Duration::from_secs(1) {
+        p.push(k("timeout"), "must be at least 1s");
+        ok = false;
+    }
+    if let Some(v) = &r.pg_verifybackup
+        && !v.is_file()
+    {
+        p.push(
+            k("pg_verifybackup"),
+            format!("{} is not a file", v.display()),
+        );
+        ok = false;
+    }
+    ok.then(|| {
+        (
+            RestoreProbe {
+                name: r.name,
+                backup_dir: r.backup_dir,
+                archive_dir: r.archive_dir,
+                pg_verifybackup: r.pg_verifybackup,
+                io_limit: r.io_limit.unwrap_or(true),
+            },
+            timeout,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ProbeConfig};
+    use backwatch_proto::config::parse_toml;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Config, String> {
+        let path = Path::new("/etc/backwatch/agent.toml");
+        parse_toml(path, text)
+            .and_then(|raw| Config::validate(path, raw))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn restore_defaults_to_weekly_under_nice() {
+        let c = load("[[restore]]\nname = \"base\"\nbackup_dir = \"/backup/base\"\n").unwrap();
+        let s = c
+            .probes
+            .iter()
+            .find(|s| s.probe.check_id() == "restore.base")
+            .expect("restore.base");
+        assert_eq!(s.interval, super::RESTORE_INTERVAL);
+        assert_eq!(s.timeout, super::RESTORE_TIMEOUT);
+        match &s.probe {
+            ProbeConfig::Restore(r) => assert!(r.io_limit && r.archive_dir.is_none()),
+            _ => panic!("not a restore probe"),
+        }
+    }
+
+    #[test]
+    fn missing_verifier_is_named() {
+        let err = load(
+            "[[restore]]\nname = \"base\"\nbackup_dir = \"/b\"\npg_verifybackup = \"/nonexistent/pg_verifybackup\"\n",
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("restore[0].pg_verifybackup: /nonexistent/pg_verifybackup is not a file"),
+            "{err}"
+        );
+    }
+}

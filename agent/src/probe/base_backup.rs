@@ -1,0 +1,300 @@
+//! Plain `pg_basebackup` directories: what `backup_label` and `backup_manifest` say.
+//!
+//! Shared by the restore-readiness probe and the backup directory probe; not a probe itself.
+//!
+//! - Start: `backup_label`'s `START TIME` (server `log_timezone`; read as an instant only when
+//!   the zone is UTC/GMT or a numeric offset, since an abbreviation like "CEST" names no
+//!   offset) and `START WAL LOCATION` with its segment.
+//! - End: `backup_manifest`'s modification time: pg_basebackup writes the manifest after every
+//!   data file and the WAL, so its mtime is when the backup finished (agent's filesystem clock).
+//!   The manifest's last `WAL-Ranges` entry gives the end of the WAL the backup needs.
+//! - Size: the sum of the manifest's file sizes (pg_wal is not listed there).
+//! - The WAL segment size is not written anywhere in either file; it is the one power of two
+//!   from 1 MiB to 1 GiB that puts `START WAL LOCATION` in the segment `backup_label` names.
+//! - Bounded: `backup_label` is read up to 64 KiB; the manifest is parsed streaming, keeping
+//!   only sizes and WAL ranges (a manifest of a million files costs a few MB of memory).
+
+use super::archive_dir::names::{self, SegName, WalFile};
+use super::backup_dir::{os_text, to_utc};
+use backwatch_proto::model::BaseBackup;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use serde::Deserialize;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+pub const LABEL: &str = "backup_label";
+pub const MANIFEST: &str = "backup_manifest";
+const MAX_LABEL_BYTES: u64 = 64 << 10;
+
+/// One timeline's stretch of WAL the backup needs (manifest `WAL-Ranges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalRange {
+    pub tli: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A base backup as read, with the WAL ranges needed to restore it.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    pub backup: BaseBackup,
+    pub wal_ranges: Vec<WalRange>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(rename = "Files", default)]
+    files: Vec<ManifestFile>,
+    #[serde(rename = "WAL-Ranges", default)]
+    wal_ranges: Vec<ManifestRange>,
+}
+
+#[derive(Deserialize)]
+struct ManifestFile {
+    #[serde(rename = "Size", default)]
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct ManifestRange {
+    #[serde(rename = "Timeline")]
+    timeline: u32,
+    #[serde(rename = "Start-LSN")]
+    start_lsn: String,
+    #[serde(rename = "End-LSN")]
+    end_lsn: String,
+}
+
+/// Reads the backup in `dir`; problems go into `backup.error`, never a failure.
+pub fn read(dir: &Path) -> Parsed {
+    let mut out = Parsed {
+        backup: BaseBackup {
+            path: dir.display().to_string(),
+            ..BaseBackup::default()
+        },
+        wal_ranges: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    let mut label = String::new();
+    match std::fs::File::open(dir.join(LABEL))
+        .and_then(|f| f.take(MAX_LABEL_BYTES).read_to_string(&mut label))
+    {
+        Ok(_) => apply_label(&mut out.backup, &label),
+        Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
+    }
+    let manifest = dir.join(MANIFEST);
+    match std::fs::File::open(&manifest) {
+        Err(e) => errors.push(format!("reading {MANIFEST}: {}", os_text(&e))),
+        Ok(f) => {
+            out.backup.end_time = f
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(to_utc);
+            match serde_json::from_reader::<_, Manifest>(BufReader::new(f)) {
+                Ok(m) => apply_manifest(&mut out, m),
+                Err(e) => errors.push(format!("parsing {MANIFEST}: {e}")),
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (out.backup.start_time, out.backup.end_time) {
+        out.backup.duration_secs = Some((b - a).num_seconds());
+    }
+    if !errors.is_empty() {
+        out.backup.error = Some(errors.join("; "));
+    }
+    out
+}
+
+fn apply_label(b: &mut BaseBackup, text: &str) {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    b.label = value("LABEL");
+    b.start_time_text = value("START TIME");
+    b.start_time = b.start_time_text.as_deref().and_then(parse_time);
+    // "0/2000028 (file 000000010000000000000002)"
+    if let Some(v) = value("START WAL LOCATION")
+        && let Some((lsn, rest)) = v.split_once(" (file ")
+    {
+        let file = rest.strip_suffix(')').unwrap_or(rest);
+        b.start_lsn = Some(lsn.trim().to_string());
+        if let (WalFile::Segment(seg), None) = names::parse(file) {
+            b.start_segment = Some(file.to_string());
+            b.timeline = seg.tli;
+            b.wal_segment_size_bytes =
+                names::parse_lsn(lsn.trim()).and_then(|l| segment_size(l, seg));
+        }
+    }
+    if let Some(tli) = value("START TIMELINE").and_then(|t| t.parse().ok()) {
+        b.timeline = tli;
+    }
+}
+
+fn apply_manifest(out: &mut Parsed, m: Manifest) {
+    out.backup.file_count = m.files.len() as u64;
+    out.backup.size_bytes = m.files.iter().map(|f| f.size).sum();
+    out.wal_ranges = m
+        .wal_ranges
+        .iter()
+        .filter_map(|r| {
+            Some(WalRange {
+                tli: r.timeline,
+                start: names::parse_lsn(&r.start_lsn)?,
+                end: names::parse_lsn(&r.end_lsn)?,
+            })
+        })
+        .collect();
+    if let (Some(last), Some(raw)) = (out.wal_ranges.last().copied(), m.wal_ranges.last()) {
+        out.backup.end_lsn = Some(raw.end_lsn.clone());
+        out.backup.timeline = last.tli;
+        if let Some(size) = out.backup.wal_segment_size_bytes {
+            out.backup.end_segment =
+                Some(SegName::from_segno(last.tli, last_segno(last, size), size).name());
+        }
+    }
+}
+
+/// The segment holding the last byte of the range: an End-LSN exactly on a segment boundary
+/// ends in the segment before it.
+fn last_segno(r: WalRange, size: u64) -> u64 {
+    if r.end > r.start {
+        (r.end - 1) / size
+    } else {
+        r.end / size
+    }
+}
+
+/// Segment names the ranges cover, in order, at most `max` (the rest is not needed to name the
+/// first missing one on any real backup).
+pub fn needed_segments(ranges: &[WalRange], size: u64, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut segno = r.start / size;
+        while segno <= last_segno(*r, size) && out.len() < max {
+            out.push(SegName::from_segno(r.tli, segno, size).name());
+            segno += 1;
+        }
+    }
+    out
+}
+
+/// The segment size that puts `lsn` into `seg`, if exactly one valid size does.
+fn segment_size(lsn: u64, seg: SegName) -> Option<u64> {
+    (20..=30).map(|k| 1u64 << k).find(|&size| {
+        seg.segno(size) == Some(lsn / size) && SegName::from_segno(seg.tli, lsn / size, size) == seg
+    })
+}
+
+/// "2024-06-01 10:00:00 UTC" (or GMT, or "+02") as an instant.
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let (at, zone) = (text.get(..19)?, text.get(19..)?.trim());
+    let naive = NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S").ok()?;
+    let offset_secs = match zone {
+        "UTC" | "GMT" | "Z" => 0,
+        z => {
+            let (sign, digits) = match z.as_bytes().first()? {
+                b'+' => (1, &z[1..]),
+                b'-' => (-1, &z[1..]),
+                _ => return None,
+            };
+            let (h, m) = match digits.split_once(':') {
+                Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
+                None => (digits.parse::<i32>().ok()?, 0),
+            };
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let offset = FixedOffset::east_opt(offset_secs)?;
+    Some(
+        naive
+            .and_local_timezone(offset)
+            .single()?
+            .with_timezone(&Utc),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LABEL_TEXT: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
+CHECKPOINT LOCATION: 0/2000060
+BACKUP METHOD: streamed
+BACKUP FROM: primary
+START TIME: 2024-06-01 10:00:00 UTC
+LABEL: nightly
+START TIMELINE: 1
+";
+
+    #[test]
+    fn label_gives_start_lsn_segment_and_segment_size() {
+        let mut b = BaseBackup::default();
+        apply_label(&mut b, LABEL_TEXT);
+        assert_eq!(b.label.as_deref(), Some("nightly"));
+        assert_eq!(b.start_lsn.as_deref(), Some("0/2000028"));
+        assert_eq!(b.start_segment.as_deref(), Some("000000010000000000000002"));
+        assert_eq!(b.wal_segment_size_bytes, Some(16 << 20));
+        assert_eq!(b.start_time, DateTime::from_timestamp(1_717_236_000, 0));
+        // 1 MiB segments: the same LSN is segment 0x20.
+        let mut small = BaseBackup::default();
+        apply_label(
+            &mut small,
+            &LABEL_TEXT.replace("000000010000000000000002", "000000010000000000000020"),
+        );
+        assert_eq!(small.wal_segment_size_bytes, Some(1 << 20));
+    }
+
+    #[test]
+    fn zone_abbreviations_are_not_instants_but_offsets_are() {
+        assert_eq!(parse_time("2024-06-01 12:00:00 CEST"), None);
+        assert_eq!(
+            parse_time("2024-06-01 12:00:00 +02"),
+            DateTime::from_timestamp(1_717_236_000, 0)
+        );
+    }
+
+    #[test]
+    fn needed_segments_end_before_a_boundary_end_lsn() {
+        let size = 16 << 20;
+        let r = [WalRange {
+            tli: 1,
+            start: 0x2000028,
+            end: 0x3000000,
+        }];
+        assert_eq!(needed_segments(&r, size, 10), ["000000010000000000000002"]);
+        let r = [WalRange {
+            tli: 1,
+            start: 0x2000028,
+            end: 0x3000100,
+        }];
+        assert_eq!(needed_segments(&r, size, 10).len(), 2);
+    }
+
+    #[test]
+    fn a_directory_without_the_files_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = read(dir.path());
+        assert!(
+            r.backup.error.as_deref().is_some_and(|e| e.contains(LABEL)),
+            "{r:?}"
+        );
+        std::fs::write(dir.path().join(LABEL), LABEL_TEXT).expect("label");
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            r#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [{"Path": "PG_VERSION", "Size": 3}, {"Path": "global/pg_control", "Size": 8192}], "WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138"}], "Manifest-Checksum": "x"}"#,
+        )
+        .expect("manifest");
+        let r = read(dir.path());
+        assert_eq!(r.backup.error, None);
+        assert_eq!((r.backup.file_count, r.backup.size_bytes), (2, 8195));
+        assert_eq!(
+            r.backup.end_segment.as_deref(),
+            Some("000000010000000000000002")
+        );
+        assert!(r.backup.duration_secs.is_some());
+    }
+}

@@ -1,0 +1,218 @@
+//! Restore readiness (`restore.<name>`): can the newest plain base backup be restored?
+//!
+//! The agent ran `pg_verifybackup` on the newest plain `pg_basebackup` directory that has a
+//! `backup_manifest`, and looked for the WAL that backup needs (its own `pg_wal`, else the
+//! archive directory). A backup is restorable only when both hold, so:
+//!
+//! - backup directory missing, no base backup with a manifest in it ⇒ critical (nothing to
+//!   restore from);
+//! - `pg_verifybackup` exited non-zero ⇒ critical, naming its first message (a checksum
+//!   mismatch names the damaged file);
+//! - a segment between the backup's start and end WAL location in neither place ⇒ critical,
+//!   naming it (recovery cannot reach consistency without it);
+//! - `pg_verifybackup` could not be started (not installed, wrong path) ⇒ unknown: nothing was
+//!   judged, and the summary says what to configure;
+//! - otherwise ok, with the verification's duration and the WAL's source.
+
+use super::procedure;
+use crate::human;
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::{RestoreObs, WalSource};
+use serde_json::json;
+
+#[must_use]
+pub fn judge(obs: &RestoreObs) -> Verdict {
+    let details = json!({
+        "backup_root": obs.backup_root,
+        "backup": obs.backup,
+        "verifier": obs.verifier,
+        "io_limit": obs.io_limit,
+        "verify_started_at": obs.verify_started_at,
+        "verify_duration_ms": obs.verify_duration_ms,
+        "verify_exit_code": obs.verify_exit_code,
+        "verify_messages": obs.verify_messages,
+        "wal_parsed": obs.wal_parsed,
+        "wal_source": obs.wal_source,
+        "archive_path": obs.archive_path,
+        "wal_segments_needed": obs.wal_segments_needed,
+        "wal_first_missing": obs.wal_first_missing,
+    });
+    verdict(obs)
+        .with_details(details)
+        .with_procedure(procedure::RESTORE)
+}
+
+fn verdict(obs: &RestoreObs) -> Verdict {
+    let root = &obs.backup_root;
+    if !obs.exists {
+        return Verdict::new(
+            Status::Critical,
+            format!("backup directory {root} does not exist: nothing to restore from"),
+        );
+    }
+    if let Some(e) = &obs.error {
+        return Verdict::new(Status::Critical, format!("{root}: {e}"));
+    }
+    let Some(backup) = &obs.backup else {
+        return Verdict::new(
+            Status::Critical,
+            format!("no plain base backup with a backup_manifest under {root}"),
+        );
+    };
+    let path = &backup.path;
+    if let Some(e) = &obs.verify_error {
+        return Verdict::new(
+            Status::Unknown,
+            format!("pg_verifybackup could not run on {path}: {e}"),
+        );
+    }
+    let took = match obs.verify_duration_ms {
+        ms if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms => human::duration((ms / 1000) as i64),
+    };
+    match obs.verify_exit_code {
+        Some(0) => {}
+        Some(code) => {
+            let why = first_error(&obs.verify_messages)
+                .map_or(format!("exit status {code}"), str::to_string);
+            return Verdict::new(
+                Status::Critical,
+                format!("base backup {path} fails verification: {why}"),
+            );
+        }
+        None => {
+            return Verdict::new(
+                Status::Unknown,
+                format!("pg_verifybackup did not run on {path}"),
+            );
+        }
+    }
+    if let Some(missing) = &obs.wal_first_missing {
+        let archive = obs
+            .archive_path
+            .as_deref()
+            .map_or("no archive directory configured".to_string(), |a| {
+                format!("not in the archive {a}")
+            });
+        return Verdict::new(
+            Status::Critical,
+            format!(
+                "base backup {path} cannot be restored: WAL segment {missing} it needs is not in its pg_wal and {archive}"
+            ),
+        );
+    }
+    let wal = match obs.wal_source {
+        Some(WalSource::Backup) if obs.wal_parsed => {
+            "its WAL in the backup's pg_wal, parsed".to_string()
+        }
+        Some(WalSource::Backup) => "its WAL in the backup's pg_wal".to_string(),
+        Some(WalSource::Archive) => format!(
+            "its WAL ({} segment{}) present in the archive",
+            obs.wal_segments_needed,
+            if obs.wal_segments_needed == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+        None => "its WAL range unknown (no WAL-Ranges in the manifest)".to_string(),
+    };
+    Verdict::new(
+        Status::Ok,
+        format!("base backup {path} verified by pg_verifybackup in {took}; {wal}"),
+    )
+}
+
+/// pg_verifybackup's own words: the first line that says "error", else the first line.
+fn first_error(messages: &[String]) -> Option<&str> {
+    messages
+        .iter()
+        .find(|m| m.contains("error"))
+        .or(messages.first())
+        .map(|m| m.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backwatch_proto::model::BaseBackup;
+
+    fn verified() -> RestoreObs {
+        RestoreObs {
+            backup_root: "/backup/base".into(),
+            exists: true,
+            backup: Some(BaseBackup {
+                path: "/backup/base/b1".into(),
+                ..BaseBackup::default()
+            }),
+            verifier: Some("/usr/lib/postgresql/17/bin/pg_verifybackup".into()),
+            verify_exit_code: Some(0),
+            verify_duration_ms: 2500,
+            wal_source: Some(WalSource::Archive),
+            archive_path: Some("/archive".into()),
+            wal_segments_needed: 2,
+            ..RestoreObs::default()
+        }
+    }
+
+    #[test]
+    fn verified_backup_with_its_wal_in_the_archive_is_ok() {
+        let v = judge(&verified());
+        assert_eq!(v.status, Status::Ok, "{v:?}");
+        assert!(
+            v.summary.contains("verified by pg_verifybackup in 2.5 s"),
+            "{v:?}"
+        );
+        assert!(
+            v.summary.contains("2 segments) present in the archive"),
+            "{v:?}"
+        );
+        assert_eq!(v.procedure, None);
+    }
+
+    #[test]
+    fn checksum_mismatch_is_critical_with_pg_verifybackups_words() {
+        let mut o = verified();
+        o.verify_exit_code = Some(1);
+        o.verify_messages =
+            vec!["pg_verifybackup: error: checksum mismatch for file \"base/5/1259\"".into()];
+        let v = judge(&o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .ends_with("fails verification: pg_verifybackup: error: checksum mismatch for file \"base/5/1259\""),
+            "{v:?}"
+        );
+        assert_eq!(v.procedure, Some(procedure::RESTORE));
+    }
+
+    #[test]
+    fn missing_wal_segment_is_critical_by_name() {
+        let mut o = verified();
+        o.wal_first_missing = Some("000000010000000000000003".into());
+        let v = judge(&o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .contains("WAL segment 000000010000000000000003 it needs is not in its pg_wal and not in the archive /archive"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn no_backup_with_a_manifest_is_critical() {
+        let mut o = verified();
+        o.backup = None;
+        assert_eq!(judge(&o).status, Status::Critical);
+        o.exists = false;
+        assert!(judge(&o).summary.contains("does not exist"));
+    }
+
+    #[test]
+    fn verifier_that_cannot_start_is_unknown() {
+        let mut o = verified();
+        o.verify_exit_code = None;
+        o.verify_error = Some("pg_verifybackup not found".into());
+        assert_eq!(judge(&o).status, Status::Unknown);
+    }
+}

@@ -1,0 +1,204 @@
+//! Restore readiness end to end: a private PostgreSQL cluster, real `pg_basebackup` plain
+//! backups with manifests, the real agent running the real `pg_verifybackup`, the collector
+//! judging, the API and `backwatch-agent check` showing it.
+
+use anyhow::{Context, Result, ensure};
+use backwatch_tests::harness::pg::bindir;
+use backwatch_tests::harness::{PgCluster, bin, scene};
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `pg_basebackup -Fp` of `pg` into `target` with a manifest (the default); `wal` is its `-X`.
+fn base_backup(pg: &PgCluster, target: &Path, wal: &str) -> Result<()> {
+    let out = Command::new(bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
+        .args([
+            "-X",
+            wal,
+            "-c",
+            "fast",
+            "--no-sync",
+            "-l",
+            "backwatch-test",
+            "-D",
+        ])
+        .arg(target)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Flips bytes in the middle of the largest relation file, keeping its size: only a checksum
+/// can tell. Returns its path relative to the backup, as pg_verifybackup names it.
+fn corrupt_a_relation_file(backup: &Path) -> Result<String> {
+    let mut largest: Option<(u64, PathBuf)> = None;
+    for db in fs::read_dir(backup.join("base"))? {
+        for f in fs::read_dir(db?.path())? {
+            let f = f?;
+            let len = f.metadata()?.len();
+            if f.file_type()?.is_file() && largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                largest = Some((len, f.path()));
+            }
+        }
+    }
+    let (len, path) = largest.context("no relation file in the backup")?;
+    let mut file = fs::OpenOptions::new().write(true).open(&path)?;
+    file.seek(SeekFrom::Start(len / 2))?;
+    file.write_all(b"backwatch was here")?;
+    Ok(path.strip_prefix(backup)?.display().to_string())
+}
+
+fn restore_section(root: &Path, archive: Option<&Path>) -> String {
+    let mut s = format!(
+        "[[restore]]\nname = \"base\"\nbackup_dir = \"{}\"\ninterval = \"1s\"\n",
+        root.display()
+    );
+    if let Some(a) = archive {
+        s.push_str(&format!("archive_dir = \"{}\"\n", a.display()));
+    }
+    s
+}
+
+#[tokio::test]
+async fn corrupted_file_or_missing_wal_fails_restore_readiness() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let root = tempfile::tempdir()?;
+    // An older backup first: the newest one (by its manifest) is the one verified.
+    base_backup(&pg, &root.path().join("a-older"), "none")?;
+    std::thread::sleep(Duration::from_millis(1100));
+    let backup = root.path().join("b-newest");
+    // `-X none`: the WAL this backup needs is only in the archive.
+    base_backup(&pg, &backup, "none")?;
+    let scene = scene("db1", |a| {
+        a.toml(&restore_section(root.path(), Some(pg.archive_dir())))
+    })
+    .await?;
+    let collector = &scene.collector;
+    let shown = backup.display().to_string();
+    let c = collector
+        .wait_summary(
+            "db1",
+            "restore.base",
+            "ok",
+            &format!("base backup {shown} verified by pg_verifybackup in "),
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("present in the archive"), "{c}");
+    let d = &c["details"];
+    assert_eq!(d["verify_exit_code"], 0, "{c}");
+    assert_eq!(d["wal_parsed"], false, "{c}");
+    assert!(d["verify_started_at"].is_string(), "{c}");
+    assert!(d["verify_duration_ms"].is_u64(), "{c}");
+    assert!(
+        d["io_limit"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("nice -n 19")),
+        "{c}"
+    );
+    // What backup_label and backup_manifest say: label, start, end, WAL range, size.
+    let b = &d["backup"];
+    assert_eq!(b["label"], "backwatch-test", "{c}");
+    assert!(b["duration_secs"].as_i64().is_some_and(|s| s >= 0), "{c}");
+    assert!(b["size_bytes"].as_u64().is_some_and(|s| s > 1 << 20), "{c}");
+    let start = b["start_segment"]
+        .as_str()
+        .context("start segment")?
+        .to_string();
+
+    // The segment the backup starts in disappears from the archive.
+    let archived = pg.archive_dir().join(&start);
+    let saved = fs::read(&archived)?;
+    fs::remove_file(&archived)?;
+    collector
+        .wait_summary(
+            "db1",
+            "restore.base",
+            "critical",
+            &format!(
+                "base backup {shown} cannot be restored: WAL segment {start} it needs is not in its pg_wal and not in the archive"
+            ),
+            WAIT,
+        )
+        .await;
+    fs::write(&archived, saved)?;
+    collector
+        .wait_status("db1", "restore.base", "ok", WAIT)
+        .await;
+
+    // A data file of the backup is damaged: pg_verifybackup's own message names it.
+    let damaged = corrupt_a_relation_file(&backup)?;
+    let c = collector
+        .wait_summary(
+            "db1",
+            "restore.base",
+            "critical",
+            &format!("base backup {shown} fails verification: "),
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(&format!("checksum mismatch for file \"{damaged}\"")),
+        "{c}"
+    );
+    Ok(())
+}
+
+#[test]
+fn check_verifies_a_streamed_backup_with_its_own_wal() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let root = tempfile::tempdir()?;
+    let backup = root.path().join("base");
+    base_backup(&pg, &backup, "stream")?;
+    let cfg = root.path().join("agent.toml");
+    // The backup directory itself is the backup; no archive: its pg_wal has the WAL.
+    fs::write(
+        &cfg,
+        format!(
+            "backup_dir = []\ndisk = []\n{}",
+            restore_section(&backup, None)
+        ),
+    )?;
+    let run = || -> Result<(i32, String)> {
+        let out = Command::new(bin("backwatch-agent"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (code, out) = run()?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("restore.base"), "{out}");
+    assert!(
+        out.contains("its WAL in the backup's pg_wal, parsed"),
+        "{out}"
+    );
+
+    let damaged = corrupt_a_relation_file(&backup)?;
+    let (code, out) = run()?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("CRITICAL restore.base"), "{out}");
+    assert!(
+        out.contains(&format!("checksum mismatch for file \"{damaged}\"")),
+        "{out}"
+    );
+    Ok(())
+}
