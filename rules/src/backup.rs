@@ -70,6 +70,22 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
             obs.entries_scanned
         ));
     }
+    // A plain pg_basebackup directory: its duration and size, for the monthly trends. Facts
+    // only, never a status of their own.
+    if let Some(b) = &obs.newest_base_backup {
+        if let Some(secs) = b.duration_secs {
+            v.summary.push_str(&format!(
+                "; newest base backup took {} ({})",
+                human::duration(secs.max(0)),
+                human::bytes(b.size_bytes)
+            ));
+        }
+        if v.details.is_object() {
+            v.details["newest_base_backup"] = json!(b);
+        } else {
+            v.details = json!({ "newest_base_backup": b });
+        }
+    }
     v
 }
 
@@ -406,5 +422,25 @@ mod tests {
             freshness(&dir_with_newest(H), &l, DAY).status,
             Status::Warning
         );
+    }
+
+    #[test]
+    fn plain_base_backup_duration_and_size_are_reported_not_judged() {
+        let mut obs = dir_with_newest(H);
+        obs.newest_base_backup = Some(backwatch_proto::model::BaseBackup {
+            path: "/backup/daily/2026-11-25".into(),
+            duration_secs: Some(750),
+            size_bytes: 3 << 30,
+            ..Default::default()
+        });
+        let v = freshness(&obs, &daily(), DAY);
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert!(
+            v.summary
+                .ends_with("; newest base backup took 12 min (3.0 GiB)"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.details["newest_base_backup"]["duration_secs"], 750);
     }
 }

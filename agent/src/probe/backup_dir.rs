@@ -16,8 +16,11 @@
 //! - Each directory is read at most once (identified by device and inode), so symlinked
 //!   directories can neither loop nor be counted twice, and a file reached through a symlink is
 //!   not counted again when the scan also reaches it directly.
+//! - Plain `pg_basebackup` directories met on the way (a `backup_manifest`, else a
+//!   `backup_label`) are remembered; the newest one's label and manifest are read once at the
+//!   end (see [`super::base_backup`]) for its start, end, duration, WAL range and size.
 
-use super::{Outcome, Probe};
+use super::{Outcome, Probe, base_backup};
 use backwatch_proto::model::{
     BackupDirObs, FUTURE_TOLERANCE_SECS, NewestFile, Observation, ProbeKind,
 };
@@ -94,6 +97,8 @@ impl BackupDirProbe {
             future_after: now + Duration::from_secs(FUTURE_TOLERANCE_SECS as u64),
             newest: None,
             newest_future: None,
+            base_manifest: None,
+            base_label: None,
             visited_dirs: HashSet::new(),
             seen_files: HashSet::new(),
             linked_files: Vec::new(),
@@ -172,6 +177,9 @@ struct Scan<'a> {
     future_after: SystemTime,
     newest: Option<(SystemTime, NewestFile)>,
     newest_future: Option<(SystemTime, NewestFile)>,
+    /// Newest `backup_manifest` and `backup_label` met: plain pg_basebackup directories.
+    base_manifest: Option<(SystemTime, PathBuf)>,
+    base_label: Option<(SystemTime, PathBuf)>,
     visited_dirs: HashSet<FileId>,
     /// Regular files met directly, so a symlink to one of them is not counted twice.
     seen_files: HashSet<FileId>,
@@ -311,6 +319,21 @@ impl Scan<'_> {
         self.obs.total_bytes = self.obs.total_bytes.saturating_add(meta.len());
         // A file dated in the future (a restored archive, a host with a wrong clock) must not
         // stand in for the newest backup: it would hide that real backups stopped.
+        if mtime <= self.future_after {
+            let marker = if name == base_backup::MANIFEST {
+                Some(&mut self.base_manifest)
+            } else if name == base_backup::LABEL {
+                Some(&mut self.base_label)
+            } else {
+                None
+            };
+            if let Some(slot) = marker
+                && slot.as_ref().is_none_or(|(t, _)| mtime > *t)
+                && let Some(dir) = path.parent()
+            {
+                *slot = Some((mtime, dir.to_path_buf()));
+            }
+        }
         let bucket = if mtime > self.future_after {
             self.obs.future_files += 1;
             &mut self.newest_future
@@ -344,6 +367,11 @@ impl Scan<'_> {
             newest.age_secs = age_secs(now, mtime);
             newest
         });
+        // The manifest is written last: a directory with one is a finished backup; a label
+        // alone (PostgreSQL < 13, --no-manifest) still gives the start and the WAL position.
+        if let Some((_, dir)) = self.base_manifest.take().or(self.base_label.take()) {
+            self.obs.newest_base_backup = Some(base_backup::read(&dir).backup);
+        }
         self.obs
     }
 

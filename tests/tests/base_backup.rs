@@ -1,0 +1,62 @@
+//! Plain `pg_basebackup` directories in a backup directory check: the newest backup's start
+//! and end time, duration, WAL range and size, read from its `backup_label` and
+//! `backup_manifest` by the real agent and shown by the collector's API.
+
+use anyhow::{Result, ensure};
+use backwatch_tests::harness::pg::bindir;
+use backwatch_tests::harness::{PgCluster, scene};
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+#[tokio::test]
+async fn plain_base_backup_appears_with_its_duration_and_wal_range() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let root = tempfile::tempdir()?;
+    let backup = root.path().join("2026-11-25");
+    let out = Command::new(bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
+        .args(["-c", "fast", "--no-sync", "-l", "nightly", "-D"])
+        .arg(&backup)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scene = scene("db1", |a| a.backup_dir("daily", root.path(), "24h", "1s")).await?;
+    let c = scene
+        .collector
+        .wait_check(
+            "db1",
+            "backup.daily",
+            "to show the base backup",
+            WAIT,
+            |c| c["details"]["newest_base_backup"].is_object(),
+        )
+        .await;
+    assert_eq!(c["status"], "ok", "{c}");
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("; newest base backup took "), "{c}");
+    let b = &c["details"]["newest_base_backup"];
+    assert_eq!(b["path"], backup.display().to_string(), "{c}");
+    assert_eq!(b["label"], "nightly", "{c}");
+    assert_eq!(b["error"], serde_json::Value::Null, "{c}");
+    assert!(b["duration_secs"].as_i64().is_some_and(|d| d >= 0), "{c}");
+    assert!(
+        b["start_time"].is_string() && b["end_time"].is_string(),
+        "{c}"
+    );
+    assert!(b["size_bytes"].as_u64().is_some_and(|s| s > 1 << 20), "{c}");
+    assert_eq!(b["wal_segment_size_bytes"], 1 << 20, "{c}");
+    assert_eq!(b["timeline"], 1, "{c}");
+    for key in ["start_lsn", "start_segment", "end_lsn", "end_segment"] {
+        assert!(b[key].is_string(), "{key}: {c}");
+    }
+    Ok(())
+}
