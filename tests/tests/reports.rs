@@ -501,3 +501,32 @@ async fn two_collectors_on_one_postgres_send_the_daily_report_once() -> Result<(
     assert_eq!(runs.trim(), "1");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_daily_report_due_while_the_collector_was_down_is_sent_when_it_starts() -> Result<()> {
+    let smtp = Smtp::capture()?;
+    let certs = Certs::fleet(&[])?;
+    let (reports, due) = due_soon(10);
+    let mut collector = Collector::sqlite(&certs)
+        .toml(&format!("{}{reports}", alerting_toml(&smtp)))
+        .start()
+        .await?;
+    // The first start records the latest due run (yesterday's) and sends nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    collector.stop()?;
+    let late = (due - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(2);
+    tokio::time::sleep(late).await;
+    assert!(reports_to_management(&smtp.messages()?).is_empty());
+
+    collector.restart().await?;
+    let mails = smtp
+        .wait_for(WAIT, "the missed daily report", |m| {
+            !reports_to_management(m).is_empty()
+        })
+        .await;
+    assert_report_mail(reports_to_management(&mails)[0]);
+    collector.restart().await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(reports_to_management(&smtp.messages()?).len(), 1);
+    Ok(())
+}

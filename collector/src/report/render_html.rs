@@ -8,6 +8,7 @@
 
 use super::charts::Chart;
 use super::layout::{Column, Fmt, Layout};
+pub use crate::alerts::render::escape_html as escape;
 use crate::human;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -26,21 +27,6 @@ pub enum Images {
 
 pub fn content_id(chart: &Chart) -> String {
     format!("{}@backwatch", chart.id)
-}
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The exact value as text: what `data-value` and the CSV hold.

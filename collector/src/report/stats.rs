@@ -11,18 +11,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// Days per month for "storage needed in N months".
 pub const DAYS_PER_MONTH: f64 = 30.436_875;
 
+/// Median of the finite values.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
+    crate::api::fit::median(&mut v)
 }
 
 /// Nearest-rank quantile, `q` in (0, 1].
