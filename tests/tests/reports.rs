@@ -7,7 +7,8 @@ use anyhow::{Context, Result, ensure};
 use backwatch_collector::status::{Status, Verdict};
 use backwatch_collector::store::{Evaluated, SqlStore, Store};
 use backwatch_proto::model::{
-    BackupDirObs, DiskObs, NewestFile, Observation, PendingSource, ProbeKind, ProbeResult, WalObs,
+    BackupDirObs, BaseBackup, DiskObs, NewestFile, Observation, PendingSource, ProbeKind,
+    ProbeResult, WalObs,
 };
 use backwatch_tests::harness::alerting::{MANAGEMENT, alerting_toml};
 use backwatch_tests::harness::fleet::http_client;
@@ -120,6 +121,11 @@ async fn seed_february(url: &str) -> Result<()> {
                 size_bytes: (50 + d as u64) * GIB,
                 age_secs: 3600,
             }),
+            // A plain base backup taking 10 s longer every day.
+            newest_base_backup: Some(BaseBackup {
+                duration_secs: Some(600 + 10 * d),
+                ..BaseBackup::default()
+            }),
             ..BackupDirObs::default()
         });
         items.push(item(
@@ -211,6 +217,9 @@ async fn monthly_review_finds_the_seeded_growth_and_full_dates() -> Result<()> {
         backups["size_trend_bytes_per_day"].as_f64(),
         Some(GIB as f64)
     );
+    assert_eq!(backups["duration_median_secs"].as_f64(), Some(735.0));
+    assert_eq!(backups["duration_max_secs"], 870);
+    assert_eq!(backups["duration_trend_secs_per_day"].as_f64(), Some(10.0));
     let wal = find(&json["wal_volume"], "check", "wal.main")?;
     // 96 segments of 16 MiB a day (the first day counts from its first sample: 92).
     assert_eq!(

@@ -79,6 +79,12 @@ pub fn sample(item: &Evaluated) -> Sample {
                 s.newest_size = Some(int(n.size_bytes));
                 s.newest_age = Some(n.age_secs);
             }
+            // A plain base backup's start and end are known (backup_label, backup_manifest):
+            // its duration feeds the monthly duration trend.
+            s.duration = b
+                .newest_base_backup
+                .as_ref()
+                .and_then(|bb| bb.duration_secs);
         }
         Some(Observation::WalArchive(w)) => {
             // Nothing waiting is a delay of 0; an unreadable pending list is no measure.

@@ -96,3 +96,31 @@ fn a_backup_counts_when_the_newest_file_changes() {
     let d = fold(Some(d), None, &b(300, 250), tpl());
     assert_eq!(d.new_backups, 2);
 }
+
+#[test]
+fn a_base_backups_duration_is_kept() {
+    use backwatch_proto::model::{BackupDirObs, BaseBackup, ProbeKind, ProbeResult};
+    let obs = BackupDirObs {
+        exists: true,
+        newest_base_backup: Some(BaseBackup {
+            duration_secs: Some(754),
+            ..BaseBackup::default()
+        }),
+        ..BackupDirObs::default()
+    };
+    let item = Evaluated {
+        result: ProbeResult {
+            result_id: "r1".into(),
+            kind: ProbeKind::BackupDir,
+            name: "daily".into(),
+            measured_at: chrono::DateTime::from_timestamp(1_772_323_200, 0).unwrap(),
+            duration_ms: 1,
+            interval_secs: 21_600,
+            error: None,
+            observation: Some(Observation::BackupDir(obs)),
+        },
+        received_at: chrono::DateTime::from_timestamp(1_772_323_201, 0).unwrap(),
+        verdict: crate::status::Verdict::new(Status::Ok, "ok"),
+    };
+    assert_eq!(sample(&item).duration, Some(754));
+}
