@@ -7,9 +7,12 @@
 //! out means its defaults; writing an empty list (`backup_dir = []`) means none.
 
 pub mod archive_dir;
+pub mod backup_tool;
 pub mod restore;
 
 use crate::probe::archive_dir::ArchiveDirProbe;
+use crate::probe::barman::BarmanProbe;
+use crate::probe::pgbackrest::PgBackRestProbe;
 use crate::probe::restore::RestoreProbe;
 use crate::probe::backup_dir::{
     BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
@@ -47,6 +50,10 @@ pub struct RawConfig {
     pub archive_dir: Vec<archive_dir::RawArchiveDir>,
     #[serde(default)]
     pub restore: Vec<restore::RawRestore>,
+    #[serde(default)]
+    pub pgbackrest: Vec<backup_tool::RawPgBackRest>,
+    #[serde(default)]
+    pub barman: Vec<backup_tool::RawBarman>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -160,6 +167,8 @@ pub enum ProbeConfig {
     Wal(Box<WalProbe>),
     ArchiveDir(ArchiveDirProbe),
     Restore(RestoreProbe),
+    PgBackRest(PgBackRestProbe),
+    Barman(BarmanProbe),
 }
 
 impl ProbeConfig {
@@ -177,6 +186,10 @@ impl ProbeConfig {
             ProbeConfig::Restore(p) => {
                 backwatch_proto::model::check_id(RestoreProbe::KIND, p.name())
             }
+            ProbeConfig::PgBackRest(p) => {
+                backwatch_proto::model::check_id(PgBackRestProbe::KIND, p.name())
+            }
+            ProbeConfig::Barman(p) => backwatch_proto::model::check_id(BarmanProbe::KIND, p.name()),
         }
     }
 
@@ -188,6 +201,8 @@ impl ProbeConfig {
             ProbeConfig::Wal(p) => crate::probe::wal_archive::redacted(&p.pg),
             ProbeConfig::ArchiveDir(p) => p.path.display().to_string(),
             ProbeConfig::Restore(p) => p.backup_dir.display().to_string(),
+            ProbeConfig::PgBackRest(p) => p.command.join(" "),
+            ProbeConfig::Barman(p) => format!("{} server {}", p.command.join(" "), p.server),
         }
     }
 }
@@ -433,6 +448,31 @@ impl Config {
                     timeout,
                 });
             }
+        }
+
+        for (i, r) in raw.pgbackrest.into_iter().enumerate() {
+            let k = |f: &str| format!("pgbackrest[{i}].{f}");
+            name_ok(&mut p, k("name"), "pgbackrest", &r.name);
+            let interval =
+                interval_of(&mut p, k("interval"), r.interval, backup_tool::TOOL_INTERVAL);
+            let (probe, timeout) = backup_tool::pgbackrest(&mut p, i, r);
+            probes.push(Scheduled {
+                probe: ProbeConfig::PgBackRest(probe),
+                interval,
+                timeout,
+            });
+        }
+        for (i, r) in raw.barman.into_iter().enumerate() {
+            let k = |f: &str| format!("barman[{i}].{f}");
+            name_ok(&mut p, k("name"), "barman", &r.name);
+            let interval =
+                interval_of(&mut p, k("interval"), r.interval, backup_tool::TOOL_INTERVAL);
+            let (probe, timeout) = backup_tool::barman(&mut p, i, r);
+            probes.push(Scheduled {
+                probe: ProbeConfig::Barman(probe),
+                interval,
+                timeout,
+            });
         }
 
         p.finish()?;

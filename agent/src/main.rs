@@ -261,6 +261,8 @@ async fn run_scheduled(s: &Scheduled) -> ProbeResult {
         ProbeConfig::Wal(p) => run_once(p.as_ref(), s.interval, s.timeout).await,
         ProbeConfig::ArchiveDir(p) => run_once(p, s.interval, s.timeout).await,
         ProbeConfig::Restore(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::PgBackRest(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::Barman(p) => run_once(p, s.interval, s.timeout).await,
     }
 }
 
@@ -391,6 +393,39 @@ fn print_config(cfg: &Config) {
                         || "# wal not set: no cross-check with PostgreSQL".to_string(),
                         |w| format!("wal = {:?}", w.name)
                     ),
+                ),
+            ),
+            ProbeConfig::PgBackRest(p) => (
+                "pgbackrest",
+                format!(
+                    "command = {:?}\n{}\n{}\ntimeout = {:?}\n{}\n{}",
+                    p.command,
+                    p.stanza.as_ref().map_or_else(
+                        || "# stanza not set: every stanza".to_string(),
+                        |s| format!("stanza = {s:?}")
+                    ),
+                    p.config.as_ref().map_or_else(
+                        || "# config not set: pgBackRest's default".to_string(),
+                        |c| format!("config = {:?}", c.display().to_string())
+                    ),
+                    fmt_duration(s.timeout),
+                    config::backup_tool::print_age("max_age", p.max_age, "24h"),
+                    config::backup_tool::print_age("max_full_age", p.max_full_age, "7d"),
+                ),
+            ),
+            ProbeConfig::Barman(p) => (
+                "barman",
+                format!(
+                    "server = {:?}\ncommand = {:?}\n{}\ntimeout = {:?}\n{}\n{}",
+                    p.server,
+                    p.command,
+                    p.config.as_ref().map_or_else(
+                        || "# config not set: Barman's default".to_string(),
+                        |c| format!("config = {:?}", c.display().to_string())
+                    ),
+                    fmt_duration(s.timeout),
+                    config::backup_tool::print_age("max_age", p.max_age, "24h"),
+                    config::backup_tool::print_age("max_full_age", p.max_full_age, "7d"),
                 ),
             ),
             ProbeConfig::Restore(p) => (

@@ -89,6 +89,10 @@ pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, tri
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
             ProbeConfig::Restore(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
+            ProbeConfig::PgBackRest(p) => {
+                spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
+            }
+            ProbeConfig::Barman(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
         }
     }
 }

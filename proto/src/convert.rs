@@ -8,6 +8,7 @@ use crate::model::*;
 use chrono::{DateTime, Utc};
 
 mod archive;
+mod backup_tool;
 mod restore;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -121,6 +122,8 @@ impl From<ProbeKind> for pb::ProbeKind {
             ProbeKind::WalArchive => pb::ProbeKind::WalArchive,
             ProbeKind::ArchiveDir => pb::ProbeKind::ArchiveDir,
             ProbeKind::Restore => pb::ProbeKind::Restore,
+            ProbeKind::PgBackRest => pb::ProbeKind::Pgbackrest,
+            ProbeKind::Barman => pb::ProbeKind::Barman,
         }
     }
 }
@@ -132,6 +135,8 @@ fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
         Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::WalArchive),
         Ok(pb::ProbeKind::ArchiveDir) => Ok(ProbeKind::ArchiveDir),
         Ok(pb::ProbeKind::Restore) => Ok(ProbeKind::Restore),
+        Ok(pb::ProbeKind::Pgbackrest) => Ok(ProbeKind::PgBackRest),
+        Ok(pb::ProbeKind::Barman) => Ok(ProbeKind::Barman),
         _ => Err(ConvertError::UnknownKind(k)),
     }
 }
@@ -158,6 +163,10 @@ impl From<&ProbeResult> for pb::ProbeResult {
                 Observation::Restore(r) => {
                     pb::probe_result::Observation::Restore(r.as_ref().into())
                 }
+                Observation::PgBackRest(t) => {
+                    pb::probe_result::Observation::Pgbackrest(t.as_ref().into())
+                }
+                Observation::Barman(t) => pb::probe_result::Observation::Barman(t.as_ref().into()),
             }),
         }
     }
@@ -422,6 +431,8 @@ fn observation_from_wire(
         }),
         W::ArchiveDir(a) => Observation::ArchiveDir(Box::new(archive::from_wire(a)?)),
         W::Restore(r) => Observation::Restore(Box::new(restore::from_wire(r)?)),
+        W::Pgbackrest(t) => Observation::PgBackRest(Box::new(backup_tool::from_wire(t)?)),
+        W::Barman(t) => Observation::Barman(Box::new(backup_tool::from_wire(t)?)),
     })
 }
 

@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod archive;
+mod backup_tool;
 mod restore;
 pub use archive::*;
+pub use backup_tool::*;
 pub use restore::*;
 
 /// The kind of probe, which is also the first part of a check id.
@@ -20,6 +22,8 @@ pub enum ProbeKind {
     WalArchive,
     ArchiveDir,
     Restore,
+    PgBackRest,
+    Barman,
 }
 
 impl ProbeKind {
@@ -31,6 +35,8 @@ impl ProbeKind {
             ProbeKind::WalArchive => "wal",
             ProbeKind::ArchiveDir => "archive",
             ProbeKind::Restore => "restore",
+            ProbeKind::PgBackRest => "pgbackrest",
+            ProbeKind::Barman => "barman",
         }
     }
 
@@ -41,6 +47,8 @@ impl ProbeKind {
             ProbeKind::WalArchive,
             ProbeKind::ArchiveDir,
             ProbeKind::Restore,
+            ProbeKind::PgBackRest,
+            ProbeKind::Barman,
         ]
         .into_iter()
         .find(|k| k.check_prefix() == prefix)
@@ -83,6 +91,8 @@ pub enum Observation {
     // Boxed: it is several times larger than the other observations.
     ArchiveDir(Box<ArchiveDirObs>),
     Restore(Box<RestoreObs>),
+    PgBackRest(Box<BackupToolObs>),
+    Barman(Box<BackupToolObs>),
 }
 
 impl Observation {
@@ -93,6 +103,8 @@ impl Observation {
             Observation::WalArchive(_) => ProbeKind::WalArchive,
             Observation::ArchiveDir(_) => ProbeKind::ArchiveDir,
             Observation::Restore(_) => ProbeKind::Restore,
+            Observation::PgBackRest(_) => ProbeKind::PgBackRest,
+            Observation::Barman(_) => ProbeKind::Barman,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod backup_tool;
 pub mod disk;
 pub mod human;
 pub mod nagios;
@@ -95,6 +96,8 @@ pub fn evaluate(
         }
         Some(Observation::ArchiveDir(obs)) => archive::judge(obs, &limits.archive),
         Some(Observation::Restore(obs)) => restore::judge(obs),
+        Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
+        Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }
 }

@@ -6,9 +6,12 @@
 
 pub mod archive_dir;
 pub mod backup_dir;
+pub mod barman;
 pub mod base_backup;
 pub mod disk;
+pub mod pgbackrest;
 pub mod restore;
+pub mod tool_command;
 pub mod wal_archive;
 
 use backwatch_proto::model::{Observation, ProbeKind};

@@ -488,6 +488,8 @@ fn observation(kind: ProbeKind) -> Observation {
             ..ArchiveDirObs::default()
         })),
         ProbeKind::Restore => Observation::Restore(Box::default()),
+        ProbeKind::PgBackRest => Observation::PgBackRest(Box::default()),
+        ProbeKind::Barman => Observation::Barman(Box::default()),
     }
 }
 

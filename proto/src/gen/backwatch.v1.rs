@@ -165,7 +165,7 @@ pub struct ProbeResult {
     /// observation below is absent. This is a result, not a transport error.
     #[prost(string, tag = "7")]
     pub error: ::prost::alloc::string::String,
-    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13, 14")]
+    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub observation: ::core::option::Option<probe_result::Observation>,
 }
 /// Nested message and enum types in `ProbeResult`.
@@ -182,6 +182,10 @@ pub mod probe_result {
         ArchiveDir(super::ArchiveDirObservation),
         #[prost(message, tag = "14")]
         Restore(super::RestoreObservation),
+        #[prost(message, tag = "15")]
+        Pgbackrest(super::BackupToolObservation),
+        #[prost(message, tag = "16")]
+        Barman(super::BackupToolObservation),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -552,6 +556,86 @@ pub struct RestoreObservation {
     #[prost(string, tag = "16")]
     pub wal_first_missing: ::prost::alloc::string::String,
 }
+/// What a backup tool's own catalogue says (`pgbackrest info --output=json`; `barman -f json  list-backups` / `show-backup` / `check`): one set per pgBackRest stanza or Barman server.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BackupToolObservation {
+    /// The command lines run, for the operator (no secrets: these tools take none on the command line).
+    #[prost(string, repeated, tag = "1")]
+    pub commands: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Non-empty when the tool could not be run or its output not understood; sets are then empty.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub sets: ::prost::alloc::vec::Vec<BackupSet>,
+    /// Limits the agent's configuration expects (seconds; 0 = not set, the rule's defaults apply).
+    #[prost(uint64, tag = "4")]
+    pub expected_max_age_secs: u64,
+    #[prost(uint64, tag = "5")]
+    pub expected_max_full_age_secs: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BackupSet {
+    /// Stanza (pgBackRest) or server (Barman) name.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// pgBackRest status.code (0 = ok); Barman: 0 when `barman check` passes, else 1.
+    #[prost(int32, tag = "2")]
+    pub status_code: i32,
+    /// pgBackRest status.message; Barman: empty.
+    #[prost(string, tag = "3")]
+    pub status_message: ::prost::alloc::string::String,
+    /// The tool's own failing checks, "name: hint" (Barman `check`), first few.
+    #[prost(string, repeated, tag = "4")]
+    pub failing_checks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// A backup is running now (pgBackRest lock held).
+    #[prost(bool, tag = "5")]
+    pub backup_running: bool,
+    /// Backups in the catalogue (count), failed ones included.
+    #[prost(uint64, tag = "6")]
+    pub backup_count: u64,
+    /// Newest successful backup of any type, and newest successful full backup.
+    #[prost(message, optional, tag = "7")]
+    pub newest: ::core::option::Option<ToolBackup>,
+    #[prost(message, optional, tag = "8")]
+    pub newest_full: ::core::option::Option<ToolBackup>,
+    /// The most recent backup attempt, when it failed and is newer than `newest`.
+    #[prost(message, optional, tag = "9")]
+    pub newest_failed: ::core::option::Option<ToolBackup>,
+    /// Oldest and newest WAL segment in the tool's archive (pgBackRest archive min/max).
+    #[prost(string, tag = "10")]
+    pub archive_min: ::prost::alloc::string::String,
+    #[prost(string, tag = "11")]
+    pub archive_max: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ToolBackup {
+    /// Backup label / id ("20240601-100000F", "20240601T100000").
+    #[prost(string, tag = "1")]
+    pub label: ::prost::alloc::string::String,
+    /// "full", "diff" or "incr" (Barman backups are "full").
+    #[prost(string, tag = "2")]
+    pub r#type: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub start_time: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "4")]
+    pub stop_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// stop_time - start_time (seconds).
+    #[prost(int64, optional, tag = "5")]
+    pub duration_secs: ::core::option::Option<i64>,
+    /// Size of the database as backed up, and what this backup added to the repository (bytes).
+    #[prost(uint64, tag = "6")]
+    pub size_bytes: u64,
+    #[prost(uint64, tag = "7")]
+    pub stored_bytes: u64,
+    /// First and last WAL segment the backup needs.
+    #[prost(string, tag = "8")]
+    pub wal_start: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub wal_stop: ::prost::alloc::string::String,
+    /// measured_at - stop_time on the agent's clock (seconds).
+    #[prost(int64, optional, tag = "10")]
+    pub age_secs: ::core::option::Option<i64>,
+}
 /// A backup history file (<start segment>.<offset>.backup), which the server writes when a base
 /// backup ends: when it ran and which WAL it needs.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -788,6 +872,8 @@ pub enum ProbeKind {
     WalArchive = 3,
     ArchiveDir = 4,
     Restore = 5,
+    Pgbackrest = 6,
+    Barman = 7,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -802,6 +888,8 @@ impl ProbeKind {
             Self::WalArchive => "PROBE_KIND_WAL_ARCHIVE",
             Self::ArchiveDir => "PROBE_KIND_ARCHIVE_DIR",
             Self::Restore => "PROBE_KIND_RESTORE",
+            Self::Pgbackrest => "PROBE_KIND_PGBACKREST",
+            Self::Barman => "PROBE_KIND_BARMAN",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -813,6 +901,8 @@ impl ProbeKind {
             "PROBE_KIND_WAL_ARCHIVE" => Some(Self::WalArchive),
             "PROBE_KIND_ARCHIVE_DIR" => Some(Self::ArchiveDir),
             "PROBE_KIND_RESTORE" => Some(Self::Restore),
+            "PROBE_KIND_PGBACKREST" => Some(Self::Pgbackrest),
+            "PROBE_KIND_BARMAN" => Some(Self::Barman),
             _ => None,
         }
     }

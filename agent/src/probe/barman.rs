@@ -1,0 +1,204 @@
+//! Barman probe (`barman.<name>`): one Barman server's backups and its own checks.
+//!
+//! Invariants:
+//! - Three commands per run, in order, each with Barman's JSON output (`-f json`, Barman ≥ 2.x):
+//!   `list-backups <server>` (the catalogue, newest first), `show-backup <server> <id>` for the
+//!   newest usable backup only (start and end time, WAL range, size), and `check <server>`
+//!   (Barman's own verdicts; each one not "OK" is reported as "name: hint"). All bounded by the
+//!   probe's timeout; a child is killed with it.
+//! - Usable backups are `DONE` and `WAITING_FOR_WALS` (complete, its WAL still being
+//!   archived); the latest attempt is reported as failed when it is `FAILED` and newer than the
+//!   newest usable one; `STARTED` means a backup is running. Barman 3 backups are full.
+//! - Facts only, ages on the agent's clock; a tool that cannot run or prints something else is
+//!   the observation's `error`.
+//! - `command` is an argument vector (`["sudo", "-n", "-u", "barman", "barman"]`): Barman
+//!   refuses to run as another user than its `barman_user`.
+
+use super::tool_command::{self, Output};
+use super::{Outcome, Probe};
+use backwatch_proto::model::{BackupSet, BackupToolObs, Observation, ProbeKind, ToolBackup};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Failing checks kept (Barman has about twenty).
+const MAX_CHECKS: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct BarmanProbe {
+    pub name: String,
+    /// Program and leading arguments (default `["barman"]`).
+    pub command: Vec<String>,
+    /// `-c`.
+    pub config: Option<PathBuf>,
+    pub server: String,
+    pub max_age: Option<Duration>,
+    pub max_full_age: Option<Duration>,
+}
+
+impl Probe for BarmanProbe {
+    const KIND: ProbeKind = ProbeKind::Barman;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Outcome {
+        let mut obs = BackupToolObs {
+            expected_max_age_secs: self.max_age.map(|d| d.as_secs()),
+            expected_max_full_age_secs: self.max_full_age.map(|d| d.as_secs()),
+            ..BackupToolObs::default()
+        };
+        match self.observe_set(&mut obs.commands).await {
+            Ok(set) => obs.sets = vec![set],
+            Err(e) => obs.error = Some(e),
+        }
+        Ok(Observation::Barman(Box::new(obs)))
+    }
+}
+
+impl BarmanProbe {
+    fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if let Some(c) = &self.config {
+            argv.extend(["-c".to_string(), c.display().to_string()]);
+        }
+        argv.extend(["-f", "json"].map(String::from));
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    async fn json(
+        &self,
+        commands: &mut Vec<String>,
+        args: &[&str],
+    ) -> Result<(Output, Value), String> {
+        let argv = self.argv(args);
+        commands.push(tool_command::shown(&argv));
+        let out = tool_command::run(&argv).await?;
+        match tool_command::json(&out) {
+            Ok(v) => Ok((out, v)),
+            Err(e) => Err(format!(
+                "barman {} {}: {}",
+                args[0],
+                out.code
+                    .map_or("killed".to_string(), |c| format!("exit status {c}")),
+                if out.code == Some(0) {
+                    e
+                } else {
+                    out.last_words()
+                }
+            )),
+        }
+    }
+
+    async fn observe_set(&self, commands: &mut Vec<String>) -> Result<BackupSet, String> {
+        let server = self.server.as_str();
+        let now = Utc::now();
+        let (_, list) = self.json(commands, &["list-backups", server]).await?;
+        let entries = list[server]
+            .as_array()
+            .ok_or_else(|| format!("barman list-backups: no server {server:?} in its output"))?;
+        let mut set = BackupSet {
+            name: server.to_string(),
+            backup_count: entries.len() as u64,
+            ..BackupSet::default()
+        };
+        let status = |e: &Value| e["status"].as_str().unwrap_or_default().to_string();
+        let id = |e: &Value| e["backup_id"].as_str().unwrap_or_default().to_string();
+        set.backup_running = entries.iter().any(|e| status(e) == "STARTED");
+        // Backup ids are start timestamps: the greatest is the newest.
+        let usable = entries
+            .iter()
+            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
+            .max_by_key(|e| id(e));
+        let failed = entries
+            .iter()
+            .filter(|e| status(e) == "FAILED")
+            .max_by_key(|e| id(e))
+            .filter(|f| usable.is_none_or(|u| id(f) > id(u)));
+        set.newest_failed = failed.map(|f| ToolBackup {
+            label: id(f),
+            kind: "full".into(),
+            ..ToolBackup::default()
+        });
+        if let Some(u) = usable {
+            let label = id(u);
+            let (_, shown) = self
+                .json(commands, &["show-backup", server, &label])
+                .await?;
+            let b = backup(&shown[server], u, &label, now);
+            set.newest_full = Some(b.clone());
+            set.newest = Some(b);
+        }
+        let (out, checks) = self.json(commands, &["check", server]).await?;
+        if let Some(map) = checks[server].as_object() {
+            set.failing_checks = map
+                .iter()
+                .filter(|(_, c)| c["status"].as_str() != Some("OK"))
+                .take(MAX_CHECKS)
+                .map(
+                    |(name, c)| match c["hint"].as_str().filter(|h| !h.is_empty()) {
+                        Some(hint) => format!("{name}: {hint}"),
+                        None => name.clone(),
+                    },
+                )
+                .collect();
+        }
+        set.status_code = i32::from(out.code != Some(0) || !set.failing_checks.is_empty());
+        Ok(set)
+    }
+}
+
+/// The `show-backup` document of one backup, with the `list-backups` entry as a fallback.
+fn backup(shown: &Value, listed: &Value, label: &str, now: DateTime<Utc>) -> ToolBackup {
+    let info = &shown["base_backup_information"];
+    let ts = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| v.as_i64())
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+    };
+    let start = ts(&info["begin_time_timestamp"]);
+    let stop = ts(&info["end_time_timestamp"]).or_else(|| ts(&listed["end_time_timestamp"]));
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    ToolBackup {
+        label: label.to_string(),
+        kind: "full".into(),
+        start_time: start,
+        stop_time: stop,
+        duration_secs: start.zip(stop).map(|(a, z)| (z - a).num_seconds()),
+        size_bytes: info["disk_usage_bytes"]
+            .as_u64()
+            .or_else(|| listed["size_bytes"].as_u64())
+            .unwrap_or(0),
+        stored_bytes: listed["size_bytes"].as_u64().unwrap_or(0),
+        wal_start: text(&info["begin_wal"]),
+        wal_stop: text(&info["end_wal"]),
+        age_secs: stop.map(|s| (now - s).num_seconds()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_backup_gives_times_wal_range_and_size() {
+        let shown: Value = serde_json::from_str(
+            r#"{"backup_id": "20261125T190548", "base_backup_information": {"begin_time_timestamp": "1795633548", "begin_wal": "000000010000000000000006", "disk_usage_bytes": 23351503, "end_time_timestamp": "1795633549", "end_wal": "000000010000000000000006"}, "status": "DONE"}"#,
+        )
+        .unwrap();
+        let listed: Value = serde_json::from_str(
+            r#"{"backup_id": "20261125T190548", "end_time_timestamp": "1795633549", "size_bytes": 40128719, "status": "DONE"}"#,
+        )
+        .unwrap();
+        let now = DateTime::from_timestamp(1_795_633_609, 0).unwrap();
+        let b = backup(&shown, &listed, "20261125T190548", now);
+        assert_eq!(b.duration_secs, Some(1));
+        assert_eq!(b.age_secs, Some(60));
+        assert_eq!((b.size_bytes, b.stored_bytes), (23_351_503, 40_128_719));
+        assert_eq!(b.wal_start.as_deref(), Some("000000010000000000000006"));
+    }
+}

@@ -1,0 +1,208 @@
+//! pgBackRest probe (`pgbackrest.<name>`): `pgbackrest info --output=json`, one backup set per
+//! stanza (check-semantics A10).
+//!
+//! Invariants:
+//! - One command per run, bounded by the probe's timeout (the child is killed with it); run
+//!   every 10 minutes by default (the repository may be remote, and `info` lists it).
+//! - Facts only: per stanza its `status` (code, message, backup lock held), the newest
+//!   successful backup of any type and the newest full one (start, stop, duration, size, what
+//!   it added to the repository, its WAL range), the latest attempt when it failed, and the
+//!   WAL archive's min and max. Ages on the agent's clock (`measured_at − stop`).
+//! - A tool that cannot be run, exits non-zero without JSON, or prints JSON of another shape
+//!   is the observation's `error`, never a panic.
+//! - `command` is an argument vector, so `["sudo", "-n", "-u", "postgres", "pgbackrest"]`
+//!   runs it as the repository's owner without a shell.
+
+use super::tool_command::{self, Output};
+use super::{Outcome, Probe};
+use backwatch_proto::model::{BackupSet, BackupToolObs, Observation, ProbeKind, ToolBackup};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct PgBackRestProbe {
+    pub name: String,
+    /// Program and leading arguments (default `["pgbackrest"]`).
+    pub command: Vec<String>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--stanza`; all stanzas when `None`.
+    pub stanza: Option<String>,
+    pub max_age: Option<Duration>,
+    pub max_full_age: Option<Duration>,
+}
+
+impl Probe for PgBackRestProbe {
+    const KIND: ProbeKind = ProbeKind::PgBackRest;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Outcome {
+        let argv = self.argv();
+        let mut obs = BackupToolObs {
+            commands: vec![tool_command::shown(&argv)],
+            expected_max_age_secs: self.max_age.map(|d| d.as_secs()),
+            expected_max_full_age_secs: self.max_full_age.map(|d| d.as_secs()),
+            ..BackupToolObs::default()
+        };
+        let now = Utc::now();
+        match tool_command::run(&argv).await.and_then(|o| parse(&o, now)) {
+            Ok(sets) => obs.sets = sets,
+            Err(e) => obs.error = Some(e),
+        }
+        Ok(Observation::PgBackRest(Box::new(obs)))
+    }
+}
+
+impl PgBackRestProbe {
+    fn argv(&self) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if let Some(c) = &self.config {
+            argv.push(format!("--config={}", c.display()));
+        }
+        if let Some(s) = &self.stanza {
+            argv.push(format!("--stanza={s}"));
+        }
+        argv.extend(["--output=json".to_string(), "info".to_string()]);
+        argv
+    }
+}
+
+fn parse(out: &Output, now: DateTime<Utc>) -> Result<Vec<BackupSet>, String> {
+    let doc = tool_command::json(out).map_err(|e| match out.code {
+        Some(0) => e,
+        code => format!(
+            "pgbackrest info exited with {}: {}",
+            code.map_or("a signal".to_string(), |c| format!("status {c}")),
+            out.last_words()
+        ),
+    })?;
+    let stanzas = doc
+        .as_array()
+        .ok_or("pgbackrest info did not print a list of stanzas")?;
+    Ok(stanzas.iter().map(|s| stanza(s, now)).collect())
+}
+
+fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let status = &s["status"];
+    let backups: Vec<(ToolBackup, bool)> = s["backup"]
+        .as_array()
+        .map(|a| a.iter().map(|b| backup(b, now)).collect())
+        .unwrap_or_default();
+    let stop = |b: &ToolBackup| b.stop_time;
+    let newest = backups
+        .iter()
+        .filter(|(_, err)| !err)
+        .map(|(b, _)| b)
+        .max_by_key(|b| stop(b))
+        .cloned();
+    let newest_full = backups
+        .iter()
+        .filter(|(b, err)| !err && b.kind == "full")
+        .map(|(b, _)| b)
+        .max_by_key(|b| stop(b))
+        .cloned();
+    let newest_failed = backups
+        .iter()
+        .filter(|(b, err)| *err && newest.as_ref().is_none_or(|n| stop(b) > stop(n)))
+        .map(|(b, _)| b)
+        .max_by_key(|b| stop(b))
+        .cloned();
+    // The current database's archive: the last entry that has WAL.
+    let archive = s["archive"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|x| x["min"].is_string()));
+    BackupSet {
+        name: text(&s["name"]).unwrap_or_default(),
+        status_code: status["code"].as_i64().map_or(-1, |c| c as i32),
+        status_message: text(&status["message"]),
+        failing_checks: Vec::new(),
+        backup_running: status["lock"]["backup"]["held"].as_bool() == Some(true),
+        backup_count: backups.len() as u64,
+        newest,
+        newest_full,
+        newest_failed,
+        archive_min: archive.and_then(|a| text(&a["min"])),
+        archive_max: archive.and_then(|a| text(&a["max"])),
+    }
+}
+
+/// One entry of `backup[]`, and whether it is marked as an error.
+fn backup(b: &Value, now: DateTime<Utc>) -> (ToolBackup, bool) {
+    let ts = |v: &Value| v.as_i64().and_then(|s| DateTime::from_timestamp(s, 0));
+    let (start, stop) = (ts(&b["timestamp"]["start"]), ts(&b["timestamp"]["stop"]));
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    (
+        ToolBackup {
+            label: text(&b["label"]).unwrap_or_default(),
+            kind: text(&b["type"]).unwrap_or_default(),
+            start_time: start,
+            stop_time: stop,
+            duration_secs: start.zip(stop).map(|(a, z)| (z - a).num_seconds()),
+            size_bytes: b["info"]["size"].as_u64().unwrap_or(0),
+            stored_bytes: b["info"]["repository"]["delta"].as_u64().unwrap_or(0),
+            wal_start: text(&b["archive"]["start"]),
+            wal_stop: text(&b["archive"]["stop"]),
+            age_secs: stop.map(|s| (now - s).num_seconds()),
+        },
+        b["error"].as_bool() == Some(true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"}],
+"backup":[
+ {"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"error":false,"info":{"delta":23213837,"repository":{"delta":3062598,"size":3062598},"size":23213837},"label":"20261125-190526F","timestamp":{"start":1795633526,"stop":1795633531},"type":"full"},
+ {"archive":{"start":"000000010000000000000003","stop":"000000010000000000000004"},"error":false,"info":{"delta":8458,"repository":{"delta":432,"size":3062600},"size":23213837},"label":"20261125-190526F_20261125-190531I","timestamp":{"start":1795633531,"stop":1795633533},"type":"incr"},
+ {"archive":{"start":"000000010000000000000005","stop":"000000010000000000000005"},"error":true,"info":{"size":23213837,"repository":{"delta":1}},"label":"20261125-190526F_20261125-190600I","timestamp":{"start":1795633560,"stop":1795633561},"type":"incr"}],
+"name":"main","status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    fn out(stdout: &str, code: i32) -> Output {
+        Output {
+            code: Some(code),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn info_gives_newest_backups_failed_attempt_and_archive_range() {
+        let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
+        let sets = parse(&out(INFO, 0), now).unwrap();
+        let s = &sets[0];
+        assert_eq!(
+            (s.name.as_str(), s.status_code, s.backup_count),
+            ("main", 0, 3)
+        );
+        let newest = s.newest.as_ref().unwrap();
+        assert_eq!(
+            (newest.kind.as_str(), newest.duration_secs),
+            ("incr", Some(2))
+        );
+        assert_eq!(newest.age_secs, Some(67));
+        assert_eq!(s.newest_full.as_ref().unwrap().label, "20261125-190526F");
+        assert_eq!(s.newest_full.as_ref().unwrap().stored_bytes, 3_062_598);
+        assert_eq!(
+            s.newest_failed.as_ref().unwrap().label,
+            "20261125-190526F_20261125-190600I"
+        );
+        assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
+    }
+
+    #[test]
+    fn failure_without_json_names_the_tools_words() {
+        let mut o = out("", 41);
+        o.stderr = "ERROR: [041]: unable to open file '/etc/pgbackrest.conf'\n".into();
+        let e = parse(&o, Utc::now()).unwrap_err();
+        assert!(e.contains("unable to open file"), "{e}");
+        assert!(parse(&out("{\"x\":1}", 0), Utc::now()).is_err());
+    }
+}

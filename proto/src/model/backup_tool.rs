@@ -1,0 +1,55 @@
+//! What a backup tool's own catalogue says (`pgbackrest.<name>`, `barman.<name>`), as raw
+//! facts: one [`BackupSet`] per pgBackRest stanza or Barman server. The rules decide.
+//!
+//! Ages are on the agent's clock (`measured_at − stop_time`), like backup file ages.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupToolObs {
+    /// The command lines run.
+    pub commands: Vec<String>,
+    /// The tool could not be run, or its output not understood.
+    pub error: Option<String>,
+    pub sets: Vec<BackupSet>,
+    /// What the agent's configuration expects (the rule's defaults otherwise).
+    pub expected_max_age_secs: Option<u64>,
+    pub expected_max_full_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupSet {
+    /// Stanza or server.
+    pub name: String,
+    /// pgBackRest `status.code`; Barman: 0 when `barman check` passes, else 1.
+    pub status_code: i32,
+    pub status_message: Option<String>,
+    /// The tool's own failing checks, "name: hint".
+    pub failing_checks: Vec<String>,
+    pub backup_running: bool,
+    pub backup_count: u64,
+    /// Newest successful backup of any type.
+    pub newest: Option<ToolBackup>,
+    pub newest_full: Option<ToolBackup>,
+    /// The latest attempt, when it failed after `newest`.
+    pub newest_failed: Option<ToolBackup>,
+    pub archive_min: Option<String>,
+    pub archive_max: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolBackup {
+    pub label: String,
+    /// "full", "diff" or "incr".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub start_time: Option<DateTime<Utc>>,
+    pub stop_time: Option<DateTime<Utc>>,
+    pub duration_secs: Option<i64>,
+    pub size_bytes: u64,
+    pub stored_bytes: u64,
+    pub wal_start: Option<String>,
+    pub wal_stop: Option<String>,
+    pub age_secs: Option<i64>,
+}

@@ -1,0 +1,253 @@
+//! Backups as a backup tool's catalogue shows them (`pgbackrest.<name>`, `barman.<name>`;
+//! check-semantics A10).
+//!
+//! Each stanza (pgBackRest) or server (Barman) is judged on its own and the worst decides; the
+//! summary names every set. Per set:
+//! - the tool's own status: pgBackRest `status.code != 0` ⇒ critical with its message (while a
+//!   backup is running the lock is held and that is said, not alarmed on); Barman `check`
+//!   failing ⇒ critical naming the failing checks;
+//! - the latest attempt failed (pgBackRest `error = true`, Barman `FAILED`) ⇒ critical;
+//! - freshness, "full satisfies diff, full/diff satisfy incr": the newest backup of any type
+//!   older than `max_age` (default 24 h, the procedure's daily backup) ⇒ critical; the newest
+//!   full older than `max_full_age` (default 7 d, the weekly one) ⇒ critical; no backup at all
+//!   ⇒ critical;
+//! - the tool could not be run or understood ⇒ unknown, with its words.
+//!
+//! Ages were computed on the agent's clock. Durations and sizes are reported for the trends.
+
+use super::procedure;
+use crate::human;
+use crate::status::{Status, Verdict};
+use backwatch_proto::model::{BackupSet, BackupToolObs, ToolBackup};
+use serde_json::json;
+use std::time::Duration;
+
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_FULL_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// `tool` is the program's name as people know it ("pgBackRest", "Barman").
+#[must_use]
+pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
+    let max_age = obs
+        .expected_max_age_secs
+        .map_or(DEFAULT_MAX_AGE, Duration::from_secs);
+    let max_full_age = obs
+        .expected_max_full_age_secs
+        .map_or(DEFAULT_MAX_FULL_AGE, Duration::from_secs);
+    let details = json!({
+        "commands": obs.commands,
+        "sets": obs.sets,
+        "max_age_secs": max_age.as_secs(),
+        "max_full_age_secs": max_full_age.as_secs(),
+    });
+    let v = if let Some(e) = &obs.error {
+        Verdict::new(Status::Unknown, format!("{tool} could not be asked: {e}"))
+    } else if obs.sets.is_empty() {
+        Verdict::new(
+            Status::Critical,
+            format!("{tool} knows no stanza or server: nothing is backed up"),
+        )
+    } else {
+        let mut judged: Vec<(Status, String)> = obs
+            .sets
+            .iter()
+            .map(|s| set(s, max_age, max_full_age))
+            .collect();
+        judged.sort_by_key(|(st, _)| std::cmp::Reverse(st.rank()));
+        let worst = judged[0].0;
+        Verdict::new(
+            worst,
+            judged
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    };
+    v.with_details(details).with_procedure(procedure::BACKUP)
+}
+
+fn describe(b: &ToolBackup) -> String {
+    let mut s = format!("{} {}", b.kind, b.label);
+    if let Some(age) = b.age_secs {
+        s.push_str(&format!(" {} old", human::duration(age)));
+    }
+    if let Some(d) = b.duration_secs {
+        s.push_str(&format!(", took {}", human::duration(d.max(0))));
+    }
+    s
+}
+
+fn set(s: &BackupSet, max_age: Duration, max_full_age: Duration) -> (Status, String) {
+    let name = &s.name;
+    let mut problems = Vec::new();
+    // Barman's status is its checks' verdict: the failing checks below say it better.
+    let explained = s.status_message.is_none() && !s.failing_checks.is_empty();
+    if s.status_code != 0 && !s.backup_running && !explained {
+        let msg = s.status_message.as_deref().unwrap_or("status not ok");
+        problems.push(format!("status {}: {msg}", s.status_code));
+    }
+    if !s.failing_checks.is_empty() {
+        problems.push(format!("failing checks: {}", s.failing_checks.join(", ")));
+    }
+    if let Some(f) = &s.newest_failed {
+        problems.push(format!("the latest backup {} failed", f.label));
+    }
+    let too_old = |b: &ToolBackup, limit: Duration| {
+        b.age_secs
+            .is_some_and(|a| a > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX))
+    };
+    match &s.newest {
+        None => problems.push("no backup".to_string()),
+        Some(b) if too_old(b, max_age) => problems.push(format!(
+            "newest backup ({}) is older than {}",
+            describe(b),
+            human::duration(max_age.as_secs() as i64)
+        )),
+        Some(_) => {}
+    }
+    match &s.newest_full {
+        None if s.newest.is_some() => problems.push("no full backup".to_string()),
+        Some(b) if too_old(b, max_full_age) => problems.push(format!(
+            "newest full backup ({}) is older than {}",
+            describe(b),
+            human::duration(max_full_age.as_secs() as i64)
+        )),
+        _ => {}
+    }
+    let running = if s.backup_running {
+        " (a backup is running)"
+    } else {
+        ""
+    };
+    if !problems.is_empty() {
+        return (
+            Status::Critical,
+            format!("{name}: {}{running}", problems.join(", ")),
+        );
+    }
+    let mut text = format!("{name}: ");
+    if let Some(b) = &s.newest {
+        text.push_str(&format!("newest {}", describe(b)));
+    }
+    if let Some(f) = &s.newest_full
+        && s.newest.as_ref().is_none_or(|n| n.label != f.label)
+    {
+        text.push_str(&format!("; newest {}", describe(f)));
+    }
+    if let (Some(a), Some(b)) = (&s.archive_min, &s.archive_max) {
+        text.push_str(&format!("; WAL {a} to {b}"));
+    }
+    text.push_str(running);
+    (Status::Ok, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(kind: &str, age_secs: i64) -> ToolBackup {
+        ToolBackup {
+            label: format!("L-{kind}"),
+            kind: kind.into(),
+            duration_secs: Some(90),
+            age_secs: Some(age_secs),
+            ..ToolBackup::default()
+        }
+    }
+
+    fn healthy() -> BackupToolObs {
+        BackupToolObs {
+            sets: vec![BackupSet {
+                name: "main".into(),
+                backup_count: 2,
+                newest: Some(backup("incr", 3600)),
+                newest_full: Some(backup("full", 3 * 86_400)),
+                ..BackupSet::default()
+            }],
+            ..BackupToolObs::default()
+        }
+    }
+
+    #[test]
+    fn recent_incremental_and_weekly_full_are_ok() {
+        let v = judge("pgBackRest", &healthy());
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("main: newest incr L-incr 60 min old, took 90 s"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn full_older_than_a_week_is_critical_even_with_fresh_incrementals() {
+        let mut o = healthy();
+        o.sets[0].newest_full = Some(backup("full", 8 * 86_400));
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .contains("newest full backup (full L-full 8.0 d old"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn tool_status_and_failing_checks_are_critical_with_their_words() {
+        let mut o = healthy();
+        o.sets[0].status_code = 2;
+        o.sets[0].status_message = Some("no valid backups".into());
+        o.sets[0].failing_checks =
+            vec!["wal_archive: please make sure WAL shipping is setup".into()];
+        let v = judge("Barman", &o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.contains("status 2: no valid backups"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.summary.contains("failing checks: wal_archive"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.procedure, Some(procedure::BACKUP));
+    }
+
+    #[test]
+    fn running_backup_is_said_not_alarmed() {
+        let mut o = healthy();
+        o.sets[0].status_code = 99;
+        o.sets[0].backup_running = true;
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert!(
+            v.summary.ends_with("(a backup is running)"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn failed_latest_attempt_and_no_backup_are_critical() {
+        let mut o = healthy();
+        o.sets[0].newest_failed = Some(backup("full", 60));
+        assert_eq!(judge("Barman", &o).status, Status::Critical);
+        o.sets[0].newest = None;
+        o.sets[0].newest_full = None;
+        o.sets[0].newest_failed = None;
+        assert!(judge("Barman", &o).summary.contains("main: no backup"));
+    }
+
+    #[test]
+    fn a_tool_that_cannot_run_is_unknown() {
+        let o = BackupToolObs {
+            error: Some("pgbackrest: No such file or directory".into()),
+            ..BackupToolObs::default()
+        };
+        assert_eq!(judge("pgBackRest", &o).status, Status::Unknown);
+    }
+}

@@ -1,0 +1,262 @@
+//! pgBackRest and Barman as backup sources end to end: the real tools (Debian packages) back up
+//! a private PostgreSQL cluster, the real agent asks them (`pgbackrest info`, `barman
+//! list-backups` / `show-backup` / `check`), the collector judges, the API shows it.
+//!
+//! As root the tools run as the user the harness runs the cluster as (`postgres`): pgBackRest
+//! must own its repository like the server that pushes WAL into it. Barman runs as root with
+//! `barman_user = root`, and the server's `archive_command` copies into its incoming directory.
+
+use anyhow::{Context, Result, ensure};
+use backwatch_tests::harness::pg::bindir;
+use backwatch_tests::harness::{PgCluster, eventually, scene};
+use nix::unistd::{Uid, User, chown};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn installed(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+        || Command::new(tool).arg("version").output().is_ok()
+}
+
+/// Runs `argv` as `postgres` when we are root (as ourselves otherwise); fails with its output.
+fn as_server_user(argv: &[&str]) -> Result<String> {
+    let mut cmd = if Uid::effective().is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(argv);
+        c
+    } else {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    let out = cmd.current_dir("/tmp").output()?;
+    ensure!(
+        out.status.success(),
+        "{argv:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn give_to_server_user(path: &Path) -> Result<()> {
+    if Uid::effective().is_root() {
+        let user = User::from_name("postgres")?.context("no postgres user")?;
+        chown(path, Some(user.uid), Some(user.gid))?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_critical() -> Result<()>
+{
+    ensure!(
+        installed("pgbackrest"),
+        "pgbackrest is not installed (scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir()?;
+    give_to_server_user(dir.path())?;
+    let conf = dir.path().join("pgbackrest.conf");
+    let conf_arg = format!("--config={}", conf.display());
+    let pg = PgCluster::init()
+        .archive_command(&format!(
+            "pgbackrest {conf_arg} --stanza=main archive-push %p"
+        ))
+        .start()?;
+    fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nlog-level-console=warn\n\
+             log-level-file=off\nstart-fast=y\n[main]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
+            dir.path().join("repo").display(),
+            dir.path().join("lock").display(),
+            pg.data_dir().display(),
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+    )?;
+    give_to_server_user(&conf)?;
+    as_server_user(&["pgbackrest", &conf_arg, "--stanza=main", "stanza-create"])?;
+    as_server_user(&[
+        "pgbackrest",
+        &conf_arg,
+        "--stanza=main",
+        "--type=full",
+        "backup",
+    ])?;
+    as_server_user(&[
+        "pgbackrest",
+        &conf_arg,
+        "--stanza=main",
+        "--type=incr",
+        "backup",
+    ])?;
+
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{0}\"\ninterval = \"1s\"\n\
+             [[pgbackrest]]\nname = \"typo\"\nconfig = \"{0}\"\nstanza = \"mian\"\ninterval = \"1s\"\n",
+            conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "pgbackrest.main", "ok", "main: newest incr ", WAIT)
+        .await;
+    let set = &c["details"]["sets"][0];
+    let (incr, full) = (&set["newest"], &set["newest_full"]);
+    assert_eq!(incr["type"], "incr", "{c}");
+    assert_eq!(full["type"], "full", "{c}");
+    assert!(
+        full["label"].as_str().is_some_and(|l| l.ends_with('F')),
+        "{c}"
+    );
+    for b in [incr, full] {
+        assert!(b["duration_secs"].as_i64().is_some_and(|d| d >= 0), "{c}");
+        assert!(
+            b["start_time"].is_string() && b["stop_time"].is_string(),
+            "{c}"
+        );
+        assert!(
+            b["wal_start"].is_string() && b["wal_stop"].is_string(),
+            "{c}"
+        );
+    }
+    assert!(
+        full["size_bytes"].as_u64().is_some_and(|s| s > 1 << 20),
+        "{c}"
+    );
+    assert_eq!(set["backup_count"], 2, "{c}");
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("; newest full "),
+        "{c}"
+    );
+
+    // The tool's own status: a stanza that does not exist.
+    let c = scene
+        .collector
+        .wait_summary("db1", "pgbackrest.typo", "critical", "mian: status ", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing stanza path"),
+        "{c}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical() -> Result<()> {
+    ensure!(
+        installed("barman"),
+        "barman is not installed (scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir()?;
+    // The server (as postgres) copies WAL into Barman's incoming directory.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let home = dir.path().join("barman");
+    let incoming = home.join("pg/incoming");
+    fs::create_dir_all(&incoming)?;
+    fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
+    let pg = PgCluster::init()
+        .archive_command(&format!("cp %p {}/%f", incoming.display()))
+        .start()?;
+    let me = User::from_uid(Uid::effective())?.context("current user has no name")?;
+    let conf = dir.path().join("barman.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
+             path_prefix = {bin}\n[pg]\ndescription = test\n\
+             conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\n\
+             backup_method = postgres\narchiver = on\n",
+            home = home.display(),
+            user = me.name,
+            dir = dir.path().display(),
+            bin = bindir()?.display(),
+            sock = pg.socket_dir().display(),
+            port = pg.port()
+        ),
+    )?;
+    let barman = |args: &[&str]| -> Result<String> {
+        let out = Command::new("barman")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Barman's backup refuses to start before it has received WAL: ship one segment first.
+    let first = pg.switch_wal()?;
+    eventually(
+        WAIT,
+        "the first segment in Barman's incoming directory",
+        async || {
+            ensure!(incoming.join(&first).exists(), "{first} not there yet");
+            Ok(())
+        },
+    )
+    .await;
+    barman(&["archive-wal", "pg"])?;
+    barman(&["backup", "pg"])?;
+    pg.switch_wal()?;
+
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
+            conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "barman.pg", "ok", "pg: newest full ", WAIT)
+        .await;
+    let newest = &c["details"]["sets"][0]["newest"];
+    assert!(
+        newest["duration_secs"].as_i64().is_some_and(|d| d >= 0),
+        "{c}"
+    );
+    assert!(
+        newest["size_bytes"].as_u64().is_some_and(|s| s > 1 << 20),
+        "{c}"
+    );
+    assert!(newest["wal_start"].is_string(), "{c}");
+    assert!(
+        c["summary"].as_str().unwrap_or_default().contains("took"),
+        "{c}"
+    );
+
+    // The server goes away: Barman's own check fails, and says which checks.
+    pg.stop()?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "barman.pg", "critical", "pg: failing checks: ", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("postgresql"),
+        "{c}"
+    );
+    Ok(())
+}
