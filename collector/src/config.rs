@@ -94,6 +94,8 @@ pub struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -179,6 +181,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub http_auth: http_auth::HttpAuth,
     pub store_url: String,
+    /// Raw results older than this are deleted (default 90 days).
+    pub store_retention: Duration,
     pub silence: Silence,
     pub thresholds: Thresholds,
     pub alerting: alerting::Alerting,
@@ -231,6 +235,8 @@ pub struct Thresholds {
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7443";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
 pub const DEFAULT_STORE_URL: &str = "sqlite:///var/lib/backwatch/collector.db";
+/// Raw results kept by default: a quarter of detail; rollups and alerts are kept for good.
+pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 
 impl Thresholds {
     pub fn new(base: &RawThresholds) -> Result<Self, String> {
@@ -458,6 +464,17 @@ impl Config {
                 "must start with sqlite: (sqlite:///var/lib/backwatch/collector.db) or postgres://",
             );
         }
+        let store_retention = raw
+            .store
+            .retention
+            .unwrap_or(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400));
+        // The dashboard's charts read a week of raw results.
+        if store_retention < Duration::from_secs(7 * 86_400) {
+            p.push(
+                "store.retention",
+                "must be at least 7d (the dashboard shows 7 days)",
+            );
+        }
         let silence = Silence {
             host_after: raw
                 .silence
@@ -536,6 +553,7 @@ impl Config {
             http_listen,
             http_auth,
             store_url,
+            store_retention,
             silence,
             thresholds,
             alerting,

@@ -10,6 +10,7 @@
 //!   half-read and never allowed to block the results behind it.
 
 use crate::config::Thresholds;
+use crate::group_commit::GroupWriter;
 use crate::rules;
 use crate::server::Live;
 use crate::status::Verdict;
@@ -25,7 +26,7 @@ use chrono::Utc;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -43,15 +44,28 @@ pub struct IngestService {
     live: Arc<Live>,
     /// Open streams per agent identity, to bound what one (possibly stolen) identity can hold.
     streams: Arc<Mutex<HashMap<String, u32>>>,
+    /// Wakes the alert engine when a stored result changed a check's status, so an alert
+    /// does not wait for the engine's next tick.
+    changed: Arc<Notify>,
+    /// Results and contact go through group commit (see `group_commit`).
+    writer: GroupWriter,
 }
 
 impl IngestService {
-    pub fn new(store: Arc<dyn Store>, thresholds: Arc<Thresholds>, live: Arc<Live>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        thresholds: Arc<Thresholds>,
+        live: Arc<Live>,
+        changed: Arc<Notify>,
+        writer: GroupWriter,
+    ) -> Self {
         IngestService {
             store,
             thresholds,
             live,
             streams: Arc::default(),
+            changed,
+            writer,
         }
     }
 }
@@ -133,6 +147,8 @@ impl Ingest for IngestService {
             store: self.store.clone(),
             thresholds: self.thresholds.clone(),
             live: self.live.clone(),
+            changed: self.changed.clone(),
+            writer: self.writer.clone(),
             tx,
             seq: 0,
             greeted: false,
@@ -150,6 +166,8 @@ struct Session {
     store: Arc<dyn Store>,
     thresholds: Arc<Thresholds>,
     live: Arc<Live>,
+    changed: Arc<Notify>,
+    writer: GroupWriter,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     seq: u64,
     greeted: bool,
@@ -273,11 +291,15 @@ impl Session {
     /// The agent spoke: record it, and clear a silent mark that a sweep set while this stream
     /// was already open (the hello cleared it once; only contact can clear it again).
     async fn contact(&self, at: chrono::DateTime<Utc>) -> Result<(), Status> {
-        let silent = self
-            .store
-            .touch_host(&self.host, at, None)
+        let written = self
+            .writer
+            .write(&self.host, Vec::new(), at)
             .await
             .map_err(store_unavailable)?;
+        self.clear_silent(written.silent).await
+    }
+
+    async fn clear_silent(&self, silent: bool) -> Result<(), Status> {
         if silent {
             self.store
                 .set_host_silent(&self.host, false)
@@ -298,6 +320,9 @@ impl Session {
         let limits = self.thresholds.for_host(&self.host);
         let mut ack = Ack::default();
         let mut evaluated = Vec::with_capacity(batch.results.len());
+        // A status differing from the one before it; may over-report (a late replay the store
+        // keeps out of the state), which costs one idle engine round.
+        let mut changed = false;
         // Previous result per check: from earlier in this batch, else from the store.
         let mut prev: HashMap<String, (Option<crate::status::Status>, Option<ProbeResult>)> =
             HashMap::new();
@@ -325,6 +350,7 @@ impl Session {
                 rules::evaluate(&result, *prev_status, prev_result.as_ref(), &limits);
             flag_clock_ahead(&mut verdict, &result, received_at);
             debug!(check = %check, status = %verdict.status, "result judged");
+            changed |= *prev_status != Some(verdict.status);
             prev.insert(check, (Some(verdict.status), Some(result.clone())));
             evaluated.push(Evaluated {
                 result,
@@ -333,14 +359,22 @@ impl Session {
             });
         }
         if !evaluated.is_empty() {
-            self.store
-                .record_results(&self.host, &evaluated)
+            let ids: Vec<String> = evaluated
+                .iter()
+                .map(|e| e.result.result_id.clone())
+                .collect();
+            let written = self
+                .writer
+                .write(&self.host, evaluated, received_at)
                 .await
                 .map_err(store_unavailable)?;
-            crate::api::metrics::COLLECTOR.ingested(evaluated.len());
-            self.contact(received_at).await?;
+            crate::api::metrics::COLLECTOR.ingested(ids.len());
+            if changed {
+                self.changed.notify_one();
+            }
+            self.clear_silent(written.silent).await?;
+            ack.result_ids = ids;
         }
-        ack.result_ids = evaluated.into_iter().map(|e| e.result.result_id).collect();
         Ok(ack)
     }
 }

@@ -95,7 +95,15 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     }
     let (conn_tx, conn_rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(grpc, live.clone(), conn_tx));
-    let ingest = IngestService::new(store.clone(), thresholds, live);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    // SQLite takes one writer at a time; PostgreSQL merges the flushes of a few.
+    let writers = if crate::leader::is_postgres(&config.store_url) {
+        4
+    } else {
+        1
+    };
+    let writer = crate::group_commit::GroupWriter::start(store.clone(), writers);
+    let ingest = IngestService::new(store.clone(), thresholds, live, changed.clone(), writer);
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(
@@ -108,7 +116,18 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             shutdown_signal(),
         );
 
-    tokio::spawn(silence::run(store.clone(), config.silence.clone()));
+    // Fleet-wide duties run on one collector of those sharing the store (see `leader`).
+    let leader = crate::leader::Leader::start(&config.store_url);
+    tokio::spawn(silence::run(
+        store.clone(),
+        config.silence.clone(),
+        leader.clone(),
+    ));
+    tokio::spawn(crate::retention::run(
+        store.clone(),
+        config.store_retention,
+        leader.clone(),
+    ));
 
     let alerting = Arc::new(config.alerting.clone());
     let queued = Arc::new(tokio::sync::Notify::new());
@@ -118,7 +137,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         Arc::new(config.thresholds.clone()),
         queued.clone(),
     );
-    tokio::spawn(engine.run());
+    tokio::spawn(engine.run(leader.clone(), changed));
     let worker = crate::notify::Worker::new(store.clone(), alerting.clone(), queued)
         .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
     tokio::spawn(worker.run());

@@ -10,9 +10,11 @@
 
 use crate::config::Silence;
 use crate::human;
+use crate::leader::Leader;
 use crate::status::Status;
-use crate::store::{Store, StoreResult};
+use crate::store::{CheckClock, Store, StoreResult};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, warn};
@@ -31,8 +33,15 @@ pub async fn sweep(
     let mut silenced = 0;
     let mut overdue = 0;
     let host_after = chrono::Duration::from_std(cfg.host_after).unwrap_or(chrono::Duration::MAX);
+    // Two queries per sweep whatever the fleet's size; writes only for what changes.
     let hosts = store.hosts().await?;
+    let clocks = store.check_clocks().await?;
+    let mut checks_of: HashMap<&str, Vec<&CheckClock>> = HashMap::new();
+    for c in &clocks {
+        checks_of.entry(c.host.as_str()).or_default().push(c);
+    }
     for h in &hosts {
+        let checks = checks_of.remove(h.host.as_str()).unwrap_or_default();
         let quiet_for = now - h.last_contact.max(started);
         if quiet_for > host_after {
             if !h.silent {
@@ -50,7 +59,7 @@ pub async fn sweep(
                 h.last_contact.format("%Y-%m-%d %H:%M:%S UTC"),
                 human::duration(quiet_for.num_seconds())
             );
-            for c in store.check_states(Some(&h.host)).await? {
+            for c in checks {
                 // Once per check: the summary's "no contact for" is not refreshed every sweep.
                 if c.status != Status::Unknown || !c.summary.starts_with("agent silent since") {
                     store
@@ -67,7 +76,7 @@ pub async fn sweep(
             }
             continue;
         }
-        for c in store.check_states(Some(&h.host)).await? {
+        for c in checks {
             let Some(received) = c.received_at else {
                 continue;
             };
@@ -100,12 +109,16 @@ pub async fn sweep(
 }
 
 /// Run [`sweep`] every `sweep_every` until the process ends.
-pub async fn run(store: Arc<dyn Store>, cfg: Silence) {
+pub async fn run(store: Arc<dyn Store>, cfg: Silence, leader: Leader) {
     let started = Utc::now();
     let mut tick = tokio::time::interval(cfg.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Another collector on the same store judges the fleet (see `leader`).
+        if !leader.is_leader() {
+            continue;
+        }
         if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now(), started).await {
             error!(error = %e, "silence sweep failed");
         }

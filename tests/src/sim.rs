@@ -65,20 +65,25 @@ pub fn start(certs: &Certs, hosts: &[String], url: &str, every: Duration) -> any
     let mut agents = Vec::new();
     let mut tasks = Vec::new();
     for host in hosts {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca))
-            .identity(Identity::from_pem(
-                std::fs::read(certs.agent_cert(host))?,
-                std::fs::read(certs.agent_key(host))?,
-            ));
-        let endpoint = Endpoint::from_shared(url.to_string())?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(10));
+        let endpoint = endpoint(certs, &ca, host, url)?;
         let stats = Arc::new(SimStats::default());
         agents.push((host.clone(), stats.clone()));
         tasks.push(tokio::spawn(run(host.clone(), endpoint, stats, every)));
     }
     Ok(Fleet { agents, tasks })
+}
+
+/// The mutual-TLS endpoint of simulated agent `host` (`ca`: the fleet CA's PEM).
+pub fn endpoint(certs: &Certs, ca: &[u8], host: &str, url: &str) -> anyhow::Result<Endpoint> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(
+            std::fs::read(certs.agent_cert(host))?,
+            std::fs::read(certs.agent_key(host))?,
+        ));
+    Ok(Endpoint::from_shared(url.to_string())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(30)))
 }
 
 async fn run(host: String, endpoint: Endpoint, stats: Arc<SimStats>, every: Duration) {
@@ -150,7 +155,8 @@ async fn session(host: &str, endpoint: &Endpoint, stats: &SimStats, every: Durat
     }
 }
 
-fn disk_result(host: &str, n: u64) -> ProbeResult {
+/// A disk result of `host`, numbered `n`: half the disk used (ok).
+pub fn disk_result(host: &str, n: u64) -> ProbeResult {
     ProbeResult {
         result_id: format!("{host}-{}-{n}", std::process::id()),
         kind: ProbeKind::Disk as i32,

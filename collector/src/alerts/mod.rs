@@ -71,12 +71,21 @@ impl Engine {
         }
     }
 
-    /// Run [`Engine::step`] every `alerts.evaluate_every` until the process ends.
-    pub async fn run(self) {
+    /// Run [`Engine::step`] every `alerts.evaluate_every`, and at once when this collector's
+    /// ingest recorded a status change (`changed`), until the process ends. Only while
+    /// `leader` says so: with several collectors on one store, one evaluates, and changes
+    /// ingested by the others wait for its next tick.
+    pub async fn run(self, leader: crate::leader::Leader, changed: Arc<Notify>) {
         let mut tick = tokio::time::interval(self.cfg.evaluate_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = changed.notified() => {}
+            }
+            if !leader.is_leader() {
+                continue;
+            }
             if let Err(e) = self.step(Utc::now()).await {
                 error!(error = %e, "alert evaluation failed; retrying next round");
             }

@@ -52,7 +52,10 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
     );
     doc.insert(
         "store".into(),
-        table(vec![("url", s(redact_url(&c.store_url)))]),
+        table(vec![
+            ("url", s(redact_url(&c.store_url))),
+            ("retention", s(fmt_duration(c.store_retention))),
+        ]),
     );
     doc.insert(
         "silence".into(),

@@ -102,6 +102,17 @@ pub struct HostRecord {
     pub facts: HostFacts,
 }
 
+/// What the silence sweep needs of a check: no results, no JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckClock {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    pub summary: String,
+    pub received_at: Option<DateTime<Utc>>,
+    pub interval_secs: u32,
+}
+
 /// One stored result, as history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryEntry {
@@ -123,6 +134,24 @@ pub struct Transition {
     pub from: Option<Status>,
     pub to: Status,
     pub summary: String,
+}
+
+/// One host's part of a group commit: its new results (may be none) and the time it was last
+/// heard from.
+#[derive(Debug, Clone, Copy)]
+pub struct HostWrite<'a> {
+    pub host: &'a str,
+    pub items: &'a [Evaluated],
+    pub contact: DateTime<Utc>,
+}
+
+/// What a group commit did for one [`HostWrite`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostWritten {
+    /// One entry per item, in order, as [`Store::record_results`] answers.
+    pub inserted: Vec<Inserted>,
+    /// Whether the host is marked silent (the caller clears it: it just spoke).
+    pub silent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +184,13 @@ pub trait Store:
     /// `received_at` as its time. Results whose id is already stored are left untouched.
     /// Returns one entry per input, in order.
     async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>>;
+
+    /// Group commit: for every write, what [`Store::record_results`] and
+    /// [`Store::touch_host`] do, all in one transaction (one disk flush for many agents).
+    /// Writes are applied in the order given; callers sort them by host so that concurrent
+    /// group commits (several collectors on one PostgreSQL) lock rows in the same order.
+    /// All or nothing: on an error nothing of the group is stored.
+    async fn record_group(&self, writes: &[HostWrite<'_>]) -> StoreResult<Vec<HostWritten>>;
 
     /// Set a check's status without a new result (silence, overdue): records the transition
     /// and returns true when the status changes; with the same status only the summary is
@@ -198,6 +234,10 @@ pub trait Store:
 
     async fn check_state(&self, host: &str, check: &str) -> StoreResult<Option<CheckState>>;
 
+    /// Status and timing of every check of every host, ordered by host, check: one query
+    /// for the silence sweep however large the fleet.
+    async fn check_clocks(&self) -> StoreResult<Vec<CheckClock>>;
+
     /// Results of `host` measured at or after `since`, oldest first, at most `limit`;
     /// only of `check` when given.
     async fn history(
@@ -207,6 +247,11 @@ pub trait Store:
         since: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<HistoryEntry>>;
+
+    /// Delete the results of `host` measured before `before` (retention); returns how many.
+    /// Check states, transitions, alerts and report rollups are kept: they are small and
+    /// what history is read from once the raw results are gone.
+    async fn prune_results(&self, host: &str, before: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Status transitions of `host` at or after `since`, oldest first.
     async fn transitions(&self, host: &str, since: DateTime<Utc>) -> StoreResult<Vec<Transition>>;

@@ -34,8 +34,8 @@ mod write;
 pub use url::redact_url;
 
 use super::{
-    CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, Inserted, Store, StoreError,
-    StoreResult, Transition,
+    CheckClock, CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, HostWrite, HostWritten,
+    Inserted, Store, StoreError, StoreResult, Transition,
 };
 use crate::status::Status;
 use chrono::{DateTime, Utc};
@@ -322,6 +322,30 @@ impl Store for SqlStore {
         Ok(read::get::<i64>(&row, "silent")? != 0)
     }
 
+    async fn record_group(&self, writes: &[HostWrite<'_>]) -> StoreResult<Vec<HostWritten>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            let mut inserted = Vec::with_capacity(w.items.len());
+            for item in w.items {
+                inserted.push(record_one(&mut tx, self.backend, w.host, item).await?);
+            }
+            let row = sqlx::query(TOUCH_HOST)
+                .bind(w.host)
+                .bind(w.contact.timestamp_millis())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error("touch host"))?;
+            let silent = read::get::<i64>(&row, "silent")? != 0;
+            out.push(HostWritten { inserted, silent });
+        }
+        tx.commit().await.map_err(query_error("commit group"))?;
+        Ok(out)
+    }
+
     async fn record_results(&self, host: &str, items: &[Evaluated]) -> StoreResult<Vec<Inserted>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -536,6 +560,42 @@ impl Store for SqlStore {
             .iter()
             .map(history_entry)
             .collect()
+    }
+
+    async fn check_clocks(&self) -> StoreResult<Vec<CheckClock>> {
+        sqlx::query(
+            "SELECT host, check_id, status, summary, received_at, interval_secs \
+             FROM check_state ORDER BY host, check_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read check clocks"))?
+        .iter()
+        .map(|row| {
+            Ok(CheckClock {
+                host: read::get(row, "host")?,
+                check: read::get(row, "check_id")?,
+                status: read::status(row, "status")?,
+                summary: read::get(row, "summary")?,
+                received_at: read::opt_time(row, "received_at")?,
+                interval_secs: u32::try_from(read::get::<i64>(row, "interval_secs")?)
+                    .unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
+    }
+
+    async fn prune_results(&self, host: &str, before: DateTime<Utc>) -> StoreResult<u64> {
+        // Per host, so the delete walks the (host, measured_at) index instead of the table.
+        Ok(
+            sqlx::query("DELETE FROM results WHERE host = $1 AND measured_at < $2")
+                .bind(host)
+                .bind(before.timestamp_millis())
+                .execute(&self.pool)
+                .await
+                .map_err(query_error("prune results"))?
+                .rows_affected(),
+        )
     }
 
     async fn transitions(&self, host: &str, since: DateTime<Utc>) -> StoreResult<Vec<Transition>> {

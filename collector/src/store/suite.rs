@@ -8,7 +8,7 @@
 //!   database and a database reused from an earlier run does not disturb them;
 //! - times are whole milliseconds, the precision a store keeps.
 
-use super::{Evaluated, HostFacts, Inserted, Store, StoreResult};
+use super::{Evaluated, HostFacts, HostWrite, HostWritten, Inserted, Store, StoreResult};
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::{
     ArchiveDirObs, BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, WalObs,
@@ -28,10 +28,128 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     check_state_round_trips_the_latest_result(store).await?;
     future_dated_result_does_not_freeze_the_state(store).await?;
     result_ids_are_per_host(store).await?;
+    pruning_keeps_newer_results_and_the_state(store).await?;
+    group_commit_writes_each_host_and_its_contact(store).await?;
+    check_clocks_list_every_check_in_order(store).await?;
     super::suite_alerts::run_all(store).await?;
     super::suite_dashboard::run_all(store).await?;
     super::suite_reports::run_all(store).await?;
     super::suite_enroll::run_all(store).await?;
+    Ok(())
+}
+
+/// A group commit answers per host and per item like `record_results`, moves each host's
+/// last contact, and reports a silent mark for the caller to clear.
+pub async fn group_commit_writes_each_host_and_its_contact(store: &dyn Store) -> StoreResult<()> {
+    let (a, b) = (unique_host("group-a"), unique_host("group-b"));
+    let first = ok_disk(&a, 1, 10);
+    store
+        .record_results(&a, std::slice::from_ref(&first))
+        .await?;
+    store.touch_host(&b, at(5), None).await?;
+    store.set_host_silent_at(&b, true, at(6), None).await?;
+    let a_items = [first, ok_disk(&a, 2, 20)];
+    let b_items = [disk(&b, 1, 30, Status::Critical, "disk full")];
+    let written = store
+        .record_group(&[
+            HostWrite {
+                host: &a,
+                items: &a_items,
+                contact: at(21),
+            },
+            HostWrite {
+                host: &b,
+                items: &b_items,
+                contact: at(31),
+            },
+        ])
+        .await?;
+    assert_eq!(
+        written,
+        [
+            HostWritten {
+                inserted: vec![Inserted::Duplicate, Inserted::New],
+                silent: false
+            },
+            HostWritten {
+                inserted: vec![Inserted::New],
+                silent: true
+            },
+        ]
+    );
+    assert_eq!(store.host(&a).await?.map(|h| h.last_contact), Some(at(21)));
+    assert_eq!(store.host(&b).await?.map(|h| h.last_contact), Some(at(31)));
+    let b_state = store.check_state(&b, "disk.root").await?;
+    assert_eq!(b_state.map(|s| s.status), Some(Status::Critical));
+    assert_eq!(store.history(&a, None, at(0), 10).await?.len(), 2);
+    // Results only: a ping is a write with no items.
+    let ping = store
+        .record_group(&[HostWrite {
+            host: &a,
+            items: &[],
+            contact: at(40),
+        }])
+        .await?;
+    assert_eq!(ping[0].inserted, []);
+    assert_eq!(store.host(&a).await?.map(|h| h.last_contact), Some(at(40)));
+    Ok(())
+}
+
+/// The sweep's light view agrees with the full state.
+pub async fn check_clocks_list_every_check_in_order(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("clocks");
+    store
+        .record_results(&host, &[backup(&host, 1, 10, Status::Critical, "too old")])
+        .await?;
+    store
+        .record_results(&host, &[ok_disk(&host, 2, 20)])
+        .await?;
+    let mine: Vec<_> = store
+        .check_clocks()
+        .await?
+        .into_iter()
+        .filter(|c| c.host == host)
+        .map(|c| (c.check, c.status, c.summary, c.received_at, c.interval_secs))
+        .collect();
+    let states = store.check_states(Some(&host)).await?;
+    let expected: Vec<_> = states
+        .into_iter()
+        .map(|c| (c.check, c.status, c.summary, c.received_at, c.interval_secs))
+        .collect();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine, expected);
+    assert_eq!(mine[0].0, "backup.daily");
+    assert_eq!(mine[0].1, Status::Critical);
+    Ok(())
+}
+
+/// Retention deletes only the host's results measured before the cut; the check's state
+/// and its transitions stay, and a replay of a pruned id is stored again (it is new to us).
+pub async fn pruning_keeps_newer_results_and_the_state(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("prune");
+    let other = unique_host("prune-other");
+    for n in 1..=3 {
+        let secs = i64::from(n) * 100;
+        store
+            .record_results(&host, &[ok_disk(&host, n, secs)])
+            .await?;
+        store
+            .record_results(&other, &[ok_disk(&other, n, secs)])
+            .await?;
+    }
+    assert_eq!(store.prune_results(&host, at(250)).await?, 2);
+    assert_eq!(store.prune_results(&host, at(250)).await?, 0, "idempotent");
+    let left: Vec<_> = store
+        .history(&host, None, at(0), 100)
+        .await?
+        .into_iter()
+        .map(|h| h.measured_at)
+        .collect();
+    assert_eq!(left, [at(300)]);
+    assert_eq!(store.history(&other, None, at(0), 100).await?.len(), 3);
+    let state = store.check_state(&host, "disk.root").await?;
+    assert_eq!(state.and_then(|s| s.observed_at), Some(at(300)));
+    assert_eq!(store.transitions(&host, at(0)).await?.len(), 1);
     Ok(())
 }
 

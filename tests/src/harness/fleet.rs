@@ -15,13 +15,18 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 /// Path of a workspace binary built next to this test executable.
+/// `BACKWATCH_BIN_DIR` overrides the directory (benchmarks run the release binaries).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    let dir = match std::env::var_os("BACKWATCH_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory")
+            .to_path_buf(),
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -249,6 +254,11 @@ impl Collector {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("collector.log")).unwrap_or_default()
+    }
+
+    /// The running collector's process id (benchmarks read its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// GET a JSON API path; errors on a non-2xx answer.

@@ -25,6 +25,7 @@ use crate::store::{Evaluated, StoreResult};
 use backwatch_proto::model::{Observation, PendingSource};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+use std::sync::LazyLock;
 
 /// The measures of one result that rollups keep.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -253,12 +254,8 @@ macro_rules! rollup_columns {
 }
 pub(super) use rollup_columns;
 
-const UPSERT: &str = concat!(
-    "INSERT INTO rollups (",
-    rollup_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) \
-     ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET \
+const UPSERT_HEAD: &str = concat!("INSERT INTO rollups (", rollup_columns!(), ") VALUES ");
+const UPSERT_TAIL: &str = " ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET \
      kind = excluded.kind, samples = excluded.samples, n_ok = excluded.n_ok, \
      n_warning = excluded.n_warning, n_critical = excluded.n_critical, \
      n_unknown = excluded.n_unknown, status_last = excluded.status_last, \
@@ -272,18 +269,45 @@ const UPSERT: &str = concat!(
      delay_hourly = excluded.delay_hourly, archived_count = excluded.archived_count, \
      archived_delta = excluded.archived_delta, failed_count = excluded.failed_count, \
      failed_delta = excluded.failed_delta, segment_bytes = excluded.segment_bytes, \
-     wal_bytes = excluded.wal_bytes"
-);
+     wal_bytes = excluded.wal_bytes";
+/// Columns of one rollup row, i.e. placeholders per row in the upsert.
+const COLUMNS: usize = 32;
 
-const READ_SQLITE: &str = concat!(
+/// The upsert of `rows` rows in one statement (`$1..$32`, `$33..$64`, ...). Built once per
+/// row count used (1 and 2); a `'static` string, as sqlx wants without `AssertSqlSafe`.
+fn upsert_sql(rows: usize) -> &'static str {
+    static ONE: LazyLock<String> = LazyLock::new(|| upsert_text(1));
+    static TWO: LazyLock<String> = LazyLock::new(|| upsert_text(2));
+    match rows {
+        1 => ONE.as_str(),
+        _ => TWO.as_str(),
+    }
+}
+
+fn upsert_text(rows: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let slots: Vec<String> = (1..=COLUMNS)
+                .map(|c| format!("${}", r * COLUMNS + c))
+                .collect();
+            format!("({})", slots.join(", "))
+        })
+        .collect();
+    format!("{UPSERT_HEAD}{}{UPSERT_TAIL}", tuples.join(", "))
+}
+
+/// The hour and the day row of a check in one round trip ($3: hour bucket, $4: day bucket).
+const READ_BOTH_SQLITE: &str = concat!(
     "SELECT ",
     rollup_columns!(),
-    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start = $4"
+    " FROM rollups WHERE host = $1 AND check_id = $2 AND \
+     ((period = 'hour' AND bucket_start = $3) OR (period = 'day' AND bucket_start = $4))"
 );
-const READ_POSTGRES: &str = concat!(
+const READ_BOTH_POSTGRES: &str = concat!(
     "SELECT ",
     rollup_columns!(),
-    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start = $4 \
+    " FROM rollups WHERE host = $1 AND check_id = $2 AND \
+     ((period = 'hour' AND bucket_start = $3) OR (period = 'day' AND bucket_start = $4)) \
      FOR UPDATE"
 );
 const READ_PREVIOUS: &str = concat!(
@@ -352,40 +376,49 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
 }
 
 pub(super) async fn upsert(conn: &mut AnyConnection, r: &Rollup) -> StoreResult<()> {
-    sqlx::query(UPSERT)
-        .bind(r.host.as_str())
-        .bind(r.check.as_str())
-        .bind(r.period.as_str())
-        .bind(r.bucket_start)
-        .bind(r.kind.as_str())
-        .bind(r.samples)
-        .bind(r.n_ok)
-        .bind(r.n_warning)
-        .bind(r.n_critical)
-        .bind(r.n_unknown)
-        .bind(r.status_last.as_str())
-        .bind(r.first_at)
-        .bind(r.last_at)
-        .bind(r.interval_secs)
-        .bind(r.used_bytes_last)
-        .bind(r.used_bytes_max)
-        .bind(r.capacity_bytes)
-        .bind(r.used_pct_max)
-        .bind(r.files_last)
-        .bind(r.newest_mtime)
-        .bind(r.newest_size_bytes)
-        .bind(r.newest_age_secs)
-        .bind(r.new_backups)
-        .bind(r.duration_secs)
-        .bind(r.delay_secs_max)
-        .bind(encode_hourly(&r.delay_hourly))
-        .bind(r.archived_count)
-        .bind(r.archived_delta)
-        .bind(r.failed_count)
-        .bind(r.failed_delta)
-        .bind(r.segment_bytes)
-        .bind(r.wal_bytes)
-        .execute(conn)
+    upsert_all(conn, std::slice::from_ref(r)).await
+}
+
+/// Upsert one or two rows in one statement.
+async fn upsert_all(conn: &mut AnyConnection, rows: &[Rollup]) -> StoreResult<()> {
+    debug_assert!(matches!(rows.len(), 1 | 2));
+    let mut q = sqlx::query(upsert_sql(rows.len()));
+    for r in rows {
+        q = q
+            .bind(r.host.as_str())
+            .bind(r.check.as_str())
+            .bind(r.period.as_str())
+            .bind(r.bucket_start)
+            .bind(r.kind.as_str())
+            .bind(r.samples)
+            .bind(r.n_ok)
+            .bind(r.n_warning)
+            .bind(r.n_critical)
+            .bind(r.n_unknown)
+            .bind(r.status_last.as_str())
+            .bind(r.first_at)
+            .bind(r.last_at)
+            .bind(r.interval_secs)
+            .bind(r.used_bytes_last)
+            .bind(r.used_bytes_max)
+            .bind(r.capacity_bytes)
+            .bind(r.used_pct_max)
+            .bind(r.files_last)
+            .bind(r.newest_mtime)
+            .bind(r.newest_size_bytes)
+            .bind(r.newest_age_secs)
+            .bind(r.new_backups)
+            .bind(r.duration_secs)
+            .bind(r.delay_secs_max)
+            .bind(encode_hourly(&r.delay_hourly))
+            .bind(r.archived_count)
+            .bind(r.archived_delta)
+            .bind(r.failed_count)
+            .bind(r.failed_delta)
+            .bind(r.segment_bytes)
+            .bind(r.wal_bytes);
+    }
+    q.execute(conn)
         .await
         .map_err(query_error("upsert rollup"))?;
     Ok(())
@@ -402,23 +435,32 @@ pub(super) async fn apply(
     let s = sample(item);
     let check = item.result.check_id();
     let kind = super::write::kind_name(&item.result)?;
-    for period in [Period::Hour, Period::Day] {
-        let bucket = period.bucket(s.at);
-        let read = match backend {
-            Backend::Sqlite => READ_SQLITE,
-            Backend::Postgres => READ_POSTGRES,
-        };
-        let row = sqlx::query(read)
-            .bind(host)
-            .bind(check.as_str())
-            .bind(period.as_str())
-            .bind(bucket)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(query_error("read rollup"))?
-            .as_ref()
-            .map(decode)
-            .transpose()?;
+    let (hour, day) = (Period::Hour.bucket(s.at), Period::Day.bucket(s.at));
+    // Two statements per result in the common case (read both rows, upsert both): this runs
+    // for every result ingested, inside its transaction.
+    let read = match backend {
+        Backend::Sqlite => READ_BOTH_SQLITE,
+        Backend::Postgres => READ_BOTH_POSTGRES,
+    };
+    let (mut hour_row, mut day_row) = (None, None);
+    for row in sqlx::query(read)
+        .bind(host)
+        .bind(check.as_str())
+        .bind(hour)
+        .bind(day)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("read rollups"))?
+    {
+        let r = decode(&row)?;
+        match r.period {
+            Period::Hour => hour_row = Some(r),
+            Period::Day => day_row = Some(r),
+        }
+    }
+    let mut next = Vec::with_capacity(2);
+    for (period, bucket, row) in [(Period::Hour, hour, hour_row), (Period::Day, day, day_row)] {
+        // A new bucket (once an hour, once a day) takes counters on from the row before it.
         let prev = if row.is_none() {
             sqlx::query(READ_PREVIOUS)
                 .bind(host)
@@ -435,10 +477,9 @@ pub(super) async fn apply(
             None
         };
         let template = Rollup::empty(host, &check, period, bucket, &kind);
-        let next = fold(row, prev.as_ref(), &s, template);
-        upsert(conn, &next).await?;
+        next.push(fold(row, prev.as_ref(), &s, template));
     }
-    Ok(())
+    upsert_all(conn, &next).await
 }
 
 #[cfg(test)]
