@@ -378,7 +378,7 @@ fn print_config(cfg: &Config) {
             ProbeConfig::ArchiveDir(p) => (
                 "archive_dir",
                 format!(
-                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\n{}",
+                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\nencrypted = {}\n{}",
                     p.path.display().to_string(),
                     p.expected_owner.as_deref().unwrap_or(""),
                     p.expected_group.as_deref().unwrap_or(""),
@@ -389,6 +389,7 @@ fn print_config(cfg: &Config) {
                         |d| format!("min_retention = {:?}", fmt_duration(d))
                     ),
                     p.max_entries,
+                    p.encrypted,
                     p.wal.as_ref().map_or_else(
                         || "# wal not set: no cross-check with PostgreSQL".to_string(),
                         |w| format!("wal = {:?}", w.name)

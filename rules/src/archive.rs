@@ -31,7 +31,7 @@
 use super::procedure;
 use crate::human;
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{ArchiveDirObs, ArchiverView, FIRST_SEGMENT};
+use backwatch_proto::model::{ArchiveDirObs, ArchiverView, EncryptionAudit, FIRST_SEGMENT};
 use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
@@ -157,10 +157,40 @@ pub fn judge(obs: &ArchiveDirObs, l: &ArchiveDirLimits) -> Verdict {
             ),
         );
     }
+    if let Some(e) = &obs.encryption {
+        encryption(e, &mut f);
+    }
     if f.0.is_empty() {
         return verdict(Status::Ok, ok_summary(obs, min_secs));
     }
     verdict(f.worst(), f.summary())
+}
+
+/// Declared encrypted, yet a segment reads without a key: the policy is broken, critical (WAL
+/// holds every row written). Segments that cannot be opened only leave the policy unverified.
+fn encryption(e: &EncryptionAudit, f: &mut Findings) {
+    if e.readable > 0 {
+        f.add(
+            Status::Critical,
+            format!(
+                "archive declared encrypted, but {} of the {} newest segments read without a key: {} is a {}",
+                e.readable,
+                e.sampled,
+                e.first_readable.as_deref().unwrap_or("?"),
+                e.first_readable_kind.as_deref().unwrap_or("readable file")
+            ),
+        );
+    } else if e.sampled == 0 && e.unreadable > 0 {
+        f.add(
+            Status::Warning,
+            format!(
+                "encryption not verified: {}",
+                e.first_error
+                    .as_deref()
+                    .unwrap_or("no segment could be read")
+            ),
+        );
+    }
 }
 
 fn access(obs: &ArchiveDirObs, f: &mut Findings) {
@@ -478,6 +508,7 @@ fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_js
         "timeline": obs.timeline,
         "continuity": obs.continuity,
         "newest_backup": obs.newest_backup,
+        "encryption": obs.encryption,
         "continuity_note": obs.continuity_note,
         "timeline_note": obs.timeline_note,
         "in_flight_segments": l.in_flight_segments,

@@ -37,6 +37,8 @@ pub struct RawArchiveDir {
     pub max_entries: Option<u64>,
     /// Name of the `[[wal]]` probe of the cluster that archives here.
     pub wal: Option<String>,
+    /// The archive is declared encrypted: readable segments are reported (default false).
+    pub encrypted: Option<bool>,
 }
 
 /// "0700", "700" or "0o700" → 0o700.
@@ -119,6 +121,7 @@ pub(super) fn validate(
         min_retention: Some(min_retention),
         max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
         wal: linked,
+        encrypted: d.encrypted.unwrap_or(false),
     })
 }
 

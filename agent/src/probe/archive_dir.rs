@@ -18,12 +18,16 @@
 //!   `postgres.error`. Only a panicked scan becomes an `Err`.
 //! - **Ages on the agent's clock**, from the scan start; files dated after it are still being
 //!   written and are only counted (`newer_than_scan`, check-semantics A15).
+//! - **Encryption policy** (`encrypted = true` only): the newest 8 segments' first 40 bytes
+//!   are read; plain WAL or a plain compression container there is reported
+//!   ([`encryption`]).
 //! - Segment size: the server's, else the most common size of the uncompressed segments when
 //!   it is one `initdb` allows, else 16 MiB. Timeline: the server's, else the highest found.
 
 mod backup_history;
 mod compressed;
 mod continuity;
+mod encryption;
 pub mod names;
 mod postgres;
 mod scan;
@@ -63,6 +67,8 @@ pub struct ArchiveDirProbe {
     pub max_entries: u64,
     /// The `[[wal]]` probe whose server fills this archive, asked what it archived.
     pub wal: Option<Box<WalProbe>>,
+    /// Declared encrypted: the newest segments are checked for readable content.
+    pub encrypted: bool,
 }
 
 impl Probe for ArchiveDirProbe {
@@ -191,6 +197,15 @@ impl ArchiveDirProbe {
         let (seg_size, source) = segment_size(facts, &l);
         obs.wal_segment_size_bytes = seg_size;
         obs.segment_size_source = source;
+        if self.encrypted {
+            // A guessed default size must not make a 1 MiB plain segment look encrypted.
+            let known = if source == SizeSource::Default {
+                0
+            } else {
+                seg_size
+            };
+            obs.encryption = Some(encryption::audit(&self.path, &l.segments, known));
+        }
         let archive_tli = l
             .segments
             .iter()

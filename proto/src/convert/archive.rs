@@ -81,6 +81,18 @@ impl From<&ArchiveDirObs> for pb::ArchiveDirObservation {
                 duration_secs: b.duration_secs,
                 stop_segment: b.stop_segment.clone().unwrap_or_default(),
             }),
+            encryption: a.encryption.as_ref().map(|e| pb::EncryptionAudit {
+                sampled: e.sampled,
+                readable: e.readable,
+                first_readable: e.first_readable.as_deref().map(clip).unwrap_or_default(),
+                first_readable_kind: e
+                    .first_readable_kind
+                    .as_deref()
+                    .map(clip)
+                    .unwrap_or_default(),
+                unreadable: e.unreadable,
+                first_error: e.first_error.as_deref().map(clip).unwrap_or_default(),
+            }),
         }
     }
 }
@@ -293,6 +305,20 @@ pub(super) fn from_wire(a: pb::ArchiveDirObservation) -> Result<ArchiveDirObs, C
                 stop_time: opt_text("newest_backup.stop_time", b.stop_time)?,
                 duration_secs: b.duration_secs,
                 stop_segment: opt_text("newest_backup.stop_segment", b.stop_segment)?,
+            }),
+        },
+        encryption: match a.encryption {
+            None => None,
+            Some(e) => Some(EncryptionAudit {
+                sampled: e.sampled,
+                readable: e.readable,
+                first_readable: opt_text("encryption.first_readable", e.first_readable)?,
+                first_readable_kind: opt_text(
+                    "encryption.first_readable_kind",
+                    e.first_readable_kind,
+                )?,
+                unreadable: e.unreadable,
+                first_error: opt_text("encryption.first_error", e.first_error)?,
             }),
         },
     })

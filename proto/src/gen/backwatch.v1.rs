@@ -455,6 +455,9 @@ pub struct ArchiveDirObservation {
     /// The newest base backup's history file, read (absent when the archive has none).
     #[prost(message, optional, tag = "34")]
     pub newest_backup: ::core::option::Option<BackupHistory>,
+    /// Encryption policy audit, only when the archive is declared encrypted (`encrypted = true`).
+    #[prost(message, optional, tag = "35")]
+    pub encryption: ::core::option::Option<EncryptionAudit>,
 }
 /// A plain `pg_basebackup` directory, as its `backup_label` and `backup_manifest` describe it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -635,6 +638,28 @@ pub struct ToolBackup {
     /// measured_at - stop_time on the agent's clock (seconds).
     #[prost(int64, optional, tag = "10")]
     pub age_secs: ::core::option::Option<i64>,
+}
+/// The newest segments of an archive declared encrypted, opened and their first bytes read:
+/// a plain WAL long page header (timeline, page address and segment size matching the file's
+/// name), or a known compression container (gzip, zstd, lz4, bzip2, xz), is readable without a key.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EncryptionAudit {
+    /// Segments whose first bytes were read (count).
+    #[prost(uint64, tag = "1")]
+    pub sampled: u64,
+    /// Of those, readable without a key (count), and the newest such segment with what it is
+    /// ("plain WAL page header", "gzip container").
+    #[prost(uint64, tag = "2")]
+    pub readable: u64,
+    #[prost(string, tag = "3")]
+    pub first_readable: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub first_readable_kind: ::prost::alloc::string::String,
+    /// Segments that could not be opened (count) and the first error.
+    #[prost(uint64, tag = "5")]
+    pub unreadable: u64,
+    #[prost(string, tag = "6")]
+    pub first_error: ::prost::alloc::string::String,
 }
 /// A backup history file (<start segment>.<offset>.backup), which the server writes when a base
 /// backup ends: when it ran and which WAL it needs.

@@ -83,6 +83,22 @@ pub struct ArchiveDirObs {
     pub continuity_note: Option<String>,
     pub postgres: Option<ArchiverView>,
     pub newest_backup: Option<BackupHistory>,
+    /// Only when the archive is declared encrypted.
+    #[serde(default)]
+    pub encryption: Option<EncryptionAudit>,
+}
+
+/// The newest segments of an archive declared encrypted, checked for content readable without
+/// a key (plain WAL by its page header, or a plain compression container).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EncryptionAudit {
+    pub sampled: u64,
+    pub readable: u64,
+    /// The newest readable segment and what it is ("plain WAL page header").
+    pub first_readable: Option<String>,
+    pub first_readable_kind: Option<String>,
+    pub unreadable: u64,
+    pub first_error: Option<String>,
 }
 
 /// The newest base backup's history file, as read.

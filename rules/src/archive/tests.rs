@@ -521,3 +521,30 @@ fn findings_are_listed_worst_first() {
     assert!(v.summary.starts_with("0000000100000002000000CB is not in"));
     assert!(v.summary.ends_with("expected 0700: group access differs"));
 }
+
+#[test]
+fn plain_wal_in_an_archive_declared_encrypted_is_critical_by_name() {
+    let mut obs = healthy();
+    obs.encryption = Some(backwatch_proto::model::EncryptionAudit {
+        sampled: 8,
+        readable: 8,
+        first_readable: Some("000000010000000000000009".into()),
+        first_readable_kind: Some("plain WAL page header".into()),
+        ..Default::default()
+    });
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical, "{}", v.summary);
+    assert!(
+        v.summary.contains(
+            "archive declared encrypted, but 8 of the 8 newest segments read without a key: \
+             000000010000000000000009 is a plain WAL page header"
+        ),
+        "{}",
+        v.summary
+    );
+    obs.encryption = Some(backwatch_proto::model::EncryptionAudit {
+        sampled: 8,
+        ..Default::default()
+    });
+    assert_eq!(judged(&obs).status, Status::Ok);
+}

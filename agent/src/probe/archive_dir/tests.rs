@@ -19,6 +19,7 @@ fn probe(dir: &Path) -> ArchiveDirProbe {
         min_retention: Some(Duration::from_secs(7 * 86_400)),
         max_entries: DEFAULT_MAX_ENTRIES,
         wal: None,
+        encrypted: false,
     }
 }
 
