@@ -122,6 +122,8 @@ pub struct RawWal {
     pub connect_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub statement_timeout: Option<Duration>,
+    /// Report WAL not archivable yet with archive_timeout = 0 (check-semantics A8; default false).
+    pub exposure_advisory: Option<bool>,
 }
 
 // === validated ===
@@ -391,6 +393,7 @@ impl Config {
                     pg,
                     connect_timeout,
                     statement_timeout,
+                    exposure_advisory: w.exposure_advisory.unwrap_or(false),
                 })),
                 interval,
                 timeout: connect_timeout + statement_timeout * 3 + Duration::from_secs(5),

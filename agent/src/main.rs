@@ -449,10 +449,11 @@ fn print_config(cfg: &Config) {
             ProbeConfig::Wal(p) => (
                 "wal",
                 format!(
-                    "dsn = {:?}  # password never shown\nconnect_timeout = {:?}\nstatement_timeout = {:?}",
+                    "dsn = {:?}  # password never shown\nconnect_timeout = {:?}\nstatement_timeout = {:?}\nexposure_advisory = {}",
                     probe::wal_archive::redacted(&p.pg),
                     fmt_duration(p.connect_timeout),
-                    fmt_duration(p.statement_timeout)
+                    fmt_duration(p.statement_timeout),
+                    p.exposure_advisory
                 ),
             ),
         };

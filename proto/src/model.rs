@@ -200,4 +200,7 @@ pub struct WalObs {
     /// db_now - modification of the oldest waiting segment or history file.
     pub oldest_ready_age_secs: Option<i64>,
     pub pending_note: Option<String>,
+    /// The agent asks for the A8 exposure advisory (`[[wal]] exposure_advisory`).
+    #[serde(default)]
+    pub exposure_advisory: bool,
 }

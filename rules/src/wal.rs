@@ -236,7 +236,62 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
             return verdict(Status::Warning, summary);
         }
     }
+    if let Some(advice) = exposure(obs, l) {
+        return verdict(Status::Warning, format!("{advice}; {summary}"));
+    }
     verdict(Status::Ok, summary)
+}
+
+/// A8, advisory and opt-in (`[[wal]] exposure_advisory`): with `archive_timeout` off (or
+/// longer than the delay limit) WAL written since the last segment switch reaches no archive
+/// until the segment fills. Reported when such WAL exists and the last switch (taken as the
+/// last successful archive, which follows it) is older than the delay limit, or unknown. The
+/// bytes are the current position's offset in its segment, past the 40-byte page header.
+fn exposure(obs: &WalObs, l: &ArchiveLimits) -> Option<String> {
+    const LONG_PAGE_HEADER: u64 = 40;
+    if !obs.exposure_advisory || obs.in_recovery {
+        return None;
+    }
+    let timeout = obs.archive_timeout_secs;
+    if timeout != 0 && timeout <= secs_i64(l.max_delay) {
+        return None;
+    }
+    let seg = u64::try_from(obs.wal_segment_size_bytes)
+        .ok()
+        .filter(|s| *s > 0)?;
+    let lsn = obs.current_lsn.as_deref().and_then(parse_lsn)?;
+    let bytes = lsn % seg;
+    if bytes <= LONG_PAGE_HEADER {
+        return None;
+    }
+    let since = match (obs.last_archived_time, obs.db_now) {
+        (Some(a), Some(now)) => {
+            let age = (now - a).num_seconds();
+            if age <= secs_i64(l.max_delay) {
+                return None;
+            }
+            format!(
+                "written since the last segment switch (about {} ago)",
+                human::duration(age)
+            )
+        }
+        _ => "written since the last segment switch (nothing archived yet)".to_string(),
+    };
+    let setting = if timeout == 0 {
+        "archive_timeout = 0".to_string()
+    } else {
+        format!("archive_timeout = {}", human::duration(timeout))
+    };
+    Some(format!(
+        "advisory: {} of WAL {since} are not archivable yet ({setting}): the data-loss window if this server is lost",
+        human::bytes(bytes)
+    ))
+}
+
+/// "16/B374D848" as a WAL position.
+fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 fn secs_i64(d: Duration) -> i64 {
@@ -529,5 +584,30 @@ mod tests {
         let v = archiving(&obs, None, &limits());
         assert_eq!(v.status, Status::Unknown);
         assert!(v.summary.contains("not permitted"));
+    }
+
+    #[test]
+    fn idle_but_dirty_primary_gets_the_exposure_advisory_only_when_asked() {
+        let mut obs = healthy();
+        obs.current_lsn = Some("0/A012345".into());
+        // Off by default: the idle primary stays ok (A7).
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+        obs.exposure_advisory = true;
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.starts_with(
+                "advisory: 72.8 KiB of WAL written since the last segment switch (about 4 h ago) \
+                 are not archivable yet (archive_timeout = 0)"
+            ),
+            "{}",
+            v.summary
+        );
+        // Right after a switch nothing is exposed; a short archive_timeout bounds the window.
+        obs.current_lsn = Some("0/A000000".into());
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+        obs.current_lsn = Some("0/A012345".into());
+        obs.archive_timeout_secs = 60;
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
     }
 }

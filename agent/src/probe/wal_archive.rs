@@ -34,6 +34,8 @@ pub struct WalProbe {
     pub connect_timeout: Duration,
     /// Server-side limit per statement (at least 1 ms: 0 would mean "no limit" to PostgreSQL).
     pub statement_timeout: Duration,
+    /// Ask the collector for the A8 exposure advisory (sent in the observation).
+    pub exposure_advisory: bool,
 }
 
 impl Probe for WalProbe {
@@ -96,7 +98,9 @@ fn quote(value: &str) -> String {
 
 impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
-        self.with_session(query).await
+        let mut obs = self.with_session(query).await?;
+        obs.exposure_advisory = self.exposure_advisory;
+        Ok(obs)
     }
 
     /// Connect, run `queries` (given the client and the statement timeout to set), and close.
@@ -455,6 +459,7 @@ mod tests {
             pg,
             connect_timeout,
             statement_timeout: Duration::from_secs(5),
+            exposure_advisory: false,
         }
     }
 
@@ -549,6 +554,7 @@ mod tests {
             pg: pg.clone(),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            exposure_advisory: false,
         };
 
         let Ok(Observation::WalArchive(obs)) = probe.observe().await else {

@@ -351,6 +351,10 @@ pub struct WalArchiveObservation {
     /// Why the pending list is unavailable or approximate (empty when exact).
     #[prost(string, tag = "24")]
     pub pending_note: ::prost::alloc::string::String,
+    /// The agent's `\[[wal]\] exposure_advisory`: report WAL written but not archivable yet on a
+    /// server with archive_timeout = 0 (check-semantics A8; off by default).
+    #[prost(bool, tag = "25")]
+    pub exposure_advisory: bool,
 }
 /// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
 /// what it holds, how far back it reaches, whether it is continuous, and whether the segment
