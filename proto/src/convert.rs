@@ -260,6 +260,7 @@ impl From<&WalObs> for pb::WalArchiveObservation {
             oldest_ready_age_secs: w.oldest_ready_age_secs,
             pending_note: w.pending_note.as_deref().map(clip).unwrap_or_default(),
             exposure_advisory: w.exposure_advisory,
+            last_archive_latency_ms: w.last_archive_latency_ms,
         }
     }
 }
@@ -427,6 +428,7 @@ fn observation_from_wire(
             oldest_ready_age_secs: w.oldest_ready_age_secs,
             pending_note: non_empty(text("pending_note", w.pending_note)?),
             exposure_advisory: w.exposure_advisory,
+            last_archive_latency_ms: w.last_archive_latency_ms,
             archive_mode: text("archive_mode", w.archive_mode)?,
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,

@@ -203,4 +203,7 @@ pub struct WalObs {
     /// The agent asks for the A8 exposure advisory (`[[wal]] exposure_advisory`).
     #[serde(default)]
     pub exposure_advisory: bool,
+    /// last_archived_time − when its segment became ready (queue wait + archive_command).
+    #[serde(default)]
+    pub last_archive_latency_ms: Option<i64>,
 }

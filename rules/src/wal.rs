@@ -90,6 +90,31 @@ pub fn recovered_failures(obs: &WalObs, prev: Option<&WalObs>) -> i64 {
     obs.failed_count.saturating_sub(baseline).max(0)
 }
 
+/// Archive attempts between the previous sample and this one, and their success rate: the
+/// monthly review's "archive success rate" over time, from successive samples. Counters that
+/// went down or a changed `stats_reset` restart from 0 (A2); a role change has no rate.
+pub fn since_previous(obs: &WalObs, prev: Option<&WalObs>) -> serde_json::Value {
+    let Some(prev) = prev.filter(|p| p.in_recovery == obs.in_recovery) else {
+        return serde_json::Value::Null;
+    };
+    let reset = prev.stats_reset != obs.stats_reset
+        || obs.failed_count < prev.failed_count
+        || obs.archived_count < prev.archived_count;
+    let (a0, f0) = if reset {
+        (0, 0)
+    } else {
+        (prev.archived_count, prev.failed_count)
+    };
+    let archived = obs.archived_count.saturating_sub(a0).max(0);
+    let failed = obs.failed_count.saturating_sub(f0).max(0);
+    let attempts = archived.saturating_add(failed);
+    json!({
+        "archived": archived,
+        "failed": failed,
+        "success_rate": (attempts > 0).then(|| archived as f64 / attempts as f64),
+    })
+}
+
 /// Segments and history files waiting. Counters come from the network: saturate, never
 /// overflow.
 fn waiting(obs: &WalObs) -> i64 {
@@ -127,6 +152,8 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         "pending_bytes": pending_bytes(obs),
         "max_delay_secs": l.max_delay.as_secs(),
         "recovered_failures": recovered_failures(obs, prev),
+        "last_archive_latency_ms": obs.last_archive_latency_ms,
+        "since_previous": since_previous(obs, prev),
     });
     let verdict = |status: Status, summary: String| {
         Verdict::new(status, summary)
@@ -609,5 +636,24 @@ mod tests {
         obs.current_lsn = Some("0/A012345".into());
         obs.archive_timeout_secs = 60;
         assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+    }
+
+    #[test]
+    fn success_rate_and_latency_come_from_successive_samples() {
+        let prev = healthy();
+        let now = WalObs {
+            archived_count: 13,
+            failed_count: 1,
+            last_failed_time: t(9, 0),
+            last_archived_time: t(10, 0),
+            last_archive_latency_ms: Some(1500),
+            ..healthy()
+        };
+        let v = archiving(&now, Some(&prev), &limits());
+        assert_eq!(v.details["since_previous"]["archived"], 3);
+        assert_eq!(v.details["since_previous"]["failed"], 1);
+        assert_eq!(v.details["since_previous"]["success_rate"], 0.75);
+        assert_eq!(v.details["last_archive_latency_ms"], 1500);
+        assert!(archiving(&now, None, &limits()).details["since_previous"].is_null());
     }
 }

@@ -210,6 +210,7 @@ async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, S
             obs.ready_other = p.ready_other;
             obs.oldest_ready_name = p.oldest_name;
             obs.oldest_ready_age_secs = p.oldest_age_secs;
+            obs.last_archive_latency_ms = p.last_archive_latency_ms;
             // Same statement as the ages above: the clock they were computed on.
             obs.db_now = Some(p.db_now);
         }
@@ -323,13 +324,20 @@ SELECT current_setting('server_version_num')::int4 AS server_version_num,
 /// `.backup`) separately. The oldest is taken among segments and history files, because the
 /// archiver serves history files first and a stuck one holds back every segment behind it.
 /// `[.]` instead of `\.` works whatever `standard_conforming_strings` says.
+///
+/// The same listing gives the latency of the last archived file: its `.done` file is its
+/// `.ready` file renamed, so it keeps the time the segment was handed to the archiver, and
+/// `last_archived_time − that` is how long it waited plus how long `archive_command` took
+/// (`.done` files live until the next checkpoint; NULL once removed).
 const PENDING_SQL: &str = "
-WITH ready AS (
+WITH listing AS (
+    SELECT name, modification FROM pg_ls_archive_statusdir()
+), ready AS (
     SELECT name, modification,
            CASE WHEN name ~ '^[0-9A-F]{24}[.]ready$' THEN 'segment'
                 WHEN name ~ '^[0-9A-F]{8}[.]history[.]ready$' THEN 'history'
                 ELSE 'other' END AS class
-      FROM pg_ls_archive_statusdir()
+      FROM listing
      WHERE name ~ '[.]ready$'
 ), oldest AS (
     SELECT name, modification
@@ -344,6 +352,9 @@ SELECT count(*) FILTER (WHERE class = 'segment') AS ready_segments,
        (SELECT left(name, -length('.ready')) FROM oldest) AS oldest_ready_name,
        (SELECT extract(epoch FROM now() - modification)::int8 FROM oldest)
            AS oldest_ready_age_secs,
+       (SELECT (extract(epoch FROM a.last_archived_time - l.modification) * 1000)::int8
+          FROM listing l, pg_stat_archiver a
+         WHERE l.name = a.last_archived_wal || '.done') AS last_archive_latency_ms,
        (extract(epoch FROM now()) * 1000000)::int8 AS db_now_us
   FROM ready";
 
@@ -376,6 +387,7 @@ struct Pending {
     ready_other: i64,
     oldest_name: Option<String>,
     oldest_age_secs: Option<i64>,
+    last_archive_latency_ms: Option<i64>,
     db_now: DateTime<Utc>,
 }
 
@@ -386,6 +398,7 @@ fn pending_from_row(row: &Row) -> Result<Pending, String> {
         ready_other: get(row, "ready_other")?,
         oldest_name: get(row, "oldest_ready_name")?,
         oldest_age_secs: get(row, "oldest_ready_age_secs")?,
+        last_archive_latency_ms: get(row, "last_archive_latency_ms")?,
         db_now: time(row, "db_now_us")?.ok_or("column db_now_us: unexpected null")?,
     })
 }

@@ -355,6 +355,11 @@ pub struct WalArchiveObservation {
     /// server with archive_timeout = 0 (check-semantics A8; off by default).
     #[prost(bool, tag = "25")]
     pub exposure_advisory: bool,
+    /// last_archived_time minus the time its segment was handed to the archiver (the mtime its
+    /// .ready file had, kept by the .done file): queue wait plus archive_command's run
+    /// (milliseconds); absent once the .done file was removed at a checkpoint.
+    #[prost(int64, optional, tag = "26")]
+    pub last_archive_latency_ms: ::core::option::Option<i64>,
 }
 /// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
 /// what it holds, how far back it reaches, whether it is continuous, and whether the segment
