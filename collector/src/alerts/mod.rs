@@ -229,6 +229,9 @@ impl Engine {
             "backup" => crate::rules::procedure::BACKUP,
             "wal" => crate::rules::procedure::WAL,
             "archive" => crate::rules::procedure::ARCHIVE,
+            "restore" => crate::rules::procedure::RESTORE,
+            // The backup tools' catalogues answer the same question as a backup directory.
+            "pgbackrest" | "barman" => crate::rules::procedure::BACKUP,
             _ if check == AGENT_CHECK => AGENT_PROCEDURE,
             _ => "",
         }

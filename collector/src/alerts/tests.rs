@@ -423,4 +423,16 @@ async fn operators_override_the_procedure_per_check_or_kind() {
         crate::rules::procedure::WAL
     );
     assert_eq!(fx.engine.procedure(AGENT_CHECK), AGENT_PROCEDURE);
+    assert_eq!(
+        fx.engine.procedure("restore.base"),
+        crate::rules::procedure::RESTORE
+    );
+    assert_eq!(
+        fx.engine.procedure("pgbackrest.main"),
+        crate::rules::procedure::BACKUP
+    );
+    assert_eq!(
+        fx.engine.procedure("barman.pg"),
+        crate::rules::procedure::BACKUP
+    );
 }
