@@ -11,13 +11,13 @@ pub mod backup_tool;
 pub mod restore;
 
 use crate::probe::archive_dir::ArchiveDirProbe;
-use crate::probe::barman::BarmanProbe;
-use crate::probe::pgbackrest::PgBackRestProbe;
-use crate::probe::restore::RestoreProbe;
 use crate::probe::backup_dir::{
     BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
 };
+use crate::probe::barman::BarmanProbe;
 use crate::probe::disk::DiskProbe;
+use crate::probe::pgbackrest::PgBackRestProbe;
+use crate::probe::restore::RestoreProbe;
 use crate::probe::wal_archive::WalProbe;
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use backwatch_proto::convert::valid_probe_name;
@@ -456,8 +456,12 @@ impl Config {
         for (i, r) in raw.pgbackrest.into_iter().enumerate() {
             let k = |f: &str| format!("pgbackrest[{i}].{f}");
             name_ok(&mut p, k("name"), "pgbackrest", &r.name);
-            let interval =
-                interval_of(&mut p, k("interval"), r.interval, backup_tool::TOOL_INTERVAL);
+            let interval = interval_of(
+                &mut p,
+                k("interval"),
+                r.interval,
+                backup_tool::TOOL_INTERVAL,
+            );
             let (probe, timeout) = backup_tool::pgbackrest(&mut p, i, r);
             probes.push(Scheduled {
                 probe: ProbeConfig::PgBackRest(probe),
@@ -468,8 +472,12 @@ impl Config {
         for (i, r) in raw.barman.into_iter().enumerate() {
             let k = |f: &str| format!("barman[{i}].{f}");
             name_ok(&mut p, k("name"), "barman", &r.name);
-            let interval =
-                interval_of(&mut p, k("interval"), r.interval, backup_tool::TOOL_INTERVAL);
+            let interval = interval_of(
+                &mut p,
+                k("interval"),
+                r.interval,
+                backup_tool::TOOL_INTERVAL,
+            );
             let (probe, timeout) = backup_tool::barman(&mut p, i, r);
             probes.push(Scheduled {
                 probe: ProbeConfig::Barman(probe),
@@ -532,6 +540,16 @@ fn default_dir(name: &str, path: &str, max_age_secs: u64) -> RawBackupDir {
         max_entries: None,
         ignore_suffixes: None,
     }
+}
+
+/// `text` validated as if read from /etc/backwatch/agent.toml, the error as text: for the
+/// tests of the probe sections (`config/*.rs`).
+#[cfg(test)]
+pub(crate) fn load_str(text: &str) -> Result<Config, String> {
+    let path = Path::new("/etc/backwatch/agent.toml");
+    backwatch_proto::config::parse_toml(path, text)
+        .and_then(|raw| Config::validate(path, raw))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

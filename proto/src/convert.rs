@@ -112,6 +112,31 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Checked text where empty means absent.
+fn opt_text(field: &'static str, s: String) -> Result<Option<String>, ConvertError> {
+    Ok(non_empty(text(field, s)?))
+}
+
+/// An optional text for the wire: clipped, absent as empty.
+fn clip_opt(s: &Option<String>) -> String {
+    s.as_deref().map(clip).unwrap_or_default()
+}
+
+/// A list from the wire, refused beyond [`MAX_PROBLEMS`] entries, each converted by `f`.
+fn list<T, U>(
+    field: &'static str,
+    items: Vec<T>,
+    f: impl Fn(T) -> Result<U, ConvertError>,
+) -> Result<Vec<U>, ConvertError> {
+    if items.len() > MAX_PROBLEMS {
+        return Err(ConvertError::TooMany {
+            field,
+            max: MAX_PROBLEMS,
+        });
+    }
+    items.into_iter().map(f).collect()
+}
+
 // === kind ===
 
 impl From<ProbeKind> for pb::ProbeKind {

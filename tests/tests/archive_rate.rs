@@ -2,8 +2,8 @@
 //! whose archive_command takes a second, the real agent reading pg_stat_archiver and the
 //! archive_status listing, the collector's verdict details over time.
 
-use anyhow::{Result, ensure};
-use backwatch_tests::harness::{PgCluster, eventually, scene};
+use anyhow::Result;
+use backwatch_tests::harness::{PgCluster, scene};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -16,16 +16,7 @@ async fn slow_archive_command_shows_its_latency_and_the_success_rate() -> Result
     let collector = &scene.collector;
     collector.wait_status("db1", "wal.main", "ok", WAIT).await;
 
-    let segment = pg.switch_wal()?;
-    eventually(WAIT, "the switched segment to be archived", async || {
-        let s = pg.archiver_stats_async().await?;
-        ensure!(
-            s.last_archived_wal.as_deref() == Some(segment.as_str()),
-            "{s:?}"
-        );
-        Ok(())
-    })
-    .await;
+    pg.switch_wal_archived(WAIT).await?;
     let c = collector
         .wait_check(
             "db1",

@@ -2,8 +2,8 @@
 //! cluster with `archive_timeout = 0` has written WAL that no segment switch has handed to the
 //! archiver; the collector says how much, and a switch clears it.
 
-use anyhow::{Result, ensure};
-use backwatch_tests::harness::{PgCluster, eventually, scene};
+use anyhow::Result;
+use backwatch_tests::harness::{PgCluster, scene};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -34,16 +34,7 @@ async fn wal_not_archivable_yet_is_an_advisory_until_the_segment_switches() -> R
     collector.wait_status("db1", "wal.quiet", "ok", WAIT).await;
 
     // A segment switch hands the WAL to the archiver: nothing is exposed any more.
-    let segment = pg.switch_wal()?;
-    eventually(WAIT, "the switched segment to be archived", async || {
-        let s = pg.archiver_stats_async().await?;
-        ensure!(
-            s.last_archived_wal.as_deref() == Some(segment.as_str()),
-            "{s:?}"
-        );
-        Ok(())
-    })
-    .await;
+    pg.switch_wal_archived(WAIT).await?;
     collector
         .wait_summary("db1", "wal.main", "ok", "archiving ok", WAIT)
         .await;

@@ -128,16 +128,7 @@ pub(super) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ProbeConfig};
-    use backwatch_proto::config::parse_toml;
-    use std::path::Path;
-
-    fn load(text: &str) -> Result<Config, String> {
-        let path = Path::new("/etc/backwatch/agent.toml");
-        parse_toml(path, text)
-            .and_then(|raw| Config::validate(path, raw))
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::{Config, ProbeConfig, load_str as load};
 
     fn archive(c: &Config) -> &ArchiveDirProbe {
         c.probes

@@ -119,16 +119,7 @@ pub fn print_age(key: &str, v: Option<Duration>, default: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ProbeConfig};
-    use backwatch_proto::config::parse_toml;
-    use std::path::Path;
-
-    fn load(text: &str) -> Result<Config, String> {
-        let path = Path::new("/etc/backwatch/agent.toml");
-        parse_toml(path, text)
-            .and_then(|raw| Config::validate(path, raw))
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::{ProbeConfig, load_str as load};
 
     #[test]
     fn tools_default_to_every_10_minutes_with_their_own_program() {

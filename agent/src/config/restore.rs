@@ -69,16 +69,7 @@ pub(super) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ProbeConfig};
-    use backwatch_proto::config::parse_toml;
-    use std::path::Path;
-
-    fn load(text: &str) -> Result<Config, String> {
-        let path = Path::new("/etc/backwatch/agent.toml");
-        parse_toml(path, text)
-            .and_then(|raw| Config::validate(path, raw))
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::{ProbeConfig, load_str as load};
 
     #[test]
     fn restore_defaults_to_weekly_under_nice() {

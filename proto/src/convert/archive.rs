@@ -5,7 +5,7 @@
 //! agent cannot make the collector store megabytes or choke on a value.
 
 use super::{
-    ConvertError, MAX_PROBLEMS, clip, from_opt_ts, from_ts, non_empty, opt_ts, text, to_ts,
+    ConvertError, MAX_PROBLEMS, clip, from_opt_ts, from_ts, list, opt_text, opt_ts, text, to_ts,
 };
 use crate::generated as pb;
 use crate::model::*;
@@ -159,24 +159,6 @@ fn view_to_wire(v: &ArchiverView) -> pb::ArchiverView {
 }
 
 // === wire -> model ===
-
-fn list<T, U>(
-    field: &'static str,
-    items: Vec<T>,
-    f: impl Fn(T) -> Result<U, ConvertError>,
-) -> Result<Vec<U>, ConvertError> {
-    if items.len() > MAX_PROBLEMS {
-        return Err(ConvertError::TooMany {
-            field,
-            max: MAX_PROBLEMS,
-        });
-    }
-    items.into_iter().map(f).collect()
-}
-
-fn opt_text(field: &'static str, s: String) -> Result<Option<String>, ConvertError> {
-    Ok(non_empty(text(field, s)?))
-}
 
 fn file_from_wire(
     field: &'static str,

@@ -3,31 +3,11 @@
 //! Same contract as the parent module: model → wire is infallible and clips texts; wire →
 //! model refuses oversized texts and lists, NUL characters and out-of-range times.
 
-use super::{ConvertError, MAX_PROBLEMS, clip, from_opt_ts, non_empty, opt_ts, text};
+use super::{
+    ConvertError, MAX_PROBLEMS, clip, clip_opt, from_opt_ts, list, opt_text, opt_ts, text,
+};
 use crate::generated as pb;
 use crate::model::*;
-
-fn s(v: &Option<String>) -> String {
-    v.as_deref().map(clip).unwrap_or_default()
-}
-
-fn opt_text(field: &'static str, v: String) -> Result<Option<String>, ConvertError> {
-    Ok(non_empty(text(field, v)?))
-}
-
-fn list<T, U>(
-    field: &'static str,
-    items: Vec<T>,
-    f: impl Fn(T) -> Result<U, ConvertError>,
-) -> Result<Vec<U>, ConvertError> {
-    if items.len() > MAX_PROBLEMS {
-        return Err(ConvertError::TooMany {
-            field,
-            max: MAX_PROBLEMS,
-        });
-    }
-    items.into_iter().map(f).collect()
-}
 
 // === model -> wire ===
 
@@ -40,8 +20,8 @@ fn backup_to_wire(b: &ToolBackup) -> pb::ToolBackup {
         duration_secs: b.duration_secs,
         size_bytes: b.size_bytes,
         stored_bytes: b.stored_bytes,
-        wal_start: s(&b.wal_start),
-        wal_stop: s(&b.wal_stop),
+        wal_start: clip_opt(&b.wal_start),
+        wal_stop: clip_opt(&b.wal_stop),
         age_secs: b.age_secs,
     }
 }
@@ -55,7 +35,7 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                 .take(MAX_PROBLEMS)
                 .map(|c| clip(c))
                 .collect(),
-            error: s(&o.error),
+            error: clip_opt(&o.error),
             sets: o
                 .sets
                 .iter()
@@ -63,7 +43,7 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                 .map(|b| pb::BackupSet {
                     name: clip(&b.name),
                     status_code: b.status_code,
-                    status_message: s(&b.status_message),
+                    status_message: clip_opt(&b.status_message),
                     failing_checks: b
                         .failing_checks
                         .iter()
@@ -75,8 +55,8 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     newest: b.newest.as_ref().map(backup_to_wire),
                     newest_full: b.newest_full.as_ref().map(backup_to_wire),
                     newest_failed: b.newest_failed.as_ref().map(backup_to_wire),
-                    archive_min: s(&b.archive_min),
-                    archive_max: s(&b.archive_max),
+                    archive_min: clip_opt(&b.archive_min),
+                    archive_max: clip_opt(&b.archive_max),
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),

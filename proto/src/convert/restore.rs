@@ -3,20 +3,12 @@
 //! Same contract as the parent module: model → wire is infallible and clips texts; wire →
 //! model refuses oversized texts and lists, NUL characters and out-of-range times.
 
-use super::{ConvertError, MAX_PROBLEMS, clip, from_opt_ts, non_empty, opt_ts, text};
+use super::{ConvertError, clip, clip_opt, from_opt_ts, list, opt_text, opt_ts, text};
 use crate::generated as pb;
 use crate::model::*;
 
 /// Most pg_verifybackup message lines one observation carries.
 pub const MAX_VERIFY_MESSAGES: usize = 20;
-
-fn s(v: &Option<String>) -> String {
-    v.as_deref().map(clip).unwrap_or_default()
-}
-
-fn opt_text(field: &'static str, v: String) -> Result<Option<String>, ConvertError> {
-    Ok(non_empty(text(field, v)?))
-}
 
 // === model -> wire ===
 
@@ -24,16 +16,16 @@ impl From<&BaseBackup> for pb::BaseBackup {
     fn from(b: &BaseBackup) -> Self {
         pb::BaseBackup {
             path: clip(&b.path),
-            error: s(&b.error),
-            label: s(&b.label),
-            start_time_text: s(&b.start_time_text),
+            error: clip_opt(&b.error),
+            label: clip_opt(&b.label),
+            start_time_text: clip_opt(&b.start_time_text),
             start_time: opt_ts(b.start_time),
             end_time: opt_ts(b.end_time),
             duration_secs: b.duration_secs,
-            start_lsn: s(&b.start_lsn),
-            start_segment: s(&b.start_segment),
-            end_lsn: s(&b.end_lsn),
-            end_segment: s(&b.end_segment),
+            start_lsn: clip_opt(&b.start_lsn),
+            start_segment: clip_opt(&b.start_segment),
+            end_lsn: clip_opt(&b.end_lsn),
+            end_segment: clip_opt(&b.end_segment),
             timeline: b.timeline,
             file_count: b.file_count,
             size_bytes: b.size_bytes,
@@ -47,11 +39,11 @@ impl From<&RestoreObs> for pb::RestoreObservation {
         pb::RestoreObservation {
             backup_root: clip(&r.backup_root),
             exists: r.exists,
-            error: s(&r.error),
+            error: clip_opt(&r.error),
             backup: r.backup.as_ref().map(Into::into),
-            verifier: s(&r.verifier),
-            verify_error: s(&r.verify_error),
-            io_limit: s(&r.io_limit),
+            verifier: clip_opt(&r.verifier),
+            verify_error: clip_opt(&r.verify_error),
+            io_limit: clip_opt(&r.io_limit),
             verify_started_at: opt_ts(r.verify_started_at),
             verify_duration_ms: r.verify_duration_ms,
             verify_exit_code: r.verify_exit_code,
@@ -63,9 +55,9 @@ impl From<&RestoreObs> for pb::RestoreObservation {
                 .collect(),
             wal_parsed: r.wal_parsed,
             wal_source: r.wal_source.map(|w| w.as_str()).unwrap_or_default().into(),
-            archive_path: s(&r.archive_path),
+            archive_path: clip_opt(&r.archive_path),
             wal_segments_needed: r.wal_segments_needed,
-            wal_first_missing: s(&r.wal_first_missing),
+            wal_first_missing: clip_opt(&r.wal_first_missing),
         }
     }
 }
@@ -93,12 +85,6 @@ pub(super) fn base_backup_from_wire(b: pb::BaseBackup) -> Result<BaseBackup, Con
 }
 
 pub(super) fn from_wire(r: pb::RestoreObservation) -> Result<RestoreObs, ConvertError> {
-    if r.verify_messages.len() > MAX_PROBLEMS {
-        return Err(ConvertError::TooMany {
-            field: "verify_messages",
-            max: MAX_PROBLEMS,
-        });
-    }
     Ok(RestoreObs {
         backup_root: text("backup_root", r.backup_root)?,
         exists: r.exists,
@@ -110,11 +96,9 @@ pub(super) fn from_wire(r: pb::RestoreObservation) -> Result<RestoreObs, Convert
         verify_started_at: from_opt_ts(&r.verify_started_at)?,
         verify_duration_ms: r.verify_duration_ms,
         verify_exit_code: r.verify_exit_code,
-        verify_messages: r
-            .verify_messages
-            .into_iter()
-            .map(|m| text("verify_messages", m))
-            .collect::<Result<_, _>>()?,
+        verify_messages: list("verify_messages", r.verify_messages, |m| {
+            text("verify_messages", m)
+        })?,
         wal_parsed: r.wal_parsed,
         wal_source: WalSource::parse(&r.wal_source),
         archive_path: opt_text("archive_path", r.archive_path)?,

@@ -202,6 +202,23 @@ impl PgCluster {
         )
     }
 
+    /// [`switch_wal`](Self::switch_wal), then waits until `pg_stat_archiver` reports the
+    /// completed segment archived; returns its name.
+    pub async fn switch_wal_archived(&self, within: std::time::Duration) -> anyhow::Result<String> {
+        let segment = self.switch_wal()?;
+        super::wait::eventually(within, "the switched segment to be archived", async || {
+            let s = self.archiver_stats_async().await?;
+            ensure!(
+                s.last_archived_wal.as_deref() == Some(segment.as_str()),
+                "archiver at {:?}",
+                s.last_archived_wal
+            );
+            Ok(())
+        })
+        .await;
+        Ok(segment)
+    }
+
     /// `ALTER SYSTEM SET <key> = <value>` and a config reload. The server processes apply the
     /// reload asynchronously: wait for its effect with `eventually`.
     pub fn alter_system(&self, key: &str, value: &str) -> anyhow::Result<()> {
