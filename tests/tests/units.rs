@@ -50,17 +50,29 @@ fn exposure(name: &str, threshold_tenths: u32) -> Result<(f64, bool)> {
 #[test]
 fn agent_unit_is_rated_ok() -> Result<()> {
     let (value, within) = exposure("backwatch-agent.service", 20)?;
-    assert!(within && value <= 2.0, "agent exposure {value}, must be ≤ 2.0");
+    assert!(
+        within && value <= 2.0,
+        "agent exposure {value}, must be ≤ 2.0"
+    );
     // The figure in the README and in the unit's header.
-    assert_eq!(value, 1.2, "update README.md and the unit header when this changes");
+    assert_eq!(
+        value, 1.2,
+        "update README.md and the unit header when this changes"
+    );
     Ok(())
 }
 
 #[test]
 fn collector_unit_stays_at_its_measured_exposure() -> Result<()> {
     let (value, within) = exposure("backwatch-collector.service", 11)?;
-    assert!(within && value <= 1.1, "collector exposure {value}, measured 1.1");
-    assert_eq!(value, 1.1, "update README.md and the unit header when this changes");
+    assert!(
+        within && value <= 1.1,
+        "collector exposure {value}, measured 1.1"
+    );
+    assert_eq!(
+        value, 1.1,
+        "update README.md and the unit header when this changes"
+    );
     Ok(())
 }
 

@@ -184,7 +184,17 @@ async fn main() -> Result<()> {
         (percentile(&v, 0.5), percentile(&v, 0.99))
     };
     let rss_flood = rss_kib(pid)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the flood's last batches drain before the paced phase is timed.
+    let mut last = totals.acked.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = totals.acked.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    totals.ack_us.lock().unwrap().clear();
 
     // Phase 3: paced load and result-to-alert latency.
     let per_agent_us = 1_000_000 * a.agents as u64 / a.rate.max(1);
