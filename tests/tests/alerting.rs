@@ -5,18 +5,11 @@ use anyhow::Result;
 use backwatch_tests::harness::alerting::{
     DB1_DISK_WARNS, DBA, MANAGEMENT, SYSADMIN, alerting_toml, notifications, send,
 };
-use backwatch_tests::harness::{Agent, Certs, Collector, Mail, PgCluster, Smtp, eventually};
+use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, Smtp, count, eventually};
 use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn count(mails: &[Mail], to: &str, subject_prefix: &str) -> usize {
-    mails
-        .iter()
-        .filter(|m| m.is_for(to) && m.subject.starts_with(subject_prefix))
-        .count()
-}
 
 #[tokio::test]
 async fn failing_wal_archive_mails_dba_and_sysadmin_once_and_then_the_resolution() -> Result<()> {

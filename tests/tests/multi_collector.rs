@@ -4,17 +4,10 @@
 
 use anyhow::Result;
 use backwatch_tests::harness::alerting::{DBA, alerting_toml};
-use backwatch_tests::harness::{Agent, Certs, Collector, Mail, PgCluster, Smtp, eventually};
+use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, Smtp, count, eventually};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn count(mails: &[Mail], to: &str, subject_prefix: &str) -> usize {
-    mails
-        .iter()
-        .filter(|m| m.is_for(to) && m.subject.starts_with(subject_prefix))
-        .count()
-}
 
 #[tokio::test]
 async fn two_collectors_alert_once_and_the_survivor_takes_over_when_the_leader_dies() -> Result<()>

@@ -17,8 +17,8 @@
 use anyhow::{Context, Result, bail, ensure};
 use backwatch_proto::convert::to_ts;
 use backwatch_proto::wire::{
-    AgentMessage, AgentPayload, CollectorPayload, DiskObservation, Hello, IngestClient,
-    ResultBatch, WireObservation,
+    AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, DiskObservation, Hello,
+    IngestClient, ResultBatch, WireObservation,
 };
 use backwatch_tests::harness::{Certs, Collector, PgCluster, free_port};
 use backwatch_tests::sim;
@@ -261,24 +261,7 @@ async fn session(
     mode: &mut watch::Receiver<Mode>,
     counted: &mut bool,
 ) -> Result<()> {
-    let channel = endpoint.connect().await?;
-    let mut client = IngestClient::new(channel);
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(AgentMessage {
-        seq: 1,
-        payload: Some(AgentPayload::Hello(Hello {
-            agent_version: "bench".into(),
-            hostname: host.into(),
-            agent_time: Some(to_ts(chrono::Utc::now())),
-            ..Default::default()
-        })),
-    })
-    .await?;
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    match inbound.message().await? {
-        Some(m) if matches!(m.payload, Some(CollectorPayload::Welcome(_))) => {}
-        other => bail!("no welcome: {other:?}"),
-    }
+    let (tx, mut inbound) = open_stream(host, endpoint).await?;
     if !*counted {
         *counted = true;
         totals.connected.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +319,35 @@ async fn session(
     }
 }
 
+/// Connect, say Hello and wait for Welcome: a stream ready for results.
+async fn open_stream(
+    host: &str,
+    endpoint: &tonic::transport::Endpoint,
+) -> Result<(
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<CollectorMessage>,
+)> {
+    let channel = endpoint.connect().await?;
+    let mut client = IngestClient::new(channel);
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(AgentMessage {
+        seq: 1,
+        payload: Some(AgentPayload::Hello(Hello {
+            agent_version: "bench".into(),
+            hostname: host.into(),
+            agent_time: Some(to_ts(chrono::Utc::now())),
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(m) if matches!(m.payload, Some(CollectorPayload::Welcome(_))) => {}
+        other => bail!("no welcome: {other:?}"),
+    }
+    Ok((tx, inbound))
+}
+
 fn batch(host: &str, seq: u64, n: u64) -> AgentMessage {
     AgentMessage {
         seq,
@@ -359,21 +371,7 @@ async fn alert_latencies(
     let mut out = Vec::new();
     for host in &names {
         let endpoint = sim::endpoint(certs, ca, host, &collector.grpc_url())?;
-        let channel = endpoint.connect().await?;
-        let mut client = IngestClient::new(channel);
-        let (tx, rx) = mpsc::channel(8);
-        tx.send(AgentMessage {
-            seq: 1,
-            payload: Some(AgentPayload::Hello(Hello {
-                agent_version: "bench".into(),
-                hostname: host.clone(),
-                agent_time: Some(to_ts(chrono::Utc::now())),
-                ..Default::default()
-            })),
-        })
-        .await?;
-        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-        inbound.message().await?;
+        let (tx, inbound) = open_stream(host, &endpoint).await?;
         let mut r = sim::disk_result(host, 1);
         r.observation = Some(WireObservation::Disk(DiskObservation {
             path: "/backup".into(),

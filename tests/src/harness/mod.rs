@@ -15,6 +15,6 @@ pub mod webhook;
 pub use browser::Browser;
 pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
-pub use smtp::{Mail, Smtp, SmtpTls};
+pub use smtp::{Mail, Smtp, SmtpTls, count};
 pub use wait::{eventually, eventually_sync, free_port};
 pub use webhook::Webhook;

@@ -166,6 +166,14 @@ impl Mail {
     }
 }
 
+/// How many of `mails` went to `to` with a subject starting with `subject_prefix`.
+pub fn count(mails: &[Mail], to: &str, subject_prefix: &str) -> usize {
+    mails
+        .iter()
+        .filter(|m| m.is_for(to) && m.subject.starts_with(subject_prefix))
+        .count()
+}
+
 pub struct Smtp {
     dir: TempDir,
     port: u16,
