@@ -122,6 +122,7 @@ pub(super) fn validate(
         max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
         wal: linked,
         encrypted: d.encrypted.unwrap_or(false),
+        memo: Default::default(),
     })
 }
 

@@ -9,7 +9,8 @@
 //!   archiver. (The alternative, cross-checking in the collector with the latest `wal.<name>`
 //!   result, would compare two measurements taken minutes apart on different schedules.)
 //! - **Bounded work**: one `readdir` pass with one `fstatat` per entry, no subdirectories, at
-//!   most `max_entries` entries (then `truncated`). The only files opened are the current
+//!   most `max_entries` entries (then `truncated`); none while the directory is unchanged,
+//!   for up to six hours ([`memo`]). The only files opened are the current
 //!   timeline's history file and the newest backup history file (a few lines each) and, when
 //!   compressed, the last archived file (a few header bytes for its uncompressed size).
 //! - **Never fails on what it finds**: a missing directory is `exists = false`; one the agent
@@ -28,6 +29,7 @@ mod backup_history;
 mod compressed;
 mod continuity;
 mod encryption;
+mod memo;
 pub mod names;
 mod postgres;
 mod scan;
@@ -69,6 +71,8 @@ pub struct ArchiveDirProbe {
     pub wal: Option<Box<WalProbe>>,
     /// Declared encrypted: the newest segments are checked for readable content.
     pub encrypted: bool,
+    /// The previous listing, reused while the directory is unchanged.
+    pub memo: memo::Memo,
 }
 
 impl Probe for ArchiveDirProbe {
@@ -123,8 +127,13 @@ impl ArchiveDirProbe {
                 if !meta.is_dir() {
                     obs.read_error = Some("not a directory".into());
                 } else {
-                    match scan::list(&self.path, now, self.max_entries) {
-                        Ok(listing) => self.describe(&mut obs, listing, facts, now),
+                    match self.memo.list(&self.path, &meta, now, self.max_entries) {
+                        Ok((listing, reused)) => {
+                            if reused {
+                                tracing::debug!(archive = %self.name, "archive directory unchanged; previous listing reused");
+                            }
+                            self.describe(&mut obs, listing, facts, now)
+                        }
                         Err(e) => obs.read_error = Some(self.unreadable(&e)),
                     }
                 }

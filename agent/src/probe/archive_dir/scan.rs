@@ -1,4 +1,4 @@
-//! One pass over the archive directory: `readdir` plus one `fstatat` per entry (which the size
+//! One pass over the archive directory (reused while the directory is unchanged, see `memo`): `readdir` plus one `fstatat` per entry (which the size
 //! and mtime need), never an `open` of a listed file, never a subdirectory.
 //!
 //! Memory is bounded by `max_entries` (about 20 bytes per segment kept for the continuity
@@ -40,7 +40,7 @@ pub struct BackupEntry {
     pub name: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Listing {
     pub entries_scanned: u64,
     pub truncated: bool,

@@ -272,6 +272,12 @@ const UPSERT_TAIL: &str = " ON CONFLICT (host, check_id, period, bucket_start) D
      wal_bytes = excluded.wal_bytes";
 /// Columns of one rollup row, i.e. placeholders per row in the upsert.
 const COLUMNS: usize = 32;
+/// `used_pct_max`, the one floating-point column. sqlx's `Any` driver sends a NULL with a
+/// type of its own choosing, and PostgreSQL keeps the parameter type of the first execution
+/// of a cached statement: a NULL first, a float later failed with "incorrect binary data
+/// format". So the value is always bound as a float, with [`NO_PCT`] standing for NULL.
+const USED_PCT_COLUMN: usize = 18;
+const NO_PCT: f64 = -1.0;
 
 /// The upsert of `rows` rows in one statement (`$1..$32`, `$33..$64`, ...). Built once per
 /// row count used (1 and 2); a `'static` string, as sqlx wants without `AssertSqlSafe`.
@@ -288,7 +294,13 @@ fn upsert_text(rows: usize) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
             let slots: Vec<String> = (1..=COLUMNS)
-                .map(|c| format!("${}", r * COLUMNS + c))
+                .map(|c| match c {
+                    USED_PCT_COLUMN => format!(
+                        "NULLIF(CAST(${} AS DOUBLE PRECISION), {NO_PCT})",
+                        r * COLUMNS + c
+                    ),
+                    _ => format!("${}", r * COLUMNS + c),
+                })
                 .collect();
             format!("({})", slots.join(", "))
         })
@@ -402,7 +414,7 @@ async fn upsert_all(conn: &mut AnyConnection, rows: &[Rollup]) -> StoreResult<()
             .bind(r.used_bytes_last)
             .bind(r.used_bytes_max)
             .bind(r.capacity_bytes)
-            .bind(r.used_pct_max)
+            .bind(r.used_pct_max.unwrap_or(NO_PCT))
             .bind(r.files_last)
             .bind(r.newest_mtime)
             .bind(r.newest_size_bytes)
