@@ -227,7 +227,13 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         notify: Arc::new(tokio::sync::Notify::new()),
     };
     let (trigger, _) = tokio::sync::broadcast::channel(8);
-    schedule::spawn_all(cfg.probes, cfg.start_jitter, sink.clone(), &trigger);
+    schedule::spawn_all(
+        cfg.probes,
+        cfg.start_jitter,
+        sink.clone(),
+        &trigger,
+        &cfg.spool.dir,
+    );
     // Renewal tells the link to reconnect, so the new certificate is used at once.
     let renewed = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(enroll::renew_loop(link_cfg.clone(), renewed.clone()));

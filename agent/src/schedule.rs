@@ -6,17 +6,22 @@
 //!   interval, so a fleet restarted together does not probe in lock-step.
 //! - Results go to the spool, never straight to the network: a slow or absent collector
 //!   cannot delay a probe.
+//! - Expensive probes (restore readiness reads a whole base backup) resume their schedule
+//!   across restarts: the time of their last run is kept in the spool directory, and a
+//!   restarted agent waits for the rest of the interval instead of reading the backup again.
+//!   The collector keeps the previous result meanwhile (silence waits for twice the interval).
 
 use crate::config::{ProbeConfig, Scheduled};
 use crate::probe::Probe;
 use crate::spool::Spool;
-use backwatch_proto::model::{ProbeResult, check_id};
+use backwatch_proto::model::{ProbeKind, ProbeResult, check_id};
 use backwatch_proto::wire;
 use chrono::Utc;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, broadcast};
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Where results go: the spool, plus a wake-up for the link.
 #[derive(Clone)]
@@ -75,7 +80,14 @@ pub async fn run_once<P: Probe>(probe: &P, interval: Duration, timeout: Duration
 /// Ask probes to run now: the check id, or "" for all.
 pub type Trigger = broadcast::Sender<String>;
 
-pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, trigger: &Trigger) {
+/// Start every probe's task; `state_dir` keeps the last-run stamps of resumed schedules.
+pub fn spawn_all(
+    probes: Vec<Scheduled>,
+    start_jitter: Duration,
+    sink: Sink,
+    trigger: &Trigger,
+    state_dir: &Path,
+) {
     for s in probes {
         let rx = trigger.subscribe();
         let (interval, timeout) = (s.interval, s.timeout);
@@ -88,7 +100,11 @@ pub fn spawn_all(probes: Vec<Scheduled>, start_jitter: Duration, sink: Sink, tri
             ProbeConfig::ArchiveDir(p) => {
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
-            ProbeConfig::Restore(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
+            ProbeConfig::Restore(p) => {
+                let stamp = stamp_path(state_dir, &check_id(ProbeKind::Restore, &p.name));
+                let task = Task::new(p, interval, timeout, sink.clone(), rx).resuming(stamp);
+                task.spawn(start_jitter)
+            }
             ProbeConfig::PgBackRest(p) => {
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
@@ -105,40 +121,90 @@ fn spawn<P: Probe>(
     sink: Sink,
     trigger: broadcast::Receiver<String>,
 ) {
-    let check = check_id(P::KIND, probe.name());
-    let span = info_span!("probe", check = %check);
-    tokio::spawn(
-        run_forever(probe, check, interval, timeout, start_jitter, sink, trigger).instrument(span),
-    );
+    Task::new(probe, interval, timeout, sink, trigger).spawn(start_jitter);
 }
 
-async fn run_forever<P: Probe>(
+/// One probe's schedule.
+struct Task<P> {
     probe: P,
     check: String,
     interval: Duration,
     timeout: Duration,
-    start_jitter: Duration,
     sink: Sink,
-    mut trigger: broadcast::Receiver<String>,
-) {
-    tokio::time::sleep(start_jitter.mul_f64(fastrand::f64())).await;
-    loop {
-        let result = run_once(&probe, interval, timeout).await;
-        match &result.error {
-            Some(e) => {
-                warn!(error = %e, duration_ms = result.duration_ms, "probe could not observe")
-            }
-            None => debug!(duration_ms = result.duration_ms, "probe observed"),
+    trigger: broadcast::Receiver<String>,
+    /// Where the last run's time is kept, for schedules that resume across restarts.
+    stamp: Option<PathBuf>,
+}
+
+impl<P: Probe> Task<P> {
+    fn new(
+        probe: P,
+        interval: Duration,
+        timeout: Duration,
+        sink: Sink,
+        trigger: broadcast::Receiver<String>,
+    ) -> Self {
+        let check = check_id(P::KIND, probe.name());
+        Task {
+            probe,
+            check,
+            interval,
+            timeout,
+            sink,
+            trigger,
+            stamp: None,
         }
-        sink.deliver(&result).await;
-        let next = interval.mul_f64(0.95 + 0.1 * fastrand::f64());
-        let sleep = tokio::time::sleep(next);
+    }
+
+    fn resuming(mut self, stamp: PathBuf) -> Self {
+        self.stamp = Some(stamp);
+        self
+    }
+
+    fn spawn(self, start_jitter: Duration) {
+        let span = info_span!("probe", check = %self.check);
+        tokio::spawn(self.run_forever(start_jitter).instrument(span));
+    }
+
+    async fn run_forever(mut self, start_jitter: Duration) {
+        let jitter = start_jitter.mul_f64(fastrand::f64());
+        let last = self.stamp.as_deref().and_then(read_stamp);
+        let first = first_delay(last, SystemTime::now(), self.interval);
+        if !first.is_zero() {
+            info!(
+                next_in_s = first.as_secs(),
+                "last run was less than an interval ago (before a restart); resuming its schedule"
+            );
+        }
+        self.wait(first + jitter).await;
+        loop {
+            let result = run_once(&self.probe, self.interval, self.timeout).await;
+            match &result.error {
+                Some(e) => {
+                    warn!(error = %e, duration_ms = result.duration_ms, "probe could not observe")
+                }
+                None => debug!(duration_ms = result.duration_ms, "probe observed"),
+            }
+            self.sink.deliver(&result).await;
+            if let Some(path) = &self.stamp
+                && let Err(e) = write_stamp(path, SystemTime::now())
+            {
+                warn!(path = %path.display(), error = %e, "cannot record the time of this run; a restart will run it again");
+            }
+            self.wait(self.interval.mul_f64(0.95 + 0.1 * fastrand::f64()))
+                .await;
+        }
+    }
+
+    /// Sleep `d`, or less when asked to run this probe (or every probe) now.
+    async fn wait(&mut self, d: Duration) {
+        let sleep = tokio::time::sleep(d);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 _ = &mut sleep => break,
-                t = trigger.recv() => match t {
-                    Ok(which) if which.is_empty() || which == check => break,
+                t = self.trigger.recv() => match t {
+                    Ok(which) if which.is_empty() || which == self.check => break,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => {
                         // No more triggers; just keep the schedule.
@@ -148,5 +214,64 @@ async fn run_forever<P: Probe>(
                 },
             }
         }
+    }
+}
+
+/// The stamp file of `check` in `dir`: not a `.pb` or `.tmp` name, so the spool ignores it.
+fn stamp_path(dir: &Path, check: &str) -> PathBuf {
+    dir.join(format!("last-run.{check}"))
+}
+
+fn read_stamp(path: &Path) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let secs: u64 = text.trim().parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn write_stamp(path: &Path, at: SystemTime) -> std::io::Result<()> {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, format!("{secs}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// How long to wait before the first run: the rest of the interval since `last`; nothing
+/// without a stamp, or when the stamp is in the future (a clock set back must not postpone
+/// the check by more than an interval).
+fn first_delay(last: Option<SystemTime>, now: SystemTime, interval: Duration) -> Duration {
+    match last.map(|l| now.duration_since(l)) {
+        Some(Ok(since)) => interval.saturating_sub(since),
+        _ => Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_schedule_waits_for_the_rest_of_its_interval() {
+        let week = Duration::from_secs(7 * 86_400);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(first_delay(None, now, week), Duration::ZERO);
+        assert_eq!(first_delay(Some(now - 2 * day), now, week), 5 * day);
+        assert_eq!(first_delay(Some(now - 8 * day), now, week), Duration::ZERO);
+        assert_eq!(first_delay(Some(now + day), now, week), Duration::ZERO);
+    }
+
+    #[test]
+    fn stamps_round_trip_and_bad_ones_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = stamp_path(dir.path(), "restore.base");
+        assert_eq!(read_stamp(&path), None);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        write_stamp(&path, at).unwrap();
+        assert_eq!(read_stamp(&path), Some(at));
+        std::fs::write(&path, "yesterday").unwrap();
+        assert_eq!(read_stamp(&path), None);
+        assert!(!path.to_string_lossy().ends_with(".pb"));
     }
 }

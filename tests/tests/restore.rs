@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use backwatch_tests::harness::pg::bindir;
-use backwatch_tests::harness::{PgCluster, bin, scene};
+use backwatch_tests::harness::{PgCluster, bin, eventually, scene};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -200,5 +200,46 @@ fn check_verifies_a_streamed_backup_with_its_own_wal() -> Result<()> {
         out.contains(&format!("checksum mismatch for file \"{damaged}\"")),
         "{out}"
     );
+    Ok(())
+}
+
+/// Restore readiness reads a whole base backup: a restarted agent resumes its weekly schedule
+/// instead of verifying again at start, and the collector keeps showing the last verification.
+#[tokio::test]
+async fn a_restarted_agent_does_not_verify_again_within_the_interval() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let root = tempfile::tempdir()?;
+    base_backup(&pg, &root.path().join("base"), "stream")?;
+    let weekly = format!(
+        "[[restore]]\nname = \"base\"\nbackup_dir = \"{}\"\ninterval = \"7d\"\n",
+        root.path().display()
+    );
+    let mut scene = scene("db1", |a| a.toml(&weekly)).await?;
+    let collector = &scene.collector;
+    collector
+        .wait_status("db1", "restore.base", "ok", WAIT)
+        .await;
+    let verified = collector.stored_ids("db1", "restore.base").await?;
+    assert_eq!(verified.len(), 1, "{verified:?}");
+
+    scene.agent.kill();
+    scene.agent.launch()?;
+    eventually(
+        WAIT,
+        "the restarted agent resumes the schedule",
+        async || {
+            let log = scene.agent.log();
+            ensure!(log.contains("resuming its schedule"), "{log}");
+            Ok(())
+        },
+    )
+    .await;
+    // A few seconds later it still has not verified again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = collector.stored_ids("db1", "restore.base").await?;
+    assert_eq!(after, verified, "{}", scene.agent.log());
+    collector
+        .wait_status("db1", "restore.base", "ok", WAIT)
+        .await;
     Ok(())
 }
