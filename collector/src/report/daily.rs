@@ -267,12 +267,9 @@ pub fn build(input: DailyInput) -> DailyReport {
                     let used = rows.latest(|r| r.used_bytes_last);
                     let capacity = rows.latest(|r| r.capacity_bytes);
                     let first = rows.first(|r| r.used_bytes_last);
-                    let used_pct = match (used, capacity) {
-                        (Some(u), Some(c)) if c > 0 => {
-                            Some(super::stats::round_to(100.0 * u as f64 / c as f64, 1))
-                        }
-                        _ => None,
-                    };
+                    let used_pct = used
+                        .zip(capacity)
+                        .and_then(|(u, c)| super::stats::df_pct(u, c));
                     let is_disk = last.kind == "disk";
                     storage.push(StorageLine {
                         host: h.host.clone(),

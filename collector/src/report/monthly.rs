@@ -188,8 +188,7 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
         capacity_bytes: capacity,
         used_pct_last: used_last
             .zip(capacity)
-            .filter(|(_, c)| *c > 0)
-            .map(|(u, c)| round_to(100.0 * u as f64 / c as f64, 1)),
+            .and_then(|(u, c)| super::stats::df_pct(u, c)),
         used_pct_max: rows
             .iter()
             .filter_map(|r| r.used_pct_max)

@@ -69,6 +69,14 @@ pub fn round(v: f64) -> f64 {
 }
 
 /// Round to `digits` decimals.
+/// Percentage used as `df` and the disk check show it: ⌈100 · used / (used + available)⌉,
+/// with `capacity` = used + available. One number for the same filesystem everywhere.
+pub fn df_pct(used: i64, capacity: i64) -> Option<f64> {
+    let used = u64::try_from(used).ok()?;
+    let avail = u64::try_from(capacity).ok()?.checked_sub(used)?;
+    crate::rules::disk::df_used_pct(used, 0, avail).map(f64::from)
+}
+
 pub fn round_to(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
@@ -77,6 +85,15 @@ pub fn round_to(v: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_use_is_shown_as_df_rounds_it() {
+        assert_eq!(df_pct(532, 1000), Some(54.0));
+        assert_eq!(df_pct(750, 1000), Some(75.0));
+        assert_eq!(df_pct(0, 1000), Some(0.0));
+        assert_eq!(df_pct(10, 0), None);
+        assert_eq!(df_pct(-1, 1000), None);
+    }
 
     #[test]
     fn quantiles_are_measured_values() {

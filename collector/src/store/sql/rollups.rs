@@ -68,9 +68,10 @@ pub fn sample(item: &Evaluated) -> Sample {
             let capacity = used + d.avail_bytes;
             s.used = Some(int(used));
             s.capacity = Some(int(capacity));
-            if capacity > 0 {
-                s.used_pct = Some(100.0 * used as f64 / capacity as f64);
-            }
+            // As `df` and the disk check round it, so reports and alerts agree.
+            s.used_pct =
+                crate::rules::disk::df_used_pct(d.total_bytes, d.free_bytes, d.avail_bytes)
+                    .map(f64::from);
         }
         Some(Observation::BackupDir(b)) if b.exists && b.read_error.is_none() => {
             s.used = Some(int(b.total_bytes));
