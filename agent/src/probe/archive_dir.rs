@@ -132,7 +132,7 @@ impl ArchiveDirProbe {
                             if reused {
                                 tracing::debug!(archive = %self.name, "archive directory unchanged; previous listing reused");
                             }
-                            self.describe(&mut obs, listing, facts, now)
+                            self.describe(&mut obs, &listing, facts, now)
                         }
                         Err(e) => obs.read_error = Some(self.unreadable(&e)),
                     }
@@ -171,7 +171,7 @@ impl ArchiveDirProbe {
     fn describe(
         &self,
         obs: &mut ArchiveDirObs,
-        l: scan::Listing,
+        l: &scan::Listing,
         facts: Option<&postgres::Facts>,
         now: SystemTime,
     ) {
@@ -203,7 +203,7 @@ impl ArchiveDirProbe {
             })
             .collect();
 
-        let (seg_size, source) = segment_size(facts, &l);
+        let (seg_size, source) = segment_size(facts, l);
         obs.wal_segment_size_bytes = seg_size;
         obs.segment_size_source = source;
         if self.encrypted {
@@ -228,7 +228,7 @@ impl ArchiveDirProbe {
         };
         obs.timeline = tli;
         obs.timeline_source = (tli > 0).then(|| tli_source.to_string());
-        let path = self.timeline_path(obs, &l, tli, seg_size);
+        let path = self.timeline_path(obs, l, tli, seg_size);
 
         let newest_backup = continuity::newest_backup(&l.backups, &path, seg_size);
         obs.newest_backup = newest_backup.map(|b| backup_history::read(&self.path, &b.name));

@@ -51,7 +51,9 @@ struct Remembered {
     stamp: Stamp,
     day: i64,
     listed_at: SystemTime,
-    listing: Listing,
+    /// Shared with the run that uses it: reuse costs no copy of a listing that may hold a
+    /// million segments.
+    listing: Arc<Listing>,
 }
 
 /// The remembered listing of one probe; clones share it (the probe is cloned into the
@@ -68,7 +70,7 @@ impl Memo {
         meta: &Metadata,
         now: SystemTime,
         max_entries: u64,
-    ) -> io::Result<(Listing, bool)> {
+    ) -> io::Result<(Arc<Listing>, bool)> {
         self.list_within(dir, meta, now, max_entries, FULL_LIST_EVERY)
     }
 
@@ -79,7 +81,7 @@ impl Memo {
         now: SystemTime,
         max_entries: u64,
         full_every: Duration,
-    ) -> io::Result<(Listing, bool)> {
+    ) -> io::Result<(Arc<Listing>, bool)> {
         let stamp = Stamp::of(meta);
         let day = day_number(now);
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,16 +96,16 @@ impl Memo {
                 && r.listing.newer_than_scan == 0
                 && settled(&r.listing, r.listed_at)
             {
-                return Ok((r.listing.clone(), true));
+                return Ok((Arc::clone(&r.listing), true));
             }
         }
         *slot = None;
-        let listing = scan::list(dir, now, max_entries)?;
+        let listing = Arc::new(scan::list(dir, now, max_entries)?);
         *slot = Some(Remembered {
             stamp,
             day,
             listed_at: now,
-            listing: listing.clone(),
+            listing: Arc::clone(&listing),
         });
         Ok((listing, false))
     }

@@ -40,7 +40,7 @@ pub struct BackupEntry {
     pub name: String,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Listing {
     pub entries_scanned: u64,
     pub truncated: bool,
