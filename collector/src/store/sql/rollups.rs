@@ -438,16 +438,17 @@ async fn upsert_all(conn: &mut AnyConnection, rows: &[Rollup]) -> StoreResult<()
 }
 
 /// Fold a newly stored result into its hour and day rollups, inside the caller's
-/// transaction (see the module invariants).
+/// transaction (see the module invariants). `check` and `kind` are the result's, as the
+/// caller already spelled them for the `results` row.
 pub(super) async fn apply(
     conn: &mut AnyConnection,
     backend: Backend,
     host: &str,
+    check: &str,
+    kind: &str,
     item: &Evaluated,
 ) -> StoreResult<()> {
     let s = sample(item);
-    let check = item.result.check_id();
-    let kind = super::write::kind_name(&item.result)?;
     let (hour, day) = (Period::Hour.bucket(s.at), Period::Day.bucket(s.at));
     // Two statements per result in the common case (read both rows, upsert both): this runs
     // for every result ingested, inside its transaction.
@@ -458,7 +459,7 @@ pub(super) async fn apply(
     let (mut hour_row, mut day_row) = (None, None);
     for row in sqlx::query(read)
         .bind(host)
-        .bind(check.as_str())
+        .bind(check)
         .bind(hour)
         .bind(day)
         .fetch_all(&mut *conn)
@@ -477,7 +478,7 @@ pub(super) async fn apply(
         let prev = if row.is_none() {
             sqlx::query(READ_PREVIOUS)
                 .bind(host)
-                .bind(check.as_str())
+                .bind(check)
                 .bind(period.as_str())
                 .bind(bucket)
                 .fetch_optional(&mut *conn)
@@ -489,7 +490,7 @@ pub(super) async fn apply(
         } else {
             None
         };
-        let template = Rollup::empty(host, &check, period, bucket, &kind);
+        let template = Rollup::empty(host, check, period, bucket, kind);
         next.push(fold(row, prev.as_ref(), &s, template));
     }
     upsert_all(conn, &next).await

@@ -58,6 +58,7 @@ pub(super) async fn record_one(
     let result = &item.result;
     let verdict = &item.verdict;
     let check = result.check_id();
+    let kind = kind_name(result)?;
     let measured_at = result.measured_at.timestamp_millis();
     let received_at = item.received_at.timestamp_millis();
     // Order measurements by agent time, but never later than their arrival: one result from
@@ -73,7 +74,7 @@ pub(super) async fn record_one(
         .bind(result.result_id.as_str())
         .bind(host)
         .bind(check.as_str())
-        .bind(kind_name(result)?)
+        .bind(kind.as_str())
         .bind(measured_at)
         .bind(received_at)
         .bind(verdict.status.as_str())
@@ -90,7 +91,7 @@ pub(super) async fn record_one(
         return Ok(Inserted::Duplicate);
     }
     // Reports read hourly and daily rollups, kept in this same transaction.
-    super::rollups::apply(conn, backend, host, item).await?;
+    super::rollups::apply(conn, backend, host, &check, &kind, item).await?;
 
     let prev = read_state(conn, backend, host, &check).await?;
     // The state shows the newest measurement. A result measured before the one the state
