@@ -152,6 +152,9 @@ pub struct HostWritten {
     pub inserted: Vec<Inserted>,
     /// Whether the host is marked silent (the caller clears it: it just spoke).
     pub silent: bool,
+    /// Whether a result changed its check's status (a transition was recorded): the alert
+    /// engine has something to do.
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

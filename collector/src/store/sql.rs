@@ -21,6 +21,8 @@
 mod alerts;
 mod dashboard;
 mod enroll;
+mod group;
+mod multi_row;
 mod outbox;
 mod read;
 mod reports;
@@ -47,7 +49,7 @@ use std::borrow::Cow;
 use std::sync::Once;
 use std::time::Duration;
 use url::sqlite_url;
-use write::{Change, insert_transition, query_error, read_state, record_one};
+use write::{Change, insert_transition, query_error, read_state};
 
 /// What differs between the two databases; everything else is shared SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,11 +136,11 @@ impl Backend {
     fn state_for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => {
-                "SELECT status, summary, since, observed_at, received_at FROM check_state \
+                "SELECT status, summary, received_at FROM check_state \
                  WHERE host = $1 AND check_id = $2"
             }
             Backend::Postgres => {
-                "SELECT status, summary, since, observed_at, received_at FROM check_state \
+                "SELECT status, summary, received_at FROM check_state \
                  WHERE host = $1 AND check_id = $2 FOR UPDATE"
             }
         }
@@ -327,21 +329,7 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let mut out = Vec::with_capacity(writes.len());
-        for w in writes {
-            let mut inserted = Vec::with_capacity(w.items.len());
-            for item in w.items {
-                inserted.push(record_one(&mut tx, self.backend, w.host, item).await?);
-            }
-            let row = sqlx::query(TOUCH_HOST)
-                .bind(w.host)
-                .bind(w.contact.timestamp_millis())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(query_error("touch host"))?;
-            let silent = read::get::<i64>(&row, "silent")? != 0;
-            out.push(HostWritten { inserted, silent });
-        }
+        let out = group::write(&mut tx, self.backend, writes, true).await?;
         tx.commit().await.map_err(query_error("commit group"))?;
         Ok(out)
     }
@@ -351,12 +339,14 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            outcomes.push(record_one(&mut tx, self.backend, host, item).await?);
-        }
+        let write = HostWrite {
+            host,
+            items,
+            contact: Utc::now(), // not recorded: record_results leaves the host alone
+        };
+        let mut out = group::write(&mut tx, self.backend, &[write], false).await?;
         tx.commit().await.map_err(query_error("commit results"))?;
-        Ok(outcomes)
+        Ok(out.pop().map(|w| w.inserted).unwrap_or_default())
     }
 
     async fn set_check_status(

@@ -69,11 +69,13 @@ pub async fn group_commit_writes_each_host_and_its_contact(store: &dyn Store) ->
         [
             HostWritten {
                 inserted: vec![Inserted::Duplicate, Inserted::New],
-                silent: false
+                silent: false,
+                changed: false, // ok, as before
             },
             HostWritten {
                 inserted: vec![Inserted::New],
-                silent: true
+                silent: true,
+                changed: true, // a first result is a transition from nothing
             },
         ]
     );

@@ -105,15 +105,27 @@ async fn main() -> Result<()> {
     let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
     eprintln!("issuing {} agent certificates", a.agents);
     let certs = Certs::fleet(&names)?;
-    let pg;
+    // BENCH_PG_STATS=1: load pg_stat_statements and print where the server's time went.
+    let pg_stats = std::env::var_os("BENCH_PG_STATS").is_some();
+    let mut pg = None;
     let url = if a.store == "postgres" {
-        pg = PgCluster::init()
+        let mut builder = PgCluster::init()
             .archive_mode("off")
+            // The harness turns fsync off for speed; a durability benchmark must not.
+            .setting("fsync", "on")
             .setting("max_connections", "100")
-            .setting("shared_buffers", "256MB")
-            .start()?;
-        pg.create_database("backwatch")?;
-        Some(pg.url_for("backwatch"))
+            .setting("shared_buffers", "256MB");
+        if pg_stats {
+            builder = builder.setting("shared_preload_libraries", "pg_stat_statements");
+        }
+        let cluster = builder.start()?;
+        cluster.create_database("backwatch")?;
+        if pg_stats {
+            cluster.psql_in("backwatch", "CREATE EXTENSION pg_stat_statements")?;
+        }
+        let url = cluster.url_for("backwatch");
+        pg = Some(cluster);
+        Some(url)
     } else {
         None
     };
@@ -233,6 +245,18 @@ async fn main() -> Result<()> {
         alert_ms.last().copied().unwrap_or(0),
         alert_ms.len(),
     );
+    if let (true, Some(pg)) = (pg_stats, &pg) {
+        eprintln!(
+            "{}",
+            pg.psql_in(
+                "backwatch",
+                "SELECT calls, round(total_exec_time)::bigint AS ms, \
+                 round((total_exec_time / calls * 1000)::numeric, 1) AS us_per_call, rows, \
+                 left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"
+            )?
+        );
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 -- Replaces the whole state of one check. The caller has already decided that this result is
 -- the newest measurement and what `since` is, so no condition is needed here.
+-- Sent for many rows at once (multi_row.rs): placeholders only inside VALUES.
 INSERT INTO check_state (
     host, check_id, status, summary, since, observed_at, received_at,
     interval_secs, last_result_id, last_result, details

@@ -4,7 +4,7 @@
 use super::SqlStore;
 use super::outbox::insert_notification;
 use super::read::{get, time};
-use super::rollups::{decode, rollup_columns, upsert};
+use super::rollups::{decode, rollup_columns, upsert_many};
 use super::write::query_error;
 use crate::store::StoreResult;
 use crate::store::alerts::Alert;
@@ -58,9 +58,17 @@ impl ReportStore for SqlStore {
 
     async fn put_rollups(&self, rows: &[Rollup]) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        // One statement cannot upsert a row twice: the last copy of a key wins, as it would
+        // one statement at a time.
+        let mut last = std::collections::BTreeMap::new();
         for r in rows {
-            upsert(&mut tx, r).await?;
+            last.insert(
+                (r.host.as_str(), r.check.as_str(), r.period, r.bucket_start),
+                r,
+            );
         }
+        let rows: Vec<&Rollup> = last.into_values().collect();
+        upsert_many(&mut tx, &rows).await?;
         tx.commit().await.map_err(query_error("commit rollups"))
     }
 

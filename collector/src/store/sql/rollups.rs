@@ -1,6 +1,6 @@
-//! Hourly and daily rollups, maintained inside the transaction that stores a new result
-//! ([`apply`], called from `write::record_one`), so reports read a few rows per check and day
-//! instead of scanning `results`.
+//! Hourly and daily rollups, maintained inside the transaction that stores new results
+//! ([`apply_group`], called from `group::write`), so reports read a few rows per check and
+//! day instead of scanning `results`.
 //!
 //! Invariants:
 //! - [`fold`] is pure: the same row, previous row and sample give the same new row;
@@ -11,12 +11,13 @@
 //!   own last value, or the latest earlier row's when the bucket is new, so the hour
 //!   boundary loses nothing; a decrease (stats reset) adds 0.
 //!
-//! On PostgreSQL the bucket row is read `FOR UPDATE`. Two collectors writing the very first
+//! On PostgreSQL the bucket rows are read `FOR UPDATE`. Two collectors writing the very first
 //! sample of the same bucket at the same instant would both insert; the second upsert wins
 //! and one sample goes uncounted. One agent stream per host makes that practically
 //! impossible, and rollups are statistics, not the record (that is `results`).
 
 use super::Backend;
+use super::multi_row::{AnyQuery, MultiRow};
 use super::read::{get, parse_status};
 use super::write::query_error;
 use crate::status::Status;
@@ -25,7 +26,7 @@ use crate::store::{Evaluated, StoreResult};
 use backwatch_proto::model::{Observation, PendingSource};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The measures of one result that rollups keep.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -255,80 +256,73 @@ macro_rules! rollup_columns {
 }
 pub(super) use rollup_columns;
 
-const UPSERT_HEAD: &str = concat!("INSERT INTO rollups (", rollup_columns!(), ") VALUES ");
-const UPSERT_TAIL: &str = " ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET \
-     kind = excluded.kind, samples = excluded.samples, n_ok = excluded.n_ok, \
-     n_warning = excluded.n_warning, n_critical = excluded.n_critical, \
-     n_unknown = excluded.n_unknown, status_last = excluded.status_last, \
-     first_at = excluded.first_at, last_at = excluded.last_at, \
-     interval_secs = excluded.interval_secs, used_bytes_last = excluded.used_bytes_last, \
-     used_bytes_max = excluded.used_bytes_max, capacity_bytes = excluded.capacity_bytes, \
-     used_pct_max = excluded.used_pct_max, files_last = excluded.files_last, \
-     newest_mtime = excluded.newest_mtime, newest_size_bytes = excluded.newest_size_bytes, \
-     newest_age_secs = excluded.newest_age_secs, new_backups = excluded.new_backups, \
-     duration_secs = excluded.duration_secs, delay_secs_max = excluded.delay_secs_max, \
-     delay_hourly = excluded.delay_hourly, archived_count = excluded.archived_count, \
-     archived_delta = excluded.archived_delta, failed_count = excluded.failed_count, \
-     failed_delta = excluded.failed_delta, segment_bytes = excluded.segment_bytes, \
-     wal_bytes = excluded.wal_bytes";
-/// Columns of one rollup row, i.e. placeholders per row in the upsert.
-const COLUMNS: usize = 32;
-/// `used_pct_max`, the one floating-point column. sqlx's `Any` driver sends a NULL with a
-/// type of its own choosing, and PostgreSQL keeps the parameter type of the first execution
-/// of a cached statement: a NULL first, a float later failed with "incorrect binary data
-/// format". So the value is always bound as a float, with [`NO_PCT`] standing for NULL.
-const USED_PCT_COLUMN: usize = 18;
+/// The upsert of one rollup row, sent for many (`multi_row`).
+static UPSERT: MultiRow = MultiRow::new(include_str!("../queries/upsert_rollup.sql"));
+/// `used_pct_max`'s stand-in for NULL (see `queries/upsert_rollup.sql`).
 const NO_PCT: f64 = -1.0;
 
-/// The upsert of `rows` rows in one statement (`$1..$32`, `$33..$64`, ...). Built once per
-/// row count used (1 and 2); a `'static` string, as sqlx wants without `AssertSqlSafe`.
-fn upsert_sql(rows: usize) -> &'static str {
-    static ONE: LazyLock<String> = LazyLock::new(|| upsert_text(1));
-    static TWO: LazyLock<String> = LazyLock::new(|| upsert_text(2));
-    match rows {
-        1 => ONE.as_str(),
-        _ => TWO.as_str(),
+/// The listed bucket rows. `CROSS JOIN` makes SQLite walk the key list and look each key up
+/// in the primary key, never the other way round; PostgreSQL plans it as an inner join and
+/// locks the rows in key order (its `FOR UPDATE` applies after the sort), the order every
+/// group write takes them in.
+macro_rules! read_buckets {
+    ($tail:literal) => {
+        concat!(
+            "WITH k (k_host, k_check, k_period, k_bucket) AS (VALUES (CAST($1 AS TEXT), \
+             CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT))) SELECT ",
+            rollup_columns!(),
+            " FROM k CROSS JOIN rollups WHERE host = k_host AND check_id = k_check \
+             AND period = k_period AND bucket_start = k_bucket",
+            $tail
+        )
+    };
+}
+static READ_BUCKETS_SQLITE: MultiRow = MultiRow::new(read_buckets!(""));
+static READ_BUCKETS_POSTGRES: MultiRow = MultiRow::new(read_buckets!(
+    " ORDER BY host, check_id, period, bucket_start FOR UPDATE OF rollups"
+));
+/// For each listed key, the latest row of its series (host, check, period) before the key's
+/// bucket: where a new bucket takes its counters on from. Not locked: it is only read.
+static READ_PREVIOUS: MultiRow = MultiRow::new(concat!(
+    "WITH k (k_host, k_check, k_period, k_bucket) AS (VALUES (CAST($1 AS TEXT), \
+     CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT))) SELECT ",
+    rollup_columns!(),
+    " FROM k CROSS JOIN rollups WHERE host = k_host AND check_id = k_check \
+     AND period = k_period AND bucket_start = (SELECT MAX(p.bucket_start) FROM rollups p \
+     WHERE p.host = k_host AND p.check_id = k_check AND p.period = k_period \
+     AND p.bucket_start < k_bucket)"
+));
+
+/// A rollup row's identity; ordered as rows are locked and written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    host: String,
+    check: String,
+    period: Period,
+    bucket: i64,
+}
+
+impl Key {
+    fn of(r: &Rollup) -> Key {
+        Key {
+            host: r.host.clone(),
+            check: r.check.clone(),
+            period: r.period,
+            bucket: r.bucket_start,
+        }
+    }
+
+    fn same_series(&self, other: &Key) -> bool {
+        self.host == other.host && self.check == other.check && self.period == other.period
     }
 }
 
-fn upsert_text(rows: usize) -> String {
-    let tuples: Vec<String> = (0..rows)
-        .map(|r| {
-            let slots: Vec<String> = (1..=COLUMNS)
-                .map(|c| match c {
-                    USED_PCT_COLUMN => format!(
-                        "NULLIF(CAST(${} AS DOUBLE PRECISION), {NO_PCT})",
-                        r * COLUMNS + c
-                    ),
-                    _ => format!("${}", r * COLUMNS + c),
-                })
-                .collect();
-            format!("({})", slots.join(", "))
-        })
-        .collect();
-    format!("{UPSERT_HEAD}{}{UPSERT_TAIL}", tuples.join(", "))
+fn bind_key(q: AnyQuery, k: &Key) -> AnyQuery {
+    q.bind(k.host.clone())
+        .bind(k.check.clone())
+        .bind(k.period.as_str())
+        .bind(k.bucket)
 }
-
-/// The hour and the day row of a check in one round trip ($3: hour bucket, $4: day bucket).
-const READ_BOTH_SQLITE: &str = concat!(
-    "SELECT ",
-    rollup_columns!(),
-    " FROM rollups WHERE host = $1 AND check_id = $2 AND \
-     ((period = 'hour' AND bucket_start = $3) OR (period = 'day' AND bucket_start = $4))"
-);
-const READ_BOTH_POSTGRES: &str = concat!(
-    "SELECT ",
-    rollup_columns!(),
-    " FROM rollups WHERE host = $1 AND check_id = $2 AND \
-     ((period = 'hour' AND bucket_start = $3) OR (period = 'day' AND bucket_start = $4)) \
-     FOR UPDATE"
-);
-const READ_PREVIOUS: &str = concat!(
-    "SELECT ",
-    rollup_columns!(),
-    " FROM rollups WHERE host = $1 AND check_id = $2 AND period = $3 AND bucket_start < $4 \
-     ORDER BY bucket_start DESC LIMIT 1"
-);
 
 fn encode_hourly(v: &[Option<i64>]) -> Option<String> {
     if v.is_empty() {
@@ -388,112 +382,138 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
     })
 }
 
-pub(super) async fn upsert(conn: &mut AnyConnection, r: &Rollup) -> StoreResult<()> {
-    upsert_all(conn, std::slice::from_ref(r)).await
-}
-
-/// Upsert one or two rows in one statement.
-async fn upsert_all(conn: &mut AnyConnection, rows: &[Rollup]) -> StoreResult<()> {
-    debug_assert!(matches!(rows.len(), 1 | 2));
-    let mut q = sqlx::query(upsert_sql(rows.len()));
-    for r in rows {
-        q = q
-            .bind(r.host.as_str())
-            .bind(r.check.as_str())
-            .bind(r.period.as_str())
-            .bind(r.bucket_start)
-            .bind(r.kind.as_str())
-            .bind(r.samples)
-            .bind(r.n_ok)
-            .bind(r.n_warning)
-            .bind(r.n_critical)
-            .bind(r.n_unknown)
-            .bind(r.status_last.as_str())
-            .bind(r.first_at)
-            .bind(r.last_at)
-            .bind(r.interval_secs)
-            .bind(r.used_bytes_last)
-            .bind(r.used_bytes_max)
-            .bind(r.capacity_bytes)
-            .bind(r.used_pct_max.unwrap_or(NO_PCT))
-            .bind(r.files_last)
-            .bind(r.newest_mtime)
-            .bind(r.newest_size_bytes)
-            .bind(r.newest_age_secs)
-            .bind(r.new_backups)
-            .bind(r.duration_secs)
-            .bind(r.delay_secs_max)
-            .bind(encode_hourly(&r.delay_hourly))
-            .bind(r.archived_count)
-            .bind(r.archived_delta)
-            .bind(r.failed_count)
-            .bind(r.failed_delta)
-            .bind(r.segment_bytes)
-            .bind(r.wal_bytes);
-    }
-    q.execute(conn)
+/// Replace `rows` whole, in a few statements; their keys must be distinct (one statement
+/// cannot upsert a row twice).
+pub(super) async fn upsert_many(conn: &mut AnyConnection, rows: &[&Rollup]) -> StoreResult<()> {
+    UPSERT
+        .execute(conn, rows, |q, r| bind_rollup(q, r))
         .await
-        .map_err(query_error("upsert rollup"))?;
-    Ok(())
+        .map_err(query_error("upsert rollups"))
 }
 
-/// Fold a newly stored result into its hour and day rollups, inside the caller's
-/// transaction (see the module invariants). `check` and `kind` are the result's, as the
-/// caller already spelled them for the `results` row.
-pub(super) async fn apply(
+fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
+    q.bind(r.host.clone())
+        .bind(r.check.clone())
+        .bind(r.period.as_str())
+        .bind(r.bucket_start)
+        .bind(r.kind.clone())
+        .bind(r.samples)
+        .bind(r.n_ok)
+        .bind(r.n_warning)
+        .bind(r.n_critical)
+        .bind(r.n_unknown)
+        .bind(r.status_last.as_str())
+        .bind(r.first_at)
+        .bind(r.last_at)
+        .bind(r.interval_secs)
+        .bind(r.used_bytes_last)
+        .bind(r.used_bytes_max)
+        .bind(r.capacity_bytes)
+        .bind(r.used_pct_max.unwrap_or(NO_PCT))
+        .bind(r.files_last)
+        .bind(r.newest_mtime)
+        .bind(r.newest_size_bytes)
+        .bind(r.newest_age_secs)
+        .bind(r.new_backups)
+        .bind(r.duration_secs)
+        .bind(r.delay_secs_max)
+        .bind(encode_hourly(&r.delay_hourly))
+        .bind(r.archived_count)
+        .bind(r.archived_delta)
+        .bind(r.failed_count)
+        .bind(r.failed_delta)
+        .bind(r.segment_bytes)
+        .bind(r.wal_bytes)
+}
+
+/// A newly stored result, as rollups see it.
+pub(super) struct NewResult<'a> {
+    pub(super) host: &'a str,
+    pub(super) check: &'a str,
+    pub(super) kind: &'a str,
+    pub(super) item: &'a Evaluated,
+}
+
+/// Fold a group's newly stored results into their hour and day rollups, inside the caller's
+/// transaction (see the module invariants), in at most three statements per 256 rows: read
+/// the rows of every bucket touched (locked on PostgreSQL), read the row before each bucket
+/// that does not exist yet, write every row that changed. Results are folded in the order
+/// given, exactly as one-by-one writes would have folded them.
+pub(super) async fn apply_group(
     conn: &mut AnyConnection,
     backend: Backend,
-    host: &str,
-    check: &str,
-    kind: &str,
-    item: &Evaluated,
+    news: &[NewResult<'_>],
 ) -> StoreResult<()> {
-    let s = sample(item);
-    let (hour, day) = (Period::Hour.bucket(s.at), Period::Day.bucket(s.at));
-    // Two statements per result in the common case (read both rows, upsert both): this runs
-    // for every result ingested, inside its transaction.
-    let read = match backend {
-        Backend::Sqlite => READ_BOTH_SQLITE,
-        Backend::Postgres => READ_BOTH_POSTGRES,
+    if news.is_empty() {
+        return Ok(());
+    }
+    let samples: Vec<Sample> = news.iter().map(|n| sample(n.item)).collect();
+    let key = |n: &NewResult<'_>, period: Period, at: i64| Key {
+        host: n.host.to_string(),
+        check: n.check.to_string(),
+        period,
+        bucket: period.bucket(at),
     };
-    let (mut hour_row, mut day_row) = (None, None);
-    for row in sqlx::query(read)
-        .bind(host)
-        .bind(check)
-        .bind(hour)
-        .bind(day)
-        .fetch_all(&mut *conn)
+    let mut keys: Vec<Key> = news
+        .iter()
+        .zip(&samples)
+        .flat_map(|(n, s)| [key(n, Period::Hour, s.at), key(n, Period::Day, s.at)])
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let read = match backend {
+        Backend::Sqlite => &READ_BUCKETS_SQLITE,
+        Backend::Postgres => &READ_BUCKETS_POSTGRES,
+    };
+    // Every row read, and later every row folded: a bucket's row, or the row a new bucket
+    // takes its counters on from (the latest of its series before it).
+    let mut known: BTreeMap<Key, Rollup> = BTreeMap::new();
+    for row in read
+        .fetch_keys(conn, &keys, bind_key)
         .await
         .map_err(query_error("read rollups"))?
     {
         let r = decode(&row)?;
-        match r.period {
-            Period::Hour => hour_row = Some(r),
-            Period::Day => day_row = Some(r),
+        known.insert(Key::of(&r), r);
+    }
+    // Once an hour and once a day per check, a bucket is new.
+    let missing: Vec<Key> = keys
+        .into_iter()
+        .filter(|k| !known.contains_key(k))
+        .collect();
+    if !missing.is_empty() {
+        for row in READ_PREVIOUS
+            .fetch_keys(conn, &missing, bind_key)
+            .await
+            .map_err(query_error("read previous rollups"))?
+        {
+            let r = decode(&row)?;
+            known.insert(Key::of(&r), r);
         }
     }
-    let mut next = Vec::with_capacity(2);
-    for (period, bucket, row) in [(Period::Hour, hour, hour_row), (Period::Day, day, day_row)] {
-        // A new bucket (once an hour, once a day) takes counters on from the row before it.
-        let prev = if row.is_none() {
-            sqlx::query(READ_PREVIOUS)
-                .bind(host)
-                .bind(check)
-                .bind(period.as_str())
-                .bind(bucket)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(query_error("read previous rollup"))?
-                .as_ref()
-                .map(decode)
-                .transpose()?
-        } else {
-            None
-        };
-        let template = Rollup::empty(host, check, period, bucket, kind);
-        next.push(fold(row, prev.as_ref(), &s, template));
+    let mut changed = BTreeSet::new();
+    for (n, s) in news.iter().zip(&samples) {
+        for period in [Period::Hour, Period::Day] {
+            let k = key(n, period, s.at);
+            let row = known.remove(&k);
+            // The series' latest row before this bucket: read above, or folded earlier in
+            // this group (a replay that crosses an hour).
+            let prev = match row {
+                None => known
+                    .range(..&k)
+                    .next_back()
+                    .filter(|(p, _)| p.same_series(&k))
+                    .map(|(_, r)| r),
+                Some(_) => None,
+            };
+            let template = Rollup::empty(n.host, n.check, period, k.bucket, n.kind);
+            let next = fold(row, prev, s, template);
+            known.insert(k.clone(), next);
+            changed.insert(k);
+        }
     }
-    upsert_all(conn, &next).await
+    let rows: Vec<&Rollup> = changed.iter().filter_map(|k| known.get(k)).collect();
+    upsert_many(conn, &rows).await
 }
 
 #[cfg(test)]

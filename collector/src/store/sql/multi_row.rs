@@ -1,0 +1,226 @@
+//! Multi-row statements: one `VALUES (…), (…), …` statement for many rows, so the number of
+//! statements a group write runs does not grow with the number of results in it.
+//!
+//! Invariants:
+//! - a statement is written for one row (`… VALUES ($1, …, $k) …`, as the files in
+//!   `queries/` are) and sent for many: its first `VALUES (…)` tuple is repeated with the
+//!   placeholders renumbered (`$1` of the second row is `$k+1`), whatever else the tuple holds
+//!   (casts stay); the rest of the statement holds no placeholders;
+//! - a statement takes a power-of-two number of rows, at most [`MAX_ROWS`]; `n` rows go as
+//!   the binary decomposition of `n` ([`chunks`]), largest first. So each statement has at
+//!   most 9 spellings, each prepared once per connection and kept in sqlx's statement cache,
+//!   and `n` rows cost at most `8 + n / 256` statements;
+//! - key lists for reads ([`MultiRow::fetch_keys`]) are padded up to a power of two with their
+//!   last key instead, one statement per 256 keys; callers drop the repeated rows;
+//! - the texts are built once and live for the process (sqlx takes a `&'static str` as safe
+//!   SQL without `AssertSqlSafe`); the widest (rollups: 32 columns × 256 rows) stays far
+//!   below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+//!
+//! Why `VALUES` lists rather than arrays (`UNNEST($1::text[], …)`) or one JSON parameter: sqlx's
+//! `Any` driver binds no arrays, and the same plain SQL then serves both backends.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
+use std::sync::OnceLock;
+
+/// Most rows in one statement.
+pub(super) const MAX_ROWS: usize = 256;
+/// Spellings per statement: 1, 2, 4, …, 256 rows.
+const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+
+pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
+
+/// A one-row statement sent for many rows (see the module invariants).
+pub(super) struct MultiRow {
+    template: &'static str,
+    texts: [OnceLock<String>; SIZES],
+}
+
+impl MultiRow {
+    pub(super) const fn new(template: &'static str) -> Self {
+        MultiRow {
+            template,
+            texts: [const { OnceLock::new() }; SIZES],
+        }
+    }
+
+    /// The statement for `rows` rows; `rows` is a power of two up to [`MAX_ROWS`].
+    pub(super) fn sql(&'static self, rows: usize) -> &'static str {
+        debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS);
+        let index = (rows.trailing_zeros() as usize).min(SIZES - 1);
+        self.texts[index].get_or_init(|| repeat_tuple(self.template, 1 << index))
+    }
+
+    /// Runs the statement over `rows` in as few statements as [`chunks`] allows, binding each
+    /// row with `bind`, and returns what the statements returned (`RETURNING`), in order.
+    pub(super) async fn fetch<T>(
+        &'static self,
+        conn: &mut AnyConnection,
+        rows: &[T],
+        bind: impl Fn(AnyQuery, &T) -> AnyQuery,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for size in chunks(rows.len()) {
+            let mut query = sqlx::query(self.sql(size));
+            for row in &rows[start..start + size] {
+                query = bind(query, row);
+            }
+            start += size;
+            out.extend(query.fetch_all(&mut *conn).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`MultiRow::fetch`] for statements that return nothing.
+    pub(super) async fn execute<T>(
+        &'static self,
+        conn: &mut AnyConnection,
+        rows: &[T],
+        bind: impl Fn(AnyQuery, &T) -> AnyQuery,
+    ) -> Result<(), sqlx::Error> {
+        let mut start = 0;
+        for size in chunks(rows.len()) {
+            let mut query = sqlx::query(self.sql(size));
+            for row in &rows[start..start + size] {
+                query = bind(query, row);
+            }
+            start += size;
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// A read over a list of keys: one statement per [`MAX_ROWS`] keys, the last list padded
+    /// with its last key (a key repeated finds the same rows again: callers keep one copy).
+    pub(super) async fn fetch_keys<T>(
+        &'static self,
+        conn: &mut AnyConnection,
+        keys: &[T],
+        bind: impl Fn(AnyQuery, &T) -> AnyQuery,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut out = Vec::new();
+        for part in keys.chunks(MAX_ROWS) {
+            let size = part.len().next_power_of_two();
+            let mut query = sqlx::query(self.sql(size));
+            for i in 0..size {
+                query = bind(query, &part[i.min(part.len() - 1)]);
+            }
+            out.extend(query.fetch_all(&mut *conn).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// `template` with its first `VALUES (…)` tuple repeated `rows` times, placeholders renumbered.
+fn repeat_tuple(template: &str, rows: usize) -> String {
+    let open = template
+        .find("VALUES (")
+        .map(|i| i + "VALUES ".len())
+        .expect("a multi-row template has a VALUES tuple");
+    let mut depth = 0i32;
+    let close = template[open..]
+        .char_indices()
+        .find_map(|(i, c)| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            (depth == 0).then_some(open + i + 1)
+        })
+        .expect("the VALUES tuple is closed");
+    let tuple = &template[open..close];
+    let columns = placeholders(tuple).max().unwrap_or(0);
+    let mut out = String::with_capacity(template.len() + rows * (tuple.len() + 8));
+    out.push_str(&template[..open]);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        let mut rest = tuple;
+        while let Some(dollar) = rest.find('$') {
+            out.push_str(&rest[..dollar]);
+            let after = &rest[dollar + 1..];
+            let digits = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let n: usize = after[..digits].parse().unwrap_or(0);
+            out.push_str(&format!("${}", n + row * columns));
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+    }
+    out.push_str(&template[close..]);
+    out
+}
+
+/// The numbers of the `$n` placeholders in `text`.
+fn placeholders(text: &str) -> impl Iterator<Item = usize> + '_ {
+    text.split('$').skip(1).filter_map(|part| {
+        let digits = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        part[..digits].parse().ok()
+    })
+}
+
+/// Statement sizes that together take `n` rows: as many [`MAX_ROWS`] as fit, then the binary
+/// digits of the rest, largest first.
+pub(super) fn chunks(n: usize) -> impl Iterator<Item = usize> {
+    let full = n / MAX_ROWS;
+    let rest = n % MAX_ROWS;
+    let digits = (0..SIZES)
+        .rev()
+        .map(|bit| 1usize << bit)
+        .filter(move |size| rest & size != 0);
+    std::iter::repeat_n(MAX_ROWS, full).chain(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_add_up_and_are_powers_of_two() {
+        for n in [0, 1, 2, 3, 7, 255, 256, 257, 1000, 2000] {
+            let sizes: Vec<usize> = chunks(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS));
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
+        }
+        assert_eq!(chunks(300).collect::<Vec<_>>(), [256, 32, 8, 4]);
+        assert_eq!(chunks(0).count(), 0);
+    }
+
+    static PAIR: MultiRow = MultiRow::new(
+        "INSERT INTO t (a, b) VALUES ($1, NULLIF(CAST($2 AS REAL), -1)) ON CONFLICT DO NOTHING",
+    );
+
+    #[test]
+    fn placeholders_run_on_from_row_to_row_and_casts_stay() {
+        assert_eq!(
+            PAIR.sql(1),
+            "INSERT INTO t (a, b) VALUES ($1, NULLIF(CAST($2 AS REAL), -1)) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            PAIR.sql(2),
+            "INSERT INTO t (a, b) VALUES ($1, NULLIF(CAST($2 AS REAL), -1)), \
+             ($3, NULLIF(CAST($4 AS REAL), -1)) ON CONFLICT DO NOTHING"
+        );
+        assert!(
+            PAIR.sql(256)
+                .ends_with("($511, NULLIF(CAST($512 AS REAL), -1)) ON CONFLICT DO NOTHING")
+        );
+    }
+
+    #[test]
+    fn a_query_file_is_its_own_one_row_form() {
+        let file = include_str!("../queries/insert_result.sql");
+        assert_eq!(repeat_tuple(file, 1), file);
+        let two = repeat_tuple(file, 2);
+        assert!(two.contains("$12), ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"));
+        assert_eq!(placeholders(&two).max(), Some(24));
+    }
+}
