@@ -109,16 +109,20 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// What the tests log: Backwatch's own debug lines, which tests read (spooled ids, ...).
+const TEST_LOG: &str = "info,backwatch_agent=debug,backwatch_collector=debug";
+
 fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    spawn_logged_at(cmd, log, TEST_LOG)
+}
+
+fn spawn_logged_at(cmd: &mut Command, log: &Path, filter: &str) -> anyhow::Result<Child> {
     let err = File::create(log)?;
     let out = err.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
-        .env(
-            "RUST_LOG",
-            "info,backwatch_agent=debug,backwatch_collector=debug",
-        );
+        .env("RUST_LOG", filter);
     cmd.spawn()
         .with_context(|| format!("starting {:?}", cmd.get_program()))
 }
@@ -133,6 +137,7 @@ pub struct CollectorBuilder<'a> {
     certs: &'a Certs,
     store_url: Option<String>,
     extra: String,
+    log_filter: String,
 }
 
 pub struct Collector {
@@ -142,6 +147,7 @@ pub struct Collector {
     pub grpc_port: u16,
     pub http_port: u16,
     http: reqwest::Client,
+    log_filter: String,
 }
 
 impl Collector {
@@ -151,6 +157,7 @@ impl Collector {
             certs,
             store_url: None,
             extra: String::new(),
+            log_filter: TEST_LOG.into(),
         }
     }
 
@@ -165,6 +172,7 @@ impl Collector {
             certs,
             store_url: Some(url.to_string()),
             extra: String::new(),
+            log_filter: TEST_LOG.into(),
         }
     }
 }
@@ -174,6 +182,12 @@ impl CollectorBuilder<'_> {
     pub fn toml(mut self, extra: &str) -> Self {
         self.extra.push_str(extra);
         self.extra.push('\n');
+        self
+    }
+
+    /// The collector's `RUST_LOG` (tests: debug; benchmarks: what production runs with).
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.into();
         self
     }
 
@@ -202,6 +216,7 @@ impl CollectorBuilder<'_> {
             grpc_port,
             http_port,
             http: http_client(),
+            log_filter: self.log_filter,
         };
         c.launch().await?;
         Ok(c)
@@ -213,12 +228,13 @@ impl Collector {
         let log = self.dir.path().join("collector.log");
         // Append across restarts so the whole story is in one file.
         let prior = std::fs::read_to_string(&log).unwrap_or_default();
-        let child = spawn_logged(
+        let child = spawn_logged_at(
             Command::new(bin("backwatch-collector"))
                 .arg("run")
                 .arg("--config")
                 .arg(&self.config),
             &log,
+            &self.log_filter,
         )?;
         if !prior.is_empty() {
             std::fs::write(self.dir.path().join("collector.log.previous"), prior)?;
