@@ -32,6 +32,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+mod previous;
+use previous::{Known, Pending, Previous};
+
 /// Most results the agent may send in one batch (told to it in Welcome).
 pub const MAX_BATCH: usize = 500;
 
@@ -152,6 +155,7 @@ impl Ingest for IngestService {
             tx,
             seq: 0,
             greeted: false,
+            known: Known::default(),
             _slot: slot,
         };
         let span = info_span!("stream", agent = %host, peer = %peer);
@@ -171,6 +175,8 @@ struct Session {
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     seq: u64,
     greeted: bool,
+    /// The previous state of every check this stream has seen (see `previous`).
+    known: Known,
     _slot: StreamSlot,
 }
 
@@ -320,12 +326,10 @@ impl Session {
         let limits = self.thresholds.for_host(&self.host);
         let mut ack = Ack::default();
         let mut evaluated = Vec::with_capacity(batch.results.len());
-        // A status differing from the one before it; may over-report (a late replay the store
-        // keeps out of the state), which costs one idle engine round.
-        let mut changed = false;
-        // Previous result per check: from earlier in this batch, else from the store.
-        let mut prev: HashMap<String, (Option<crate::status::Status>, Option<ProbeResult>)> =
-            HashMap::new();
+        let mut pending = Vec::with_capacity(batch.results.len());
+        // Each check's previous state as this batch goes on; the session's copy changes
+        // only once the store has kept the batch.
+        let mut working: HashMap<String, Previous> = HashMap::new();
         for wire in batch.results {
             let id = wire.result_id.clone();
             let result = match ProbeResult::try_from(wire) {
@@ -336,22 +340,21 @@ impl Session {
                 }
             };
             let check = result.check_id();
-            if !prev.contains_key(&check) {
-                let state = self
-                    .store
-                    .check_state(&self.host, &check)
-                    .await
-                    .map_err(store_unavailable)?;
-                let entry = state.map_or((None, None), |s| (Some(s.status), s.last_result));
-                prev.insert(check.clone(), entry);
+            if !working.contains_key(&check) {
+                let prev = self.previous(&check).await?;
+                working.insert(check.clone(), prev);
             }
-            let (prev_status, prev_result) = &prev[&check];
+            let prev = working.get_mut(&check).expect("inserted above");
             let mut verdict: Verdict =
-                rules::evaluate(&result, *prev_status, prev_result.as_ref(), &limits);
+                rules::evaluate(&result, prev.status, prev.result.as_ref(), &limits);
             flag_clock_ahead(&mut verdict, &result, received_at);
             debug!(check = %check, status = %verdict.status, "result judged");
-            changed |= *prev_status != Some(verdict.status);
-            prev.insert(check, (Some(verdict.status), Some(result.clone())));
+            prev.apply(verdict.status, &result, received_at);
+            pending.push(Pending {
+                check,
+                status: verdict.status,
+                result: result.clone(),
+            });
             evaluated.push(Evaluated {
                 result,
                 received_at,
@@ -363,19 +366,39 @@ impl Session {
                 .iter()
                 .map(|e| e.result.result_id.clone())
                 .collect();
-            let written = self
-                .writer
-                .write(&self.host, evaluated, received_at)
-                .await
-                .map_err(store_unavailable)?;
+            let written = match self.writer.write(&self.host, evaluated, received_at).await {
+                Ok(w) => w,
+                Err(e) => {
+                    // The agent replays this batch; whether any of it landed is unknown.
+                    self.known.clear();
+                    return Err(store_unavailable(e));
+                }
+            };
+            self.known.stored(pending, &written.inserted, received_at);
             crate::api::metrics::COLLECTOR.ingested(ids.len());
-            if changed {
+            if written.changed {
                 self.changed.notify_one();
             }
             self.clear_silent(written.silent).await?;
             ack.result_ids = ids;
         }
         Ok(ack)
+    }
+
+    /// A check's previous state: what this stream last stored, else (first time the stream
+    /// sees the check) what the store holds.
+    async fn previous(&mut self, check: &str) -> Result<Previous, Status> {
+        if let Some(p) = self.known.get(check) {
+            return Ok(p.clone());
+        }
+        let state = self
+            .store
+            .check_state(&self.host, check)
+            .await
+            .map_err(store_unavailable)?;
+        let prev = Previous::from_state(state);
+        self.known.insert(check.to_string(), prev.clone());
+        Ok(prev)
     }
 }
 
