@@ -35,20 +35,22 @@ static INSERT_TRANSITIONS: MultiRow =
     MultiRow::new(include_str!("../queries/insert_transition.sql"));
 static TOUCH_HOSTS: MultiRow = MultiRow::new(include_str!("../queries/touch_host.sql"));
 
-/// The states of the listed checks; see `rollups` for why `CROSS JOIN` and the lock order.
-macro_rules! read_states {
-    ($tail:literal) => {
-        concat!(
-            "WITH k (k_host, k_check) AS (VALUES (CAST($1 AS TEXT), CAST($2 AS TEXT))) \
-             SELECT host, check_id, status, since, observed_at FROM k CROSS JOIN check_state \
-             WHERE host = k_host AND check_id = k_check",
-            $tail
-        )
+/// The states of the listed checks, each looked up by its primary key; see `rollups` for why
+/// `CROSS JOIN` on SQLite and `LATERAL` (locking in key order) on PostgreSQL.
+macro_rules! state_keys {
+    () => {
+        "WITH k (k_host, k_check) AS (VALUES (CAST($1 AS TEXT), CAST($2 AS TEXT))) "
     };
 }
-static READ_STATES_SQLITE: MultiRow = MultiRow::new(read_states!(""));
-static READ_STATES_POSTGRES: MultiRow = MultiRow::new(read_states!(
-    " ORDER BY host, check_id FOR UPDATE OF check_state"
+static READ_STATES_SQLITE: MultiRow = MultiRow::new(concat!(
+    state_keys!(),
+    "SELECT host, check_id, status, since, observed_at FROM k CROSS JOIN check_state \
+     WHERE host = k_host AND check_id = k_check"
+));
+static READ_STATES_POSTGRES: MultiRow = MultiRow::new(concat!(
+    state_keys!(),
+    "SELECT s.* FROM k CROSS JOIN LATERAL (SELECT host, check_id, status, since, observed_at \
+     FROM check_state WHERE host = k_host AND check_id = k_check FOR UPDATE) s"
 ));
 
 /// One result of the group, as first seen (later copies of its id are duplicates).

@@ -10,6 +10,12 @@
 //!   the binary decomposition of `n` ([`chunks`]), largest first. So each statement has at
 //!   most 9 spellings, each prepared once per connection and kept in sqlx's statement cache,
 //!   and `n` rows cost at most `8 + n / 256` statements;
+//! - on SQLite a statement carries at most [`SQLITE_MAX_PARAMS`] parameters (fewer rows for
+//!   wide tables): binding parameter `i` makes SQLite look its name up in a list of all the
+//!   statement's parameter names (`sqlite3_bind_parameter_name`, which sqlx calls for
+//!   every `$n`), so binding a statement costs the square of its parameters. 8,192
+//!   parameters (256 rollup rows) took tens of milliseconds of CPU per statement, most of
+//!   the collector's time under load; a few hundred cost nothing next to the statement;
 //! - key lists for reads ([`MultiRow::fetch_keys`]) are padded up to a power of two with their
 //!   last key instead, one statement per 256 keys; callers drop the repeated rows;
 //! - the texts are built once and live for the process (sqlx takes a `&'static str` as safe
@@ -28,6 +34,8 @@ use std::sync::OnceLock;
 pub(super) const MAX_ROWS: usize = 256;
 /// Spellings per statement: 1, 2, 4, …, 256 rows.
 const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+/// Most parameters in one SQLite statement (see the module invariants).
+const SQLITE_MAX_PARAMS: usize = 256;
 
 pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
 
@@ -52,6 +60,23 @@ impl MultiRow {
         self.texts[index].get_or_init(|| repeat_tuple(self.template, 1 << index))
     }
 
+    /// Most rows in one statement on `conn`'s database: a power of two.
+    fn max_rows(&self, conn: &AnyConnection) -> usize {
+        if !conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            return MAX_ROWS;
+        }
+        let columns = self.columns().max(1);
+        let fit = (SQLITE_MAX_PARAMS / columns).clamp(1, MAX_ROWS);
+        // The largest power of two not above `fit`.
+        1 << fit.ilog2()
+    }
+
+    /// Placeholders per row.
+    fn columns(&self) -> usize {
+        let (open, close) = tuple_span(self.template);
+        placeholders(&self.template[open..close]).max().unwrap_or(0)
+    }
+
     /// Runs the statement over `rows` in as few statements as [`chunks`] allows, binding each
     /// row with `bind`, and returns what the statements returned (`RETURNING`), in order.
     pub(super) async fn fetch<T>(
@@ -62,7 +87,7 @@ impl MultiRow {
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut out = Vec::new();
         let mut start = 0;
-        for size in chunks(rows.len()) {
+        for size in chunks(rows.len(), self.max_rows(conn)) {
             let mut query = sqlx::query(self.sql(size));
             for row in &rows[start..start + size] {
                 query = bind(query, row);
@@ -81,7 +106,7 @@ impl MultiRow {
         bind: impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> Result<(), sqlx::Error> {
         let mut start = 0;
-        for size in chunks(rows.len()) {
+        for size in chunks(rows.len(), self.max_rows(conn)) {
             let mut query = sqlx::query(self.sql(size));
             for row in &rows[start..start + size] {
                 query = bind(query, row);
@@ -92,8 +117,9 @@ impl MultiRow {
         Ok(())
     }
 
-    /// A read over a list of keys: one statement per [`MAX_ROWS`] keys, the last list padded
-    /// with its last key (a key repeated finds the same rows again: callers keep one copy).
+    /// A read over a list of keys: one statement per [`MAX_ROWS`] keys (fewer on SQLite), the
+    /// last list padded with its last key (a key repeated finds the same rows again: callers
+    /// keep one copy).
     pub(super) async fn fetch_keys<T>(
         &'static self,
         conn: &mut AnyConnection,
@@ -101,7 +127,7 @@ impl MultiRow {
         bind: impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut out = Vec::new();
-        for part in keys.chunks(MAX_ROWS) {
+        for part in keys.chunks(self.max_rows(conn)) {
             let size = part.len().next_power_of_two();
             let mut query = sqlx::query(self.sql(size));
             for i in 0..size {
@@ -113,8 +139,9 @@ impl MultiRow {
     }
 }
 
-/// `template` with its first `VALUES (…)` tuple repeated `rows` times, placeholders renumbered.
-fn repeat_tuple(template: &str, rows: usize) -> String {
+/// Where the first `VALUES (…)` tuple of `template` starts and ends (byte offsets, the
+/// parentheses included).
+fn tuple_span(template: &str) -> (usize, usize) {
     let open = template
         .find("VALUES (")
         .map(|i| i + "VALUES ".len())
@@ -131,6 +158,12 @@ fn repeat_tuple(template: &str, rows: usize) -> String {
             (depth == 0).then_some(open + i + 1)
         })
         .expect("the VALUES tuple is closed");
+    (open, close)
+}
+
+/// `template` with its first `VALUES (…)` tuple repeated `rows` times, placeholders renumbered.
+fn repeat_tuple(template: &str, rows: usize) -> String {
+    let (open, close) = tuple_span(template);
     let tuple = &template[open..close];
     let columns = placeholders(tuple).max().unwrap_or(0);
     let mut out = String::with_capacity(template.len() + rows * (tuple.len() + 8));
@@ -166,16 +199,17 @@ fn placeholders(text: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// Statement sizes that together take `n` rows: as many [`MAX_ROWS`] as fit, then the binary
-/// digits of the rest, largest first.
-pub(super) fn chunks(n: usize) -> impl Iterator<Item = usize> {
-    let full = n / MAX_ROWS;
-    let rest = n % MAX_ROWS;
+/// Statement sizes that together take `n` rows: as many `max` (a power of two up to
+/// [`MAX_ROWS`]) as fit, then the binary digits of the rest, largest first.
+pub(super) fn chunks(n: usize, max: usize) -> impl Iterator<Item = usize> {
+    debug_assert!(max.is_power_of_two() && max <= MAX_ROWS);
+    let full = n / max;
+    let rest = n % max;
     let digits = (0..SIZES)
         .rev()
         .map(|bit| 1usize << bit)
         .filter(move |size| rest & size != 0);
-    std::iter::repeat_n(MAX_ROWS, full).chain(digits)
+    std::iter::repeat_n(max, full).chain(digits)
 }
 
 #[cfg(test)]
@@ -184,14 +218,17 @@ mod tests {
 
     #[test]
     fn chunks_add_up_and_are_powers_of_two() {
-        for n in [0, 1, 2, 3, 7, 255, 256, 257, 1000, 2000] {
-            let sizes: Vec<usize> = chunks(n).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_ROWS));
-            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
+        for max in [1, 16, MAX_ROWS] {
+            for n in [0, 1, 2, 3, 7, 255, 256, 257, 1000, 2000] {
+                let sizes: Vec<usize> = chunks(n, max).collect();
+                assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+                assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= max));
+                assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
+            }
         }
-        assert_eq!(chunks(300).collect::<Vec<_>>(), [256, 32, 8, 4]);
-        assert_eq!(chunks(0).count(), 0);
+        assert_eq!(chunks(300, MAX_ROWS).collect::<Vec<_>>(), [256, 32, 8, 4]);
+        assert_eq!(chunks(40, 16).collect::<Vec<_>>(), [16, 16, 8]);
+        assert_eq!(chunks(0, MAX_ROWS).count(), 0);
     }
 
     static PAIR: MultiRow = MultiRow::new(
@@ -213,6 +250,13 @@ mod tests {
             PAIR.sql(256)
                 .ends_with("($511, NULLIF(CAST($512 AS REAL), -1)) ON CONFLICT DO NOTHING")
         );
+    }
+
+    #[test]
+    fn a_row_has_as_many_columns_as_its_tuple_has_placeholders() {
+        assert_eq!(PAIR.columns(), 2);
+        static ROLLUP: MultiRow = MultiRow::new(include_str!("../queries/upsert_rollup.sql"));
+        assert_eq!(ROLLUP.columns(), 32);
     }
 
     #[test]

@@ -261,36 +261,51 @@ static UPSERT: MultiRow = MultiRow::new(include_str!("../queries/upsert_rollup.s
 /// `used_pct_max`'s stand-in for NULL (see `queries/upsert_rollup.sql`).
 const NO_PCT: f64 = -1.0;
 
-/// The listed bucket rows. `CROSS JOIN` makes SQLite walk the key list and look each key up
-/// in the primary key, never the other way round; PostgreSQL plans it as an inner join and
-/// locks the rows in key order (its `FOR UPDATE` applies after the sort), the order every
-/// group write takes them in.
-macro_rules! read_buckets {
-    ($tail:literal) => {
-        concat!(
-            "WITH k (k_host, k_check, k_period, k_bucket) AS (VALUES (CAST($1 AS TEXT), \
-             CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT))) SELECT ",
-            rollup_columns!(),
-            " FROM k CROSS JOIN rollups WHERE host = k_host AND check_id = k_check \
-             AND period = k_period AND bucket_start = k_bucket",
-            $tail
-        )
+/// The key list every read below walks: one `VALUES` row per key, repeated by `multi_row`.
+macro_rules! rollup_keys {
+    () => {
+        "WITH k (k_host, k_check, k_period, k_bucket) AS (VALUES (CAST($1 AS TEXT), \
+         CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT))) "
     };
 }
-static READ_BUCKETS_SQLITE: MultiRow = MultiRow::new(read_buckets!(""));
-static READ_BUCKETS_POSTGRES: MultiRow = MultiRow::new(read_buckets!(
-    " ORDER BY host, check_id, period, bucket_start FOR UPDATE OF rollups"
+
+/// The listed bucket rows, each looked up by its primary key, whatever the table's size.
+/// SQLite: `CROSS JOIN` makes it walk the key list and look each key up, never the other way
+/// round. PostgreSQL would hash-join a long key list against a scan of the whole table (and
+/// its dead row versions: these rows are rewritten all day), so each key is a `LATERAL`
+/// index lookup that locks its row; the keys come sorted, so rows are locked in key order,
+/// the order every group write takes them in.
+static READ_BUCKETS_SQLITE: MultiRow = MultiRow::new(concat!(
+    rollup_keys!(),
+    "SELECT ",
+    rollup_columns!(),
+    " FROM k CROSS JOIN rollups WHERE host = k_host AND check_id = k_check \
+     AND period = k_period AND bucket_start = k_bucket"
+));
+static READ_BUCKETS_POSTGRES: MultiRow = MultiRow::new(concat!(
+    rollup_keys!(),
+    "SELECT r.* FROM k CROSS JOIN LATERAL (SELECT ",
+    rollup_columns!(),
+    " FROM rollups WHERE host = k_host AND check_id = k_check \
+     AND period = k_period AND bucket_start = k_bucket FOR UPDATE) r"
 ));
 /// For each listed key, the latest row of its series (host, check, period) before the key's
 /// bucket: where a new bucket takes its counters on from. Not locked: it is only read.
-static READ_PREVIOUS: MultiRow = MultiRow::new(concat!(
-    "WITH k (k_host, k_check, k_period, k_bucket) AS (VALUES (CAST($1 AS TEXT), \
-     CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT))) SELECT ",
+static READ_PREVIOUS_SQLITE: MultiRow = MultiRow::new(concat!(
+    rollup_keys!(),
+    "SELECT ",
     rollup_columns!(),
     " FROM k CROSS JOIN rollups WHERE host = k_host AND check_id = k_check \
      AND period = k_period AND bucket_start = (SELECT MAX(p.bucket_start) FROM rollups p \
      WHERE p.host = k_host AND p.check_id = k_check AND p.period = k_period \
      AND p.bucket_start < k_bucket)"
+));
+static READ_PREVIOUS_POSTGRES: MultiRow = MultiRow::new(concat!(
+    rollup_keys!(),
+    "SELECT r.* FROM k CROSS JOIN LATERAL (SELECT ",
+    rollup_columns!(),
+    " FROM rollups WHERE host = k_host AND check_id = k_check AND period = k_period \
+     AND bucket_start < k_bucket ORDER BY bucket_start DESC LIMIT 1) r"
 ));
 
 /// A rollup row's identity; ordered as rows are locked and written.
@@ -482,7 +497,11 @@ pub(super) async fn apply_group(
         .filter(|k| !known.contains_key(k))
         .collect();
     if !missing.is_empty() {
-        for row in READ_PREVIOUS
+        let previous = match backend {
+            Backend::Sqlite => &READ_PREVIOUS_SQLITE,
+            Backend::Postgres => &READ_PREVIOUS_POSTGRES,
+        };
+        for row in previous
             .fetch_keys(conn, &missing, bind_key)
             .await
             .map_err(query_error("read previous rollups"))?
