@@ -16,10 +16,10 @@
 //!
 //! The cache follows the store's rule for the order of results (`store::sql::group`): a
 //! result counts when it is new and not measured before the one the check already holds,
-//! with `min(measured_at, received_at)` as its time.
+//! by [`ordered_at`].
 
 use crate::status::Status;
-use crate::store::{CheckState, Inserted};
+use crate::store::{CheckState, Inserted, ordered_at};
 use backwatch_proto::model::ProbeResult;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -59,15 +59,6 @@ impl Previous {
         self.result = Some(result.clone());
         self.ordered_at = Some(at);
     }
-}
-
-/// A result's place in its check's order: the agent's measurement time, but never later than
-/// its arrival (an agent clock ahead must not freeze the state).
-fn ordered_at(result: &ProbeResult, received_at: DateTime<Utc>) -> i64 {
-    result
-        .measured_at
-        .timestamp_millis()
-        .min(received_at.timestamp_millis())
 }
 
 /// The previous state of each check one stream has seen, by check id.

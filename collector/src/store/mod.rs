@@ -64,6 +64,17 @@ pub struct HostFacts {
     pub clock_skew_ms: i64,
 }
 
+/// Where a result stands in its check's order (milliseconds): its measurement time, but never
+/// later than its arrival. One result from an agent whose clock ran ahead must not make every
+/// later (correct) result look older and freeze the check's state. The store orders a check's
+/// state by it; ingest's cache of previous states follows the same rule.
+pub fn ordered_at(result: &ProbeResult, received_at: DateTime<Utc>) -> i64 {
+    result
+        .measured_at
+        .timestamp_millis()
+        .min(received_at.timestamp_millis())
+}
+
 /// A result with the verdict the rules gave it, ready to store.
 #[derive(Debug, Clone)]
 pub struct Evaluated {

@@ -25,7 +25,7 @@ use super::rollups::{self, NewResult};
 use super::write::{Change, kind_name, lock_transition_log, query_error, to_json};
 use super::{Backend, read};
 use crate::status::Status;
-use crate::store::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult};
+use crate::store::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -61,7 +61,7 @@ struct Candidate<'a> {
     item: &'a Evaluated,
     check: String,
     kind: String,
-    /// Agent time, but never later than arrival (see `ordered_at`).
+    /// See [`ordered_at`].
     ordered_at: i64,
     received_at: i64,
 }
@@ -140,8 +140,6 @@ fn candidates<'a>(writes: &[HostWrite<'a>]) -> StoreResult<Vec<Candidate<'a>>> {
             if !seen.insert((w.host, item.result.result_id.as_str())) {
                 continue;
             }
-            let measured_at = item.result.measured_at.timestamp_millis();
-            let received_at = item.received_at.timestamp_millis();
             out.push(Candidate {
                 write,
                 index,
@@ -149,11 +147,8 @@ fn candidates<'a>(writes: &[HostWrite<'a>]) -> StoreResult<Vec<Candidate<'a>>> {
                 item,
                 check: item.result.check_id(),
                 kind: kind_name(&item.result)?,
-                // Order measurements by agent time, but never later than their arrival: one
-                // result from an agent whose clock ran ahead must not make every later
-                // (correct) result look older and freeze the check's state.
-                ordered_at: measured_at.min(received_at),
-                received_at,
+                ordered_at: ordered_at(&item.result, item.received_at),
+                received_at: item.received_at.timestamp_millis(),
             });
         }
     }

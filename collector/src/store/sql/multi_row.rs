@@ -43,6 +43,8 @@ pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
 pub(super) struct MultiRow {
     template: &'static str,
     texts: [OnceLock<String>; SIZES],
+    /// Placeholders per row, counted once.
+    columns: OnceLock<usize>,
 }
 
 impl MultiRow {
@@ -50,6 +52,7 @@ impl MultiRow {
         MultiRow {
             template,
             texts: [const { OnceLock::new() }; SIZES],
+            columns: OnceLock::new(),
         }
     }
 
@@ -73,8 +76,25 @@ impl MultiRow {
 
     /// Placeholders per row.
     fn columns(&self) -> usize {
-        let (open, close) = tuple_span(self.template);
-        placeholders(&self.template[open..close]).max().unwrap_or(0)
+        *self.columns.get_or_init(|| {
+            let (open, close) = tuple_span(self.template);
+            placeholders(&self.template[open..close]).max().unwrap_or(0)
+        })
+    }
+
+    /// The statements that take `rows`, each with its rows bound, in order (see [`chunks`]).
+    fn statements<'r, T>(
+        &'static self,
+        conn: &AnyConnection,
+        rows: &'r [T],
+        bind: &'r impl Fn(AnyQuery, &T) -> AnyQuery,
+    ) -> impl Iterator<Item = AnyQuery> + 'r {
+        let mut start = 0;
+        chunks(rows.len(), self.max_rows(conn)).map(move |size| {
+            let part = &rows[start..start + size];
+            start += size;
+            part.iter().fold(sqlx::query(self.sql(size)), bind)
+        })
     }
 
     /// Runs the statement over `rows` in as few statements as [`chunks`] allows, binding each
@@ -86,13 +106,7 @@ impl MultiRow {
         bind: impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut out = Vec::new();
-        let mut start = 0;
-        for size in chunks(rows.len(), self.max_rows(conn)) {
-            let mut query = sqlx::query(self.sql(size));
-            for row in &rows[start..start + size] {
-                query = bind(query, row);
-            }
-            start += size;
+        for query in self.statements(conn, rows, &bind) {
             out.extend(query.fetch_all(&mut *conn).await?);
         }
         Ok(out)
@@ -105,13 +119,7 @@ impl MultiRow {
         rows: &[T],
         bind: impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> Result<(), sqlx::Error> {
-        let mut start = 0;
-        for size in chunks(rows.len(), self.max_rows(conn)) {
-            let mut query = sqlx::query(self.sql(size));
-            for row in &rows[start..start + size] {
-                query = bind(query, row);
-            }
-            start += size;
+        for query in self.statements(conn, rows, &bind) {
             query.execute(&mut *conn).await?;
         }
         Ok(())
