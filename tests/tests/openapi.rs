@@ -90,7 +90,10 @@ async fn the_running_api_conforms_to_its_openapi_document() -> Result<()> {
         ])
         // The live event stream never ends: described, not fuzzed.
         .args(["--exclude-path", "/api/v1/events"])
-        .args(["--max-examples", "15", "--seed", "1", "--workers", "2"])
+        // One worker: with two, CPython 3.11's AST constructor (used by hypothesis to describe
+        // its strategies) races between threads and fails the run with "AST constructor
+        // recursion depth mismatch" (cpython#106905), a failure of the tool, not of the API.
+        .args(["--max-examples", "15", "--seed", "1", "--workers", "1"])
         .args(["--request-timeout", "10", "--max-time", "50"])
         .args(["--generation-database", "none", "--no-color"])
         .args(["--report-dir"])
