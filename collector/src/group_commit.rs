@@ -14,18 +14,27 @@
 //! - a group that fails is retried write by write, so one bad write (a row the database
 //!   refuses) fails only its own stream, never its neighbours';
 //! - writes are sorted by host before a group is stored, so concurrent groups (several
-//!   writers, several collectors) take row locks in one order and do not deadlock.
+//!   writers, several collectors) take row locks in one order and do not deadlock;
+//! - at most [`MAX_RESULTS_IN_FLIGHT`] results are admitted ([`GroupWriter::admit`]) at
+//!   once, from judging to commit, across all streams.
 
 use crate::store::{Evaluated, HostWrite, HostWritten, Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::warn;
 
 /// Most results in one group: bounds the transaction (and the wait of its first write).
 const MAX_GROUP_RESULTS: usize = 2000;
 /// Most writes in one group.
 const MAX_GROUP_WRITES: usize = 512;
+/// Most results judged or being written at once, over all streams. When the whole fleet
+/// drains its spools after an outage (10,000 agents with 50 results each in flight), every
+/// decoded, judged batch waited in memory for its group: 2.2 GiB. Past this bound a stream
+/// waits before judging its batch and stops reading meanwhile, so HTTP/2 flow control holds
+/// its agent back, and the agent keeps the results in its spool. Ten groups' worth keeps the
+/// writers busy.
+pub const MAX_RESULTS_IN_FLIGHT: usize = 10 * MAX_GROUP_RESULTS;
 
 struct Job {
     host: String,
@@ -38,6 +47,7 @@ struct Job {
 #[derive(Clone)]
 pub struct GroupWriter {
     tx: mpsc::Sender<Job>,
+    admitted: Arc<Semaphore>,
 }
 
 impl GroupWriter {
@@ -49,7 +59,21 @@ impl GroupWriter {
         for _ in 0..writers.max(1) {
             tokio::spawn(run(store.clone(), rx.clone()));
         }
-        GroupWriter { tx }
+        GroupWriter {
+            tx,
+            admitted: Arc::new(Semaphore::new(MAX_RESULTS_IN_FLIGHT)),
+        }
+    }
+
+    /// Wait until `results` more results may be in flight; they are until the permit drops
+    /// (after their write answered). A batch larger than the whole bound waits for all of it.
+    pub async fn admit(&self, results: usize) -> OwnedSemaphorePermit {
+        let n = results.clamp(1, MAX_RESULTS_IN_FLIGHT);
+        self.admitted
+            .clone()
+            .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Store `items` of `host` and its contact at `contact`; returns once committed.
@@ -146,6 +170,27 @@ mod tests {
     use crate::store::SqlStore;
     use crate::store::suite::{at, evaluated, probe_result, unique_host};
     use backwatch_proto::model::ProbeKind;
+
+    #[tokio::test]
+    async fn results_past_the_in_flight_bound_wait_until_earlier_ones_are_written() {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open("sqlite::memory:").await.unwrap());
+        let writer = GroupWriter::start(store, 1);
+        let most = writer.admit(MAX_RESULTS_IN_FLIGHT - 10).await;
+        let ten = writer.admit(10).await;
+        let next = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.admit(1).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!next.is_finished(), "admitted past the bound");
+        drop(ten);
+        let _one = next.await.unwrap();
+        // A batch larger than the bound waits for all of it, and is then admitted.
+        drop(most);
+        let _all = writer.admit(MAX_RESULTS_IN_FLIGHT + 1).await;
+    }
 
     #[tokio::test]
     async fn concurrent_streams_are_stored_and_each_hears_its_own_answer() {

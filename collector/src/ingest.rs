@@ -322,6 +322,8 @@ impl Session {
                 batch.results.len()
             )));
         }
+        // Until this batch is written: bounds what a fleet-wide spool drain holds in memory.
+        let _admitted = self.writer.admit(batch.results.len()).await;
         let received_at = Utc::now();
         let limits = self.thresholds.for_host(&self.host);
         let mut ack = Ack::default();

@@ -46,8 +46,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, SqlStr, Transaction};
 use std::borrow::Cow;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use url::sqlite_url;
 use write::{Change, insert_transition, query_error, read_state};
 
@@ -187,6 +188,34 @@ macro_rules! select_history {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: the writers of this process queue here, first come first served, before they
+    /// ask SQLite for its one write lock (see [`SqlStore::write_gate`]).
+    gate: Arc<Mutex<()>>,
+}
+
+/// A write transaction; on SQLite it also holds the write gate until it ends.
+struct Tx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
@@ -234,7 +263,11 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migrate)?;
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore {
+            pool,
+            backend,
+            gate: Arc::default(),
+        })
     }
 
     /// Closes every connection; later calls fail. Lets a caller (or a test) release the
@@ -243,7 +276,23 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+    /// On SQLite, waits for this process's earlier writers to finish; `None` on PostgreSQL,
+    /// whose writers run concurrently. Every write (a transaction, or a single statement)
+    /// takes it first. Why: a SQLite writer that finds the lock taken sleeps in its busy
+    /// handler, retrying after 1, 2, 5 … up to 100 ms, and under ingest load the lock is
+    /// free only between two group commits, so the alert engine's write lost that race for
+    /// a second and more, and result-to-alert latency followed. Queued here, a write waits
+    /// for the writes ahead of it and no longer. `busy_timeout` still covers other
+    /// processes on the same file (the CLI).
+    async fn write_gate(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.gate.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    async fn begin(&self) -> StoreResult<Tx> {
+        let gate = self.write_gate().await;
         let tx = match self.backend {
             // A deferred SQLite transaction that reads and then writes fails at once with
             // SQLITE_BUSY (busy_timeout does not wait for it) when another connection wrote
@@ -251,7 +300,10 @@ impl SqlStore {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
         };
-        tx.map_err(query_error("begin transaction"))
+        Ok(Tx {
+            tx: tx.map_err(query_error("begin transaction"))?,
+            _gate: gate,
+        })
     }
 }
 
@@ -278,6 +330,10 @@ async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
             // cost is one fsync per batch, not per result.
             conn.execute("PRAGMA synchronous = FULL").await?;
             conn.execute("PRAGMA busy_timeout = 5000").await?;
+            // 32 MiB of page cache per connection rather than SQLite's 2 MiB: the pages
+            // ingest touches every minute (check states, rollups, the tails of the indexes)
+            // then stay in memory instead of being read again from the OS on every group.
+            conn.execute("PRAGMA cache_size = -32768").await?;
             conn.execute("PRAGMA foreign_keys = ON").await?;
             Ok(())
         })
@@ -319,6 +375,7 @@ impl Store for SqlStore {
                 .bind(f.instance_id.as_str())
                 .bind(f.clock_skew_ms),
         };
+        let _gate = self.write_gate().await;
         let row = query
             .fetch_one(&self.pool)
             .await
@@ -592,6 +649,7 @@ impl Store for SqlStore {
         if due.is_none() {
             return Ok(0);
         }
+        let _gate = self.write_gate().await;
         Ok(
             sqlx::query("DELETE FROM results WHERE host = $1 AND measured_at < $2")
                 .bind(host)

@@ -235,6 +235,7 @@ impl AlertStore for SqlStore {
     }
 
     async fn advance_alert_cursor(&self, from: i64, to: i64) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
         let n =
             sqlx::query("UPDATE cursors SET position = $2 WHERE name = 'alerts' AND position = $1")
                 .bind(from)

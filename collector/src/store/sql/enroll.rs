@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 #[async_trait::async_trait]
 impl EnrollStore for SqlStore {
     async fn add_enrollment(&self, e: &NewEnrollment) -> StoreResult<()> {
+        let _gate = self.write_gate().await;
         sqlx::query(
             "INSERT INTO enrollments (token_sha256, host, created_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -54,6 +55,7 @@ impl EnrollStore for SqlStore {
         cert_fingerprint: &str,
     ) -> StoreResult<bool> {
         // One statement decides: of two concurrent callers exactly one sees a row changed.
+        let _gate = self.write_gate().await;
         let done = sqlx::query(
             "UPDATE enrollments SET used_at = $2, cert_fingerprint = $3 \
              WHERE token_sha256 = $1 AND used_at IS NULL AND expires_at > $2",

@@ -10,12 +10,16 @@
 //!   the binary decomposition of `n` ([`chunks`]), largest first. So each statement has at
 //!   most 9 spellings, each prepared once per connection and kept in sqlx's statement cache,
 //!   and `n` rows cost at most `8 + n / 256` statements;
+//! - on SQLite the placeholders are anonymous (`?`) wherever the tuple takes its parameters
+//!   once each and in order, as all but `touch_host` do ([`Placeholders`]): sqlx asks SQLite
+//!   for the name of every parameter it binds (`sqlite3_bind_parameter_name`), and SQLite
+//!   finds a name by walking the list of all of them, so binding named parameters costs the
+//!   square of their number. 8,192 `$n` (256 rollup rows) took tens of milliseconds of CPU
+//!   per statement; even capped at 256 it was a tenth of the collector's CPU under load.
+//!   An anonymous parameter has no name to look up;
 //! - on SQLite a statement carries at most [`SQLITE_MAX_PARAMS`] parameters (fewer rows for
-//!   wide tables): binding parameter `i` makes SQLite look its name up in a list of all the
-//!   statement's parameter names (`sqlite3_bind_parameter_name`, which sqlx calls for
-//!   every `$n`), so binding a statement costs the square of its parameters. 8,192
-//!   parameters (256 rollup rows) took tens of milliseconds of CPU per statement, most of
-//!   the collector's time under load; a few hundred cost nothing next to the statement;
+//!   wide tables), so the spellings of all statements fit sqlx's statement cache (100 per
+//!   connection, fixed through `Any`) and are not prepared again and again;
 //! - key lists for reads ([`MultiRow::fetch_keys`]) are padded up to a power of two with their
 //!   last key instead, one statement per 256 keys; callers drop the repeated rows;
 //! - the texts are built once and live for the process (sqlx takes a `&'static str` as safe
@@ -35,7 +39,27 @@ pub(super) const MAX_ROWS: usize = 256;
 /// Spellings per statement: 1, 2, 4, …, 256 rows.
 const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
 /// Most parameters in one SQLite statement (see the module invariants).
-const SQLITE_MAX_PARAMS: usize = 256;
+const SQLITE_MAX_PARAMS: usize = 1024;
+
+/// How a statement's text spells its placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placeholders {
+    /// `$1, $2, …` renumbered from row to row: PostgreSQL (and SQLite for a tuple that uses a
+    /// parameter twice or out of order).
+    Numbered,
+    /// `?` each: SQLite, where binding one costs nothing (see the module invariants).
+    Anonymous,
+}
+
+impl Placeholders {
+    fn of(conn: &AnyConnection) -> Placeholders {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        }
+    }
+}
 
 pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
 
@@ -43,6 +67,7 @@ pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
 pub(super) struct MultiRow {
     template: &'static str,
     texts: [OnceLock<String>; SIZES],
+    sqlite_texts: [OnceLock<String>; SIZES],
     /// Placeholders per row, counted once.
     columns: OnceLock<usize>,
 }
@@ -52,15 +77,20 @@ impl MultiRow {
         MultiRow {
             template,
             texts: [const { OnceLock::new() }; SIZES],
+            sqlite_texts: [const { OnceLock::new() }; SIZES],
             columns: OnceLock::new(),
         }
     }
 
     /// The statement for `rows` rows; `rows` is a power of two up to [`MAX_ROWS`].
-    pub(super) fn sql(&'static self, rows: usize) -> &'static str {
+    pub(super) fn sql(&'static self, rows: usize, spelling: Placeholders) -> &'static str {
         debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS);
         let index = (rows.trailing_zeros() as usize).min(SIZES - 1);
-        self.texts[index].get_or_init(|| repeat_tuple(self.template, 1 << index))
+        let texts = match spelling {
+            Placeholders::Numbered => &self.texts,
+            Placeholders::Anonymous => &self.sqlite_texts,
+        };
+        texts[index].get_or_init(|| repeat_tuple(self.template, 1 << index, spelling))
     }
 
     /// Most rows in one statement on `conn`'s database: a power of two.
@@ -90,10 +120,12 @@ impl MultiRow {
         bind: &'r impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> impl Iterator<Item = AnyQuery> + 'r {
         let mut start = 0;
+        let spelling = Placeholders::of(conn);
         chunks(rows.len(), self.max_rows(conn)).map(move |size| {
             let part = &rows[start..start + size];
             start += size;
-            part.iter().fold(sqlx::query(self.sql(size)), bind)
+            part.iter()
+                .fold(sqlx::query(self.sql(size, spelling)), bind)
         })
     }
 
@@ -135,9 +167,10 @@ impl MultiRow {
         bind: impl Fn(AnyQuery, &T) -> AnyQuery,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let mut out = Vec::new();
+        let spelling = Placeholders::of(conn);
         for part in keys.chunks(self.max_rows(conn)) {
             let size = part.len().next_power_of_two();
-            let mut query = sqlx::query(self.sql(size));
+            let mut query = sqlx::query(self.sql(size, spelling));
             for i in 0..size {
                 query = bind(query, &part[i.min(part.len() - 1)]);
             }
@@ -169,11 +202,13 @@ fn tuple_span(template: &str) -> (usize, usize) {
     (open, close)
 }
 
-/// `template` with its first `VALUES (…)` tuple repeated `rows` times, placeholders renumbered.
-fn repeat_tuple(template: &str, rows: usize) -> String {
+/// `template` with its first `VALUES (…)` tuple repeated `rows` times, placeholders renumbered
+/// (or anonymous, when asked for and the tuple takes `$1 … $k` once each, in order).
+fn repeat_tuple(template: &str, rows: usize, spelling: Placeholders) -> String {
     let (open, close) = tuple_span(template);
     let tuple = &template[open..close];
     let columns = placeholders(tuple).max().unwrap_or(0);
+    let anonymous = spelling == Placeholders::Anonymous && placeholders(tuple).eq(1..=columns);
     let mut out = String::with_capacity(template.len() + rows * (tuple.len() + 8));
     out.push_str(&template[..open]);
     for row in 0..rows {
@@ -188,7 +223,11 @@ fn repeat_tuple(template: &str, rows: usize) -> String {
                 .find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(after.len());
             let n: usize = after[..digits].parse().unwrap_or(0);
-            out.push_str(&format!("${}", n + row * columns));
+            if anonymous {
+                out.push('?');
+            } else {
+                out.push_str(&format!("${}", n + row * columns));
+            }
             rest = &after[digits..];
         }
         out.push_str(rest);
@@ -246,16 +285,16 @@ mod tests {
     #[test]
     fn placeholders_run_on_from_row_to_row_and_casts_stay() {
         assert_eq!(
-            PAIR.sql(1),
+            PAIR.sql(1, Placeholders::Numbered),
             "INSERT INTO t (a, b) VALUES ($1, NULLIF(CAST($2 AS REAL), -1)) ON CONFLICT DO NOTHING"
         );
         assert_eq!(
-            PAIR.sql(2),
+            PAIR.sql(2, Placeholders::Numbered),
             "INSERT INTO t (a, b) VALUES ($1, NULLIF(CAST($2 AS REAL), -1)), \
              ($3, NULLIF(CAST($4 AS REAL), -1)) ON CONFLICT DO NOTHING"
         );
         assert!(
-            PAIR.sql(256)
+            PAIR.sql(256, Placeholders::Numbered)
                 .ends_with("($511, NULLIF(CAST($512 AS REAL), -1)) ON CONFLICT DO NOTHING")
         );
     }
@@ -270,9 +309,23 @@ mod tests {
     #[test]
     fn a_query_file_is_its_own_one_row_form() {
         let file = include_str!("../queries/insert_result.sql");
-        assert_eq!(repeat_tuple(file, 1), file);
-        let two = repeat_tuple(file, 2);
+        assert_eq!(repeat_tuple(file, 1, Placeholders::Numbered), file);
+        let two = repeat_tuple(file, 2, Placeholders::Numbered);
         assert!(two.contains("$12), ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"));
         assert_eq!(placeholders(&two).max(), Some(24));
+    }
+
+    #[test]
+    fn sqlite_gets_anonymous_placeholders_where_each_is_taken_once_in_order() {
+        assert_eq!(
+            PAIR.sql(2, Placeholders::Anonymous),
+            "INSERT INTO t (a, b) VALUES (?, NULLIF(CAST(? AS REAL), -1)), \
+             (?, NULLIF(CAST(? AS REAL), -1)) ON CONFLICT DO NOTHING"
+        );
+        // touch_host takes $2 twice: its rows stay numbered.
+        let touch = include_str!("../queries/touch_host.sql");
+        assert!(
+            repeat_tuple(touch, 2, Placeholders::Anonymous).contains("($1, $2, $2), ($3, $4, $4)")
+        );
     }
 }

@@ -155,6 +155,7 @@ impl OutboxStore for SqlStore {
     }
 
     async fn release_claims(&self, worker: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE outbox SET state = 'pending', next_attempt_at = $2, lease_until = NULL \
              WHERE state = 'sending' AND claimed_by = $1",
@@ -174,6 +175,7 @@ impl OutboxStore for SqlStore {
         worker: &str,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE outbox SET lease_until = $3 \
              WHERE id = $1 AND claimed_by = $2 AND state = 'sending'",
@@ -194,6 +196,7 @@ impl OutboxStore for SqlStore {
         worker: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE outbox SET handed_over_at = $3 \
              WHERE id = $1 AND claimed_by = $2 AND state = 'sending'",
@@ -209,6 +212,7 @@ impl OutboxStore for SqlStore {
     }
 
     async fn mark_sent(&self, id: i64, worker: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
         let n = sqlx::query(
             "UPDATE outbox SET state = 'sent', sent_at = $3, lease_until = NULL \
              WHERE id = $1 AND claimed_by = $2 AND state = 'sending'",
@@ -231,6 +235,7 @@ impl OutboxStore for SqlStore {
         retry_at: Option<DateTime<Utc>>,
         in_doubt: bool,
     ) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
         // 0 stands for "no retry" (sentinel rather than a typed NULL, as in `notifications`).
         let query = sqlx::query(
             "UPDATE outbox SET \

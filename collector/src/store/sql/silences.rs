@@ -39,6 +39,7 @@ fn silence(row: &AnyRow) -> StoreResult<Silence> {
 }
 
 pub(super) async fn add(store: &SqlStore, s: &NewSilence) -> StoreResult<Silence> {
+    let _gate = store.write_gate().await;
     sqlx::query(
         "INSERT INTO silences (host, group_name, check_id, created_by, reason, created_at, \
          starts_at, ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
