@@ -186,7 +186,7 @@ mod tests {
         }
         assert!(!next.is_finished(), "admitted past the bound");
         drop(ten);
-        let _one = next.await.unwrap();
+        drop(next.await.unwrap());
         // A batch larger than the bound waits for all of it, and is then admitted.
         drop(most);
         let _all = writer.admit(MAX_RESULTS_IN_FLIGHT + 1).await;

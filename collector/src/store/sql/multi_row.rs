@@ -18,8 +18,9 @@
 //!   per statement; even capped at 256 it was a tenth of the collector's CPU under load.
 //!   An anonymous parameter has no name to look up;
 //! - on SQLite a statement carries at most [`SQLITE_MAX_PARAMS`] parameters (fewer rows for
-//!   wide tables), so the spellings of all statements fit sqlx's statement cache (100 per
-//!   connection, fixed through `Any`) and are not prepared again and again;
+//!   wide tables). The 64 multi-row spellings share sqlx's statement cache (100 per
+//!   connection, fixed through `Any`) with the other queries, and a spelling evicted from it
+//!   is prepared again when next used: the cap keeps that cheap;
 //! - key lists for reads ([`MultiRow::fetch_keys`]) are padded up to a power of two with their
 //!   last key instead, one statement per 256 keys; callers drop the repeated rows;
 //! - the texts are built once and live for the process (sqlx takes a `&'static str` as safe
@@ -53,12 +54,16 @@ pub(super) enum Placeholders {
 
 impl Placeholders {
     fn of(conn: &AnyConnection) -> Placeholders {
-        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        if is_sqlite(conn) {
             Placeholders::Anonymous
         } else {
             Placeholders::Numbered
         }
     }
+}
+
+fn is_sqlite(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
 pub(super) type AnyQuery = Query<'static, Any, AnyArguments>;
@@ -95,7 +100,7 @@ impl MultiRow {
 
     /// Most rows in one statement on `conn`'s database: a power of two.
     fn max_rows(&self, conn: &AnyConnection) -> usize {
-        if !conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        if !is_sqlite(conn) {
             return MAX_ROWS;
         }
         let columns = self.columns().max(1);
