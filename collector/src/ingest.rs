@@ -35,8 +35,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 mod previous;
 use previous::{Known, Pending, Previous};
 
-/// Most results the agent may send in one batch (told to it in Welcome).
-pub const MAX_BATCH: usize = 500;
+/// Most results the agent may send in one batch (told to it in Welcome). A stream holds one
+/// decoded batch while it waits for admission (`GroupWriter::admit`), so this bounds what a
+/// fleet-wide spool drain holds before admission: about 2 KiB per decoded result, 200 KiB per
+/// stream. Batches of 50 already reach the store's full rate; the agent keeps several in
+/// flight.
+pub const MAX_BATCH: usize = 100;
 
 /// A result measured further than this in the future (agent clock ahead) is flagged.
 const CLOCK_AHEAD_TOLERANCE_SECS: i64 = 300;
