@@ -64,9 +64,10 @@ fn args() -> Result<Args> {
         a.store == "sqlite" || a.store == "postgres",
         "--store sqlite|postgres"
     );
+    let most = backwatch_collector::ingest::MAX_BATCH;
     ensure!(
-        (1..=500).contains(&a.batch),
-        "--batch 1..500 (the collector's limit)"
+        (1..=most).contains(&a.batch),
+        "--batch 1..{most} (the collector's limit)"
     );
     Ok(a)
 }

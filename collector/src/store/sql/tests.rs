@@ -13,12 +13,18 @@ fn sqlite_file_url(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("backwatch.db").display())
 }
 
-#[tokio::test]
-async fn sqlite_file_passes_the_store_suite() {
+/// A store in a fresh SQLite file; the file goes with the returned directory.
+async fn sqlite_file_store() -> (tempfile::TempDir, SqlStore) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqlStore::open(&sqlite_file_url(dir.path()))
         .await
         .expect("open");
+    (dir, store)
+}
+
+#[tokio::test]
+async fn sqlite_file_passes_the_store_suite() {
+    let (_dir, store) = sqlite_file_store().await;
     suite::run_all(&store).await.expect("suite");
 }
 
@@ -107,10 +113,7 @@ async fn sqlite_file_is_created_in_wal_mode() {
 /// SQLITE_BUSY (what a deferred read-then-write transaction would do).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_concurrent_writers_do_not_fail() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqlStore::open(&sqlite_file_url(dir.path()))
-        .await
-        .expect("open");
+    let (_dir, store) = sqlite_file_store().await;
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..6 {
         let store = store.clone();
@@ -228,10 +231,7 @@ fn sqlite_url_creates_unless_a_mode_is_given() {
 async fn a_sqlite_write_waits_its_turn_behind_a_busy_writer() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqlStore::open(&sqlite_file_url(dir.path()))
-        .await
-        .expect("open");
+    let (_dir, store) = sqlite_file_store().await;
     let (done, stop) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicBool::new(false)),
