@@ -384,7 +384,7 @@ fn print_config(cfg: &Config) {
             ProbeConfig::ArchiveDir(p) => (
                 "archive_dir",
                 format!(
-                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\nencrypted = {}\n{}",
+                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\nencrypted = {}\nasynchronous = {}\n{}",
                     p.path.display().to_string(),
                     p.expected_owner.as_deref().unwrap_or(""),
                     p.expected_group.as_deref().unwrap_or(""),
@@ -396,6 +396,7 @@ fn print_config(cfg: &Config) {
                     ),
                     p.max_entries,
                     p.encrypted,
+                    p.asynchronous,
                     p.wal.as_ref().map_or_else(
                         || "# wal not set: no cross-check with PostgreSQL".to_string(),
                         |w| format!("wal = {:?}", w.name)

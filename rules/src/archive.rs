@@ -13,10 +13,16 @@
 //!   so it must be in the directory; missing ⇒ critical, whatever `pg_stat_archiver` says. A
 //!   plain segment whose uncompressed size is not `wal_segment_size` ⇒ critical (truncated copy).
 //! - **Continuity** from the newest base backup's start segment to the newest segment on the
-//!   current timeline path (the agent computed the gaps): the oldest gap decides. Closer than
-//!   `in_flight_segments` to the newest segment ⇒ "probably in flight", warning; farther ⇒
-//!   lost, critical, naming the first missing segment (WAL-G `wal-verify`'s MISSING_UPLOADING vs
-//!   MISSING_LOST, check-semantics A15). Holes before the newest backup ⇒ warning.
+//!   current timeline path (the agent computed the gaps): the oldest gap decides. A gap (or
+//!   short copy) at or before the `last_archived_wal` the linked server reported before the
+//!   scan is lost, critical, however close to the newest segment: PostgreSQL's archiver hands
+//!   segments to `archive_command` one at a time, in order, and moves on only after success,
+//!   so everything up to that segment was reported archived. Elsewhere (after it, without a
+//!   linked server, on a standby that does not archive, or an archive declared
+//!   `asynchronous`) a gap closer than `in_flight_segments` to the newest segment ⇒ "probably
+//!   in flight", warning; farther ⇒ lost, critical, naming the first missing segment (WAL-G
+//!   `wal-verify`'s MISSING_UPLOADING vs MISSING_LOST). Holes before the newest backup ⇒
+//!   warning.
 //! - **Retention** = age of the oldest segment kept. Below the minimum (collector threshold,
 //!   else the agent's `min_retention`, else 7 days) ⇒ warning, **unless the cluster is younger
 //!   than the minimum**: either the linked server's system identifier dates `initdb` less than
@@ -343,16 +349,24 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
         } else {
             String::new()
         };
-        if g.segments_after >= l.in_flight_segments {
+        let reported =
+            archived_through(obs).filter(|through| at_or_before(&g.first_missing, through));
+        if g.segments_after >= l.in_flight_segments || reported.is_some() {
             let run = if g.missing > 1 {
                 format!(" and the {} segments after it are", g.missing - 1)
             } else {
                 " is".to_string()
             };
+            let why = reported.map_or_else(String::new, |_| {
+                format!(
+                    " although PostgreSQL reports everything up to {} archived",
+                    last_archived(obs).unwrap_or("?")
+                )
+            });
             f.add(
                 Status::Critical,
                 format!(
-                    "gap in the archive: {}{run} missing, {} segments before the newest; \
+                    "gap in the archive: {}{run} missing{why}, {} segments before the newest; \
                      recovery from {from} stops there{more}",
                     g.first_missing, g.segments_after
                 ),
@@ -368,7 +382,8 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
         }
     }
     if let Some(s) = c.short.first() {
-        let status = if s.segments_after >= l.in_flight_segments {
+        let reported = archived_through(obs).is_some_and(|through| at_or_before(&s.name, through));
+        let status = if s.segments_after >= l.in_flight_segments || reported {
             Status::Critical
         } else {
             Status::Warning
@@ -396,6 +411,36 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
             ),
         );
     }
+}
+
+/// The WAL position (log and segment digits of the name) through which every segment must be
+/// in the directory: that of the `last_archived_wal` the linked server reported before the
+/// scan, when its archiver is the one filling this directory in order. `None` where that does
+/// not hold: no linked server or no answer, a standby that does not archive, an archive
+/// declared asynchronous, or a last archived file that is not a segment (a timeline or backup
+/// history file says nothing certain about the segments around it).
+fn archived_through(obs: &ArchiveDirObs) -> Option<&str> {
+    if obs.asynchronous {
+        return None;
+    }
+    let wal = last_archived(obs)?;
+    // A `.partial` file is the old timeline's last segment, archived after everything before it.
+    let seg = wal.strip_suffix(".partial").unwrap_or(wal);
+    is_segment_name(seg).then(|| &seg[8..])
+}
+
+fn last_archived(obs: &ArchiveDirObs) -> Option<&str> {
+    let pg = obs.postgres.as_ref()?;
+    if pg.error.is_some() || (pg.in_recovery && pg.archive_mode != "always") {
+        return None;
+    }
+    pg.last_archived_wal.as_deref()
+}
+
+/// Segment `name` is at or before position `through` (both 16 hex digits of log and segment,
+/// which order like the positions they name; the timeline does not matter along one path).
+fn at_or_before(name: &str, through: &str) -> bool {
+    name.get(8..24).is_some_and(|pos| pos <= through)
 }
 
 fn retention(obs: &ArchiveDirObs, min_secs: i64, f: &mut Findings) {

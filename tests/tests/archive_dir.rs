@@ -159,7 +159,11 @@ async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Re
             "db1",
             "archive.main",
             "critical",
-            &format!("gap in the archive: {lost} is missing, 7 segments before the newest"),
+            &format!(
+                "gap in the archive: {lost} is missing although PostgreSQL reports everything up \
+                 to {} archived, 7 segments before the newest",
+                segments[9]
+            ),
             WAIT,
         )
         .await;
@@ -171,6 +175,63 @@ async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Re
         .as_str()
         .unwrap_or_default();
     assert!(backup.ends_with(".backup"), "{c}");
+    Ok(())
+}
+
+/// PostgreSQL's archiver copies one segment at a time, in order: a segment missing at or before
+/// the `last_archived_wal` it reported was lost, even next to the newest file. Without the
+/// server's word, or for an archive declared asynchronous, such a gap may still be in flight.
+#[tokio::test]
+async fn gap_before_the_last_archived_segment_is_lost_even_next_to_the_newest() -> Result<()> {
+    let pg = cluster(None)?;
+    pg.psql("SELECT pg_backup_start('backwatch', true); SELECT pg_backup_stop();")?;
+    let segments = switch_segments(&pg, 6).await?;
+    // The one before the newest disappears: within the in-flight distance (4) of the newest.
+    let lost = &segments[4];
+    fs::remove_file(pg.archive_dir().join(lost))?;
+    let scene = scene("db1", |a| {
+        let a = archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")]);
+        let a = a.archive_dir("unlinked", pg.archive_dir(), &[("interval", "1s")]);
+        a.archive_dir(
+            "async",
+            pg.archive_dir(),
+            &[
+                ("interval", "1s"),
+                ("wal", "main"),
+                ("asynchronous", "true"),
+            ],
+        )
+    })
+    .await?;
+    let collector = &scene.collector;
+    let c = collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "critical",
+            &format!(
+                "gap in the archive: {lost} is missing although PostgreSQL reports everything up \
+                 to {} archived, 1 segments before the newest",
+                segments[5]
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        c["details"]["continuity"]["gaps"][0]["first_missing"],
+        lost.as_str()
+    );
+    for probe in ["archive.unlinked", "archive.async"] {
+        collector
+            .wait_summary(
+                "db1",
+                probe,
+                "warning",
+                &format!("{lost} is not in the archive yet, 1 segments before the newest: probably in flight"),
+                WAIT,
+            )
+            .await;
+    }
     Ok(())
 }
 

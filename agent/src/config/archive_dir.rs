@@ -39,6 +39,10 @@ pub struct RawArchiveDir {
     pub wal: Option<String>,
     /// The archive is declared encrypted: readable segments are reported (default false).
     pub encrypted: Option<bool>,
+    /// `archive_command` returns before the segment is here (pgBackRest `archive-async`, a
+    /// parallel uploader): gaps at or before the last archived segment may be in flight
+    /// (default false: PostgreSQL's archiver copies in order, so such a gap is lost).
+    pub asynchronous: Option<bool>,
 }
 
 /// "0700", "700" or "0o700" → 0o700.
@@ -122,6 +126,7 @@ pub(super) fn validate(
         max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
         wal: linked,
         encrypted: d.encrypted.unwrap_or(false),
+        asynchronous: d.asynchronous.unwrap_or(false),
         memo: Default::default(),
     })
 }

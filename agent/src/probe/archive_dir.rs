@@ -71,6 +71,8 @@ pub struct ArchiveDirProbe {
     pub wal: Option<Box<WalProbe>>,
     /// Declared encrypted: the newest segments are checked for readable content.
     pub encrypted: bool,
+    /// Declared asynchronous: reported, the collector's rule widens its in-flight tolerance.
+    pub asynchronous: bool,
     /// The previous listing, reused while the directory is unchanged.
     pub memo: memo::Memo,
 }
@@ -108,6 +110,7 @@ impl ArchiveDirProbe {
             expected_group: self.expected_group.clone(),
             expected_mode: self.expected_mode,
             expected_min_retention_secs: self.min_retention.map(|d| d.as_secs()),
+            asynchronous: self.asynchronous,
             ..ArchiveDirObs::default()
         };
         let facts = pg.as_ref().and_then(|(_, a)| a.as_ref().ok());

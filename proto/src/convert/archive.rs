@@ -29,6 +29,7 @@ impl From<&ArchiveDirObs> for pb::ArchiveDirObservation {
             expected_group: a.expected_group.clone().unwrap_or_default(),
             expected_mode: a.expected_mode,
             expected_min_retention_secs: a.expected_min_retention_secs.unwrap_or(0),
+            asynchronous: a.asynchronous,
             entries_scanned: a.entries_scanned,
             truncated: a.truncated,
             newer_than_scan: a.newer_than_scan,
@@ -246,6 +247,7 @@ pub(super) fn from_wire(a: pb::ArchiveDirObservation) -> Result<ArchiveDirObs, C
         expected_mode: a.expected_mode,
         expected_min_retention_secs: (a.expected_min_retention_secs > 0)
             .then_some(a.expected_min_retention_secs),
+        asynchronous: a.asynchronous,
         entries_scanned: a.entries_scanned,
         truncated: a.truncated,
         newer_than_scan: a.newer_than_scan,
@@ -329,6 +331,7 @@ mod tests {
             expected_owner: Some("postgres".into()),
             expected_mode: Some(0o700),
             expected_min_retention_secs: Some(7 * 86_400),
+            asynchronous: true,
             segments: 3,
             oldest_segment: Some(ArchivedFile {
                 name: FIRST_SEGMENT.into(),

@@ -467,6 +467,12 @@ pub struct ArchiveDirObservation {
     /// Encryption policy audit, only when the archive is declared encrypted (`encrypted = true`).
     #[prost(message, optional, tag = "35")]
     pub encryption: ::core::option::Option<EncryptionAudit>,
+    /// Declared asynchronous (`asynchronous = true`): the archiver's success does not mean the
+    /// segment is here yet (pgBackRest archive-async, a parallel uploader), so a gap at or before
+    /// last_archived_wal may still be in flight. False: PostgreSQL's archiver copies one segment
+    /// at a time, in order, so such a gap is lost.
+    #[prost(bool, tag = "36")]
+    pub asynchronous: bool,
 }
 /// A plain `pg_basebackup` directory, as its `backup_label` and `backup_manifest` describe it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

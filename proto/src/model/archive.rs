@@ -86,6 +86,9 @@ pub struct ArchiveDirObs {
     /// Only when the archive is declared encrypted.
     #[serde(default)]
     pub encryption: Option<EncryptionAudit>,
+    /// Declared asynchronous: archived by PostgreSQL does not mean present here yet.
+    #[serde(default)]
+    pub asynchronous: bool,
 }
 
 /// The newest segments of an archive declared encrypted, checked for content readable without

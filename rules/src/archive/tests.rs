@@ -296,7 +296,8 @@ fn gap_in_the_middle_names_the_first_missing_segment() {
     assert_eq!(v.status, Status::Critical);
     assert_eq!(
         v.summary,
-        "gap in the archive: 000000010000000200000042 is missing, 137 segments before the \
+        "gap in the archive: 000000010000000200000042 is missing although PostgreSQL reports \
+         everything up to 0000000100000002000000CB archived, 137 segments before the \
          newest; recovery from the newest base backup \
          (000000010000000200000010.00000028.backup) stops there"
     );
@@ -328,9 +329,17 @@ fn several_gaps_are_counted_and_the_oldest_is_named() {
     );
 }
 
+/// The linked server reports `wal` as its last archived segment.
+fn last_archived(obs: &mut ArchiveDirObs, wal: &str) {
+    let pg = obs.postgres.as_mut().expect("linked server");
+    pg.last_archived_wal = Some(wal.into());
+    pg.last_archived_file = Some(file(wal, 60));
+}
+
 #[test]
-fn gap_next_to_the_newest_segment_is_probably_in_flight() {
+fn gap_next_to_the_newest_segment_is_probably_in_flight_without_a_linked_server() {
     let mut obs = healthy();
+    obs.postgres = None;
     with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
     let v = judged(&obs);
     assert_eq!(v.status, Status::Warning);
@@ -342,8 +351,97 @@ fn gap_next_to_the_newest_segment_is_probably_in_flight() {
 }
 
 #[test]
+fn gap_at_or_before_the_last_archived_segment_is_lost_however_close_to_the_newest() {
+    let mut obs = healthy();
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Critical);
+    assert_eq!(
+        v.summary,
+        "gap in the archive: 0000000100000002000000CA is missing although PostgreSQL reports \
+         everything up to 0000000100000002000000CB archived, 1 segments before the newest; \
+         recovery from the newest base backup (000000010000000200000010.00000028.backup) \
+         stops there"
+    );
+}
+
+#[test]
+fn gap_at_the_last_archived_segment_itself_is_lost() {
+    let mut obs = healthy();
+    last_archived(&mut obs, "0000000100000002000000CA");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn gap_after_the_last_archived_segment_is_probably_in_flight() {
+    let mut obs = healthy();
+    last_archived(&mut obs, "0000000100000002000000C9");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    assert_eq!(judged(&obs).status, Status::Warning);
+}
+
+#[test]
+fn gap_on_an_older_timeline_before_the_last_archived_segment_is_lost() {
+    let mut obs = healthy();
+    last_archived(&mut obs, "0000000200000002000000CB");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000C8", 1, 3)]);
+    assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn partial_last_archived_segment_counts_as_archived_through_its_position() {
+    let mut obs = healthy();
+    last_archived(&mut obs, "0000000100000002000000CA.partial");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000C9", 1, 2)]);
+    assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn last_archived_history_file_keeps_the_in_flight_tolerance() {
+    let mut obs = healthy();
+    last_archived(&mut obs, "00000002.history");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    assert_eq!(judged(&obs).status, Status::Warning);
+}
+
+#[test]
+fn asynchronous_archive_keeps_the_in_flight_tolerance_before_the_last_archived_segment() {
+    let mut obs = healthy();
+    obs.asynchronous = true;
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning);
+    assert!(v.summary.ends_with("probably in flight"), "{}", v.summary);
+}
+
+#[test]
+fn standby_that_does_not_archive_keeps_the_in_flight_tolerance() {
+    let mut obs = healthy();
+    let pg = obs.postgres.as_mut().expect("linked server");
+    pg.in_recovery = true;
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    assert_eq!(judged(&obs).status, Status::Warning);
+}
+
+#[test]
+fn unreachable_server_keeps_the_in_flight_tolerance() {
+    let mut obs = healthy();
+    obs.postgres.as_mut().expect("linked server").error = Some("cannot connect".into());
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    let v = judged(&obs);
+    assert!(
+        v.summary.contains("probably in flight"),
+        "{} {:?}",
+        v.summary,
+        v.status
+    );
+}
+
+#[test]
 fn in_flight_tolerance_is_a_threshold() {
     let mut obs = healthy();
+    obs.postgres = None;
     with_gaps(&mut obs, vec![gap("0000000100000002000000C0", 1, 10)]);
     let strict = ArchiveDirLimits {
         in_flight_segments: 16,
@@ -351,6 +449,21 @@ fn in_flight_tolerance_is_a_threshold() {
     };
     assert_eq!(judge(&obs, &strict).status, Status::Warning);
     assert_eq!(judged(&obs).status, Status::Critical);
+}
+
+#[test]
+fn short_copy_at_or_before_the_last_archived_segment_is_critical_however_close() {
+    let mut obs = healthy();
+    let c = obs.continuity.as_mut().expect("continuity");
+    c.short_segments = 1;
+    c.short = vec![ShortSegment {
+        name: "0000000100000002000000CA".into(),
+        size_bytes: 4096,
+        segments_after: 1,
+    }];
+    assert_eq!(judged(&obs).status, Status::Critical);
+    obs.postgres = None;
+    assert_eq!(judged(&obs).status, Status::Warning);
 }
 
 #[test]

@@ -483,7 +483,12 @@ impl AgentBuilder {
             path.display()
         ));
         for (key, value) in keys {
-            self.probes.push_str(&format!("{key} = \"{value}\"\n"));
+            // Booleans are TOML booleans; everything else a string.
+            if matches!(*value, "true" | "false") {
+                self.probes.push_str(&format!("{key} = {value}\n"));
+            } else {
+                self.probes.push_str(&format!("{key} = \"{value}\"\n"));
+            }
         }
         self
     }

@@ -20,6 +20,7 @@ fn probe(dir: &Path) -> ArchiveDirProbe {
         max_entries: DEFAULT_MAX_ENTRIES,
         wal: None,
         encrypted: false,
+        asynchronous: false,
         memo: Default::default(),
     }
 }
