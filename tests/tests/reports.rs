@@ -539,3 +539,88 @@ async fn a_daily_report_due_while_the_collector_was_down_is_sent_when_it_starts(
     assert_eq!(reports_to_management(&smtp.messages()?).len(), 1);
     Ok(())
 }
+
+/// A tmpfs of a fixed size mounted on a fresh directory, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs> {
+        let dir = tempfile::tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "mount tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// disk.backup and disk.archive of one host on the same filesystem are one filesystem in the
+/// fleet totals: the trends page's fleet storage and the monthly review's filesystem total.
+#[tokio::test]
+async fn two_disk_checks_on_one_filesystem_count_it_once() -> Result<()> {
+    let fs = Tmpfs::mount("16m")?;
+    let (backup, archive) = (fs.0.path().join("backup"), fs.0.path().join("archive"));
+    std::fs::create_dir(&backup)?;
+    std::fs::create_dir(&archive)?;
+    // 4 MiB of data: a used figure far from the tmpfs's empty one.
+    std::fs::write(backup.join("base.tar"), vec![7u8; 4 << 20])?;
+    let scene = backwatch_tests::harness::scene("db1", |a| {
+        a.disk("backup", &backup, "1s")
+            .disk("archive", &archive, "1s")
+    })
+    .await?;
+    let collector = &scene.collector;
+    collector
+        .wait_status("db1", "disk.backup", "ok", WAIT)
+        .await;
+    collector
+        .wait_status("db1", "disk.archive", "ok", WAIT)
+        .await;
+
+    let trends = collector.api("/api/v1/trends?days=2").await?;
+    let series = trends["storage"].as_array().context("storage")?;
+    assert_eq!(series.len(), 2, "{trends}");
+    let used: Vec<u64> = series
+        .iter()
+        .filter_map(|s| s["points"].as_array()?.last()?[1].as_u64())
+        .collect();
+    let capacity = series[0]["points"][0][2].as_u64().context("capacity")?;
+    // Nothing else writes to this tmpfs: both checks see the same bytes used.
+    assert!(used[0] >= 4 << 20 && used[0] == used[1], "{trends}");
+    let fleet = trends["fleet_storage"]
+        .as_array()
+        .and_then(|d| d.last())
+        .context("fleet storage")?;
+    assert_eq!(
+        fleet[1].as_u64(),
+        Some(used[0]),
+        "fleet used {fleet} is one filesystem's, not the sum of {used:?}"
+    );
+    assert_eq!(fleet[2].as_u64(), Some(capacity), "capacity counted once");
+
+    let month = Utc::now().format("%Y-%m").to_string();
+    let json: Value = serde_json::from_str(&cli(
+        collector.config_path(),
+        &["monthly", "--month", &month, "--format", "json"],
+    )?)?;
+    let total = json["summary"]["filesystem_used_bytes"]
+        .as_u64()
+        .context("filesystem_used_bytes")?;
+    assert_eq!(
+        total, used[0],
+        "the monthly total counts the filesystem once: {}",
+        json["summary"]
+    );
+    Ok(())
+}

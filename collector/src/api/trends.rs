@@ -69,6 +69,9 @@ pub struct StorageSeries {
     projected_full_at: Option<DateTime<Utc>>,
     /// `full in N days`, `full`, `not growing`, `beyond 10 years`, `too few samples`.
     projection: String,
+    /// The filesystem measured (device number): fleet totals count it once per host.
+    #[serde(skip)]
+    filesystem: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -78,8 +81,9 @@ pub struct Trends {
     days: u32,
     fit: &'static str,
     storage: Vec<StorageSeries>,
-    /// `[day, used bytes, capacity bytes]` summed over every disk check, each carried
-    /// forward from its latest sample so a missed day is not a dip.
+    /// `[day, used bytes, capacity bytes]` summed over every filesystem (two disk checks of a
+    /// host on one filesystem count once), each carried forward from its latest sample so a
+    /// missed day is not a dip.
     fleet_storage: Vec<(i64, u64, u64)>,
     /// `[day, bytes, segments]` archived over the fleet.
     archive_per_day: Vec<(i64, u64, u64)>,
@@ -91,6 +95,11 @@ pub struct Trends {
 
 fn day_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis().div_euclid(DAY_MS) * DAY_MS
+}
+
+/// The device number of a disk observation, when it has one.
+fn device_of(obs: Option<&Value>) -> Option<u64> {
+    obs?.get("disk")?["device_id"].as_u64().filter(|d| *d != 0)
 }
 
 /// Used and capacity bytes of a disk observation, as `df` counts them.
@@ -118,10 +127,12 @@ fn group(samples: Vec<(String, HistoryEntry)>) -> BTreeMap<(String, String), Vec
 fn storage_series(host: String, check: String, entries: &[HistoryEntry]) -> StorageSeries {
     let mut points = Vec::new();
     let mut path = String::new();
+    let mut filesystem = None;
     for e in entries {
         if let Some((used, cap, p)) = disk_bytes(e.observation.as_ref()) {
             points.push((day_of(e.measured_at), used, cap));
             path = p;
+            filesystem = device_of(e.observation.as_ref()).or(filesystem);
         }
     }
     let xy: Vec<(f64, f64)> = points
@@ -153,15 +164,25 @@ fn storage_series(host: String, check: String, entries: &[HistoryEntry]) -> Stor
         growth_bytes_per_day: fit.map(|f| f.slope),
         projected_full_at: full_at,
         projection: words,
+        filesystem,
     }
 }
 
-/// Sum per day over all series, each carried forward from its latest sample.
+/// Sum per day over all filesystems, each carried forward from its latest sample. Series of
+/// one host on the same device are one filesystem: the first stands for it.
 fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let distinct: Vec<&StorageSeries> = series
+        .iter()
+        .filter(|s| match s.filesystem {
+            Some(dev) => seen.insert((s.host.as_str(), dev)),
+            None => true,
+        })
+        .collect();
     days.iter()
         .map(|&d| {
             let (mut used, mut cap) = (0u64, 0u64);
-            for s in series {
+            for s in &distinct {
                 if let Some(&(_, u, c)) = s.points.iter().rev().find(|p| p.0 <= d) {
                     used = used.saturating_add(u);
                     cap = cap.saturating_add(c);
@@ -346,8 +367,19 @@ mod tests {
 
     #[test]
     fn fleet_sum_carries_each_series_forward() {
-        let series = |points: Vec<(i64, u64, u64)>| StorageSeries {
-            host: String::new(),
+        let all = [
+            series("db1", None, vec![(0, 10, 100), (2 * DAY_MS, 12, 100)]),
+            series("db1", None, vec![(DAY_MS, 5, 50)]),
+        ];
+        assert_eq!(
+            fleet_sum(&all, &[0, DAY_MS, 2 * DAY_MS]),
+            [(0, 10, 100), (DAY_MS, 15, 150), (2 * DAY_MS, 17, 150)]
+        );
+    }
+
+    fn series(host: &str, filesystem: Option<u64>, points: Vec<(i64, u64, u64)>) -> StorageSeries {
+        StorageSeries {
+            host: host.into(),
             check: String::new(),
             path: String::new(),
             points,
@@ -355,14 +387,30 @@ mod tests {
             growth_bytes_per_day: None,
             projected_full_at: None,
             projection: String::new(),
-        };
+            filesystem,
+        }
+    }
+
+    #[test]
+    fn fleet_sum_counts_a_filesystem_of_a_host_once() {
+        // disk.backup and disk.archive both on / of db1 (device 2049); db2's device 2049 is
+        // another machine's filesystem.
         let all = [
-            series(vec![(0, 10, 100), (2 * DAY_MS, 12, 100)]),
-            series(vec![(DAY_MS, 5, 50)]),
+            series("db1", Some(2049), vec![(0, 10, 100)]),
+            series("db1", Some(2049), vec![(0, 10, 100)]),
+            series("db2", Some(2049), vec![(0, 7, 50)]),
         ];
-        assert_eq!(
-            fleet_sum(&all, &[0, DAY_MS, 2 * DAY_MS]),
-            [(0, 10, 100), (DAY_MS, 15, 150), (2 * DAY_MS, 17, 150)]
+        assert_eq!(fleet_sum(&all, &[0]), [(0, 17, 150)]);
+    }
+
+    #[test]
+    fn the_device_number_is_read_from_the_disk_observation() {
+        let e = entry(
+            0,
+            json!({"disk": {"path": "/backup", "total_bytes": 100, "free_bytes": 50,
+                "avail_bytes": 50, "device_id": 2049}}),
         );
+        let s = storage_series("db1".into(), "disk.backup".into(), &[e]);
+        assert_eq!(s.filesystem, Some(2049));
     }
 }

@@ -85,6 +85,9 @@ pub struct StorageTrend {
     pub needed_3m_bytes: Option<f64>,
     pub needed_6m_bytes: Option<f64>,
     pub needed_12m_bytes: Option<f64>,
+    /// Which filesystem a disk check measured: fleet totals count it once per host.
+    #[serde(skip)]
+    pub filesystem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +157,12 @@ fn opt_round(v: Option<f64>) -> Option<f64> {
     v.map(round)
 }
 
+/// A filesystem of a host for fleet totals: the one measured, else (rows from before the
+/// filesystem was recorded) the check itself.
+fn fs_key<'a>(filesystem: &'a Option<String>, check: &'a str) -> &'a str {
+    filesystem.as_deref().unwrap_or(check)
+}
+
 fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
     let last = rows.last()?;
     let points: Vec<(f64, f64)> = rows
@@ -175,7 +184,9 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
         ),
     };
     let used = used_last.unwrap_or(0) as f64;
+    let filesystem = rows.iter().rev().find_map(|r| r.filesystem.clone());
     Some(StorageTrend {
+        filesystem,
         host: last.host.clone(),
         check: last.check.clone(),
         kind: match last.kind.as_str() {
@@ -365,6 +376,8 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
         .map(|r| r.host.as_str())
         .collect();
     let mut days: BTreeMap<i64, DayPoint> = BTreeMap::new();
+    // (day, host, filesystem) already counted: two checks on one filesystem are one.
+    let mut counted = std::collections::BTreeSet::new();
     let day_name = |ms: i64| {
         DateTime::from_timestamp_millis(ms)
             .map(|t| t.format("%Y-%m-%d").to_string())
@@ -378,7 +391,11 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
             alerts: 0,
         });
         match r.kind.as_str() {
-            "disk" => d.filesystem_used_bytes += r.used_bytes_last.unwrap_or(0),
+            "disk"
+                if counted.insert((r.bucket_start, &r.host, fs_key(&r.filesystem, &r.check))) =>
+            {
+                d.filesystem_used_bytes += r.used_bytes_last.unwrap_or(0)
+            }
             "archive_dir" => d.wal_bytes += r.wal_bytes,
             "wal_archive" if !has_archive_dir.contains(r.host.as_str()) => {
                 d.wal_bytes += r.wal_bytes
@@ -413,8 +430,13 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
         .iter()
         .filter_map(|a| a.fields.resolved_at.map(|r| secs(r - a.fields.opened_at)))
         .collect();
-    let filesystems: Vec<&StorageTrend> =
-        storage.iter().filter(|s| s.kind == "filesystem").collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let filesystems: Vec<&StorageTrend> = storage
+        .iter()
+        .filter(|s| {
+            s.kind == "filesystem" && seen.insert((&s.host, fs_key(&s.filesystem, &s.check)))
+        })
+        .collect();
     let wal_days: Vec<f64> = days.iter().map(|d| d.wal_bytes as f64).collect();
     let summary = MonthlySummary {
         hosts: hosts.len() as u64,

@@ -93,3 +93,31 @@ fn an_empty_month_is_a_report_without_numbers() {
     assert!(r.storage.is_empty() && r.days.is_empty());
     assert!(serde_json::to_value(&r).is_ok());
 }
+
+/// A day row of a disk check of `host` measuring `filesystem`.
+fn disk_day(host: &str, check: &str, filesystem: &str, used: i64, capacity: i64) -> Rollup {
+    let day = t(0).timestamp_millis();
+    let mut r = Rollup::empty(host, check, crate::store::reports::Period::Day, day, "disk");
+    r.samples = 1;
+    r.last_at = day + 3_600_000;
+    r.used_bytes_last = Some(used);
+    r.capacity_bytes = Some(capacity);
+    r.filesystem = Some(filesystem.into());
+    r
+}
+
+#[test]
+fn two_checks_on_one_filesystem_count_once_in_the_fleet_totals() {
+    let mut i = input(Vec::new());
+    i.days = vec![
+        // disk.backup and disk.archive of db1 both on /; db2's device 2049 is another disk.
+        disk_day("db1", "disk.archive", "dev:2049", 40, 100),
+        disk_day("db1", "disk.backup", "dev:2049", 40, 100),
+        disk_day("db2", "disk.backup", "dev:2049", 7, 50),
+    ];
+    let r = build(i);
+    assert_eq!(r.summary.filesystem_used_bytes, 47);
+    assert_eq!(r.days[0].filesystem_used_bytes, 47);
+    // Each check still has its own line.
+    assert_eq!(r.storage.len(), 3);
+}

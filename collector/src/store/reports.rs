@@ -96,6 +96,9 @@ pub struct Rollup {
     pub failed_delta: i64,
     pub segment_bytes: Option<i64>,
     pub wal_bytes: i64,
+    /// Disk checks: the filesystem measured (device number, else mount point), so that fleet
+    /// totals count a filesystem shared by several checks of a host once.
+    pub filesystem: Option<String>,
 }
 
 impl Rollup {
@@ -128,6 +131,7 @@ impl Rollup {
             duration_secs: None,
             delay_secs_max: None,
             delay_hourly: Vec::new(),
+            filesystem: None,
             archived_count: None,
             archived_delta: 0,
             failed_count: None,

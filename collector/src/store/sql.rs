@@ -82,6 +82,12 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 3, "0003_reports.sql", "reports"),
     embed!("sqlite", 4, "0004_enrollment.sql", "enrollment"),
     embed!("sqlite", 5, "0005_ingest_lookups.sql", "ingest lookups"),
+    embed!(
+        "sqlite",
+        6,
+        "0006_rollup_filesystem.sql",
+        "rollup filesystem"
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -89,6 +95,12 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 3, "0003_reports.sql", "reports"),
     embed!("postgres", 4, "0004_enrollment.sql", "enrollment"),
     embed!("postgres", 5, "0005_ingest_lookups.sql", "ingest lookups"),
+    embed!(
+        "postgres",
+        6,
+        "0006_rollup_filesystem.sql",
+        "rollup filesystem"
+    ),
 ];
 
 /// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).

@@ -36,6 +36,7 @@ fn disk(host: &str, n: u32, secs: i64, used: u64) -> super::Evaluated {
         total_bytes: 1000,
         free_bytes: 1000 - used,
         avail_bytes: 1000 - used,
+        device_id: 2049,
         ..DiskObs::default()
     }));
     evaluated(r, Status::Ok, "disk ok")
@@ -104,6 +105,13 @@ pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
         )),
         Some((Some(450), Some(450), Some(1000), "disk"))
     );
+    // The filesystem it measured, for fleet totals that count a filesystem once.
+    assert_eq!(
+        disk_day.and_then(|r| r.filesystem.as_deref()),
+        Some("dev:2049")
+    );
+    let wal_day = wal_day.expect("wal day row");
+    assert_eq!(wal_day.filesystem, None, "no filesystem for other kinds");
     assert_eq!(disk_day.map(|r| r.status_last), Some(Status::Ok));
 
     // put_rollups replaces a row as given.

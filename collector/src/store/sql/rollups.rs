@@ -48,6 +48,8 @@ pub struct Sample {
     pub segment_bytes: Option<i64>,
     /// Archive directories: bytes archived per UTC day (`YYYY-MM-DD`).
     pub day_volumes: Vec<(String, i64)>,
+    /// Disk checks: which filesystem (see `Rollup::filesystem`).
+    pub filesystem: Option<String>,
 }
 
 fn int(v: u64) -> i64 {
@@ -73,6 +75,7 @@ pub fn sample(item: &Evaluated) -> Sample {
             s.used_pct =
                 crate::rules::disk::df_used_pct(d.total_bytes, d.free_bytes, d.avail_bytes)
                     .map(f64::from);
+            s.filesystem = filesystem_key(d);
         }
         Some(Observation::BackupDir(b)) if b.exists && b.read_error.is_none() => {
             s.used = Some(int(b.total_bytes));
@@ -118,6 +121,15 @@ pub fn sample(item: &Evaluated) -> Sample {
         _ => {}
     }
     s
+}
+
+/// One filesystem of a host: its device number (`st_dev`, what `df` and the disk check treat
+/// as one filesystem), else its mount point.
+pub fn filesystem_key(d: &backwatch_proto::model::DiskObs) -> Option<String> {
+    if d.device_id != 0 {
+        return Some(format!("dev:{}", d.device_id));
+    }
+    d.mount_point.as_ref().map(|m| format!("mount:{m}"))
 }
 
 fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -206,6 +218,9 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
     if s.segment_bytes.is_some() {
         r.segment_bytes = s.segment_bytes;
     }
+    if s.filesystem.is_some() {
+        r.filesystem = s.filesystem.clone();
+    }
     if let Some(m) = s.newest_mtime {
         // A backup is new when the newest file changed; the very first sample of a check
         // counts its newest file when that was written within this bucket.
@@ -251,7 +266,7 @@ macro_rules! rollup_columns {
          used_bytes_max, capacity_bytes, used_pct_max, files_last, newest_mtime, \
          newest_size_bytes, newest_age_secs, new_backups, duration_secs, delay_secs_max, \
          delay_hourly, archived_count, archived_delta, failed_count, failed_delta, \
-         segment_bytes, wal_bytes"
+         segment_bytes, wal_bytes, filesystem"
     };
 }
 pub(super) use rollup_columns;
@@ -394,6 +409,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
         failed_delta: get(row, "failed_delta")?,
         segment_bytes: get(row, "segment_bytes")?,
         wal_bytes: get(row, "wal_bytes")?,
+        filesystem: get(row, "filesystem")?,
     })
 }
 
@@ -439,6 +455,8 @@ fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
         .bind(r.failed_delta)
         .bind(r.segment_bytes)
         .bind(r.wal_bytes)
+        // "" for NULL, as $18 does for floats: a NULL's type would stick to the statement.
+        .bind(r.filesystem.clone().unwrap_or_default())
 }
 
 /// A newly stored result, as rollups see it.
