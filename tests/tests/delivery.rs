@@ -270,3 +270,82 @@ async fn webhook_gets_the_alert_as_json_after_refusing_for_a_while() -> Result<(
     );
     Ok(())
 }
+
+/// A webhook URL carries its credential in the path or query: read from `url_file`, it is
+/// delivered to, but never shown whole by the API, the logs, stored error texts or
+/// `config check`.
+#[tokio::test]
+async fn webhook_url_from_a_file_is_used_but_never_shown() -> Result<()> {
+    let hook = Webhook::start().await?;
+    hook.respond_with(503);
+    let certs = Certs::fleet(&["db1"])?;
+    let secrets = tempfile::tempdir()?;
+    let good = secrets.path().join("pager-url");
+    std::fs::write(
+        &good,
+        format!("{}/T0/B0/PATHSECRET?token=QUERYSECRET\n", hook.url()),
+    )?;
+    // Nothing listens there: a connection error, whose text names the URL unless removed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let bad = secrets.path().join("chat-url");
+    std::fs::write(&bad, format!("http://127.0.0.1:{closed}/CLOSEDSECRET\n"))?;
+    let routes = format!(
+        "[[routes]]\nname = \"pager\"\nchannel = \"webhook\"\nurl_file = \"{}\"\nchecks = [\"disk.*\"]\n\
+         [[routes]]\nname = \"chat\"\nchannel = \"webhook\"\nurl_file = \"{}\"\nchecks = [\"disk.*\"]\n",
+        good.display(),
+        bad.display()
+    );
+    let collector = Collector::sqlite(&certs)
+        .toml(&format!("{FAST}{DB1_DISK_WARNS}{routes}"))
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    let rows = eventually(WAIT, "both deliveries failed once", async || {
+        let rows = notifications(&collector, "").await?;
+        ensure!(
+            rows.len() == 2 && rows.iter().all(|r| r["last_error"].is_string()),
+            "{rows:#?}"
+        );
+        Ok(rows)
+    })
+    .await;
+    hook.respond_with(200);
+    eventually(WAIT, "the pager got the alert", async || {
+        ensure!(!hook.received().is_empty(), "nothing received yet");
+        Ok(())
+    })
+    .await;
+    // It went to the whole URL from the file.
+    let got = hook.received();
+    assert!(
+        got.iter()
+            .all(|r| r.target.contains("/T0/B0/PATHSECRET?token=QUERYSECRET")),
+        "{got:#?}"
+    );
+
+    let config_check =
+        std::process::Command::new(backwatch_tests::harness::bin("backwatch-collector"))
+            .args(["config", "check", "--config"])
+            .arg(collector.config_path())
+            .output()?;
+    assert!(config_check.status.success(), "{config_check:?}");
+    let shown = format!(
+        "{rows:?}\n{}\n{}\n{}",
+        serde_json::Value::Array(notifications(&collector, "").await?),
+        String::from_utf8_lossy(&config_check.stdout),
+        collector.log()
+    );
+    assert!(
+        shown.contains(&format!("http://127.0.0.1:{closed}/…")),
+        "{shown}"
+    );
+    for secret in ["PATHSECRET", "QUERYSECRET", "CLOSEDSECRET"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    Ok(())
+}

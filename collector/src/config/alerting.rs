@@ -73,6 +73,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub to: Vec<String>,
     pub url: Option<String>,
+    /// A file holding the webhook URL (the URL is a credential: keep it out of the main file).
+    pub url_file: Option<PathBuf>,
     pub min_status: Option<String>,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -249,7 +251,7 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
     }
 
     let smtp = raw.smtp.map(|s| smtp(p, s, raw.base));
-    let routes = routes(p, raw.routes, raw.groups, smtp.is_some());
+    let routes = routes(p, raw.routes, raw.groups, smtp.is_some(), raw.base);
 
     let d = raw.delivery;
     let delivery = Delivery {
@@ -409,11 +411,49 @@ fn smtp(p: &mut Problems, s: RawSmtp, base: &Path) -> Smtp {
     }
 }
 
+/// The webhook URL of a route, from `url` or from the file `url_file` names (relative to the
+/// configuration file; one trailing newline is the editor's), and which key it came from.
+/// Exactly one of them must be given.
+fn webhook_url(
+    p: &mut Problems,
+    key: &dyn Fn(&str) -> String,
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    base: &Path,
+) -> (String, &'static str) {
+    match (url, url_file) {
+        (Some(_), Some(_)) => {
+            p.push(key("url_file"), "give either url or url_file, not both");
+            (String::new(), "url")
+        }
+        (None, None) => {
+            p.push(key("url"), "webhook routes need url or url_file");
+            (String::new(), "url")
+        }
+        (Some(url), None) => (url, "url"),
+        (None, Some(f)) => {
+            let f = if f.is_relative() { base.join(f) } else { f };
+            match std::fs::read_to_string(&f) {
+                Ok(text) if !text.trim().is_empty() => (text.trim().to_string(), "url_file"),
+                Ok(_) => {
+                    p.push(key("url_file"), format!("{} is empty", f.display()));
+                    (String::new(), "url_file")
+                }
+                Err(e) => {
+                    p.push(key("url_file"), format!("cannot read {}: {e}", f.display()));
+                    (String::new(), "url_file")
+                }
+            }
+        }
+    }
+}
+
 fn routes(
     p: &mut Problems,
     raw: Vec<RawRoute>,
     groups: &BTreeMap<String, Vec<String>>,
     have_smtp: bool,
+    base: &Path,
 ) -> Vec<Route> {
     let mut out: Vec<Route> = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -443,15 +483,26 @@ fn routes(
                 if !have_smtp {
                     p.push(key("channel"), "email routes need an [smtp] section");
                 }
-                if r.url.is_some() {
+                if r.url.is_some() || r.url_file.is_some() {
                     p.push(key("url"), "is for webhook routes (email routes use `to`)");
                 }
                 Target::Email(r.to)
             }
             "webhook" => {
-                let url = r.url.unwrap_or_default();
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    p.push(key("url"), format!("{url:?} is not an http(s) URL"));
+                let (url, from) = webhook_url(p, &key, r.url, r.url_file, base);
+                // Never echo the URL: its path or query is the credential.
+                if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(
+                        key(from),
+                        format!(
+                            "{} is not an http(s) URL (it must start with http:// or https://)",
+                            if from == "url" {
+                                "the value"
+                            } else {
+                                "the file's content"
+                            }
+                        ),
+                    );
                 }
                 if !r.to.is_empty() {
                     p.push(key("to"), "is for email routes (webhook routes use `url`)");

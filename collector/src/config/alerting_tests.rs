@@ -10,6 +10,12 @@ use std::time::Duration;
 fn load(text: &str) -> Result<Alerting, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("smtp-password"), "s3cret-value\n").unwrap();
+    std::fs::write(
+        dir.path().join("hook-url"),
+        "https://hooks.example.com/services/T0/B0/HOOKSECRET\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad-hook-url"), "ftp://x/HOOKSECRET\n").unwrap();
     let path = dir.path().join("collector.toml");
     let raw: RawConfig = parse_toml(&path, text)?;
     let mut p = Problems::new(&path);
@@ -161,7 +167,7 @@ alerts = false
         "routes[0].to[0]: \"not an address\" is not an email address",
         "routes[0].groups: no group \"nope\" in [groups]",
         "routes[1].name: \"dba\" is used by an earlier route",
-        "routes[1].url: \"ftp://x\" is not an http(s) URL",
+        "routes[1].url: the value is not an http(s) URL",
         "routes[2].alerts: a route with alerts = false needs daily_summary = true",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
@@ -177,4 +183,56 @@ fn email_routes_need_smtp() {
         err.contains("routes[0].channel: email routes need an [smtp] section"),
         "{err}"
     );
+}
+
+#[test]
+fn a_webhook_url_is_read_from_url_file() {
+    let a = load("[[routes]]\nname = \"pager\"\nchannel = \"webhook\"\nurl_file = \"hook-url\"\n")
+        .unwrap();
+    assert_eq!(
+        a.routes[0].target,
+        crate::alerts::routes::Target::Webhook(
+            "https://hooks.example.com/services/T0/B0/HOOKSECRET".into()
+        )
+    );
+}
+
+#[test]
+fn webhook_url_problems_are_named_without_the_url() {
+    let err = load(
+        r#"
+[[routes]]
+name = "a"
+channel = "webhook"
+url = "https://x/1"
+url_file = "hook-url"
+[[routes]]
+name = "b"
+channel = "webhook"
+[[routes]]
+name = "c"
+channel = "webhook"
+url_file = "missing-file"
+[[routes]]
+name = "d"
+channel = "webhook"
+url_file = "bad-hook-url"
+[[routes]]
+name = "e"
+channel = "webhook"
+url = "hxxps://hooks.example.com/HOOKSECRET"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "routes[0].url_file: give either url or url_file, not both",
+        "routes[1].url: webhook routes need url or url_file",
+        "routes[2].url_file: cannot read ",
+        "routes[3].url_file: the file's content is not an http(s) URL",
+        "routes[4].url: the value is not an http(s) URL",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("HOOKSECRET"), "{err}");
 }

@@ -8,7 +8,7 @@
 
 use super::Config;
 use crate::alerts::routes::Target;
-use crate::store::redact_url;
+use crate::store::{redact_url, redact_webhook};
 use backwatch_proto::config::fmt_duration;
 use std::fmt::Write;
 use toml::{Table, Value};
@@ -96,7 +96,7 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
     for r in &c.alerting.routes {
         let to = match &r.target {
             Target::Email(to) => format!("email {}", to.join(", ")),
-            Target::Webhook(url) => format!("webhook {url}"),
+            Target::Webhook(url) => format!("webhook {}", redact_webhook(url)),
         };
         let what = match (r.alerts, r.daily_summary) {
             (true, true) => format!("alerts from {} and the daily summary", r.min_status),

@@ -161,7 +161,7 @@ impl Worker {
             return Ok(());
         }
         if n.handed_over_at.is_some() {
-            warn!(notification = n.id, message_id = %n.message_id, recipient = %n.recipient,
+            warn!(notification = n.id, message_id = %n.message_id, recipient = %n.recipient_shown(),
                 "an earlier attempt was interrupted after the message was handed to the server; \
                  sending again with the same Message-ID (the recipient may get it twice)");
         }
@@ -173,7 +173,7 @@ impl Worker {
         match outcome {
             Ok(answer) => {
                 if self.store.mark_sent(n.id, self.id(), now).await? {
-                    info!(notification = n.id, route = %n.route, recipient = %n.recipient,
+                    info!(notification = n.id, route = %n.route, recipient = %n.recipient_shown(),
                         kind = %n.kind, attempts = n.attempts, answer = %answer, "notification sent");
                 } else {
                     warn!(
@@ -199,12 +199,14 @@ impl Worker {
                     .await?;
                 match retry {
                     Some(at) => {
-                        warn!(notification = n.id, route = %n.route, recipient = %n.recipient,
+                        warn!(notification = n.id, route = %n.route, recipient = %n.recipient_shown(),
                         attempts = n.attempts, retry_in_s = (at - now).num_seconds(), answer = %f.text,
                         "notification not delivered; will retry")
                     }
-                    None => error!(notification = n.id, route = %n.route, recipient = %n.recipient,
-                        attempts = n.attempts, answer = %f.text, "notification given up"),
+                    None => {
+                        error!(notification = n.id, route = %n.route, recipient = %n.recipient_shown(),
+                        attempts = n.attempts, answer = %f.text, "notification given up")
+                    }
                 }
             }
         }

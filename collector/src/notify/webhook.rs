@@ -49,12 +49,14 @@ impl Poster {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
+                let (permanent, in_doubt) = (e.is_builder(), !(e.is_connect() || e.is_builder()));
                 return Err(Failure {
-                    // The chain says why: "connection refused", "timed out".
-                    text: backwatch_proto::error::chain(&e),
-                    permanent: e.is_builder(),
+                    // The chain says why: "connection refused", "timed out". Without the URL:
+                    // this text is stored, logged and shown, and the URL holds the secret.
+                    text: backwatch_proto::error::chain(&e.without_url()),
+                    permanent,
                     // Refused before connecting: certainly not received.
-                    in_doubt: !(e.is_connect() || e.is_builder()),
+                    in_doubt,
                 });
             }
         };

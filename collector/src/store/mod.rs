@@ -24,7 +24,7 @@ pub mod suite_enroll;
 pub mod suite_outbox;
 pub mod suite_reports;
 
-pub use sql::{SqlStore, redact_url};
+pub use sql::{SqlStore, redact_url, redact_webhook};
 
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::ProbeResult;

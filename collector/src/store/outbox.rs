@@ -118,6 +118,8 @@ pub struct Notification {
     pub kind: String,
     pub route: String,
     pub channel: Channel,
+    /// Shown redacted when it is a webhook URL (the credential is in its path or query).
+    #[serde(serialize_with = "shown_recipient")]
     pub recipient: String,
     pub subject: String,
     #[serde(skip)]
@@ -142,6 +144,32 @@ pub struct Notification {
     /// [`Attachment`](super::reports::Attachment); `None` for plain messages.
     #[serde(skip)]
     pub attachments: Option<String>,
+}
+
+impl Notification {
+    /// The recipient as logs and the API may show it: an email address as is, a webhook URL
+    /// without its path and query.
+    pub fn recipient_shown(&self) -> std::borrow::Cow<'_, str> {
+        shown(self.channel, &self.recipient)
+    }
+}
+
+fn shown(channel: Channel, recipient: &str) -> std::borrow::Cow<'_, str> {
+    match channel {
+        Channel::Email => recipient.into(),
+        Channel::Webhook => super::redact_webhook(recipient).into(),
+    }
+}
+
+/// Serialises a recipient; anything URL-shaped is a webhook's and is redacted, so no answer
+/// of the API can carry one whole (the serializer does not see the channel).
+fn shown_recipient<S: serde::Serializer>(recipient: &str, s: S) -> Result<S::Ok, S::Error> {
+    let channel = if recipient.contains("://") {
+        Channel::Webhook
+    } else {
+        Channel::Email
+    };
+    s.serialize_str(&shown(channel, recipient))
 }
 
 #[async_trait::async_trait]

@@ -33,7 +33,7 @@ mod tests;
 mod url;
 mod write;
 
-pub use url::redact_url;
+pub use url::{redact_url, redact_webhook};
 
 use super::{
     CheckClock, CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, HostWrite, HostWritten,

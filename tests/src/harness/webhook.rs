@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request target: path and query ("/hook?token=…").
+    pub target: String,
     /// Header names in lowercase.
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
@@ -99,6 +101,13 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Received> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    // "POST /hook?x=1 HTTP/1.1"
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or_default()
+        .to_string();
     let headers: Vec<(String, String)> = head
         .lines()
         .skip(1)
@@ -118,5 +127,9 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> Option<Received> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = serde_json::from_slice(&buf[head_end..head_end + length]).ok()?;
-    Some(Received { headers, body })
+    Some(Received {
+        target,
+        headers,
+        body,
+    })
 }

@@ -44,6 +44,26 @@ pub fn redact_url(url: &str) -> String {
     redact_password_params(&redacted)
 }
 
+/// A webhook URL fit for errors, logs, the API and `config check`: scheme, host and port
+/// only. Chat and paging services put the credential in the path or the query
+/// (`https://hooks.slack.com/services/T0/B0/XXXX`, `?token=`), and user-info may hold a
+/// password, so all of those become `…`.
+pub fn redact_webhook(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "…".to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // The last '@' ends user-info (a literal '@' elsewhere must be %40).
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let more = if rest[end..].trim_start_matches('/').is_empty() && !authority.contains('@') {
+        ""
+    } else {
+        "/…"
+    };
+    format!("{scheme}://{host}{more}")
+}
+
 fn redact_password_params(s: &str) -> String {
     const KEY: &str = "password=";
     // ASCII lowercasing keeps every byte offset, so offsets found in `lower` index `s`.
@@ -61,4 +81,30 @@ fn redact_password_params(s: &str) -> String {
     }
     out.push_str(&s[pos..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_webhook;
+
+    #[test]
+    fn a_webhook_url_keeps_only_scheme_host_and_port() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "http://127.0.0.1:9000/hook?token=s3cret",
+                "http://127.0.0.1:9000/…",
+            ),
+            ("https://user:pass@example.com", "https://example.com/…"),
+            ("https://example.com/", "https://example.com"),
+            ("https://example.com", "https://example.com"),
+            ("https://example.com?key=1", "https://example.com/…"),
+            ("not a url with a secret", "…"),
+        ] {
+            assert_eq!(redact_webhook(url), shown, "{url}");
+        }
+    }
 }
