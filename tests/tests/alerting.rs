@@ -248,6 +248,25 @@ async fn maintenance_silence_holds_notices_until_it_is_ended() -> Result<()> {
     )
     .await?;
     assert_eq!(code, 400, "a silence needs a matcher: {bad}");
+    // Capped in scope and duration: the whole fleet, or a silence nobody would remember to
+    // end, is refused with the reason.
+    for (body, why) in [
+        (
+            json!({"host": "*", "check": "**", "by": "x", "reason": "y", "until": "1h"}),
+            "may not cover every check of every host",
+        ),
+        (
+            json!({"host": "db1", "by": "x", "reason": "y", "until": "15d"}),
+            "a silence lasts at most 14d",
+        ),
+    ] {
+        let (code, refused) = send(&collector, "POST", "/api/v1/silences", Some(body)).await?;
+        assert_eq!(code, 400, "{refused}");
+        assert!(
+            refused["error"].as_str().is_some_and(|e| e.contains(why)),
+            "{refused}"
+        );
+    }
 
     let dir = tempfile::tempdir()?;
     let _agent = Agent::for_host("db1", &certs, &collector)
@@ -323,5 +342,47 @@ async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
         2,
         "{mails:#?}"
     );
+    Ok(())
+}
+
+/// With authentication, a silence, an acknowledgement and the end of a silence are recorded
+/// as the caller the token names, whatever `by` the body claims.
+#[tokio::test]
+async fn silences_and_marks_are_recorded_as_the_authenticated_caller() -> Result<()> {
+    let keys = tempfile::tempdir()?;
+    let token = "oncall-token-0123456789abcdef0123456789";
+    let token_file = keys.path().join("oncall");
+    std::fs::write(&token_file, token)?;
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml(&format!(
+            "[[http.tokens]]\nname = \"oncall\"\ntoken_file = \"{}\"\nrole = \"ack\"\n",
+            token_file.display()
+        ))
+        .start()
+        .await?;
+    let http = backwatch_tests::harness::fleet::http_client();
+    let silence: serde_json::Value = http
+        .post(collector.url("/api/v1/silences"))
+        .bearer_auth(token)
+        .json(&json!({"host": "db1", "by": "mallory", "reason": "r", "until": "1h"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(silence["created_by"], "oncall", "{silence}");
+    let id = silence["id"].as_i64().unwrap_or_default();
+    let ended: serde_json::Value = http
+        .delete(collector.url(&format!("/api/v1/silences/{id}?by=mallory")))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(ended["ended_by"], "oncall", "{ended}");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! bounded. Write endpoints need the `ack` role when authentication is on (`auth`).
 //! Documented in README.md ("HTTP API").
 
+use super::auth::Identity;
 use super::{ApiError, ApiState};
 use crate::store::alerts::{
     Alert, AlertEvent, AlertFilter, Mark, MarkOutcome, NewSilence, Silence,
@@ -15,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -142,9 +143,19 @@ struct MarkBody {
     comment: Option<String>,
 }
 
-fn mark_of(b: MarkBody) -> Result<Mark, ApiError> {
+/// Who a mark or silence is recorded as: the authenticated caller when there is one (a
+/// token's name, the proxy's user), whatever `by` says, so nobody acts in another's name; in
+/// open mode (loopback, no authentication configured) the `by` given.
+fn author(id: &Identity, by: Option<String>, required: bool) -> Result<String, ApiError> {
+    match id {
+        Identity::Open => text("by", by, required, MAX_NAME),
+        known => Ok(known.name().to_string()),
+    }
+}
+
+fn mark_of(id: &Identity, b: MarkBody) -> Result<Mark, ApiError> {
     Ok(Mark {
-        by: text("by", b.by, true, MAX_NAME)?,
+        by: author(id, b.by, true)?,
         comment: text("comment", b.comment, false, MAX_TEXT)?,
         at: Utc::now(),
     })
@@ -177,10 +188,11 @@ fn marked(id: i64, what: &str, outcome: MarkOutcome) -> Result<Json<AlertView>, 
 
 async fn ack(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Identity>,
     Path(id): Path<i64>,
     b: Result<Json<MarkBody>, JsonRejection>,
 ) -> Result<Json<AlertView>, ApiError> {
-    let mark = mark_of(body(b)?)?;
+    let mark = mark_of(&caller, body(b)?)?;
     let outcome = s.store.acknowledge_alert(id, &mark).await?;
     tracing::info!(alert = id, by = %mark.by, "alert acknowledged");
     marked(id, "acknowledged", outcome)
@@ -188,10 +200,11 @@ async fn ack(
 
 async fn false_positive(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Identity>,
     Path(id): Path<i64>,
     b: Result<Json<MarkBody>, JsonRejection>,
 ) -> Result<Json<AlertView>, ApiError> {
-    let mark = mark_of(body(b)?)?;
+    let mark = mark_of(&caller, body(b)?)?;
     let outcome = s.store.mark_false_positive(id, &mark).await?;
     tracing::info!(alert = id, by = %mark.by, "alert marked false positive");
     marked(id, "marked a false positive", outcome)
@@ -245,8 +258,16 @@ fn time_or_after(field: &str, v: &str, from: DateTime<Utc>) -> Result<DateTime<U
         })
 }
 
+/// A pattern that matches everything (`*`, `**`) names nothing.
+fn names_something(pattern: &Option<String>) -> bool {
+    pattern
+        .as_deref()
+        .is_some_and(|p| !p.chars().all(|c| c == '*'))
+}
+
 async fn add_silence(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Identity>,
     b: Result<Json<SilenceBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
     let b = body(b)?;
@@ -260,8 +281,12 @@ async fn add_silence(
         matcher("group", b.group)?,
         matcher("check", b.check)?,
     );
-    if host.is_none() && group.is_none() && check.is_none() {
-        return Err(bad("a silence needs host, group or check"));
+    // A silence of every check of every host would blind the whole fleet: refused, as
+    // `host = "*"` with `check = "*"` is.
+    if !(names_something(&host) || group.is_some() || names_something(&check)) {
+        return Err(bad(
+            "a silence needs host, group or check, and may not cover every check of every host",
+        ));
     }
     if let Some(g) = &group
         && !s.alerting.group_names.contains(g)
@@ -281,11 +306,18 @@ async fn add_silence(
     if ends_at <= starts_at || ends_at <= now {
         return Err(bad("until: must be in the future and after starts"));
     }
+    let max = s.alerting.max_silence;
+    if chrono::Duration::from_std(max).is_ok_and(|max| ends_at - starts_at.max(now) > max) {
+        return Err(bad(format!(
+            "until: a silence lasts at most {} (alerts.max_silence); add another when it ends",
+            backwatch_proto::config::fmt_duration(max)
+        )));
+    }
     let new = NewSilence {
         host,
         group,
         check,
-        created_by: text("by", b.by, true, MAX_NAME)?,
+        created_by: author(&caller, b.by, true)?,
         reason: text("reason", b.reason, true, MAX_TEXT)?,
         created_at: now,
         starts_at,
@@ -303,10 +335,11 @@ struct EndQuery {
 
 async fn end_silence(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Identity>,
     Path(id): Path<i64>,
     Query(q): Query<EndQuery>,
 ) -> Result<Json<Silence>, ApiError> {
-    let by = text("by", q.by, false, MAX_NAME)?;
+    let by = author(&caller, q.by, false)?;
     let by = if by.is_empty() { "api".to_string() } else { by };
     let silence = s
         .store

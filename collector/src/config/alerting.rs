@@ -18,6 +18,10 @@ use std::time::Duration;
 
 // === raw ===
 
+/// Two weeks: longer than any maintenance window a team plans at once, short enough that a
+/// forgotten silence ends by itself.
+pub const DEFAULT_MAX_SILENCE: Duration = Duration::from_secs(14 * 86_400);
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
@@ -30,6 +34,9 @@ pub struct RawAlerts {
     pub flap_window: Option<Duration>,
     pub unknown_severity: Option<String>,
     pub silent_severity: Option<String>,
+    /// Longest silence the API accepts (default 14 days).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_silence: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +180,8 @@ pub struct Alerting {
     pub delivery: Delivery,
     pub smtp: Option<Smtp>,
     pub group_names: Vec<String>,
+    /// Longest silence accepted: a forgotten silence must end by itself.
+    pub max_silence: Duration,
 }
 
 impl Default for Alerting {
@@ -244,6 +253,10 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
     };
     if policy.flap_changes == 1 {
         p.push("alerts.flap_changes", "must be 0 (off) or at least 2");
+    }
+    let max_silence = a.max_silence.unwrap_or(DEFAULT_MAX_SILENCE);
+    if max_silence.is_zero() {
+        p.push("alerts.max_silence", "must be more than 0");
     }
     let evaluate_every = a.evaluate_every.unwrap_or(Duration::from_secs(2));
     if evaluate_every.is_zero() {
@@ -342,6 +355,7 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
         delivery,
         smtp,
         group_names: raw.groups.keys().cloned().collect(),
+        max_silence,
     }
 }
 

@@ -18,12 +18,24 @@ fn field(s: &str) -> String {
     }
 }
 
+/// A text cell a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, or a tab or carriage
+/// return before one) gets a leading `'`: host names, summaries and paths come from agents
+/// and from the systems they watch, and `=HYPERLINK(…)` in a summary must stay text (CSV
+/// injection). Numbers are left alone: `-3` is a number, not a formula.
+fn neutralised(v: &Value) -> String {
+    let text = raw(v);
+    match v {
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{text}"),
+        _ => text,
+    }
+}
+
 fn push(out: &mut String, table: &str, row: usize, column: &str, v: &Value) {
     out.push_str(&format!(
         "{},{row},{},{}\n",
         field(table),
         field(column),
-        field(&raw(v))
+        field(&neutralised(v))
     ));
 }
 
@@ -83,5 +95,28 @@ mod tests {
         assert!(text.contains("summary,0,hosts,2\n"));
         assert!(text.contains("open_alerts,0,summary,\"disk \"\"full\"\", 90 %\"\n"));
         assert!(text.contains("open_alerts,0,age_secs,60\n"));
+    }
+
+    #[test]
+    fn text_that_a_spreadsheet_would_run_as_a_formula_stays_text() {
+        let v = serde_json::json!({
+            "rows": [{
+                "summary": "=HYPERLINK(\"http://evil\",\"x\")",
+                "host": "+db1", "path": "-x", "who": "@me", "tab": "\t=1",
+                "growth": -3.5, "plain": "a=b"
+            }]
+        });
+        let text = csv(&v);
+        for want in [
+            "rows,0,summary,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"\n",
+            "rows,0,host,'+db1\n",
+            "rows,0,path,'-x\n",
+            "rows,0,who,'@me\n",
+            "rows,0,tab,'\t=1\n",
+            "rows,0,growth,-3.5\n",
+            "rows,0,plain,a=b\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
     }
 }
