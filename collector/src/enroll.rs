@@ -29,7 +29,7 @@ mod service;
 mod signer;
 pub mod standing;
 
-pub use service::{RENEW_OPENS_AT, spawn};
+pub use service::spawn;
 pub use signer::{Issued, Refusal, Signer};
 
 use crate::config::enroll::check_ttl;

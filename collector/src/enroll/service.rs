@@ -12,7 +12,7 @@ use crate::tls::{fingerprint, host_of, provider, read_certs, read_key, validity_
 use anyhow::Context;
 use backwatch_proto::convert::to_ts;
 use backwatch_proto::wire::{
-    EnrollReply, EnrollRequest, Enrollment, EnrollmentServer, RenewRequest,
+    EnrollReply, EnrollRequest, Enrollment, EnrollmentServer, RENEW_OPENS_AT, RenewRequest,
 };
 use chrono::Utc;
 use rustls::server::WebPkiClientVerifier;
@@ -29,9 +29,6 @@ use tracing::{info, warn};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A certificate request is a few hundred bytes; anything near this is not one.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;
-/// Metadata of a `Renew` refused as too early: when renewal opens (RFC 3339), so the agent
-/// waits until then instead of retrying.
-pub const RENEW_OPENS_AT: &str = "backwatch-renew-opens-at";
 
 struct EnrollService {
     store: Arc<dyn Store>,
