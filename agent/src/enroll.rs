@@ -79,7 +79,9 @@ pub fn read_token(source: &TokenSource, stdin: impl std::io::Read) -> Result<Str
             let mut text = String::new();
             let mut limited = std::io::Read::take(stdin, 4096);
             std::io::Read::read_to_string(&mut limited, &mut text).map_err(|e| {
-                EnrollError::Usage(format!("reading the enrollment token from standard input: {e}"))
+                EnrollError::Usage(format!(
+                    "reading the enrollment token from standard input: {e}"
+                ))
             })?;
             (text, "standard input".to_string())
         }
@@ -106,7 +108,10 @@ pub fn read_token(source: &TokenSource, stdin: impl std::io::Read) -> Result<Str
 /// The enrollment URL must be `https://`: the token travels on it, and the collector's
 /// certificate is what proves the token goes to the collector.
 pub fn check_collector_url(url: &str) -> Result<(), EnrollError> {
-    if url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+    if url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
         Ok(())
     } else {
         Err(EnrollError::Usage(format!(

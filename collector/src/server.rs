@@ -103,10 +103,12 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         1
     };
     let writer = crate::group_commit::GroupWriter::start(store.clone(), writers);
-    let supersede_grace = config.enroll.as_ref().map_or(
-        crate::config::enroll::DEFAULT_SUPERSEDE_GRACE,
-        |e| e.supersede_grace,
-    );
+    let supersede_grace = config
+        .enroll
+        .as_ref()
+        .map_or(crate::config::enroll::DEFAULT_SUPERSEDE_GRACE, |e| {
+            e.supersede_grace
+        });
     let ingest = IngestService::new(
         store.clone(),
         thresholds,

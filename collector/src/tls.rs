@@ -129,7 +129,10 @@ pub fn validity_of(
         chrono::DateTime::from_timestamp(a.timestamp(), 0)
             .ok_or_else(|| IdentityError::Unparsable("validity out of range".into()))
     };
-    Ok((t(x509.validity().not_before)?, t(x509.validity().not_after)?))
+    Ok((
+        t(x509.validity().not_before)?,
+        t(x509.validity().not_after)?,
+    ))
 }
 
 /// SHA-256 of a certificate's DER, lowercase hex: what `grpc.deny_fingerprints` lists and

@@ -123,7 +123,10 @@ impl Fleet {
     ) -> Result<std::result::Result<(PathBuf, PathBuf), tonic::Status>> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(std::fs::read(self.certs.ca())?))
-            .identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?))
+            .identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ))
             .domain_name("localhost");
         let channel = Endpoint::from_shared(self.enroll_url())?
             .tls_config(tls)?
@@ -449,7 +452,11 @@ async fn renewal_before_the_last_third_of_validity_is_refused() -> Result<()> {
         .renew_as("db42", &f.cert("db42"), &f.key("db42"), "db42-early")
         .await?
         .expect_err("renewal right after enrollment must be refused");
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
     let opens = chrono::DateTime::from_timestamp(expiry - 10 * 86_400, 0).context("opens")?;
     assert!(
         refused
@@ -477,8 +484,8 @@ async fn renewal_before_the_last_third_of_validity_is_refused() -> Result<()> {
 #[tokio::test]
 async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> Result<()> {
     // Renewal always open, and no grace: what a stolen copy of the old key meets.
-    let f = fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\nsupersede_grace = \"0s\"\n")
-        .await?;
+    let f =
+        fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\nsupersede_grace = \"0s\"\n").await?;
     let token = f.token("db42", None)?;
     let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
     assert!(out.status.success(), "{}", text(&out));
@@ -490,14 +497,24 @@ async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> 
 
     // The first certificate was replaced: no stream, and no renewal from it either.
     let old = f.agent_with("db42", &c1, &k1)?;
-    log_says("the old certificate refused", || old.log(), "was replaced by a newer one").await;
+    log_says(
+        "the old certificate refused",
+        || old.log(),
+        "was replaced by a newer one",
+    )
+    .await;
     drop(old);
     let again = f.renew_as("db42", &c1, &k1, "db42-x").await?;
     let again = again.expect_err("a superseded certificate cannot renew");
     assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
-    assert!(again.message().contains("replaced by a newer one"), "{again:?}");
     assert!(
-        f.collector.log().contains("refusing a superseded certificate"),
+        again.message().contains("replaced by a newer one"),
+        "{again:?}"
+    );
+    assert!(
+        f.collector
+            .log()
+            .contains("refusing a superseded certificate"),
         "{}",
         f.collector.log()
     );
@@ -531,11 +548,16 @@ async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> 
     let denied = denied.expect_err("a renewal of a denied certificate cannot renew");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert!(
-        denied.message().contains("renewed from a denied certificate"),
+        denied
+            .message()
+            .contains("renewed from a denied certificate"),
         "{denied:?}"
     );
     let log = f.collector.log();
-    assert!(log.contains(&format!("denied_ancestor={}", fingerprint(&c1)?)), "{log}");
+    assert!(
+        log.contains(&format!("denied_ancestor={}", fingerprint(&c1)?)),
+        "{log}"
+    );
     Ok(())
 }
 

@@ -67,12 +67,12 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
     );
     if let Some(e) = &c.enroll {
         let mut pairs = vec![
-                ("listen", s(e.listen)),
-                ("ca_cert", s(e.ca_cert.display())),
-                ("ca_key", s(e.ca_key.display())),
-                ("cert_validity", s(fmt_duration(e.cert_validity))),
-                ("token_ttl", s(fmt_duration(e.token_ttl))),
-                ("supersede_grace", s(fmt_duration(e.supersede_grace))),
+            ("listen", s(e.listen)),
+            ("ca_cert", s(e.ca_cert.display())),
+            ("ca_key", s(e.ca_key.display())),
+            ("cert_validity", s(fmt_duration(e.cert_validity))),
+            ("token_ttl", s(fmt_duration(e.token_ttl))),
+            ("supersede_grace", s(fmt_duration(e.supersede_grace))),
         ];
         // Unset, the window is not one duration but the last third of each certificate.
         if let Some(w) = e.renew_window {

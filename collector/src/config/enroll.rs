@@ -222,8 +222,14 @@ mod tests {
         let mut p = Problems::new(&dir.path().join("c.toml"));
         validate(&mut p, raw(0, 2 * 86_400), dir.path(), &ca);
         let err = p.finish().unwrap_err().to_string();
-        assert!(err.contains("enroll.renew_window: must be more than 0"), "{err}");
-        assert!(err.contains("enroll.supersede_grace: must be at most 1d"), "{err}");
+        assert!(
+            err.contains("enroll.renew_window: must be more than 0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("enroll.supersede_grace: must be at most 1d"),
+            "{err}"
+        );
     }
 
     #[test]

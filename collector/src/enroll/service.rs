@@ -212,10 +212,13 @@ impl Enrollment for EnrollService {
             return Err(status);
         }
         let r = request.into_inner();
-        let issued = self.signer.sign(&r.csr_pem, &host, now).map_err(|refusal| {
-            warn!(agent = %host, peer = %peer, refusal = %refusal, "renewal request refused");
-            refused(refusal)
-        })?;
+        let issued = self
+            .signer
+            .sign(&r.csr_pem, &host, now)
+            .map_err(|refusal| {
+                warn!(agent = %host, peer = %peer, refusal = %refusal, "renewal request refused");
+                refused(refusal)
+            })?;
         // Recorded before it is handed out: a certificate the store does not know could
         // neither supersede the old one nor be denied through it.
         self.store

@@ -144,9 +144,15 @@ pub async fn certificates_are_recorded_with_what_they_were_renewed_from(
         store.certificates(&host).await?,
         [enrolled.clone(), r1.clone(), r2.clone()]
     );
-    assert_eq!(store.renewed_from(&fp("r2"), 64).await?, [fp("r1"), fp("e")]);
+    assert_eq!(
+        store.renewed_from(&fp("r2"), 64).await?,
+        [fp("r1"), fp("e")]
+    );
     assert_eq!(store.renewed_from(&fp("r2"), 1).await?, [fp("r1")]);
-    assert_eq!(store.renewed_from(&fp("e"), 64).await?, Vec::<String>::new());
+    assert_eq!(
+        store.renewed_from(&fp("e"), 64).await?,
+        Vec::<String>::new()
+    );
     assert_eq!(
         store.renewed_from(&fp("unknown"), 64).await?,
         Vec::<String>::new()
@@ -154,7 +160,12 @@ pub async fn certificates_are_recorded_with_what_they_were_renewed_from(
     // A renewal authenticated by a certificate of the deploy/ script: that one is named
     // though it is not recorded itself.
     let other = unique_host("certs-deploy");
-    let d1 = cert(&other, &format!("{other}-r1"), t0, Some(&format!("{other}-d")));
+    let d1 = cert(
+        &other,
+        &format!("{other}-r1"),
+        t0,
+        Some(&format!("{other}-d")),
+    );
     store.record_certificate(&d1).await?;
     assert_eq!(
         store.renewed_from(&d1.fingerprint, 64).await?,
