@@ -615,3 +615,62 @@ async fn the_token_comes_from_a_file_or_stdin_and_only_goes_to_https() -> Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn within_the_grace_the_renewed_away_certificate_still_works() -> Result<()> {
+    // The default grace (10 min): the agent that renewed may still be reconnecting.
+    let f = fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\n").await?;
+    let token = f.token("db42", None)?;
+    let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (c1, k1) = (f.cert("db42"), f.key("db42"));
+    f.renew_as("db42", &c1, &k1, "db42-2")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+    let _old = f.agent_with("db42", &c1, &k1)?;
+    f.collector
+        .wait_status("db42", "disk.data", "ok", WAIT)
+        .await;
+    assert!(
+        !f.collector.log().contains("superseded"),
+        "{}",
+        f.collector.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_waits_for_a_later_renewal_window_then_renews() -> Result<()> {
+    // 60 s certificates backdated a minute: the agent asks with 40 s left (20 s after issue);
+    // this collector opens renewal with 35 s left, says so, and the agent waits for it.
+    let f = fleet("cert_validity = \"60s\"\nrenew_window = \"35s\"\n").await?;
+    let token = f.token("db42", None)?;
+    let mut agent = f.agent("db42")?;
+    let out = f.enroll(&agent, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (first_serial, _, _) = cert_facts(&f.cert("db42"))?;
+    agent.launch()?;
+    eventually(Duration::from_secs(60), "the agent to renew", async || {
+        let (serial, _, _) = cert_facts(&f.cert("db42"))?;
+        if serial != first_serial {
+            Ok(())
+        } else {
+            bail!("certificate still {serial}")
+        }
+    })
+    .await;
+    let log = agent.log();
+    assert!(
+        log.contains("the collector opens renewal later; waiting until then"),
+        "{log}"
+    );
+    assert!(!log.contains("certificate renewal failed"), "{log}");
+    assert!(
+        f.collector
+            .log()
+            .contains("renewal before its window refused"),
+        "{}",
+        f.collector.log()
+    );
+    Ok(())
+}
