@@ -7,13 +7,18 @@
 //!   [`IDENTITY_FILES`], so the link never reads a new key with an old certificate;
 //! - enrollment trusts only the CA given on the command line (`--ca`), never the system roots;
 //!   renewal trusts `collector.ca` and proves who we are with the current certificate;
-//! - renewal starts when less than a third of the certificate's validity is left, retries
-//!   until it succeeds, and makes the link reconnect so the new identity is used at once.
+//! - renewal starts when less than a third of the certificate's validity is left (when the
+//!   collector opens it by default), retries until it succeeds, and makes the link reconnect
+//!   so the new identity is used at once; a collector that opens renewal later (a shorter
+//!   `enroll.renew_window`) says when, and the agent waits until then;
+//! - the enrollment token is a credential: it is best read from a file or standard input
+//!   (`--token-file`), since a command line is visible to every local user in `ps`; it is
+//!   sent only to an `https://` collector URL.
 
 use crate::config::{CollectorLink, RawConfig};
 use backwatch_proto::convert::from_ts;
 use backwatch_proto::error::chain;
-use backwatch_proto::wire::{EnrollRequest, EnrollmentClient, RenewRequest};
+use backwatch_proto::wire::{EnrollRequest, EnrollmentClient, RENEW_OPENS_AT, RenewRequest};
 use chrono::{DateTime, Utc};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 use std::io::Write;
@@ -53,6 +58,67 @@ pub enum EnrollError {
     Refused(tonic::Status),
     #[error("the collector's answer is unusable: {0}")]
     BadReply(String),
+    /// The command line asks for something that cannot work (exit code 64).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where `enroll` takes the token from.
+pub enum TokenSource {
+    /// `--token`: visible in `ps` to every local user while enrollment runs.
+    Arg(String),
+    /// `--token-file PATH`, or `-` for standard input.
+    File(PathBuf),
+}
+
+/// The token, surrounding whitespace trimmed; `stdin` is read for `--token-file -`.
+pub fn read_token(source: &TokenSource, stdin: impl std::io::Read) -> Result<String, EnrollError> {
+    let (text, from) = match source {
+        TokenSource::Arg(t) => (t.clone(), "--token".to_string()),
+        TokenSource::File(p) if p.as_os_str() == "-" => {
+            let mut text = String::new();
+            let mut limited = std::io::Read::take(stdin, 4096);
+            std::io::Read::read_to_string(&mut limited, &mut text).map_err(|e| {
+                EnrollError::Usage(format!(
+                    "reading the enrollment token from standard input: {e}"
+                ))
+            })?;
+            (text, "standard input".to_string())
+        }
+        TokenSource::File(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                EnrollError::Usage(format!(
+                    "reading the enrollment token from {}: {e}",
+                    p.display()
+                ))
+            })?;
+            (text, p.display().to_string())
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(EnrollError::Usage(format!(
+            "{from}: no enrollment token there (empty); pass the token printed by \
+             `backwatch-collector enroll`"
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// The enrollment URL must be `https://`: the token travels on it, and the collector's
+/// certificate is what proves the token goes to the collector.
+pub fn check_collector_url(url: &str) -> Result<(), EnrollError> {
+    if url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
+        Ok(())
+    } else {
+        Err(EnrollError::Usage(format!(
+            "--collector {url:?} must be an https:// URL (the token would cross the network \
+             in the clear), e.g. \"https://collector.example:{DEFAULT_ENROLL_PORT}\""
+        )))
+    }
 }
 
 /// The host of the ingest URL on the enrollment port.
@@ -213,6 +279,7 @@ fn identity_paths(config: &Path) -> Result<(PathBuf, PathBuf, PathBuf), EnrollEr
 
 /// `backwatch-agent enroll`: returns the host and the certificate's expiry.
 pub async fn enroll(args: &EnrollArgs) -> Result<(String, PathBuf, DateTime<Utc>), EnrollError> {
+    check_collector_url(&args.collector)?;
     let (ca_path, cert_path, key_path) = identity_paths(&args.config)?;
     let host = match &args.host {
         Some(h) => h.clone(),
@@ -361,6 +428,15 @@ pub async fn renew_loop(link: CollectorLink, renewed: Arc<tokio::sync::Notify>) 
                     "agent certificate renewed");
                 renewed.notify_one();
             }
+            Err(e) if opens_at(&e).is_some_and(|t| t > now) => {
+                let opens = opens_at(&e).unwrap_or(now);
+                // Not a failure: this collector renews later than agents ask. Hourly at most,
+                // as above.
+                let wait = (opens - now).to_std().unwrap_or_default();
+                info!(opens_at = %opens, expires = %not_after, url = %link.enroll_url,
+                    "the collector opens renewal later; waiting until then");
+                tokio::time::sleep(wait.min(Duration::from_secs(3600))).await;
+            }
             Err(e) => {
                 let left = (not_after - now).to_std().unwrap_or_default();
                 let retry = (left / 10).clamp(Duration::from_secs(5), Duration::from_secs(600));
@@ -372,9 +448,82 @@ pub async fn renew_loop(link: CollectorLink, renewed: Arc<tokio::sync::Notify>) 
     }
 }
 
+/// When renewal opens, from a refusal that says renewal has not opened yet.
+fn opens_at(e: &EnrollError) -> Option<DateTime<Utc>> {
+    let EnrollError::Refused(status) = e else {
+        return None;
+    };
+    if status.code() != tonic::Code::FailedPrecondition {
+        return None;
+    }
+    status
+        .metadata()
+        .get(RENEW_OPENS_AT)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_too_early_refusal_says_when_renewal_opens() {
+        let at = DateTime::from_timestamp(2_000_000_000, 0).unwrap();
+        let mut s = tonic::Status::failed_precondition("renewal of this certificate opens at");
+        s.metadata_mut()
+            .insert(RENEW_OPENS_AT, at.to_rfc3339().parse().unwrap());
+        assert_eq!(opens_at(&EnrollError::Refused(s.clone())), Some(at));
+        // Any other refusal is a failure, retried as such.
+        let mut denied = tonic::Status::permission_denied("denied");
+        *denied.metadata_mut() = s.metadata().clone();
+        assert_eq!(opens_at(&EnrollError::Refused(denied)), None);
+        let bare = tonic::Status::failed_precondition("no time");
+        assert_eq!(opens_at(&EnrollError::Refused(bare)), None);
+    }
+
+    #[test]
+    fn the_token_comes_trimmed_from_argument_file_or_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  bwe_abc\n").unwrap();
+        let none: &[u8] = b"";
+        assert_eq!(
+            read_token(&TokenSource::File(file.clone()), none).unwrap(),
+            "bwe_abc"
+        );
+        assert_eq!(
+            read_token(&TokenSource::File("-".into()), &b"bwe_def\n"[..]).unwrap(),
+            "bwe_def"
+        );
+        assert_eq!(
+            read_token(&TokenSource::Arg(" bwe_x ".into()), none).unwrap(),
+            "bwe_x"
+        );
+        let missing = dir.path().join("nope");
+        let err = read_token(&TokenSource::File(missing.clone()), none).unwrap_err();
+        assert!(
+            matches!(&err, EnrollError::Usage(m) if m.contains(&*missing.to_string_lossy())),
+            "{err}"
+        );
+        std::fs::write(&file, " \n").unwrap();
+        let err = read_token(&TokenSource::File(file), none).unwrap_err();
+        assert!(err.to_string().contains("(empty)"), "{err}");
+        let err = read_token(&TokenSource::File("-".into()), none).unwrap_err();
+        assert!(err.to_string().starts_with("standard input: "), "{err}");
+    }
+
+    #[test]
+    fn only_https_collector_urls_are_enrolled_with() {
+        assert!(check_collector_url("https://c:7444").is_ok());
+        assert!(check_collector_url("HTTPS://c:7444").is_ok());
+        for bad in ["http://c:7444", "c:7444", "", "grpc://c"] {
+            let err = check_collector_url(bad).unwrap_err().to_string();
+            assert!(err.contains("must be an https:// URL"), "{err}");
+        }
+    }
 
     #[test]
     fn renewal_is_due_with_a_third_left() {

@@ -62,12 +62,18 @@ enum Command {
     Enroll {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// The collector's enrollment listener, e.g. https://collector.example:7444.
+        /// The collector's enrollment listener, e.g. https://collector.example:7444 (https://
+        /// only: the token travels on it).
         #[arg(long)]
         collector: String,
-        /// The enrollment token.
-        #[arg(long)]
-        token: String,
+        /// File holding the enrollment token, or `-` to read it from standard input
+        /// (preferred over --token: a command line is visible to every local user in `ps`).
+        #[arg(long, value_name = "PATH", required_unless_present = "token")]
+        token_file: Option<PathBuf>,
+        /// The enrollment token itself (visible in `ps` while enrollment runs; prefer
+        /// --token-file).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
         /// The fleet CA certificate: the only one trusted for this connection.
         #[arg(long)]
         ca: PathBuf,
@@ -129,15 +135,22 @@ fn main() -> ExitCode {
         Command::Enroll {
             config,
             collector,
+            token_file,
             token,
             ca,
             host,
             server_name,
         } => {
-            return enroll_command(enroll::EnrollArgs {
+            let source = match (token_file, token) {
+                (Some(path), _) => enroll::TokenSource::File(path.clone()),
+                (None, Some(t)) => enroll::TokenSource::Arg(t.clone()),
+                // clap requires one of the two.
+                (None, None) => enroll::TokenSource::Arg(String::new()),
+            };
+            return enroll_command(collector, &source, |token| enroll::EnrollArgs {
                 config: config.clone(),
                 collector: collector.clone(),
-                token: token.clone(),
+                token,
                 ca: ca.clone(),
                 host: host.clone(),
                 server_name: server_name.clone(),
@@ -473,9 +486,25 @@ fn print_config(cfg: &Config) {
     }
 }
 
-/// `enroll`: exit 0 with the certificate written, 1 when refused or unreachable (the reason
-/// on standard error).
-fn enroll_command(args: enroll::EnrollArgs) -> ExitCode {
+/// `enroll`: exit 0 with the certificate written, 1 when refused or unreachable, 64 when the
+/// command line cannot work (not an https:// URL, no token in the file); the reason on
+/// standard error. The URL is checked before the token is read.
+fn enroll_command(
+    collector: &str,
+    source: &enroll::TokenSource,
+    args: impl FnOnce(String) -> enroll::EnrollArgs,
+) -> ExitCode {
+    let usage = |e: enroll::EnrollError| {
+        eprintln!("backwatch-agent: enroll: {e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    };
+    if let Err(e) = enroll::check_collector_url(collector) {
+        return usage(e);
+    }
+    let args = match enroll::read_token(source, std::io::stdin().lock()) {
+        Ok(token) => args(token),
+        Err(e) => return usage(e),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -495,6 +524,7 @@ fn enroll_command(args: enroll::EnrollArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(e @ enroll::EnrollError::Usage(_)) => usage(e),
         Err(e) => {
             eprintln!(
                 "backwatch-agent: enrollment failed: {}",

@@ -205,6 +205,15 @@ impl Access {
         self.deny_hosts.iter().any(|h| h == host)
             || self.deny_fingerprints.iter().any(|f| f == fingerprint)
     }
+
+    /// The first of `renewed_from` (the certificates a certificate was renewed from) that
+    /// `deny_fingerprints` lists: denying a certificate denies every renewal of it.
+    pub fn denied_ancestor<'a>(&self, renewed_from: &'a [String]) -> Option<&'a str> {
+        renewed_from
+            .iter()
+            .find(|a| self.deny_fingerprints.contains(a))
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone)]

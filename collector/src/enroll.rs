@@ -20,10 +20,14 @@
 //! - a token is used at most once (one conditional UPDATE), only before its expiry, and is
 //!   stored only as its SHA-256; tokens never reach logs, errors or the API after creation;
 //! - hosts and certificates denied in `[grpc]` (`deny_hosts`, `deny_fingerprints`) can
-//!   neither enroll nor renew.
+//!   neither enroll nor renew, nor can a certificate renewed from a denied one;
+//! - every certificate handed out is recorded first (host, serial, fingerprint, validity,
+//!   what it was renewed from); renewal opens only near expiry, and a certificate replaced
+//!   by a newer one for its host stops working after `supersede_grace` (see `standing`).
 
 mod service;
 mod signer;
+pub mod standing;
 
 pub use service::spawn;
 pub use signer::{Issued, Refusal, Signer};

@@ -3,6 +3,10 @@
 //! Invariants:
 //! - the host is the one named by the client certificate ([`crate::tls::host_of`]); nothing in
 //!   the messages can change it;
+//! - a denied certificate, one renewed from a denied one, or one superseded by a newer
+//!   certificate for its host (see [`crate::enroll::standing`]) gets no stream; an open stream
+//!   is cut at its next message once a deny is reloaded, and within [`RECHECK_STANDING`] of
+//!   being superseded;
 //! - a result is acknowledged only after the store committed it (or found it already stored),
 //!   so an ack means durable; on a store error the stream ends without ack and the agent
 //!   replays from its spool;
@@ -10,12 +14,13 @@
 //!   half-read and never allowed to block the results behind it.
 
 use crate::config::Thresholds;
+use crate::enroll::standing::{self, Presented};
 use crate::group_commit::GroupWriter;
 use crate::rules;
 use crate::server::Live;
 use crate::status::Verdict;
 use crate::store::{Evaluated, HostFacts, Store};
-use crate::tls::{fingerprint, host_of};
+use crate::tls::{fingerprint, host_of, validity_of};
 use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
 use backwatch_proto::model::ProbeResult;
 use backwatch_proto::wire::{
@@ -26,6 +31,7 @@ use chrono::Utc;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,6 +51,11 @@ pub const MAX_BATCH: usize = 100;
 /// A result measured further than this in the future (agent clock ahead) is flagged.
 const CLOCK_AHEAD_TOLERANCE_SECS: i64 = 300;
 
+/// How often an open stream asks the store whether its certificate was superseded: one
+/// indexed query a minute per stream, so a copied key holding a stream open loses it soon
+/// after the grace.
+pub const RECHECK_STANDING: Duration = Duration::from_secs(60);
+
 pub struct IngestService {
     store: Arc<dyn Store>,
     thresholds: Arc<Thresholds>,
@@ -56,6 +67,9 @@ pub struct IngestService {
     changed: Arc<Notify>,
     /// Results and contact go through group commit (see `group_commit`).
     writer: GroupWriter,
+    /// `enroll.supersede_grace` (its default without `[enroll]`: certificates recorded
+    /// while enrollment was on still supersede).
+    supersede_grace: Duration,
 }
 
 impl IngestService {
@@ -65,6 +79,7 @@ impl IngestService {
         live: Arc<Live>,
         changed: Arc<Notify>,
         writer: GroupWriter,
+        supersede_grace: Duration,
     ) -> Self {
         IngestService {
             store,
@@ -73,6 +88,7 @@ impl IngestService {
             streams: Arc::default(),
             changed,
             writer,
+            supersede_grace,
         }
     }
 }
@@ -130,12 +146,39 @@ impl Ingest for IngestService {
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let host = host_of(cert).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let (not_before, _) =
+            validity_of(cert).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let fingerprint = fingerprint(cert);
         let access = self.live.access();
         if access.denies(&host, &fingerprint) {
             warn!(agent = %host, peer = %peer, fingerprint = %fingerprint, "refusing a denied agent");
             return Err(Status::permission_denied(format!(
                 "agent {host} is denied by the collector's configuration"
+            )));
+        }
+        // Per stream, not per message: what a certificate was renewed from never changes.
+        let renewed_from = standing::renewed_from(&*self.store, &fingerprint)
+            .await
+            .map_err(store_unavailable)?;
+        if let Some(denied) = access.denied_ancestor(&renewed_from) {
+            warn!(agent = %host, peer = %peer, fingerprint = %fingerprint, denied_ancestor = %denied,
+                "refusing a certificate renewed from a denied one");
+            return Err(Status::permission_denied(standing::lineage_message(&host)));
+        }
+        let presented = Presented {
+            host: &host,
+            fingerprint: &fingerprint,
+            not_before,
+        };
+        if let Some(by) =
+            standing::superseded(&*self.store, &presented, Utc::now(), self.supersede_grace)
+                .await
+                .map_err(store_unavailable)?
+        {
+            warn!(agent = %host, peer = %peer, fingerprint = %fingerprint, newer = %by.fingerprint,
+                "refusing a superseded certificate");
+            return Err(Status::permission_denied(standing::superseded_message(
+                &host, &by,
             )));
         }
         let slot = StreamSlot::take(&self.streams, &host, access.max_streams_per_agent)
@@ -151,6 +194,10 @@ impl Ingest for IngestService {
         let session = Session {
             host: host.clone(),
             fingerprint,
+            not_before,
+            renewed_from,
+            supersede_grace: self.supersede_grace,
+            standing_checked: Instant::now(),
             store: self.store.clone(),
             thresholds: self.thresholds.clone(),
             live: self.live.clone(),
@@ -171,6 +218,13 @@ impl Ingest for IngestService {
 struct Session {
     host: String,
     fingerprint: String,
+    /// The certificate's `not_before`: its issue time when the store did not record it.
+    not_before: chrono::DateTime<Utc>,
+    /// The certificates this one was renewed from, nearest first.
+    renewed_from: Vec<String>,
+    supersede_grace: Duration,
+    /// When the store last said this certificate was not superseded.
+    standing_checked: Instant,
     store: Arc<dyn Store>,
     thresholds: Arc<Thresholds>,
     live: Arc<Live>,
@@ -219,11 +273,22 @@ impl Session {
 
     async fn handle(&mut self, msg: AgentMessage) -> Result<(), Status> {
         // A deny added by SIGHUP cuts streams that are already open, at their next message.
-        if self.live.access().denies(&self.host, &self.fingerprint) {
+        let access = self.live.access();
+        if access.denies(&self.host, &self.fingerprint) {
             return Err(Status::permission_denied(format!(
                 "agent {} is denied by the collector's configuration",
                 self.host
             )));
+        }
+        if let Some(denied) = access.denied_ancestor(&self.renewed_from) {
+            warn!(fingerprint = %self.fingerprint, denied_ancestor = %denied,
+                "cutting a stream of a certificate renewed from a denied one");
+            return Err(Status::permission_denied(standing::lineage_message(
+                &self.host,
+            )));
+        }
+        if self.standing_checked.elapsed() >= RECHECK_STANDING {
+            self.recheck_standing().await?;
         }
         let now = Utc::now();
         match msg.payload {
@@ -296,6 +361,27 @@ impl Session {
                 .await
             }
         }
+    }
+
+    /// Cut the stream when a newer certificate for this host has replaced this one.
+    async fn recheck_standing(&mut self) -> Result<(), Status> {
+        let presented = Presented {
+            host: &self.host,
+            fingerprint: &self.fingerprint,
+            not_before: self.not_before,
+        };
+        let by = standing::superseded(&*self.store, &presented, Utc::now(), self.supersede_grace)
+            .await
+            .map_err(store_unavailable)?;
+        if let Some(by) = by {
+            warn!(fingerprint = %self.fingerprint, newer = %by.fingerprint,
+                "cutting a stream of a superseded certificate");
+            return Err(Status::permission_denied(standing::superseded_message(
+                &self.host, &by,
+            )));
+        }
+        self.standing_checked = Instant::now();
+        Ok(())
     }
 
     /// The agent spoke: record it, and clear a silent mark that a sweep set while this stream

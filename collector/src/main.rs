@@ -60,7 +60,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Issue a one-time enrollment token for a new host (needs `[enroll]`). The token alone
-    /// goes to standard output; give it to `backwatch-agent enroll --token` on that host.
+    /// goes to standard output; give it to `backwatch-agent enroll --token-file` on that host.
     Enroll {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -280,7 +280,7 @@ fn enroll(path: &std::path::Path, host: &str, ttl: Option<&str>) -> ExitCode {
             eprintln!(
                 "enrollment token for {} (one use, expires {}); on that host run:\n  \
                  backwatch-agent enroll --collector https://<this collector>:{} --ca <fleet ca.pem> \
-                 --host {} --token <the token>",
+                 --host {} --token-file - (the token on standard input)",
                 t.host,
                 t.expires_at.to_rfc3339(),
                 enroll.listen.port(),

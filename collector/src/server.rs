@@ -103,7 +103,20 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         1
     };
     let writer = crate::group_commit::GroupWriter::start(store.clone(), writers);
-    let ingest = IngestService::new(store.clone(), thresholds, live, changed.clone(), writer);
+    let supersede_grace = config
+        .enroll
+        .as_ref()
+        .map_or(crate::config::enroll::DEFAULT_SUPERSEDE_GRACE, |e| {
+            e.supersede_grace
+        });
+    let ingest = IngestService::new(
+        store.clone(),
+        thresholds,
+        live,
+        changed.clone(),
+        writer,
+        supersede_grace,
+    );
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(

@@ -118,6 +118,23 @@ pub fn host_of(cert: &CertificateDer<'_>) -> Result<String, IdentityError> {
     }
 }
 
+/// A certificate's validity: (not before, not after).
+pub fn validity_of(
+    cert: &CertificateDer<'_>,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), IdentityError> {
+    use x509_parser::prelude::*;
+    let (_, x509) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+    let t = |a: ASN1Time| {
+        chrono::DateTime::from_timestamp(a.timestamp(), 0)
+            .ok_or_else(|| IdentityError::Unparsable("validity out of range".into()))
+    };
+    Ok((
+        t(x509.validity().not_before)?,
+        t(x509.validity().not_after)?,
+    ))
+}
+
 /// SHA-256 of a certificate's DER, lowercase hex: what `grpc.deny_fingerprints` lists and
 /// what `openssl x509 -noout -fingerprint -sha256` prints (without the colons).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {

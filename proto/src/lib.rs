@@ -34,5 +34,10 @@ pub mod wire {
     };
     pub use crate::generated::{EnrollReply, EnrollRequest, RenewRequest};
     pub use prost::Message;
+
+    /// gRPC metadata key of a `Renew` refused with FAILED_PRECONDITION because renewal of the
+    /// presented certificate has not opened yet: when it opens, RFC 3339. The agent waits
+    /// until then instead of retrying.
+    pub const RENEW_OPENS_AT: &str = "backwatch-renew-opens-at";
     pub use prost_types::Timestamp;
 }

@@ -1,15 +1,18 @@
 //! Enrollment of a new host and renewal of its certificate, end to end: the collector's
 //! `enroll` command and API issue one-time tokens, `backwatch-agent enroll` gets a certificate
 //! for exactly the token's host over the enrollment listener, the collector then accepts that
-//! agent over mTLS, and the agent renews before expiry and keeps reporting.
+//! agent over mTLS, and the agent renews before expiry and keeps reporting. Renewal opens
+//! only near expiry, a renewed-away certificate stops working, a deny follows renewals, and
+//! the token can come from a file or standard input.
 
 use anyhow::{Context, Result, bail};
 use backwatch_tests::harness::fleet::http_client;
 use backwatch_tests::harness::{Agent, Certs, Collector, eventually, free_port};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -105,6 +108,110 @@ impl Fleet {
             host,
         ])
     }
+}
+
+impl Fleet {
+    /// `Renew` as whoever holds `cert` and `key`: the agent, or someone with a copy of its
+    /// files. On success the new certificate and its key are written to `<out>.pem` and
+    /// `<out>-key.pem` in the fleet's home; the collector's refusal otherwise.
+    async fn renew_as(
+        &self,
+        host: &str,
+        cert: &Path,
+        key: &Path,
+        out: &str,
+    ) -> Result<std::result::Result<(PathBuf, PathBuf), tonic::Status>> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(self.certs.ca())?))
+            .identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ))
+            .domain_name("localhost");
+        let channel = Endpoint::from_shared(self.enroll_url())?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let new_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec![host.to_string()])?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, host);
+        let csr_pem = params.serialize_request(&new_key)?.pem()?;
+        let reply = backwatch_proto::wire::EnrollmentClient::new(channel)
+            .renew(backwatch_proto::wire::RenewRequest { csr_pem })
+            .await;
+        Ok(match reply {
+            Ok(r) => {
+                let (c, k) = (
+                    self.home.path().join(format!("{out}.pem")),
+                    self.home.path().join(format!("{out}-key.pem")),
+                );
+                std::fs::write(&c, &r.into_inner().cert_pem)?;
+                std::fs::write(&k, new_key.serialize_pem())?;
+                std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))?;
+                Ok((c, k))
+            }
+            Err(status) => Err(status),
+        })
+    }
+
+    /// A running agent for `host` with the given identity (no renewal due within a test).
+    fn agent_with(&self, host: &str, cert: &Path, key: &Path) -> Result<Agent> {
+        let dir = self.home.path().join("data");
+        std::fs::create_dir_all(&dir)?;
+        Agent::for_host(host, &self.certs, &self.collector)
+            .identity(cert.to_path_buf(), key.to_path_buf())
+            .disk("data", &dir, "1s")
+            .start()
+    }
+
+    /// `backwatch-agent enroll --token-file <file>` with `stdin` on standard input.
+    fn enroll_with_file(
+        &self,
+        agent: &Agent,
+        host: &str,
+        url: &str,
+        file: &str,
+        stdin: &str,
+    ) -> Result<Output> {
+        use std::io::Write;
+        let mut child = Command::new(backwatch_tests::harness::bin("backwatch-agent"))
+            .args(["enroll", "--collector", url, "--token-file", file, "--ca"])
+            .arg(self.certs.ca())
+            .args(["--host", host, "--config"])
+            .arg(agent.config_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().context("stdin")?;
+        // The agent may exit before reading (bad URL): a broken pipe is its answer, not ours.
+        let _ = input.write_all(stdin.as_bytes());
+        drop(input);
+        Ok(child.wait_with_output()?)
+    }
+}
+
+/// SHA-256 of a PEM certificate file's DER, hex: what `deny_fingerprints` lists.
+fn fingerprint(path: &Path) -> Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path)?;
+    Ok(backwatch_collector::tls::fingerprint(&der))
+}
+
+async fn log_says(what: &str, log: impl Fn() -> String, text: &str) {
+    eventually(WAIT, what, async || {
+        let l = log();
+        if l.contains(text) {
+            Ok(())
+        } else {
+            bail!("log so far:\n{l}")
+        }
+    })
+    .await;
 }
 
 fn text(out: &Output) -> String {
@@ -327,5 +434,243 @@ async fn agent_renews_before_expiry_and_keeps_reporting() -> Result<()> {
             },
         )
         .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn renewal_before_the_last_third_of_validity_is_refused() -> Result<()> {
+    // 30-day certificates (the default): renewal opens 20 days after issue.
+    let f = fleet("").await?;
+    let token = f.token("db42", None)?;
+    let agent = f.agent("db42")?;
+    let out = f.enroll(&agent, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, expiry, _) = cert_facts(&f.cert("db42"))?;
+
+    // Holding the agent's key is not enough to get a fresh certificate at any time.
+    let refused = f
+        .renew_as("db42", &f.cert("db42"), &f.key("db42"), "db42-early")
+        .await?
+        .expect_err("renewal right after enrollment must be refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let opens = chrono::DateTime::from_timestamp(expiry - 10 * 86_400, 0).context("opens")?;
+    assert!(
+        refused
+            .message()
+            .starts_with("renewal of this certificate opens at "),
+        "{refused:?}"
+    );
+    let said = refused
+        .metadata()
+        .get(backwatch_proto::wire::RENEW_OPENS_AT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+        .context("renewal opening time in the refusal")?;
+    // The last third of 30 days and a minute's backdating.
+    assert!(
+        (said.timestamp() - opens.timestamp()).abs() <= 30,
+        "{said} vs {opens}"
+    );
+    let log = f.collector.log();
+    assert!(log.contains("renewal before its window refused"), "{log}");
+    assert!(log.contains("agent=db42"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> Result<()> {
+    // Renewal always open, and no grace: what a stolen copy of the old key meets.
+    let f =
+        fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\nsupersede_grace = \"0s\"\n").await?;
+    let token = f.token("db42", None)?;
+    let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (c1, k1) = (f.cert("db42"), f.key("db42"));
+    let (c2, k2) = f
+        .renew_as("db42", &c1, &k1, "db42-2")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+
+    // The first certificate was replaced: no stream, and no renewal from it either.
+    let old = f.agent_with("db42", &c1, &k1)?;
+    log_says(
+        "the old certificate refused",
+        || old.log(),
+        "was replaced by a newer one",
+    )
+    .await;
+    drop(old);
+    let again = f.renew_as("db42", &c1, &k1, "db42-x").await?;
+    let again = again.expect_err("a superseded certificate cannot renew");
+    assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
+    assert!(
+        again.message().contains("replaced by a newer one"),
+        "{again:?}"
+    );
+    assert!(
+        f.collector
+            .log()
+            .contains("refusing a superseded certificate"),
+        "{}",
+        f.collector.log()
+    );
+
+    // The newest one, renewed twice from the enrolled one, reports.
+    let (c3, k3) = f
+        .renew_as("db42", &c2, &k2, "db42-3")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+    let current = f.agent_with("db42", &c3, &k3)?;
+    f.collector
+        .wait_status("db42", "disk.data", "ok", WAIT)
+        .await;
+
+    // Deny the enrolled certificate: its renewals go with it, open stream included.
+    let path = f.collector.config_path();
+    let cfg = std::fs::read_to_string(path)?.replacen(
+        "[grpc]\n",
+        &format!("[grpc]\ndeny_fingerprints = [\"{}\"]\n", fingerprint(&c1)?),
+        1,
+    );
+    std::fs::write(path, cfg)?;
+    f.collector.sighup();
+    log_says(
+        "the renewed certificate denied",
+        || current.log(),
+        "renewed from a denied certificate",
+    )
+    .await;
+    let denied = f.renew_as("db42", &c3, &k3, "db42-4").await?;
+    let denied = denied.expect_err("a renewal of a denied certificate cannot renew");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("renewed from a denied certificate"),
+        "{denied:?}"
+    );
+    let log = f.collector.log();
+    assert!(
+        log.contains(&format!("denied_ancestor={}", fingerprint(&c1)?)),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_token_comes_from_a_file_or_stdin_and_only_goes_to_https() -> Result<()> {
+    let f = fleet("").await?;
+    let url = f.enroll_url();
+
+    // From a file, whitespace around it trimmed.
+    let file = f.home.path().join("db42.token");
+    std::fs::write(&file, format!("{}\n", f.token("db42", None)?))?;
+    let db42 = f.agent("db42")?;
+    let out = f.enroll_with_file(&db42, "db42", &url, &file.display().to_string(), "")?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(f.cert("db42").exists());
+
+    // Not https: refused before anything is read or sent, so the token still works.
+    let token = f.token("db43", None)?;
+    let db43 = f.agent("db43")?;
+    let plain = url.replacen("https://", "http://", 1);
+    let out = f.enroll_with_file(&db43, "db43", &plain, "-", &token)?;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--collector \"{plain}\" must be an https:// URL")),
+        "{}",
+        text(&out)
+    );
+    assert!(!err.contains(&token), "{}", text(&out));
+
+    // From standard input.
+    let out = f.enroll_with_file(&db43, "db43", &url, "-", &format!(" {token}\n"))?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(f.cert("db43").exists());
+
+    // A missing or empty file: exit 64 naming it.
+    let missing = f.home.path().join("no-such.token");
+    let out = f.enroll_with_file(&db43, "db43", &url, &missing.display().to_string(), "")?;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "reading the enrollment token from {}",
+            missing.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&file, "\n")?;
+    let out = f.enroll_with_file(&db43, "db43", &url, &file.display().to_string(), "")?;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no enrollment token there (empty)"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn within_the_grace_the_renewed_away_certificate_still_works() -> Result<()> {
+    // The default grace (10 min): the agent that renewed may still be reconnecting.
+    let f = fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\n").await?;
+    let token = f.token("db42", None)?;
+    let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (c1, k1) = (f.cert("db42"), f.key("db42"));
+    f.renew_as("db42", &c1, &k1, "db42-2")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+    let _old = f.agent_with("db42", &c1, &k1)?;
+    f.collector
+        .wait_status("db42", "disk.data", "ok", WAIT)
+        .await;
+    assert!(
+        !f.collector.log().contains("superseded"),
+        "{}",
+        f.collector.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_waits_for_a_later_renewal_window_then_renews() -> Result<()> {
+    // 60 s certificates backdated a minute: the agent asks with 40 s left (20 s after issue);
+    // this collector opens renewal with 35 s left, says so, and the agent waits for it.
+    let f = fleet("cert_validity = \"60s\"\nrenew_window = \"35s\"\n").await?;
+    let token = f.token("db42", None)?;
+    let mut agent = f.agent("db42")?;
+    let out = f.enroll(&agent, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (first_serial, _, _) = cert_facts(&f.cert("db42"))?;
+    agent.launch()?;
+    eventually(Duration::from_secs(60), "the agent to renew", async || {
+        let (serial, _, _) = cert_facts(&f.cert("db42"))?;
+        if serial != first_serial {
+            Ok(())
+        } else {
+            bail!("certificate still {serial}")
+        }
+    })
+    .await;
+    let log = agent.log();
+    assert!(
+        log.contains("the collector opens renewal later; waiting until then"),
+        "{log}"
+    );
+    assert!(!log.contains("certificate renewal failed"), "{log}");
+    assert!(
+        f.collector
+            .log()
+            .contains("renewal before its window refused"),
+        "{}",
+        f.collector.log()
+    );
     Ok(())
 }

@@ -29,7 +29,7 @@ struct NewEnrollment {
 #[derive(Serialize)]
 struct EnrollmentView {
     host: String,
-    /// Shown once; give it to `backwatch-agent enroll --token`.
+    /// Shown once; give it to `backwatch-agent enroll --token-file` (a file or `-`).
     token: String,
     expires_at: DateTime<Utc>,
 }

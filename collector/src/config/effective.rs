@@ -66,18 +66,24 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
         ]),
     );
     if let Some(e) = &c.enroll {
-        doc.insert(
-            "enroll".into(),
-            table(vec![
-                ("listen", s(e.listen)),
-                ("ca_cert", s(e.ca_cert.display())),
-                ("ca_key", s(e.ca_key.display())),
-                ("cert_validity", s(fmt_duration(e.cert_validity))),
-                ("token_ttl", s(fmt_duration(e.token_ttl))),
-            ]),
-        );
+        let mut pairs = vec![
+            ("listen", s(e.listen)),
+            ("ca_cert", s(e.ca_cert.display())),
+            ("ca_key", s(e.ca_key.display())),
+            ("cert_validity", s(fmt_duration(e.cert_validity))),
+            ("token_ttl", s(fmt_duration(e.token_ttl))),
+            ("supersede_grace", s(fmt_duration(e.supersede_grace))),
+        ];
+        // Unset, the window is not one duration but the last third of each certificate.
+        if let Some(w) = e.renew_window {
+            pairs.push(("renew_window", s(fmt_duration(w))));
+        }
+        doc.insert("enroll".into(), table(pairs));
     }
     let mut out = format!("# {}: ok\n", path.display());
+    if c.enroll.as_ref().is_some_and(|e| e.renew_window.is_none()) {
+        out.push_str("# enroll.renew_window not set: renewal opens in the last third of a certificate's validity\n");
+    }
     let _ = writeln!(out, "# http access: {}", c.http_auth.describe());
     match &c.alerting.smtp {
         Some(m) => {

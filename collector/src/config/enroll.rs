@@ -20,6 +20,12 @@ pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Longest a token may be valid: a token is a credential lying around until used.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// How long a certificate keeps working after a newer one for its host was issued: the
+/// agent that renewed reconnects with the new one within seconds; a thief's copy of the old
+/// one stops working.
+pub const DEFAULT_SUPERSEDE_GRACE: Duration = Duration::from_secs(600);
+/// Longest grace accepted: beyond a day, renewal no longer shuts out a copied key in practice.
+pub const MAX_SUPERSEDE_GRACE: Duration = Duration::from_secs(86_400);
 /// Shortest certificate validity accepted (short ones are for trying renewal out).
 pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(60);
 
@@ -39,6 +45,14 @@ pub struct RawEnroll {
     /// Validity of a token when `enroll --ttl` / `ttl_secs` is not given (default "1h").
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub token_ttl: Option<Duration>,
+    /// How long before its expiry a certificate may be renewed (default: the last third of
+    /// its validity, when agents renew).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub renew_window: Option<Duration>,
+    /// How long a certificate keeps working after a newer one for the same host was issued
+    /// (default "10m").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub supersede_grace: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +62,9 @@ pub struct Enroll {
     pub ca_key: PathBuf,
     pub cert_validity: Duration,
     pub token_ttl: Duration,
+    /// `None`: the last third of the presented certificate's validity.
+    pub renew_window: Option<Duration>,
+    pub supersede_grace: Duration,
 }
 
 pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -> Enroll {
@@ -80,12 +97,27 @@ pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -
     if let Err(e) = check_ttl(token_ttl) {
         p.push("enroll.token_ttl", e);
     }
+    if raw.renew_window.is_some_and(|w| w.is_zero()) {
+        p.push(
+            "enroll.renew_window",
+            "must be more than 0 (leave it out for the last third of the validity)",
+        );
+    }
+    let supersede_grace = raw.supersede_grace.unwrap_or(DEFAULT_SUPERSEDE_GRACE);
+    if supersede_grace > MAX_SUPERSEDE_GRACE {
+        p.push(
+            "enroll.supersede_grace",
+            "must be at most 1d: the certificate a renewal replaced works that long",
+        );
+    }
     let out = Enroll {
         listen,
         ca_cert,
         ca_key,
         cert_validity,
         token_ttl,
+        renew_window: raw.renew_window,
+        supersede_grace,
     };
     if !out.ca_key.as_os_str().is_empty() {
         if let Err(e) = key_private(&out.ca_key) {
@@ -167,6 +199,37 @@ mod tests {
         assert_eq!(e.ca_cert, ca);
         assert_eq!(e.cert_validity, Duration::from_secs(120));
         assert_eq!(e.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(e.renew_window, None);
+        assert_eq!(e.supersede_grace, DEFAULT_SUPERSEDE_GRACE);
+    }
+
+    #[test]
+    fn renew_window_and_supersede_grace_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::issue(dir.path(), &[], &[], 1).unwrap();
+        let ca = dir.path().join("ca.pem");
+        let raw = |w: u64, g: u64| RawEnroll {
+            ca_key: Some("ca-key.pem".into()),
+            renew_window: Some(Duration::from_secs(w)),
+            supersede_grace: Some(Duration::from_secs(g)),
+            ..Default::default()
+        };
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        let e = validate(&mut p, raw(86_400, 0), dir.path(), &ca);
+        assert!(p.is_empty());
+        assert_eq!(e.renew_window, Some(Duration::from_secs(86_400)));
+        assert_eq!(e.supersede_grace, Duration::ZERO);
+        let mut p = Problems::new(&dir.path().join("c.toml"));
+        validate(&mut p, raw(0, 2 * 86_400), dir.path(), &ca);
+        let err = p.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("enroll.renew_window: must be more than 0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("enroll.supersede_grace: must be at most 1d"),
+            "{err}"
+        );
     }
 
     #[test]

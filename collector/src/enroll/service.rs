@@ -1,16 +1,18 @@
 //! The enrollment listener: gRPC `backwatch.v1.Enrollment` over TLS 1.3 with the collector's
 //! certificate, a client certificate asked for but optional (see the module above for why).
 
+use super::standing::{self, Presented};
 use super::{Refusal, Signer, token_digest};
 use crate::config::TlsFiles;
 use crate::config::enroll::Enroll;
 use crate::server::Live;
 use crate::store::Store;
-use crate::tls::{fingerprint, host_of, provider, read_certs, read_key};
+use crate::store::enroll::IssuedCertificate;
+use crate::tls::{fingerprint, host_of, provider, read_certs, read_key, validity_of};
 use anyhow::Context;
 use backwatch_proto::convert::to_ts;
 use backwatch_proto::wire::{
-    EnrollReply, EnrollRequest, Enrollment, EnrollmentServer, RenewRequest,
+    EnrollReply, EnrollRequest, Enrollment, EnrollmentServer, RENEW_OPENS_AT, RenewRequest,
 };
 use chrono::Utc;
 use rustls::server::WebPkiClientVerifier;
@@ -32,6 +34,8 @@ struct EnrollService {
     store: Arc<dyn Store>,
     signer: Signer,
     live: Arc<Live>,
+    renew_window: Option<Duration>,
+    supersede_grace: Duration,
 }
 
 fn unavailable(e: crate::store::StoreError) -> Status {
@@ -44,6 +48,24 @@ fn refused(r: Refusal) -> Status {
         Refusal::Sign(_) => Status::internal(r.to_string()),
         Refusal::BadRequest(_) => Status::invalid_argument(r.to_string()),
         Refusal::OtherHost { .. } | Refusal::NoName => Status::permission_denied(r.to_string()),
+    }
+}
+
+/// What the store keeps of a certificate just signed.
+fn record(
+    host: &str,
+    issued: &super::Issued,
+    now: chrono::DateTime<Utc>,
+    renewed_from: Option<&str>,
+) -> IssuedCertificate {
+    IssuedCertificate {
+        fingerprint: issued.fingerprint.clone(),
+        host: host.to_string(),
+        serial: issued.serial.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        issued_at: now,
+        renewed_from: renewed_from.map(str::to_string),
     }
 }
 
@@ -105,7 +127,7 @@ impl Enrollment for EnrollService {
         })?;
         if !self
             .store
-            .use_enrollment(&digest, now, &issued.fingerprint)
+            .use_enrollment(&digest, now, &record(&e.host, &issued, now, None))
             .await
             .map_err(unavailable)?
         {
@@ -114,7 +136,7 @@ impl Enrollment for EnrollService {
             )));
         }
         info!(host = %e.host, peer = %peer, fingerprint = %issued.fingerprint,
-            not_after = %issued.not_after, "host enrolled");
+            serial = %issued.serial, not_after = %issued.not_after, "host enrolled");
         Ok(reply(e.host, issued))
     }
 
@@ -134,23 +156,77 @@ impl Enrollment for EnrollService {
                 )
             })?;
         let host = host_of(&cert).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let (not_before, not_after) =
+            validity_of(&cert).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let old = fingerprint(&cert);
-        if self.live.access().denies(&host, &old) {
+        let access = self.live.access();
+        if access.denies(&host, &old) {
             warn!(agent = %host, peer = %peer, fingerprint = %old, "renewal by a denied agent refused");
             return Err(Status::permission_denied(format!(
                 "agent {host} is denied by the collector's configuration"
             )));
         }
+        let now = Utc::now();
+        let presented = Presented {
+            host: &host,
+            fingerprint: &old,
+            not_before,
+        };
+        let ancestors = standing::renewed_from(&*self.store, &old)
+            .await
+            .map_err(unavailable)?;
+        if let Some(denied) = access.denied_ancestor(&ancestors) {
+            warn!(agent = %host, peer = %peer, fingerprint = %old, denied_ancestor = %denied,
+                "renewal by a certificate renewed from a denied one refused");
+            return Err(Status::permission_denied(standing::lineage_message(&host)));
+        }
+        if let Some(by) = standing::superseded(&*self.store, &presented, now, self.supersede_grace)
+            .await
+            .map_err(unavailable)?
+        {
+            warn!(agent = %host, peer = %peer, fingerprint = %old, newer = %by.fingerprint,
+                "renewal by a superseded certificate refused");
+            return Err(Status::permission_denied(standing::superseded_message(
+                &host, &by,
+            )));
+        }
+        let opens = standing::renewal_opens(not_before, not_after, self.renew_window);
+        if now < opens {
+            warn!(agent = %host, peer = %peer, fingerprint = %old, opens_at = %opens,
+                "renewal before its window refused");
+            let mut status = Status::failed_precondition(format!(
+                "renewal of this certificate opens at {} ({}); it is valid until {}",
+                opens.to_rfc3339(),
+                match self.renew_window {
+                    Some(w) => format!(
+                        "enroll.renew_window = {:?} before expiry",
+                        backwatch_proto::config::fmt_duration(w)
+                    ),
+                    None => "the last third of its validity".to_string(),
+                },
+                not_after.to_rfc3339()
+            ));
+            if let Ok(v) = opens.to_rfc3339().parse() {
+                status.metadata_mut().insert(RENEW_OPENS_AT, v);
+            }
+            return Err(status);
+        }
         let r = request.into_inner();
         let issued = self
             .signer
-            .sign(&r.csr_pem, &host, Utc::now())
+            .sign(&r.csr_pem, &host, now)
             .map_err(|refusal| {
                 warn!(agent = %host, peer = %peer, refusal = %refusal, "renewal request refused");
                 refused(refusal)
             })?;
+        // Recorded before it is handed out: a certificate the store does not know could
+        // neither supersede the old one nor be denied through it.
+        self.store
+            .record_certificate(&record(&host, &issued, now, Some(&old)))
+            .await
+            .map_err(unavailable)?;
         info!(agent = %host, peer = %peer, old = %old, fingerprint = %issued.fingerprint,
-            not_after = %issued.not_after, "agent certificate renewed");
+            serial = %issued.serial, not_after = %issued.not_after, "agent certificate renewed");
         Ok(reply(host, issued))
     }
 }
@@ -213,6 +289,8 @@ pub async fn spawn(
         store,
         signer,
         live,
+        renew_window: cfg.renew_window,
+        supersede_grace: cfg.supersede_grace,
     };
     let server = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))

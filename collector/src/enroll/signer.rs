@@ -41,7 +41,10 @@ pub enum Refusal {
 pub struct Issued {
     pub cert_pem: String,
     pub ca_pem: String,
+    pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
+    /// Serial number, lowercase hex.
+    pub serial: String,
     /// SHA-256 of the certificate's DER, hex (as `grpc.deny_fingerprints` lists it).
     pub fingerprint: String,
 }
@@ -103,7 +106,8 @@ impl Signer {
         let not_after = now + chrono::Duration::from_std(self.validity).unwrap_or_default();
         params.not_before = offset(not_before)?;
         params.not_after = offset(not_after)?;
-        params.serial_number = Some(random_serial()?);
+        let serial = random_serial()?;
+        params.serial_number = Some(serial.clone());
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(|e| Refusal::Sign(e.to_string()))?;
@@ -111,7 +115,9 @@ impl Signer {
             cert_pem: cert.pem(),
             ca_pem: self.ca_pem.clone(),
             // Whole seconds, as in the certificate.
+            not_before: DateTime::from_timestamp(not_before.timestamp(), 0).unwrap_or(not_before),
             not_after: DateTime::from_timestamp(not_after.timestamp(), 0).unwrap_or(not_after),
+            serial: hex(serial.as_ref()),
             fingerprint: hex(ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref()),
         })
     }
@@ -177,6 +183,8 @@ mod tests {
             ca_key: dir.join("ca-key.pem"),
             cert_validity: Duration::from_secs(3600),
             token_ttl: DEFAULT_TOKEN_TTL,
+            renew_window: None,
+            supersede_grace: Duration::from_secs(600),
         })
         .unwrap()
     }

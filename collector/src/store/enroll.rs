@@ -6,7 +6,10 @@
 //! - a token is used at most once: [`EnrollStore::use_enrollment`] is one conditional UPDATE
 //!   (unused and not expired at `now`), so two agents racing with the same token get one
 //!   certificate between them;
-//! - a used or expired token stays readable, so a refusal can say why.
+//! - a used or expired token stays readable, so a refusal can say why;
+//! - every certificate the enrollment listener hands out is recorded first (an enrollment's
+//!   in the same transaction that uses the token), with the certificate that authenticated
+//!   its renewal: supersession and deny lineage (see `crate::enroll::standing`) read these.
 
 use super::StoreResult;
 use chrono::{DateTime, Utc};
@@ -41,11 +44,51 @@ pub trait EnrollStore: Send + Sync {
     async fn enrollment(&self, token_sha256: &str) -> StoreResult<Option<Enrollment>>;
 
     /// Mark the token used at `now` with the certificate issued for it, only when it is
-    /// unused and `now` is before its expiry. True when this call used it.
+    /// unused and `now` is before its expiry, and record that certificate in the same
+    /// transaction. True when this call used it (and recorded the certificate); false
+    /// records nothing, so a certificate never handed out supersedes nothing.
     async fn use_enrollment(
         &self,
         token_sha256: &str,
         now: DateTime<Utc>,
-        cert_fingerprint: &str,
+        cert: &IssuedCertificate,
     ) -> StoreResult<bool>;
+
+    /// Record a certificate issued by renewal (before it is handed out).
+    async fn record_certificate(&self, cert: &IssuedCertificate) -> StoreResult<()>;
+
+    /// Every certificate recorded for `host`, oldest first.
+    async fn certificates(&self, host: &str) -> StoreResult<Vec<IssuedCertificate>>;
+
+    /// The fingerprints `fingerprint` was renewed from, nearest first, following
+    /// `renewed_from` at most `max` steps. The last one may be a certificate that is not
+    /// recorded itself (made by the deploy/ script, or before certificates were recorded).
+    async fn renewed_from(&self, fingerprint: &str, max: u32) -> StoreResult<Vec<String>>;
+
+    /// The newest certificate of `host` other than `fingerprint` issued at or before
+    /// `until` and after `fingerprint`'s own issue: its recorded `issued_at`, or `not_before`
+    /// when it is not recorded.
+    async fn superseding(
+        &self,
+        host: &str,
+        fingerprint: &str,
+        not_before: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<IssuedCertificate>>;
+}
+
+/// A certificate signed by the enrollment listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// SHA-256 of the DER, lowercase hex (as `grpc.deny_fingerprints` lists it).
+    pub fingerprint: String,
+    pub host: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+    /// Fingerprint of the certificate that authenticated the renewal; `None` for an
+    /// enrollment.
+    pub renewed_from: Option<String>,
 }

@@ -88,6 +88,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         "0006_rollup_filesystem.sql",
         "rollup filesystem"
     ),
+    embed!("sqlite", 7, "0007_certificates.sql", "certificates"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -101,6 +102,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         "0006_rollup_filesystem.sql",
         "rollup filesystem"
     ),
+    embed!("postgres", 7, "0007_certificates.sql", "certificates"),
 ];
 
 /// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).

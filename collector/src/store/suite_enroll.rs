@@ -1,7 +1,7 @@
 //! The enrollment part of the store contract (`EnrollStore`), run by `suite::run_all`; the
 //! same rules as `suite`: own rows only, shared database, whole milliseconds.
 
-use super::enroll::NewEnrollment;
+use super::enroll::{IssuedCertificate, NewEnrollment};
 use super::suite::{at, unique_host};
 use super::{Store, StoreResult};
 use chrono::TimeDelta;
@@ -9,7 +9,26 @@ use chrono::TimeDelta;
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     enrollment_token_is_used_once_before_expiry(store).await?;
     concurrent_uses_of_one_token_succeed_once(store).await?;
+    certificates_are_recorded_with_what_they_were_renewed_from(store).await?;
+    a_certificate_is_superseded_by_a_newer_one_for_its_host(store).await?;
     Ok(())
+}
+
+fn cert(
+    host: &str,
+    fingerprint: &str,
+    issued_at: chrono::DateTime<chrono::Utc>,
+    renewed_from: Option<&str>,
+) -> IssuedCertificate {
+    IssuedCertificate {
+        fingerprint: fingerprint.to_string(),
+        host: host.to_string(),
+        serial: format!("{fingerprint}-serial"),
+        not_before: issued_at - TimeDelta::minutes(1),
+        not_after: issued_at + TimeDelta::days(30),
+        issued_at,
+        renewed_from: renewed_from.map(str::to_string),
+    }
 }
 
 fn new(host: &str, digest: &str, t0: chrono::DateTime<chrono::Utc>) -> NewEnrollment {
@@ -39,28 +58,47 @@ pub async fn enrollment_token_is_used_once_before_expiry(store: &dyn Store) -> S
     assert_eq!(store.enrollment(&format!("{host}-none")).await?, None);
 
     let used = t0 + TimeDelta::minutes(5);
-    assert!(store.use_enrollment(&a, used, "f1").await?, "first use");
+    let (f1, f2) = (format!("{host}-f1"), format!("{host}-f2"));
     assert!(
-        !store.use_enrollment(&a, used, "f2").await?,
+        store
+            .use_enrollment(&a, used, &cert(&host, &f1, used, None))
+            .await?,
+        "first use"
+    );
+    assert!(
+        !store
+            .use_enrollment(&a, used, &cert(&host, &f2, used, None))
+            .await?,
         "a used token is refused"
     );
     let got = store.enrollment(&a).await?.expect("still readable");
     assert_eq!(got.used_at, Some(used));
-    assert_eq!(got.cert_fingerprint.as_deref(), Some("f1"));
+    assert_eq!(got.cert_fingerprint, Some(f1.clone()));
+    // The certificate of the use that won is recorded; the refused one is not.
+    assert_eq!(
+        store.certificates(&host).await?,
+        [cert(&host, &f1, used, None)]
+    );
 
     // Expired: at its expiry instant and after.
+    let late = t0 + TimeDelta::hours(1);
     assert!(
         !store
-            .use_enrollment(&b, t0 + TimeDelta::hours(1), "f3")
+            .use_enrollment(&b, late, &cert(&host, &format!("{host}-f3"), late, None))
             .await?,
         "an expired token is refused"
     );
     assert_eq!(store.enrollment(&b).await?.expect("b").used_at, None);
     assert!(
         !store
-            .use_enrollment(&format!("{host}-none"), used, "f4")
+            .use_enrollment(
+                &format!("{host}-none"),
+                used,
+                &cert(&host, &format!("{host}-f4"), used, None)
+            )
             .await?
     );
+    assert_eq!(store.certificates(&host).await?.len(), 1);
     Ok(())
 }
 
@@ -73,7 +111,8 @@ pub async fn concurrent_uses_of_one_token_succeed_once(store: &dyn Store) -> Sto
     let now = t0 + TimeDelta::seconds(1);
     let tries = (0..8).map(|i| {
         let digest = digest.clone();
-        async move { store.use_enrollment(&digest, now, &format!("f{i}")).await }
+        let c = cert(&host, &format!("{host}-f{i}"), now, None);
+        async move { store.use_enrollment(&digest, now, &c).await }
     });
     let won = futures_util::future::join_all(tries)
         .await
@@ -83,5 +122,102 @@ pub async fn concurrent_uses_of_one_token_succeed_once(store: &dyn Store) -> Sto
         .filter(|w| *w)
         .count();
     assert_eq!(won, 1, "exactly one concurrent use succeeds");
+    assert_eq!(store.certificates(&host).await?.len(), 1, "one certificate");
+    Ok(())
+}
+
+/// Enrollment, renewals and a renewal of a certificate made elsewhere: each is listed for
+/// its host, and the chain of `renewed_from` is followed back, nearest first, bounded.
+pub async fn certificates_are_recorded_with_what_they_were_renewed_from(
+    store: &dyn Store,
+) -> StoreResult<()> {
+    let host = unique_host("certs");
+    let t0 = at(3_000);
+    let fp = |n: &str| format!("{host}-{n}");
+    let enrolled = cert(&host, &fp("e"), t0, None);
+    let r1 = cert(&host, &fp("r1"), t0 + TimeDelta::days(20), Some(&fp("e")));
+    let r2 = cert(&host, &fp("r2"), t0 + TimeDelta::days(40), Some(&fp("r1")));
+    for c in [&r2, &enrolled, &r1] {
+        store.record_certificate(c).await?;
+    }
+    assert_eq!(
+        store.certificates(&host).await?,
+        [enrolled.clone(), r1.clone(), r2.clone()]
+    );
+    assert_eq!(
+        store.renewed_from(&fp("r2"), 64).await?,
+        [fp("r1"), fp("e")]
+    );
+    assert_eq!(store.renewed_from(&fp("r2"), 1).await?, [fp("r1")]);
+    assert_eq!(
+        store.renewed_from(&fp("e"), 64).await?,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.renewed_from(&fp("unknown"), 64).await?,
+        Vec::<String>::new()
+    );
+    // A renewal authenticated by a certificate of the deploy/ script: that one is named
+    // though it is not recorded itself.
+    let other = unique_host("certs-deploy");
+    let d1 = cert(
+        &other,
+        &format!("{other}-r1"),
+        t0,
+        Some(&format!("{other}-d")),
+    );
+    store.record_certificate(&d1).await?;
+    assert_eq!(
+        store.renewed_from(&d1.fingerprint, 64).await?,
+        [format!("{other}-d")]
+    );
+    assert_eq!(store.certificates(&other).await?, [d1]);
+    // A fingerprint is recorded once.
+    assert!(store.record_certificate(&r1).await.is_err());
+    Ok(())
+}
+
+/// Superseded: a newer certificate for the same host issued at or before the cut-off.
+pub async fn a_certificate_is_superseded_by_a_newer_one_for_its_host(
+    store: &dyn Store,
+) -> StoreResult<()> {
+    let host = unique_host("supersede");
+    let t0 = at(3_000);
+    let fp = |n: &str| format!("{host}-{n}");
+    let (t1, t2) = (t0 + TimeDelta::days(20), t0 + TimeDelta::days(40));
+    let e = cert(&host, &fp("e"), t0, None);
+    let r1 = cert(&host, &fp("r1"), t1, Some(&fp("e")));
+    let r2 = cert(&host, &fp("r2"), t2, Some(&fp("r1")));
+    for c in [&e, &r1, &r2] {
+        store.record_certificate(c).await?;
+    }
+    // Another host's newer certificate supersedes nothing here.
+    let other = unique_host("supersede-other");
+    store
+        .record_certificate(&cert(&other, &format!("{other}-x"), t2, None))
+        .await?;
+    let nb = |c: &IssuedCertificate| c.not_before;
+    let sup = async |c: &IssuedCertificate, until| {
+        store
+            .superseding(&host, &c.fingerprint, nb(c), until)
+            .await
+            .map(|s| s.map(|s| s.fingerprint))
+    };
+    // Before r1 was issued (the grace not over): nothing; then r1; then the newest, r2.
+    assert_eq!(sup(&e, t1 - TimeDelta::seconds(1)).await?, None);
+    assert_eq!(sup(&e, t1).await?, Some(fp("r1")));
+    assert_eq!(sup(&e, t2 + TimeDelta::hours(1)).await?, Some(fp("r2")));
+    assert_eq!(sup(&r1, t2 + TimeDelta::hours(1)).await?, Some(fp("r2")));
+    assert_eq!(sup(&r2, t2 + TimeDelta::days(99)).await?, None);
+    // Not recorded (deploy/ script): superseded by what was issued after its not_before.
+    let deploy = fp("deploy");
+    let made = async |not_before| {
+        store
+            .superseding(&host, &deploy, not_before, t2 + TimeDelta::hours(1))
+            .await
+            .map(|s| s.map(|s| s.fingerprint))
+    };
+    assert_eq!(made(t0 - TimeDelta::days(1)).await?, Some(fp("r2")));
+    assert_eq!(made(t2 + TimeDelta::minutes(1)).await?, None);
     Ok(())
 }
