@@ -505,7 +505,7 @@ fn routes(
             "webhook" => {
                 let (url, from) = webhook_url(p, &key, r.url, r.url_file, base);
                 // Never echo the URL: its path or query is the credential.
-                if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+                if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
                     p.push(
                         key(from),
                         format!(
