@@ -139,7 +139,7 @@ fn result(
     }
 }
 
-/// "120s", "1.5s": a timeout as configured.
+/// "2m", "1s 500ms": a timeout as people write it.
 fn fmt_secs(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }

@@ -364,6 +364,7 @@ async fn a_hung_mount_blocks_one_probe_not_the_agent() -> Result<()> {
         s.collector.check("db1", "disk.local").await?["status"],
         "ok"
     );
+    assert_eq!(s.collector.api("/api/v1/hosts/db1").await?["silent"], false);
 
     // And a SIGTERM still ends the agent at once, though a thread of it is stuck in the kernel.
     let status = s.agent.terminate(Duration::from_secs(5))?;
