@@ -85,6 +85,10 @@ pub struct RawSchedule {
     /// First run of each probe is delayed by a random time up to this (default 30 s).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub start_jitter: Option<Duration>,
+    /// Timeout of the file-system probes (backup_dir, disk, archive_dir) that set none
+    /// (default 2 min).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +100,9 @@ pub struct RawBackupDir {
     pub max_age: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub interval: Option<Duration>,
+    /// A run taking longer is reported as timed out (default `schedule.timeout`).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
     pub max_depth: Option<u32>,
     pub max_entries: Option<u64>,
     pub ignore_suffixes: Option<Vec<String>>,
@@ -108,6 +115,9 @@ pub struct RawDisk {
     pub path: PathBuf,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub interval: Option<Duration>,
+    /// A run taking longer is reported as timed out (default `schedule.timeout`).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +132,9 @@ pub struct RawWal {
     pub connect_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub statement_timeout: Option<Duration>,
+    /// The whole run's limit (default: connect_timeout + 3 × statement_timeout + 5 s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
     /// Report WAL not archivable yet with archive_timeout = 0 (check-semantics A8; default false).
     pub exposure_advisory: Option<bool>,
 }
@@ -132,6 +145,8 @@ pub struct Config {
     pub collector: Option<CollectorLink>,
     pub spool: SpoolConfig,
     pub start_jitter: Duration,
+    /// `schedule.timeout`: the file-system probes' default timeout.
+    pub probe_timeout: Duration,
     pub probes: Vec<Scheduled>,
 }
 
@@ -210,7 +225,8 @@ impl ProbeConfig {
 }
 
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of `schedule.timeout`.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -314,6 +330,18 @@ impl Config {
             }
         };
 
+        let default_timeout = raw.schedule.timeout.unwrap_or(PROBE_TIMEOUT);
+        if default_timeout < MIN_INTERVAL {
+            p.push("schedule.timeout", "must be at least 1s");
+        }
+        let timeout_of = |p: &mut Problems, key: String, v: Option<Duration>, d: Duration| {
+            let t = v.unwrap_or(d);
+            if t < MIN_INTERVAL {
+                p.push(key, "must be at least 1s");
+            }
+            t
+        };
+
         let dirs = raw.backup_dir.unwrap_or_else(|| {
             vec![
                 default_dir("daily", "/backup/daily", 24 * 3600),
@@ -330,6 +358,7 @@ impl Config {
                 );
             }
             let interval = interval_of(&mut p, k("interval"), d.interval, BACKUP_INTERVAL);
+            let timeout = timeout_of(&mut p, k("timeout"), d.timeout, default_timeout);
             let max_age = d.max_age.or(match d.name.as_str() {
                 "daily" => Some(Duration::from_secs(24 * 3600)),
                 "weekly" => Some(Duration::from_secs(7 * 24 * 3600)),
@@ -345,7 +374,7 @@ impl Config {
                     ignore_suffixes: d.ignore_suffixes.unwrap_or_else(default_ignore_suffixes),
                 }),
                 interval,
-                timeout: PROBE_TIMEOUT,
+                timeout,
             });
         }
 
@@ -354,19 +383,30 @@ impl Config {
                 name: "backup".into(),
                 path: "/backup".into(),
                 interval: None,
+                timeout: None,
             }]
         });
         for (i, d) in disks.into_iter().enumerate() {
             let k = |f: &str| format!("disk[{i}].{f}");
             name_ok(&mut p, k("name"), "disk", &d.name);
+            if d.name == crate::spool::check::NAME {
+                p.push(
+                    k("name"),
+                    format!(
+                        "{:?} is reserved for the agent's report on its own spool",
+                        d.name
+                    ),
+                );
+            }
             let interval = interval_of(&mut p, k("interval"), d.interval, DISK_INTERVAL);
+            let timeout = timeout_of(&mut p, k("timeout"), d.timeout, default_timeout);
             probes.push(Scheduled {
                 probe: ProbeConfig::Disk(DiskProbe {
                     name: d.name,
                     path: d.path,
                 }),
                 interval,
-                timeout: PROBE_TIMEOUT,
+                timeout,
             });
         }
 
@@ -376,6 +416,12 @@ impl Config {
             let interval = interval_of(&mut p, k("interval"), w.interval, WAL_INTERVAL);
             let connect_timeout = w.connect_timeout.unwrap_or(Duration::from_secs(5));
             let statement_timeout = w.statement_timeout.unwrap_or(Duration::from_secs(10));
+            let timeout = timeout_of(
+                &mut p,
+                k("timeout"),
+                w.timeout,
+                connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
+            );
             let pg = match tokio_postgres::Config::from_str(&w.dsn) {
                 Ok(c) => c,
                 Err(e) => {
@@ -396,7 +442,7 @@ impl Config {
                     exposure_advisory: w.exposure_advisory.unwrap_or(false),
                 })),
                 interval,
-                timeout: connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
+                timeout,
             });
         }
 
@@ -423,13 +469,13 @@ impl Config {
                 d.interval,
                 archive_dir::ARCHIVE_INTERVAL,
             );
+            let raw_timeout = d.timeout;
             if let Some(probe) = archive_dir::validate(&mut p, i, d, &wal_refs) {
                 // The directory listing, plus the linked server's two statements.
+                let listing = timeout_of(&mut p, k("timeout"), raw_timeout, default_timeout);
                 let timeout = match &probe.wal {
-                    Some(w) => {
-                        PROBE_TIMEOUT + w.connect_timeout + w.effective_statement_timeout() * 3
-                    }
-                    None => PROBE_TIMEOUT,
+                    Some(w) => listing + w.connect_timeout + w.effective_statement_timeout() * 3,
+                    None => listing,
                 };
                 probes.push(Scheduled {
                     probe: ProbeConfig::ArchiveDir(probe),
@@ -491,6 +537,7 @@ impl Config {
             collector,
             spool,
             start_jitter: raw.schedule.start_jitter.unwrap_or(Duration::from_secs(30)),
+            probe_timeout: default_timeout,
             probes,
         })
     }
@@ -536,6 +583,7 @@ fn default_dir(name: &str, path: &str, max_age_secs: u64) -> RawBackupDir {
         path: path.into(),
         max_age: Some(Duration::from_secs(max_age_secs)),
         interval: None,
+        timeout: None,
         max_depth: None,
         max_entries: None,
         ignore_suffixes: None,
@@ -570,6 +618,33 @@ mod tests {
         assert_eq!(c.probes[0].interval, BACKUP_INTERVAL);
         assert_eq!(c.probes[2].interval, DISK_INTERVAL);
         assert!(c.collector.is_none());
+    }
+
+    #[test]
+    fn timeouts_come_from_the_section_then_the_schedule_then_two_minutes() {
+        let c = load("[[disk]]\nname = \"a\"\npath = \"/\"\ntimeout = \"5s\"\n[[disk]]\nname = \"b\"\npath = \"/\"\n").unwrap();
+        let t: Vec<_> = c.probes.iter().map(|s| s.timeout.as_secs()).collect();
+        assert_eq!(t, [120, 120, 5, 120]);
+        let c =
+            load("[schedule]\ntimeout = \"30s\"\n[[disk]]\nname = \"a\"\npath = \"/\"\n").unwrap();
+        let t: Vec<_> = c.probes.iter().map(|s| s.timeout.as_secs()).collect();
+        assert_eq!(t, [30, 30, 30]);
+        let err = load("[schedule]\ntimeout = \"0s\"\n[[disk]]\nname = \"agent-spool\"\npath = \"/\"\ntimeout = \"0s\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("schedule.timeout: must be at least 1s"),
+            "{err}"
+        );
+        assert!(
+            err.contains("disk[0].timeout: must be at least 1s"),
+            "{err}"
+        );
+        assert!(
+            err.contains("disk[0].name: \"agent-spool\" is reserved"),
+            "{err}"
+        );
     }
 
     #[test]

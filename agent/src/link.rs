@@ -3,8 +3,9 @@
 //! - No inbound ports: the agent dials the collector and keeps the stream open.
 //! - Sends from the spool, oldest first; removes results only on the collector's Ack. After
 //!   any reconnect everything still in the spool is sent again (the collector deduplicates).
-//! - Reconnects with exponential backoff (1 s to 60 s) and full jitter, so a collector restart
-//!   is not met by the whole fleet in the same second.
+//! - Reconnects with exponential backoff and full jitter, so a collector restart is not met by
+//!   the whole fleet in the same second: 1 s to 60 s before the first session worked, 1 s to
+//!   10 s after, so an outage is followed by seconds of delay, not up to a minute.
 //! - Certificates are read at every connection attempt, so replaced files take effect without
 //!   a restart.
 //! - Failures are logged with their whole error chain: with TLS 1.3 a refused client
@@ -110,13 +111,17 @@ pub async fn run(
         match session(&cfg, &renewed, &sink, &trigger, &facts, &mut welcomed).await {
             Ok(()) => info!("collector stream ended"),
             Err(e) => {
-                let waiting = sink.spool.lock().map(|s| s.len()).unwrap_or(0);
+                let (waiting, held) = sink
+                    .spool
+                    .call(|s| (s.len(), s.held()))
+                    .await
+                    .unwrap_or((0, 0));
                 let error = chain(&e);
-                warn!(error = %error, hint = hint(&error), spooled = waiting, "collector unreachable; results stay in the spool");
+                warn!(error = %error, hint = hint(&error), spooled = waiting, held_in_memory = held, "collector unreachable; results stay in the spool");
             }
         }
         if welcomed {
-            backoff.reset();
+            backoff.session_worked();
         }
         tokio::time::sleep(backoff.next_with(fastrand::f64())).await;
     }
@@ -196,8 +201,8 @@ async fn session(
     let mut out = Out { tx, seq: 0 };
     let (spooled, dropped) = sink
         .spool
-        .lock()
-        .map(|s| (s.len() as u64, s.dropped))
+        .call(|s| (s.len() as u64, s.dropped))
+        .await
         .unwrap_or((0, 0));
     out.send(AgentPayload::Hello(Hello {
         agent_version: env!("CARGO_PKG_VERSION").into(),
@@ -233,16 +238,12 @@ async fn session(
     ping.tick().await;
     loop {
         if in_flight < MAX_IN_FLIGHT {
-            let spool = sink.spool.clone();
             let take = max_batch.min(MAX_IN_FLIGHT - in_flight);
-            let batch = tokio::task::spawn_blocking(move || {
-                spool
-                    .lock()
-                    .map(|s| s.read_after(sent_upto, take))
-                    .unwrap_or_default()
-            })
-            .await
-            .unwrap_or_default();
+            let batch = sink
+                .spool
+                .call(move |s| s.read_after(sent_upto, take))
+                .await
+                .unwrap_or_default();
             if let Some((last, _)) = batch.last() {
                 sent_upto = *last;
                 in_flight += batch.len();
@@ -278,18 +279,14 @@ async fn session(
                             .into_iter()
                             .chain(ack.rejected.into_iter().map(|r| r.result_id))
                             .collect();
-                        let spool = sink.spool.clone();
-                        let (removed, still_out) = tokio::task::spawn_blocking(move || {
-                            spool
-                                .lock()
-                                .map(|mut s| {
-                                    let removed = s.ack(ids.iter().map(String::as_str));
-                                    (removed, s.count_through(sent_upto))
-                                })
-                                .unwrap_or((0, 0))
-                        })
-                        .await
-                        .unwrap_or((0, 0));
+                        let (removed, still_out) = sink
+                            .spool
+                            .call(move |s| {
+                                let removed = s.ack(ids.iter().map(String::as_str));
+                                (removed, s.count_through(sent_upto))
+                            })
+                            .await
+                            .unwrap_or((0, 0));
                         in_flight = still_out;
                         debug!(removed, in_flight, "collector acknowledged results");
                     }

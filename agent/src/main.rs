@@ -1,5 +1,6 @@
 //! `backwatch-agent`: probes one database host and streams the measurements to the collector.
 
+mod blocking;
 mod config;
 mod enroll;
 mod link;
@@ -16,7 +17,8 @@ use backwatch_rules::{Limits, evaluate};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::{error, info};
 
 const DEFAULT_CONFIG: &str = "/etc/backwatch/agent.toml";
@@ -200,7 +202,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Run { .. } => rt.block_on(run(cfg, &path)),
         Command::Check { format, .. } => rt.block_on(check(cfg, format)),
         Command::PrintConfig { .. } | Command::Config(ConfigCommand::Check { .. }) => {
@@ -210,8 +212,15 @@ fn main() -> ExitCode {
         Command::Completions { .. } | Command::Man { .. } | Command::Enroll { .. } => {
             ExitCode::SUCCESS
         }
-    }
+    };
+    // Dropping the runtime would wait for every blocking task, and one stuck on a dead mount
+    // never ends: give them a moment, then exit anyway (the spool is safe at any instant).
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
+
+/// How long an exiting agent waits for its blocking work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
     let Some(link_cfg) = cfg.collector.clone() else {
@@ -235,8 +244,15 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         collector = %link_cfg.url,
         "agent starting"
     );
+    let spool = match spool::thread::SpoolThread::start(spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("backwatch-agent: starting the spool thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sink = Sink {
-        spool: Arc::new(Mutex::new(spool)),
+        spool,
         notify: Arc::new(tokio::sync::Notify::new()),
     };
     let (trigger, _) = tokio::sync::broadcast::channel(8);
@@ -274,14 +290,15 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
 }
 
 async fn run_scheduled(s: &Scheduled) -> ProbeResult {
+    let (i, t, g) = (s.interval, s.timeout, &blocking::Gate::default());
     match &s.probe {
-        ProbeConfig::BackupDir(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::Disk(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::Wal(p) => run_once(p.as_ref(), s.interval, s.timeout).await,
-        ProbeConfig::ArchiveDir(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::Restore(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::PgBackRest(p) => run_once(p, s.interval, s.timeout).await,
-        ProbeConfig::Barman(p) => run_once(p, s.interval, s.timeout).await,
+        ProbeConfig::BackupDir(p) => run_once(p, i, t, g).await,
+        ProbeConfig::Disk(p) => run_once(p, i, t, g).await,
+        ProbeConfig::Wal(p) => run_once(p.as_ref(), i, t, g).await,
+        ProbeConfig::ArchiveDir(p) => run_once(p, i, t, g).await,
+        ProbeConfig::Restore(p) => run_once(p, i, t, g).await,
+        ProbeConfig::PgBackRest(p) => run_once(p, i, t, g).await,
+        ProbeConfig::Barman(p) => run_once(p, i, t, g).await,
     }
 }
 
@@ -376,6 +393,7 @@ fn print_config(cfg: &Config) {
     println!("max_age = {:?}", fmt_duration(cfg.spool.max_age));
     println!("\n[schedule]");
     println!("start_jitter = {:?}", fmt_duration(cfg.start_jitter));
+    println!("timeout = {:?}", fmt_duration(cfg.probe_timeout));
     for s in &cfg.probes {
         let (section, extra) = match &s.probe {
             ProbeConfig::BackupDir(p) => (
@@ -483,6 +501,17 @@ fn print_config(cfg: &Config) {
         println!("name = {name:?}");
         println!("{extra}");
         println!("interval = {:?}", fmt_duration(s.interval));
+        match &s.probe {
+            ProbeConfig::BackupDir(_) | ProbeConfig::Disk(_) | ProbeConfig::Wal(_) => {
+                println!("timeout = {:?}", fmt_duration(s.timeout))
+            }
+            // Its timeout adds the linked server's statements to the listing's.
+            ProbeConfig::ArchiveDir(_) => {
+                println!("# timeout: {} in all", fmt_duration(s.timeout))
+            }
+            // Printed with their other keys above.
+            ProbeConfig::Restore(_) | ProbeConfig::PgBackRest(_) | ProbeConfig::Barman(_) => {}
+        }
     }
 }
 

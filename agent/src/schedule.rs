@@ -2,6 +2,10 @@
 //!
 //! - A probe never blocks another: each has its task, and each run is bounded by the probe's
 //!   timeout (a hung database or a stuck NFS mount becomes a "timed out" result).
+//! - A probe whose previous run is still stuck in the kernel (a `statvfs` on a dead mount,
+//!   which nothing can cancel) is not started again: each of its turns reports "still blocked
+//!   since …" instead, until that call returns. So a dead mount holds one thread per probe,
+//!   not one more per run, and the other probes keep reporting (see [`crate::blocking`]).
 //! - Jitter: the first run waits a random time up to `start_jitter`, later runs ±5 % of the
 //!   interval, so a fleet restarted together does not probe in lock-step.
 //! - Results go to the spool, never straight to the network: a slow or absent collector
@@ -11,70 +15,133 @@
 //!   restarted agent waits for the rest of the interval instead of reading the backup again.
 //!   The collector keeps the previous result meanwhile (silence waits for twice the interval).
 
+use crate::blocking::Gate;
 use crate::config::{ProbeConfig, Scheduled};
 use crate::probe::Probe;
-use crate::spool::Spool;
+use crate::spool::thread::SpoolThread;
+use crate::spool::{Stored, check};
 use backwatch_proto::model::{ProbeKind, ProbeResult, check_id};
 use backwatch_proto::wire;
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, broadcast};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-/// Where results go: the spool, plus a wake-up for the link.
+/// Where results go: the spool (on its own thread), plus a wake-up for the link.
 #[derive(Clone)]
 pub struct Sink {
-    pub spool: Arc<Mutex<Spool>>,
+    pub spool: SpoolThread,
     pub notify: Arc<Notify>,
 }
 
 impl Sink {
     pub async fn deliver(&self, result: &ProbeResult) {
         let wire = wire::ProbeResult::from(result);
-        let spool = self.spool.clone();
         let id = result.result_id.clone();
-        let stored = tokio::task::spawn_blocking(move || match spool.lock() {
-            Ok(mut s) => s.push(&wire).map(|_| ()),
-            Err(_) => Ok(()), // a panicked holder; nothing sensible to do but go on
-        })
-        .await;
-        match stored {
-            Ok(Ok(())) => {
-                debug!(result_id = %id, "result spooled");
-                self.notify.notify_one();
+        let answer = self
+            .spool
+            .call(move |s| {
+                let before = s.failure().cloned();
+                let (_, stored) = s.push(&wire);
+                // When this push changed whether the spool can write, say so in a result of
+                // its own, which goes the same way (held in memory if need be).
+                let report = check::report(before.as_ref(), s).map(|r| {
+                    let (_, how) = s.push(&wire::ProbeResult::from(&r));
+                    (r.result_id, how)
+                });
+                (stored, report)
+            })
+            .await;
+        let Some((stored, report)) = answer else {
+            error!(result_id = %id, "the spool thread failed; result lost");
+            return;
+        };
+        for (id, how) in std::iter::once((id, stored)).chain(report) {
+            match how {
+                Stored::Spooled => debug!(result_id = %id, "result spooled"),
+                Stored::Held => {
+                    warn!(result_id = %id, "result held in memory, not spooled (the spool cannot write)")
+                }
             }
-            Ok(Err(e)) => {
-                error!(result_id = %id, error = %e, "result could not be spooled and is lost")
-            }
-            Err(e) => error!(result_id = %id, error = %e, "spool task failed"),
         }
+        self.notify.notify_one();
     }
 }
 
-/// Run a probe once and wrap what it saw into a result with a fresh id.
-pub async fn run_once<P: Probe>(probe: &P, interval: Duration, timeout: Duration) -> ProbeResult {
+/// Run a probe once and wrap what it saw into a result with a fresh id. Blocking calls of the
+/// run mark `gate` while they are inside the kernel, also after the timeout gave up on them.
+pub async fn run_once<P: Probe>(
+    probe: &P,
+    interval: Duration,
+    timeout: Duration,
+    gate: &Gate,
+) -> ProbeResult {
     let measured_at = Utc::now();
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(timeout, probe.observe()).await {
+    // Dropping the observation at the timeout kills its child processes (`kill_on_drop`) and
+    // closes its connections; only a call stuck in the kernel outlives it, on its own thread.
+    let outcome = match tokio::time::timeout(timeout, gate.scope(probe.observe())).await {
         Ok(o) => o,
-        Err(_) => Err(format!("probe timed out after {}s", timeout.as_secs())),
+        Err(_) => Err(format!("probe timed out after {}", fmt_secs(timeout))),
     };
     let (observation, error) = match outcome {
         Ok(o) => (Some(o), None),
         Err(e) => (None, Some(e)),
     };
+    result(
+        P::KIND,
+        probe.name(),
+        measured_at,
+        started,
+        interval,
+        error,
+        observation,
+    )
+}
+
+/// The result of a turn skipped because the previous run is still blocked since `since`.
+fn still_blocked<P: Probe>(probe: &P, interval: Duration, since: DateTime<Utc>) -> ProbeResult {
+    let error = format!(
+        "timed out: still blocked since {} (a call that does not return, such as a hung NFS mount); not started again until it returns",
+        since.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    result(
+        P::KIND,
+        probe.name(),
+        Utc::now(),
+        Instant::now(),
+        interval,
+        Some(error),
+        None,
+    )
+}
+
+fn result(
+    kind: ProbeKind,
+    name: &str,
+    measured_at: DateTime<Utc>,
+    started: Instant,
+    interval: Duration,
+    error: Option<String>,
+    observation: Option<backwatch_proto::model::Observation>,
+) -> ProbeResult {
     ProbeResult {
         result_id: uuid::Uuid::new_v4().to_string(),
-        kind: P::KIND,
-        name: probe.name().to_string(),
+        kind,
+        name: name.to_string(),
         measured_at,
         duration_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
         interval_secs: interval.as_secs().min(u32::MAX as u64) as u32,
         error,
         observation,
     }
+}
+
+/// "2m", "1s 500ms": a timeout as people write it.
+fn fmt_secs(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 /// Ask probes to run now: the check id, or "" for all.
@@ -134,6 +201,8 @@ struct Task<P> {
     trigger: broadcast::Receiver<String>,
     /// Where the last run's time is kept, for schedules that resume across restarts.
     stamp: Option<PathBuf>,
+    /// Marked while a blocking call of a run is in the kernel, even after its timeout.
+    gate: Gate,
 }
 
 impl<P: Probe> Task<P> {
@@ -153,6 +222,7 @@ impl<P: Probe> Task<P> {
             sink,
             trigger,
             stamp: None,
+            gate: Gate::default(),
         }
     }
 
@@ -178,7 +248,10 @@ impl<P: Probe> Task<P> {
         }
         self.wait(first + jitter).await;
         loop {
-            let result = run_once(&self.probe, self.interval, self.timeout).await;
+            let result = match self.gate.busy_since() {
+                Some(since) => still_blocked(&self.probe, self.interval, since),
+                None => run_once(&self.probe, self.interval, self.timeout, &self.gate).await,
+            };
             match &result.error {
                 Some(e) => {
                     warn!(error = %e, duration_ms = result.duration_ms, "probe could not observe")

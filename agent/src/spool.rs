@@ -9,7 +9,15 @@
 //! - bounded by count (`max_results`) and age (`max_age`): when over, the oldest are dropped
 //!   first and every drop is counted (reported to the collector in Hello and logged);
 //! - deleted only on acknowledgement; replayed oldest first after every reconnect (the
-//!   collector stores idempotently by result id, so a replay after a lost ack is harmless).
+//!   collector stores idempotently by result id, so a replay after a lost ack is harmless);
+//! - a write that fails (disk full, I/O error) leaves no file behind (a 0-byte `.tmp` would
+//!   keep a full disk full); the result is held in memory instead, at most [`MAX_HELD`] of them
+//!   (the oldest dropped and counted beyond), sent like the others, and written to disk as
+//!   soon as a write succeeds again. Held results do not survive a restart: they are "not
+//!   spooled", and the failure itself is reported (see [`Spool::failure`]).
+
+pub mod check;
+pub mod thread;
 
 use backwatch_proto::wire::{Message, ProbeResult};
 use chrono::Utc;
@@ -18,7 +26,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tracing::warn;
+use tracing::{error, info, warn};
+
+/// Results held in memory while the spool cannot write, at most.
+pub const MAX_HELD: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -40,6 +51,24 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
 struct Entry {
     result_id: String,
     measured_at_secs: i64,
+    /// The result itself while it could not be written to disk.
+    held: Option<ProbeResult>,
+}
+
+/// What became of a pushed result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// On disk, fsynced.
+    Spooled,
+    /// In memory only: the spool cannot write.
+    Held,
+}
+
+/// Why the spool cannot write, since when, and what it cost so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub since: chrono::DateTime<Utc>,
+    pub error: String,
 }
 
 pub struct Spool {
@@ -48,8 +77,12 @@ pub struct Spool {
     max_age: Duration,
     next_seq: u64,
     entries: BTreeMap<u64, Entry>,
-    /// Results dropped because the spool was full or too old, since this process started.
+    /// Results dropped because the spool was full or too old, or because too many were held
+    /// in memory while it could not write, since this process started.
     pub dropped: u64,
+    /// Entries whose result is held in memory.
+    held: usize,
+    failure: Option<Failure>,
 }
 
 impl Spool {
@@ -80,6 +113,7 @@ impl Spool {
                         Entry {
                             result_id: r.result_id,
                             measured_at_secs,
+                            held: None,
                         },
                     );
                 }
@@ -97,6 +131,8 @@ impl Spool {
             next_seq,
             entries,
             dropped: 0,
+            held: 0,
+            failure: None,
         };
         spool.enforce_bounds();
         Ok(spool)
@@ -106,30 +142,119 @@ impl Spool {
         self.dir.join(format!("{seq:020}.pb"))
     }
 
-    /// Persist a result. Returns its spool sequence number.
-    pub fn push(&mut self, result: &ProbeResult) -> Result<u64, SpoolError> {
+    /// Persist a result, or hold it in memory when the spool cannot write. Returns its
+    /// sequence number and where it went.
+    pub fn push(&mut self, result: &ProbeResult) -> (u64, Stored) {
+        self.write_held();
         let seq = self.next_seq;
         self.next_seq += 1;
+        let mut entry = Entry {
+            result_id: result.result_id.clone(),
+            measured_at_secs: result.measured_at.as_ref().map_or(0, |t| t.seconds),
+            held: None,
+        };
+        // Behind held results a new one waits its turn: written in sequence order or not at all.
+        let written = if self.held > 0 {
+            Err(None)
+        } else {
+            self.write(seq, result).map_err(Some)
+        };
+        let stored = match written {
+            Ok(()) => {
+                self.recovered();
+                Stored::Spooled
+            }
+            Err(e) => {
+                if let Some(e) = e {
+                    self.failed(e);
+                }
+                entry.held = Some(result.clone());
+                self.held += 1;
+                Stored::Held
+            }
+        };
+        self.entries.insert(seq, entry);
+        self.enforce_bounds();
+        (seq, stored)
+    }
+
+    /// Write one result to its file; on any error nothing of it is left on disk.
+    fn write(&self, seq: u64, result: &ProbeResult) -> Result<(), SpoolError> {
         let path = self.path_of(seq);
         let tmp = path.with_extension("tmp");
-        {
+        let written = (|| {
             let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(&result.encode_to_vec()).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io(&path))?;
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&path);
         }
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        self.entries.insert(
-            seq,
-            Entry {
-                result_id: result.result_id.clone(),
-                measured_at_secs: result.measured_at.as_ref().map_or(0, |t| t.seconds),
-            },
-        );
-        self.enforce_bounds();
-        Ok(seq)
+        written
+    }
+
+    /// Write held results to disk, oldest first, until one fails.
+    fn write_held(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        let held: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.held.is_some())
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in held {
+            let Some(result) = self.entries.get(&seq).and_then(|e| e.held.clone()) else {
+                continue;
+            };
+            if let Err(e) = self.write(seq, &result) {
+                self.failed(e);
+                return;
+            }
+            if let Some(e) = self.entries.get_mut(&seq) {
+                e.held = None;
+                self.held -= 1;
+            }
+        }
+        self.recovered();
+    }
+
+    fn failed(&mut self, e: SpoolError) {
+        if self.failure.is_none() {
+            error!(error = %e, max_held = MAX_HELD, "the spool cannot write; holding results in memory");
+            self.failure = Some(Failure {
+                since: Utc::now(),
+                error: e.to_string(),
+            });
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.held == 0
+            && let Some(f) = self.failure.take()
+        {
+            info!(since = %f.since.to_rfc3339(), "the spool writes again; held results are on disk");
+        }
+    }
+
+    /// Why the spool cannot write, when it cannot.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Results held in memory because the spool could not write them.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn enforce_bounds(&mut self) {
@@ -143,11 +268,25 @@ impl Spool {
             self.remove_seq(seq);
             self.dropped += 1;
         }
+        while self.held > MAX_HELD {
+            let Some((&seq, e)) = self.entries.iter().find(|(_, e)| e.held.is_some()) else {
+                break;
+            };
+            warn!(result_id = %e.result_id, reason = "too many held in memory", "dropping a result the spool could not write");
+            self.remove_seq(seq);
+            self.dropped += 1;
+        }
     }
 
     fn remove_seq(&mut self, seq: u64) {
-        self.entries.remove(&seq);
-        let _ = fs::remove_file(self.path_of(seq));
+        match self.entries.remove(&seq) {
+            Some(Entry { held: Some(_), .. }) => self.held -= 1,
+            _ => {
+                let _ = fs::remove_file(self.path_of(seq));
+            }
+        }
+        // When nothing is held any more (acknowledged or dropped), the failure ends with the
+        // next successful write, not here: the disk may still be full.
     }
 
     pub fn len(&self) -> usize {
@@ -166,7 +305,10 @@ impl Spool {
         self.entries
             .range(after + 1..)
             .take(max)
-            .filter_map(|(&seq, _)| {
+            .filter_map(|(&seq, e)| {
+                if let Some(r) = &e.held {
+                    return Some((seq, r.clone()));
+                }
                 let bytes = fs::read(self.path_of(seq)).ok()?;
                 ProbeResult::decode(bytes.as_slice()).ok().map(|r| (seq, r))
             })
@@ -190,113 +332,4 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use backwatch_proto::convert::to_ts;
-
-    fn result(id: &str) -> ProbeResult {
-        ProbeResult {
-            result_id: id.into(),
-            name: "daily".into(),
-            measured_at: Some(to_ts(Utc::now())),
-            error: "x".into(),
-            ..Default::default()
-        }
-    }
-
-    const WEEK: Duration = Duration::from_secs(7 * 86400);
-
-    #[test]
-    fn results_survive_reopening_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        for id in ["a", "b", "c"] {
-            s.push(&result(id)).unwrap();
-        }
-        drop(s);
-        let s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        let ids: Vec<_> = s
-            .read_after(0, 10)
-            .into_iter()
-            .map(|(_, r)| r.result_id)
-            .collect();
-        assert_eq!(ids, ["a", "b", "c"]);
-    }
-
-    #[test]
-    fn ack_deletes_only_the_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        for id in ["a", "b", "c"] {
-            s.push(&result(id)).unwrap();
-        }
-        assert_eq!(s.ack(["a", "c", "zz"]), 2);
-        drop(s);
-        let s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        assert_eq!(s.len(), 1);
-        assert_eq!(s.read_after(0, 10)[0].1.result_id, "b");
-    }
-
-    #[test]
-    fn full_spool_drops_oldest_first_and_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 2, WEEK).unwrap();
-        for id in ["a", "b", "c"] {
-            s.push(&result(id)).unwrap();
-        }
-        assert_eq!(s.dropped, 1);
-        let ids: Vec<_> = s
-            .read_after(0, 10)
-            .into_iter()
-            .map(|(_, r)| r.result_id)
-            .collect();
-        assert_eq!(ids, ["b", "c"]);
-    }
-
-    #[test]
-    fn results_older_than_max_age_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100, Duration::from_secs(3600)).unwrap();
-        let mut old = result("old");
-        old.measured_at = Some(to_ts(Utc::now() - chrono::Duration::hours(2)));
-        s.push(&old).unwrap();
-        s.push(&result("new")).unwrap();
-        assert_eq!(s.dropped, 1);
-        assert_eq!(s.len(), 1);
-    }
-
-    #[test]
-    fn sequence_continues_after_reopen_and_leftover_tmp_is_discarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        let first = s.push(&result("a")).unwrap();
-        drop(s);
-        std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
-        let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        assert!(s.push(&result("b")).unwrap() > first);
-        assert!(!dir.path().join("00000000000000000099.tmp").exists());
-    }
-
-    #[test]
-    fn in_flight_count_forgets_results_dropped_by_the_bounds() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 2, WEEK).unwrap();
-        let a = s.push(&result("a")).unwrap();
-        let b = s.push(&result("b")).unwrap();
-        assert_eq!(s.count_through(b), 2);
-        s.push(&result("c")).unwrap(); // drops "a", which was in flight
-        assert_eq!(s.count_through(b), 1);
-        assert_eq!(s.count_through(a), 0);
-    }
-
-    #[test]
-    fn read_after_skips_what_was_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
-        let a = s.push(&result("a")).unwrap();
-        s.push(&result("b")).unwrap();
-        let rest = s.read_after(a, 10);
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].1.result_id, "b");
-    }
-}
+mod tests;

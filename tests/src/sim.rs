@@ -95,7 +95,7 @@ async fn run(host: String, endpoint: Endpoint, stats: Arc<SimStats>, every: Dura
         let welcomed = session(&host, &endpoint, &stats, every).await;
         stats.connected.store(false, Ordering::Relaxed);
         if welcomed {
-            backoff.reset();
+            backoff.session_worked();
         }
         tokio::time::sleep(backoff.next_with(fastrand::f64())).await;
     }

@@ -1,8 +1,9 @@
-//! Nothing measured is lost through outages and crashes, a replay is stored once, and one hung
-//! probe never delays the others.
+//! Nothing measured is lost through outages, crashes and a full disk, a replay is stored once,
+//! one hung probe never delays the others nor holds up the agent, and agents are back within
+//! seconds of their collector.
 
 use anyhow::{Result, ensure};
-use backwatch_tests::harness::{Agent, Certs, Collector, eventually, scene};
+use backwatch_tests::harness::{Agent, Certs, Collector, HungMount, Tmpfs, eventually, scene};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -222,5 +223,234 @@ async fn a_hung_database_does_not_delay_the_other_probes() -> Result<()> {
         .await?;
     let n = h["results"].as_array().map_or(0, Vec::len);
     assert!(n >= 4, "only {n} backup results while the database hung");
+    Ok(())
+}
+
+#[tokio::test]
+async fn agents_are_back_within_seconds_after_a_long_outage() -> Result<()> {
+    let hosts = ["db1", "db2", "db3"];
+    let certs = Certs::fleet(&hosts)?;
+    let mut collector = Collector::sqlite(&certs).start().await?;
+    let dir = tempfile::tempdir()?;
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| {
+            Agent::for_host(h, &certs, &collector)
+                .disk("backup", dir.path(), "1s")
+                .start()
+        })
+        .collect::<Result<_>>()?;
+    for a in &agents {
+        collector
+            .wait_status(&a.host, "disk.backup", "ok", WAIT)
+            .await;
+    }
+
+    // A real outage: long enough for seven failed attempts each, which with the old 60 s cap
+    // left every agent in a wait of up to a minute when the collector came back.
+    collector.stop()?;
+    let failures = |a: &Agent| {
+        a.log()
+            .matches("collector unreachable; results stay in the spool")
+            .count()
+    };
+    eventually(
+        Duration::from_secs(120),
+        "seven failed reconnects per agent",
+        async || {
+            for a in &agents {
+                let n = failures(a);
+                ensure!(n >= 7, "{} failed {n} times", a.host);
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let waiting: Vec<Vec<String>> = agents
+        .iter()
+        .map(Agent::spooled_ids)
+        .collect::<Result<_>>()?;
+    collector.restart().await?;
+    let back = std::time::Instant::now();
+    for (a, ids) in agents.iter().zip(&waiting) {
+        ensure!(
+            !ids.is_empty(),
+            "{} spooled nothing during the outage",
+            a.host
+        );
+        eventually(
+            Duration::from_secs(15).saturating_sub(back.elapsed()),
+            "what was spooled during the outage stored soon after the collector returned",
+            async || {
+                let stored: BTreeSet<String> = collector
+                    .stored_ids(&a.host, "disk.backup")
+                    .await?
+                    .into_iter()
+                    .collect();
+                let missing = ids.iter().filter(|i| !stored.contains(*i)).count();
+                ensure!(
+                    missing == 0,
+                    "{missing} results of {} not stored yet",
+                    a.host
+                );
+                Ok(())
+            },
+        )
+        .await;
+    }
+    eprintln!("all agents back {:?} after the collector", back.elapsed());
+    Ok(())
+}
+
+/// Lines of the agent's log that report a probe turn skipped because its run is still blocked.
+fn still_blocked_turns(agent: &Agent) -> usize {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("disk.hung") && l.contains("still blocked since"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_hung_mount_blocks_one_probe_not_the_agent() -> Result<()> {
+    let mount = HungMount::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut s = scene("db1", |a| {
+        a.disk("local", dir.path(), "1s").toml(&format!(
+            "[[disk]]\nname = \"hung\"\npath = \"{}\"\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+            mount.path().display()
+        ))
+    })
+    .await?;
+    // The configured 2 s timeout, then one "still blocked" result per turn, not a new call.
+    let c = s
+        .collector
+        .wait_summary(
+            "db1",
+            "disk.hung",
+            "unknown",
+            "probe could not observe: timed out: still blocked since",
+            WAIT,
+        )
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not started again"),
+        "{c}"
+    );
+    let threads = s.agent.threads()?;
+    let turns = still_blocked_turns(&s.agent);
+    let local_before = s.collector.stored_ids("db1", "disk.local").await?.len();
+    eventually(WAIT, "five more blocked turns", async || {
+        let n = still_blocked_turns(&s.agent) - turns;
+        ensure!(n >= 5, "{n} more");
+        Ok(())
+    })
+    .await;
+    let now = s.agent.threads()?;
+    assert!(
+        now <= threads + 1,
+        "threads grew from {threads} to {now} over five blocked turns"
+    );
+    // The other probe kept its one-second schedule, and the host never turned silent.
+    let local_after = s.collector.stored_ids("db1", "disk.local").await?.len();
+    assert!(
+        local_after >= local_before + 4,
+        "disk.local stored {local_before} then {local_after} results while disk.hung hung"
+    );
+    assert_eq!(
+        s.collector.check("db1", "disk.local").await?["status"],
+        "ok"
+    );
+    assert_eq!(s.collector.api("/api/v1/hosts/db1").await?["silent"], false);
+
+    // And a SIGTERM still ends the agent at once, though a thread of it is stuck in the kernel.
+    let status = s.agent.terminate(Duration::from_secs(5))?;
+    assert!(status.success(), "{status}");
+    assert!(s.agent.log().contains("terminating"));
+    drop(mount);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_spool_disk_loses_nothing_reports_itself_and_recovers() -> Result<()> {
+    let disk = Tmpfs::mount("256k")?;
+    let spool = disk.path().join("spool");
+    let dir = tempfile::tempdir()?;
+    let s = scene("db1", |a| {
+        a.disk("local", dir.path(), "1s").spool_dir(&spool)
+    })
+    .await?;
+    s.collector
+        .wait_status("db1", "disk.local", "ok", WAIT)
+        .await;
+
+    disk.fill()?;
+    // The spool's own failure is a check, delivered although the spool cannot write it.
+    let c = s
+        .collector
+        .wait_summary(
+            "db1",
+            "disk.agent-spool",
+            "unknown",
+            "probe could not observe: the agent cannot write its spool",
+            WAIT,
+        )
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left on device"),
+        "{c}"
+    );
+    // Results measured meanwhile are held in memory and stored all the same.
+    let held = eventually(WAIT, "results held in memory", async || {
+        let ids: Vec<String> = s
+            .agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("result held in memory, not spooled"))
+            .filter_map(|l| l.split("result_id=").nth(1))
+            .filter_map(|r| r.split_whitespace().next().map(str::to_string))
+            .collect();
+        ensure!(ids.len() >= 4, "{} held", ids.len());
+        Ok(ids)
+    })
+    .await;
+    let local = held.len() - 1; // one of them is the spool's own report
+    eventually(WAIT, "the held results stored", async || {
+        let mut stored: BTreeSet<String> = s
+            .collector
+            .stored_ids("db1", "disk.local")
+            .await?
+            .into_iter()
+            .collect();
+        stored.extend(s.collector.stored_ids("db1", "disk.agent-spool").await?);
+        let missing = held.iter().filter(|i| !stored.contains(*i)).count();
+        ensure!(
+            missing == 0,
+            "{missing} of {} held results not stored",
+            held.len()
+        );
+        Ok(())
+    })
+    .await;
+    assert!(local >= 3);
+    // A failed write leaves nothing behind to keep the disk full.
+    let leftovers: Vec<String> = std::fs::read_dir(&spool)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "left in the spool: {leftovers:?}");
+
+    disk.free()?;
+    s.collector
+        .wait_summary("db1", "disk.agent-spool", "ok", "", WAIT)
+        .await;
+    assert!(s.agent.log().contains("the spool writes again"));
     Ok(())
 }

@@ -33,6 +33,9 @@ pub struct RawArchiveDir {
     pub min_retention: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub interval: Option<Duration>,
+    /// The listing's limit (default `schedule.timeout`); the linked server's time is added.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
     /// Directory entries examined at most (default 1,000,000).
     pub max_entries: Option<u64>,
     /// Name of the `[[wal]]` probe of the cluster that archives here.

@@ -92,11 +92,10 @@ impl Probe for ArchiveDirProbe {
         let probe = self.clone();
         // Listing blocks (an NFS archive can take seconds); `now` is read inside, after the
         // server was asked.
-        match tokio::task::spawn_blocking(move || probe.scan(SystemTime::now(), answer)).await {
-            Ok(obs) => Ok(Observation::ArchiveDir(Box::new(obs))),
-            Err(e) if e.is_panic() => Err(format!("scanning {}: panicked", self.path.display())),
-            Err(_) => Err(format!("scanning {}: cancelled", self.path.display())),
-        }
+        let what = format!("scanning {}", self.path.display());
+        crate::blocking::run(&what, move || probe.scan(SystemTime::now(), answer))
+            .await
+            .map(|obs| Observation::ArchiveDir(Box::new(obs)))
     }
 }
 

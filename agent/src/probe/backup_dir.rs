@@ -70,16 +70,12 @@ impl Probe for BackupDirProbe {
 
     async fn observe(&self) -> Outcome {
         let probe = self.clone();
-        // Directory walks block (NFS mounts can take seconds per stat), so keep them off the
-        // async workers; `now` is read inside so queueing for a blocking thread does not age.
-        let task = tokio::task::spawn_blocking(move || probe.scan(SystemTime::now()));
-        match task.await {
-            Ok(obs) => Ok(Observation::BackupDir(obs)),
-            Err(e) if e.is_panic() => {
-                Err(format!("scanning {}: scan panicked", self.path.display()))
-            }
-            Err(_) => Err(format!("scanning {}: scan cancelled", self.path.display())),
-        }
+        // Directory walks block (NFS mounts can take seconds per stat, a dead one forever), so
+        // they run on a thread the scheduler can walk away from; `now` is read inside so queueing for a blocking thread does not age.
+        let what = format!("scanning {}", self.path.display());
+        crate::blocking::run(&what, move || probe.scan(SystemTime::now()))
+            .await
+            .map(Observation::BackupDir)
     }
 }
 

@@ -37,12 +37,11 @@ impl Probe for DiskProbe {
 
     async fn observe(&self) -> Outcome {
         let path = self.path.clone();
-        // statvfs on a hung NFS mount blocks in the kernel: keep it off the async workers.
-        match tokio::task::spawn_blocking(move || measure(&path)).await {
-            Ok(obs) => Ok(Observation::Disk(obs)),
-            Err(e) if e.is_panic() => Err(format!("measuring {}: panicked", self.path.display())),
-            Err(_) => Err(format!("measuring {}: cancelled", self.path.display())),
-        }
+        // statvfs on a hung NFS mount blocks in the kernel: on a thread we can walk away from.
+        let what = format!("measuring {}", self.path.display());
+        crate::blocking::run(&what, move || measure(&path))
+            .await
+            .map(Observation::Disk)
     }
 }
 

@@ -58,9 +58,8 @@ impl Probe for RestoreProbe {
 
     async fn observe(&self) -> Outcome {
         let me = self.clone();
-        let prepared = tokio::task::spawn_blocking(move || me.prepare())
-            .await
-            .map_err(|e| format!("restore probe task failed: {e}"))?;
+        let what = format!("reading {}", self.backup_dir.display());
+        let prepared = crate::blocking::run(&what, move || me.prepare()).await?;
         let (mut obs, plan) = prepared;
         if let Some(plan) = plan {
             self.verify(&mut obs, plan).await;

@@ -418,11 +418,13 @@ pub struct AgentBuilder {
     probes: String,
     extra: String,
     env: Vec<(String, String)>,
+    spool: Option<PathBuf>,
 }
 
 pub struct Agent {
     pub host: String,
     dir: TempDir,
+    spool: PathBuf,
     config: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
@@ -440,6 +442,7 @@ impl Agent {
             probes: String::new(),
             extra: String::new(),
             env: Vec::new(),
+            spool: None,
         }
     }
 }
@@ -499,6 +502,12 @@ impl AgentBuilder {
         self
     }
 
+    /// Keep the spool in `dir` (default: the agent's temp dir), e.g. on a tiny tmpfs.
+    pub fn spool_dir(mut self, dir: &Path) -> Self {
+        self.spool = Some(dir.to_path_buf());
+        self
+    }
+
     /// An environment variable for the agent process (e.g. `LD_PRELOAD` for a shifted clock).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
@@ -509,6 +518,7 @@ impl AgentBuilder {
     pub fn write(self) -> anyhow::Result<Agent> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("agent.toml");
+        let spool = self.spool.unwrap_or_else(|| dir.path().join("spool"));
         // Probe lists left out would mean the production defaults (/backup/...): a test gets
         // exactly the probes it asked for. Top-level keys must precede the tables in TOML.
         let mut text = String::new();
@@ -525,7 +535,7 @@ impl AgentBuilder {
             self.ca.display(),
             self.cert.display(),
             self.key.display(),
-            dir.path().join("spool").display(),
+            spool.display(),
             self.extra,
             self.probes
         ));
@@ -533,6 +543,7 @@ impl AgentBuilder {
         Ok(Agent {
             host: self.host,
             dir,
+            spool,
             config,
             child: None,
             env: self.env,
@@ -572,7 +583,7 @@ impl Agent {
     }
 
     pub fn spool_dir(&self) -> PathBuf {
-        self.dir.path().join("spool")
+        self.spool.clone()
     }
 
     pub fn log(&self) -> String {
@@ -622,6 +633,41 @@ impl Agent {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The running agent's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Threads of the running agent process (from /proc).
+    pub fn threads(&self) -> anyhow::Result<usize> {
+        let pid = self.pid().context("the agent is not running")?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?.count())
+    }
+
+    /// SIGTERM, then wait up to `within` for the process to exit; an error when it is still
+    /// running then (it is killed, so the test leaves nothing behind).
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("the agent is not running");
+        };
+        signal(&c, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!(
+                    "the agent was still running {within:?} after SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod alerting;
 pub mod browser;
 pub mod fleet;
+pub mod mounts;
 pub mod pg;
 pub mod seed;
 pub mod smtp;
@@ -14,6 +15,7 @@ pub mod webhook;
 
 pub use browser::Browser;
 pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, bin, scene};
+pub use mounts::{HungMount, Tmpfs};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
 pub use smtp::{Mail, Smtp, SmtpTls, count};
 pub use wait::{eventually, eventually_sync, free_port};

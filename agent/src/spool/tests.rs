@@ -1,0 +1,171 @@
+//! The spool's invariants, one test each.
+
+use super::*;
+use backwatch_proto::convert::to_ts;
+
+fn result(id: &str) -> ProbeResult {
+    ProbeResult {
+        result_id: id.into(),
+        name: "daily".into(),
+        measured_at: Some(to_ts(Utc::now())),
+        error: "x".into(),
+        ..Default::default()
+    }
+}
+
+const WEEK: Duration = Duration::from_secs(7 * 86400);
+
+/// Push a result that must reach the disk; its sequence number.
+fn put(s: &mut Spool, id: &str) -> u64 {
+    let (seq, stored) = s.push(&result(id));
+    assert_eq!(stored, Stored::Spooled, "{id} not written");
+    seq
+}
+
+#[test]
+fn results_survive_reopening_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    for id in ["a", "b", "c"] {
+        put(&mut s, id);
+    }
+    drop(s);
+    let s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    let ids: Vec<_> = s
+        .read_after(0, 10)
+        .into_iter()
+        .map(|(_, r)| r.result_id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
+
+#[test]
+fn ack_deletes_only_the_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    for id in ["a", "b", "c"] {
+        put(&mut s, id);
+    }
+    assert_eq!(s.ack(["a", "c", "zz"]), 2);
+    drop(s);
+    let s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.read_after(0, 10)[0].1.result_id, "b");
+}
+
+#[test]
+fn full_spool_drops_oldest_first_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 2, WEEK).unwrap();
+    for id in ["a", "b", "c"] {
+        put(&mut s, id);
+    }
+    assert_eq!(s.dropped, 1);
+    let ids: Vec<_> = s
+        .read_after(0, 10)
+        .into_iter()
+        .map(|(_, r)| r.result_id)
+        .collect();
+    assert_eq!(ids, ["b", "c"]);
+}
+
+#[test]
+fn results_older_than_max_age_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, Duration::from_secs(3600)).unwrap();
+    let mut old = result("old");
+    old.measured_at = Some(to_ts(Utc::now() - chrono::Duration::hours(2)));
+    assert_eq!(s.push(&old).1, Stored::Spooled);
+    put(&mut s, "new");
+    assert_eq!(s.dropped, 1);
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn sequence_continues_after_reopen_and_leftover_tmp_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    let first = put(&mut s, "a");
+    drop(s);
+    std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    assert!(put(&mut s, "b") > first);
+    assert!(!dir.path().join("00000000000000000099.tmp").exists());
+}
+
+#[test]
+fn in_flight_count_forgets_results_dropped_by_the_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 2, WEEK).unwrap();
+    let a = put(&mut s, "a");
+    let b = put(&mut s, "b");
+    assert_eq!(s.count_through(b), 2);
+    put(&mut s, "c"); // drops "a", which was in flight
+    assert_eq!(s.count_through(b), 1);
+    assert_eq!(s.count_through(a), 0);
+}
+
+#[test]
+fn a_spool_that_cannot_write_holds_results_in_order_leaves_no_file_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let mut s = Spool::open(&spool_dir, 100, WEEK).unwrap();
+    put(&mut s, "a");
+    // Writes fail from now on (the directory is gone), as on a full disk.
+    std::fs::remove_dir_all(&spool_dir).unwrap();
+    assert_eq!(s.push(&result("b")).1, Stored::Held);
+    assert_eq!(s.push(&result("c")).1, Stored::Held);
+    assert!(s.failure().is_some());
+    assert_eq!((s.held(), s.dropped), (2, 0));
+    let ids: Vec<_> = s
+        .read_after(0, 10)
+        .into_iter()
+        .map(|(_, r)| r.result_id)
+        .collect();
+    assert_eq!(ids, ["b", "c"], "held results are sent like spooled ones");
+    // Space returns: the next push writes the held results first, then itself.
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    assert_eq!(s.push(&result("d")).1, Stored::Spooled);
+    assert!(s.failure().is_none());
+    assert_eq!(s.held(), 0);
+    drop(s);
+    let s = Spool::open(&spool_dir, 100, WEEK).unwrap();
+    let ids: Vec<_> = s
+        .read_after(0, 10)
+        .into_iter()
+        .map(|(_, r)| r.result_id)
+        .collect();
+    assert_eq!(ids, ["b", "c", "d"]);
+    let names: Vec<_> = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".pb")), "{names:?}");
+}
+
+#[test]
+fn held_results_beyond_the_bound_are_dropped_oldest_first_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let mut s = Spool::open(&spool_dir, 100_000, WEEK).unwrap();
+    std::fs::remove_dir_all(&spool_dir).unwrap();
+    for i in 0..MAX_HELD + 3 {
+        s.push(&result(&format!("r{i}")));
+    }
+    assert_eq!((s.held(), s.dropped), (MAX_HELD, 3));
+    assert_eq!(s.read_after(0, 1)[0].1.result_id, "r3");
+    // Acknowledged held results leave memory.
+    assert_eq!(s.ack(["r3", "r4"]), 2);
+    assert_eq!(s.held(), MAX_HELD - 2);
+}
+
+#[test]
+fn read_after_skips_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    let a = put(&mut s, "a");
+    put(&mut s, "b");
+    let rest = s.read_after(a, 10);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1.result_id, "b");
+}
