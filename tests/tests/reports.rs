@@ -540,37 +540,12 @@ async fn a_daily_report_due_while_the_collector_was_down_is_sent_when_it_starts(
     Ok(())
 }
 
-/// A tmpfs of a fixed size mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs> {
-        let dir = tempfile::tempdir()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "mount tmpfs (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
 /// disk.backup and disk.archive of one host on the same filesystem are one filesystem in the
 /// fleet totals: the trends page's fleet storage and the monthly review's filesystem total.
 #[tokio::test]
 async fn two_disk_checks_on_one_filesystem_count_it_once() -> Result<()> {
-    let fs = Tmpfs::mount("16m")?;
-    let (backup, archive) = (fs.0.path().join("backup"), fs.0.path().join("archive"));
+    let fs = backwatch_tests::harness::mounts::Tmpfs::mount("16m")?;
+    let (backup, archive) = (fs.path().join("backup"), fs.path().join("archive"));
     std::fs::create_dir(&backup)?;
     std::fs::create_dir(&archive)?;
     // 4 MiB of data: a used figure far from the tmpfs's empty one.
