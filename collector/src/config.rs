@@ -70,6 +70,10 @@ pub struct RawGrpc {
     pub deny_fingerprints: Vec<String>,
     /// Streams one agent identity may hold open at once (default 4).
     pub max_streams_per_agent: Option<u32>,
+    /// Streams one agent identity may open per minute (default 20).
+    pub max_streams_per_minute: Option<u32>,
+    /// Checks one host may have (default 200); results of further checks are refused.
+    pub max_checks_per_host: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -198,6 +202,9 @@ pub struct Access {
     /// Lowercase hex, no separators.
     pub deny_fingerprints: Vec<String>,
     pub max_streams_per_agent: u32,
+    /// New streams per identity per minute (a token bucket of this size, refilled evenly).
+    pub max_streams_per_minute: u32,
+    pub max_checks_per_host: u32,
 }
 
 impl Access {
@@ -456,9 +463,17 @@ impl Config {
             deny_hosts: raw.grpc.deny_hosts.clone(),
             deny_fingerprints,
             max_streams_per_agent: raw.grpc.max_streams_per_agent.unwrap_or(4),
+            max_streams_per_minute: raw.grpc.max_streams_per_minute.unwrap_or(20),
+            max_checks_per_host: raw.grpc.max_checks_per_host.unwrap_or(200),
         };
-        if access.max_streams_per_agent == 0 {
-            p.push("grpc.max_streams_per_agent", "must be at least 1");
+        for (key, v) in [
+            ("grpc.max_streams_per_agent", access.max_streams_per_agent),
+            ("grpc.max_streams_per_minute", access.max_streams_per_minute),
+            ("grpc.max_checks_per_host", access.max_checks_per_host),
+        ] {
+            if v == 0 {
+                p.push(key, "must be at least 1");
+            }
         }
         let store_url = raw
             .store

@@ -38,7 +38,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+mod limits;
 mod previous;
+use limits::{CHECKS_CHECK, StreamRate, clip};
 use previous::{Known, Pending, Previous};
 
 /// Most results the agent may send in one batch (told to it in Welcome). A stream holds one
@@ -62,6 +64,8 @@ pub struct IngestService {
     live: Arc<Live>,
     /// Open streams per agent identity, to bound what one (possibly stolen) identity can hold.
     streams: Arc<Mutex<HashMap<String, u32>>>,
+    /// New streams per identity per minute (see `limits`).
+    stream_rate: StreamRate,
     /// Wakes the alert engine when a stored result changed a check's status, so an alert
     /// does not wait for the engine's next tick.
     changed: Arc<Notify>,
@@ -86,6 +90,7 @@ impl IngestService {
             thresholds,
             live,
             streams: Arc::default(),
+            stream_rate: StreamRate::default(),
             changed,
             writer,
             supersede_grace,
@@ -181,6 +186,18 @@ impl Ingest for IngestService {
                 &host, &by,
             )));
         }
+        if let Err(wait) =
+            self.stream_rate
+                .take(&host, access.max_streams_per_minute, Instant::now())
+        {
+            crate::api::metrics::COLLECTOR.refused_stream();
+            debug!(agent = %host, peer = %peer, "stream refused: opened too many per minute");
+            return Err(Status::resource_exhausted(format!(
+                "agent {host} opened more than {} streams in a minute (grpc.max_streams_per_minute); retry in {} s",
+                access.max_streams_per_minute,
+                wait.as_secs() + 1
+            )));
+        }
         let slot = StreamSlot::take(&self.streams, &host, access.max_streams_per_agent)
             .ok_or_else(|| {
                 warn!(agent = %host, peer = %peer, "too many open streams for one agent");
@@ -207,6 +224,8 @@ impl Ingest for IngestService {
             seq: 0,
             greeted: false,
             known: Known::default(),
+            checks: None,
+            over_limit_raised: false,
             _slot: slot,
         };
         let span = info_span!("stream", agent = %host, peer = %peer);
@@ -235,6 +254,10 @@ struct Session {
     greeted: bool,
     /// The previous state of every check this stream has seen (see `previous`).
     known: Known,
+    /// How many checks the host has (read once per stream, counted on as new ones come).
+    checks: Option<u32>,
+    /// This stream already raised `agent.checks`.
+    over_limit_raised: bool,
     _slot: StreamSlot,
 }
 
@@ -313,8 +336,9 @@ impl Session {
                     .set_host_silent(&self.host, false)
                     .await
                     .map_err(store_unavailable)?;
+                self.checks_back_under_limit(now).await?;
                 info!(
-                    version = %facts.agent_version,
+                    version = %clip(&facts.agent_version),
                     spooled = h.spooled_results,
                     dropped = h.spool_dropped,
                     skew_ms,
@@ -345,11 +369,11 @@ impl Session {
                 .await
             }
             Some(AgentPayload::CommandReply(r)) => {
-                info!(command = %r.command_id, error = %r.error, "agent answered a command");
+                info!(command = %clip(&r.command_id), error = %clip(&r.error), "agent answered a command");
                 Ok(())
             }
             Some(AgentPayload::Unsupported(u)) => {
-                warn!(seq = u.seq, reason = %u.reason, "agent did not understand a message");
+                warn!(seq = u.seq, reason = %clip(&u.reason), "agent did not understand a message");
                 Ok(())
             }
             None => {
@@ -422,6 +446,7 @@ impl Session {
         // Each check's previous state as this batch goes on; the session's copy changes
         // only once the store has kept the batch.
         let mut working: HashMap<String, Previous> = HashMap::new();
+        let mut refused = 0;
         for wire in batch.results {
             let id = wire.result_id.clone();
             let result = match ProbeResult::try_from(wire) {
@@ -437,10 +462,26 @@ impl Session {
                 working.insert(check.clone(), prev);
             }
             let prev = working.get_mut(&check).expect("inserted above");
+            // A check the host does not have yet (the store has no state for it, and this
+            // stream stored none): it must fit under the host's limit.
+            if prev.status.is_none() && !self.room_for_new_check().await? {
+                refused += 1;
+                ack.rejected.push(Rejected {
+                    result_id: result.result_id,
+                    reason: format!(
+                        "host {} already has {} checks, the limit (grpc.max_checks_per_host): \
+                         results of a new check {} are refused",
+                        self.host,
+                        self.live.access().max_checks_per_host,
+                        clip(&check)
+                    ),
+                });
+                continue;
+            }
             let mut verdict: Verdict =
                 rules::evaluate(&result, prev.status, prev.result.as_ref(), &limits);
             flag_clock_ahead(&mut verdict, &result, received_at);
-            debug!(check = %check, status = %verdict.status, "result judged");
+            debug!(check = %clip(&check), status = %verdict.status, "result judged");
             prev.apply(verdict.status, &result, received_at);
             pending.push(Pending {
                 check,
@@ -452,6 +493,9 @@ impl Session {
                 received_at,
                 verdict,
             });
+        }
+        if refused > 0 {
+            self.over_check_limit(refused, received_at).await?;
         }
         if !evaluated.is_empty() {
             let ids: Vec<String> = evaluated
@@ -475,6 +519,83 @@ impl Session {
             ack.result_ids = ids;
         }
         Ok(ack)
+    }
+
+    /// How many checks the host has: read from the store once per stream.
+    async fn check_count(&mut self) -> Result<u32, Status> {
+        if let Some(n) = self.checks {
+            return Ok(n);
+        }
+        let n = self
+            .store
+            .check_states(Some(&self.host))
+            .await
+            .map_err(store_unavailable)?
+            .len();
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.checks = Some(n);
+        Ok(n)
+    }
+
+    /// Whether one more check fits under `grpc.max_checks_per_host`; counts it when it does.
+    async fn room_for_new_check(&mut self) -> Result<bool, Status> {
+        let n = self.check_count().await?;
+        if n >= self.live.access().max_checks_per_host {
+            return Ok(false);
+        }
+        self.checks = Some(n + 1);
+        Ok(true)
+    }
+
+    /// Results of new checks were refused: count them, and raise `agent.checks` once.
+    async fn over_check_limit(
+        &mut self,
+        refused: usize,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), Status> {
+        crate::api::metrics::COLLECTOR.refused_checks(refused);
+        if self.over_limit_raised {
+            return Ok(());
+        }
+        let max = self.live.access().max_checks_per_host;
+        warn!(
+            refused,
+            max, "results of new checks refused: host over its check limit"
+        );
+        let summary = format!(
+            "results of new checks refused: the host already has {max} checks, the limit \
+             (grpc.max_checks_per_host); remove probes from its agent or raise the limit"
+        );
+        self.store
+            .set_pseudo_check(
+                &self.host,
+                CHECKS_CHECK,
+                crate::status::Status::Warning,
+                &summary,
+                at,
+            )
+            .await
+            .map_err(store_unavailable)?;
+        self.over_limit_raised = true;
+        Ok(())
+    }
+
+    /// At hello: a host that is under its check limit again ends an `agent.checks` alert.
+    async fn checks_back_under_limit(&mut self, at: chrono::DateTime<Utc>) -> Result<(), Status> {
+        let max = self.live.access().max_checks_per_host;
+        if self.check_count().await? < max {
+            self.store
+                .set_pseudo_check(
+                    &self.host,
+                    CHECKS_CHECK,
+                    crate::status::Status::Ok,
+                    "the host is under its check limit again",
+                    at,
+                )
+                .await
+                .map_err(store_unavailable)?;
+        }
+        Ok(())
     }
 
     /// A check's previous state: what this stream last stored, else (first time the stream
@@ -518,7 +639,7 @@ fn flag_clock_ahead(
 }
 
 fn reject(result_id: String, e: ConvertError) -> Rejected {
-    warn!(result_id = %result_id, reason = %e, "rejecting malformed result");
+    warn!(result_id = %clip(&result_id), reason = %e, "rejecting malformed result");
     Rejected {
         result_id,
         reason: e.to_string(),

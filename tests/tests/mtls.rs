@@ -294,3 +294,97 @@ async fn one_identity_cannot_hold_unbounded_streams() -> Result<()> {
     .await;
     Ok(())
 }
+
+#[tokio::test]
+async fn one_identity_cannot_open_streams_faster_than_its_rate() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .grpc("max_streams_per_agent = 10\nmax_streams_per_minute = 2\n")
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let agents: Vec<Agent> = (0..4)
+        .map(|_| {
+            Agent::for_host("db1", &certs, &collector)
+                .disk("backup", dir.path(), "1s")
+                .start()
+        })
+        .collect::<Result<_>>()?;
+    eventually(WAIT, "streams past the rate refused", async || {
+        let refused = agents
+            .iter()
+            .filter(|a| {
+                a.log().contains(
+                    "agent db1 opened more than 2 streams in a minute (grpc.max_streams_per_minute)",
+                )
+            })
+            .count();
+        anyhow::ensure!(refused >= 2, "{refused} agents refused so far");
+        Ok(())
+    })
+    .await;
+    let metrics = reqwest::get(collector.url("/metrics"))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("backwatch_agent_refusals_total{limit=\"max_streams_per_minute\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// A host whose agent reports more checks than `grpc.max_checks_per_host`: the results of the
+/// checks beyond it are refused with the reason, and one warning alert says so.
+#[tokio::test]
+async fn a_host_over_its_check_limit_gets_its_results_refused_and_one_alert() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .grpc("max_checks_per_host = 2\n")
+        .toml("[alerts]\nevaluate_every = \"200ms\"\n")
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let agent = Agent::for_host("db1", &certs, &collector)
+        .disk("a", dir.path(), "1s")
+        .disk("b", dir.path(), "1s")
+        .disk("c", dir.path(), "1s")
+        .disk("d", dir.path(), "1s")
+        .start()?;
+    let alert = eventually(WAIT, "the agent.checks alert", async || {
+        let open = collector.api("/api/v1/alerts?state=open").await?;
+        open.as_array()
+            .and_then(|a| a.iter().find(|a| a["check"] == "agent.checks").cloned())
+            .ok_or_else(|| anyhow::anyhow!("no agent.checks alert yet: {open}"))
+    })
+    .await;
+    assert_eq!(alert["severity"], "warning", "{alert}");
+    assert!(
+        alert["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("the host already has 2 checks")),
+        "{alert}"
+    );
+    // Two checks kept, the others never stored; the agent was told why.
+    let host = collector.api("/api/v1/hosts/db1").await?;
+    let checks: Vec<&str> = host["checks"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(checks.len(), 2, "{host}");
+    eventually(WAIT, "the refusal in the agent's log", async || {
+        anyhow::ensure!(agent.log().contains("grpc.max_checks_per_host"), "not yet");
+        Ok(())
+    })
+    .await;
+    // Several more refused batches: still one alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = collector.api("/api/v1/alerts?state=all").await?;
+    let n = all.as_array().map_or(0, |a| {
+        a.iter().filter(|a| a["check"] == "agent.checks").count()
+    });
+    assert_eq!(n, 1, "{all}");
+    Ok(())
+}

@@ -34,6 +34,8 @@ const BUCKETS: [f64; 12] = [
 /// Counters of the running collector, shared with the code that counts.
 pub struct Counters {
     results_ingested: AtomicU64,
+    /// Refused by a limit on one agent identity: [checks per host, streams per minute].
+    refused: [AtomicU64; 2],
     store_buckets: [AtomicU64; BUCKETS.len()],
     store_count: AtomicU64,
     store_sum_micros: AtomicU64,
@@ -41,6 +43,7 @@ pub struct Counters {
 
 pub static COLLECTOR: Counters = Counters {
     results_ingested: AtomicU64::new(0),
+    refused: [const { AtomicU64::new(0) }; 2],
     store_buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
     store_count: AtomicU64::new(0),
     store_sum_micros: AtomicU64::new(0),
@@ -50,6 +53,16 @@ impl Counters {
     /// Results accepted from agents and stored (a replayed duplicate counts again).
     pub fn ingested(&self, n: usize) {
         self.results_ingested.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Results refused because their host is over `grpc.max_checks_per_host`.
+    pub fn refused_checks(&self, n: usize) {
+        self.refused[0].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Streams refused because their identity opened more than `grpc.max_streams_per_minute`.
+    pub fn refused_stream(&self) {
+        self.refused[1].fetch_add(1, Ordering::Relaxed);
     }
 
     fn store_read(&self, took: Duration) {
@@ -411,6 +424,20 @@ pub fn render(
     {
         let mut f = Family::new(
             &mut out,
+            "backwatch_agent_refusals_total",
+            "counter",
+            "Results and streams refused by the limits on one agent identity since the collector started.",
+        );
+        for (limit, n) in ["max_checks_per_host", "max_streams_per_minute"]
+            .iter()
+            .zip(&c.refused)
+        {
+            f.set(&[("limit", limit)], n.load(Ordering::Relaxed) as f64);
+        }
+    }
+    {
+        let mut f = Family::new(
+            &mut out,
             "backwatch_store_query_duration_seconds",
             "histogram",
             "Time taken by store reads, by query.",
@@ -466,6 +493,7 @@ mod tests {
     fn empty_fleet_still_describes_every_family() {
         let c = Counters {
             results_ingested: AtomicU64::new(3),
+            refused: [const { AtomicU64::new(0) }; 2],
             store_buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
             store_count: AtomicU64::new(0),
             store_sum_micros: AtomicU64::new(0),

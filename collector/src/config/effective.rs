@@ -41,6 +41,14 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
                 "max_streams_per_agent",
                 Value::Integer(i64::from(c.access.max_streams_per_agent)),
             ),
+            (
+                "max_streams_per_minute",
+                Value::Integer(i64::from(c.access.max_streams_per_minute)),
+            ),
+            (
+                "max_checks_per_host",
+                Value::Integer(i64::from(c.access.max_checks_per_host)),
+            ),
         ]),
     );
     doc.insert(

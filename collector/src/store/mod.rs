@@ -220,6 +220,19 @@ pub trait Store:
         unless_received_after: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
 
+    /// Set the status of a pseudo-check the collector itself keeps for a host (no results, no
+    /// `check_state` row: e.g. `agent.checks`, the host is over its check limit): records a
+    /// transition from its last recorded status (ok when none) and returns true, or does
+    /// nothing when that already is `status`, so repeating it raises one alert.
+    async fn set_pseudo_check(
+        &self,
+        host: &str,
+        check: &str,
+        status: Status,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// Set the host's silent flag now; see [`Store::set_host_silent_at`].
     async fn set_host_silent(&self, host: &str, silent: bool) -> StoreResult<()> {
         self.set_host_silent_at(host, silent, Utc::now(), None)

@@ -105,6 +105,29 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 7, "0007_certificates.sql", "certificates"),
 ];
 
+/// The status a pseudo-check's latest transition left it in (ok when it has none).
+async fn pseudo_status(
+    conn: &mut sqlx::AnyConnection,
+    host: &str,
+    check: &str,
+) -> StoreResult<Status> {
+    let last: Option<String> = sqlx::query(
+        "SELECT to_status FROM transitions WHERE host = $1 AND check_id = $2 \
+         ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(host)
+    .bind(check)
+    .fetch_optional(conn)
+    .await
+    .map_err(query_error("read pseudo-check"))?
+    .map(|row| read::get(&row, "to_status"))
+    .transpose()?;
+    match last.as_deref() {
+        Some(s) => read::parse_status("to_status", s),
+        None => Ok(Status::Ok),
+    }
+}
+
 /// PostgreSQL advisory lock key of the transition log (see `write::insert_transition`).
 const TRANSITION_LOG_LOCK: i64 = 0x4277_5472_616e_7331;
 
@@ -485,6 +508,45 @@ impl Store for SqlStore {
         tx.commit()
             .await
             .map_err(query_error("commit check status"))?;
+        Ok(true)
+    }
+
+    async fn set_pseudo_check(
+        &self,
+        host: &str,
+        check: &str,
+        status: Status,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // Read first without the write gate: at every hello this finds nothing to change.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_error("read pseudo-check"))?;
+        if pseudo_status(&mut conn, host, check).await? == status {
+            return Ok(false);
+        }
+        drop(conn);
+        let mut tx = self.begin().await?;
+        let from = pseudo_status(&mut tx, host, check).await?;
+        if from == status {
+            return Ok(false);
+        }
+        let change = Change {
+            host,
+            check,
+            at: at.timestamp_millis(),
+            from: Some(from),
+            to: status,
+            summary,
+            result_id: None,
+        };
+        insert_transition(&mut tx, self.backend, &change).await?;
+        tx.commit()
+            .await
+            .map_err(query_error("commit pseudo-check"))?;
         Ok(true)
     }
 

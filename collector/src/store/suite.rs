@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     history_filters_by_check_and_since(store).await?;
     host_contact_keeps_first_seen(store).await?;
     set_check_status_records_transition_once(store).await?;
+    pseudo_check_changes_once_per_status(store).await?;
     check_state_round_trips_the_latest_result(store).await?;
     future_dated_result_does_not_freeze_the_state(store).await?;
     result_ids_are_per_host(store).await?;
@@ -418,6 +419,53 @@ pub async fn host_contact_keeps_first_seen(store: &dyn Store) -> StoreResult<()>
 
 /// Setting a status without a result records one transition per real change, leaves the
 /// measurement alone and ignores checks that do not exist.
+/// A pseudo-check (no results) gets one transition per change of status: repeating a status
+/// raises no second alert.
+pub async fn pseudo_check_changes_once_per_status(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("pseudo");
+    let over = "3 results refused";
+    assert!(
+        store
+            .set_pseudo_check(&host, "agent.checks", Status::Warning, over, at(10))
+            .await?
+    );
+    assert!(
+        !store
+            .set_pseudo_check(&host, "agent.checks", Status::Warning, "again", at(20))
+            .await?
+    );
+    assert!(
+        store
+            .set_pseudo_check(&host, "agent.checks", Status::Ok, "back under", at(30))
+            .await?
+    );
+    let changes: Vec<_> = store
+        .transitions(&host, at(0))
+        .await?
+        .into_iter()
+        .map(|t| (t.check, t.from, t.to, t.summary))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                "agent.checks".to_string(),
+                Some(Status::Ok),
+                Status::Warning,
+                over.to_string()
+            ),
+            (
+                "agent.checks".to_string(),
+                Some(Status::Warning),
+                Status::Ok,
+                "back under".to_string()
+            ),
+        ]
+    );
+    assert_eq!(store.check_state(&host, "agent.checks").await?, None);
+    Ok(())
+}
+
 pub async fn set_check_status_records_transition_once(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("silence");
     store

@@ -137,6 +137,8 @@ pub struct CollectorBuilder<'a> {
     certs: &'a Certs,
     store_url: Option<String>,
     extra: String,
+    /// Keys of the generated `[grpc]` section (limits), which `extra` cannot add to.
+    grpc: String,
     log_filter: String,
 }
 
@@ -157,6 +159,7 @@ impl Collector {
             certs,
             store_url: None,
             extra: String::new(),
+            grpc: String::new(),
             log_filter: TEST_LOG.into(),
         }
     }
@@ -172,6 +175,7 @@ impl Collector {
             certs,
             store_url: Some(url.to_string()),
             extra: String::new(),
+            grpc: String::new(),
             log_filter: TEST_LOG.into(),
         }
     }
@@ -182,6 +186,12 @@ impl CollectorBuilder<'_> {
     pub fn toml(mut self, extra: &str) -> Self {
         self.extra.push_str(extra);
         self.extra.push('\n');
+        self
+    }
+
+    /// Keys added to the generated `[grpc]` section (`"max_checks_per_host = 2\n"`).
+    pub fn grpc(mut self, keys: &str) -> Self {
+        self.grpc.push_str(keys);
         self
     }
 
@@ -201,11 +211,12 @@ impl CollectorBuilder<'_> {
         let d = self.certs.dir();
         let config = dir.path().join("collector.toml");
         let text = format!(
-            "[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+            "[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
              [http]\nlisten = \"127.0.0.1:{http_port}\"\n[store]\nurl = \"{store_url}\"\n{}",
             d.join("ca.pem").display(),
             d.join("collector.pem").display(),
             d.join("collector-key.pem").display(),
+            self.grpc,
             self.extra
         );
         std::fs::write(&config, text)?;
