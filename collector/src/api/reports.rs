@@ -41,12 +41,12 @@ fn format(q: &ReportQuery) -> Result<Format, ApiError> {
         .map_err(|e| bad(format!("format: {e}")))
 }
 
-fn respond(s: &ApiState, r: Report, f: Format) -> Response {
-    (
-        [(header::CONTENT_TYPE, f.content_type())],
-        r.render(&s.reports, f),
-    )
-        .into_response()
+async fn respond(s: &ApiState, r: Report, f: Format) -> Result<Response, ApiError> {
+    let cfg = s.reports.clone();
+    let text = report::off_runtime(move || r.render(&cfg, f))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(([(header::CONTENT_TYPE, f.content_type())], text).into_response())
 }
 
 async fn daily(
@@ -62,7 +62,7 @@ async fn daily(
             .with_timezone(&Utc),
     };
     let r = report::daily(&*s.store, &s.reports, at, now).await?;
-    Ok(respond(&s, Report::Daily(r), f))
+    respond(&s, Report::Daily(r), f).await
 }
 
 async fn monthly(
@@ -76,5 +76,5 @@ async fn monthly(
         Some(m) => m.parse::<Month>().map_err(|e| bad(format!("month: {e}")))?,
     };
     let r = report::monthly(&*s.store, &s.reports, month, now).await?;
-    Ok(respond(&s, Report::Monthly(r), f))
+    respond(&s, Report::Monthly(r), f).await
 }

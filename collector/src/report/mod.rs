@@ -189,6 +189,26 @@ impl Report {
     }
 }
 
+/// Reports rendered at once, at most. Drawing the charts (PNG on the CPU) and laying out a
+/// month of rows takes tens of milliseconds to seconds: on the blocking pool, and a few at a
+/// time, a burst of report requests can neither hold the runtime threads that serve ingest
+/// and the API nor take every core.
+const RENDER_SLOTS: usize = 2;
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(RENDER_SLOTS);
+
+/// Run `work` (a rendering) off the async runtime, waiting for one of [`RENDER_SLOTS`].
+pub async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let _slot = RENDERING
+        .acquire()
+        .await
+        .map_err(|_| "report rendering is shut down".to_string())?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("report rendering failed: {e}"))
+}
+
 /// The daily report at `at` (a scheduled time, or any instant for a backfill).
 pub async fn daily(
     store: &dyn Store,
@@ -270,5 +290,29 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(Month::previous(now, &cfg).name(), "2026-02");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renderings_run_off_the_runtime_a_few_at_a_time() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NOW: AtomicUsize = AtomicUsize::new(0);
+        static MOST: AtomicUsize = AtomicUsize::new(0);
+        let runtime_thread = std::thread::current().id();
+        let work = (0..8).map(|_| {
+            off_runtime(move || {
+                let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+                MOST.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                NOW.fetch_sub(1, Ordering::SeqCst);
+                std::thread::current().id()
+            })
+        });
+        let threads = futures_util::future::join_all(work).await;
+        assert!(
+            threads
+                .iter()
+                .all(|t| t.as_ref().ok() != Some(&runtime_thread))
+        );
+        assert!((1..=RENDER_SLOTS).contains(&MOST.load(Ordering::SeqCst)));
     }
 }

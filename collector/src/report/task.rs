@@ -57,7 +57,13 @@ pub async fn step(
             Vec::new()
         } else {
             let report = build(store, cfg, &run, now).await?;
-            messages(&report, cfg, alerting, &run, now)
+            let (cfg, alerting, run) = (cfg.clone(), alerting.clone(), run.clone());
+            super::off_runtime(move || messages(&report, &cfg, &alerting, &run, now))
+                .await
+                .map_err(|problem| crate::store::StoreError::Corrupt {
+                    what: "report",
+                    problem,
+                })?
         };
         let record = ReportRun {
             key: run.key(),
