@@ -135,7 +135,7 @@ pub struct RawWal {
     /// The whole run's limit (default: connect_timeout + 3 × statement_timeout + 5 s).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub timeout: Option<Duration>,
-    /// Report WAL not archivable yet with archive_timeout = 0 (check-semantics A8; default false).
+    /// Report WAL not archivable yet with archive_timeout = 0 (docs/checks.md R19; default false).
     pub exposure_advisory: Option<bool>,
 }
 

@@ -91,7 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // One TLS provider for the whole process (see shared build notes): ring.
+    // One TLS provider for the whole process (see docs/building.md): ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(

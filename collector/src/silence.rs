@@ -1,4 +1,4 @@
-//! Silence is a status (check-semantics A12).
+//! Silence is a status (docs/checks.md R28, R29).
 //!
 //! - A host with no contact (hello, results or ping) for `host_after` is silent: one host-level
 //!   state, and each of its checks turns unknown with "agent silent since ...".

@@ -1,4 +1,4 @@
-//! Backup freshness of a plain backup directory (check-semantics A9).
+//! Backup freshness of a plain backup directory (docs/checks.md R4–R8).
 //!
 //! The age was computed on the agent from the agent's own clock (measured_at - mtime), so a
 //! skewed collector clock can neither create nor hide an alert.

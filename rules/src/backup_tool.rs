@@ -1,5 +1,5 @@
 //! Backups as a backup tool's catalogue shows them (`pgbackrest.<name>`, `barman.<name>`;
-//! check-semantics A10).
+//! docs/checks.md R27).
 //!
 //! Each stanza (pgBackRest) or server (Barman) is judged on its own and the worst decides; the
 //! summary names every set. Per set:

@@ -1,4 +1,4 @@
-//! Disk space of backup and archive storage (check-semantics A11).
+//! Disk space of backup and archive storage (docs/checks.md R9–R11).
 //!
 //! used% is computed exactly as GNU `df` prints it: used = total - free, and
 //! ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the

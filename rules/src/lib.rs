@@ -75,7 +75,7 @@ pub fn evaluate(
     limits: &Limits,
 ) -> Verdict {
     if let Some(error) = &result.error {
-        // A probe that could not observe is never "ok" (check-semantics A12).
+        // A probe that could not observe is never "ok" (docs/checks.md R1).
         return Verdict::new(Status::Unknown, format!("probe could not observe: {error}"))
             .with_details(serde_json::json!({ "error": error }));
     }

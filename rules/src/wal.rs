@@ -1,4 +1,4 @@
-//! WAL archiving (check-semantics A1–A7).
+//! WAL archiving (docs/checks.md R13–R19; the comments below cite its old names A1–A8).
 //!
 //! Order of judgement: role (a standby that does not archive itself is not applicable), then
 //! disabled archiving, then failure (A1), then delay (A3), then recovered failures (A2).

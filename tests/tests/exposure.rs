@@ -1,4 +1,4 @@
-//! The A8 exposure advisory end to end (check-semantics A8, opt-in per `[[wal]]`): a private
+//! The exposure advisory end to end (docs/checks.md R19, opt-in per `[[wal]]`): a private
 //! cluster with `archive_timeout = 0` has written WAL that no segment switch has handed to the
 //! archiver; the collector says how much, and a switch clears it.
 

@@ -1,4 +1,4 @@
-//! Reports (issue 4) across real processes: a month of seeded history gives the growth and
+//! Reports across real processes: a month of seeded history gives the growth and
 //! full dates it was built with; the CLI's JSON, CSV and HTML carry the same numbers; the
 //! daily report is mailed on schedule to the management route with its PNG charts, once
 //! across a restart, and once by two collectors sharing one PostgreSQL.

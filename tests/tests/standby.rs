@@ -1,4 +1,4 @@
-//! Role awareness (check-semantics A6): a standby does not archive unless `archive_mode =
+//! Role awareness (docs/checks.md R13): a standby does not archive unless `archive_mode =
 //! always`, and its `pg_stat_archiver` must not raise alarms.
 
 use anyhow::Result;

@@ -54,7 +54,7 @@ async fn failing_archive_command_turns_wal_critical_and_fixing_it_clears() -> Re
 
 #[tokio::test]
 async fn segment_waiting_longer_than_15_minutes_is_critical_without_any_failure() -> Result<()> {
-    // An archive_command that hangs: no failure is ever recorded (check-semantics A4), only the
+    // An archive_command that hangs: no failure is ever recorded (docs/checks.md R16), only the
     // age of the pending segment shows the problem.
     let pg = PgCluster::init().archive_command("sleep 600").start()?;
     let segment = pg.switch_wal()?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Continuity is a heavy check run on a schedule, not polled (check-semantics A15); the
+/// Continuity is a heavy check run on a schedule, not polled (docs/checks.md R25); the
 /// silent-failure cross-check it carries is also what an hourly look needs.
 pub const ARCHIVE_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MIN_RETENTION: Duration = Duration::from_secs(7 * 86_400);

@@ -1,6 +1,6 @@
 //! `[[pgbackrest]]` and `[[barman]]`: backup tools as sources of backup facts.
 //!
-//! No default instance. Every 10 minutes by default (check-semantics A10: the tool lists its
+//! No default instance. Every 10 minutes by default (docs/checks.md R27: the tool lists its
 //! repository, which may be remote), each run bounded by `timeout` (default 2 min). `command`
 //! is the program and leading arguments as a list, so the tool can run as its own user
 //! (`["sudo", "-n", "-u", "postgres", "pgbackrest"]`) without a shell.

@@ -18,7 +18,7 @@
 //!   procedure wants the archive owned by `postgres` with mode 0700); an unreachable server is
 //!   `postgres.error`. Only a panicked scan becomes an `Err`.
 //! - **Ages on the agent's clock**, from the scan start; files dated after it are still being
-//!   written and are only counted (`newer_than_scan`, check-semantics A15).
+//!   written and are only counted (`newer_than_scan`, docs/checks.md R22).
 //! - **Encryption policy** (`encrypted = true` only): the newest 8 segments' first 40 bytes
 //!   are read; plain WAL or a plain compression container there is reported
 //!   ([`encryption`]).

@@ -1,5 +1,5 @@
 //! pgBackRest probe (`pgbackrest.<name>`): `pgbackrest info --output=json`, one backup set per
-//! stanza (check-semantics A10).
+//! stanza (docs/checks.md R27).
 //!
 //! Invariants:
 //! - One command per run, bounded by the probe's timeout (the child is killed with it); run

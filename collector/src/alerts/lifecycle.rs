@@ -2,7 +2,7 @@
 //! alert, the event to record and whom to notify. No I/O and no clock: times are arguments,
 //! so every rule below is a row in the tables at the end of this file.
 //!
-//! Rules (check-semantics A12, A13):
+//! Rules (docs/checks.md R28–R30):
 //! - a check going warning/critical opens an alert; warning → critical escalates (notified);
 //!   critical → warning de-escalates (recorded, not notified); ok resolves it, and the
 //!   resolution goes to everyone who heard of the alert;

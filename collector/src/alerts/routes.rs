@@ -3,7 +3,7 @@
 //! A route hears a notice when it takes alerts, the notice's audience severity is at least
 //! its `min_status`, the host is listed in `hosts` (patterns) or belongs to one of `groups`
 //! (when either is given), and the check matches one of `checks` (when given). A route with
-//! `daily_summary` receives the daily report (issue 4); with `alerts = false` nothing else.
+//! `daily_summary` receives the daily report; with `alerts = false` nothing else.
 
 use crate::config::glob_match;
 use crate::store::alerts::Severity;

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The pseudo-check of the agent itself: unknown while the host is silent (check-semantics
-/// A12), ok when it talks. Its transitions are written by `set_host_silent_at`.
+/// The pseudo-check of the agent itself: unknown while the host is silent (docs/checks.md
+/// R28), ok when it talks. Its transitions are written by `set_host_silent_at`.
 pub const AGENT_CHECK: &str = "agent.contact";
 
 /// How loud an alert is; decides which routes hear about it. `Warning < Critical`.

@@ -352,7 +352,7 @@ pub struct WalArchiveObservation {
     #[prost(string, tag = "24")]
     pub pending_note: ::prost::alloc::string::String,
     /// The agent's `\[[wal]\] exposure_advisory`: report WAL written but not archivable yet on a
-    /// server with archive_timeout = 0 (check-semantics A8; off by default).
+    /// server with archive_timeout = 0 (docs/checks.md R19; off by default).
     #[prost(bool, tag = "25")]
     pub exposure_advisory: bool,
     /// last_archived_time minus the time its segment was handed to the archiver (the mtime its
@@ -786,7 +786,7 @@ pub struct ArchiveGap {
     #[prost(uint64, tag = "2")]
     pub missing: u64,
     /// Positions between the end of the gap and range_end (count): small = near the leading edge,
-    /// where a segment may still be on its way (check-semantics A15).
+    /// where a segment may still be on its way (docs/checks.md R22).
     #[prost(uint64, tag = "3")]
     pub segments_after: u64,
 }

@@ -1,4 +1,4 @@
-//! Collector ingest benchmark (issue 7): N simulated agents on real mutual-TLS gRPC streams
+//! Collector ingest benchmark: N simulated agents on real mutual-TLS gRPC streams
 //! against a real collector process on SQLite or on a private PostgreSQL cluster.
 //!
 //! Measures, in this order:

@@ -1,4 +1,4 @@
-//! Report benchmark (issue 4) seeding: one month of hourly and daily rollups for N hosts with
+//! Report benchmark seeding: one month of hourly and daily rollups for N hosts with
 //! four checks each (`disk.backup`, `backup.daily`, `wal.main`, `archive.main`), written into
 //! a store through `ReportStore::put_rollups`, as ingest would have left them.
 //!

@@ -103,7 +103,7 @@ impl Certs {
 }
 
 /// An HTTP client for the API. reqwest's rustls (enabled in the workspace for the collector's
-/// webhooks) needs a process-wide crypto provider: ring, as in every main (shared build notes).
+/// webhooks) needs a process-wide crypto provider: ring, as in every main (docs/building.md).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
