@@ -73,6 +73,30 @@ async fn switch_segments(pg: &PgCluster, n: usize) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Waits until `archive.main` is critical for the lost segment `lost`, below the `last`
+/// archived one, `after` segments before the newest; returns the check.
+async fn wait_lost(
+    collector: &backwatch_tests::harness::Collector,
+    lost: &str,
+    last: &str,
+    after: u32,
+) -> Value {
+    let c = collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "critical",
+            &format!(
+                "gap in the archive: {lost} is missing although PostgreSQL reports everything up \
+                 to {last} archived, {after} segments before the newest"
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["continuity"]["gaps"][0]["first_missing"], lost);
+    c
+}
+
 fn summary(c: &Value) -> &str {
     c["summary"].as_str().unwrap_or_default()
 }
@@ -154,23 +178,7 @@ async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Re
     // The third segment after the backup disappears: seven newer ones are there.
     let lost = &segments[2];
     fs::remove_file(pg.archive_dir().join(lost))?;
-    let c = collector
-        .wait_summary(
-            "db1",
-            "archive.main",
-            "critical",
-            &format!(
-                "gap in the archive: {lost} is missing although PostgreSQL reports everything up \
-                 to {} archived, 7 segments before the newest",
-                segments[9]
-            ),
-            WAIT,
-        )
-        .await;
-    assert_eq!(
-        c["details"]["continuity"]["gaps"][0]["first_missing"],
-        lost.as_str()
-    );
+    let c = wait_lost(collector, lost, &segments[9], 7).await;
     let backup = c["details"]["continuity"]["newest_backup"]
         .as_str()
         .unwrap_or_default();
@@ -204,23 +212,7 @@ async fn gap_before_the_last_archived_segment_is_lost_even_next_to_the_newest() 
     })
     .await?;
     let collector = &scene.collector;
-    let c = collector
-        .wait_summary(
-            "db1",
-            "archive.main",
-            "critical",
-            &format!(
-                "gap in the archive: {lost} is missing although PostgreSQL reports everything up \
-                 to {} archived, 1 segments before the newest",
-                segments[5]
-            ),
-            WAIT,
-        )
-        .await;
-    assert_eq!(
-        c["details"]["continuity"]["gaps"][0]["first_missing"],
-        lost.as_str()
-    );
+    wait_lost(collector, lost, &segments[5], 1).await;
     for probe in ["archive.unlinked", "archive.async"] {
         collector
             .wait_summary(

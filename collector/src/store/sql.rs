@@ -105,6 +105,17 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 7, "0007_certificates.sql", "certificates"),
 ];
 
+/// Record `change` in the transition log and commit the transaction it belongs to.
+async fn commit_transition(
+    mut tx: Tx,
+    backend: Backend,
+    change: &Change<'_>,
+    what: &'static str,
+) -> StoreResult<()> {
+    insert_transition(&mut tx, backend, change).await?;
+    tx.commit().await.map_err(query_error(what))
+}
+
 /// The status a pseudo-check's latest transition left it in (ok when it has none).
 async fn pseudo_status(
     conn: &mut sqlx::AnyConnection,
@@ -504,10 +515,7 @@ impl Store for SqlStore {
             summary,
             result_id: None,
         };
-        insert_transition(&mut tx, self.backend, &change).await?;
-        tx.commit()
-            .await
-            .map_err(query_error("commit check status"))?;
+        commit_transition(tx, self.backend, &change, "commit check status").await?;
         Ok(true)
     }
 
@@ -543,10 +551,7 @@ impl Store for SqlStore {
             summary,
             result_id: None,
         };
-        insert_transition(&mut tx, self.backend, &change).await?;
-        tx.commit()
-            .await
-            .map_err(query_error("commit pseudo-check"))?;
+        commit_transition(tx, self.backend, &change, "commit pseudo-check").await?;
         Ok(true)
     }
 
@@ -599,10 +604,7 @@ impl Store for SqlStore {
             summary: &summary,
             result_id: None,
         };
-        insert_transition(&mut tx, self.backend, &change).await?;
-        tx.commit()
-            .await
-            .map_err(query_error("commit host silence"))?;
+        commit_transition(tx, self.backend, &change, "commit host silence").await?;
         Ok(true)
     }
 
