@@ -18,5 +18,5 @@ pub use fleet::{Agent, AgentBuilder, Certs, Collector, CollectorBuilder, Scene, 
 pub use mounts::{HungMount, Tmpfs};
 pub use pg::{ArchiverStats, PgCluster, PgClusterBuilder};
 pub use smtp::{Mail, Smtp, SmtpTls, count};
-pub use wait::{eventually, eventually_sync, free_port};
+pub use wait::{consistently, eventually, eventually_sync, free_port};
 pub use webhook::Webhook;

@@ -57,6 +57,29 @@ where
     }
 }
 
+/// Checks `f` over `duration` (every [`POLL_INTERVAL`], and once more at the end): the way to
+/// say "nothing happens" (no second alert, no resend) instead of a bare sleep followed by one
+/// look, which passes whenever the look comes too early.
+///
+/// # Panics
+/// At the first `Err`, with `what` and the error.
+pub async fn consistently<F>(duration: Duration, what: &str, mut f: F)
+where
+    F: AsyncFnMut() -> anyhow::Result<()>,
+{
+    let end = tokio::time::Instant::now() + duration;
+    loop {
+        if let Err(e) = f().await {
+            panic!("expected {what} throughout {duration:?}, but: {e:#}");
+        }
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep_until((now + POLL_INTERVAL).min(end)).await;
+    }
+}
+
 /// Blocking twin of [`eventually`] for tests without a runtime.
 ///
 /// # Panics
