@@ -50,6 +50,10 @@ use previous::{Known, Pending, Previous};
 /// flight.
 pub const MAX_BATCH: usize = 100;
 
+/// New check names one stream may have refused before it is cut: a broken or hostile agent
+/// inventing names costs this much memory per stream at most.
+const MAX_REFUSED_CHECKS: usize = 1_000;
+
 /// A result measured further than this in the future (agent clock ahead) is flagged.
 const CLOCK_AHEAD_TOLERANCE_SECS: i64 = 300;
 
@@ -161,6 +165,19 @@ impl Ingest for IngestService {
                 "agent {host} is denied by the collector's configuration"
             )));
         }
+        // Before any store query: a reconnect loop costs a token, not round trips.
+        if let Err(wait) =
+            self.stream_rate
+                .take(&host, access.max_streams_per_minute, Instant::now())
+        {
+            crate::api::metrics::COLLECTOR.refused_stream();
+            debug!(agent = %host, peer = %peer, "stream refused: opened too many per minute");
+            return Err(Status::resource_exhausted(format!(
+                "agent {host} opened more than {} streams in a minute (grpc.max_streams_per_minute); retry in {} s",
+                access.max_streams_per_minute,
+                wait.as_secs() + 1
+            )));
+        }
         // Per stream, not per message: what a certificate was renewed from never changes.
         let renewed_from = standing::renewed_from(&*self.store, &fingerprint)
             .await
@@ -184,18 +201,6 @@ impl Ingest for IngestService {
                 "refusing a superseded certificate");
             return Err(Status::permission_denied(standing::superseded_message(
                 &host, &by,
-            )));
-        }
-        if let Err(wait) =
-            self.stream_rate
-                .take(&host, access.max_streams_per_minute, Instant::now())
-        {
-            crate::api::metrics::COLLECTOR.refused_stream();
-            debug!(agent = %host, peer = %peer, "stream refused: opened too many per minute");
-            return Err(Status::resource_exhausted(format!(
-                "agent {host} opened more than {} streams in a minute (grpc.max_streams_per_minute); retry in {} s",
-                access.max_streams_per_minute,
-                wait.as_secs() + 1
             )));
         }
         let slot = StreamSlot::take(&self.streams, &host, access.max_streams_per_agent)
@@ -225,6 +230,7 @@ impl Ingest for IngestService {
             greeted: false,
             known: Known::default(),
             checks: None,
+            refused_checks: Default::default(),
             over_limit_raised: false,
             _slot: slot,
         };
@@ -256,6 +262,9 @@ struct Session {
     known: Known,
     /// How many checks the host has (read once per stream, counted on as new ones come).
     checks: Option<u32>,
+    /// Checks whose results this stream refused (over the check limit), at most
+    /// [`MAX_REFUSED_CHECKS`].
+    refused_checks: std::collections::HashSet<String>,
     /// This stream already raised `agent.checks`.
     over_limit_raised: bool,
     _slot: StreamSlot,
@@ -457,14 +466,17 @@ impl Session {
                 }
             };
             let check = result.check_id();
-            if !working.contains_key(&check) {
+            // Refused before in this stream: refused again without asking the store.
+            let known_refused = self.refused_checks.contains(&check);
+            if !known_refused && !working.contains_key(&check) {
                 let prev = self.previous(&check).await?;
                 working.insert(check.clone(), prev);
             }
-            let prev = working.get_mut(&check).expect("inserted above");
             // A check the host does not have yet (the store has no state for it, and this
             // stream stored none): it must fit under the host's limit.
-            if prev.status.is_none() && !self.room_for_new_check().await? {
+            let is_new = working.get(&check).is_none_or(|p| p.status.is_none());
+            if known_refused || (is_new && !self.room_for_new_check().await?) {
+                self.refuse_check(&check)?;
                 refused += 1;
                 ack.rejected.push(Rejected {
                     result_id: result.result_id,
@@ -478,6 +490,7 @@ impl Session {
                 });
                 continue;
             }
+            let prev = working.get_mut(&check).expect("inserted above");
             let mut verdict: Verdict =
                 rules::evaluate(&result, prev.status, prev.result.as_ref(), &limits);
             flag_clock_ahead(&mut verdict, &result, received_at);
@@ -545,6 +558,23 @@ impl Session {
         }
         self.checks = Some(n + 1);
         Ok(true)
+    }
+
+    /// Remember `check` as refused (bounded: a stream that keeps inventing check names is
+    /// cut), and keep no previous state for it.
+    fn refuse_check(&mut self, check: &str) -> Result<(), Status> {
+        self.known.remove(check);
+        if self.refused_checks.contains(check) {
+            return Ok(());
+        }
+        if self.refused_checks.len() >= MAX_REFUSED_CHECKS {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_REFUSED_CHECKS} new checks refused on this stream \
+                 (grpc.max_checks_per_host); closing it"
+            )));
+        }
+        self.refused_checks.insert(check.to_string());
+        Ok(())
     }
 
     /// Results of new checks were refused: count them, and raise `agent.checks` once.

@@ -256,8 +256,16 @@ async fn maintenance_silence_holds_notices_until_it_is_ended() -> Result<()> {
             "may not cover every check of every host",
         ),
         (
+            json!({"check": "*.*", "by": "x", "reason": "y", "until": "1h"}),
+            "may not cover every check of every host",
+        ),
+        (
             json!({"host": "db1", "by": "x", "reason": "y", "until": "15d"}),
             "a silence lasts at most 14d",
+        ),
+        (
+            json!({"host": "db1", "by": "x", "reason": "y", "starts": "2099-01-01T00:00:00Z", "until": "1h"}),
+            "a silence starts at most 14days ahead",
         ),
     ] {
         let (code, refused) = send(&collector, "POST", "/api/v1/silences", Some(body)).await?;

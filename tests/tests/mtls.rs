@@ -380,14 +380,18 @@ async fn a_host_over_its_check_limit_gets_its_results_refused_and_one_alert() ->
     })
     .await;
     // More refused batches every second: still one alert.
-    consistently(Duration::from_secs(3), "one agent.checks alert", async || {
-        let all = collector.api("/api/v1/alerts?state=all").await?;
-        let n = all.as_array().map_or(0, |a| {
-            a.iter().filter(|a| a["check"] == "agent.checks").count()
-        });
-        anyhow::ensure!(n == 1, "{n} alerts: {all}");
-        Ok(())
-    })
+    consistently(
+        Duration::from_secs(3),
+        "one agent.checks alert",
+        async || {
+            let all = collector.api("/api/v1/alerts?state=all").await?;
+            let n = all.as_array().map_or(0, |a| {
+                a.iter().filter(|a| a["check"] == "agent.checks").count()
+            });
+            anyhow::ensure!(n == 1, "{n} alerts: {all}");
+            Ok(())
+        },
+    )
     .await;
     Ok(())
 }

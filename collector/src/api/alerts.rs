@@ -258,11 +258,12 @@ fn time_or_after(field: &str, v: &str, from: DateTime<Utc>) -> Result<DateTime<U
         })
 }
 
-/// A pattern that matches everything (`*`, `**`) names nothing.
+/// A pattern made of `*` and `.` only (`*`, `*.*`) names nothing: every check id has a dot,
+/// so it matches every check of every host.
 fn names_something(pattern: &Option<String>) -> bool {
     pattern
         .as_deref()
-        .is_some_and(|p| !p.chars().all(|c| c == '*'))
+        .is_some_and(|p| p.chars().any(|c| c != '*' && c != '.'))
 }
 
 async fn add_silence(
@@ -307,6 +308,13 @@ async fn add_silence(
         return Err(bad("until: must be in the future and after starts"));
     }
     let max = s.alerting.max_silence;
+    // Bounded in start too: back-to-back silences planned ahead would add up to no end.
+    if chrono::Duration::from_std(max).is_ok_and(|max| starts_at - now > max) {
+        return Err(bad(format!(
+            "starts: a silence starts at most {} ahead (alerts.max_silence)",
+            backwatch_proto::config::fmt_duration(max)
+        )));
+    }
     if chrono::Duration::from_std(max).is_ok_and(|max| ends_at - starts_at.max(now) > max) {
         return Err(bad(format!(
             "until: a silence lasts at most {} (alerts.max_silence); add another when it ends",

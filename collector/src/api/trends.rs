@@ -168,26 +168,37 @@ fn storage_series(host: String, check: String, entries: &[HistoryEntry]) -> Stor
     }
 }
 
+/// `(day, used bytes, capacity bytes)`.
+type Point = (i64, u64, u64);
+
 /// Sum per day over all filesystems, each carried forward from its latest sample. Series of
-/// one host on the same device are one filesystem: the first stands for it.
+/// one host on the same device are one filesystem: each day it counts once, with the freshest
+/// sample any of them has by then (a check added later, or one measured rarely, neither hides
+/// nor freezes it).
 fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
-    let mut seen = std::collections::BTreeSet::new();
-    let distinct: Vec<&StorageSeries> = series
-        .iter()
-        .filter(|s| match s.filesystem {
-            Some(dev) => seen.insert((s.host.as_str(), dev)),
-            None => true,
-        })
-        .collect();
+    use std::collections::btree_map::Entry;
     days.iter()
         .map(|&d| {
-            let (mut used, mut cap) = (0u64, 0u64);
-            for s in &distinct {
-                if let Some(&(_, u, c)) = s.points.iter().rev().find(|p| p.0 <= d) {
-                    used = used.saturating_add(u);
-                    cap = cap.saturating_add(c);
+            // (host, device) or, without a device, the series itself -> (day, used, capacity)
+            let mut latest: BTreeMap<(&str, Result<u64, usize>), Point> = BTreeMap::new();
+            for (i, s) in series.iter().enumerate() {
+                let Some(&p) = s.points.iter().rev().find(|p| p.0 <= d) else {
+                    continue;
+                };
+                let key = (s.host.as_str(), s.filesystem.ok_or(i));
+                match latest.entry(key) {
+                    Entry::Vacant(v) => {
+                        v.insert(p);
+                    }
+                    Entry::Occupied(mut o) if o.get().0 < p.0 => {
+                        o.insert(p);
+                    }
+                    Entry::Occupied(_) => {}
                 }
             }
+            let (used, cap) = latest.values().fold((0u64, 0u64), |(u, c), p| {
+                (u.saturating_add(p.1), c.saturating_add(p.2))
+            });
             (d, used, cap)
         })
         .collect()
@@ -401,6 +412,29 @@ mod tests {
             series("db2", Some(2049), vec![(0, 7, 50)]),
         ];
         assert_eq!(fleet_sum(&all, &[0]), [(0, 17, 150)]);
+    }
+
+    #[test]
+    fn a_filesystem_counts_with_its_freshest_sample_each_day() {
+        // disk.archive (sorted first) added on day 2 next to a disk.backup measured daily: the
+        // days before count disk.backup's samples, and day 2 the fresher of the two.
+        let all = [
+            series("db1", Some(7), vec![(2 * DAY_MS, 30, 100)]),
+            series(
+                "db1",
+                Some(7),
+                vec![(0, 10, 100), (DAY_MS, 20, 100), (3 * DAY_MS, 40, 100)],
+            ),
+        ];
+        assert_eq!(
+            fleet_sum(&all, &[0, DAY_MS, 2 * DAY_MS, 3 * DAY_MS]),
+            [
+                (0, 10, 100),
+                (DAY_MS, 20, 100),
+                (2 * DAY_MS, 30, 100),
+                (3 * DAY_MS, 40, 100)
+            ]
+        );
     }
 
     #[test]

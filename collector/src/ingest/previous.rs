@@ -79,6 +79,11 @@ impl Known {
         self.checks.get(check)
     }
 
+    /// Forget a check (one whose results were refused: it must not take room here).
+    pub fn remove(&mut self, check: &str) {
+        self.checks.remove(check);
+    }
+
     pub fn insert(&mut self, check: String, previous: Previous) {
         self.checks.insert(check, previous);
     }

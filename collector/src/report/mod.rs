@@ -200,13 +200,18 @@ static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REN
 pub async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let _slot = RENDERING
+    let slot = RENDERING
         .acquire()
         .await
         .map_err(|_| "report rendering is shut down".to_string())?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| format!("report rendering failed: {e}"))
+    // The slot goes with the work: a caller that gives up (a client that disconnects) must not
+    // free it while the rendering still runs.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .map_err(|e| format!("report rendering failed: {e}"))
 }
 
 /// The daily report at `at` (a scheduled time, or any instant for a backfill).
@@ -293,26 +298,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn renderings_run_off_the_runtime_a_few_at_a_time() {
+    async fn renderings_run_a_few_at_a_time_even_when_callers_give_up() {
         use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Duration;
         static NOW: AtomicUsize = AtomicUsize::new(0);
         static MOST: AtomicUsize = AtomicUsize::new(0);
-        let runtime_thread = std::thread::current().id();
-        let work = (0..8).map(|_| {
-            off_runtime(move || {
+        let render = || {
+            tokio::spawn(off_runtime(|| {
                 let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
                 MOST.fetch_max(n, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(30));
+                std::thread::sleep(Duration::from_millis(400));
                 NOW.fetch_sub(1, Ordering::SeqCst);
-                std::thread::current().id()
-            })
-        });
-        let threads = futures_util::future::join_all(work).await;
-        assert!(
-            threads
-                .iter()
-                .all(|t| t.as_ref().ok() != Some(&runtime_thread))
-        );
-        assert!((1..=RENDER_SLOTS).contains(&MOST.load(Ordering::SeqCst)));
+            }))
+        };
+        let first: Vec<_> = (0..RENDER_SLOTS).map(|_| render()).collect();
+        while NOW.load(Ordering::SeqCst) < RENDER_SLOTS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Their callers give up (a client that disconnected): the renderings still run, and
+        // so still hold their slots.
+        for task in &first {
+            task.abort();
+        }
+        let later: Vec<_> = (0..RENDER_SLOTS).map(|_| render()).collect();
+        for task in later {
+            assert!(task.await.is_ok_and(|r| r.is_ok()));
+        }
+        assert_eq!(MOST.load(Ordering::SeqCst), RENDER_SLOTS);
     }
 }
