@@ -300,11 +300,16 @@ async fn session(
                     }
                     Some(CollectorPayload::Command(c)) => {
                         let error = match c.action {
-                            Some(CommandAction::RunProbeNow(r)) => {
-                                info!(check = %r.check, "collector asked to run probes now");
-                                let _ = trigger.send(r.check);
-                                String::new()
-                            }
+                            Some(CommandAction::RunProbeNow(r)) => match trigger.run_now(&r.check) {
+                                Ok(()) => {
+                                    info!(check = %r.check, "collector asked to run probes now");
+                                    String::new()
+                                }
+                                Err(e) => {
+                                    warn!(check = %r.check, error = %e, "collector asked to run probes now; refused");
+                                    e
+                                }
+                            },
                             None => "unknown command".to_string(),
                         };
                         out.send(AgentPayload::CommandReply(CommandReply { command_id: c.command_id, error })).await?;

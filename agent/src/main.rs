@@ -255,7 +255,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         spool,
         notify: Arc::new(tokio::sync::Notify::new()),
     };
-    let (trigger, _) = tokio::sync::broadcast::channel(8);
+    let trigger = schedule::Trigger::default();
     schedule::spawn_all(
         cfg.probes,
         cfg.start_jitter,

@@ -14,6 +14,10 @@
 //!   across restarts: the time of their last run is kept in the spool directory, and a
 //!   restarted agent waits for the rest of the interval instead of reading the backup again.
 //!   The collector keeps the previous result meanwhile (silence waits for twice the interval).
+//! - Runs forced by the collector (`RunProbeNow`) are limited per probe: at most one per
+//!   [`MIN_FORCED_GAP`], never while that probe is running; the rest is refused with a reason
+//!   (see [`Trigger`]), so a collector looping on the command cannot turn a weekly restore
+//!   verification into a continuous one.
 
 use crate::blocking::Gate;
 use crate::config::{ProbeConfig, Scheduled};
@@ -23,10 +27,12 @@ use crate::spool::{Stored, check};
 use backwatch_proto::model::{ProbeKind, ProbeResult, check_id};
 use backwatch_proto::wire;
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Where results go: the spool (on its own thread), plus a wake-up for the link.
@@ -144,8 +150,83 @@ fn fmt_secs(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Ask probes to run now: the check id, or "" for all.
-pub type Trigger = broadcast::Sender<String>;
+/// Shortest time between two forced runs of one probe.
+pub const MIN_FORCED_GAP: Duration = Duration::from_secs(10);
+
+/// Asks probes to run now, within limits. Each probe's task registers here; cloning shares it.
+#[derive(Clone, Default)]
+pub struct Trigger {
+    slots: Arc<Mutex<BTreeMap<String, Slot>>>,
+}
+
+/// One probe as the trigger sees it.
+struct Slot {
+    /// Ends the task's wait (a permit is kept when it is not waiting yet).
+    wake: Arc<Notify>,
+    /// Set by the task while a run is under way.
+    running: Arc<AtomicBool>,
+    last_forced: Option<Instant>,
+}
+
+impl Trigger {
+    /// Register a probe's task: what wakes it, and the flag it keeps while running.
+    fn register(&self, check: &str) -> (Arc<Notify>, Arc<AtomicBool>) {
+        let slot = Slot {
+            wake: Arc::new(Notify::new()),
+            running: Arc::new(AtomicBool::new(false)),
+            last_forced: None,
+        };
+        let handles = (slot.wake.clone(), slot.running.clone());
+        self.lock().insert(check.to_string(), slot);
+        handles
+    }
+
+    /// Run `check` now ("" for every probe). `Err` says what was not started and why; for ""
+    /// the probes that may run are started all the same, and the error names the others.
+    pub fn run_now(&self, check: &str) -> Result<(), String> {
+        self.run_now_at(check, Instant::now())
+    }
+
+    fn run_now_at(&self, check: &str, now: Instant) -> Result<(), String> {
+        let mut slots = self.lock();
+        if !check.is_empty() && !slots.contains_key(check) {
+            return Err(format!("no probe {check} on this agent"));
+        }
+        let (mut started, mut refused) = (0, Vec::new());
+        for (id, slot) in slots.iter_mut() {
+            if !check.is_empty() && id != check {
+                continue;
+            }
+            let since = slot.last_forced.map(|t| now.saturating_duration_since(t));
+            if slot.running.load(Ordering::SeqCst) {
+                refused.push(format!("{id} is running"));
+            } else if let Some(since) = since.filter(|s| *s < MIN_FORCED_GAP) {
+                refused.push(format!(
+                    "{id} was forced {}s ago (at most one forced run per {}s)",
+                    since.as_secs(),
+                    MIN_FORCED_GAP.as_secs()
+                ));
+            } else {
+                slot.last_forced = Some(now);
+                slot.wake.notify_one();
+                started += 1;
+            }
+        }
+        match (refused.is_empty(), started) {
+            (true, _) => Ok(()),
+            (false, 0) => Err(format!("rate limited: {}", refused.join("; "))),
+            (false, n) => Err(format!(
+                "rate limited: {}; the other {n} run now",
+                refused.join("; ")
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        // A panic while holding this lock leaves the map consistent (single inserts/updates).
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Start every probe's task; `state_dir` keeps the last-run stamps of resumed schedules.
 pub fn spawn_all(
@@ -156,7 +237,7 @@ pub fn spawn_all(
     state_dir: &Path,
 ) {
     for s in probes {
-        let rx = trigger.subscribe();
+        let rx = trigger.clone();
         let (interval, timeout) = (s.interval, s.timeout);
         match s.probe {
             ProbeConfig::BackupDir(p) => {
@@ -186,7 +267,7 @@ fn spawn<P: Probe>(
     timeout: Duration,
     start_jitter: Duration,
     sink: Sink,
-    trigger: broadcast::Receiver<String>,
+    trigger: Trigger,
 ) {
     Task::new(probe, interval, timeout, sink, trigger).spawn(start_jitter);
 }
@@ -198,7 +279,10 @@ struct Task<P> {
     interval: Duration,
     timeout: Duration,
     sink: Sink,
-    trigger: broadcast::Receiver<String>,
+    /// Woken by [`Trigger::run_now`].
+    wake: Arc<Notify>,
+    /// Set while a run is under way, so a forced run is refused meanwhile.
+    running: Arc<AtomicBool>,
     /// Where the last run's time is kept, for schedules that resume across restarts.
     stamp: Option<PathBuf>,
     /// Marked while a blocking call of a run is in the kernel, even after its timeout.
@@ -206,21 +290,17 @@ struct Task<P> {
 }
 
 impl<P: Probe> Task<P> {
-    fn new(
-        probe: P,
-        interval: Duration,
-        timeout: Duration,
-        sink: Sink,
-        trigger: broadcast::Receiver<String>,
-    ) -> Self {
+    fn new(probe: P, interval: Duration, timeout: Duration, sink: Sink, trigger: Trigger) -> Self {
         let check = check_id(P::KIND, probe.name());
+        let (wake, running) = trigger.register(&check);
         Task {
             probe,
             check,
             interval,
             timeout,
             sink,
-            trigger,
+            wake,
+            running,
             stamp: None,
             gate: Gate::default(),
         }
@@ -248,6 +328,7 @@ impl<P: Probe> Task<P> {
         }
         self.wait(first + jitter).await;
         loop {
+            self.running.store(true, Ordering::SeqCst);
             let result = match self.gate.busy_since() {
                 Some(since) => still_blocked(&self.probe, self.interval, since),
                 None => run_once(&self.probe, self.interval, self.timeout, &self.gate).await,
@@ -264,28 +345,17 @@ impl<P: Probe> Task<P> {
             {
                 warn!(path = %path.display(), error = %e, "cannot record the time of this run; a restart will run it again");
             }
+            self.running.store(false, Ordering::SeqCst);
             self.wait(self.interval.mul_f64(0.95 + 0.1 * fastrand::f64()))
                 .await;
         }
     }
 
-    /// Sleep `d`, or less when asked to run this probe (or every probe) now.
+    /// Sleep `d`, or less when asked to run this probe now (see [`Trigger`]).
     async fn wait(&mut self, d: Duration) {
-        let sleep = tokio::time::sleep(d);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => break,
-                t = self.trigger.recv() => match t {
-                    Ok(which) if which.is_empty() || which == self.check => break,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        // No more triggers; just keep the schedule.
-                        (&mut sleep).await;
-                        break;
-                    }
-                },
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.wake.notified() => {}
         }
     }
 }
@@ -323,6 +393,79 @@ fn first_delay(last: Option<SystemTime>, now: SystemTime, interval: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    /// Whether the task's wait would end now (the permit is used up).
+    fn woken(wake: &Notify) -> bool {
+        wake.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_forced_run_is_allowed_once_per_gap_per_probe() {
+        let trigger = Trigger::default();
+        let (wake, _) = trigger.register("backup.daily");
+        let (other, _) = trigger.register("disk.data");
+        let t0 = Instant::now();
+        assert_eq!(trigger.run_now_at("backup.daily", t0), Ok(()));
+        assert!(woken(&wake) && !woken(&other));
+        let err = trigger
+            .run_now_at("backup.daily", t0 + Duration::from_secs(3))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "rate limited: backup.daily was forced 3s ago (at most one forced run per 10s)"
+        );
+        assert!(!woken(&wake));
+        // Another probe has its own allowance.
+        assert_eq!(trigger.run_now_at("disk.data", t0), Ok(()));
+        assert_eq!(
+            trigger.run_now_at("backup.daily", t0 + MIN_FORCED_GAP),
+            Ok(())
+        );
+        assert!(woken(&wake));
+    }
+
+    #[test]
+    fn a_running_probe_is_not_forced_again() {
+        let trigger = Trigger::default();
+        let (wake, running) = trigger.register("restore.base");
+        running.store(true, Ordering::SeqCst);
+        assert_eq!(
+            trigger.run_now_at("restore.base", Instant::now()),
+            Err("rate limited: restore.base is running".to_string())
+        );
+        assert!(!woken(&wake));
+        running.store(false, Ordering::SeqCst);
+        assert_eq!(trigger.run_now_at("restore.base", Instant::now()), Ok(()));
+    }
+
+    #[test]
+    fn run_all_starts_what_may_run_and_names_the_rest() {
+        let trigger = Trigger::default();
+        let (a, _) = trigger.register("backup.a");
+        let (b, _) = trigger.register("backup.b");
+        let t0 = Instant::now();
+        assert_eq!(trigger.run_now_at("backup.a", t0), Ok(()));
+        assert!(woken(&a));
+        let err = trigger
+            .run_now_at("", t0 + Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "rate limited: backup.a was forced 1s ago (at most one forced run per 10s); the other 1 run now"
+        );
+        assert!(!woken(&a) && woken(&b));
+        assert!(
+            trigger
+                .run_now_at("", t0 + Duration::from_secs(2))
+                .unwrap_err()
+                .starts_with("rate limited: backup.a was forced 2s ago")
+        );
+        assert_eq!(
+            trigger.run_now_at("wal.main", t0),
+            Err("no probe wal.main on this agent".to_string())
+        );
+    }
 
     #[test]
     fn a_resumed_schedule_waits_for_the_rest_of_its_interval() {

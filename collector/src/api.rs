@@ -25,6 +25,7 @@ mod openapi;
 mod reports;
 mod series;
 mod trends;
+pub mod visibility;
 
 pub use dashboard::Dashboard;
 

@@ -297,13 +297,13 @@ fn silent_failure(obs: &ArchiveDirObs, pg: &ArchiverView, f: &mut Findings) {
         let archiver = if pg.archive_command.trim().is_empty() && !pg.archive_library.is_empty() {
             format!("archive_library '{}'", pg.archive_library)
         } else {
-            format!("archive_command '{}'", pg.archive_command)
+            format!("{COMMAND_QUOTED}{}", pg.archive_command)
         };
         f.add(
             Status::Critical,
             format!(
                 "{wal} is not in the archive although PostgreSQL reports it archived{when} \
-                 ({} segments archived): {archiver} reports success without copying here",
+                 ({} segments archived): {archiver}{COMMAND_QUOTE_END}",
                 pg.archived_count
             ),
         );
@@ -527,6 +527,25 @@ fn ok_summary(obs: &ArchiveDirObs, min_secs: i64) -> String {
 
 fn at(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// How a summary quotes the server's `archive_command` (agent-redacted, but still more than
+/// every reader of the API should see): [`hide_command`] finds it by these.
+const COMMAND_QUOTED: &str = "archive_command '";
+const COMMAND_QUOTE_END: &str = "' reports success without copying here";
+
+/// `text` with every `archive_command` a summary of this module quoted replaced by `hidden`
+/// (for API callers who may not see the command); `None` when there is none.
+pub fn hide_command(text: &str, hidden: &str) -> Option<String> {
+    let start = text.find(COMMAND_QUOTED)?;
+    let end = text
+        .rfind(COMMAND_QUOTE_END)
+        .filter(|e| *e >= start + COMMAND_QUOTED.len())?;
+    Some(format!(
+        "{}archive_command {hidden} reports success without copying here{}",
+        &text[..start],
+        &text[end + COMMAND_QUOTE_END.len()..]
+    ))
 }
 
 fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_json::Value {

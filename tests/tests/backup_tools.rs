@@ -260,3 +260,97 @@ async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical
     );
     Ok(())
 }
+
+/// A tool that hangs with a child of its own, and one that never stops printing: the probe's
+/// timeout takes the whole process group with it, and endless output is an error at 4 MiB
+/// instead of agent memory without bound.
+#[tokio::test]
+async fn a_hung_tool_leaves_no_process_behind_and_endless_output_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pids = dir.path().join("pids");
+    let hung = dir.path().join("hung-tool.sh");
+    // The grandchild keeps nothing of ours open, as `ssh` in the background of a wrapper would.
+    fs::write(
+        &hung,
+        format!(
+            "#!/bin/sh\nsleep 600 </dev/null >/dev/null 2>&1 &\necho $! >> {}\nwait\n",
+            pids.display()
+        ),
+    )?;
+    let chatty = dir.path().join("chatty-tool.sh");
+    fs::write(&chatty, "#!/bin/sh\nexec yes '{\"backwatch\": 1}'\n")?;
+    for f in [&hung, &chatty] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o755))?;
+    }
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[pgbackrest]]\nname = \"hung\"\ncommand = [\"{}\"]\ninterval = \"1h\"\ntimeout = \"2s\"\n\
+             [[pgbackrest]]\nname = \"chatty\"\ncommand = [\"{}\"]\ninterval = \"1s\"\ntimeout = \"1m\"\n",
+            hung.display(),
+            chatty.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.hung",
+            "unknown",
+            "probe could not observe: probe timed out after 2s",
+            WAIT,
+        )
+        .await;
+    let pid: i32 = fs::read_to_string(&pids)?
+        .lines()
+        .next()
+        .with_context(|| format!("the tool never started its child: {c}"))?
+        .trim()
+        .parse()?;
+    eventually(
+        Duration::from_secs(10),
+        "the tool's child is killed",
+        async || {
+            // Gone, or a zombie waiting for init: either way it no longer runs.
+            match fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(stat)
+                    if !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    anyhow::bail!("process {pid} still runs: {stat}")
+                }
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.chatty",
+            "unknown",
+            "pgBackRest could not be asked: output larger than 4 MiB on stdout from \
+             chatty-tool.sh; stopped it",
+            WAIT,
+        )
+        .await;
+    // Several runs of it have been refused by now; the agent's peak memory stays small.
+    let agent = scene.agent.pid().context("agent running")?;
+    let status = fs::read_to_string(format!("/proc/{agent}/status"))?;
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmHWM in {status}"))?;
+    assert!(
+        peak_kib < 100 * 1024,
+        "agent peak memory {peak_kib} KiB after refusing endless output: {c}"
+    );
+    Ok(())
+}

@@ -1,8 +1,11 @@
 //! WAL archiving end to end: a private PostgreSQL cluster, the real agent probing it over a
 //! socket, the real collector judging over mutual TLS, and the API showing the verdict.
 
-use anyhow::Result;
-use backwatch_tests::harness::{PgCluster, free_port, scene};
+use anyhow::{Context, Result};
+use backwatch_tests::harness::fleet::http_client;
+use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, eventually, free_port, scene};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -106,6 +109,69 @@ async fn disabled_archiving_is_critical() -> Result<()> {
     assert_eq!(
         c["summary"], "archiving disabled: archive_mode = off",
         "{c}"
+    );
+    Ok(())
+}
+
+/// A token file the collector accepts (mode 600, 64 hex characters).
+fn token_file(dir: &std::path::Path, name: &str) -> Result<(String, String)> {
+    let token: String = (0..64)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &token)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((path.display().to_string(), token))
+}
+
+#[tokio::test]
+async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() -> Result<()> {
+    // Works (the variable is ignored) and carries a password in a quoted form.
+    let pg = PgCluster::init()
+        .archive_command("PGPASSWORD='hunter 2' /bin/true %p")
+        .start()?;
+    let keys = tempfile::tempdir()?;
+    let (screen_file, screen) = token_file(keys.path(), "screen")?;
+    let (oncall_file, oncall) = token_file(keys.path(), "oncall")?;
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml(&format!(
+            "[[http.tokens]]\nname = \"screen\"\ntoken_file = \"{screen_file}\"\nrole = \"read\"\n\
+             [[http.tokens]]\nname = \"oncall\"\ntoken_file = \"{oncall_file}\"\nrole = \"ack\"\n"
+        ))
+        .start()
+        .await?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .wal("main", &pg.dsn(), "1s")
+        .start()?;
+    let http = http_client();
+    let url = collector.url("/api/v1/hosts/db1/history?check=wal.main");
+    let command_as = async |token: &str| -> Result<(String, String)> {
+        let resp = http.get(&url).bearer_auth(token).send().await?;
+        let text = resp.text().await?;
+        let h: Value = serde_json::from_str(&text)?;
+        let command = h["results"][0]["observation"]["wal_archive"]["archive_command"]
+            .as_str()
+            .with_context(|| format!("no wal result yet: {h}"))?
+            .to_string();
+        Ok((command, text))
+    };
+
+    let (command, text) = eventually(WAIT, "a wal.main result for the ack token", async || {
+        command_as(&oncall).await
+    })
+    .await;
+    assert_eq!(command, "PGPASSWORD='***' /bin/true %p", "{text}");
+    assert!(!text.contains("hunter"), "{text}");
+
+    let (command, text) = command_as(&screen).await?;
+    assert_eq!(command, "(hidden: needs role ack)", "{text}");
+    assert!(!text.contains("/bin/true"), "{text}");
+    // The rest of the observation is still there for a read caller.
+    let h: Value = serde_json::from_str(&text)?;
+    assert!(
+        h["results"][0]["observation"]["wal_archive"]["archive_mode"].is_string(),
+        "{h}"
     );
     Ok(())
 }

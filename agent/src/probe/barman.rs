@@ -5,7 +5,8 @@
 //!   `list-backups <server>` (the catalogue, newest first), `show-backup <server> <id>` for the
 //!   newest usable backup only (start and end time, WAL range, size), and `check <server>`
 //!   (Barman's own verdicts; each one not "OK" is reported as "name: hint"). All bounded by the
-//!   probe's timeout; a child is killed with it.
+//!   probe's timeout; the child and all it started are killed with it, and output is
+//!   capped (see [`super::tool_command`]).
 //! - Usable backups are `DONE` and `WAITING_FOR_WALS` (complete, its WAL still being
 //!   archived); the latest attempt is reported as failed when it is `FAILED` and newer than the
 //!   newest usable one; `STARTED` means a backup is running. Barman 3 backups are full.
@@ -76,7 +77,7 @@ impl BarmanProbe {
     ) -> Result<(Output, Value), String> {
         let argv = self.argv(args);
         commands.push(tool_command::shown(&argv));
-        let out = tool_command::run(&argv).await?;
+        let out = tool_command::run(&argv, tool_command::JSON_TOOL).await?;
         match tool_command::json(&out) {
             Ok(v) => Ok((out, v)),
             Err(e) => Err(format!(

@@ -2,8 +2,9 @@
 //! stanza (docs/checks.md R27).
 //!
 //! Invariants:
-//! - One command per run, bounded by the probe's timeout (the child is killed with it); run
-//!   every 10 minutes by default (the repository may be remote, and `info` lists it).
+//! - One command per run, bounded by the probe's timeout (its process group is killed with
+//!   it) and in output (see [`super::tool_command`]); run every 10 minutes by default (the
+//!   repository may be remote, and `info` lists it).
 //! - Facts only: per stanza its `status` (code, message, backup lock held), the newest
 //!   successful backup of any type and the newest full one (start, stop, duration, size, what
 //!   it added to the repository, its WAL range), the latest attempt when it failed, and the
@@ -50,7 +51,10 @@ impl Probe for PgBackRestProbe {
             ..BackupToolObs::default()
         };
         let now = Utc::now();
-        match tool_command::run(&argv).await.and_then(|o| parse(&o, now)) {
+        match tool_command::run(&argv, tool_command::JSON_TOOL)
+            .await
+            .and_then(|o| parse(&o, now))
+        {
             Ok(sets) => obs.sets = sets,
             Err(e) => obs.error = Some(e),
         }

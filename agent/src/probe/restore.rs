@@ -17,22 +17,29 @@
 //! - **IO-bounded**: `nice -n 19` and `ionice -c 2 -n 7` (lowest best-effort priority) when
 //!   those programs exist. The idle class (`-c 3`) was not chosen: on a database host that is
 //!   never idle it can starve the verification for good and the weekly check would only ever
-//!   time out. The run is bounded by the probe's timeout; the process is killed with it.
+//!   time out. The run is bounded by the probe's timeout; the process group is killed with it,
+//!   and its output is bounded (see [`super::tool_command`]).
 //! - Runs on its own schedule, weekly by default: it reads the whole backup.
 
 use super::archive_dir::names::COMPRESSION_SUFFIXES;
 use super::backup_dir::os_text;
 use super::base_backup::{self, MANIFEST};
+use super::tool_command;
 use super::{Outcome, Probe};
 use backwatch_proto::model::{Observation, ProbeKind, RestoreObs, WalSource};
 use chrono::Utc;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 /// Message lines kept from pg_verifybackup.
 const MAX_MESSAGES: usize = 20;
+/// pg_verifybackup's output kept at most: one line per damaged file, so 1 MiB is thousands of
+/// them; beyond, the run is an error rather than memory without bound.
+const VERIFY_OUTPUT: tool_command::Limits = tool_command::Limits {
+    stdout: 1 << 20,
+    stderr: 1 << 20,
+};
 /// Segments checked for presence at most (a backup of 64 GiB of WAL at 16 MiB).
 const MAX_SEGMENTS: usize = 4096;
 
@@ -176,27 +183,18 @@ impl RestoreProbe {
             argv.push("--no-parse-wal".into());
         }
         argv.push(plan.backup.display().to_string());
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // The probe's timeout drops this future: the verification must not outlive it.
-            .kill_on_drop(true);
         obs.verify_started_at = Some(Utc::now());
         let started = Instant::now();
-        let out = cmd.output().await;
+        // The probe's timeout drops this future: the verification (and `nice`/`ionice`
+        // around it) must not outlive it, which the shared runner sees to.
+        let out = tool_command::run(&argv, VERIFY_OUTPUT).await;
         obs.verify_duration_ms = started.elapsed().as_millis() as u64;
         match out {
-            Err(e) => obs.verify_error = Some(format!("running {}: {}", argv[0], os_text(&e))),
+            Err(e) => obs.verify_error = Some(e),
             Ok(out) => {
                 // Killed by a signal: no exit code; say so rather than claim a status.
-                obs.verify_exit_code = Some(out.status.code().unwrap_or(-1));
-                let text = format!(
-                    "{}\n{}",
-                    String::from_utf8_lossy(&out.stderr),
-                    String::from_utf8_lossy(&out.stdout)
-                );
+                obs.verify_exit_code = Some(out.code.unwrap_or(-1));
+                let text = format!("{}\n{}", out.stderr, out.stdout);
                 obs.verify_messages = text
                     .lines()
                     .map(str::trim)

@@ -1,12 +1,36 @@
-//! Running a backup tool's command line for the pgBackRest and Barman probes.
+//! Running an external tool (pgBackRest, Barman, pg_verifybackup) for a probe: the one place
+//! every probe starts a process, so each gets the same bounds.
 //!
-//! The child is killed when the probe's timeout drops the future (`kill_on_drop`), stdin is
-//! closed, and only the first [`MAX_OUTPUT`] bytes of each stream are kept.
+//! Invariants:
+//! - stdin is closed; stdout and stderr are read as they arrive, each up to its [`Limits`]
+//!   (never more is held in memory). A stream that goes beyond is the run's error ("output
+//!   larger than 4 MiB on stdout from pgbackrest"), and the tool is stopped at once.
+//! - The child starts in a process group of its own. When the run does not end by itself (the
+//!   probe's timeout drops this future, or the output was too large), the whole group gets
+//!   SIGKILL, so what the tool started (`ssh` to a repository host, a shell pipeline, a
+//!   `sleep`) goes with it instead of piling up one set per run.
 
 use super::backup_dir::os_text;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use std::process::Stdio;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-const MAX_OUTPUT: usize = 16 << 20;
+const MIB: usize = 1 << 20;
+
+/// Most bytes kept of each stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub stdout: usize,
+    pub stderr: usize,
+}
+
+/// For tools that answer with a JSON document: `pgbackrest info` of a large repository is a
+/// few hundred KiB; beyond 4 MiB something is wrong. Errors fit in 64 KiB.
+pub const JSON_TOOL: Limits = Limits {
+    stdout: 4 * MIB,
+    stderr: 64 * 1024,
+};
 
 pub struct Output {
     pub code: Option<i32>,
@@ -34,23 +58,100 @@ pub fn shown(argv: &[String]) -> String {
     argv.join(" ")
 }
 
-pub async fn run(argv: &[String]) -> Result<Output, String> {
+/// Kills the child's process group when dropped armed: the run was abandoned (timeout) or
+/// stopped (output too large). Disarmed once the child has exited and its output ended, so a
+/// finished run never signals a group id that may have been reused.
+struct GroupKill {
+    pgid: Option<Pid>,
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (nothing left) is the usual and fine answer.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Run `argv` and collect its output within `limits`.
+pub async fn run(argv: &[String], limits: Limits) -> Result<Output, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
-    let out = tokio::process::Command::new(prog)
+    let mut child = tokio::process::Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own group (pgid = its pid), so the group can be killed without touching ours.
+        .process_group(0)
+        // The child itself is also killed and reaped by tokio when this future is dropped.
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .map_err(|e| format!("running {prog}: {}", os_text(&e)))?;
-    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT)]).into_owned();
+    // While the child is not reaped its pid cannot be reused, and while anything of its group
+    // lives neither can the group id: the guard signals only what this run started.
+    let mut guard = GroupKill {
+        pgid: child.id().map(|id| Pid::from_raw(id as i32)),
+    };
+    let stdout = child.stdout.take().ok_or("stdout not captured")?;
+    let stderr = child.stderr.take().ok_or("stderr not captured")?;
+    let name = short(prog);
+    // Both at once (a tool filling stderr's pipe must not block while we wait on stdout); the
+    // first stream over its limit ends the run, and the guard kills the group.
+    let (out, err) = tokio::try_join!(
+        read_capped(stdout, limits.stdout, "stdout", name),
+        read_capped(stderr, limits.stderr, "stderr", name),
+    )?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("waiting for {prog}: {}", os_text(&e)))?;
+    guard.pgid = None;
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     Ok(Output {
-        code: out.status.code(),
-        stdout: text(&out.stdout),
-        stderr: text(&out.stderr),
+        code: status.code(),
+        stdout: text(out),
+        stderr: text(err),
     })
+}
+
+/// The stream to its end, or an error as soon as it is longer than `cap` bytes (reading at
+/// most `cap + 1`).
+async fn read_capped(
+    stream: impl AsyncRead + Unpin,
+    cap: usize,
+    which: &str,
+    prog: &str,
+) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    stream
+        .take(cap as u64 + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("reading the {which} of {prog}: {}", os_text(&e)))?;
+    if buf.len() > cap {
+        return Err(format!(
+            "output larger than {} on {which} from {prog}; stopped it",
+            size(cap)
+        ));
+    }
+    Ok(buf)
+}
+
+/// The program's file name, for messages.
+fn short(prog: &str) -> &str {
+    prog.rsplit('/').next().unwrap_or(prog)
+}
+
+/// "4 MiB", "64 KiB", "100 bytes".
+fn size(n: usize) -> String {
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// The JSON document in `stdout`, skipping anything printed before it.
@@ -60,4 +161,81 @@ pub fn json(out: &Output) -> Result<serde_json::Value, String> {
         .find(['{', '['])
         .ok_or_else(|| format!("no JSON in the output: {}", out.last_words()))?;
     serde_json::from_str(&out.stdout[start..]).map_err(|e| format!("unreadable JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie waiting for init to reap it is gone as far as anyone can tell.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn output_within_the_limits_is_kept() {
+        let out = run(&sh("echo out; echo err >&2; exit 3"), JSON_TOOL)
+            .await
+            .unwrap();
+        assert_eq!((out.code, out.stdout.as_str()), (Some(3), "out\n"));
+        assert_eq!(out.stderr, "err\n");
+        assert_eq!(out.last_words(), "err");
+    }
+
+    #[tokio::test]
+    async fn endless_output_is_an_error_not_unbounded_memory() {
+        let limits = Limits {
+            stdout: 64 * 1024,
+            stderr: 1024,
+        };
+        let err = run(&sh("exec yes backwatch"), limits).await.err().unwrap();
+        assert_eq!(
+            err,
+            "output larger than 64 KiB on stdout from sh; stopped it"
+        );
+        let err = run(&sh("yes backwatch >&2"), limits).await.err().unwrap();
+        assert_eq!(
+            err,
+            "output larger than 1 KiB on stderr from sh; stopped it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_given_up_kills_what_the_tool_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "sleep 300 >/dev/null 2>&1 & echo $! > {}; wait",
+            pidfile.display()
+        );
+        let argv = sh(&script);
+        let given_up = tokio::time::timeout(Duration::from_secs(1), run(&argv, JSON_TOOL)).await;
+        assert!(given_up.is_err(), "the script waits for its sleep");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "the grandchild {pid} survived the timeout");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(4 * MIB), "4 MiB");
+        assert_eq!(size(64 * 1024), "64 KiB");
+        assert_eq!(size(100), "100 bytes");
+    }
 }

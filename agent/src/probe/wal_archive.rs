@@ -236,49 +236,183 @@ fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// `archive_command` as it may leave the host: stored by the collector and shown in its API.
-/// Commands sometimes carry credentials (`AWS_SECRET_ACCESS_KEY=… wal-g wal-push %p`,
-/// `sshpass -p …`, `s3://user:pass@…`); those values are masked, the shape of the command is
-/// kept so an operator can still see what runs. The rules only need empty / `(disabled)` / set.
+/// `archive_command` as it may leave the host: stored by the collector and shown in its API
+/// (to callers with role `ack` or more). Commands sometimes carry credentials; those values are
+/// masked, the shape of the command is kept so an operator can still see what runs. The rules
+/// only need empty / `(disabled)` / set. Masked, quoted or not, wherever they appear (also
+/// inside a quoted connection string):
+/// - `NAME=value` and `--name=value` where the name says secret (`PGPASSWORD=`, `password=`,
+///   `AWS_SECRET_ACCESS_KEY=`, `?token=`), and the word after `--password`-like flags;
+/// - the password of `user:pass` after `-u`/`--user`/`-U`/`--proxy-user` (curl) and in URLs
+///   (`s3://user:pass@host`);
+/// - sshpass's `-p secret` / `-psecret`.
+///
+/// Best effort: a secret in a form not listed (a positional argument, a custom flag) stays.
 pub fn redact_command(cmd: &str) -> String {
-    const SECRET_WORDS: [&str; 6] = ["pass", "secret", "token", "key", "auth", "credential"];
-    let sensitive = |name: &str| {
-        let n = name.to_ascii_lowercase();
-        SECRET_WORDS.iter().any(|w| n.contains(w))
+    let mut masked: Vec<(usize, usize)> = Vec::new();
+    masked.extend(secret_assignments(cmd));
+    masked.extend(url_passwords(cmd));
+    masked.extend(secret_arguments(cmd));
+    masked.retain(|(a, b)| a < b);
+    masked.sort();
+    let mut out = String::with_capacity(cmd.len());
+    let mut at = 0;
+    for (a, b) in masked {
+        if b <= at {
+            continue; // inside a range already masked
+        }
+        out.push_str(&cmd[at..a.max(at)]);
+        if a >= at {
+            out.push_str("***");
+        }
+        at = b;
+    }
+    out.push_str(&cmd[at..]);
+    out
+}
+
+const SECRET_WORDS: [&str; 7] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
+
+fn sensitive(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+}
+
+/// The value starting at `i`: inside its quotes when quoted, else up to whitespace, a quote
+/// or a shell operator.
+fn value_at(cmd: &str, i: usize) -> (usize, usize) {
+    let rest = &cmd[i..];
+    match rest.chars().next() {
+        Some(q @ ('\'' | '"')) => {
+            let inner = i + 1;
+            let end = cmd[inner..].find(q).map_or(cmd.len(), |e| inner + e);
+            (inner, end)
+        }
+        _ => {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || "'\";&|)".contains(c))
+                .map_or(cmd.len(), |e| i + e);
+            (i, end)
+        }
+    }
+}
+
+/// `NAME=value` with a secret-sounding name, anywhere (also `--password=`, `?token=`).
+fn secret_assignments(cmd: &str) -> Vec<(usize, usize)> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    cmd.match_indices('=')
+        .filter_map(|(eq, _)| {
+            let name_start = cmd[..eq].rfind(|c: char| !is_name(c)).map_or(0, |p| p + 1);
+            let name = cmd[name_start..eq].trim_start_matches('-');
+            sensitive(name).then(|| value_at(cmd, eq + 1))
+        })
+        .collect()
+}
+
+/// The password in `scheme://user:password@host`.
+fn url_passwords(cmd: &str) -> Vec<(usize, usize)> {
+    cmd.match_indices("://")
+        .filter_map(|(i, _)| {
+            let start = i + 3;
+            let rest = &cmd[start..];
+            let authority = rest
+                .find(|c: char| c.is_whitespace() || "/?#'\"".contains(c))
+                .map_or(rest, |e| &rest[..e]);
+            let at = authority.rfind('@')?;
+            let colon = authority[..at].find(':')?;
+            Some((start + colon + 1, start + at))
+        })
+        .collect()
+}
+
+/// Words of `cmd` as byte ranges, split at whitespace outside quotes.
+fn words(cmd: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut quote = None;
+    for (i, c) in cmd.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                start.get_or_insert(i);
+            }
+            (None, c) if c.is_whitespace() => {
+                if let Some(s) = start.take() {
+                    out.push((s, i));
+                }
+            }
+            (None, _) => {
+                start.get_or_insert(i);
+            }
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, cmd.len()));
+    }
+    out
+}
+
+/// Secrets given as flag arguments: `--password x`, `-u user:pass`, `sshpass -p x`.
+fn secret_arguments(cmd: &str) -> Vec<(usize, usize)> {
+    let words = words(cmd);
+    let text = |k: usize| words.get(k).map(|&(a, b)| &cmd[a..b]);
+    // After `-u`, only what follows the first ':' is the password (`sudo -u postgres` has none).
+    let after_colon = |(a, b): (usize, usize)| {
+        let w = &cmd[a..b];
+        let colon = a + w.find(':')? + 1;
+        // Quoted (`'user:pass word'`): up to the closing quote, spaces and all.
+        let quoted = w.len() > 1 && w.starts_with(['\'', '"']) && w.ends_with(&w[..1]);
+        Some(if quoted {
+            (colon, b - 1)
+        } else {
+            value_at(cmd, colon)
+        })
     };
     let mut out = Vec::new();
-    let mut mask_next = false;
-    for word in cmd.split(' ') {
-        if mask_next && !word.is_empty() {
-            out.push("***".to_string());
-            mask_next = false;
+    let mut sshpass_options = false;
+    for (k, &(a, b)) in words.iter().enumerate() {
+        let w = &cmd[a..b];
+        let next = || words.get(k + 1).map(|&(na, _)| value_at(cmd, na));
+        if sshpass_options {
+            match w {
+                "-p" => out.extend(next()),
+                _ if w.starts_with("-p") => out.push((a + 2, b)),
+                _ => {}
+            }
+            // sshpass's own options come before the command it runs; `-P prompt` takes one.
+            let takes_value = |o: &str| ["-p", "-P", "-f", "-d"].contains(&o);
+            sshpass_options =
+                w.starts_with('-') || text(k.wrapping_sub(1)).is_some_and(takes_value);
+        }
+        if w == "sshpass" || w.ends_with("/sshpass") {
+            sshpass_options = true;
             continue;
         }
-        // `-p secret` (sshpass), `--password secret`
-        if (word == "-p" && cmd.contains("sshpass"))
-            || (word.starts_with("--") && sensitive(word) && !word.contains('='))
-        {
-            mask_next = true;
-            out.push(word.to_string());
-            continue;
+        match w {
+            "-u" | "--user" | "-U" | "--proxy-user" => {
+                out.extend(words.get(k + 1).and_then(|&r| after_colon(r)));
+            }
+            _ if w.starts_with("--user=") || w.starts_with("--proxy-user=") => {
+                out.extend(after_colon((a + w.find('=').unwrap_or(0) + 1, b)));
+            }
+            _ if w.starts_with("-u") && w.len() > 2 && !w.starts_with("--") => {
+                out.extend(after_colon((a + 2, b)));
+            }
+            _ if w.starts_with("--") && !w.contains('=') && sensitive(w) => out.extend(next()),
+            _ => {}
         }
-        if let Some((name, _)) = word.split_once('=')
-            && sensitive(name)
-        {
-            out.push(format!("{name}=***"));
-            continue;
-        }
-        if let Some((scheme, rest)) = word.split_once("://")
-            && let Some((userinfo, host)) = rest.split_once('@')
-            && !userinfo.contains('/')
-        {
-            let user = userinfo.split(':').next().unwrap_or("");
-            out.push(format!("{scheme}://{user}:***@{host}"));
-            continue;
-        }
-        out.push(word.to_string());
     }
-    out.join(" ")
+    out
 }
 
 // === SQL ===
@@ -453,6 +587,66 @@ mod tests {
         );
         assert_eq!(r(""), "");
         assert_eq!(r("(disabled)"), "(disabled)");
+    }
+
+    #[test]
+    fn credentials_in_other_forms_are_masked() {
+        use super::redact_command as r;
+        for (cmd, shown) in [
+            (
+                "curl -s -u backup:hunter2 -T %p https://h/wal/%f",
+                "curl -s -u backup:*** -T %p https://h/wal/%f",
+            ),
+            (
+                "curl --user 'backup:hunter 2' -T %p x",
+                "curl --user 'backup:***' -T %p x",
+            ),
+            ("curl --user=backup:hunter2 x", "curl --user=backup:*** x"),
+            ("curl -ubackup:hunter2 x", "curl -ubackup:*** x"),
+            (
+                "sudo -u postgres cp %p /a/%f",
+                "sudo -u postgres cp %p /a/%f",
+            ),
+            (
+                "sshpass -phunter2 scp %p b:/a/%f",
+                "sshpass -p*** scp %p b:/a/%f",
+            ),
+            (
+                "/usr/bin/sshpass -v -p 'hunter 2' scp -p %p b:/a/%f",
+                "/usr/bin/sshpass -v -p '***' scp -p %p b:/a/%f",
+            ),
+            (
+                "PGPASSWORD='hunter 2' pg_receivewal",
+                "PGPASSWORD='***' pg_receivewal",
+            ),
+            (
+                "export PGPASSWORD=hunter2; cp %p /a/%f",
+                "export PGPASSWORD=***; cp %p /a/%f",
+            ),
+            (
+                "psql \"host=db password=hunter2 user=x\" -c 'select 1'",
+                "psql \"host=db password=*** user=x\" -c 'select 1'",
+            ),
+            (
+                "sh -c 'PASSWORD=\"hunter 2\" upload %p'",
+                "sh -c 'PASSWORD=\"***\" upload %p'",
+            ),
+            (
+                "rclone copy %p 's3://backup:hunter2@minio/wal'",
+                "rclone copy %p 's3://backup:***@minio/wal'",
+            ),
+            (
+                "curl -T %p \"https://h/put?token=hunter2&f=%f\"",
+                "curl -T %p \"https://h/put?token=***&f=%f\"",
+            ),
+            (
+                "curl -T %p https://user@h/%f",
+                "curl -T %p https://user@h/%f",
+            ),
+        ] {
+            assert_eq!(r(cmd), shown, "{cmd}");
+            assert!(!r(cmd).contains("hunter"), "{cmd}");
+        }
     }
 
     use super::*;

@@ -12,6 +12,7 @@
 //! - open mode (loopback, nothing configured) answers only requests addressed to a loopback
 //!   name, so a web page that rebinds its own DNS name to 127.0.0.1 cannot use the API;
 //! - a token is compared by its SHA-256 and never logged; the log names its holder;
+//! - a `read` caller's answers do not show `archive_command` (see `visibility`);
 //! - the pages and scripts themselves (outside `/api/`), `/healthz` and the OpenAPI document
 //!   hold no fleet data and are served to everyone, so the login form can load and tools can
 //!   read the API's description.
@@ -239,7 +240,10 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
     let write = !is_read(req.method());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     req.extensions_mut().insert(id.clone());
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if !super::visibility::sees_archive_command(&id) {
+        resp = super::visibility::for_reader(resp).await;
+    }
     if write && resp.status().is_success() {
         tracing::info!(user = %id.name(), auth = id.kind(), method = %method, path = %path,
             "change through the api");

@@ -1,16 +1,19 @@
 //! Reports on demand: `GET /api/v1/reports/daily?at=&format=` and
 //! `GET /api/v1/reports/monthly?month=YYYY-MM&format=json|html|csv`.
 //!
-//! Read role, like every GET under `/api/` (`auth::guard`). JSON by default; HTML is the
+//! Read role, like every GET under `/api/` (`auth::guard`); a `read` caller's daily report
+//! does not quote `archive_command` (see `visibility`). JSON by default; HTML is the
 //! standalone file (charts as `data:` URIs), CSV the long form of `report::render_csv`.
 
+use super::auth::Identity;
+use super::visibility;
 use super::{ApiError, ApiState};
 use crate::report::{self, Format, Month, Report};
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -51,6 +54,7 @@ async fn respond(s: &ApiState, r: Report, f: Format) -> Result<Response, ApiErro
 
 async fn daily(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Identity>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let f = format(&q)?;
@@ -61,7 +65,18 @@ async fn daily(
             .map_err(|_| bad(format!("at: {t:?} is not an RFC 3339 time")))?
             .with_timezone(&Utc),
     };
-    let r = report::daily(&*s.store, &s.reports, at, now).await?;
+    let mut r = report::daily(&*s.store, &s.reports, at, now).await?;
+    // HTML and CSV are not filtered on the way out like JSON (see `visibility`): hide the
+    // command in the open alerts' summaries here, before rendering, for every format.
+    if !visibility::sees_archive_command(&caller) {
+        for a in &mut r.open_alerts {
+            if let Some(hidden) =
+                backwatch_rules::archive::hide_command(&a.summary, visibility::HIDDEN)
+            {
+                a.summary = hidden;
+            }
+        }
+    }
     respond(&s, Report::Daily(r), f).await
 }
 

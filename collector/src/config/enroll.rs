@@ -28,6 +28,10 @@ pub const DEFAULT_SUPERSEDE_GRACE: Duration = Duration::from_secs(600);
 pub const MAX_SUPERSEDE_GRACE: Duration = Duration::from_secs(86_400);
 /// Shortest certificate validity accepted (short ones are for trying renewal out).
 pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(60);
+/// Longest certificate validity accepted: 397 days, the CA/Browser Forum limit. A stolen agent
+/// key works until its certificate expires (renewal supersedes it only if the real agent
+/// renews), so an unbounded validity would make a copied key a lasting credential.
+pub const MAX_CERT_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -90,8 +94,8 @@ pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -
         }
     };
     let cert_validity = raw.cert_validity.unwrap_or(DEFAULT_CERT_VALIDITY);
-    if cert_validity < MIN_CERT_VALIDITY {
-        p.push("enroll.cert_validity", "must be at least 60s");
+    if let Err(e) = check_cert_validity(cert_validity) {
+        p.push("enroll.cert_validity", e);
     }
     let token_ttl = raw.token_ttl.unwrap_or(DEFAULT_TOKEN_TTL);
     if let Err(e) = check_ttl(token_ttl) {
@@ -140,6 +144,21 @@ pub fn check_ttl(ttl: Duration) -> Result<(), String> {
     }
 }
 
+/// An issued certificate's validity: [`MIN_CERT_VALIDITY`] to [`MAX_CERT_VALIDITY`].
+pub fn check_cert_validity(validity: Duration) -> Result<(), String> {
+    if validity < MIN_CERT_VALIDITY {
+        Err("must be at least 60s".into())
+    } else if validity > MAX_CERT_VALIDITY {
+        Err(
+            "must be at most 397d (the CA/Browser Forum limit; agents renew on their \
+             own, so a short validity costs nothing)"
+                .into(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 fn key_private(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let meta =
@@ -163,6 +182,26 @@ mod tests {
         assert!(check_ttl(Duration::from_secs(1)).is_ok());
         assert!(check_ttl(Duration::ZERO).is_err());
         assert!(check_ttl(MAX_TOKEN_TTL + Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn cert_validity_is_bounded() {
+        assert!(check_cert_validity(MIN_CERT_VALIDITY).is_ok());
+        assert!(check_cert_validity(MAX_CERT_VALIDITY).is_ok());
+        assert!(check_cert_validity(Duration::from_secs(59)).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let raw = RawEnroll {
+            cert_validity: Some(MAX_CERT_VALIDITY + Duration::from_secs(86_400)),
+            ..Default::default()
+        };
+        let mut p = Problems::new(&dir.path().join("collector.toml"));
+        validate(&mut p, raw, dir.path(), &dir.path().join("ca.pem"));
+        let err = p.finish().unwrap_err().to_string();
+        assert!(err.contains("collector.toml"), "{err}");
+        assert!(
+            err.contains("enroll.cert_validity: must be at most 397d"),
+            "{err}"
+        );
     }
 
     #[test]

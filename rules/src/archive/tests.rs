@@ -223,6 +223,26 @@ fn archive_command_that_copies_nothing_is_critical_while_the_archiver_looks_heal
 }
 
 #[test]
+fn the_quoted_archive_command_can_be_hidden_from_a_summary() {
+    let mut obs = healthy();
+    let pg = obs.postgres.as_mut().expect("postgres");
+    pg.archive_command =
+        "rclone copy %p s3://u:***@x/' reports success without copying here".into();
+    pg.last_archived_file = None;
+    let v = judged(&obs);
+    let hidden = super::hide_command(&v.summary, "(hidden)").expect("a command is quoted");
+    assert!(!hidden.contains("rclone"), "{hidden}");
+    assert!(
+        hidden.ends_with(": archive_command (hidden) reports success without copying here"),
+        "{hidden}"
+    );
+    assert_eq!(
+        super::hide_command("backup.daily is 3h old", "(hidden)"),
+        None
+    );
+}
+
+#[test]
 fn truncated_last_archived_segment_is_critical() {
     let mut obs = healthy();
     obs.postgres
