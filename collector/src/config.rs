@@ -74,6 +74,10 @@ pub struct RawGrpc {
     pub max_streams_per_minute: Option<u32>,
     /// Checks one host may have (default 200); results of further checks are refused.
     pub max_checks_per_host: Option<u32>,
+    /// Connections open at once (default 10000: each agent keeps one).
+    pub max_connections: Option<usize>,
+    /// TLS handshakes in progress at once (default 256).
+    pub max_handshakes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -92,6 +96,19 @@ pub struct RawHttp {
     /// Proxy users (names or `*` patterns) who may acknowledge; the others read.
     #[serde(default)]
     pub ack_users: Vec<String>,
+    /// HTTPS: certificate chain and key (PEM), both or neither; reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections open at once (default 1024).
+    pub max_connections: Option<usize>,
+    /// TLS handshakes in progress at once (default 64).
+    pub max_handshakes: Option<usize>,
+    /// A request's headers must arrive within this (default "10s").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub header_timeout: Option<Duration>,
+    /// A connection that starts no request for this long is closed (default "60s").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -184,6 +201,10 @@ pub struct Config {
     pub access: Access,
     pub http_listen: SocketAddr,
     pub http_auth: http_auth::HttpAuth,
+    /// `[http]`: HTTPS, connection caps and timeouts of the HTTP listener.
+    pub http: crate::http_serve::HttpListen,
+    /// `grpc.max_connections`, `grpc.max_handshakes`.
+    pub grpc_limits: crate::listen::Limits,
     pub store_url: String,
     /// Raw results older than this are deleted (default 90 days).
     pub store_retention: Duration,
@@ -253,6 +274,44 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
 pub const DEFAULT_STORE_URL: &str = "sqlite:///var/lib/backwatch/collector.db";
 /// Raw results kept by default: a quarter of detail; rollups and alerts are kept for good.
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+pub const DEFAULT_GRPC_LIMITS: crate::listen::Limits = crate::listen::Limits {
+    max_connections: 10_000,
+    max_handshakes: 256,
+};
+pub const DEFAULT_HTTP_LIMITS: crate::listen::Limits = crate::listen::Limits {
+    max_connections: 1024,
+    max_handshakes: 64,
+};
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A listener's caps from its two keys; a zero is refused (it would refuse everyone).
+pub fn limits(
+    p: &mut Problems,
+    section: &str,
+    max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    default: crate::listen::Limits,
+) -> crate::listen::Limits {
+    let l = crate::listen::Limits {
+        max_connections: max_connections.unwrap_or(default.max_connections),
+        max_handshakes: max_handshakes.unwrap_or(default.max_handshakes),
+    };
+    // tokio's semaphores hold at most this many permits.
+    const MAX: usize = 1 << 24;
+    for (key, v) in [
+        ("max_connections", l.max_connections),
+        ("max_handshakes", l.max_handshakes),
+    ] {
+        if v == 0 || v > MAX {
+            p.push(
+                format!("{section}.{key}"),
+                format!("must be between 1 and {MAX}"),
+            );
+        }
+    }
+    l
+}
 
 impl Thresholds {
     pub fn new(base: &RawThresholds) -> Result<Self, String> {
@@ -538,7 +597,70 @@ impl Config {
             }
             thresholds.overrides.push((o.hosts, o.groups, o.thresholds));
         }
-        let http_auth = http_auth::validate(
+        let grpc_limits = limits(
+            &mut p,
+            "grpc",
+            raw.grpc.max_connections,
+            raw.grpc.max_handshakes,
+            DEFAULT_GRPC_LIMITS,
+        );
+        let http_tls = match (raw.http.tls_cert, raw.http.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = crate::http_serve::HttpTlsFiles {
+                    cert: if cert.is_relative() {
+                        base.join(cert)
+                    } else {
+                        cert
+                    },
+                    key: if key.is_relative() {
+                        base.join(key)
+                    } else {
+                        key
+                    },
+                };
+                if let Err(e) = crate::http_serve::load_certified(&files) {
+                    p.push("http.tls_cert", e);
+                }
+                Some(files)
+            }
+            (Some(_), None) => {
+                p.push(
+                    "http.tls_key",
+                    "is required with http.tls_cert (both or neither)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                p.push(
+                    "http.tls_cert",
+                    "is required with http.tls_key (both or neither)",
+                );
+                None
+            }
+        };
+        let http = crate::http_serve::HttpListen {
+            limits: limits(
+                &mut p,
+                "http",
+                raw.http.max_connections,
+                raw.http.max_handshakes,
+                DEFAULT_HTTP_LIMITS,
+            ),
+            header_timeout: raw
+                .http
+                .header_timeout
+                .unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT),
+            idle_timeout: raw.http.idle_timeout.unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT),
+            tls: http_tls,
+        };
+        if http.header_timeout.is_zero() {
+            p.push("http.header_timeout", "must be more than 0");
+        }
+        if http.idle_timeout.is_zero() {
+            p.push("http.idle_timeout", "must be more than 0");
+        }
+        let mut http_auth = http_auth::validate(
             &mut p,
             http_auth::RawHttpAuth {
                 tokens: raw.http.tokens,
@@ -549,6 +671,10 @@ impl Config {
                 base,
             },
         );
+        // Over plain HTTP beyond this machine a bearer token crosses the network in clear:
+        // refused, unless a TLS proxy in front is configured (it terminates TLS).
+        http_auth.plain_bearer_refused =
+            http.tls.is_none() && !http_listen.ip().is_loopback() && http_auth.proxy.is_none();
         let alerting = alerting::validate(
             &mut p,
             alerting::RawAlerting {
@@ -576,6 +702,8 @@ impl Config {
             access,
             http_listen,
             http_auth,
+            http,
+            grpc_limits,
             store_url,
             store_retention,
             silence,

@@ -4,6 +4,7 @@
 use crate::api::{self, ApiState};
 use crate::config::{Access, Config};
 use crate::ingest::IngestService;
+use crate::listen::{Gate, Guarded};
 use crate::silence;
 use crate::store::{SqlStore, Store};
 use crate::tls;
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 /// A TLS handshake that takes longer than this is dropped, so a slow or hostile client cannot
 /// hold the accept loop.
@@ -30,6 +31,8 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub struct Live {
     acceptor: RwLock<TlsAcceptor>,
     pub access: RwLock<Access>,
+    /// The HTTPS certificate, when `http.tls_cert` is set.
+    http_cert: Option<Arc<crate::http_serve::CertSlot>>,
 }
 
 impl Live {
@@ -64,6 +67,12 @@ impl Live {
                 return;
             }
         }
+        if let Some(slot) = &self.http_cert
+            && let Err(e) = crate::http_serve::reload(slot, cfg.http.tls.as_ref())
+        {
+            error!(error = %e, "reload refused: HTTPS certificate unusable; keeping the running one");
+            return;
+        }
         if let Ok(mut a) = self.access.write() {
             *a = cfg.access;
         }
@@ -72,6 +81,7 @@ impl Live {
 }
 
 pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+    crate::listen::raise_open_files();
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store_url).await?);
     info!(store = %crate::store::redact_url(&config.store_url), "store ready");
     let tls_config = tls::server_config(&config.tls)?;
@@ -85,16 +95,33 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP listener {}", config.http_listen))?;
     info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "collector listening");
 
+    let http_cert = match &config.http.tls {
+        Some(files) => Some(
+            crate::http_serve::CertSlot::load(files)
+                .map_err(|e| anyhow::anyhow!("HTTPS certificate: {e}"))?,
+        ),
+        None => None,
+    };
+    let http_tls = match &http_cert {
+        Some(slot) => Some(TlsAcceptor::from(
+            slot.server_config()
+                .map_err(|e| anyhow::anyhow!("HTTPS configuration: {e}"))?,
+        )),
+        None => None,
+    };
+    crate::http_serve::warn_plaintext(config.http_listen, &config.http, &config.http_auth);
     let live = Arc::new(Live {
         acceptor: RwLock::new(TlsAcceptor::from(tls_config)),
         access: RwLock::new(config.access.clone()),
+        http_cert,
     });
     tokio::spawn(reload_on_sighup(live.clone(), config_path));
     if let Some(enroll) = &config.enroll {
         crate::enroll::spawn(enroll, &config.tls, store.clone(), live.clone()).await?;
     }
     let (conn_tx, conn_rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(grpc, live.clone(), conn_tx));
+    let grpc_gate = crate::listen::Gate::new("grpc", config.grpc_limits);
+    tokio::spawn(accept_loop(grpc, live.clone(), grpc_gate, conn_tx));
     let changed = Arc::new(tokio::sync::Notify::new());
     // SQLite takes one writer at a time; PostgreSQL merges the flushes of a few.
     let writers = if crate::leader::is_postgres(&config.store_url) {
@@ -172,13 +199,19 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         reports: Arc::new(config.reports.clone()),
         enroll: config.enroll.clone().map(Arc::new),
     });
-    // The peer address decides whether a trusted proxy's user header is believed.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http_server = axum::serve(http, app).with_graceful_shutdown(shutdown_signal());
+    let http_gate = crate::listen::Gate::new("http", config.http.limits);
+    let http_server = crate::http_serve::serve(
+        http,
+        app,
+        config.http.clone(),
+        http_tls,
+        http_gate,
+        shutdown_signal(),
+    );
 
     tokio::select! {
         r = grpc_server => r.context("gRPC server")?,
-        r = http_server => r.context("HTTP server")?,
+        () = http_server => {}
     }
     info!("collector stopped");
     Ok(())
@@ -197,7 +230,8 @@ async fn reload_on_sighup(live: Arc<Live>, path: PathBuf) {
 async fn accept_loop(
     listener: TcpListener,
     live: Arc<Live>,
-    out: mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    gate: Arc<Gate>,
+    out: mpsc::Sender<Guarded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -209,19 +243,30 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over either cap the connection is dropped (closed) before any TLS work.
+        let Some(slot) = gate.admit() else {
+            continue;
+        };
+        let Some(handshake) = gate.handshake() else {
+            continue;
+        };
         let acceptor = live.acceptor();
-        let out = out.clone();
+        let (out, gate) = (out.clone(), gate.clone());
         tokio::spawn(async move {
             let accept = acceptor.accept(tcp).into_fallible();
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await;
+            drop(handshake);
+            match accepted {
                 Ok(Ok(stream)) => {
-                    let _ = out.send(stream).await;
+                    // Agents keep their stream for good: no idle timeout here (HTTP/2
+                    // keepalive finds the dead ones).
+                    let _ = out.send(Guarded::new(stream, slot, None)).await;
                 }
                 Ok(Err((e, tcp))) => {
-                    info!(peer = %peer, error = %e, "TLS handshake refused");
+                    gate.handshake_failed(peer, &e);
                     linger_close(tcp).await;
                 }
-                Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
+                Err(_) => gate.handshake_failed(peer, &"handshake timed out"),
             }
         });
     }

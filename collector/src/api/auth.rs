@@ -13,6 +13,9 @@
 //!   name, so a web page that rebinds its own DNS name to 127.0.0.1 cannot use the API;
 //! - a token is compared by its SHA-256 and never logged; the log names its holder;
 //! - a `read` caller's answers do not show `archive_command` (see `visibility`);
+//! - over plain HTTP on a non-loopback address without a trusted proxy, a request carrying
+//!   a bearer token is refused (403), whatever the token: it crossed the network in clear,
+//!   and refusing it makes the setup fail loudly rather than leak tokens quietly;
 //! - the pages and scripts themselves (outside `/api/`), `/healthz` and the OpenAPI document
 //!   hold no fleet data and are served to everyone, so the login form can load and tools can
 //!   read the API's description.
@@ -136,6 +139,14 @@ pub fn authenticate(
         };
     }
     if let Some(token) = bearer(headers) {
+        if auth.plain_bearer_refused {
+            return Err(Denied::Forbidden(
+                "bearer tokens are refused over plain HTTP on a non-loopback address (the token \
+                 crossed the network in clear): use HTTPS (http.tls_cert, http.tls_key) or a \
+                 TLS proxy listed in http.trusted_proxies"
+                    .into(),
+            ));
+        }
         let d = digest(token);
         return auth
             .tokens

@@ -25,6 +25,7 @@ fn auth() -> HttpAuth {
             ack_users: vec!["alice".into()],
         }),
         open: false,
+        plain_bearer_refused: false,
     }
 }
 
@@ -186,4 +187,22 @@ fn enrollments_need_an_admin_token() {
         authorize_path(&admin, &Method::POST, "/api/v1/alerts/1/ack"),
         Ok(())
     );
+}
+
+#[test]
+fn bearer_tokens_are_refused_over_plain_http_beyond_loopback() {
+    let mut a = auth();
+    a.proxy = None;
+    a.plain_bearer_refused = true;
+    match authenticate(&a, ip("10.0.0.9"), &bearer_of(READ_TOKEN)) {
+        Err(Denied::Forbidden(m)) => assert!(m.contains("plain HTTP"), "{m}"),
+        other => panic!("a token over plain HTTP must be refused, got {other:?}"),
+    }
+    // Without a token the request is simply unauthenticated, as before.
+    assert!(matches!(
+        authenticate(&a, ip("10.0.0.9"), &headers(&[])),
+        Err(Denied::Unauthenticated(_))
+    ));
+    a.plain_bearer_refused = false;
+    assert!(authenticate(&a, ip("10.0.0.9"), &bearer_of(READ_TOKEN)).is_ok());
 }

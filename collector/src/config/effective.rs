@@ -21,6 +21,10 @@ fn s(v: impl ToString) -> Value {
     Value::String(v.to_string())
 }
 
+fn count(n: usize) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().map(s).collect())
 }
@@ -49,15 +53,23 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
                 "max_checks_per_host",
                 Value::Integer(i64::from(c.access.max_checks_per_host)),
             ),
+            ("max_connections", count(c.grpc_limits.max_connections)),
+            ("max_handshakes", count(c.grpc_limits.max_handshakes)),
         ]),
     );
-    doc.insert(
-        "http".into(),
-        table(vec![
-            ("listen", s(c.http_listen)),
-            ("public_url", s(&c.alerting.public_url)),
-        ]),
-    );
+    let mut http = vec![
+        ("listen", s(c.http_listen)),
+        ("public_url", s(&c.alerting.public_url)),
+        ("max_connections", count(c.http.limits.max_connections)),
+        ("max_handshakes", count(c.http.limits.max_handshakes)),
+        ("header_timeout", s(fmt_duration(c.http.header_timeout))),
+        ("idle_timeout", s(fmt_duration(c.http.idle_timeout))),
+    ];
+    if let Some(t) = &c.http.tls {
+        http.push(("tls_cert", s(t.cert.display())));
+        http.push(("tls_key", s(t.key.display())));
+    }
+    doc.insert("http".into(), table(http));
     doc.insert(
         "store".into(),
         table(vec![
@@ -81,6 +93,10 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
             ("cert_validity", s(fmt_duration(e.cert_validity))),
             ("token_ttl", s(fmt_duration(e.token_ttl))),
             ("supersede_grace", s(fmt_duration(e.supersede_grace))),
+            ("max_connections", count(e.limits.max_connections)),
+            ("max_handshakes", count(e.limits.max_handshakes)),
+            ("idle_timeout", s(fmt_duration(e.idle_timeout))),
+            ("max_connection_age", s(fmt_duration(e.max_connection_age))),
         ];
         // Unset, the window is not one duration but the last third of each certificate.
         if let Some(w) = e.renew_window {

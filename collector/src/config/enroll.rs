@@ -57,6 +57,16 @@ pub struct RawEnroll {
     /// (default "10m").
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub supersede_grace: Option<Duration>,
+    /// Connections open at once (default 256).
+    pub max_connections: Option<usize>,
+    /// TLS handshakes in progress at once (default 64).
+    pub max_handshakes: Option<usize>,
+    /// A connection whose peer sends nothing for this long is closed (default "30s").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Every connection is closed after this long, busy or not (default "2m").
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_connection_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +79,18 @@ pub struct Enroll {
     /// `None`: the last third of the presented certificate's validity.
     pub renew_window: Option<Duration>,
     pub supersede_grace: Duration,
+    pub limits: crate::listen::Limits,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
 }
+
+pub const DEFAULT_LIMITS: crate::listen::Limits = crate::listen::Limits {
+    max_connections: 256,
+    max_handshakes: 64,
+};
+/// An enrollment is one short call: a connection quiet this long is not making one.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
 pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -> Enroll {
     let rel = |f: PathBuf| if f.is_relative() { base.join(f) } else { f };
@@ -114,7 +135,25 @@ pub fn validate(p: &mut Problems, raw: RawEnroll, base: &Path, grpc_ca: &Path) -
             "must be at most 1d: the certificate a renewal replaced works that long",
         );
     }
+    let limits = crate::config::limits(
+        p,
+        "enroll",
+        raw.max_connections,
+        raw.max_handshakes,
+        DEFAULT_LIMITS,
+    );
+    let idle_timeout = raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    if idle_timeout.is_zero() {
+        p.push("enroll.idle_timeout", "must be more than 0");
+    }
+    let max_connection_age = raw.max_connection_age.unwrap_or(DEFAULT_MAX_CONNECTION_AGE);
+    if max_connection_age.is_zero() {
+        p.push("enroll.max_connection_age", "must be more than 0");
+    }
     let out = Enroll {
+        limits,
+        idle_timeout,
+        max_connection_age,
         listen,
         ca_cert,
         ca_key,

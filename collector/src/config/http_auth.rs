@@ -151,6 +151,9 @@ pub struct HttpAuth {
     pub proxy: Option<TrustedProxy>,
     /// Nothing configured on a loopback listener: everyone on this machine may do everything.
     pub open: bool,
+    /// Plain HTTP on a non-loopback address without a trusted proxy: a request carrying a
+    /// bearer token is refused (the token crossed the network in clear).
+    pub plain_bearer_refused: bool,
 }
 
 impl Default for HttpAuth {
@@ -159,6 +162,7 @@ impl Default for HttpAuth {
             tokens: Vec::new(),
             proxy: None,
             open: true,
+            plain_bearer_refused: false,
         }
     }
 }
@@ -358,6 +362,7 @@ pub fn validate(p: &mut Problems, raw: RawHttpAuth<'_>) -> HttpAuth {
         tokens,
         proxy,
         open: !configured,
+        plain_bearer_refused: false,
     }
 }
 

@@ -5,6 +5,7 @@ use super::standing::{self, Presented};
 use super::{Refusal, Signer, token_digest};
 use crate::config::TlsFiles;
 use crate::config::enroll::Enroll;
+use crate::listen::{Gate, Guarded};
 use crate::server::Live;
 use crate::store::Store;
 use crate::store::enroll::IssuedCertificate;
@@ -27,6 +28,10 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings of the enrollment listener: a peer gone without closing is dropped. A peer
+/// that never completes the HTTP/2 preface is never pinged and goes at `enroll.idle_timeout`;
+/// one that answers pings and asks nothing goes at `enroll.max_connection_age`.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// A certificate request is a few hundred bytes; anything near this is not one.
 const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
@@ -265,22 +270,31 @@ pub async fn spawn(
         .with_context(|| format!("binding enrollment listener {}", cfg.listen))?;
     info!(enroll = %listener.local_addr()?, "enrollment listener ready");
     let (tx, rx) = mpsc::channel(16);
+    let gate = Gate::new("enroll", cfg.limits);
+    let idle = cfg.idle_timeout;
     tokio::spawn(async move {
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            // Over either cap the connection is dropped (closed) before any TLS work.
+            let Some(slot) = gate.admit() else {
+                continue;
+            };
+            let Some(handshake) = gate.handshake() else {
+                continue;
+            };
+            let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(handshake);
+                match accepted {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(stream).await;
+                        let _ = tx.send(Guarded::new(stream, slot, Some(idle))).await;
                     }
-                    Ok(Err(e)) => {
-                        info!(peer = %peer, error = %e, "enrollment TLS handshake refused")
-                    }
-                    Err(_) => info!(peer = %peer, "enrollment TLS handshake timed out"),
+                    Ok(Err(e)) => gate.handshake_failed(peer, &e),
+                    Err(_) => gate.handshake_failed(peer, &"handshake timed out"),
                 }
             });
         }
@@ -294,6 +308,12 @@ pub async fn spawn(
     };
     let server = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
+        // A peer gone without closing is found within 30 s; a peer that keeps answering
+        // pings but sends nothing else still goes at `max_connection_age`.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_connection_age(cfg.max_connection_age)
+        .max_connection_age_grace(Duration::from_secs(10))
         .add_service(
             EnrollmentServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -185,6 +185,9 @@ mod tests {
             token_ttl: DEFAULT_TOKEN_TTL,
             renew_window: None,
             supersede_grace: Duration::from_secs(600),
+            limits: crate::config::enroll::DEFAULT_LIMITS,
+            idle_timeout: crate::config::enroll::DEFAULT_IDLE_TIMEOUT,
+            max_connection_age: crate::config::enroll::DEFAULT_MAX_CONNECTION_AGE,
         })
         .unwrap()
     }

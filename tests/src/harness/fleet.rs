@@ -140,6 +140,10 @@ pub struct CollectorBuilder<'a> {
     /// Keys of the generated `[grpc]` section (limits), which `extra` cannot add to.
     grpc: String,
     log_filter: String,
+    /// Keys written inside `[http]` (the table cannot be opened twice).
+    http_keys: String,
+    https: bool,
+    http_host: &'static str,
 }
 
 pub struct Collector {
@@ -150,6 +154,8 @@ pub struct Collector {
     pub http_port: u16,
     http: reqwest::Client,
     log_filter: String,
+    /// `https` with the fleet CA's certificate for localhost, or `http`.
+    scheme: &'static str,
 }
 
 impl Collector {
@@ -161,6 +167,9 @@ impl Collector {
             extra: String::new(),
             grpc: String::new(),
             log_filter: TEST_LOG.into(),
+            http_keys: String::new(),
+            https: false,
+            http_host: "127.0.0.1",
         }
     }
 
@@ -177,6 +186,9 @@ impl Collector {
             extra: String::new(),
             grpc: String::new(),
             log_filter: TEST_LOG.into(),
+            http_keys: String::new(),
+            https: false,
+            http_host: "127.0.0.1",
         }
     }
 }
@@ -195,6 +207,28 @@ impl CollectorBuilder<'_> {
         self
     }
 
+    /// Keys of the `[http]` table (`max_connections = 10`, ...).
+    pub fn http_keys(mut self, keys: &str) -> Self {
+        self.http_keys.push_str(keys);
+        self.http_keys.push('\n');
+        self
+    }
+
+    /// HTTPS on the HTTP listener: `http.tls_cert` / `http.tls_key` are copies of the fleet's
+    /// collector certificate (for localhost), `http.pem` and `http-key.pem` in the collector's
+    /// directory ([`Collector::http_tls_files`]); the test client trusts the fleet CA.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// The HTTP listener on every address (0.0.0.0) instead of loopback; tests still reach it
+    /// at 127.0.0.1.
+    pub fn http_on_all_addresses(mut self) -> Self {
+        self.http_host = "0.0.0.0";
+        self
+    }
+
     /// The collector's `RUST_LOG` (tests: debug; benchmarks: what production runs with).
     pub fn log_filter(mut self, filter: &str) -> Self {
         self.log_filter = filter.into();
@@ -210,15 +244,34 @@ impl CollectorBuilder<'_> {
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("collector.db").display()));
         let d = self.certs.dir();
         let config = dir.path().join("collector.toml");
+        let mut http_keys = self.http_keys;
+        if self.https {
+            let (cert, key) = (dir.path().join("http.pem"), dir.path().join("http-key.pem"));
+            std::fs::copy(d.join("collector.pem"), &cert)?;
+            std::fs::copy(d.join("collector-key.pem"), &key)?;
+            http_keys.push_str(&format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         let text = format!(
             "[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\n[store]\nurl = \"{store_url}\"\n{}",
+             [http]\nlisten = \"{}:{http_port}\"\n{http_keys}[store]\nurl = \"{store_url}\"\n{}",
             d.join("ca.pem").display(),
             d.join("collector.pem").display(),
             d.join("collector-key.pem").display(),
             self.grpc,
+            self.http_host,
             self.extra
         );
+        let http = if self.https {
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.pem"))?)?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder().tls_certs_only([ca]).build()?
+        } else {
+            http_client()
+        };
         std::fs::write(&config, text)?;
         let mut c = Collector {
             dir,
@@ -226,8 +279,9 @@ impl CollectorBuilder<'_> {
             child: None,
             grpc_port,
             http_port,
-            http: http_client(),
+            http,
             log_filter: self.log_filter,
+            scheme: if self.https { "https" } else { "http" },
         };
         c.launch().await?;
         Ok(c)
@@ -271,7 +325,24 @@ impl Collector {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        match self.scheme {
+            // The certificate names localhost.
+            "https" => format!("https://localhost:{}{path}", self.http_port),
+            _ => format!("http://127.0.0.1:{}{path}", self.http_port),
+        }
+    }
+
+    /// The client the harness talks to the API with (trusts the fleet CA under `https`).
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    /// `http.tls_cert` and `http.tls_key` of a collector built with `https()`.
+    pub fn http_tls_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("http.pem"),
+            self.dir.path().join("http-key.pem"),
+        )
     }
 
     /// What agents dial.
