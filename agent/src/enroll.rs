@@ -405,6 +405,7 @@ async fn renew(link: &CollectorLink) -> Result<DateTime<Utc>, EnrollError> {
 
 /// Renews the certificate before it expires, forever; `renewed` tells the link to reconnect.
 pub async fn renew_loop(link: CollectorLink, renewed: Arc<tokio::sync::Notify>) {
+    let mut failures = 0u32;
     loop {
         let now = Utc::now();
         let (not_before, not_after) = match validity(&link.cert) {
@@ -426,6 +427,7 @@ pub async fn renew_loop(link: CollectorLink, renewed: Arc<tokio::sync::Notify>) 
             Ok(new_expiry) => {
                 info!(old_expiry = %not_after, new_expiry = %new_expiry, url = %link.enroll_url,
                     "agent certificate renewed");
+                failures = 0;
                 renewed.notify_one();
             }
             Err(e) if opens_at(&e).is_some_and(|t| t > now) => {
@@ -439,13 +441,25 @@ pub async fn renew_loop(link: CollectorLink, renewed: Arc<tokio::sync::Notify>) 
             }
             Err(e) => {
                 let left = (not_after - now).to_std().unwrap_or_default();
-                let retry = (left / 10).clamp(Duration::from_secs(5), Duration::from_secs(600));
+                failures = failures.saturating_add(1);
+                let retry = renew_retry(left, failures);
                 warn!(error = %chain(&e), expires = %not_after, url = %link.enroll_url,
                     retry_in = ?retry, "certificate renewal failed");
                 tokio::time::sleep(retry).await;
             }
         }
     }
+}
+
+/// How long to wait after the `failures`-th renewal failure in a row with `left` of validity:
+/// a minute at first, doubling to ten, never more than a tenth of what is left (at least 5 s).
+/// The first retries stay well under the collector's default `enroll.supersede_grace` (10
+/// minutes), so a renewal whose reply was lost is followed by another soon.
+pub fn renew_retry(left: Duration, failures: u32) -> Duration {
+    let backoff = Duration::from_secs(60)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(4))
+        .min(Duration::from_secs(600));
+    backoff.min(left / 10).max(Duration::from_secs(5))
 }
 
 /// When renewal opens, from a refusal that says renewal has not opened yet.
@@ -523,6 +537,21 @@ mod tests {
             let err = check_collector_url(bad).unwrap_err().to_string();
             assert!(err.contains("must be an https:// URL"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_failed_renewal_is_retried_within_a_minute_then_less_often() {
+        let day = Duration::from_secs(86_400);
+        let secs = |n| Duration::from_secs(n);
+        assert_eq!(renew_retry(10 * day, 1), secs(60));
+        assert_eq!(renew_retry(10 * day, 2), secs(120));
+        assert_eq!(renew_retry(10 * day, 4), secs(480));
+        assert_eq!(renew_retry(10 * day, 5), secs(600));
+        assert_eq!(renew_retry(10 * day, u32::MAX), secs(600));
+        // Short-lived certificates: a tenth of what is left, never under 5 s.
+        assert_eq!(renew_retry(secs(200), 1), secs(20));
+        assert_eq!(renew_retry(secs(10), 3), secs(5));
+        assert_eq!(renew_retry(Duration::ZERO, 1), secs(5));
     }
 
     #[test]

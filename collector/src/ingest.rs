@@ -7,6 +7,8 @@
 //!   certificate for its host (see [`crate::enroll::standing`]) gets no stream; an open stream
 //!   is cut at its next message once a deny is reloaded, and within [`RECHECK_STANDING`] of
 //!   being superseded;
+//! - a certificate's first stream records its first use, from which on it supersedes the
+//!   older certificates of its host (after the grace);
 //! - a result is acknowledged only after the store committed it (or found it already stored),
 //!   so an ack means durable; on a store error the stream ends without ack and the agent
 //!   replays from its spool;
@@ -211,6 +213,18 @@ impl Ingest for IngestService {
                     access.max_streams_per_agent
                 ))
             })?;
+        // Per stream, not per message. From this first use on the certificate supersedes
+        // older ones of its host (after the grace) and blocks a second renewal of its parent
+        // (see `standing`); a no-op read after the first stream.
+        if self
+            .store
+            .mark_certificate_used(&fingerprint, Utc::now())
+            .await
+            .map_err(store_unavailable)?
+        {
+            info!(agent = %host, peer = %peer, fingerprint = %fingerprint,
+                "certificate used for the first time");
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let session = Session {

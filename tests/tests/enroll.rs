@@ -195,6 +195,26 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Wait until the collector says the certificate in `cert` opened its first stream.
+    async fn first_use_of(&self, cert: &Path) -> Result<()> {
+        let line = format!("fingerprint={}", fingerprint(cert)?);
+        eventually(WAIT, "the certificate's first stream", async || {
+            let log = self.collector.log();
+            if log
+                .lines()
+                .any(|l| l.contains("certificate used for the first time") && l.contains(&line))
+            {
+                Ok(())
+            } else {
+                bail!("log so far:\n{log}")
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
 /// SHA-256 of a PEM certificate file's DER, hex: what `deny_fingerprints` lists.
 fn fingerprint(path: &Path) -> Result<String> {
     use rustls::pki_types::pem::PemObject;
@@ -495,7 +515,12 @@ async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> 
         .await?
         .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
 
-    // The first certificate was replaced: no stream, and no renewal from it either.
+    // The renewal takes over once it opened a stream (what the agent does right after
+    // renewing); from then on, with no grace, the first certificate gets no stream and no
+    // renewal either.
+    let renewed = f.agent_with("db42", &c2, &k2)?;
+    f.first_use_of(&c2).await?;
+    drop(renewed);
     let old = f.agent_with("db42", &c1, &k1)?;
     log_says(
         "the old certificate refused",
@@ -525,6 +550,7 @@ async fn a_renewed_away_certificate_is_refused_and_a_deny_follows_renewals() -> 
         .await?
         .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
     let current = f.agent_with("db42", &c3, &k3)?;
+    f.first_use_of(&c3).await?;
     f.collector
         .wait_status("db42", "disk.data", "ok", WAIT)
         .await;
@@ -671,6 +697,136 @@ async fn an_agent_waits_for_a_later_renewal_window_then_renews() -> Result<()> {
             .contains("renewal before its window refused"),
         "{}",
         f.collector.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_renewal_never_used_locks_nobody_out_and_may_be_renewed_past() -> Result<()> {
+    // No grace at all: before, a renewal superseded the old certificate the moment it was
+    // issued, so an agent that never got the reply (dropped connection, full disk) was locked
+    // out. Now only a renewal that opened a stream supersedes.
+    let f =
+        fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\nsupersede_grace = \"0s\"\n").await?;
+    let token = f.token("db42", None)?;
+    let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (c1, k1) = (f.cert("db42"), f.key("db42"));
+    // The reply "lost": its certificate is never used.
+    f.renew_as("db42", &c1, &k1, "db42-lost")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+
+    // The old certificate still reports, and renews again.
+    let old = f.agent_with("db42", &c1, &k1)?;
+    f.first_use_of(&c1).await?;
+    f.collector
+        .wait_status("db42", "disk.data", "ok", WAIT)
+        .await;
+    let (c2, k2) = f
+        .renew_as("db42", &c1, &k1, "db42-2")
+        .await?
+        .map_err(|s| anyhow::anyhow!("second renewal refused: {s:?}"))?;
+    assert!(
+        !f.collector.log().contains("superseded"),
+        "{}",
+        f.collector.log()
+    );
+    assert!(
+        !old.log().contains("replaced by a newer one"),
+        "{}",
+        old.log()
+    );
+
+    // Once the second renewal opened a stream, the old certificate's stream is refused (no
+    // grace), and so is another renewal from it.
+    drop(old);
+    let current = f.agent_with("db42", &c2, &k2)?;
+    f.first_use_of(&c2).await?;
+    let old = f.agent_with("db42", &c1, &k1)?;
+    log_says(
+        "the old certificate refused",
+        || old.log(),
+        "was replaced by a newer one",
+    )
+    .await;
+    let again = f
+        .renew_as("db42", &c1, &k1, "db42-x")
+        .await?
+        .expect_err("a superseded certificate cannot renew");
+    assert_eq!(again.code(), tonic::Code::PermissionDenied, "{again:?}");
+    assert!(
+        again.message().contains("replaced by a newer one"),
+        "{again:?}"
+    );
+    // The lost renewal, older than the one in use, is superseded too.
+    let lost = f
+        .renew_as(
+            "db42",
+            &f.home.path().join("db42-lost.pem"),
+            &f.home.path().join("db42-lost-key.pem"),
+            "db42-y",
+        )
+        .await?
+        .expect_err("the lost renewal is superseded by the used one");
+    assert_eq!(lost.code(), tonic::Code::PermissionDenied, "{lost:?}");
+    assert!(
+        !current.log().contains("replaced by a newer one"),
+        "{}",
+        current.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_certificate_whose_renewal_is_in_use_cannot_renew_again() -> Result<()> {
+    // The default grace (10 min): the old certificate still opens streams, but a second
+    // renewal from it (a stolen copy forking the identity) is refused once the agent's
+    // renewal opened a stream.
+    let f = fleet("cert_validity = \"1h\"\nrenew_window = \"1h\"\n").await?;
+    let token = f.token("db42", None)?;
+    let out = f.enroll(&f.agent("db42")?, "db42", &token)?;
+    assert!(out.status.success(), "{}", text(&out));
+    let (c1, k1) = (f.cert("db42"), f.key("db42"));
+    let (c2, k2) = f
+        .renew_as("db42", &c1, &k1, "db42-2")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal refused: {s:?}"))?;
+    let agent = f.agent_with("db42", &c2, &k2)?;
+    f.first_use_of(&c2).await?;
+
+    let thief = f
+        .renew_as("db42", &c1, &k1, "db42-thief")
+        .await?
+        .expect_err("a second renewal beside the one in use must be refused");
+    assert_eq!(thief.code(), tonic::Code::PermissionDenied, "{thief:?}");
+    assert!(
+        thief
+            .message()
+            .starts_with("this certificate of db42 was already renewed (serial "),
+        "{thief:?}"
+    );
+    assert!(
+        thief.message().contains("the renewal is in use")
+            && thief
+                .message()
+                .contains("enroll db42 again with a new token"),
+        "{thief:?}"
+    );
+    assert!(!f.home.path().join("db42-thief.pem").exists());
+    let log = f.collector.log();
+    assert!(
+        log.contains("renewal by a certificate already renewed, with the renewal in use, refused"),
+        "{log}"
+    );
+    // The agent's certificate is untouched by the attempt, and renews itself as usual.
+    f.renew_as("db42", &c2, &k2, "db42-3")
+        .await?
+        .map_err(|s| anyhow::anyhow!("renewal of the one in use refused: {s:?}"))?;
+    assert!(
+        !agent.log().contains("replaced by a newer one"),
+        "{}",
+        agent.log()
     );
     Ok(())
 }

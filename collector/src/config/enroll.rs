@@ -53,8 +53,8 @@ pub struct RawEnroll {
     /// its validity, when agents renew).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub renew_window: Option<Duration>,
-    /// How long a certificate keeps working after a newer one for the same host was issued
-    /// (default "10m").
+    /// How long a certificate keeps working after a newer one for the same host first opened
+    /// a stream (default "10m").
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub supersede_grace: Option<Duration>,
     /// Connections open at once (default 256).

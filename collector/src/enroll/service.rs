@@ -71,6 +71,7 @@ fn record(
         not_after: issued.not_after,
         issued_at: now,
         renewed_from: renewed_from.map(str::to_string),
+        first_used_at: None,
     }
 }
 
@@ -195,6 +196,19 @@ impl Enrollment for EnrollService {
                 &host, &by,
             )));
         }
+        // Within the grace the presented certificate still stands, but once its renewal is
+        // in use a second renewal could only fork the identity (a stolen key renewing beside
+        // the agent); a renewal never used (reply lost) does not count.
+        if let Some(child) = standing::used_renewal(&*self.store, &old)
+            .await
+            .map_err(unavailable)?
+        {
+            warn!(agent = %host, peer = %peer, fingerprint = %old, renewal = %child.fingerprint,
+                "renewal by a certificate already renewed, with the renewal in use, refused");
+            return Err(Status::permission_denied(standing::renewed_message(
+                &host, &child,
+            )));
+        }
         let opens = standing::renewal_opens(not_before, not_after, self.renew_window);
         if now < opens {
             warn!(agent = %host, peer = %peer, fingerprint = %old, opens_at = %opens,
@@ -225,7 +239,8 @@ impl Enrollment for EnrollService {
                 refused(refusal)
             })?;
         // Recorded before it is handed out: a certificate the store does not know could
-        // neither supersede the old one nor be denied through it.
+        // neither supersede the old one nor be denied through it. It supersedes only once
+        // it opens a stream, so a reply that never arrives locks the agent out of nothing.
         self.store
             .record_certificate(&record(&host, &issued, now, Some(&old)))
             .await

@@ -1,11 +1,16 @@
 //! Whether a fleet certificate still stands, beyond chaining to the fleet CA and the deny
 //! lists of `[grpc]`: asked by the ingest listener for every stream and by `Renew`.
 //!
-//! - Superseded: once a newer certificate for the same host has been issued more than
-//!   `enroll.supersede_grace` ago, the older one is refused. The grace lets the agent that
-//!   renewed finish its reconnect; after it, a copy of the old key is worth nothing. A
-//!   certificate the collector did not issue (deploy/ script) counts as issued at its
-//!   `not_before`, so it works until the host is enrolled or renewed.
+//! - Superseded: once a newer certificate for the same host first opened an ingest stream
+//!   more than `enroll.supersede_grace` ago, the older one is refused. Counting from first
+//!   use, not issue: a renewal whose reply never reached the agent (connection dropped, disk
+//!   full) is never used, so the agent keeps its old certificate and renews again. The grace
+//!   lets the agent's other streams move over; after it, a copy of the old key is worth
+//!   nothing. A certificate the collector did not issue (deploy/ script) counts as issued at
+//!   its `not_before`, so it works until a newer one is used.
+//! - One live lineage: `Renew` is refused to a certificate that already has a used renewal,
+//!   even within the grace, so a stolen key cannot renew a second time beside the agent and
+//!   supersede the agent's own renewal. A renewal never used does not block (lost reply).
 //! - Deny lineage: a certificate renewed from a denied one is denied, however many renewals
 //!   ago (up to [`MAX_LINEAGE`]), so a stolen key cannot renew itself out of a deny.
 //! - Renewal window: `Renew` signs only in the last third of the presented certificate's
@@ -29,8 +34,8 @@ pub struct Presented<'a> {
     pub not_before: DateTime<Utc>,
 }
 
-/// The newer certificate that replaced `p`, when it was issued at least `grace` before
-/// `now`.
+/// The newer certificate that replaced `p`, when it first opened a stream at least `grace`
+/// before `now`.
 pub async fn superseded(
     store: &dyn Store,
     p: &Presented<'_>,
@@ -50,6 +55,15 @@ pub async fn superseded(
 /// certificate, so a stream reads it once).
 pub async fn renewed_from(store: &dyn Store, fingerprint: &str) -> StoreResult<Vec<String>> {
     store.renewed_from(fingerprint, MAX_LINEAGE).await
+}
+
+/// A renewal of `fingerprint` that already opened a stream: `Renew` from `fingerprint` is
+/// refused then (see the module comment).
+pub async fn used_renewal(
+    store: &dyn Store,
+    fingerprint: &str,
+) -> StoreResult<Option<IssuedCertificate>> {
+    store.used_renewal(fingerprint).await
 }
 
 /// When renewal of a certificate valid from `not_before` to `not_after` opens: `window`
@@ -72,6 +86,20 @@ pub fn superseded_message(host: &str, by: &IssuedCertificate) -> String {
          use the newest certificate, or enroll {host} again with a new token",
         by.serial,
         by.issued_at.to_rfc3339()
+    )
+}
+
+/// The refusal message for a renewal by a certificate whose renewal is already in use.
+pub fn renewed_message(host: &str, child: &IssuedCertificate) -> String {
+    let used = child
+        .first_used_at
+        .map_or_else(String::new, |t| format!(" since {}", t.to_rfc3339()));
+    format!(
+        "this certificate of {host} was already renewed (serial {}, issued {}) and the renewal \
+         is in use{used}; it cannot be renewed again: use the newest certificate, or enroll \
+         {host} again with a new token",
+        child.serial,
+        child.issued_at.to_rfc3339()
     )
 }
 

@@ -9,7 +9,10 @@
 //! - a used or expired token stays readable, so a refusal can say why;
 //! - every certificate the enrollment listener hands out is recorded first (an enrollment's
 //!   in the same transaction that uses the token), with the certificate that authenticated
-//!   its renewal: supersession and deny lineage (see `crate::enroll::standing`) read these.
+//!   its renewal: supersession and deny lineage (see `crate::enroll::standing`) read these;
+//! - `first_used_at` is set once, by the first ingest stream of the certificate, and never
+//!   moved ([`EnrollStore::mark_certificate_used`]): only a used certificate supersedes or
+//!   blocks a renewal, so one whose reply was lost harms nobody.
 
 use super::StoreResult;
 use chrono::{DateTime, Utc};
@@ -65,9 +68,22 @@ pub trait EnrollStore: Send + Sync {
     /// recorded itself (made by the deploy/ script, or before certificates were recorded).
     async fn renewed_from(&self, fingerprint: &str, max: u32) -> StoreResult<Vec<String>>;
 
-    /// The newest certificate of `host` other than `fingerprint` issued at or before
-    /// `until` and after `fingerprint`'s own issue: its recorded `issued_at`, or `not_before`
-    /// when it is not recorded.
+    /// Record that `fingerprint` opened an ingest stream at `at`, unless it already did (the
+    /// first time stays). True when this call set it; false for a certificate already used
+    /// or not recorded (deploy/ script).
+    async fn mark_certificate_used(
+        &self,
+        fingerprint: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// A certificate renewed from `fingerprint` that was used (opened a stream), the
+    /// earliest used first; renewals never used do not count.
+    async fn used_renewal(&self, fingerprint: &str) -> StoreResult<Option<IssuedCertificate>>;
+
+    /// The newest certificate of `host` other than `fingerprint` that was issued after
+    /// `fingerprint`'s own issue (its recorded `issued_at`, or `not_before` when it is not
+    /// recorded) and first used at or before `until`. Never used: supersedes nothing.
     async fn superseding(
         &self,
         host: &str,
@@ -91,4 +107,7 @@ pub struct IssuedCertificate {
     /// Fingerprint of the certificate that authenticated the renewal; `None` for an
     /// enrollment.
     pub renewed_from: Option<String>,
+    /// When it first opened an ingest stream; `None` until then (the listener records
+    /// certificates unused; ingest sets it through [`EnrollStore::mark_certificate_used`]).
+    pub first_used_at: Option<DateTime<Utc>>,
 }

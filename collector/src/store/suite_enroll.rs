@@ -11,6 +11,8 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     concurrent_uses_of_one_token_succeed_once(store).await?;
     certificates_are_recorded_with_what_they_were_renewed_from(store).await?;
     a_certificate_is_superseded_by_a_newer_one_for_its_host(store).await?;
+    first_use_of_a_certificate_is_recorded_once(store).await?;
+    only_a_used_renewal_blocks_another(store).await?;
     Ok(())
 }
 
@@ -28,6 +30,7 @@ fn cert(
         not_after: issued_at + TimeDelta::days(30),
         issued_at,
         renewed_from: renewed_from.map(str::to_string),
+        first_used_at: None,
     }
 }
 
@@ -177,7 +180,8 @@ pub async fn certificates_are_recorded_with_what_they_were_renewed_from(
     Ok(())
 }
 
-/// Superseded: a newer certificate for the same host issued at or before the cut-off.
+/// Superseded: a newer certificate for the same host first used at or before the cut-off;
+/// one never used (its reply lost) supersedes nothing.
 pub async fn a_certificate_is_superseded_by_a_newer_one_for_its_host(
     store: &dyn Store,
 ) -> StoreResult<()> {
@@ -185,6 +189,8 @@ pub async fn a_certificate_is_superseded_by_a_newer_one_for_its_host(
     let t0 = at(3_000);
     let fp = |n: &str| format!("{host}-{n}");
     let (t1, t2) = (t0 + TimeDelta::days(20), t0 + TimeDelta::days(40));
+    let (u1, u2) = (t1 + TimeDelta::minutes(1), t2 + TimeDelta::minutes(1));
+    let far = t2 + TimeDelta::days(99);
     let e = cert(&host, &fp("e"), t0, None);
     let r1 = cert(&host, &fp("r1"), t1, Some(&fp("e")));
     let r2 = cert(&host, &fp("r2"), t2, Some(&fp("r1")));
@@ -196,6 +202,9 @@ pub async fn a_certificate_is_superseded_by_a_newer_one_for_its_host(
     store
         .record_certificate(&cert(&other, &format!("{other}-x"), t2, None))
         .await?;
+    store
+        .mark_certificate_used(&format!("{other}-x"), t2)
+        .await?;
     let nb = |c: &IssuedCertificate| c.not_before;
     let sup = async |c: &IssuedCertificate, until| {
         store
@@ -203,21 +212,121 @@ pub async fn a_certificate_is_superseded_by_a_newer_one_for_its_host(
             .await
             .map(|s| s.map(|s| s.fingerprint))
     };
-    // Before r1 was issued (the grace not over): nothing; then r1; then the newest, r2.
-    assert_eq!(sup(&e, t1 - TimeDelta::seconds(1)).await?, None);
-    assert_eq!(sup(&e, t1).await?, Some(fp("r1")));
-    assert_eq!(sup(&e, t2 + TimeDelta::hours(1)).await?, Some(fp("r2")));
-    assert_eq!(sup(&r1, t2 + TimeDelta::hours(1)).await?, Some(fp("r2")));
-    assert_eq!(sup(&r2, t2 + TimeDelta::days(99)).await?, None);
+    // Issued but never used: nothing is superseded, however long ago.
+    assert_eq!(sup(&e, far).await?, None);
+    assert_eq!(sup(&r1, far).await?, None);
+    store.mark_certificate_used(&fp("r1"), u1).await?;
+    // Before r1's first use (the grace not over): nothing; from it on, r1.
+    assert_eq!(sup(&e, u1 - TimeDelta::seconds(1)).await?, None);
+    assert_eq!(sup(&e, u1).await?, Some(fp("r1")));
+    // r2 issued but unused: e is still superseded by r1 only, r1 by nothing.
+    assert_eq!(sup(&e, far).await?, Some(fp("r1")));
+    assert_eq!(sup(&r1, far).await?, None);
+    store.mark_certificate_used(&fp("r2"), u2).await?;
+    assert_eq!(sup(&e, u2 - TimeDelta::seconds(1)).await?, Some(fp("r1")));
+    assert_eq!(sup(&e, u2).await?, Some(fp("r2")));
+    assert_eq!(sup(&r1, u2).await?, Some(fp("r2")));
+    assert_eq!(sup(&r2, far).await?, None);
     // Not recorded (deploy/ script): superseded by what was issued after its not_before.
     let deploy = fp("deploy");
     let made = async |not_before| {
         store
-            .superseding(&host, &deploy, not_before, t2 + TimeDelta::hours(1))
+            .superseding(&host, &deploy, not_before, far)
             .await
             .map(|s| s.map(|s| s.fingerprint))
     };
     assert_eq!(made(t0 - TimeDelta::days(1)).await?, Some(fp("r2")));
     assert_eq!(made(t2 + TimeDelta::minutes(1)).await?, None);
+    Ok(())
+}
+
+/// The first stream's time is kept; later ones and unknown fingerprints change nothing.
+pub async fn first_use_of_a_certificate_is_recorded_once(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("first-use");
+    let t0 = at(3_000);
+    let c = cert(&host, &format!("{host}-c"), t0, None);
+    store.record_certificate(&c).await?;
+    assert_eq!(store.certificates(&host).await?[0].first_used_at, None);
+    let u = t0 + TimeDelta::minutes(3);
+    assert!(store.mark_certificate_used(&c.fingerprint, u).await?);
+    assert!(
+        !store
+            .mark_certificate_used(&c.fingerprint, u + TimeDelta::hours(1))
+            .await?,
+        "a second stream marks nothing"
+    );
+    assert_eq!(store.certificates(&host).await?[0].first_used_at, Some(u));
+    // A certificate of the deploy/ script is not recorded: nothing to mark, no error.
+    assert!(
+        !store
+            .mark_certificate_used(&format!("{host}-deploy"), u)
+            .await?
+    );
+    // Racing first streams: one of them sets it.
+    let d = cert(&host, &format!("{host}-d"), t0, None);
+    store.record_certificate(&d).await?;
+    let tries = (0..6).map(|i| {
+        let fp = d.fingerprint.clone();
+        async move {
+            store
+                .mark_certificate_used(&fp, u + TimeDelta::seconds(i))
+                .await
+        }
+    });
+    let set = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .collect::<StoreResult<Vec<bool>>>()?
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(set, 1, "exactly one first use");
+    Ok(())
+}
+
+/// A renewal blocks another renewal of its parent only once it was used.
+pub async fn only_a_used_renewal_blocks_another(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("used-renewal");
+    let t0 = at(3_000);
+    let fp = |n: &str| format!("{host}-{n}");
+    let t1 = t0 + TimeDelta::days(20);
+    let e = cert(&host, &fp("e"), t0, None);
+    // Two renewals of e: the first reply was lost (never used), the second was used.
+    let lost = cert(&host, &fp("lost"), t1, Some(&fp("e")));
+    let kept = cert(
+        &host,
+        &fp("kept"),
+        t1 + TimeDelta::minutes(1),
+        Some(&fp("e")),
+    );
+    for c in [&e, &lost] {
+        store.record_certificate(c).await?;
+    }
+    let used = async |f: &str| {
+        store
+            .used_renewal(f)
+            .await
+            .map(|c| c.map(|c| c.fingerprint))
+    };
+    assert_eq!(
+        used(&fp("e")).await?,
+        None,
+        "an unused renewal does not block"
+    );
+    store.record_certificate(&kept).await?;
+    assert_eq!(used(&fp("e")).await?, None);
+    let u = t1 + TimeDelta::minutes(2);
+    store.mark_certificate_used(&fp("kept"), u).await?;
+    assert_eq!(used(&fp("e")).await?, Some(fp("kept")));
+    let got = store.used_renewal(&fp("e")).await?.expect("used renewal");
+    assert_eq!(got.first_used_at, Some(u));
+    // Its own children and unknown fingerprints: none.
+    assert_eq!(used(&fp("kept")).await?, None);
+    assert_eq!(used(&fp("unknown")).await?, None);
+    // A renewal of a certificate made elsewhere (not recorded) counts the same.
+    let d = cert(&host, &fp("from-deploy"), t1, Some(&fp("deploy")));
+    store.record_certificate(&d).await?;
+    store.mark_certificate_used(&d.fingerprint, u).await?;
+    assert_eq!(used(&fp("deploy")).await?, Some(d.fingerprint.clone()));
     Ok(())
 }

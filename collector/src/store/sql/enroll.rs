@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 /// The columns [`certificate`] reads, as a macro so statements stay `&'static str`.
 macro_rules! cert_columns {
     () => {
-        "fingerprint, host, serial, not_before, not_after, issued_at, renewed_from"
+        "fingerprint, host, serial, not_before, not_after, issued_at, renewed_from, \
+         first_used_at"
     };
 }
 
@@ -24,6 +25,7 @@ fn certificate(row: &AnyRow) -> StoreResult<IssuedCertificate> {
         not_after: time(row, "not_after")?,
         issued_at: time(row, "issued_at")?,
         renewed_from: get(row, "renewed_from")?,
+        first_used_at: opt_time(row, "first_used_at")?,
     })
 }
 
@@ -33,7 +35,7 @@ async fn insert_certificate(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO certificates (fingerprint, host, serial, not_before, not_after, \
-         issued_at, renewed_from) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         issued_at, renewed_from, first_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(c.fingerprint.as_str())
     .bind(c.host.as_str())
@@ -42,6 +44,7 @@ async fn insert_certificate(
     .bind(c.not_after.timestamp_millis())
     .bind(c.issued_at.timestamp_millis())
     .bind(c.renewed_from.as_deref())
+    .bind(c.first_used_at.map(|t| t.timestamp_millis()))
     .execute(conn)
     .await
     .map_err(query_error("insert certificate"))?;
@@ -163,6 +166,54 @@ impl EnrollStore for SqlStore {
         rows.iter().map(|r| get(r, "renewed_from")).collect()
     }
 
+    async fn mark_certificate_used(
+        &self,
+        fingerprint: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        // Read first: every stream of every agent asks, and after the first time the answer
+        // is "already used", which needs neither SQLite's write gate nor a row lock. The
+        // UPDATE's own condition keeps the first time when two streams race past the read.
+        let used = sqlx::query("SELECT first_used_at FROM certificates WHERE fingerprint = $1")
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read certificate use"))?;
+        match used {
+            None => return Ok(false),
+            Some(row) if opt_time(&row, "first_used_at")?.is_some() => return Ok(false),
+            Some(_) => {}
+        }
+        let _gate = self.write_gate().await;
+        let done = sqlx::query(
+            "UPDATE certificates SET first_used_at = $2 \
+             WHERE fingerprint = $1 AND first_used_at IS NULL",
+        )
+        .bind(fingerprint)
+        .bind(at.timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("mark certificate used"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn used_renewal(&self, fingerprint: &str) -> StoreResult<Option<IssuedCertificate>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates \
+             WHERE renewed_from = $1 AND first_used_at IS NOT NULL \
+             ORDER BY first_used_at, fingerprint LIMIT 1"
+        ))
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("read used renewal"))?
+        .as_ref()
+        .map(certificate)
+        .transpose()
+    }
+
     async fn superseding(
         &self,
         host: &str,
@@ -174,7 +225,7 @@ impl EnrollStore for SqlStore {
             "SELECT ",
             cert_columns!(),
             " FROM certificates \
-             WHERE host = $1 AND fingerprint <> $2 AND issued_at <= $4 \
+             WHERE host = $1 AND fingerprint <> $2 AND first_used_at <= $4 \
                AND issued_at > COALESCE( \
                    (SELECT issued_at FROM certificates WHERE fingerprint = $2), $3) \
              ORDER BY issued_at DESC LIMIT 1"
