@@ -24,7 +24,7 @@ use crate::tls::{fingerprint, host_of, validity_of};
 use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
 use backwatch_proto::model::ProbeResult;
 use backwatch_proto::wire::{
-    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Ingest, Pong, Rejected,
+    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Message, Pong, Rejected,
     ResultBatch, Unsupported, Welcome,
 };
 use chrono::Utc;
@@ -35,17 +35,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::Bytes;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 mod previous;
+mod raw;
 use previous::{Known, Pending, Previous};
+pub use raw::IngestServer;
 
-/// Most results the agent may send in one batch (told to it in Welcome). A stream holds one
-/// decoded batch while it waits for admission (`GroupWriter::admit`), so this bounds what a
-/// fleet-wide spool drain holds before admission: about 2 KiB per decoded result, 200 KiB per
-/// stream. Batches of 50 already reach the store's full rate; the agent keeps several in
-/// flight.
+/// Most results the agent may send in one batch (told to it in Welcome; the agent also keeps a
+/// batch under 1 MiB encoded). Batches of 50 already reach the store's full rate; the agent
+/// keeps several in flight.
 pub const MAX_BATCH: usize = 100;
 
 /// A result measured further than this in the future (agent clock ahead) is flagged.
@@ -128,14 +129,12 @@ impl Drop for StreamSlot {
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type SessionStream = Outbound;
-
+impl IngestService {
+    /// One agent stream: `backwatch.v1.Ingest/Session`, its messages still encoded (see `raw`).
     async fn session(
         &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+        request: Request<Streaming<Bytes>>,
+    ) -> Result<Response<Outbound>, Status> {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -239,14 +238,28 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+    async fn run(mut self, mut inbound: Streaming<Bytes>) {
         info!("agent stream opened");
         loop {
-            let msg = match inbound.message().await {
+            let raw = match inbound.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "agent stream error");
+                    break;
+                }
+            };
+            // Admitted before decoding: while the fleet drains its spools, a stream waits here
+            // holding only the encoded message (and stops reading, so HTTP/2 flow control holds
+            // its agent back); the decoded form, many times larger, exists only for admitted
+            // messages. Held until the message is handled (its results written).
+            let _admitted = self.writer.admit_bytes(raw.len()).await;
+            let msg = match AgentMessage::decode(raw) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "ending agent stream: undecodable message");
+                    let status = Status::invalid_argument(format!("undecodable message: {e}"));
+                    let _ = self.tx.send(Err(status)).await;
                     break;
                 }
             };
