@@ -41,8 +41,9 @@ pub const MAX_RESULTS_IN_FLIGHT: usize = 10 * MAX_GROUP_RESULTS;
 /// batch is ten to forty times its encoded size and tonic used to decode every stream's next
 /// message before admission: with the whole fleet draining at once that was one decoded batch
 /// per agent (1.5 GiB for 10,000). Past this bound a stream waits holding its message still
-/// encoded. 8 MiB is about 100,000 small results, more than [`MAX_RESULTS_IN_FLIGHT`], so the
-/// writers stay busy; and it is over the 4 MiB message limit, so any message gets in.
+/// encoded. 2 MiB is about 27,000 small results, more than [`MAX_RESULTS_IN_FLIGHT`], so the
+/// writers stay busy (an 8 MiB bound peaked 80 MiB higher and drained no faster); a message
+/// larger than the bound (the limit is 4 MiB) waits for all of it and gets in alone.
 pub const MAX_ENCODED_BYTES_IN_FLIGHT: usize = 2 << 20;
 
 struct Job {

@@ -11,7 +11,9 @@
 //!   so an ack means durable; on a store error the stream ends without ack and the agent
 //!   replays from its spool;
 //! - a result the collector cannot understand is rejected by id with a reason, never stored
-//!   half-read and never allowed to block the results behind it.
+//!   half-read and never allowed to block the results behind it;
+//! - a message is decoded only once admitted (`GroupWriter::admit_bytes`): a waiting stream
+//!   holds its message encoded (see `raw`).
 
 use crate::config::Thresholds;
 use crate::enroll::standing::{self, Presented};
