@@ -36,6 +36,11 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(3 * 30);
 /// Results sent but not yet acknowledged, at most (bounds memory and replay work).
 const MAX_IN_FLIGHT: usize = 2000;
+/// Most encoded bytes of results in one batch. The collector refuses messages over 4 MiB and
+/// holds a stream's whole message before admitting it, so a batch stays well under that
+/// whatever its results hold (a backup directory's listing, a long error); a single result
+/// over it is sent as an error result saying so (see `Spool::read_after`).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -241,7 +246,7 @@ async fn session(
             let take = max_batch.min(MAX_IN_FLIGHT - in_flight);
             let batch = sink
                 .spool
-                .call(move |s| s.read_after(sent_upto, take))
+                .call(move |s| s.read_after(sent_upto, take, MAX_BATCH_BYTES))
                 .await
                 .unwrap_or_default();
             if let Some((last, _)) = batch.last() {

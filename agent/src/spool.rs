@@ -300,19 +300,45 @@ impl Spool {
         self.entries.range(..=seq).count()
     }
 
-    /// Up to `max` results with sequence numbers above `after`, oldest first.
-    pub fn read_after(&self, after: u64, max: usize) -> Vec<(u64, ProbeResult)> {
-        self.entries
-            .range(after + 1..)
-            .take(max)
-            .filter_map(|(&seq, e)| {
-                if let Some(r) = &e.held {
-                    return Some((seq, r.clone()));
+    /// Up to `max` results with sequence numbers above `after`, oldest first, together at
+    /// most `max_bytes` encoded (as they travel in a batch): a batch must stay under the
+    /// collector's message limit whatever the results hold. The first result is always
+    /// taken; one that alone is over `max_bytes` is sent as an error result saying so (see
+    /// [`too_large`]), so it can never block the spool behind it.
+    pub fn read_after(&self, after: u64, max: usize, max_bytes: usize) -> Vec<(u64, ProbeResult)> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (&seq, e) in self.entries.range(after + 1..) {
+            if out.len() >= max {
+                break;
+            }
+            let result = match &e.held {
+                Some(r) => r.clone(),
+                None => {
+                    let Ok(raw) = fs::read(self.path_of(seq)) else {
+                        continue;
+                    };
+                    let Ok(r) = ProbeResult::decode(raw.as_slice()) else {
+                        continue;
+                    };
+                    r
                 }
-                let bytes = fs::read(self.path_of(seq)).ok()?;
-                ProbeResult::decode(bytes.as_slice()).ok().map(|r| (seq, r))
-            })
-            .collect()
+            };
+            let mut size = batch_bytes(&result);
+            let result = if size > max_bytes {
+                let r = too_large(result, size, max_bytes);
+                size = batch_bytes(&r);
+                r
+            } else {
+                result
+            };
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push((seq, result));
+        }
+        out
     }
 
     /// Delete acknowledged results. Unknown ids are ignored (already dropped or acked).
@@ -328,6 +354,46 @@ impl Spool {
             self.remove_seq(*s);
         }
         seqs.len()
+    }
+}
+
+/// What `result` adds to an encoded `ResultBatch`: its bytes, its field key and length.
+fn batch_bytes(result: &ProbeResult) -> usize {
+    let len = result.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Most bytes of a probe's error text kept in the error result that replaces a result too
+/// large to send (the text may be what made it large).
+const TOO_LARGE_ERROR_KEEP: usize = 1024;
+
+/// The error result sent in place of `result`, which alone is over a batch's byte budget:
+/// same id, check and time, no observation, and an error naming the sizes. An error result
+/// (rather than a silent drop) shows the operator the failing check and why, and the id
+/// still acknowledges and deletes the spooled original.
+fn too_large(result: ProbeResult, size: usize, max_bytes: usize) -> ProbeResult {
+    warn!(result_id = %result.result_id, name = %result.name, bytes = size, limit = max_bytes,
+        "result too large to send; sending an error result in its place");
+    let mut probe_error = result.error;
+    if probe_error.len() > TOO_LARGE_ERROR_KEEP {
+        let mut cut = TOO_LARGE_ERROR_KEEP;
+        while !probe_error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        probe_error.truncate(cut);
+        probe_error.push('…');
+    }
+    let mut error = format!(
+        "result too large to send: {size} bytes encoded, over the agent's limit of {max_bytes} per batch"
+    );
+    if !probe_error.is_empty() {
+        error.push_str("; probe error: ");
+        error.push_str(&probe_error);
+    }
+    ProbeResult {
+        error,
+        observation: None,
+        ..result
     }
 }
 

@@ -16,7 +16,9 @@
 //! - writes are sorted by host before a group is stored, so concurrent groups (several
 //!   writers, several collectors) take row locks in one order and do not deadlock;
 //! - at most [`MAX_RESULTS_IN_FLIGHT`] results are admitted ([`GroupWriter::admit`]) at
-//!   once, from judging to commit, across all streams.
+//!   once, from judging to commit, across all streams;
+//! - at most [`MAX_ENCODED_BYTES_IN_FLIGHT`] bytes of agent messages are decoded at once
+//!   ([`GroupWriter::admit_bytes`], taken before decoding), from decoding to commit.
 
 use crate::store::{Evaluated, HostWrite, HostWritten, Store, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
@@ -35,6 +37,14 @@ const MAX_GROUP_WRITES: usize = 512;
 /// its agent back, and the agent keeps the results in its spool. Ten groups' worth keeps the
 /// writers busy.
 pub const MAX_RESULTS_IN_FLIGHT: usize = 10 * MAX_GROUP_RESULTS;
+/// Most bytes of agent messages, counted encoded, decoded at once over all streams. A decoded
+/// batch is ten to forty times its encoded size and tonic used to decode every stream's next
+/// message before admission: with the whole fleet draining at once that was one decoded batch
+/// per agent (1.5 GiB for 10,000). Past this bound a stream waits holding its message still
+/// encoded. 2 MiB is about 27,000 small results, more than [`MAX_RESULTS_IN_FLIGHT`], so the
+/// writers stay busy (an 8 MiB bound peaked 80 MiB higher and drained no faster); a message
+/// larger than the bound (the limit is 4 MiB) waits for all of it and gets in alone.
+pub const MAX_ENCODED_BYTES_IN_FLIGHT: usize = 2 << 20;
 
 struct Job {
     host: String,
@@ -48,6 +58,8 @@ struct Job {
 pub struct GroupWriter {
     tx: mpsc::Sender<Job>,
     admitted: Arc<Semaphore>,
+    /// Encoded bytes of the messages being decoded or handled.
+    decoding: Arc<Semaphore>,
 }
 
 impl GroupWriter {
@@ -62,7 +74,20 @@ impl GroupWriter {
         GroupWriter {
             tx,
             admitted: Arc::new(Semaphore::new(MAX_RESULTS_IN_FLIGHT)),
+            decoding: Arc::new(Semaphore::new(MAX_ENCODED_BYTES_IN_FLIGHT)),
         }
+    }
+
+    /// Wait until a message of `bytes` encoded may be decoded; it may until the permit drops
+    /// (once the message is handled). Taken before [`GroupWriter::admit`], never while
+    /// holding it, so the two cannot wait on each other.
+    pub async fn admit_bytes(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let n = bytes.clamp(1, MAX_ENCODED_BYTES_IN_FLIGHT);
+        self.decoding
+            .clone()
+            .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Wait until `results` more results may be in flight; they are until the permit drops
@@ -190,6 +215,38 @@ mod tests {
         // A batch larger than the bound waits for all of it, and is then admitted.
         drop(most);
         let _all = writer.admit(MAX_RESULTS_IN_FLIGHT + 1).await;
+    }
+
+    #[tokio::test]
+    async fn messages_past_the_encoded_bound_wait_before_decoding() {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::open("sqlite::memory:").await.unwrap());
+        let writer = GroupWriter::start(store, 1);
+        // 10,000 streams each with a 7 KiB batch (100 small results) at once: only what fits
+        // the bound is let through to decode, the rest wait encoded.
+        let mut waiting = Vec::new();
+        let mut admitted = Vec::new();
+        for _ in 0..10_000 {
+            let w = writer.clone();
+            waiting.push(tokio::spawn(async move { w.admit_bytes(7 << 10).await }));
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let mut rest = Vec::new();
+        for t in waiting {
+            if t.is_finished() {
+                admitted.push(t.await.unwrap());
+            } else {
+                rest.push(t);
+            }
+        }
+        assert_eq!(admitted.len(), MAX_ENCODED_BYTES_IN_FLIGHT / (7 << 10));
+        // Each handled message lets the next in; a message larger than the bound gets in alone.
+        drop(admitted);
+        for t in rest {
+            drop(t.await.unwrap());
+        }
+        let _all = writer.admit_bytes(MAX_ENCODED_BYTES_IN_FLIGHT + 1).await;
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@
 //!   so an ack means durable; on a store error the stream ends without ack and the agent
 //!   replays from its spool;
 //! - a result the collector cannot understand is rejected by id with a reason, never stored
-//!   half-read and never allowed to block the results behind it.
+//!   half-read and never allowed to block the results behind it;
+//! - a message is decoded only once admitted (`GroupWriter::admit_bytes`): a waiting stream
+//!   holds its message encoded (see `raw`).
 
 use crate::config::Thresholds;
 use crate::enroll::standing::{self, Presented};
@@ -26,7 +28,7 @@ use crate::tls::{fingerprint, host_of, validity_of};
 use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
 use backwatch_proto::model::ProbeResult;
 use backwatch_proto::wire::{
-    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Ingest, Pong, Rejected,
+    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Message, Pong, Rejected,
     ResultBatch, Unsupported, Welcome,
 };
 use chrono::Utc;
@@ -37,19 +39,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::Bytes;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 mod limits;
 mod previous;
+mod raw;
 use limits::{CHECKS_CHECK, StreamRate, clip};
 use previous::{Known, Pending, Previous};
+pub use raw::IngestServer;
 
-/// Most results the agent may send in one batch (told to it in Welcome). A stream holds one
-/// decoded batch while it waits for admission (`GroupWriter::admit`), so this bounds what a
-/// fleet-wide spool drain holds before admission: about 2 KiB per decoded result, 200 KiB per
-/// stream. Batches of 50 already reach the store's full rate; the agent keeps several in
-/// flight.
+/// Most results the agent may send in one batch (told to it in Welcome; the agent also keeps a
+/// batch under 1 MiB encoded). Batches of 50 already reach the store's full rate; the agent
+/// keeps several in flight.
 pub const MAX_BATCH: usize = 100;
 
 /// New check names one stream may have refused before it is cut: a broken or hostile agent
@@ -139,14 +142,12 @@ impl Drop for StreamSlot {
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type SessionStream = Outbound;
-
+impl IngestService {
+    /// One agent stream: `backwatch.v1.Ingest/Session`, its messages still encoded (see `raw`).
     async fn session(
         &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+        request: Request<Streaming<Bytes>>,
+    ) -> Result<Response<Outbound>, Status> {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -285,14 +286,28 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
+    async fn run(mut self, mut inbound: Streaming<Bytes>) {
         info!("agent stream opened");
         loop {
-            let msg = match inbound.message().await {
+            let raw = match inbound.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "agent stream error");
+                    break;
+                }
+            };
+            // Admitted before decoding: while the fleet drains its spools, a stream waits here
+            // holding only the encoded message (and stops reading, so HTTP/2 flow control holds
+            // its agent back); the decoded form, many times larger, exists only for admitted
+            // messages. Held until the message is handled (its results written).
+            let _admitted = self.writer.admit_bytes(raw.len()).await;
+            let msg = match AgentMessage::decode(raw) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "ending agent stream: undecodable message");
+                    let status = Status::invalid_argument(format!("undecodable message: {e}"));
+                    let _ = self.tx.send(Err(status)).await;
                     break;
                 }
             };

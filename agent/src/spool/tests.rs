@@ -32,7 +32,7 @@ fn results_survive_reopening_in_order() {
     drop(s);
     let s = Spool::open(dir.path(), 100, WEEK).unwrap();
     let ids: Vec<_> = s
-        .read_after(0, 10)
+        .read_after(0, 10, usize::MAX)
         .into_iter()
         .map(|(_, r)| r.result_id)
         .collect();
@@ -50,7 +50,7 @@ fn ack_deletes_only_the_acknowledged() {
     drop(s);
     let s = Spool::open(dir.path(), 100, WEEK).unwrap();
     assert_eq!(s.len(), 1);
-    assert_eq!(s.read_after(0, 10)[0].1.result_id, "b");
+    assert_eq!(s.read_after(0, 10, usize::MAX)[0].1.result_id, "b");
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn full_spool_drops_oldest_first_and_counts() {
     }
     assert_eq!(s.dropped, 1);
     let ids: Vec<_> = s
-        .read_after(0, 10)
+        .read_after(0, 10, usize::MAX)
         .into_iter()
         .map(|(_, r)| r.result_id)
         .collect();
@@ -118,7 +118,7 @@ fn a_spool_that_cannot_write_holds_results_in_order_leaves_no_file_and_recovers(
     assert!(s.failure().is_some());
     assert_eq!((s.held(), s.dropped), (2, 0));
     let ids: Vec<_> = s
-        .read_after(0, 10)
+        .read_after(0, 10, usize::MAX)
         .into_iter()
         .map(|(_, r)| r.result_id)
         .collect();
@@ -131,7 +131,7 @@ fn a_spool_that_cannot_write_holds_results_in_order_leaves_no_file_and_recovers(
     drop(s);
     let s = Spool::open(&spool_dir, 100, WEEK).unwrap();
     let ids: Vec<_> = s
-        .read_after(0, 10)
+        .read_after(0, 10, usize::MAX)
         .into_iter()
         .map(|(_, r)| r.result_id)
         .collect();
@@ -153,7 +153,7 @@ fn held_results_beyond_the_bound_are_dropped_oldest_first_and_counted() {
         s.push(&result(&format!("r{i}")));
     }
     assert_eq!((s.held(), s.dropped), (MAX_HELD, 3));
-    assert_eq!(s.read_after(0, 1)[0].1.result_id, "r3");
+    assert_eq!(s.read_after(0, 1, usize::MAX)[0].1.result_id, "r3");
     // Acknowledged held results leave memory.
     assert_eq!(s.ack(["r3", "r4"]), 2);
     assert_eq!(s.held(), MAX_HELD - 2);
@@ -165,7 +165,62 @@ fn read_after_skips_what_was_sent() {
     let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
     let a = put(&mut s, "a");
     put(&mut s, "b");
-    let rest = s.read_after(a, 10);
+    let rest = s.read_after(a, 10, usize::MAX);
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].1.result_id, "b");
+}
+
+/// A result whose error text is `bytes` long.
+fn sized(id: &str, bytes: usize) -> ProbeResult {
+    ProbeResult {
+        error: "e".repeat(bytes),
+        ..result(id)
+    }
+}
+
+#[test]
+fn a_batch_stops_before_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    for i in 0..10 {
+        s.push(&sized(&format!("r{i}"), 1000));
+    }
+    let one = batch_bytes(&sized("r0", 1000));
+    // Room for three and a half: three go, whatever the count allows.
+    let batch = s.read_after(0, 100, one * 7 / 2);
+    let ids: Vec<_> = batch.iter().map(|(_, r)| r.result_id.as_str()).collect();
+    assert_eq!(ids, ["r0", "r1", "r2"]);
+    let encoded: usize = batch.iter().map(|(_, r)| batch_bytes(r)).sum();
+    assert!(encoded <= one * 7 / 2);
+    // The count still bounds a batch of small results.
+    assert_eq!(s.read_after(0, 2, usize::MAX).len(), 2);
+}
+
+#[test]
+fn a_result_over_the_budget_alone_goes_as_an_error_result_and_unblocks_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    let original = sized("huge", 50_000);
+    let huge = s.push(&original).0;
+    s.push(&sized("next", 10));
+    let batch = s.read_after(0, 100, 10_000);
+    // Sent under the budget with its id (so the ack deletes the original), and the result
+    // behind it goes too.
+    let ids: Vec<_> = batch.iter().map(|(_, r)| r.result_id.as_str()).collect();
+    assert_eq!(ids, ["huge", "next"]);
+    let (seq, sent) = &batch[0];
+    assert_eq!((*seq, sent.result_id.as_str()), (huge, "huge"));
+    assert!(batch_bytes(sent) <= 10_000);
+    let expected = format!(
+        "result too large to send: {} bytes encoded, over the agent's limit of 10000 per batch; probe error: eee",
+        batch_bytes(&original)
+    );
+    assert!(sent.error.starts_with(&expected), "{}", sent.error);
+    assert!(sent.error.ends_with("e…"), "probe error cut short");
+    assert!(sent.observation.is_none());
+    assert_eq!(sent.name, original.name);
+    assert_eq!(sent.measured_at, original.measured_at);
+    // Acknowledging it deletes the spooled original.
+    assert_eq!(s.ack(["huge"]), 1);
+    assert_eq!(s.len(), 1);
 }

@@ -12,6 +12,12 @@
 //!    few hosts turn critical; the time from sending that result to its alert being visible
 //!    in the API (the alert and its queued notification commit together) is recorded.
 //!
+//! With `--drain R` it measures a fleet-wide spool drain instead of 2 and 3: every agent, at
+//! the same moment, sends R results in full batches (`--batch`), all of them at once as an
+//! agent does after an outage (up to 2,000 results in flight), and goes on as acks come
+//! back; the row gives the time until every result was acknowledged (stored durably), the
+//! count stored against the count sent, and the collector's peak RSS (VmHWM) through it.
+//!
 //! Run by `scripts/bench-collector`, which builds in release mode and raises the descriptor
 //! limit. Prints one Markdown table row per phase.
 
@@ -36,6 +42,8 @@ struct Args {
     rate: u64,
     /// Results per batch in the flood phase.
     batch: usize,
+    /// Results each agent drains at once (`--drain`); none: flood and paced phases.
+    drain: Option<u64>,
 }
 
 fn args() -> Result<Args> {
@@ -45,6 +53,7 @@ fn args() -> Result<Args> {
         seconds: 20,
         rate: 2000,
         batch: 1,
+        drain: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,8 +64,9 @@ fn args() -> Result<Args> {
             "--seconds" => a.seconds = value.parse()?,
             "--rate" => a.rate = value.parse()?,
             "--batch" => a.batch = value.parse()?,
+            "--drain" => a.drain = Some(value.parse()?),
             other => bail!(
-                "unknown flag {other} (--store sqlite|postgres --agents N --seconds S --rate R --batch B)"
+                "unknown flag {other} (--store sqlite|postgres --agents N --seconds S --rate R --batch B [--drain R])"
             ),
         }
     }
@@ -80,7 +90,12 @@ enum Mode {
     Flood,
     /// One result every this many microseconds.
     Paced(u64),
+    /// Send this many results at once, in batches, then idle.
+    Drain(u64),
 }
+
+/// Results an agent keeps sent but unacknowledged while it drains (the agent's `MAX_IN_FLIGHT`).
+const DRAIN_IN_FLIGHT: u64 = 2000;
 
 #[derive(Default)]
 struct Totals {
@@ -91,12 +106,17 @@ struct Totals {
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` memory line, KiB: `VmRSS:` now, `VmHWM:` the peak.
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("VmRSS")
+        .with_context(|| key.to_string())
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -196,6 +216,64 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_connected = rss_kib(pid)?;
     let per_agent = (rss_connected.saturating_sub(rss_before)) as f64 / a.agents as f64;
+
+    if let Some(each) = a.drain {
+        let sent = each * a.agents as u64;
+        let acked0 = totals.acked.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        mode_tx.send_replace(Mode::Drain(each));
+        let mut last_change = (acked0, Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let acked = totals.acked.load(Ordering::Relaxed) - acked0;
+            if acked >= sent {
+                break;
+            }
+            if acked != last_change.0 {
+                last_change = (acked, Instant::now());
+            }
+            ensure!(
+                last_change.1.elapsed() < Duration::from_secs(120),
+                "drain stalled at {acked} of {sent} results acknowledged\n{}",
+                collector
+                    .log()
+                    .lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        let took = t0.elapsed().as_secs_f64();
+        let acked = totals.acked.load(Ordering::Relaxed) - acked0;
+        // Counted in the store itself where the benchmark can reach it (only results of the
+        // drain are there: the other phases did not run); on SQLite, acks alone (an ack is
+        // sent only after the commit that holds the result).
+        let stored = match &pg {
+            Some(pg) => pg
+                .psql_in("backwatch", "SELECT count(*) FROM results")?
+                .trim()
+                .to_string(),
+            None => "(acks only)".to_string(),
+        };
+        let peak = status_kib(pid, "VmHWM:")?;
+        println!(
+            "| {} | {} | {} each in batches of {} ({} results) | {:.1} s ({:.0}/s) | {} acked, {} stored of {} sent | {} MiB idle with all connected → peak {} MiB (VmHWM) |",
+            a.store,
+            a.agents,
+            each,
+            a.batch,
+            sent,
+            took,
+            acked as f64 / took,
+            acked,
+            stored,
+            sent,
+            rss_connected / 1024,
+            peak / 1024,
+        );
+        return Ok(());
+    }
 
     // Phase 2: flood.
     let acked0 = totals.acked.load(Ordering::Relaxed);
@@ -313,7 +391,12 @@ async fn session(
     let mut in_flight: Option<Instant> = None;
     let mut pace = tokio::time::interval(Duration::from_secs(3600));
     let mut current = *mode.borrow();
+    let mut drained = false;
     loop {
+        if let (Mode::Drain(each), false) = (current, drained) {
+            drained = true;
+            drain(host, &tx, &mut inbound, totals, each, flood_batch, &mut seq).await?;
+        }
         let send_now = match current {
             Mode::Flood => in_flight.is_none(),
             _ => false,
@@ -358,6 +441,41 @@ async fn session(
             }
         }
     }
+}
+
+/// Send `each` results in batches of `size` with up to [`DRAIN_IN_FLIGHT`] unacknowledged, as
+/// an agent drains its spool; returns once all are acknowledged.
+async fn drain(
+    host: &str,
+    tx: &mpsc::Sender<AgentMessage>,
+    inbound: &mut tonic::Streaming<CollectorMessage>,
+    totals: &Totals,
+    each: u64,
+    size: usize,
+    seq: &mut u64,
+) -> Result<()> {
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < each {
+        while sent < each && sent - acked < DRAIN_IN_FLIGHT {
+            let n = (size as u64).min(each - sent);
+            *seq += 1;
+            // Numbered past anything the flood could have sent: ids stay unique.
+            tx.send(batch(host, *seq, 1_000_000_000 + sent, n as usize))
+                .await?;
+            sent += n;
+        }
+        let Some(m) = inbound.message().await? else {
+            bail!("stream ended while draining")
+        };
+        if let Some(CollectorPayload::Ack(ack)) = m.payload {
+            ensure!(ack.rejected.is_empty(), "rejected: {:?}", ack.rejected);
+            acked += ack.result_ids.len() as u64;
+            totals
+                .acked
+                .fetch_add(ack.result_ids.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// Connect, say Hello and wait for Welcome: a stream ready for results.
