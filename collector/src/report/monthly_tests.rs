@@ -121,16 +121,3 @@ fn two_checks_on_one_filesystem_count_once_in_the_fleet_totals() {
     // Each check still has its own line.
     assert_eq!(r.storage.len(), 3);
 }
-
-#[test]
-fn the_agents_spool_check_is_not_capacity() {
-    let mut i = input(Vec::new());
-    i.days = vec![
-        disk_day("db1", "disk.agent-spool", "dev:2050", 900, 1000),
-        disk_day("db1", "disk.backup", "dev:2049", 40, 100),
-    ];
-    let r = build(i);
-    assert_eq!(r.summary.filesystem_used_bytes, 40);
-    assert_eq!(r.storage.len(), 1);
-    assert_eq!(r.storage[0].check, "disk.backup");
-}
