@@ -358,25 +358,18 @@ async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
 #[tokio::test]
 async fn silences_and_marks_are_recorded_as_the_authenticated_caller() -> Result<()> {
     let keys = tempfile::tempdir()?;
-    let token = "oncall-token-0123456789abcdef0123456789";
-    let token_file = keys.path().join("oncall");
-    std::fs::write(&token_file, token)?;
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    let (token_file, token) = backwatch_tests::harness::fleet::token_file(keys.path(), "oncall")?;
     let certs = Certs::fleet(&["db1"])?;
     let collector = Collector::sqlite(&certs)
         .toml(&format!(
-            "[[http.tokens]]\nname = \"oncall\"\ntoken_file = \"{}\"\nrole = \"ack\"\n",
-            token_file.display()
+            "[[http.tokens]]\nname = \"oncall\"\ntoken_file = \"{token_file}\"\nrole = \"ack\"\n"
         ))
         .start()
         .await?;
     let http = backwatch_tests::harness::fleet::http_client();
     let silence: serde_json::Value = http
         .post(collector.url("/api/v1/silences"))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"host": "db1", "by": "mallory", "reason": "r", "until": "1h"}))
         .send()
         .await?
@@ -386,7 +379,7 @@ async fn silences_and_marks_are_recorded_as_the_authenticated_caller() -> Result
     let id = silence["id"].as_i64().unwrap_or_default();
     let ended: serde_json::Value = http
         .delete(collector.url(&format!("/api/v1/silences/{id}?by=mallory")))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .send()
         .await?
         .json()

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, ensure};
 use backwatch_tests::harness::fleet::http_client;
 use backwatch_tests::harness::{Agent, Browser, Certs, Collector, eventually, scene, seed};
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -319,16 +318,6 @@ async fn fleet_page_lists_a_thousand_hosts_from_one_request() -> Result<()> {
 }
 
 /// A token file the collector accepts (mode 600, 64 hex characters).
-fn token_file(dir: &Path, name: &str) -> Result<(String, String)> {
-    let token: String = (0..64)
-        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-        .collect();
-    let path = dir.join(name);
-    std::fs::write(&path, &token)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok((path.display().to_string(), token))
-}
-
 async fn status_of(req: reqwest::RequestBuilder) -> Result<u16> {
     Ok(req.send().await?.status().as_u16())
 }
@@ -336,8 +325,8 @@ async fn status_of(req: reqwest::RequestBuilder) -> Result<u16> {
 #[tokio::test]
 async fn acknowledging_an_alert_on_the_page_is_stored_and_needs_an_ack_token() -> Result<()> {
     let keys = tempfile::tempdir()?;
-    let (screen_file, screen) = token_file(keys.path(), "screen")?;
-    let (oncall_file, oncall) = token_file(keys.path(), "oncall")?;
+    let (screen_file, screen) = backwatch_tests::harness::fleet::token_file(keys.path(), "screen")?;
+    let (oncall_file, oncall) = backwatch_tests::harness::fleet::token_file(keys.path(), "oncall")?;
     let certs = Certs::fleet(&["db1"])?;
     let collector = Collector::sqlite(&certs)
         .toml(&format!(

@@ -356,15 +356,9 @@ async fn api_issues_tokens_to_admin_tokens_only() -> Result<()> {
     let mut entries = String::new();
     let mut values = Vec::new();
     for (name, role) in [("dba", "ack"), ("ops", "admin")] {
-        let value: String = (0..64)
-            .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-            .collect();
-        let path = keys.path().join(name);
-        std::fs::write(&path, &value)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let (path, value) = backwatch_tests::harness::fleet::token_file(keys.path(), name)?;
         entries.push_str(&format!(
-            "[[http.tokens]]\nname = \"{name}\"\ntoken_file = \"{}\"\nrole = \"{role}\"\n",
-            path.display()
+            "[[http.tokens]]\nname = \"{name}\"\ntoken_file = \"{path}\"\nrole = \"{role}\"\n"
         ));
         values.push(value);
     }

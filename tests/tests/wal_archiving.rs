@@ -5,7 +5,6 @@ use anyhow::{Context, Result};
 use backwatch_tests::harness::fleet::http_client;
 use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, eventually, free_port, scene};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -114,16 +113,6 @@ async fn disabled_archiving_is_critical() -> Result<()> {
 }
 
 /// A token file the collector accepts (mode 600, 64 hex characters).
-fn token_file(dir: &std::path::Path, name: &str) -> Result<(String, String)> {
-    let token: String = (0..64)
-        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
-        .collect();
-    let path = dir.join(name);
-    std::fs::write(&path, &token)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok((path.display().to_string(), token))
-}
-
 #[tokio::test]
 async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() -> Result<()> {
     // Works (the variable is ignored) and carries a password in a quoted form.
@@ -131,8 +120,8 @@ async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() 
         .archive_command("PGPASSWORD='hunter 2' /bin/true %p")
         .start()?;
     let keys = tempfile::tempdir()?;
-    let (screen_file, screen) = token_file(keys.path(), "screen")?;
-    let (oncall_file, oncall) = token_file(keys.path(), "oncall")?;
+    let (screen_file, screen) = backwatch_tests::harness::fleet::token_file(keys.path(), "screen")?;
+    let (oncall_file, oncall) = backwatch_tests::harness::fleet::token_file(keys.path(), "oncall")?;
     let certs = Certs::fleet(&["db1"])?;
     let collector = Collector::sqlite(&certs)
         .toml(&format!(

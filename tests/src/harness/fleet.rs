@@ -104,6 +104,19 @@ impl Certs {
 
 /// An HTTP client for the API. reqwest's rustls (enabled in the workspace for the collector's
 /// webhooks) needs a process-wide crypto provider: ring, as in every main (docs/building.md).
+/// A random API token written to `dir/name` with mode 0600 (the collector refuses a token
+/// file others can read): (the file's path, the token).
+pub fn token_file(dir: &Path, name: &str) -> anyhow::Result<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let token: String = (0..64)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &token)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((path.display().to_string(), token))
+}
+
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
