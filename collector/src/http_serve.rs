@@ -28,8 +28,6 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2: the collector pings a quiet peer this often and drops it when the ping is not
 /// answered within [`KEEPALIVE_TIMEOUT`] (a peer gone without closing).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -142,16 +140,9 @@ pub async fn serve(
                     let Some(handshake) = gate.handshake() else {
                         return;
                     };
-                    let accepted =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                    drop(handshake);
-                    match accepted {
-                        Ok(Ok(stream)) => {
-                            serve_connection(Guarded::new(stream, slot, None), peer, app, &settings)
-                                .await
-                        }
-                        Ok(Err(e)) => gate.handshake_failed(peer, &e),
-                        Err(_) => gate.handshake_failed(peer, &"handshake timed out"),
+                    if let Some(stream) = gate.tls(handshake, &acceptor, tcp, peer).await {
+                        serve_connection(Guarded::new(stream, slot, None), peer, app, &settings)
+                            .await
                     }
                 }
             }

@@ -60,6 +60,10 @@ impl RateLog {
     }
 }
 
+/// A TLS handshake must finish within this, on every listener: a peer that stalls it loses
+/// its connection and its handshake slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The connection and handshake caps of one listener.
 pub struct Gate {
     name: &'static str,
@@ -114,6 +118,30 @@ impl Gate {
             );
         }
         permit
+    }
+
+    /// The TLS handshake on `tcp`, holding `handshake` (from [`Gate::handshake`]) until it
+    /// ends, within [`HANDSHAKE_TIMEOUT`]; `None` (logged) when it failed or timed out.
+    pub async fn tls<IO: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        handshake: OwnedSemaphorePermit,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        tcp: IO,
+        peer: std::net::SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<IO>> {
+        let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+        drop(handshake);
+        match accepted {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                self.handshake_failed(peer, &e);
+                None
+            }
+            Err(_) => {
+                self.handshake_failed(peer, &"handshake timed out");
+                None
+            }
+        }
     }
 
     /// A failed or timed out handshake, logged at a bounded rate.

@@ -19,9 +19,6 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, info};
 
-/// A TLS handshake that takes longer than this is dropped, so a slow or hostile client cannot
-/// hold the accept loop.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest gRPC message accepted (bytes): a full batch of results fits many times over.
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// HTTP/2 flow-control window of one agent stream (bytes); see `run`. A batch of 100 results
@@ -260,7 +257,7 @@ async fn accept_loop(
         let (out, gate) = (out.clone(), gate.clone());
         tokio::spawn(async move {
             let accept = acceptor.accept(tcp).into_fallible();
-            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await;
+            let accepted = tokio::time::timeout(crate::listen::HANDSHAKE_TIMEOUT, accept).await;
             drop(handshake);
             match accepted {
                 Ok(Ok(stream)) => {

@@ -27,7 +27,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings of the enrollment listener: a peer gone without closing is dropped. A peer
 /// that never completes the HTTP/2 preface is never pinged and goes at `enroll.idle_timeout`;
 /// one that answers pings and asks nothing goes at `enroll.max_connection_age`.
@@ -302,14 +301,8 @@ pub async fn spawn(
             };
             let (acceptor, tx, gate) = (acceptor.clone(), tx.clone(), gate.clone());
             tokio::spawn(async move {
-                let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(handshake);
-                match accepted {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Guarded::new(stream, slot, Some(idle))).await;
-                    }
-                    Ok(Err(e)) => gate.handshake_failed(peer, &e),
-                    Err(_) => gate.handshake_failed(peer, &"handshake timed out"),
+                if let Some(stream) = gate.tls(handshake, &acceptor, tcp, peer).await {
+                    let _ = tx.send(Guarded::new(stream, slot, Some(idle))).await;
                 }
             });
         }
