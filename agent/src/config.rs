@@ -440,6 +440,7 @@ impl Config {
                     connect_timeout,
                     statement_timeout,
                     exposure_advisory: w.exposure_advisory.unwrap_or(false),
+                    unswitched: Default::default(),
                 })),
                 interval,
                 timeout,

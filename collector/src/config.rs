@@ -168,6 +168,12 @@ pub struct RawWal {
     pub max_pending: Option<u64>,
     pub expect_archiving: Option<bool>,
     pub on_recovered_failure: Option<String>,
+    /// Data at risk older than this is critical (default 15 min).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_data_at_risk: Option<Duration>,
+    /// ... and older than this a warning (default off).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub warn_data_at_risk: Option<Duration>,
 }
 
 /// `[thresholds.archive]`: the WAL archive directory checks (`archive.<name>`).
@@ -409,8 +415,14 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
             max_pending,
             expect_archiving,
             on_recovered_failure,
+            max_data_at_risk,
+            warn_data_at_risk,
         } = &mut l.wal;
         set(max_delay, w.max_delay);
+        set(max_data_at_risk, w.max_data_at_risk);
+        if w.warn_data_at_risk.is_some() {
+            *warn_data_at_risk = w.warn_data_at_risk;
+        }
         if w.max_pending.is_some() {
             *max_pending = w.max_pending;
         }
@@ -428,6 +440,17 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         }
         if l.wal.max_delay.is_zero() {
             return Err("wal.max_delay: must be more than 0".into());
+        }
+        if l.wal.max_data_at_risk.is_zero() {
+            return Err("wal.max_data_at_risk: must be more than 0".into());
+        }
+        if let Some(w) = l.wal.warn_data_at_risk
+            && w >= l.wal.max_data_at_risk
+        {
+            return Err(format!(
+                "wal.warn_data_at_risk: must be less than max_data_at_risk ({}s)",
+                l.wal.max_data_at_risk.as_secs()
+            ));
         }
     }
     if let Some(a) = &raw.archive {

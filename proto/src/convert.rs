@@ -286,6 +286,13 @@ impl From<&WalObs> for pb::WalArchiveObservation {
             pending_note: w.pending_note.as_deref().map(clip).unwrap_or_default(),
             exposure_advisory: w.exposure_advisory,
             last_archive_latency_ms: w.last_archive_latency_ms,
+            next_xid: w.next_xid,
+            unswitched_writes_since: opt_ts(w.unswitched_writes_since),
+            unswitched_writes_note: w
+                .unswitched_writes_note
+                .as_deref()
+                .map(clip)
+                .unwrap_or_default(),
         }
     }
 }
@@ -454,6 +461,12 @@ fn observation_from_wire(
             pending_note: non_empty(text("pending_note", w.pending_note)?),
             exposure_advisory: w.exposure_advisory,
             last_archive_latency_ms: w.last_archive_latency_ms,
+            next_xid: w.next_xid,
+            unswitched_writes_since: from_opt_ts(&w.unswitched_writes_since)?,
+            unswitched_writes_note: non_empty(text(
+                "unswitched_writes_note",
+                w.unswitched_writes_note,
+            )?),
             archive_mode: text("archive_mode", w.archive_mode)?,
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,

@@ -162,6 +162,19 @@ pub struct DiskObs {
     pub fs_type: Option<String>,
 }
 
+/// A WAL position as PostgreSQL prints it: `"16/B374D848"` → 0x16_B374D848. Each half is at
+/// most 32 bits, as in `pg_lsn_in`.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some(hi << 32 | lo)
+}
+
+/// Size of the long page header that starts every WAL segment: a position this far into its
+/// segment means nothing was written into the segment yet.
+pub const WAL_SEGMENT_HEADER_BYTES: u64 = 40;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PendingSource {
@@ -206,4 +219,15 @@ pub struct WalObs {
     /// last_archived_time − when its segment became ready (queue wait + archive_command).
     #[serde(default)]
     pub last_archive_latency_ms: Option<i64>,
+    /// The next transaction id (primary only): it moves only when a transaction writes.
+    #[serde(default)]
+    pub next_xid: Option<i64>,
+    /// Earliest moment (database clock) a write transaction may have put WAL into the
+    /// current, not yet switched segment, tracked by the agent across samples; `None` = no
+    /// write transaction since the segment began, as far as the agent saw.
+    #[serde(default)]
+    pub unswitched_writes_since: Option<DateTime<Utc>>,
+    /// Why `unswitched_writes_since` is unknown or a lower bound.
+    #[serde(default)]
+    pub unswitched_writes_note: Option<String>,
 }

@@ -12,7 +12,7 @@
 use super::procedure;
 use crate::human;
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{PendingSource, WalObs};
+use backwatch_proto::model::{PendingSource, WAL_SEGMENT_HEADER_BYTES, WalObs, parse_lsn};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -38,6 +38,13 @@ pub struct ArchiveLimits {
     /// Hosts expected to archive: disabled archiving is critical there, informational elsewhere.
     pub expect_archiving: bool,
     pub on_recovered_failure: RecoveredFailurePolicy,
+    /// Data at risk (committed work in no archive) older than this is critical (15 min, the
+    /// procedure's archive delay).
+    #[serde(serialize_with = "ser_secs")]
+    pub max_data_at_risk: Duration,
+    /// ... and older than this a warning (off by default).
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub warn_data_at_risk: Option<Duration>,
 }
 
 impl Default for ArchiveLimits {
@@ -47,12 +54,107 @@ impl Default for ArchiveLimits {
             max_pending: None,
             expect_archiving: true,
             on_recovered_failure: RecoveredFailurePolicy::Record,
+            max_data_at_risk: Duration::from_secs(15 * 60),
+            warn_data_at_risk: None,
         }
     }
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Committed work a crash of this server would lose now (docs/checks.md R31): its age, and
+/// where the oldest of it waits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataAtRisk {
+    /// 0: nothing at risk.
+    pub secs: i64,
+    /// The oldest WAL no archive holds: a `.ready` segment or the current segment.
+    pub segment: Option<String>,
+    /// `true` when the oldest is the current segment, which no switch has handed on yet.
+    pub unswitched: bool,
+}
+
+/// Data at risk, or `None` where it does not apply (a standby that does not archive,
+/// archiving disabled) or cannot be known (the pending list is unreadable).
+///
+/// The oldest WAL not archived is the oldest `.ready` segment when there is one (its age is
+/// the archive delay), else the first write transaction in the current segment, dated by the
+/// agent from sample to sample. It is never the age of `last_archived_time`: a server that
+/// wrote nothing since has nothing at risk however old that is.
+pub fn data_at_risk(obs: &WalObs) -> Option<DataAtRisk> {
+    if (obs.in_recovery && obs.archive_mode != "always") || archiving_disabled(obs).is_some() {
+        return None;
+    }
+    if obs.pending_source == PendingSource::Unavailable {
+        return None;
+    }
+    let pending = (waiting(obs) > 0).then(|| DataAtRisk {
+        secs: obs.oldest_ready_age_secs.unwrap_or(0).max(0),
+        segment: obs.oldest_ready_name.clone(),
+        unswitched: false,
+    });
+    let current = obs
+        .unswitched_writes_since
+        .zip(obs.db_now)
+        .map(|(since, now)| DataAtRisk {
+            secs: (now - since).num_seconds().max(0),
+            segment: obs.current_wal_file.clone(),
+            unswitched: true,
+        });
+    Some(match (pending, current) {
+        (Some(p), Some(c)) if c.secs > p.secs => c,
+        (Some(p), _) => p,
+        (None, Some(c)) => c,
+        (None, None) => DataAtRisk {
+            secs: 0,
+            segment: None,
+            unswitched: false,
+        },
+    })
+}
+
+/// The verdict on data at risk alone, when it passes a limit.
+fn judge_risk(obs: &WalObs, risk: &DataAtRisk, l: &ArchiveLimits) -> Option<(Status, String)> {
+    let status = if risk.secs > secs_i64(l.max_data_at_risk) {
+        (Status::Critical, l.max_data_at_risk)
+    } else {
+        match l.warn_data_at_risk {
+            Some(w) if risk.secs > secs_i64(w) => (Status::Warning, w),
+            _ => return None,
+        }
+    };
+    let segment = risk.segment.as_deref().unwrap_or("?");
+    let lead = format!(
+        "data at risk {} (limit {})",
+        human::duration(risk.secs),
+        human::duration(secs_i64(status.1))
+    );
+    let why = if risk.unswitched {
+        let switch = if obs.archive_timeout_secs == 0 {
+            "archive_timeout = 0: no switch hands it to the archiver before it fills".to_string()
+        } else {
+            format!(
+                "archive_timeout = {}",
+                human::duration(obs.archive_timeout_secs)
+            )
+        };
+        format!(
+            "write transactions since {} are in the current segment {segment}, which no archive holds yet ({switch})",
+            at(obs.unswitched_writes_since)
+        )
+    } else {
+        format!("the oldest WAL not archived is {segment}, waiting to be archived")
+    };
+    Some((status.0, format!("{lead}: {why}")))
 }
 
 /// A1: failing ⇔ a failure newer than the last success (ties are not failing, as in Barman).
@@ -136,6 +238,7 @@ fn at(t: Option<DateTime<Utc>>) -> String {
 }
 
 pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verdict {
+    let risk = data_at_risk(obs);
     let details = json!({
         "archive_mode": obs.archive_mode,
         "in_recovery": obs.in_recovery,
@@ -154,6 +257,12 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         "recovered_failures": recovered_failures(obs, prev),
         "last_archive_latency_ms": obs.last_archive_latency_ms,
         "since_previous": since_previous(obs, prev),
+        "data_at_risk_secs": risk.as_ref().map(|r| r.secs),
+        "data_at_risk_segment": risk.as_ref().and_then(|r| r.segment.clone()),
+        "data_at_risk_unswitched": risk.as_ref().map(|r| r.unswitched),
+        "unswitched_writes_since": obs.unswitched_writes_since,
+        "unswitched_writes_note": obs.unswitched_writes_note,
+        "max_data_at_risk_secs": l.max_data_at_risk.as_secs(),
     });
     let verdict = |status: Status, summary: String| {
         Verdict::new(status, summary)
@@ -241,6 +350,10 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
             ),
         );
     }
+    // Data at risk: the committed work a crash would lose, whichever segment holds it.
+    if let Some((status, summary)) = risk.as_ref().and_then(|r| judge_risk(obs, r, l)) {
+        return verdict(status, summary);
+    }
     // A2
     let recovered = recovered_failures(obs, prev);
     let mut summary = if waiting > 0 {
@@ -251,6 +364,13 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
     } else {
         "archiving ok: nothing waiting".to_string()
     };
+    if let Some(r) = risk.as_ref().filter(|r| r.unswitched && r.secs > 0) {
+        summary.push_str(&format!(
+            "; data at risk {} (written since {})",
+            human::duration(r.secs),
+            at(obs.unswitched_writes_since)
+        ));
+    }
     // A7: the age of the last archived segment is information, never a reason to alert.
     if let (Some(wal), Some(t)) = (&obs.last_archived_wal, obs.last_archived_time) {
         summary.push_str(&format!("; last archived {wal} at {}", at(Some(t))));
@@ -275,7 +395,6 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
 /// last successful archive, which follows it) is older than the delay limit, or unknown. The
 /// bytes are the current position's offset in its segment, past the 40-byte page header.
 fn exposure(obs: &WalObs, l: &ArchiveLimits) -> Option<String> {
-    const LONG_PAGE_HEADER: u64 = 40;
     if !obs.exposure_advisory || obs.in_recovery {
         return None;
     }
@@ -288,7 +407,7 @@ fn exposure(obs: &WalObs, l: &ArchiveLimits) -> Option<String> {
         .filter(|s| *s > 0)?;
     let lsn = obs.current_lsn.as_deref().and_then(parse_lsn)?;
     let bytes = lsn % seg;
-    if bytes <= LONG_PAGE_HEADER {
+    if bytes <= WAL_SEGMENT_HEADER_BYTES {
         return None;
     }
     let since = match (obs.last_archived_time, obs.db_now) {
@@ -313,12 +432,6 @@ fn exposure(obs: &WalObs, l: &ArchiveLimits) -> Option<String> {
         "advisory: {} of WAL {since} are not archivable yet ({setting}): the data-loss window if this server is lost",
         human::bytes(bytes)
     ))
-}
-
-/// "16/B374D848" as a WAL position.
-fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 fn secs_i64(d: Duration) -> i64 {
@@ -367,6 +480,84 @@ mod tests {
         let v = archiving(&healthy(), None, &limits());
         assert_eq!(v.status, Status::Ok, "{}", v.summary);
         assert!(v.summary.contains("nothing waiting"));
+    }
+
+    #[test]
+    fn an_idle_primary_has_nothing_at_risk_however_old_its_last_archive() {
+        // Four hours since the last archive, a dirty position (a checkpoint), no writes.
+        let obs = WalObs {
+            current_lsn: Some("0/A000100".into()),
+            current_wal_file: Some("00000001000000000000000A".into()),
+            ..healthy()
+        };
+        let risk = data_at_risk(&obs).unwrap();
+        assert_eq!(risk.secs, 0);
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert_eq!(v.details["data_at_risk_secs"], 0);
+    }
+
+    #[test]
+    fn write_transactions_in_an_unswitched_segment_put_data_at_risk() {
+        let obs = WalObs {
+            current_lsn: Some("0/A012345".into()),
+            current_wal_file: Some("00000001000000000000000A".into()),
+            unswitched_writes_since: t(11, 50),
+            ..healthy()
+        };
+        let ok = archiving(&obs, None, &limits());
+        assert_eq!(ok.status, Status::Ok, "{}", ok.summary);
+        assert!(
+            ok.summary.contains("; data at risk 10 min"),
+            "{}",
+            ok.summary
+        );
+        let old = WalObs {
+            unswitched_writes_since: t(11, 0),
+            ..obs.clone()
+        };
+        let v = archiving(&old, None, &limits());
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("data at risk 60 min (limit 15 min): write transactions since 2026-")
+                && v.summary
+                    .contains("current segment 00000001000000000000000A")
+                && v.summary.contains("archive_timeout = 0: no switch"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.details["data_at_risk_secs"], 3600);
+        let warn = ArchiveLimits {
+            warn_data_at_risk: Some(Duration::from_secs(300)),
+            ..limits()
+        };
+        assert_eq!(archiving(&obs, None, &warn).status, Status::Warning);
+    }
+
+    #[test]
+    fn data_at_risk_is_the_oldest_of_pending_and_unswitched_and_absent_on_a_standby() {
+        let obs = WalObs {
+            ready_segments: 2,
+            oldest_ready_name: Some("00000001000000000000000A".into()),
+            oldest_ready_age_secs: Some(300),
+            current_wal_file: Some("00000001000000000000000C".into()),
+            unswitched_writes_since: t(11, 58),
+            ..healthy()
+        };
+        let r = data_at_risk(&obs).unwrap();
+        assert_eq!((r.secs, r.unswitched), (300, false));
+        assert_eq!(r.segment.as_deref(), Some("00000001000000000000000A"));
+        let standby = WalObs {
+            in_recovery: true,
+            ..obs.clone()
+        };
+        assert_eq!(data_at_risk(&standby), None);
+        let unreadable = WalObs {
+            pending_source: PendingSource::Unavailable,
+            ..obs
+        };
+        assert_eq!(data_at_risk(&unreadable), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod pgbackrest;
 pub mod restore;
 pub mod tool_command;
+pub mod unswitched;
 pub mod wal_archive;
 
 use backwatch_proto::model::{Observation, ProbeKind};

@@ -15,10 +15,14 @@
 //!   chrono support enabled), exact so that A1's `last_failed_time > last_archived_time` tie
 //!   rule sees the same values the server compared.
 
+use super::unswitched;
 use super::{Outcome, Probe};
 use backwatch_proto::error::chain;
-use backwatch_proto::model::{Observation, PendingSource, ProbeKind, WalObs};
+use backwatch_proto::model::{
+    Observation, PendingSource, ProbeKind, WAL_SEGMENT_HEADER_BYTES, WalObs, parse_lsn,
+};
 use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -36,6 +40,8 @@ pub struct WalProbe {
     pub statement_timeout: Duration,
     /// Ask the collector for the A8 exposure advisory (sent in the observation).
     pub exposure_advisory: bool,
+    /// The previous sample's conclusion about the current segment (see [`unswitched`]).
+    pub unswitched: Arc<Mutex<Option<unswitched::Tracked>>>,
 }
 
 impl Probe for WalProbe {
@@ -100,7 +106,35 @@ impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
         let mut obs = self.with_session(query).await?;
         obs.exposure_advisory = self.exposure_advisory;
+        self.track_unswitched(&mut obs);
         Ok(obs)
+    }
+
+    /// Dates committed work in the current segment from this sample and the previous one.
+    /// A standby, or a sample lacking a fact, forgets the history: after a promotion the
+    /// segments and transaction ids are the new primary's.
+    fn track_unswitched(&self, obs: &mut WalObs) {
+        let sample = (|| {
+            if obs.in_recovery {
+                return None;
+            }
+            let seg = u64::try_from(obs.wal_segment_size_bytes)
+                .ok()
+                .filter(|s| *s > 0)?;
+            let lsn = parse_lsn(obs.current_lsn.as_deref()?)?;
+            Some(unswitched::Sample {
+                segment: obs.current_wal_file.clone()?,
+                next_xid: obs.next_xid?,
+                written: lsn % seg > WAL_SEGMENT_HEADER_BYTES,
+                at: obs.db_now?,
+            })
+        })();
+        let mut kept = self.unswitched.lock().unwrap_or_else(|e| e.into_inner());
+        *kept = sample.map(|s| unswitched::next(kept.as_ref(), s));
+        if let Some(t) = kept.as_ref() {
+            obs.unswitched_writes_since = t.since;
+            obs.unswitched_writes_note = t.undated.then(|| unswitched::UNDATED_NOTE.to_string());
+        }
     }
 
     /// Connect, run `queries` (given the client and the statement timeout to set), and close.
@@ -449,6 +483,9 @@ SELECT current_setting('server_version_num')::int4 AS server_version_num,
             ELSE pg_current_wal_lsn()::text END AS current_lsn,
        CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current_wal_file,
+       -- moves only when a transaction writes; reading it takes no transaction id
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE txid_snapshot_xmax(txid_current_snapshot()) END AS next_xid,
        (extract(epoch FROM now()) * 1000000)::int8 AS db_now_us
   FROM pg_stat_archiver a";
 
@@ -511,6 +548,7 @@ fn status_from_row(row: &Row) -> Result<WalObs, String> {
         db_now: time(row, "db_now_us")?,
         current_lsn: get(row, "current_lsn")?,
         current_wal_file: get(row, "current_wal_file")?,
+        next_xid: get(row, "next_xid")?,
         ..WalObs::default()
     })
 }
@@ -667,6 +705,7 @@ mod tests {
             connect_timeout,
             statement_timeout: Duration::from_secs(5),
             exposure_advisory: false,
+            unswitched: Default::default(),
         }
     }
 
@@ -762,6 +801,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             exposure_advisory: false,
+            unswitched: Default::default(),
         };
 
         let Ok(Observation::WalArchive(obs)) = probe.observe().await else {

@@ -26,6 +26,7 @@ const THRESHOLD_KEYS: &[&str] = &[
     "hysteresis_pts",
     "max_age_secs",
     "max_delay_secs",
+    "max_data_at_risk_secs",
     "max_pending",
     "min_size_bytes",
 ];

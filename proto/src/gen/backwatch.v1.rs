@@ -360,6 +360,21 @@ pub struct WalArchiveObservation {
     /// (milliseconds); absent once the .done file was removed at a checkpoint.
     #[prost(int64, optional, tag = "26")]
     pub last_archive_latency_ms: ::core::option::Option<i64>,
+    /// txid_snapshot_xmax(txid_current_snapshot()) on a primary: the next transaction id. It moves
+    /// only when a transaction writes, so an unchanged value between two samples means no
+    /// committed work in between, whatever WAL (checkpoints, standby snapshots) was written.
+    #[prost(int64, optional, tag = "27")]
+    pub next_xid: ::core::option::Option<i64>,
+    /// Data at risk in the current, not yet switched segment (docs/checks.md, data at risk): the
+    /// earliest moment, on the database clock, at which a write transaction may have put WAL
+    /// into it, as tracked by the agent from sample to sample. Absent: no write transaction
+    /// since the segment began (or not known, see unswitched_writes_note).
+    #[prost(message, optional, tag = "28")]
+    pub unswitched_writes_since: ::core::option::Option<::prost_types::Timestamp>,
+    /// Why the time above is unknown or only a lower bound (e.g. the agent started after the
+    /// segment began); empty when exact to one probe interval.
+    #[prost(string, tag = "29")]
+    pub unswitched_writes_note: ::prost::alloc::string::String,
 }
 /// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
 /// what it holds, how far back it reaches, whether it is continuous, and whether the segment

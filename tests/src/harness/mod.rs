@@ -4,6 +4,7 @@
 
 pub mod alerting;
 pub mod browser;
+pub mod clock;
 pub mod fleet;
 pub mod mounts;
 pub mod pg;

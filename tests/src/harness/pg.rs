@@ -246,6 +246,16 @@ impl PgCluster {
 
     /// Starts the (stopped) server on its port and socket dir.
     pub fn start(&self) -> anyhow::Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the (stopped) server with its wall clock `offset_secs` off (negative: behind),
+    /// every process it forks included (see [`crate::harness::clock`]).
+    pub fn start_with_clock_offset(&self, offset_secs: i64) -> anyhow::Result<()> {
+        self.start_with_env(&crate::harness::clock::env(offset_secs)?)
+    }
+
+    fn start_with_env(&self, env: &[(String, String)]) -> anyhow::Result<()> {
         let sock = quote::shell(&self.sock.to_string_lossy()); // pg_ctl runs postgres via sh
         let opts = format!("-p {} -k {sock} -c listen_addresses=127.0.0.1", self.port);
         let mut pg_ctl = self.server_command("pg_ctl");
@@ -255,7 +265,8 @@ impl PgCluster {
             .arg("-l")
             .arg(&self.log)
             .arg("-o")
-            .arg(opts);
+            .arg(opts)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         run(&mut pg_ctl, "pg_ctl start").map_err(|e| anyhow!("{e:#}\n{}", self.log_tail()))
     }
 

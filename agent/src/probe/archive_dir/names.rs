@@ -143,13 +143,7 @@ pub fn history_name(tli: u32) -> String {
     format!("{tli:08X}.history")
 }
 
-/// `"0/3000028"` → 0x3000028.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some(hi << 32 | lo)
-}
+pub use backwatch_proto::model::parse_lsn;
 
 /// Entries of a timeline history file, oldest first: the parent timeline and the WAL location
 /// where it was left. PostgreSQL writes `<tli>\t<X/X>\t<reason>` lines; blank and `#` lines

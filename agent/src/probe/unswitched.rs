@@ -1,0 +1,131 @@
+//! When did committed work start waiting in the current, not yet switched WAL segment?
+//!
+//! Data at risk (docs/checks.md, R31) is the age of the oldest WAL no archive holds. Segments
+//! waiting as `.ready` files have a time (the archiver's queue, R15). The current segment does
+//! not: PostgreSQL keeps no "first write into this segment" time, and its position alone
+//! misleads — a checkpoint or a standby snapshot record after a manual `pg_switch_wal()` moves
+//! it on a server that committed nothing, and calling that "at risk" would be the idle-server
+//! false alarm the check exists to avoid.
+//!
+//! What moves only with committed work is the next transaction id: a transaction that writes
+//! (rows, sequences, DDL) takes an id before it commits. So the probe remembers, per server,
+//! the segment and next id of its previous sample, and concludes from one sample to the next:
+//! - the position is at the start of its segment (the page header only): nothing at risk;
+//! - same segment, same id: unchanged since the previous sample;
+//! - same segment, new id: work since the previous sample at the latest (its time is kept,
+//!   so the figure errs by at most one interval, on the side of more risk);
+//! - new segment, same id: the switch handed everything before it to the archiver (or to
+//!   `.ready` files, which have their own time) and nothing wrote since: nothing at risk;
+//! - new segment, new id: work since the previous sample.
+//!
+//! A first sample cannot date what the segment already holds. Rather than an alarm from a
+//! guess (the last archive time can be hours old on an idle server), it counts from the next
+//! write transaction and says so in a note, until the segment switches.
+
+use chrono::{DateTime, Utc};
+
+/// What one sample of a primary saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub segment: String,
+    pub next_xid: i64,
+    /// The position is past the segment's page header: some WAL is in it.
+    pub written: bool,
+    /// Database clock.
+    pub at: DateTime<Utc>,
+}
+
+/// The conclusion kept from sample to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub sample: Sample,
+    /// Earliest time committed work may have entered the current segment; `None`: none did.
+    pub since: Option<DateTime<Utc>>,
+    /// The segment held WAL of unknown age when first seen.
+    pub undated: bool,
+}
+
+pub const UNDATED_NOTE: &str = "WAL already in the current segment when the agent started cannot be dated; counted from the next write transaction until the segment switches";
+
+pub fn next(prev: Option<&Tracked>, now: Sample) -> Tracked {
+    let tracked = |since, undated| Tracked {
+        sample: now.clone(),
+        since,
+        undated,
+    };
+    if !now.written {
+        return tracked(None, false);
+    }
+    let Some(p) = prev else {
+        return tracked(None, true);
+    };
+    let same_segment = p.sample.segment == now.segment;
+    let wrote = p.sample.next_xid != now.next_xid;
+    match (same_segment, wrote) {
+        (true, false) => tracked(p.since, p.undated),
+        (true, true) => tracked(p.since.or(Some(p.sample.at)), p.undated),
+        (false, false) => tracked(None, false),
+        (false, true) => tracked(Some(p.sample.at), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn s(segment: &str, xid: i64, written: bool, minute: u32) -> Sample {
+        Sample {
+            segment: segment.into(),
+            next_xid: xid,
+            written,
+            at: Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).unwrap(),
+        }
+    }
+
+    fn at(minute: u32) -> Option<DateTime<Utc>> {
+        Some(Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).unwrap())
+    }
+
+    #[test]
+    fn an_idle_server_whose_segment_holds_only_a_checkpoint_has_nothing_at_risk() {
+        let t = next(None, s("A", 700, false, 0));
+        // A checkpoint record moves the position; no transaction id was taken.
+        let t = next(Some(&t), s("A", 700, true, 5));
+        let t = next(Some(&t), s("A", 700, true, 50));
+        assert_eq!(t.since, None);
+        assert!(!t.undated);
+    }
+
+    #[test]
+    fn work_is_dated_to_the_sample_before_it_and_stays_dated() {
+        let t = next(None, s("A", 700, false, 0));
+        let t = next(Some(&t), s("A", 701, true, 1));
+        assert_eq!(t.since, at(0));
+        let t = next(Some(&t), s("A", 705, true, 2));
+        let t = next(Some(&t), s("A", 705, true, 30));
+        assert_eq!(t.since, at(0), "the oldest write is what is at risk");
+    }
+
+    #[test]
+    fn a_switch_clears_unless_work_continued() {
+        let t = next(None, s("A", 700, true, 0));
+        let t = next(Some(&t), s("A", 701, true, 1));
+        let quiet = next(Some(&t), s("B", 701, true, 2));
+        assert_eq!(quiet.since, None);
+        let busy = next(Some(&t), s("B", 702, true, 2));
+        assert_eq!(busy.since, at(1));
+        let fresh = next(Some(&t), s("B", 702, false, 2));
+        assert_eq!(fresh.since, None, "nothing past the header: nothing in it");
+    }
+
+    #[test]
+    fn a_first_sample_is_undated_until_the_segment_switches() {
+        let t = next(None, s("A", 700, true, 0));
+        assert_eq!((t.since, t.undated), (None, true));
+        let t = next(Some(&t), s("A", 701, true, 1));
+        assert_eq!((t.since, t.undated), (at(0), true));
+        let t = next(Some(&t), s("B", 701, true, 2));
+        assert_eq!((t.since, t.undated), (None, false));
+    }
+}
