@@ -248,6 +248,15 @@ const VALUES: &[Gauge] = &[
         },
     },
     Gauge {
+        name: "backwatch_wal_data_at_risk_seconds",
+        kind: "gauge",
+        help: "Age of the oldest committed work no archive holds: what a crash of this primary would lose now (absent on a standby or when unknown).",
+        read: |o| match o {
+            Observation::WalArchive(w) => crate::rules::wal::data_at_risk(w).map(|r| r.secs as f64),
+            _ => None,
+        },
+    },
+    Gauge {
         name: "backwatch_wal_pending_segments",
         kind: "gauge",
         help: "WAL segments waiting to be archived (.ready files).",
