@@ -363,11 +363,22 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
                     last_archived(obs).unwrap_or("?")
                 )
             });
+            let window = obs
+                .window
+                .as_ref()
+                .filter(|w| w.cut_at.as_deref() == Some(g.first_missing.as_str()))
+                .map_or_else(String::new, |w| {
+                    format!(
+                        "; the recoverable window ends at {} ({})",
+                        at(w.end),
+                        w.end_segment
+                    )
+                });
             f.add(
                 Status::Critical,
                 format!(
                     "gap in the archive: {}{run} missing{why}, {} segments before the newest; \
-                     recovery from {from} stops there{more}",
+                     recovery from {from} stops there{window}{more}",
                     g.first_missing, g.segments_after
                 ),
             );
@@ -512,6 +523,13 @@ fn ok_summary(obs: &ArchiveDirObs, min_secs: i64) -> String {
     if let Some(d) = obs.newest_backup.as_ref().and_then(|b| b.duration_secs) {
         s.push_str(&format!("; newest base backup took {}", human::duration(d)));
     }
+    if let Some(w) = &obs.window {
+        s.push_str(&format!(
+            "; restorable from {} to {}",
+            at(w.start),
+            at(w.end)
+        ));
+    }
     if let Some(pg) = &obs.postgres
         && pg.error.is_none()
         && let Some(wal) = &pg.last_archived_wal
@@ -580,5 +598,8 @@ fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_js
         "last_archived_wal": pg.and_then(|p| p.last_archived_wal.clone()),
         "last_archived_present": pg.map(|p| p.last_archived_file.is_some()),
         "truncated": obs.truncated,
+        "window": obs.window,
+        "window_note": obs.window_note,
+        "window_secs": obs.window.as_ref().map(|w| (w.end - w.start).num_seconds()),
     })
 }

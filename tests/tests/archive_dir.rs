@@ -186,6 +186,120 @@ async fn segment_deleted_from_the_middle_of_the_archive_is_found_by_name() -> Re
     Ok(())
 }
 
+/// The backup history files in the archive, oldest first.
+fn history_files(pg: &PgCluster) -> Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(pg.archive_dir())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".backup"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The recoverable window (docs/checks.md R32): from the consistency point of the oldest backup
+/// whose WAL is unbroken to the newest segment; a gap between backups moves its start to the
+/// backup after the gap, a gap after the newest backup cuts its end.
+#[tokio::test]
+async fn the_recoverable_window_starts_at_the_oldest_restorable_backup_and_a_gap_cuts_it()
+-> Result<()> {
+    let began = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let pg = cluster(None)?;
+    switch_segments(&pg, 1).await?;
+    pg.psql("SELECT pg_backup_start('first', true); SELECT pg_backup_stop();")?;
+    let between = switch_segments(&pg, 3).await?;
+    pg.psql("SELECT pg_backup_start('second', true); SELECT pg_backup_stop();")?;
+    let after = switch_segments(&pg, 8).await?;
+    let backups = history_files(&pg)?;
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    let scene = scene("db1", |a| {
+        archive_probe(a.wal("main", &pg.dsn(), "1s"), &pg, &[("wal", "main")])
+    })
+    .await?;
+    let collector = &scene.collector;
+    let c = collector
+        .wait_summary("db1", "archive.main", "ok", "archive ok", WAIT)
+        .await;
+    let w = &c["details"]["window"];
+    assert_eq!(w["earliest_backup"], backups[0].as_str(), "{c}");
+    assert_eq!(w["latest_backup"], backups[1].as_str(), "{c}");
+    assert_eq!(w["end_segment"], after[7].as_str(), "{c}");
+    assert_eq!(w["cut_at"], Value::Null, "{c}");
+    assert_eq!(w["start_exact"], true, "{c}");
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let (start, end) = (
+        time(&w["start"]).context("start")?,
+        time(&w["end"]).context("end")?,
+    );
+    assert!(began <= start && start <= end, "{began} {start} {end}");
+    assert!(end <= chrono::Utc::now(), "{end}");
+    assert!(summary(&c).contains("; restorable from "), "{c}");
+
+    // Prometheus shows the same window.
+    let page = collector
+        .http_client()
+        .get(collector.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let series = |name: &str| {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}{{host=\"db1\",check=\"archive.main\"}} "))
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        series("backwatch_recovery_window_start_timestamp_seconds"),
+        Some(start.timestamp() as f64),
+        "{page}"
+    );
+    assert_eq!(
+        series("backwatch_recovery_window_end_timestamp_seconds"),
+        Some(end.timestamp() as f64)
+    );
+
+    // A segment between the two backups is lost: only the second one reaches the end.
+    fs::remove_file(pg.archive_dir().join(&between[1]))?;
+    collector
+        .wait_check(
+            "db1",
+            "archive.main",
+            "to start at the second backup",
+            WAIT,
+            |c| c["details"]["window"]["earliest_backup"] == backups[1].as_str(),
+        )
+        .await;
+
+    // A segment after the newest backup is lost: the window ends before it, and says so.
+    fs::remove_file(pg.archive_dir().join(&after[3]))?;
+    let c = collector
+        .wait_check("db1", "archive.main", "to be cut", WAIT, |c| {
+            c["status"] == "critical" && c["details"]["window"]["cut_at"] == after[3].as_str()
+        })
+        .await;
+    assert_eq!(
+        c["details"]["window"]["end_segment"],
+        after[2].as_str(),
+        "{c}"
+    );
+    assert!(
+        summary(&c).contains(&format!(
+            "the recoverable window ends at {} ({})",
+            time(&c["details"]["window"]["end"])
+                .context("end")?
+                .format("%Y-%m-%d %H:%M:%S UTC"),
+            after[2]
+        )),
+        "{c}"
+    );
+    Ok(())
+}
+
 /// PostgreSQL's archiver copies one segment at a time, in order: a segment missing at or before
 /// the `last_archived_wal` it reported was lost, even next to the newest file. Without the
 /// server's word, or for an archive declared asynchronous, such a gap may still be in flight.

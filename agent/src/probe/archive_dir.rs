@@ -35,6 +35,7 @@ mod postgres;
 mod scan;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use super::backup_dir::{age_secs, os_text, to_utc};
 use super::wal_archive::WalProbe;
@@ -43,6 +44,7 @@ use backwatch_proto::model::{
     ArchiveDirObs, ArchivedFile, ArchiverView, DayVolume, DirAccess, Observation, ProbeKind,
     SizeSource,
 };
+use chrono::{DateTime, Utc};
 use continuity::TimelinePath;
 use names::{DEFAULT_SEGMENT_SIZE, history_name, valid_segment_size};
 use nix::unistd::{Gid, Group, Uid, User};
@@ -242,6 +244,7 @@ impl ArchiveDirProbe {
                 (names::WalFile::Segment(seg), None) => Some(seg),
                 _ => None,
             });
+        self.window(obs, l, &path, seg_size);
         obs.continuity_note = if l.truncated {
             Some(format!(
                 "not checked: the scan stopped after {} entries",
@@ -259,6 +262,38 @@ impl ArchiveDirProbe {
                 Err(why) => Some(format!("not checked: {why}")),
             }
         };
+    }
+
+    /// The recoverable window (R32), reading the backup history files it needs.
+    fn window(
+        &self,
+        obs: &mut ArchiveDirObs,
+        l: &scan::Listing,
+        path: &TimelinePath,
+        seg_size: u64,
+    ) {
+        if l.truncated {
+            obs.window_note = Some("not computed: the scan stopped early".into());
+            return;
+        }
+        let stop_of = |b: &scan::BackupEntry| {
+            let h = backup_history::read(&self.path, &b.name);
+            let segment = window::stop_segment(h.stop_segment.as_deref()?)?;
+            let (at, exact) = match h.stop_time.as_deref().and_then(window::utc_stop_time) {
+                Some(t) => (t, true),
+                None => {
+                    let mtime = std::fs::metadata(self.path.join(&b.name))
+                        .and_then(|m| m.modified())
+                        .ok()?;
+                    (DateTime::<Utc>::from(mtime), false)
+                }
+            };
+            Some(window::Stop { segment, at, exact })
+        };
+        match window::window(&l.segments, &l.backups, path, seg_size, stop_of) {
+            Ok(w) => obs.window = Some(w),
+            Err(why) => obs.window_note = Some(why),
+        }
     }
 
     /// The current timeline's ancestry from its history file in the archive; any timeline up

@@ -293,6 +293,24 @@ const VALUES: &[Gauge] = &[
         },
     },
     Gauge {
+        name: "backwatch_recovery_window_start_timestamp_seconds",
+        kind: "gauge",
+        help: "Earliest point a restore from this archive's base backups can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (Unix time).",
+        read: |o| match o {
+            Observation::ArchiveDir(a) => a.window.as_ref().map(|w| w.start.timestamp() as f64),
+            _ => None,
+        },
+    },
+    Gauge {
+        name: "backwatch_recovery_window_end_timestamp_seconds",
+        kind: "gauge",
+        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive (Unix time).",
+        read: |o| match o {
+            Observation::ArchiveDir(a) => a.window.as_ref().map(|w| w.end.timestamp() as f64),
+            _ => None,
+        },
+    },
+    Gauge {
         name: "backwatch_archive_segments",
         kind: "gauge",
         help: "WAL segments held in the archive directory.",

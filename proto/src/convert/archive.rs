@@ -82,6 +82,18 @@ impl From<&ArchiveDirObs> for pb::ArchiveDirObservation {
                 duration_secs: b.duration_secs,
                 stop_segment: b.stop_segment.clone().unwrap_or_default(),
             }),
+            window: a.window.as_ref().map(|w| pb::RecoveryWindow {
+                earliest_backup: clip(&w.earliest_backup),
+                start: Some(to_ts(w.start)),
+                start_exact: w.start_exact,
+                latest_backup: clip(&w.latest_backup),
+                end_segment: clip(&w.end_segment),
+                end: Some(to_ts(w.end)),
+                cut_at: w.cut_at.as_deref().map(clip).unwrap_or_default(),
+                segments_after_cut: w.segments_after_cut,
+                backups: w.backups,
+            }),
+            window_note: a.window_note.as_deref().map(clip).unwrap_or_default(),
             encryption: a.encryption.as_ref().map(|e| pb::EncryptionAudit {
                 sampled: e.sampled,
                 readable: e.readable,
@@ -291,6 +303,21 @@ pub(super) fn from_wire(a: pb::ArchiveDirObservation) -> Result<ArchiveDirObs, C
                 stop_segment: opt_text("newest_backup.stop_segment", b.stop_segment)?,
             }),
         },
+        window: match a.window {
+            None => None,
+            Some(w) => Some(RecoveryWindow {
+                earliest_backup: text("window.earliest_backup", w.earliest_backup)?,
+                start: from_ts(w.start.as_ref().ok_or(ConvertError::MissingTime)?)?,
+                start_exact: w.start_exact,
+                latest_backup: text("window.latest_backup", w.latest_backup)?,
+                end_segment: text("window.end_segment", w.end_segment)?,
+                end: from_ts(w.end.as_ref().ok_or(ConvertError::MissingTime)?)?,
+                cut_at: opt_text("window.cut_at", w.cut_at)?,
+                segments_after_cut: w.segments_after_cut,
+                backups: w.backups,
+            }),
+        },
+        window_note: opt_text("window_note", a.window_note)?,
         encryption: match a.encryption {
             None => None,
             Some(e) => Some(EncryptionAudit {

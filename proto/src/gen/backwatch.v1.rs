@@ -488,6 +488,44 @@ pub struct ArchiveDirObservation {
     /// at a time, in order, so such a gap is lost.
     #[prost(bool, tag = "36")]
     pub asynchronous: bool,
+    /// The recoverable window this archive and its backup history files give (docs/checks.md
+    /// R32); absent when there is none, window_note says why.
+    #[prost(message, optional, tag = "37")]
+    pub window: ::core::option::Option<RecoveryWindow>,
+    #[prost(string, tag = "38")]
+    pub window_note: ::prost::alloc::string::String,
+}
+/// From which moment to which moment a restore could reach: the consistency point of the oldest
+/// base backup whose WAL is unbroken up to the end, and the last segment of that unbroken run.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecoveryWindow {
+    /// History file of the oldest backup inside the run, and its consistency point (STOP TIME
+    /// when written in UTC, else the history file's modification time; start_exact says which).
+    #[prost(string, tag = "1")]
+    pub earliest_backup: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub start: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(bool, tag = "3")]
+    pub start_exact: bool,
+    /// History file of the newest backup restorable to the end of the run.
+    #[prost(string, tag = "4")]
+    pub latest_backup: ::prost::alloc::string::String,
+    /// Last segment of the run, and when it was complete in the archive (its modification time,
+    /// agent clock).
+    #[prost(string, tag = "5")]
+    pub end_segment: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "6")]
+    pub end: ::core::option::Option<::prost_types::Timestamp>,
+    /// First missing or short segment after the run when the run stops before the newest
+    /// segment: the window is cut there; empty when it reaches the newest segment.
+    #[prost(string, tag = "7")]
+    pub cut_at: ::prost::alloc::string::String,
+    /// Segment positions after the run up to the newest segment (0 when not cut).
+    #[prost(uint64, tag = "8")]
+    pub segments_after_cut: u64,
+    /// Backup history files on the current timeline's path (count).
+    #[prost(uint64, tag = "9")]
+    pub backups: u64,
 }
 /// A plain `pg_basebackup` directory, as its `backup_label` and `backup_manifest` describe it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -89,6 +89,32 @@ pub struct ArchiveDirObs {
     /// Declared asynchronous: archived by PostgreSQL does not mean present here yet.
     #[serde(default)]
     pub asynchronous: bool,
+    /// The recoverable window from the backups whose history files are here (R32).
+    #[serde(default)]
+    pub window: Option<RecoveryWindow>,
+    /// Why there is no window (no backup history file, no restorable backup, not scanned).
+    #[serde(default)]
+    pub window_note: Option<String>,
+}
+
+/// From which moment to which moment a restore could reach (docs/checks.md R32).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryWindow {
+    /// History file of the oldest backup whose WAL is unbroken to `end_segment`.
+    pub earliest_backup: String,
+    /// Its consistency point: STOP TIME when in UTC (`start_exact`), else the history file's
+    /// modification time.
+    pub start: DateTime<Utc>,
+    pub start_exact: bool,
+    /// History file of the newest backup restorable to `end_segment`.
+    pub latest_backup: String,
+    pub end_segment: String,
+    /// When `end_segment` was complete in the archive (its mtime, agent clock).
+    pub end: DateTime<Utc>,
+    /// First missing or short segment after the run: the window is cut there.
+    pub cut_at: Option<String>,
+    pub segments_after_cut: u64,
+    pub backups: u64,
 }
 
 /// The newest segments of an archive declared encrypted, checked for content readable without

@@ -195,6 +195,7 @@ mod tests {
                 name: SegName::from_segno(tli, n, SEG),
                 size: SEG as u32,
                 compressed: false,
+                mtime_secs: 0,
             })
             .collect()
     }
@@ -297,6 +298,7 @@ mod tests {
             name: SegName::from_segno(1, 4, SEG),
             size: 100,
             compressed: true,
+            mtime_secs: 0,
         });
         let c = run(&files, &[], &tl1()).expect("checked");
         assert_eq!(c.short_segments, 1);
@@ -314,6 +316,7 @@ mod tests {
             },
             size: 1 << 20,
             compressed: false,
+            mtime_secs: 0,
         }];
         assert!(run(&files, &[], &tl1()).is_err());
         assert!(check(&files, None, &tl1(), 1 << 20).is_ok());

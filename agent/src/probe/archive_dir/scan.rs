@@ -24,6 +24,9 @@ pub struct SegEntry {
     /// Size on disk, saturated (segments are at most 1 GiB).
     pub size: u32,
     pub compressed: bool,
+    /// Modification time, seconds since the epoch: when the segment was complete here (the
+    /// end of a recoverable window, R32).
+    pub mtime_secs: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,7 @@ impl Listing {
             name: seg,
             size: u32::try_from(facts.size).unwrap_or(u32::MAX),
             compressed: compression.is_some(),
+            mtime_secs: epoch_secs(facts.mtime),
         });
         let day = day_number(facts.mtime);
         if (today - DAILY_DAYS + 1..=today).contains(&day) {
@@ -195,9 +199,13 @@ impl Listing {
 
 /// Days since the epoch (UTC) of a time; negative before 1970.
 pub fn day_number(t: SystemTime) -> i64 {
-    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+    epoch_secs(t).div_euclid(86_400)
+}
+
+/// Seconds since the epoch; negative before 1970.
+pub fn epoch_secs(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
-    };
-    secs.div_euclid(86_400)
+    }
 }
