@@ -7,6 +7,8 @@
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of all of this (see `openapi`)
 //! - `POST /api/v1/enrollments`: a one-time enrollment token for a new host (see `enrollments`)
+//! - `GET /api/v1/recovery?host=`: per cluster, data at risk and recoverable window (see
+//!   `recovery`)
 //!
 //! - alerting (alerts, acknowledgements, silences, notifications): see `alerts`
 //! - the dashboard (pages, session, live events, series, trends) and access control: see
@@ -22,6 +24,7 @@ mod events;
 pub mod fit;
 pub mod metrics;
 mod openapi;
+pub mod recovery;
 mod reports;
 mod series;
 mod trends;
@@ -63,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(dashboard::routes())
         .merge(reports::routes())
         .merge(enrollments::routes())
+        .merge(recovery::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -598,6 +598,7 @@ fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_js
         "last_archived_wal": pg.and_then(|p| p.last_archived_wal.clone()),
         "last_archived_present": pg.map(|p| p.last_archived_file.is_some()),
         "truncated": obs.truncated,
+        "wal_probe": pg.map(|p| p.wal_probe.clone()),
         "window": obs.window,
         "window_note": obs.window_note,
         "window_secs": obs.window.as_ref().map(|w| (w.end - w.start).num_seconds()),

@@ -503,3 +503,110 @@ fn a_wait_the_page_never_satisfies_fails_with_the_last_answer() {
         "{msg}"
     );
 }
+
+/// The host page's Recovery section (docs/checks.md R31, R32): per cluster, the recoverable
+/// window from `/api/v1/recovery` drawn on a time line, and the data at risk once the server
+/// commits work no archive holds (a figure that grows without a status change: the page shows
+/// it at its next refresh, here a reload).
+#[tokio::test]
+async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
+    use backwatch_tests::harness::PgCluster;
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    pg.switch_wal_archived(WAIT).await?;
+    pg.psql("SELECT pg_backup_start('nightly', true); SELECT pg_backup_stop();")?;
+    pg.switch_wal_archived(WAIT).await?;
+    pg.switch_wal_archived(WAIT).await?;
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml("[thresholds.wal]\nmax_data_at_risk = \"1h\"\n")
+        .start()
+        .await?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .wal("main", &pg.dsn(), "1s")
+        .archive_dir(
+            "main",
+            pg.archive_dir(),
+            &[
+                ("interval", "1s"),
+                ("wal", "main"),
+                ("expected_owner", ""),
+                ("expected_group", ""),
+                ("expected_mode", ""),
+            ],
+        )
+        .start()?;
+    collector
+        .wait_check("db1", "archive.main", "to have a window", WAIT, |c| {
+            c["details"]["window"].is_object()
+        })
+        .await;
+
+    // The API: one cluster, the archive joined to its server.
+    let clusters = collector.api("/api/v1/recovery?host=db1").await?;
+    let main = &clusters[0];
+    assert_eq!(clusters.as_array().map(Vec::len), Some(1), "{clusters}");
+    assert_eq!(main["cluster"], "main", "{clusters}");
+    assert_eq!(main["wal_check"], "wal.main", "{clusters}");
+    assert_eq!(main["archive_check"], "archive.main", "{clusters}");
+    assert_eq!(main["data_at_risk_secs"], 0, "{clusters}");
+    let start = main["window"]["start"].as_str().context("window start")?;
+    let start_ms = chrono::DateTime::parse_from_rfc3339(start)?.timestamp_millis();
+
+    let browser = Browser::start().await?;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let figure = "figure.recovery[data-cluster=\"main\"]";
+    let shown = browser
+        .wait_js(
+            WAIT,
+            "the recovery time line",
+            &format!(
+                "const f = document.querySelector('{figure}'); if (!f) return null;\
+             const svg = f.querySelector('svg.timeline');\
+             return {{start: Number(svg.dataset.windowStart), cut: svg.dataset.cut,\
+               window: f.querySelector('.window-text').textContent,\
+               risk: f.querySelector('.risk-text').textContent,\
+               bars: svg.querySelectorAll('rect.bar').length}};"
+            ),
+        )
+        .await;
+    assert_eq!(shown["start"], start_ms, "{shown}");
+    assert_eq!(shown["cut"], "false", "{shown}");
+    assert!(
+        shown["window"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("restorable from "),
+        "{shown}"
+    );
+    assert_eq!(shown["risk"], "nothing at risk", "{shown}");
+    assert_eq!(shown["bars"], 1, "{shown}");
+
+    // Work committed into the unswitched segment is at risk.
+    pg.psql("CREATE TABLE orders AS SELECT 1 AS id")?;
+    collector
+        .wait_check("db1", "wal.main", "to have data at risk", WAIT, |c| {
+            c["details"]["data_at_risk_secs"].as_i64() > Some(0)
+        })
+        .await;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let risk = browser
+        .wait_js(
+            WAIT,
+            "data at risk on the page",
+            &format!(
+                "const f = document.querySelector('{figure}');\
+             const t = f && f.querySelector('.risk-text').textContent;\
+             return t && t.startsWith('data at risk ') ? {{text: t,\
+               bars: f.querySelectorAll('svg.timeline rect.bar.s-critical').length}} : null;"
+            ),
+        )
+        .await;
+    assert!(
+        risk["text"].as_str().unwrap_or("").ends_with("(limit 60 min)"),
+        "{risk}"
+    );
+    assert_eq!(risk["bars"], 1, "{risk}");
+    no_script_errors(&browser).await?;
+    browser.screenshot("host-recovery").await?;
+    Ok(())
+}

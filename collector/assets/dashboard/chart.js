@@ -138,3 +138,44 @@ export function sparkline(points, cls = '') {
   svg.append(s('path', { d, class: 'series' }));
   return svg;
 }
+
+/**
+ * A cluster's recoverability on one time line ending now: the recoverable window (`start` to
+ * `end`, Unix ms) as a bar, the WAL after a cut as a hatched critical bar, and the data at risk
+ * (the last `riskSecs` before now) as a critical bar on a second row. The `svg` carries
+ * `data-window-start`, `data-window-end`, `data-cut` and `data-risk-secs` for tests.
+ */
+export function timelineBar({ from, to, start = null, end = null, cut = false, riskSecs = null, label = '' }) {
+  const BW = W;
+  const BH = 74;
+  const x = scale(from, to, M.left, BW - M.right);
+  const svg = s('svg', {
+    class: 'chart timeline', viewBox: `0 0 ${BW} ${BH}`, role: 'img', 'aria-label': label,
+    'data-window-start': start ?? '', 'data-window-end': end ?? '', 'data-cut': cut ? 'true' : 'false',
+    'data-risk-secs': riskSecs ?? '',
+  });
+  svg.append(s('title', {}, label));
+  const row = (y, text) => {
+    svg.append(s('rect', { x: M.left, y, width: BW - M.left - M.right, height: 14, class: 'plot' }));
+    svg.append(s('text', { x: M.left - 6, y: y + 11, class: 'tick', 'text-anchor': 'end' }, text));
+  };
+  row(8, 'window');
+  row(30, 'at risk');
+  if (start !== null && end !== null) {
+    const x0 = x(Math.max(start, from));
+    svg.append(s('rect', { x: x0, y: 8, width: Math.max(1, x(end) - x0), height: 14, class: 'bar s-ok' }));
+    if (cut) {
+      svg.append(s('rect', { x: x(end), y: 8, width: Math.max(1, x(to) - x(end)), height: 14, class: 'bar cut s-critical' }));
+    }
+  }
+  if (riskSecs !== null && riskSecs > 0) {
+    const x0 = x(Math.max(from, to - riskSecs * 1000));
+    svg.append(s('rect', { x: x0, y: 30, width: Math.max(2, x(to) - x0), height: 14, class: 'bar s-critical' }));
+  }
+  midnights(from, to).forEach((t, i, all) => {
+    const step = Math.max(1, Math.ceil(all.length / 10));
+    svg.append(s('line', { x1: x(t), x2: x(t), y1: 8, y2: 44, class: 'grid' }));
+    if (i % step === 0) svg.append(s('text', { x: x(t) + 3, y: 62, class: 'tick' }, dayLabel(t)));
+  });
+  return svg;
+}

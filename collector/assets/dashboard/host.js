@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { ago, badge, bytes, duration, h, message, section, table, when } from './dom.js';
-import { lineChart } from './chart.js';
+import { lineChart, timelineBar } from './chart.js';
 import { alertActions, alertState } from './alerts.js';
 
 const WEEK = 7 * 86400000;
@@ -107,6 +107,30 @@ function charts(data) {
   return figures.some(Boolean) ? figures : message('muted', 'No history in the last 7 days.');
 }
 
+/** Per cluster: the recoverable window and the data at risk now (docs/checks.md R31, R32). */
+function recovery(clusters, now) {
+  if (!clusters.length) return message('muted', 'No WAL server or archive is watched on this host.');
+  return clusters.map((c) => {
+    const w = c.window;
+    const start = w ? new Date(w.start).getTime() : null;
+    const end = w ? new Date(w.end).getTime() : null;
+    const from = Math.min(start ?? now, now - WEEK);
+    const risk = c.data_at_risk_secs;
+    const riskText = risk === null || risk === undefined
+      ? 'data at risk: not known (see the WAL check)'
+      : risk === 0 ? 'nothing at risk'
+        : `data at risk ${duration(risk)}${c.max_data_at_risk_secs ? ` (limit ${duration(c.max_data_at_risk_secs)})` : ''}`;
+    const windowText = w
+      ? `restorable from ${when(w.start)} to ${when(w.end)}${w.cut_at ? ` — cut: ${w.cut_at} is missing` : ''}`
+      : `no recoverable window${c.window_note ? `: ${c.window_note}` : ''}`;
+    const label = `${c.cluster}: ${windowText}; ${riskText}`;
+    return h('figure', { class: 'recovery', 'data-cluster': c.cluster },
+      h('figcaption', {}, h('strong', {}, c.cluster), ' ', badge(c.status), ' ',
+        h('span', { class: 'window-text' }, windowText), ' · ', h('span', { class: 'risk-text' }, riskText)),
+      timelineBar({ from, to: now, start, end, cut: Boolean(w && w.cut_at), riskSecs: risk ?? null, label }));
+  });
+}
+
 function facts(host) {
   const skew = host.clock_skew_ms;
   return h('dl', { class: 'facts' },
@@ -133,10 +157,11 @@ export function mount(main, ctx) {
         main.replaceChildren(h('h1', {}, name), message('error', e.message));
         return;
       }
-      const [series, open, resolved] = await Promise.all([
+      const [series, open, resolved, clusters] = await Promise.all([
         api(`${path}/series?since=7d`),
         api('/api/v1/alerts?state=open&limit=5000'),
         api('/api/v1/alerts?state=resolved&limit=500'),
+        api(`/api/v1/recovery?host=${encodeURIComponent(name)}`),
       ]);
       const mine = [...open, ...resolved].filter((a) => a.host === host.host);
       const alertRows = mine.map((a) => h('tr', { 'data-alert': a.id },
@@ -150,6 +175,7 @@ export function mount(main, ctx) {
         h('h1', {}, host.host, ' ', badge(host.status)),
         facts(host),
         section('Checks', checksTable(host)),
+        section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now()))),
         section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
         section('Alerts', mine.length
           ? table(['Severity', 'Check', 'Summary', 'Opened', 'State', ''], alertRows, { class: 'alerts' })
