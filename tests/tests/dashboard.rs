@@ -602,7 +602,10 @@ async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
         )
         .await;
     assert!(
-        risk["text"].as_str().unwrap_or("").ends_with("(limit 60 min)"),
+        risk["text"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("(limit 60 min)"),
         "{risk}"
     );
     assert_eq!(risk["bars"], 1, "{risk}");

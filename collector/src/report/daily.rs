@@ -111,6 +111,20 @@ pub struct WalLine {
     pub wal_bytes_24h: i64,
 }
 
+/// One cluster's recoverability over the 24 hours (docs/checks.md R31, R32): a WAL check's
+/// data at risk, or an archive check's recoverable window.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryLine {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    /// WAL checks: the largest data at risk in the 24 hours, and in the newest hour.
+    pub data_at_risk_secs_max_24h: Option<i64>,
+    pub data_at_risk_secs_last_hour: Option<i64>,
+    /// Archive checks: the narrowest recoverable window in the 24 hours.
+    pub window_secs_min_24h: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SilentLine {
     pub host: String,
@@ -133,6 +147,8 @@ pub struct DailyReport {
     pub backups: Vec<BackupLine>,
     pub storage: Vec<StorageLine>,
     pub wal: Vec<WalLine>,
+    /// Data at risk first (largest first), then recoverable windows (narrowest first).
+    pub recovery: Vec<RecoveryLine>,
     pub silent_agents: Vec<SilentLine>,
 }
 
@@ -162,6 +178,10 @@ impl CheckRows<'_> {
 
     fn max(&self, f: impl Fn(&Rollup) -> Option<i64>) -> Option<i64> {
         self.rows.iter().filter_map(|r| f(r)).max()
+    }
+
+    fn min(&self, f: impl Fn(&Rollup) -> Option<i64>) -> Option<i64> {
+        self.rows.iter().filter_map(|r| f(r)).min()
     }
 
     /// The newest value a row has for `f`.
@@ -203,6 +223,7 @@ pub fn build(input: DailyInput) -> DailyReport {
     };
     let (mut hosts, mut backups, mut storage, mut wal, mut silent_agents) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut recovery = Vec::new();
     let empty = BTreeMap::new();
     for h in &input.hosts {
         let checks = by_host.get(h.host.as_str()).unwrap_or(&empty);
@@ -246,6 +267,18 @@ pub fn build(input: DailyInput) -> DailyReport {
         for (check, rows) in checks {
             let last = rows.last();
             let status = rows.status(at, silent);
+            let risk = rows.max(|r| r.risk_secs_max);
+            let window = rows.min(|r| r.window_secs_min);
+            if risk.is_some() || window.is_some() {
+                recovery.push(RecoveryLine {
+                    host: h.host.clone(),
+                    check: check.to_string(),
+                    status,
+                    data_at_risk_secs_max_24h: risk,
+                    data_at_risk_secs_last_hour: risk.and(last.risk_secs_max),
+                    window_secs_min_24h: window,
+                });
+            }
             match last.kind.as_str() {
                 "backup_dir" => {
                     let newest = rows.latest(|r| r.newest_mtime);
@@ -314,6 +347,19 @@ pub fn build(input: DailyInput) -> DailyReport {
             .total_cmp(&a.used_pct.unwrap_or(-1.0))
             .then(a.host.cmp(&b.host))
     });
+    // Largest data at risk first, then the narrowest windows.
+    recovery.sort_by(|a, b| {
+        b.data_at_risk_secs_max_24h
+            .cmp(&a.data_at_risk_secs_max_24h)
+            .then(
+                a.window_secs_min_24h
+                    .is_none()
+                    .cmp(&b.window_secs_min_24h.is_none()),
+            )
+            .then(a.window_secs_min_24h.cmp(&b.window_secs_min_24h))
+            .then(a.host.cmp(&b.host))
+            .then(a.check.cmp(&b.check))
+    });
     let mut open_alerts: Vec<AlertLine> = input
         .open_alerts
         .iter()
@@ -352,6 +398,7 @@ pub fn build(input: DailyInput) -> DailyReport {
         backups,
         storage,
         wal,
+        recovery,
         silent_agents,
     }
 }

@@ -141,6 +141,23 @@ pub static DAILY: Layout = Layout {
                 col!("wal_bytes_24h", "Volume", Bytes),
             ],
         },
+        Section {
+            field: "recovery",
+            title: "Recovery: data at risk and recoverable windows",
+            empty: "No WAL server or archive reported data at risk or a recoverable window.",
+            columns: &[
+                col!("host", "Host", Text),
+                col!("check", "Check", Text),
+                col!("status", "Status", Status),
+                col!("data_at_risk_secs_max_24h", "Max data at risk (24 h)", Secs),
+                col!(
+                    "data_at_risk_secs_last_hour",
+                    "Data at risk (last hour)",
+                    Secs
+                ),
+                col!("window_secs_min_24h", "Narrowest window (24 h)", Secs),
+            ],
+        },
     ],
 };
 
@@ -206,6 +223,19 @@ pub static MONTHLY: Layout = Layout {
                 col!("median_secs", "Median", Secs),
                 col!("p95_secs", "p95", Secs),
                 col!("max_secs", "Max", Secs),
+            ],
+        },
+        Section {
+            field: "recoverability",
+            title: "Recoverability: worst data at risk and narrowest recoverable window",
+            empty: "No WAL server or archive reported data at risk or a recoverable window this month.",
+            columns: &[
+                col!("host", "Host", Text),
+                col!("check", "Check", Text),
+                col!("days", "Days", Num),
+                col!("data_at_risk_secs_max", "Worst data at risk", Secs),
+                col!("days_with_data_at_risk", "Days with data at risk", Num),
+                col!("window_secs_min", "Narrowest window", Secs),
             ],
         },
         Section {

@@ -100,6 +100,20 @@ pub struct LagLine {
     pub max_secs: Option<i64>,
 }
 
+/// One cluster's recoverability over the month (docs/checks.md R31, R32): the worst data at
+/// risk of a WAL check, the narrowest recoverable window of an archive check.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverabilityLine {
+    pub host: String,
+    pub check: String,
+    /// Days with the figure.
+    pub days: u64,
+    pub data_at_risk_secs_max: Option<i64>,
+    /// Days whose largest data at risk was above 0.
+    pub days_with_data_at_risk: u64,
+    pub window_secs_min: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct WalVolume {
     pub host: String,
@@ -144,6 +158,8 @@ pub struct MonthlyReport {
     pub backups: Vec<BackupTrend>,
     pub archive_lag: Vec<LagLine>,
     pub wal_volume: Vec<WalVolume>,
+    /// Worst data at risk first, then the narrowest windows.
+    pub recoverability: Vec<RecoverabilityLine>,
     pub alerts_by_check: Vec<AlertCount>,
     pub alerts_by_host: Vec<AlertCount>,
     pub days: Vec<DayPoint>,
@@ -341,9 +357,22 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
     }
     let (mut storage, mut backups, mut archive_lag, mut wal_volume) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut recoverability = Vec::new();
     let mut hosts = std::collections::BTreeSet::new();
-    for ((host, _), rows) in &by_check {
+    for ((host, check), rows) in &by_check {
         hosts.insert(*host);
+        let risks: Vec<i64> = rows.iter().filter_map(|r| r.risk_secs_max).collect();
+        let windows: Vec<i64> = rows.iter().filter_map(|r| r.window_secs_min).collect();
+        if !risks.is_empty() || !windows.is_empty() {
+            recoverability.push(RecoverabilityLine {
+                host: host.to_string(),
+                check: check.to_string(),
+                days: risks.len().max(windows.len()) as u64,
+                data_at_risk_secs_max: risks.iter().copied().max(),
+                days_with_data_at_risk: risks.iter().filter(|r| **r > 0).count() as u64,
+                window_secs_min: windows.iter().copied().min(),
+            });
+        }
         let Some(kind) = rows.last().map(|r| r.kind.as_str()) else {
             continue;
         };
@@ -462,6 +491,18 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
             .then(a.host.cmp(&b.host))
             .then(a.check.cmp(&b.check))
     });
+    recoverability.sort_by(|a, b| {
+        b.data_at_risk_secs_max
+            .cmp(&a.data_at_risk_secs_max)
+            .then(
+                a.window_secs_min
+                    .is_none()
+                    .cmp(&b.window_secs_min.is_none()),
+            )
+            .then(a.window_secs_min.cmp(&b.window_secs_min))
+            .then(a.host.cmp(&b.host))
+            .then(a.check.cmp(&b.check))
+    });
     let check_key = |a: &Alert| {
         if a.fields.check == AGENT_CHECK {
             "agent (silent)".to_string()
@@ -483,6 +524,7 @@ pub fn build(input: MonthlyInput) -> MonthlyReport {
         backups,
         archive_lag,
         wal_volume,
+        recoverability,
         alerts_by_check: count_alerts(input.alerts.iter().map(|a| (check_key(a), a)), window),
         alerts_by_host: count_alerts(
             input.alerts.iter().map(|a| (a.fields.host.clone(), a)),

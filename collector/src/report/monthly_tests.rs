@@ -121,3 +121,45 @@ fn two_checks_on_one_filesystem_count_once_in_the_fleet_totals() {
     // Each check still has its own line.
     assert_eq!(r.storage.len(), 3);
 }
+
+#[test]
+fn recoverability_has_the_worst_data_at_risk_and_the_narrowest_window_of_the_month() {
+    let day = |check: &str, kind: &str, n: i64, risk: Option<i64>, window: Option<i64>| {
+        let mut r = Rollup::empty(
+            "db1",
+            check,
+            crate::store::reports::Period::Day,
+            t(n * 1440).timestamp_millis(),
+            kind,
+        );
+        r.risk_secs_max = risk;
+        r.window_secs_min = window;
+        r
+    };
+    let mut i = input(Vec::new());
+    i.days = vec![
+        day("wal.main", "wal_archive", 0, Some(0), None),
+        day("wal.main", "wal_archive", 1, Some(1800), None),
+        day("wal.main", "wal_archive", 2, Some(60), None),
+        day("archive.main", "archive_dir", 0, None, Some(7 * 86400)),
+        day("archive.main", "archive_dir", 1, None, Some(86400)),
+        day("disk.backup", "disk", 0, None, None),
+    ];
+    let r = build(i);
+    assert_eq!(r.recoverability.len(), 2, "{:?}", r.recoverability);
+    let wal = &r.recoverability[0];
+    assert_eq!(wal.check, "wal.main");
+    assert_eq!(
+        (
+            wal.days,
+            wal.data_at_risk_secs_max,
+            wal.days_with_data_at_risk
+        ),
+        (3, Some(1800), 2)
+    );
+    let archive = &r.recoverability[1];
+    assert_eq!(
+        (archive.check.as_str(), archive.window_secs_min),
+        ("archive.main", Some(86400))
+    );
+}

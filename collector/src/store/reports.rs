@@ -99,6 +99,10 @@ pub struct Rollup {
     /// Disk checks: the filesystem measured (device number, else mount point), so that fleet
     /// totals count a filesystem shared by several checks of a host once.
     pub filesystem: Option<String>,
+    /// WAL checks: the largest data at risk of the bucket (R31).
+    pub risk_secs_max: Option<i64>,
+    /// Archive checks: the narrowest recoverable window of the bucket (R32).
+    pub window_secs_min: Option<i64>,
 }
 
 impl Rollup {
@@ -132,6 +136,8 @@ impl Rollup {
             delay_secs_max: None,
             delay_hourly: Vec::new(),
             filesystem: None,
+            risk_secs_max: None,
+            window_secs_min: None,
             archived_count: None,
             archived_delta: 0,
             failed_count: None,

@@ -89,6 +89,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         "rollup filesystem"
     ),
     embed!("sqlite", 7, "0007_certificates.sql", "certificates"),
+    embed!("sqlite", 8, "0008_rollup_recovery.sql", "rollup recovery"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -103,6 +104,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         "rollup filesystem"
     ),
     embed!("postgres", 7, "0007_certificates.sql", "certificates"),
+    embed!("postgres", 8, "0008_rollup_recovery.sql", "rollup recovery"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.

@@ -7,7 +7,9 @@ use super::reports::{Attachment, HOUR_MS, Period, ReportRun};
 use super::suite::{at, evaluated, probe_result, unique_host};
 use super::{Store, StoreResult};
 use crate::status::Status;
-use backwatch_proto::model::{DiskObs, Observation, PendingSource, ProbeKind, WalObs};
+use backwatch_proto::model::{
+    ArchiveDirObs, DiskObs, Observation, PendingSource, ProbeKind, RecoveryWindow, WalObs,
+};
 use chrono::{DateTime, Utc};
 
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
@@ -24,6 +26,8 @@ fn wal(host: &str, n: u32, secs: i64, archived: i64, delay: i64) -> super::Evalu
         pending_source: PendingSource::ArchiveStatusdir,
         oldest_ready_age_secs: Some(delay),
         ready_segments: 1,
+        archive_mode: "on".into(),
+        archive_command: "cp %p /archive/%f".into(),
         ..WalObs::default()
     }));
     evaluated(r, Status::Ok, "archiving ok")
@@ -42,6 +46,22 @@ fn disk(host: &str, n: u32, secs: i64, used: u64) -> super::Evaluated {
     evaluated(r, Status::Ok, "disk ok")
 }
 
+fn archive(host: &str, n: u32, secs: i64, window_secs: i64) -> super::Evaluated {
+    let mut r = probe_result(host, n, ProbeKind::ArchiveDir, "main", secs);
+    let end = at(secs);
+    r.observation = Some(Observation::ArchiveDir(Box::new(ArchiveDirObs {
+        path: "/archive".into(),
+        exists: true,
+        window: Some(RecoveryWindow {
+            start: end - chrono::Duration::seconds(window_secs),
+            end,
+            ..RecoveryWindow::default()
+        }),
+        ..ArchiveDirObs::default()
+    })));
+    evaluated(r, Status::Ok, "archive ok")
+}
+
 /// Each new result lands in its hour and day row in the same write; counters grow across
 /// the hour boundary; a replayed result changes nothing.
 pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
@@ -54,6 +74,8 @@ pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
         wal(&host, 3, hour + 60, 110, 10),
         disk(&host, 4, 120, 400),
         disk(&host, 5, hour + 120, 450),
+        archive(&host, 6, 300, 7200),
+        archive(&host, 7, hour + 300, 3600),
     ];
     for item in &items {
         store
@@ -81,6 +103,9 @@ pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
         "measured from the previous hour's last"
     );
     assert_eq!(wal_hours[0].delay_secs_max, Some(90));
+    // Recovery figures: the largest data at risk, the narrowest window.
+    assert_eq!(wal_hours[0].risk_secs_max, Some(90));
+    assert_eq!(wal_hours[1].risk_secs_max, Some(10));
     let days = mine(
         store
             .rollups(Period::Day, from, from + 24 * HOUR_MS)
@@ -112,6 +137,13 @@ pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
     );
     let wal_day = wal_day.expect("wal day row");
     assert_eq!(wal_day.filesystem, None, "no filesystem for other kinds");
+    assert_eq!(wal_day.risk_secs_max, Some(90));
+    assert_eq!(wal_day.window_secs_min, None);
+    let archive_day = days.iter().find(|r| r.check == "archive.main");
+    assert_eq!(
+        archive_day.map(|r| (r.window_secs_min, r.risk_secs_max)),
+        Some((Some(3600), None))
+    );
     assert_eq!(disk_day.map(|r| r.status_last), Some(Status::Ok));
 
     // put_rollups replaces a row as given.

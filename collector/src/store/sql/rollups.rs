@@ -50,6 +50,10 @@ pub struct Sample {
     pub day_volumes: Vec<(String, i64)>,
     /// Disk checks: which filesystem (see `Rollup::filesystem`).
     pub filesystem: Option<String>,
+    /// WAL checks: data at risk (R31).
+    pub risk: Option<i64>,
+    /// Archive checks: the recoverable window's length (R32).
+    pub window: Option<i64>,
 }
 
 fn int(v: u64) -> i64 {
@@ -99,6 +103,7 @@ pub fn sample(item: &Evaluated) -> Sample {
             }
             s.archived = Some(w.archived_count);
             s.failed = Some(w.failed_count);
+            s.risk = crate::rules::wal::data_at_risk(w).map(|r| r.secs);
             if w.wal_segment_size_bytes > 0 {
                 s.segment_bytes = Some(w.wal_segment_size_bytes);
             }
@@ -112,6 +117,7 @@ pub fn sample(item: &Evaluated) -> Sample {
                 .as_ref()
                 .map(|f| f.mtime.timestamp_millis());
             s.duration = a.newest_backup.as_ref().and_then(|b| b.duration_secs);
+            s.window = a.window.as_ref().map(|w| (w.end - w.start).num_seconds());
             s.day_volumes = a
                 .daily
                 .iter()
@@ -135,6 +141,14 @@ pub fn filesystem_key(d: &backwatch_proto::model::DiskObs) -> Option<String> {
 fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn min_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y < x { y } else { x }),
         (x, None) => x,
         (None, y) => y,
     }
@@ -177,6 +191,8 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
     r.used_bytes_max = max_opt(r.used_bytes_max, s.used);
     r.used_pct_max = max_opt(r.used_pct_max, s.used_pct);
     r.delay_secs_max = max_opt(r.delay_secs_max, s.delay);
+    r.risk_secs_max = max_opt(r.risk_secs_max, s.risk);
+    r.window_secs_min = min_opt(r.window_secs_min, s.window);
     if r.period == Period::Day
         && let Some(d) = s.delay
     {
@@ -266,7 +282,7 @@ macro_rules! rollup_columns {
          used_bytes_max, capacity_bytes, used_pct_max, files_last, newest_mtime, \
          newest_size_bytes, newest_age_secs, new_backups, duration_secs, delay_secs_max, \
          delay_hourly, archived_count, archived_delta, failed_count, failed_delta, \
-         segment_bytes, wal_bytes, filesystem"
+         segment_bytes, wal_bytes, filesystem, risk_secs_max, window_secs_min"
     };
 }
 pub(super) use rollup_columns;
@@ -410,6 +426,8 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
         segment_bytes: get(row, "segment_bytes")?,
         wal_bytes: get(row, "wal_bytes")?,
         filesystem: get(row, "filesystem")?,
+        risk_secs_max: get(row, "risk_secs_max")?,
+        window_secs_min: get(row, "window_secs_min")?,
     })
 }
 
@@ -457,6 +475,8 @@ fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
         .bind(r.wal_bytes)
         // "" for NULL, as $18 does for floats: a NULL's type would stick to the statement.
         .bind(r.filesystem.clone().unwrap_or_default())
+        .bind(r.risk_secs_max)
+        .bind(r.window_secs_min)
 }
 
 /// A newly stored result, as rollups see it.
