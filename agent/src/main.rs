@@ -255,6 +255,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         spool,
         notify: Arc::new(tokio::sync::Notify::new()),
     };
+    sink.report_spool_at_start().await;
     let trigger = schedule::Trigger::default();
     schedule::spawn_all(
         cfg.probes,

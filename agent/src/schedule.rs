@@ -74,6 +74,19 @@ impl Sink {
         }
         self.notify.notify_one();
     }
+
+    /// Send `disk.agent-spool` once as the spool is now (see [`check::at_start`]), so a
+    /// restart after freeing a full disk clears the collector's unknown.
+    pub async fn report_spool_at_start(&self) {
+        match self.spool.call(check::at_start).await {
+            Some((id, Stored::Spooled)) => debug!(result_id = %id, "spool check spooled"),
+            Some((id, Stored::Held)) => {
+                warn!(result_id = %id, "spool check held in memory, not spooled (the spool cannot write)")
+            }
+            None => error!("the spool thread failed; the spool check at start is lost"),
+        }
+        self.notify.notify_one();
+    }
 }
 
 /// Run a probe once and wrap what it saw into a result with a fresh id. Blocking calls of the

@@ -3,7 +3,8 @@
 //! - A host with no contact (hello, results or ping) for `host_after` is silent: one host-level
 //!   state, and each of its checks turns unknown with "agent silent since ...".
 //! - A check with no result for `2 × interval + check_grace` (while its host still talks) turns
-//!   unknown with "no result for ...".
+//!   unknown with "no result for ..."; a check with interval 0 is not scheduled and never does
+//!   ([`overdue_after`]).
 //!
 //! Times compared here are the collector's own (`last_contact`, `received_at`), never the
 //! agent's, so agent clock skew cannot hide silence.
@@ -18,6 +19,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, warn};
+
+/// How long after its last result a check the agent runs every `interval_secs` is overdue:
+/// two intervals plus `grace`. `None` for interval 0: a check sent only on a change and at the
+/// agent's start (`disk.agent-spool`) is not scheduled, so no time without a result makes it
+/// overdue. Every judge of staleness (this sweep, the daily report) asks here.
+pub fn overdue_after(interval_secs: u32, grace: Duration) -> Option<Duration> {
+    (interval_secs > 0).then(|| Duration::from_secs(2 * u64::from(interval_secs)) + grace)
+}
 
 /// One pass over the fleet. Returns (hosts newly silent, checks newly overdue).
 ///
@@ -80,9 +89,11 @@ pub async fn sweep(
             let Some(received) = c.received_at else {
                 continue;
             };
-            let allowed = Duration::from_secs(2 * u64::from(c.interval_secs)) + cfg.check_grace;
+            let Some(allowed) = overdue_after(c.interval_secs, cfg.check_grace) else {
+                continue;
+            };
             let allowed = chrono::Duration::from_std(allowed).unwrap_or(chrono::Duration::MAX);
-            if c.interval_secs > 0 && now - received > allowed && c.status != Status::Unknown {
+            if now - received > allowed && c.status != Status::Unknown {
                 let summary = format!(
                     "no result for {} (expected every {})",
                     human::duration((now - received).num_seconds()),
@@ -173,6 +184,37 @@ mod tests {
         );
         // Already unknown: no second transition.
         assert_eq!(sweep(&store, &cfg(), at(500), at(0)).await.unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn interval_zero_is_never_overdue() {
+        let grace = Duration::from_secs(300);
+        assert_eq!(overdue_after(0, grace), None);
+        assert_eq!(overdue_after(60, grace), Some(Duration::from_secs(420)));
+    }
+
+    #[tokio::test]
+    async fn a_check_sent_without_interval_stays_as_it_is() {
+        let store = SqlStore::open("sqlite::memory:").await.unwrap();
+        let host = unique_host("db");
+        store.touch_host(&host, at(100_000), None).await.unwrap();
+        let mut r = probe_result(&host, 1, ProbeKind::Disk, "agent-spool", 0);
+        r.interval_secs = 0;
+        store
+            .record_results(&host, &[evaluated(r, Status::Ok, "fine")])
+            .await
+            .unwrap();
+        // A day after its only result, the host still talking: not overdue.
+        assert_eq!(
+            sweep(&store, &cfg(), at(86_400), at(0)).await.unwrap(),
+            (0, 0)
+        );
+        let c = store
+            .check_state(&host, "disk.agent-spool")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.status, c.summary.as_str()), (Status::Ok, "fine"));
     }
 
     #[tokio::test]

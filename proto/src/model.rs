@@ -55,6 +55,11 @@ impl ProbeKind {
     }
 }
 
+/// The disk probe name the agent reports its own spool under (`disk.agent-spool`), reserved in
+/// the agent's `[[disk]]` configuration. Judged by the procedure's disk limits, never by a
+/// host's `[thresholds.disk]` overrides: those are about the backup filesystems.
+pub const AGENT_SPOOL_PROBE: &str = "agent-spool";
+
 /// Stable id of a check on a host: `<kind prefix>.<probe name>`.
 pub fn check_id(kind: ProbeKind, name: &str) -> String {
     format!("{}.{}", kind.check_prefix(), name)

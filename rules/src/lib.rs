@@ -86,6 +86,13 @@ pub fn evaluate(
             limits.backup_for(&result.name),
             backup::default_max_age(&result.name),
         ),
+        // The agent's own spool: the procedure's limits, not the backup filesystems' overrides
+        // (a host whose backup disk is allowed 95 % still needs room for its spool).
+        Some(Observation::Disk(obs))
+            if result.name == backwatch_proto::model::AGENT_SPOOL_PROBE =>
+        {
+            disk::usage(obs, prev_status, &DiskLimits::default())
+        }
         Some(Observation::Disk(obs)) => disk::usage(obs, prev_status, &limits.disk),
         Some(Observation::WalArchive(obs)) => {
             let prev_wal = match prev_obs {
@@ -99,5 +106,62 @@ pub fn evaluate(
         Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
         Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backwatch_proto::model::{DiskObs, ProbeKind};
+    use chrono::Utc;
+
+    fn disk(name: &str, used_pct: u64) -> ProbeResult {
+        ProbeResult {
+            result_id: "r".into(),
+            kind: ProbeKind::Disk,
+            name: name.into(),
+            measured_at: Utc::now(),
+            duration_ms: 1,
+            interval_secs: 60,
+            error: None,
+            observation: Some(Observation::Disk(DiskObs {
+                path: "/".into(),
+                total_bytes: 100,
+                free_bytes: 100 - used_pct,
+                avail_bytes: 100 - used_pct,
+                inodes_total: 100,
+                inodes_free: 100,
+                inodes_avail: 100,
+                ..DiskObs::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn the_agents_spool_is_judged_by_the_procedure_not_the_hosts_disk_overrides() {
+        let strict = Limits {
+            disk: DiskLimits {
+                warning_pct: 10,
+                critical_pct: 20,
+                ..DiskLimits::default()
+            },
+            ..Limits::default()
+        };
+        let backup = evaluate(&disk("backup", 50), None, None, &strict);
+        assert_eq!(backup.status, Status::Critical, "{}", backup.summary);
+        let spool = evaluate(
+            &disk(backwatch_proto::model::AGENT_SPOOL_PROBE, 50),
+            None,
+            None,
+            &strict,
+        );
+        assert_eq!(spool.status, Status::Ok, "{}", spool.summary);
+        let full = evaluate(
+            &disk(backwatch_proto::model::AGENT_SPOOL_PROBE, 90),
+            None,
+            None,
+            &strict,
+        );
+        assert_eq!(full.status, Status::Critical, "{}", full.summary);
     }
 }

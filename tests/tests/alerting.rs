@@ -56,7 +56,7 @@ async fn failing_wal_archive_mails_dba_and_sysadmin_once_and_then_the_resolution
         "Open since ",
         "Measured:",
         &format!("last failed wal: {segment}"),
-        "Threshold:\n  max delay: 15 min",
+        "Threshold:\n  max data at risk: 15 min\n  max delay: 15 min",
         &format!(
             "Host on the dashboard: http://127.0.0.1:{}/hosts/db1",
             collector.http_port

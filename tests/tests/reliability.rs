@@ -454,3 +454,80 @@ async fn a_full_spool_disk_loses_nothing_reports_itself_and_recovers() -> Result
     assert!(s.agent.log().contains("the spool writes again"));
     Ok(())
 }
+
+/// The usual cure for a full spool disk is "free space, restart the agent". A restarted agent
+/// remembers no failure to report as over, so it reports its spool's state at every start:
+/// the failure when the disk is still full, the disk's measurement once it is not, and the
+/// collector's unknown clears (it never goes overdue on its own: the check has no interval).
+#[tokio::test]
+async fn a_spool_disk_freed_while_the_agent_was_stopped_is_ok_after_the_restart() -> Result<()> {
+    let disk = Tmpfs::mount("256k")?;
+    let spool = disk.path().join("spool");
+    let dir = tempfile::tempdir()?;
+    let mut s = scene("db1", |a| {
+        a.disk("local", dir.path(), "1s").spool_dir(&spool)
+    })
+    .await?;
+    // Reported at start, before anything failed: the spool's file system.
+    let c = s
+        .collector
+        .wait_status("db1", "disk.agent-spool", "ok", WAIT)
+        .await;
+    assert_eq!(c["interval_secs"], 0, "{c}");
+
+    disk.fill()?;
+    const FAILED: &str = "probe could not observe: the agent cannot write its spool";
+    s.collector
+        .wait_summary("db1", "disk.agent-spool", "unknown", FAILED, WAIT)
+        .await;
+
+    // Restarted on a disk still full: the new run reports the failure it finds at start.
+    let status = s.agent.terminate(Duration::from_secs(5))?;
+    assert!(status.success(), "{status}");
+    s.agent.launch()?;
+    // The log of this run alone (earlier runs' logs are set aside at launch).
+    let id = eventually(WAIT, "the spool check of the new run", async || {
+        let log = s.agent.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("spool check held in memory"))
+            .ok_or_else(|| anyhow::anyhow!("not logged yet"))?;
+        line.split("result_id=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no result_id in {line}"))
+    })
+    .await;
+    eventually(WAIT, "the new run's failure stored", async || {
+        let stored = s.collector.stored_ids("db1", "disk.agent-spool").await?;
+        ensure!(stored.contains(&id), "{id} not stored yet");
+        Ok(())
+    })
+    .await;
+    let c = s.collector.check("db1", "disk.agent-spool").await?;
+    assert_eq!(c["status"], "unknown", "{c}");
+    assert!(
+        c["summary"].as_str().is_some_and(|t| t.starts_with(FAILED)),
+        "{c}"
+    );
+
+    // Stopped, space freed, started: no failure to recover from in memory, and yet ok.
+    let status = s.agent.terminate(Duration::from_secs(5))?;
+    assert!(status.success(), "{status}");
+    disk.free()?;
+    s.agent.launch()?;
+    let c = s
+        .collector
+        .wait_status("db1", "disk.agent-spool", "ok", WAIT)
+        .await;
+    assert!(
+        !s.agent.log().contains("the spool writes again"),
+        "the new run never failed, so it did not recover: the report at start cleared it"
+    );
+    assert!(
+        c["summary"].as_str().is_some_and(|t| t.contains('%')),
+        "a disk measurement: {c}"
+    );
+    Ok(())
+}

@@ -224,3 +224,49 @@ fn a_result_over_the_budget_alone_goes_as_an_error_result_and_unblocks_the_spool
     assert_eq!(s.ack(["huge"]), 1);
     assert_eq!(s.len(), 1);
 }
+
+#[test]
+fn at_start_a_writable_spool_sends_its_disk_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 100, WEEK).unwrap();
+    let (id, stored) = check::at_start(&mut s);
+    assert_eq!(stored, Stored::Spooled);
+    let sent = s.read_after(0, 10, usize::MAX);
+    assert_eq!(sent.len(), 1);
+    let r = &sent[0].1;
+    assert_eq!(
+        (r.result_id.as_str(), r.name.as_str()),
+        (id.as_str(), check::NAME)
+    );
+    assert_eq!((r.error.as_str(), r.interval_secs), ("", 0));
+    assert!(
+        matches!(&r.observation, Some(backwatch_proto::wire::WireObservation::Disk(d)) if d.total_bytes > 0),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn at_start_a_spool_that_cannot_write_sends_only_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let mut s = Spool::open(&spool_dir, 100, WEEK).unwrap();
+    std::fs::remove_dir_all(&spool_dir).unwrap();
+    let (id, stored) = check::at_start(&mut s);
+    assert_eq!(stored, Stored::Held);
+    assert!(s.failure().is_some());
+    let sent = s.read_after(0, 10, usize::MAX);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the unwritable measurement is not sent as well"
+    );
+    let r = &sent[0].1;
+    assert_eq!((r.result_id.as_str(), r.interval_secs), (id.as_str(), 0));
+    assert!(
+        r.error.starts_with("the agent cannot write its spool"),
+        "{}",
+        r.error
+    );
+    assert!(r.observation.is_none());
+    assert_eq!((s.held(), s.dropped), (1, 0));
+}

@@ -272,6 +272,7 @@ async fn compute(s: &ApiState, days: u32) -> Result<Trends, ApiError> {
 
     let storage: Vec<StorageSeries> = group(s.store.daily_last_results("disk.", since).await?)
         .into_iter()
+        .filter(|((_, check), _)| check != crate::report::AGENT_SPOOL_CHECK)
         .map(|((host, check), entries)| storage_series(host, check, &entries))
         .collect();
     let fleet_storage = fleet_sum(&storage, &day_list);

@@ -5,7 +5,8 @@
 //! Invariants:
 //! - a check's status is that of its newest sample before the report time, unknown when the
 //!   host is silent or the sample is older than twice its interval plus five minutes (as
-//!   the silence sweep would judge it);
+//!   the silence sweep would judge it; never for a check with interval 0, which is not
+//!   scheduled);
 //! - a host's status is the worst of its checks' (`Status::rank`), unknown when silent or
 //!   without any result in the window;
 //! - "backups in the last 24 h" counts the times a backup directory's newest file changed.
@@ -152,6 +153,9 @@ pub struct DailyReport {
     pub silent_agents: Vec<SilentLine>,
 }
 
+/// A sample older than two intervals plus this is stale (the silence sweep's default grace).
+const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The rows of one check in the window, oldest first.
 struct CheckRows<'a> {
     rows: Vec<&'a Rollup>,
@@ -164,8 +168,12 @@ impl CheckRows<'_> {
 
     fn status(&self, at: DateTime<Utc>, silent: bool) -> Status {
         let last = self.last();
-        let stale_ms = (2 * last.interval_secs + 300) * 1000;
-        if silent || at.timestamp_millis() - last.last_at > stale_ms {
+        // As the silence sweep judges it; a check with no interval (`disk.agent-spool`, sent
+        // on a change) is never stale, however old its newest sample.
+        let interval = u32::try_from(last.interval_secs.max(0)).unwrap_or(u32::MAX);
+        let stale = crate::silence::overdue_after(interval, STALE_GRACE)
+            .is_some_and(|after| at.timestamp_millis() - last.last_at > after.as_millis() as i64);
+        if silent || stale {
             Status::Unknown
         } else {
             last.status_last
@@ -400,5 +408,42 @@ pub fn build(input: DailyInput) -> DailyReport {
         wal,
         recovery,
         silent_agents,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::reports::Period;
+
+    /// The newest sample of `check`, `age_secs` before `at`, ok, sent every `interval_secs`.
+    fn sample(at: DateTime<Utc>, age_secs: i64, interval_secs: i64) -> Rollup {
+        let last_at = at.timestamp_millis() - age_secs * 1000;
+        let mut r = Rollup::empty("db1", "disk.x", Period::Hour, last_at - 60_000, "disk");
+        r.samples = 1;
+        r.status_last = Status::Ok;
+        r.last_at = last_at;
+        r.interval_secs = interval_secs;
+        r
+    }
+
+    fn status(r: &Rollup, at: DateTime<Utc>, silent: bool) -> Status {
+        CheckRows { rows: vec![r] }.status(at, silent)
+    }
+
+    #[test]
+    fn a_sample_older_than_two_intervals_plus_five_minutes_is_unknown() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(status(&sample(at, 420, 60), at, false), Status::Ok);
+        assert_eq!(status(&sample(at, 421, 60), at, false), Status::Unknown);
+    }
+
+    #[test]
+    fn a_check_without_interval_is_never_stale_but_silence_still_counts() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        // 23 hours old, interval 0 (disk.agent-spool): still its own status.
+        let r = sample(at, 23 * 3600, 0);
+        assert_eq!(status(&r, at, false), Status::Ok);
+        assert_eq!(status(&r, at, true), Status::Unknown);
     }
 }

@@ -21,6 +21,13 @@ pub mod stats;
 pub mod task;
 
 pub use daily::DailyReport;
+
+/// The agent's report on its own spool: a disk measurement, but sent only at the agent's start
+/// and when the spool's state changes, not on a schedule. Its sparse samples say nothing about
+/// growth, and counting every host's spool filesystem would inflate the fleet's capacity, so
+/// the capacity views (trends' storage, the monthly review) leave it out; the daily report
+/// shows its status like any check's.
+pub const AGENT_SPOOL_CHECK: &str = "disk.agent-spool";
 pub use monthly::MonthlyReport;
 
 use crate::config::reports::Reports;

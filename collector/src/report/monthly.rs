@@ -346,8 +346,10 @@ fn secs(d: chrono::TimeDelta) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
 
-pub fn build(input: MonthlyInput) -> MonthlyReport {
+pub fn build(mut input: MonthlyInput) -> MonthlyReport {
     let window = input.self_resolved_window;
+    // Not a capacity measurement (see AGENT_SPOOL_CHECK): neither a line nor in the totals.
+    input.days.retain(|r| r.check != super::AGENT_SPOOL_CHECK);
     let mut by_check: BTreeMap<(&str, &str), Vec<&Rollup>> = BTreeMap::new();
     for r in &input.days {
         by_check

@@ -163,3 +163,16 @@ fn recoverability_has_the_worst_data_at_risk_and_the_narrowest_window_of_the_mon
         ("archive.main", Some(86400))
     );
 }
+
+#[test]
+fn the_agents_spool_check_is_not_capacity() {
+    let mut i = input(Vec::new());
+    i.days = vec![
+        disk_day("db1", "disk.agent-spool", "dev:2050", 900, 1000),
+        disk_day("db1", "disk.backup", "dev:2049", 40, 100),
+    ];
+    let r = build(i);
+    assert_eq!(r.summary.filesystem_used_bytes, 40);
+    assert_eq!(r.storage.len(), 1);
+    assert_eq!(r.storage[0].check, "disk.backup");
+}

@@ -96,21 +96,30 @@ impl Tmpfs {
         self.dir.path()
     }
 
-    /// Fill the file system to the last byte with `filler`.
+    /// Fill the file system to the last byte with `filler`: full means a further small write
+    /// fails with ENOSPC. Whatever else uses the file system (an agent deleting acknowledged
+    /// spool files) may free space meanwhile, so the filler grows until that write fails,
+    /// rather than asserting zero free blocks once (which raced with those deletions).
     pub fn fill(&self) -> anyhow::Result<()> {
         let filler = self.path().join("filler");
-        // dd stops with ENOSPC, which is the point.
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4k"])
-            .arg(format!("of={}", filler.display()))
-            .stderr(Stdio::null())
-            .status()?;
-        eventually_sync(Duration::from_secs(5), "the tmpfs to be full", || {
-            let vfs = nix::sys::statvfs::statvfs(self.path())?;
-            if vfs.blocks_available() > 0 {
-                bail!("{} blocks still free", vfs.blocks_available());
+        let probe = self.path().join("fill-probe");
+        eventually_sync(Duration::from_secs(10), "the tmpfs to be full", || {
+            // dd stops with ENOSPC, which is the point; appending keeps what earlier rounds wrote.
+            let _ = Command::new("dd")
+                .args(["if=/dev/zero", "bs=4k", "oflag=append", "conv=notrunc"])
+                .arg(format!("of={}", filler.display()))
+                .stderr(Stdio::null())
+                .status()?;
+            let written = std::fs::write(&probe, [0u8; 4096]);
+            // A failed write may leave an empty file; it takes no block, but leave nothing.
+            let _ = std::fs::remove_file(&probe);
+            match written {
+                Ok(()) => bail!("a 4 KiB write still succeeds (space was freed meanwhile)"),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => Ok(()),
+                Err(e) => {
+                    Err(anyhow::Error::new(e).context(format!("writing {}", probe.display())))
+                }
             }
-            Ok(())
         });
         Ok(())
     }
