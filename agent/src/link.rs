@@ -90,15 +90,19 @@ pub struct HostFacts {
     pub hostname: String,
     pub os: String,
     pub kernel: String,
+    /// Every check id this configuration produces, sent in Hello so the collector retires the
+    /// checks of probes that were removed.
+    pub checks: Vec<String>,
 }
 
 impl HostFacts {
-    pub fn gather() -> HostFacts {
+    pub fn gather(checks: Vec<String>) -> HostFacts {
         HostFacts {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             os: sysinfo::System::long_os_version().unwrap_or_default(),
             kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+            checks,
         }
     }
 }
@@ -219,6 +223,7 @@ async fn session(
         spooled_results: spooled,
         spool_dropped: dropped,
         capabilities: vec!["run-now".into()],
+        checks: facts.checks.clone(),
     }))
     .await?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();

@@ -257,6 +257,15 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
     };
     sink.report_spool_at_start().await;
     let trigger = schedule::Trigger::default();
+    let checks: Vec<String> = cfg
+        .probes
+        .iter()
+        .map(|p| p.probe.check_id())
+        .chain([backwatch_proto::model::check_id(
+            backwatch_proto::model::ProbeKind::Disk,
+            backwatch_proto::model::AGENT_SPOOL_PROBE,
+        )])
+        .collect();
     schedule::spawn_all(
         cfg.probes,
         cfg.start_jitter,
@@ -272,7 +281,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         renewed,
         sink,
         trigger,
-        link::HostFacts::gather(),
+        link::HostFacts::gather(checks),
     ));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,

@@ -374,6 +374,7 @@ impl Session {
                     .set_host_silent(&self.host, false)
                     .await
                     .map_err(store_unavailable)?;
+                self.retire_unconfigured(&h.checks, now).await?;
                 self.checks_back_under_limit(now).await?;
                 info!(
                     version = %clip(&facts.agent_version),
@@ -636,6 +637,44 @@ impl Session {
             .await
             .map_err(store_unavailable)?;
         self.over_limit_raised = true;
+        Ok(())
+    }
+
+    /// At hello: stored checks the agent's configuration no longer has are retired (their
+    /// alerts resolve, they leave the host, they are never overdue). An empty list is an
+    /// older agent that does not say: nothing is retired. The list is the agent's word
+    /// about its own checks only (the identity is the certificate's), and a list longer
+    /// than any honest configuration is ignored.
+    async fn retire_unconfigured(
+        &mut self,
+        configured: &[String],
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), Status> {
+        let max = self.live.access().max_checks_per_host as usize;
+        if configured.is_empty() || configured.len() > max.saturating_mul(4).max(64) {
+            return Ok(());
+        }
+        let keep: std::collections::HashSet<&str> = configured.iter().map(String::as_str).collect();
+        let stored = self
+            .store
+            .check_states(Some(&self.host))
+            .await
+            .map_err(store_unavailable)?;
+        let mut retired = 0u32;
+        for c in stored.iter().filter(|c| !keep.contains(c.check.as_str())) {
+            let summary = "retired: no longer in the agent's configuration";
+            if self
+                .store
+                .retire_check(&self.host, &c.check, summary, at)
+                .await
+                .map_err(store_unavailable)?
+            {
+                info!(check = %clip(&c.check), "check retired: no longer in the agent's configuration");
+                self.known.remove(c.check.as_str());
+                retired += 1;
+            }
+        }
+        self.checks = Some(u32::try_from(stored.len()).unwrap_or(u32::MAX) - retired);
         Ok(())
     }
 

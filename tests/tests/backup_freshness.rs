@@ -92,3 +92,62 @@ async fn missing_backup_directory_is_critical_and_clears_when_it_appears() -> Re
         .await;
     Ok(())
 }
+
+/// A probe removed from the agent's configuration is retired at the agent's next hello: the
+/// check leaves the host (so it never turns overdue) and its open alert resolves.
+#[tokio::test]
+async fn a_probe_removed_from_the_configuration_is_retired_and_its_alert_resolves() -> Result<()> {
+    use backwatch_tests::harness::{Agent, eventually};
+    let root = tempfile::tempdir()?;
+    let daily = root.path().join("daily");
+    std::fs::create_dir_all(&daily)?;
+    backup_file(&daily.join("base-1.tar.gz"), "1 hour ago")?;
+    let gone = root.path().join("old-server-backups");
+    let mut scene = scene("db1", |a| {
+        a.backup_dir("daily", &daily, "24h", "1s")
+            .backup_dir("old", &gone, "24h", "1s")
+    })
+    .await?;
+    let collector = &scene.collector;
+    collector
+        .wait_status("db1", "backup.old", "critical", WAIT)
+        .await;
+    let alert_open = eventually(WAIT, "the backup.old alert", async || {
+        let open = collector.api("/api/v1/alerts?state=open").await?;
+        open.as_array()
+            .and_then(|a| a.iter().find(|a| a["check"] == "backup.old").cloned())
+            .ok_or_else(|| anyhow::anyhow!("not open yet: {open}"))
+    })
+    .await;
+
+    // The operator removes the probe and restarts the agent.
+    scene.agent.kill();
+    let _agent = Agent::for_host("db1", &scene.certs, collector)
+        .backup_dir("daily", &daily, "24h", "1s")
+        .start()?;
+    eventually(WAIT, "backup.old to leave the host", async || {
+        let host = collector.api("/api/v1/hosts/db1").await?;
+        let names: Vec<&str> = host["checks"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        ensure!(!names.contains(&"backup.old"), "still there: {names:?}");
+        ensure!(names.contains(&"backup.daily"), "{names:?}");
+        Ok(())
+    })
+    .await;
+    let id = alert_open["id"].as_i64().unwrap_or_default();
+    let alert = eventually(WAIT, "the alert to resolve", async || {
+        let a = collector.api(&format!("/api/v1/alerts/{id}")).await?;
+        ensure!(a["resolved_at"].is_string(), "{a}");
+        Ok(a)
+    })
+    .await;
+    assert!(
+        alert
+            .to_string()
+            .contains("retired: no longer in the agent's configuration"),
+        "{alert}"
+    );
+    Ok(())
+}

@@ -220,6 +220,18 @@ pub trait Store:
         unless_received_after: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
 
+    /// Retire a check its agent no longer has (a probe removed from the configuration): the
+    /// row leaves `check_state`, so the check leaves the host and is never overdue, and a
+    /// transition to ok with `summary` is recorded when it was not ok, so its alert resolves.
+    /// Its stored results stay until retention. Returns false when there is no such check.
+    async fn retire_check(
+        &self,
+        host: &str,
+        check: &str,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// Set the status of a pseudo-check the collector itself keeps for a host (no results, no
     /// `check_state` row: e.g. `agent.checks`, the host is over its check limit): records a
     /// transition from its last recorded status (ok when none) and returns true, or does

@@ -521,6 +521,40 @@ impl Store for SqlStore {
         Ok(true)
     }
 
+    async fn retire_check(
+        &self,
+        host: &str,
+        check: &str,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let Some(prev) = read_state(&mut tx, self.backend, host, check).await? else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM check_state WHERE host = $1 AND check_id = $2")
+            .bind(host)
+            .bind(check)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("retire check"))?;
+        if prev.status == Status::Ok {
+            tx.commit().await.map_err(query_error("commit retire"))?;
+            return Ok(true);
+        }
+        let change = Change {
+            host,
+            check,
+            at: at.timestamp_millis(),
+            from: Some(prev.status),
+            to: Status::Ok,
+            summary,
+            result_id: None,
+        };
+        commit_transition(tx, self.backend, &change, "commit retire").await?;
+        Ok(true)
+    }
+
     async fn set_pseudo_check(
         &self,
         host: &str,

@@ -26,6 +26,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     host_contact_keeps_first_seen(store).await?;
     set_check_status_records_transition_once(store).await?;
     pseudo_check_changes_once_per_status(store).await?;
+    retired_check_leaves_the_host_and_resolves(store).await?;
     check_state_round_trips_the_latest_result(store).await?;
     future_dated_result_does_not_freeze_the_state(store).await?;
     result_ids_are_per_host(store).await?;
@@ -463,6 +464,38 @@ pub async fn pseudo_check_changes_once_per_status(store: &dyn Store) -> StoreRes
         ]
     );
     assert_eq!(store.check_state(&host, "agent.checks").await?, None);
+    Ok(())
+}
+
+/// A retired check leaves `check_state` (so it is never overdue) and, when it was not ok,
+/// records one transition to ok, which resolves its alert.
+pub async fn retired_check_leaves_the_host_and_resolves(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("retire");
+    store
+        .record_results(&host, &[ok_disk(&host, 1, 10)])
+        .await?;
+    store
+        .set_check_status(&host, "disk.root", Status::Unknown, "overdue", at(20), None)
+        .await?;
+    let gone = "retired: no longer in the agent's configuration";
+    assert!(store.retire_check(&host, "disk.root", gone, at(30)).await?);
+    assert!(store.check_state(&host, "disk.root").await?.is_none());
+    assert!(store.check_states(Some(&host)).await?.is_empty());
+    assert!(!store.retire_check(&host, "disk.root", gone, at(40)).await?);
+    let last = store
+        .transitions(&host, at(0))
+        .await?
+        .pop()
+        .expect("transition");
+    assert_eq!(
+        (
+            last.check.as_str(),
+            last.from,
+            last.to,
+            last.summary.as_str()
+        ),
+        ("disk.root", Some(Status::Unknown), Status::Ok, gone)
+    );
     Ok(())
 }
 

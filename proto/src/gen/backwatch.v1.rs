@@ -87,6 +87,12 @@ pub struct Hello {
     /// Optional features the agent supports, e.g. "run-now".
     #[prost(string, repeated, tag = "9")]
     pub capabilities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Every check id the agent's configuration has (`backup.daily`, `wal.main`, ...,
+    /// `disk.agent-spool`). The collector retires a stored check that is not listed (a probe
+    /// removed from the configuration): its alert resolves and it leaves the host. Empty: not
+    /// sent (an older agent), nothing is retired.
+    #[prost(string, repeated, tag = "10")]
+    pub checks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Welcome {
