@@ -34,11 +34,23 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     let max_full_age = obs
         .expected_max_full_age_secs
         .map_or(DEFAULT_MAX_FULL_AGE, Duration::from_secs);
+    let windows: Vec<serde_json::Value> = obs.sets.iter().filter_map(window).collect();
+    // The narrowest set's window speaks for the check (one stanza or server in most setups).
+    let narrowest = windows
+        .iter()
+        .min_by_key(|w| w["secs"].as_i64().unwrap_or(i64::MAX))
+        .cloned();
     let details = json!({
         "commands": obs.commands,
         "sets": obs.sets,
         "max_age_secs": max_age.as_secs(),
         "max_full_age_secs": max_full_age.as_secs(),
+        "windows": windows,
+        "window_secs": narrowest.as_ref().and_then(|w| w["secs"].as_i64()),
+        "window": narrowest,
+        "window_note": (windows.is_empty() && !obs.sets.is_empty()).then_some(
+            "no recoverable window: the tool gave no successful backup, or not when its newest WAL was stored"
+        ),
     });
     let v = if let Some(e) = &obs.error {
         Verdict::new(Status::Unknown, format!("{tool} could not be asked: {e}"))
@@ -65,6 +77,33 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
         )
     };
     v.with_details(details).with_procedure(procedure::BACKUP)
+}
+
+/// Start and end of a set's recoverable window (see [`window`]).
+pub fn window_range(
+    s: &backwatch_proto::model::BackupSet,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    Some((s.oldest.as_ref()?.stop_time?, s.archive_max_time?))
+}
+
+/// A set's recoverable window (docs/checks.md R32), as the tool's catalogue gives it: from the
+/// oldest successful backup's end to when the newest archived segment was stored. Continuity
+/// in between is the tool's own business (pgBackRest's `check`/`verify`, `barman check`): its
+/// failing checks make the set critical.
+fn window(s: &backwatch_proto::model::BackupSet) -> Option<serde_json::Value> {
+    let oldest = s.oldest.as_ref()?;
+    let (start, end) = window_range(s)?;
+    Some(json!({
+        "set": s.name,
+        "earliest_backup": oldest.label,
+        "start": start,
+        "start_exact": true,
+        "latest_backup": s.newest.as_ref().map(|b| b.label.clone()),
+        "end_segment": s.archive_max,
+        "end": end,
+        "cut_at": null,
+        "secs": (end - start).num_seconds(),
+    }))
 }
 
 fn describe(b: &ToolBackup) -> String {

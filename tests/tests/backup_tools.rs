@@ -140,6 +140,25 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
             .contains("; newest full "),
         "{c}"
     );
+    // The recoverable window (docs/checks.md R32): from the oldest backup's end to when the
+    // newest archived segment was stored (repo-ls), in the recovery API too.
+    let w = &c["details"]["window"];
+    assert_eq!(w["earliest_backup"], full["label"], "{c}");
+    assert_eq!(w["start"], full["stop_time"], "{c}");
+    assert_eq!(w["end_segment"], set["archive_max"], "{c}");
+    let time = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let (start, end) = (time(&w["start"]), time(&w["end"]));
+    assert!(start.is_some() && end >= start, "{c}");
+    let clusters = scene.collector.api("/api/v1/recovery?host=db1").await?;
+    let tool = clusters
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["cluster"] == "pgbackrest.main"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tool["window"]["end"], w["end"], "{clusters}");
 
     // The tool's own status: a stanza that does not exist.
     let c = scene

@@ -51,12 +51,29 @@ impl Probe for PgBackRestProbe {
             ..BackupToolObs::default()
         };
         let now = Utc::now();
+        let mut archive_ids = std::collections::HashMap::new();
         match tool_command::run(&argv, tool_command::JSON_TOOL)
             .await
             .and_then(|o| parse(&o, now))
         {
-            Ok(sets) => obs.sets = sets,
+            Ok((sets, ids)) => {
+                obs.sets = sets;
+                archive_ids = ids;
+            }
             Err(e) => obs.error = Some(e),
+        }
+        // Where each recoverable window ends: when the newest archived segment was stored.
+        // One listing of one log-file directory per stanza; a failure only leaves it unknown.
+        for set in &mut obs.sets {
+            let (Some(max), Some(id)) = (set.archive_max.clone(), archive_ids.get(&set.name))
+            else {
+                continue;
+            };
+            let argv = self.repo_ls_argv(&set.name, id, &max);
+            obs.commands.push(tool_command::shown(&argv));
+            if let Ok(out) = tool_command::run(&argv, tool_command::JSON_TOOL).await {
+                set.archive_max_time = stored_at(&out, &max);
+            }
         }
         Ok(Observation::PgBackRest(Box::new(obs)))
     }
@@ -74,9 +91,39 @@ impl PgBackRestProbe {
         argv.extend(["--output=json".to_string(), "info".to_string()]);
         argv
     }
+
+    /// `repo-ls` of the repository directory holding segment `max` of `stanza`'s archive
+    /// `id` (`archive/main/15-1/0000000100000000`): its files with their times.
+    fn repo_ls_argv(&self, stanza: &str, id: &str, max: &str) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if let Some(c) = &self.config {
+            argv.push(format!("--config={}", c.display()));
+        }
+        let dir = max.get(..16).unwrap_or(max);
+        argv.extend([
+            "--output=json".to_string(),
+            "repo-ls".to_string(),
+            format!("archive/{stanza}/{id}/{dir}"),
+        ]);
+        argv
+    }
 }
 
-fn parse(out: &Output, now: DateTime<Utc>) -> Result<Vec<BackupSet>, String> {
+/// The time `repo-ls` gives the file of segment `max` (`<segment>-<sha1>[.gz]`).
+fn stored_at(out: &Output, max: &str) -> Option<DateTime<Utc>> {
+    let doc = tool_command::json(out).ok()?;
+    doc.as_object()?
+        .iter()
+        .filter(|(name, _)| name.starts_with(max) && name.as_bytes().get(24) == Some(&b'-'))
+        .filter_map(|(_, v)| v["time"].as_i64())
+        .max()
+        .and_then(|t| DateTime::from_timestamp(t, 0))
+}
+
+/// Stanza name → the id of its current archive (`15-1`), for `repo-ls`.
+type ArchiveIds = std::collections::HashMap<String, String>;
+
+fn parse(out: &Output, now: DateTime<Utc>) -> Result<(Vec<BackupSet>, ArchiveIds), String> {
     let doc = tool_command::json(out).map_err(|e| match out.code {
         Some(0) => e,
         code => format!(
@@ -88,7 +135,26 @@ fn parse(out: &Output, now: DateTime<Utc>) -> Result<Vec<BackupSet>, String> {
     let stanzas = doc
         .as_array()
         .ok_or("pgbackrest info did not print a list of stanzas")?;
-    Ok(stanzas.iter().map(|s| stanza(s, now)).collect())
+    let ids = stanzas
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), archive_id(s)?)))
+        .collect();
+    Ok((stanzas.iter().map(|s| stanza(s, now)).collect(), ids))
+}
+
+/// The current database's archive: the last entry that has WAL.
+fn current_archive(s: &Value) -> Option<&Value> {
+    s["archive"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|x| x["min"].is_string()))
+}
+
+/// Its id, when it is a plain directory name (`15-1`), never a path.
+fn archive_id(s: &Value) -> Option<String> {
+    let id = current_archive(s)?["id"].as_str()?;
+    id.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        .then(|| id.to_string())
 }
 
 fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
@@ -117,10 +183,13 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         .map(|(b, _)| b)
         .max_by_key(|b| stop(b))
         .cloned();
-    // The current database's archive: the last entry that has WAL.
-    let archive = s["archive"]
-        .as_array()
-        .and_then(|a| a.iter().rev().find(|x| x["min"].is_string()));
+    let oldest = backups
+        .iter()
+        .filter(|(_, err)| !err)
+        .map(|(b, _)| b)
+        .min_by_key(|b| stop(b))
+        .cloned();
+    let archive = current_archive(s);
     BackupSet {
         name: text(&s["name"]).unwrap_or_default(),
         status_code: status["code"].as_i64().map_or(-1, |c| c as i32),
@@ -133,6 +202,8 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         newest_failed,
         archive_min: archive.and_then(|a| text(&a["min"])),
         archive_max: archive.and_then(|a| text(&a["max"])),
+        oldest,
+        archive_max_time: None,
     }
 }
 
@@ -180,8 +251,10 @@ mod tests {
     #[test]
     fn info_gives_newest_backups_failed_attempt_and_archive_range() {
         let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
-        let sets = parse(&out(INFO, 0), now).unwrap();
+        let (sets, ids) = parse(&out(INFO, 0), now).unwrap();
         let s = &sets[0];
+        assert_eq!(ids.get("main").map(String::as_str), Some("15-1"));
+        assert_eq!(s.oldest.as_ref().unwrap().label, "20261125-190526F");
         assert_eq!(
             (s.name.as_str(), s.status_code, s.backup_count),
             ("main", 0, 3)
@@ -199,6 +272,20 @@ mod tests {
             "20261125-190526F_20261125-190600I"
         );
         assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
+    }
+
+    #[test]
+    fn repo_ls_gives_when_the_newest_segment_was_stored() {
+        let listing = r#"{".":{"type":"path"},
+"000000010000000000000003-66ff8a7acc948989d5a0f01316db4987275d0a7e.gz":{"type":"file","size":44405,"time":1796416931},
+"000000010000000000000002.00000028.backup":{"type":"file","size":371,"time":1796416999},
+"000000010000000000000004-7e5291095b85ca09ccae515eb773c3ec11a40057.gz":{"type":"file","size":16462,"time":1796416940}}"#;
+        let at = stored_at(&out(listing, 0), "000000010000000000000004");
+        assert_eq!(at.map(|t| t.timestamp()), Some(1_796_416_940));
+        assert_eq!(
+            stored_at(&out(listing, 0), "000000010000000000000009"),
+            None
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! A cluster is a `[[wal]]` server: its `wal.<name>` check gives the data at risk, and an
 //! `archive.<x>` check linked to it (`wal = "<name>"`) gives the recoverable window. An archive
-//! without a linked server is a cluster of its own, named `archive.<x>`. Nothing is computed
+//! without a linked server is a cluster of its own, named `archive.<x>`; so is a pgBackRest
+//! stanza or Barman server check (`pgbackrest.<x>`, `barman.<x>`), with the narrowest window
+//! of its sets. Nothing is computed
 //! here that the rules did not decide: the figures are the checks' details, side by side, so
 //! the API, the host page and the reports cannot disagree.
 
@@ -29,6 +31,7 @@ pub struct ClusterRecovery {
     /// Worst status of the checks below.
     pub status: Status,
     pub wal_check: Option<String>,
+    /// The check that gives the window: `archive.<x>`, `pgbackrest.<x>` or `barman.<x>`.
     pub archive_check: Option<String>,
     /// R31: seconds of committed work a crash would lose now; `None` = not applicable or
     /// unknown (see the WAL check), or no WAL check.
@@ -78,6 +81,7 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
         let cluster = match kind {
             "wal" => name.to_string(),
             "archive" => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
+            "pgbackrest" | "barman" => c.check.clone(),
             _ => continue,
         };
         let entry = out

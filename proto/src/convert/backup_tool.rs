@@ -57,6 +57,8 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     newest_failed: b.newest_failed.as_ref().map(backup_to_wire),
                     archive_min: clip_opt(&b.archive_min),
                     archive_max: clip_opt(&b.archive_max),
+                    oldest: b.oldest.as_ref().map(backup_to_wire),
+                    archive_max_time: opt_ts(b.archive_max_time),
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),
@@ -102,6 +104,8 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
                 newest_failed: backup_from_wire(b.newest_failed)?,
                 archive_min: opt_text("sets.archive_min", b.archive_min)?,
                 archive_max: opt_text("sets.archive_max", b.archive_max)?,
+                oldest: backup_from_wire(b.oldest)?,
+                archive_max_time: from_opt_ts(&b.archive_max_time)?,
             })
         })?,
         expected_max_age_secs: (o.expected_max_age_secs > 0).then_some(o.expected_max_age_secs),

@@ -683,6 +683,13 @@ pub struct BackupSet {
     pub archive_min: ::prost::alloc::string::String,
     #[prost(string, tag = "11")]
     pub archive_max: ::prost::alloc::string::String,
+    /// The oldest successful backup: where the recoverable window starts (docs/checks.md R32).
+    #[prost(message, optional, tag = "12")]
+    pub oldest: ::core::option::Option<ToolBackup>,
+    /// When archive_max was stored in the repository (pgBackRest: its time in `repo-ls`): where
+    /// the recoverable window ends.
+    #[prost(message, optional, tag = "13")]
+    pub archive_max_time: ::core::option::Option<::prost_types::Timestamp>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ToolBackup {

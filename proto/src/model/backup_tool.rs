@@ -36,6 +36,13 @@ pub struct BackupSet {
     pub newest_failed: Option<ToolBackup>,
     pub archive_min: Option<String>,
     pub archive_max: Option<String>,
+    /// The oldest successful backup: where the recoverable window starts (R32).
+    #[serde(default)]
+    pub oldest: Option<ToolBackup>,
+    /// When `archive_max` was stored in the repository (pgBackRest: its modification time,
+    /// from `repo-ls`): where the recoverable window ends.
+    #[serde(default)]
+    pub archive_max_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

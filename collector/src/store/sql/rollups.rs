@@ -108,6 +108,15 @@ pub fn sample(item: &Evaluated) -> Sample {
                 s.segment_bytes = Some(w.wal_segment_size_bytes);
             }
         }
+        Some(Observation::PgBackRest(o) | Observation::Barman(o)) => {
+            // The narrowest set's recoverable window, as the check reports it.
+            s.window = o
+                .sets
+                .iter()
+                .filter_map(crate::rules::backup_tool::window_range)
+                .map(|(start, end)| (end - start).num_seconds())
+                .min();
+        }
         Some(Observation::ArchiveDir(a)) if a.exists && a.read_error.is_none() => {
             s.used = Some(int(a.segment_bytes));
             s.files = Some(int(a.segments));
