@@ -263,6 +263,10 @@ async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical
         c["summary"].as_str().unwrap_or_default().contains("took"),
         "{c}"
     );
+    // The recoverable window: the oldest backup's end to the newest WAL in xlog.db.
+    let w = &c["details"]["window"];
+    assert_eq!(w["start"], newest["stop_time"], "{c}");
+    assert!(w["end"].is_string() && w["end_segment"].is_string(), "{c}");
 
     // The server goes away: Barman's own check fails, and says which checks.
     pg.stop()?;

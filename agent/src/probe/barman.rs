@@ -124,6 +124,12 @@ impl BarmanProbe {
             kind: "full".into(),
             ..ToolBackup::default()
         });
+        // The oldest usable backup starts the recoverable window (its end, from the listing).
+        set.oldest = entries
+            .iter()
+            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
+            .min_by_key(|e| id(e))
+            .map(|e| backup(&Value::Null, e, &id(e), now));
         if let Some(u) = usable {
             let label = id(u);
             let (_, shown) = self
@@ -132,6 +138,16 @@ impl BarmanProbe {
             let b = backup(&shown[server], u, &label, now);
             set.newest_full = Some(b.clone());
             set.newest = Some(b);
+        }
+        // The newest WAL Barman holds, and when it arrived: the last line of the server's
+        // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.
+        // Not knowing it only leaves the window's end unknown.
+        if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await
+            && let Some(dir) = shown[server]["wals_directory"].as_str()
+            && let Some((name, at)) = last_wal(&std::path::Path::new(dir).join("xlog.db"))
+        {
+            set.archive_max = Some(name);
+            set.archive_max_time = Some(at);
         }
         let (out, checks) = self.json(commands, &["check", server]).await?;
         if let Some(map) = checks[server].as_object() {
@@ -150,6 +166,26 @@ impl BarmanProbe {
         set.status_code = i32::from(out.code != Some(0) || !set.failing_checks.is_empty());
         Ok(set)
     }
+}
+
+/// The last entry of a Barman `xlog.db`: a segment name and the time it was archived. Only
+/// the file's last 4 KiB are read, however long the server's WAL history.
+fn last_wal(path: &std::path::Path) -> Option<(String, DateTime<Utc>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = String::new();
+    f.take(4096).read_to_string(&mut tail).ok()?;
+    tail.lines().rev().find_map(|line| {
+        let mut fields = line.split('\t');
+        let name = fields.next()?;
+        let _size = fields.next()?;
+        let time: f64 = fields.next()?.parse().ok()?;
+        (name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Some((name.to_string(), DateTime::from_timestamp(time as i64, 0)?)))
+            .flatten()
+    })
 }
 
 /// The `show-backup` document of one backup, with the `list-backups` entry as a fallback.
@@ -184,6 +220,23 @@ fn backup(shown: &Value, listed: &Value, label: &str, now: DateTime<Utc>) -> Too
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_line_of_xlog_db_is_the_newest_wal_and_when_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xlog.db");
+        std::fs::write(
+            &path,
+            "000000010000000000000001\t16777216\t1795633500.5\tNone\n\
+             000000010000000000000001.00000028.backup\t300\t1795633540.0\tNone\n\
+             000000010000000000000002\t16777216\t1795633560.25\tgzip\n",
+        )
+        .unwrap();
+        let (name, at) = last_wal(&path).unwrap();
+        assert_eq!(name, "000000010000000000000002");
+        assert_eq!(at.timestamp(), 1_795_633_560);
+        assert_eq!(last_wal(&dir.path().join("missing")), None);
+    }
 
     #[test]
     fn show_backup_gives_times_wal_range_and_size() {
