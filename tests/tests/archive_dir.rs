@@ -239,27 +239,17 @@ async fn the_recoverable_window_starts_at_the_oldest_restorable_backup_and_a_gap
     assert!(summary(&c).contains("; restorable from "), "{c}");
 
     // Prometheus shows the same window.
-    let page = collector
-        .http_client()
-        .get(collector.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let series = |name: &str| {
-        page.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!("{name}{{host=\"db1\",check=\"archive.main\"}} "))
-            })
-            .and_then(|v| v.parse::<f64>().ok())
-    };
+    let series = |name: &str| format!("{name}{{host=\"db1\",check=\"archive.main\"}}");
     assert_eq!(
-        series("backwatch_recovery_window_start_timestamp_seconds"),
-        Some(start.timestamp() as f64),
-        "{page}"
+        collector
+            .metric(&series("backwatch_recovery_window_start_timestamp_seconds"))
+            .await?,
+        Some(start.timestamp() as f64)
     );
     assert_eq!(
-        series("backwatch_recovery_window_end_timestamp_seconds"),
+        collector
+            .metric(&series("backwatch_recovery_window_end_timestamp_seconds"))
+            .await?,
         Some(end.timestamp() as f64)
     );
 

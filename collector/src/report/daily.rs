@@ -356,18 +356,15 @@ pub fn build(input: DailyInput) -> DailyReport {
             .then(a.host.cmp(&b.host))
     });
     // Largest data at risk first, then the narrowest windows.
-    recovery.sort_by(|a, b| {
-        b.data_at_risk_secs_max_24h
-            .cmp(&a.data_at_risk_secs_max_24h)
-            .then(
-                a.window_secs_min_24h
-                    .is_none()
-                    .cmp(&b.window_secs_min_24h.is_none()),
-            )
-            .then(a.window_secs_min_24h.cmp(&b.window_secs_min_24h))
-            .then(a.host.cmp(&b.host))
-            .then(a.check.cmp(&b.check))
-    });
+    fn key(l: &RecoveryLine) -> (Option<i64>, Option<i64>, &str, &str) {
+        (
+            l.data_at_risk_secs_max_24h,
+            l.window_secs_min_24h,
+            &l.host,
+            &l.check,
+        )
+    }
+    recovery.sort_by(|a, b| super::stats::recovery_order(key(a), key(b)));
     let mut open_alerts: Vec<AlertLine> = input
         .open_alerts
         .iter()

@@ -493,18 +493,15 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
             .then(a.host.cmp(&b.host))
             .then(a.check.cmp(&b.check))
     });
-    recoverability.sort_by(|a, b| {
-        b.data_at_risk_secs_max
-            .cmp(&a.data_at_risk_secs_max)
-            .then(
-                a.window_secs_min
-                    .is_none()
-                    .cmp(&b.window_secs_min.is_none()),
-            )
-            .then(a.window_secs_min.cmp(&b.window_secs_min))
-            .then(a.host.cmp(&b.host))
-            .then(a.check.cmp(&b.check))
-    });
+    fn key(l: &RecoverabilityLine) -> (Option<i64>, Option<i64>, &str, &str) {
+        (
+            l.data_at_risk_secs_max,
+            l.window_secs_min,
+            &l.host,
+            &l.check,
+        )
+    }
+    recoverability.sort_by(|a, b| super::stats::recovery_order(key(a), key(b)));
     let check_key = |a: &Alert| {
         if a.fields.check == AGENT_CHECK {
             "agent (silent)".to_string()

@@ -122,3 +122,17 @@ mod tests {
         assert_eq!(slope_per_day(&pts[..2]), None);
     }
 }
+
+/// The order of recovery lines in both reports: the largest data at risk first, then the
+/// narrowest recoverable window, then by host and check. Each side is (data at risk, window,
+/// host, check).
+pub fn recovery_order(
+    a: (Option<i64>, Option<i64>, &str, &str),
+    b: (Option<i64>, Option<i64>, &str, &str),
+) -> std::cmp::Ordering {
+    b.0.cmp(&a.0)
+        .then(a.1.is_none().cmp(&b.1.is_none()))
+        .then(a.1.cmp(&b.1))
+        .then(a.2.cmp(b.2))
+        .then(a.3.cmp(b.3))
+}

@@ -407,6 +407,24 @@ impl Collector {
         .await
     }
 
+    /// The value of one series on `/metrics` (`name{labels}` exactly as the page prints it),
+    /// `None` when the page has no such series.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
+        let page = self
+            .http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(page.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        }))
+    }
+
     /// Wait until `check` on `host` has `status` and a summary starting with `prefix`.
     pub async fn wait_summary(
         &self,

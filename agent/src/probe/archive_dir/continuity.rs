@@ -183,24 +183,26 @@ pub fn check(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const SEG: u64 = 16 << 20;
+    pub(in super::super) const SEG: u64 = 16 << 20;
 
-    fn segs(tli: u32, segnos: &[u64]) -> Vec<SegEntry> {
+    /// Full-size plain segments `segnos` of `tli`, archived a minute apart.
+    pub(in super::super) fn segs(tli: u32, segnos: &[u64]) -> Vec<SegEntry> {
         segnos
             .iter()
             .map(|&n| SegEntry {
                 name: SegName::from_segno(tli, n, SEG),
                 size: SEG as u32,
                 compressed: false,
-                mtime_secs: 0,
+                mtime_secs: 1_000_000 + n as i64 * 60,
             })
             .collect()
     }
 
-    fn backup(tli: u32, segno: u64) -> BackupEntry {
+    /// The history file of a backup starting in segment `segno` of `tli`.
+    pub(in super::super) fn backup(tli: u32, segno: u64) -> BackupEntry {
         let start = SegName::from_segno(tli, segno, SEG);
         BackupEntry {
             start,
@@ -209,7 +211,7 @@ mod tests {
         }
     }
 
-    fn tl1() -> TimelinePath {
+    pub(in super::super) fn tl1() -> TimelinePath {
         TimelinePath::Exact(vec![(1, 0)])
     }
 

@@ -172,31 +172,14 @@ pub fn window(
 mod tests {
     use super::*;
 
-    const SEG: u64 = 16 << 20;
+    use super::super::continuity::tests::{SEG, tl1};
 
     fn segs(segnos: &[u64]) -> Vec<SegEntry> {
-        segnos
-            .iter()
-            .map(|&n| SegEntry {
-                name: SegName::from_segno(1, n, SEG),
-                size: SEG as u32,
-                compressed: false,
-                mtime_secs: 1_000_000 + n as i64 * 60,
-            })
-            .collect()
+        super::super::continuity::tests::segs(1, segnos)
     }
 
     fn backup(segno: u64) -> BackupEntry {
-        let start = SegName::from_segno(1, segno, SEG);
-        BackupEntry {
-            start,
-            offset: 0x28,
-            name: format!("{}.00000028.backup", start.name()),
-        }
-    }
-
-    fn tl1() -> TimelinePath {
-        TimelinePath::Exact(vec![(1, 0)])
+        super::super::continuity::tests::backup(1, segno)
     }
 
     /// Every backup stops one segment after it starts, at 100 s per segment number.
