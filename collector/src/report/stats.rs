@@ -82,6 +82,20 @@ pub fn round_to(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// The order of recovery lines in both reports: the largest data at risk first, then the
+/// narrowest recoverable window, then by host and check. Each side is (data at risk, window,
+/// host, check).
+pub fn recovery_order(
+    a: (Option<i64>, Option<i64>, &str, &str),
+    b: (Option<i64>, Option<i64>, &str, &str),
+) -> std::cmp::Ordering {
+    b.0.cmp(&a.0)
+        .then(a.1.is_none().cmp(&b.1.is_none()))
+        .then(a.1.cmp(&b.1))
+        .then(a.2.cmp(b.2))
+        .then(a.3.cmp(b.3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,18 +135,4 @@ mod tests {
         assert_eq!(needed(600.0, Some(10.0), 3.0).map(round), Some(1513.0));
         assert_eq!(slope_per_day(&pts[..2]), None);
     }
-}
-
-/// The order of recovery lines in both reports: the largest data at risk first, then the
-/// narrowest recoverable window, then by host and check. Each side is (data at risk, window,
-/// host, check).
-pub fn recovery_order(
-    a: (Option<i64>, Option<i64>, &str, &str),
-    b: (Option<i64>, Option<i64>, &str, &str),
-) -> std::cmp::Ordering {
-    b.0.cmp(&a.0)
-        .then(a.1.is_none().cmp(&b.1.is_none()))
-        .then(a.1.cmp(&b.1))
-        .then(a.2.cmp(b.2))
-        .then(a.3.cmp(b.3))
 }
