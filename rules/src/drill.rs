@@ -116,7 +116,7 @@ fn verdict(obs: &DrillObs) -> Verdict {
     };
     if let Some(bad) = obs.smoke.iter().find(|c| !c.passed) {
         let why = match (&bad.error, &bad.got, &bad.expect) {
-            (Some(e), _, _) => e.clone(),
+            (Some(e), _, _) => format!("failed: {e}"),
             (None, got, Some(want)) => format!(
                 "returned {} instead of {want:?}",
                 got.as_ref()
