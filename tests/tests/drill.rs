@@ -402,6 +402,124 @@ async fn an_agent_killed_mid_drill_leaves_no_server_once_restarted() -> Result<(
     Ok(())
 }
 
+#[tokio::test]
+async fn a_drill_past_its_timeout_or_an_agent_stopped_mid_drill_leaves_nothing() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    // Past the drill's timeout while the smoke check sleeps: critical, said so, cleaned up.
+    let slow = "[[drill.check]]\nsql = \"select pg_sleep(30)\"\n";
+    let section = drill_section(
+        "main",
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        slow,
+    )
+    .replace("timeout = \"90s\"", "timeout = \"4s\"");
+    let mut scene = scene("db1", |a| a.toml(&section)).await?;
+    scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            &format!(
+                "restore drill of {} failed: drill timed out after 4s",
+                backups.path().join("b1").display()
+            ),
+            WAIT,
+        )
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    // Stopped (SIGTERM) in the middle of the next drill: the agent removes it before it exits.
+    scene.agent.kill();
+    fs::write(
+        scene.agent.config_path(),
+        fs::read_to_string(scene.agent.config_path())?
+            .replace("timeout = \"4s\"", "timeout = \"90s\""),
+    )?;
+    // Drills resume their weekly schedule across restarts: forget the last run to drill now.
+    fs::remove_file(scene.agent.spool_dir().join("last-run.drill.main"))?;
+    scene.agent.launch()?;
+    eventually(WAIT, "the scratch server to run", async || {
+        ensure!(!processes_in(scratch.path()).is_empty(), "no server yet");
+        Ok(())
+    })
+    .await;
+    scene.agent.terminate(Duration::from_secs(30))?;
+    assert!(
+        processes_in(scratch.path()).is_empty(),
+        "{:?}",
+        processes_in(scratch.path())
+    );
+    assert!(
+        left_in(scratch.path()).is_empty(),
+        "{:?}",
+        left_in(scratch.path())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_offset_target_recovers_to_that_time_and_no_further() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.psql("INSERT INTO orders VALUES (6)")?;
+    // The drill starts within 5 s of the second commit (the scene takes a second or two),
+    // and more than 5 s after the first: the target falls between them.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    pg.psql("INSERT INTO orders VALUES (7)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let extra =
+        "target = \"5s\"\n[[drill.check]]\nsql = \"select max(id) from orders\"\nexpect = \"6\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            extra,
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["target"], "5s before now", "{c}");
+    assert!(
+        d["target_time"].is_string() && d["recovered_at"].is_string(),
+        "{c}"
+    );
+    assert!(
+        d["target_distance_secs"].as_i64().is_some_and(|s| s >= 0),
+        "{c}"
+    );
+    Ok(())
+}
+
 /// `backwatch-agent check` runs a drill once and judges it with the default limits.
 #[test]
 fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {
