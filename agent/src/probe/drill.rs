@@ -28,9 +28,11 @@
 //!   the archive holds later ones is named as the gap.
 
 mod backup;
+mod cleanup;
 mod server;
+mod settings;
 
-pub use server::remove_leftovers;
+pub use cleanup::remove_leftovers;
 
 use super::{Outcome, Probe};
 use backwatch_proto::model::{DrillObs, Observation, ProbeKind, SmokeCheck};
@@ -204,7 +206,7 @@ impl DrillProbe {
         obs.rto_ms = Some(obs.restore_ms + obs.recovery_ms);
         obs.recovered_at = facts.recovered_at;
         obs.replay_lsn = facts.replay_lsn.clone();
-        s.set_replay(facts.replay_segment(), facts.segment_bytes);
+        s.set_replay(facts.replay_segment());
         let smoking = Instant::now();
         obs.smoke = self.smoke_checks(s).await;
         obs.smoke_ms = smoking.elapsed().as_millis() as u64;

@@ -6,24 +6,22 @@
 //! signalled (PostgreSQL changes into its data directory at start), so a pid reused by
 //! another process after a crash is left alone.
 
-use super::{DrillProbe, SCRATCH_PREFIX, Target};
+use super::settings::{self, PORT};
+use super::{DrillProbe, SCRATCH_PREFIX, cleanup};
 use crate::probe::backup_dir::os_text;
 use backwatch_proto::error::chain;
 use backwatch_proto::model::DrillObs;
 use chrono::{DateTime, Utc};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::kill;
 use nix::unistd::{Gid, Pid, Uid, User};
-use std::io::Write as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-use tracing::{info, warn};
+use tracing::warn;
 
-/// Any port: the server listens on no TCP address, only on its socket in our directory.
-const PORT: u16 = 5432;
 /// Server log lines kept when a drill fails.
 const LOG_LINES: usize = 5;
 /// How often recovery's end is polled.
@@ -103,17 +101,17 @@ impl Scratch {
     pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
-    fn sock(&self) -> PathBuf {
+    pub(super) fn sock(&self) -> PathBuf {
         self.dir.join("sock")
     }
     fn log(&self) -> PathBuf {
         self.dir.join("server.log")
     }
-    fn fetched(&self) -> PathBuf {
+    pub(super) fn fetched(&self) -> PathBuf {
         self.dir.join("restore_command.log")
     }
 
-    pub fn set_replay(&mut self, segment: Option<String>, _segment_bytes: Option<u64>) {
+    pub fn set_replay(&mut self, segment: Option<String>) {
         self.replay = segment;
     }
 
@@ -149,12 +147,12 @@ impl Scratch {
         }
         self.bindir = Some(bindir.clone());
         let what = format!("writing the settings in {}", data.display());
-        let settings = self.settings(p, obs);
+        let settings = settings::block(p, self, obs);
         let (dir, user, sock, fetched) = (self.dir.clone(), self.user, self.sock(), self.fetched());
         let bytes = crate::blocking::run(&what, move || -> Result<u64, String> {
-            write_settings(&dir.join("data"), &sock, &fetched, &settings)?;
+            settings::write(&dir.join("data"), &sock, &fetched, &settings)?;
             if let Some((uid, gid)) = user {
-                chown_tree(&dir, uid, gid)?;
+                settings::chown_tree(&dir, uid, gid)?;
             }
             Ok(super::backup::tree_bytes(&dir.join("data")))
         })
@@ -162,62 +160,6 @@ impl Scratch {
         .and_then(|r| r)?;
         obs.bytes_restored = bytes;
         Ok(bindir)
-    }
-
-    /// The block appended to postgresql.auto.conf (the last word on every setting).
-    fn settings(&self, p: &DrillProbe, obs: &mut DrillObs) -> String {
-        let q = |s: &str| s.replace('\'', "''");
-        let restore_command = match &p.archive_dir {
-            // `%` is restore_command's escape; paths were checked free of quotes.
-            Some(a) => {
-                let a = a.display().to_string().replace('%', "%%");
-                let log = self.fetched().display().to_string().replace('%', "%%");
-                format!(
-                    "if [ -f '{a}/%f' ]; then cp '{a}/%f' '%p' && echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
-                )
-            }
-            None => "false".into(),
-        };
-        let mut s = format!(
-            "\n# backwatch drill {}: a private, throw-away server\n\
-             restore_command = '{}'\n\
-             archive_mode = off\n\
-             archive_command = ''\n\
-             listen_addresses = ''\n\
-             port = {PORT}\n\
-             unix_socket_directories = '{}'\n\
-             hba_file = '{}'\n\
-             ssl = off\n\
-             hot_standby = off\n\
-             primary_conninfo = ''\n\
-             shared_buffers = '16MB'\n\
-             work_mem = '4MB'\n\
-             maintenance_work_mem = '16MB'\n\
-             logging_collector = off\n\
-             log_destination = 'stderr'\n\
-             lc_messages = 'C'\n\
-             cluster_name = 'backwatch-drill'\n\
-             recovery_target = ''\n\
-             recovery_target_lsn = ''\n\
-             recovery_target_name = ''\n\
-             recovery_target_xid = ''\n",
-            p.name,
-            q(&restore_command),
-            q(&self.sock().display().to_string()),
-            q(&self.data().join("pg_hba.drill.conf").display().to_string()),
-        );
-        match p.target {
-            Target::Latest => s.push_str("recovery_target_time = ''\n"),
-            Target::Before(d) => {
-                let t = Utc::now() - chrono::Duration::from_std(d).unwrap_or_default();
-                obs.target_time = Some(t);
-                s.push_str(&format!(
-                    "recovery_target_time = '{}'\nrecovery_target_action = 'promote'\n",
-                    t.format("%Y-%m-%d %H:%M:%S%.6f+00")
-                ));
-            }
-        }
-        s
     }
 
     /// Start the server and wait until recovery ended and it answers as a primary.
@@ -339,7 +281,7 @@ impl Scratch {
     }
 
     fn postmaster_pid(&self) -> Option<Pid> {
-        postmaster_of(&self.data())
+        cleanup::postmaster_of(&self.data())
     }
 
     /// Line 8 of postmaster.pid: "starting", "stopping", "ready" or "standby".
@@ -398,14 +340,15 @@ impl Scratch {
     /// Stop the server, remove the directory.
     pub fn cleanup(mut self) -> Result<(), String> {
         self.done = true;
-        stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+        cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.done
-            && let Err(e) = stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+            && let Err(e) =
+                cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
         {
             warn!(dir = %self.dir.display(), error = %e, "drill scratch left behind");
         }
@@ -449,69 +392,6 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
         .flatten())
 }
 
-fn write_settings(data: &Path, sock: &Path, fetched: &Path, settings: &str) -> Result<(), String> {
-    let io =
-        |what: &Path, e: std::io::Error| format!("writing {}: {}", what.display(), os_text(&e));
-    // A Debian cluster keeps postgresql.conf in /etc: the backup has none, and the server
-    // needs one. Files of the backup that would start it as something else are removed.
-    let conf = data.join("postgresql.conf");
-    if !conf.exists() {
-        std::fs::write(&conf, "").map_err(|e| io(&conf, e))?;
-    }
-    for f in [
-        "standby.signal",
-        "postmaster.pid",
-        "postmaster.opts",
-        "backup_manifest",
-    ] {
-        let _ = std::fs::remove_file(data.join(f));
-    }
-    let hba = data.join("pg_hba.drill.conf");
-    std::fs::write(
-        &hba,
-        "# the scratch server's socket is in a 0700 directory\nlocal all all trust\n",
-    )
-    .map_err(|e| io(&hba, e))?;
-    let signal = data.join("recovery.signal");
-    std::fs::write(&signal, "").map_err(|e| io(&signal, e))?;
-    let auto = data.join("postgresql.auto.conf");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&auto)
-        .map_err(|e| io(&auto, e))?;
-    f.write_all(settings.as_bytes()).map_err(|e| io(&auto, e))?;
-    std::fs::create_dir_all(sock).map_err(|e| io(sock, e))?;
-    std::fs::write(fetched, "").map_err(|e| io(fetched, e))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io(data, e))?;
-    Ok(())
-}
-
-fn chown_tree(dir: &Path, uid: Uid, gid: Gid) -> Result<(), String> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &d,
-            Some(uid),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| format!("chown {}: {e}", d.display()))?;
-        let Ok(meta) = std::fs::symlink_metadata(&d) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let entries = std::fs::read_dir(&d)
-                .map_err(|e| format!("listing {}: {}", d.display(), os_text(&e)))?;
-            stack.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-    Ok(())
-}
-
 /// The newest WAL segment in the archive (by name after the timeline) and its mtime.
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
@@ -528,94 +408,6 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
         }
     }
     best.map(|(n, t)| (n, DateTime::<Utc>::from(t)))
-}
-
-/// The postmaster of `data` per its postmaster.pid, when that process lives in `data`.
-fn postmaster_of(data: &Path) -> Option<Pid> {
-    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-    let data = std::fs::canonicalize(data).ok()?;
-    (cwd == data).then(|| Pid::from_raw(pid))
-}
-
-fn stop_and_remove(
-    dir: &Path,
-    bindir: Option<&Path>,
-    user: Option<(Uid, Gid)>,
-    pgid: Option<Pid>,
-) -> Result<(), String> {
-    let data = dir.join("data");
-    let postmaster = postmaster_of(&data);
-    if let (Some(_), Some(bindir)) = (postmaster, bindir) {
-        let mut cmd = std::process::Command::new(bindir.join("pg_ctl"));
-        cmd.args(["stop", "-m", "immediate", "-w", "-t", "15", "-s", "-D"])
-            .arg(&data)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some((uid, gid)) = user {
-            use std::os::unix::process::CommandExt as _;
-            cmd.uid(uid.as_raw()).gid(gid.as_raw());
-        }
-        let _ = cmd.status();
-    }
-    // Whatever pg_ctl could not stop: the postmaster (its children exit when it is gone)
-    // and the rest of pg_ctl's group.
-    if let Some(pid) = postmaster_of(&data) {
-        let _ = kill(pid, Signal::SIGKILL);
-        let until = Instant::now() + Duration::from_secs(10);
-        while kill(pid, None).is_ok() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    let mut last = None;
-    for _ in 0..5 {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            // A backend still exiting may create a file meanwhile: try again shortly.
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err(format!(
-        "removing {}: {}",
-        dir.display(),
-        last.map(|e| os_text(&e)).unwrap_or_default()
-    ))
-}
-
-/// At agent start: stop the servers and remove the scratch directories a killed agent left
-/// in these scratch directories (only `backwatch-drill-*` subdirectories).
-pub fn remove_leftovers(scratch_dirs: &[PathBuf]) {
-    for scratch in scratch_dirs {
-        let Ok(entries) = std::fs::read_dir(scratch) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(SCRATCH_PREFIX) || !e.path().is_dir() {
-                continue;
-            }
-            let running = postmaster_of(&e.path().join("data"));
-            match stop_and_remove(&e.path(), None, None, None) {
-                Ok(()) => info!(
-                    dir = %e.path().display(),
-                    server_stopped = running.is_some(),
-                    "removed a drill's scratch directory left by an earlier agent"
-                ),
-                Err(err) => {
-                    warn!(dir = %e.path().display(), error = %err, "cannot remove a drill's leftover scratch directory")
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
