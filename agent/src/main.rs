@@ -541,10 +541,26 @@ fn print_config(cfg: &Config) {
 fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> String {
     use probe::drill::Target;
     let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let source = match &p.pgbackrest {
+        Some(b) => format!(
+            "pgbackrest = {{ stanza = {:?}, {}command = {:?} }}",
+            b.stanza,
+            b.config
+                .as_ref()
+                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
+            b.command
+        ),
+        None => format!("backup_dir = {}", path(&p.backup_dir)),
+    };
     let mut out = vec![
-        format!("backup_dir = {}", path(&p.backup_dir)),
+        source,
         p.archive_dir.as_ref().map_or_else(
-            || "# archive_dir not set: recovery uses the backup's own pg_wal only".to_string(),
+            || match p.pgbackrest {
+                Some(_) => "# WAL: pgbackrest archive-get".to_string(),
+                None => {
+                    "# archive_dir not set: recovery uses the backup's own pg_wal only".to_string()
+                }
+            },
             |a| format!("archive_dir = {}", path(a)),
         ),
         format!("scratch_dir = {}", path(&p.scratch_dir)),

@@ -558,3 +558,126 @@ fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {
     assert!(left_in(scratch.path()).is_empty());
     Ok(())
 }
+
+/// Runs `argv` as `postgres` (the owner of a pgBackRest repository next to the server).
+fn as_postgres(argv: &[&str]) -> Result<()> {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(argv)
+        .current_dir("/tmp")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{argv:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every file of a tree with its size and modification time, to show it was not written.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(t) = m.modified() {
+                out.push((e.path(), m.len(), t));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let postgres = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+    nix::unistd::chown(dir.path(), Some(postgres.uid), Some(postgres.gid))?;
+    let conf = dir.path().join("pgbackrest.conf");
+    let conf_arg = format!("--config={}", conf.display());
+    let pg = PgCluster::init()
+        .archive_command(&format!(
+            "pgbackrest {conf_arg} --stanza=main archive-push %p"
+        ))
+        .start()?;
+    fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nlog-level-console=warn\nlog-level-file=off\n\
+             start-fast=y\n[main]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
+            dir.path().join("repo").display(),
+            dir.path().join("lock").display(),
+            pg.data_dir().display(),
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+    )?;
+    nix::unistd::chown(&conf, Some(postgres.uid), Some(postgres.gid))?;
+    as_postgres(&["pgbackrest", &conf_arg, "--stanza=main", "stanza-create"])?;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 7)")?;
+    as_postgres(&[
+        "pgbackrest",
+        &conf_arg,
+        "--stanza=main",
+        "--type=full",
+        "backup",
+    ])?;
+    // After the backup: only archive-get during recovery brings these rows back.
+    pg.psql("INSERT INTO orders SELECT generate_series(8, 9)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let repo = snapshot(&dir.path().join("repo"));
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"repo\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.pgbackrest]\nstanza = \"main\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"9\"\n",
+        scratch.path().display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.repo", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["source_kind"], "pgbackrest", "{c}");
+    assert_eq!(d["backup_format"], "pgbackrest", "{c}");
+    assert!(
+        d["backup_path"].as_str().is_some_and(|l| l.ends_with('F')),
+        "{c}"
+    );
+    assert!(
+        d["wal_segments_restored"].as_u64().is_some_and(|n| n >= 1),
+        "{c}"
+    );
+    assert!(d["rto_ms"].is_u64(), "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(
+        snapshot(&dir.path().join("repo")),
+        repo,
+        "the repository was written"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! own limit is twice that plus a minute: a drill may first wait for another one to end (one
 //! at a time per host), and it reports its own timeout, with the server log, before that.
 
-use crate::probe::drill::{DrillProbe, SmokeSql, Target};
+use crate::probe::drill::{DrillProbe, PgBackRestSource, SmokeSql, Target};
 use backwatch_proto::config::{Problems, de_opt_duration};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -55,6 +55,18 @@ pub struct RawDrill {
     pub io_limit: Option<bool>,
     #[serde(default)]
     pub check: Vec<RawSmoke>,
+    /// Restore from a pgBackRest stanza instead of `backup_dir` (WAL then via archive-get).
+    pub pgbackrest: Option<RawDrillPgBackRest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrillPgBackRest {
+    pub stanza: String,
+    /// --config (default: pgBackRest's own).
+    pub config: Option<PathBuf>,
+    /// Program and leading arguments, no shell (default ["pgbackrest"]).
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,7 +85,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
     if timeout < Duration::from_secs(1) {
         p.push(k("timeout"), "must be at least 1s");
     }
-    let mut required = |key: &str, v: Option<PathBuf>| match v {
+    let required = |p: &mut Problems, key: &str, v: Option<PathBuf>| match v {
         Some(v) if v.is_absolute() => v,
         Some(v) => {
             p.push(k(key), format!("{} must be an absolute path", v.display()));
@@ -84,8 +96,18 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
             PathBuf::new()
         }
     };
-    let backup_dir = required("backup_dir", r.backup_dir);
-    let scratch_dir = required("scratch_dir", r.scratch_dir);
+    let backup_dir = match (&r.pgbackrest, r.backup_dir) {
+        (Some(_), Some(_)) => {
+            p.push(
+                k("backup_dir"),
+                "set either backup_dir or [drill.pgbackrest], not both",
+            );
+            PathBuf::new()
+        }
+        (Some(_), None) => PathBuf::new(),
+        (None, b) => required(p, "backup_dir", b),
+    };
+    let scratch_dir = required(p, "scratch_dir", r.scratch_dir);
     // restore_command and the server settings quote paths in single quotes.
     for (key, path) in [
         ("scratch_dir", Some(&scratch_dir)),
@@ -103,6 +125,42 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
             );
         }
     }
+    if r.pgbackrest.is_some() && r.archive_dir.is_some() {
+        p.push(
+            k("archive_dir"),
+            "not with [drill.pgbackrest]: recovery fetches WAL with pgbackrest archive-get",
+        );
+    }
+    let pgbackrest = r.pgbackrest.map(|b| {
+        let command = b.command.unwrap_or_else(|| vec!["pgbackrest".into()]);
+        if command.is_empty() {
+            p.push(
+                k("pgbackrest.command"),
+                "is empty (default [\"pgbackrest\"])",
+            );
+        }
+        // restore_command carries these in single quotes.
+        let quoted = command
+            .iter()
+            .map(String::as_str)
+            .chain([b.stanza.as_str()])
+            .chain(b.config.as_ref().and_then(|c| c.to_str()));
+        for word in quoted {
+            if word.contains(['\'', '\n']) {
+                p.push(
+                    k("pgbackrest"),
+                    format!(
+                        "{word:?} holds a quote or newline, which restore_command cannot carry"
+                    ),
+                );
+            }
+        }
+        PgBackRestSource {
+            stanza: b.stanza,
+            config: b.config,
+            command,
+        }
+    });
     if let Some(a) = &r.archive_dir
         && !a.is_absolute()
     {
@@ -157,6 +215,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
             DrillProbe {
                 name: r.name,
                 backup_dir,
+                pgbackrest,
                 archive_dir: r.archive_dir,
                 scratch_dir,
                 target,
@@ -246,5 +305,36 @@ mod tests {
             err.contains("drill[0].scratch_dir: is inside backup_dir"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pgbackrest_source_replaces_backup_dir_and_archive_dir() {
+        let c = load(
+            "[[drill]]\nname = \"r\"\nscratch_dir = \"/s\"\n[drill.pgbackrest]\nstanza = \"main\"\n",
+        )
+        .unwrap();
+        match &c.probes.last().unwrap().probe {
+            ProbeConfig::Drill(d) => {
+                let b = d.pgbackrest.as_ref().expect("pgbackrest source");
+                assert_eq!(
+                    (b.stanza.as_str(), b.command.clone()),
+                    ("main", vec!["pgbackrest".to_string()])
+                );
+                assert!(d.backup_dir.as_os_str().is_empty() && d.archive_dir.is_none());
+            }
+            _ => panic!("not a drill"),
+        }
+        let err = load(
+            "[[drill]]\nname = \"r\"\nbackup_dir = \"/b\"\narchive_dir = \"/a\"\nscratch_dir = \"/s\"\n[drill.pgbackrest]\nstanza = \"it's\"\n",
+        )
+        .err()
+        .unwrap();
+        for want in [
+            "drill[0].backup_dir: set either backup_dir or [drill.pgbackrest], not both",
+            "drill[0].archive_dir: not with [drill.pgbackrest]",
+            "drill[0].pgbackrest: \"it's\" holds a quote",
+        ] {
+            assert!(err.contains(want), "{want}\n{err}");
+        }
     }
 }

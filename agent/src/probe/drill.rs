@@ -29,10 +29,12 @@
 
 mod backup;
 mod cleanup;
+mod pgbackrest;
 mod server;
 mod settings;
 
 pub use cleanup::remove_leftovers;
+pub use pgbackrest::PgBackRestSource;
 
 use super::{Outcome, Probe};
 use backwatch_proto::model::{DrillObs, Observation, ProbeKind, SmokeCheck};
@@ -48,6 +50,13 @@ static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
 /// Prefix of every scratch subdirectory a drill creates (and the only ones it removes).
 pub const SCRATCH_PREFIX: &str = "backwatch-drill-";
+
+/// The backup a drill restores.
+enum Chosen {
+    Plain(backup::Found),
+    /// A pgBackRest backup label.
+    PgBackRest(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -66,7 +75,10 @@ pub struct SmokeSql {
 #[derive(Debug, Clone)]
 pub struct DrillProbe {
     pub name: String,
+    /// Plain source: pg_basebackup backups here, WAL from `archive_dir`.
     pub backup_dir: PathBuf,
+    /// pgBackRest source instead (then `backup_dir` is empty and `archive_dir` unset).
+    pub pgbackrest: Option<PgBackRestSource>,
     pub archive_dir: Option<PathBuf>,
     pub scratch_dir: PathBuf,
     pub target: Target,
@@ -122,8 +134,16 @@ impl Probe for DrillProbe {
 impl DrillProbe {
     fn blank(&self) -> DrillObs {
         DrillObs {
-            source_kind: "plain".into(),
-            backup_root: self.backup_dir.display().to_string(),
+            source_kind: if self.pgbackrest.is_some() {
+                "pgbackrest"
+            } else {
+                "plain"
+            }
+            .into(),
+            backup_root: match &self.pgbackrest {
+                Some(b) => b.shown(),
+                None => self.backup_dir.display().to_string(),
+            },
             archive_path: self.archive_dir.as_ref().map(|a| a.display().to_string()),
             scratch_dir: self.scratch_dir.display().to_string(),
             space_factor: self.space_factor,
@@ -142,25 +162,46 @@ impl DrillProbe {
     async fn drill(&self, obs: &mut DrillObs, scratch: &mut Option<Scratch>) {
         let started = Instant::now();
         obs.started_at = Some(Utc::now());
-        let (root, scratch_dir, factor) = (
-            self.backup_dir.clone(),
-            self.scratch_dir.clone(),
-            self.space_factor,
-        );
-        let chosen = crate::blocking::run("choosing the backup", move || {
-            backup::choose(&root, &scratch_dir, factor)
-        })
-        .await
-        .and_then(|r| r);
-        let (found, space) = match chosen {
+        let chosen = match &self.pgbackrest {
+            Some(src) => src
+                .choose(
+                    &server::tool_prefix(self.run_as.as_deref()),
+                    &self.scratch_dir,
+                    self.space_factor,
+                )
+                .await
+                .map(|(label, space)| (Chosen::PgBackRest(label), space)),
+            None => {
+                let (root, scratch_dir, factor) = (
+                    self.backup_dir.clone(),
+                    self.scratch_dir.clone(),
+                    self.space_factor,
+                );
+                crate::blocking::run("choosing the backup", move || {
+                    backup::choose(&root, &scratch_dir, factor)
+                })
+                .await
+                .and_then(|r| r)
+                .map(|(found, space)| (Chosen::Plain(found), space))
+            }
+        };
+        let (chosen, space) = match chosen {
             Ok(c) => c,
             Err(e) => {
                 obs.error = Some(e);
                 return;
             }
         };
-        obs.backup_path = Some(found.path.display().to_string());
-        obs.backup_format = Some(found.format.as_str().into());
+        match &chosen {
+            Chosen::Plain(found) => {
+                obs.backup_path = Some(found.path.display().to_string());
+                obs.backup_format = Some(found.format.as_str().into());
+            }
+            Chosen::PgBackRest(label) => {
+                obs.backup_path = Some(label.clone());
+                obs.backup_format = Some("pgbackrest".into());
+            }
+        }
         obs.backup_bytes = space.backup_bytes;
         obs.scratch_free_bytes = space.free_bytes;
         if let Some(refused) = space.refused {
@@ -182,7 +223,16 @@ impl DrillProbe {
         if !limit.is_empty() {
             obs.io_limit = Some(super::restore::shown_prefix(&limit));
         }
-        if let Err(e) = backup::restore(&found, &s.data(), &limit).await {
+        let restored = match (&chosen, &self.pgbackrest) {
+            (Chosen::PgBackRest(label), Some(src)) => {
+                let mut limit = limit.clone();
+                limit.extend(server::tool_prefix(self.run_as.as_deref()));
+                src.restore(label, &s.data(), s.owner(), &limit).await
+            }
+            (Chosen::Plain(found), _) => backup::restore(found, &s.data(), &limit).await,
+            (Chosen::PgBackRest(_), None) => Err("no pgBackRest source".into()),
+        };
+        if let Err(e) = restored {
             obs.error = Some(e);
             return;
         }

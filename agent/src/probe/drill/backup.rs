@@ -64,6 +64,12 @@ pub fn choose(root: &Path, scratch: &Path, factor: f64) -> Result<(Found, Space)
         let listed = base_backup::read(&found.path).backup.size_bytes;
         bytes = bytes.max(listed);
     }
+    let space = space(scratch, bytes, factor)?;
+    Ok((found, space))
+}
+
+/// The space check: `scratch`'s free space against `bytes` × `factor`.
+pub fn space(scratch: &Path, bytes: u64, factor: f64) -> Result<Space, String> {
     let vfs = nix::sys::statvfs::statvfs(scratch).map_err(|e| {
         format!(
             "scratch directory {}: {}",
@@ -82,14 +88,11 @@ pub fn choose(root: &Path, scratch: &Path, factor: f64) -> Result<(Found, Space)
             human_bytes(needed)
         )
     });
-    Ok((
-        found,
-        Space {
-            backup_bytes: bytes,
-            free_bytes: free,
-            refused,
-        },
-    ))
+    Ok(Space {
+        backup_bytes: bytes,
+        free_bytes: free,
+        refused,
+    })
 }
 
 fn newest(root: &Path) -> Result<Found, String> {

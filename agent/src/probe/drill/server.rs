@@ -58,6 +58,16 @@ impl ServerFacts {
     }
 }
 
+/// What runs a backup tool as `run_as` when the agent is root (`runuser -u postgres --`), so
+/// the tool's own files (pgBackRest's locks and logs) keep their usual owner; nothing else.
+pub fn tool_prefix(run_as: Option<&str>) -> Vec<String> {
+    if !Uid::effective().is_root() {
+        return Vec::new();
+    }
+    let name = run_as.unwrap_or("postgres");
+    ["runuser", "-u", name, "--"].map(String::from).to_vec()
+}
+
 fn resolve_user(run_as: Option<&str>) -> Result<Option<(Uid, Gid)>, String> {
     let name = match run_as {
         Some(n) => n,
@@ -85,6 +95,10 @@ impl Scratch {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| format!("creating {}: {}", dir.display(), os_text(&e)))?;
+        if let Some((uid, gid)) = user {
+            nix::unistd::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        }
         Ok(Scratch {
             dir,
             user,
@@ -93,6 +107,11 @@ impl Scratch {
             replay: None,
             done: false,
         })
+    }
+
+    /// Owner of the scratch server's files (`None`: the agent's own user).
+    pub fn owner(&self) -> Option<(Uid, Gid)> {
+        self.user
     }
 
     pub fn dir(&self) -> &Path {

@@ -16,16 +16,21 @@ pub const PORT: u16 = 5432;
 /// The block appended to postgresql.auto.conf (the last word on every setting).
 pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
     let q = |s: &str| s.replace('\'', "''");
-    let restore_command = match &p.archive_dir {
+    let log = scratch.fetched().display().to_string().replace('%', "%%");
+    // Each fetch and miss is logged, which counts the segments and names a missing one.
+    let logged = |fetch: String| {
+        format!(
+            "if {fetch}; then echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
+        )
+    };
+    let restore_command = match (&p.pgbackrest, &p.archive_dir) {
+        (Some(src), _) => logged(src.archive_get(&scratch.data())),
         // `%` is restore_command's escape; paths were checked free of quotes.
-        Some(a) => {
+        (None, Some(a)) => {
             let a = a.display().to_string().replace('%', "%%");
-            let log = scratch.fetched().display().to_string().replace('%', "%%");
-            format!(
-                "if [ -f '{a}/%f' ]; then cp '{a}/%f' '%p' && echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
-            )
+            logged(format!("[ -f '{a}/%f' ] && cp '{a}/%f' '%p'"))
         }
-        None => "false".into(),
+        (None, None) => "false".into(),
     };
     let mut s = format!(
         "\n# backwatch drill {}: a private, throw-away server\n\
