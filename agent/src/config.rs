@@ -227,10 +227,7 @@ impl ProbeConfig {
             ProbeConfig::Restore(p) => p.backup_dir.display().to_string(),
             ProbeConfig::PgBackRest(p) => p.command.join(" "),
             ProbeConfig::Barman(p) => format!("{} server {}", p.command.join(" "), p.server),
-            ProbeConfig::Drill(p) => match &p.pgbackrest {
-                Some(b) => b.shown(),
-                None => p.backup_dir.display().to_string(),
-            },
+            ProbeConfig::Drill(p) => p.source_shown(),
         }
     }
 }

@@ -541,8 +541,16 @@ fn print_config(cfg: &Config) {
 fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> String {
     use probe::drill::Target;
     let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
-    let source = match &p.pgbackrest {
-        Some(b) => format!(
+    let source = match (&p.pgbackrest, &p.barman) {
+        (None, Some(b)) => format!(
+            "barman = {{ server = {:?}, {}command = {:?} }}",
+            b.server,
+            b.config
+                .as_ref()
+                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
+            b.command
+        ),
+        (Some(b), _) => format!(
             "pgbackrest = {{ stanza = {:?}, {}command = {:?} }}",
             b.stanza,
             b.config
@@ -550,14 +558,15 @@ fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> Str
                 .map_or(String::new(), |c| format!("config = {}, ", path(c))),
             b.command
         ),
-        None => format!("backup_dir = {}", path(&p.backup_dir)),
+        (None, None) => format!("backup_dir = {}", path(&p.backup_dir)),
     };
     let mut out = vec![
         source,
         p.archive_dir.as_ref().map_or_else(
-            || match p.pgbackrest {
-                Some(_) => "# WAL: pgbackrest archive-get".to_string(),
-                None => {
+            || match p.source_kind() {
+                "pgbackrest" => "# WAL: pgbackrest archive-get".to_string(),
+                "barman" => "# WAL: copied by barman recover".to_string(),
+                _ => {
                     "# archive_dir not set: recovery uses the backup's own pg_wal only".to_string()
                 }
             },

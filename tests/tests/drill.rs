@@ -681,3 +681,99 @@ async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Resu
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The server (as postgres) copies WAL into Barman's incoming directory.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let home = dir.path().join("barman");
+    let incoming = home.join("pg/incoming");
+    fs::create_dir_all(&incoming)?;
+    fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
+    let pg = PgCluster::init()
+        .archive_command(&format!("cp %p {}/%f", incoming.display()))
+        .start()?;
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())?.context("no user name")?;
+    let conf = dir.path().join("barman.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
+             path_prefix = {bin}\n[pg]\ndescription = test\n\
+             conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\n\
+             backup_method = postgres\narchiver = on\n",
+            home = home.display(),
+            user = me.name,
+            dir = dir.path().display(),
+            bin = bindir()?.display(),
+            sock = pg.socket_dir().display(),
+            port = pg.port()
+        ),
+    )?;
+    let barman = |args: &[&str]| -> Result<()> {
+        let out = Command::new("barman")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    // Barman's backup refuses to start before it has received WAL: ship one segment first.
+    let first = pg.switch_wal()?;
+    eventually(
+        WAIT,
+        "the first segment in Barman's incoming directory",
+        async || {
+            ensure!(incoming.join(&first).exists(), "{first} not there yet");
+            Ok(())
+        },
+    )
+    .await;
+    barman(&["archive-wal", "pg"])?;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
+    barman(&["backup", "--wait", "pg"])?;
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
+        scratch.path().display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["source_kind"], "barman", "{c}");
+    assert_eq!(d["backup_root"], "Barman server pg", "{c}");
+    assert!(d["rto_ms"].is_u64(), "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    Ok(())
+}

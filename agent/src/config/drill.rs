@@ -5,7 +5,7 @@
 //! own limit is twice that plus a minute: a drill may first wait for another one to end (one
 //! at a time per host), and it reports its own timeout, with the server log, before that.
 
-use crate::probe::drill::{DrillProbe, PgBackRestSource, SmokeSql, Target};
+use crate::probe::drill::{BarmanSource, DrillProbe, PgBackRestSource, SmokeSql, Target};
 use backwatch_proto::config::{Problems, de_opt_duration};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -57,6 +57,18 @@ pub struct RawDrill {
     pub check: Vec<RawSmoke>,
     /// Restore from a pgBackRest stanza instead of `backup_dir` (WAL then via archive-get).
     pub pgbackrest: Option<RawDrillPgBackRest>,
+    /// Restore from a Barman server instead (`barman recover`, which brings the WAL).
+    pub barman: Option<RawDrillBarman>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrillBarman {
+    pub server: String,
+    /// -c (default: Barman's own).
+    pub config: Option<PathBuf>,
+    /// Program and leading arguments, no shell (default ["barman"]).
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,17 +108,35 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
             PathBuf::new()
         }
     };
-    let backup_dir = match (&r.pgbackrest, r.backup_dir) {
-        (Some(_), Some(_)) => {
+    let tools = usize::from(r.pgbackrest.is_some()) + usize::from(r.barman.is_some());
+    let backup_dir = match (tools, r.backup_dir) {
+        (0, b) => required(p, "backup_dir", b),
+        (1, None) => PathBuf::new(),
+        _ => {
             p.push(
                 k("backup_dir"),
-                "set either backup_dir or [drill.pgbackrest], not both",
+                "set one source: backup_dir, [drill.pgbackrest] or [drill.barman]",
             );
             PathBuf::new()
         }
-        (Some(_), None) => PathBuf::new(),
-        (None, b) => required(p, "backup_dir", b),
     };
+    if tools > 0 && r.archive_dir.is_some() {
+        p.push(
+            k("archive_dir"),
+            "only with backup_dir: pgBackRest and Barman bring the WAL themselves",
+        );
+    }
+    let barman = r.barman.map(|b| {
+        let command = b.command.unwrap_or_else(|| vec!["barman".into()]);
+        if command.is_empty() {
+            p.push(k("barman.command"), "is empty (default [\"barman\"])");
+        }
+        BarmanSource {
+            server: b.server,
+            config: b.config,
+            command,
+        }
+    });
     let scratch_dir = required(p, "scratch_dir", r.scratch_dir);
     // restore_command and the server settings quote paths in single quotes.
     for (key, path) in [
@@ -124,12 +154,6 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
                 ),
             );
         }
-    }
-    if r.pgbackrest.is_some() && r.archive_dir.is_some() {
-        p.push(
-            k("archive_dir"),
-            "not with [drill.pgbackrest]: recovery fetches WAL with pgbackrest archive-get",
-        );
     }
     let pgbackrest = r.pgbackrest.map(|b| {
         let command = b.command.unwrap_or_else(|| vec!["pgbackrest".into()]);
@@ -216,6 +240,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
                 name: r.name,
                 backup_dir,
                 pgbackrest,
+                barman,
                 archive_dir: r.archive_dir,
                 scratch_dir,
                 target,
@@ -330,11 +355,32 @@ mod tests {
         .err()
         .unwrap();
         for want in [
-            "drill[0].backup_dir: set either backup_dir or [drill.pgbackrest], not both",
-            "drill[0].archive_dir: not with [drill.pgbackrest]",
+            "drill[0].backup_dir: set one source: backup_dir, [drill.pgbackrest] or [drill.barman]",
+            "drill[0].archive_dir: only with backup_dir",
             "drill[0].pgbackrest: \"it's\" holds a quote",
         ] {
             assert!(err.contains(want), "{want}\n{err}");
         }
+    }
+
+    #[test]
+    fn barman_source_is_one_of_the_three() {
+        let c = load(
+            "[[drill]]\nname = \"b\"\nscratch_dir = \"/s\"\n[drill.barman]\nserver = \"pg\"\ncommand = [\"sudo\", \"-n\", \"-u\", \"barman\", \"barman\"]\n",
+        )
+        .unwrap();
+        match &c.probes.last().unwrap().probe {
+            ProbeConfig::Drill(d) => {
+                assert_eq!(d.source_kind(), "barman");
+                assert_eq!(d.source_shown(), "Barman server pg");
+            }
+            _ => panic!("not a drill"),
+        }
+        let err = load(
+            "[[drill]]\nname = \"b\"\nscratch_dir = \"/s\"\n[drill.barman]\nserver = \"pg\"\n[drill.pgbackrest]\nstanza = \"main\"\n",
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("drill[0].backup_dir: set one source"), "{err}");
     }
 }

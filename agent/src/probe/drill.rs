@@ -28,11 +28,13 @@
 //!   the archive holds later ones is named as the gap.
 
 mod backup;
+mod barman;
 mod cleanup;
 mod pgbackrest;
 mod server;
 mod settings;
 
+pub use barman::BarmanSource;
 pub use cleanup::remove_leftovers;
 pub use pgbackrest::PgBackRestSource;
 
@@ -40,7 +42,7 @@ use super::{Outcome, Probe};
 use backwatch_proto::model::{DrillObs, Observation, ProbeKind, SmokeCheck};
 use chrono::Utc;
 use server::{Scratch, ServerFacts};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -56,6 +58,8 @@ enum Chosen {
     Plain(backup::Found),
     /// A pgBackRest backup label.
     PgBackRest(String),
+    /// A Barman backup id.
+    Barman(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +83,8 @@ pub struct DrillProbe {
     pub backup_dir: PathBuf,
     /// pgBackRest source instead (then `backup_dir` is empty and `archive_dir` unset).
     pub pgbackrest: Option<PgBackRestSource>,
+    /// Barman source instead (then `backup_dir` is empty and `archive_dir` unset).
+    pub barman: Option<BarmanSource>,
     pub archive_dir: Option<PathBuf>,
     pub scratch_dir: PathBuf,
     pub target: Target,
@@ -117,7 +123,8 @@ impl Probe for DrillProbe {
             ));
         }
         if let Some(s) = scratch {
-            s.analyse(&mut obs, self.archive_dir.as_deref());
+            let archive = self.wal_archive(&s.data());
+            s.analyse(&mut obs, archive.as_deref());
             if obs.error.is_some() {
                 obs.server_log = s.log_errors();
             }
@@ -132,18 +139,35 @@ impl Probe for DrillProbe {
 }
 
 impl DrillProbe {
+    pub fn source_kind(&self) -> &'static str {
+        match (&self.pgbackrest, &self.barman) {
+            (Some(_), _) => "pgbackrest",
+            (None, Some(_)) => "barman",
+            (None, None) => "plain",
+        }
+    }
+
+    /// The source as people read it: a directory, a stanza, a server.
+    pub fn source_shown(&self) -> String {
+        match (&self.pgbackrest, &self.barman) {
+            (Some(b), _) => b.shown(),
+            (None, Some(b)) => b.shown(),
+            (None, None) => self.backup_dir.display().to_string(),
+        }
+    }
+
+    /// Where restore_command takes WAL from, in the restored `data` directory's terms.
+    pub(crate) fn wal_archive(&self, data: &Path) -> Option<PathBuf> {
+        match &self.barman {
+            Some(_) => Some(barman::wal_dir(data)),
+            None => self.archive_dir.clone(),
+        }
+    }
+
     fn blank(&self) -> DrillObs {
         DrillObs {
-            source_kind: if self.pgbackrest.is_some() {
-                "pgbackrest"
-            } else {
-                "plain"
-            }
-            .into(),
-            backup_root: match &self.pgbackrest {
-                Some(b) => b.shown(),
-                None => self.backup_dir.display().to_string(),
-            },
+            source_kind: self.source_kind().into(),
+            backup_root: self.source_shown(),
             archive_path: self.archive_dir.as_ref().map(|a| a.display().to_string()),
             scratch_dir: self.scratch_dir.display().to_string(),
             space_factor: self.space_factor,
@@ -162,8 +186,16 @@ impl DrillProbe {
     async fn drill(&self, obs: &mut DrillObs, scratch: &mut Option<Scratch>) {
         let started = Instant::now();
         obs.started_at = Some(Utc::now());
-        let chosen = match &self.pgbackrest {
-            Some(src) => src
+        if let Target::Before(d) = self.target {
+            // Once, here: Barman copies the WAL up to it and the server recovers to it.
+            obs.target_time = Some(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
+        }
+        let chosen = match (&self.pgbackrest, &self.barman) {
+            (None, Some(src)) => src
+                .choose(&self.scratch_dir, self.space_factor)
+                .await
+                .map(|(id, space)| (Chosen::Barman(id), space)),
+            (Some(src), _) => src
                 .choose(
                     &server::tool_prefix(self.run_as.as_deref()),
                     &self.scratch_dir,
@@ -171,7 +203,7 @@ impl DrillProbe {
                 )
                 .await
                 .map(|(label, space)| (Chosen::PgBackRest(label), space)),
-            None => {
+            (None, None) => {
                 let (root, scratch_dir, factor) = (
                     self.backup_dir.clone(),
                     self.scratch_dir.clone(),
@@ -201,6 +233,10 @@ impl DrillProbe {
                 obs.backup_path = Some(label.clone());
                 obs.backup_format = Some("pgbackrest".into());
             }
+            Chosen::Barman(id) => {
+                obs.backup_path = Some(id.clone());
+                obs.backup_format = Some("barman".into());
+            }
         }
         obs.backup_bytes = space.backup_bytes;
         obs.scratch_free_bytes = space.free_bytes;
@@ -224,6 +260,10 @@ impl DrillProbe {
             obs.io_limit = Some(super::restore::shown_prefix(&limit));
         }
         let restored = match (&chosen, &self.pgbackrest) {
+            (Chosen::Barman(id), _) => match &self.barman {
+                Some(src) => src.restore(id, &s.data(), obs.target_time, &limit).await,
+                None => Err("no Barman source".into()),
+            },
             (Chosen::PgBackRest(label), Some(src)) => {
                 let mut limit = limit.clone();
                 limit.extend(server::tool_prefix(self.run_as.as_deref()));
@@ -235,6 +275,9 @@ impl DrillProbe {
         if let Err(e) = restored {
             obs.error = Some(e);
             return;
+        }
+        if self.barman.is_some() {
+            obs.wal_segments_restored = barman::copied_segments(&s.data());
         }
         let bindir = match s.prepare(self, obs).await {
             Ok(b) => b,

@@ -23,7 +23,7 @@ pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
             "if {fetch}; then echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
         )
     };
-    let restore_command = match (&p.pgbackrest, &p.archive_dir) {
+    let restore_command = match (&p.pgbackrest, p.wal_archive(&scratch.data())) {
         (Some(src), _) => logged(src.archive_get(&scratch.data())),
         // `%` is restore_command's escape; paths were checked free of quotes.
         (None, Some(a)) => {
@@ -67,8 +67,9 @@ pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
     match p.target {
         Target::Latest => s.push_str("recovery_target_time = ''\n"),
         Target::Before(d) => {
-            let t = Utc::now() - chrono::Duration::from_std(d).unwrap_or_default();
-            obs.target_time = Some(t);
+            let t = *obs.target_time.get_or_insert_with(|| {
+                Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()
+            });
             s.push_str(&format!(
                 "recovery_target_time = '{}'\nrecovery_target_action = 'promote'\n",
                 t.format("%Y-%m-%d %H:%M:%S%.6f+00")
