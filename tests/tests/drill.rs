@@ -6,6 +6,7 @@ use anyhow::{Context, Result, ensure};
 use backwatch_tests::harness::mounts::Tmpfs;
 use backwatch_tests::harness::pg::bindir;
 use backwatch_tests::harness::{PgCluster, eventually, scene};
+use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -320,6 +321,98 @@ async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Resul
             "smoke check `select count(*) from orders` failed: ERROR: invalid page in block 0"
         ),
         "{c}"
+    );
+    Ok(())
+}
+
+/// A tablespace is a link out of the data directory: a scratch server started on such a copy
+/// would write where it points (here the backup's own tablespace copy). Refused, untouched.
+#[tokio::test]
+async fn a_backup_with_a_tablespace_is_not_started() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let dirs = tempfile::tempdir()?;
+    let postgres = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+    let (live, copy) = (dirs.path().join("ts"), dirs.path().join("ts-backup"));
+    for d in [&live, &copy] {
+        fs::create_dir(d)?;
+        nix::unistd::chown(d, Some(postgres.uid), Some(postgres.gid))?;
+    }
+    pg.psql(&format!(
+        "CREATE TABLESPACE ts LOCATION '{}'; CREATE TABLE t_ts (id int) TABLESPACE ts; INSERT INTO t_ts VALUES (1);",
+        live.display()
+    ))?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    let backup = backups.path().join("b1");
+    let out = Command::new(bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args([
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-w",
+            "-c",
+            "fast",
+            "--no-sync",
+        ])
+        .arg(format!(
+            "--tablespace-mapping={}={}",
+            live.display(),
+            copy.display()
+        ))
+        .arg("-D")
+        .arg(&backup)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&copy);
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            "",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            &format!(
+                "restore drill of {} failed: the backup has tablespaces (pg_tblspc/",
+                backup.display()
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["rto_ms"], Value::Null, "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(
+        snapshot(&copy),
+        before,
+        "the backup's tablespace was written"
     );
     Ok(())
 }

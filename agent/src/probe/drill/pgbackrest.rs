@@ -89,6 +89,12 @@ impl PgBackRestSource {
         argv.extend(self.argv(&[
             &format!("--pg1-path={}", data.display()),
             &format!("--set={label}"),
+            // Tablespaces into the scratch too, never to their original paths (the drill
+            // then refuses to start a backup with tablespaces, see `Scratch::prepare`).
+            &format!(
+                "--tablespace-map-all={}",
+                data.with_file_name("tablespaces").display()
+            ),
             "--type=default",
             "restore",
         ]));

@@ -137,6 +137,28 @@ impl Scratch {
     /// After the files are in place: binaries, settings, ownership. Returns the bindir.
     pub async fn prepare(&mut self, p: &DrillProbe, obs: &mut DrillObs) -> Result<PathBuf, String> {
         let data = self.data();
+        // A tablespace is a link (pg_tblspc/<oid>, or a line of tablespace_map that the server
+        // turns into one at start) to a directory outside the scratch: the scratch server
+        // would write there, perhaps into the backup or the live cluster. Not started, unless
+        // the link stays inside the scratch (pgBackRest's --tablespace-map-all does that).
+        let links: Vec<String> = std::fs::read_dir(data.join("pg_tblspc"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).map_or(true, |to| !to.starts_with(&self.dir)))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !links.is_empty() || data.join("tablespace_map").exists() {
+            return Err(format!(
+                "the backup has tablespaces ({}): a drill restores only backups without them, \
+                 since the scratch server would write where a tablespace link points",
+                if links.is_empty() {
+                    "tablespace_map".to_string()
+                } else {
+                    format!("pg_tblspc/{}", links.join(", pg_tblspc/"))
+                }
+            ));
+        }
         let version = std::fs::read_to_string(data.join("PG_VERSION")).map_err(|e| {
             format!(
                 "the restored backup has no readable PG_VERSION: {}",
