@@ -285,6 +285,41 @@ async fn a_failing_smoke_check_is_critical() -> Result<()> {
     Ok(())
 }
 
+/// A role the restored cluster does not have: said within seconds, not at the drill's timeout.
+#[tokio::test]
+async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            "user = \"auditor\"",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            "restore drill of ",
+            Duration::from_secs(60),
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("failed: the promoted server refuses the drill: "),
+        "{c}"
+    );
+    assert!(summary.contains("role \"auditor\" does not exist"), "{c}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;

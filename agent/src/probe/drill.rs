@@ -53,13 +53,13 @@ static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 /// Prefix of every scratch subdirectory a drill creates (and the only ones it removes).
 pub const SCRATCH_PREFIX: &str = "backwatch-drill-";
 
-/// The backup a drill restores.
-enum Chosen {
+/// The backup a drill restores, with its source.
+enum Chosen<'a> {
     Plain(backup::Found),
     /// A pgBackRest backup label.
-    PgBackRest(String),
+    PgBackRest(&'a PgBackRestSource, String),
     /// A Barman backup id.
-    Barman(String),
+    Barman(&'a BarmanSource, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,7 @@ impl DrillProbe {
             (None, Some(src)) => src
                 .choose(&self.scratch_dir, self.space_factor)
                 .await
-                .map(|(id, space)| (Chosen::Barman(id), space)),
+                .map(|(id, space)| (Chosen::Barman(src, id), space)),
             (Some(src), _) => src
                 .choose(
                     &server::tool_prefix(self.run_as.as_deref()),
@@ -202,7 +202,7 @@ impl DrillProbe {
                     self.space_factor,
                 )
                 .await
-                .map(|(label, space)| (Chosen::PgBackRest(label), space)),
+                .map(|(label, space)| (Chosen::PgBackRest(src, label), space)),
             (None, None) => {
                 let (root, scratch_dir, factor) = (
                     self.backup_dir.clone(),
@@ -229,11 +229,11 @@ impl DrillProbe {
                 obs.backup_path = Some(found.path.display().to_string());
                 obs.backup_format = Some(found.format.as_str().into());
             }
-            Chosen::PgBackRest(label) => {
+            Chosen::PgBackRest(_, label) => {
                 obs.backup_path = Some(label.clone());
                 obs.backup_format = Some("pgbackrest".into());
             }
-            Chosen::Barman(id) => {
+            Chosen::Barman(_, id) => {
                 obs.backup_path = Some(id.clone());
                 obs.backup_format = Some("barman".into());
             }
@@ -259,24 +259,20 @@ impl DrillProbe {
         if !limit.is_empty() {
             obs.io_limit = Some(super::restore::shown_prefix(&limit));
         }
-        let restored = match (&chosen, &self.pgbackrest) {
-            (Chosen::Barman(id), _) => match &self.barman {
-                Some(src) => src.restore(id, &s.data(), obs.target_time, &limit).await,
-                None => Err("no Barman source".into()),
-            },
-            (Chosen::PgBackRest(label), Some(src)) => {
+        let restored = match &chosen {
+            Chosen::Plain(found) => backup::restore(found, &s.data(), &limit).await,
+            Chosen::PgBackRest(src, label) => {
                 let mut limit = limit.clone();
                 limit.extend(server::tool_prefix(self.run_as.as_deref()));
                 src.restore(label, &s.data(), s.owner(), &limit).await
             }
-            (Chosen::Plain(found), _) => backup::restore(found, &s.data(), &limit).await,
-            (Chosen::PgBackRest(_), None) => Err("no pgBackRest source".into()),
+            Chosen::Barman(src, id) => src.restore(id, &s.data(), obs.target_time, &limit).await,
         };
         if let Err(e) = restored {
             obs.error = Some(e);
             return;
         }
-        if self.barman.is_some() {
+        if let Chosen::Barman(..) = chosen {
             obs.wal_segments_restored = barman::copied_segments(&s.data());
         }
         let bindir = match s.prepare(self, obs).await {

@@ -26,6 +26,8 @@ use tracing::warn;
 const LOG_LINES: usize = 5;
 /// How often recovery's end is polled.
 const POLL: Duration = Duration::from_millis(200);
+/// Failed connections to a server that says it is ready before the drill gives up (5 s).
+const READY_REFUSALS: u32 = 25;
 
 pub struct Scratch {
     dir: PathBuf,
@@ -148,7 +150,10 @@ impl Scratch {
             .filter(|e| std::fs::read_link(e.path()).map_or(true, |to| !to.starts_with(&self.dir)))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        if !links.is_empty() || data.join("tablespace_map").exists() {
+        // A tar backup carries a tablespace_map, empty when there is no tablespace.
+        let mapped = std::fs::read_to_string(data.join("tablespace_map"))
+            .is_ok_and(|m| !m.trim().is_empty());
+        if !links.is_empty() || mapped {
             return Err(format!(
                 "the backup has tablespaces ({}): a drill restores only backups without them, \
                  since the scratch server would write where a tablespace link points",
@@ -247,6 +252,9 @@ impl Scratch {
         }
         let started = Instant::now();
         let mut seen = false;
+        // A ready server that keeps refusing us (no role `user`, no database) will not change
+        // its mind: say so after a few seconds rather than wait for the drill's timeout.
+        let mut refused = 0;
         loop {
             tokio::time::sleep(POLL).await;
             match self.postmaster_pid() {
@@ -274,8 +282,15 @@ impl Scratch {
             if self.postmaster_status().as_deref() != Some("ready") {
                 continue;
             }
-            let Ok(client) = self.connect(p).await else {
-                continue;
+            let client = match self.connect(p).await {
+                Ok(c) => c,
+                Err(e) if refused >= READY_REFUSALS => {
+                    return Err(format!("the promoted server refuses the drill: {e}"));
+                }
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
             };
             let Ok(row) = client
                 .query_one(
