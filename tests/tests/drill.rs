@@ -189,6 +189,19 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
         rto["points"][0][1].as_f64().is_some_and(|v| v > 0.0),
         "{rto}"
     );
+    // And exported for Prometheus.
+    let page = scene
+        .collector
+        .http_client()
+        .get(scene.collector.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("backwatch_drill_rto_seconds{host=\"db1\",check=\"drill.tar\"} "),
+        "{page}"
+    );
     // The source was only read.
     ensure!(
         !left_in(&plain.path().join("b1"))
