@@ -8,6 +8,7 @@
 
 pub mod archive_dir;
 pub mod backup_tool;
+pub mod drill;
 pub mod restore;
 
 use crate::probe::archive_dir::ArchiveDirProbe;
@@ -16,6 +17,7 @@ use crate::probe::backup_dir::{
 };
 use crate::probe::barman::BarmanProbe;
 use crate::probe::disk::DiskProbe;
+use crate::probe::drill::DrillProbe;
 use crate::probe::pgbackrest::PgBackRestProbe;
 use crate::probe::restore::RestoreProbe;
 use crate::probe::wal_archive::WalProbe;
@@ -54,6 +56,8 @@ pub struct RawConfig {
     pub pgbackrest: Vec<backup_tool::RawPgBackRest>,
     #[serde(default)]
     pub barman: Vec<backup_tool::RawBarman>,
+    #[serde(default)]
+    pub drill: Vec<drill::RawDrill>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -186,6 +190,8 @@ pub enum ProbeConfig {
     Restore(RestoreProbe),
     PgBackRest(PgBackRestProbe),
     Barman(BarmanProbe),
+    // Boxed: its smoke checks and paths make it the largest probe.
+    Drill(Box<DrillProbe>),
 }
 
 impl ProbeConfig {
@@ -207,6 +213,7 @@ impl ProbeConfig {
                 backwatch_proto::model::check_id(PgBackRestProbe::KIND, p.name())
             }
             ProbeConfig::Barman(p) => backwatch_proto::model::check_id(BarmanProbe::KIND, p.name()),
+            ProbeConfig::Drill(p) => backwatch_proto::model::check_id(DrillProbe::KIND, p.name()),
         }
     }
 
@@ -220,6 +227,7 @@ impl ProbeConfig {
             ProbeConfig::Restore(p) => p.backup_dir.display().to_string(),
             ProbeConfig::PgBackRest(p) => p.command.join(" "),
             ProbeConfig::Barman(p) => format!("{} server {}", p.command.join(" "), p.server),
+            ProbeConfig::Drill(p) => p.source_shown(),
         }
     }
 }
@@ -531,6 +539,19 @@ impl Config {
                 interval,
                 timeout,
             });
+        }
+
+        for (i, r) in raw.drill.into_iter().enumerate() {
+            let k = |f: &str| format!("drill[{i}].{f}");
+            name_ok(&mut p, k("name"), "drill", &r.name);
+            let interval = interval_of(&mut p, k("interval"), r.interval, drill::DRILL_INTERVAL);
+            if let Some((probe, timeout)) = drill::validate(&mut p, i, r) {
+                probes.push(Scheduled {
+                    probe: ProbeConfig::Drill(Box::new(probe)),
+                    interval,
+                    timeout,
+                });
+            }
         }
 
         p.finish()?;

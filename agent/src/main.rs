@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 const DEFAULT_CONFIG: &str = "/etc/backwatch/agent.toml";
 
@@ -256,6 +256,23 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         notify: Arc::new(tokio::sync::Notify::new()),
     };
     sink.report_spool_at_start().await;
+    // Before any drill runs: what a killed agent left in the drills' scratch directories.
+    let scratch: Vec<_> = cfg
+        .probes
+        .iter()
+        .filter_map(|s| match &s.probe {
+            ProbeConfig::Drill(d) => Some(d.scratch_dir.clone()),
+            _ => None,
+        })
+        .collect();
+    if !scratch.is_empty()
+        && let Err(e) = blocking::run("removing drill leftovers", move || {
+            probe::drill::remove_leftovers(&scratch)
+        })
+        .await
+    {
+        warn!(error = %e, "cannot look for drill leftovers");
+    }
     let trigger = schedule::Trigger::default();
     let checks: Vec<String> = cfg
         .probes
@@ -309,6 +326,7 @@ async fn run_scheduled(s: &Scheduled) -> ProbeResult {
         ProbeConfig::Restore(p) => run_once(p, i, t, g).await,
         ProbeConfig::PgBackRest(p) => run_once(p, i, t, g).await,
         ProbeConfig::Barman(p) => run_once(p, i, t, g).await,
+        ProbeConfig::Drill(p) => run_once(p.as_ref(), i, t, g).await,
     }
 }
 
@@ -494,6 +512,7 @@ fn print_config(cfg: &Config) {
                     p.io_limit
                 ),
             ),
+            ProbeConfig::Drill(p) => ("drill", print_drill(p, s.timeout)),
             ProbeConfig::Wal(p) => (
                 "wal",
                 format!(
@@ -520,9 +539,97 @@ fn print_config(cfg: &Config) {
                 println!("# timeout: {} in all", fmt_duration(s.timeout))
             }
             // Printed with their other keys above.
-            ProbeConfig::Restore(_) | ProbeConfig::PgBackRest(_) | ProbeConfig::Barman(_) => {}
+            ProbeConfig::Restore(_)
+            | ProbeConfig::PgBackRest(_)
+            | ProbeConfig::Barman(_)
+            | ProbeConfig::Drill(_) => {}
         }
     }
+}
+
+/// A `[[drill]]` section as it loads back, defaults written out.
+fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> String {
+    use probe::drill::Target;
+    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let source = match (&p.pgbackrest, &p.barman) {
+        (None, Some(b)) => format!(
+            "barman = {{ server = {:?}, {}command = {:?} }}",
+            b.server,
+            b.config
+                .as_ref()
+                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
+            b.command
+        ),
+        (Some(b), _) => format!(
+            "pgbackrest = {{ stanza = {:?}, {}command = {:?} }}",
+            b.stanza,
+            b.config
+                .as_ref()
+                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
+            b.command
+        ),
+        (None, None) => format!("backup_dir = {}", path(&p.backup_dir)),
+    };
+    let mut out = vec![
+        source,
+        p.archive_dir.as_ref().map_or_else(
+            || match p.source_kind() {
+                "pgbackrest" => "# WAL: pgbackrest archive-get".to_string(),
+                "barman" => "# WAL: copied by barman recover".to_string(),
+                _ => {
+                    "# archive_dir not set: recovery uses the backup's own pg_wal only".to_string()
+                }
+            },
+            |a| format!("archive_dir = {}", path(a)),
+        ),
+        format!("scratch_dir = {}", path(&p.scratch_dir)),
+        format!(
+            "target = {:?}",
+            match p.target {
+                Target::Latest => "latest".to_string(),
+                Target::Before(d) => fmt_duration(d),
+            }
+        ),
+        format!(
+            "timeout = {:?}  # the scheduler allows {} (a drill may wait for another)",
+            fmt_duration(p.timeout),
+            fmt_duration(scheduler_timeout)
+        ),
+        p.max_rto.map_or_else(
+            || "# max_rto not set: no warning on the recovery time".to_string(),
+            |d| format!("max_rto = {:?}", fmt_duration(d)),
+        ),
+        format!("max_shortfall = {:?}", fmt_duration(p.max_shortfall)),
+        format!("space_factor = {}", p.space_factor),
+        p.pg_bindir.as_ref().map_or_else(
+            || {
+                "# pg_bindir not set: /usr/lib/postgresql/<PG_VERSION of the backup>/bin"
+                    .to_string()
+            },
+            |b| format!("pg_bindir = {}", path(b)),
+        ),
+        p.run_as.as_ref().map_or_else(
+            || {
+                "# run_as not set: postgres when the agent runs as root, else the agent's user"
+                    .to_string()
+            },
+            |u| format!("run_as = {u:?}"),
+        ),
+        format!("user = {:?}", p.user),
+        format!("database = {:?}", p.database),
+        format!("io_limit = {}", p.io_limit),
+    ];
+    // Inline tables: `interval` is printed after this text and must stay in `[[drill]]`.
+    let checks: Vec<String> = p
+        .smoke
+        .iter()
+        .map(|c| match &c.expect {
+            Some(e) => format!("{{ sql = {:?}, expect = {e:?} }}", c.sql),
+            None => format!("{{ sql = {:?} }}", c.sql),
+        })
+        .collect();
+    out.push(format!("check = [{}]", checks.join(", ")));
+    out.join("\n")
 }
 
 /// `enroll`: exit 0 with the certificate written, 1 when refused or unreachable, 64 when the

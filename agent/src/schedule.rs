@@ -270,6 +270,13 @@ pub fn spawn_all(
                 spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
             }
             ProbeConfig::Barman(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
+            // A drill restores a whole backup: like restore readiness, its schedule resumes
+            // across restarts instead of running again at every start.
+            ProbeConfig::Drill(p) => {
+                let stamp = stamp_path(state_dir, &check_id(ProbeKind::Drill, &p.name));
+                let task = Task::new(*p, interval, timeout, sink.clone(), rx).resuming(stamp);
+                task.spawn(start_jitter)
+            }
         }
     }
 }

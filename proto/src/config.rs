@@ -79,6 +79,11 @@ impl Problems {
         self.items.is_empty()
     }
 
+    /// Problems so far: a section compares it before and after its own checks.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.items.is_empty() {
             Ok(())

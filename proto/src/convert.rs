@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 mod archive;
 mod backup_tool;
+mod drill;
 mod restore;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -149,6 +150,7 @@ impl From<ProbeKind> for pb::ProbeKind {
             ProbeKind::Restore => pb::ProbeKind::Restore,
             ProbeKind::PgBackRest => pb::ProbeKind::Pgbackrest,
             ProbeKind::Barman => pb::ProbeKind::Barman,
+            ProbeKind::Drill => pb::ProbeKind::Drill,
         }
     }
 }
@@ -162,6 +164,7 @@ fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
         Ok(pb::ProbeKind::Restore) => Ok(ProbeKind::Restore),
         Ok(pb::ProbeKind::Pgbackrest) => Ok(ProbeKind::PgBackRest),
         Ok(pb::ProbeKind::Barman) => Ok(ProbeKind::Barman),
+        Ok(pb::ProbeKind::Drill) => Ok(ProbeKind::Drill),
         _ => Err(ConvertError::UnknownKind(k)),
     }
 }
@@ -192,6 +195,7 @@ impl From<&ProbeResult> for pb::ProbeResult {
                     pb::probe_result::Observation::Pgbackrest(t.as_ref().into())
                 }
                 Observation::Barman(t) => pb::probe_result::Observation::Barman(t.as_ref().into()),
+                Observation::Drill(d) => pb::probe_result::Observation::Drill(d.as_ref().into()),
             }),
         }
     }
@@ -475,6 +479,7 @@ fn observation_from_wire(
         W::Restore(r) => Observation::Restore(Box::new(restore::from_wire(r)?)),
         W::Pgbackrest(t) => Observation::PgBackRest(Box::new(backup_tool::from_wire(t)?)),
         W::Barman(t) => Observation::Barman(Box::new(backup_tool::from_wire(t)?)),
+        W::Drill(d) => Observation::Drill(Box::new(drill::from_wire(d)?)),
     })
 }
 

@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 mod archive;
 mod backup_tool;
+mod drill;
 mod restore;
 pub use archive::*;
 pub use backup_tool::*;
+pub use drill::*;
 pub use restore::*;
 
 /// The kind of probe, which is also the first part of a check id.
@@ -24,6 +26,7 @@ pub enum ProbeKind {
     Restore,
     PgBackRest,
     Barman,
+    Drill,
 }
 
 impl ProbeKind {
@@ -37,6 +40,7 @@ impl ProbeKind {
             ProbeKind::Restore => "restore",
             ProbeKind::PgBackRest => "pgbackrest",
             ProbeKind::Barman => "barman",
+            ProbeKind::Drill => "drill",
         }
     }
 
@@ -49,6 +53,7 @@ impl ProbeKind {
             ProbeKind::Restore,
             ProbeKind::PgBackRest,
             ProbeKind::Barman,
+            ProbeKind::Drill,
         ]
         .into_iter()
         .find(|k| k.check_prefix() == prefix)
@@ -98,6 +103,7 @@ pub enum Observation {
     Restore(Box<RestoreObs>),
     PgBackRest(Box<BackupToolObs>),
     Barman(Box<BackupToolObs>),
+    Drill(Box<DrillObs>),
 }
 
 impl Observation {
@@ -110,6 +116,7 @@ impl Observation {
             Observation::Restore(_) => ProbeKind::Restore,
             Observation::PgBackRest(_) => ProbeKind::PgBackRest,
             Observation::Barman(_) => ProbeKind::Barman,
+            Observation::Drill(_) => ProbeKind::Drill,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod backup;
 pub mod backup_tool;
 pub mod disk;
+pub mod drill;
 pub mod human;
 pub mod nagios;
 pub mod restore;
@@ -48,6 +49,15 @@ pub mod procedure {
                                what damaged it (storage errors, a process writing into the \
                                backup directory); copy a missing WAL segment into the archive \
                                from pg_wal while it is there; rehearse a restore.";
+    pub const DRILL: &str = "Read the drill's summary and server log lines: a refused drill \
+                             needs space in scratch_dir (or a smaller space_factor); a missing \
+                             WAL segment cannot be recovered past: copy it into the archive \
+                             from the primary's pg_wal while it is there, otherwise take a new \
+                             base backup now; a failed recovery or smoke check means this backup \
+                             does not restore: take a new one and drill it (run the drill now \
+                             from the agent); an RTO above max_rto means the promised recovery \
+                             time is not met: plan faster storage, more frequent base backups \
+                             (less WAL to replay) or revise the promise.";
 }
 
 /// Every threshold a host is judged by (global defaults merged with its overrides).
@@ -105,6 +115,7 @@ pub fn evaluate(
         Some(Observation::Restore(obs)) => restore::judge(obs),
         Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
         Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),
+        Some(Observation::Drill(obs)) => drill::judge(obs),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }
 }

@@ -140,6 +140,30 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
             out.push(Perf::new(label("segments"), a.segments as f64, ""));
             out.push(Perf::new(label("bytes"), a.segment_bytes as f64, "B"));
         }
+        Some(Observation::Drill(d)) => {
+            if let Some(ms) = d.rto_ms {
+                let mut rto = Perf::new(label("rto"), ms as f64 / 1000.0, "s");
+                if let Some(max) = d.max_rto_secs {
+                    rto = rto.warn(max);
+                }
+                out.push(rto);
+                out.push(Perf::new(
+                    label("restore"),
+                    d.restore_ms as f64 / 1000.0,
+                    "s",
+                ));
+                out.push(Perf::new(
+                    label("recovery"),
+                    d.recovery_ms as f64 / 1000.0,
+                    "s",
+                ));
+            }
+            out.push(Perf::new(
+                label("wal_segments"),
+                d.wal_segments_restored as f64,
+                "",
+            ));
+        }
         _ => {}
     }
     out

@@ -9,6 +9,7 @@ pub mod backup_dir;
 pub mod barman;
 pub mod base_backup;
 pub mod disk;
+pub mod drill;
 pub mod pgbackrest;
 pub mod restore;
 pub mod tool_command;

@@ -160,22 +160,9 @@ impl RestoreProbe {
         obs.verifier = Some(verifier.display().to_string());
         let mut argv: Vec<String> = Vec::new();
         if self.io_limit {
-            for (prog, args) in [
-                ("nice", &["-n", "19"][..]),
-                ("ionice", &["-t", "-c", "2", "-n", "7"][..]),
-            ] {
-                if let Some(p) = in_path(prog) {
-                    argv.push(p.display().to_string());
-                    argv.extend(args.iter().map(|a| a.to_string()));
-                }
-            }
+            argv = io_limit_prefix();
             if !argv.is_empty() {
-                obs.io_limit = Some(
-                    argv.iter()
-                        .map(|a| a.rsplit('/').next().unwrap_or(a))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                );
+                obs.io_limit = Some(shown_prefix(&argv));
             }
         }
         argv.push(verifier.display().to_string());
@@ -256,6 +243,29 @@ fn find_verifier() -> Option<PathBuf> {
         .pop()
         .map(|(_, p)| p)
         .or_else(|| in_path("pg_verifybackup"))
+}
+
+/// `nice -n 19 ionice -t -c 2 -n 7` as far as those programs exist (also used by drills).
+pub(super) fn io_limit_prefix() -> Vec<String> {
+    let mut argv = Vec::new();
+    for (prog, args) in [
+        ("nice", &["-n", "19"][..]),
+        ("ionice", &["-t", "-c", "2", "-n", "7"][..]),
+    ] {
+        if let Some(p) = in_path(prog) {
+            argv.push(p.display().to_string());
+            argv.extend(args.iter().map(|a| a.to_string()));
+        }
+    }
+    argv
+}
+
+/// The prefix as people read it: program names without their directories.
+pub(super) fn shown_prefix(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn in_path(prog: &str) -> Option<PathBuf> {

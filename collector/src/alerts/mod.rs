@@ -230,6 +230,7 @@ impl Engine {
             "wal" => crate::rules::procedure::WAL,
             "archive" => crate::rules::procedure::ARCHIVE,
             "restore" => crate::rules::procedure::RESTORE,
+            "drill" => crate::rules::procedure::DRILL,
             // The backup tools' catalogues answer the same question as a backup directory.
             "pgbackrest" | "barman" => crate::rules::procedure::BACKUP,
             _ if check == AGENT_CHECK => AGENT_PROCEDURE,

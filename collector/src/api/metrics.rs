@@ -328,6 +328,15 @@ const VALUES: &[Gauge] = &[
             _ => None,
         },
     },
+    Gauge {
+        name: "backwatch_drill_rto_seconds",
+        kind: "gauge",
+        help: "Recovery time the last restore drill measured: restoring the files plus recovering until the promoted server answered.",
+        read: |o| match o {
+            Observation::Drill(d) => d.rto_ms.map(|ms| ms as f64 / 1000.0),
+            _ => None,
+        },
+    },
 ];
 
 const STATUSES: [Status; 4] = [

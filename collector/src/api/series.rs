@@ -4,7 +4,8 @@
 //! - `backup.*`: the newest backup's age (seconds), threshold its age limit;
 //! - `disk.*`: used % as `df` shows it, thresholds warning and critical %;
 //! - `wal.*`: archive delay (seconds; age of the oldest segment waiting, 0 when none
-//!   waits), threshold the maximum delay, plus failed archive attempts since the sample before.
+//!   waits), threshold the maximum delay, plus failed archive attempts since the sample before;
+//! - `drill.*`: the measured recovery time (RTO, seconds), warning line `max_rto`.
 //!
 //! Invariants: values are read from the stored raw observations, so a chart never depends on
 //! how a verdict was worded; at most `points` points per check (default 400, at most 2000),
@@ -62,6 +63,7 @@ fn measure_of(check: &str) -> &'static str {
         Some("backup") => "newest_backup_age_secs",
         Some("disk") => "used_pct",
         Some("wal") => "archive_delay_secs",
+        Some("drill") => "rto_secs",
         _ => "none",
     }
 }
@@ -83,6 +85,10 @@ pub fn value_of(observation: Option<&Value>) -> Option<f64> {
             d["avail_bytes"].as_u64()?,
         );
         return crate::rules::disk::df_used_pct(t, f, a).map(f64::from);
+    }
+    if let Some(d) = o.get("drill") {
+        // The measured recovery time; a drill that did not get that far has none.
+        return d["rto_ms"].as_f64().map(|ms| ms / 1000.0);
     }
     if let Some(w) = o.get("wal_archive") {
         let waiting = w["ready_segments"].as_i64().unwrap_or(0).max(0)
@@ -178,6 +184,7 @@ pub async fn series(
             "archive_delay_secs" => (None, Some(limits.wal.max_delay.as_secs_f64())),
             // The limit the verdict used (collector, agent or procedure default, plus grace).
             "newest_backup_age_secs" => (None, state.details["max_age_secs"].as_f64()),
+            "rto_secs" => (state.details["max_rto_secs"].as_f64(), None),
             _ => (None, None),
         };
         let page = s.store.history(&host, Some(&check), since, PAGE).await?;

@@ -691,6 +691,7 @@ fn observation(kind: ProbeKind) -> Observation {
         ProbeKind::Restore => Observation::Restore(Box::default()),
         ProbeKind::PgBackRest => Observation::PgBackRest(Box::default()),
         ProbeKind::Barman => Observation::Barman(Box::default()),
+        ProbeKind::Drill => Observation::Drill(Box::default()),
     }
 }
 

@@ -171,7 +171,10 @@ pub struct ProbeResult {
     /// observation below is absent. This is a result, not a transport error.
     #[prost(string, tag = "7")]
     pub error: ::prost::alloc::string::String,
-    #[prost(oneof = "probe_result::Observation", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(
+        oneof = "probe_result::Observation",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17"
+    )]
     pub observation: ::core::option::Option<probe_result::Observation>,
 }
 /// Nested message and enum types in `ProbeResult`.
@@ -192,6 +195,8 @@ pub mod probe_result {
         Pgbackrest(super::BackupToolObservation),
         #[prost(message, tag = "16")]
         Barman(super::BackupToolObservation),
+        #[prost(message, tag = "17")]
+        Drill(super::DrillObservation),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -969,6 +974,128 @@ pub struct EnrollReply {
     #[prost(string, tag = "4")]
     pub host: ::prost::alloc::string::String,
 }
+/// Restore drill (`drill.<name>`): the newest base backup restored into a scratch directory,
+/// recovered with the WAL archive as restore_command, started with no TCP listener and
+/// archive_mode = off, promoted and queried; the scratch server and files are removed after.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DrillObservation {
+    /// Where the backup came from: "plain" (a pg_basebackup directory, -Fp or -Ft).
+    #[prost(string, tag = "1")]
+    pub source_kind: ::prost::alloc::string::String,
+    /// Directory searched for base backups (configured) and the backup restored (newest).
+    #[prost(string, tag = "2")]
+    pub backup_root: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub backup_path: ::prost::alloc::string::String,
+    /// Format of that backup: "plain", "tar" or "tar.gz".
+    #[prost(string, tag = "4")]
+    pub backup_format: ::prost::alloc::string::String,
+    /// WAL archive used by restore_command (configured; empty = none).
+    #[prost(string, tag = "5")]
+    pub archive_path: ::prost::alloc::string::String,
+    /// Scratch directory the drill restored into (configured; a fresh subdirectory each time).
+    #[prost(string, tag = "6")]
+    pub scratch_dir: ::prost::alloc::string::String,
+    /// Non-empty when the restore, the recovery or the start failed (what failed, in words).
+    #[prost(string, tag = "7")]
+    pub error: ::prost::alloc::string::String,
+    /// Non-empty when the drill refused to start (not enough free space); nothing was written.
+    #[prost(string, tag = "8")]
+    pub refused: ::prost::alloc::string::String,
+    /// Size of the backup (bytes), free space on the scratch file system before the drill
+    /// (bytes, for unprivileged users), and the factor the free space must cover.
+    #[prost(uint64, tag = "9")]
+    pub backup_bytes: u64,
+    #[prost(uint64, tag = "10")]
+    pub scratch_free_bytes: u64,
+    #[prost(double, tag = "11")]
+    pub space_factor: f64,
+    /// PG_VERSION of the backup (major) and the binary directory used.
+    #[prost(string, tag = "12")]
+    pub pg_version: ::prost::alloc::string::String,
+    #[prost(string, tag = "13")]
+    pub bindir: ::prost::alloc::string::String,
+    /// How IO and CPU were limited, as a command prefix ("nice -n 19 ionice -t -c 2 -n 7").
+    #[prost(string, tag = "14")]
+    pub io_limit: ::prost::alloc::string::String,
+    /// When the drill started (agent clock).
+    #[prost(message, optional, tag = "15")]
+    pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Restoring the files (milliseconds); starting and recovering until promoted and answering
+    /// (milliseconds); the two together, the recovery time objective measured (milliseconds);
+    /// the smoke checks after that (milliseconds).
+    #[prost(uint64, tag = "16")]
+    pub restore_ms: u64,
+    #[prost(uint64, tag = "17")]
+    pub recovery_ms: u64,
+    #[prost(uint64, optional, tag = "18")]
+    pub rto_ms: ::core::option::Option<u64>,
+    #[prost(uint64, tag = "19")]
+    pub smoke_ms: u64,
+    /// Bytes of files restored; WAL segments restore_command fetched from the archive (count).
+    #[prost(uint64, tag = "20")]
+    pub bytes_restored: u64,
+    #[prost(uint64, tag = "21")]
+    pub wal_segments_restored: u64,
+    /// Recovery target: "latest" or "<offset> before now"; for an offset, its time.
+    #[prost(string, tag = "22")]
+    pub target: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "23")]
+    pub target_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// Recovered point: pg_last_xact_replay_timestamp(), the commit time of the last transaction
+    /// replayed (absent when recovery replayed none), and the last WAL location replayed.
+    #[prost(message, optional, tag = "24")]
+    pub recovered_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "25")]
+    pub replay_lsn: ::prost::alloc::string::String,
+    /// Newest segment in the archive, and whether replay reached it.
+    #[prost(string, tag = "26")]
+    pub archive_newest_segment: ::prost::alloc::string::String,
+    #[prost(bool, tag = "27")]
+    pub archive_end_reached: bool,
+    /// How far the recovered point falls short of the target (seconds; absent = not short).
+    #[prost(int64, optional, tag = "28")]
+    pub shortfall_secs: ::core::option::Option<i64>,
+    /// Target time (or the newest archived segment's time for "latest") minus the recovered
+    /// point (seconds), for information.
+    #[prost(int64, optional, tag = "29")]
+    pub target_distance_secs: ::core::option::Option<i64>,
+    /// A segment recovery asked for that the archive lacks while it holds later ones (a gap).
+    #[prost(string, tag = "30")]
+    pub missing_segment: ::prost::alloc::string::String,
+    /// The server log's last FATAL/PANIC/ERROR lines when the drill failed.
+    #[prost(string, repeated, tag = "31")]
+    pub server_log: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Smoke checks, in order ("select 1" first).
+    #[prost(message, repeated, tag = "32")]
+    pub smoke: ::prost::alloc::vec::Vec<DrillSmokeCheck>,
+    /// Limits from the agent's configuration (seconds; 0 = not set).
+    #[prost(uint64, tag = "33")]
+    pub max_rto_secs: u64,
+    #[prost(uint64, tag = "34")]
+    pub max_shortfall_secs: u64,
+    /// True when the drill ran into its timeout.
+    #[prost(bool, tag = "35")]
+    pub timed_out: bool,
+    /// Non-empty when the scratch server or directory could not be removed afterwards.
+    #[prost(string, tag = "36")]
+    pub cleanup_error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DrillSmokeCheck {
+    /// The statement run, the first column of the first row it must return ("" = any), what it
+    /// returned (empty = no row) and its error (empty = none).
+    #[prost(string, tag = "1")]
+    pub sql: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub expect: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub got: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(bool, tag = "5")]
+    pub passed: bool,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ProbeKind {
@@ -980,6 +1107,7 @@ pub enum ProbeKind {
     Restore = 5,
     Pgbackrest = 6,
     Barman = 7,
+    Drill = 8,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -996,6 +1124,7 @@ impl ProbeKind {
             Self::Restore => "PROBE_KIND_RESTORE",
             Self::Pgbackrest => "PROBE_KIND_PGBACKREST",
             Self::Barman => "PROBE_KIND_BARMAN",
+            Self::Drill => "PROBE_KIND_DRILL",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1009,6 +1138,7 @@ impl ProbeKind {
             "PROBE_KIND_RESTORE" => Some(Self::Restore),
             "PROBE_KIND_PGBACKREST" => Some(Self::Pgbackrest),
             "PROBE_KIND_BARMAN" => Some(Self::Barman),
+            "PROBE_KIND_DRILL" => Some(Self::Drill),
             _ => None,
         }
     }

@@ -1,0 +1,264 @@
+//! Which backup a drill restores, whether the scratch file system can hold it, and the copy.
+//!
+//! - Candidates: `backup_dir` itself or its subdirectories (one level) holding a plain backup
+//!   (`PG_VERSION`) or a tar one (`base.tar`, `base.tar.gz`); the newest by the modification
+//!   time of its `backup_manifest` (written last by pg_basebackup), else of the directory.
+//! - Size: the bytes under the backup's directory, or the manifest's sum when larger (a
+//!   compressed tar unpacks to about what the manifest lists).
+//! - Restore: plain with `cp -a <backup>/. <data>`, tar with `tar -x` of `base.tar` into the
+//!   data directory and of `pg_wal.tar` into its `pg_wal`, both under the IO limit.
+
+use super::super::backup_dir::os_text;
+use super::super::base_backup;
+use super::super::tool_command;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain,
+    Tar,
+    TarGz,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Tar => "tar",
+            Format::TarGz => "tar.gz",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// The space check's figures; `refused` says why the drill must not start.
+pub struct Space {
+    pub backup_bytes: u64,
+    pub free_bytes: u64,
+    pub refused: Option<String>,
+}
+
+fn format_of(dir: &Path) -> Option<Format> {
+    if dir.join("PG_VERSION").is_file() {
+        Some(Format::Plain)
+    } else if dir.join("base.tar").is_file() {
+        Some(Format::Tar)
+    } else if dir.join("base.tar.gz").is_file() {
+        Some(Format::TarGz)
+    } else {
+        None
+    }
+}
+
+/// The newest backup under `root` and the space check against `scratch`.
+pub fn choose(root: &Path, scratch: &Path, factor: f64) -> Result<(Found, Space), String> {
+    let found = newest(root)?;
+    let mut bytes = tree_bytes(&found.path);
+    if found.path.join(base_backup::MANIFEST).is_file() {
+        let listed = base_backup::read(&found.path).backup.size_bytes;
+        bytes = bytes.max(listed);
+    }
+    let space = space(scratch, bytes, factor)?;
+    Ok((found, space))
+}
+
+/// The space check: `scratch`'s free space against `bytes` × `factor`.
+pub fn space(scratch: &Path, bytes: u64, factor: f64) -> Result<Space, String> {
+    let vfs = nix::sys::statvfs::statvfs(scratch).map_err(|e| {
+        format!(
+            "scratch directory {}: {}",
+            scratch.display(),
+            os_text(&std::io::Error::from(e))
+        )
+    })?;
+    let free = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
+    let needed = (bytes as f64 * factor).ceil() as u64;
+    let refused = (free < needed).then(|| {
+        format!(
+            "not enough space in {}: {} free, the backup needs {} × {factor} = {}; drill not started, nothing written",
+            scratch.display(),
+            human_bytes(free),
+            human_bytes(bytes),
+            human_bytes(needed)
+        )
+    });
+    Ok(Space {
+        backup_bytes: bytes,
+        free_bytes: free,
+        refused,
+    })
+}
+
+fn newest(root: &Path) -> Result<Found, String> {
+    if let Some(format) = format_of(root) {
+        return Ok(Found {
+            path: root.to_path_buf(),
+            format,
+        });
+    }
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        format!(
+            "cannot list backup directory {}: {}",
+            root.display(),
+            os_text(&e)
+        )
+    })?;
+    let mut best: Option<(SystemTime, Found)> = None;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Some(format) = format_of(&dir) else {
+            continue;
+        };
+        let stamp = std::fs::metadata(dir.join(base_backup::MANIFEST))
+            .or_else(|_| std::fs::metadata(&dir))
+            .and_then(|m| m.modified());
+        let Ok(stamp) = stamp else { continue };
+        if best.as_ref().is_none_or(|(t, _)| stamp > *t) {
+            best = Some((stamp, Found { path: dir, format }));
+        }
+    }
+    best.map(|(_, f)| f).ok_or_else(|| {
+        format!(
+            "no base backup (plain with PG_VERSION, or tar with base.tar) under {}",
+            root.display()
+        )
+    })
+}
+
+/// Bytes of the regular files under `dir` (symbolic links not followed).
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// Copy or unpack `found` into `data` (which does not exist yet).
+pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(), String> {
+    std::fs::create_dir(data)
+        .map_err(|e| format!("creating {}: {}", data.display(), os_text(&e)))?;
+    let src = found.path.display().to_string();
+    let dst = data.display().to_string();
+    match found.format {
+        Format::Plain => {
+            run(limit, &["cp", "-a", &format!("{src}/."), &dst]).await?;
+        }
+        Format::Tar | Format::TarGz => {
+            let (flags, ext) = match found.format {
+                Format::TarGz => ("-xzf", ".tar.gz"),
+                _ => ("-xf", ".tar"),
+            };
+            let base = format!("{src}/base{ext}");
+            run(limit, &["tar", flags, &base, "-C", &dst]).await?;
+            let wal = found.path.join(format!("pg_wal{ext}"));
+            if wal.is_file() {
+                let pg_wal = data.join("pg_wal");
+                std::fs::create_dir_all(&pg_wal)
+                    .map_err(|e| format!("creating {}: {}", pg_wal.display(), os_text(&e)))?;
+                let pg_wal = pg_wal.display().to_string();
+                let wal = wal.display().to_string();
+                run(limit, &["tar", flags, &wal, "-C", &pg_wal]).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run a copy tool under the IO limit; its last words when it fails.
+async fn run(limit: &[String], argv: &[&str]) -> Result<(), String> {
+    let mut all: Vec<String> = limit.to_vec();
+    all.extend(argv.iter().map(|a| a.to_string()));
+    let out = tool_command::run(&all, COPY_OUTPUT).await?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "{} failed: {}",
+            tool_command::shown(&all[limit.len()..]),
+            out.last_words()
+        ));
+    }
+    Ok(())
+}
+
+/// cp and tar print only errors: 1 MiB of them is plenty.
+const COPY_OUTPUT: tool_command::Limits = tool_command::Limits {
+    stdout: 1 << 20,
+    stderr: 1 << 20,
+};
+
+/// "1.2 GiB", "512 KiB", "100 bytes".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_backup_is_chosen_by_its_manifest() {
+        let root = tempfile::tempdir().unwrap();
+        for (name, file) in [("a", "PG_VERSION"), ("b", "base.tar"), ("c", "junk")] {
+            let d = root.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join(file), "15\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::write(d.join(base_backup::MANIFEST), "{}").unwrap();
+        }
+        let f = newest(root.path()).unwrap();
+        assert_eq!(f.format, Format::Tar);
+        assert!(f.path.ends_with("b"));
+    }
+
+    #[test]
+    fn too_little_space_is_refused_with_the_figures() {
+        let root = tempfile::tempdir().unwrap();
+        let b = root.path().join("b");
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(b.join("PG_VERSION"), "15\n").unwrap();
+        let (_, space) = choose(&b, root.path(), 1e15).unwrap();
+        let refused = space.refused.unwrap();
+        assert!(refused.starts_with("not enough space in "), "{refused}");
+        assert!(
+            refused.ends_with("drill not started, nothing written"),
+            "{refused}"
+        );
+        let (_, space) = choose(&b, root.path(), 1.2).unwrap();
+        assert!(space.refused.is_none());
+        assert_eq!(space.backup_bytes, 3);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(100), "100 bytes");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+}

@@ -1,0 +1,130 @@
+//! pgBackRest as a drill's source: the newest good backup of a stanza, restored with
+//! `pgbackrest restore --pg1-path=<scratch>`; recovery fetches WAL with `archive-get`.
+//!
+//! The repository is only read: `info`, `restore` and `archive-get` read it (their locks live
+//! in pgBackRest's lock path, not in the repository). The commands run as the agent, or through
+//! the configured `command` prefix (e.g. `sudo -n -u postgres pgbackrest`).
+
+use super::super::tool_command;
+use super::backup::Space;
+use nix::unistd::{Gid, Uid};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct PgBackRestSource {
+    pub stanza: String,
+    pub config: Option<PathBuf>,
+    /// Program and leading arguments (default `["pgbackrest"]`).
+    pub command: Vec<String>,
+}
+
+/// `pgbackrest info` answers a few hundred KiB at most.
+const INFO_OUTPUT: tool_command::Limits = tool_command::JSON_TOOL;
+
+impl PgBackRestSource {
+    fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut v = self.command.clone();
+        if let Some(c) = &self.config {
+            v.push(format!("--config={}", c.display()));
+        }
+        v.push(format!("--stanza={}", self.stanza));
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    }
+
+    /// Label and restored size of the newest backup that did not fail, and the space check.
+    pub async fn choose(
+        &self,
+        as_user: &[String],
+        scratch: &Path,
+        factor: f64,
+    ) -> Result<(String, Space), String> {
+        let mut argv = as_user.to_vec();
+        argv.extend(self.argv(&["--output=json", "info"]));
+        let out = tool_command::run(&argv, INFO_OUTPUT).await?;
+        if out.code != Some(0) {
+            return Err(format!(
+                "{} failed: {}",
+                tool_command::shown(&argv[as_user.len()..]),
+                out.last_words()
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_str(&out.stdout)
+            .map_err(|e| format!("pgbackrest info printed no JSON: {e}"))?;
+        let newest = json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == self.stanza.as_str())
+            .flat_map(|s| s["backup"].as_array().into_iter().flatten())
+            .filter(|b| b["error"] != true)
+            .max_by_key(|b| b["timestamp"]["stop"].as_i64().unwrap_or(0))
+            .ok_or_else(|| format!("pgBackRest stanza {} has no backup to restore", self.stanza))?;
+        let label = newest["label"].as_str().unwrap_or_default().to_string();
+        let bytes = newest["info"]["size"].as_u64().unwrap_or(0);
+        let space = super::backup::space(scratch, bytes, factor)?;
+        Ok((label, space))
+    }
+
+    /// `pgbackrest restore` of `label` into `data` (created empty here).
+    pub async fn restore(
+        &self,
+        label: &str,
+        data: &Path,
+        owner: Option<(Uid, Gid)>,
+        limit: &[String],
+    ) -> Result<(), String> {
+        std::fs::create_dir(data).map_err(|e| {
+            format!(
+                "creating {}: {}",
+                data.display(),
+                super::super::backup_dir::os_text(&e)
+            )
+        })?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(data, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", data.display()))?;
+        }
+        let mut argv: Vec<String> = limit.to_vec();
+        argv.extend(self.argv(&[
+            &format!("--pg1-path={}", data.display()),
+            &format!("--set={label}"),
+            // Tablespaces into the scratch too, never to their original paths (the drill
+            // then refuses to start a backup with tablespaces, see `Scratch::prepare`).
+            &format!(
+                "--tablespace-map-all={}",
+                data.with_file_name("tablespaces").display()
+            ),
+            "--type=default",
+            "restore",
+        ]));
+        // The recovery target and restore_command are set by the drill afterwards: its
+        // settings come after pgBackRest's in postgresql.auto.conf.
+        let out = tool_command::run(&argv, INFO_OUTPUT).await?;
+        if out.code != Some(0) {
+            return Err(format!(
+                "{} failed: {}",
+                tool_command::shown(&argv[limit.len()..]),
+                out.last_words()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shell command recovery runs for one WAL file (`%f` into `%p`).
+    /// `data` is the restored cluster: archive-get checks the repository against its pg_control.
+    pub fn archive_get(&self, data: &Path) -> String {
+        // `%` is restore_command's escape; the arguments were checked free of quotes.
+        let mut words: Vec<String> = self
+            .argv(&[&format!("--pg1-path={}", data.display()), "archive-get"])
+            .iter()
+            .map(|a| format!("'{}'", a.replace('%', "%%")))
+            .collect();
+        words.push("%f '%p'".into());
+        words.join(" ")
+    }
+
+    pub fn shown(&self) -> String {
+        format!("pgBackRest stanza {}", self.stanza)
+    }
+}

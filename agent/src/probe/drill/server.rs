@@ -1,0 +1,489 @@
+//! The scratch server of a drill: its directory, settings, start, wait, and removal.
+//!
+//! [`Scratch`] owns the subdirectory from the moment it exists: [`Scratch::cleanup`] (or its
+//! `Drop`, when the drill's future is dropped by an agent stop) stops the server and removes
+//! the directory. Only a postmaster whose working directory is our data directory is ever
+//! signalled (PostgreSQL changes into its data directory at start), so a pid reused by
+//! another process after a crash is left alone.
+
+use super::settings::{self, PORT};
+use super::{DrillProbe, SCRATCH_PREFIX, cleanup};
+use crate::probe::backup_dir::os_text;
+use backwatch_proto::error::chain;
+use backwatch_proto::model::DrillObs;
+use chrono::{DateTime, Utc};
+use nix::sys::signal::kill;
+use nix::unistd::{Gid, Pid, Uid, User};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tracing::warn;
+
+/// Server log lines kept when a drill fails.
+const LOG_LINES: usize = 5;
+/// How often recovery's end is polled.
+const POLL: Duration = Duration::from_millis(200);
+/// Failed connections to a server that says it is ready before the drill gives up (5 s).
+const READY_REFUSALS: u32 = 25;
+
+pub struct Scratch {
+    dir: PathBuf,
+    user: Option<(Uid, Gid)>,
+    bindir: Option<PathBuf>,
+    /// Process group of pg_ctl, which the postmaster inherits.
+    pgid: Option<Pid>,
+    /// Segment (log and seg number as 16 hex digits) replay ended in, and the segment size.
+    replay: Option<String>,
+    done: bool,
+}
+
+/// What the promoted server says about its recovery.
+pub struct ServerFacts {
+    pub recovered_at: Option<DateTime<Utc>>,
+    pub replay_lsn: Option<String>,
+    pub segment_bytes: Option<u64>,
+}
+
+impl ServerFacts {
+    /// The 16 hex digits after the timeline in the name of the segment holding the replay
+    /// location, comparable with archived names.
+    pub fn replay_segment(&self) -> Option<String> {
+        let (hi, lo) = self.replay_lsn.as_deref()?.split_once('/')?;
+        let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+        let size = self.segment_bytes.filter(|s| *s > 0)?;
+        let per_log = 0x1_0000_0000 / size;
+        let segno = lsn / size;
+        Some(format!("{:08X}{:08X}", segno / per_log, segno % per_log))
+    }
+}
+
+/// What runs a backup tool as `run_as` when the agent is root (`runuser -u postgres --`), so
+/// the tool's own files (pgBackRest's locks and logs) keep their usual owner; nothing else.
+pub fn tool_prefix(run_as: Option<&str>) -> Vec<String> {
+    if !Uid::effective().is_root() {
+        return Vec::new();
+    }
+    let name = run_as.unwrap_or("postgres");
+    ["runuser", "-u", name, "--"].map(String::from).to_vec()
+}
+
+fn resolve_user(run_as: Option<&str>) -> Result<Option<(Uid, Gid)>, String> {
+    let name = match run_as {
+        Some(n) => n,
+        // PostgreSQL refuses to run as root.
+        None if Uid::effective().is_root() => "postgres",
+        None => return Ok(None),
+    };
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(Some((u.uid, u.gid))),
+        Ok(None) => Err(format!(
+            "no OS user {name:?} to run the scratch server as (set run_as)"
+        )),
+        Err(e) => Err(format!("looking up OS user {name:?}: {e}")),
+    }
+}
+
+impl Scratch {
+    pub fn create(scratch_dir: &Path, name: &str, run_as: Option<&str>) -> Result<Scratch, String> {
+        let user = resolve_user(run_as)?;
+        let dir = scratch_dir.join(format!(
+            "{SCRATCH_PREFIX}{name}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("creating {}: {}", dir.display(), os_text(&e)))?;
+        if let Some((uid, gid)) = user {
+            nix::unistd::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        }
+        Ok(Scratch {
+            dir,
+            user,
+            bindir: None,
+            pgid: None,
+            replay: None,
+            done: false,
+        })
+    }
+
+    /// Owner of the scratch server's files (`None`: the agent's own user).
+    pub fn owner(&self) -> Option<(Uid, Gid)> {
+        self.user
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub(super) fn sock(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+    pub(super) fn fetched(&self) -> PathBuf {
+        self.dir.join("restore_command.log")
+    }
+
+    pub fn set_replay(&mut self, segment: Option<String>) {
+        self.replay = segment;
+    }
+
+    /// After the files are in place: binaries, settings, ownership. Returns the bindir.
+    pub async fn prepare(&mut self, p: &DrillProbe, obs: &mut DrillObs) -> Result<PathBuf, String> {
+        let data = self.data();
+        // A tablespace is a link (pg_tblspc/<oid>, or a line of tablespace_map that the server
+        // turns into one at start) to a directory outside the scratch: the scratch server
+        // would write there, perhaps into the backup or the live cluster. Not started, unless
+        // the link stays inside the scratch (pgBackRest's --tablespace-map-all does that).
+        let links: Vec<String> = std::fs::read_dir(data.join("pg_tblspc"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).map_or(true, |to| !to.starts_with(&self.dir)))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        // A tar backup carries a tablespace_map, empty when there is no tablespace.
+        let mapped = std::fs::read_to_string(data.join("tablespace_map"))
+            .is_ok_and(|m| !m.trim().is_empty());
+        if !links.is_empty() || mapped {
+            return Err(format!(
+                "the backup has tablespaces ({}): a drill restores only backups without them, \
+                 since the scratch server would write where a tablespace link points",
+                if links.is_empty() {
+                    "tablespace_map".to_string()
+                } else {
+                    format!("pg_tblspc/{}", links.join(", pg_tblspc/"))
+                }
+            ));
+        }
+        let version = std::fs::read_to_string(data.join("PG_VERSION")).map_err(|e| {
+            format!(
+                "the restored backup has no readable PG_VERSION: {}",
+                os_text(&e)
+            )
+        })?;
+        let major = version.trim().to_string();
+        obs.pg_version = Some(major.clone());
+        let n: u32 = major
+            .parse()
+            .map_err(|_| format!("PG_VERSION {major:?} is not a major version"))?;
+        if n < 12 {
+            return Err(format!(
+                "PostgreSQL {major} recovers from recovery.conf; drills need 12 or later (recovery.signal)"
+            ));
+        }
+        let bindir = p
+            .pg_bindir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+        obs.bindir = Some(bindir.display().to_string());
+        if !bindir.join("pg_ctl").is_file() {
+            return Err(format!(
+                "PostgreSQL {major} binaries not found: no pg_ctl in {} (install the PostgreSQL {major} server package or set pg_bindir)",
+                bindir.display()
+            ));
+        }
+        self.bindir = Some(bindir.clone());
+        let what = format!("writing the settings in {}", data.display());
+        let settings = settings::block(p, self, obs);
+        let (dir, user, sock, fetched) = (self.dir.clone(), self.user, self.sock(), self.fetched());
+        let bytes = crate::blocking::run(&what, move || -> Result<u64, String> {
+            settings::write(&dir.join("data"), &sock, &fetched, &settings)?;
+            if let Some((uid, gid)) = user {
+                settings::chown_tree(&dir, uid, gid)?;
+            }
+            Ok(super::backup::tree_bytes(&dir.join("data")))
+        })
+        .await
+        .and_then(|r| r)?;
+        obs.bytes_restored = bytes;
+        Ok(bindir)
+    }
+
+    /// Start the server and wait until recovery ended and it answers as a primary.
+    pub async fn start_and_wait(
+        &mut self,
+        bindir: &Path,
+        limit: &[String],
+        p: &DrillProbe,
+    ) -> Result<ServerFacts, String> {
+        let mut argv: Vec<String> = limit.to_vec();
+        argv.push(bindir.join("pg_ctl").display().to_string());
+        argv.extend(["start", "-W", "-s", "-D"].map(String::from));
+        argv.push(self.data().display().to_string());
+        argv.push("-l".into());
+        argv.push(self.log().display().to_string());
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LC_ALL", "C")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // The postmaster inherits this group: the cleanup can signal what is left of it.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("running pg_ctl: {}", os_text(&e)))?;
+        self.pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| format!("waiting for pg_ctl: {}", os_text(&e)))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_ctl start failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let started = Instant::now();
+        let mut seen = false;
+        // A ready server that keeps refusing us (no role `user`, no database) will not change
+        // its mind: say so after a few seconds rather than wait for the drill's timeout.
+        let mut refused = 0;
+        loop {
+            tokio::time::sleep(POLL).await;
+            match self.postmaster_pid() {
+                Some(pid) if kill(pid, None).is_err() => {
+                    return Err("the server stopped during recovery".into());
+                }
+                Some(_) => seen = true,
+                // postmaster.pid is gone again when the server stopped (a FATAL at start or
+                // at the end of recovery).
+                None if seen || self.log_has_fatal() => {
+                    return Err(if seen {
+                        "the server stopped during recovery".into()
+                    } else {
+                        "the server did not start".into()
+                    });
+                }
+                None if started.elapsed() > Duration::from_secs(30) => {
+                    return Err("the server did not start (no postmaster.pid after 30 s)".into());
+                }
+                None => continue,
+            }
+            // pg_ctl's own test: the postmaster writes "ready" once it accepts connections,
+            // which with hot_standby = off is after recovery ended. Connecting earlier would
+            // only fill the log with "the database system is starting up".
+            if self.postmaster_status().as_deref() != Some("ready") {
+                continue;
+            }
+            let client = match self.connect(p).await {
+                Ok(c) => c,
+                Err(e) if refused >= READY_REFUSALS => {
+                    return Err(format!("the promoted server refuses the drill: {e}"));
+                }
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
+            };
+            let Ok(row) = client
+                .query_one(
+                    "select pg_is_in_recovery(), \
+                     (extract(epoch from pg_last_xact_replay_timestamp()) * 1e6)::int8, \
+                     pg_last_wal_replay_lsn()::text, \
+                     (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+                    &[],
+                )
+                .await
+            else {
+                continue;
+            };
+            let in_recovery: bool = row.get(0);
+            if in_recovery {
+                continue;
+            }
+            return Ok(ServerFacts {
+                recovered_at: row
+                    .get::<_, Option<i64>>(1)
+                    .and_then(DateTime::from_timestamp_micros),
+                replay_lsn: row.get(2),
+                segment_bytes: row.get::<_, Option<i64>>(3).map(|s| s as u64),
+            });
+        }
+    }
+
+    pub async fn connect(&self, p: &DrillProbe) -> Result<Session, String> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(self.sock())
+            .port(PORT)
+            .user(&p.user)
+            .dbname(&p.database)
+            .application_name("backwatch-drill")
+            .connect_timeout(Duration::from_secs(5));
+        let (client, conn) = tokio::time::timeout(Duration::from_secs(10), cfg.connect(NoTls))
+            .await
+            .map_err(|_| "timed out connecting to the scratch server".to_string())?
+            .map_err(|e| format!("cannot connect to the scratch server: {}", chain(&e)))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Session { client, task })
+    }
+
+    fn postmaster_pid(&self) -> Option<Pid> {
+        cleanup::postmaster_of(&self.data())
+    }
+
+    /// Line 8 of postmaster.pid: "starting", "stopping", "ready" or "standby".
+    fn postmaster_status(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        text.lines().nth(7).map(|l| l.trim().to_string())
+    }
+
+    fn log_has_fatal(&self) -> bool {
+        !self.log_errors().is_empty()
+    }
+
+    /// The server log's last FATAL/PANIC/ERROR lines.
+    pub fn log_errors(&self) -> Vec<String> {
+        let text = std::fs::read(self.log()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:"))
+            // Refused connections while recovering say nothing about the backup.
+            .filter(|l| !l.contains("the database system is") && !l.contains("not yet accepting"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        let skip = lines.len().saturating_sub(LOG_LINES);
+        lines.drain(..skip);
+        lines
+    }
+
+    /// What restore_command fetched and missed, against the archive's newest segment.
+    pub fn analyse(&self, obs: &mut DrillObs, archive: Option<&Path>) {
+        let log = std::fs::read_to_string(self.fetched()).unwrap_or_default();
+        let seg = |w: &str| w.len() == 24 && w.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut missing = Vec::new();
+        for line in log.lines() {
+            match line.split_once(' ') {
+                Some(("restored", f)) if seg(f) => obs.wal_segments_restored += 1,
+                Some(("missing", f)) if seg(f) => missing.push(f.to_string()),
+                _ => {}
+            }
+        }
+        let newest = archive.and_then(newest_segment);
+        if let Some((name, mtime)) = &newest {
+            obs.archive_newest_segment = Some(name.clone());
+            let tail = &name[8..];
+            // Asked for, absent, and the archive holds later ones: a gap, not the end.
+            obs.missing_segment = missing.iter().find(|m| &m[8..] < tail).cloned();
+            obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail);
+            let reference = obs.target_time.unwrap_or(*mtime);
+            obs.target_distance_secs = obs.recovered_at.map(|r| (reference - r).num_seconds());
+            if obs.rto_ms.is_some() && obs.target_time.is_none() && !obs.archive_end_reached {
+                obs.shortfall_secs = Some(obs.target_distance_secs.unwrap_or(0).max(0));
+            }
+        }
+    }
+
+    /// Stop the server, remove the directory.
+    pub fn cleanup(mut self) -> Result<(), String> {
+        self.done = true;
+        cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) =
+                cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+        {
+            warn!(dir = %self.dir.display(), error = %e, "drill scratch left behind");
+        }
+    }
+}
+
+/// A connection to the scratch server; dropping it ends the connection task.
+pub struct Session {
+    client: Client,
+    task: JoinHandle<()>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// First column of the first row `sql` returns, as text (`None`: no row or NULL).
+pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, String> {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => chain(&e),
+        })?;
+    Ok(msgs
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .flatten())
+}
+
+/// The newest WAL segment in the archive (by name after the timeline) and its mtime.
+fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
+    let mut best: Option<(String, std::time::SystemTime)> = None;
+    for e in std::fs::read_dir(archive).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| name[8..] > b[8..]) {
+            best = Some((name, mtime));
+        }
+    }
+    best.map(|(n, t)| (n, DateTime::<Utc>::from(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_location_names_its_segment() {
+        let f = |lsn: &str, size: u64| {
+            ServerFacts {
+                recovered_at: None,
+                replay_lsn: Some(lsn.into()),
+                segment_bytes: Some(size),
+            }
+            .replay_segment()
+        };
+        assert_eq!(
+            f("0/3000028", 16 << 20).as_deref(),
+            Some("0000000000000003")
+        );
+        assert_eq!(f("1/A00000", 1 << 20).as_deref(), Some("000000010000000A"));
+    }
+}

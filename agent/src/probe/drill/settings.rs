@@ -1,0 +1,143 @@
+//! The scratch server's settings: appended to `postgresql.auto.conf` (the last word on each),
+//! with `recovery.signal`, an `hba_file` of its own and the files restore_command logs to.
+
+use super::server::Scratch;
+use super::{DrillProbe, Target};
+use crate::probe::backup_dir::os_text;
+use backwatch_proto::model::DrillObs;
+use chrono::Utc;
+use nix::unistd::{Gid, Uid};
+use std::io::Write as _;
+use std::path::Path;
+
+/// Any port: the server listens on no TCP address, only on its socket in our directory.
+pub const PORT: u16 = 5432;
+
+/// The block appended to postgresql.auto.conf (the last word on every setting).
+pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
+    let q = |s: &str| s.replace('\'', "''");
+    let log = scratch.fetched().display().to_string().replace('%', "%%");
+    // Each fetch and miss is logged, which counts the segments and names a missing one.
+    let logged = |fetch: String| {
+        format!(
+            "if {fetch}; then echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
+        )
+    };
+    let restore_command = match (&p.pgbackrest, p.wal_archive(&scratch.data())) {
+        (Some(src), _) => logged(src.archive_get(&scratch.data())),
+        // `%` is restore_command's escape; paths were checked free of quotes.
+        (None, Some(a)) => {
+            let a = a.display().to_string().replace('%', "%%");
+            logged(format!("[ -f '{a}/%f' ] && cp '{a}/%f' '%p'"))
+        }
+        (None, None) => "false".into(),
+    };
+    let mut s = format!(
+        "\n# backwatch drill {}: a private, throw-away server\n\
+         restore_command = '{}'\n\
+         archive_mode = off\n\
+         archive_command = ''\n\
+         listen_addresses = ''\n\
+         port = {PORT}\n\
+         unix_socket_directories = '{}'\n\
+         hba_file = '{}'\n\
+         ssl = off\n\
+         hot_standby = off\n\
+         primary_conninfo = ''\n\
+         shared_buffers = '16MB'\n\
+         work_mem = '4MB'\n\
+         maintenance_work_mem = '16MB'\n\
+         logging_collector = off\n\
+         log_destination = 'stderr'\n\
+         lc_messages = 'C'\n\
+         cluster_name = 'backwatch-drill'\n\
+         recovery_target = ''\n\
+         recovery_target_lsn = ''\n\
+         recovery_target_name = ''\n\
+         recovery_target_xid = ''\n",
+        p.name,
+        q(&restore_command),
+        q(&scratch.sock().display().to_string()),
+        q(&scratch
+            .data()
+            .join("pg_hba.drill.conf")
+            .display()
+            .to_string()),
+    );
+    match p.target {
+        Target::Latest => s.push_str("recovery_target_time = ''\n"),
+        Target::Before(d) => {
+            let t = *obs.target_time.get_or_insert_with(|| {
+                Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()
+            });
+            s.push_str(&format!(
+                "recovery_target_time = '{}'\nrecovery_target_action = 'promote'\n",
+                t.format("%Y-%m-%d %H:%M:%S%.6f+00")
+            ));
+        }
+    }
+    s
+}
+
+pub fn write(data: &Path, sock: &Path, fetched: &Path, settings: &str) -> Result<(), String> {
+    let io =
+        |what: &Path, e: std::io::Error| format!("writing {}: {}", what.display(), os_text(&e));
+    // A Debian cluster keeps postgresql.conf in /etc: the backup has none, and the server
+    // needs one. Files of the backup that would start it as something else are removed.
+    let conf = data.join("postgresql.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").map_err(|e| io(&conf, e))?;
+    }
+    for f in [
+        "standby.signal",
+        "postmaster.pid",
+        "postmaster.opts",
+        "backup_manifest",
+    ] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let hba = data.join("pg_hba.drill.conf");
+    std::fs::write(
+        &hba,
+        "# the scratch server's socket is in a 0700 directory\nlocal all all trust\n",
+    )
+    .map_err(|e| io(&hba, e))?;
+    let signal = data.join("recovery.signal");
+    std::fs::write(&signal, "").map_err(|e| io(&signal, e))?;
+    let auto = data.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto)
+        .map_err(|e| io(&auto, e))?;
+    f.write_all(settings.as_bytes()).map_err(|e| io(&auto, e))?;
+    std::fs::create_dir_all(sock).map_err(|e| io(sock, e))?;
+    std::fs::write(fetched, "").map_err(|e| io(fetched, e))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io(data, e))?;
+    Ok(())
+}
+
+pub fn chown_tree(dir: &Path, uid: Uid, gid: Gid) -> Result<(), String> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &d,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("chown {}: {e}", d.display()))?;
+        let Ok(meta) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&d)
+                .map_err(|e| format!("listing {}: {}", d.display(), os_text(&e)))?;
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    Ok(())
+}

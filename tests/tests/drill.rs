@@ -1,0 +1,960 @@
+//! Restore drills end to end: private PostgreSQL clusters with real archiving, real
+//! `pg_basebackup` backups (plain and tar), the real agent restoring, recovering, promoting and
+//! querying a scratch server, the collector judging, the API showing it.
+
+use anyhow::{Context, Result, ensure};
+use backwatch_tests::harness::mounts::Tmpfs;
+use backwatch_tests::harness::pg::bindir;
+use backwatch_tests::harness::{PgCluster, eventually, scene};
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(120);
+const ARCHIVED: Duration = Duration::from_secs(30);
+
+/// `pg_basebackup` of `pg` into `target`: `format` "p" or "t", `wal` its `-X`.
+fn base_backup(pg: &PgCluster, target: &Path, format: &str, wal: &str) -> Result<()> {
+    let out = Command::new(bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
+        .args(["-F", format, "-X", wal, "-c", "fast", "--no-sync", "-D"])
+        .arg(target)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A scratch directory the `postgres` user can reach (the scratch server runs as postgres).
+fn scratch() -> Result<TempDir> {
+    let dir = tempfile::Builder::new().prefix("bw-drill-").tempdir()?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+fn drill_section(
+    name: &str,
+    backups: &Path,
+    archive: &Path,
+    scratch: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "[[drill]]\nname = \"{name}\"\nbackup_dir = \"{}\"\narchive_dir = \"{}\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n{extra}\n",
+        backups.display(),
+        archive.display(),
+        scratch.display()
+    )
+}
+
+/// Entries left in a scratch directory.
+fn left_in(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Processes whose working directory is under `dir` (a postmaster lives in its data dir).
+fn processes_in(dir: &Path) -> Vec<i32> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cwd = fs::read_link(e.path().join("cwd")).ok()?;
+            cwd.starts_with(dir).then_some(pid)
+        })
+        .collect()
+}
+
+/// A table with rows, then a segment switch archived: the archive holds WAL past the backup.
+async fn orders(pg: &PgCluster, rows: u32) -> Result<()> {
+    pg.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS orders (id int); INSERT INTO orders SELECT generate_series(1, {rows});"
+    ))?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 10).await?;
+    let (plain, tar, scratch_p, scratch_t) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        scratch()?,
+        scratch()?,
+    );
+    // -X none: the plain backup's WAL comes from the archive only.
+    base_backup(&pg, &plain.path().join("b1"), "p", "none")?;
+    base_backup(&pg, &tar.path().join("b1"), "t", "stream")?;
+    // Committed after both backups: only replaying the archive brings these rows back.
+    pg.psql("INSERT INTO orders SELECT generate_series(11, 42)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let check = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"42\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "plain",
+            plain.path(),
+            pg.archive_dir(),
+            scratch_p.path(),
+            check,
+        ))
+        .toml(&drill_section(
+            "tar",
+            tar.path(),
+            pg.archive_dir(),
+            scratch_t.path(),
+            check,
+        ))
+    })
+    .await?;
+    for (name, dir, format) in [("plain", &scratch_p, "plain"), ("tar", &scratch_t, "tar")] {
+        let c = scene
+            .collector
+            .wait_summary(
+                "db1",
+                &format!("drill.{name}"),
+                "ok",
+                "restore drill of ",
+                WAIT,
+            )
+            .await;
+        let summary = c["summary"].as_str().unwrap_or_default();
+        assert!(summary.contains(": RTO "), "{c}");
+        assert!(summary.ends_with("smoke checks passed"), "{c}");
+        let d = &c["details"];
+        assert_eq!(d["backup_format"], format, "{c}");
+        assert!(d["rto_ms"].as_u64().is_some_and(|ms| ms > 0), "{c}");
+        assert!(d["recovered_at"].is_string(), "{c}");
+        assert_eq!(d["archive_end_reached"], true, "{c}");
+        assert!(
+            d["wal_segments_restored"].as_u64().is_some_and(|n| n >= 1),
+            "{c}"
+        );
+        assert!(
+            d["bytes_restored"].as_u64().is_some_and(|n| n > 1 << 20),
+            "{c}"
+        );
+        assert_eq!(d["smoke"][1]["got"], "42", "{c}");
+        assert_eq!(
+            d["pg_version"].as_str(),
+            bindir()?
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str()),
+            "{c}"
+        );
+        // Nothing left behind: no scratch directory, no server.
+        eventually(
+            Duration::from_secs(10),
+            "the scratch to be empty",
+            async || {
+                ensure!(left_in(dir.path()).is_empty(), "{:?}", left_in(dir.path()));
+                ensure!(
+                    processes_in(dir.path()).is_empty(),
+                    "{:?}",
+                    processes_in(dir.path())
+                );
+                Ok(())
+            },
+        )
+        .await;
+    }
+    // The RTO is charted from the stored results.
+    let series = scene
+        .collector
+        .api("/api/v1/hosts/db1/series?since=1d")
+        .await?;
+    let rto = series["series"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["check"] == "drill.plain"))
+        .context("drill.plain series")?;
+    assert_eq!(rto["measure"], "rto_secs", "{rto}");
+    assert!(
+        rto["points"][0][1].as_f64().is_some_and(|v| v > 0.0),
+        "{rto}"
+    );
+    // And exported for Prometheus.
+    let page = scene
+        .collector
+        .http_client()
+        .get(scene.collector.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("backwatch_drill_rto_seconds{host=\"db1\",check=\"drill.tar\"} "),
+        "{page}"
+    );
+    // The source was only read.
+    ensure!(
+        !left_in(&plain.path().join("b1"))
+            .iter()
+            .any(|p| p.ends_with("recovery.signal"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 10).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    // Three segments of commits after the backup, seconds apart; the middle one goes missing.
+    let mut segments = Vec::new();
+    for i in 0..3 {
+        pg.psql(&format!("INSERT INTO orders VALUES ({i})"))?;
+        segments.push(pg.switch_wal_archived(ARCHIVED).await?);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let gap = segments[1].clone();
+    fs::remove_file(pg.archive_dir().join(&gap))?;
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            "max_shortfall = \"1s\"",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "critical", "restore drill of ", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.ends_with(&format!("recovery stopped at missing WAL segment {gap}")),
+        "{c}"
+    );
+    assert!(summary.contains("short of the latest target"), "{c}");
+    let d = &c["details"];
+    assert_eq!(d["missing_segment"], gap.as_str(), "{c}");
+    assert_eq!(d["archive_end_reached"], false, "{c}");
+    assert!(d["recovered_at"].is_string(), "{c}");
+    assert!(!pg.archive_dir().join(&gap).exists());
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_smoke_check_is_critical() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    let checks = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"5\"\n\
+                  [[drill.check]]\nsql = \"select count(*) from invoices\"\nexpect = \"1\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            checks,
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "critical", "restore drill of ", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.ends_with("smoke check `select count(*) from invoices` failed: ERROR: relation \"invoices\" does not exist"),
+        "{c}"
+    );
+    assert_eq!(c["details"]["smoke"][1]["passed"], true, "{c}");
+    Ok(())
+}
+
+/// A role the restored cluster does not have: said within seconds, not at the drill's timeout.
+#[tokio::test]
+async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            "user = \"auditor\"",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            "restore drill of ",
+            Duration::from_secs(60),
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("failed: the promoted server refuses the drill: "),
+        "{c}"
+    );
+    assert!(summary.contains("role \"auditor\" does not exist"), "{c}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let file = pg.psql("SELECT pg_relation_filepath('orders')")?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    let backup = backups.path().join("b1");
+    base_backup(&pg, &backup, "p", "stream")?;
+    // Same size, page header overwritten: nothing but reading the table can tell.
+    let path = backup.join(&file);
+    let len = fs::metadata(&path)?.len();
+    let mut f = fs::OpenOptions::new().write(true).open(&path)?;
+    std::io::Write::write_all(&mut f, &[0xA5; 24])?;
+    drop(f);
+    assert_eq!(fs::metadata(&path)?.len(), len);
+    let check = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"5\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            check,
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "critical", "restore drill of ", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(
+            "smoke check `select count(*) from orders` failed: ERROR: invalid page in block 0"
+        ),
+        "{c}"
+    );
+    Ok(())
+}
+
+/// A tablespace is a link out of the data directory: a scratch server started on such a copy
+/// would write where it points (here the backup's own tablespace copy). Refused, untouched.
+#[tokio::test]
+async fn a_backup_with_a_tablespace_is_not_started() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let dirs = tempfile::tempdir()?;
+    let postgres = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+    let (live, copy) = (dirs.path().join("ts"), dirs.path().join("ts-backup"));
+    for d in [&live, &copy] {
+        fs::create_dir(d)?;
+        nix::unistd::chown(d, Some(postgres.uid), Some(postgres.gid))?;
+    }
+    pg.psql(&format!(
+        "CREATE TABLESPACE ts LOCATION '{}'; CREATE TABLE t_ts (id int) TABLESPACE ts; INSERT INTO t_ts VALUES (1);",
+        live.display()
+    ))?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    let backup = backups.path().join("b1");
+    let out = Command::new(bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args([
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-w",
+            "-c",
+            "fast",
+            "--no-sync",
+        ])
+        .arg(format!(
+            "--tablespace-mapping={}={}",
+            live.display(),
+            copy.display()
+        ))
+        .arg("-D")
+        .arg(&backup)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "pg_basebackup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&copy);
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            "",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            &format!(
+                "restore drill of {} failed: the backup has tablespaces (pg_tblspc/",
+                backup.display()
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["rto_ms"], Value::Null, "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(
+        snapshot(&copy),
+        before,
+        "the backup's tablespace was written"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scratch_file_system_too_small_refuses_the_drill_and_writes_nothing() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let backups = tempfile::tempdir()?;
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    let tmpfs = Tmpfs::mount("2m")?;
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            tmpfs.path(),
+            "",
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            &format!(
+                "restore drill refused: not enough space in {}: ",
+                tmpfs.path().display()
+            ),
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.ends_with("drill not started, nothing written"),
+        "{c}"
+    );
+    assert!(
+        c["details"]["backup_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 2 << 20),
+        "{c}"
+    );
+    assert!(
+        left_in(tmpfs.path()).is_empty(),
+        "{:?}",
+        left_in(tmpfs.path())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_drill_leaves_no_server_once_restarted() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    // The smoke check holds the scratch server up long enough to kill the agent meanwhile.
+    let slow = "[[drill.check]]\nsql = \"select pg_sleep(4)\"\n";
+    let mut scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            slow,
+        ))
+    })
+    .await?;
+    eventually(WAIT, "the scratch server to run", async || {
+        ensure!(!processes_in(scratch.path()).is_empty(), "no server yet");
+        Ok(())
+    })
+    .await;
+    scene.agent.kill();
+    // Orphaned: the server outlives the agent until someone removes it.
+    ensure!(
+        !processes_in(scratch.path()).is_empty(),
+        "the server went with the agent"
+    );
+    scene.agent.launch()?;
+    eventually(
+        Duration::from_secs(30),
+        "the leftover server to be stopped",
+        async || {
+            let log = scene.agent.log();
+            ensure!(
+                log.contains("removed a drill's scratch directory left by an earlier agent"),
+                "{log}"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    // The next drill runs to the end, and cleans up after itself too.
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    assert!(c["details"]["rto_ms"].is_u64(), "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_drill_past_its_timeout_or_an_agent_stopped_mid_drill_leaves_nothing() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    // Past the drill's timeout while the smoke check sleeps: critical, said so, cleaned up.
+    let slow = "[[drill.check]]\nsql = \"select pg_sleep(30)\"\n";
+    let section = drill_section(
+        "main",
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        slow,
+    )
+    .replace("timeout = \"90s\"", "timeout = \"4s\"");
+    let mut scene = scene("db1", |a| a.toml(&section)).await?;
+    scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.main",
+            "critical",
+            &format!(
+                "restore drill of {} failed: drill timed out after 4s",
+                backups.path().join("b1").display()
+            ),
+            WAIT,
+        )
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    // Stopped (SIGTERM) in the middle of the next drill: the agent removes it before it exits.
+    scene.agent.kill();
+    fs::write(
+        scene.agent.config_path(),
+        fs::read_to_string(scene.agent.config_path())?
+            .replace("timeout = \"4s\"", "timeout = \"90s\""),
+    )?;
+    // Drills resume their weekly schedule across restarts: forget the last run to drill now.
+    fs::remove_file(scene.agent.spool_dir().join("last-run.drill.main"))?;
+    scene.agent.launch()?;
+    eventually(WAIT, "the scratch server to run", async || {
+        ensure!(!processes_in(scratch.path()).is_empty(), "no server yet");
+        Ok(())
+    })
+    .await;
+    scene.agent.terminate(Duration::from_secs(30))?;
+    assert!(
+        processes_in(scratch.path()).is_empty(),
+        "{:?}",
+        processes_in(scratch.path())
+    );
+    assert!(
+        left_in(scratch.path()).is_empty(),
+        "{:?}",
+        left_in(scratch.path())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_offset_target_recovers_to_that_time_and_no_further() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.psql("INSERT INTO orders VALUES (6)")?;
+    // The drill starts within 5 s of the second commit (the scene takes a second or two),
+    // and more than 5 s after the first: the target falls between them.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    pg.psql("INSERT INTO orders VALUES (7)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let extra =
+        "target = \"5s\"\n[[drill.check]]\nsql = \"select max(id) from orders\"\nexpect = \"6\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            scratch.path(),
+            extra,
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["target"], "5s before now", "{c}");
+    assert!(
+        d["target_time"].is_string() && d["recovered_at"].is_string(),
+        "{c}"
+    );
+    assert!(
+        d["target_distance_secs"].as_i64().is_some_and(|s| s >= 0),
+        "{c}"
+    );
+    Ok(())
+}
+
+/// `backwatch-agent check` runs a drill once and judges it with the default limits.
+#[test]
+fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    rt.block_on(orders(&pg, 3))?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "t", "stream")?;
+    let cfg = backups.path().join("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "backup_dir = []\ndisk = []\n{}",
+            drill_section(
+                "main",
+                &backups.path().join("b1"),
+                pg.archive_dir(),
+                scratch.path(),
+                ""
+            )
+        ),
+    )?;
+    let out = Command::new(backwatch_tests::harness::bin("backwatch-agent"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .context("running backwatch-agent check")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("OK       drill.main"), "{text}");
+    assert!(left_in(scratch.path()).is_empty());
+    Ok(())
+}
+
+/// Runs `argv` as `postgres` (the owner of a pgBackRest repository next to the server).
+fn as_postgres(argv: &[&str]) -> Result<()> {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(argv)
+        .current_dir("/tmp")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{argv:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Every file of a tree with its size and modification time, to show it was not written.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(t) = m.modified() {
+                out.push((e.path(), m.len(), t));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let postgres = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
+    nix::unistd::chown(dir.path(), Some(postgres.uid), Some(postgres.gid))?;
+    let conf = dir.path().join("pgbackrest.conf");
+    let conf_arg = format!("--config={}", conf.display());
+    let pg = PgCluster::init()
+        .archive_command(&format!(
+            "pgbackrest {conf_arg} --stanza=main archive-push %p"
+        ))
+        .start()?;
+    fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nlock-path={}\nlog-level-console=warn\nlog-level-file=off\n\
+             start-fast=y\n[main]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
+            dir.path().join("repo").display(),
+            dir.path().join("lock").display(),
+            pg.data_dir().display(),
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+    )?;
+    nix::unistd::chown(&conf, Some(postgres.uid), Some(postgres.gid))?;
+    as_postgres(&["pgbackrest", &conf_arg, "--stanza=main", "stanza-create"])?;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 7)")?;
+    as_postgres(&[
+        "pgbackrest",
+        &conf_arg,
+        "--stanza=main",
+        "--type=full",
+        "backup",
+    ])?;
+    // After the backup: only archive-get during recovery brings these rows back.
+    pg.psql("INSERT INTO orders SELECT generate_series(8, 9)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let repo = snapshot(&dir.path().join("repo"));
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"repo\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.pgbackrest]\nstanza = \"main\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"9\"\n",
+        scratch.path().display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.repo", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["source_kind"], "pgbackrest", "{c}");
+    assert_eq!(d["backup_format"], "pgbackrest", "{c}");
+    assert!(
+        d["backup_path"].as_str().is_some_and(|l| l.ends_with('F')),
+        "{c}"
+    );
+    assert!(
+        d["wal_segments_restored"].as_u64().is_some_and(|n| n >= 1),
+        "{c}"
+    );
+    assert!(d["rto_ms"].is_u64(), "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(
+        snapshot(&dir.path().join("repo")),
+        repo,
+        "the repository was written"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The server (as postgres) copies WAL into Barman's incoming directory.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let home = dir.path().join("barman");
+    let incoming = home.join("pg/incoming");
+    fs::create_dir_all(&incoming)?;
+    fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
+    let pg = PgCluster::init()
+        .archive_command(&format!("cp %p {}/%f", incoming.display()))
+        .start()?;
+    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())?.context("no user name")?;
+    let conf = dir.path().join("barman.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
+             path_prefix = {bin}\n[pg]\ndescription = test\n\
+             conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\n\
+             backup_method = postgres\narchiver = on\n",
+            home = home.display(),
+            user = me.name,
+            dir = dir.path().display(),
+            bin = bindir()?.display(),
+            sock = pg.socket_dir().display(),
+            port = pg.port()
+        ),
+    )?;
+    let barman = |args: &[&str]| -> Result<()> {
+        let out = Command::new("barman")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "barman {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    // Barman's backup refuses to start before it has received WAL: ship one segment first.
+    let first = pg.switch_wal()?;
+    eventually(
+        WAIT,
+        "the first segment in Barman's incoming directory",
+        async || {
+            ensure!(incoming.join(&first).exists(), "{first} not there yet");
+            Ok(())
+        },
+    )
+    .await;
+    barman(&["archive-wal", "pg"])?;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
+    barman(&["backup", "--wait", "pg"])?;
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
+        scratch.path().display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["source_kind"], "barman", "{c}");
+    assert_eq!(d["backup_root"], "Barman server pg", "{c}");
+    assert!(d["rto_ms"].is_u64(), "{c}");
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(
+                left_in(scratch.path()).is_empty(),
+                "{:?}",
+                left_in(scratch.path())
+            );
+            ensure!(
+                processes_in(scratch.path()).is_empty(),
+                "{:?}",
+                processes_in(scratch.path())
+            );
+            Ok(())
+        },
+    )
+    .await;
+    Ok(())
+}
