@@ -189,6 +189,21 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
         rto["points"][0][1].as_f64().is_some_and(|v| v > 0.0),
         "{rto}"
     );
+    // The host page charts it and shows it against its limits.
+    let browser = backwatch_tests::harness::Browser::start().await?;
+    browser.goto(&scene.collector.url("/hosts/db1")).await?;
+    let got = browser
+        .wait_js(
+            WAIT,
+            "the drill's RTO chart and row",
+            "const c = document.querySelector('svg.chart[data-check=\"drill.plain\"]');\
+             const r = document.querySelector('tr[data-check=\"drill.plain\"] td:nth-of-type(2)');\
+             return c && Number(c.dataset.count) > 0 && r ? r.textContent : null;",
+        )
+        .await;
+    assert!(got.as_str().is_some_and(|t| t.starts_with("RTO ")), "{got}");
+    let errors = browser.script_errors().await?;
+    ensure!(errors.is_empty(), "the page logged errors: {errors:#?}");
     // And exported for Prometheus.
     let page = scene
         .collector

@@ -41,6 +41,16 @@ function measured(c) {
       `keep at least ${duration(d.min_retention_secs)}${want ? `; ${want}` : ''}`,
     ];
   }
+  if (kind === 'drill') {
+    const rto = d.rto_secs;
+    return [
+      rto === null || rto === undefined
+        ? (d.refused ? 'refused: not enough space' : 'did not recover')
+        : `RTO ${duration(Math.round(rto))}; ${bytes(d.bytes_restored)} restored, ${d.wal_segments_restored ?? 0} WAL segments` +
+          `${d.recovered_at ? `; recovered to ${when(d.recovered_at)}` : ''}`,
+      `${d.max_rto_secs ? `RTO at most ${duration(d.max_rto_secs)}; ` : ''}at most ${duration(d.max_shortfall_secs)} short of the ${d.target} target`,
+    ];
+  }
   return ['—', '—'];
 }
 
@@ -90,6 +100,10 @@ function chartFor(series, from, to) {
       points: pts, from, to, lines, bars, yFormat: (v) => duration(v),
       label: `${series.check}: archive delay; ${failed} failed attempt${failed === 1 ? '' : 's'} (red ticks)`,
     });
+  }
+  if (series.measure === 'rto_secs') {
+    const lines = series.warning !== null ? [{ y: series.warning, cls: 's-warning', label: `max RTO ${duration(series.warning)}` }] : [];
+    return lineChart({ points: pts, from, to, lines, yFormat: (v) => duration(Math.round(v)), label: `${series.check}: recovery time (RTO) per drill` });
   }
   return null;
 }
