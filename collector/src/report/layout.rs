@@ -239,6 +239,21 @@ pub static MONTHLY: Layout = Layout {
             ],
         },
         Section {
+            field: "drills",
+            title: "Restore drills: runs, passes and recovery time (RTO)",
+            empty: "No restore drill ran this month.",
+            columns: &[
+                col!("host", "Host", Text),
+                col!("check", "Drill", Text),
+                col!("drills", "Drills", Num),
+                col!("passed", "Passed", Num),
+                col!("failed", "Failed", Num),
+                col!("rto_median_secs", "RTO median", Secs),
+                col!("rto_p90_secs", "RTO p90", Secs),
+                col!("rto_max_secs", "RTO longest", Secs),
+            ],
+        },
+        Section {
             field: "wal_volume",
             title: "WAL archive volume",
             empty: "No WAL volume measured this month.",

@@ -100,6 +100,20 @@ pub struct LagLine {
     pub max_secs: Option<i64>,
 }
 
+/// One drill's month (docs/checks.md R33): how many ran and passed, and the recovery times
+/// measured (one per day at most: the day's last).
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillLine {
+    pub host: String,
+    pub check: String,
+    pub drills: i64,
+    pub passed: i64,
+    pub failed: i64,
+    pub rto_median_secs: Option<f64>,
+    pub rto_p90_secs: Option<f64>,
+    pub rto_max_secs: Option<i64>,
+}
+
 /// One cluster's recoverability over the month (docs/checks.md R31, R32): the worst data at
 /// risk of a WAL check, the narrowest recoverable window of an archive check.
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +174,8 @@ pub struct MonthlyReport {
     pub wal_volume: Vec<WalVolume>,
     /// Worst data at risk first, then the narrowest windows.
     pub recoverability: Vec<RecoverabilityLine>,
+    /// Restore drills: failures first, then the longest recovery time.
+    pub drills: Vec<DrillLine>,
     pub alerts_by_check: Vec<AlertCount>,
     pub alerts_by_host: Vec<AlertCount>,
     pub days: Vec<DayPoint>,
@@ -360,6 +376,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
     let (mut storage, mut backups, mut archive_lag, mut wal_volume) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut recoverability = Vec::new();
+    let mut drills = Vec::new();
     let mut hosts = std::collections::BTreeSet::new();
     for ((host, check), rows) in &by_check {
         hosts.insert(*host);
@@ -391,6 +408,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 }
                 wal_volume.extend(volume(rows));
             }
+            "drill" => drills.push(drill_month(rows)),
             "wal_archive" => {
                 archive_lag.extend(lag(rows));
                 wal_volume.extend(volume(rows));
@@ -502,6 +520,13 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         )
     }
     recoverability.sort_by(|a, b| super::stats::recovery_order(key(a), key(b)));
+    drills.sort_by(|a, b| {
+        b.failed
+            .cmp(&a.failed)
+            .then(b.rto_max_secs.cmp(&a.rto_max_secs))
+            .then(a.host.cmp(&b.host))
+            .then(a.check.cmp(&b.check))
+    });
     let check_key = |a: &Alert| {
         if a.fields.check == AGENT_CHECK {
             "agent (silent)".to_string()
@@ -524,12 +549,33 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         archive_lag,
         wal_volume,
         recoverability,
+        drills,
         alerts_by_check: count_alerts(input.alerts.iter().map(|a| (check_key(a), a)), window),
         alerts_by_host: count_alerts(
             input.alerts.iter().map(|a| (a.fields.host.clone(), a)),
             window,
         ),
         days,
+    }
+}
+
+/// A drill check's month from its day rows: runs, passes and the recovery times.
+fn drill_month(rows: &[&Rollup]) -> DrillLine {
+    let rtos: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.duration_secs)
+        .map(|s| s as f64)
+        .collect();
+    let last = rows[rows.len() - 1];
+    DrillLine {
+        host: last.host.clone(),
+        check: last.check.clone(),
+        drills: rows.iter().map(|r| r.samples).sum(),
+        passed: rows.iter().map(|r| r.n_ok).sum(),
+        failed: rows.iter().map(|r| r.n_critical + r.n_unknown).sum(),
+        rto_median_secs: opt_round(median(&rtos)),
+        rto_p90_secs: opt_round(quantile(&rtos, 0.9)),
+        rto_max_secs: rows.iter().filter_map(|r| r.duration_secs).max(),
     }
 }
 

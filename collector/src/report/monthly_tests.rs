@@ -176,3 +176,34 @@ fn the_agents_spool_check_is_not_capacity() {
     assert_eq!(r.storage.len(), 1);
     assert_eq!(r.storage[0].check, "disk.backup");
 }
+
+#[test]
+fn drills_of_the_month_count_runs_passes_and_recovery_times() {
+    let day = |n: i64, ok: i64, critical: i64, rto: Option<i64>| {
+        let mut r = Rollup::empty(
+            "db1",
+            "drill.main",
+            crate::store::reports::Period::Day,
+            t(n * 1440).timestamp_millis(),
+            "drill",
+        );
+        r.samples = ok + critical;
+        r.n_ok = ok;
+        r.n_critical = critical;
+        r.duration_secs = rto;
+        r
+    };
+    let mut i = input(Vec::new());
+    i.days = vec![
+        day(0, 1, 0, Some(100)),
+        day(7, 1, 0, Some(300)),
+        day(14, 0, 1, None),
+        day(21, 1, 0, Some(200)),
+    ];
+    let r = build(i);
+    assert_eq!(r.drills.len(), 1);
+    let d = &r.drills[0];
+    assert_eq!((d.drills, d.passed, d.failed), (4, 3, 1));
+    assert_eq!(d.rto_median_secs, Some(200.0));
+    assert_eq!(d.rto_max_secs, Some(300));
+}

@@ -108,6 +108,10 @@ pub fn sample(item: &Evaluated) -> Sample {
                 s.segment_bytes = Some(w.wal_segment_size_bytes);
             }
         }
+        Some(Observation::Drill(d)) => {
+            // The measured recovery time: the monthly review's RTO figures.
+            s.duration = d.rto_ms.map(|ms| int(ms / 1000));
+        }
         Some(Observation::PgBackRest(o) | Observation::Barman(o)) => {
             // The narrowest set's recoverable window, as the check reports it.
             s.window = o
