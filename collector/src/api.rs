@@ -5,6 +5,8 @@
 //! - `GET /api/v1/hosts`: every host, its last contact and each check's state
 //! - `GET /api/v1/hosts/{host}`: one host
 //! - `GET /api/v1/hosts/{host}/history?check=&since=&limit=`: stored results and transitions
+//! - `POST /api/v1/hosts/{host}/checks/{check}/run`: ask the host's agent to run that probe now
+//!   (a restore drill on demand, a backup check after a backup)
 //! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of all of this (see `openapi`)
 //! - `POST /api/v1/enrollments`: a one-time enrollment token for a new host (see `enrollments`)
 //! - `GET /api/v1/recovery?host=`: per cluster, data at risk and recoverable window (see
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub reports: Arc<crate::config::reports::Reports>,
     /// `[enroll]`, when enrollment is on (`POST /api/v1/enrollments`).
     pub enroll: Option<Arc<crate::config::enroll::Enroll>>,
+    /// The agent streams of this collector, for "run now" (`POST .../run`).
+    pub commands: crate::commands::Commands,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -62,6 +66,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/hosts/{host}", get(host))
         .route("/api/v1/hosts/{host}/history", get(history))
+        .route(
+            "/api/v1/hosts/{host}/checks/{check}/run",
+            axum::routing::post(run_now),
+        )
         .merge(alerts::routes())
         .merge(dashboard::routes())
         .merge(reports::routes())
@@ -151,6 +159,36 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
         clock_suspect: h.facts.clock_skew_ms.abs() > 300_000,
         groups,
         checks,
+    }
+}
+
+/// Ask a connected agent to run one of its probes now. 202 when a stream of the host on this
+/// collector took the request (the agent may still refuse it: a probe already running, or
+/// asked again within seconds; its answer is in the collector log); 404 for a check the host
+/// does not have; 409 when the host has no stream to this collector.
+async fn run_now(
+    State(s): State<ApiState>,
+    Path((host, check)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if s.store.check_state(&host, &check).await?.is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("host {host:?} has no check {check:?}"),
+        ));
+    }
+    match s.commands.run_now(&host, &check) {
+        crate::commands::Asked::Sent(streams) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "host": host, "check": check, "asked_streams": streams })),
+        )),
+        crate::commands::Asked::NotConnected => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{host} has no stream to this collector now"),
+        )),
+        crate::commands::Asked::Busy => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{host}'s stream is not taking requests now; try again"),
+        )),
     }
 }
 

@@ -28,8 +28,8 @@ use crate::tls::{fingerprint, host_of, validity_of};
 use backwatch_proto::convert::{ConvertError, from_ts, to_ts};
 use backwatch_proto::model::ProbeResult;
 use backwatch_proto::wire::{
-    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Message, Pong, Rejected,
-    ResultBatch, Unsupported, Welcome,
+    Ack, AgentMessage, AgentPayload, CollectorMessage, CollectorPayload, Command, CommandAction,
+    Message, Pong, Rejected, ResultBatch, RunProbeNow, Unsupported, Welcome,
 };
 use chrono::Utc;
 use std::collections::HashMap;
@@ -80,6 +80,8 @@ pub struct IngestService {
     changed: Arc<Notify>,
     /// Results and contact go through group commit (see `group_commit`).
     writer: GroupWriter,
+    /// Where the HTTP API's "run now" requests reach this collector's agent streams.
+    commands: crate::commands::Commands,
     /// `enroll.supersede_grace` (its default without `[enroll]`: certificates recorded
     /// while enrollment was on still supersede).
     supersede_grace: Duration,
@@ -93,6 +95,7 @@ impl IngestService {
         changed: Arc<Notify>,
         writer: GroupWriter,
         supersede_grace: Duration,
+        commands: crate::commands::Commands,
     ) -> Self {
         IngestService {
             store,
@@ -102,6 +105,7 @@ impl IngestService {
             stream_rate: StreamRate::default(),
             changed,
             writer,
+            commands,
             supersede_grace,
         }
     }
@@ -247,6 +251,7 @@ impl IngestService {
             checks: None,
             refused_checks: Default::default(),
             over_limit_raised: false,
+            commands: self.commands.register(&host),
             _slot: slot,
         };
         let span = info_span!("stream", agent = %host, peer = %peer);
@@ -282,6 +287,8 @@ struct Session {
     refused_checks: std::collections::HashSet<String>,
     /// This stream already raised `agent.checks`.
     over_limit_raised: bool,
+    /// "Run now" requests from the HTTP API for this host.
+    commands: crate::commands::Registration,
     _slot: StreamSlot,
 }
 
@@ -289,7 +296,17 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<Bytes>) {
         info!("agent stream opened");
         loop {
-            let raw = match inbound.message().await {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                Some(check) = self.commands.rx.recv() => {
+                    if let Err(status) = self.run_now(check).await {
+                        warn!(error = %status.message(), "ending agent stream");
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let raw = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
@@ -318,6 +335,21 @@ impl Session {
             }
         }
         info!("agent stream closed");
+    }
+
+    /// Ask the agent to run `check` now (after Hello only: before it, the agent is not
+    /// listening for commands yet).
+    async fn run_now(&mut self, check: String) -> Result<(), Status> {
+        if !self.greeted {
+            return Ok(());
+        }
+        info!(check = %clip(&check), "asking the agent to run a probe now");
+        let command_id = format!("run-now-{}", self.seq + 1);
+        self.send(CollectorPayload::Command(Command {
+            command_id,
+            action: Some(CommandAction::RunProbeNow(RunProbeNow { check })),
+        }))
+        .await
     }
 
     async fn send(&mut self, payload: CollectorPayload) -> Result<(), Status> {

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod api;
 pub mod certs;
+pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod group_commit;

@@ -138,6 +138,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         .map_or(crate::config::enroll::DEFAULT_SUPERSEDE_GRACE, |e| {
             e.supersede_grace
         });
+    let commands = crate::commands::Commands::default();
     let ingest = IngestService::new(
         store.clone(),
         thresholds,
@@ -145,6 +146,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         changed.clone(),
         writer,
         supersede_grace,
+        commands.clone(),
     );
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -201,6 +203,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         dashboard,
         reports: Arc::new(config.reports.clone()),
         enroll: config.enroll.clone().map(Arc::new),
+        commands,
     });
     let http_gate = crate::listen::Gate::new("http", config.http.limits);
     let http_server = crate::http_serve::serve(

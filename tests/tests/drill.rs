@@ -310,6 +310,41 @@ async fn a_failing_smoke_check_is_critical() -> Result<()> {
         "{c}"
     );
     assert_eq!(c["details"]["smoke"][1]["passed"], true, "{c}");
+
+    // Run on demand (the schedule says hourly): the collector asks the agent over its stream,
+    // and a new drill result arrives.
+    let collector = &scene.collector;
+    let first = c["observed_at"].clone();
+    let http = collector.http_client();
+    let url = |host: &str, check: &str| {
+        collector.url(&format!("/api/v1/hosts/{host}/checks/{check}/run"))
+    };
+    // The host page's "Run now" button, in Chromium.
+    let browser = backwatch_tests::harness::Browser::start().await?;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let button = "button[data-run=\"drill.main\"]";
+    browser
+        .wait_js(
+            WAIT,
+            "the run-now button",
+            &format!("return document.querySelector('{button}') ? true : null;"),
+        )
+        .await;
+    browser.click(button).await?;
+    collector
+        .wait_check("db1", "drill.main", "a drill run on demand", WAIT, |c| {
+            c["observed_at"] != first && c["status"] == "critical"
+        })
+        .await;
+    // Nothing to ask: a check the host does not have, a host that is not connected.
+    assert_eq!(
+        http.post(url("db1", "drill.other")).send().await?.status(),
+        404
+    );
+    assert_eq!(
+        http.post(url("db9", "drill.main")).send().await?.status(),
+        404
+    );
     Ok(())
 }
 

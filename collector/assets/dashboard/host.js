@@ -65,7 +65,27 @@ function detailList(details) {
     ])));
 }
 
-function checksTable(host) {
+/** "Run now": asks the host's agent to run this probe at once (a drill on demand). */
+function runNow(host, check, ctx) {
+  if (!ctx.canAck || check.startsWith('agent.')) return null;
+  const status = h('span', { class: 'form-status', role: 'status' });
+  const button = h('button', { type: 'button', class: 'run-now', 'data-run': check }, 'Run now');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    status.textContent = 'asking…';
+    try {
+      await api(`/api/v1/hosts/${encodeURIComponent(host)}/checks/${encodeURIComponent(check)}/run`, { method: 'POST' });
+      status.textContent = 'asked: the result arrives when the probe has run';
+    } catch (e) {
+      status.textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('span', { class: 'run-now-cell' }, button, ' ', status);
+}
+
+function checksTable(host, ctx) {
   const rows = host.checks.map((c) => {
     const [m, t] = measured(c);
     return h('tr', { 'data-check': c.name },
@@ -74,7 +94,7 @@ function checksTable(host) {
       h('td', {}, m),
       h('td', {}, t),
       h('td', { class: 'summary-cell' }, h('div', {}, c.summary), detailList(c.details)),
-      h('td', { title: c.observed_at || '' }, ago(c.observed_at)));
+      h('td', { title: c.observed_at || '' }, ago(c.observed_at), ' ', runNow(host.host, c.name, ctx)));
   });
   return table(['Check', 'Status', 'Measurement', 'Threshold', 'Summary', 'Measured'], rows, { class: 'checks' });
 }
@@ -188,7 +208,7 @@ export function mount(main, ctx) {
       main.replaceChildren(
         h('h1', {}, host.host, ' ', badge(host.status)),
         facts(host),
-        section('Checks', checksTable(host)),
+        section('Checks', checksTable(host, ctx)),
         section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now()))),
         section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
         section('Alerts', mine.length
