@@ -250,14 +250,13 @@ impl CollectorBuilder<'_> {
 
     pub async fn start(self) -> anyhow::Result<Collector> {
         let dir = tempfile::tempdir()?;
-        let grpc_port = free_port();
-        let http_port = free_port();
         let store_url = self
             .store_url
+            .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("collector.db").display()));
         let d = self.certs.dir();
         let config = dir.path().join("collector.toml");
-        let mut http_keys = self.http_keys;
+        let mut http_keys = self.http_keys.clone();
         if self.https {
             let (cert, key) = (dir.path().join("http.pem"), dir.path().join("http-key.pem"));
             std::fs::copy(d.join("collector.pem"), &cert)?;
@@ -268,16 +267,6 @@ impl CollectorBuilder<'_> {
                 key.display()
             ));
         }
-        let text = format!(
-            "[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
-             [http]\nlisten = \"{}:{http_port}\"\n{http_keys}[store]\nurl = \"{store_url}\"\n{}",
-            d.join("ca.pem").display(),
-            d.join("collector.pem").display(),
-            d.join("collector-key.pem").display(),
-            self.grpc,
-            self.http_host,
-            self.extra
-        );
         let http = if self.https {
             let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.pem"))?)?;
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -285,21 +274,51 @@ impl CollectorBuilder<'_> {
         } else {
             http_client()
         };
-        std::fs::write(&config, text)?;
         let mut c = Collector {
             dir,
             config,
             child: None,
-            grpc_port,
-            http_port,
+            grpc_port: 0,
+            http_port: 0,
             http,
-            log_filter: self.log_filter,
+            log_filter: self.log_filter.clone(),
             scheme: if self.https { "https" } else { "http" },
         };
-        c.launch().await?;
-        Ok(c)
+        // A port found free can be taken by another test before the collector binds it:
+        // try fresh ports a few times, as the PostgreSQL harness does.
+        for attempt in 1..=START_ATTEMPTS {
+            c.grpc_port = free_port();
+            c.http_port = free_port();
+            let text = format!(
+                "[grpc]\nlisten = \"127.0.0.1:{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
+                 [http]\nlisten = \"{}:{}\"\n{http_keys}[store]\nurl = \"{store_url}\"\n{}",
+                c.grpc_port,
+                d.join("ca.pem").display(),
+                d.join("collector.pem").display(),
+                d.join("collector-key.pem").display(),
+                self.grpc,
+                self.http_host,
+                c.http_port,
+                self.extra
+            );
+            std::fs::write(&c.config, text)?;
+            match c.launch().await {
+                Ok(()) => return Ok(c),
+                Err(e) if attempt < START_ATTEMPTS && c.log().contains(PORT_TAKEN) => {
+                    c.kill();
+                    eprintln!("collector: a port was taken meanwhile ({e:#}); trying others");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 }
+
+/// Start attempts of a collector on fresh ports.
+const START_ATTEMPTS: usize = 3;
+/// What the collector says when a listener's port is taken.
+const PORT_TAKEN: &str = "Address already in use";
 
 impl Collector {
     async fn launch(&mut self) -> anyhow::Result<()> {
@@ -325,13 +344,21 @@ impl Collector {
                 if let Ok(r) = http.get(&url).send().await
                     && r.status().is_success()
                 {
-                    return;
+                    return true;
+                }
+                // A collector that exited (a port taken, a bad configuration) will not answer.
+                if self
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+                {
+                    return false;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
         .await;
-        if ready.is_err() {
+        if ready != Ok(true) {
             bail!("collector did not become healthy:\n{}", self.log());
         }
         Ok(())
