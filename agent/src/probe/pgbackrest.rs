@@ -80,11 +80,17 @@ impl Probe for PgBackRestProbe {
 }
 
 impl PgBackRestProbe {
-    fn argv(&self) -> Vec<String> {
+    /// The program, its leading arguments and `--config`: what every command starts with.
+    fn command(&self) -> Vec<String> {
         let mut argv = self.command.clone();
         if let Some(c) = &self.config {
             argv.push(format!("--config={}", c.display()));
         }
+        argv
+    }
+
+    fn argv(&self) -> Vec<String> {
+        let mut argv = self.command();
         if let Some(s) = &self.stanza {
             argv.push(format!("--stanza={s}"));
         }
@@ -95,10 +101,7 @@ impl PgBackRestProbe {
     /// `repo-ls` of the repository directory holding segment `max` of `stanza`'s archive
     /// `id` (`archive/main/15-1/0000000100000000`): its files with their times.
     fn repo_ls_argv(&self, stanza: &str, id: &str, max: &str) -> Vec<String> {
-        let mut argv = self.command.clone();
-        if let Some(c) = &self.config {
-            argv.push(format!("--config={}", c.display()));
-        }
+        let mut argv = self.command();
         let dir = max.get(..16).unwrap_or(max);
         argv.extend([
             "--output=json".to_string(),
