@@ -165,12 +165,13 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
 /// Ask a connected agent to run one of its probes now. 202 when a stream of the host on this
 /// collector took the request (the agent may still refuse it: a probe already running, or
 /// asked again within seconds; its answer is in the collector log); 404 for a check the host
-/// does not have; 409 when the host has no stream to this collector.
+/// does not have (neither reported nor announced at the agent's hello: a drill due next week
+/// can run now); 409 when the host has no stream to this collector.
 async fn run_now(
     State(s): State<ApiState>,
     Path((host, check)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    if s.store.check_state(&host, &check).await?.is_none() {
+    if !s.commands.announced(&host, &check) && s.store.check_state(&host, &check).await?.is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("host {host:?} has no check {check:?}"),

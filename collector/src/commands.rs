@@ -16,8 +16,17 @@ use tokio::sync::mpsc;
 /// Requests waiting per stream.
 const QUEUE: usize = 4;
 
-/// Host → its streams on this collector: (registration id, request queue).
-type Streams = HashMap<String, Vec<(u64, mpsc::Sender<String>)>>;
+/// A stream on this collector: its registration id, its request queue, and the checks its
+/// agent announced at hello (so a check that has not reported yet, such as a drill due next
+/// week, can already be run on demand).
+struct Stream {
+    id: u64,
+    tx: mpsc::Sender<String>,
+    checks: Vec<String>,
+}
+
+/// Host → its streams on this collector.
+type Streams = HashMap<String, Vec<Stream>>;
 
 #[derive(Default, Clone)]
 pub struct Commands(Arc<Mutex<Streams>>);
@@ -49,7 +58,11 @@ impl Commands {
         self.lock()
             .entry(host.to_string())
             .or_default()
-            .push((id, tx));
+            .push(Stream {
+                id,
+                tx,
+                checks: Vec::new(),
+            });
         Registration {
             commands: self.clone(),
             host: host.to_string(),
@@ -66,7 +79,7 @@ impl Commands {
         };
         let sent = streams
             .iter()
-            .filter(|(_, tx)| tx.try_send(check.to_string()).is_ok())
+            .filter(|s| s.tx.try_send(check.to_string()).is_ok())
             .count();
         if sent == 0 {
             Asked::Busy
@@ -75,8 +88,28 @@ impl Commands {
         }
     }
 
+    /// Whether a stream of `host` on this collector announced `check` at its hello.
+    pub fn announced(&self, host: &str, check: &str) -> bool {
+        self.lock()
+            .get(host)
+            .is_some_and(|s| s.iter().any(|s| s.checks.iter().any(|c| c == check)))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Streams> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Registration {
+    /// The checks the agent configured, as its hello listed them.
+    pub fn announce(&self, checks: &[String]) {
+        let mut map = self.commands.lock();
+        if let Some(s) = map
+            .get_mut(&self.host)
+            .and_then(|s| s.iter_mut().find(|s| s.id == self.id))
+        {
+            s.checks = checks.to_vec();
+        }
     }
 }
 
@@ -84,7 +117,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut map = self.commands.lock();
         if let Some(streams) = map.get_mut(&self.host) {
-            streams.retain(|(id, _)| *id != self.id);
+            streams.retain(|s| s.id != self.id);
             if streams.is_empty() {
                 map.remove(&self.host);
             }
@@ -103,11 +136,16 @@ mod tests {
         let mut r = c.register("db1");
         assert_eq!(c.run_now("db1", "drill.main"), Asked::Sent(1));
         assert_eq!(r.rx.try_recv().ok().as_deref(), Some("drill.main"));
+        assert!(!c.announced("db1", "drill.main"));
+        r.announce(&["wal.main".into(), "drill.main".into()]);
+        assert!(c.announced("db1", "drill.main"));
+        assert!(!c.announced("db2", "drill.main"));
         for _ in 0..QUEUE {
             c.run_now("db1", "drill.main");
         }
         assert_eq!(c.run_now("db1", "drill.main"), Asked::Busy);
         drop(r);
         assert_eq!(c.run_now("db1", "drill.main"), Asked::NotConnected);
+        assert!(!c.announced("db1", "drill.main"));
     }
 }

@@ -407,6 +407,7 @@ impl Session {
                     .await
                     .map_err(store_unavailable)?;
                 self.retire_unconfigured(&h.checks, now).await?;
+                self.commands.announce(&h.checks);
                 self.checks_back_under_limit(now).await?;
                 info!(
                     version = %clip(&facts.agent_version),

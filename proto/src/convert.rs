@@ -297,6 +297,7 @@ impl From<&WalObs> for pb::WalArchiveObservation {
                 .as_deref()
                 .map(clip)
                 .unwrap_or_default(),
+            system_identifier: w.system_identifier.as_deref().map(clip).unwrap_or_default(),
         }
     }
 }
@@ -471,6 +472,7 @@ fn observation_from_wire(
                 "unswitched_writes_note",
                 w.unswitched_writes_note,
             )?),
+            system_identifier: non_empty(text("system_identifier", w.system_identifier)?),
             archive_mode: text("archive_mode", w.archive_mode)?,
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,

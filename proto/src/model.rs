@@ -242,4 +242,8 @@ pub struct WalObs {
     /// Why `unswitched_writes_since` is unknown or a lower bound.
     #[serde(default)]
     pub unswitched_writes_note: Option<String>,
+    /// pg_control_system().system_identifier (decimal): shared by a primary, its standbys and
+    /// every restore of their backups, so a drill is matched to the cluster it proves.
+    #[serde(default)]
+    pub system_identifier: Option<String>,
 }

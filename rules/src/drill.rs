@@ -65,6 +65,7 @@ pub fn judge(obs: &DrillObs) -> Verdict {
         "max_shortfall_secs": obs.max_shortfall_secs,
         "timed_out": obs.timed_out,
         "cleanup_error": obs.cleanup_error,
+        "system_identifier": obs.system_identifier,
     });
     let mut v = verdict(obs);
     if let Some(e) = &obs.cleanup_error {

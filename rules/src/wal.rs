@@ -263,6 +263,7 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
         "unswitched_writes_since": obs.unswitched_writes_since,
         "unswitched_writes_note": obs.unswitched_writes_note,
         "max_data_at_risk_secs": l.max_data_at_risk.as_secs(),
+        "system_identifier": obs.system_identifier,
     });
     let verdict = |status: Status, summary: String| {
         Verdict::new(status, summary)

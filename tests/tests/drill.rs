@@ -348,6 +348,110 @@ async fn a_failing_smoke_check_is_critical() -> Result<()> {
     Ok(())
 }
 
+/// A drill proves the cluster it restored: matched to the cluster's WAL check by the system
+/// identifier, its recovered point is on that cluster's timeline. And a drill that is not due
+/// (it ran, as far as its schedule knows, a moment ago) runs on demand before it ever reported.
+#[tokio::test]
+async fn a_drill_not_yet_due_runs_on_demand_and_marks_its_clusters_timeline() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 7).await?;
+    let (backups, scratch, spool) = (tempfile::tempdir()?, scratch()?, tempfile::tempdir()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.psql("INSERT INTO orders VALUES (8)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    fs::write(spool.path().join("last-run.drill.main"), format!("{now}\n"))?;
+    let scene = scene("db1", |a| {
+        a.spool_dir(spool.path())
+            .wal("main", &pg.dsn(), "1s")
+            .toml(&drill_section(
+                "main",
+                backups.path(),
+                pg.archive_dir(),
+                scratch.path(),
+                "",
+            ))
+    })
+    .await?;
+    let collector = &scene.collector;
+    let wal = collector
+        .wait_check("db1", "wal.main", "the cluster's identity", WAIT, |c| {
+            c["details"]["system_identifier"].is_string()
+        })
+        .await;
+    let id = wal["details"]["system_identifier"].clone();
+    let recovery = collector.api("/api/v1/recovery?host=db1").await?;
+    assert_eq!(recovery[0]["system_identifier"], id, "{recovery}");
+    assert_eq!(
+        recovery[0]["drill"],
+        Value::Null,
+        "not drilled yet: {recovery}"
+    );
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let monthly = format!("/api/v1/reports/monthly?month={month}");
+    let review = collector.api(&monthly).await?;
+    assert_eq!(
+        review["not_drilled"],
+        serde_json::json!([{"host": "db1", "check": "wal.main",
+                            "drills": "no drill restores this cluster"}]),
+        "{review}"
+    );
+    assert!(
+        collector.api("/api/v1/hosts/db1").await?["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["check"] != "drill.main")),
+        "the drill has not reported"
+    );
+
+    let asked = collector
+        .http_client()
+        .post(collector.url("/api/v1/hosts/db1/checks/drill.main/run"))
+        .send()
+        .await?;
+    assert_eq!(asked.status(), 202, "announced at hello, so it can run now");
+    let c = collector
+        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    assert_eq!(c["details"]["system_identifier"], id, "{c}");
+    let recovered = c["details"]["recovered_at"].clone();
+    ensure!(recovered.is_string(), "{c}");
+
+    let recovery = collector.api("/api/v1/recovery?host=db1").await?;
+    let drill = &recovery[0]["drill"];
+    assert_eq!(drill["check"], "drill.main", "{recovery}");
+    assert_eq!(drill["host"], "db1", "{recovery}");
+    assert_eq!(drill["status"], "ok", "{recovery}");
+    assert_eq!(drill["recovered_at"], recovered, "{recovery}");
+    let review = collector.api(&monthly).await?;
+    assert_eq!(review["not_drilled"], serde_json::json!([]), "{review}");
+
+    // On the host page: the diamond on the cluster's timeline, and the drill in words.
+    let browser = backwatch_tests::harness::Browser::start().await?;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let got = browser
+        .wait_js(
+            WAIT,
+            "the drill's point on the timeline",
+            "const f = document.querySelector('figure.recovery[data-cluster=\"main\"]');\
+             const svg = f && f.querySelector('svg.timeline');\
+             if (!svg || !svg.dataset.drillRecovered || !svg.querySelector('.drill-mark.s-ok')) return null;\
+             return [Number(svg.dataset.drillRecovered), f.querySelector('.drill-text').textContent];",
+        )
+        .await;
+    let at = chrono::DateTime::parse_from_rfc3339(recovered.as_str().unwrap_or_default())?;
+    assert_eq!(got[0].as_i64(), Some(at.timestamp_millis()), "{got}");
+    let text = got[1].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("latest drill drill.main on db1 (") && text.contains("): recovered to "),
+        "{text}"
+    );
+    let errors = browser.script_errors().await?;
+    ensure!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    Ok(())
+}
+
 /// A role the restored cluster does not have: said within seconds, not at the drill's timeout.
 #[tokio::test]
 async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {

@@ -295,6 +295,7 @@ impl DrillProbe {
         obs.rto_ms = Some(obs.restore_ms + obs.recovery_ms);
         obs.recovered_at = facts.recovered_at;
         obs.replay_lsn = facts.replay_lsn.clone();
+        obs.system_identifier = facts.system_identifier.clone();
         s.set_replay(facts.replay_segment());
         let smoking = Instant::now();
         obs.smoke = self.smoke_checks(s).await;

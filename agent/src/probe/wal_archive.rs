@@ -253,8 +253,17 @@ async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, S
             obs.pending_note = Some(note);
         }
     }
+    // Optional, in a statement of its own: a server that revoked it is still judged; only
+    // the link to restore drills (by this identifier) is missing then.
+    match client.query_one(SYSTEM_ID_SQL, &[]).await {
+        Ok(row) => obs.system_identifier = row.try_get(0).ok().flatten(),
+        Err(e) => tracing::debug!(error = %chain(&e), "system identifier not readable"),
+    }
     Ok(obs)
 }
+
+/// The cluster's identity, shared by its standbys and every restore of its backups.
+const SYSTEM_ID_SQL: &str = "SELECT system_identifier::text FROM pg_control_system()";
 
 /// Why the pending list could not be read, phrased as what to do about it.
 fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {

@@ -142,10 +142,14 @@ export function sparkline(points, cls = '') {
 /**
  * A cluster's recoverability on one time line ending now: the recoverable window (`start` to
  * `end`, Unix ms) as a bar, the WAL after a cut as a hatched critical bar, and the data at risk
- * (the last `riskSecs` before now) as a critical bar on a second row. The `svg` carries
- * `data-window-start`, `data-window-end`, `data-cut` and `data-risk-secs` for tests.
+ * (the last `riskSecs` before now) as a critical bar on a second row; the point the latest
+ * restore drill recovered to (`drillAt`, Unix ms) as a diamond on the window row, coloured by
+ * the drill's status. The `svg` carries `data-window-start`, `data-window-end`, `data-cut`,
+ * `data-risk-secs` and `data-drill-recovered` for tests.
  */
-export function timelineBar({ from, to, start = null, end = null, cut = false, riskSecs = null, label = '' }) {
+export function timelineBar({
+  from, to, start = null, end = null, cut = false, riskSecs = null, drillAt = null, drillStatus = 'ok', label = '',
+}) {
   const BW = W;
   const BH = 74;
   const x = scale(from, to, M.left, BW - M.right);
@@ -153,6 +157,7 @@ export function timelineBar({ from, to, start = null, end = null, cut = false, r
     class: 'chart timeline', viewBox: `0 0 ${BW} ${BH}`, role: 'img', 'aria-label': label,
     'data-window-start': start ?? '', 'data-window-end': end ?? '', 'data-cut': cut ? 'true' : 'false',
     'data-risk-secs': riskSecs ?? '',
+    'data-drill-recovered': drillAt ?? '',
   });
   svg.append(s('title', {}, label));
   const row = (y, text) => {
@@ -171,6 +176,12 @@ export function timelineBar({ from, to, start = null, end = null, cut = false, r
   if (riskSecs !== null && riskSecs > 0) {
     const x0 = x(Math.max(from, to - riskSecs * 1000));
     svg.append(s('rect', { x: x0, y: 30, width: Math.max(2, x(to) - x0), height: 14, class: 'bar s-critical' }));
+  }
+  if (drillAt !== null && drillAt >= from && drillAt <= to) {
+    const dx = x(drillAt);
+    svg.append(s('path', {
+      d: `M${dx} 5 L${dx + 6} 15 L${dx} 25 L${dx - 6} 15 Z`, class: `drill-mark s-${drillStatus}`,
+    }, s('title', {}, 'latest restore drill recovered to here')));
   }
   midnights(from, to).forEach((t, i, all) => {
     const step = Math.max(1, Math.ceil(all.length / 10));

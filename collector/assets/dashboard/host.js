@@ -157,11 +157,19 @@ function recovery(clusters, now) {
     const windowText = w
       ? `restorable from ${when(w.start)} to ${when(w.end)}${w.cut_at ? ` — cut: ${w.cut_at} is missing` : ''}`
       : `no recoverable window${c.window_note ? `: ${c.window_note}` : ''}`;
-    const label = `${c.cluster}: ${windowText}; ${riskText}`;
+    const d = c.drill;
+    const drillAt = d && d.recovered_at ? new Date(d.recovered_at).getTime() : null;
+    const drillText = !d ? 'not drilled (no restore drill recovered this cluster)'
+      : `latest drill ${d.check} on ${d.host} (${when(d.at)}): ${drillAt !== null ? `recovered to ${when(d.recovered_at)}` : 'no point recovered'}${d.rto_secs !== null ? `, RTO ${duration(Math.round(d.rto_secs))}` : ''}`;
+    const label = `${c.cluster}: ${windowText}; ${riskText}; ${drillText}`;
     return h('figure', { class: 'recovery', 'data-cluster': c.cluster },
       h('figcaption', {}, h('strong', {}, c.cluster), ' ', badge(c.status), ' ',
-        h('span', { class: 'window-text' }, windowText), ' · ', h('span', { class: 'risk-text' }, riskText)),
-      timelineBar({ from, to: now, start, end, cut: Boolean(w && w.cut_at), riskSecs: risk ?? null, label }));
+        h('span', { class: 'window-text' }, windowText), ' · ', h('span', { class: 'risk-text' }, riskText),
+        h('br', {}), h('span', { class: 'drill-text' }, drillText), d ? [' ', badge(d.status)] : null),
+      timelineBar({
+        from: drillAt !== null ? Math.min(from, drillAt) : from, to: now, start, end, cut: Boolean(w && w.cut_at),
+        riskSecs: risk ?? null, drillAt, drillStatus: d ? d.status : 'ok', label,
+      }));
   });
 }
 

@@ -8,6 +8,11 @@
 //! of its sets. Nothing is computed
 //! here that the rules did not decide: the figures are the checks' details, side by side, so
 //! the API, the host page and the reports cannot disagree.
+//!
+//! A restore drill (`drill.<x>`, R33) proves a cluster when the cluster it recovered has the
+//! cluster's system identifier (`pg_control_system()`): the identifier is kept by standbys and
+//! by every restore of a backup, whichever host ran the drill. The latest such drill is shown
+//! with the cluster (its recovered point on the timeline).
 
 use super::{ApiError, ApiState};
 use crate::status::Status;
@@ -43,6 +48,79 @@ pub struct ClusterRecovery {
     pub window: Option<Value>,
     pub window_secs: Option<i64>,
     pub window_note: Option<String>,
+    /// The cluster's system identifier (decimal), as its WAL check read it.
+    pub system_identifier: Option<String>,
+    /// The latest restore drill of this cluster, on any host.
+    pub drill: Option<DrillPoint>,
+}
+
+/// A drill's latest result, as far as the cluster's timeline needs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillPoint {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    pub summary: String,
+    /// When the drill started (agent clock), else when its result was measured.
+    pub at: Option<Value>,
+    /// Commit time of the last transaction the drill replayed: the point it restored to.
+    pub recovered_at: Option<Value>,
+    pub target_time: Option<Value>,
+    pub rto_secs: Option<f64>,
+}
+
+impl DrillPoint {
+    fn of(d: &CheckState) -> Self {
+        let v = &d.details;
+        let time = |k: &str| Some(v[k].clone()).filter(|t| t.is_string());
+        DrillPoint {
+            host: d.host.clone(),
+            check: d.check.clone(),
+            status: d.status,
+            summary: d.summary.clone(),
+            at: time("started_at").or_else(|| d.observed_at.map(|t| Value::from(t.to_rfc3339()))),
+            recovered_at: time("recovered_at"),
+            target_time: time("target_time"),
+            rto_secs: v["rto_secs"].as_f64(),
+        }
+    }
+}
+
+/// For each WAL check of `wal_checks` that read its cluster's system identifier, the drills
+/// among `drills` (`drill.*` states of any host) that recovered a cluster with that
+/// identifier, as (host, check) pairs, keyed by (host, WAL check).
+pub fn drills_of(
+    wal_checks: &[CheckState],
+    drills: &[CheckState],
+) -> BTreeMap<(String, String), Vec<(String, String)>> {
+    wal_checks
+        .iter()
+        .filter(|w| w.check.starts_with("wal."))
+        .filter_map(|w| {
+            let id = w.details["system_identifier"].as_str()?;
+            let linked = drills
+                .iter()
+                .filter(|d| d.details["system_identifier"].as_str() == Some(id))
+                .map(|d| (d.host.clone(), d.check.clone()))
+                .collect();
+            Some(((w.host.clone(), w.check.clone()), linked))
+        })
+        .collect()
+}
+
+/// Attach to each cluster with a system identifier the latest of `drills` (`drill.*` states of
+/// any host) that recovered a cluster with the same identifier.
+pub fn link_drills(clusters: &mut [ClusterRecovery], drills: &[CheckState]) {
+    for c in clusters.iter_mut() {
+        let Some(id) = c.system_identifier.as_deref() else {
+            continue;
+        };
+        c.drill = drills
+            .iter()
+            .filter(|d| d.details["system_identifier"].as_str() == Some(id))
+            .max_by_key(|d| d.observed_at)
+            .map(DrillPoint::of);
+    }
 }
 
 impl ClusterRecovery {
@@ -59,6 +137,8 @@ impl ClusterRecovery {
             window: None,
             window_secs: None,
             window_note: None,
+            system_identifier: None,
+            drill: None,
         }
     }
 
@@ -93,6 +173,7 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             entry.data_at_risk_secs = d["data_at_risk_secs"].as_i64();
             entry.data_at_risk_segment = text(&d["data_at_risk_segment"]);
             entry.max_data_at_risk_secs = d["max_data_at_risk_secs"].as_i64();
+            entry.system_identifier = text(&d["system_identifier"]);
         } else {
             entry.archive_check = Some(c.check.clone());
             entry.window = Some(d["window"].clone()).filter(|w| w.is_object());
@@ -113,7 +194,12 @@ async fn recovery(
     Query(q): Query<RecoveryQuery>,
 ) -> Result<Json<Vec<ClusterRecovery>>, ApiError> {
     let checks = s.store.check_states(q.host.as_deref()).await?;
-    Ok(Json(clusters(&checks)))
+    let mut out = clusters(&checks);
+    if out.iter().any(|c| c.system_identifier.is_some()) {
+        let drills = s.store.check_states_of_kind("drill").await?;
+        link_drills(&mut out, &drills);
+    }
+    Ok(Json(out))
 }
 
 #[cfg(test)]
@@ -176,5 +262,74 @@ mod tests {
         assert_eq!(main.data_at_risk_secs, Some(42));
         assert_eq!(main.window_secs, Some(300));
         assert_eq!(main.archive_check.as_deref(), Some("archive.main"));
+    }
+
+    #[test]
+    fn a_drill_proves_the_cluster_whose_system_identifier_it_recovered() {
+        let at = |h: i64| Some(Utc::now() - chrono::Duration::hours(h));
+        let mut c = clusters(&[
+            state(
+                "db1",
+                "wal.main",
+                Status::Ok,
+                json!({"system_identifier": "7301"}),
+            ),
+            state(
+                "db2",
+                "wal.main",
+                Status::Ok,
+                json!({"system_identifier": "9999"}),
+            ),
+            state("db3", "wal.main", Status::Ok, json!({})),
+        ]);
+        let drill = |host: &str, check: &str, id: &str, hours: i64| {
+            let mut d = state(
+                host,
+                check,
+                Status::Ok,
+                json!({"system_identifier": id, "recovered_at": "2026-12-04T09:00:00Z",
+                       "started_at": "2026-12-04T10:00:00Z", "rto_secs": 12.5}),
+            );
+            d.observed_at = at(hours);
+            d
+        };
+        let drills = [
+            drill("backup1", "drill.old", "7301", 48),
+            drill("backup1", "drill.main", "7301", 1),
+            drill("backup2", "drill.other", "4242", 0),
+        ];
+        link_drills(&mut c, &drills);
+        let d = c[0].drill.as_ref().expect("db1 is drilled");
+        assert_eq!(
+            (d.host.as_str(), d.check.as_str()),
+            ("backup1", "drill.main")
+        );
+        assert_eq!(d.recovered_at, Some(json!("2026-12-04T09:00:00Z")));
+        assert_eq!(d.rto_secs, Some(12.5));
+        assert_eq!(c[1].drill, None, "no drill recovered db2's cluster");
+        assert_eq!(c[2].drill, None, "no identifier, no link");
+        let walls = [
+            state(
+                "db1",
+                "wal.main",
+                Status::Ok,
+                json!({"system_identifier": "7301"}),
+            ),
+            state("db3", "wal.main", Status::Ok, json!({})),
+        ];
+        let pair = |h: &str, c: &str| (h.to_string(), c.to_string());
+        let of = drills_of(&walls, &drills);
+        assert_eq!(
+            of.get(&pair("db1", "wal.main")),
+            Some(&vec![
+                pair("backup1", "drill.old"),
+                pair("backup1", "drill.main")
+            ])
+        );
+        assert_eq!(
+            of.len(),
+            1,
+            "a check without identifier is not judged: {of:?}"
+        );
     }
 }

@@ -254,6 +254,16 @@ pub static MONTHLY: Layout = Layout {
             ],
         },
         Section {
+            field: "not_drilled",
+            title: "Clusters not drilled this month",
+            empty: "Every cluster with a WAL check was restored by a drill this month.",
+            columns: &[
+                col!("host", "Host", Text),
+                col!("check", "WAL check", Text),
+                col!("drills", "Drills", Text),
+            ],
+        },
+        Section {
             field: "wal_volume",
             title: "WAL archive volume",
             empty: "No WAL volume measured this month.",

@@ -271,6 +271,10 @@ pub async fn monthly(
     let until = end.timestamp_millis();
     let days = store.rollups(Period::Day, from, until).await?;
     let alerts = store.alerts_opened_between(start, end).await?;
+    let drills_of = crate::api::recovery::drills_of(
+        &store.check_states_of_kind("wal").await?,
+        &store.check_states_of_kind("drill").await?,
+    );
     Ok(monthly::build(monthly::MonthlyInput {
         period: month.name(),
         timezone: cfg.timezone,
@@ -280,6 +284,7 @@ pub async fn monthly(
         days,
         alerts,
         self_resolved_window: cfg.self_resolved_window,
+        drills_of,
     }))
 }
 

@@ -30,6 +30,10 @@ pub struct MonthlyInput {
     pub days: Vec<Rollup>,
     pub alerts: Vec<Alert>,
     pub self_resolved_window: Duration,
+    /// (host, WAL check) → the drills (host, check) that restore that cluster, matched by
+    /// system identifier (`api::recovery::drills_of`); WAL checks without a known identifier
+    /// are absent.
+    pub drills_of: BTreeMap<(String, String), Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +118,15 @@ pub struct DrillLine {
     pub rto_max_secs: Option<i64>,
 }
 
+/// A cluster (a WAL check with rows this month) that no restore drill proved this month.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotDrilled {
+    pub host: String,
+    pub check: String,
+    /// The drills that restore this cluster but did not run, or that none does.
+    pub drills: String,
+}
+
 /// One cluster's recoverability over the month (docs/checks.md R31, R32): the worst data at
 /// risk of a WAL check, the narrowest recoverable window of an archive check.
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +189,8 @@ pub struct MonthlyReport {
     pub recoverability: Vec<RecoverabilityLine>,
     /// Restore drills: failures first, then the longest recovery time.
     pub drills: Vec<DrillLine>,
+    /// Clusters with a WAL check that no drill proved this month.
+    pub not_drilled: Vec<NotDrilled>,
     pub alerts_by_check: Vec<AlertCount>,
     pub alerts_by_host: Vec<AlertCount>,
     pub days: Vec<DayPoint>,
@@ -377,6 +392,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut recoverability = Vec::new();
     let mut drills = Vec::new();
+    let mut wal_checks = Vec::new();
     let mut hosts = std::collections::BTreeSet::new();
     for ((host, check), rows) in &by_check {
         hosts.insert(*host);
@@ -410,6 +426,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
             }
             "drill" => drills.push(drill_month(rows)),
             "wal_archive" => {
+                wal_checks.push((*host, *check));
                 archive_lag.extend(lag(rows));
                 wal_volume.extend(volume(rows));
             }
@@ -520,6 +537,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         )
     }
     recoverability.sort_by(|a, b| super::stats::recovery_order(key(a), key(b)));
+    let not_drilled = not_drilled(&wal_checks, &drills, &input.drills_of);
     drills.sort_by(|a, b| {
         b.failed
             .cmp(&a.failed)
@@ -550,6 +568,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         wal_volume,
         recoverability,
         drills,
+        not_drilled,
         alerts_by_check: count_alerts(input.alerts.iter().map(|a| (check_key(a), a)), window),
         alerts_by_host: count_alerts(
             input.alerts.iter().map(|a| (a.fields.host.clone(), a)),
@@ -560,6 +579,40 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
 }
 
 /// A drill check's month from its day rows: runs, passes and the recovery times.
+/// The WAL checks of the month whose cluster no drill of the month restored.
+fn not_drilled(
+    wal_checks: &[(&str, &str)],
+    drills: &[DrillLine],
+    drills_of: &BTreeMap<(String, String), Vec<(String, String)>>,
+) -> Vec<NotDrilled> {
+    let ran = |(h, c): &(String, String)| {
+        drills
+            .iter()
+            .any(|d| &d.host == h && &d.check == c && d.drills > 0)
+    };
+    wal_checks
+        .iter()
+        .filter_map(|(host, check)| {
+            let linked = drills_of.get(&(host.to_string(), check.to_string()));
+            let drills = match linked {
+                Some(l) if l.iter().any(ran) => return None,
+                Some(l) if !l.is_empty() => l
+                    .iter()
+                    .map(|(h, c)| format!("{c} on {h} did not run"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Some(_) => "no drill restores this cluster".to_string(),
+                None => "not known: the WAL check cannot read the system identifier".to_string(),
+            };
+            Some(NotDrilled {
+                host: host.to_string(),
+                check: check.to_string(),
+                drills,
+            })
+        })
+        .collect()
+}
+
 fn drill_month(rows: &[&Rollup]) -> DrillLine {
     let rtos: Vec<f64> = rows
         .iter()

@@ -46,6 +46,7 @@ fn input(alerts: Vec<Alert>) -> MonthlyInput {
         days: Vec::new(),
         alerts,
         self_resolved_window: Duration::from_secs(600),
+        drills_of: BTreeMap::new(),
     }
 }
 
@@ -206,4 +207,51 @@ fn drills_of_the_month_count_runs_passes_and_recovery_times() {
     assert_eq!((d.drills, d.passed, d.failed), (4, 3, 1));
     assert_eq!(d.rto_median_secs, Some(200.0));
     assert_eq!(d.rto_max_secs, Some(300));
+}
+
+#[test]
+fn clusters_no_drill_restored_this_month_are_listed() {
+    let row = |host: &str, check: &str, kind: &str| {
+        let mut r = Rollup::empty(
+            host,
+            check,
+            crate::store::reports::Period::Day,
+            t(1440).timestamp_millis(),
+            kind,
+        );
+        r.samples = 1;
+        r.n_ok = 1;
+        r
+    };
+    let pair = |h: &str, c: &str| (h.to_string(), c.to_string());
+    let mut i = input(Vec::new());
+    i.days = vec![
+        row("db1", "wal.main", "wal_archive"),
+        row("db2", "wal.main", "wal_archive"),
+        row("db3", "wal.main", "wal_archive"),
+        row("db4", "wal.main", "wal_archive"),
+        row("backup1", "drill.db1", "drill"),
+    ];
+    i.drills_of = BTreeMap::from([
+        (pair("db1", "wal.main"), vec![pair("backup1", "drill.db1")]),
+        (pair("db2", "wal.main"), vec![pair("backup1", "drill.db2")]),
+        (pair("db3", "wal.main"), vec![]),
+    ]);
+    let r = build(i);
+    let lines: Vec<_> = r
+        .not_drilled
+        .iter()
+        .map(|n| (n.host.as_str(), n.drills.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("db2", "drill.db2 on backup1 did not run"),
+            ("db3", "no drill restores this cluster"),
+            (
+                "db4",
+                "not known: the WAL check cannot read the system identifier"
+            ),
+        ]
+    );
 }

@@ -273,6 +273,10 @@ pub trait Store:
 
     async fn check_state(&self, host: &str, check: &str) -> StoreResult<Option<CheckState>>;
 
+    /// Current state of every check of one kind (id `<kind>.<name>`, e.g. every `drill.*`)
+    /// of every host, ordered by host, check: a fleet-wide look-up without reading the rest.
+    async fn check_states_of_kind(&self, kind: &str) -> StoreResult<Vec<CheckState>>;
+
     /// Status and timing of every check of every host, ordered by host, check: one query
     /// for the silence sweep however large the fleet.
     async fn check_clocks(&self) -> StoreResult<Vec<CheckClock>>;

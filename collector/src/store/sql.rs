@@ -681,6 +681,21 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn check_states_of_kind(&self, kind: &str) -> StoreResult<Vec<CheckState>> {
+        // A range rather than LIKE: `_` in a kind would be a wildcard there. '/' follows '.'.
+        sqlx::query(select_states!(
+            "WHERE check_id >= $1 AND check_id < $2 ORDER BY host, check_id"
+        ))
+        .bind(format!("{kind}."))
+        .bind(format!("{kind}/"))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("list check states of a kind"))?
+        .iter()
+        .map(check_state)
+        .collect()
+    }
+
     async fn check_state(&self, host: &str, check: &str) -> StoreResult<Option<CheckState>> {
         sqlx::query(select_states!("WHERE host = $1 AND check_id = $2"))
             .bind(host)

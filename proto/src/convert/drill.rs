@@ -65,6 +65,7 @@ impl From<&DrillObs> for pb::DrillObservation {
             max_shortfall_secs: d.max_shortfall_secs,
             timed_out: d.timed_out,
             cleanup_error: clip_opt(&d.cleanup_error),
+            system_identifier: clip_opt(&d.system_identifier),
         }
     }
 }
@@ -115,6 +116,7 @@ pub(super) fn from_wire(d: pb::DrillObservation) -> Result<DrillObs, ConvertErro
         max_shortfall_secs: d.max_shortfall_secs,
         timed_out: d.timed_out,
         cleanup_error: opt_text("cleanup_error", d.cleanup_error)?,
+        system_identifier: opt_text("system_identifier", d.system_identifier)?,
     })
 }
 

@@ -386,6 +386,11 @@ pub struct WalArchiveObservation {
     /// segment began); empty when exact to one probe interval.
     #[prost(string, tag = "29")]
     pub unswitched_writes_note: ::prost::alloc::string::String,
+    /// pg_control_system().system_identifier in decimal (a string: it exceeds what JSON numbers
+    /// carry exactly). The same on a primary, its standbys and every cluster restored from their
+    /// backups, so a restore drill is matched to the cluster it proves. Empty when not readable.
+    #[prost(string, tag = "30")]
+    pub system_identifier: ::prost::alloc::string::String,
 }
 /// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
 /// what it holds, how far back it reaches, whether it is continuous, and whether the segment
@@ -1080,6 +1085,11 @@ pub struct DrillObservation {
     /// Non-empty when the scratch server or directory could not be removed afterwards.
     #[prost(string, tag = "36")]
     pub cleanup_error: ::prost::alloc::string::String,
+    /// pg_control_system().system_identifier of the recovered cluster, in decimal: the cluster
+    /// this drill proves (matched to WalArchiveObservation.system_identifier). Empty when the
+    /// server never answered.
+    #[prost(string, tag = "37")]
+    pub system_identifier: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DrillSmokeCheck {

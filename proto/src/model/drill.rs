@@ -53,6 +53,9 @@ pub struct DrillObs {
     pub max_shortfall_secs: u64,
     pub timed_out: bool,
     pub cleanup_error: Option<String>,
+    /// The recovered cluster's system identifier (decimal): the cluster this drill proves.
+    #[serde(default)]
+    pub system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,8 @@ pub struct ServerFacts {
     pub recovered_at: Option<DateTime<Utc>>,
     pub replay_lsn: Option<String>,
     pub segment_bytes: Option<u64>,
+    /// pg_control_system().system_identifier: the cluster the drill restored.
+    pub system_identifier: Option<String>,
 }
 
 impl ServerFacts {
@@ -297,7 +299,8 @@ impl Scratch {
                     "select pg_is_in_recovery(), \
                      (extract(epoch from pg_last_xact_replay_timestamp()) * 1e6)::int8, \
                      pg_last_wal_replay_lsn()::text, \
-                     (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+                     (select setting::bigint from pg_settings where name = 'wal_segment_size'), \
+                     (select system_identifier::text from pg_control_system())",
                     &[],
                 )
                 .await
@@ -314,6 +317,7 @@ impl Scratch {
                     .and_then(DateTime::from_timestamp_micros),
                 replay_lsn: row.get(2),
                 segment_bytes: row.get::<_, Option<i64>>(3).map(|s| s as u64),
+                system_identifier: row.get(4),
             });
         }
     }
@@ -477,6 +481,7 @@ mod tests {
                 recovered_at: None,
                 replay_lsn: Some(lsn.into()),
                 segment_bytes: Some(size),
+                system_identifier: None,
             }
             .replay_segment()
         };
