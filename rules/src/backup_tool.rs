@@ -18,7 +18,7 @@
 use super::procedure;
 use crate::human;
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{BackupSet, BackupToolObs, ToolBackup};
+use backwatch_proto::model::{BackupSet, BackupToolObs, RecoveryWindow, ToolBackup};
 use serde_json::json;
 use std::time::Duration;
 
@@ -34,19 +34,27 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     let max_full_age = obs
         .expected_max_full_age_secs
         .map_or(DEFAULT_MAX_FULL_AGE, Duration::from_secs);
-    let windows: Vec<serde_json::Value> = obs.sets.iter().filter_map(window).collect();
-    // The narrowest set's window speaks for the check (one stanza or server in most setups).
-    let narrowest = windows
+    let windows: Vec<SetWindow> = obs
+        .sets
         .iter()
-        .min_by_key(|w| w["secs"].as_i64().unwrap_or(i64::MAX))
-        .cloned();
+        .filter_map(|s| {
+            let window = window(s)?;
+            Some(SetWindow {
+                set: &s.name,
+                secs: (window.end - window.start).num_seconds(),
+                window,
+            })
+        })
+        .collect();
+    // The narrowest set's window speaks for the check (one stanza or server in most setups).
+    let narrowest = windows.iter().min_by_key(|w| w.secs);
     let details = json!({
         "commands": obs.commands,
         "sets": obs.sets,
         "max_age_secs": max_age.as_secs(),
         "max_full_age_secs": max_full_age.as_secs(),
         "windows": windows,
-        "window_secs": narrowest.as_ref().and_then(|w| w["secs"].as_i64()),
+        "window_secs": narrowest.map(|w| w.secs),
         "window": narrowest,
         "window_note": (windows.is_empty() && !obs.sets.is_empty()).then_some(
             "no recoverable window: the tool gave no successful backup, or not when its newest WAL was stored"
@@ -79,31 +87,48 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     v.with_details(details).with_procedure(procedure::BACKUP)
 }
 
-/// Start and end of a set's recoverable window (see [`window`]).
-pub fn window_range(
-    s: &backwatch_proto::model::BackupSet,
-) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
-    Some((s.oldest.as_ref()?.stop_time?, s.archive_max_time?))
+/// One set's window in the check's details: the same fields as an archive directory's window,
+/// with the set's name and the window's length.
+#[derive(serde::Serialize)]
+struct SetWindow<'a> {
+    set: &'a str,
+    #[serde(flatten)]
+    window: RecoveryWindow,
+    secs: i64,
 }
 
 /// A set's recoverable window (docs/checks.md R32), as the tool's catalogue gives it: from the
 /// oldest successful backup's end to when the newest archived segment was stored. Continuity
 /// in between is the tool's own business (pgBackRest's `check`/`verify`, `barman check`): its
-/// failing checks make the set critical.
-fn window(s: &backwatch_proto::model::BackupSet) -> Option<serde_json::Value> {
+/// failing checks make the set critical, and no cut is known here.
+#[must_use]
+pub fn window(s: &BackupSet) -> Option<RecoveryWindow> {
     let oldest = s.oldest.as_ref()?;
-    let (start, end) = window_range(s)?;
-    Some(json!({
-        "set": s.name,
-        "earliest_backup": oldest.label,
-        "start": start,
-        "start_exact": true,
-        "latest_backup": s.newest.as_ref().map(|b| b.label.clone()),
-        "end_segment": s.archive_max,
-        "end": end,
-        "cut_at": null,
-        "secs": (end - start).num_seconds(),
-    }))
+    Some(RecoveryWindow {
+        earliest_backup: oldest.label.clone(),
+        start: oldest.stop_time?,
+        start_exact: true,
+        latest_backup: s
+            .newest
+            .as_ref()
+            .map(|b| b.label.clone())
+            .unwrap_or_default(),
+        end_segment: s.archive_max.clone().unwrap_or_default(),
+        end: s.archive_max_time?,
+        cut_at: None,
+        segments_after_cut: 0,
+        backups: s.backup_count,
+    })
+}
+
+/// The narrowest window among the sets of one check: the one its verdict, rollups and
+/// `/metrics` speak of.
+#[must_use]
+pub fn narrowest_window(obs: &BackupToolObs) -> Option<RecoveryWindow> {
+    obs.sets
+        .iter()
+        .filter_map(window)
+        .min_by_key(|w| w.end - w.start)
 }
 
 fn describe(b: &ToolBackup) -> String {

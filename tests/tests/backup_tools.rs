@@ -159,6 +159,20 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
         .cloned()
         .unwrap_or_default();
     assert_eq!(tool["window"]["end"], w["end"], "{clusters}");
+    // And for Prometheus, as Unix times.
+    for (series, at) in [("start", start), ("end", end)] {
+        let got = scene
+            .collector
+            .metric(&format!(
+                "backwatch_recovery_window_{series}_timestamp_seconds{{host=\"db1\",check=\"pgbackrest.main\"}}"
+            ))
+            .await?;
+        assert_eq!(
+            got.map(|v| v as i64),
+            at.map(|t| t.timestamp()),
+            "{series} in /metrics"
+        );
+    }
 
     // The tool's own status: a stanza that does not exist.
     let c = scene

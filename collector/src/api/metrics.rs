@@ -179,6 +179,19 @@ struct Gauge {
     read: fn(&Observation) -> Option<f64>,
 }
 
+/// The recoverable window a check reports (R32): an archive directory's own, or the narrowest
+/// of a backup tool's sets.
+fn window(o: &Observation) -> Option<std::borrow::Cow<'_, backwatch_proto::model::RecoveryWindow>> {
+    use std::borrow::Cow;
+    match o {
+        Observation::ArchiveDir(a) => a.window.as_ref().map(Cow::Borrowed),
+        Observation::PgBackRest(t) | Observation::Barman(t) => {
+            crate::rules::backup_tool::narrowest_window(t).map(Cow::Owned)
+        }
+        _ => None,
+    }
+}
+
 const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_disk_used_ratio",
@@ -295,20 +308,14 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_recovery_window_start_timestamp_seconds",
         kind: "gauge",
-        help: "Earliest point a restore from this archive's base backups can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (Unix time).",
-        read: |o| match o {
-            Observation::ArchiveDir(a) => a.window.as_ref().map(|w| w.start.timestamp() as f64),
-            _ => None,
-        },
+        help: "Earliest point a restore can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (archive directory), or the oldest backup's end (pgBackRest, Barman: the narrowest set) (Unix time).",
+        read: |o| window(o).map(|w| w.start.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_recovery_window_end_timestamp_seconds",
         kind: "gauge",
-        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive (Unix time).",
-        read: |o| match o {
-            Observation::ArchiveDir(a) => a.window.as_ref().map(|w| w.end.timestamp() as f64),
-            _ => None,
-        },
+        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive, or was stored by pgBackRest or Barman (Unix time).",
+        read: |o| window(o).map(|w| w.end.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_archive_segments",

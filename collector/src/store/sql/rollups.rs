@@ -114,12 +114,8 @@ pub fn sample(item: &Evaluated) -> Sample {
         }
         Some(Observation::PgBackRest(o) | Observation::Barman(o)) => {
             // The narrowest set's recoverable window, as the check reports it.
-            s.window = o
-                .sets
-                .iter()
-                .filter_map(crate::rules::backup_tool::window_range)
-                .map(|(start, end)| (end - start).num_seconds())
-                .min();
+            s.window = crate::rules::backup_tool::narrowest_window(o)
+                .map(|w| (w.end - w.start).num_seconds());
         }
         Some(Observation::ArchiveDir(a)) if a.exists && a.read_error.is_none() => {
             s.used = Some(int(a.segment_bytes));
