@@ -618,6 +618,7 @@ fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> Str
         format!("user = {:?}", p.user),
         format!("database = {:?}", p.database),
         format!("io_limit = {}", p.io_limit),
+        format!("amcheck = {:?}", p.amcheck),
     ];
     // Inline tables: `interval` is printed after this text and must stay in `[[drill]]`.
     let checks: Vec<String> = p

@@ -119,7 +119,7 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
             tar.path(),
             pg.archive_dir(),
             scratch_t.path(),
-            check,
+            &format!("amcheck = [\"public.orders\"]\n{check}"),
         ))
     })
     .await?;
@@ -151,6 +151,13 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
             "{c}"
         );
         assert_eq!(d["smoke"][1]["got"], "42", "{c}");
+        if name == "tar" {
+            // pg_amcheck of the table and its indexes, after the SQL checks.
+            let amcheck = &d["smoke"][2];
+            assert_eq!(amcheck["sql"], "pg_amcheck --relation public.orders", "{c}");
+            assert_eq!(amcheck["got"], "no corruption found", "{c}");
+            assert_eq!(amcheck["passed"], true, "{c}");
+        }
         assert_eq!(
             d["pg_version"].as_str(),
             bindir()?
@@ -488,11 +495,13 @@ async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Result<()> {
+async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql_and_pg_amcheck() -> Result<()>
+{
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 5).await?;
     let file = pg.psql("SELECT pg_relation_filepath('orders')")?;
-    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    // The second drill restores the same backup and never queries the table: pg_amcheck reads it.
+    let (backups, scratch_a, scratch) = (tempfile::tempdir()?, scratch()?, scratch()?);
     let backup = backups.path().join("b1");
     base_backup(&pg, &backup, "p", "stream")?;
     // Same size, page header overwritten: nothing but reading the table can tell.
@@ -511,6 +520,13 @@ async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Resul
             scratch.path(),
             check,
         ))
+        .toml(&drill_section(
+            "amcheck",
+            backups.path(),
+            pg.archive_dir(),
+            scratch_a.path(),
+            "amcheck = [\"public.orders\"]",
+        ))
     })
     .await?;
     let c = scene
@@ -523,6 +539,26 @@ async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql() -> Resul
             "smoke check `select count(*) from orders` failed: ERROR: invalid page in block 0"
         ),
         "{c}"
+    );
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.amcheck",
+            "critical",
+            "restore drill of ",
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("smoke check `pg_amcheck --relation public.orders` failed: ")
+            && summary.contains("invalid page in block 0"),
+        "{c}"
+    );
+    assert_eq!(
+        c["details"]["smoke"][0]["passed"], true,
+        "select 1 passed: {c}"
     );
     Ok(())
 }

@@ -55,6 +55,10 @@ pub struct RawDrill {
     pub io_limit: Option<bool>,
     #[serde(default)]
     pub check: Vec<RawSmoke>,
+    /// Relations (pg_amcheck `--relation` patterns, e.g. "public.orders") whose heap and
+    /// B-tree indexes `pg_amcheck` verifies after the smoke SQL (PostgreSQL 14 or later).
+    #[serde(default)]
+    pub amcheck: Vec<String>,
     /// Restore from a pgBackRest stanza instead of `backup_dir` (WAL then via archive-get).
     pub pgbackrest: Option<RawDrillPgBackRest>,
     /// Restore from a Barman server instead (`barman recover`, which brings the WAL).
@@ -234,6 +238,16 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
             expect: c.expect,
         });
     }
+    for (j, r) in r.amcheck.iter().enumerate() {
+        if r.trim().is_empty() || r.starts_with('-') {
+            p.push(
+                format!("drill[{i}].amcheck[{j}]"),
+                format!(
+                    "{r:?} is not a relation pattern (examples: \"public.orders\", \"public.*\")"
+                ),
+            );
+        }
+    }
     (p.len() == before).then(|| {
         (
             DrillProbe {
@@ -254,6 +268,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
                 database: r.database.unwrap_or_else(|| DRILL_DATABASE.into()),
                 io_limit: r.io_limit.unwrap_or(true),
                 smoke,
+                amcheck: r.amcheck,
             },
             timeout * 2 + Duration::from_secs(60),
         )
@@ -293,7 +308,7 @@ mod tests {
     #[test]
     fn every_problem_of_a_drill_is_named_with_its_key() {
         let err = load(
-            "[[drill]]\nname = \"main\"\nscratch_dir = \"scratch\"\ntarget = \"yesterday\"\nspace_factor = 0.5\npg_bindir = \"/nonexistent\"\n[[drill.check]]\nsql = \" \"\n",
+            "[[drill]]\nname = \"main\"\nscratch_dir = \"scratch\"\ntarget = \"yesterday\"\nspace_factor = 0.5\npg_bindir = \"/nonexistent\"\namcheck = [\"public.orders\", \"--all\"]\n[[drill.check]]\nsql = \" \"\n",
         )
         .err()
         .unwrap();
@@ -304,6 +319,7 @@ mod tests {
             "drill[0].space_factor: 0.5 must be a number of at least 1.0",
             "drill[0].pg_bindir: /nonexistent holds no pg_ctl",
             "drill[0].check[0].sql: is empty",
+            "drill[0].amcheck[1]: \"--all\" is not a relation pattern",
         ] {
             assert!(err.contains(want), "{want}\n{err}");
         }

@@ -124,6 +124,10 @@ impl Scratch {
     pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
+    /// The PostgreSQL binaries the server runs with, once [`Scratch::prepare`] chose them.
+    pub fn bindir(&self) -> Option<&Path> {
+        self.bindir.as_deref()
+    }
     pub(super) fn sock(&self) -> PathBuf {
         self.dir.join("sock")
     }
