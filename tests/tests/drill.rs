@@ -233,6 +233,80 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
     Ok(())
 }
 
+/// Archives written by compressing archive commands (`gzip < %p > …/%f.gz`, zstd, lz4, xz,
+/// bzip2) restore through the matching decompressor, and the archive's end is still known.
+#[tokio::test]
+async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 10).await?;
+    let (backups, zipped, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?, scratch()?);
+    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    for rows in [20, 30] {
+        pg.psql(&format!(
+            "INSERT INTO orders SELECT generate_series(1, {rows} - (SELECT count(*) FROM orders)::int)"
+        ))?;
+        pg.switch_wal_archived(ARCHIVED).await?;
+    }
+    let tools = [
+        ("gz", "gzip -c"),
+        ("zst", "zstd -qc"),
+        ("lz4", "lz4 -qc"),
+        ("xz", "xz -c"),
+        ("bz2", "bzip2 -c"),
+    ];
+    let mut names: Vec<String> = fs::read_dir(pg.archive_dir())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut compressed = 0;
+    for (i, name) in names.iter().enumerate() {
+        let from = pg.archive_dir().join(name);
+        if name.len() != 24 {
+            fs::copy(&from, zipped.path().join(name))?;
+            continue;
+        }
+        let (suffix, tool) = tools[i % tools.len()];
+        let to = zipped.path().join(format!("{name}.{suffix}"));
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{tool} '{}' > '{}'", from.display(), to.display()))
+            .status()?
+            .success();
+        ensure!(ok, "{tool} {name}");
+        compressed += 1;
+    }
+    ensure!(compressed >= 3, "{names:?}");
+    let check = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"30\"\n";
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section(
+            "main",
+            backups.path(),
+            zipped.path(),
+            scratch.path(),
+            check,
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    let d = &c["details"];
+    assert_eq!(d["smoke"][1]["got"], "30", "{c}");
+    assert_eq!(d["archive_end_reached"], true, "{c}");
+    assert!(
+        d["wal_segments_restored"].as_u64().is_some_and(|n| n >= 3),
+        "{c}"
+    );
+    assert_eq!(
+        d["archive_newest_segment"].as_str().map(str::len),
+        Some(24),
+        "the segment's own name: {c}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;

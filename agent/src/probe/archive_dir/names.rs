@@ -18,6 +18,20 @@ pub const COMPRESSION_SUFFIXES: [(&str, Compression); 6] = [
     (".bz2", Compression::Bzip2),
 ];
 
+impl Compression {
+    /// The command that writes the file named after it, decompressed, to standard output.
+    pub fn decompress_command(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip -dc",
+            Compression::Lz4 => "lz4 -dc",
+            Compression::Zstd => "zstd -dcq",
+            Compression::Brotli => "brotli -dc",
+            Compression::Xz => "xz -dc",
+            Compression::Bzip2 => "bzip2 -dc",
+        }
+    }
+}
+
 /// PostgreSQL's default `wal_segment_size`.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 

@@ -8,6 +8,7 @@
 
 use super::settings::{self, PORT};
 use super::{DrillProbe, SCRATCH_PREFIX, cleanup};
+use crate::probe::archive_dir::names::{self, WalFile};
 use crate::probe::backup_dir::os_text;
 use backwatch_proto::error::chain;
 use backwatch_proto::model::DrillObs;
@@ -460,10 +461,11 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Compressed or not: the segment's own name.
+        let WalFile::Segment(seg) = names::parse(&e.file_name().to_string_lossy()).0 else {
             continue;
-        }
+        };
+        let name = seg.name();
         let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
             continue;
         };

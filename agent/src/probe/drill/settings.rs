@@ -3,6 +3,7 @@
 
 use super::server::Scratch;
 use super::{DrillProbe, Target};
+use crate::probe::archive_dir::names::COMPRESSION_SUFFIXES;
 use crate::probe::backup_dir::os_text;
 use backwatch_proto::model::DrillObs;
 use chrono::Utc;
@@ -12,6 +13,21 @@ use std::path::Path;
 
 /// Any port: the server listens on no TCP address, only on its socket in our directory.
 pub const PORT: u16 = 5432;
+
+/// Shell that copies segment `%f` of archive directory `a` to `%p`: as it is, or decompressed
+/// when the archive holds it under a compression suffix (what compressing archive commands
+/// write; the archive check reads the same names). Fails when none is there.
+fn fetch_from(a: &str) -> String {
+    let mut s = format!("{{ if [ -f '{a}/%f' ]; then cp '{a}/%f' '%p'; ");
+    for (suffix, c) in COMPRESSION_SUFFIXES {
+        s.push_str(&format!(
+            "elif [ -f '{a}/%f{suffix}' ]; then {} '{a}/%f{suffix}' > '%p'; ",
+            c.decompress_command()
+        ));
+    }
+    s.push_str("else false; fi; }");
+    s
+}
 
 /// The block appended to postgresql.auto.conf (the last word on every setting).
 pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
@@ -26,10 +42,7 @@ pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
     let restore_command = match (&p.pgbackrest, p.wal_archive(&scratch.data())) {
         (Some(src), _) => logged(src.archive_get(&scratch.data())),
         // `%` is restore_command's escape; paths were checked free of quotes.
-        (None, Some(a)) => {
-            let a = a.display().to_string().replace('%', "%%");
-            logged(format!("[ -f '{a}/%f' ] && cp '{a}/%f' '%p'"))
-        }
+        (None, Some(a)) => logged(fetch_from(&a.display().to_string().replace('%', "%%"))),
         (None, None) => "false".into(),
     };
     let mut s = format!(
