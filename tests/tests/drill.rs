@@ -17,7 +17,8 @@ use tempfile::TempDir;
 const WAIT: Duration = Duration::from_secs(120);
 const ARCHIVED: Duration = Duration::from_secs(30);
 
-/// `pg_basebackup` of `pg` into `target`: `format` "p" or "t", `wal` its `-X`.
+/// `pg_basebackup` of `pg` into `target`: `format` "p" or "t" (and more options after it,
+/// e.g. "t -Z zstd"), `wal` its `-X`.
 fn base_backup(pg: &PgCluster, target: &Path, format: &str, wal: &str) -> Result<()> {
     let out = Command::new(bindir()?.join("pg_basebackup"))
         .env_clear()
@@ -25,7 +26,9 @@ fn base_backup(pg: &PgCluster, target: &Path, format: &str, wal: &str) -> Result
         .arg("-h")
         .arg(pg.socket_dir())
         .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
-        .args(["-F", format, "-X", wal, "-c", "fast", "--no-sync", "-D"])
+        .arg("-F")
+        .args(format.split(' '))
+        .args(["-X", wal, "-c", "fast", "--no-sync", "-D"])
         .arg(target)
         .output()?;
     ensure!(
@@ -234,13 +237,16 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
 }
 
 /// Archives written by compressing archive commands (`gzip < %p > …/%f.gz`, zstd, lz4, xz,
-/// bzip2) restore through the matching decompressor, and the archive's end is still known.
+/// bzip2) restore through the matching decompressor, and the archive's end is still known;
+/// a compressed tar backup (`-Ft -Z zstd`) unpacks.
 #[tokio::test]
 async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 10).await?;
     let (backups, zipped, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    // A compressed tar backup too (pg_basebackup -Ft -Z zstd: base.tar.zst, pg_wal.tar.zst).
+    base_backup(&pg, &backups.path().join("b1"), "t -Z zstd", "stream")?;
+    ensure!(backups.path().join("b1/base.tar.zst").is_file());
     for rows in [20, 30] {
         pg.psql(&format!(
             "INSERT INTO orders SELECT generate_series(1, {rows} - (SELECT count(*) FROM orders)::int)"
@@ -293,6 +299,7 @@ async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<
         .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
         .await;
     let d = &c["details"];
+    assert_eq!(d["backup_format"], "tar.zst", "{c}");
     assert_eq!(d["smoke"][1]["got"], "30", "{c}");
     assert_eq!(d["archive_end_reached"], true, "{c}");
     assert!(

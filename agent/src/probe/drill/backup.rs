@@ -1,7 +1,7 @@
 //! Which backup a drill restores, whether the scratch file system can hold it, and the copy.
 //!
 //! - Candidates: `backup_dir` itself or its subdirectories (one level) holding a plain backup
-//!   (`PG_VERSION`) or a tar one (`base.tar`, `base.tar.gz`); the newest by the modification
+//!   (`PG_VERSION`) or a tar one (`base.tar`, or `.gz`, `.lz4`, `.zst`); the newest by the modification
 //!   time of its `backup_manifest` (written last by pg_basebackup), else of the directory.
 //! - Size: the bytes under the backup's directory, or the manifest's sum when larger (a
 //!   compressed tar unpacks to about what the manifest lists).
@@ -17,16 +17,28 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Plain,
-    Tar,
-    TarGz,
+    /// `pg_basebackup -Ft`, with `-Z gzip|lz4|zstd` a compressed tar: the suffix after `.tar`
+    /// (empty when plain) and the program that decompresses it (GNU tar calls it with `-d`).
+    Tar(&'static str, Option<&'static str>),
 }
+
+/// The tar files `pg_basebackup -Ft` writes: uncompressed, or by its client- or server-side
+/// compression methods.
+const TARS: [(&str, Option<&str>); 4] = [
+    ("", None),
+    (".gz", Some("gzip")),
+    (".lz4", Some("lz4")),
+    (".zst", Some("zstd")),
+];
 
 impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Plain => "plain",
-            Format::Tar => "tar",
-            Format::TarGz => "tar.gz",
+            Format::Tar("", _) => "tar",
+            Format::Tar(".gz", _) => "tar.gz",
+            Format::Tar(".lz4", _) => "tar.lz4",
+            Format::Tar(_, _) => "tar.zst",
         }
     }
 }
@@ -46,14 +58,11 @@ pub struct Space {
 
 fn format_of(dir: &Path) -> Option<Format> {
     if dir.join("PG_VERSION").is_file() {
-        Some(Format::Plain)
-    } else if dir.join("base.tar").is_file() {
-        Some(Format::Tar)
-    } else if dir.join("base.tar.gz").is_file() {
-        Some(Format::TarGz)
-    } else {
-        None
+        return Some(Format::Plain);
     }
+    TARS.iter()
+        .find(|(ext, _)| dir.join(format!("base.tar{ext}")).is_file())
+        .map(|(ext, program)| Format::Tar(ext, *program))
 }
 
 /// The newest backup under `root` and the space check against `scratch`.
@@ -125,7 +134,7 @@ fn newest(root: &Path) -> Result<Found, String> {
     }
     best.map(|(_, f)| f).ok_or_else(|| {
         format!(
-            "no base backup (plain with PG_VERSION, or tar with base.tar) under {}",
+            "no base backup (plain with PG_VERSION, or tar with base.tar, .gz, .lz4 or .zst) under {}",
             root.display()
         )
     })
@@ -161,21 +170,23 @@ pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(),
         Format::Plain => {
             run(limit, &["cp", "-a", &format!("{src}/."), &dst]).await?;
         }
-        Format::Tar | Format::TarGz => {
-            let (flags, ext) = match found.format {
-                Format::TarGz => ("-xzf", ".tar.gz"),
-                _ => ("-xf", ".tar"),
+        Format::Tar(ext, program) => {
+            let program = program.map(|p| format!("--use-compress-program={p}"));
+            let untar = |file: String, into: String| {
+                let mut argv = vec!["tar".to_string()];
+                argv.extend(program.clone());
+                argv.extend(["-xf".into(), file, "-C".into(), into]);
+                argv
             };
-            let base = format!("{src}/base{ext}");
-            run(limit, &["tar", flags, &base, "-C", &dst]).await?;
-            let wal = found.path.join(format!("pg_wal{ext}"));
+            run(limit, &untar(format!("{src}/base.tar{ext}"), dst.clone())).await?;
+            // pg_basebackup writes pg_wal.tar with the same compression (-X stream).
+            let wal = found.path.join(format!("pg_wal.tar{ext}"));
             if wal.is_file() {
                 let pg_wal = data.join("pg_wal");
                 std::fs::create_dir_all(&pg_wal)
                     .map_err(|e| format!("creating {}: {}", pg_wal.display(), os_text(&e)))?;
-                let pg_wal = pg_wal.display().to_string();
-                let wal = wal.display().to_string();
-                run(limit, &["tar", flags, &wal, "-C", &pg_wal]).await?;
+                let argv = untar(wal.display().to_string(), pg_wal.display().to_string());
+                run(limit, &argv).await?;
             }
         }
     }
@@ -183,9 +194,9 @@ pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(),
 }
 
 /// Run a copy tool under the IO limit; its last words when it fails.
-async fn run(limit: &[String], argv: &[&str]) -> Result<(), String> {
+async fn run(limit: &[String], argv: &[impl AsRef<str>]) -> Result<(), String> {
     let mut all: Vec<String> = limit.to_vec();
-    all.extend(argv.iter().map(|a| a.to_string()));
+    all.extend(argv.iter().map(|a| a.as_ref().to_string()));
     let out = tool_command::run(&all, COPY_OUTPUT).await?;
     if out.code != Some(0) {
         return Err(format!(
@@ -234,7 +245,7 @@ mod tests {
             std::fs::write(d.join(base_backup::MANIFEST), "{}").unwrap();
         }
         let f = newest(root.path()).unwrap();
-        assert_eq!(f.format, Format::Tar);
+        assert_eq!(f.format, Format::Tar("", None));
         assert!(f.path.ends_with("b"));
     }
 
