@@ -16,14 +16,31 @@ fn unit(name: &str) -> PathBuf {
 /// The overall exposure systemd-analyze prints, and whether `--threshold` (exposure × 10)
 /// accepted it.
 fn exposure(name: &str, threshold_tenths: u32) -> Result<(f64, bool)> {
-    let out = Command::new("systemd-analyze")
-        .args([
-            "security",
-            "--offline=true",
-            "--no-pager",
-            &format!("--threshold={threshold_tenths}"),
-        ])
-        .arg(unit(name))
+    exposure_with(name, None, threshold_tenths)
+}
+
+/// As [`exposure`], with `drop_in` (a file of deploy/systemd) installed as the unit's drop-in
+/// under a private root, the way an operator installs it.
+fn exposure_with(name: &str, drop_in: Option<&str>, threshold_tenths: u32) -> Result<(f64, bool)> {
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.args([
+        "security",
+        "--offline=true",
+        "--no-pager",
+        &format!("--threshold={threshold_tenths}"),
+    ]);
+    let root = tempfile::tempdir()?;
+    if let Some(d) = drop_in {
+        let units = root.path().join("etc/systemd/system");
+        std::fs::create_dir_all(units.join(format!("{name}.d")))?;
+        std::fs::copy(unit(name), units.join(name))?;
+        std::fs::copy(unit(d), units.join(format!("{name}.d/{d}")))?;
+        cmd.arg(format!("--root={}", root.path().display()))
+            .arg(name);
+    } else {
+        cmd.arg(unit(name));
+    }
+    let out = cmd
         .output()
         .context("running systemd-analyze (Debian package systemd; ./scripts/test installs it)")?;
     let text = format!(
@@ -58,6 +75,18 @@ fn agent_unit_is_rated_ok() -> Result<()> {
     assert_eq!(
         value, 1.2,
         "update README.md and the unit header when this changes"
+    );
+    Ok(())
+}
+
+/// The drop-in for hosts that run restore drills opens a scratch directory and memory, not
+/// privileges: the agent stays rated as without it.
+#[test]
+fn the_drill_host_drop_in_keeps_the_agent_rated_ok() -> Result<()> {
+    let (value, within) = exposure_with("backwatch-agent.service", Some("drill-host.conf"), 20)?;
+    assert!(
+        within && value == 1.2,
+        "agent with the drill drop-in: {value}"
     );
     Ok(())
 }

@@ -58,6 +58,7 @@ pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
          hot_standby = off\n\
          primary_conninfo = ''\n\
          shared_buffers = '16MB'\n\
+         jit = off\n\
          work_mem = '4MB'\n\
          maintenance_work_mem = '16MB'\n\
          logging_collector = off\n\
