@@ -1,101 +1,24 @@
 //! pgBackRest and Barman as backup sources end to end: the real tools (Debian packages) back up
 //! a private PostgreSQL cluster, the real agent asks them (`pgbackrest info`, `barman
 //! list-backups` / `show-backup` / `check`), the collector judges, the API shows it.
-//!
-//! As root the tools run as the user the harness runs the cluster as (`postgres`): pgBackRest
-//! must own its repository like the server that pushes WAL into it. Barman runs as root with
-//! `barman_user = root`, and the server's `archive_command` copies into its incoming directory.
+//! The tools are set up by `harness::backup_tools`.
 
-use anyhow::{Context, Result, ensure};
-use backwatch_tests::harness::pg::bindir;
-use backwatch_tests::harness::{PgCluster, eventually, scene};
-use nix::unistd::{Uid, User, chown};
+use anyhow::{Context, Result};
+use backwatch_tests::harness::backup_tools::{Barman, PgBackRest};
+use backwatch_tests::harness::{eventually, scene};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn installed(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-        || Command::new(tool).arg("version").output().is_ok()
-}
-
-/// Runs `argv` as `postgres` when we are root (as ourselves otherwise); fails with its output.
-fn as_server_user(argv: &[&str]) -> Result<String> {
-    let mut cmd = if Uid::effective().is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).args(argv);
-        c
-    } else {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]);
-        c
-    };
-    let out = cmd.current_dir("/tmp").output()?;
-    ensure!(
-        out.status.success(),
-        "{argv:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn give_to_server_user(path: &Path) -> Result<()> {
-    if Uid::effective().is_root() {
-        let user = User::from_name("postgres")?.context("no postgres user")?;
-        chown(path, Some(user.uid), Some(user.gid))?;
-    }
-    Ok(())
-}
-
 #[tokio::test]
 async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_critical() -> Result<()>
 {
-    ensure!(
-        installed("pgbackrest"),
-        "pgbackrest is not installed (scripts/test installs it)"
-    );
-    let dir = tempfile::tempdir()?;
-    give_to_server_user(dir.path())?;
-    let conf = dir.path().join("pgbackrest.conf");
-    let conf_arg = format!("--config={}", conf.display());
-    let pg = PgCluster::init()
-        .archive_command(&format!(
-            "pgbackrest {conf_arg} --stanza=main archive-push %p"
-        ))
-        .start()?;
-    fs::write(
-        &conf,
-        format!(
-            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nlock-path={}\nlog-level-console=warn\n\
-             log-level-file=off\nstart-fast=y\n[main]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
-            dir.path().join("repo").display(),
-            dir.path().join("lock").display(),
-            pg.data_dir().display(),
-            pg.socket_dir().display(),
-            pg.port()
-        ),
-    )?;
-    give_to_server_user(&conf)?;
-    as_server_user(&["pgbackrest", &conf_arg, "--stanza=main", "stanza-create"])?;
-    as_server_user(&[
-        "pgbackrest",
-        &conf_arg,
-        "--stanza=main",
-        "--type=full",
-        "backup",
-    ])?;
-    as_server_user(&[
-        "pgbackrest",
-        &conf_arg,
-        "--stanza=main",
-        "--type=incr",
-        "backup",
-    ])?;
+    let tool = PgBackRest::start("repo1-retention-full=2")?;
+    tool.backup("full")?;
+    tool.backup("incr")?;
+    let conf = &tool.conf;
 
     let scene = scene("db1", |a| {
         a.toml(&format!(
@@ -191,65 +114,9 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
 
 #[tokio::test]
 async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical() -> Result<()> {
-    ensure!(
-        installed("barman"),
-        "barman is not installed (scripts/test installs it)"
-    );
-    let dir = tempfile::tempdir()?;
-    // The server (as postgres) copies WAL into Barman's incoming directory.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-    let home = dir.path().join("barman");
-    let incoming = home.join("pg/incoming");
-    fs::create_dir_all(&incoming)?;
-    fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
-    let pg = PgCluster::init()
-        .archive_command(&format!("cp %p {}/%f", incoming.display()))
-        .start()?;
-    let me = User::from_uid(Uid::effective())?.context("current user has no name")?;
-    let conf = dir.path().join("barman.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
-             path_prefix = {bin}\n[pg]\ndescription = test\n\
-             conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host={sock} port={port} user=postgres\n\
-             backup_method = postgres\narchiver = on\n",
-            home = home.display(),
-            user = me.name,
-            dir = dir.path().display(),
-            bin = bindir()?.display(),
-            sock = pg.socket_dir().display(),
-            port = pg.port()
-        ),
-    )?;
-    let barman = |args: &[&str]| -> Result<String> {
-        let out = Command::new("barman")
-            .arg("-c")
-            .arg(&conf)
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    // Barman's backup refuses to start before it has received WAL: ship one segment first.
-    let first = pg.switch_wal()?;
-    eventually(
-        WAIT,
-        "the first segment in Barman's incoming directory",
-        async || {
-            ensure!(incoming.join(&first).exists(), "{first} not there yet");
-            Ok(())
-        },
-    )
-    .await;
-    barman(&["archive-wal", "pg"])?;
-    barman(&["backup", "pg"])?;
+    let tool = Barman::start().await?;
+    let (pg, conf) = (&tool.pg, &tool.conf);
+    tool.run(&["backup", "pg"])?;
     pg.switch_wal()?;
 
     let scene = scene("db1", |a| {

@@ -2,10 +2,8 @@
 //! and end time, duration, WAL range and size, read from its `backup_label` and
 //! `backup_manifest` by the real agent and shown by the collector's API.
 
-use anyhow::{Result, ensure};
-use backwatch_tests::harness::pg::bindir;
+use anyhow::Result;
 use backwatch_tests::harness::{PgCluster, scene};
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -15,20 +13,7 @@ async fn plain_base_backup_appears_with_its_duration_and_wal_range() -> Result<(
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let root = tempfile::tempdir()?;
     let backup = root.path().join("2026-11-25");
-    let out = Command::new(bindir()?.join("pg_basebackup"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .arg("-h")
-        .arg(pg.socket_dir())
-        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
-        .args(["-c", "fast", "--no-sync", "-l", "nightly", "-D"])
-        .arg(&backup)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "pg_basebackup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pg.base_backup(&backup, &["-l", "nightly"])?;
     let scene = scene("db1", |a| a.backup_dir("daily", root.path(), "24h", "1s")).await?;
     let c = scene
         .collector

@@ -3,9 +3,10 @@
 //! querying a scratch server, the collector judging, the API showing it.
 
 use anyhow::{Context, Result, ensure};
+use backwatch_tests::harness::backup_tools::{Barman, PgBackRest};
 use backwatch_tests::harness::mounts::Tmpfs;
 use backwatch_tests::harness::pg::bindir;
-use backwatch_tests::harness::{PgCluster, eventually, scene};
+use backwatch_tests::harness::{PgCluster, Scene, eventually, scene};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,28 +17,6 @@ use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(120);
 const ARCHIVED: Duration = Duration::from_secs(30);
-
-/// `pg_basebackup` of `pg` into `target`: `format` "p" or "t" (and more options after it,
-/// e.g. "t -Z zstd"), `wal` its `-X`.
-fn base_backup(pg: &PgCluster, target: &Path, format: &str, wal: &str) -> Result<()> {
-    let out = Command::new(bindir()?.join("pg_basebackup"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .arg("-h")
-        .arg(pg.socket_dir())
-        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
-        .arg("-F")
-        .args(format.split(' '))
-        .args(["-X", wal, "-c", "fast", "--no-sync", "-D"])
-        .arg(target)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "pg_basebackup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// A scratch directory the `postgres` user can reach (the scratch server runs as postgres).
 fn scratch() -> Result<TempDir> {
@@ -59,6 +38,40 @@ fn drill_section(
         archive.display(),
         scratch.display()
     )
+}
+
+/// A scene whose agent has the one drill `main` (`backups`, `archive`, `scratch`, `extra`
+/// keys), and that drill's first verdict once it is `status`.
+async fn one_drill(
+    backups: &Path,
+    archive: &Path,
+    scratch: &Path,
+    extra: &str,
+    status: &str,
+) -> Result<(Scene, Value)> {
+    let scene = scene("db1", |a| {
+        a.toml(&drill_section("main", backups, archive, scratch, extra))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.main", status, "restore drill of ", WAIT)
+        .await;
+    Ok((scene, c))
+}
+
+/// No scratch directory and no server left in `dir` once a drill ended (within 10 s).
+async fn scratch_left_clean(dir: &Path) {
+    eventually(
+        Duration::from_secs(10),
+        "the scratch to be empty",
+        async || {
+            ensure!(left_in(dir).is_empty(), "{:?}", left_in(dir));
+            ensure!(processes_in(dir).is_empty(), "{:?}", processes_in(dir));
+            Ok(())
+        },
+    )
+    .await;
 }
 
 /// Entries left in a scratch directory.
@@ -103,8 +116,8 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
         scratch()?,
     );
     // -X none: the plain backup's WAL comes from the archive only.
-    base_backup(&pg, &plain.path().join("b1"), "p", "none")?;
-    base_backup(&pg, &tar.path().join("b1"), "t", "stream")?;
+    pg.base_backup(&plain.path().join("b1"), &["-Fp", "-X", "none"])?;
+    pg.base_backup(&tar.path().join("b1"), &["-Ft", "-X", "stream"])?;
     // Committed after both backups: only replaying the archive brings these rows back.
     pg.psql("INSERT INTO orders SELECT generate_series(11, 42)")?;
     pg.switch_wal_archived(ARCHIVED).await?;
@@ -170,20 +183,7 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
             "{c}"
         );
         // Nothing left behind: no scratch directory, no server.
-        eventually(
-            Duration::from_secs(10),
-            "the scratch to be empty",
-            async || {
-                ensure!(left_in(dir.path()).is_empty(), "{:?}", left_in(dir.path()));
-                ensure!(
-                    processes_in(dir.path()).is_empty(),
-                    "{:?}",
-                    processes_in(dir.path())
-                );
-                Ok(())
-            },
-        )
-        .await;
+        scratch_left_clean(dir.path()).await;
     }
     // The RTO is charted from the stored results.
     let series = scene
@@ -245,7 +245,10 @@ async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<
     orders(&pg, 10).await?;
     let (backups, zipped, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?, scratch()?);
     // A compressed tar backup too (pg_basebackup -Ft -Z zstd: base.tar.zst, pg_wal.tar.zst).
-    base_backup(&pg, &backups.path().join("b1"), "t -Z zstd", "stream")?;
+    pg.base_backup(
+        &backups.path().join("b1"),
+        &["-Ft", "-Z", "zstd", "-X", "stream"],
+    )?;
     ensure!(backups.path().join("b1/base.tar.zst").is_file());
     for rows in [20, 30] {
         pg.psql(&format!(
@@ -284,20 +287,7 @@ async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<
     }
     ensure!(compressed >= 3, "{names:?}");
     let check = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"30\"\n";
-    let scene = scene("db1", |a| {
-        a.toml(&drill_section(
-            "main",
-            backups.path(),
-            zipped.path(),
-            scratch.path(),
-            check,
-        ))
-    })
-    .await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
-        .await;
+    let (_scene, c) = one_drill(backups.path(), zipped.path(), scratch.path(), check, "ok").await?;
     let d = &c["details"];
     assert_eq!(d["backup_format"], "tar.zst", "{c}");
     assert_eq!(d["smoke"][1]["got"], "30", "{c}");
@@ -319,7 +309,7 @@ async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> 
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 10).await?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
     // Three segments of commits after the backup, seconds apart; the middle one goes missing.
     let mut segments = Vec::new();
     for i in 0..3 {
@@ -329,20 +319,14 @@ async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> 
     }
     let gap = segments[1].clone();
     fs::remove_file(pg.archive_dir().join(&gap))?;
-    let scene = scene("db1", |a| {
-        a.toml(&drill_section(
-            "main",
-            backups.path(),
-            pg.archive_dir(),
-            scratch.path(),
-            "max_shortfall = \"1s\"",
-        ))
-    })
+    let (_scene, c) = one_drill(
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        "max_shortfall = \"1s\"",
+        "critical",
+    )
     .await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.main", "critical", "restore drill of ", WAIT)
-        .await;
     let summary = c["summary"].as_str().unwrap_or_default();
     assert!(
         summary.ends_with(&format!("recovery stopped at missing WAL segment {gap}")),
@@ -354,19 +338,7 @@ async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> 
     assert_eq!(d["archive_end_reached"], false, "{c}");
     assert!(d["recovered_at"].is_string(), "{c}");
     assert!(!pg.archive_dir().join(&gap).exists());
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
+    scratch_left_clean(scratch.path()).await;
     Ok(())
 }
 
@@ -375,23 +347,17 @@ async fn a_failing_smoke_check_is_critical() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 5).await?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "stream"])?;
     let checks = "[[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"5\"\n\
                   [[drill.check]]\nsql = \"select count(*) from invoices\"\nexpect = \"1\"\n";
-    let scene = scene("db1", |a| {
-        a.toml(&drill_section(
-            "main",
-            backups.path(),
-            pg.archive_dir(),
-            scratch.path(),
-            checks,
-        ))
-    })
+    let (scene, c) = one_drill(
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        checks,
+        "critical",
+    )
     .await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.main", "critical", "restore drill of ", WAIT)
-        .await;
     let summary = c["summary"].as_str().unwrap_or_default();
     assert!(
         summary.ends_with("smoke check `select count(*) from invoices` failed: ERROR: relation \"invoices\" does not exist"),
@@ -444,7 +410,7 @@ async fn a_drill_not_yet_due_runs_on_demand_and_marks_its_clusters_timeline() ->
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 7).await?;
     let (backups, scratch, spool) = (tempfile::tempdir()?, scratch()?, tempfile::tempdir()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
     pg.psql("INSERT INTO orders VALUES (8)")?;
     pg.switch_wal_archived(ARCHIVED).await?;
     let now = std::time::SystemTime::now()
@@ -545,7 +511,7 @@ async fn a_drill_not_yet_due_runs_on_demand_and_marks_its_clusters_timeline() ->
 async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "stream"])?;
     let scene = scene("db1", |a| {
         a.toml(&drill_section(
             "main",
@@ -584,7 +550,7 @@ async fn a_data_file_damaged_in_the_backup_is_caught_by_the_smoke_sql_and_pg_amc
     // The second drill restores the same backup and never queries the table: pg_amcheck reads it.
     let (backups, scratch_a, scratch) = (tempfile::tempdir()?, scratch()?, scratch()?);
     let backup = backups.path().join("b1");
-    base_backup(&pg, &backup, "p", "stream")?;
+    pg.base_backup(&backup, &["-Fp", "-X", "stream"])?;
     // Same size, page header overwritten: nothing but reading the table can tell.
     let path = backup.join(&file);
     let len = fs::metadata(&path)?.len();
@@ -715,19 +681,7 @@ async fn a_backup_with_a_tablespace_is_not_started() -> Result<()> {
         )
         .await;
     assert_eq!(c["details"]["rto_ms"], Value::Null, "{c}");
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
+    scratch_left_clean(scratch.path()).await;
     assert_eq!(
         snapshot(&copy),
         before,
@@ -740,7 +694,7 @@ async fn a_backup_with_a_tablespace_is_not_started() -> Result<()> {
 async fn a_scratch_file_system_too_small_refuses_the_drill_and_writes_nothing() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let backups = tempfile::tempdir()?;
-    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "stream"])?;
     let tmpfs = Tmpfs::mount("2m")?;
     let scene = scene("db1", |a| {
         a.toml(&drill_section(
@@ -789,7 +743,7 @@ async fn an_agent_killed_mid_drill_leaves_no_server_once_restarted() -> Result<(
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 5).await?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "stream"])?;
     // The smoke check holds the scratch server up long enough to kill the agent meanwhile.
     let slow = "[[drill.check]]\nsql = \"select pg_sleep(4)\"\n";
     let mut scene = scene("db1", |a| {
@@ -833,24 +787,7 @@ async fn an_agent_killed_mid_drill_leaves_no_server_once_restarted() -> Result<(
         .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
         .await;
     assert!(c["details"]["rto_ms"].is_u64(), "{c}");
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            ensure!(
-                processes_in(scratch.path()).is_empty(),
-                "{:?}",
-                processes_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
+    scratch_left_clean(scratch.path()).await;
     Ok(())
 }
 
@@ -859,7 +796,7 @@ async fn a_drill_past_its_timeout_or_an_agent_stopped_mid_drill_leaves_nothing()
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 5).await?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "stream"])?;
     // Past the drill's timeout while the smoke check sleeps: critical, said so, cleaned up.
     let slow = "[[drill.check]]\nsql = \"select pg_sleep(30)\"\n";
     let section = drill_section(
@@ -884,24 +821,7 @@ async fn a_drill_past_its_timeout_or_an_agent_stopped_mid_drill_leaves_nothing()
             WAIT,
         )
         .await;
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            ensure!(
-                processes_in(scratch.path()).is_empty(),
-                "{:?}",
-                processes_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
+    scratch_left_clean(scratch.path()).await;
     // Stopped (SIGTERM) in the middle of the next drill: the agent removes it before it exits.
     scene.agent.kill();
     fs::write(
@@ -936,7 +856,7 @@ async fn an_offset_target_recovers_to_that_time_and_no_further() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 5).await?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "p", "none")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
     pg.psql("INSERT INTO orders VALUES (6)")?;
     // The drill starts within 5 s of the second commit (the scene takes a second or two),
     // and more than 5 s after the first: the target falls between them.
@@ -945,20 +865,14 @@ async fn an_offset_target_recovers_to_that_time_and_no_further() -> Result<()> {
     pg.switch_wal_archived(ARCHIVED).await?;
     let extra =
         "target = \"5s\"\n[[drill.check]]\nsql = \"select max(id) from orders\"\nexpect = \"6\"\n";
-    let scene = scene("db1", |a| {
-        a.toml(&drill_section(
-            "main",
-            backups.path(),
-            pg.archive_dir(),
-            scratch.path(),
-            extra,
-        ))
-    })
+    let (_scene, c) = one_drill(
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        extra,
+        "ok",
+    )
     .await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.main", "ok", "restore drill of ", WAIT)
-        .await;
     let d = &c["details"];
     assert_eq!(d["target"], "5s before now", "{c}");
     assert!(
@@ -979,7 +893,7 @@ fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     rt.block_on(orders(&pg, 3))?;
     let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
-    base_backup(&pg, &backups.path().join("b1"), "t", "stream")?;
+    pg.base_backup(&backups.path().join("b1"), &["-Ft", "-X", "stream"])?;
     let cfg = backups.path().join("agent.toml");
     fs::write(
         &cfg,
@@ -1011,22 +925,6 @@ fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {
     Ok(())
 }
 
-/// Runs `argv` as `postgres` (the owner of a pgBackRest repository next to the server).
-fn as_postgres(argv: &[&str]) -> Result<()> {
-    let out = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(argv)
-        .current_dir("/tmp")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{argv:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// Every file of a tree with its size and modification time, to show it was not written.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
@@ -1047,42 +945,14 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 #[tokio::test]
 async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let postgres = nix::unistd::User::from_name("postgres")?.context("no postgres user")?;
-    nix::unistd::chown(dir.path(), Some(postgres.uid), Some(postgres.gid))?;
-    let conf = dir.path().join("pgbackrest.conf");
-    let conf_arg = format!("--config={}", conf.display());
-    let pg = PgCluster::init()
-        .archive_command(&format!(
-            "pgbackrest {conf_arg} --stanza=main archive-push %p"
-        ))
-        .start()?;
-    fs::write(
-        &conf,
-        format!(
-            "[global]\nrepo1-path={}\nlock-path={}\nlog-level-console=warn\nlog-level-file=off\n\
-             start-fast=y\n[main]\npg1-path={}\npg1-socket-path={}\npg1-port={}\npg1-user=postgres\n",
-            dir.path().join("repo").display(),
-            dir.path().join("lock").display(),
-            pg.data_dir().display(),
-            pg.socket_dir().display(),
-            pg.port()
-        ),
-    )?;
-    nix::unistd::chown(&conf, Some(postgres.uid), Some(postgres.gid))?;
-    as_postgres(&["pgbackrest", &conf_arg, "--stanza=main", "stanza-create"])?;
+    let tool = PgBackRest::start("")?;
+    let (pg, conf) = (&tool.pg, &tool.conf);
     pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 7)")?;
-    as_postgres(&[
-        "pgbackrest",
-        &conf_arg,
-        "--stanza=main",
-        "--type=full",
-        "backup",
-    ])?;
+    tool.backup("full")?;
     // After the backup: only archive-get during recovery brings these rows back.
     pg.psql("INSERT INTO orders SELECT generate_series(8, 9)")?;
     pg.switch_wal_archived(ARCHIVED).await?;
-    let repo = snapshot(&dir.path().join("repo"));
+    let repo = snapshot(&tool.repo());
     let scratch = scratch()?;
     let section = format!(
         "[[drill]]\nname = \"repo\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
@@ -1108,90 +978,17 @@ async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Resu
         "{c}"
     );
     assert!(d["rto_ms"].is_u64(), "{c}");
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            ensure!(
-                processes_in(scratch.path()).is_empty(),
-                "{:?}",
-                processes_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
-    assert_eq!(
-        snapshot(&dir.path().join("repo")),
-        repo,
-        "the repository was written"
-    );
+    scratch_left_clean(scratch.path()).await;
+    assert_eq!(snapshot(&tool.repo()), repo, "the repository was written");
     Ok(())
 }
 
 #[tokio::test]
 async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    // The server (as postgres) copies WAL into Barman's incoming directory.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-    let home = dir.path().join("barman");
-    let incoming = home.join("pg/incoming");
-    fs::create_dir_all(&incoming)?;
-    fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
-    let pg = PgCluster::init()
-        .archive_command(&format!("cp %p {}/%f", incoming.display()))
-        .start()?;
-    let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())?.context("no user name")?;
-    let conf = dir.path().join("barman.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
-             path_prefix = {bin}\n[pg]\ndescription = test\n\
-             conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host={sock} port={port} user=postgres\n\
-             backup_method = postgres\narchiver = on\n",
-            home = home.display(),
-            user = me.name,
-            dir = dir.path().display(),
-            bin = bindir()?.display(),
-            sock = pg.socket_dir().display(),
-            port = pg.port()
-        ),
-    )?;
-    let barman = |args: &[&str]| -> Result<()> {
-        let out = Command::new("barman")
-            .arg("-c")
-            .arg(&conf)
-            .args(args)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "barman {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
-    // Barman's backup refuses to start before it has received WAL: ship one segment first.
-    let first = pg.switch_wal()?;
-    eventually(
-        WAIT,
-        "the first segment in Barman's incoming directory",
-        async || {
-            ensure!(incoming.join(&first).exists(), "{first} not there yet");
-            Ok(())
-        },
-    )
-    .await;
-    barman(&["archive-wal", "pg"])?;
+    let tool = Barman::start().await?;
+    let (pg, conf) = (&tool.pg, &tool.conf);
     pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
-    barman(&["backup", "--wait", "pg"])?;
+    tool.run(&["backup", "--wait", "pg"])?;
     let scratch = scratch()?;
     let section = format!(
         "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
@@ -1209,23 +1006,6 @@ async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
     assert_eq!(d["source_kind"], "barman", "{c}");
     assert_eq!(d["backup_root"], "Barman server pg", "{c}");
     assert!(d["rto_ms"].is_u64(), "{c}");
-    eventually(
-        Duration::from_secs(10),
-        "the scratch to be empty",
-        async || {
-            ensure!(
-                left_in(scratch.path()).is_empty(),
-                "{:?}",
-                left_in(scratch.path())
-            );
-            ensure!(
-                processes_in(scratch.path()).is_empty(),
-                "{:?}",
-                processes_in(scratch.path())
-            );
-            Ok(())
-        },
-    )
-    .await;
+    scratch_left_clean(scratch.path()).await;
     Ok(())
 }

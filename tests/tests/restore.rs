@@ -3,7 +3,6 @@
 //! judging, the API and `backwatch-agent check` showing it.
 
 use anyhow::{Context, Result, ensure};
-use backwatch_tests::harness::pg::bindir;
 use backwatch_tests::harness::{PgCluster, bin, eventually, scene};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -12,34 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `pg_basebackup -Fp` of `pg` into `target` with a manifest (the default); `wal` is its `-X`.
-fn base_backup(pg: &PgCluster, target: &Path, wal: &str) -> Result<()> {
-    let out = Command::new(bindir()?.join("pg_basebackup"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .arg("-h")
-        .arg(pg.socket_dir())
-        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
-        .args([
-            "-X",
-            wal,
-            "-c",
-            "fast",
-            "--no-sync",
-            "-l",
-            "backwatch-test",
-            "-D",
-        ])
-        .arg(target)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "pg_basebackup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 /// Flips bytes in the middle of the largest relation file, keeping its size: only a checksum
 /// can tell. Returns its path relative to the backup, as pg_verifybackup names it.
@@ -77,11 +48,14 @@ async fn corrupted_file_or_missing_wal_fails_restore_readiness() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let root = tempfile::tempdir()?;
     // An older backup first: the newest one (by its manifest) is the one verified.
-    base_backup(&pg, &root.path().join("a-older"), "none")?;
+    pg.base_backup(
+        &root.path().join("a-older"),
+        &["-X", "none", "-l", "backwatch-test"],
+    )?;
     std::thread::sleep(Duration::from_millis(1100));
     let backup = root.path().join("b-newest");
     // `-X none`: the WAL this backup needs is only in the archive.
-    base_backup(&pg, &backup, "none")?;
+    pg.base_backup(&backup, &["-X", "none", "-l", "backwatch-test"])?;
     let scene = scene("db1", |a| {
         a.toml(&restore_section(root.path(), Some(pg.archive_dir())))
     })
@@ -164,7 +138,7 @@ fn check_verifies_a_streamed_backup_with_its_own_wal() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let root = tempfile::tempdir()?;
     let backup = root.path().join("base");
-    base_backup(&pg, &backup, "stream")?;
+    pg.base_backup(&backup, &["-X", "stream", "-l", "backwatch-test"])?;
     let cfg = root.path().join("agent.toml");
     // The backup directory itself is the backup; no archive: its pg_wal has the WAL.
     fs::write(
@@ -209,7 +183,10 @@ fn check_verifies_a_streamed_backup_with_its_own_wal() -> Result<()> {
 async fn a_restarted_agent_does_not_verify_again_within_the_interval() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let root = tempfile::tempdir()?;
-    base_backup(&pg, &root.path().join("base"), "stream")?;
+    pg.base_backup(
+        &root.path().join("base"),
+        &["-X", "stream", "-l", "backwatch-test"],
+    )?;
     let weekly = format!(
         "[[restore]]\nname = \"base\"\nbackup_dir = \"{}\"\ninterval = \"7d\"\n",
         root.path().display()

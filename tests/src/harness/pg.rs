@@ -147,6 +147,28 @@ impl PgCluster {
         format!("test ! -f {dir}/%f && cp %p {dir}/%f")
     }
 
+    /// `pg_basebackup` of this cluster into `target` (fast checkpoint, no sync), with `args`
+    /// (e.g. `["-Ft", "-Z", "zstd", "-X", "stream"]`), from the tools of the cluster's major.
+    pub fn base_backup(&self, target: &Path, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(bindir()?.join("pg_basebackup"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("-h")
+            .arg(&self.sock)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-w"])
+            .args(["-c", "fast", "--no-sync"])
+            .args(args)
+            .arg("-D")
+            .arg(target)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// Runs `sql` (any number of statements, each in its own transaction) in database `postgres`
     /// and returns stdout, trimmed: unaligned, tuples only, `|` between columns.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
