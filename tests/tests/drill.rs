@@ -983,6 +983,65 @@ async fn a_pgbackrest_stanza_is_drilled_without_writing_its_repository() -> Resu
     Ok(())
 }
 
+/// A segment missing from a pgBackRest repository while it holds later ones: recovery stops
+/// there, and the drill names it (the end is `info`'s `archive.max`, stored when `repo-ls`
+/// says), instead of promoting at the gap and calling it a good restore.
+#[tokio::test]
+async fn a_segment_missing_from_a_pgbackrest_repository_is_critical_by_name() -> Result<()> {
+    let tool = PgBackRest::start("")?;
+    let pg = &tool.pg;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)")?;
+    tool.backup("full")?;
+    let mut segments = Vec::new();
+    for i in 0..3 {
+        pg.psql(&format!("INSERT INTO orders VALUES ({i})"))?;
+        segments.push(pg.switch_wal_archived(ARCHIVED).await?);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let gap = segments[1].clone();
+    // The repository keeps `<segment>-<sha1>.gz` under archive/main/<id>/<first 16 digits>/.
+    let mut removed = 0;
+    let mut dirs = vec![tool.repo().join("archive/main")];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d)?.flatten() {
+            if e.file_type()?.is_dir() {
+                dirs.push(e.path());
+            } else if e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{gap}-"))
+            {
+                fs::remove_file(e.path())?;
+                removed += 1;
+            }
+        }
+    }
+    ensure!(removed == 1, "{gap} not found in the repository");
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"repo\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         max_shortfall = \"1s\"\n[drill.pgbackrest]\nstanza = \"main\"\nconfig = \"{}\"\n",
+        scratch.path().display(),
+        tool.conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.repo", "critical", "restore drill of ", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.ends_with(&format!("recovery stopped at missing WAL segment {gap}")),
+        "{c}"
+    );
+    let d = &c["details"];
+    assert_eq!(d["missing_segment"], gap.as_str(), "{c}");
+    assert_eq!(d["archive_newest_segment"], segments[2].as_str(), "{c}");
+    assert_eq!(d["archive_end_reached"], false, "{c}");
+    scratch_left_clean(scratch.path()).await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
     let tool = Barman::start().await?;

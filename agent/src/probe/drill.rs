@@ -56,8 +56,8 @@ pub const SCRATCH_PREFIX: &str = "backwatch-drill-";
 /// The backup a drill restores, with its source.
 enum Chosen<'a> {
     Plain(backup::Found),
-    /// A pgBackRest backup label.
-    PgBackRest(&'a PgBackRestSource, String),
+    /// A pgBackRest backup label, and the end of the stanza's archive.
+    PgBackRest(&'a PgBackRestSource, String, Option<pgbackrest::ArchiveEnd>),
     /// A Barman backup id.
     Barman(&'a BarmanSource, String),
 }
@@ -204,7 +204,7 @@ impl DrillProbe {
                     self.space_factor,
                 )
                 .await
-                .map(|(label, space)| (Chosen::PgBackRest(src, label), space)),
+                .map(|(label, space, end)| (Chosen::PgBackRest(src, label, end), space)),
             (None, None) => {
                 let (root, scratch_dir, factor) = (
                     self.backup_dir.clone(),
@@ -231,7 +231,7 @@ impl DrillProbe {
                 obs.backup_path = Some(found.path.display().to_string());
                 obs.backup_format = Some(found.format.as_str().into());
             }
-            Chosen::PgBackRest(_, label) => {
+            Chosen::PgBackRest(_, label, _) => {
                 obs.backup_path = Some(label.clone());
                 obs.backup_format = Some("pgbackrest".into());
             }
@@ -253,6 +253,9 @@ impl DrillProbe {
                 return;
             }
         };
+        if let Chosen::PgBackRest(_, _, Some(end)) = &chosen {
+            s.set_archive_end(end.clone());
+        }
         let limit = if self.io_limit {
             super::restore::io_limit_prefix()
         } else {
@@ -263,7 +266,7 @@ impl DrillProbe {
         }
         let restored = match &chosen {
             Chosen::Plain(found) => backup::restore(found, &s.data(), &limit).await,
-            Chosen::PgBackRest(src, label) => {
+            Chosen::PgBackRest(src, label, _) => {
                 let mut limit = limit.clone();
                 limit.extend(server::tool_prefix(self.run_as.as_deref()));
                 src.restore(label, &s.data(), s.owner(), &limit).await

@@ -113,7 +113,7 @@ impl PgBackRestProbe {
 }
 
 /// The time `repo-ls` gives the file of segment `max` (`<segment>-<sha1>[.gz]`).
-fn stored_at(out: &Output, max: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn stored_at(out: &Output, max: &str) -> Option<DateTime<Utc>> {
     let doc = tool_command::json(out).ok()?;
     doc.as_object()?
         .iter()
@@ -146,14 +146,14 @@ fn parse(out: &Output, now: DateTime<Utc>) -> Result<(Vec<BackupSet>, ArchiveIds
 }
 
 /// The current database's archive: the last entry that has WAL.
-fn current_archive(s: &Value) -> Option<&Value> {
+pub(crate) fn current_archive(s: &Value) -> Option<&Value> {
     s["archive"]
         .as_array()
         .and_then(|a| a.iter().rev().find(|x| x["min"].is_string()))
 }
 
 /// Its id, when it is a plain directory name (`15-1`), never a path.
-fn archive_id(s: &Value) -> Option<String> {
+pub(crate) fn archive_id(s: &Value) -> Option<String> {
     let id = current_archive(s)?["id"].as_str()?;
     id.chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-')

@@ -18,6 +18,9 @@ pub struct PgBackRestSource {
     pub command: Vec<String>,
 }
 
+/// The newest segment of an archive and, when known, when it was stored.
+pub type ArchiveEnd = (String, Option<chrono::DateTime<chrono::Utc>>);
+
 /// `pgbackrest info` answers a few hundred KiB at most.
 const INFO_OUTPUT: tool_command::Limits = tool_command::JSON_TOOL;
 
@@ -32,13 +35,14 @@ impl PgBackRestSource {
         v
     }
 
-    /// Label and restored size of the newest backup that did not fail, and the space check.
+    /// Label and restored size of the newest backup that did not fail, the space check, and
+    /// the end of the stanza's archive.
     pub async fn choose(
         &self,
         as_user: &[String],
         scratch: &Path,
         factor: f64,
-    ) -> Result<(String, Space), String> {
+    ) -> Result<(String, Space, Option<ArchiveEnd>), String> {
         let mut argv = as_user.to_vec();
         argv.extend(self.argv(&["--output=json", "info"]));
         let out = tool_command::run(&argv, INFO_OUTPUT).await?;
@@ -51,11 +55,13 @@ impl PgBackRestSource {
         }
         let json: serde_json::Value = serde_json::from_str(&out.stdout)
             .map_err(|e| format!("pgbackrest info printed no JSON: {e}"))?;
-        let newest = json
+        let stanza = json
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| s["name"] == self.stanza.as_str())
+            .find(|s| s["name"] == self.stanza.as_str());
+        let newest = stanza
+            .into_iter()
             .flat_map(|s| s["backup"].as_array().into_iter().flatten())
             .filter(|b| b["error"] != true)
             .max_by_key(|b| b["timestamp"]["stop"].as_i64().unwrap_or(0))
@@ -63,7 +69,43 @@ impl PgBackRestSource {
         let label = newest["label"].as_str().unwrap_or_default().to_string();
         let bytes = newest["info"]["size"].as_u64().unwrap_or(0);
         let space = super::backup::space(scratch, bytes, factor)?;
-        Ok((label, space))
+        let end = match stanza {
+            Some(s) => self.archive_end(as_user, s).await,
+            None => None,
+        };
+        Ok((label, space, end))
+    }
+
+    /// The stanza's newest archived segment (`info`'s `archive.max`) and when it was stored
+    /// (`repo-ls` of its directory; unknown when that fails): what replay must reach.
+    async fn archive_end(
+        &self,
+        as_user: &[String],
+        stanza: &serde_json::Value,
+    ) -> Option<ArchiveEnd> {
+        use crate::probe::pgbackrest::{archive_id, current_archive, stored_at};
+        let max = current_archive(stanza)?["max"].as_str()?.to_string();
+        let mut at = None;
+        if let Some(id) = archive_id(stanza) {
+            let mut argv = as_user.to_vec();
+            argv.extend(self.command.iter().cloned());
+            if let Some(c) = &self.config {
+                argv.push(format!("--config={}", c.display()));
+            }
+            argv.extend([
+                "--output=json".to_string(),
+                "repo-ls".to_string(),
+                format!(
+                    "archive/{}/{id}/{}",
+                    self.stanza,
+                    max.get(..16).unwrap_or(&max)
+                ),
+            ]);
+            if let Ok(out) = tool_command::run(&argv, INFO_OUTPUT).await {
+                at = stored_at(&out, &max);
+            }
+        }
+        Some((max, at))
     }
 
     /// `pgbackrest restore` of `label` into `data` (created empty here).

@@ -38,6 +38,9 @@ pub struct Scratch {
     pgid: Option<Pid>,
     /// Segment (log and seg number as 16 hex digits) replay ended in, and the segment size.
     replay: Option<String>,
+    /// The newest archived segment and when it was stored, for a source whose archive is not
+    /// a directory to list (pgBackRest).
+    archive_end: Option<super::pgbackrest::ArchiveEnd>,
     done: bool,
 }
 
@@ -110,6 +113,7 @@ impl Scratch {
             bindir: None,
             pgid: None,
             replay: None,
+            archive_end: None,
             done: false,
         })
     }
@@ -137,6 +141,10 @@ impl Scratch {
     }
     pub(super) fn fetched(&self) -> PathBuf {
         self.dir.join("restore_command.log")
+    }
+
+    pub fn set_archive_end(&mut self, end: super::pgbackrest::ArchiveEnd) {
+        self.archive_end = Some(end);
     }
 
     pub fn set_replay(&mut self, segment: Option<String>) {
@@ -387,7 +395,12 @@ impl Scratch {
                 _ => {}
             }
         }
-        let newest = archive.and_then(newest_segment);
+        // A repository's end whose storing time is unknown is taken as now: replay that did
+        // not reach it is then short by the whole time since the recovered point.
+        let newest = match &self.archive_end {
+            Some((name, at)) => Some((name.clone(), at.unwrap_or_else(Utc::now))),
+            None => archive.and_then(newest_segment),
+        };
         if let Some((name, mtime)) = &newest {
             obs.archive_newest_segment = Some(name.clone());
             let tail = &name[8..];
