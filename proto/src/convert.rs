@@ -281,6 +281,7 @@ impl From<&WalObs> for pb::WalArchiveObservation {
             pending_source: match w.pending_source {
                 PendingSource::ArchiveStatusdir => pb::PendingSource::ArchiveStatusdir,
                 PendingSource::Unavailable => pb::PendingSource::Unavailable,
+                PendingSource::WalPositions => pb::PendingSource::WalPositions,
             } as i32,
             ready_segments: w.ready_segments,
             ready_history: w.ready_history,
@@ -456,6 +457,7 @@ fn observation_from_wire(
             current_wal_file: non_empty(text("current_wal_file", w.current_wal_file)?),
             pending_source: match pb::PendingSource::try_from(w.pending_source) {
                 Ok(pb::PendingSource::ArchiveStatusdir) => PendingSource::ArchiveStatusdir,
+                Ok(pb::PendingSource::WalPositions) => PendingSource::WalPositions,
                 _ => PendingSource::Unavailable,
             },
             ready_segments: w.ready_segments,

@@ -195,6 +195,10 @@ pub enum PendingSource {
     /// Not readable; `pending_note` says why.
     #[default]
     Unavailable,
+    /// Estimated from `pg_current_wal_lsn()` and `last_archived_wal` (PostgreSQL 10 and 11, or
+    /// no pg_monitor): the count of segments between them, the oldest one's age from its file
+    /// when readable. `pending_note` says so.
+    WalPositions,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

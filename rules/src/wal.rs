@@ -97,6 +97,9 @@ pub fn data_at_risk(obs: &WalObs) -> Option<DataAtRisk> {
     if obs.pending_source == PendingSource::Unavailable {
         return None;
     }
+    if waiting(obs) > 0 && obs.oldest_ready_age_secs.is_none() {
+        return None; // segments wait, of unknown age (an estimate from WAL positions)
+    }
     let pending = (waiting(obs) > 0).then(|| DataAtRisk {
         secs: obs.oldest_ready_age_secs.unwrap_or(0).max(0),
         segment: obs.oldest_ready_name.clone(),
@@ -357,14 +360,17 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
     }
     // A2
     let recovered = recovered_failures(obs, prev);
-    let mut summary = if waiting > 0 {
-        format!(
+    let mut summary = match pending_age(obs) {
+        _ if waiting == 0 => "archiving ok: nothing waiting".to_string(),
+        Some(age) => format!(
             "archiving ok: {waiting} files waiting, oldest {}",
-            human::duration(pending_age(obs).unwrap_or(0))
-        )
-    } else {
-        "archiving ok: nothing waiting".to_string()
+            human::duration(age)
+        ),
+        None => format!("archiving ok: {waiting} files waiting, oldest of unknown age"),
     };
+    if obs.pending_source == PendingSource::WalPositions {
+        summary.push_str(" (estimated from WAL positions: no pg_ls_archive_statusdir())");
+    }
     if let Some(r) = risk.as_ref().filter(|r| r.unswitched && r.secs > 0) {
         summary.push_str(&format!(
             "; data at risk {} (written since {})",

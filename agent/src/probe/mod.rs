@@ -15,6 +15,7 @@ pub mod restore;
 pub mod tool_command;
 pub mod unswitched;
 pub mod wal_archive;
+pub mod wal_positions;
 
 use backwatch_proto::model::{Observation, ProbeKind};
 use std::future::Future;

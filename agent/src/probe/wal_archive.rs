@@ -16,6 +16,7 @@
 //!   rule sees the same values the server compared.
 
 use super::unswitched;
+use super::wal_positions;
 use super::{Outcome, Probe};
 use backwatch_proto::error::chain;
 use backwatch_proto::model::{
@@ -232,9 +233,18 @@ async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, S
         .await
         .map_err(|e| format!("query failed: {}", chain(&e)))?;
     let mut obs = status_from_row(&row).map_err(|e| format!("query failed: {e}"))?;
+    // Not available (PostgreSQL 10 and 11) or not permitted (no pg_monitor): estimated from
+    // the WAL positions instead; any other failure is no measure at all.
+    let mut estimate = false;
     let pending = match client.query_one(PENDING_SQL, &[]).await {
         Ok(row) => pending_from_row(&row).map_err(|e| format!("query failed: {e}")),
-        Err(e) => Err(pending_note(e.code(), &e)),
+        Err(e) => {
+            estimate = matches!(
+                e.code(),
+                Some(c) if *c == SqlState::UNDEFINED_FUNCTION || *c == SqlState::INSUFFICIENT_PRIVILEGE
+            );
+            Err(pending_note(e.code(), &e))
+        }
     };
     match pending {
         Ok(p) => {
@@ -248,6 +258,7 @@ async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, S
             // Same statement as the ages above: the clock they were computed on.
             obs.db_now = Some(p.db_now);
         }
+        Err(note) if estimate => estimate_pending(client, &mut obs, note).await,
         Err(note) => {
             obs.pending_source = PendingSource::Unavailable;
             obs.pending_note = Some(note);
@@ -264,6 +275,53 @@ async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, S
 
 /// The cluster's identity, shared by its standbys and every restore of its backups.
 const SYSTEM_ID_SQL: &str = "SELECT system_identifier::text FROM pg_control_system()";
+
+/// The pending work by WAL positions (see `wal_positions`), the oldest segment's age from its
+/// file in pg_wal when `pg_stat_file()` may read it; `why` the listing was not available.
+async fn estimate_pending(client: &Client, obs: &mut WalObs, why: String) {
+    let seg_size = u64::try_from(obs.wal_segment_size_bytes).unwrap_or(0);
+    let e = match wal_positions::estimate(
+        obs.current_wal_file.as_deref(),
+        obs.last_archived_wal.as_deref(),
+        seg_size,
+    ) {
+        Ok(e) => e,
+        Err(no) => {
+            obs.pending_source = PendingSource::Unavailable;
+            obs.pending_note = Some(format!("{why}; no estimate from WAL positions: {no}"));
+            return;
+        }
+    };
+    let mut note = format!(
+        "{why}; pending WAL estimated from WAL positions instead (the segments after the last \
+         archived one up to the current one, as check_pgactivity does)"
+    );
+    if let Some(name) = &e.oldest {
+        match client.query_one(SEGMENT_AGE_SQL, &[name]).await {
+            Ok(row) => obs.oldest_ready_age_secs = row.try_get(0).ok().flatten(),
+            Err(err) => {
+                let what = match err.code() {
+                    Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+                        "pg_stat_file() not permitted (superuser, or EXECUTE on \
+                         pg_stat_file(text, boolean))"
+                            .to_string()
+                    }
+                    _ => chain(&err),
+                };
+                note.push_str(&format!("; the oldest one's age is unknown: {what}"));
+            }
+        }
+    }
+    obs.pending_source = PendingSource::WalPositions;
+    obs.ready_segments = e.segments;
+    obs.oldest_ready_name = e.oldest;
+    obs.pending_note = Some(note);
+}
+
+/// Age of a segment's file in pg_wal on the database clock: it was last written when the
+/// segment was completed, i.e. when it became ready for the archiver. NULL when gone.
+const SEGMENT_AGE_SQL: &str = "SELECT (extract(epoch FROM now() - \
+     (pg_stat_file('pg_wal/' || $1::text, true)).modification))::int8";
 
 /// Why the pending list could not be read, phrased as what to do about it.
 fn pending_note(code: Option<&SqlState>, e: &tokio_postgres::Error) -> String {

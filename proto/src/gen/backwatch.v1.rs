@@ -1161,6 +1161,11 @@ pub enum PendingSource {
     ArchiveStatusdir = 1,
     /// Could not be read (permission, old server); pending_note says why.
     Unavailable = 2,
+    /// Estimated from WAL positions where the listing is not available (PostgreSQL 10 and 11, or
+    /// a role without pg_monitor), as check_pgactivity does: the segments between the last
+    /// archived one and the current one; the oldest one's age from its file in pg_wal when
+    /// pg_stat_file() may read it. pending_note says so.
+    WalPositions = 3,
 }
 impl PendingSource {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1172,6 +1177,7 @@ impl PendingSource {
             Self::Unspecified => "PENDING_SOURCE_UNSPECIFIED",
             Self::ArchiveStatusdir => "PENDING_SOURCE_ARCHIVE_STATUSDIR",
             Self::Unavailable => "PENDING_SOURCE_UNAVAILABLE",
+            Self::WalPositions => "PENDING_SOURCE_WAL_POSITIONS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1180,6 +1186,7 @@ impl PendingSource {
             "PENDING_SOURCE_UNSPECIFIED" => Some(Self::Unspecified),
             "PENDING_SOURCE_ARCHIVE_STATUSDIR" => Some(Self::ArchiveStatusdir),
             "PENDING_SOURCE_UNAVAILABLE" => Some(Self::Unavailable),
+            "PENDING_SOURCE_WAL_POSITIONS" => Some(Self::WalPositions),
             _ => None,
         }
     }

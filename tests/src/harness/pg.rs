@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tempfile::TempDir;
 
 pub use builder::PgClusterBuilder;
-pub use process::bindir;
+pub use process::{MAJORS, bindir, major_bindir};
 
 use builder::Source;
 use process::{hermetic_env, kill_postmaster, psql_result, run};
@@ -150,7 +150,7 @@ impl PgCluster {
     /// `pg_basebackup` of this cluster into `target` (fast checkpoint, no sync), with `args`
     /// (e.g. `["-Ft", "-Z", "zstd", "-X", "stream"]`), from the tools of the cluster's major.
     pub fn base_backup(&self, target: &Path, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new(bindir()?.join("pg_basebackup"))
+        let out = Command::new(self.client("pg_basebackup")?)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .arg("-h")
@@ -332,6 +332,22 @@ impl PgCluster {
         run(&mut pg_ctl, "pg_ctl stop")
     }
 
+    /// A client program of the cluster's own major when its bindir has it, else the system's
+    /// (the server-only builds of other majors carry no client tools).
+    fn client(&self, program: &str) -> anyhow::Result<PathBuf> {
+        let own = self.bindir.join(program);
+        if own.is_file() {
+            return Ok(own);
+        }
+        Ok(bindir()?.join(program))
+    }
+
+    /// The server's major version (`PG_VERSION` of its data directory).
+    pub fn major(&self) -> anyhow::Result<u32> {
+        let text = fs::read_to_string(self.data.join("PG_VERSION"))?;
+        Ok(text.trim().parse()?)
+    }
+
     /// A server-side program from the bindir, as the server user, in the temp dir.
     fn server_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join(program));
@@ -348,7 +364,11 @@ impl PgCluster {
     }
 
     fn psql_command(&self, dbname: &str) -> Command {
-        let mut cmd = Command::new(self.bindir.join("psql"));
+        // psql of any newer major talks to older servers; the npm builds carry none.
+        let psql = self
+            .client("psql")
+            .unwrap_or_else(|_| self.bindir.join("psql"));
+        let mut cmd = Command::new(psql);
         cmd.args([
             "-X",
             "-A",

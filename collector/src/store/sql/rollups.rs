@@ -98,9 +98,17 @@ pub fn sample(item: &Evaluated) -> Sample {
         }
         Some(Observation::WalArchive(w)) => {
             // Nothing waiting is a delay of 0; an unreadable pending list is no measure.
-            if w.pending_source == PendingSource::ArchiveStatusdir {
-                s.delay = Some(w.oldest_ready_age_secs.unwrap_or(0).max(0));
-            }
+            s.delay = match w.pending_source {
+                PendingSource::ArchiveStatusdir => {
+                    Some(w.oldest_ready_age_secs.unwrap_or(0).max(0))
+                }
+                // An estimate: nothing waiting is 0, a waiting segment of unknown age no measure.
+                PendingSource::WalPositions if w.ready_segments > 0 => {
+                    w.oldest_ready_age_secs.map(|a| a.max(0))
+                }
+                PendingSource::WalPositions => Some(0),
+                PendingSource::Unavailable => None,
+            };
             s.archived = Some(w.archived_count);
             s.failed = Some(w.failed_count);
             s.risk = crate::rules::wal::data_at_risk(w).map(|r| r.secs);

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, ensure};
 
-use super::process::{bindir, run, server_user};
+use super::process::{bindir, major_bindir, run, server_user};
 use super::{PgCluster, quote};
 use crate::harness::wait::free_port;
 
@@ -45,6 +45,7 @@ pub struct PgClusterBuilder {
     archive_timeout_secs: u64,
     settings: Vec<(String, String)>,
     wal_segsize_mb: Option<u32>,
+    major: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +63,15 @@ impl PgClusterBuilder {
             archive_timeout_secs: 0,
             settings: Vec::new(),
             wal_segsize_mb: None,
+            major: None,
         }
+    }
+
+    /// Run PostgreSQL `major` from `target/pg/<major>` (see `scripts/install-pg-majors`)
+    /// instead of the system's newest server.
+    pub fn major(mut self, major: u32) -> Self {
+        self.major = Some(major);
+        self
     }
 
     /// `initdb --wal-segsize` in MiB (a power of two, 1 to 1024): 1 keeps archives of many
@@ -98,7 +107,10 @@ impl PgClusterBuilder {
 
     /// Creates the cluster (initdb, or pg_basebackup for a standby) and starts it.
     pub fn start(self) -> anyhow::Result<PgCluster> {
-        let bindir = bindir()?;
+        let bindir = match self.major {
+            Some(m) => major_bindir(m)?,
+            None => bindir()?,
+        };
         let server_user = server_user()?;
         let tmp = tempfile::Builder::new()
             .prefix("bw-pg-")
@@ -132,7 +144,7 @@ impl PgClusterBuilder {
         }
         let conf = match self.source {
             Source::Initdb => {
-                initdb(&pg, self.wal_segsize_mb)?;
+                initdb(&pg, self.wal_segsize_mb, self.major)?;
                 pg.data.join("postgresql.conf")
             }
             Source::BaseBackup { primary_port } => {
@@ -168,12 +180,20 @@ impl PgClusterBuilder {
     }
 }
 
-fn initdb(pg: &PgCluster, wal_segsize_mb: Option<u32>) -> anyhow::Result<()> {
+fn initdb(pg: &PgCluster, wal_segsize_mb: Option<u32>, major: Option<u32>) -> anyhow::Result<()> {
     let mut initdb = pg.server_command("initdb");
     initdb
         .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-        .args(["--no-sync", "--no-instructions"]);
+        .arg("--no-sync");
+    // --no-instructions came with 14, --wal-segsize with 11.
+    if major.is_none_or(|m| m >= 14) {
+        initdb.arg("--no-instructions");
+    }
     if let Some(mb) = wal_segsize_mb {
+        ensure!(
+            major.is_none_or(|m| m >= 11),
+            "PostgreSQL 10 sets the WAL segment size at build time only"
+        );
         initdb.arg(format!("--wal-segsize={mb}"));
     }
     initdb.arg("-D").arg(&pg.data);

@@ -70,6 +70,38 @@ fn find_bindir() -> Result<PathBuf, String> {
     }
 }
 
+/// Every PostgreSQL major the version matrix runs on (10 and 11 are past their end of life but
+/// still met in old fleets).
+pub const MAJORS: [u32; 9] = [10, 11, 12, 13, 14, 15, 16, 17, 18];
+
+/// The binaries of PostgreSQL `major` that `scripts/install-pg-majors` put under
+/// `target/pg/<major>/bin` (server programs for every major, the client tools too for 18).
+pub fn major_bindir(major: u32) -> anyhow::Result<&'static Path> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DIRS: OnceLock<Mutex<HashMap<u32, &'static Path>>> = OnceLock::new();
+    let mut dirs = DIRS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(d) = dirs.get(&major) {
+        return Ok(d);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/pg")
+        .join(major.to_string())
+        .join("bin");
+    if !dir.join("initdb").is_file() {
+        bail!(
+            "PostgreSQL {major} is not installed in {}: run scripts/install-pg-majors (./scripts/test does)",
+            dir.display()
+        );
+    }
+    let dir: &'static Path = Box::leak(dir.into_boxed_path());
+    dirs.insert(major, dir);
+    Ok(dir)
+}
+
 /// Whom server programs run as: `postgres` when we are root (PostgreSQL refuses root),
 /// otherwise ourselves (`None`).
 pub(super) fn server_user() -> anyhow::Result<Option<(Uid, Gid)>> {

@@ -1,0 +1,187 @@
+//! The WAL-archiving and archive-directory scenarios on every PostgreSQL major from 10 to 18,
+//! each a real server of that major (`target/pg/<major>`, installed by
+//! `scripts/install-pg-majors`), probed by the real agent and judged by the real collector.
+//!
+//! Per major, one agent watches five clusters at once: healthy (and its archive directory),
+//! failing then fixed, silently failing (`archive_command = /bin/true`), stuck (a segment
+//! waiting 20 minutes behind a hanging command) and archiving off. On 10 and 11, which have no
+//! `pg_ls_archive_statusdir()`, the WAL check estimates the pending work from WAL positions
+//! and says so, instead of being unknown.
+
+use anyhow::{Result, ensure};
+use backwatch_tests::harness::{PgCluster, scene};
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+const ARCHIVED: Duration = Duration::from_secs(30);
+
+fn summary(c: &Value) -> &str {
+    c["summary"].as_str().unwrap_or_default()
+}
+
+fn touch_ago(path: &std::path::Path, ago: &str) -> Result<()> {
+    let ok = Command::new("touch")
+        .args(["-d", ago])
+        .arg(path)
+        .status()?
+        .success();
+    ensure!(ok, "touch -d {ago:?} {}", path.display());
+    Ok(())
+}
+
+/// `[[archive_dir]] <name>` linked to `[[wal]] <name>`, with the owner the harness gave it.
+fn archive_section(name: &str, pg: &PgCluster) -> Result<String> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    use std::os::unix::fs::MetadataExt;
+    fs::set_permissions(pg.archive_dir(), fs::Permissions::from_mode(0o700))?;
+    let meta = fs::metadata(pg.archive_dir())?;
+    let user = User::from_uid(Uid::from_raw(meta.uid()))?.map(|u| u.name);
+    let group = Group::from_gid(Gid::from_raw(meta.gid()))?.map(|g| g.name);
+    Ok(format!(
+        "[[archive_dir]]\nname = \"{name}\"\npath = \"{}\"\nwal = \"{name}\"\ninterval = \"1s\"\n\
+         expected_owner = \"{}\"\nexpected_group = \"{}\"\n",
+        pg.archive_dir().display(),
+        user.unwrap_or_default(),
+        group.unwrap_or_default()
+    ))
+}
+
+async fn scenarios(major: u32) -> Result<()> {
+    let cluster = || PgCluster::init().major(major);
+    let healthy = cluster().start()?;
+    ensure!(
+        healthy.major()? == major,
+        "PG_VERSION of the healthy cluster"
+    );
+    let failing = cluster().archive_command("false").start()?;
+    let silent = cluster().archive_command("/bin/true").start()?;
+    let stuck = cluster().start()?;
+    let off = cluster().archive_mode("off").start()?;
+
+    healthy.switch_wal_archived(ARCHIVED).await?;
+    healthy.switch_wal_archived(ARCHIVED).await?;
+    let failed = failing.switch_wal()?;
+    let lost = silent.switch_wal_archived(ARCHIVED).await?;
+    // Archived once (so even the estimate from positions has a start), then hanging: the next
+    // segment has waited 20 minutes, by its .ready file and by its file in pg_wal.
+    stuck.switch_wal_archived(ARCHIVED).await?;
+    stuck.set_archive_command("sleep 600")?;
+    let waiting = stuck.switch_wal()?;
+    touch_ago(
+        &stuck.ready_dir().join(format!("{waiting}.ready")),
+        "20 minutes ago",
+    )?;
+    touch_ago(
+        &stuck.data_dir().join("pg_wal").join(&waiting),
+        "20 minutes ago",
+    )?;
+
+    let mut toml = archive_section("healthy", &healthy)?;
+    toml.push_str(&archive_section("silent", &silent)?);
+    let scene = scene("db1", |a| {
+        a.wal("healthy", &healthy.dsn(), "1s")
+            .wal("failing", &failing.dsn(), "1s")
+            .wal("silent", &silent.dsn(), "1s")
+            .wal("stuck", &stuck.dsn(), "1s")
+            .wal("off", &off.dsn(), "1s")
+            .toml(&toml)
+    })
+    .await?;
+    let collector = &scene.collector;
+    let estimated = major < 12;
+
+    let c = collector
+        .wait_summary("db1", "wal.healthy", "ok", "archiving ok", WAIT)
+        .await;
+    assert_eq!(
+        summary(&c).contains("(estimated from WAL positions: no pg_ls_archive_statusdir())"),
+        estimated,
+        "PostgreSQL {major}: {c}"
+    );
+    assert_eq!(c["details"]["data_at_risk_secs"], 0, "idle: {c}");
+    assert!(c["details"]["system_identifier"].is_string(), "{c}");
+
+    let c = collector
+        .wait_status("db1", "archive.healthy", "ok", WAIT)
+        .await;
+    assert!(
+        summary(&c).starts_with("archive ok"),
+        "PostgreSQL {major}: {c}"
+    );
+
+    let c = collector
+        .wait_summary(
+            "db1",
+            "wal.failing",
+            "critical",
+            "archiving is failing: ",
+            WAIT,
+        )
+        .await;
+    assert!(summary(&c).contains(&failed), "PostgreSQL {major}: {c}");
+
+    collector
+        .wait_summary(
+            "db1",
+            "archive.silent",
+            "critical",
+            &format!("{lost} is not in the archive although PostgreSQL reports it archived"),
+            WAIT,
+        )
+        .await;
+
+    let c = collector
+        .wait_summary(
+            "db1",
+            "wal.stuck",
+            "critical",
+            "archive delay 20 min (limit 15 min)",
+            WAIT,
+        )
+        .await;
+    assert!(summary(&c).contains(&waiting), "PostgreSQL {major}: {c}");
+
+    collector
+        .wait_summary(
+            "db1",
+            "wal.off",
+            "critical",
+            "archiving disabled: archive_mode = off",
+            WAIT,
+        )
+        .await;
+
+    // Fixed: the failing server archives again and the check recovers.
+    failing.set_archive_command(&failing.copy_archive_command())?;
+    // Before 12 the archiver sleeps up to a minute after three failures; a new segment wakes it.
+    failing.switch_wal()?;
+    collector
+        .wait_summary("db1", "wal.failing", "ok", "archiving ok", WAIT)
+        .await;
+    Ok(())
+}
+
+macro_rules! majors {
+    ($($test:ident => $major:expr),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $test() -> Result<()> {
+            scenarios($major).await
+        }
+    )*};
+}
+
+majors!(
+    postgresql_10 => 10,
+    postgresql_11 => 11,
+    postgresql_12 => 12,
+    postgresql_13 => 13,
+    postgresql_14 => 14,
+    postgresql_15 => 15,
+    postgresql_16 => 16,
+    postgresql_17 => 17,
+    postgresql_18 => 18,
+);
