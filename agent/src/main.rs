@@ -498,16 +498,17 @@ fn print_config(cfg: &Config) {
             ProbeConfig::Restore(p) => (
                 "restore",
                 format!(
-                    "backup_dir = {:?}\n{}\n{}\ntimeout = {:?}\nio_limit = {}",
+                    "backup_dir = {:?}\n{}\n{}\npg_roots = {:?}\ntimeout = {:?}\nio_limit = {}",
                     p.backup_dir.display().to_string(),
                     p.archive_dir.as_ref().map_or_else(
                         || "# archive_dir not set: WAL only from the backup's pg_wal".to_string(),
                         |a| format!("archive_dir = {:?}", a.display().to_string())
                     ),
                     p.pg_verifybackup.as_ref().map_or_else(
-                        || "# pg_verifybackup not set: newest under /usr/lib/postgresql/*/bin, else PATH".to_string(),
+                        || "# pg_verifybackup not set: the backup's major's under pg_roots (else the oldest newer one), else PATH".to_string(),
                         |v| format!("pg_verifybackup = {:?}", v.display().to_string())
                     ),
+                    p.pg_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
                     fmt_duration(s.timeout),
                     p.io_limit
                 ),

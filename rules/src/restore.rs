@@ -26,6 +26,9 @@ pub fn judge(obs: &RestoreObs) -> Verdict {
         "backup_root": obs.backup_root,
         "backup": obs.backup,
         "verifier": obs.verifier,
+        "verifier_major": obs.verifier_major,
+        "backup_major": obs.backup_major,
+        "backup_format": obs.backup_format,
         "io_limit": obs.io_limit,
         "verify_started_at": obs.verify_started_at,
         "verify_duration_ms": obs.verify_duration_ms,
@@ -115,11 +118,27 @@ fn verdict(obs: &RestoreObs) -> Verdict {
                 "s"
             }
         ),
+        None if obs
+            .backup_format
+            .as_deref()
+            .is_some_and(|f| f.starts_with("tar")) =>
+        {
+            "its WAL not checked (a tar-format backup keeps it in pg_wal.tar)".to_string()
+        }
         None => "its WAL range unknown (no WAL-Ranges in the manifest)".to_string(),
+    };
+    let by = match (obs.verifier_major, obs.backup_major) {
+        (Some(v), Some(b)) if v != b => format!("pg_verifybackup {v} (backup of PostgreSQL {b})"),
+        (Some(v), _) => format!("pg_verifybackup {v}"),
+        (None, _) => "pg_verifybackup".to_string(),
+    };
+    let tar = match obs.backup_format.as_deref() {
+        Some(f) if f.starts_with("tar") => format!(" ({f} format)"),
+        _ => String::new(),
     };
     Verdict::new(
         Status::Ok,
-        format!("base backup {path} verified by pg_verifybackup in {took}; {wal}"),
+        format!("base backup {path}{tar} verified by {by} in {took}; {wal}"),
     )
 }
 

@@ -165,6 +165,98 @@ async fn scenarios(major: u32) -> Result<()> {
     Ok(())
 }
 
+/// Restore readiness takes the pg_verifybackup of the backup's own major (its `PG_VERSION`),
+/// not the newest installed, and says which; tar-format backups (`-Ft`) are verified by 18's,
+/// which reads tar, and where only older tools exist the check says so instead of calling a
+/// healthy backup damaged.
+#[tokio::test]
+async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18() -> Result<()> {
+    use backwatch_tests::harness::pg::{bindir, major_bindir};
+    let roots = tempfile::tempdir()?;
+    let (both, only15) = (roots.path().join("both"), roots.path().join("only15"));
+    let debian = bindir()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let debian_major: u32 = debian
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(15);
+    let pg18 = major_bindir(18)?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for (dir, links) in [
+        (&both, vec![(debian_major, &debian), (18, &pg18)]),
+        (&only15, vec![(debian_major, &debian)]),
+    ] {
+        fs::create_dir(dir)?;
+        for (m, to) in links {
+            std::os::unix::fs::symlink(to, dir.join(m.to_string()))?;
+        }
+    }
+    let old = PgCluster::init().start()?;
+    let new = PgCluster::init().major(18).start()?;
+    let backups = tempfile::tempdir()?;
+    let b = |n: &str| backups.path().join(n);
+    old.base_backup(&b("old-plain"), &["-Fp", "-X", "stream"])?;
+    old.base_backup(&b("old-tar"), &["-Ft", "-X", "stream"])?;
+    new.base_backup(&b("new-plain"), &["-Fp", "-X", "stream"])?;
+    new.base_backup(&b("new-tar"), &["-Ft", "-X", "stream"])?;
+    let section = |name: &str, dir: &str, root: &std::path::Path| {
+        format!(
+            "[[restore]]\nname = \"{name}\"\nbackup_dir = \"{}\"\npg_roots = [\"{}\"]\ninterval = \"1h\"\n",
+            b(dir).display(),
+            root.display()
+        )
+    };
+    let toml = [
+        section("old_plain", "old-plain", &both),
+        section("old_tar", "old-tar", &both),
+        section("new_plain", "new-plain", &both),
+        section("new_tar", "new-tar", &both),
+        section("tar_without_18", "old-tar", &only15),
+    ]
+    .concat();
+    let scene = scene("db1", |a| a.toml(&toml)).await?;
+    let c = &scene.collector;
+    let d = debian_major;
+    for (check, status, words) in [
+        (
+            "restore.old_plain",
+            "ok",
+            format!("verified by pg_verifybackup {d} in "),
+        ),
+        (
+            "restore.new_plain",
+            "ok",
+            "verified by pg_verifybackup 18 in ".to_string(),
+        ),
+        (
+            "restore.new_tar",
+            "ok",
+            "(tar format) verified by pg_verifybackup 18 in ".to_string(),
+        ),
+        (
+            "restore.old_tar",
+            "ok",
+            format!("(tar format) verified by pg_verifybackup 18 (backup of PostgreSQL {d}) in "),
+        ),
+        (
+            "restore.tar_without_18",
+            "unknown",
+            format!(
+                "a tar-format backup is verified by pg_verifybackup 18 or later for a PostgreSQL {d} backup, and installed: {d}"
+            ),
+        ),
+    ] {
+        let got = c.wait_status("db1", check, status, WAIT).await;
+        assert!(summary(&got).contains(&words), "{check}: {got}");
+    }
+    Ok(())
+}
+
 macro_rules! majors {
     ($($test:ident => $major:expr),* $(,)?) => {$(
         #[tokio::test]

@@ -67,7 +67,10 @@ async fn corrupted_file_or_missing_wal_fails_restore_readiness() -> Result<()> {
             "db1",
             "restore.base",
             "ok",
-            &format!("base backup {shown} verified by pg_verifybackup in "),
+            &format!(
+                "base backup {shown} verified by pg_verifybackup {} in ",
+                pg.major()?
+            ),
             WAIT,
         )
         .await;

@@ -21,8 +21,11 @@ pub struct RawRestore {
     pub backup_dir: PathBuf,
     /// WAL archive where the backup's WAL is looked for when it is not in its pg_wal.
     pub archive_dir: Option<PathBuf>,
-    /// pg_verifybackup to run (default: newest under /usr/lib/postgresql/*/bin, else PATH).
+    /// pg_verifybackup to run (default: the one of the backup's major under `pg_roots`).
     pub pg_verifybackup: Option<PathBuf>,
+    /// Where majors are installed side by side, as `<major>/bin` or `pgsql-<major>/bin`
+    /// (default: /usr/lib/postgresql and /usr).
+    pub pg_roots: Option<Vec<PathBuf>>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub interval: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
@@ -60,6 +63,12 @@ pub(super) fn validate(
                 backup_dir: r.backup_dir,
                 archive_dir: r.archive_dir,
                 pg_verifybackup: r.pg_verifybackup,
+                pg_roots: r.pg_roots.unwrap_or_else(|| {
+                    crate::probe::restore::DEFAULT_PG_ROOTS
+                        .iter()
+                        .map(PathBuf::from)
+                        .collect()
+                }),
                 io_limit: r.io_limit.unwrap_or(true),
             },
             timeout,

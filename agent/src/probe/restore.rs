@@ -50,8 +50,11 @@ pub struct RestoreProbe {
     pub backup_dir: PathBuf,
     /// WAL archive where the backup's WAL is looked for when not in its pg_wal.
     pub archive_dir: Option<PathBuf>,
-    /// pg_verifybackup to run; `None`: the newest under /usr/lib/postgresql/*/bin, else PATH.
+    /// pg_verifybackup to run; `None`: the one of the backup's major found under `pg_roots`
+    /// (see [`choose_verifier`]), else PATH.
     pub pg_verifybackup: Option<PathBuf>,
+    /// Where majors are installed side by side (`<root>/<major>/bin`, `<root>/pgsql-<major>/bin`).
+    pub pg_roots: Vec<PathBuf>,
     /// Run it under nice/ionice.
     pub io_limit: bool,
 }
@@ -79,7 +82,14 @@ impl Probe for RestoreProbe {
 struct Plan {
     backup: PathBuf,
     parse_wal: bool,
+    tar: bool,
 }
+
+/// Debian and Ubuntu (`/usr/lib/postgresql/<major>/bin`) and the PGDG packages for Red Hat
+/// (`/usr/pgsql-<major>/bin`).
+pub const DEFAULT_PG_ROOTS: [&str; 2] = ["/usr/lib/postgresql", "/usr"];
+/// pg_verifybackup reads tar-format backups from PostgreSQL 18 on.
+const TAR_VERIFIER_MAJOR: u32 = 18;
 
 impl RestoreProbe {
     /// The file-system part: choose the backup, read it, look for its WAL.
@@ -104,10 +114,16 @@ impl RestoreProbe {
         let Some(dir) = newest else {
             return (obs, None);
         };
+        let format = format_of(&dir);
+        let tar = format != "plain";
+        obs.backup_major = major_of(&dir, format);
+        obs.backup_format = Some(format.to_string());
         let parsed = base_backup::read(&dir);
         let size = parsed.backup.wal_segment_size_bytes;
         let mut parse_wal = false;
-        if let (Some(size), false) = (size, parsed.wal_ranges.is_empty()) {
+        // A tar backup's WAL is inside pg_wal.tar, which pg_verifybackup does not parse; its
+        // backup_label (and so the segment size) is inside base.tar: not checked here.
+        if let (Some(size), false, false) = (size, parsed.wal_ranges.is_empty(), tar) {
             let needed = base_backup::needed_segments(&parsed.wal_ranges, size, MAX_SEGMENTS);
             obs.wal_segments_needed = needed.len() as u64;
             let pg_wal = dir.join("pg_wal");
@@ -140,22 +156,35 @@ impl RestoreProbe {
             Some(Plan {
                 backup: dir,
                 parse_wal,
+                tar,
             }),
         )
     }
 
     async fn verify(&self, obs: &mut RestoreObs, plan: Plan) {
         let verifier = match &self.pg_verifybackup {
-            Some(p) => Some(p.clone()),
-            None => find_verifier(),
-        };
-        let Some(verifier) = verifier else {
-            obs.verify_error = Some(
-                "pg_verifybackup not found under /usr/lib/postgresql/*/bin or in PATH \
-                 (install the PostgreSQL client package or set pg_verifybackup)"
-                    .into(),
-            );
-            return;
+            Some(p) => p.clone(),
+            None => {
+                let installed = installed_verifiers(&self.pg_roots);
+                match choose_verifier(&installed, obs.backup_major, plan.tar) {
+                    Ok((major, p)) => {
+                        obs.verifier_major = Some(major);
+                        p
+                    }
+                    Err(e) if installed.is_empty() && !plan.tar => match in_path("pg_verifybackup")
+                    {
+                        Some(p) => p,
+                        None => {
+                            obs.verify_error = Some(e);
+                            return;
+                        }
+                    },
+                    Err(e) => {
+                        obs.verify_error = Some(e);
+                        return;
+                    }
+                }
+            }
         };
         obs.verifier = Some(verifier.display().to_string());
         let mut argv: Vec<String> = Vec::new();
@@ -166,7 +195,7 @@ impl RestoreProbe {
             }
         }
         argv.push(verifier.display().to_string());
-        if !plan.parse_wal {
+        if !plan.parse_wal || plan.tar {
             argv.push("--no-parse-wal".into());
         }
         argv.push(plan.backup.display().to_string());
@@ -226,23 +255,124 @@ fn in_archive(archive: &Path, seg: &str, size: u64) -> bool {
         })
 }
 
-/// The newest major version's pg_verifybackup (it verifies older manifests too), else PATH.
-fn find_verifier() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
+/// Every pg_verifybackup installed under `roots`, by major: `<root>/<major>/bin` (Debian) or
+/// `<root>/pgsql-<major>/bin` (PGDG for Red Hat).
+fn installed_verifiers(roots: &[PathBuf]) -> Vec<(u32, PathBuf)> {
+    let mut found: Vec<(u32, PathBuf)> = roots
+        .iter()
+        .flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten())
         .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let name = e.file_name();
+            let name = name.to_str()?;
+            let major = name
+                .strip_prefix("pgsql-")
+                .unwrap_or(name)
+                .parse::<u32>()
+                .ok()?;
             let p = e.path().join("bin/pg_verifybackup");
-            p.is_file().then_some((v, p))
+            p.is_file().then_some((major, p))
         })
         .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, p)| p)
-        .or_else(|| in_path("pg_verifybackup"))
+    found.sort();
+    found.dedup_by_key(|(m, _)| *m);
+    found
+}
+
+/// The pg_verifybackup for a backup of `major` (`None`: not known): that major's own; else the
+/// oldest newer one (a newer pg_verifybackup reads older manifests, an older one cannot read
+/// what a newer server wrote); a tar-format backup needs 18 or later. Without a known major,
+/// the newest.
+pub fn choose_verifier(
+    installed: &[(u32, PathBuf)],
+    major: Option<u32>,
+    tar: bool,
+) -> Result<(u32, PathBuf), String> {
+    let floor = if tar { TAR_VERIFIER_MAJOR } else { 0 }.max(major.unwrap_or(0));
+    let pick = match major {
+        Some(m) if !tar || m >= TAR_VERIFIER_MAJOR => installed
+            .iter()
+            .find(|(v, _)| *v == m)
+            .or_else(|| installed.iter().find(|(v, _)| *v >= floor)),
+        Some(_) => installed.iter().find(|(v, _)| *v >= floor),
+        None => installed.last().filter(|(v, _)| *v >= floor),
+    };
+    if let Some((v, p)) = pick {
+        return Ok((*v, p.clone()));
+    }
+    let have = if installed.is_empty() {
+        "none is installed".to_string()
+    } else {
+        let list: Vec<String> = installed.iter().map(|(v, _)| v.to_string()).collect();
+        format!("installed: {}", list.join(", "))
+    };
+    let of = major.map_or(String::new(), |m| format!(" for a PostgreSQL {m} backup"));
+    Err(if tar {
+        format!(
+            "a tar-format backup is verified by pg_verifybackup {floor} or later{of}, and {have} \
+             (install the PostgreSQL {floor} client package or set pg_verifybackup)"
+        )
+    } else {
+        format!(
+            "no pg_verifybackup of PostgreSQL {floor} or later{of} ({have}; install the client \
+             package of the backup's major or set pg_verifybackup)"
+        )
+    })
+}
+
+/// "plain" (PG_VERSION at the top), or the tar format of `base.tar[.gz|.lz4|.zst]`.
+fn format_of(dir: &Path) -> &'static str {
+    if dir.join("PG_VERSION").is_file() {
+        return "plain";
+    }
+    [
+        ("base.tar", "tar"),
+        ("base.tar.gz", "tar.gz"),
+        ("base.tar.lz4", "tar.lz4"),
+        ("base.tar.zst", "tar.zst"),
+    ]
+    .into_iter()
+    .find(|(f, _)| dir.join(f).is_file())
+    .map_or("plain", |(_, t)| t)
+}
+
+/// The backup's major from its `PG_VERSION`: the file itself, or its entry in an uncompressed
+/// `base.tar` (the headers are read until it is found, at most 100,000 entries; compressed
+/// tars are not opened).
+fn major_of(dir: &Path, format: &str) -> Option<u32> {
+    let text = match format {
+        "plain" => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
+        "tar" => tar_entry(&dir.join("base.tar"), "PG_VERSION")?,
+        _ => return None,
+    };
+    text.trim().split('.').next()?.parse().ok()
+}
+
+/// The content (up to 64 bytes) of entry `wanted` of an uncompressed tar file.
+fn tar_entry(path: &Path, wanted: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 512];
+    for _ in 0..100_000 {
+        f.read_exact(&mut header).ok()?;
+        if header.iter().all(|b| *b == 0) {
+            return None; // end of archive
+        }
+        let field = |r: std::ops::Range<usize>| {
+            let b = &header[r];
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).trim().to_string()
+        };
+        let name = field(0..100);
+        let size = u64::from_str_radix(&field(124..136), 8).ok()?;
+        if name.trim_start_matches("./") == wanted {
+            let mut content = vec![0u8; size.min(64) as usize];
+            f.read_exact(&mut content).ok()?;
+            return Some(String::from_utf8_lossy(&content).into_owned());
+        }
+        f.seek(SeekFrom::Current(size.div_ceil(512) as i64 * 512))
+            .ok()?;
+    }
+    None
 }
 
 /// `nice -n 19 ionice -t -c 2 -n 7` as far as those programs exist (also used by drills).
@@ -275,4 +405,72 @@ fn in_path(prog: &str) -> Option<PathBuf> {
         .into_iter()
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installed(majors: &[u32]) -> Vec<(u32, PathBuf)> {
+        majors
+            .iter()
+            .map(|m| {
+                (
+                    *m,
+                    PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/pg_verifybackup")),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_backups_own_major_else_the_oldest_newer_one() {
+        let all = installed(&[13, 15, 17]);
+        let pick = |major, tar| choose_verifier(&all, major, tar).map(|(v, _)| v);
+        assert_eq!(pick(Some(15), false), Ok(15));
+        assert_eq!(
+            pick(Some(14), false),
+            Ok(15),
+            "older tools cannot read newer manifests"
+        );
+        assert_eq!(pick(None, false), Ok(17), "unknown major: the newest");
+        let e = pick(Some(18), false).unwrap_err();
+        assert!(e.starts_with("no pg_verifybackup of PostgreSQL 18 or later for a PostgreSQL 18 backup (installed: 13, 15, 17"), "{e}");
+    }
+
+    #[test]
+    fn a_tar_backup_needs_18_or_later() {
+        let pick =
+            |all: &[u32], major| choose_verifier(&installed(all), major, true).map(|(v, _)| v);
+        assert_eq!(pick(&[15, 18], Some(15)), Ok(18));
+        assert_eq!(pick(&[15, 18], None), Ok(18));
+        let e = pick(&[15], Some(15)).unwrap_err();
+        assert!(
+            e.starts_with("a tar-format backup is verified by pg_verifybackup 18 or later for a PostgreSQL 15 backup, and installed: 15"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_major_is_read_from_pg_version_in_a_plain_or_tar_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
+        assert_eq!(major_of(dir.path(), format_of(dir.path())), Some(16));
+        let tar_dir = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("global.txt"), vec![b'x'; 1500]).unwrap();
+        std::fs::write(src.path().join("PG_VERSION"), "18\n").unwrap();
+        let ok = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(tar_dir.path().join("base.tar"))
+            .arg("-C")
+            .arg(src.path())
+            .args(["global.txt", "PG_VERSION"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        assert_eq!(format_of(tar_dir.path()), "tar");
+        assert_eq!(major_of(tar_dir.path(), "tar"), Some(18));
+    }
 }

@@ -58,6 +58,9 @@ impl From<&RestoreObs> for pb::RestoreObservation {
             archive_path: clip_opt(&r.archive_path),
             wal_segments_needed: r.wal_segments_needed,
             wal_first_missing: clip_opt(&r.wal_first_missing),
+            backup_format: clip_opt(&r.backup_format),
+            backup_major: r.backup_major.unwrap_or(0),
+            verifier_major: r.verifier_major.unwrap_or(0),
         }
     }
 }
@@ -104,6 +107,9 @@ pub(super) fn from_wire(r: pb::RestoreObservation) -> Result<RestoreObs, Convert
         archive_path: opt_text("archive_path", r.archive_path)?,
         wal_segments_needed: r.wal_segments_needed,
         wal_first_missing: opt_text("wal_first_missing", r.wal_first_missing)?,
+        backup_format: opt_text("backup_format", r.backup_format)?,
+        backup_major: (r.backup_major > 0).then_some(r.backup_major),
+        verifier_major: (r.verifier_major > 0).then_some(r.verifier_major),
     })
 }
 

@@ -642,6 +642,16 @@ pub struct RestoreObservation {
     pub wal_segments_needed: u64,
     #[prost(string, tag = "16")]
     pub wal_first_missing: ::prost::alloc::string::String,
+    /// "plain" (a directory with PG_VERSION) or "tar" (base.tar, or compressed: "tar.gz",
+    /// "tar.lz4", "tar.zst").
+    #[prost(string, tag = "17")]
+    pub backup_format: ::prost::alloc::string::String,
+    /// The backup's PostgreSQL major (its PG_VERSION; 0 = not readable, e.g. inside a compressed
+    /// tar), and the major of the pg_verifybackup chosen for it (0 = not known: configured).
+    #[prost(uint32, tag = "18")]
+    pub backup_major: u32,
+    #[prost(uint32, tag = "19")]
+    pub verifier_major: u32,
 }
 /// What a backup tool's own catalogue says (`pgbackrest info --output=json`; `barman -f json  list-backups` / `show-backup` / `check`): one set per pgBackRest stanza or Barman server.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -83,4 +83,13 @@ pub struct RestoreObs {
     pub wal_segments_needed: u64,
     /// The first segment the backup needs that is in neither its pg_wal nor the archive.
     pub wal_first_missing: Option<String>,
+    /// "plain", "tar", "tar.gz", "tar.lz4" or "tar.zst".
+    #[serde(default)]
+    pub backup_format: Option<String>,
+    /// The backup's major (PG_VERSION), when readable.
+    #[serde(default)]
+    pub backup_major: Option<u32>,
+    /// The major of the pg_verifybackup chosen (`None`: configured, or none found).
+    #[serde(default)]
+    pub verifier_major: Option<u32>,
 }
