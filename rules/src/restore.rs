@@ -104,7 +104,15 @@ fn verdict(obs: &RestoreObs) -> Verdict {
             ),
         );
     }
+    let tar = obs
+        .backup_format
+        .as_deref()
+        .is_some_and(|f| f.starts_with("tar"));
     let wal = match obs.wal_source {
+        Some(WalSource::Backup) if tar => {
+            "its WAL in the backup's tar files (listed; pg_verifybackup does not parse WAL in tar)"
+                .to_string()
+        }
         Some(WalSource::Backup) if obs.wal_parsed => {
             "its WAL in the backup's pg_wal, parsed".to_string()
         }
@@ -118,12 +126,8 @@ fn verdict(obs: &RestoreObs) -> Verdict {
                 "s"
             }
         ),
-        None if obs
-            .backup_format
-            .as_deref()
-            .is_some_and(|f| f.starts_with("tar")) =>
-        {
-            "its WAL not checked (a tar-format backup keeps it in pg_wal.tar)".to_string()
+        None if tar => {
+            "its WAL not checked (a compressed tar backup: pg_wal.tar is not opened)".to_string()
         }
         None => "its WAL range unknown (no WAL-Ranges in the manifest)".to_string(),
     };
@@ -132,13 +136,13 @@ fn verdict(obs: &RestoreObs) -> Verdict {
         (Some(v), _) => format!("pg_verifybackup {v}"),
         (None, _) => "pg_verifybackup".to_string(),
     };
-    let tar = match obs.backup_format.as_deref() {
-        Some(f) if f.starts_with("tar") => format!(" ({f} format)"),
+    let format = match obs.backup_format.as_deref() {
+        Some(f) if tar => format!(" ({f} format)"),
         _ => String::new(),
     };
     Verdict::new(
         Status::Ok,
-        format!("base backup {path}{tar} verified by {by} in {took}; {wal}"),
+        format!("base backup {path}{format} verified by {by} in {took}; {wal}"),
     )
 }
 

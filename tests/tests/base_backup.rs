@@ -10,10 +10,22 @@ const WAIT: Duration = Duration::from_secs(40);
 
 #[tokio::test]
 async fn plain_base_backup_appears_with_its_duration_and_wal_range() -> Result<()> {
+    base_backup_appears(&[]).await
+}
+
+/// A tar-format backup (`-Ft`) keeps its backup_label inside base.tar: read from there.
+#[tokio::test]
+async fn tar_base_backup_appears_with_its_duration_and_wal_range() -> Result<()> {
+    base_backup_appears(&["-Ft"]).await
+}
+
+async fn base_backup_appears(format: &[&str]) -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     let root = tempfile::tempdir()?;
     let backup = root.path().join("2026-11-25");
-    pg.base_backup(&backup, &["-l", "nightly"])?;
+    let mut args = vec!["-l", "nightly"];
+    args.extend_from_slice(format);
+    pg.base_backup(&backup, &args)?;
     let scene = scene("db1", |a| a.backup_dir("daily", root.path(), "24h", "1s")).await?;
     let c = scene
         .collector

@@ -2,13 +2,15 @@
 //! each a real server of that major (`target/pg/<major>`, installed by
 //! `scripts/install-pg-majors`), probed by the real agent and judged by the real collector.
 //!
-//! Per major, one agent watches five clusters at once: healthy (and its archive directory),
+//! Per major, one agent watches its clusters at once: healthy (and its archive directory),
 //! failing then fixed, silently failing (`archive_command = /bin/true`), stuck (a segment
-//! waiting 20 minutes behind a hanging command) and archiving off. On 10 and 11, which have no
+//! waiting 20 minutes behind a hanging command), archiving off, idle for hours (archived on a
+//! clock four hours behind), and a streaming standby where the major has `pg_basebackup`. On 10 and 11, which have no
 //! `pg_ls_archive_statusdir()`, the WAL check estimates the pending work from WAL positions
 //! and says so, instead of being unknown.
 
 use anyhow::{Result, ensure};
+use backwatch_tests::harness::pg::major_bindir;
 use backwatch_tests::harness::{PgCluster, scene};
 use serde_json::Value;
 use std::fs;
@@ -61,6 +63,18 @@ async fn scenarios(major: u32) -> Result<()> {
     let silent = cluster().archive_command("/bin/true").start()?;
     let stuck = cluster().start()?;
     let off = cluster().archive_mode("off").start()?;
+    // Idle for hours: archived on a clock four hours behind, then back on the true one.
+    let idle = cluster().start()?;
+    idle.stop()?;
+    idle.start_with_clock_offset(-4 * 3600)?;
+    let idle_segment = idle.switch_wal_archived(ARCHIVED).await?;
+    idle.stop()?;
+    idle.start()?;
+    // A streaming standby where this major has pg_basebackup (18's complete build).
+    let standby = match major_bindir(major)?.join("pg_basebackup").is_file() {
+        true => Some(healthy.standby().archive_mode("on").start()?),
+        false => None,
+    };
 
     healthy.switch_wal_archived(ARCHIVED).await?;
     healthy.switch_wal_archived(ARCHIVED).await?;
@@ -83,11 +97,16 @@ async fn scenarios(major: u32) -> Result<()> {
     let mut toml = archive_section("healthy", &healthy)?;
     toml.push_str(&archive_section("silent", &silent)?);
     let scene = scene("db1", |a| {
+        let a = match &standby {
+            Some(s) => a.wal("standby", &s.dsn(), "1s"),
+            None => a,
+        };
         a.wal("healthy", &healthy.dsn(), "1s")
             .wal("failing", &failing.dsn(), "1s")
             .wal("silent", &silent.dsn(), "1s")
             .wal("stuck", &stuck.dsn(), "1s")
             .wal("off", &off.dsn(), "1s")
+            .wal("idle", &idle.dsn(), "1s")
             .toml(&toml)
     })
     .await?;
@@ -110,6 +129,14 @@ async fn scenarios(major: u32) -> Result<()> {
         .await;
     assert!(
         summary(&c).starts_with("archive ok"),
+        "PostgreSQL {major}: {c}"
+    );
+    // Retention judges a young cluster by its age, known from its system identifier
+    // (pg_control_system) on every major.
+    assert!(
+        c["details"]["cluster_age_secs"]
+            .as_i64()
+            .is_some_and(|a| (0..3600).contains(&a)),
         "PostgreSQL {major}: {c}"
     );
 
@@ -154,6 +181,27 @@ async fn scenarios(major: u32) -> Result<()> {
             WAIT,
         )
         .await;
+
+    let c = collector
+        .wait_summary("db1", "wal.idle", "ok", "archiving ok", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains(&format!("; last archived {idle_segment} at ")),
+        "PostgreSQL {major}: {c}"
+    );
+    assert_eq!(c["details"]["data_at_risk_secs"], 0, "idle for hours: {c}");
+
+    if standby.is_some() {
+        collector
+            .wait_summary(
+                "db1",
+                "wal.standby",
+                "ok",
+                "not applicable: standby (archiving is done by the primary)",
+                WAIT,
+            )
+            .await;
+    }
 
     // Fixed: the failing server archives again and the check recovers.
     failing.set_archive_command(&failing.copy_archive_command())?;
@@ -237,6 +285,11 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
             "restore.new_tar",
             "ok",
             "(tar format) verified by pg_verifybackup 18 in ".to_string(),
+        ),
+        (
+            "restore.new_tar",
+            "ok",
+            "; its WAL in the backup's tar files (listed;".to_string(),
         ),
         (
             "restore.old_tar",

@@ -80,6 +80,13 @@ pub fn read(dir: &Path) -> Parsed {
         .and_then(|f| f.take(MAX_LABEL_BYTES).read_to_string(&mut label))
     {
         Ok(_) => apply_label(&mut out.backup, &label),
+        // A tar-format backup (`-Ft`) keeps its label inside base.tar.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.join("base.tar").is_file() => {
+            match tar_entry(&dir.join("base.tar"), LABEL, MAX_LABEL_BYTES) {
+                Some(text) => apply_label(&mut out.backup, &text),
+                None => errors.push(format!("no {LABEL} in base.tar")),
+            }
+        }
         Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
     }
     let manifest = dir.join(MANIFEST);
@@ -104,6 +111,65 @@ pub fn read(dir: &Path) -> Parsed {
         out.backup.error = Some(errors.join("; "));
     }
     out
+}
+
+/// The content (at most `max` bytes) of entry `wanted` of an uncompressed tar file, found by
+/// walking its headers (at most 100,000 entries): `pg_basebackup -Ft` writes `backup_label`
+/// and `PG_VERSION` near the start of base.tar.
+pub fn tar_entry(path: &Path, wanted: &str, max: u64) -> Option<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 512];
+    for _ in 0..100_000 {
+        f.read_exact(&mut header).ok()?;
+        if header.iter().all(|b| *b == 0) {
+            return None; // end of archive
+        }
+        let (name, size) = tar_header(&header)?;
+        if name == wanted {
+            let mut content = String::new();
+            f.take(size.min(max)).read_to_string(&mut content).ok()?;
+            return Some(content);
+        }
+        f.seek(SeekFrom::Current(
+            i64::try_from(size.div_ceil(512) * 512).ok()?,
+        ))
+        .ok()?;
+    }
+    None
+}
+
+/// Every entry of an uncompressed tar file with its size (at most 100,000 entries; `None` when
+/// the file is missing or not a tar): the segments in a `-Ft` backup's pg_wal.tar.
+pub fn tar_sizes(path: &Path) -> Option<std::collections::HashMap<String, u64>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 512];
+    let mut out = std::collections::HashMap::new();
+    for _ in 0..100_000 {
+        f.read_exact(&mut header).ok()?;
+        if header.iter().all(|b| *b == 0) {
+            return Some(out);
+        }
+        let (name, size) = tar_header(&header)?;
+        out.insert(name, size);
+        f.seek(SeekFrom::Current(
+            i64::try_from(size.div_ceil(512) * 512).ok()?,
+        ))
+        .ok()?;
+    }
+    Some(out)
+}
+
+/// Name (without a leading `./`) and size of a ustar header.
+fn tar_header(header: &[u8; 512]) -> Option<(String, u64)> {
+    let field = |r: std::ops::Range<usize>| {
+        let b = &header[r];
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).trim().to_string()
+    };
+    let size = u64::from_str_radix(&field(124..136), 8).ok()?;
+    Some((field(0..100).trim_start_matches("./").to_string(), size))
 }
 
 fn apply_label(b: &mut BaseBackup, text: &str) {

@@ -121,16 +121,31 @@ impl RestoreProbe {
         let parsed = base_backup::read(&dir);
         let size = parsed.backup.wal_segment_size_bytes;
         let mut parse_wal = false;
-        // A tar backup's WAL is inside pg_wal.tar, which pg_verifybackup does not parse; its
-        // backup_label (and so the segment size) is inside base.tar: not checked here.
-        if let (Some(size), false, false) = (size, parsed.wal_ranges.is_empty(), tar) {
+        // A tar backup's WAL is in pg_wal.tar, which pg_verifybackup does not parse: its
+        // entries are listed instead (an uncompressed one; a compressed one is not opened, and
+        // its WAL is then not checked).
+        // Uncompressed: pg_wal.tar (-X stream) and base.tar's pg_wal/ (-X fetch).
+        let tar_wal = (format == "tar").then(|| {
+            let mut entries = base_backup::tar_sizes(&dir.join("pg_wal.tar")).unwrap_or_default();
+            let base = base_backup::tar_sizes(&dir.join("base.tar")).unwrap_or_default();
+            entries.extend(
+                base.into_iter()
+                    .filter_map(|(n, s)| Some((n.strip_prefix("pg_wal/")?.to_string(), s))),
+            );
+            entries
+        });
+        let checkable = format == "plain" || format == "tar";
+        if let (Some(size), false, true) = (size, parsed.wal_ranges.is_empty(), checkable) {
             let needed = base_backup::needed_segments(&parsed.wal_ranges, size, MAX_SEGMENTS);
             obs.wal_segments_needed = needed.len() as u64;
             let pg_wal = dir.join("pg_wal");
-            let in_backup = |seg: &String| plain_segment(&pg_wal.join(seg), size);
+            let in_backup = |seg: &String| match &tar_wal {
+                Some(entries) => entries.get(seg.as_str()) == Some(&size),
+                None => !tar && plain_segment(&pg_wal.join(seg), size),
+            };
             if needed.iter().all(in_backup) {
                 obs.wal_source = Some(WalSource::Backup);
-                parse_wal = true;
+                parse_wal = !tar;
             } else {
                 let in_archive = |seg: &String| {
                     self.archive_dir
@@ -341,38 +356,10 @@ fn format_of(dir: &Path) -> &'static str {
 fn major_of(dir: &Path, format: &str) -> Option<u32> {
     let text = match format {
         "plain" => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
-        "tar" => tar_entry(&dir.join("base.tar"), "PG_VERSION")?,
+        "tar" => base_backup::tar_entry(&dir.join("base.tar"), "PG_VERSION", 64)?,
         _ => return None,
     };
     text.trim().split('.').next()?.parse().ok()
-}
-
-/// The content (up to 64 bytes) of entry `wanted` of an uncompressed tar file.
-fn tar_entry(path: &Path, wanted: &str) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; 512];
-    for _ in 0..100_000 {
-        f.read_exact(&mut header).ok()?;
-        if header.iter().all(|b| *b == 0) {
-            return None; // end of archive
-        }
-        let field = |r: std::ops::Range<usize>| {
-            let b = &header[r];
-            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-            String::from_utf8_lossy(&b[..end]).trim().to_string()
-        };
-        let name = field(0..100);
-        let size = u64::from_str_radix(&field(124..136), 8).ok()?;
-        if name.trim_start_matches("./") == wanted {
-            let mut content = vec![0u8; size.min(64) as usize];
-            f.read_exact(&mut content).ok()?;
-            return Some(String::from_utf8_lossy(&content).into_owned());
-        }
-        f.seek(SeekFrom::Current(size.div_ceil(512) as i64 * 512))
-            .ok()?;
-    }
-    None
 }
 
 /// `nice -n 19 ionice -t -c 2 -n 7` as far as those programs exist (also used by drills).

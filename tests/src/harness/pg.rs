@@ -73,11 +73,13 @@ impl PgCluster {
         PgClusterBuilder::new(Source::Initdb)
     }
 
-    /// A builder for a streaming standby of this running cluster (`pg_basebackup -R`).
+    /// A builder for a streaming standby of this running cluster (`pg_basebackup -R`), with
+    /// the primary's binaries (its major must have `pg_basebackup`: the system's, or 18).
     pub fn standby(&self) -> PgClusterBuilder {
         PgClusterBuilder::new(Source::BaseBackup {
             primary_port: self.port,
         })
+        .with_bindir(self.bindir)
     }
 
     pub fn port(&self) -> u16 {

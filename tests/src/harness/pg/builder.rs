@@ -46,6 +46,8 @@ pub struct PgClusterBuilder {
     settings: Vec<(String, String)>,
     wal_segsize_mb: Option<u32>,
     major: Option<u32>,
+    /// The primary's binaries, for a standby (its pg_basebackup must be of the same major).
+    bindir: Option<&'static Path>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +66,13 @@ impl PgClusterBuilder {
             settings: Vec::new(),
             wal_segsize_mb: None,
             major: None,
+            bindir: None,
         }
+    }
+
+    pub(super) fn with_bindir(mut self, bindir: &'static Path) -> Self {
+        self.bindir = Some(bindir);
+        self
     }
 
     /// Run PostgreSQL `major` from `target/pg/<major>` (see `scripts/install-pg-majors`)
@@ -107,9 +115,10 @@ impl PgClusterBuilder {
 
     /// Creates the cluster (initdb, or pg_basebackup for a standby) and starts it.
     pub fn start(self) -> anyhow::Result<PgCluster> {
-        let bindir = match self.major {
-            Some(m) => major_bindir(m)?,
-            None => bindir()?,
+        let bindir = match (self.bindir, self.major) {
+            (Some(b), _) => b,
+            (None, Some(m)) => major_bindir(m)?,
+            (None, None) => bindir()?,
         };
         let server_user = server_user()?;
         let tmp = tempfile::Builder::new()
