@@ -46,7 +46,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 mod limits;
 mod previous;
 mod raw;
-use limits::{CHECKS_CHECK, StreamRate, clip};
+use limits::{CHECKS_CHECK, HostChecks, StreamRate, clip};
 use previous::{Known, Pending, Previous};
 pub use raw::IngestServer;
 
@@ -75,6 +75,8 @@ pub struct IngestService {
     streams: Arc<Mutex<HashMap<String, u32>>>,
     /// New streams per identity per minute (see `limits`).
     stream_rate: StreamRate,
+    /// Checks per host, shared by the host's streams (see `limits`).
+    host_checks: Arc<HostChecks>,
     /// Wakes the alert engine when a stored result changed a check's status, so an alert
     /// does not wait for the engine's next tick.
     changed: Arc<Notify>,
@@ -103,6 +105,7 @@ impl IngestService {
             live,
             streams: Arc::default(),
             stream_rate: StreamRate::default(),
+            host_checks: Arc::default(),
             changed,
             writer,
             commands,
@@ -248,7 +251,7 @@ impl IngestService {
             seq: 0,
             greeted: false,
             known: Known::default(),
-            checks: None,
+            checks: self.host_checks.clone(),
             refused_checks: Default::default(),
             over_limit_raised: false,
             commands: self.commands.register(&host),
@@ -280,8 +283,8 @@ struct Session {
     greeted: bool,
     /// The previous state of every check this stream has seen (see `previous`).
     known: Known,
-    /// How many checks the host has (read once per stream, counted on as new ones come).
-    checks: Option<u32>,
+    /// How many checks the host has, shared by its streams on this collector.
+    checks: Arc<HostChecks>,
     /// Checks whose results this stream refused (over the check limit), at most
     /// [`MAX_REFUSED_CHECKS`].
     refused_checks: std::collections::HashSet<String>,
@@ -597,9 +600,9 @@ impl Session {
         Ok(ack)
     }
 
-    /// How many checks the host has: read from the store once per stream.
+    /// How many checks the host has: this collector's count, else the store's.
     async fn check_count(&mut self) -> Result<u32, Status> {
-        if let Some(n) = self.checks {
+        if let Some(n) = self.checks.get(&self.host) {
             return Ok(n);
         }
         let n = self
@@ -608,19 +611,15 @@ impl Session {
             .await
             .map_err(store_unavailable)?
             .len();
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.checks = Some(n);
-        Ok(n)
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    /// Whether one more check fits under `grpc.max_checks_per_host`; counts it when it does.
+    /// Whether one more check fits under `grpc.max_checks_per_host`; counts it when it does,
+    /// for every stream of the host on this collector at once.
     async fn room_for_new_check(&mut self) -> Result<bool, Status> {
-        let n = self.check_count().await?;
-        if n >= self.live.access().max_checks_per_host {
-            return Ok(false);
-        }
-        self.checks = Some(n + 1);
-        Ok(true)
+        let stored = self.check_count().await?;
+        let max = self.live.access().max_checks_per_host;
+        Ok(self.checks.admit(&self.host, stored, max))
     }
 
     /// Remember `check` as refused (bounded: a stream that keeps inventing check names is
@@ -707,7 +706,10 @@ impl Session {
                 retired += 1;
             }
         }
-        self.checks = Some(u32::try_from(stored.len()).unwrap_or(u32::MAX) - retired);
+        self.checks.set(
+            &self.host,
+            u32::try_from(stored.len()).unwrap_or(u32::MAX) - retired,
+        );
         Ok(())
     }
 

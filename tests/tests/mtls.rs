@@ -336,6 +336,81 @@ async fn one_identity_cannot_open_streams_faster_than_its_rate() -> Result<()> {
     Ok(())
 }
 
+/// Two streams of one identity (a host running two agents, or a stolen key) share the host's
+/// check limit: a check that first reports late on one stream is refused once the other filled
+/// the quota, instead of being counted against what that stream saw when it began.
+#[tokio::test]
+async fn concurrent_streams_of_one_host_share_its_check_limit() -> Result<()> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .grpc("max_checks_per_host = 3\n")
+        .start()
+        .await?;
+    let (dir, spool, empty, scratch) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    // Agent A: disk.a, its spool check, and drill.x, which is not due (it "ran" just now).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    std::fs::write(spool.path().join("last-run.drill.x"), format!("{now}\n"))?;
+    let _a = Agent::for_host("db1", &certs, &collector)
+        .spool_dir(spool.path())
+        .disk("a", dir.path(), "1s")
+        .toml(&format!(
+            "[[drill]]\nname = \"x\"\nbackup_dir = \"{}\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\n",
+            empty.path().display(),
+            scratch.path().display()
+        ))
+        .start()?;
+    collector.wait_status("db1", "disk.a", "ok", WAIT).await;
+    // Agent B, same identity: disk.b fills the host's three checks.
+    let _b = Agent::for_host("db1", &certs, &collector)
+        .disk("a", dir.path(), "1s")
+        .disk("b", dir.path(), "1s")
+        .start()?;
+    collector.wait_status("db1", "disk.b", "ok", WAIT).await;
+    let count = async || -> Result<usize> {
+        let host = collector.api("/api/v1/hosts/db1").await?;
+        Ok(host["checks"].as_array().map_or(0, |c| {
+            c.iter()
+                .filter(|c| c["name"] != "agent.checks" && c["status"] != "unknown")
+                .count()
+        }))
+    };
+    anyhow::ensure!(count().await? == 3, "three checks before the drill");
+    // drill.x reports for the first time, on A's stream.
+    let asked = collector
+        .http_client()
+        .post(collector.url("/api/v1/hosts/db1/checks/drill.x/run"))
+        .send()
+        .await?;
+    anyhow::ensure!(asked.status() == 202, "run now: {}", asked.status());
+    eventually(WAIT, "drill.x refused by the host's limit", async || {
+        let open = collector.api("/api/v1/alerts?state=open").await?;
+        let raised = open
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["check"] == "agent.checks"));
+        anyhow::ensure!(raised, "no agent.checks alert yet: {open}");
+        Ok(())
+    })
+    .await;
+    consistently(Duration::from_secs(3), "still three checks", async || {
+        let host = collector.api("/api/v1/hosts/db1").await?;
+        let names: Vec<&str> = host["checks"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(!names.contains(&"drill.x"), "drill.x stored: {names:?}");
+        Ok(())
+    })
+    .await;
+    Ok(())
+}
+
 /// A host whose agent reports more checks than `grpc.max_checks_per_host`: the results of the
 /// checks beyond it are refused with the reason, and one warning alert says so.
 #[tokio::test]

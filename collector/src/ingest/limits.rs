@@ -30,6 +30,40 @@ pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Checks per host on this collector, shared by all of the host's streams: counted per stream,
+/// several concurrent streams of one identity could each admit new checks up to the limit
+/// (one stream's count does not see what another stored meanwhile).
+#[derive(Default)]
+pub struct HostChecks(Mutex<HashMap<String, u32>>);
+
+impl HostChecks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The host's count, once known.
+    pub fn get(&self, host: &str) -> Option<u32> {
+        self.lock().get(host).copied()
+    }
+
+    /// The count as the store has it (at a hello, after retiring checks).
+    pub fn set(&self, host: &str, n: u32) {
+        self.lock().insert(host.to_string(), n);
+    }
+
+    /// Count one more check if it fits under `max`; `stored` is the store's count, used when
+    /// this collector has none yet.
+    pub fn admit(&self, host: &str, stored: u32, max: u32) -> bool {
+        let mut map = self.lock();
+        let n = map.entry(host.to_string()).or_insert(stored);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+}
+
 /// Token buckets of new streams, per identity.
 #[derive(Default)]
 pub struct StreamRate(Mutex<HashMap<String, Bucket>>);
@@ -69,6 +103,24 @@ impl StreamRate {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn streams_of_one_host_share_its_check_count() {
+        let h = HostChecks::default();
+        assert_eq!(h.get("db1"), None);
+        // Two streams, each having read 1 from the store: together they reach 3, not 3 each.
+        assert!(h.admit("db1", 1, 3));
+        assert!(h.admit("db1", 1, 3));
+        assert!(!h.admit("db1", 1, 3));
+        assert_eq!(h.get("db1"), Some(3));
+        h.set("db1", 1);
+        assert!(
+            h.admit("db1", 9, 3),
+            "the collector's count wins over a stale read"
+        );
+        assert!(h.admit("db2", 0, 1) && !h.admit("db2", 0, 1));
+    }
+
     use super::*;
 
     #[test]
