@@ -109,6 +109,9 @@ struct CheckView {
     since: DateTime<Utc>,
     interval_secs: u32,
     details: serde_json::Value,
+    /// What to do, for a check that is not ok (the alert's response procedure); host page only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    procedure: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -141,6 +144,7 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
             since: c.since,
             interval_secs: c.interval_secs,
             details: c.details,
+            procedure: None,
         })
         .collect();
     let worst = checks
@@ -249,7 +253,11 @@ async fn host(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")))?;
     let checks = s.store.check_states(Some(&host)).await?;
     let groups = groups_of(&s, &host);
-    Ok(Json(view(h, checks, groups)))
+    let mut v = view(h, checks, groups);
+    for c in v.checks.iter_mut().filter(|c| c.status != Status::Ok) {
+        c.procedure = Some(s.alerting.procedure(&c.name)).filter(|p| !p.is_empty());
+    }
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]

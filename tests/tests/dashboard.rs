@@ -154,6 +154,28 @@ async fn host_page_draws_seven_days_of_history_and_trends_project_the_full_date(
         row.contains("80 % used") && row.contains("warning > 75 %, critical > 85 %"),
         "{row}"
     );
+    // What to do, under every check that is not ok (the alert's response procedure).
+    assert!(
+        row.contains("What to do: Review backup retention; clean old backups if that is safe"),
+        "{row}"
+    );
+    let rows = browser
+        .js(
+            "return [...document.querySelectorAll('table.checks tbody tr')].map(r =>\
+               [r.dataset.check, r.querySelector('.badge').className, !!r.querySelector('.procedure')]);",
+            json!([]),
+        )
+        .await?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    assert!(rows.len() >= 3, "{rows:?}");
+    for r in &rows {
+        let ok = r[1].as_str().is_some_and(|c| c.contains("s-ok"));
+        assert_eq!(
+            r[2].as_bool(),
+            Some(!ok),
+            "a procedure only where not ok: {r}"
+        );
+    }
     browser.screenshot("host").await?;
     no_script_errors(&browser).await?;
 

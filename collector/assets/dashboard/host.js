@@ -93,7 +93,9 @@ function checksTable(host, ctx) {
       h('td', {}, badge(c.status)),
       h('td', {}, m),
       h('td', {}, t),
-      h('td', { class: 'summary-cell' }, h('div', {}, c.summary), detailList(c.details)),
+      h('td', { class: 'summary-cell' }, h('div', {}, c.summary),
+        c.procedure ? h('p', { class: 'procedure' }, h('strong', {}, 'What to do: '), c.procedure) : null,
+        detailList(c.details)),
       h('td', { title: c.observed_at || '' }, ago(c.observed_at), ' ', runNow(host.host, c.name, ctx)));
   });
   return table(['Check', 'Status', 'Measurement', 'Threshold', 'Summary', 'Measured'], rows, { class: 'checks' });

@@ -215,12 +215,19 @@ impl Engine {
 
     /// Operators' text for the check (by id, then by kind), else the built-in one.
     pub fn procedure(&self, check: &str) -> String {
+        self.cfg.procedure(check)
+    }
+}
+
+impl crate::config::alerting::Alerting {
+    /// The response procedure of `check`: the operators' `[procedures]` text (by check id,
+    /// then by kind), else the built-in one; what alerts carry and the host page shows.
+    pub fn procedure(&self, check: &str) -> String {
         let kind = check.split('.').next().unwrap_or(check);
         if let Some(text) = self
-            .cfg
             .procedures
             .get(check)
-            .or_else(|| self.cfg.procedures.get(kind))
+            .or_else(|| self.procedures.get(kind))
         {
             return text.clone();
         }
@@ -238,7 +245,9 @@ impl Engine {
         }
         .to_string()
     }
+}
 
+impl Engine {
     async fn write(
         &self,
         cursor: Option<(i64, i64)>,
