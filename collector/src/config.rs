@@ -183,6 +183,9 @@ pub struct RawArchive {
     /// Wins over the agents' `min_retention` (default: theirs, else 7 days).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub min_retention: Option<Duration>,
+    /// Warning when the oldest segment kept is older: archive cleanup is not running (off).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_retention: Option<Duration>,
     /// Gaps this close to the newest segment are "probably in flight" (default 4).
     pub in_flight_segments: Option<u64>,
 }
@@ -457,9 +460,22 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         if a.min_retention.is_some() {
             l.archive.min_retention = a.min_retention;
         }
+        if a.max_retention.is_some() {
+            l.archive.max_retention = a.max_retention;
+        }
         set(&mut l.archive.in_flight_segments, a.in_flight_segments);
         if l.archive.min_retention == Some(Duration::ZERO) {
             return Err("archive.min_retention: must be more than 0".into());
+        }
+        let min = l
+            .archive
+            .min_retention
+            .unwrap_or(crate::rules::archive::DEFAULT_MIN_RETENTION);
+        if l.archive.max_retention.is_some_and(|max| max <= min) {
+            return Err(format!(
+                "archive.max_retention: must be more than the minimum retention ({}s)",
+                min.as_secs()
+            ));
         }
     }
     Ok(())
@@ -837,6 +853,13 @@ mod tests {
             Some(Duration::from_secs(14 * 86400))
         );
         assert!(load("[thresholds.archive]\nmin_retention = \"0s\"\n").is_err());
+        let err = load("[thresholds.archive]\nmax_retention = \"3d\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "archive.max_retention: must be more than the minimum retention (604800s)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct ArchiveDirLimits {
     /// Collector-side minimum retention; `None`: the agent's `min_retention`, else 7 days.
     #[serde(serialize_with = "opt_secs")]
     pub min_retention: Option<Duration>,
+    /// WAL kept longer than this means archive cleanup is not running (the procedure's
+    /// "implement archive cleanup"); `None` (default): not judged.
+    #[serde(serialize_with = "opt_secs")]
+    pub max_retention: Option<Duration>,
     /// Gaps and short segments this close to the newest segment may still be on their way.
     /// PostgreSQL's archiver hands one segment at a time to `archive_command`, in order, so a
     /// real gap is rarely in flight; 4 covers a directory listed while files appear and modest
@@ -64,6 +68,7 @@ impl Default for ArchiveDirLimits {
     fn default() -> Self {
         ArchiveDirLimits {
             min_retention: None,
+            max_retention: None,
             in_flight_segments: 4,
         }
     }
@@ -153,6 +158,7 @@ pub fn judge(obs: &ArchiveDirObs, l: &ArchiveDirLimits) -> Verdict {
     } else {
         continuity(obs, l, &mut f);
         retention(obs, min_secs, &mut f);
+        cleanup(obs, l.max_retention, &mut f);
     }
     if let Some(history) = &obs.missing_history {
         f.add(
@@ -473,6 +479,29 @@ fn retention(obs: &ArchiveDirObs, min_secs: i64, f: &mut Findings) {
     );
 }
 
+/// WAL kept far longer than intended: archive cleanup (`pg_archivecleanup` at the oldest kept
+/// backup, the backup tool's retention) is not running.
+fn cleanup(obs: &ArchiveDirObs, max: Option<Duration>, f: &mut Findings) {
+    let (Some(oldest), Some(max)) = (&obs.oldest_segment, max) else {
+        return;
+    };
+    let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+    if oldest.age_secs <= max_secs {
+        return;
+    }
+    f.add(
+        Status::Warning,
+        format!(
+            "WAL retention {} is above the maximum {}: archive cleanup is not removing old \
+             segments (the oldest kept is {} from {})",
+            human::duration(oldest.age_secs),
+            human::duration(max_secs),
+            oldest.name,
+            at(oldest.mtime)
+        ),
+    );
+}
+
 /// Why a short archive is not short of anything, if it is not: the cluster is younger than the
 /// minimum retention.
 fn young_cluster(obs: &ArchiveDirObs, min_secs: i64) -> Option<String> {
@@ -585,6 +614,7 @@ fn details(obs: &ArchiveDirObs, l: &ArchiveDirLimits, min_secs: i64) -> serde_js
         "newest_segment": obs.newest_segment,
         "retention_secs": obs.oldest_segment.as_ref().map(|o| o.age_secs),
         "min_retention_secs": min_secs,
+        "max_retention_secs": l.max_retention.map(|d| d.as_secs()),
         "cluster_age_secs": pg.and_then(|p| p.cluster_age_secs),
         "wal_segment_size_bytes": obs.wal_segment_size_bytes,
         "timeline": obs.timeline,

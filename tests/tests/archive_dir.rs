@@ -396,6 +396,43 @@ async fn retention_below_the_minimum_alerts() -> Result<()> {
     Ok(())
 }
 
+/// WAL kept far longer than intended (`[thresholds.archive] max_retention`, off by default):
+/// archive cleanup is not running, a warning naming the oldest segment.
+#[tokio::test]
+async fn wal_kept_beyond_the_maximum_retention_means_cleanup_is_not_running() -> Result<()> {
+    use backwatch_tests::harness::{Agent, Certs, Collector};
+    let pg = cluster(None)?;
+    let segments = switch_segments(&pg, 2).await?;
+    for entry in fs::read_dir(pg.archive_dir())? {
+        let touched = Command::new("touch")
+            .args(["-d", "10 days ago"])
+            .arg(entry?.path())
+            .status()?;
+        ensure!(touched.success(), "touch failed");
+    }
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml("[thresholds.archive]\nmax_retention = \"8d\"\n")
+        .start()
+        .await?;
+    let _agent = archive_probe(Agent::for_host("db1", &certs, &collector), &pg, &[]).start()?;
+    let c = collector
+        .wait_summary(
+            "db1",
+            "archive.main",
+            "warning",
+            "WAL retention 10.0 d is above the maximum 8.0 d: archive cleanup is not removing old segments",
+            WAIT,
+        )
+        .await;
+    assert!(
+        summary(&c).contains(&format!("the oldest kept is {}", segments[0])),
+        "{c}"
+    );
+    assert_eq!(c["details"]["max_retention_secs"], 8 * 86_400, "{c}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn new_cluster_is_not_short_of_retention() -> Result<()> {
     let pg = cluster(None)?;
