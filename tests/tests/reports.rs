@@ -210,6 +210,10 @@ async fn monthly_review_finds_the_seeded_growth_and_full_dates() -> Result<()> {
     assert_eq!(lag["median_secs"].as_f64(), Some(115.0));
     assert_eq!(lag["p95_secs"].as_f64(), Some(220.0));
     assert_eq!(lag["max_secs"], 230);
+    // 4 segments archived an hour, none failed (the month's first sample has no delta).
+    assert_eq!(lag["archived"], 4 * (28 * 24 - 1), "{lag}");
+    assert_eq!(lag["failed"], 0, "{lag}");
+    assert_eq!(lag["success_pct"].as_f64(), Some(100.0), "{lag}");
     let backups = find(&json["backups"], "check", "backup.daily")?;
     assert_eq!(backups["backups"], 28);
     assert_eq!(backups["typical_time"], "01:00");
@@ -294,6 +298,7 @@ async fn html_csv_and_json_carry_the_same_numbers() -> Result<()> {
                 ("storage", 0, "projected_75_at"),
                 ("storage", 0, "needed_12m_bytes"),
                 ("archive_lag", 0, "p95_secs"),
+                ("archive_lag", 0, "success_pct"),
                 ("wal_volume", 0, "mean_bytes_per_day"),
                 ("backups", 0, "newest_size_bytes"),
             ],

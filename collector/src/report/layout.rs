@@ -214,7 +214,7 @@ pub static MONTHLY: Layout = Layout {
         },
         Section {
             field: "archive_lag",
-            title: "Archive lag (hourly maxima of the oldest waiting segment's age)",
+            title: "Archive lag (hourly maxima of the oldest waiting segment's age) and success rate",
             empty: "No WAL archiving measured this month.",
             columns: &[
                 col!("host", "Host", Text),
@@ -223,6 +223,9 @@ pub static MONTHLY: Layout = Layout {
                 col!("median_secs", "Median", Secs),
                 col!("p95_secs", "p95", Secs),
                 col!("max_secs", "Max", Secs),
+                col!("archived", "Archived", Num),
+                col!("failed", "Failed", Num),
+                col!("success_pct", "Success", Pct),
             ],
         },
         Section {

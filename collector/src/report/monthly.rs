@@ -102,6 +102,11 @@ pub struct LagLine {
     pub median_secs: Option<f64>,
     pub p95_secs: Option<f64>,
     pub max_secs: Option<i64>,
+    /// Segments archived and attempts failed over the month (pg_stat_archiver's counters,
+    /// summed per sample; a statistics reset restarts from 0), and the success rate.
+    pub archived: i64,
+    pub failed: i64,
+    pub success_pct: Option<f64>,
 }
 
 /// One drill's month (docs/checks.md R33): how many ran and passed, and the recovery times
@@ -309,6 +314,8 @@ fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
 
 fn lag(rows: &[&Rollup]) -> Option<LagLine> {
     let last = rows.last()?;
+    let archived: i64 = rows.iter().map(|r| r.archived_delta).sum();
+    let failed: i64 = rows.iter().map(|r| r.failed_delta).sum();
     let hourly: Vec<f64> = rows
         .iter()
         .flat_map(|r| r.delay_hourly.iter().flatten().map(|d| *d as f64))
@@ -320,6 +327,10 @@ fn lag(rows: &[&Rollup]) -> Option<LagLine> {
         median_secs: median(&hourly),
         p95_secs: quantile(&hourly, 0.95),
         max_secs: rows.iter().filter_map(|r| r.delay_secs_max).max(),
+        archived,
+        failed,
+        success_pct: (archived + failed > 0)
+            .then(|| round_to(100.0 * archived as f64 / (archived + failed) as f64, 2)),
     })
 }
 

@@ -255,3 +255,33 @@ fn clusters_no_drill_restored_this_month_are_listed() {
         ]
     );
 }
+
+#[test]
+fn archive_success_rate_of_the_month_sums_the_daily_deltas() {
+    let day = |n: i64, archived: i64, failed: i64| {
+        let mut r = Rollup::empty(
+            "db1",
+            "wal.main",
+            crate::store::reports::Period::Day,
+            t(n * 1440).timestamp_millis(),
+            "wal_archive",
+        );
+        r.samples = 1;
+        r.archived_delta = archived;
+        r.failed_delta = failed;
+        r
+    };
+    let mut i = input(Vec::new());
+    i.days = vec![day(0, 300, 0), day(1, 290, 10), day(2, 0, 0)];
+    let r = build(i);
+    let l = &r.archive_lag[0];
+    assert_eq!((l.archived, l.failed), (590, 10));
+    assert_eq!(l.success_pct, Some(98.33));
+    let mut i = input(Vec::new());
+    i.days = vec![day(0, 0, 0)];
+    assert_eq!(
+        build(i).archive_lag[0].success_pct,
+        None,
+        "nothing attempted"
+    );
+}
