@@ -53,6 +53,20 @@ impl Output {
     }
 }
 
+/// Run `argv` like [`run`], and make a non-zero exit an error in the tool's own words: "<the
+/// command, without its first `prefix` words (nice, runuser, ...)> failed: <last words>".
+pub async fn run_ok(argv: &[String], prefix: usize, limits: Limits) -> Result<Output, String> {
+    let out = run(argv, limits).await?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "{} failed: {}",
+            shown(argv.get(prefix..).unwrap_or(argv)),
+            out.last_words()
+        ));
+    }
+    Ok(out)
+}
+
 /// The command line as shown to people.
 pub fn shown(argv: &[String]) -> String {
     argv.join(" ")

@@ -197,14 +197,7 @@ pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(),
 async fn run(limit: &[String], argv: &[impl AsRef<str>]) -> Result<(), String> {
     let mut all: Vec<String> = limit.to_vec();
     all.extend(argv.iter().map(|a| a.as_ref().to_string()));
-    let out = tool_command::run(&all, COPY_OUTPUT).await?;
-    if out.code != Some(0) {
-        return Err(format!(
-            "{} failed: {}",
-            tool_command::shown(&all[limit.len()..]),
-            out.last_words()
-        ));
-    }
+    tool_command::run_ok(&all, limit.len(), COPY_OUTPUT).await?;
     Ok(())
 }
 

@@ -43,14 +43,7 @@ impl BarmanSource {
     /// Id and size of the newest usable backup (`DONE`, `WAITING_FOR_WALS`), and the space check.
     pub async fn choose(&self, scratch: &Path, factor: f64) -> Result<(String, Space), String> {
         let argv = self.argv(&["-f", "json", "list-backups", &self.server]);
-        let out = tool_command::run(&argv, OUTPUT).await?;
-        if out.code != Some(0) {
-            return Err(format!(
-                "{} failed: {}",
-                tool_command::shown(&argv),
-                out.last_words()
-            ));
-        }
+        let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
         let json: serde_json::Value = serde_json::from_str(&out.stdout)
             .map_err(|e| format!("barman list-backups printed no JSON: {e}"))?;
         let id = |e: &serde_json::Value| e["backup_id"].as_str().unwrap_or_default().to_string();
@@ -88,14 +81,7 @@ impl BarmanSource {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut argv: Vec<String> = limit.to_vec();
         argv.extend(self.argv(&args));
-        let out = tool_command::run(&argv, OUTPUT).await?;
-        if out.code != Some(0) {
-            return Err(format!(
-                "{} failed: {}",
-                tool_command::shown(&argv[limit.len()..]),
-                out.last_words()
-            ));
-        }
+        tool_command::run_ok(&argv, limit.len(), OUTPUT).await?;
         Ok(())
     }
 }

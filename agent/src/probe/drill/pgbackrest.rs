@@ -45,14 +45,7 @@ impl PgBackRestSource {
     ) -> Result<(String, Space, Option<ArchiveEnd>), String> {
         let mut argv = as_user.to_vec();
         argv.extend(self.argv(&["--output=json", "info"]));
-        let out = tool_command::run(&argv, INFO_OUTPUT).await?;
-        if out.code != Some(0) {
-            return Err(format!(
-                "{} failed: {}",
-                tool_command::shown(&argv[as_user.len()..]),
-                out.last_words()
-            ));
-        }
+        let out = tool_command::run_ok(&argv, as_user.len(), INFO_OUTPUT).await?;
         let json: serde_json::Value = serde_json::from_str(&out.stdout)
             .map_err(|e| format!("pgbackrest info printed no JSON: {e}"))?;
         let stanza = json
@@ -142,14 +135,7 @@ impl PgBackRestSource {
         ]));
         // The recovery target and restore_command are set by the drill afterwards: its
         // settings come after pgBackRest's in postgresql.auto.conf.
-        let out = tool_command::run(&argv, INFO_OUTPUT).await?;
-        if out.code != Some(0) {
-            return Err(format!(
-                "{} failed: {}",
-                tool_command::shown(&argv[limit.len()..]),
-                out.last_words()
-            ));
-        }
+        tool_command::run_ok(&argv, limit.len(), INFO_OUTPUT).await?;
         Ok(())
     }
 
