@@ -113,51 +113,97 @@ pub fn read(dir: &Path) -> Parsed {
     out
 }
 
-/// The content (at most `max` bytes) of entry `wanted` of an uncompressed tar file, found by
-/// walking its headers (at most 100,000 entries): `pg_basebackup -Ft` writes `backup_label`
-/// and `PG_VERSION` near the start of base.tar.
-pub fn tar_entry(path: &Path, wanted: &str, max: u64) -> Option<String> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut header = [0u8; 512];
-    for _ in 0..100_000 {
-        f.read_exact(&mut header).ok()?;
-        if header.iter().all(|b| *b == 0) {
-            return None; // end of archive
-        }
-        let (name, size) = tar_header(&header)?;
-        if name == wanted {
-            let mut content = String::new();
-            f.take(size.min(max)).read_to_string(&mut content).ok()?;
-            return Some(content);
-        }
-        f.seek(SeekFrom::Current(
-            i64::try_from(size.div_ceil(512) * 512).ok()?,
-        ))
-        .ok()?;
-    }
-    None
+/// How `pg_basebackup` wrote a backup: a plain directory (`-Fp`), or tar files (`-Ft`), with
+/// `-Z gzip|lz4|zstd` compressed: the suffix after `.tar` (empty when not compressed) and the
+/// program that decompresses it (GNU tar calls it with `-d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain,
+    Tar(&'static str, Option<&'static str>),
 }
 
-/// Every entry of an uncompressed tar file with its size (at most 100,000 entries; `None` when
-/// the file is missing or not a tar): the segments in a `-Ft` backup's pg_wal.tar.
-pub fn tar_sizes(path: &Path) -> Option<std::collections::HashMap<String, u64>> {
+/// The tar files `pg_basebackup -Ft` writes: uncompressed, or by its client- or server-side
+/// compression methods.
+const TAR_FORMATS: [(&str, Option<&str>); 4] = [
+    ("", None),
+    (".gz", Some("gzip")),
+    (".lz4", Some("lz4")),
+    (".zst", Some("zstd")),
+];
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Tar("", _) => "tar",
+            Format::Tar(".gz", _) => "tar.gz",
+            Format::Tar(".lz4", _) => "tar.lz4",
+            Format::Tar(_, _) => "tar.zst",
+        }
+    }
+}
+
+/// A plain backup has `PG_VERSION` at its top, a tar one `base.tar[.gz|.lz4|.zst]`.
+pub fn format_of(dir: &Path) -> Option<Format> {
+    if dir.join("PG_VERSION").is_file() {
+        return Some(Format::Plain);
+    }
+    TAR_FORMATS
+        .iter()
+        .find(|(ext, _)| dir.join(format!("base.tar{ext}")).is_file())
+        .map(|(ext, program)| Format::Tar(ext, *program))
+}
+
+/// Entries of an uncompressed tar file walked at most.
+const MAX_TAR_ENTRIES: usize = 100_000;
+
+/// Walks the entries of an uncompressed tar file in order: `visit` gets each one's name, size
+/// and the file positioned at its content, and ends the walk by returning `Some`. `None` when
+/// the file is missing or unreadable, or not a tar; `Some(None)` at the archive's end.
+fn walk_tar<T>(
+    path: &Path,
+    mut visit: impl FnMut(&str, u64, &mut std::fs::File) -> Option<T>,
+) -> Option<Option<T>> {
     use std::io::{Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let mut header = [0u8; 512];
-    let mut out = std::collections::HashMap::new();
-    for _ in 0..100_000 {
+    for _ in 0..MAX_TAR_ENTRIES {
         f.read_exact(&mut header).ok()?;
         if header.iter().all(|b| *b == 0) {
-            return Some(out);
+            return Some(None); // end of archive
         }
         let (name, size) = tar_header(&header)?;
-        out.insert(name, size);
-        f.seek(SeekFrom::Current(
-            i64::try_from(size.div_ceil(512) * 512).ok()?,
-        ))
-        .ok()?;
+        let content = f.stream_position().ok()?;
+        if let Some(found) = visit(&name, size, &mut f) {
+            return Some(Some(found));
+        }
+        f.seek(SeekFrom::Start(content + size.div_ceil(512) * 512))
+            .ok()?;
     }
+    Some(None)
+}
+
+/// The content (at most `max` bytes) of entry `wanted` of an uncompressed tar file:
+/// `pg_basebackup -Ft` writes `backup_label` and `PG_VERSION` near the start of base.tar.
+pub fn tar_entry(path: &Path, wanted: &str, max: u64) -> Option<String> {
+    walk_tar(path, |name, size, f| {
+        let mut content = String::new();
+        (name == wanted)
+            .then(|| f.take(size.min(max)).read_to_string(&mut content).ok())
+            .flatten()
+            .map(|_| content)
+    })
+    .flatten()
+}
+
+/// Every entry of an uncompressed tar file with its size (`None` when the file is missing or
+/// not a tar): the segments in a `-Ft` backup's pg_wal.tar.
+pub fn tar_sizes(path: &Path) -> Option<std::collections::HashMap<String, u64>> {
+    let mut out = std::collections::HashMap::new();
+    walk_tar(path, |name, size, _| {
+        out.insert(name.to_string(), size);
+        None::<()>
+    })?;
     Some(out)
 }
 

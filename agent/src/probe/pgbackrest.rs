@@ -98,18 +98,22 @@ impl PgBackRestProbe {
         argv
     }
 
-    /// `repo-ls` of the repository directory holding segment `max` of `stanza`'s archive
-    /// `id` (`archive/main/15-1/0000000100000000`): its files with their times.
     fn repo_ls_argv(&self, stanza: &str, id: &str, max: &str) -> Vec<String> {
         let mut argv = self.command();
-        let dir = max.get(..16).unwrap_or(max);
-        argv.extend([
-            "--output=json".to_string(),
-            "repo-ls".to_string(),
-            format!("archive/{stanza}/{id}/{dir}"),
-        ]);
+        argv.extend(repo_ls_args(stanza, id, max));
         argv
     }
+}
+
+/// The arguments of `repo-ls` of the repository directory holding segment `max` of `stanza`'s
+/// archive `id` (`archive/main/15-1/0000000100000000`): its files with their times.
+pub(crate) fn repo_ls_args(stanza: &str, id: &str, max: &str) -> [String; 3] {
+    let dir = max.get(..16).unwrap_or(max);
+    [
+        "--output=json".to_string(),
+        "repo-ls".to_string(),
+        format!("archive/{stanza}/{id}/{dir}"),
+    ]
 }
 
 /// The time `repo-ls` gives the file of segment `max` (`<segment>-<sha1>[.gz]`).

@@ -23,7 +23,7 @@
 
 use super::archive_dir::names::COMPRESSION_SUFFIXES;
 use super::backup_dir::os_text;
-use super::base_backup::{self, MANIFEST};
+use super::base_backup::{self, Format, MANIFEST};
 use super::tool_command;
 use super::{Outcome, Probe};
 use backwatch_proto::model::{Observation, ProbeKind, RestoreObs, WalSource};
@@ -114,27 +114,30 @@ impl RestoreProbe {
         let Some(dir) = newest else {
             return (obs, None);
         };
-        let format = format_of(&dir);
-        let tar = format != "plain";
+        // A directory with a manifest and neither PG_VERSION nor base.tar is taken as plain:
+        // pg_verifybackup says what is wrong with it.
+        let format = base_backup::format_of(&dir).unwrap_or(Format::Plain);
+        let tar = format != Format::Plain;
         obs.backup_major = major_of(&dir, format);
-        obs.backup_format = Some(format.to_string());
+        obs.backup_format = Some(format.as_str().to_string());
         let parsed = base_backup::read(&dir);
         let size = parsed.backup.wal_segment_size_bytes;
         let mut parse_wal = false;
         // A tar backup's WAL is in pg_wal.tar, which pg_verifybackup does not parse: its
         // entries are listed instead (an uncompressed one; a compressed one is not opened, and
         // its WAL is then not checked).
-        // Uncompressed: pg_wal.tar (-X stream) and base.tar's pg_wal/ (-X fetch).
-        let tar_wal = (format == "tar").then(|| {
-            let mut entries = base_backup::tar_sizes(&dir.join("pg_wal.tar")).unwrap_or_default();
-            let base = base_backup::tar_sizes(&dir.join("base.tar")).unwrap_or_default();
-            entries.extend(
+        // Uncompressed: pg_wal.tar (-X stream), else base.tar's pg_wal/ (-X fetch), whose
+        // headers are walked only then.
+        let uncompressed_tar = format == Format::Tar("", None);
+        let tar_wal = uncompressed_tar.then(|| {
+            base_backup::tar_sizes(&dir.join("pg_wal.tar")).unwrap_or_else(|| {
+                let base = base_backup::tar_sizes(&dir.join("base.tar")).unwrap_or_default();
                 base.into_iter()
-                    .filter_map(|(n, s)| Some((n.strip_prefix("pg_wal/")?.to_string(), s))),
-            );
-            entries
+                    .filter_map(|(n, s)| Some((n.strip_prefix("pg_wal/")?.to_string(), s)))
+                    .collect()
+            })
         });
-        let checkable = format == "plain" || format == "tar";
+        let checkable = !tar || uncompressed_tar;
         if let (Some(size), false, true) = (size, parsed.wal_ranges.is_empty(), checkable) {
             let needed = base_backup::needed_segments(&parsed.wal_ranges, size, MAX_SEGMENTS);
             obs.wal_segments_needed = needed.len() as u64;
@@ -334,30 +337,14 @@ pub fn choose_verifier(
     })
 }
 
-/// "plain" (PG_VERSION at the top), or the tar format of `base.tar[.gz|.lz4|.zst]`.
-fn format_of(dir: &Path) -> &'static str {
-    if dir.join("PG_VERSION").is_file() {
-        return "plain";
-    }
-    [
-        ("base.tar", "tar"),
-        ("base.tar.gz", "tar.gz"),
-        ("base.tar.lz4", "tar.lz4"),
-        ("base.tar.zst", "tar.zst"),
-    ]
-    .into_iter()
-    .find(|(f, _)| dir.join(f).is_file())
-    .map_or("plain", |(_, t)| t)
-}
-
 /// The backup's major from its `PG_VERSION`: the file itself, or its entry in an uncompressed
 /// `base.tar` (the headers are read until it is found, at most 100,000 entries; compressed
 /// tars are not opened).
-fn major_of(dir: &Path, format: &str) -> Option<u32> {
+fn major_of(dir: &Path, format: Format) -> Option<u32> {
     let text = match format {
-        "plain" => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
-        "tar" => base_backup::tar_entry(&dir.join("base.tar"), "PG_VERSION", 64)?,
-        _ => return None,
+        Format::Plain => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
+        Format::Tar("", _) => base_backup::tar_entry(&dir.join("base.tar"), "PG_VERSION", 64)?,
+        Format::Tar(..) => return None,
     };
     text.trim().split('.').next()?.parse().ok()
 }
@@ -442,7 +429,8 @@ mod tests {
     fn the_major_is_read_from_pg_version_in_a_plain_or_tar_backup() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
-        assert_eq!(major_of(dir.path(), format_of(dir.path())), Some(16));
+        let format = |d: &Path| base_backup::format_of(d).unwrap_or(Format::Plain);
+        assert_eq!(major_of(dir.path(), format(dir.path())), Some(16));
         let tar_dir = tempfile::tempdir().unwrap();
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("global.txt"), vec![b'x'; 1500]).unwrap();
@@ -457,7 +445,7 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok);
-        assert_eq!(format_of(tar_dir.path()), "tar");
-        assert_eq!(major_of(tar_dir.path(), "tar"), Some(18));
+        assert_eq!(format(tar_dir.path()), Format::Tar("", None));
+        assert_eq!(major_of(tar_dir.path(), Format::Tar("", None)), Some(18));
     }
 }

@@ -8,6 +8,8 @@
 //! archived out of order, or a `.backup`/`.partial` file as the last archived one, can make it
 //! off by one; a timeline history file as the last archived one names no position at all.
 
+use super::archive_dir::names::{self, SegName, WalFile};
+
 /// Segments waiting by the positions, and the oldest of them (on the current timeline).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Estimate {
@@ -15,17 +17,14 @@ pub struct Estimate {
     pub oldest: Option<String>,
 }
 
-/// (timeline, segment number) of a name that starts with a 24-hex-digit segment name
-/// (a segment, `<segment>.partial`, `<segment>.<offset>.backup`).
-fn segment(name: &str, seg_size: u64) -> Option<(u32, u64)> {
-    let hex = name.get(..24)?;
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let part = |r: std::ops::Range<usize>| u32::from_str_radix(&hex[r], 16).ok();
-    let per_log = 0x1_0000_0000u64.checked_div(seg_size)?;
-    let (tli, log, seg) = (part(0..8)?, part(8..16)?, part(16..24)?);
-    Some((tli, u64::from(log) * per_log + u64::from(seg)))
+/// (timeline, segment number) of a segment, `<segment>.partial` or backup history file name.
+fn position(name: &str, seg_size: u64) -> Option<(u32, u64)> {
+    let seg = match names::parse(name).0 {
+        WalFile::Segment(s) | WalFile::Partial(s) => s,
+        WalFile::Backup { start, .. } => start,
+        WalFile::History(_) | WalFile::Other => return None,
+    };
+    Some((seg.tli, seg.segno(seg_size)?))
 }
 
 /// The estimate, or why there is none (in words for `pending_note`).
@@ -37,24 +36,22 @@ pub fn estimate(
     if seg_size == 0 {
         return Err("the WAL segment size is unknown".into());
     }
-    let Some((tli, current)) = current_wal_file.and_then(|c| segment(c, seg_size)) else {
+    let Some((tli, current)) = current_wal_file.and_then(|c| position(c, seg_size)) else {
         return Err("no current WAL position (a standby)".into());
     };
     let Some(last) = last_archived_wal else {
         return Err("nothing archived since the statistics were reset".into());
     };
-    let Some((_, last)) = segment(last, seg_size) else {
+    let Some((_, last)) = position(last, seg_size) else {
         return Err(format!(
             "the last archived file {last} names no WAL position"
         ));
     };
     let first = last + 1;
     let segments = current.saturating_sub(first);
-    let per_log = 0x1_0000_0000u64 / seg_size;
     Ok(Estimate {
         segments: i64::try_from(segments).unwrap_or(i64::MAX),
-        oldest: (segments > 0)
-            .then(|| format!("{tli:08X}{:08X}{:08X}", first / per_log, first % per_log)),
+        oldest: (segments > 0).then(|| SegName::from_segno(tli, first, seg_size).name()),
     })
 }
 

@@ -9,39 +9,10 @@
 //!   data directory and of `pg_wal.tar` into its `pg_wal`, both under the IO limit.
 
 use super::super::backup_dir::os_text;
-use super::super::base_backup;
+use super::super::base_backup::{self, Format, format_of};
 use super::super::tool_command;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Plain,
-    /// `pg_basebackup -Ft`, with `-Z gzip|lz4|zstd` a compressed tar: the suffix after `.tar`
-    /// (empty when plain) and the program that decompresses it (GNU tar calls it with `-d`).
-    Tar(&'static str, Option<&'static str>),
-}
-
-/// The tar files `pg_basebackup -Ft` writes: uncompressed, or by its client- or server-side
-/// compression methods.
-const TARS: [(&str, Option<&str>); 4] = [
-    ("", None),
-    (".gz", Some("gzip")),
-    (".lz4", Some("lz4")),
-    (".zst", Some("zstd")),
-];
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Plain => "plain",
-            Format::Tar("", _) => "tar",
-            Format::Tar(".gz", _) => "tar.gz",
-            Format::Tar(".lz4", _) => "tar.lz4",
-            Format::Tar(_, _) => "tar.zst",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -54,15 +25,6 @@ pub struct Space {
     pub backup_bytes: u64,
     pub free_bytes: u64,
     pub refused: Option<String>,
-}
-
-fn format_of(dir: &Path) -> Option<Format> {
-    if dir.join("PG_VERSION").is_file() {
-        return Some(Format::Plain);
-    }
-    TARS.iter()
-        .find(|(ext, _)| dir.join(format!("base.tar{ext}")).is_file())
-        .map(|(ext, program)| Format::Tar(ext, *program))
 }
 
 /// The newest backup under `root` and the space check against `scratch`.

@@ -76,7 +76,7 @@ impl PgBackRestSource {
         as_user: &[String],
         stanza: &serde_json::Value,
     ) -> Option<ArchiveEnd> {
-        use crate::probe::pgbackrest::{archive_id, current_archive, stored_at};
+        use crate::probe::pgbackrest::{archive_id, current_archive, repo_ls_args, stored_at};
         let max = current_archive(stanza)?["max"].as_str()?.to_string();
         let mut at = None;
         if let Some(id) = archive_id(stanza) {
@@ -85,15 +85,7 @@ impl PgBackRestSource {
             if let Some(c) = &self.config {
                 argv.push(format!("--config={}", c.display()));
             }
-            argv.extend([
-                "--output=json".to_string(),
-                "repo-ls".to_string(),
-                format!(
-                    "archive/{}/{id}/{}",
-                    self.stanza,
-                    max.get(..16).unwrap_or(&max)
-                ),
-            ]);
+            argv.extend(repo_ls_args(&self.stanza, &id, &max));
             if let Ok(out) = tool_command::run(&argv, INFO_OUTPUT).await {
                 at = stored_at(&out, &max);
             }
