@@ -57,12 +57,11 @@ impl ServerFacts {
     /// The 16 hex digits after the timeline in the name of the segment holding the replay
     /// location, comparable with archived names.
     pub fn replay_segment(&self) -> Option<String> {
-        let (hi, lo) = self.replay_lsn.as_deref()?.split_once('/')?;
-        let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+        let lsn = backwatch_proto::model::parse_lsn(self.replay_lsn.as_deref()?)?;
         let size = self.segment_bytes.filter(|s| *s > 0)?;
-        let per_log = 0x1_0000_0000 / size;
-        let segno = lsn / size;
-        Some(format!("{:08X}{:08X}", segno / per_log, segno % per_log))
+        // The timeline (first 8 digits) is left out: it does not order positions.
+        let name = names::SegName::from_segno(0, lsn / size, size).name();
+        Some(name[8..].to_string())
     }
 }
 
