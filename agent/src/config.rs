@@ -5,33 +5,30 @@
 //! archiving every 15 min (needs a `[[wal]]` section with a DSN); the WAL archive directory
 //! every hour (needs an `[[archive_dir]]` section, see [`archive_dir`]). Leaving a probe list
 //! out means its defaults; writing an empty list (`backup_dir = []`) means none.
+//!
+//! Each probe kind is one `[[section]]` whose module implements [`Section`]: its raw keys,
+//! their validation and its effective settings. [`Config::validate`] registers the sections,
+//! one line each; nothing else in the agent names every kind.
 
 pub mod archive_dir;
+pub mod backup_dir;
 pub mod backup_tool;
+pub mod disk;
 pub mod drill;
+pub mod effective;
 pub mod restore;
+pub mod wal;
 
-use crate::probe::archive_dir::ArchiveDirProbe;
-use crate::probe::backup_dir::{
-    BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
-};
-use crate::probe::barman::BarmanProbe;
-use crate::probe::disk::DiskProbe;
-use crate::probe::drill::DrillProbe;
-use crate::probe::pgbackrest::PgBackRestProbe;
-use crate::probe::restore::RestoreProbe;
-use crate::probe::wal_archive::WalProbe;
+use crate::probe::Probe;
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use backwatch_proto::convert::valid_probe_name;
+use backwatch_proto::model::ProbeKind;
+use effective::Settings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-pub const BACKUP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
-pub const DISK_INTERVAL: Duration = Duration::from_secs(3600);
-pub const WAL_INTERVAL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/backwatch-agent/spool";
 
 // === raw ===
@@ -44,10 +41,10 @@ pub struct RawConfig {
     pub spool: RawSpool,
     #[serde(default)]
     pub schedule: RawSchedule,
-    pub backup_dir: Option<Vec<RawBackupDir>>,
-    pub disk: Option<Vec<RawDisk>>,
+    pub backup_dir: Option<Vec<backup_dir::RawBackupDir>>,
+    pub disk: Option<Vec<disk::RawDisk>>,
     #[serde(default)]
-    pub wal: Vec<RawWal>,
+    pub wal: Vec<wal::RawWal>,
     #[serde(default)]
     pub archive_dir: Vec<archive_dir::RawArchiveDir>,
     #[serde(default)]
@@ -95,54 +92,6 @@ pub struct RawSchedule {
     pub timeout: Option<Duration>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackupDir {
-    pub name: String,
-    pub path: PathBuf,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub max_age: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub interval: Option<Duration>,
-    /// A run taking longer is reported as timed out (default `schedule.timeout`).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-    pub max_depth: Option<u32>,
-    pub max_entries: Option<u64>,
-    pub ignore_suffixes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDisk {
-    pub name: String,
-    pub path: PathBuf,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub interval: Option<Duration>,
-    /// A run taking longer is reported as timed out (default `schedule.timeout`).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWal {
-    pub name: String,
-    /// libpq-style DSN ("host=/var/run/postgresql user=backwatch dbname=postgres") or URL.
-    pub dsn: String,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub interval: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub statement_timeout: Option<Duration>,
-    /// The whole run's limit (default: connect_timeout + 3 × statement_timeout + 5 s).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Report WAL not archivable yet with archive_timeout = 0 (docs/checks.md R19; default false).
-    pub exposure_advisory: Option<bool>,
-}
-
 // === validated ===
 
 pub struct Config {
@@ -152,6 +101,9 @@ pub struct Config {
     /// `schedule.timeout`: the file-system probes' default timeout.
     pub probe_timeout: Duration,
     pub probes: Vec<Scheduled>,
+    /// Directories where a run killed with the agent may have left its own files (a drill's
+    /// scratch copy): cleared before any probe runs.
+    pub scratch_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,61 +126,132 @@ pub struct SpoolConfig {
 
 /// A probe with its schedule.
 pub struct Scheduled {
-    pub probe: ProbeConfig,
+    pub probe: Box<dyn Probe>,
     pub interval: Duration,
     /// A run that takes longer is abandoned and reported as a timeout result.
     pub timeout: Duration,
+    /// Runs are expensive (a whole verification, a restore): the schedule resumes across
+    /// restarts instead of running again at every start.
+    pub resumes: bool,
+    /// Its section as `config check` prints it: `[[<section>]]` and the effective keys.
+    pub section: &'static str,
+    pub settings: Settings,
 }
 
-/// One variant per probe module.
-pub enum ProbeConfig {
-    BackupDir(BackupDirProbe),
-    Disk(DiskProbe),
-    // Boxed: a parsed tokio_postgres::Config is several times larger than the other probes.
-    Wal(Box<WalProbe>),
-    ArchiveDir(ArchiveDirProbe),
-    Restore(RestoreProbe),
-    PgBackRest(PgBackRestProbe),
-    Barman(BarmanProbe),
-    // Boxed: its smoke checks and paths make it the largest probe.
-    Drill(Box<DrillProbe>),
+/// One probe kind's `[[section]]` of the file: the raw entry and how it becomes a probe.
+/// Implemented once per kind, in `config/<kind>.rs`, and registered by one line in
+/// [`Config::validate`].
+pub trait Section: Sized {
+    /// The section's key: `backup_dir` for `[[backup_dir]]`.
+    const KEY: &'static str;
+    const KIND: ProbeKind;
+    /// Interval when the entry sets none.
+    const INTERVAL: Duration;
+    /// See [`Scheduled::resumes`].
+    const RESUMES: bool = false;
+
+    fn name(&self) -> &str;
+    fn interval(&self) -> Option<Duration>;
+    /// The probe, or `None` after recording every problem of the entry under `at`'s keys.
+    /// Name and interval are already checked.
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid>;
 }
 
-impl ProbeConfig {
-    pub fn check_id(&self) -> String {
-        use crate::probe::Probe;
-        match self {
-            ProbeConfig::BackupDir(p) => {
-                backwatch_proto::model::check_id(BackupDirProbe::KIND, p.name())
+/// A validated entry.
+pub struct Valid {
+    pub probe: Box<dyn Probe>,
+    /// The scheduler's limit for one run.
+    pub timeout: Duration,
+    /// The entry's keys with defaults filled in, except `name` and `interval`, which
+    /// [`Cx`] adds.
+    pub settings: Settings,
+}
+
+/// Where an entry is in the file, for problem keys: `disk[1]`.
+pub struct At {
+    section: &'static str,
+    index: usize,
+}
+
+impl At {
+    /// `disk[1].interval`.
+    pub fn key(&self, field: &str) -> String {
+        format!("{}[{}].{field}", self.section, self.index)
+    }
+}
+
+/// What validating one section needs of the file as a whole.
+pub struct Cx {
+    pub problems: Problems,
+    /// `schedule.timeout`.
+    pub default_timeout: Duration,
+    seen: BTreeSet<String>,
+    probes: Vec<Scheduled>,
+    scratch_dirs: Vec<PathBuf>,
+}
+
+impl Cx {
+    /// Validate every entry of one section, in file order.
+    pub fn section<S: Section>(&mut self, entries: Vec<S>) {
+        for (index, entry) in entries.into_iter().enumerate() {
+            let at = At {
+                section: S::KEY,
+                index,
+            };
+            let name = entry.name().to_string();
+            if !valid_probe_name(&name) {
+                self.problems.push(
+                    at.key("name"),
+                    format!("{name:?} is not a valid name (1-64 of a-z, 0-9, '_', '-')"),
+                );
+            } else if !self
+                .seen
+                .insert(backwatch_proto::model::check_id(S::KIND, &name))
+            {
+                self.problems
+                    .push(at.key("name"), format!("{name:?} is used twice"));
             }
-            ProbeConfig::Disk(p) => backwatch_proto::model::check_id(DiskProbe::KIND, p.name()),
-            ProbeConfig::Wal(p) => backwatch_proto::model::check_id(WalProbe::KIND, p.name()),
-            ProbeConfig::ArchiveDir(p) => {
-                backwatch_proto::model::check_id(ArchiveDirProbe::KIND, p.name())
+            let interval = entry.interval().unwrap_or(S::INTERVAL);
+            if interval < MIN_INTERVAL {
+                self.problems
+                    .push(at.key("interval"), "must be at least 1s");
             }
-            ProbeConfig::Restore(p) => {
-                backwatch_proto::model::check_id(RestoreProbe::KIND, p.name())
+            if let Some(v) = entry.validate(self, &at) {
+                debug_assert_eq!(v.probe.kind(), S::KIND, "{} builds its own kind", S::KEY);
+                let settings = Settings::named(&name)
+                    .duration("interval", interval)
+                    .after(v.settings);
+                self.probes.push(Scheduled {
+                    probe: v.probe,
+                    interval,
+                    timeout: v.timeout,
+                    resumes: S::RESUMES,
+                    section: S::KEY,
+                    settings,
+                });
             }
-            ProbeConfig::PgBackRest(p) => {
-                backwatch_proto::model::check_id(PgBackRestProbe::KIND, p.name())
-            }
-            ProbeConfig::Barman(p) => backwatch_proto::model::check_id(BarmanProbe::KIND, p.name()),
-            ProbeConfig::Drill(p) => backwatch_proto::model::check_id(DrillProbe::KIND, p.name()),
         }
     }
 
-    /// What the probe looks at, for `check` and `print-config` (never a password).
-    pub fn target(&self) -> String {
-        match self {
-            ProbeConfig::BackupDir(p) => p.path.display().to_string(),
-            ProbeConfig::Disk(p) => p.path.display().to_string(),
-            ProbeConfig::Wal(p) => crate::probe::wal_archive::redacted(&p.pg),
-            ProbeConfig::ArchiveDir(p) => p.path.display().to_string(),
-            ProbeConfig::Restore(p) => p.backup_dir.display().to_string(),
-            ProbeConfig::PgBackRest(p) => p.command.join(" "),
-            ProbeConfig::Barman(p) => format!("{} server {}", p.command.join(" "), p.server),
-            ProbeConfig::Drill(p) => p.source_shown(),
+    /// A run limit: the entry's, else `default`; at least a second.
+    pub fn timeout(&mut self, at: &At, value: Option<Duration>, default: Duration) -> Duration {
+        let t = value.unwrap_or(default);
+        if t < MIN_INTERVAL {
+            self.problems.push(at.key("timeout"), "must be at least 1s");
         }
+        t
+    }
+
+    /// Probes of an earlier section, for an entry that refers to one by name.
+    pub fn validated<P: Probe>(&self) -> impl Iterator<Item = &P> {
+        self.probes
+            .iter()
+            .filter_map(|s| s.probe.downcast_ref::<P>())
+    }
+
+    /// See [`Config::scratch_dirs`].
+    pub fn scratch_dir(&mut self, dir: PathBuf) {
+        self.scratch_dirs.push(dir);
     }
 }
 
@@ -247,63 +270,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |f: PathBuf| if f.is_relative() { base.join(f) } else { f };
 
-        let collector = raw.collector.map(|c| {
-            let url = c.url.unwrap_or_default();
-            if !url.starts_with("https://") {
-                p.push(
-                    "collector.url",
-                    format!("{url:?} must be an https:// URL (plaintext is refused), e.g. \"https://collector.example:7443\""),
-                );
-            }
-            let enroll_url = match c.enroll_url {
-                Some(u) => {
-                    if !u.starts_with("https://") {
-                        p.push(
-                            "collector.enroll_url",
-                            format!("{u:?} must be an https:// URL, e.g. \"https://collector.example:7444\""),
-                        );
-                    }
-                    u
-                }
-                None => crate::enroll::default_enroll_url(&url),
-            };
-            let mut file = |key: &str, f: Option<PathBuf>| match f {
-                None => {
-                    p.push(key, "is required (a PEM file)");
-                    PathBuf::new()
-                }
-                Some(f) => {
-                    let f = rel(f);
-                    match std::fs::metadata(&f) {
-                        Ok(m) if m.is_file() => {}
-                        Ok(_) => p.push(key, format!("{} is not a file", f.display())),
-                        Err(e) => p.push(key, format!("cannot read {}: {e}", f.display())),
-                    }
-                    f
-                }
-            };
-            let link = CollectorLink {
-                ca: file("collector.ca", c.ca),
-                cert: file("collector.cert", c.cert),
-                key: file("collector.key", c.key),
-                url,
-                server_name: c.server_name,
-                enroll_url,
-            };
-            // Existing files must also parse: name the key now, not a TLS error later.
-            for (key, path, is_key) in [
-                ("collector.ca", &link.ca, false),
-                ("collector.cert", &link.cert, false),
-                ("collector.key", &link.key, true),
-            ] {
-                if path.is_file()
-                    && let Some(problem) = pem_problem(path, is_key)
-                {
-                    p.push(key, problem);
-                }
-            }
-            link
-        });
+        let collector = raw.collector.map(|c| collector_link(&mut p, c, rel));
 
         let spool = SpoolConfig {
             dir: raw
@@ -317,258 +284,119 @@ impl Config {
         if spool.max_results == 0 {
             p.push("spool.max_results", "must be at least 1");
         }
-
-        let mut probes = Vec::new();
-        let mut seen = BTreeSet::new();
-        let interval_of = |p: &mut Problems, key: String, v: Option<Duration>, d: Duration| {
-            let i = v.unwrap_or(d);
-            if i < MIN_INTERVAL {
-                p.push(key, "must be at least 1s");
-            }
-            i
-        };
-        let mut name_ok = |p: &mut Problems, key: String, kind: &str, name: &str| {
-            if !valid_probe_name(name) {
-                p.push(
-                    key,
-                    format!("{name:?} is not a valid name (1-64 of a-z, 0-9, '_', '-')"),
-                );
-            } else if !seen.insert(format!("{kind}.{name}")) {
-                p.push(key, format!("{name:?} is used twice"));
-            }
-        };
-
         let default_timeout = raw.schedule.timeout.unwrap_or(PROBE_TIMEOUT);
         if default_timeout < MIN_INTERVAL {
             p.push("schedule.timeout", "must be at least 1s");
         }
-        let timeout_of = |p: &mut Problems, key: String, v: Option<Duration>, d: Duration| {
-            let t = v.unwrap_or(d);
-            if t < MIN_INTERVAL {
-                p.push(key, "must be at least 1s");
-            }
-            t
+
+        // The registration of every probe kind. Order matters only where a section refers
+        // to an earlier one (`archive_dir.wal` names a `[[wal]]`).
+        let mut cx = Cx {
+            problems: p,
+            default_timeout,
+            seen: BTreeSet::new(),
+            probes: Vec::new(),
+            scratch_dirs: Vec::new(),
         };
+        cx.section(raw.backup_dir.unwrap_or_else(backup_dir::defaults));
+        cx.section(raw.disk.unwrap_or_else(disk::defaults));
+        cx.section(raw.wal);
+        cx.section(raw.archive_dir);
+        cx.section(raw.restore);
+        cx.section(raw.pgbackrest);
+        cx.section(raw.barman);
+        cx.section(raw.drill);
 
-        let dirs = raw.backup_dir.unwrap_or_else(|| {
-            vec![
-                default_dir("daily", "/backup/daily", 24 * 3600),
-                default_dir("weekly", "/backup/weekly", 7 * 24 * 3600),
-            ]
-        });
-        for (i, d) in dirs.into_iter().enumerate() {
-            let k = |f: &str| format!("backup_dir[{i}].{f}");
-            name_ok(&mut p, k("name"), "backup", &d.name);
-            if is_file_not_dir(&d.path) {
-                p.push(
-                    k("path"),
-                    format!("{} is not a directory", d.path.display()),
-                );
-            }
-            let interval = interval_of(&mut p, k("interval"), d.interval, BACKUP_INTERVAL);
-            let timeout = timeout_of(&mut p, k("timeout"), d.timeout, default_timeout);
-            let max_age = d.max_age.or(match d.name.as_str() {
-                "daily" => Some(Duration::from_secs(24 * 3600)),
-                "weekly" => Some(Duration::from_secs(7 * 24 * 3600)),
-                _ => None,
-            });
-            probes.push(Scheduled {
-                probe: ProbeConfig::BackupDir(BackupDirProbe {
-                    name: d.name,
-                    path: d.path,
-                    max_age,
-                    max_depth: d.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
-                    max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
-                    ignore_suffixes: d.ignore_suffixes.unwrap_or_else(default_ignore_suffixes),
-                }),
-                interval,
-                timeout,
-            });
-        }
-
-        let disks = raw.disk.unwrap_or_else(|| {
-            vec![RawDisk {
-                name: "backup".into(),
-                path: "/backup".into(),
-                interval: None,
-                timeout: None,
-            }]
-        });
-        for (i, d) in disks.into_iter().enumerate() {
-            let k = |f: &str| format!("disk[{i}].{f}");
-            name_ok(&mut p, k("name"), "disk", &d.name);
-            if d.name == crate::spool::check::NAME {
-                p.push(
-                    k("name"),
-                    format!(
-                        "{:?} is reserved for the agent's report on its own spool",
-                        d.name
-                    ),
-                );
-            }
-            let interval = interval_of(&mut p, k("interval"), d.interval, DISK_INTERVAL);
-            let timeout = timeout_of(&mut p, k("timeout"), d.timeout, default_timeout);
-            probes.push(Scheduled {
-                probe: ProbeConfig::Disk(DiskProbe {
-                    name: d.name,
-                    path: d.path,
-                }),
-                interval,
-                timeout,
-            });
-        }
-
-        for (i, w) in raw.wal.into_iter().enumerate() {
-            let k = |f: &str| format!("wal[{i}].{f}");
-            name_ok(&mut p, k("name"), "wal", &w.name);
-            let interval = interval_of(&mut p, k("interval"), w.interval, WAL_INTERVAL);
-            let connect_timeout = w.connect_timeout.unwrap_or(Duration::from_secs(5));
-            let statement_timeout = w.statement_timeout.unwrap_or(Duration::from_secs(10));
-            let timeout = timeout_of(
-                &mut p,
-                k("timeout"),
-                w.timeout,
-                connect_timeout + statement_timeout * 3 + Duration::from_secs(5),
-            );
-            let pg = match tokio_postgres::Config::from_str(&w.dsn) {
-                Ok(c) => c,
-                Err(e) => {
-                    // The DSN may hold a password: name the problem, never echo the value.
-                    p.push(
-                        k("dsn"),
-                        format!("is not a valid PostgreSQL connection string: {e}"),
-                    );
-                    continue;
-                }
-            };
-            probes.push(Scheduled {
-                probe: ProbeConfig::Wal(Box::new(WalProbe {
-                    name: w.name,
-                    pg,
-                    connect_timeout,
-                    statement_timeout,
-                    exposure_advisory: w.exposure_advisory.unwrap_or(false),
-                    unswitched: Default::default(),
-                })),
-                interval,
-                timeout,
-            });
-        }
-
-        let wal_probes: Vec<WalProbe> = probes
-            .iter()
-            .filter_map(|s| match &s.probe {
-                ProbeConfig::Wal(w) => Some(w.as_ref().clone()),
-                _ => None,
-            })
-            .collect();
-        let wal_refs: Vec<&WalProbe> = wal_probes.iter().collect();
-        for (i, d) in raw.archive_dir.into_iter().enumerate() {
-            let k = |f: &str| format!("archive_dir[{i}].{f}");
-            name_ok(&mut p, k("name"), "archive", &d.name);
-            if is_file_not_dir(&d.path) {
-                p.push(
-                    k("path"),
-                    format!("{} is not a directory", d.path.display()),
-                );
-            }
-            let interval = interval_of(
-                &mut p,
-                k("interval"),
-                d.interval,
-                archive_dir::ARCHIVE_INTERVAL,
-            );
-            let raw_timeout = d.timeout;
-            if let Some(probe) = archive_dir::validate(&mut p, i, d, &wal_refs) {
-                // The directory listing, plus the linked server's two statements.
-                let listing = timeout_of(&mut p, k("timeout"), raw_timeout, default_timeout);
-                let timeout = match &probe.wal {
-                    Some(w) => listing + w.connect_timeout + w.effective_statement_timeout() * 3,
-                    None => listing,
-                };
-                probes.push(Scheduled {
-                    probe: ProbeConfig::ArchiveDir(probe),
-                    interval,
-                    timeout,
-                });
-            }
-        }
-
-        for (i, r) in raw.restore.into_iter().enumerate() {
-            let k = |f: &str| format!("restore[{i}].{f}");
-            name_ok(&mut p, k("name"), "restore", &r.name);
-            let interval =
-                interval_of(&mut p, k("interval"), r.interval, restore::RESTORE_INTERVAL);
-            if let Some((probe, timeout)) = restore::validate(&mut p, i, r) {
-                probes.push(Scheduled {
-                    probe: ProbeConfig::Restore(probe),
-                    interval,
-                    timeout,
-                });
-            }
-        }
-
-        for (i, r) in raw.pgbackrest.into_iter().enumerate() {
-            let k = |f: &str| format!("pgbackrest[{i}].{f}");
-            name_ok(&mut p, k("name"), "pgbackrest", &r.name);
-            let interval = interval_of(
-                &mut p,
-                k("interval"),
-                r.interval,
-                backup_tool::TOOL_INTERVAL,
-            );
-            let (probe, timeout) = backup_tool::pgbackrest(&mut p, i, r);
-            probes.push(Scheduled {
-                probe: ProbeConfig::PgBackRest(probe),
-                interval,
-                timeout,
-            });
-        }
-        for (i, r) in raw.barman.into_iter().enumerate() {
-            let k = |f: &str| format!("barman[{i}].{f}");
-            name_ok(&mut p, k("name"), "barman", &r.name);
-            let interval = interval_of(
-                &mut p,
-                k("interval"),
-                r.interval,
-                backup_tool::TOOL_INTERVAL,
-            );
-            let (probe, timeout) = backup_tool::barman(&mut p, i, r);
-            probes.push(Scheduled {
-                probe: ProbeConfig::Barman(probe),
-                interval,
-                timeout,
-            });
-        }
-
-        for (i, r) in raw.drill.into_iter().enumerate() {
-            let k = |f: &str| format!("drill[{i}].{f}");
-            name_ok(&mut p, k("name"), "drill", &r.name);
-            let interval = interval_of(&mut p, k("interval"), r.interval, drill::DRILL_INTERVAL);
-            if let Some((probe, timeout)) = drill::validate(&mut p, i, r) {
-                probes.push(Scheduled {
-                    probe: ProbeConfig::Drill(Box::new(probe)),
-                    interval,
-                    timeout,
-                });
-            }
-        }
-
-        p.finish()?;
+        cx.problems.finish()?;
         Ok(Config {
             collector,
             spool,
             start_jitter: raw.schedule.start_jitter.unwrap_or(Duration::from_secs(30)),
             probe_timeout: default_timeout,
-            probes,
+            probes: cx.probes,
+            scratch_dirs: cx.scratch_dirs,
         })
     }
+}
+
+#[cfg(test)]
+impl Config {
+    /// The validated probes of one kind, with their schedules.
+    pub(crate) fn probes_of<P: Probe>(&self) -> impl Iterator<Item = (&Scheduled, &P)> {
+        self.probes
+            .iter()
+            .filter_map(|s| s.probe.downcast_ref::<P>().map(|p| (s, p)))
+    }
+}
+
+fn collector_link(
+    p: &mut Problems,
+    c: RawCollector,
+    rel: impl Fn(PathBuf) -> PathBuf,
+) -> CollectorLink {
+    let url = c.url.unwrap_or_default();
+    if !url.starts_with("https://") {
+        p.push(
+            "collector.url",
+            format!("{url:?} must be an https:// URL (plaintext is refused), e.g. \"https://collector.example:7443\""),
+        );
+    }
+    let enroll_url = match c.enroll_url {
+        Some(u) => {
+            if !u.starts_with("https://") {
+                p.push(
+                    "collector.enroll_url",
+                    format!(
+                        "{u:?} must be an https:// URL, e.g. \"https://collector.example:7444\""
+                    ),
+                );
+            }
+            u
+        }
+        None => crate::enroll::default_enroll_url(&url),
+    };
+    let mut file = |key: &str, f: Option<PathBuf>| match f {
+        None => {
+            p.push(key, "is required (a PEM file)");
+            PathBuf::new()
+        }
+        Some(f) => {
+            let f = rel(f);
+            match std::fs::metadata(&f) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => p.push(key, format!("{} is not a file", f.display())),
+                Err(e) => p.push(key, format!("cannot read {}: {e}", f.display())),
+            }
+            f
+        }
+    };
+    let link = CollectorLink {
+        ca: file("collector.ca", c.ca),
+        cert: file("collector.cert", c.cert),
+        key: file("collector.key", c.key),
+        url,
+        server_name: c.server_name,
+        enroll_url,
+    };
+    // Existing files must also parse: name the key now, not a TLS error later.
+    for (key, path, is_key) in [
+        ("collector.ca", &link.ca, false),
+        ("collector.cert", &link.cert, false),
+        ("collector.key", &link.key, true),
+    ] {
+        if path.is_file()
+            && let Some(problem) = pem_problem(path, is_key)
+        {
+            p.push(key, problem);
+        }
+    }
+    link
 }
 
 /// True when `path` exists and is not a directory. Asked on a helper thread with a short
 /// deadline: a hung NFS mount under /backup must not stop the agent from starting (the probe
 /// reports such a mount as a timeout later, which is the useful place for it).
-fn is_file_not_dir(path: &Path) -> bool {
+pub(crate) fn is_file_not_dir(path: &Path) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
     let owned = path.to_path_buf();
     std::thread::spawn(move || {
@@ -599,19 +427,6 @@ fn pem_problem(path: &Path, is_key: bool) -> Option<String> {
     }
 }
 
-fn default_dir(name: &str, path: &str, max_age_secs: u64) -> RawBackupDir {
-    RawBackupDir {
-        name: name.into(),
-        path: path.into(),
-        max_age: Some(Duration::from_secs(max_age_secs)),
-        interval: None,
-        timeout: None,
-        max_depth: None,
-        max_entries: None,
-        ignore_suffixes: None,
-    }
-}
-
 /// `text` validated as if read from /etc/backwatch/agent.toml, the error as text: for the
 /// tests of the probe sections (`config/*.rs`).
 #[cfg(test)]
@@ -637,8 +452,8 @@ mod tests {
         let c = load("").unwrap();
         let ids: Vec<_> = c.probes.iter().map(|s| s.probe.check_id()).collect();
         assert_eq!(ids, ["backup.daily", "backup.weekly", "disk.backup"]);
-        assert_eq!(c.probes[0].interval, BACKUP_INTERVAL);
-        assert_eq!(c.probes[2].interval, DISK_INTERVAL);
+        assert_eq!(c.probes[0].interval, backup_dir::BACKUP_INTERVAL);
+        assert_eq!(c.probes[2].interval, disk::DISK_INTERVAL);
         assert!(c.collector.is_none());
     }
 
@@ -677,7 +492,7 @@ mod tests {
             .iter()
             .find(|s| s.probe.check_id() == "wal.main")
             .unwrap();
-        assert_eq!(wal.interval, WAL_INTERVAL);
+        assert_eq!(wal.interval, wal::WAL_INTERVAL);
     }
 
     #[test]

@@ -8,9 +8,9 @@ mod probe;
 mod schedule;
 mod spool;
 
-use crate::config::{Config, ProbeConfig, Scheduled};
+use crate::config::{Config, Scheduled};
 use crate::schedule::{Sink, run_once};
-use backwatch_proto::config::{EXIT_CONFIG, fmt_duration};
+use backwatch_proto::config::EXIT_CONFIG;
 use backwatch_proto::model::ProbeResult;
 use backwatch_rules::status::Status;
 use backwatch_rules::{Limits, evaluate};
@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         Command::Run { .. } => rt.block_on(run(cfg, &path)),
         Command::Check { format, .. } => rt.block_on(check(cfg, format)),
         Command::PrintConfig { .. } | Command::Config(ConfigCommand::Check { .. }) => {
-            print_config(&cfg);
+            print!("{}", config::effective::render(&cfg));
             ExitCode::SUCCESS
         }
         Command::Completions { .. } | Command::Man { .. } | Command::Enroll { .. } => {
@@ -257,14 +257,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
     };
     sink.report_spool_at_start().await;
     // Before any drill runs: what a killed agent left in the drills' scratch directories.
-    let scratch: Vec<_> = cfg
-        .probes
-        .iter()
-        .filter_map(|s| match &s.probe {
-            ProbeConfig::Drill(d) => Some(d.scratch_dir.clone()),
-            _ => None,
-        })
-        .collect();
+    let scratch = cfg.scratch_dirs.clone();
     if !scratch.is_empty()
         && let Err(e) = blocking::run("removing drill leftovers", move || {
             probe::drill::remove_leftovers(&scratch)
@@ -317,17 +310,13 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
 }
 
 async fn run_scheduled(s: &Scheduled) -> ProbeResult {
-    let (i, t, g) = (s.interval, s.timeout, &blocking::Gate::default());
-    match &s.probe {
-        ProbeConfig::BackupDir(p) => run_once(p, i, t, g).await,
-        ProbeConfig::Disk(p) => run_once(p, i, t, g).await,
-        ProbeConfig::Wal(p) => run_once(p.as_ref(), i, t, g).await,
-        ProbeConfig::ArchiveDir(p) => run_once(p, i, t, g).await,
-        ProbeConfig::Restore(p) => run_once(p, i, t, g).await,
-        ProbeConfig::PgBackRest(p) => run_once(p, i, t, g).await,
-        ProbeConfig::Barman(p) => run_once(p, i, t, g).await,
-        ProbeConfig::Drill(p) => run_once(p.as_ref(), i, t, g).await,
-    }
+    run_once(
+        s.probe.as_ref(),
+        s.interval,
+        s.timeout,
+        &blocking::Gate::default(),
+    )
+    .await
 }
 
 async fn check(cfg: Config, format: Format) -> ExitCode {
@@ -339,7 +328,7 @@ async fn check(cfg: Config, format: Format) -> ExitCode {
     for (s, r) in cfg.probes.iter().zip(&results) {
         let v = evaluate(r, None, None, &limits);
         worst = Some(match worst {
-            Some(w) if exit_rank(w) >= exit_rank(v.status) => w,
+            Some(w) if w.rank() >= v.status.rank() => w,
             _ => v.status,
         });
         match format {
@@ -382,256 +371,8 @@ async fn check(cfg: Config, format: Format) -> ExitCode {
     } else {
         println!("(judged with default thresholds; the collector applies its own configuration)");
     }
-    ExitCode::from(match worst {
-        None | Some(Status::Ok) => 0,
-        Some(Status::Warning) => 1,
-        Some(Status::Critical) => 2,
-        Some(Status::Unknown) => 3,
-    })
-}
-
-/// Critical outranks unknown, which outranks warning.
-fn exit_rank(s: Status) -> u8 {
-    match s {
-        Status::Ok => 0,
-        Status::Warning => 1,
-        Status::Unknown => 2,
-        Status::Critical => 3,
-    }
-}
-
-fn print_config(cfg: &Config) {
-    match &cfg.collector {
-        Some(c) => {
-            println!("[collector]");
-            println!("url = {:?}", c.url);
-            println!("ca = {:?}", c.ca.display().to_string());
-            println!("cert = {:?}", c.cert.display().to_string());
-            println!("key = {:?}", c.key.display().to_string());
-            if let Some(n) = &c.server_name {
-                println!("server_name = {n:?}");
-            }
-            println!("enroll_url = {:?}", c.enroll_url);
-        }
-        None => println!("# [collector] not configured: `run` needs it, `check` does not"),
-    }
-    println!("\n[spool]");
-    println!("dir = {:?}", cfg.spool.dir.display().to_string());
-    println!("max_results = {}", cfg.spool.max_results);
-    println!("max_age = {:?}", fmt_duration(cfg.spool.max_age));
-    println!("\n[schedule]");
-    println!("start_jitter = {:?}", fmt_duration(cfg.start_jitter));
-    println!("timeout = {:?}", fmt_duration(cfg.probe_timeout));
-    for s in &cfg.probes {
-        let (section, extra) = match &s.probe {
-            ProbeConfig::BackupDir(p) => (
-                "backup_dir",
-                format!(
-                    "path = {:?}\n{}\nmax_depth = {}\nmax_entries = {}\nignore_suffixes = {:?}",
-                    p.path.display().to_string(),
-                    // Not set: a comment, so the printed file loads back unchanged.
-                    p.max_age.map_or(
-                        "# max_age not set: the collector's threshold or the procedure's default applies".into(),
-                        |d| format!("max_age = {:?}", fmt_duration(d))
-                    ),
-                    p.max_depth,
-                    p.max_entries,
-                    p.ignore_suffixes
-                ),
-            ),
-            ProbeConfig::Disk(p) => ("disk", format!("path = {:?}", p.path.display().to_string())),
-            ProbeConfig::ArchiveDir(p) => (
-                "archive_dir",
-                format!(
-                    "path = {:?}\nexpected_owner = {:?}\nexpected_group = {:?}\nexpected_mode = {:?}\n{}\nmax_entries = {}\nencrypted = {}\nasynchronous = {}\n{}",
-                    p.path.display().to_string(),
-                    p.expected_owner.as_deref().unwrap_or(""),
-                    p.expected_group.as_deref().unwrap_or(""),
-                    p.expected_mode
-                        .map_or(String::new(), |m| format!("{m:04o}")),
-                    p.min_retention.map_or(
-                        "# min_retention not set: the collector's threshold or 7 days applies".into(),
-                        |d| format!("min_retention = {:?}", fmt_duration(d))
-                    ),
-                    p.max_entries,
-                    p.encrypted,
-                    p.asynchronous,
-                    p.wal.as_ref().map_or_else(
-                        || "# wal not set: no cross-check with PostgreSQL".to_string(),
-                        |w| format!("wal = {:?}", w.name)
-                    ),
-                ),
-            ),
-            ProbeConfig::PgBackRest(p) => (
-                "pgbackrest",
-                format!(
-                    "command = {:?}\n{}\n{}\ntimeout = {:?}\n{}\n{}",
-                    p.command,
-                    p.stanza.as_ref().map_or_else(
-                        || "# stanza not set: every stanza".to_string(),
-                        |s| format!("stanza = {s:?}")
-                    ),
-                    p.config.as_ref().map_or_else(
-                        || "# config not set: pgBackRest's default".to_string(),
-                        |c| format!("config = {:?}", c.display().to_string())
-                    ),
-                    fmt_duration(s.timeout),
-                    config::backup_tool::print_age("max_age", p.max_age, "24h"),
-                    config::backup_tool::print_age("max_full_age", p.max_full_age, "7d"),
-                ),
-            ),
-            ProbeConfig::Barman(p) => (
-                "barman",
-                format!(
-                    "server = {:?}\ncommand = {:?}\n{}\ntimeout = {:?}\n{}\n{}",
-                    p.server,
-                    p.command,
-                    p.config.as_ref().map_or_else(
-                        || "# config not set: Barman's default".to_string(),
-                        |c| format!("config = {:?}", c.display().to_string())
-                    ),
-                    fmt_duration(s.timeout),
-                    config::backup_tool::print_age("max_age", p.max_age, "24h"),
-                    config::backup_tool::print_age("max_full_age", p.max_full_age, "7d"),
-                ),
-            ),
-            ProbeConfig::Restore(p) => (
-                "restore",
-                format!(
-                    "backup_dir = {:?}\n{}\n{}\npg_roots = {:?}\ntimeout = {:?}\nio_limit = {}",
-                    p.backup_dir.display().to_string(),
-                    p.archive_dir.as_ref().map_or_else(
-                        || "# archive_dir not set: WAL only from the backup's pg_wal".to_string(),
-                        |a| format!("archive_dir = {:?}", a.display().to_string())
-                    ),
-                    p.pg_verifybackup.as_ref().map_or_else(
-                        || "# pg_verifybackup not set: the backup's major's under pg_roots (else the oldest newer one), else PATH".to_string(),
-                        |v| format!("pg_verifybackup = {:?}", v.display().to_string())
-                    ),
-                    p.pg_roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
-                    fmt_duration(s.timeout),
-                    p.io_limit
-                ),
-            ),
-            ProbeConfig::Drill(p) => ("drill", print_drill(p, s.timeout)),
-            ProbeConfig::Wal(p) => (
-                "wal",
-                format!(
-                    "dsn = {:?}  # password never shown\nconnect_timeout = {:?}\nstatement_timeout = {:?}\nexposure_advisory = {}",
-                    probe::wal_archive::redacted(&p.pg),
-                    fmt_duration(p.connect_timeout),
-                    fmt_duration(p.statement_timeout),
-                    p.exposure_advisory
-                ),
-            ),
-        };
-        let check = s.probe.check_id();
-        let name = check.split_once('.').map_or("", |(_, n)| n);
-        println!("\n[[{section}]]  # check {check}");
-        println!("name = {name:?}");
-        println!("{extra}");
-        println!("interval = {:?}", fmt_duration(s.interval));
-        match &s.probe {
-            ProbeConfig::BackupDir(_) | ProbeConfig::Disk(_) | ProbeConfig::Wal(_) => {
-                println!("timeout = {:?}", fmt_duration(s.timeout))
-            }
-            // Its timeout adds the linked server's statements to the listing's.
-            ProbeConfig::ArchiveDir(_) => {
-                println!("# timeout: {} in all", fmt_duration(s.timeout))
-            }
-            // Printed with their other keys above.
-            ProbeConfig::Restore(_)
-            | ProbeConfig::PgBackRest(_)
-            | ProbeConfig::Barman(_)
-            | ProbeConfig::Drill(_) => {}
-        }
-    }
-}
-
-/// A `[[drill]]` section as it loads back, defaults written out.
-fn print_drill(p: &probe::drill::DrillProbe, scheduler_timeout: Duration) -> String {
-    use probe::drill::Target;
-    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
-    let source = match (&p.pgbackrest, &p.barman) {
-        (None, Some(b)) => format!(
-            "barman = {{ server = {:?}, {}command = {:?} }}",
-            b.server,
-            b.config
-                .as_ref()
-                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
-            b.command
-        ),
-        (Some(b), _) => format!(
-            "pgbackrest = {{ stanza = {:?}, {}command = {:?} }}",
-            b.stanza,
-            b.config
-                .as_ref()
-                .map_or(String::new(), |c| format!("config = {}, ", path(c))),
-            b.command
-        ),
-        (None, None) => format!("backup_dir = {}", path(&p.backup_dir)),
-    };
-    let mut out = vec![
-        source,
-        p.archive_dir.as_ref().map_or_else(
-            || match p.source_kind() {
-                "pgbackrest" => "# WAL: pgbackrest archive-get".to_string(),
-                "barman" => "# WAL: copied by barman recover".to_string(),
-                _ => {
-                    "# archive_dir not set: recovery uses the backup's own pg_wal only".to_string()
-                }
-            },
-            |a| format!("archive_dir = {}", path(a)),
-        ),
-        format!("scratch_dir = {}", path(&p.scratch_dir)),
-        format!(
-            "target = {:?}",
-            match p.target {
-                Target::Latest => "latest".to_string(),
-                Target::Before(d) => fmt_duration(d),
-            }
-        ),
-        format!(
-            "timeout = {:?}  # the scheduler allows {} (a drill may wait for another)",
-            fmt_duration(p.timeout),
-            fmt_duration(scheduler_timeout)
-        ),
-        p.max_rto.map_or_else(
-            || "# max_rto not set: no warning on the recovery time".to_string(),
-            |d| format!("max_rto = {:?}", fmt_duration(d)),
-        ),
-        format!("max_shortfall = {:?}", fmt_duration(p.max_shortfall)),
-        format!("space_factor = {}", p.space_factor),
-        p.pg_bindir.as_ref().map_or_else(
-            || {
-                "# pg_bindir not set: /usr/lib/postgresql/<PG_VERSION of the backup>/bin"
-                    .to_string()
-            },
-            |b| format!("pg_bindir = {}", path(b)),
-        ),
-        p.run_as.as_ref().map_or_else(
-            || {
-                "# run_as not set: postgres when the agent runs as root, else the agent's user"
-                    .to_string()
-            },
-            |u| format!("run_as = {u:?}"),
-        ),
-        format!("user = {:?}", p.user),
-        format!("database = {:?}", p.database),
-        format!("io_limit = {}", p.io_limit),
-        format!("amcheck = {:?}", p.amcheck),
-    ];
-    // Inline tables: `interval` is printed after this text and must stay in `[[drill]]`.
-    let checks: Vec<String> = p
-        .smoke
-        .iter()
-        .map(|c| match &c.expect {
-            Some(e) => format!("{{ sql = {:?}, expect = {e:?} }}", c.sql),
-            None => format!("{{ sql = {:?} }}", c.sql),
-        })
-        .collect();
-    out.push(format!("check = [{}]", checks.join(", ")));
-    out.join("\n")
+    // The plugin convention (0 ok, 1 warning, 2 critical, 3 unknown) of the worst status.
+    ExitCode::from(worst.map_or(0, backwatch_rules::nagios::exit_code))
 }
 
 /// `enroll`: exit 0 with the certificate written, 1 when refused or unreachable, 64 when the

@@ -20,11 +20,11 @@
 //!   verification into a continuous one.
 
 use crate::blocking::Gate;
-use crate::config::{ProbeConfig, Scheduled};
+use crate::config::Scheduled;
 use crate::probe::Probe;
 use crate::spool::thread::SpoolThread;
 use crate::spool::{Stored, check};
-use backwatch_proto::model::{ProbeKind, ProbeResult, check_id};
+use backwatch_proto::model::{ProbeKind, ProbeResult};
 use backwatch_proto::wire;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeMap;
@@ -91,8 +91,8 @@ impl Sink {
 
 /// Run a probe once and wrap what it saw into a result with a fresh id. Blocking calls of the
 /// run mark `gate` while they are inside the kernel, also after the timeout gave up on them.
-pub async fn run_once<P: Probe>(
-    probe: &P,
+pub async fn run_once(
+    probe: &dyn Probe,
     interval: Duration,
     timeout: Duration,
     gate: &Gate,
@@ -110,7 +110,7 @@ pub async fn run_once<P: Probe>(
         Err(e) => (None, Some(e)),
     };
     result(
-        P::KIND,
+        probe.kind(),
         probe.name(),
         measured_at,
         started,
@@ -121,13 +121,13 @@ pub async fn run_once<P: Probe>(
 }
 
 /// The result of a turn skipped because the previous run is still blocked since `since`.
-fn still_blocked<P: Probe>(probe: &P, interval: Duration, since: DateTime<Utc>) -> ProbeResult {
+fn still_blocked(probe: &dyn Probe, interval: Duration, since: DateTime<Utc>) -> ProbeResult {
     let error = format!(
         "timed out: still blocked since {} (a call that does not return, such as a hung NFS mount); not started again until it returns",
         since.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
     result(
-        P::KIND,
+        probe.kind(),
         probe.name(),
         Utc::now(),
         Instant::now(),
@@ -250,51 +250,24 @@ pub fn spawn_all(
     state_dir: &Path,
 ) {
     for s in probes {
-        let rx = trigger.clone();
-        let (interval, timeout) = (s.interval, s.timeout);
-        match s.probe {
-            ProbeConfig::BackupDir(p) => {
-                spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
-            }
-            ProbeConfig::Disk(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
-            ProbeConfig::Wal(p) => spawn(*p, interval, timeout, start_jitter, sink.clone(), rx),
-            ProbeConfig::ArchiveDir(p) => {
-                spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
-            }
-            ProbeConfig::Restore(p) => {
-                let stamp = stamp_path(state_dir, &check_id(ProbeKind::Restore, &p.name));
-                let task = Task::new(p, interval, timeout, sink.clone(), rx).resuming(stamp);
-                task.spawn(start_jitter)
-            }
-            ProbeConfig::PgBackRest(p) => {
-                spawn(p, interval, timeout, start_jitter, sink.clone(), rx)
-            }
-            ProbeConfig::Barman(p) => spawn(p, interval, timeout, start_jitter, sink.clone(), rx),
-            // A drill restores a whole backup: like restore readiness, its schedule resumes
-            // across restarts instead of running again at every start.
-            ProbeConfig::Drill(p) => {
-                let stamp = stamp_path(state_dir, &check_id(ProbeKind::Drill, &p.name));
-                let task = Task::new(*p, interval, timeout, sink.clone(), rx).resuming(stamp);
-                task.spawn(start_jitter)
-            }
-        }
+        let stamp = s
+            .resumes
+            .then(|| stamp_path(state_dir, &s.probe.check_id()));
+        let mut task = Task::new(
+            s.probe,
+            s.interval,
+            s.timeout,
+            sink.clone(),
+            trigger.clone(),
+        );
+        task.stamp = stamp;
+        task.spawn(start_jitter);
     }
 }
 
-fn spawn<P: Probe>(
-    probe: P,
-    interval: Duration,
-    timeout: Duration,
-    start_jitter: Duration,
-    sink: Sink,
-    trigger: Trigger,
-) {
-    Task::new(probe, interval, timeout, sink, trigger).spawn(start_jitter);
-}
-
 /// One probe's schedule.
-struct Task<P> {
-    probe: P,
+struct Task {
+    probe: Box<dyn Probe>,
     check: String,
     interval: Duration,
     timeout: Duration,
@@ -309,9 +282,15 @@ struct Task<P> {
     gate: Gate,
 }
 
-impl<P: Probe> Task<P> {
-    fn new(probe: P, interval: Duration, timeout: Duration, sink: Sink, trigger: Trigger) -> Self {
-        let check = check_id(P::KIND, probe.name());
+impl Task {
+    fn new(
+        probe: Box<dyn Probe>,
+        interval: Duration,
+        timeout: Duration,
+        sink: Sink,
+        trigger: Trigger,
+    ) -> Self {
+        let check = probe.check_id();
         let (wake, running) = trigger.register(&check);
         Task {
             probe,
@@ -324,11 +303,6 @@ impl<P: Probe> Task<P> {
             stamp: None,
             gate: Gate::default(),
         }
-    }
-
-    fn resuming(mut self, stamp: PathBuf) -> Self {
-        self.stamp = Some(stamp);
-        self
     }
 
     fn spawn(self, start_jitter: Duration) {
@@ -350,8 +324,10 @@ impl<P: Probe> Task<P> {
         loop {
             self.running.store(true, Ordering::SeqCst);
             let result = match self.gate.busy_since() {
-                Some(since) => still_blocked(&self.probe, self.interval, since),
-                None => run_once(&self.probe, self.interval, self.timeout, &self.gate).await,
+                Some(since) => still_blocked(self.probe.as_ref(), self.interval, since),
+                None => {
+                    run_once(self.probe.as_ref(), self.interval, self.timeout, &self.gate).await
+                }
             };
             match &result.error {
                 Some(e) => {

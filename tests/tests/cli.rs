@@ -144,10 +144,9 @@ fn print_config_shows_the_procedure_defaults() -> Result<()> {
     let (code, out, _) = agent(&["print-config", "--config", &cfg])?;
     assert_eq!(code, 0);
     for expected in [
-        "[[backup_dir]]  # check backup.daily\nname = \"daily\"\npath = \"/backup/daily\"\nmax_age = \"1day\"",
-        "[[backup_dir]]  # check backup.weekly",
-        "interval = \"6h\"",
-        "[[disk]]  # check disk.backup\nname = \"backup\"\npath = \"/backup\"\ninterval = \"1h\"",
+        "# check backup.daily\n[[backup_dir]]\nname = \"daily\"\ninterval = \"6h\"\npath = \"/backup/daily\"\nmax_age = \"1day\"",
+        "# check backup.weekly\n[[backup_dir]]",
+        "# check disk.backup\n[[disk]]\nname = \"backup\"\ninterval = \"1h\"\npath = \"/backup\"",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -175,16 +174,43 @@ fn agent_config_check_prints_toml_that_loads_back() -> Result<()> {
         dir.path(),
         &format!(
             "[[backup_dir]]\nname = \"daily\"\npath = \"{}\"\n[[backup_dir]]\nname = \"nightly\"\npath = \"/b\"\n\
-             [[archive_dir]]\nname = \"main\"\npath = \"/archive\"\nexpected_mode = \"\"\n",
+             [[wal]]\nname = \"main\"\ndsn = \"host=/tmp user=backwatch password=s3cret dbname=postgres\"\n\
+             [[archive_dir]]\nname = \"main\"\npath = \"/archive\"\nexpected_mode = \"\"\nwal = \"main\"\n\
+             [[restore]]\nname = \"base\"\nbackup_dir = \"/backup/base\"\n\
+             [[pgbackrest]]\nname = \"repo\"\nstanza = \"main\"\nmax_age = \"12h\"\n\
+             [[barman]]\nname = \"bk\"\nserver = \"pg\"\n\
+             [[drill]]\nname = \"weekly\"\nscratch_dir = \"/scratch\"\namcheck = [\"public.orders\"]\n\
+             [drill.pgbackrest]\nstanza = \"main\"\n\
+             [[drill.check]]\nsql = \"select count(*) > 0 from orders\"\nexpect = \"t\"\n",
             daily.display()
         ),
     )?;
     let (code, first, err) = agent(&["config", "check", "--config", &cfg])?;
     assert_eq!(code, 0, "{err}");
+    // Every kind's section, and never the password.
+    for section in [
+        "\n[[backup_dir]]\n",
+        "\n[[disk]]\n",
+        "\n[[wal]]\n",
+        "\n[[archive_dir]]\n",
+        "\n[[restore]]\n",
+        "\n[[pgbackrest]]\n",
+        "\n[[barman]]\n",
+        "\n[[drill]]\n",
+        "\n[[drill.check]]\n",
+    ] {
+        assert!(first.contains(section), "no {section:?} in:\n{first}");
+    }
+    assert!(!first.contains("s3cret"), "{first}");
     let parsed: toml::Table =
         toml::from_str(&first).map_err(|e| anyhow::anyhow!("{e}\n{first}"))?;
     assert_eq!(parsed["spool"]["max_results"].as_integer(), Some(10000));
     assert_eq!(parsed["disk"][0]["path"].as_str(), Some("/backup"));
+    assert_eq!(parsed["pgbackrest"][0]["max_age"].as_str(), Some("12h"));
+    assert_eq!(
+        parsed["drill"][0]["pgbackrest"]["stanza"].as_str(),
+        Some("main")
+    );
     assert!(first.contains("# max_age not set"), "{first}");
 
     let again = dir.path().join("effective.toml");

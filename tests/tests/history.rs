@@ -61,11 +61,13 @@ async fn history_survives_restart(builder: CollectorBuilder<'_>, certs: &Certs) 
     )
     .await;
     // Measurements taken during the outage were stored once each, in measurement order.
-    let times: Vec<&str> = after["results"]
+    // Compared as instants: RFC 3339 text drops a zero fraction ("…:52Z" after "…:52.969Z"
+    // sorts wrongly as a string).
+    let times: Vec<chrono::DateTime<chrono::Utc>> = after["results"]
         .as_array()
         .context("results")?
         .iter()
-        .filter_map(|r| r["measured_at"].as_str())
+        .filter_map(|r| r["measured_at"].as_str()?.parse().ok())
         .collect();
     let mut sorted = times.clone();
     sorted.sort();

@@ -5,12 +5,16 @@
 //! string turns the owner, group or mode check off. `wal` names a `[[wal]]` probe of the same
 //! file whose server fills this archive; the probe then asks it what it archived.
 
+use super::effective::Settings;
+use super::{At, Cx, Section, Valid, is_file_not_dir};
 use crate::probe::archive_dir::{ArchiveDirProbe, DEFAULT_MAX_ENTRIES};
 use crate::probe::wal_archive::WalProbe;
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_proto::config::{de_opt_duration, fmt_duration};
+use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+use toml::Value;
 
 /// Continuity is a heavy check run on a schedule, not polled (docs/checks.md R25); the
 /// silent-failure cross-check it carries is also what an hourly look needs.
@@ -67,85 +71,143 @@ fn expectation(v: Option<String>, default: &str) -> Option<String> {
     }
 }
 
-/// The probe, or `None` after recording its problems. `wal` are the file's `[[wal]]` probes.
-pub(super) fn validate(
-    p: &mut Problems,
-    i: usize,
-    d: RawArchiveDir,
-    wal: &[&WalProbe],
-) -> Option<ArchiveDirProbe> {
-    let k = |f: &str| format!("archive_dir[{i}].{f}");
-    let mut ok = true;
-    let expected_mode = match d.expected_mode.as_deref() {
-        None => Some(0o700),
-        Some("") => None,
-        Some(text) => match parse_mode(text) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                p.push(k("expected_mode"), e);
-                ok = false;
-                None
-            }
-        },
-    };
-    let linked = match &d.wal {
-        None => None,
-        Some(name) => match wal.iter().find(|w| &w.name == name) {
-            Some(w) => Some(Box::new((*w).clone())),
-            None => {
-                let known: Vec<&str> = wal.iter().map(|w| w.name.as_str()).collect();
-                p.push(
-                    k("wal"),
-                    format!(
-                        "no [[wal]] probe is named {name:?} (known: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-                ok = false;
-                None
-            }
-        },
-    };
-    let min_retention = d.min_retention.unwrap_or(DEFAULT_MIN_RETENTION);
-    if min_retention.is_zero() {
-        p.push(k("min_retention"), "must be more than 0");
-        ok = false;
+impl Section for RawArchiveDir {
+    const KEY: &'static str = "archive_dir";
+    const KIND: ProbeKind = ProbeKind::ArchiveDir;
+    const INTERVAL: Duration = ARCHIVE_INTERVAL;
+
+    fn name(&self) -> &str {
+        &self.name
     }
-    if d.max_entries == Some(0) {
-        p.push(k("max_entries"), "must be at least 1");
-        ok = false;
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
     }
-    ok.then(|| ArchiveDirProbe {
-        name: d.name,
-        path: d.path,
-        expected_owner: expectation(d.expected_owner, "postgres"),
-        expected_group: expectation(d.expected_group, "postgres"),
-        expected_mode,
-        min_retention: Some(min_retention),
-        max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
-        wal: linked,
-        encrypted: d.encrypted.unwrap_or(false),
-        asynchronous: d.asynchronous.unwrap_or(false),
-        memo: Default::default(),
-    })
+
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
+        let d = self;
+        let before = cx.problems.len();
+        if is_file_not_dir(&d.path) {
+            cx.problems.push(
+                at.key("path"),
+                format!("{} is not a directory", d.path.display()),
+            );
+        }
+        let listing = cx.timeout(at, d.timeout, cx.default_timeout);
+        let expected_mode = match d.expected_mode.as_deref() {
+            None => Some(0o700),
+            Some("") => None,
+            Some(text) => match parse_mode(text) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    cx.problems.push(at.key("expected_mode"), e);
+                    None
+                }
+            },
+        };
+        let linked = match &d.wal {
+            None => None,
+            Some(name) => {
+                let found = cx
+                    .validated::<WalProbe>()
+                    .find(|w| &w.name == name)
+                    .cloned();
+                if found.is_none() {
+                    let known: Vec<String> =
+                        cx.validated::<WalProbe>().map(|w| w.name.clone()).collect();
+                    cx.problems.push(
+                        at.key("wal"),
+                        format!(
+                            "no [[wal]] probe is named {name:?} (known: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+                found.map(Box::new)
+            }
+        };
+        let min_retention = d.min_retention.unwrap_or(DEFAULT_MIN_RETENTION);
+        if min_retention.is_zero() {
+            cx.problems
+                .push(at.key("min_retention"), "must be more than 0");
+        }
+        if d.max_entries == Some(0) {
+            cx.problems
+                .push(at.key("max_entries"), "must be at least 1");
+        }
+        if cx.problems.len() > before {
+            return None;
+        }
+        let probe = ArchiveDirProbe {
+            name: d.name,
+            path: d.path,
+            expected_owner: expectation(d.expected_owner, "postgres"),
+            expected_group: expectation(d.expected_group, "postgres"),
+            expected_mode,
+            min_retention: Some(min_retention),
+            max_entries: d.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
+            wal: linked,
+            encrypted: d.encrypted.unwrap_or(false),
+            asynchronous: d.asynchronous.unwrap_or(false),
+            memo: Default::default(),
+        };
+        // The listing, plus the linked server's two statements.
+        let timeout = match &probe.wal {
+            Some(w) => listing + w.connect_timeout + w.effective_statement_timeout() * 3,
+            None => listing,
+        };
+        let settings = Settings::default()
+            .path("path", &probe.path)
+            .set(
+                "expected_owner",
+                probe.expected_owner.clone().unwrap_or_default(),
+            )
+            .set(
+                "expected_group",
+                probe.expected_group.clone().unwrap_or_default(),
+            )
+            .set(
+                "expected_mode",
+                probe
+                    .expected_mode
+                    .map_or(String::new(), |m| format!("{m:04o}")),
+            )
+            .duration("min_retention", min_retention)
+            .count("max_entries", probe.max_entries)
+            .set("encrypted", probe.encrypted)
+            .set("asynchronous", probe.asynchronous)
+            .or_note(
+                "wal",
+                probe.wal.as_ref().map(|w| w.name.clone()),
+                Value::from,
+                "no cross-check with PostgreSQL",
+            )
+            .duration("timeout", listing)
+            .note(format!(
+                "timeout is the listing's; with the linked server's statements a run may take {}",
+                fmt_duration(timeout)
+            ));
+        Some(Valid {
+            probe: Box::new(probe),
+            timeout,
+            settings,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ProbeConfig, load_str as load};
+    use crate::config::{Config, load_str as load};
 
     fn archive(c: &Config) -> &ArchiveDirProbe {
-        c.probes
-            .iter()
-            .find_map(|s| match &s.probe {
-                ProbeConfig::ArchiveDir(p) => Some(p),
-                _ => None,
-            })
+        c.probes_of::<ArchiveDirProbe>()
+            .next()
+            .map(|(_, p)| p)
             .expect("an archive_dir probe")
     }
 

@@ -5,15 +5,21 @@
 //! is the program and leading arguments as a list, so the tool can run as its own user
 //! (`["sudo", "-n", "-u", "postgres", "pgbackrest"]`) without a shell.
 
+use super::effective::{Settings, duration, path};
+use super::{At, Cx, Section, Valid};
 use crate::probe::barman::BarmanProbe;
 use crate::probe::pgbackrest::PgBackRestProbe;
 use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+use toml::Value;
 
 pub const TOOL_INTERVAL: Duration = Duration::from_secs(600);
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+const AGE_DEFAULT: &str = "the collector's threshold or 24h applies";
+const FULL_AGE_DEFAULT: &str = "the collector's threshold or 7 days applies";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,58 +74,103 @@ fn command(p: &mut Problems, key: String, c: Option<Vec<String>>, default: &str)
     }
 }
 
-fn timeout(p: &mut Problems, key: String, t: Option<Duration>) -> Duration {
-    let t = t.unwrap_or(TOOL_TIMEOUT);
-    if t < Duration::from_secs(1) {
-        p.push(key, "must be at least 1s");
+impl Section for RawPgBackRest {
+    const KEY: &'static str = "pgbackrest";
+    const KIND: ProbeKind = ProbeKind::PgBackRest;
+    const INTERVAL: Duration = TOOL_INTERVAL;
+
+    fn name(&self) -> &str {
+        &self.name
     }
-    t
-}
 
-pub(super) fn pgbackrest(
-    p: &mut Problems,
-    i: usize,
-    r: RawPgBackRest,
-) -> (PgBackRestProbe, Duration) {
-    let k = |f: &str| format!("pgbackrest[{i}].{f}");
-    let probe = PgBackRestProbe {
-        command: command(p, k("command"), r.command, "pgbackrest"),
-        name: r.name,
-        config: r.config,
-        stanza: r.stanza,
-        max_age: r.max_age,
-        max_full_age: r.max_full_age,
-    };
-    (probe, timeout(p, k("timeout"), r.timeout))
-}
-
-pub(super) fn barman(p: &mut Problems, i: usize, r: RawBarman) -> (BarmanProbe, Duration) {
-    let k = |f: &str| format!("barman[{i}].{f}");
-    if r.server.is_empty() {
-        p.push(k("server"), "must name a Barman server");
+    fn interval(&self) -> Option<Duration> {
+        self.interval
     }
-    let probe = BarmanProbe {
-        command: command(p, k("command"), r.command, "barman"),
-        name: r.name,
-        config: r.config,
-        server: r.server,
-        max_age: r.max_age,
-        max_full_age: r.max_full_age,
-    };
-    (probe, timeout(p, k("timeout"), r.timeout))
+
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
+        let r = self;
+        let probe = PgBackRestProbe {
+            command: command(&mut cx.problems, at.key("command"), r.command, "pgbackrest"),
+            name: r.name,
+            config: r.config,
+            stanza: r.stanza,
+            max_age: r.max_age,
+            max_full_age: r.max_full_age,
+        };
+        let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
+        let settings = Settings::default()
+            .strings("command", &probe.command)
+            .or_note("stanza", probe.stanza.clone(), Value::from, "every stanza")
+            .or_note("config", probe.config.clone(), path, "pgBackRest's default")
+            .duration("timeout", timeout)
+            .or_note("max_age", probe.max_age, duration, AGE_DEFAULT)
+            .or_note(
+                "max_full_age",
+                probe.max_full_age,
+                duration,
+                FULL_AGE_DEFAULT,
+            );
+        Some(Valid {
+            probe: Box::new(probe),
+            timeout,
+            settings,
+        })
+    }
 }
 
-/// A `max_age`-like line for `print-config`: the value, or a comment naming the default.
-pub fn print_age(key: &str, v: Option<Duration>, default: &str) -> String {
-    match v {
-        Some(d) => format!("{key} = {:?}", backwatch_proto::config::fmt_duration(d)),
-        None => format!("# {key} not set: {default}"),
+impl Section for RawBarman {
+    const KEY: &'static str = "barman";
+    const KIND: ProbeKind = ProbeKind::Barman;
+    const INTERVAL: Duration = TOOL_INTERVAL;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
+        let r = self;
+        if r.server.is_empty() {
+            cx.problems
+                .push(at.key("server"), "must name a Barman server");
+        }
+        let probe = BarmanProbe {
+            command: command(&mut cx.problems, at.key("command"), r.command, "barman"),
+            name: r.name,
+            config: r.config,
+            server: r.server,
+            max_age: r.max_age,
+            max_full_age: r.max_full_age,
+        };
+        let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
+        let settings = Settings::default()
+            .set("server", probe.server.as_str())
+            .strings("command", &probe.command)
+            .or_note("config", probe.config.clone(), path, "Barman's default")
+            .duration("timeout", timeout)
+            .or_note("max_age", probe.max_age, duration, AGE_DEFAULT)
+            .or_note(
+                "max_full_age",
+                probe.max_full_age,
+                duration,
+                FULL_AGE_DEFAULT,
+            );
+        Some(Valid {
+            probe: Box::new(probe),
+            timeout,
+            settings,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{ProbeConfig, load_str as load};
+    use crate::config::load_str as load;
+    use crate::probe::barman::BarmanProbe;
+    use crate::probe::pgbackrest::PgBackRestProbe;
 
     #[test]
     fn tools_default_to_every_10_minutes_with_their_own_program() {
@@ -129,12 +180,12 @@ mod tests {
         let ids: Vec<_> = c.probes.iter().map(|s| s.probe.check_id()).collect();
         assert!(ids.contains(&"pgbackrest.repo".to_string()), "{ids:?}");
         assert!(ids.contains(&"barman.bk".to_string()), "{ids:?}");
-        for s in &c.probes {
-            match &s.probe {
-                ProbeConfig::PgBackRest(p) => assert_eq!(p.command, ["pgbackrest"]),
-                ProbeConfig::Barman(b) => assert_eq!(b.command, ["barman"]),
-                _ => continue,
-            }
+        for (s, p) in c.probes_of::<PgBackRestProbe>() {
+            assert_eq!(p.command, ["pgbackrest"]);
+            assert_eq!(s.interval, super::TOOL_INTERVAL);
+        }
+        for (s, b) in c.probes_of::<BarmanProbe>() {
+            assert_eq!(b.command, ["barman"]);
             assert_eq!(s.interval, super::TOOL_INTERVAL);
         }
     }

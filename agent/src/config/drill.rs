@@ -5,11 +5,15 @@
 //! own limit is twice that plus a minute: a drill may first wait for another one to end (one
 //! at a time per host), and it reports its own timeout, with the server log, before that.
 
+use super::effective::{Settings, duration, path};
+use super::{At, Cx, Section, Valid};
 use crate::probe::drill::{BarmanSource, DrillProbe, PgBackRestSource, SmokeSql, Target};
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_proto::config::{Problems, de_opt_duration, fmt_duration};
+use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+use toml::{Table, Value};
 
 pub const DRILL_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
 pub const DRILL_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
@@ -93,9 +97,37 @@ pub struct RawSmoke {
     pub expect: Option<String>,
 }
 
+impl Section for RawDrill {
+    const KEY: &'static str = "drill";
+    const KIND: ProbeKind = ProbeKind::Drill;
+    const INTERVAL: Duration = DRILL_INTERVAL;
+    // A drill restores a whole backup: its schedule resumes across restarts instead of
+    // running again at every start.
+    const RESUMES: bool = true;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
+        let (probe, timeout) = validate(&mut cx.problems, at, self)?;
+        cx.scratch_dir(probe.scratch_dir.clone());
+        let settings = settings(&probe, timeout);
+        Some(Valid {
+            probe: Box::new(probe),
+            timeout,
+            settings,
+        })
+    }
+}
+
 /// The probe and its scheduler timeout, or `None` after recording its problems.
-pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(DrillProbe, Duration)> {
-    let k = |f: &str| format!("drill[{i}].{f}");
+fn validate(p: &mut Problems, at: &At, r: RawDrill) -> Option<(DrillProbe, Duration)> {
+    let k = |f: &str| at.key(f);
     let before = p.len();
     let timeout = r.timeout.unwrap_or(DRILL_TIMEOUT);
     if timeout < Duration::from_secs(1) {
@@ -231,7 +263,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
     let mut smoke = Vec::new();
     for (j, c) in r.check.into_iter().enumerate() {
         if c.sql.trim().is_empty() {
-            p.push(format!("drill[{i}].check[{j}].sql"), "is empty");
+            p.push(k(&format!("check[{j}].sql")), "is empty");
         }
         smoke.push(SmokeSql {
             sql: c.sql,
@@ -241,7 +273,7 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
     for (j, r) in r.amcheck.iter().enumerate() {
         if r.trim().is_empty() || r.starts_with('-') {
             p.push(
-                format!("drill[{i}].amcheck[{j}]"),
+                k(&format!("amcheck[{j}]")),
                 format!(
                     "{r:?} is not a relation pattern (examples: \"public.orders\", \"public.*\")"
                 ),
@@ -275,10 +307,92 @@ pub(super) fn validate(p: &mut Problems, i: usize, r: RawDrill) -> Option<(Drill
     })
 }
 
+/// The section as it loads back, defaults written out.
+fn settings(p: &DrillProbe, scheduler_timeout: Duration) -> Settings {
+    let mut s = Settings::default();
+    let command = |c: &[String]| Value::from(c.to_vec());
+    match (&p.pgbackrest, &p.barman) {
+        (None, Some(b)) => {
+            let mut t = Table::new();
+            t.insert("server".into(), b.server.clone().into());
+            if let Some(c) = &b.config {
+                t.insert("config".into(), path(c.clone()));
+            }
+            t.insert("command".into(), command(&b.command));
+            s = s.set("barman", t).note("WAL: copied by barman recover");
+        }
+        (Some(b), _) => {
+            let mut t = Table::new();
+            t.insert("stanza".into(), b.stanza.clone().into());
+            if let Some(c) = &b.config {
+                t.insert("config".into(), path(c.clone()));
+            }
+            t.insert("command".into(), command(&b.command));
+            s = s.set("pgbackrest", t).note("WAL: pgbackrest archive-get");
+        }
+        (None, None) => {
+            s = s.path("backup_dir", &p.backup_dir).or_note(
+                "archive_dir",
+                p.archive_dir.clone(),
+                path,
+                "recovery uses the backup's own pg_wal only",
+            )
+        }
+    }
+    let target = match p.target {
+        Target::Latest => "latest".to_string(),
+        Target::Before(d) => fmt_duration(d),
+    };
+    let smoke: Vec<Value> = p
+        .smoke
+        .iter()
+        .map(|c| {
+            let mut t = Table::new();
+            t.insert("sql".into(), c.sql.clone().into());
+            if let Some(e) = &c.expect {
+                t.insert("expect".into(), e.clone().into());
+            }
+            Value::Table(t)
+        })
+        .collect();
+    s.path("scratch_dir", &p.scratch_dir)
+        .set("target", target)
+        .duration("timeout", p.timeout)
+        .note(format!(
+            "the scheduler allows {} (a drill may wait for another)",
+            fmt_duration(scheduler_timeout)
+        ))
+        .or_note(
+            "max_rto",
+            p.max_rto,
+            duration,
+            "no warning on the recovery time",
+        )
+        .duration("max_shortfall", p.max_shortfall)
+        .set("space_factor", p.space_factor)
+        .or_note(
+            "pg_bindir",
+            p.pg_bindir.clone(),
+            path,
+            "/usr/lib/postgresql/<PG_VERSION of the backup>/bin",
+        )
+        .or_note(
+            "run_as",
+            p.run_as.clone(),
+            Value::from,
+            "postgres when the agent runs as root, else the agent's user",
+        )
+        .set("user", p.user.as_str())
+        .set("database", p.database.as_str())
+        .set("io_limit", p.io_limit)
+        .strings("amcheck", &p.amcheck)
+        .set("check", smoke)
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::config::{ProbeConfig, load_str as load};
-    use crate::probe::drill::Target;
+    use crate::config::load_str as load;
+    use crate::probe::drill::{DrillProbe, Target};
     use std::time::Duration;
 
     #[test]
@@ -293,15 +407,13 @@ mod tests {
             .find(|s| s.probe.check_id() == "drill.main")
             .expect("drill.main");
         assert_eq!(s.interval, super::DRILL_INTERVAL);
-        match &s.probe {
-            ProbeConfig::Drill(d) => {
-                assert_eq!(d.target, Target::Latest);
-                assert_eq!(d.timeout, super::DRILL_TIMEOUT);
-                assert_eq!(d.max_shortfall, Duration::from_secs(300));
-                assert_eq!(d.space_factor, 1.2);
-                assert!(d.io_limit && d.smoke.is_empty() && d.max_rto.is_none());
-            }
-            _ => panic!("not a drill"),
+        {
+            let d = s.probe.downcast_ref::<DrillProbe>().expect("a drill");
+            assert_eq!(d.target, Target::Latest);
+            assert_eq!(d.timeout, super::DRILL_TIMEOUT);
+            assert_eq!(d.max_shortfall, Duration::from_secs(300));
+            assert_eq!(d.space_factor, 1.2);
+            assert!(d.io_limit && d.smoke.is_empty() && d.max_rto.is_none());
         }
     }
 
@@ -331,13 +443,17 @@ mod tests {
             "[[drill]]\nname = \"m\"\nbackup_dir = \"/b\"\nscratch_dir = \"/s\"\ntarget = \"1h\"\nmax_rto = \"30m\"\n[[drill.check]]\nsql = \"select count(*) > 0 from orders\"\nexpect = \"t\"\n",
         )
         .unwrap();
-        match &c.probes.last().unwrap().probe {
-            ProbeConfig::Drill(d) => {
-                assert_eq!(d.target, Target::Before(Duration::from_secs(3600)));
-                assert_eq!(d.max_rto, Some(Duration::from_secs(1800)));
-                assert_eq!(d.smoke[0].expect.as_deref(), Some("t"));
-            }
-            _ => panic!("not a drill"),
+        {
+            let d = c
+                .probes
+                .last()
+                .unwrap()
+                .probe
+                .downcast_ref::<DrillProbe>()
+                .expect("a drill");
+            assert_eq!(d.target, Target::Before(Duration::from_secs(3600)));
+            assert_eq!(d.max_rto, Some(Duration::from_secs(1800)));
+            assert_eq!(d.smoke[0].expect.as_deref(), Some("t"));
         }
         let err = load("[[drill]]\nname = \"m\"\nbackup_dir = \"/b\"\nscratch_dir = \"/b/tmp\"\n")
             .err()
@@ -354,16 +470,20 @@ mod tests {
             "[[drill]]\nname = \"r\"\nscratch_dir = \"/s\"\n[drill.pgbackrest]\nstanza = \"main\"\n",
         )
         .unwrap();
-        match &c.probes.last().unwrap().probe {
-            ProbeConfig::Drill(d) => {
-                let b = d.pgbackrest.as_ref().expect("pgbackrest source");
-                assert_eq!(
-                    (b.stanza.as_str(), b.command.clone()),
-                    ("main", vec!["pgbackrest".to_string()])
-                );
-                assert!(d.backup_dir.as_os_str().is_empty() && d.archive_dir.is_none());
-            }
-            _ => panic!("not a drill"),
+        {
+            let d = c
+                .probes
+                .last()
+                .unwrap()
+                .probe
+                .downcast_ref::<DrillProbe>()
+                .expect("a drill");
+            let b = d.pgbackrest.as_ref().expect("pgbackrest source");
+            assert_eq!(
+                (b.stanza.as_str(), b.command.clone()),
+                ("main", vec!["pgbackrest".to_string()])
+            );
+            assert!(d.backup_dir.as_os_str().is_empty() && d.archive_dir.is_none());
         }
         let err = load(
             "[[drill]]\nname = \"r\"\nbackup_dir = \"/b\"\narchive_dir = \"/a\"\nscratch_dir = \"/s\"\n[drill.pgbackrest]\nstanza = \"it's\"\n",
@@ -385,12 +505,16 @@ mod tests {
             "[[drill]]\nname = \"b\"\nscratch_dir = \"/s\"\n[drill.barman]\nserver = \"pg\"\ncommand = [\"sudo\", \"-n\", \"-u\", \"barman\", \"barman\"]\n",
         )
         .unwrap();
-        match &c.probes.last().unwrap().probe {
-            ProbeConfig::Drill(d) => {
-                assert_eq!(d.source_kind(), "barman");
-                assert_eq!(d.source_shown(), "Barman server pg");
-            }
-            _ => panic!("not a drill"),
+        {
+            let d = c
+                .probes
+                .last()
+                .unwrap()
+                .probe
+                .downcast_ref::<DrillProbe>()
+                .expect("a drill");
+            assert_eq!(d.source_kind(), "barman");
+            assert_eq!(d.source_shown(), "Barman server pg");
         }
         let err = load(
             "[[drill]]\nname = \"b\"\nscratch_dir = \"/s\"\n[drill.barman]\nserver = \"pg\"\n[drill.pgbackrest]\nstanza = \"main\"\n",

@@ -4,8 +4,11 @@
 //! (the verification reads the whole backup), bounded by `timeout` (default 6 h), under
 //! nice/ionice unless `io_limit = false`.
 
+use super::effective::{Settings, path};
+use super::{At, Cx, Section, Valid};
 use crate::probe::restore::RestoreProbe;
 use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,13 +37,51 @@ pub struct RawRestore {
     pub io_limit: Option<bool>,
 }
 
+impl Section for RawRestore {
+    const KEY: &'static str = "restore";
+    const KIND: ProbeKind = ProbeKind::Restore;
+    const INTERVAL: Duration = RESTORE_INTERVAL;
+    // A verification reads the whole backup: not again at every agent start.
+    const RESUMES: bool = true;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
+        let (probe, timeout) = validate(&mut cx.problems, at, self)?;
+        let settings = Settings::default()
+            .path("backup_dir", &probe.backup_dir)
+            .or_note(
+                "archive_dir",
+                probe.archive_dir.clone(),
+                path,
+                "WAL only from the backup's pg_wal",
+            )
+            .or_note(
+                "pg_verifybackup",
+                probe.pg_verifybackup.clone(),
+                path,
+                "the backup's major's under pg_roots (else the oldest newer one), else PATH",
+            )
+            .paths("pg_roots", &probe.pg_roots)
+            .duration("timeout", timeout)
+            .set("io_limit", probe.io_limit);
+        Some(Valid {
+            probe: Box::new(probe),
+            timeout,
+            settings,
+        })
+    }
+}
+
 /// The probe and its timeout, or `None` after recording its problems.
-pub(super) fn validate(
-    p: &mut Problems,
-    i: usize,
-    r: RawRestore,
-) -> Option<(RestoreProbe, Duration)> {
-    let k = |f: &str| format!("restore[{i}].{f}");
+fn validate(p: &mut Problems, at: &At, r: RawRestore) -> Option<(RestoreProbe, Duration)> {
+    let k = |f: &str| at.key(f);
     let timeout = r.timeout.unwrap_or(RESTORE_TIMEOUT);
     let mut ok = true;
     if timeout < Duration::from_secs(1) {
@@ -78,7 +119,8 @@ pub(super) fn validate(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{ProbeConfig, load_str as load};
+    use crate::config::load_str as load;
+    use crate::probe::restore::RestoreProbe;
 
     #[test]
     fn restore_defaults_to_weekly_under_nice() {
@@ -90,10 +132,12 @@ mod tests {
             .expect("restore.base");
         assert_eq!(s.interval, super::RESTORE_INTERVAL);
         assert_eq!(s.timeout, super::RESTORE_TIMEOUT);
-        match &s.probe {
-            ProbeConfig::Restore(r) => assert!(r.io_limit && r.archive_dir.is_none()),
-            _ => panic!("not a restore probe"),
-        }
+        let r = s
+            .probe
+            .downcast_ref::<RestoreProbe>()
+            .expect("a restore probe");
+        assert!(r.io_limit && r.archive_dir.is_none());
+        assert!(s.resumes);
     }
 
     #[test]

@@ -79,8 +79,15 @@ pub struct ArchiveDirProbe {
     pub memo: memo::Memo,
 }
 
+#[async_trait::async_trait]
 impl Probe for ArchiveDirProbe {
-    const KIND: ProbeKind = ProbeKind::ArchiveDir;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::ArchiveDir
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
 
     fn name(&self) -> &str {
         &self.name

@@ -61,8 +61,15 @@ pub struct BackupDirProbe {
     pub ignore_suffixes: Vec<String>,
 }
 
+#[async_trait::async_trait]
 impl Probe for BackupDirProbe {
-    const KIND: ProbeKind = ProbeKind::BackupDir;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::BackupDir
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
 
     fn name(&self) -> &str {
         &self.name

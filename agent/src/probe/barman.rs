@@ -38,8 +38,15 @@ pub struct BarmanProbe {
     pub max_full_age: Option<Duration>,
 }
 
+#[async_trait::async_trait]
 impl Probe for BarmanProbe {
-    const KIND: ProbeKind = ProbeKind::Barman;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Barman
+    }
+
+    fn target(&self) -> String {
+        format!("{} server {}", self.command.join(" "), self.server)
+    }
 
     fn name(&self) -> &str {
         &self.name

@@ -28,8 +28,15 @@ pub struct DiskProbe {
     pub path: PathBuf,
 }
 
+#[async_trait::async_trait]
 impl Probe for DiskProbe {
-    const KIND: ProbeKind = ProbeKind::Disk;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Disk
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
 
     fn name(&self) -> &str {
         &self.name

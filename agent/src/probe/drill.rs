@@ -102,8 +102,15 @@ pub struct DrillProbe {
     pub amcheck: Vec<String>,
 }
 
+#[async_trait::async_trait]
 impl Probe for DrillProbe {
-    const KIND: ProbeKind = ProbeKind::Drill;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Drill
+    }
+
+    fn target(&self) -> String {
+        self.source_shown()
+    }
 
     fn name(&self) -> &str {
         &self.name

@@ -35,8 +35,15 @@ pub struct PgBackRestProbe {
     pub max_full_age: Option<Duration>,
 }
 
+#[async_trait::async_trait]
 impl Probe for PgBackRestProbe {
-    const KIND: ProbeKind = ProbeKind::PgBackRest;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::PgBackRest
+    }
+
+    fn target(&self) -> String {
+        self.command.join(" ")
+    }
 
     fn name(&self) -> &str {
         &self.name

@@ -59,8 +59,15 @@ pub struct RestoreProbe {
     pub io_limit: bool,
 }
 
+#[async_trait::async_trait]
 impl Probe for RestoreProbe {
-    const KIND: ProbeKind = ProbeKind::Restore;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Restore
+    }
+
+    fn target(&self) -> String {
+        self.backup_dir.display().to_string()
+    }
 
     fn name(&self) -> &str {
         &self.name

@@ -45,8 +45,15 @@ pub struct WalProbe {
     pub unswitched: Arc<Mutex<Option<unswitched::Tracked>>>,
 }
 
+#[async_trait::async_trait]
 impl Probe for WalProbe {
-    const KIND: ProbeKind = ProbeKind::WalArchive;
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::WalArchive
+    }
+
+    fn target(&self) -> String {
+        redacted(&self.pg)
+    }
 
     fn name(&self) -> &str {
         &self.name
