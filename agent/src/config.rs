@@ -17,6 +17,7 @@ pub mod disk;
 pub mod drill;
 pub mod effective;
 pub mod restore;
+pub mod settings;
 pub mod wal;
 
 use crate::probe::Probe;
@@ -55,6 +56,8 @@ pub struct RawConfig {
     pub barman: Vec<backup_tool::RawBarman>,
     #[serde(default)]
     pub drill: Vec<drill::RawDrill>,
+    #[serde(default)]
+    pub settings: Vec<settings::RawSettings>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -306,6 +309,7 @@ impl Config {
         cx.section(raw.pgbackrest);
         cx.section(raw.barman);
         cx.section(raw.drill);
+        cx.section(raw.settings);
 
         cx.problems.finish()?;
         Ok(Config {

@@ -138,6 +138,7 @@ pub struct RawThresholds {
     pub backup: BTreeMap<String, RawBackup>,
     pub wal: Option<RawWal>,
     pub archive: Option<RawArchive>,
+    pub settings: Option<RawSettings>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -188,6 +189,15 @@ pub struct RawArchive {
     pub max_retention: Option<Duration>,
     /// Gaps this close to the newest segment are "probably in flight" (default 4).
     pub in_flight_segments: Option<u64>,
+}
+
+/// `[thresholds.settings]`: WAL configuration compliance (`settings.<name>`).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// The longest archive_timeout allowed (default 5 min, the procedure's 300 s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_archive_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -476,6 +486,12 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
                 "archive.max_retention: must be more than the minimum retention ({}s)",
                 min.as_secs()
             ));
+        }
+    }
+    if let Some(t) = &raw.settings {
+        set(&mut l.settings.max_archive_timeout, t.max_archive_timeout);
+        if l.settings.max_archive_timeout.is_zero() {
+            return Err("settings.max_archive_timeout: must be more than 0".into());
         }
     }
     Ok(())

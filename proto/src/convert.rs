@@ -11,6 +11,7 @@ mod archive;
 mod backup_tool;
 mod drill;
 mod restore;
+mod settings;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvertError {
@@ -151,6 +152,7 @@ impl From<ProbeKind> for pb::ProbeKind {
             ProbeKind::PgBackRest => pb::ProbeKind::Pgbackrest,
             ProbeKind::Barman => pb::ProbeKind::Barman,
             ProbeKind::Drill => pb::ProbeKind::Drill,
+            ProbeKind::Settings => pb::ProbeKind::Settings,
         }
     }
 }
@@ -165,6 +167,7 @@ fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
         Ok(pb::ProbeKind::Pgbackrest) => Ok(ProbeKind::PgBackRest),
         Ok(pb::ProbeKind::Barman) => Ok(ProbeKind::Barman),
         Ok(pb::ProbeKind::Drill) => Ok(ProbeKind::Drill),
+        Ok(pb::ProbeKind::Settings) => Ok(ProbeKind::Settings),
         _ => Err(ConvertError::UnknownKind(k)),
     }
 }
@@ -196,6 +199,7 @@ impl From<&ProbeResult> for pb::ProbeResult {
                 }
                 Observation::Barman(t) => pb::probe_result::Observation::Barman(t.as_ref().into()),
                 Observation::Drill(d) => pb::probe_result::Observation::Drill(d.as_ref().into()),
+                Observation::Settings(o) => pb::probe_result::Observation::Settings(o.into()),
             }),
         }
     }
@@ -484,6 +488,7 @@ fn observation_from_wire(
         W::Pgbackrest(t) => Observation::PgBackRest(Box::new(backup_tool::from_wire(t)?)),
         W::Barman(t) => Observation::Barman(Box::new(backup_tool::from_wire(t)?)),
         W::Drill(d) => Observation::Drill(Box::new(drill::from_wire(d)?)),
+        W::Settings(o) => Observation::Settings(settings::from_wire(o)?),
     })
 }
 

@@ -10,10 +10,12 @@ mod archive;
 mod backup_tool;
 mod drill;
 mod restore;
+mod settings;
 pub use archive::*;
 pub use backup_tool::*;
 pub use drill::*;
 pub use restore::*;
+pub use settings::*;
 
 /// The kind of probe, which is also the first part of a check id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,9 +29,22 @@ pub enum ProbeKind {
     PgBackRest,
     Barman,
     Drill,
+    Settings,
 }
 
 impl ProbeKind {
+    pub const ALL: [ProbeKind; 9] = [
+        ProbeKind::BackupDir,
+        ProbeKind::Disk,
+        ProbeKind::WalArchive,
+        ProbeKind::ArchiveDir,
+        ProbeKind::Restore,
+        ProbeKind::PgBackRest,
+        ProbeKind::Barman,
+        ProbeKind::Drill,
+        ProbeKind::Settings,
+    ];
+
     /// Prefix of the check id: `backup.daily`, `disk.backup`, `wal.main`, `archive.main`.
     pub fn check_prefix(self) -> &'static str {
         match self {
@@ -41,22 +56,12 @@ impl ProbeKind {
             ProbeKind::PgBackRest => "pgbackrest",
             ProbeKind::Barman => "barman",
             ProbeKind::Drill => "drill",
+            ProbeKind::Settings => "settings",
         }
     }
 
     pub fn from_check_prefix(prefix: &str) -> Option<Self> {
-        [
-            ProbeKind::BackupDir,
-            ProbeKind::Disk,
-            ProbeKind::WalArchive,
-            ProbeKind::ArchiveDir,
-            ProbeKind::Restore,
-            ProbeKind::PgBackRest,
-            ProbeKind::Barman,
-            ProbeKind::Drill,
-        ]
-        .into_iter()
-        .find(|k| k.check_prefix() == prefix)
+        Self::ALL.into_iter().find(|k| k.check_prefix() == prefix)
     }
 }
 
@@ -104,6 +109,7 @@ pub enum Observation {
     PgBackRest(Box<BackupToolObs>),
     Barman(Box<BackupToolObs>),
     Drill(Box<DrillObs>),
+    Settings(SettingsObs),
 }
 
 impl Observation {
@@ -117,6 +123,7 @@ impl Observation {
             Observation::PgBackRest(_) => ProbeKind::PgBackRest,
             Observation::Barman(_) => ProbeKind::Barman,
             Observation::Drill(_) => ProbeKind::Drill,
+            Observation::Settings(_) => ProbeKind::Settings,
         }
     }
 }

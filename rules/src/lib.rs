@@ -16,6 +16,7 @@ pub mod drill;
 pub mod human;
 pub mod nagios;
 pub mod restore;
+pub mod settings;
 pub mod status;
 pub mod wal;
 
@@ -26,10 +27,28 @@ use serde::Serialize;
 pub use archive::ArchiveDirLimits;
 pub use backup::BackupLimits;
 pub use disk::DiskLimits;
+pub use settings::SettingsLimits;
 pub use wal::{ArchiveLimits, RecoveredFailurePolicy};
 
 /// Response procedures from the operations procedure; every non-ok verdict carries one.
 pub mod procedure {
+    use backwatch_proto::model::ProbeKind;
+
+    /// The built-in procedure of a check kind (what an operator's `[procedures]` replaces).
+    pub fn of(kind: ProbeKind) -> &'static str {
+        match kind {
+            ProbeKind::Disk => DISK,
+            ProbeKind::BackupDir => BACKUP,
+            ProbeKind::WalArchive => WAL,
+            ProbeKind::ArchiveDir => ARCHIVE,
+            ProbeKind::Restore => RESTORE,
+            ProbeKind::Drill => DRILL,
+            // The backup tools' catalogues answer the same question as a backup directory.
+            ProbeKind::PgBackRest | ProbeKind::Barman => BACKUP,
+            ProbeKind::Settings => SETTINGS,
+        }
+    }
+
     pub const DISK: &str = "Review backup retention; clean old backups if that is safe; \
                             plan a capacity increase if needed.";
     pub const BACKUP: &str = "Check the backup logs; verify the backup service status; \
@@ -58,6 +77,12 @@ pub mod procedure {
                              from the agent); an RTO above max_rto means the promised recovery \
                              time is not met: plan faster storage, more frequent base backups \
                              (less WAL to replay) or revise the promise.";
+    pub const SETTINGS: &str = "Set wal_level = replica, archive_mode = on, an archive_command \
+                                that copies each segment to the archive, and archive_timeout \
+                                = 300 (or the group's limit) in postgresql.conf; wal_level and \
+                                archive_mode need a restart, the others a reload \
+                                (SELECT pg_reload_conf()); then take a new base backup if \
+                                wal_level was minimal.";
 }
 
 /// Every threshold a host is judged by (global defaults merged with its overrides).
@@ -69,6 +94,7 @@ pub struct Limits {
     pub backup_default: BackupLimits,
     pub wal: ArchiveLimits,
     pub archive: ArchiveDirLimits,
+    pub settings: SettingsLimits,
 }
 
 impl Limits {
@@ -116,6 +142,7 @@ pub fn evaluate(
         Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
         Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),
         Some(Observation::Drill(obs)) => drill::judge(obs),
+        Some(Observation::Settings(obs)) => settings::judge(obs, &limits.settings),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }
 }

@@ -176,6 +176,7 @@ fn agent_config_check_prints_toml_that_loads_back() -> Result<()> {
             "[[backup_dir]]\nname = \"daily\"\npath = \"{}\"\n[[backup_dir]]\nname = \"nightly\"\npath = \"/b\"\n\
              [[wal]]\nname = \"main\"\ndsn = \"host=/tmp user=backwatch password=s3cret dbname=postgres\"\n\
              [[archive_dir]]\nname = \"main\"\npath = \"/archive\"\nexpected_mode = \"\"\nwal = \"main\"\n\
+             [[settings]]\nname = \"main\"\nwal = \"main\"\n\
              [[restore]]\nname = \"base\"\nbackup_dir = \"/backup/base\"\n\
              [[pgbackrest]]\nname = \"repo\"\nstanza = \"main\"\nmax_age = \"12h\"\n\
              [[barman]]\nname = \"bk\"\nserver = \"pg\"\n\
@@ -198,6 +199,7 @@ fn agent_config_check_prints_toml_that_loads_back() -> Result<()> {
         "\n[[barman]]\n",
         "\n[[drill]]\n",
         "\n[[drill.check]]\n",
+        "\n[[settings]]\n",
     ] {
         assert!(first.contains(section), "no {section:?} in:\n{first}");
     }

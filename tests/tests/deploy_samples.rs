@@ -80,6 +80,7 @@ fn sample_configurations_are_accepted() -> Result<()> {
         "disk.backup",
         "disk.archive",
         "wal.main",
+        "settings.main",
     ] {
         assert!(
             out.contains(&format!("# check {check}")),

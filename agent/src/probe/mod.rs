@@ -13,6 +13,7 @@ pub mod disk;
 pub mod drill;
 pub mod pgbackrest;
 pub mod restore;
+pub mod settings;
 pub mod tool_command;
 pub mod unswitched;
 pub mod wal_archive;

@@ -231,19 +231,12 @@ impl crate::config::alerting::Alerting {
         {
             return text.clone();
         }
-        match kind {
-            "disk" => crate::rules::procedure::DISK,
-            "backup" => crate::rules::procedure::BACKUP,
-            "wal" => crate::rules::procedure::WAL,
-            "archive" => crate::rules::procedure::ARCHIVE,
-            "restore" => crate::rules::procedure::RESTORE,
-            "drill" => crate::rules::procedure::DRILL,
-            // The backup tools' catalogues answer the same question as a backup directory.
-            "pgbackrest" | "barman" => crate::rules::procedure::BACKUP,
-            _ if check == AGENT_CHECK => AGENT_PROCEDURE,
-            _ => "",
+        if check == AGENT_CHECK {
+            return AGENT_PROCEDURE.to_string();
         }
-        .to_string()
+        backwatch_proto::model::ProbeKind::from_check_prefix(kind)
+            .map_or("", crate::rules::procedure::of)
+            .to_string()
     }
 }
 

@@ -11,7 +11,7 @@
 use super::{Evaluated, HostFacts, HostWrite, HostWritten, Inserted, Store, StoreResult};
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::{
-    ArchiveDirObs, BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, WalObs,
+    ArchiveDirObs, BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, SettingsObs, WalObs,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -708,6 +708,7 @@ fn observation(kind: ProbeKind) -> Observation {
         ProbeKind::PgBackRest => Observation::PgBackRest(Box::default()),
         ProbeKind::Barman => Observation::Barman(Box::default()),
         ProbeKind::Drill => Observation::Drill(Box::default()),
+        ProbeKind::Settings => Observation::Settings(SettingsObs::default()),
     }
 }
 

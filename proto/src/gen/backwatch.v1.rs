@@ -173,7 +173,7 @@ pub struct ProbeResult {
     pub error: ::prost::alloc::string::String,
     #[prost(
         oneof = "probe_result::Observation",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18"
     )]
     pub observation: ::core::option::Option<probe_result::Observation>,
 }
@@ -197,6 +197,8 @@ pub mod probe_result {
         Barman(super::BackupToolObservation),
         #[prost(message, tag = "17")]
         Drill(super::DrillObservation),
+        #[prost(message, tag = "18")]
+        Settings(super::SettingsObservation),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1116,6 +1118,28 @@ pub struct DrillSmokeCheck {
     #[prost(bool, tag = "5")]
     pub passed: bool,
 }
+/// WAL configuration compliance (`settings.<name>`): the settings the operations procedure
+/// asks of every cluster, read over the connection of a `\[[wal]\]` probe. Values as
+/// `current_setting()` gives them; the rules compare.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SettingsObservation {
+    #[prost(bool, tag = "1")]
+    pub in_recovery: bool,
+    #[prost(int32, tag = "2")]
+    pub server_version_num: i32,
+    #[prost(string, tag = "3")]
+    pub wal_level: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub archive_mode: ::prost::alloc::string::String,
+    /// Whether archive_command is non-empty; its text is the WAL check's (it may hold secrets).
+    #[prost(bool, tag = "5")]
+    pub archive_command_set: bool,
+    /// PostgreSQL 15 and later; empty before.
+    #[prost(string, tag = "6")]
+    pub archive_library: ::prost::alloc::string::String,
+    #[prost(int64, tag = "7")]
+    pub archive_timeout_secs: i64,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ProbeKind {
@@ -1128,6 +1152,7 @@ pub enum ProbeKind {
     Pgbackrest = 6,
     Barman = 7,
     Drill = 8,
+    Settings = 9,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1145,6 +1170,7 @@ impl ProbeKind {
             Self::Pgbackrest => "PROBE_KIND_PGBACKREST",
             Self::Barman => "PROBE_KIND_BARMAN",
             Self::Drill => "PROBE_KIND_DRILL",
+            Self::Settings => "PROBE_KIND_SETTINGS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1159,6 +1185,7 @@ impl ProbeKind {
             "PROBE_KIND_PGBACKREST" => Some(Self::Pgbackrest),
             "PROBE_KIND_BARMAN" => Some(Self::Barman),
             "PROBE_KIND_DRILL" => Some(Self::Drill),
+            "PROBE_KIND_SETTINGS" => Some(Self::Settings),
             _ => None,
         }
     }
