@@ -10,7 +10,7 @@ pub mod enroll;
 pub mod http_auth;
 pub mod reports;
 
-use crate::rules::{ArchiveLimits, DiskLimits, Limits, RecoveredFailurePolicy};
+use crate::rules::{DiskLimits, Limits, RecoveredFailurePolicy, WalLimits};
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -423,7 +423,7 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         }
     }
     if let Some(w) = &raw.wal {
-        let ArchiveLimits {
+        let WalLimits {
             max_delay,
             max_pending,
             expect_archiving,

@@ -60,6 +60,26 @@ impl ProbeKind {
         }
     }
 
+    /// The kind's name in stored rows and JSON (its serde name): `backup_dir`, `wal_archive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::BackupDir => "backup_dir",
+            ProbeKind::Disk => "disk",
+            ProbeKind::WalArchive => "wal_archive",
+            ProbeKind::ArchiveDir => "archive_dir",
+            ProbeKind::Restore => "restore",
+            ProbeKind::PgBackRest => "pg_back_rest",
+            ProbeKind::Barman => "barman",
+            ProbeKind::Drill => "drill",
+            ProbeKind::Settings => "settings",
+        }
+    }
+
+    /// The kind of a stored name ([`ProbeKind::as_str`]).
+    pub fn from_stored(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn from_check_prefix(prefix: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.check_prefix() == prefix)
     }
@@ -257,4 +277,21 @@ pub struct WalObs {
     /// every restore of their backups, so a drill is matched to the cluster it proves.
     #[serde(default)]
     pub system_identifier: Option<String>,
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::ProbeKind;
+
+    #[test]
+    fn a_kinds_stored_name_is_its_serde_name_and_prefixes_are_unique() {
+        for k in ProbeKind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).ok(),
+                Some(serde_json::Value::from(k.as_str()))
+            );
+            assert_eq!(ProbeKind::from_check_prefix(k.check_prefix()), Some(k));
+            assert_eq!(ProbeKind::from_stored(k.as_str()), Some(k));
+        }
+    }
 }

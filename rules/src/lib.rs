@@ -28,7 +28,7 @@ pub use archive::ArchiveDirLimits;
 pub use backup::BackupLimits;
 pub use disk::DiskLimits;
 pub use settings::SettingsLimits;
-pub use wal::{ArchiveLimits, RecoveredFailurePolicy};
+pub use wal::{RecoveredFailurePolicy, WalLimits};
 
 /// Response procedures from the operations procedure; every non-ok verdict carries one.
 pub mod procedure {
@@ -92,7 +92,7 @@ pub struct Limits {
     /// Per backup directory name ("daily", "weekly", ...).
     pub backup: std::collections::BTreeMap<String, BackupLimits>,
     pub backup_default: BackupLimits,
-    pub wal: ArchiveLimits,
+    pub wal: WalLimits,
     pub archive: ArchiveDirLimits,
     pub settings: SettingsLimits,
 }

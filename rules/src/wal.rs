@@ -28,8 +28,10 @@ pub enum RecoveredFailurePolicy {
     Warn,
 }
 
+/// The limits of the WAL archiving check (`wal.<name>`, `[thresholds.wal]`); the archive
+/// directory's are [`crate::ArchiveDirLimits`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ArchiveLimits {
+pub struct WalLimits {
     /// Oldest pending segment older than this is critical (procedure: 15 min).
     #[serde(serialize_with = "ser_secs")]
     pub max_delay: Duration,
@@ -47,9 +49,9 @@ pub struct ArchiveLimits {
     pub warn_data_at_risk: Option<Duration>,
 }
 
-impl Default for ArchiveLimits {
+impl Default for WalLimits {
     fn default() -> Self {
-        ArchiveLimits {
+        WalLimits {
             max_delay: Duration::from_secs(15 * 60),
             max_pending: None,
             expect_archiving: true,
@@ -126,7 +128,7 @@ pub fn data_at_risk(obs: &WalObs) -> Option<DataAtRisk> {
 }
 
 /// The verdict on data at risk alone, when it passes a limit.
-fn judge_risk(obs: &WalObs, risk: &DataAtRisk, l: &ArchiveLimits) -> Option<(Status, String)> {
+fn judge_risk(obs: &WalObs, risk: &DataAtRisk, l: &WalLimits) -> Option<(Status, String)> {
     let status = if risk.secs > secs_i64(l.max_data_at_risk) {
         (Status::Critical, l.max_data_at_risk)
     } else {
@@ -240,7 +242,7 @@ fn at(t: Option<DateTime<Utc>>) -> String {
     )
 }
 
-pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verdict {
+pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdict {
     let risk = data_at_risk(obs);
     let details = json!({
         "archive_mode": obs.archive_mode,
@@ -401,7 +403,7 @@ pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &ArchiveLimits) -> Verd
 /// until the segment fills. Reported when such WAL exists and the last switch (taken as the
 /// last successful archive, which follows it) is older than the delay limit, or unknown. The
 /// bytes are the current position's offset in its segment, past the 40-byte page header.
-fn exposure(obs: &WalObs, l: &ArchiveLimits) -> Option<String> {
+fn exposure(obs: &WalObs, l: &WalLimits) -> Option<String> {
     if !obs.exposure_advisory || obs.in_recovery {
         return None;
     }
@@ -478,8 +480,8 @@ mod tests {
         }
     }
 
-    fn limits() -> ArchiveLimits {
-        ArchiveLimits::default()
+    fn limits() -> WalLimits {
+        WalLimits::default()
     }
 
     #[test]
@@ -535,7 +537,7 @@ mod tests {
             v.summary
         );
         assert_eq!(v.details["data_at_risk_secs"], 3600);
-        let warn = ArchiveLimits {
+        let warn = WalLimits {
             warn_data_at_risk: Some(Duration::from_secs(300)),
             ..limits()
         };
@@ -724,7 +726,7 @@ mod tests {
             ..healthy()
         };
         assert_eq!(archiving(&obs, None, &limits()).status, Status::Critical);
-        let relaxed = ArchiveLimits {
+        let relaxed = WalLimits {
             expect_archiving: false,
             ..limits()
         };
@@ -764,7 +766,7 @@ mod tests {
                 .contains("2 failed attempts since the previous check, recovered")
         );
         assert_eq!(v.details["recovered_failures"], 2);
-        let warn = ArchiveLimits {
+        let warn = WalLimits {
             on_recovered_failure: RecoveredFailurePolicy::Warn,
             ..limits()
         };

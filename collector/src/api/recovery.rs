@@ -20,6 +20,7 @@ use crate::store::CheckState;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use backwatch_proto::model::ProbeKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -154,21 +155,25 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
     let mut out: BTreeMap<(String, String), ClusterRecovery> = BTreeMap::new();
     let text = |v: &Value| v.as_str().map(String::from);
     for c in checks {
-        let Some((kind, name)) = c.check.split_once('.') else {
+        let Some((kind, name)) = c
+            .check
+            .split_once('.')
+            .and_then(|(k, n)| Some((ProbeKind::from_check_prefix(k)?, n)))
+        else {
             continue;
         };
         let d = &c.details;
         let cluster = match kind {
-            "wal" => name.to_string(),
-            "archive" => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
-            "pgbackrest" | "barman" => c.check.clone(),
+            ProbeKind::WalArchive => name.to_string(),
+            ProbeKind::ArchiveDir => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
+            ProbeKind::PgBackRest | ProbeKind::Barman => c.check.clone(),
             _ => continue,
         };
         let entry = out
             .entry((c.host.clone(), cluster.clone()))
             .or_insert_with(|| ClusterRecovery::new(&c.host, cluster));
         entry.worsen(c.status);
-        if kind == "wal" {
+        if kind == ProbeKind::WalArchive {
             entry.wal_check = Some(c.check.clone());
             entry.data_at_risk_secs = d["data_at_risk_secs"].as_i64();
             entry.data_at_risk_segment = text(&d["data_at_risk_segment"]);
@@ -196,7 +201,7 @@ async fn recovery(
     let checks = s.store.check_states(q.host.as_deref()).await?;
     let mut out = clusters(&checks);
     if out.iter().any(|c| c.system_identifier.is_some()) {
-        let drills = s.store.check_states_of_kind("drill").await?;
+        let drills = s.store.check_states_of_kind(ProbeKind::Drill).await?;
         link_drills(&mut out, &drills);
     }
     Ok(Json(out))

@@ -19,6 +19,7 @@ use crate::store::HistoryEntry;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,11 +60,15 @@ pub struct SeriesView {
 }
 
 fn measure_of(check: &str) -> &'static str {
-    match check.split('.').next() {
-        Some("backup") => "newest_backup_age_secs",
-        Some("disk") => "used_pct",
-        Some("wal") => "archive_delay_secs",
-        Some("drill") => "rto_secs",
+    match check
+        .split('.')
+        .next()
+        .and_then(ProbeKind::from_check_prefix)
+    {
+        Some(ProbeKind::BackupDir) => "newest_backup_age_secs",
+        Some(ProbeKind::Disk) => "used_pct",
+        Some(ProbeKind::WalArchive) => "archive_delay_secs",
+        Some(ProbeKind::Drill) => "rto_secs",
         _ => "none",
     }
 }
@@ -75,10 +80,12 @@ fn num(v: &Value) -> Option<f64> {
 /// The charted number of one stored observation (`{"disk": {...}}` and so on).
 pub fn value_of(observation: Option<&Value>) -> Option<f64> {
     let o = observation?;
-    if let Some(b) = o.get("backup_dir") {
+    // Keyed by the kind's stored name: what `Observation` serialises as.
+    let of = |k: ProbeKind| o.get(k.as_str());
+    if let Some(b) = of(ProbeKind::BackupDir) {
         return num(&b["newest"]["age_secs"]);
     }
-    if let Some(d) = o.get("disk") {
+    if let Some(d) = of(ProbeKind::Disk) {
         let (t, f, a) = (
             d["total_bytes"].as_u64()?,
             d["free_bytes"].as_u64()?,
@@ -86,11 +93,11 @@ pub fn value_of(observation: Option<&Value>) -> Option<f64> {
         );
         return crate::rules::disk::df_used_pct(t, f, a).map(f64::from);
     }
-    if let Some(d) = o.get("drill") {
+    if let Some(d) = of(ProbeKind::Drill) {
         // The measured recovery time; a drill that did not get that far has none.
         return d["rto_ms"].as_f64().map(|ms| ms / 1000.0);
     }
-    if let Some(w) = o.get("wal_archive") {
+    if let Some(w) = of(ProbeKind::WalArchive) {
         let waiting = w["ready_segments"].as_i64().unwrap_or(0).max(0)
             + w["ready_history"].as_i64().unwrap_or(0).max(0);
         return if waiting > 0 {
@@ -103,7 +110,7 @@ pub fn value_of(observation: Option<&Value>) -> Option<f64> {
 }
 
 fn failed_count(observation: Option<&Value>) -> Option<i64> {
-    observation?.get("wal_archive")?["failed_count"].as_i64()
+    observation?.get(ProbeKind::WalArchive.as_str())?["failed_count"].as_i64()
 }
 
 /// Points of consecutive results, with failures counted against the result before.

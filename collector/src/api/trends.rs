@@ -20,6 +20,7 @@ use crate::store::alerts::{AlertFilter, Severity};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,12 +100,14 @@ fn day_of(t: DateTime<Utc>) -> i64 {
 
 /// The device number of a disk observation, when it has one.
 fn device_of(obs: Option<&Value>) -> Option<u64> {
-    obs?.get("disk")?["device_id"].as_u64().filter(|d| *d != 0)
+    obs?.get(ProbeKind::Disk.as_str())?["device_id"]
+        .as_u64()
+        .filter(|d| *d != 0)
 }
 
 /// Used and capacity bytes of a disk observation, as `df` counts them.
 fn disk_bytes(obs: Option<&Value>) -> Option<(u64, u64, String)> {
-    let d = obs?.get("disk")?;
+    let d = obs?.get(ProbeKind::Disk.as_str())?;
     let total = d["total_bytes"].as_u64()?;
     let used = total.saturating_sub(d["free_bytes"].as_u64()?);
     let avail = d["avail_bytes"].as_u64()?;
@@ -208,7 +211,11 @@ fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
 fn archived(entries: &[HistoryEntry]) -> Vec<(i64, u64, u64)> {
     let mut out = Vec::new();
     let read = |e: &HistoryEntry| {
-        let w = e.observation.as_ref()?.get("wal_archive")?.clone();
+        let w = e
+            .observation
+            .as_ref()?
+            .get(ProbeKind::WalArchive.as_str())?
+            .clone();
         Some((
             w["archived_count"].as_i64()?,
             w["wal_segment_size_bytes"].as_i64().unwrap_or(0),

@@ -15,6 +15,7 @@ use crate::status::Status;
 use crate::store::HostRecord;
 use crate::store::alerts::{AGENT_CHECK, Alert};
 use crate::store::reports::Rollup;
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -287,8 +288,8 @@ pub fn build(input: DailyInput) -> DailyReport {
                     window_secs_min_24h: window,
                 });
             }
-            match last.kind.as_str() {
-                "backup_dir" => {
+            match last.probe_kind() {
+                Some(ProbeKind::BackupDir) => {
                     let newest = rows.latest(|r| r.newest_mtime);
                     let n = rows.sum(|r| r.new_backups);
                     summary.backups_24h += n;
@@ -304,14 +305,14 @@ pub fn build(input: DailyInput) -> DailyReport {
                         total_bytes: rows.latest(|r| r.used_bytes_last),
                     });
                 }
-                "disk" | "archive_dir" => {
+                Some(ProbeKind::Disk | ProbeKind::ArchiveDir) => {
                     let used = rows.latest(|r| r.used_bytes_last);
                     let capacity = rows.latest(|r| r.capacity_bytes);
                     let first = rows.first(|r| r.used_bytes_last);
                     let used_pct = used
                         .zip(capacity)
                         .and_then(|(u, c)| super::stats::df_pct(u, c));
-                    let is_disk = last.kind == "disk";
+                    let is_disk = last.probe_kind() == Some(ProbeKind::Disk);
                     storage.push(StorageLine {
                         host: h.host.clone(),
                         check: check.to_string(),
@@ -328,7 +329,7 @@ pub fn build(input: DailyInput) -> DailyReport {
                         },
                     });
                 }
-                "wal_archive" => wal.push(WalLine {
+                Some(ProbeKind::WalArchive) => wal.push(WalLine {
                     host: h.host.clone(),
                     check: check.to_string(),
                     status,

@@ -34,6 +34,7 @@ use crate::config::reports::Reports;
 use crate::store::alerts::AlertFilter;
 use crate::store::reports::{DAY_MS, HOUR_MS, Period};
 use crate::store::{Store, StoreResult};
+use backwatch_proto::model::ProbeKind;
 use charts::Chart;
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use render_html::{Images, Page};
@@ -272,8 +273,8 @@ pub async fn monthly(
     let days = store.rollups(Period::Day, from, until).await?;
     let alerts = store.alerts_opened_between(start, end).await?;
     let drills_of = crate::api::recovery::drills_of(
-        &store.check_states_of_kind("wal").await?,
-        &store.check_states_of_kind("drill").await?,
+        &store.check_states_of_kind(ProbeKind::WalArchive).await?,
+        &store.check_states_of_kind(ProbeKind::Drill).await?,
     );
     Ok(monthly::build(monthly::MonthlyInput {
         period: month.name(),

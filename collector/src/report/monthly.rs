@@ -13,6 +13,7 @@
 use super::stats::{crossing, median, needed, quantile, round, round_to, slope_per_day};
 use crate::store::alerts::{AGENT_CHECK, Alert, Severity};
 use crate::store::reports::{DAY_MS, Rollup};
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -226,7 +227,7 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
     let capacity = rows.iter().rev().find_map(|r| r.capacity_bytes);
     let last_at = DateTime::from_timestamp_millis(last.last_at).unwrap_or_default();
     let ((p75, w75), (p85, w85)) = match capacity {
-        Some(c) if last.kind == "disk" && c > 0 => (
+        Some(c) if last.probe_kind() == Some(ProbeKind::Disk) && c > 0 => (
             crossing(&points, c as f64, 75.0, last_at),
             crossing(&points, c as f64, 85.0, last_at),
         ),
@@ -241,9 +242,9 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
         filesystem,
         host: last.host.clone(),
         check: last.check.clone(),
-        kind: match last.kind.as_str() {
-            "disk" => "filesystem".into(),
-            k => k.to_string(),
+        kind: match last.probe_kind() {
+            Some(ProbeKind::Disk) => "filesystem".into(),
+            _ => last.kind.clone(),
         },
         days: rows.len() as u64,
         used_bytes_first: rows.iter().find_map(|r| r.used_bytes_last),
@@ -270,7 +271,7 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
 
 fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
     let last = rows.last()?;
-    let is_dir = last.kind == "backup_dir";
+    let is_dir = last.probe_kind() == Some(ProbeKind::BackupDir);
     let size_points: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| r.newest_size_bytes.map(|s| (day_x(r), s as f64)))
@@ -419,29 +420,32 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 window_secs_min: windows.iter().copied().min(),
             });
         }
-        let Some(kind) = rows.last().map(|r| r.kind.as_str()) else {
+        let Some(kind) = rows.last().and_then(|r| r.probe_kind()) else {
             continue;
         };
         match kind {
-            "disk" => storage.extend(storage_trend(rows)),
-            "backup_dir" => {
+            ProbeKind::Disk => storage.extend(storage_trend(rows)),
+            ProbeKind::BackupDir => {
                 storage.extend(storage_trend(rows));
                 backups.extend(backup_trend(rows, input.timezone));
             }
-            "archive_dir" => {
+            ProbeKind::ArchiveDir => {
                 storage.extend(storage_trend(rows));
                 if rows.iter().any(|r| r.duration_secs.is_some()) {
                     backups.extend(backup_trend(rows, input.timezone));
                 }
                 wal_volume.extend(volume(rows));
             }
-            "drill" => drills.push(drill_month(rows)),
-            "wal_archive" => {
+            ProbeKind::Drill => drills.push(drill_month(rows)),
+            ProbeKind::WalArchive => {
                 wal_checks.push((*host, *check));
                 archive_lag.extend(lag(rows));
                 wal_volume.extend(volume(rows));
             }
-            _ => {}
+            ProbeKind::Restore
+            | ProbeKind::PgBackRest
+            | ProbeKind::Barman
+            | ProbeKind::Settings => {}
         }
     }
     // Days of the fleet: filesystems' used bytes, WAL archived (archive directories when a
@@ -449,7 +453,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
     let has_archive_dir: std::collections::BTreeSet<&str> = input
         .days
         .iter()
-        .filter(|r| r.kind == "archive_dir")
+        .filter(|r| r.probe_kind() == Some(ProbeKind::ArchiveDir))
         .map(|r| r.host.as_str())
         .collect();
     let mut days: BTreeMap<i64, DayPoint> = BTreeMap::new();
@@ -467,14 +471,14 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
             wal_bytes: 0,
             alerts: 0,
         });
-        match r.kind.as_str() {
-            "disk"
+        match r.probe_kind() {
+            Some(ProbeKind::Disk)
                 if counted.insert((r.bucket_start, &r.host, fs_key(&r.filesystem, &r.check))) =>
             {
                 d.filesystem_used_bytes += r.used_bytes_last.unwrap_or(0)
             }
-            "archive_dir" => d.wal_bytes += r.wal_bytes,
-            "wal_archive" if !has_archive_dir.contains(r.host.as_str()) => {
+            Some(ProbeKind::ArchiveDir) => d.wal_bytes += r.wal_bytes,
+            Some(ProbeKind::WalArchive) if !has_archive_dir.contains(r.host.as_str()) => {
                 d.wal_bytes += r.wal_bytes
             }
             _ => {}

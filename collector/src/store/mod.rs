@@ -27,7 +27,7 @@ pub mod suite_reports;
 pub use sql::{SqlStore, redact_url, redact_webhook};
 
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::ProbeResult;
+use backwatch_proto::model::{ProbeKind, ProbeResult};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -275,7 +275,7 @@ pub trait Store:
 
     /// Current state of every check of one kind (id `<kind>.<name>`, e.g. every `drill.*`)
     /// of every host, ordered by host, check: a fleet-wide look-up without reading the rest.
-    async fn check_states_of_kind(&self, kind: &str) -> StoreResult<Vec<CheckState>>;
+    async fn check_states_of_kind(&self, kind: ProbeKind) -> StoreResult<Vec<CheckState>>;
 
     /// Status and timing of every check of every host, ordered by host, check: one query
     /// for the silence sweep however large the fleet.

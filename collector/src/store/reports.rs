@@ -14,6 +14,7 @@ use super::StoreResult;
 use super::alerts::Alert;
 use super::outbox::NewNotification;
 use crate::status::Status;
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +107,12 @@ pub struct Rollup {
 }
 
 impl Rollup {
+    /// The stored kind as a type; `None` for a kind this collector does not know (a row
+    /// written by a newer one).
+    pub fn probe_kind(&self) -> Option<ProbeKind> {
+        ProbeKind::from_stored(&self.kind)
+    }
+
     /// An empty row; the caller folds samples into it.
     pub fn empty(host: &str, check: &str, period: Period, bucket_start: i64, kind: &str) -> Self {
         Rollup {

@@ -40,6 +40,7 @@ use super::{
     Inserted, Store, StoreError, StoreResult, Transition,
 };
 use crate::status::Status;
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 use read::{check_state, history_entry, host_record, transition};
 use sqlx::any::AnyPoolOptions;
@@ -681,8 +682,9 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn check_states_of_kind(&self, kind: &str) -> StoreResult<Vec<CheckState>> {
+    async fn check_states_of_kind(&self, kind: ProbeKind) -> StoreResult<Vec<CheckState>> {
         // A range rather than LIKE: `_` in a kind would be a wildcard there. '/' follows '.'.
+        let kind = kind.check_prefix();
         sqlx::query(select_states!(
             "WHERE check_id >= $1 AND check_id < $2 ORDER BY host, check_id"
         ))

@@ -22,7 +22,7 @@
 
 use super::multi_row::{AnyQuery, MultiRow};
 use super::rollups::{self, NewResult};
-use super::write::{Change, kind_name, lock_transition_log, query_error, to_json};
+use super::write::{Change, lock_transition_log, query_error, to_json};
 use super::{Backend, read};
 use crate::status::Status;
 use crate::store::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
@@ -146,7 +146,7 @@ fn candidates<'a>(writes: &[HostWrite<'a>]) -> StoreResult<Vec<Candidate<'a>>> {
                 host: w.host,
                 item,
                 check: item.result.check_id(),
-                kind: kind_name(&item.result)?,
+                kind: item.result.kind.as_str().to_string(),
                 ordered_at: ordered_at(&item.result, item.received_at),
                 received_at: item.received_at.timestamp_millis(),
             });

@@ -23,7 +23,7 @@ use super::write::query_error;
 use crate::status::Status;
 use crate::store::reports::{HOUR_MS, Period, Rollup};
 use crate::store::{Evaluated, StoreResult};
-use backwatch_proto::model::{Observation, PendingSource};
+use backwatch_proto::model::{Observation, PendingSource, ProbeKind};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -261,7 +261,7 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
             Some(old) => m != old,
             None => m >= r.bucket_start,
         };
-        if is_new && r.kind == "backup_dir" {
+        if is_new && r.kind == ProbeKind::BackupDir.as_str() {
             r.new_backups += 1;
         }
         r.newest_mtime = Some(m);
@@ -274,7 +274,7 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
         r.failed_delta += increase(ref_failed, s.failed);
         r.failed_count = s.failed;
     }
-    if r.kind == "wal_archive" {
+    if r.kind == ProbeKind::WalArchive.as_str() {
         r.wal_bytes = r.archived_delta * r.segment_bytes.unwrap_or(16 << 20);
     }
     if !s.day_volumes.is_empty() {

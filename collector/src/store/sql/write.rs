@@ -6,7 +6,6 @@
 use super::{Backend, read};
 use crate::status::Status;
 use crate::store::{StoreError, StoreResult};
-use backwatch_proto::model::ProbeResult;
 use sqlx::AnyConnection;
 
 const INSERT_TRANSITION: &str = include_str!("../queries/insert_transition.sql");
@@ -91,17 +90,6 @@ pub(super) async fn lock_transition_log(conn: &mut AnyConnection) -> StoreResult
         .await
         .map_err(query_error("lock transition log"))?;
     Ok(())
-}
-
-/// The serde name of the probe kind (`backup_dir`), the spelling the API and JSON use.
-pub(super) fn kind_name(result: &ProbeResult) -> StoreResult<String> {
-    match serde_json::to_value(result.kind) {
-        Ok(serde_json::Value::String(name)) => Ok(name),
-        other => Err(StoreError::Corrupt {
-            what: "probe kind",
-            problem: format!("does not serialise to a string: {other:?}"),
-        }),
-    }
 }
 
 pub(super) fn to_json(what: &'static str, value: &impl serde::Serialize) -> StoreResult<String> {
