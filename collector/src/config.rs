@@ -159,6 +159,9 @@ pub struct RawBackup {
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub grace: Option<Duration>,
     pub min_size_bytes: Option<u64>,
+    /// The newest plain base backup taking longer is a warning (default 4 h).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -333,9 +336,13 @@ pub fn limits(
 }
 
 impl Thresholds {
-    pub fn new(base: &RawThresholds) -> Result<Self, String> {
+    /// The base limits, or every problem of `[thresholds]`.
+    pub fn new(base: &RawThresholds) -> Result<Self, Bad> {
         let mut limits = Limits::default();
-        apply(&mut limits, base)?;
+        let bad = apply(&mut limits, base);
+        if !bad.is_empty() {
+            return Err(bad);
+        }
         Ok(Thresholds {
             base: limits,
             ..Default::default()
@@ -357,7 +364,7 @@ impl Thresholds {
             let hit = hosts.iter().any(|p| glob_match(p, host))
                 || ogroups.iter().any(|g| groups.contains(&g.as_str()));
             if hit {
-                // Validated at load time; cannot fail here.
+                // Validated at load time: nothing to report here.
                 let _ = apply(&mut limits, raw);
             }
         }
@@ -385,7 +392,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     true
 }
 
-fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
+/// Every problem of one `[thresholds]` table: the key below it and what is wrong.
+type Bad = Vec<(String, String)>;
+
+/// Merges `raw` into `l`, returning every problem found (none: the limits are usable).
+fn apply(l: &mut Limits, raw: &RawThresholds) -> Bad {
+    let mut bad = Bad::new();
     if let Some(d) = &raw.disk {
         let DiskLimits {
             warning_pct,
@@ -400,12 +412,18 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         set(inode_warning_pct, d.inode_warning_pct);
         set(inode_critical_pct, d.inode_critical_pct);
         if l.disk.warning_pct > 100 || l.disk.critical_pct > 100 {
-            return Err("disk: percentages must be between 0 and 100".into());
+            bad.push((
+                "disk".into(),
+                "percentages must be between 0 and 100".into(),
+            ));
         }
         if l.disk.warning_pct > l.disk.critical_pct {
-            return Err(format!(
-                "disk: warning_pct ({}) is above critical_pct ({})",
-                l.disk.warning_pct, l.disk.critical_pct
+            bad.push((
+                "disk.warning_pct".into(),
+                format!(
+                    "{} is above critical_pct ({})",
+                    l.disk.warning_pct, l.disk.critical_pct
+                ),
             ));
         }
     }
@@ -418,8 +436,18 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         if b.min_size_bytes.is_some() {
             entry.min_size_bytes = b.min_size_bytes;
         }
+        set(&mut entry.max_duration, b.max_duration);
+        if entry.max_duration.is_zero() {
+            bad.push((
+                format!("backup.{name}.max_duration"),
+                "must be more than 0".into(),
+            ));
+        }
         if entry.max_age == Some(Duration::ZERO) {
-            return Err(format!("backup.{name}.max_age: must be more than 0"));
+            bad.push((
+                format!("backup.{name}.max_age"),
+                "must be more than 0".into(),
+            ));
         }
     }
     if let Some(w) = &raw.wal {
@@ -445,24 +473,29 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
                 "record" => RecoveredFailurePolicy::Record,
                 "warn" => RecoveredFailurePolicy::Warn,
                 other => {
-                    return Err(format!(
-                        "wal.on_recovered_failure: {other:?} is not one of \"record\", \"warn\""
+                    bad.push((
+                        "wal.on_recovered_failure".into(),
+                        format!("{other:?} is not one of \"record\", \"warn\""),
                     ));
+                    *on_recovered_failure
                 }
             };
         }
         if l.wal.max_delay.is_zero() {
-            return Err("wal.max_delay: must be more than 0".into());
+            bad.push(("wal.max_delay".into(), "must be more than 0".into()));
         }
         if l.wal.max_data_at_risk.is_zero() {
-            return Err("wal.max_data_at_risk: must be more than 0".into());
+            bad.push(("wal.max_data_at_risk".into(), "must be more than 0".into()));
         }
         if let Some(w) = l.wal.warn_data_at_risk
             && w >= l.wal.max_data_at_risk
         {
-            return Err(format!(
-                "wal.warn_data_at_risk: must be less than max_data_at_risk ({}s)",
-                l.wal.max_data_at_risk.as_secs()
+            bad.push((
+                "wal.warn_data_at_risk".into(),
+                format!(
+                    "must be less than max_data_at_risk ({}s)",
+                    l.wal.max_data_at_risk.as_secs()
+                ),
             ));
         }
     }
@@ -475,26 +508,32 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Result<(), String> {
         }
         set(&mut l.archive.in_flight_segments, a.in_flight_segments);
         if l.archive.min_retention == Some(Duration::ZERO) {
-            return Err("archive.min_retention: must be more than 0".into());
+            bad.push(("archive.min_retention".into(), "must be more than 0".into()));
         }
         let min = l
             .archive
             .min_retention
             .unwrap_or(crate::rules::archive::DEFAULT_MIN_RETENTION);
         if l.archive.max_retention.is_some_and(|max| max <= min) {
-            return Err(format!(
-                "archive.max_retention: must be more than the minimum retention ({}s)",
-                min.as_secs()
+            bad.push((
+                "archive.max_retention".into(),
+                format!(
+                    "must be more than the minimum retention ({}s)",
+                    min.as_secs()
+                ),
             ));
         }
     }
     if let Some(t) = &raw.settings {
         set(&mut l.settings.max_archive_timeout, t.max_archive_timeout);
         if l.settings.max_archive_timeout.is_zero() {
-            return Err("settings.max_archive_timeout: must be more than 0".into());
+            bad.push((
+                "settings.max_archive_timeout".into(),
+                "must be more than 0".into(),
+            ));
         }
     }
-    Ok(())
+    bad
 }
 
 fn set<T: Copy>(slot: &mut T, v: Option<T>) {
@@ -627,8 +666,10 @@ impl Config {
         if silence.sweep_every.is_zero() {
             p.push("silence.sweep_every", "must be more than 0");
         }
-        let mut thresholds = Thresholds::new(&raw.thresholds).unwrap_or_else(|e| {
-            p.push(format!("thresholds.{}", key_of(&e)), msg_of(&e));
+        let mut thresholds = Thresholds::new(&raw.thresholds).unwrap_or_else(|bad| {
+            for (key, message) in bad {
+                p.push(format!("thresholds.{key}"), message);
+            }
             Thresholds::default()
         });
         for (i, o) in raw.overrides.into_iter().enumerate() {
@@ -644,11 +685,8 @@ impl Config {
                 }
             }
             let mut probe = thresholds.base.clone();
-            if let Err(e) = apply(&mut probe, &o.thresholds) {
-                p.push(
-                    format!("overrides[{i}].thresholds.{}", key_of(&e)),
-                    msg_of(&e),
-                );
+            for (key, message) in apply(&mut probe, &o.thresholds) {
+                p.push(format!("overrides[{i}].thresholds.{key}"), message);
             }
             thresholds.overrides.push((o.hosts, o.groups, o.thresholds));
         }
@@ -770,14 +808,6 @@ impl Config {
     }
 }
 
-fn key_of(e: &str) -> &str {
-    e.split(':').next().unwrap_or("")
-}
-
-fn msg_of(e: &str) -> String {
-    e.split_once(": ").map_or(e, |(_, m)| m).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,17 +912,27 @@ mod tests {
     fn every_problem_is_named_with_its_key() {
         let err = load(
             "[http]\nlisten = \"nowhere\"\n[store]\nurl = \"mysql://x\"\n\
-             [thresholds.disk]\nwarning_pct = 90\ncritical_pct = 80\n",
+             [thresholds.disk]\nwarning_pct = 90\ncritical_pct = 80\n\
+             [thresholds.wal]\nmax_delay = \"0s\"\non_recovered_failure = \"shout\"\n\
+             [[overrides]]\nhosts = [\"db1\"]\n[overrides.thresholds.settings]\nmax_archive_timeout = \"0s\"\n",
         )
         .unwrap_err()
         .to_string();
+        // Every threshold problem, not the first only, each under its own key.
+        for want in [
+            "thresholds.wal.max_delay: must be more than 0",
+            "thresholds.wal.on_recovered_failure: \"shout\" is not one of",
+            "overrides[0].thresholds.settings.max_archive_timeout: must be more than 0",
+        ] {
+            assert!(err.contains(want), "{want}\n{err}");
+        }
         assert!(
             err.contains("http.listen: \"nowhere\" is not an address"),
             "{err}"
         );
         assert!(err.contains("store.url: must start with sqlite:"), "{err}");
         assert!(
-            err.contains("thresholds.disk: warning_pct (90) is above critical_pct (80)"),
+            err.contains("thresholds.disk.warning_pct: 90 is above critical_pct (80)"),
             "{err}"
         );
     }

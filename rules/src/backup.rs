@@ -25,6 +25,9 @@ pub struct BackupLimits {
     pub future_tolerance: Duration,
     /// Newest backup smaller than this many bytes is suspicious (warning).
     pub min_size_bytes: Option<u64>,
+    /// The newest plain base backup taking longer is a warning (default 4 h, pgMonitor's).
+    #[serde(with = "secs")]
+    pub max_duration: Duration,
 }
 
 impl Default for BackupLimits {
@@ -34,6 +37,7 @@ impl Default for BackupLimits {
             grace: Duration::ZERO,
             future_tolerance: Duration::from_secs(300),
             min_size_bytes: None,
+            max_duration: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -70,8 +74,8 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
             obs.entries_scanned
         ));
     }
-    // A plain pg_basebackup directory: its duration and size, for the monthly trends. Facts
-    // only, never a status of their own.
+    // A plain pg_basebackup directory: its duration and size, for the monthly trends; a
+    // duration above `max_duration` is a warning (R8).
     if let Some(b) = &obs.newest_base_backup {
         if let Some(secs) = b.duration_secs {
             v.summary.push_str(&format!(
@@ -79,6 +83,16 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
                 human::duration(secs.max(0)),
                 human::bytes(b.size_bytes)
             ));
+            if u64::try_from(secs).is_ok_and(|s| s > l.max_duration.as_secs()) {
+                v.summary.push_str(&format!(
+                    ", longer than {}",
+                    human::duration(l.max_duration.as_secs() as i64)
+                ));
+                if v.status == Status::Ok {
+                    v.status = Status::Warning;
+                    v.procedure = Some(procedure::BACKUP);
+                }
+            }
         }
         if v.details.is_object() {
             v.details["newest_base_backup"] = json!(b);
@@ -442,5 +456,28 @@ mod tests {
             v.summary
         );
         assert_eq!(v.details["newest_base_backup"]["duration_secs"], 750);
+    }
+
+    #[test]
+    fn a_plain_base_backup_slower_than_max_duration_is_a_warning() {
+        let mut obs = dir_with_newest(H);
+        obs.newest_base_backup = Some(backwatch_proto::model::BaseBackup {
+            duration_secs: Some(5 * 3600),
+            size_bytes: 3 << 30,
+            ..Default::default()
+        });
+        let v = freshness(&obs, &daily(), DAY);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary
+                .ends_with("; newest base backup took 5 h (3.0 GiB), longer than 4 h"),
+            "{}",
+            v.summary
+        );
+        let relaxed = BackupLimits {
+            max_duration: Duration::from_secs(6 * 3600),
+            ..daily()
+        };
+        assert_eq!(freshness(&obs, &relaxed, DAY).status, Status::Ok);
     }
 }

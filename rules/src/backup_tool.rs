@@ -11,6 +11,12 @@
 //!   older than `max_age` (default 24 h, the procedure's daily backup) ⇒ critical; the newest
 //!   full older than `max_full_age` (default 7 d, the weekly one) ⇒ critical; no backup at all
 //!   ⇒ critical;
+//! - runtime: the newest full backup took longer than `max_duration` (default 4 h, pgMonitor's)
+//!   ⇒ warning;
+//! - size drop: the newest full backup is smaller than `min_size_ratio` (default 0.5) of the
+//!   full before it ⇒ warning (a backup that silently skipped a tablespace, or a table dropped
+//!   by mistake);
+//! - redundancy: fewer than `min_full_backups` (default 1) full backups kept ⇒ warning;
 //! - the tool could not be run or understood ⇒ unknown, with its words.
 //!
 //! Ages were computed on the agent's clock. Durations and sizes are reported for the trends.
@@ -24,16 +30,41 @@ use std::time::Duration;
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_FULL_AGE: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(4 * 3600);
+pub const DEFAULT_MIN_SIZE_RATIO: f64 = 0.5;
+pub const DEFAULT_MIN_FULL_BACKUPS: u32 = 1;
+
+/// The limits one set is judged by: the agent's expectations, else the defaults.
+#[derive(Debug, Clone, Copy)]
+struct SetLimits {
+    max_age: Duration,
+    max_full_age: Duration,
+    max_duration: Duration,
+    min_size_ratio: f64,
+    min_full_backups: u32,
+}
+
+impl SetLimits {
+    fn of(obs: &BackupToolObs) -> Self {
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        SetLimits {
+            max_age: secs(obs.expected_max_age_secs, DEFAULT_MAX_AGE),
+            max_full_age: secs(obs.expected_max_full_age_secs, DEFAULT_MAX_FULL_AGE),
+            max_duration: secs(obs.expected_max_duration_secs, DEFAULT_MAX_DURATION),
+            min_size_ratio: obs
+                .expected_min_size_ratio
+                .unwrap_or(DEFAULT_MIN_SIZE_RATIO),
+            min_full_backups: obs
+                .expected_min_full_backups
+                .unwrap_or(DEFAULT_MIN_FULL_BACKUPS),
+        }
+    }
+}
 
 /// `tool` is the program's name as people know it ("pgBackRest", "Barman").
 #[must_use]
 pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
-    let max_age = obs
-        .expected_max_age_secs
-        .map_or(DEFAULT_MAX_AGE, Duration::from_secs);
-    let max_full_age = obs
-        .expected_max_full_age_secs
-        .map_or(DEFAULT_MAX_FULL_AGE, Duration::from_secs);
+    let limits = SetLimits::of(obs);
     let windows: Vec<SetWindow> = obs
         .sets
         .iter()
@@ -51,8 +82,11 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     let details = json!({
         "commands": obs.commands,
         "sets": obs.sets,
-        "max_age_secs": max_age.as_secs(),
-        "max_full_age_secs": max_full_age.as_secs(),
+        "max_age_secs": limits.max_age.as_secs(),
+        "max_full_age_secs": limits.max_full_age.as_secs(),
+        "max_duration_secs": limits.max_duration.as_secs(),
+        "min_size_ratio": limits.min_size_ratio,
+        "min_full_backups": limits.min_full_backups,
         "windows": windows,
         "window_secs": narrowest.map(|w| w.secs),
         "window": narrowest,
@@ -68,11 +102,7 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
             format!("{tool} knows no stanza or server: nothing is backed up"),
         )
     } else {
-        let mut judged: Vec<(Status, String)> = obs
-            .sets
-            .iter()
-            .map(|s| set(s, max_age, max_full_age))
-            .collect();
+        let mut judged: Vec<(Status, String)> = obs.sets.iter().map(|s| set(s, &limits)).collect();
         judged.sort_by_key(|(st, _)| std::cmp::Reverse(st.rank()));
         let worst = judged[0].0;
         Verdict::new(
@@ -142,7 +172,12 @@ fn describe(b: &ToolBackup) -> String {
     s
 }
 
-fn set(s: &BackupSet, max_age: Duration, max_full_age: Duration) -> (Status, String) {
+fn set(s: &BackupSet, limits: &SetLimits) -> (Status, String) {
+    let SetLimits {
+        max_age,
+        max_full_age,
+        ..
+    } = *limits;
     let name = &s.name;
     let mut problems = Vec::new();
     // Barman's status is its checks' verdict: the failing checks below say it better.
@@ -190,6 +225,13 @@ fn set(s: &BackupSet, max_age: Duration, max_full_age: Duration) -> (Status, Str
             format!("{name}: {}{running}", problems.join(", ")),
         );
     }
+    let warnings = judgements(s, limits);
+    if !warnings.is_empty() {
+        return (
+            Status::Warning,
+            format!("{name}: {}{running}", warnings.join(", ")),
+        );
+    }
     let mut text = format!("{name}: ");
     if let Some(b) = &s.newest {
         text.push_str(&format!("newest {}", describe(b)));
@@ -204,6 +246,48 @@ fn set(s: &BackupSet, max_age: Duration, max_full_age: Duration) -> (Status, Str
     }
     text.push_str(running);
     (Status::Ok, text)
+}
+
+/// What peers judge beyond freshness: runtime, size drop and redundancy of the full backups.
+fn judgements(s: &BackupSet, l: &SetLimits) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(f) = &s.newest_full {
+        if let Some(d) = f.duration_secs
+            && u64::try_from(d).is_ok_and(|d| d > l.max_duration.as_secs())
+        {
+            out.push(format!(
+                "newest full backup {} took {} (limit {})",
+                f.label,
+                human::duration(d),
+                human::duration(l.max_duration.as_secs() as i64)
+            ));
+        }
+        if let Some(p) = &s.previous_full
+            && p.size_bytes > 0
+            && f.size_bytes > 0
+            && (f.size_bytes as f64) < l.min_size_ratio * p.size_bytes as f64
+        {
+            out.push(format!(
+                "newest full backup {} is {}, {:.0} % of the previous full {} ({}; limit {:.0} %)",
+                f.label,
+                human::bytes(f.size_bytes),
+                100.0 * f.size_bytes as f64 / p.size_bytes as f64,
+                p.label,
+                human::bytes(p.size_bytes),
+                100.0 * l.min_size_ratio
+            ));
+        }
+    }
+    // An older agent does not count fulls: its newest full is at least one.
+    let kept = s.full_count.max(u64::from(s.newest_full.is_some()));
+    if kept > 0 && kept < u64::from(l.min_full_backups) {
+        out.push(format!(
+            "{kept} full backup{} kept, fewer than {}",
+            if kept == 1 { "" } else { "s" },
+            l.min_full_backups
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -231,6 +315,70 @@ mod tests {
             }],
             ..BackupToolObs::default()
         }
+    }
+
+    #[test]
+    fn a_full_backup_slower_than_max_duration_is_a_warning() {
+        let mut o = healthy();
+        o.sets[0].newest_full.as_mut().unwrap().duration_secs = Some(5 * 3600);
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary
+                .contains("newest full backup L-full took 5 h (limit 4 h)"),
+            "{}",
+            v.summary
+        );
+        o.expected_max_duration_secs = Some(6 * 3600);
+        assert_eq!(judge("pgBackRest", &o).status, Status::Ok);
+    }
+
+    #[test]
+    fn a_full_backup_half_the_size_of_the_previous_is_a_warning() {
+        let mut o = healthy();
+        let set = &mut o.sets[0];
+        set.newest_full.as_mut().unwrap().size_bytes = 40 << 20;
+        set.previous_full = Some(ToolBackup {
+            label: "L-prev".into(),
+            size_bytes: 100 << 20,
+            ..backup("full", 10 * 86_400)
+        });
+        let v = judge("Barman", &o);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.contains(
+                "newest full backup L-full is 40.0 MiB, 40 % of the previous full L-prev (100.0 MiB; limit 50 %)"
+            ),
+            "{}",
+            v.summary
+        );
+        o.expected_min_size_ratio = Some(0.3);
+        assert_eq!(judge("Barman", &o).status, Status::Ok);
+    }
+
+    #[test]
+    fn fewer_full_backups_than_min_full_backups_is_a_warning() {
+        let mut o = healthy();
+        o.sets[0].full_count = 2;
+        assert_eq!(judge("pgBackRest", &o).status, Status::Ok);
+        o.expected_min_full_backups = Some(3);
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.contains("2 full backups kept, fewer than 3"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn a_critical_finding_outranks_the_warnings() {
+        let mut o = healthy();
+        o.sets[0].newest_full = Some(ToolBackup {
+            duration_secs: Some(5 * 3600),
+            ..backup("full", 8 * 86_400)
+        });
+        assert_eq!(judge("pgBackRest", &o).status, Status::Critical);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! for.
 
 use anyhow::{Result, ensure};
-use backwatch_tests::harness::scene;
+use backwatch_tests::harness::{consistently, scene};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -49,9 +49,16 @@ async fn stale_daily_backup_is_critical_until_a_fresh_one_lands() -> Result<()> 
 
     // An in-progress file does not count as a backup ...
     backup_file(&daily.join("base-2.tar.gz.part"), "now")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let c = collector.check("db1", "backup.daily").await?;
-    assert_eq!(c["status"], "critical", "{c}");
+    consistently(
+        Duration::from_secs(3),
+        "backup.daily critical with only a .part file",
+        async || {
+            let c = collector.check("db1", "backup.daily").await?;
+            ensure!(c["status"] == "critical", "{c}");
+            Ok(())
+        },
+    )
+    .await;
 
     // ... a finished one does.
     backup_file(&daily.join("base-2.tar.gz"), "10 minutes ago")?;

@@ -112,6 +112,58 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
     Ok(())
 }
 
+/// Runtime, size drop and redundancy, judged from real pgBackRest backups: a full backup of a
+/// cluster with a table, then the table dropped and a second full that waits for its WAL
+/// behind a slow archive_command.
+#[tokio::test]
+async fn a_slow_shrunken_full_and_too_few_fulls_are_warnings_naming_each() -> Result<()> {
+    let tool = PgBackRest::start("repo1-retention-full=5")?;
+    tool.pg.psql(
+        "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 100000) g",
+    )?;
+    tool.backup("full")?;
+    tool.pg.psql("DROP TABLE big; CHECKPOINT")?;
+    // The backup waits until its last segment is archived: at least 3 s with this command.
+    tool.pg.set_archive_command(&format!(
+        "sleep 3 && pgbackrest --config={} --stanza=main archive-push %p",
+        tool.conf.display()
+    ))?;
+    tool.backup("full")?;
+
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\n\
+             max_duration = \"2s\"\nmin_size_ratio = 0.8\nmin_full_backups = 3\n",
+            tool.conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_status("db1", "pgbackrest.main", "warning", WAIT)
+        .await;
+    let set = &c["details"]["sets"][0];
+    let (newest, previous) = (&set["newest_full"], &set["previous_full"]);
+    let label = |b: &serde_json::Value| b["label"].as_str().unwrap_or_default().to_string();
+    assert_eq!(set["full_count"], 2, "{c}");
+    assert!(
+        newest["size_bytes"].as_u64() < previous["size_bytes"].as_u64().map(|p| p * 8 / 10),
+        "{c}"
+    );
+    let summary = c["summary"].as_str().unwrap_or_default();
+    for want in [
+        format!("main: newest full backup {} took ", label(newest)),
+        "(limit 2 s)".to_string(),
+        format!("% of the previous full {} (", label(previous)),
+        "limit 80 %)".to_string(),
+        "2 full backups kept, fewer than 3".to_string(),
+    ] {
+        assert!(summary.contains(&want), "{want:?} not in {summary}");
+    }
+    assert_eq!(c["details"]["min_full_backups"], 3, "{c}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical() -> Result<()> {
     let tool = Barman::start().await?;

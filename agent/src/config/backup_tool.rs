@@ -10,6 +10,7 @@ use super::{At, Cx, Section, Valid};
 use crate::probe::barman::BarmanProbe;
 use crate::probe::pgbackrest::PgBackRestProbe;
 use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_proto::model::BackupToolObs;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -18,8 +19,82 @@ use toml::Value;
 
 pub const TOOL_INTERVAL: Duration = Duration::from_secs(600);
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
-const AGE_DEFAULT: &str = "the collector's threshold or 24h applies";
-const FULL_AGE_DEFAULT: &str = "the collector's threshold or 7 days applies";
+const AGE_DEFAULT: &str = "24h (the procedure's daily backup)";
+const FULL_AGE_DEFAULT: &str = "7d (the procedure's weekly backup)";
+
+/// What the agent's configuration expects of a backup tool's sets, sent with each observation
+/// (`expected_*`); `None`: the rule's default (`rules/src/backup_tool.rs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolLimits {
+    pub max_age: Option<Duration>,
+    pub max_full_age: Option<Duration>,
+    pub max_duration: Option<Duration>,
+    pub min_size_ratio: Option<f64>,
+    pub min_full_backups: Option<u32>,
+}
+
+impl ToolLimits {
+    /// An observation carrying these expectations, to be filled by the probe.
+    pub fn observation(&self) -> BackupToolObs {
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+        BackupToolObs {
+            expected_max_age_secs: secs(self.max_age),
+            expected_max_full_age_secs: secs(self.max_full_age),
+            expected_max_duration_secs: secs(self.max_duration),
+            expected_min_size_ratio: self.min_size_ratio,
+            expected_min_full_backups: self.min_full_backups,
+            ..BackupToolObs::default()
+        }
+    }
+
+    /// The raw keys checked (every problem under `at`'s keys) and the settings shown.
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        cx: &mut Cx,
+        at: &At,
+        max_age: Option<Duration>,
+        max_full_age: Option<Duration>,
+        max_duration: Option<Duration>,
+        min_size_ratio: Option<f64>,
+        min_full_backups: Option<u32>,
+    ) -> (ToolLimits, Settings) {
+        if max_duration.is_some_and(|d| d.is_zero()) {
+            cx.problems
+                .push(at.key("max_duration"), "must be more than 0");
+        }
+        if let Some(r) = min_size_ratio
+            && !(r > 0.0 && r <= 1.0)
+        {
+            cx.problems.push(
+                at.key("min_size_ratio"),
+                format!("{r} must be more than 0 and at most 1 (example: 0.5)"),
+            );
+        }
+        if min_full_backups == Some(0) {
+            cx.problems
+                .push(at.key("min_full_backups"), "must be at least 1");
+        }
+        let limits = ToolLimits {
+            max_age,
+            max_full_age,
+            max_duration,
+            min_size_ratio,
+            min_full_backups,
+        };
+        let settings = Settings::default()
+            .or_note("max_age", max_age, duration, AGE_DEFAULT)
+            .or_note("max_full_age", max_full_age, duration, FULL_AGE_DEFAULT)
+            .or_note("max_duration", max_duration, duration, "4h")
+            .or_note("min_size_ratio", min_size_ratio, Value::from, "0.5")
+            .or_note(
+                "min_full_backups",
+                min_full_backups,
+                |n| Value::from(i64::from(n)),
+                "1",
+            );
+        (limits, settings)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +116,14 @@ pub struct RawPgBackRest {
     /// Newest full backup older than this is critical (default 7 d).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_full_age: Option<Duration>,
+    /// Newest full backup taking longer is a warning (default 4 h, pgMonitor's).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_duration: Option<Duration>,
+    /// Newest full backup smaller than this share of the previous full is a warning (default
+    /// 0.5: a backup that silently skipped a tablespace).
+    pub min_size_ratio: Option<f64>,
+    /// Fewer full backups kept is a warning (default 1).
+    pub min_full_backups: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +144,14 @@ pub struct RawBarman {
     pub max_age: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_full_age: Option<Duration>,
+    /// Newest full backup taking longer is a warning (default 4 h, pgMonitor's).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_duration: Option<Duration>,
+    /// Newest full backup smaller than this share of the previous full is a warning (default
+    /// 0.5: a backup that silently skipped a tablespace).
+    pub min_size_ratio: Option<f64>,
+    /// Fewer full backups kept is a warning (default 1).
+    pub min_full_backups: Option<u32>,
 }
 
 fn command(p: &mut Problems, key: String, c: Option<Vec<String>>, default: &str) -> Vec<String> {
@@ -89,13 +180,21 @@ impl Section for RawPgBackRest {
 
     fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
         let r = self;
+        let (limits, shown) = ToolLimits::validate(
+            cx,
+            at,
+            r.max_age,
+            r.max_full_age,
+            r.max_duration,
+            r.min_size_ratio,
+            r.min_full_backups,
+        );
         let probe = PgBackRestProbe {
             command: command(&mut cx.problems, at.key("command"), r.command, "pgbackrest"),
             name: r.name,
             config: r.config,
             stanza: r.stanza,
-            max_age: r.max_age,
-            max_full_age: r.max_full_age,
+            limits,
         };
         let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
@@ -103,13 +202,7 @@ impl Section for RawPgBackRest {
             .or_note("stanza", probe.stanza.clone(), Value::from, "every stanza")
             .or_note("config", probe.config.clone(), path, "pgBackRest's default")
             .duration("timeout", timeout)
-            .or_note("max_age", probe.max_age, duration, AGE_DEFAULT)
-            .or_note(
-                "max_full_age",
-                probe.max_full_age,
-                duration,
-                FULL_AGE_DEFAULT,
-            );
+            .after(shown);
         Some(Valid {
             probe: Box::new(probe),
             timeout,
@@ -137,13 +230,21 @@ impl Section for RawBarman {
             cx.problems
                 .push(at.key("server"), "must name a Barman server");
         }
+        let (limits, shown) = ToolLimits::validate(
+            cx,
+            at,
+            r.max_age,
+            r.max_full_age,
+            r.max_duration,
+            r.min_size_ratio,
+            r.min_full_backups,
+        );
         let probe = BarmanProbe {
             command: command(&mut cx.problems, at.key("command"), r.command, "barman"),
             name: r.name,
             config: r.config,
             server: r.server,
-            max_age: r.max_age,
-            max_full_age: r.max_full_age,
+            limits,
         };
         let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
@@ -151,13 +252,7 @@ impl Section for RawBarman {
             .strings("command", &probe.command)
             .or_note("config", probe.config.clone(), path, "Barman's default")
             .duration("timeout", timeout)
-            .or_note("max_age", probe.max_age, duration, AGE_DEFAULT)
-            .or_note(
-                "max_full_age",
-                probe.max_full_age,
-                duration,
-                FULL_AGE_DEFAULT,
-            );
+            .after(shown);
         Some(Valid {
             probe: Box::new(probe),
             timeout,

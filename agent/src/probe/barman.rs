@@ -1,9 +1,10 @@
 //! Barman probe (`barman.<name>`): one Barman server's backups and its own checks.
 //!
 //! Invariants:
-//! - Three commands per run, in order, each with Barman's JSON output (`-f json`, Barman ≥ 2.x):
-//!   `list-backups <server>` (the catalogue, newest first), `show-backup <server> <id>` for the
-//!   newest usable backup only (start and end time, WAL range, size), and `check <server>`
+//! - A few commands per run, in order, each with Barman's JSON output (`-f json`, Barman ≥
+//!   2.x): `list-backups <server>` (the catalogue, newest first), `show-backup <server> <id>`
+//!   for the newest usable backup and the one before it (start and end time, WAL range, size:
+//!   the size drop compares them), `show-server` (where its WAL is) and `check <server>`
 //!   (Barman's own verdicts; each one not "OK" is reported as "name: hint"). All bounded by the
 //!   probe's timeout; the child and all it started are killed with it, and output is
 //!   capped (see [`super::tool_command`]).
@@ -17,11 +18,11 @@
 
 use super::tool_command::{self, Output};
 use super::{Outcome, Probe};
-use backwatch_proto::model::{BackupSet, BackupToolObs, Observation, ProbeKind, ToolBackup};
+use crate::config::backup_tool::ToolLimits;
+use backwatch_proto::model::{BackupSet, Observation, ProbeKind, ToolBackup};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Failing checks kept (Barman has about twenty).
 const MAX_CHECKS: usize = 20;
@@ -34,8 +35,7 @@ pub struct BarmanProbe {
     /// `-c`.
     pub config: Option<PathBuf>,
     pub server: String,
-    pub max_age: Option<Duration>,
-    pub max_full_age: Option<Duration>,
+    pub limits: ToolLimits,
 }
 
 #[async_trait::async_trait]
@@ -53,11 +53,7 @@ impl Probe for BarmanProbe {
     }
 
     async fn observe(&self) -> Outcome {
-        let mut obs = BackupToolObs {
-            expected_max_age_secs: self.max_age.map(|d| d.as_secs()),
-            expected_max_full_age_secs: self.max_full_age.map(|d| d.as_secs()),
-            ..BackupToolObs::default()
-        };
+        let mut obs = self.limits.observation();
         match self.observe_set(&mut obs.commands).await {
             Ok(set) => obs.sets = vec![set],
             Err(e) => obs.error = Some(e),
@@ -137,14 +133,26 @@ impl BarmanProbe {
             .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
             .min_by_key(|e| id(e))
             .map(|e| backup(&Value::Null, e, &id(e), now));
-        if let Some(u) = usable {
+        // Every Barman backup is a full one (rsync reuse only saves space): usable ones are
+        // the fulls kept, the one before the newest is what its size is compared with.
+        let mut fulls: Vec<&Value> = entries
+            .iter()
+            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
+            .collect();
+        fulls.sort_by_key(|e| std::cmp::Reverse(id(e)));
+        set.full_count = fulls.len() as u64;
+        for (i, u) in fulls.iter().take(2).enumerate() {
             let label = id(u);
             let (_, shown) = self
                 .json(commands, &["show-backup", server, &label])
                 .await?;
             let b = backup(&shown[server], u, &label, now);
-            set.newest_full = Some(b.clone());
-            set.newest = Some(b);
+            if i == 0 {
+                set.newest_full = Some(b.clone());
+                set.newest = Some(b);
+            } else {
+                set.previous_full = Some(b);
+            }
         }
         // The newest WAL Barman holds, and when it arrived: the last line of the server's
         // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.

@@ -16,11 +16,11 @@
 
 use super::tool_command::{self, Output};
 use super::{Outcome, Probe};
+use crate::config::backup_tool::ToolLimits;
 use backwatch_proto::model::{BackupSet, BackupToolObs, Observation, ProbeKind, ToolBackup};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct PgBackRestProbe {
@@ -31,8 +31,7 @@ pub struct PgBackRestProbe {
     pub config: Option<PathBuf>,
     /// `--stanza`; all stanzas when `None`.
     pub stanza: Option<String>,
-    pub max_age: Option<Duration>,
-    pub max_full_age: Option<Duration>,
+    pub limits: ToolLimits,
 }
 
 #[async_trait::async_trait]
@@ -53,9 +52,7 @@ impl Probe for PgBackRestProbe {
         let argv = self.argv();
         let mut obs = BackupToolObs {
             commands: vec![tool_command::shown(&argv)],
-            expected_max_age_secs: self.max_age.map(|d| d.as_secs()),
-            expected_max_full_age_secs: self.max_full_age.map(|d| d.as_secs()),
-            ..BackupToolObs::default()
+            ..self.limits.observation()
         };
         let now = Utc::now();
         let mut archive_ids = std::collections::HashMap::new();
@@ -185,12 +182,16 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         .map(|(b, _)| b)
         .max_by_key(|b| stop(b))
         .cloned();
-    let newest_full = backups
+    // Successful fulls, newest first: the newest, the one before it (size drop) and how many
+    // are kept (redundancy).
+    let mut fulls: Vec<&ToolBackup> = backups
         .iter()
         .filter(|(b, err)| !err && b.kind == "full")
         .map(|(b, _)| b)
-        .max_by_key(|b| stop(b))
-        .cloned();
+        .collect();
+    fulls.sort_by_key(|b| std::cmp::Reverse(stop(b)));
+    let newest_full = fulls.first().map(|b| (*b).clone());
+    let previous_full = fulls.get(1).map(|b| (*b).clone());
     let newest_failed = backups
         .iter()
         .filter(|(b, err)| *err && newest.as_ref().is_none_or(|n| stop(b) > stop(n)))
@@ -218,6 +219,8 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         archive_max: archive.and_then(|a| text(&a["max"])),
         oldest,
         archive_max_time: None,
+        previous_full,
+        full_count: fulls.len() as u64,
     }
 }
 

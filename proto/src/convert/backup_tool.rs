@@ -59,10 +59,15 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     archive_max: clip_opt(&b.archive_max),
                     oldest: b.oldest.as_ref().map(backup_to_wire),
                     archive_max_time: opt_ts(b.archive_max_time),
+                    previous_full: b.previous_full.as_ref().map(backup_to_wire),
+                    full_count: b.full_count,
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),
             expected_max_full_age_secs: o.expected_max_full_age_secs.unwrap_or(0),
+            expected_max_duration_secs: o.expected_max_duration_secs.unwrap_or(0),
+            expected_min_size_ratio: o.expected_min_size_ratio.unwrap_or(0.0),
+            expected_min_full_backups: o.expected_min_full_backups.unwrap_or(0),
         }
     }
 }
@@ -106,11 +111,21 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
                 archive_max: opt_text("sets.archive_max", b.archive_max)?,
                 oldest: backup_from_wire(b.oldest)?,
                 archive_max_time: from_opt_ts(&b.archive_max_time)?,
+                previous_full: backup_from_wire(b.previous_full)?,
+                full_count: b.full_count,
             })
         })?,
         expected_max_age_secs: (o.expected_max_age_secs > 0).then_some(o.expected_max_age_secs),
         expected_max_full_age_secs: (o.expected_max_full_age_secs > 0)
             .then_some(o.expected_max_full_age_secs),
+        expected_max_duration_secs: (o.expected_max_duration_secs > 0)
+            .then_some(o.expected_max_duration_secs),
+        // A ratio outside (0, 1] or not a number is not a limit anyone set: the default.
+        expected_min_size_ratio: (o.expected_min_size_ratio > 0.0
+            && o.expected_min_size_ratio <= 1.0)
+            .then_some(o.expected_min_size_ratio),
+        expected_min_full_backups: (o.expected_min_full_backups > 0)
+            .then_some(o.expected_min_full_backups),
     })
 }
 

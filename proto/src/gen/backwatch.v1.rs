@@ -671,6 +671,16 @@ pub struct BackupToolObservation {
     pub expected_max_age_secs: u64,
     #[prost(uint64, tag = "5")]
     pub expected_max_full_age_secs: u64,
+    /// The newest full backup taking longer is a warning (seconds; 0 = the rule's 4 h).
+    #[prost(uint64, tag = "6")]
+    pub expected_max_duration_secs: u64,
+    /// The newest full backup smaller than this share of the previous full is a warning
+    /// (0 = the rule's 0.5).
+    #[prost(double, tag = "7")]
+    pub expected_min_size_ratio: f64,
+    /// Fewer full backups kept is a warning (0 = the rule's 1).
+    #[prost(uint32, tag = "8")]
+    pub expected_min_full_backups: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BackupSet {
@@ -712,6 +722,12 @@ pub struct BackupSet {
     /// the recoverable window ends.
     #[prost(message, optional, tag = "13")]
     pub archive_max_time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The successful full backup before `newest_full`: what its size is compared with.
+    #[prost(message, optional, tag = "14")]
+    pub previous_full: ::core::option::Option<ToolBackup>,
+    /// Successful full backups kept.
+    #[prost(uint64, tag = "15")]
+    pub full_count: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ToolBackup {

@@ -16,6 +16,12 @@ pub struct BackupToolObs {
     /// What the agent's configuration expects (the rule's defaults otherwise).
     pub expected_max_age_secs: Option<u64>,
     pub expected_max_full_age_secs: Option<u64>,
+    #[serde(default)]
+    pub expected_max_duration_secs: Option<u64>,
+    #[serde(default)]
+    pub expected_min_size_ratio: Option<f64>,
+    #[serde(default)]
+    pub expected_min_full_backups: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +49,12 @@ pub struct BackupSet {
     /// from `repo-ls`): where the recoverable window ends.
     #[serde(default)]
     pub archive_max_time: Option<DateTime<Utc>>,
+    /// The successful full backup before `newest_full`: what its size is compared with.
+    #[serde(default)]
+    pub previous_full: Option<ToolBackup>,
+    /// Successful full backups kept.
+    #[serde(default)]
+    pub full_count: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
