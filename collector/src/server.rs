@@ -186,6 +186,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let worker = crate::notify::Worker::new(store.clone(), alerting.clone(), queued)
         .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
     tokio::spawn(worker.run());
+    if let Some(sync) = crate::notify::alertmanager::Sync::new(
+        store.clone(),
+        alerting.clone(),
+        Arc::new(config.thresholds.clone()),
+        config.alerting.delivery.webhook_timeout,
+    )
+    .map_err(|e| anyhow::anyhow!("starting Alertmanager delivery: {e}"))?
+    {
+        tokio::spawn(sync.run(leader.clone()));
+    }
     tokio::spawn(crate::report::task::run(
         store.clone(),
         Arc::new(config.reports.clone()),

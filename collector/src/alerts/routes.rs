@@ -15,6 +15,9 @@ pub enum Target {
     Email(Vec<String>),
     /// An http(s) URL receiving a JSON POST per notice.
     Webhook(String),
+    /// An Alertmanager's base URL: its alerts are kept in sync, not queued per notice
+    /// (`notify/alertmanager.rs`).
+    Alertmanager(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +55,7 @@ impl Route {
         match &self.target {
             Target::Email(to) => to.iter().map(|a| (Channel::Email, a.as_str())).collect(),
             Target::Webhook(url) => vec![(Channel::Webhook, url.as_str())],
+            Target::Alertmanager(_) => Vec::new(),
         }
     }
 }

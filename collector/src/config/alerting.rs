@@ -54,6 +54,9 @@ pub struct RawDelivery {
     pub poll_every: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub webhook_timeout: Option<Duration>,
+    /// How often Alertmanager routes get the open alerts again (default 30 s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub alertmanager_every: Option<Duration>,
     pub worker_id: Option<String>,
 }
 
@@ -160,6 +163,9 @@ pub struct Delivery {
     pub lease: Duration,
     pub poll_every: Duration,
     pub webhook_timeout: Duration,
+    /// How often Alertmanager routes get the open alerts again: Alertmanager ends an alert
+    /// that is not re-sent.
+    pub alertmanager_every: Duration,
     /// Names this collector's claims; a restart releases the claims of its previous life.
     pub worker_id: String,
 }
@@ -274,6 +280,9 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
         lease: d.lease.unwrap_or(Duration::from_secs(5 * 60)),
         poll_every: d.poll_every.unwrap_or(Duration::from_secs(5)),
         webhook_timeout: d.webhook_timeout.unwrap_or(Duration::from_secs(30)),
+        alertmanager_every: d
+            .alertmanager_every
+            .unwrap_or(crate::notify::alertmanager::RESEND),
         worker_id: d
             .worker_id
             .unwrap_or_else(|| format!("{}:{}", host_name(), raw.grpc_listen.port())),
@@ -282,6 +291,7 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
         ("delivery.retry_initial", delivery.retry_initial),
         ("delivery.poll_every", delivery.poll_every),
         ("delivery.webhook_timeout", delivery.webhook_timeout),
+        ("delivery.alertmanager_every", delivery.alertmanager_every),
     ] {
         if v.is_zero() {
             p.push(key, "must be more than 0");
@@ -523,10 +533,32 @@ fn routes(
                 }
                 Target::Webhook(url)
             }
+            "alertmanager" => {
+                let (url, from) = webhook_url(p, &key, r.url, r.url_file, base);
+                if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(
+                        key(from),
+                        "is not an http(s) URL: Alertmanager's base, e.g. http://alertmanager:9093",
+                    );
+                }
+                if !r.to.is_empty() {
+                    p.push(
+                        key("to"),
+                        "is for email routes (alertmanager routes use `url`)",
+                    );
+                }
+                if r.daily_summary == Some(true) {
+                    p.push(
+                        key("daily_summary"),
+                        "Alertmanager takes alerts, not reports: use an email or webhook route",
+                    );
+                }
+                Target::Alertmanager(url)
+            }
             other => {
                 p.push(
                     key("channel"),
-                    format!("{other:?} is not one of \"email\", \"webhook\""),
+                    format!("{other:?} is not one of \"email\", \"webhook\", \"alertmanager\""),
                 );
                 Target::Email(r.to)
             }

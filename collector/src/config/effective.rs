@@ -127,6 +127,7 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
         let to = match &r.target {
             Target::Email(to) => format!("email {}", to.join(", ")),
             Target::Webhook(url) => format!("webhook {}", redact_webhook(url)),
+            Target::Alertmanager(url) => format!("alertmanager {}", redact_webhook(url)),
         };
         let what = match (r.alerts, r.daily_summary) {
             (true, true) => format!("alerts from {} and the daily summary", r.min_status),

@@ -16,6 +16,7 @@
 //!   one (5xx, a broken address) fails at once; after `give_up_after` the row fails too. The
 //!   server's answer is kept on the row for the API and logged.
 
+pub mod alertmanager;
 pub mod email;
 pub mod webhook;
 
@@ -309,6 +310,7 @@ mod tests {
             lease: Duration::from_secs(300),
             poll_every: Duration::from_secs(5),
             webhook_timeout: Duration::from_secs(30),
+            alertmanager_every: Duration::from_secs(30),
             worker_id: "test".into(),
         }
     }

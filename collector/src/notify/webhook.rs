@@ -17,23 +17,30 @@ pub struct Poster {
     client: reqwest::Client,
 }
 
+/// An HTTP client for outgoing deliveries (webhooks, Alertmanager): rustls with ring and the
+/// webpki roots, `timeout` per request.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("webhook TLS settings: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .user_agent(concat!("backwatch-collector/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("webhook client: {e}"))
+}
+
 impl Poster {
     pub fn new(timeout: Duration) -> Result<Poster, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("webhook TLS settings: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(timeout)
-            .user_agent(concat!("backwatch-collector/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("webhook client: {e}"))?;
-        Ok(Poster { client })
+        Ok(Poster {
+            client: client(timeout)?,
+        })
     }
 
     /// POST the notification's document; the answer's status line on success.

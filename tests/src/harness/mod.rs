@@ -3,6 +3,7 @@
 //! stopped when the returned value is dropped, so a failing test leaves no process behind.
 
 pub mod alerting;
+pub mod alertmanager;
 pub mod backup_tools;
 pub mod browser;
 pub mod clock;
