@@ -331,3 +331,104 @@ async fn wal_archiving_failures_show_as_counters_and_delay() -> Result<()> {
     promtool(&page)?;
     Ok(())
 }
+
+fn deploy(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// `promtool` with `args`, its output; a missing promtool fails in CI, is skipped locally.
+fn promtool_run(args: &[&str]) -> Result<Option<String>> {
+    match Command::new("promtool").args(args).output() {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if !out.status.success() {
+                bail!("promtool {args:?} failed ({}):\n{text}", out.status);
+            }
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: promtool is not installed (./scripts/test installs it)");
+            Ok(None)
+        }
+        Err(e) => Err(e).context("running promtool (Debian package prometheus)"),
+    }
+}
+
+/// The shipped alerting rules load, and fire (or not) as their unit tests say.
+#[test]
+fn shipped_prometheus_rules_pass_promtool() -> Result<()> {
+    let rules = deploy("prometheus/backwatch.rules.yml");
+    let tests = deploy("prometheus/backwatch.rules.test.yml");
+    if let Some(out) = promtool_run(&["check", "rules", &rules.display().to_string()])? {
+        assert!(out.contains("SUCCESS: 9 rules found"), "{out}");
+    }
+    if let Some(out) = promtool_run(&["test", "rules", &tests.display().to_string()])? {
+        assert!(out.contains("SUCCESS"), "{out}");
+    }
+    Ok(())
+}
+
+/// Every metric the Grafana dashboard and the alerting rules query is one a live collector
+/// exports (its `# TYPE` lines are there even before the first sample).
+#[tokio::test]
+async fn the_dashboard_and_rules_name_only_metrics_the_collector_exports() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let s = scene("db1", |a| a.disk("backup", data.path(), "1h")).await?;
+    s.collector
+        .wait_status("db1", "disk.backup", "ok", Duration::from_secs(30))
+        .await;
+    let page = http_client()
+        .get(s.collector.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let exported: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/backwatch.json"))?)?;
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .context("panels")?
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect();
+    if let Some(q) = dashboard["templating"]["list"]
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == "host"))
+        .and_then(|v| v["definition"].as_str())
+    {
+        queries.push(q.to_string());
+    }
+    let rules = std::fs::read_to_string(deploy("prometheus/backwatch.rules.yml"))?;
+    queries.extend(
+        rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr: ").map(String::from)),
+    );
+    assert!(queries.len() > 20, "{queries:#?}");
+    let mut named = 0;
+    for q in &queries {
+        for name in q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("backwatch_"))
+        {
+            named += 1;
+            assert!(
+                exported.contains(name),
+                "{name} (in {q:?}) is not exported; /metrics has {exported:?}"
+            );
+        }
+    }
+    assert!(named > 20, "{named} metric names checked");
+    Ok(())
+}

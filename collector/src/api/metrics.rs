@@ -227,18 +227,64 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_backup_newest_age_seconds",
         kind: "gauge",
-        help: "Age of the newest backup file on the agent's clock when it was measured.",
+        help: "Age of the newest backup (file, or the backup tool's newest of any type) on the agent's clock when it was measured.",
         read: |o| match o {
             Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.age_secs as f64),
+            // The stalest set speaks for the check, as its verdict does.
+            Observation::PgBackRest(t) | Observation::Barman(t) => t
+                .sets
+                .iter()
+                .filter_map(|s| s.newest.as_ref()?.age_secs)
+                .max()
+                .map(|a| a as f64),
+            _ => None,
+        },
+    },
+    Gauge {
+        name: "backwatch_backup_newest_full_age_seconds",
+        kind: "gauge",
+        help: "Age of the backup tool's newest full backup (the stalest set's) when it was measured.",
+        read: |o| match o {
+            Observation::PgBackRest(t) | Observation::Barman(t) => t
+                .sets
+                .iter()
+                .filter_map(|s| s.newest_full.as_ref()?.age_secs)
+                .max()
+                .map(|a| a as f64),
             _ => None,
         },
     },
     Gauge {
         name: "backwatch_backup_newest_size_bytes",
         kind: "gauge",
-        help: "Size of the newest backup file.",
+        help: "Size of the newest backup file, or of the backup tool's newest backup (the database size it read).",
         read: |o| match o {
             Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.size_bytes as f64),
+            Observation::PgBackRest(t) | Observation::Barman(t) => t
+                .sets
+                .iter()
+                .filter_map(|s| s.newest.as_ref())
+                .max_by_key(|b| b.age_secs.map(std::cmp::Reverse))
+                .map(|b| b.size_bytes as f64),
+            _ => None,
+        },
+    },
+    Gauge {
+        name: "backwatch_backup_duration_seconds",
+        kind: "gauge",
+        help: "How long the newest full backup took: a plain pg_basebackup directory's, or the backup tool's newest full.",
+        read: |o| match o {
+            Observation::BackupDir(b) => b
+                .newest_base_backup
+                .as_ref()
+                .and_then(|n| n.duration_secs)
+                .map(|d| d as f64),
+            Observation::PgBackRest(t) | Observation::Barman(t) => t
+                .sets
+                .iter()
+                .filter_map(|s| s.newest_full.as_ref()?.duration_secs)
+                .max()
+                .map(|d| d as f64),
             _ => None,
         },
     },
