@@ -11,7 +11,6 @@ use super::wal_archive::{WalProbe, get};
 use super::{Outcome, Probe};
 use backwatch_proto::error::chain;
 use backwatch_proto::model::{Observation, ProbeKind, SettingsObs};
-use std::time::Duration;
 use tokio_postgres::Client;
 
 #[derive(Debug, Clone)]
@@ -53,13 +52,8 @@ impl Probe for SettingsProbe {
     }
 }
 
-async fn query(client: &Client, statement_timeout: Duration) -> Result<SettingsObs, String> {
-    let ms = statement_timeout.as_millis().min(i32::MAX as u128);
+async fn query(client: &Client) -> Result<SettingsObs, String> {
     let failed = |e: tokio_postgres::Error| format!("query failed: {}", chain(&e));
-    client
-        .batch_execute(&format!("SET statement_timeout = {ms}"))
-        .await
-        .map_err(failed)?;
     let row = client.query_one(SETTINGS_SQL, &[]).await.map_err(failed)?;
     let bad = |e: String| format!("query failed: {e}");
     Ok(SettingsObs {

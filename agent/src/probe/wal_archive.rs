@@ -145,19 +145,28 @@ impl WalProbe {
         }
     }
 
-    /// Connect, run `queries` (given the client and the statement timeout to set), and close.
-    /// The whole query phase is bounded too: three round trips, two of them bounded by the
-    /// server, the rest is network slack. Every probe that asks PostgreSQL goes through here.
+    /// Connect, set the session's `statement_timeout`, run `queries`, and close. The whole
+    /// query phase is bounded too: three round trips, two of them bounded by the server, the
+    /// rest is network slack. Every probe that asks PostgreSQL goes through here.
     pub(crate) async fn with_session<T>(
         &self,
-        queries: impl AsyncFnOnce(&Client, Duration) -> Result<T, String>,
+        queries: impl AsyncFnOnce(&Client) -> Result<T, String>,
     ) -> Result<T, String> {
         let session = self.connect().await?;
         let statement_timeout = self.effective_statement_timeout();
         let limit = self
             .connect_timeout
             .saturating_add(statement_timeout.saturating_mul(2));
-        let result = match timeout(limit, queries(&session.client, statement_timeout)).await {
+        let bounded = async {
+            let ms = statement_timeout.as_millis().min(i32::MAX as u128); // PostgreSQL's maximum
+            session
+                .client
+                .batch_execute(&format!("SET statement_timeout = {ms}"))
+                .await
+                .map_err(|e| format!("query failed: {}", chain(&e)))?;
+            queries(&session.client).await
+        };
+        let result = match timeout(limit, bounded).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {} running queries", secs(limit))),
         };
@@ -229,12 +238,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn query(client: &Client, statement_timeout: Duration) -> Result<WalObs, String> {
-    let ms = statement_timeout.as_millis().min(i32::MAX as u128); // PostgreSQL's maximum
-    client
-        .batch_execute(&format!("SET statement_timeout = {ms}"))
-        .await
-        .map_err(|e| format!("query failed: {}", chain(&e)))?;
+async fn query(client: &Client) -> Result<WalObs, String> {
     let row = client
         .query_one(STATUS_SQL, &[])
         .await

@@ -56,13 +56,8 @@ pub async fn ask(wal: &WalProbe) -> Answer {
     wal.with_session(query).await
 }
 
-async fn query(client: &Client, statement_timeout: std::time::Duration) -> Answer {
-    let ms = statement_timeout.as_millis().min(i32::MAX as u128);
+async fn query(client: &Client) -> Answer {
     let failed = |e: tokio_postgres::Error| format!("query failed: {}", chain(&e));
-    client
-        .batch_execute(&format!("SET statement_timeout = {ms}"))
-        .await
-        .map_err(failed)?;
     let row = client.query_one(ARCHIVER_SQL, &[]).await.map_err(failed)?;
     let bad = |e: String| format!("query failed: {e}");
     let current_wal_file: Option<String> = get(&row, "current_wal_file").map_err(bad)?;
