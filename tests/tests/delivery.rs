@@ -349,3 +349,130 @@ async fn webhook_url_from_a_file_is_used_but_never_shown() -> Result<()> {
     }
     Ok(())
 }
+
+fn stale_backup(dir: &std::path::Path, name: &str, when: &str) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![0u8; 4096])?;
+    let ok = std::process::Command::new("touch")
+        .args(["-d", when])
+        .arg(&path)
+        .status()?
+        .success();
+    ensure!(ok, "touch -d {when}");
+    Ok(())
+}
+
+/// Slack and PagerDuty routes: each receiver gets its service's documented format: Slack
+/// blocks with the severity, host, check and a link; PagerDuty Events v2 `trigger` then
+/// `resolve` under one dedup key.
+#[tokio::test]
+async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> Result<()> {
+    let (slack, pagerduty) = (Webhook::start().await?, Webhook::start().await?);
+    let key = "R0123456789ABCDEF0123456789ABCDE";
+    let certs = Certs::fleet(&["db1"])?;
+    let toml = format!(
+        "{FAST}[[routes]]\nname = \"chat\"\nchannel = \"slack\"\nurl = \"{}\"\n\
+         [[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{key}\"\nmin_status = \"critical\"\n",
+        slack.url(),
+        pagerduty.url()
+    );
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let daily = tempfile::tempdir()?;
+    stale_backup(daily.path(), "base.tar.gz", "3 days ago")?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .backup_dir("daily", daily.path(), "24h", "1s")
+        .start()?;
+
+    let first = |hook: &Webhook| hook.received().first().map(|r| r.body.clone());
+    let (chat, page) = eventually(WAIT, "both notified", async || {
+        Ok((
+            first(&slack).ok_or_else(|| anyhow::anyhow!("slack: nothing yet"))?,
+            first(&pagerduty).ok_or_else(|| anyhow::anyhow!("pagerduty: nothing yet"))?,
+        ))
+    })
+    .await;
+
+    // Slack: a fallback text and blocks (header ≤ 150 characters, fields, a link button).
+    assert!(
+        chat["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("db1 backup.daily")),
+        "{chat}"
+    );
+    let blocks = chat["blocks"].as_array().cloned().unwrap_or_default();
+    let types: Vec<&str> = blocks.iter().filter_map(|b| b["type"].as_str()).collect();
+    assert_eq!(types, ["header", "section", "section", "actions"], "{chat}");
+    let header = blocks[0]["text"]["text"].as_str().unwrap_or_default();
+    assert!(header.starts_with("[CRITICAL] db1 backup.daily"), "{chat}");
+    assert!(header.chars().count() <= 150, "{chat}");
+    assert_eq!(blocks[0]["text"]["type"], "plain_text", "{chat}");
+    let fields: Vec<&str> = blocks[1]["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["text"].as_str())
+        .collect();
+    assert!(fields.contains(&"*Severity*\ncritical"), "{chat}");
+    assert!(fields.contains(&"*Host*\ndb1"), "{chat}");
+    assert!(
+        blocks[3]["elements"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/hosts/db1")),
+        "{chat}"
+    );
+
+    // PagerDuty Events v2: the documented required fields and values.
+    assert_eq!(page["routing_key"], key, "{page}");
+    assert_eq!(page["event_action"], "trigger", "{page}");
+    let dedup = page["dedup_key"].as_str().unwrap_or_default().to_string();
+    assert!(dedup.starts_with("backwatch-alert-"), "{page}");
+    let p = &page["payload"];
+    let summary = p["summary"].as_str().unwrap_or_default();
+    assert!(
+        !summary.is_empty() && summary.chars().count() <= 1024,
+        "{page}"
+    );
+    assert_eq!(p["source"], "db1", "{page}");
+    assert!(
+        ["critical", "error", "warning", "info"].contains(&p["severity"].as_str().unwrap_or("")),
+        "{page}"
+    );
+    assert_eq!(p["severity"], "critical", "{page}");
+    assert_eq!(p["component"], "backup.daily", "{page}");
+    assert!(
+        p["timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some(),
+        "{page}"
+    );
+
+    // A fresh backup: the alert resolves, PagerDuty's incident under the same key too.
+    stale_backup(daily.path(), "base-2.tar.gz", "1 minute ago")?;
+    let resolve = eventually(WAIT, "the resolve event", async || {
+        pagerduty
+            .received()
+            .into_iter()
+            .map(|r| r.body)
+            .find(|b| b["event_action"] == "resolve")
+            .ok_or_else(|| anyhow::anyhow!("{:?}", pagerduty.received()))
+    })
+    .await;
+    assert_eq!(resolve["dedup_key"], dedup.as_str(), "{resolve}");
+    assert_eq!(resolve["routing_key"], key, "{resolve}");
+    eventually(WAIT, "the resolution in Slack", async || {
+        ensure!(
+            slack
+                .received()
+                .iter()
+                .any(|r| r.body["blocks"][0]["text"]["text"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with("[RESOLVED] db1 backup.daily"))),
+            "{:?}",
+            slack.received()
+        );
+        Ok(())
+    })
+    .await;
+    Ok(())
+}

@@ -27,6 +27,7 @@ use crate::store::alerts::{AGENT_CHECK, Alert, AlertFields, AlertWrite, NewEvent
 use crate::store::outbox::{Channel, NewNotification};
 use chrono::{DateTime, Utc};
 use lifecycle::{Change, Effect, Outcome};
+use routes::Target;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -344,9 +345,13 @@ impl Engine {
             for (channel, recipient) in route.recipients() {
                 // Fixed here, stored with the row, reused by every retry.
                 let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.cfg.message_domain);
-                let payload = match channel {
-                    Channel::Webhook => render::webhook_payload(&ctx, &rendered, &message_id),
-                    Channel::Email => String::new(),
+                let payload = match (&route.target, channel) {
+                    (_, Channel::Email) => String::new(),
+                    (Target::Slack(_), _) => render::slack_payload(&ctx, &rendered),
+                    (Target::PagerDuty { routing_key, .. }, _) => {
+                        render::pagerduty_payload(&ctx, &rendered, routing_key, &groups)
+                    }
+                    _ => render::webhook_payload(&ctx, &rendered, &message_id),
                 };
                 out.push(NewNotification {
                     kind: notice.kind.as_str().to_string(),

@@ -362,6 +362,108 @@ pub fn webhook_payload(c: &Context<'_>, r: &Rendered, message_id: &str) -> Strin
     .to_string()
 }
 
+/// What Slack's incoming webhooks take: `text` (the notification's fallback) and blocks: a
+/// header with the subject, the summary, severity, host and check as fields, what to do
+/// (unless resolved) and a button to the host's page. Text is escaped for Slack's mrkdwn
+/// (`&`, `<`, `>`), which would otherwise turn a summary into a link or a mention.
+pub fn slack_payload(c: &Context<'_>, r: &Rendered) -> String {
+    let a = c.alert;
+    let mrkdwn = |t: &str| json!({ "type": "mrkdwn", "text": slack_escape(t) });
+    let mut blocks = vec![
+        json!({ "type": "header", "text": { "type": "plain_text", "text": clip(&r.subject, 150) } }),
+        json!({
+            "type": "section",
+            "text": mrkdwn(&clip(c.event_summary, 2900)),
+            "fields": [
+                mrkdwn(&format!("*Severity*\n{}", a.severity.as_str())),
+                mrkdwn(&format!("*Status*\n{}", a.status.as_str())),
+                mrkdwn(&format!("*Host*\n{}", a.host)),
+                mrkdwn(&format!("*Check*\n{}", a.check)),
+            ],
+        }),
+    ];
+    if c.kind != NoticeKind::Resolved && !c.procedure.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": mrkdwn(&clip(&format!("*What to do*\n{}", c.procedure), 2900)),
+        }));
+    }
+    blocks.push(json!({
+        "type": "actions",
+        "elements": [{
+            "type": "button",
+            "text": { "type": "plain_text", "text": "Open in Backwatch" },
+            "url": c.host_url,
+        }],
+    }));
+    json!({ "text": slack_escape(&r.subject), "blocks": blocks }).to_string()
+}
+
+fn slack_escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// At most `max` characters, an ellipsis marking a cut.
+fn clip(t: &str, max: usize) -> String {
+    if t.chars().count() <= max {
+        return t.to_string();
+    }
+    let mut out: String = t.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// PagerDuty Events API v2: `trigger` for every notice of an open alert (PagerDuty updates
+/// the incident of the same `dedup_key`), `resolve` when it resolves. The dedup key is the
+/// alert's own id, stable through escalations, reminders and retries.
+pub fn pagerduty_payload(
+    c: &Context<'_>,
+    r: &Rendered,
+    routing_key: &str,
+    groups: &[&str],
+) -> String {
+    let a = c.alert;
+    let dedup_key = format!("backwatch-alert-{}", c.alert_id);
+    if c.kind == NoticeKind::Resolved {
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": dedup_key,
+        })
+        .to_string();
+    }
+    let severity = match a.severity {
+        crate::store::alerts::Severity::Critical => "critical",
+        crate::store::alerts::Severity::Warning => "warning",
+    };
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "client": "Backwatch",
+        "client_url": c.host_url,
+        "links": [{ "href": c.host_url, "text": format!("{} on Backwatch", a.host) }],
+        "payload": {
+            "summary": clip(&r.subject, 1024),
+            "source": a.host,
+            "severity": severity,
+            "timestamp": a.opened_at,
+            "component": a.check,
+            "group": groups.join(","),
+            "class": a.check.split('.').next().unwrap_or_default(),
+            "custom_details": {
+                "summary": a.summary,
+                "event": c.event_summary,
+                "procedure": c.procedure,
+                "details": c.details,
+            },
+        },
+    })
+    .to_string()
+}
+
 /// `{public_url}/hosts/{host}` with the host as one percent-encoded path segment.
 pub fn host_url(public_url: &str, host: &str) -> String {
     let mut out = format!("{}/hosts/", public_url.trim_end_matches('/'));

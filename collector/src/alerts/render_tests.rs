@@ -152,3 +152,28 @@ fn host_url_encodes_the_host() {
         "https://bw/hosts/a%20b%2Fc"
     );
 }
+
+#[test]
+fn slack_text_cannot_mention_or_link_and_pagerduty_resolves_by_the_same_key() {
+    let a = alert("archive_command said <@channel> & <https://evil.example|click>");
+    let d = Value::Null;
+    let c = context(&a, NoticeKind::Opened, &d);
+    let slack: Value = serde_json::from_str(&slack_payload(&c, &render(&c))).unwrap();
+    let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(
+        section.contains("&lt;@channel&gt; &amp; &lt;https://evil.example|click&gt;"),
+        "{section}"
+    );
+    let trigger: Value =
+        serde_json::from_str(&pagerduty_payload(&c, &render(&c), "K", &["prod"])).unwrap();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["payload"]["group"], "prod");
+    let mut ok = a.clone();
+    ok.resolved_at = Some(t(720));
+    let r = context(&ok, NoticeKind::Resolved, &d);
+    let resolve: Value =
+        serde_json::from_str(&pagerduty_payload(&r, &render(&r), "K", &[])).unwrap();
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+    assert_eq!(resolve["dedup_key"], "backwatch-alert-42");
+}

@@ -15,6 +15,10 @@ pub enum Target {
     Email(Vec<String>),
     /// An http(s) URL receiving a JSON POST per notice.
     Webhook(String),
+    /// A Slack incoming webhook: the message as Slack blocks.
+    Slack(String),
+    /// PagerDuty Events v2: trigger and resolve with a stable dedup key per alert.
+    PagerDuty { url: String, routing_key: String },
     /// An Alertmanager's base URL: its alerts are kept in sync, not queued per notice
     /// (`notify/alertmanager.rs`).
     Alertmanager(String),
@@ -55,6 +59,9 @@ impl Route {
         match &self.target {
             Target::Email(to) => to.iter().map(|a| (Channel::Email, a.as_str())).collect(),
             Target::Webhook(url) => vec![(Channel::Webhook, url.as_str())],
+            Target::Slack(url) | Target::PagerDuty { url, .. } => {
+                vec![(Channel::Webhook, url.as_str())]
+            }
             Target::Alertmanager(_) => Vec::new(),
         }
     }

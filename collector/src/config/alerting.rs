@@ -85,6 +85,9 @@ pub struct RawRoute {
     pub url: Option<String>,
     /// A file holding the webhook URL (the URL is a credential: keep it out of the main file).
     pub url_file: Option<PathBuf>,
+    /// PagerDuty's Events v2 integration key, or a file holding it.
+    pub routing_key: Option<String>,
+    pub routing_key_file: Option<PathBuf>,
     pub min_status: Option<String>,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -445,32 +448,54 @@ fn webhook_url(
     url_file: Option<PathBuf>,
     base: &Path,
 ) -> (String, &'static str) {
-    match (url, url_file) {
+    secret(p, key, ("url", url), ("url_file", url_file), base)
+}
+
+/// A credential of a route, given in the file (`value`) or in a file of its own (`file`,
+/// relative to the configuration file; one trailing newline is the editor's): exactly one of
+/// them. Its value and which key it came from; problems never echo it.
+fn secret(
+    p: &mut Problems,
+    key: &dyn Fn(&str) -> String,
+    (value_key, value): (&'static str, Option<String>),
+    (file_key, file): (&'static str, Option<PathBuf>),
+    base: &Path,
+) -> (String, &'static str) {
+    match (value, file) {
         (Some(_), Some(_)) => {
-            p.push(key("url_file"), "give either url or url_file, not both");
-            (String::new(), "url")
+            p.push(
+                key(file_key),
+                format!("give either {value_key} or {file_key}, not both"),
+            );
+            (String::new(), value_key)
         }
         (None, None) => {
-            p.push(key("url"), "webhook routes need url or url_file");
-            (String::new(), "url")
+            p.push(
+                key(value_key),
+                format!("this route needs {value_key} or {file_key}"),
+            );
+            (String::new(), value_key)
         }
-        (Some(url), None) => (url, "url"),
+        (Some(v), None) => (v, value_key),
         (None, Some(f)) => {
             let f = if f.is_relative() { base.join(f) } else { f };
             match std::fs::read_to_string(&f) {
-                Ok(text) if !text.trim().is_empty() => (text.trim().to_string(), "url_file"),
+                Ok(text) if !text.trim().is_empty() => (text.trim().to_string(), file_key),
                 Ok(_) => {
-                    p.push(key("url_file"), format!("{} is empty", f.display()));
-                    (String::new(), "url_file")
+                    p.push(key(file_key), format!("{} is empty", f.display()));
+                    (String::new(), file_key)
                 }
                 Err(e) => {
-                    p.push(key("url_file"), format!("cannot read {}: {e}", f.display()));
-                    (String::new(), "url_file")
+                    p.push(key(file_key), format!("cannot read {}: {e}", f.display()));
+                    (String::new(), file_key)
                 }
             }
         }
     }
 }
+
+/// PagerDuty's Events API v2, where `pagerduty` routes send unless `url` says otherwise.
+pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 
 fn routes(
     p: &mut Problems,
@@ -533,6 +558,33 @@ fn routes(
                 }
                 Target::Webhook(url)
             }
+            "slack" => {
+                let (url, from) = webhook_url(p, &key, r.url, r.url_file, base);
+                if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+                    p.push(
+                        key(from),
+                        "is not an http(s) URL (a Slack incoming webhook)",
+                    );
+                }
+                Target::Slack(url)
+            }
+            "pagerduty" => {
+                let (routing_key, _) = secret(
+                    p,
+                    &key,
+                    ("routing_key", r.routing_key),
+                    ("routing_key_file", r.routing_key_file),
+                    base,
+                );
+                let url = r.url.unwrap_or_else(|| PAGERDUTY_EVENTS.to_string());
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    p.push(
+                        key("url"),
+                        "is not an http(s) URL (PagerDuty's Events API v2)",
+                    );
+                }
+                Target::PagerDuty { url, routing_key }
+            }
             "alertmanager" => {
                 let (url, from) = webhook_url(p, &key, r.url, r.url_file, base);
                 if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
@@ -547,18 +599,14 @@ fn routes(
                         "is for email routes (alertmanager routes use `url`)",
                     );
                 }
-                if r.daily_summary == Some(true) {
-                    p.push(
-                        key("daily_summary"),
-                        "Alertmanager takes alerts, not reports: use an email or webhook route",
-                    );
-                }
                 Target::Alertmanager(url)
             }
             other => {
                 p.push(
                     key("channel"),
-                    format!("{other:?} is not one of \"email\", \"webhook\", \"alertmanager\""),
+                    format!(
+                        "{other:?} is not one of \"email\", \"webhook\", \"slack\", \"pagerduty\", \"alertmanager\""
+                    ),
                 );
                 Target::Email(r.to)
             }
@@ -570,6 +618,17 @@ fn routes(
         }
         let alerts = r.alerts.unwrap_or(true);
         let daily_summary = r.daily_summary.unwrap_or(false);
+        if daily_summary
+            && matches!(
+                target,
+                Target::Alertmanager(_) | Target::Slack(_) | Target::PagerDuty { .. }
+            )
+        {
+            p.push(
+                key("daily_summary"),
+                "this channel takes alerts, not reports: send the daily summary to an email or webhook route",
+            );
+        }
         if !alerts && !daily_summary {
             p.push(
                 key("alerts"),

@@ -227,7 +227,7 @@ url = "hxxps://hooks.example.com/HOOKSECRET"
     .to_string();
     for want in [
         "routes[0].url_file: give either url or url_file, not both",
-        "routes[1].url: webhook routes need url or url_file",
+        "routes[1].url: this route needs url or url_file",
         "routes[2].url_file: cannot read ",
         "routes[3].url_file: the file's content is not an http(s) URL",
         "routes[4].url: the value is not an http(s) URL",
@@ -235,4 +235,31 @@ url = "hxxps://hooks.example.com/HOOKSECRET"
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert!(!err.contains("HOOKSECRET"), "{err}");
+}
+
+#[test]
+fn slack_and_pagerduty_routes_need_their_credential_and_take_no_reports() {
+    let a = load(
+        "[[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nrouting_key = \"KEYSECRET\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        a.routes[0].target,
+        crate::alerts::routes::Target::PagerDuty {
+            url: super::PAGERDUTY_EVENTS.into(),
+            routing_key: "KEYSECRET".into()
+        }
+    );
+    let err = load(
+        "[[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\n\
+         [[routes]]\nname = \"chat\"\nchannel = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\ndaily_summary = true\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "routes[0].routing_key: this route needs routing_key or routing_key_file",
+        "routes[1].daily_summary: this channel takes alerts, not reports",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
 }

@@ -128,6 +128,9 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
             Target::Email(to) => format!("email {}", to.join(", ")),
             Target::Webhook(url) => format!("webhook {}", redact_webhook(url)),
             Target::Alertmanager(url) => format!("alertmanager {}", redact_webhook(url)),
+            Target::Slack(url) => format!("slack {}", redact_webhook(url)),
+            // The routing key is the credential: never shown.
+            Target::PagerDuty { url, .. } => format!("pagerduty {}", redact_webhook(url)),
         };
         let what = match (r.alerts, r.daily_summary) {
             (true, true) => format!("alerts from {} and the daily summary", r.min_status),
