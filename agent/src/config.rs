@@ -252,6 +252,34 @@ impl Cx {
             .filter_map(|s| s.probe.downcast_ref::<P>())
     }
 
+    /// The `[[wal]]` probe an entry names in its `wal` key (validated before it), or `None`
+    /// after naming the problem: the server whose connection the entry borrows.
+    pub fn wal(&mut self, at: &At, name: &str) -> Option<crate::probe::wal_archive::WalProbe> {
+        use crate::probe::wal_archive::WalProbe;
+        let found = self
+            .validated::<WalProbe>()
+            .find(|w| w.name == name)
+            .cloned();
+        if found.is_none() {
+            let known: Vec<String> = self
+                .validated::<WalProbe>()
+                .map(|w| w.name.clone())
+                .collect();
+            self.problems.push(
+                at.key("wal"),
+                format!(
+                    "no [[wal]] probe is named {name:?} (known: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        found
+    }
+
     /// See [`Config::scratch_dirs`].
     pub fn scratch_dir(&mut self, dir: PathBuf) {
         self.scratch_dirs.push(dir);

@@ -17,7 +17,10 @@
 //!   full before it ⇒ warning (a backup that silently skipped a tablespace, or a table dropped
 //!   by mistake);
 //! - redundancy: fewer than `min_full_backups` (default 1) full backups kept ⇒ warning;
-//! - the tool could not be run or understood ⇒ unknown, with its words.
+//! - the tool could not be run or understood ⇒ unknown, with its words;
+//! - the section's linked server (`wal = "<name>"`) is a standby ⇒ ok, saying the primary's
+//!   probe judges: an HA pair configured alike raises one alert, and the promoted node takes
+//!   over after a failover. A role that cannot be read is said, and the sets judged here.
 //!
 //! Ages were computed on the agent's clock. Durations and sizes are reported for the trends.
 
@@ -94,7 +97,21 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
             "no recoverable window: the tool gave no successful backup, or not when its newest WAL was stored"
         ),
     });
-    let v = if let Some(e) = &obs.error {
+    let v = if obs.on_standby {
+        // One verdict per backup set in an HA pair: the primary's probe gives it. After a
+        // failover the new primary's probe sees itself promoted and takes over.
+        Verdict::new(
+            Status::Ok,
+            format!(
+                "on a standby: the primary's probe judges these {tool} backups ({})",
+                obs.sets
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if let Some(e) = &obs.error {
         Verdict::new(Status::Unknown, format!("{tool} could not be asked: {e}"))
     } else if obs.sets.is_empty() {
         Verdict::new(
@@ -114,6 +131,15 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
                 .join("; "),
         )
     };
+    let mut v = v;
+    if let Some(e) = &obs.role_error {
+        v.summary.push_str(&format!(
+            "; judged here, the server's role is unknown ({e})"
+        ));
+    }
+    if v.status == Status::Ok {
+        return v.with_details(details);
+    }
     v.with_details(details).with_procedure(procedure::BACKUP)
 }
 
@@ -366,6 +392,31 @@ mod tests {
         assert_eq!(v.status, Status::Warning, "{}", v.summary);
         assert!(
             v.summary.contains("2 full backups kept, fewer than 3"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn on_a_standby_the_primary_judges_and_an_unknown_role_is_said() {
+        let mut o = healthy();
+        o.sets[0].newest = Some(backup("incr", 3 * 86_400));
+        assert_eq!(judge("pgBackRest", &o).status, Status::Critical);
+        o.on_standby = true;
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+        assert_eq!(
+            v.summary,
+            "on a standby: the primary's probe judges these pgBackRest backups (main)"
+        );
+        o.on_standby = false;
+        o.role_error = Some("wal.main: cannot connect".into());
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.ends_with(
+                "; judged here, the server's role is unknown (wal.main: cannot connect)"
+            ),
             "{}",
             v.summary
         );

@@ -310,3 +310,77 @@ async fn a_hung_tool_leaves_no_process_behind_and_endless_output_is_refused() ->
     );
     Ok(())
 }
+
+/// An HA pair configured alike (`wal` links each host's `[[pgbackrest]]` to its own server):
+/// a stale stanza is one alert, the primary's; the standby says the primary judges. Promoted,
+/// the standby takes over the verdict.
+#[tokio::test]
+async fn in_an_ha_pair_the_primary_judges_the_stanza_and_a_promoted_standby_takes_over()
+-> Result<()> {
+    let tool = PgBackRest::start("repo1-retention-full=2")?;
+    tool.backup("full")?;
+    let standby = tool.pg.standby().start()?;
+    let certs = backwatch_tests::harness::Certs::fleet(&["db1", "db2"])?;
+    let collector = backwatch_tests::harness::Collector::sqlite(&certs)
+        .start()
+        .await?;
+    // The full backup is seconds old; a 1 s limit makes it stale at once.
+    let section = |dsn: &str| {
+        format!(
+            "[[wal]]\nname = \"main\"\ndsn = \"{dsn}\"\ninterval = \"1s\"\n\
+             [[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\nmax_age = \"1s\"\nwal = \"main\"\n",
+            tool.conf.display()
+        )
+    };
+    let _db1 = backwatch_tests::harness::Agent::for_host("db1", &certs, &collector)
+        .toml(&section(&tool.pg.dsn()))
+        .start()?;
+    let _db2 = backwatch_tests::harness::Agent::for_host("db2", &certs, &collector)
+        .toml(&section(&standby.dsn()))
+        .start()?;
+    let c = collector
+        .wait_status("db1", "pgbackrest.main", "critical", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("older than"),
+        "{c}"
+    );
+    let c = collector
+        .wait_status("db2", "pgbackrest.main", "ok", WAIT)
+        .await;
+    assert_eq!(
+        c["summary"], "on a standby: the primary's probe judges these pgBackRest backups (main)",
+        "{c}"
+    );
+    // One open alert for the stanza: the primary's (the engine opens it within its period).
+    eventually(WAIT, "one alert, db1's", async || {
+        let alerts = collector.api("/api/v1/alerts?state=open").await?;
+        let hosts: Vec<&str> = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["check"] == "pgbackrest.main")
+            .filter_map(|a| a["host"].as_str())
+            .collect();
+        anyhow::ensure!(hosts == ["db1"], "{alerts}");
+        Ok(())
+    })
+    .await;
+
+    // Failover: the standby is promoted; its host now judges the stanza.
+    standby.psql("SELECT pg_promote()")?;
+    let c = collector
+        .wait_status("db2", "pgbackrest.main", "critical", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("older than"),
+        "{c}"
+    );
+    Ok(())
+}

@@ -8,7 +8,6 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid, is_file_not_dir};
 use crate::probe::archive_dir::{ArchiveDirProbe, DEFAULT_MAX_ENTRIES};
-use crate::probe::wal_archive::WalProbe;
 use backwatch_proto::config::{de_opt_duration, fmt_duration};
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
@@ -105,31 +104,11 @@ impl Section for RawArchiveDir {
                 }
             },
         };
-        let linked = match &d.wal {
-            None => None,
-            Some(name) => {
-                let found = cx
-                    .validated::<WalProbe>()
-                    .find(|w| &w.name == name)
-                    .cloned();
-                if found.is_none() {
-                    let known: Vec<String> =
-                        cx.validated::<WalProbe>().map(|w| w.name.clone()).collect();
-                    cx.problems.push(
-                        at.key("wal"),
-                        format!(
-                            "no [[wal]] probe is named {name:?} (known: {})",
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
-                }
-                found.map(Box::new)
-            }
-        };
+        let linked = d
+            .wal
+            .as_deref()
+            .and_then(|name| cx.wal(at, name))
+            .map(Box::new);
         let min_retention = d.min_retention.unwrap_or(DEFAULT_MIN_RETENTION);
         if min_retention.is_zero() {
             cx.problems

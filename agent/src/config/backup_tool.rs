@@ -124,6 +124,8 @@ pub struct RawPgBackRest {
     pub min_size_ratio: Option<f64>,
     /// Fewer full backups kept is a warning (default 1).
     pub min_full_backups: Option<u32>,
+    /// The `[[wal]]` probe of this host's server: on a standby the primary's probe judges.
+    pub wal: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +154,8 @@ pub struct RawBarman {
     pub min_size_ratio: Option<f64>,
     /// Fewer full backups kept is a warning (default 1).
     pub min_full_backups: Option<u32>,
+    /// The `[[wal]]` probe of this host's server: on a standby the primary's probe judges.
+    pub wal: Option<String>,
 }
 
 fn command(p: &mut Problems, key: String, c: Option<Vec<String>>, default: &str) -> Vec<String> {
@@ -195,6 +199,7 @@ impl Section for RawPgBackRest {
             config: r.config,
             stanza: r.stanza,
             limits,
+            wal: r.wal.as_deref().and_then(|w| cx.wal(at, w)),
         };
         let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
@@ -202,6 +207,12 @@ impl Section for RawPgBackRest {
             .or_note("stanza", probe.stanza.clone(), Value::from, "every stanza")
             .or_note("config", probe.config.clone(), path, "pgBackRest's default")
             .duration("timeout", timeout)
+            .or_note(
+                "wal",
+                probe.wal.as_ref().map(|w| w.name.clone()),
+                Value::from,
+                "judged on this host whatever its role",
+            )
             .after(shown);
         Some(Valid {
             probe: Box::new(probe),
@@ -245,6 +256,7 @@ impl Section for RawBarman {
             config: r.config,
             server: r.server,
             limits,
+            wal: r.wal.as_deref().and_then(|w| cx.wal(at, w)),
         };
         let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
@@ -252,6 +264,12 @@ impl Section for RawBarman {
             .strings("command", &probe.command)
             .or_note("config", probe.config.clone(), path, "Barman's default")
             .duration("timeout", timeout)
+            .or_note(
+                "wal",
+                probe.wal.as_ref().map(|w| w.name.clone()),
+                Value::from,
+                "judged on this host whatever its role",
+            )
             .after(shown);
         Some(Valid {
             probe: Box::new(probe),

@@ -6,7 +6,6 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid};
 use crate::probe::settings::SettingsProbe;
-use crate::probe::wal_archive::WalProbe;
 use backwatch_proto::config::de_opt_duration;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
@@ -38,26 +37,7 @@ impl Section for RawSettings {
     }
 
     fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
-        let Some(wal) = cx
-            .validated::<WalProbe>()
-            .find(|w| w.name == self.wal)
-            .cloned()
-        else {
-            let known: Vec<String> = cx.validated::<WalProbe>().map(|w| w.name.clone()).collect();
-            cx.problems.push(
-                at.key("wal"),
-                format!(
-                    "no [[wal]] probe is named {:?} (known: {})",
-                    self.wal,
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-            return None;
-        };
+        let wal = cx.wal(at, &self.wal)?;
         // The connection's own limits, as the WAL probe's run (one statement instead of three).
         let timeout = wal.connect_timeout + wal.effective_statement_timeout() * 2;
         let settings = Settings::default().set("wal", wal.name.as_str());

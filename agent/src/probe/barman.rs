@@ -36,6 +36,8 @@ pub struct BarmanProbe {
     pub config: Option<PathBuf>,
     pub server: String,
     pub limits: ToolLimits,
+    /// The `[[wal]]` server of this host (`wal` key): on a standby the primary judges.
+    pub wal: Option<super::wal_archive::WalProbe>,
 }
 
 #[async_trait::async_trait]
@@ -54,6 +56,7 @@ impl Probe for BarmanProbe {
 
     async fn observe(&self) -> Outcome {
         let mut obs = self.limits.observation();
+        tool_command::mark_role(self.wal.as_ref(), &mut obs).await;
         match self.observe_set(&mut obs.commands).await {
             Ok(set) => obs.sets = vec![set],
             Err(e) => obs.error = Some(e),

@@ -32,6 +32,8 @@ pub struct PgBackRestProbe {
     /// `--stanza`; all stanzas when `None`.
     pub stanza: Option<String>,
     pub limits: ToolLimits,
+    /// The `[[wal]]` server of this host (`wal` key): on a standby the primary judges.
+    pub wal: Option<super::wal_archive::WalProbe>,
 }
 
 #[async_trait::async_trait]
@@ -54,6 +56,7 @@ impl Probe for PgBackRestProbe {
             commands: vec![tool_command::shown(&argv)],
             ..self.limits.observation()
         };
+        tool_command::mark_role(self.wal.as_ref(), &mut obs).await;
         let now = Utc::now();
         let mut archive_ids = std::collections::HashMap::new();
         match tool_command::run(&argv, tool_command::JSON_TOOL)

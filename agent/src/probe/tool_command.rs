@@ -177,6 +177,21 @@ pub fn json(out: &Output) -> Result<serde_json::Value, String> {
     serde_json::from_str(&out.stdout[start..]).map_err(|e| format!("unreadable JSON: {e}"))
 }
 
+/// For a backup tool section linked to a `[[wal]]` server: mark the observation as taken on a
+/// standby (the primary's probe judges the sets, so an HA pair raises one alert, and the new
+/// primary takes over after a failover), or say why the role is unknown (then judged here).
+pub async fn mark_role(
+    wal: Option<&super::wal_archive::WalProbe>,
+    obs: &mut backwatch_proto::model::BackupToolObs,
+) {
+    if let Some(w) = wal {
+        match w.in_recovery().await {
+            Ok(standby) => obs.on_standby = standby,
+            Err(e) => obs.role_error = Some(format!("wal.{}: {e}", w.name)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,19 @@ impl WalProbe {
         result
     }
 
+    /// Whether the server is a standby now (`pg_is_in_recovery()`).
+    pub(crate) async fn in_recovery(&self) -> Result<bool, String> {
+        self.with_session(async |client: &Client| {
+            client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|e| format!("query failed: {}", chain(&e)))?
+                .try_get::<_, bool>(0)
+                .map_err(|e| format!("query failed: {}", chain(&e)))
+        })
+        .await
+    }
+
     /// At least 1 ms: 0 would mean "no limit" to PostgreSQL.
     pub(crate) fn effective_statement_timeout(&self) -> Duration {
         self.statement_timeout.max(Duration::from_millis(1))

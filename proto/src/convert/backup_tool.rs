@@ -68,6 +68,8 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
             expected_max_duration_secs: o.expected_max_duration_secs.unwrap_or(0),
             expected_min_size_ratio: o.expected_min_size_ratio.unwrap_or(0.0),
             expected_min_full_backups: o.expected_min_full_backups.unwrap_or(0),
+            on_standby: o.on_standby,
+            role_error: clip_opt(&o.role_error),
         }
     }
 }
@@ -126,6 +128,8 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
             .then_some(o.expected_min_size_ratio),
         expected_min_full_backups: (o.expected_min_full_backups > 0)
             .then_some(o.expected_min_full_backups),
+        on_standby: o.on_standby,
+        role_error: opt_text("role_error", o.role_error)?,
     })
 }
 

@@ -681,6 +681,13 @@ pub struct BackupToolObservation {
     /// Fewer full backups kept is a warning (0 = the rule's 1).
     #[prost(uint32, tag = "8")]
     pub expected_min_full_backups: u32,
+    /// The linked server (`wal = "<name>"` on the section) is a standby: the primary's probe
+    /// judges these sets.
+    #[prost(bool, tag = "9")]
+    pub on_standby: bool,
+    /// The linked server could not be asked its role (the sets are then judged here).
+    #[prost(string, tag = "10")]
+    pub role_error: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BackupSet {

@@ -22,6 +22,12 @@ pub struct BackupToolObs {
     pub expected_min_size_ratio: Option<f64>,
     #[serde(default)]
     pub expected_min_full_backups: Option<u32>,
+    /// The linked server is a standby: the primary's probe judges these sets.
+    #[serde(default)]
+    pub on_standby: bool,
+    /// The linked server could not be asked its role; the sets are judged here.
+    #[serde(default)]
+    pub role_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
