@@ -97,6 +97,25 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
         );
     }
 
+    // The host page's 7-day chart: the newest backup's age, against the verdict's limit.
+    let series = scene
+        .collector
+        .api("/api/v1/hosts/db1/series?since=1h")
+        .await?;
+    let chart = series["series"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["check"] == "pgbackrest.main"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(chart["measure"], "newest_backup_age_secs", "{series}");
+    assert_eq!(chart["critical"], 86400.0, "{series}");
+    assert!(
+        chart["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|pt| pt[1].as_f64().is_some_and(|v| v >= 0.0))),
+        "{series}"
+    );
+
     // The tool's own status: a stanza that does not exist.
     let c = scene
         .collector

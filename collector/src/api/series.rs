@@ -65,7 +65,10 @@ fn measure_of(check: &str) -> &'static str {
         .next()
         .and_then(ProbeKind::from_check_prefix)
     {
-        Some(ProbeKind::BackupDir) => "newest_backup_age_secs",
+        // A backup tool's newest backup of any type: the same curve as a directory's.
+        Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman) => {
+            "newest_backup_age_secs"
+        }
         Some(ProbeKind::Disk) => "used_pct",
         Some(ProbeKind::WalArchive) => "archive_delay_secs",
         Some(ProbeKind::Drill) => "rto_secs",
@@ -84,6 +87,16 @@ pub fn value_of(observation: Option<&Value>) -> Option<f64> {
     let of = |k: ProbeKind| o.get(k.as_str());
     if let Some(b) = of(ProbeKind::BackupDir) {
         return num(&b["newest"]["age_secs"]);
+    }
+    for tool in [ProbeKind::PgBackRest, ProbeKind::Barman] {
+        if let Some(t) = of(tool) {
+            // The stalest set speaks for the check, as its verdict does.
+            return t["sets"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["newest"]["age_secs"].as_f64())
+                .reduce(f64::max);
+        }
     }
     if let Some(d) = of(ProbeKind::Disk) {
         let (t, f, a) = (
