@@ -2,7 +2,7 @@
 //! in `collector/assets/openapi.json` and compiled into the binary.
 //!
 //! Why by hand and not generated from the handlers: the document is the contract people and
-//! tools (`schemathesis` in `tests/tests/openapi.rs`) hold the server to; generating it from
+//! tools (`schemathesis` in `tests/tests/e2e/openapi.rs`) hold the server to; generating it from
 //! the code would make every server bug part of the contract. Drift is caught twice: the unit
 //! test below fails when a route registered in `api.rs` or `api/*.rs` is missing from the
 //! document (or the document names one that does not exist), and the end-to-end test checks

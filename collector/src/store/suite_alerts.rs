@@ -1,7 +1,7 @@
 //! The alerting part of the store contract (`AlertStore`; `OutboxStore` in `suite_outbox`), as
 //! scenarios any
 //! backend runs; `suite::run_all` runs them after the history scenarios, so SQLite (unit
-//! tests) and PostgreSQL (`tests/tests/store_postgres.rs`) pass the same contract.
+//! tests) and PostgreSQL (`tests/tests/e2e/store_postgres.rs`) pass the same contract.
 //!
 //! Rules as in `suite`: unique host names per call, assertions only about the scenario's
 //! own rows (the database, and the alert cursor, are shared with every other scenario and
