@@ -9,6 +9,7 @@ use super::effective::{Settings, duration, path};
 use super::{At, Cx, Section, Valid};
 use crate::probe::barman::BarmanProbe;
 use crate::probe::pgbackrest::PgBackRestProbe;
+use crate::probe::wal_archive::WalProbe;
 use backwatch_proto::config::{Problems, de_opt_duration};
 use backwatch_proto::model::BackupToolObs;
 use backwatch_proto::model::ProbeKind;
@@ -46,53 +47,81 @@ impl ToolLimits {
             ..BackupToolObs::default()
         }
     }
+}
 
-    /// The raw keys checked (every problem under `at`'s keys) and the settings shown.
-    #[allow(clippy::too_many_arguments)]
-    fn validate(
-        cx: &mut Cx,
-        at: &At,
-        max_age: Option<Duration>,
-        max_full_age: Option<Duration>,
-        max_duration: Option<Duration>,
-        min_size_ratio: Option<f64>,
-        min_full_backups: Option<u32>,
-    ) -> (ToolLimits, Settings) {
-        if max_duration.is_some_and(|d| d.is_zero()) {
-            cx.problems
-                .push(at.key("max_duration"), "must be more than 0");
-        }
-        if let Some(r) = min_size_ratio
-            && !(r > 0.0 && r <= 1.0)
-        {
-            cx.problems.push(
-                at.key("min_size_ratio"),
-                format!("{r} must be more than 0 and at most 1 (example: 0.5)"),
-            );
-        }
-        if min_full_backups == Some(0) {
-            cx.problems
-                .push(at.key("min_full_backups"), "must be at least 1");
-        }
-        let limits = ToolLimits {
-            max_age,
-            max_full_age,
-            max_duration,
-            min_size_ratio,
-            min_full_backups,
-        };
-        let settings = Settings::default()
-            .or_note("max_age", max_age, duration, AGE_DEFAULT)
-            .or_note("max_full_age", max_full_age, duration, FULL_AGE_DEFAULT)
-            .or_note("max_duration", max_duration, duration, "4h")
-            .or_note("min_size_ratio", min_size_ratio, Value::from, "0.5")
-            .or_note(
-                "min_full_backups",
-                min_full_backups,
-                |n| Value::from(i64::from(n)),
-                "1",
-            );
-        (limits, settings)
+/// The keys both tools' sections have besides what names the repository (serde's
+/// `deny_unknown_fields` does not combine with `flatten`, so each raw section lists them).
+struct ToolKeys {
+    command: Option<Vec<String>>,
+    timeout: Option<Duration>,
+    max_age: Option<Duration>,
+    max_full_age: Option<Duration>,
+    max_duration: Option<Duration>,
+    min_size_ratio: Option<f64>,
+    min_full_backups: Option<u32>,
+    wal: Option<String>,
+}
+
+/// Those keys validated (every problem under `at`'s keys), and their effective settings.
+struct Tool {
+    command: Vec<String>,
+    timeout: Duration,
+    limits: ToolLimits,
+    wal: Option<WalProbe>,
+    /// `timeout`, `wal` and the limits, shown after the section's own keys.
+    settings: Settings,
+}
+
+fn tool(cx: &mut Cx, at: &At, k: ToolKeys, program: &str) -> Tool {
+    let command = command(&mut cx.problems, at.key("command"), k.command, program);
+    if k.max_duration.is_some_and(|d| d.is_zero()) {
+        cx.problems
+            .push(at.key("max_duration"), "must be more than 0");
+    }
+    if let Some(r) = k.min_size_ratio
+        && !(r > 0.0 && r <= 1.0)
+    {
+        cx.problems.push(
+            at.key("min_size_ratio"),
+            format!("{r} must be more than 0 and at most 1 (example: 0.5)"),
+        );
+    }
+    if k.min_full_backups == Some(0) {
+        cx.problems
+            .push(at.key("min_full_backups"), "must be at least 1");
+    }
+    let wal = k.wal.as_deref().and_then(|w| cx.wal(at, w));
+    let timeout = cx.timeout(at, k.timeout, TOOL_TIMEOUT);
+    let settings = Settings::default()
+        .duration("timeout", timeout)
+        .or_note(
+            "wal",
+            wal.as_ref().map(|w| w.name.clone()),
+            Value::from,
+            "judged on this host whatever its role",
+        )
+        .or_note("max_age", k.max_age, duration, AGE_DEFAULT)
+        .or_note("max_full_age", k.max_full_age, duration, FULL_AGE_DEFAULT)
+        .or_note("max_duration", k.max_duration, duration, "4h")
+        .or_note("min_size_ratio", k.min_size_ratio, Value::from, "0.5")
+        .or_note(
+            "min_full_backups",
+            k.min_full_backups,
+            |n| Value::from(i64::from(n)),
+            "1",
+        );
+    Tool {
+        command,
+        timeout,
+        limits: ToolLimits {
+            max_age: k.max_age,
+            max_full_age: k.max_full_age,
+            max_duration: k.max_duration,
+            min_size_ratio: k.min_size_ratio,
+            min_full_backups: k.min_full_backups,
+        },
+        wal,
+        settings,
     }
 }
 
@@ -184,39 +213,37 @@ impl Section for RawPgBackRest {
 
     fn validate(self, cx: &mut Cx, at: &At) -> Option<Valid> {
         let r = self;
-        let (limits, shown) = ToolLimits::validate(
+        let t = tool(
             cx,
             at,
-            r.max_age,
-            r.max_full_age,
-            r.max_duration,
-            r.min_size_ratio,
-            r.min_full_backups,
+            ToolKeys {
+                command: r.command,
+                timeout: r.timeout,
+                max_age: r.max_age,
+                max_full_age: r.max_full_age,
+                max_duration: r.max_duration,
+                min_size_ratio: r.min_size_ratio,
+                min_full_backups: r.min_full_backups,
+                wal: r.wal,
+            },
+            "pgbackrest",
         );
         let probe = PgBackRestProbe {
-            command: command(&mut cx.problems, at.key("command"), r.command, "pgbackrest"),
+            command: t.command,
             name: r.name,
             config: r.config,
             stanza: r.stanza,
-            limits,
-            wal: r.wal.as_deref().and_then(|w| cx.wal(at, w)),
+            limits: t.limits,
+            wal: t.wal,
         };
-        let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
             .strings("command", &probe.command)
             .or_note("stanza", probe.stanza.clone(), Value::from, "every stanza")
             .or_note("config", probe.config.clone(), path, "pgBackRest's default")
-            .duration("timeout", timeout)
-            .or_note(
-                "wal",
-                probe.wal.as_ref().map(|w| w.name.clone()),
-                Value::from,
-                "judged on this host whatever its role",
-            )
-            .after(shown);
+            .after(t.settings);
         Some(Valid {
             probe: Box::new(probe),
-            timeout,
+            timeout: t.timeout,
             settings,
         })
     }
@@ -241,39 +268,37 @@ impl Section for RawBarman {
             cx.problems
                 .push(at.key("server"), "must name a Barman server");
         }
-        let (limits, shown) = ToolLimits::validate(
+        let t = tool(
             cx,
             at,
-            r.max_age,
-            r.max_full_age,
-            r.max_duration,
-            r.min_size_ratio,
-            r.min_full_backups,
+            ToolKeys {
+                command: r.command,
+                timeout: r.timeout,
+                max_age: r.max_age,
+                max_full_age: r.max_full_age,
+                max_duration: r.max_duration,
+                min_size_ratio: r.min_size_ratio,
+                min_full_backups: r.min_full_backups,
+                wal: r.wal,
+            },
+            "barman",
         );
         let probe = BarmanProbe {
-            command: command(&mut cx.problems, at.key("command"), r.command, "barman"),
+            command: t.command,
             name: r.name,
             config: r.config,
             server: r.server,
-            limits,
-            wal: r.wal.as_deref().and_then(|w| cx.wal(at, w)),
+            limits: t.limits,
+            wal: t.wal,
         };
-        let timeout = cx.timeout(at, r.timeout, TOOL_TIMEOUT);
         let settings = Settings::default()
             .set("server", probe.server.as_str())
             .strings("command", &probe.command)
             .or_note("config", probe.config.clone(), path, "Barman's default")
-            .duration("timeout", timeout)
-            .or_note(
-                "wal",
-                probe.wal.as_ref().map(|w| w.name.clone()),
-                Value::from,
-                "judged on this host whatever its role",
-            )
-            .after(shown);
+            .after(t.settings);
         Some(Valid {
             probe: Box::new(probe),
-            timeout,
+            timeout: t.timeout,
             settings,
         })
     }
