@@ -4,10 +4,10 @@
 //! Alertmanager keeps an alert only while its source re-sends it (Prometheus does on every
 //! evaluation): an alert not heard of again ends at its `endsAt`. So this is a state sync, not
 //! the outbox's one-message-per-event: every `delivery.alertmanager_every` ([`RESEND`]), the
-//! leading collector sends each route every open alert it hears, with `endsAt` a few periods ahead, and the alerts resolved
-//! in the last [`RESOLVED_WINDOW`] with `endsAt` at their resolution, which ends them there
-//! at once (also after an Alertmanager outage, within that window). A failed send is logged
-//! and simply done again at the next period.
+//! leading collector sends each route every open alert it hears, with `endsAt` a few periods
+//! ahead, and the alerts resolved in the last [`RESOLVED_WINDOW`] with `endsAt` at their
+//! resolution, which ends them there at once (also after an Alertmanager outage, within that
+//! window). A failed send is logged and simply done again at the next period.
 //!
 //! Labels: `alertname` (`BackwatchCheck`), `host`, `check`, `severity` (`warning` or
 //! `critical`), `groups` (the host's `[groups]`, comma-separated, when it has any).
