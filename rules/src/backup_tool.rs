@@ -21,6 +21,9 @@
 //! - the section's linked server (`wal = "<name>"`) is a standby ⇒ ok, saying the primary's
 //!   probe judges: an HA pair configured alike raises one alert, and the promoted node takes
 //!   over after a failover. A role that cannot be read is said, and the sets judged here.
+//! - a pgBackRest release too old for the linked server's major (2.45 stops at PostgreSQL 15:
+//!   it refuses 16 at `stanza-create` and `backup`, and `info` then only lacks the stanza)
+//!   ⇒ critical, naming both versions and the first release that supports the server.
 //!
 //! Ages were computed on the agent's clock. Durations and sizes are reported for the trends.
 
@@ -64,6 +67,54 @@ impl SetLimits {
     }
 }
 
+/// The newest PostgreSQL major each pgBackRest release line supports (its `PG_VERSION_MAX`,
+/// read from pgBackRest's sources at each release tag), oldest first: from 2.39 on 15, from
+/// 2.46 on 16, and so on.
+const PGBACKREST_MAX_MAJOR: [((u32, u32), u32); 5] = [
+    ((2, 39), 15),
+    ((2, 46), 16),
+    ((2, 52), 17),
+    ((2, 55), 18),
+    ((2, 59), 19),
+];
+
+/// The newest major a pgBackRest `version` ("2.45", "2.59.1") supports, for the releases the
+/// table knows (2.39 to 2.59): nothing is claimed about older or newer ones.
+#[must_use]
+pub fn pgbackrest_max_major(version: &str) -> Option<u32> {
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    let v = (parts.next()?.ok()?, parts.next()?.ok()?);
+    let last = PGBACKREST_MAX_MAJOR.last()?.0;
+    if v > last {
+        return None;
+    }
+    PGBACKREST_MAX_MAJOR
+        .iter()
+        .rev()
+        .find(|(from, _)| v >= *from)
+        .map(|(_, major)| *major)
+}
+
+/// "pgBackRest 2.45 does not support PostgreSQL 16 …" when the linked server is newer than the
+/// tool's release supports.
+fn too_old(tool: &str, obs: &BackupToolObs) -> Option<String> {
+    let (version, major) = (obs.tool_version.as_deref()?, obs.server_major?);
+    let max = pgbackrest_max_major(version).filter(|_| tool == "pgBackRest")?;
+    if major <= max {
+        return None;
+    }
+    let first = PGBACKREST_MAX_MAJOR
+        .iter()
+        .find(|(_, m)| *m >= major)
+        .map_or("a newer release".to_string(), |((a, b), _)| {
+            format!("{a}.{b} or newer")
+        });
+    Some(format!(
+        "pgBackRest {version} does not support PostgreSQL {major} (it supports up to {max}): \
+         no backup of this server can be taken; install pgBackRest {first}"
+    ))
+}
+
 /// `tool` is the program's name as people know it ("pgBackRest", "Barman").
 #[must_use]
 pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
@@ -93,6 +144,8 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
         "windows": windows,
         "window_secs": narrowest.map(|w| w.secs),
         "window": narrowest,
+        "tool_version": obs.tool_version,
+        "server_major": obs.server_major,
         "window_note": (windows.is_empty() && !obs.sets.is_empty()).then_some(
             "no recoverable window: the tool gave no successful backup, or not when its newest WAL was stored"
         ),
@@ -132,6 +185,10 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
         )
     };
     let mut v = v;
+    if let Some(refusal) = too_old(tool, obs).filter(|_| !obs.on_standby) {
+        v.status = Status::Critical;
+        v.summary = format!("{refusal}; {}", v.summary);
+    }
     if let Some(e) = &obs.role_error {
         v.summary.push_str(&format!(
             "; judged here, the server's role is unknown ({e})"
@@ -395,6 +452,40 @@ mod tests {
             "{}",
             v.summary
         );
+    }
+
+    #[test]
+    fn a_pgbackrest_too_old_for_the_server_is_named() {
+        assert_eq!(pgbackrest_max_major("2.45"), Some(15));
+        assert_eq!(pgbackrest_max_major("2.46"), Some(16));
+        assert_eq!(pgbackrest_max_major("2.55.0"), Some(18));
+        assert_eq!(pgbackrest_max_major("2.59.1"), Some(19));
+        assert_eq!(pgbackrest_max_major("2.38"), None, "older: nothing claimed");
+        assert_eq!(pgbackrest_max_major("2.60"), None, "newer: nothing claimed");
+        assert_eq!(pgbackrest_max_major("x"), None);
+
+        let mut o = healthy();
+        o.tool_version = Some("2.45".into());
+        o.server_major = Some(15);
+        assert_eq!(judge("pgBackRest", &o).status, Status::Ok);
+        o.server_major = Some(16);
+        o.sets.clear();
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.starts_with(
+                "pgBackRest 2.45 does not support PostgreSQL 16 (it supports up to 15): no backup \
+                 of this server can be taken; install pgBackRest 2.46 or newer; "
+            ),
+            "{}",
+            v.summary
+        );
+        assert!(v.procedure.is_some());
+        // Barman's refusal is its own `check` (pg_basebackup compatible), not this table.
+        assert!(!judge("Barman", &o).summary.contains("does not support"));
+        // A standby leaves it to the primary's probe, which says it.
+        o.on_standby = true;
+        assert_eq!(judge("pgBackRest", &o).status, Status::Ok);
     }
 
     #[test]

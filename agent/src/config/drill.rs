@@ -47,8 +47,11 @@ pub struct RawDrill {
     pub max_shortfall: Option<Duration>,
     /// Free space the scratch file system needs, as a multiple of the backup (default 1.2).
     pub space_factor: Option<f64>,
-    /// PostgreSQL binaries (default /usr/lib/postgresql/<PG_VERSION major>/bin).
+    /// PostgreSQL binaries (default: the backup's major under `pg_roots`).
     pub pg_bindir: Option<PathBuf>,
+    /// Where majors are installed side by side, as `<major>/bin` or `pgsql-<major>/bin`
+    /// (default: /usr/lib/postgresql and /usr), as for `[[restore]]`.
+    pub pg_roots: Option<Vec<PathBuf>>,
     /// OS user the scratch server runs as (default: `postgres` when the agent is root, else
     /// the agent's own user; PostgreSQL refuses to run as root).
     pub run_as: Option<String>,
@@ -295,6 +298,12 @@ fn validate(p: &mut Problems, at: &At, r: RawDrill) -> Option<(DrillProbe, Durat
                 max_shortfall: r.max_shortfall.unwrap_or(DRILL_MAX_SHORTFALL),
                 space_factor,
                 pg_bindir: r.pg_bindir,
+                pg_roots: r.pg_roots.unwrap_or_else(|| {
+                    crate::probe::restore::DEFAULT_PG_ROOTS
+                        .iter()
+                        .map(PathBuf::from)
+                        .collect()
+                }),
                 run_as: r.run_as,
                 user: r.user.unwrap_or_else(|| DRILL_USER.into()),
                 database: r.database.unwrap_or_else(|| DRILL_DATABASE.into()),
@@ -374,8 +383,9 @@ fn settings(p: &DrillProbe, scheduler_timeout: Duration) -> Settings {
             "pg_bindir",
             p.pg_bindir.clone(),
             path,
-            "/usr/lib/postgresql/<PG_VERSION of the backup>/bin",
+            "the backup's major (PG_VERSION) under pg_roots",
         )
+        .paths("pg_roots", &p.pg_roots)
         .or_note(
             "run_as",
             p.run_as.clone(),

@@ -56,7 +56,7 @@ impl Probe for BarmanProbe {
 
     async fn observe(&self) -> Outcome {
         let mut obs = self.limits.observation();
-        tool_command::mark_role(self.wal.as_ref(), &mut obs).await;
+        tool_command::mark_server(self.wal.as_ref(), &mut obs).await;
         match self.observe_set(&mut obs.commands).await {
             Ok(set) => obs.sets = vec![set],
             Err(e) => obs.error = Some(e),

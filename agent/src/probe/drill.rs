@@ -93,6 +93,8 @@ pub struct DrillProbe {
     pub max_shortfall: Duration,
     pub space_factor: f64,
     pub pg_bindir: Option<PathBuf>,
+    /// Where the majors' binaries are looked for (`<root>/<major>/bin`, `<root>/pgsql-<major>/bin`).
+    pub pg_roots: Vec<PathBuf>,
     pub run_as: Option<String>,
     pub user: String,
     pub database: String,

@@ -56,7 +56,15 @@ impl Probe for PgBackRestProbe {
             commands: vec![tool_command::shown(&argv)],
             ..self.limits.observation()
         };
-        tool_command::mark_role(self.wal.as_ref(), &mut obs).await;
+        tool_command::mark_server(self.wal.as_ref(), &mut obs).await;
+        // Its version, so that a server too new for it is named (2.45 refuses PostgreSQL 16
+        // with "unexpected control version" at stanza-create and backup, and `info` then
+        // only shows no stanza). A failure leaves it unknown.
+        let version = [self.command(), vec!["version".to_string()]].concat();
+        obs.commands.push(tool_command::shown(&version));
+        if let Ok(out) = tool_command::run(&version, tool_command::JSON_TOOL).await {
+            obs.tool_version = tool_version(&out.stdout);
+        }
         let now = Utc::now();
         let mut archive_ids = std::collections::HashMap::new();
         match tool_command::run(&argv, tool_command::JSON_TOOL)
@@ -110,6 +118,12 @@ impl PgBackRestProbe {
         argv.extend(repo_ls_args(stanza, id, max));
         argv
     }
+}
+
+/// "2.45" from `pgBackRest 2.45`.
+fn tool_version(stdout: &str) -> Option<String> {
+    let v = stdout.trim().strip_prefix("pgBackRest ")?;
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
 }
 
 /// The arguments of `repo-ls` of the repository directory holding segment `max` of `stanza`'s
@@ -306,6 +320,14 @@ mod tests {
             stored_at(&out(listing, 0), "000000010000000000000009"),
             None
         );
+    }
+
+    #[test]
+    fn version_is_read_from_the_tools_words_only() {
+        assert_eq!(tool_version("pgBackRest 2.45\n").as_deref(), Some("2.45"));
+        assert_eq!(tool_version("pgBackRest 2.59.1").as_deref(), Some("2.59.1"));
+        assert_eq!(tool_version("pgBackRest 2.45dev; rm -rf"), None);
+        assert_eq!(tool_version("ERROR: [031]"), None);
     }
 
     #[test]

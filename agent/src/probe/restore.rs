@@ -280,9 +280,24 @@ fn in_archive(archive: &Path, seg: &str, size: u64) -> bool {
         })
 }
 
-/// Every pg_verifybackup installed under `roots`, by major: `<root>/<major>/bin` (Debian) or
-/// `<root>/pgsql-<major>/bin` (PGDG for Red Hat).
+/// Every pg_verifybackup installed under `roots`, by major.
 fn installed_verifiers(roots: &[PathBuf]) -> Vec<(u32, PathBuf)> {
+    installed(roots, "pg_verifybackup")
+}
+
+/// The `bin` directory of `major` under `roots` that holds `prog`, the first root first.
+pub fn major_bindir(roots: &[PathBuf], major: u32, prog: &str) -> Option<PathBuf> {
+    roots.iter().find_map(|r| {
+        [format!("{major}/bin"), format!("pgsql-{major}/bin")]
+            .into_iter()
+            .map(|d| r.join(d))
+            .find(|d| d.join(prog).is_file())
+    })
+}
+
+/// Every `prog` installed under `roots`, by major (one per major, the first root's):
+/// `<root>/<major>/bin` (Debian) or `<root>/pgsql-<major>/bin` (PGDG for Red Hat).
+fn installed(roots: &[PathBuf], prog: &str) -> Vec<(u32, PathBuf)> {
     let mut found: Vec<(u32, PathBuf)> = roots
         .iter()
         .flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten())
@@ -294,7 +309,7 @@ fn installed_verifiers(roots: &[PathBuf]) -> Vec<(u32, PathBuf)> {
                 .unwrap_or(name)
                 .parse::<u32>()
                 .ok()?;
-            let p = e.path().join("bin/pg_verifybackup");
+            let p = e.path().join("bin").join(prog);
             p.is_file().then_some((major, p))
         })
         .collect();

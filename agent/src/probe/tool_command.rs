@@ -180,13 +180,17 @@ pub fn json(out: &Output) -> Result<serde_json::Value, String> {
 /// For a backup tool section linked to a `[[wal]]` server: mark the observation as taken on a
 /// standby (the primary's probe judges the sets, so an HA pair raises one alert, and the new
 /// primary takes over after a failover), or say why the role is unknown (then judged here).
-pub async fn mark_role(
+/// The server's major goes with it, so a tool too old for the server can be named.
+pub async fn mark_server(
     wal: Option<&super::wal_archive::WalProbe>,
     obs: &mut backwatch_proto::model::BackupToolObs,
 ) {
     if let Some(w) = wal {
-        match w.in_recovery().await {
-            Ok(standby) => obs.on_standby = standby,
+        match w.role_and_major().await {
+            Ok((standby, major)) => {
+                obs.on_standby = standby;
+                obs.server_major = (major > 0).then_some(major);
+            }
             Err(e) => obs.role_error = Some(format!("wal.{}: {e}", w.name)),
         }
     }

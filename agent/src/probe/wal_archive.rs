@@ -174,15 +174,24 @@ impl WalProbe {
         result
     }
 
-    /// Whether the server is a standby now (`pg_is_in_recovery()`).
-    pub(crate) async fn in_recovery(&self) -> Result<bool, String> {
+    /// Whether the server is a standby now (`pg_is_in_recovery()`), and its major version
+    /// (`server_version_num / 10000`, which is the major from PostgreSQL 10 on).
+    pub(crate) async fn role_and_major(&self) -> Result<(bool, u32), String> {
         self.with_session(async |client: &Client| {
-            client
-                .query_one("SELECT pg_is_in_recovery()", &[])
+            let row = client
+                .query_one(
+                    "SELECT pg_is_in_recovery(), current_setting('server_version_num')::int / 10000",
+                    &[],
+                )
                 .await
-                .map_err(|e| format!("query failed: {}", chain(&e)))?
+                .map_err(|e| format!("query failed: {}", chain(&e)))?;
+            let standby = row
                 .try_get::<_, bool>(0)
-                .map_err(|e| format!("query failed: {}", chain(&e)))
+                .map_err(|e| format!("query failed: {}", chain(&e)))?;
+            let major = row
+                .try_get::<_, i32>(1)
+                .map_err(|e| format!("query failed: {}", chain(&e)))?;
+            Ok((standby, u32::try_from(major).unwrap_or(0)))
         })
         .await
     }

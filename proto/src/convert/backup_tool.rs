@@ -70,6 +70,8 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
             expected_min_full_backups: o.expected_min_full_backups.unwrap_or(0),
             on_standby: o.on_standby,
             role_error: clip_opt(&o.role_error),
+            tool_version: clip_opt(&o.tool_version),
+            server_major: o.server_major.unwrap_or(0),
         }
     }
 }
@@ -130,6 +132,8 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
             .then_some(o.expected_min_full_backups),
         on_standby: o.on_standby,
         role_error: opt_text("role_error", o.role_error)?,
+        tool_version: opt_text("tool_version", o.tool_version)?,
+        server_major: (o.server_major > 0).then_some(o.server_major),
     })
 }
 

@@ -688,6 +688,13 @@ pub struct BackupToolObservation {
     /// The linked server could not be asked its role (the sets are then judged here).
     #[prost(string, tag = "10")]
     pub role_error: ::prost::alloc::string::String,
+    /// The tool's own version ("2.45" from `pgbackrest version`); empty when not asked.
+    #[prost(string, tag = "11")]
+    pub tool_version: ::prost::alloc::string::String,
+    /// The linked server's major (`server_version_num / 10000`); 0 when there is no link or it
+    /// could not be asked. With `tool_version`, a tool too old for the server is named.
+    #[prost(uint32, tag = "12")]
+    pub server_major: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BackupSet {

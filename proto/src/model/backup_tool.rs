@@ -28,6 +28,12 @@ pub struct BackupToolObs {
     /// The linked server could not be asked its role; the sets are judged here.
     #[serde(default)]
     pub role_error: Option<String>,
+    /// The tool's own version ("2.45"), where the probe asks it (pgBackRest).
+    #[serde(default)]
+    pub tool_version: Option<String>,
+    /// The linked server's major version, when the section is linked and the server answered.
+    #[serde(default)]
+    pub server_major: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 //! incoming directory.
 
 use super::pg::bindir;
-use super::{PgCluster, eventually};
+use super::{PgCluster, PgClusterBuilder, eventually};
 use anyhow::{Context, Result, ensure};
 use nix::unistd::{Uid, User, chown};
 use std::fs;
@@ -67,6 +67,14 @@ pub struct PgBackRest {
 impl PgBackRest {
     /// `global` adds lines to the `[global]` section (e.g. "repo1-retention-full=2").
     pub fn start(global: &str) -> Result<PgBackRest> {
+        let tool = Self::configure(PgCluster::init(), global)?;
+        tool.run(&["--stanza=main", "stanza-create"])?;
+        Ok(tool)
+    }
+
+    /// The cluster `pg` started and the configuration written, no stanza created (pgBackRest
+    /// may refuse the cluster's major).
+    pub fn configure(pg: PgClusterBuilder, global: &str) -> Result<PgBackRest> {
         ensure!(
             installed("pgbackrest"),
             "pgbackrest is not installed (scripts/test installs it)"
@@ -74,7 +82,7 @@ impl PgBackRest {
         let dir = tempfile::tempdir()?;
         give_to_server_user(dir.path())?;
         let conf = dir.path().join("pgbackrest.conf");
-        let pg = PgCluster::init()
+        let pg = pg
             .archive_command(&format!(
                 "pgbackrest --config={} --stanza=main archive-push %p",
                 conf.display()
@@ -94,9 +102,16 @@ impl PgBackRest {
             ),
         )?;
         give_to_server_user(&conf)?;
-        let tool = PgBackRest { pg, conf, dir };
-        tool.run(&["--stanza=main", "stanza-create"])?;
-        Ok(tool)
+        Ok(PgBackRest { pg, conf, dir })
+    }
+
+    /// `pgbackrest version`'s number ("2.45").
+    pub fn version() -> Result<String> {
+        let out = as_server_user(&["pgbackrest", "version"])?;
+        out.trim()
+            .strip_prefix("pgBackRest ")
+            .map(str::to_string)
+            .with_context(|| format!("pgbackrest version printed {out:?}"))
     }
 
     /// `pgbackrest --config=<conf> <args>` as the server's user.
@@ -128,6 +143,11 @@ pub struct Barman {
 
 impl Barman {
     pub async fn start() -> Result<Barman> {
+        Self::on(PgCluster::init()).await
+    }
+
+    /// Barman for the cluster `pg` (of any major; Barman's `pg_basebackup` is the system's).
+    pub async fn on(pg: PgClusterBuilder) -> Result<Barman> {
         ensure!(
             installed("barman"),
             "barman is not installed (scripts/test installs it)"
@@ -139,7 +159,7 @@ impl Barman {
         let incoming = home.join("pg/incoming");
         fs::create_dir_all(&incoming)?;
         fs::set_permissions(&incoming, fs::Permissions::from_mode(0o777))?;
-        let pg = PgCluster::init()
+        let pg = pg
             .archive_command(&format!("cp %p {}/%f", incoming.display()))
             .start()?;
         let me = User::from_uid(Uid::effective())?.context("current user has no name")?;

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use backwatch_tests::harness::backup_tools::{Barman, PgBackRest};
-use backwatch_tests::harness::{eventually, scene};
+use backwatch_tests::harness::{PgCluster, eventually, scene};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -399,6 +399,83 @@ async fn in_an_ha_pair_the_primary_judges_the_stanza_and_a_promoted_standby_take
             .as_str()
             .unwrap_or_default()
             .contains("older than"),
+        "{c}"
+    );
+    Ok(())
+}
+
+/// A pgBackRest release too old for the server's major is named, not left as "no stanza":
+/// Debian 12's 2.45 stops at PostgreSQL 15 and refuses 16 at `stanza-create`. The test takes
+/// the first major after the installed pgBackRest's newest (from `target/pg`).
+#[tokio::test]
+async fn a_pgbackrest_too_old_for_the_servers_major_is_named() -> Result<()> {
+    let version = PgBackRest::version()?;
+    let Some(max) = backwatch_rules::backup_tool::pgbackrest_max_major(&version) else {
+        eprintln!("pgBackRest {version}: no known limit; nothing to test");
+        return Ok(());
+    };
+    let major = max + 1;
+    if backwatch_tests::harness::pg::major_bindir(major).is_err() {
+        eprintln!("pgBackRest {version} supports up to {max}: no PostgreSQL {major} to test with");
+        return Ok(());
+    }
+    let tool = PgBackRest::configure(PgCluster::init().major(major), "")?;
+    let refused = tool.run(&["--stanza=main", "stanza-create"]);
+    anyhow::ensure!(refused.is_err(), "stanza-create on {major}: {refused:?}");
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[wal]]\nname = \"main\"\ndsn = \"{}\"\ninterval = \"1s\"\n\
+             [[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\nwal = \"main\"\n",
+            tool.pg.dsn(),
+            tool.conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.main",
+            "critical",
+            &format!(
+                "pgBackRest {version} does not support PostgreSQL {major} (it supports up to \
+                 {max}): no backup of this server can be taken; install pgBackRest "
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["server_major"], major, "{c}");
+    assert_eq!(c["details"]["tool_version"], version.as_str(), "{c}");
+    Ok(())
+}
+
+/// Barman has no version table of its own to consult: its `check` compares the server with the
+/// `pg_basebackup` it would run, and the probe names that failing check. A PostgreSQL 16
+/// server with Debian 12's `pg_basebackup` 15 is refused in those words.
+#[tokio::test]
+async fn barman_names_a_pg_basebackup_too_old_for_the_server() -> Result<()> {
+    let major = 16;
+    if backwatch_tests::harness::pg::major_bindir(major).is_err() {
+        eprintln!("no PostgreSQL {major} to test with");
+        return Ok(());
+    }
+    let tool = Barman::on(PgCluster::init().major(major)).await?;
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
+            tool.conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "barman.pg", "critical", "pg: failing checks: ", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pg_basebackup_compatible: PostgreSQL version: 16."),
         "{c}"
     );
     Ok(())

@@ -5,9 +5,11 @@
 //! Per major, one agent watches its clusters at once: healthy (and its archive directory),
 //! failing then fixed, silently failing (`archive_command = /bin/true`), stuck (a segment
 //! waiting 20 minutes behind a hanging command), archiving off, idle for hours (archived on a
-//! clock four hours behind), and a streaming standby where the major has `pg_basebackup`. On 10 and 11, which have no
-//! `pg_ls_archive_statusdir()`, the WAL check estimates the pending work from WAL positions
-//! and says so, instead of being unknown.
+//! clock four hours behind), stopped (unreachable: unknown, saying so), and a streaming
+//! standby where the major has `pg_basebackup`; the WAL settings of two of them are judged
+//! against the procedure (`settings.<name>`). On 10 and 11, which have no
+//! `pg_ls_archive_statusdir()`, the WAL check estimates the pending work from WAL positions and
+//! says so, instead of being unknown.
 
 use anyhow::{Result, ensure};
 use backwatch_tests::harness::pg::major_bindir;
@@ -54,7 +56,8 @@ fn archive_section(name: &str, pg: &PgCluster) -> Result<String> {
 
 async fn scenarios(major: u32) -> Result<()> {
     let cluster = || PgCluster::init().major(major);
-    let healthy = cluster().start()?;
+    // archive_timeout set as the procedure asks, so its settings check is ok.
+    let healthy = cluster().setting("archive_timeout", "300").start()?;
     ensure!(
         healthy.major()? == major,
         "PG_VERSION of the healthy cluster"
@@ -63,6 +66,9 @@ async fn scenarios(major: u32) -> Result<()> {
     let silent = cluster().archive_command("/bin/true").start()?;
     let stuck = cluster().start()?;
     let off = cluster().archive_mode("off").start()?;
+    // Unreachable: a server of this major that has stopped (its socket is gone).
+    let gone = cluster().start()?;
+    gone.stop()?;
     // Idle for hours: archived on a clock four hours behind, then back on the true one.
     let idle = cluster().start()?;
     idle.stop()?;
@@ -95,6 +101,8 @@ async fn scenarios(major: u32) -> Result<()> {
     )?;
 
     let mut toml = archive_section("healthy", &healthy)?;
+    toml.push_str("[[settings]]\nname = \"healthy\"\nwal = \"healthy\"\ninterval = \"1s\"\n");
+    toml.push_str("[[settings]]\nname = \"off\"\nwal = \"off\"\ninterval = \"1s\"\n");
     toml.push_str(&archive_section("silent", &silent)?);
     let scene = scene("db1", |a| {
         let a = match &standby {
@@ -107,6 +115,7 @@ async fn scenarios(major: u32) -> Result<()> {
             .wal("stuck", &stuck.dsn(), "1s")
             .wal("off", &off.dsn(), "1s")
             .wal("idle", &idle.dsn(), "1s")
+            .wal("gone", &gone.dsn(), "1s")
             .toml(&toml)
     })
     .await?;
@@ -190,6 +199,26 @@ async fn scenarios(major: u32) -> Result<()> {
         "PostgreSQL {major}: {c}"
     );
     assert_eq!(c["details"]["data_at_risk_secs"], 0, "idle for hours: {c}");
+
+    // WAL configuration compliance reads the same settings on every major.
+    collector
+        .wait_status("db1", "settings.healthy", "ok", WAIT)
+        .await;
+    let c = collector
+        .wait_status("db1", "settings.off", "warning", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains("archive_mode = off (expected on)"),
+        "PostgreSQL {major}: {c}"
+    );
+
+    let c = collector
+        .wait_status("db1", "wal.gone", "unknown", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains("cannot connect"),
+        "PostgreSQL {major}: {c}"
+    );
 
     if standby.is_some() {
         collector
@@ -330,3 +359,51 @@ majors!(
     postgresql_17 => 17,
     postgresql_18 => 18,
 );
+
+/// A restore drill of a PostgreSQL 18 backup starts 18's server, found under `pg_roots` (here
+/// the test cache `target/pg`, laid out `<major>/bin` as Debian's `/usr/lib/postgresql` is), and
+/// says which binaries it used.
+#[tokio::test]
+async fn a_drill_of_an_18_backup_runs_18s_server_found_under_pg_roots() -> Result<()> {
+    let bin18 = major_bindir(18)?;
+    let root = bin18
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("{} has no root", bin18.display()))?;
+    let pg = PgCluster::init().major(18).wal_segment_size_mb(1).start()?;
+    pg.psql("CREATE TABLE orders AS SELECT generate_series(1, 42) AS id")?;
+    let backups = tempfile::tempdir()?;
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    // The scratch server runs as postgres, which must reach its directory.
+    let scratch = tempfile::Builder::new().prefix("bw-drill-").tempdir()?;
+    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o755))?;
+    let section = format!(
+        "[[drill]]\nname = \"pg18\"\nbackup_dir = \"{}\"\narchive_dir = \"{}\"\nscratch_dir = \"{}\"\n\
+         pg_roots = [\"{}\"]\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"42\"\n",
+        backups.path().display(),
+        pg.archive_dir().display(),
+        scratch.path().display(),
+        root.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "drill.pg18",
+            "ok",
+            "restore drill of ",
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(c["details"]["pg_version"], "18", "{c}");
+    assert_eq!(
+        c["details"]["bindir"].as_str(),
+        bin18.to_str(),
+        "the binaries used are named: {c}"
+    );
+    assert_eq!(c["details"]["smoke"][1]["got"], "42", "{c}");
+    Ok(())
+}

@@ -194,10 +194,19 @@ impl Scratch {
                 "PostgreSQL {major} recovers from recovery.conf; drills need 12 or later (recovery.signal)"
             ));
         }
-        let bindir = p
-            .pg_bindir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
+        let bindir = match &p.pg_bindir {
+            Some(b) => b.clone(),
+            None => crate::probe::restore::major_bindir(&p.pg_roots, n, "pg_ctl").ok_or_else(
+                || {
+                    let roots: Vec<String> =
+                        p.pg_roots.iter().map(|r| r.display().to_string()).collect();
+                    format!(
+                        "PostgreSQL {major} binaries not found: no {major}/bin/pg_ctl or pgsql-{major}/bin/pg_ctl under {} (install the PostgreSQL {major} server package, or set pg_roots or pg_bindir)",
+                        roots.join(", ")
+                    )
+                },
+            )?,
+        };
         obs.bindir = Some(bindir.display().to_string());
         if !bindir.join("pg_ctl").is_file() {
             return Err(format!(
