@@ -139,6 +139,7 @@ pub struct RawThresholds {
     pub wal: Option<RawWal>,
     pub archive: Option<RawArchive>,
     pub settings: Option<RawSettings>,
+    pub drill: Option<RawDrill>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -201,6 +202,18 @@ pub struct RawSettings {
     /// The longest archive_timeout allowed (default 5 min, the procedure's 300 s).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_archive_timeout: Option<Duration>,
+}
+
+/// `[thresholds.drill]`: restore drills (`drill.<name>`); unset keys leave the agents'.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    /// Warning when a drill's recovery time (RTO) is above this.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_rto: Option<Duration>,
+    /// Critical when the recovered point falls further short of the target.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_shortfall: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -531,6 +544,18 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Bad {
                 "settings.max_archive_timeout".into(),
                 "must be more than 0".into(),
             ));
+        }
+    }
+    if let Some(d) = &raw.drill {
+        for (key, v, slot) in [
+            ("max_rto", d.max_rto, &mut l.drill.max_rto),
+            ("max_shortfall", d.max_shortfall, &mut l.drill.max_shortfall),
+        ] {
+            if v == Some(Duration::ZERO) {
+                bad.push((format!("drill.{key}"), "must be more than 0".into()));
+            } else if v.is_some() {
+                *slot = v;
+            }
         }
     }
     bad
@@ -880,6 +905,34 @@ mod tests {
             Duration::from_secs(900)
         );
         assert_eq!(c.thresholds.for_host("db1").disk.warning_pct, 75);
+    }
+
+    #[test]
+    fn drill_thresholds_are_read_and_overridable() {
+        let c = load(
+            "[thresholds.drill]\nmax_rto = \"1h\"\n\
+             [[overrides]]\nhosts = [\"backup2\"]\n[overrides.thresholds.drill]\nmax_shortfall = \"1m\"\n",
+        )
+        .unwrap();
+        let l = c.thresholds.for_host("backup1").drill;
+        assert_eq!(
+            (l.max_rto, l.max_shortfall),
+            (Some(Duration::from_secs(3600)), None)
+        );
+        let l = c.thresholds.for_host("backup2").drill;
+        assert_eq!(
+            (l.max_rto, l.max_shortfall),
+            (
+                Some(Duration::from_secs(3600)),
+                Some(Duration::from_secs(60))
+            )
+        );
+        let err = load("[thresholds.drill]\nmax_rto = \"0s\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("drill.max_rto: must be more than 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,13 +16,44 @@
 //!
 //! A scratch directory or server that could not be removed is appended to any summary, and
 //! makes an ok a warning: the next drill may not have the space.
+//!
+//! `max_rto` and `max_shortfall` come with the observation (the agent's `[[drill]]`); the
+//! collector's `[thresholds.drill]`, per host or group through overrides, wins over them
+//! ([`DrillLimits`]), as every collector-side limit wins over the agent's.
 
 use super::procedure;
 use crate::human;
 use crate::status::{Status, Verdict};
 use backwatch_proto::model::{DrillObs, RECOVERED_POINT_SOURCE};
 use serde_json::json;
+use std::time::Duration;
 
+/// The collector's drill limits (`[thresholds.drill]`); unset ones leave the agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DrillLimits {
+    /// Warning above this recovery time.
+    pub max_rto: Option<Duration>,
+    /// Critical when the recovered point falls further short of the target.
+    pub max_shortfall: Option<Duration>,
+}
+
+/// Judge with the collector's limits where it has them, else the agent's.
+#[must_use]
+pub fn judge_with(obs: &DrillObs, limits: &DrillLimits) -> Verdict {
+    if *limits == DrillLimits::default() {
+        return judge(obs);
+    }
+    let mut obs = obs.clone();
+    if let Some(max) = limits.max_rto {
+        obs.max_rto_secs = Some(max.as_secs());
+    }
+    if let Some(max) = limits.max_shortfall {
+        obs.max_shortfall_secs = max.as_secs();
+    }
+    judge(&obs)
+}
+
+/// Judge with the limits the agent sent.
 #[must_use]
 pub fn judge(obs: &DrillObs) -> Verdict {
     let rto_secs = obs.rto_ms.map(|ms| ms as f64 / 1000.0);
@@ -197,12 +228,39 @@ fn verdict(obs: &DrillObs) -> Verdict {
 }
 
 #[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    #[test]
+    fn the_collectors_limits_win_over_the_agents() {
+        let obs = DrillObs {
+            rto_ms: Some(600_000),
+            max_rto_secs: Some(3600),
+            ..tests::drilled()
+        };
+        assert_eq!(judge_with(&obs, &DrillLimits::default()).status, Status::Ok);
+        let tight = DrillLimits {
+            max_rto: Some(Duration::from_secs(300)),
+            max_shortfall: None,
+        };
+        let v = judge_with(&obs, &tight);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.ends_with("; RTO above the 5 min allowed"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.details["max_rto_secs"], 300);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use backwatch_proto::model::SmokeCheck;
     use chrono::DateTime;
 
-    fn drilled() -> DrillObs {
+    pub(super) fn drilled() -> DrillObs {
         DrillObs {
             source_kind: "plain".into(),
             backup_root: "/backup/base".into(),

@@ -95,6 +95,7 @@ pub struct Limits {
     pub wal: WalLimits,
     pub archive: ArchiveDirLimits,
     pub settings: SettingsLimits,
+    pub drill: drill::DrillLimits,
 }
 
 impl Limits {
@@ -141,7 +142,7 @@ pub fn evaluate(
         Some(Observation::Restore(obs)) => restore::judge(obs),
         Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
         Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),
-        Some(Observation::Drill(obs)) => drill::judge(obs),
+        Some(Observation::Drill(obs)) => drill::judge_with(obs, &limits.drill),
         Some(Observation::Settings(obs)) => settings::judge(obs, &limits.settings),
         None => Verdict::new(Status::Unknown, "result carries no observation"),
     }

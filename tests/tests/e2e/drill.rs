@@ -506,6 +506,64 @@ async fn a_drill_not_yet_due_runs_on_demand_and_marks_its_clusters_timeline() ->
     Ok(())
 }
 
+/// The collector's `[thresholds.drill]` wins over the agent's `[[drill]]` limits, per group: the
+/// same drill is ok for one host and a warning for the group that promises a 1 ms recovery
+/// (limits travel in whole seconds: any recovery time is above it).
+#[tokio::test]
+async fn the_collectors_drill_limits_win_per_group() -> Result<()> {
+    use backwatch_tests::harness::{Agent, Certs, Collector};
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 3).await?;
+    let (backups, scratch1, scratch2) = (tempfile::tempdir()?, scratch()?, scratch()?);
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    let certs = Certs::fleet(&["backup1", "backup2"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml(
+            "[groups]\nstrict = [\"backup2\"]\n\
+             [[overrides]]\ngroups = [\"strict\"]\n[overrides.thresholds.drill]\nmax_rto = \"1ms\"\n",
+        )
+        .start()
+        .await?;
+    // The agents allow an hour; the collector's group limit is what counts for backup2.
+    let section = |s: &Path| {
+        drill_section(
+            "main",
+            backups.path(),
+            pg.archive_dir(),
+            s,
+            "max_rto = \"1h\"",
+        )
+    };
+    let _a1 = Agent::for_host("backup1", &certs, &collector)
+        .toml(&section(scratch1.path()))
+        .start()?;
+    let _a2 = Agent::for_host("backup2", &certs, &collector)
+        .toml(&section(scratch2.path()))
+        .start()?;
+    let c = collector
+        .wait_summary("backup1", "drill.main", "ok", "restore drill of ", WAIT)
+        .await;
+    assert_eq!(c["details"]["max_rto_secs"], 3600, "{c}");
+    let c = collector
+        .wait_summary(
+            "backup2",
+            "drill.main",
+            "warning",
+            "restore drill of ",
+            WAIT,
+        )
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("; RTO above the "),
+        "{c}"
+    );
+    Ok(())
+}
+
 /// A role the restored cluster does not have: said within seconds, not at the drill's timeout.
 #[tokio::test]
 async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
