@@ -231,12 +231,9 @@ const VALUES: &[Gauge] = &[
         read: |o| match o {
             Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.age_secs as f64),
             // The stalest set speaks for the check, as its verdict does.
-            Observation::PgBackRest(t) | Observation::Barman(t) => t
-                .sets
-                .iter()
-                .filter_map(|s| s.newest.as_ref()?.age_secs)
-                .max()
-                .map(|a| a as f64),
+            Observation::PgBackRest(t) | Observation::Barman(t) => {
+                t.stalest_set()?.newest.as_ref()?.age_secs.map(|a| a as f64)
+            }
             _ => None,
         },
     },
@@ -257,14 +254,13 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_backup_newest_size_bytes",
         kind: "gauge",
-        help: "Size of the newest backup file, or of the backup tool's newest backup (the database size it read).",
+        help: "Size of the newest backup file, or of the backup tool's newest backup (the stalest set's; pgBackRest: the database size it read).",
         read: |o| match o {
             Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.size_bytes as f64),
             Observation::PgBackRest(t) | Observation::Barman(t) => t
-                .sets
-                .iter()
-                .filter_map(|s| s.newest.as_ref())
-                .max_by_key(|b| b.age_secs.map(std::cmp::Reverse))
+                .stalest_set()?
+                .newest
+                .as_ref()
                 .map(|b| b.size_bytes as f64),
             _ => None,
         },
@@ -272,7 +268,7 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_backup_duration_seconds",
         kind: "gauge",
-        help: "How long the newest full backup took: a plain pg_basebackup directory's, or the backup tool's newest full.",
+        help: "How long the newest full backup took: a plain pg_basebackup directory's, or the backup tool's newest full (the stalest set's).",
         read: |o| match o {
             Observation::BackupDir(b) => b
                 .newest_base_backup
@@ -280,10 +276,10 @@ const VALUES: &[Gauge] = &[
                 .and_then(|n| n.duration_secs)
                 .map(|d| d as f64),
             Observation::PgBackRest(t) | Observation::Barman(t) => t
-                .sets
-                .iter()
-                .filter_map(|s| s.newest_full.as_ref()?.duration_secs)
-                .max()
+                .stalest_set()?
+                .newest_full
+                .as_ref()?
+                .duration_secs
                 .map(|d| d as f64),
             _ => None,
         },

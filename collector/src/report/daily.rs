@@ -289,7 +289,8 @@ pub fn build(input: DailyInput) -> DailyReport {
                 });
             }
             match last.probe_kind() {
-                Some(ProbeKind::BackupDir) => {
+                // A backup tool's newest backup (the stalest set's) as a directory's newest file.
+                Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman) => {
                     let newest = rows.latest(|r| r.newest_mtime);
                     let n = rows.sum(|r| r.new_backups);
                     summary.backups_24h += n;

@@ -271,7 +271,12 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
 
 fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
     let last = rows.last()?;
-    let is_dir = last.probe_kind() == Some(ProbeKind::BackupDir);
+    // When backups end: a directory's newest file, a tool's newest backup (an archive
+    // directory's newest file is a WAL segment, not a backup).
+    let is_dir = matches!(
+        last.probe_kind(),
+        Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman)
+    );
     let size_points: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| r.newest_size_bytes.map(|s| (day_x(r), s as f64)))
@@ -429,6 +434,9 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 storage.extend(storage_trend(rows));
                 backups.extend(backup_trend(rows, input.timezone));
             }
+            ProbeKind::PgBackRest | ProbeKind::Barman => {
+                backups.extend(backup_trend(rows, input.timezone));
+            }
             ProbeKind::ArchiveDir => {
                 storage.extend(storage_trend(rows));
                 if rows.iter().any(|r| r.duration_secs.is_some()) {
@@ -442,10 +450,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 archive_lag.extend(lag(rows));
                 wal_volume.extend(volume(rows));
             }
-            ProbeKind::Restore
-            | ProbeKind::PgBackRest
-            | ProbeKind::Barman
-            | ProbeKind::Settings => {}
+            ProbeKind::Restore | ProbeKind::Settings => {}
         }
     }
     // Days of the fleet: filesystems' used bytes, WAL archived (archive directories when a

@@ -36,6 +36,19 @@ pub struct BackupToolObs {
     pub server_major: Option<u32>,
 }
 
+impl BackupToolObs {
+    /// The set that speaks for the check where one figure stands for all (metrics, rollups,
+    /// charts): the stalest, as the verdict's worst set usually is. A set without any backup
+    /// is the stalest of all; among sets with one, the one whose newest backup is oldest.
+    #[must_use]
+    pub fn stalest_set(&self) -> Option<&BackupSet> {
+        self.sets.iter().max_by_key(|s| match &s.newest {
+            None => i64::MAX,
+            Some(b) => b.age_secs.unwrap_or(0),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackupSet {
     /// Stanza or server.

@@ -116,6 +116,37 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
         "{series}"
     );
 
+    // History as for a backup directory: the daily report's backup table and the monthly
+    // review's backup trends, from the rollups (the stanza's newest backup, its full's time).
+    let daily = scene.collector.api("/api/v1/reports/daily").await?;
+    let line = daily["backups"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["check"] == "pgbackrest.main"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line["backups_24h"].as_i64().is_some_and(|n| n >= 1),
+        "{daily}"
+    );
+    assert_eq!(line["newest_at"], incr["stop_time"], "{daily}");
+    assert_eq!(line["newest_size_bytes"], incr["size_bytes"], "{daily}");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let review = scene
+        .collector
+        .api(&format!("/api/v1/reports/monthly?month={month}"))
+        .await?;
+    let trend = review["backups"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["check"] == "pgbackrest.main"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        trend["duration_max_secs"], full["duration_secs"],
+        "{review}"
+    );
+    assert_eq!(trend["newest_size_bytes"], incr["size_bytes"], "{review}");
+    assert!(trend["typical_time"].is_string(), "{review}");
+
     // The tool's own status: a stanza that does not exist.
     let c = scene
         .collector

@@ -120,10 +120,22 @@ pub fn sample(item: &Evaluated) -> Sample {
             // The measured recovery time: the monthly review's RTO figures.
             s.duration = d.rto_ms.map(|ms| int(ms / 1000));
         }
-        Some(Observation::PgBackRest(o) | Observation::Barman(o)) => {
+        Some(Observation::PgBackRest(o) | Observation::Barman(o)) if o.error.is_none() => {
             // The narrowest set's recoverable window, as the check reports it.
             s.window = crate::rules::backup_tool::narrowest_window(o)
                 .map(|w| (w.end - w.start).num_seconds());
+            // The stalest set's newest backup, as for a backup directory's newest file: when
+            // it ended (a new one is counted when that changes), its age and size (pgBackRest:
+            // the database size it read); the duration is the newest full's, so the monthly
+            // trend compares like with like (incrementals take minutes).
+            if let Some(set) = o.stalest_set() {
+                if let Some(n) = &set.newest {
+                    s.newest_mtime = n.stop_time.map(|t| t.timestamp_millis());
+                    s.newest_size = Some(int(n.size_bytes));
+                    s.newest_age = n.age_secs;
+                }
+                s.duration = set.newest_full.as_ref().and_then(|f| f.duration_secs);
+            }
         }
         Some(Observation::ArchiveDir(a)) if a.exists && a.read_error.is_none() => {
             s.used = Some(int(a.segment_bytes));
@@ -261,7 +273,12 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
             Some(old) => m != old,
             None => m >= r.bucket_start,
         };
-        if is_new && r.kind == ProbeKind::BackupDir.as_str() {
+        let backups = [
+            ProbeKind::BackupDir,
+            ProbeKind::PgBackRest,
+            ProbeKind::Barman,
+        ];
+        if is_new && backups.iter().any(|k| r.kind == k.as_str()) {
             r.new_backups += 1;
         }
         r.newest_mtime = Some(m);
