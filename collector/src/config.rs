@@ -179,6 +179,9 @@ pub struct RawWal {
     /// ... and older than this a warning (default off).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub warn_data_at_risk: Option<Duration>,
+    /// A base backup sent for longer is a warning (default 4 h).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_base_backup_duration: Option<Duration>,
 }
 
 /// `[thresholds.archive]`: the WAL archive directory checks (`archive.<name>`).
@@ -471,8 +474,10 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Bad {
             on_recovered_failure,
             max_data_at_risk,
             warn_data_at_risk,
+            max_base_backup_duration,
         } = &mut l.wal;
         set(max_delay, w.max_delay);
+        set(max_base_backup_duration, w.max_base_backup_duration);
         set(max_data_at_risk, w.max_data_at_risk);
         if w.warn_data_at_risk.is_some() {
             *warn_data_at_risk = w.warn_data_at_risk;
@@ -496,6 +501,12 @@ fn apply(l: &mut Limits, raw: &RawThresholds) -> Bad {
         }
         if l.wal.max_delay.is_zero() {
             bad.push(("wal.max_delay".into(), "must be more than 0".into()));
+        }
+        if l.wal.max_base_backup_duration.is_zero() {
+            bad.push((
+                "wal.max_base_backup_duration".into(),
+                "must be more than 0".into(),
+            ));
         }
         if l.wal.max_data_at_risk.is_zero() {
             bad.push(("wal.max_data_at_risk".into(), "must be more than 0".into()));

@@ -303,6 +303,17 @@ impl From<&WalObs> for pb::WalArchiveObservation {
                 .map(clip)
                 .unwrap_or_default(),
             system_identifier: w.system_identifier.as_deref().map(clip).unwrap_or_default(),
+            base_backups_running: w
+                .base_backups_running
+                .iter()
+                .take(MAX_PROBLEMS)
+                .map(|b| pb::RunningBaseBackup {
+                    pid: b.pid,
+                    application_name: clip_opt(&b.application_name),
+                    phase: clip(&b.phase),
+                    running_secs: b.running_secs,
+                })
+                .collect(),
         }
     }
 }
@@ -479,6 +490,17 @@ fn observation_from_wire(
                 w.unswitched_writes_note,
             )?),
             system_identifier: non_empty(text("system_identifier", w.system_identifier)?),
+            base_backups_running: list("base_backups_running", w.base_backups_running, |b| {
+                Ok(RunningBaseBackup {
+                    pid: b.pid,
+                    application_name: non_empty(text(
+                        "base_backups_running.application_name",
+                        b.application_name,
+                    )?),
+                    phase: text("base_backups_running.phase", b.phase)?,
+                    running_secs: b.running_secs,
+                })
+            })?,
             archive_mode: text("archive_mode", w.archive_mode)?,
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,

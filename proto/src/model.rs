@@ -277,6 +277,19 @@ pub struct WalObs {
     /// every restore of their backups, so a drill is matched to the cluster it proves.
     #[serde(default)]
     pub system_identifier: Option<String>,
+    /// Base backups the server is sending now (PostgreSQL 13 and later).
+    #[serde(default)]
+    pub base_backups_running: Vec<RunningBaseBackup>,
+}
+
+/// One base backup in progress on the server (`pg_stat_progress_basebackup`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningBaseBackup {
+    pub pid: i32,
+    pub application_name: Option<String>,
+    pub phase: String,
+    /// Since the WAL sender started, on the database clock.
+    pub running_secs: i64,
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //!   full before it ⇒ warning (a backup that silently skipped a tablespace, or a table dropped
 //!   by mistake);
 //! - redundancy: fewer than `min_full_backups` (default 1) full backups kept ⇒ warning;
+//! - stuck: a backup running for longer than `max_duration` ⇒ warning (pgBackRest's lock held
+//!   that long as the agent saw it; Barman's `STARTED` backup since its id's time);
 //! - the tool could not be run or understood ⇒ unknown, with its words;
 //! - the section's linked server (`wal = "<name>"`) is a standby ⇒ ok, saying the primary's
 //!   probe judges: an HA pair configured alike raises one alert, and the promoted node takes
@@ -334,6 +336,16 @@ fn set(s: &BackupSet, limits: &SetLimits) -> (Status, String) {
 /// What peers judge beyond freshness: runtime, size drop and redundancy of the full backups.
 fn judgements(s: &BackupSet, l: &SetLimits) -> Vec<String> {
     let mut out = Vec::new();
+    // A backup running longer than a full may take is stuck, or about to eat the next one.
+    if let Some(secs) = s.backup_running_secs.filter(|_| s.backup_running)
+        && u64::try_from(secs).is_ok_and(|d| d > l.max_duration.as_secs())
+    {
+        out.push(format!(
+            "a backup has been running for {} (limit {}): is it stuck?",
+            human::duration(secs),
+            human::duration(l.max_duration.as_secs() as i64)
+        ));
+    }
     if let Some(f) = &s.newest_full {
         if let Some(d) = f.duration_secs
             && u64::try_from(d).is_ok_and(|d| d > l.max_duration.as_secs())
@@ -449,6 +461,24 @@ mod tests {
         assert_eq!(v.status, Status::Warning, "{}", v.summary);
         assert!(
             v.summary.contains("2 full backups kept, fewer than 3"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn a_backup_running_longer_than_max_duration_is_a_warning() {
+        let mut o = healthy();
+        o.sets[0].backup_running = true;
+        o.sets[0].backup_running_secs = Some(3 * 3600);
+        assert_eq!(judge("pgBackRest", &o).status, Status::Ok);
+        o.sets[0].backup_running_secs = Some(5 * 3600);
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.contains(
+                "a backup has been running for 5 h (limit 4 h): is it stuck? (a backup is running)"
+            ),
             "{}",
             v.summary
         );

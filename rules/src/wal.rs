@@ -47,6 +47,10 @@ pub struct WalLimits {
     /// ... and older than this a warning (off by default).
     #[serde(serialize_with = "ser_opt_secs")]
     pub warn_data_at_risk: Option<Duration>,
+    /// A base backup the server has been sending for longer is a warning (4 h, as a backup
+    /// tool's `max_duration`).
+    #[serde(serialize_with = "ser_secs")]
+    pub max_base_backup_duration: Duration,
 }
 
 impl Default for WalLimits {
@@ -58,6 +62,7 @@ impl Default for WalLimits {
             on_recovered_failure: RecoveredFailurePolicy::Record,
             max_data_at_risk: Duration::from_secs(15 * 60),
             warn_data_at_risk: None,
+            max_base_backup_duration: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -243,6 +248,43 @@ fn at(t: Option<DateTime<Utc>>) -> String {
 }
 
 pub fn archiving(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdict {
+    let mut v = archive_verdict(obs, prev, l);
+    if let serde_json::Value::Object(d) = &mut v.details {
+        d.insert(
+            "base_backups_running".into(),
+            json!(obs.base_backups_running),
+        );
+    }
+    // A base backup sent for longer than a backup may take: stuck, or about to overlap the
+    // next one. Said whatever the archiving verdict; a warning where that was ok.
+    let stuck: Vec<String> = obs
+        .base_backups_running
+        .iter()
+        .filter(|b| {
+            u64::try_from(b.running_secs).is_ok_and(|s| s > l.max_base_backup_duration.as_secs())
+        })
+        .map(|b| {
+            format!(
+                "base backup {} (pid {}, {}) running for {} (limit {}): is it stuck?",
+                b.application_name.as_deref().unwrap_or("without a name"),
+                b.pid,
+                b.phase,
+                human::duration(b.running_secs),
+                human::duration(l.max_base_backup_duration.as_secs() as i64)
+            )
+        })
+        .collect();
+    if !stuck.is_empty() {
+        if v.status == Status::Ok {
+            v.status = Status::Warning;
+            v.procedure = Some(procedure::BACKUP);
+        }
+        v.summary = format!("{}; {}", v.summary, stuck.join("; "));
+    }
+    v
+}
+
+fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdict {
     let risk = data_at_risk(obs);
     let details = json!({
         "archive_mode": obs.archive_mode,
@@ -482,6 +524,37 @@ mod tests {
 
     fn limits() -> WalLimits {
         WalLimits::default()
+    }
+
+    #[test]
+    fn a_base_backup_running_longer_than_its_limit_is_named() {
+        let running = |secs| backwatch_proto::model::RunningBaseBackup {
+            pid: 4242,
+            application_name: Some("pg_basebackup".into()),
+            phase: "streaming database files".into(),
+            running_secs: secs,
+        };
+        let obs = WalObs {
+            base_backups_running: vec![running(3600)],
+            ..healthy()
+        };
+        assert_eq!(archiving(&obs, None, &limits()).status, Status::Ok);
+        let obs = WalObs {
+            base_backups_running: vec![running(5 * 3600)],
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary.ends_with(
+                "; base backup pg_basebackup (pid 4242, streaming database files) running for 5 h \
+                 (limit 4 h): is it stuck?"
+            ),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.procedure, Some(procedure::BACKUP));
+        assert_eq!(v.details["base_backups_running"][0]["pid"], 4242);
     }
 
     #[test]

@@ -235,6 +235,7 @@ impl Section for RawPgBackRest {
             stanza: r.stanza,
             limits: t.limits,
             wal: t.wal,
+            running: Default::default(),
         };
         let settings = Settings::default()
             .strings("command", &probe.command)
@@ -290,6 +291,7 @@ impl Section for RawBarman {
             server: r.server,
             limits: t.limits,
             wal: t.wal,
+            running: Default::default(),
         };
         let settings = Settings::default()
             .set("server", probe.server.as_str())

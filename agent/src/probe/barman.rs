@@ -38,6 +38,8 @@ pub struct BarmanProbe {
     pub limits: ToolLimits,
     /// The `[[wal]]` server of this host (`wal` key): on a standby the primary judges.
     pub wal: Option<super::wal_archive::WalProbe>,
+    /// Since when the server's running backup has been seen running.
+    pub running: std::sync::Arc<tool_command::RunningSince>,
 }
 
 #[async_trait::async_trait]
@@ -58,11 +60,22 @@ impl Probe for BarmanProbe {
         let mut obs = self.limits.observation();
         tool_command::mark_server(self.wal.as_ref(), &mut obs).await;
         match self.observe_set(&mut obs.commands).await {
-            Ok(set) => obs.sets = vec![set],
+            Ok(set) => {
+                obs.sets = vec![set];
+                self.running.mark(&mut obs.sets, Utc::now());
+            }
             Err(e) => obs.error = Some(e),
         }
         Ok(Observation::Barman(Box::new(obs)))
     }
+}
+
+/// When a backup started, from its id (`20261125T190548`, the Barman host's local time).
+fn started_at(id: &str) -> Option<chrono::DateTime<Utc>> {
+    let t = chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S").ok()?;
+    t.and_local_timezone(chrono::Local)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 impl BarmanProbe {
@@ -115,6 +128,13 @@ impl BarmanProbe {
         let status = |e: &Value| e["status"].as_str().unwrap_or_default().to_string();
         let id = |e: &Value| e["backup_id"].as_str().unwrap_or_default().to_string();
         set.backup_running = entries.iter().any(|e| status(e) == "STARTED");
+        // Its id is when it started, on this host's clock (Barman names backups by local time).
+        set.backup_running_secs = entries
+            .iter()
+            .filter(|e| status(e) == "STARTED")
+            .filter_map(|e| started_at(&id(e)))
+            .map(|t| (now - t).num_seconds().max(0))
+            .max();
         // Backup ids are start timestamps: the greatest is the newest.
         let usable = entries
             .iter()

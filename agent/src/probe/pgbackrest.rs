@@ -34,6 +34,8 @@ pub struct PgBackRestProbe {
     pub limits: ToolLimits,
     /// The `[[wal]]` server of this host (`wal` key): on a standby the primary judges.
     pub wal: Option<super::wal_archive::WalProbe>,
+    /// Since when each stanza's backup lock has been seen held.
+    pub running: std::sync::Arc<tool_command::RunningSince>,
 }
 
 #[async_trait::async_trait]
@@ -71,7 +73,8 @@ impl Probe for PgBackRestProbe {
             .await
             .and_then(|o| parse(&o, now))
         {
-            Ok((sets, ids)) => {
+            Ok((mut sets, ids)) => {
+                self.running.mark(&mut sets, now);
                 obs.sets = sets;
                 archive_ids = ids;
             }
@@ -238,6 +241,8 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         archive_max_time: None,
         previous_full,
         full_count: fulls.len() as u64,
+        // Timed by the probe from when it first saw the lock held.
+        backup_running_secs: None,
     }
 }
 

@@ -11,6 +11,8 @@
 //!   `sleep`) goes with it instead of piling up one set per run.
 
 use super::backup_dir::os_text;
+use backwatch_proto::model::BackupSet;
+use chrono::{DateTime, Utc};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::process::Stdio;
@@ -193,6 +195,61 @@ pub async fn mark_server(
             }
             Err(e) => obs.role_error = Some(format!("wal.{}: {e}", w.name)),
         }
+    }
+}
+
+/// When each set's running backup was first seen running, by set name. pgBackRest shows only
+/// that its backup lock is held, so how long a backup has run is counted from the first run
+/// that saw it (at least that long: up to one interval more, and an agent restart starts the
+/// count again). A start the tool gives (Barman's backup id) is kept when it is earlier.
+#[derive(Debug, Default)]
+pub struct RunningSince(std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>);
+
+impl RunningSince {
+    pub fn mark(&self, sets: &mut [BackupSet], now: DateTime<Utc>) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|name, _| sets.iter().any(|s| s.backup_running && &s.name == name));
+        for s in sets.iter_mut().filter(|s| s.backup_running) {
+            let since = *seen.entry(s.name.clone()).or_insert(now);
+            let counted = (now - since).num_seconds().max(0);
+            s.backup_running_secs = Some(s.backup_running_secs.map_or(counted, |k| k.max(counted)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod running_tests {
+    use super::*;
+
+    #[test]
+    fn a_running_backup_is_timed_from_when_it_was_first_seen() {
+        let r = RunningSince::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let running = |on: bool| BackupSet {
+            name: "main".into(),
+            backup_running: on,
+            ..BackupSet::default()
+        };
+        let mut sets = [running(true)];
+        r.mark(&mut sets, t0);
+        assert_eq!(sets[0].backup_running_secs, Some(0));
+        let mut sets = [running(true)];
+        r.mark(&mut sets, t0 + chrono::Duration::seconds(600));
+        assert_eq!(sets[0].backup_running_secs, Some(600));
+        // It ended: the next one counts afresh.
+        let mut sets = [running(false)];
+        r.mark(&mut sets, t0 + chrono::Duration::seconds(700));
+        assert_eq!(sets[0].backup_running_secs, None);
+        let mut sets = [running(true)];
+        r.mark(&mut sets, t0 + chrono::Duration::seconds(800));
+        assert_eq!(sets[0].backup_running_secs, Some(0));
+        // A start the tool knows, earlier than the first sight, wins.
+        let mut sets = [BackupSet {
+            backup_running_secs: Some(5000),
+            ..running(true)
+        }];
+        r.mark(&mut sets, t0 + chrono::Duration::seconds(900));
+        assert_eq!(sets[0].backup_running_secs, Some(5000));
     }
 }
 

@@ -20,7 +20,8 @@ use super::wal_positions;
 use super::{Outcome, Probe};
 use backwatch_proto::error::chain;
 use backwatch_proto::model::{
-    Observation, PendingSource, ProbeKind, WAL_SEGMENT_HEADER_BYTES, WalObs, parse_lsn,
+    Observation, PendingSource, ProbeKind, RunningBaseBackup, WAL_SEGMENT_HEADER_BYTES, WalObs,
+    parse_lsn,
 };
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -303,8 +304,35 @@ async fn query(client: &Client) -> Result<WalObs, String> {
         Ok(row) => obs.system_identifier = row.try_get(0).ok().flatten(),
         Err(e) => tracing::debug!(error = %chain(&e), "system identifier not readable"),
     }
+    // Base backups being sent now (the view exists from PostgreSQL 13): a stuck one is named.
+    if obs.server_version_num >= 130_000 {
+        match client.query(RUNNING_BASE_BACKUPS_SQL, &[]).await {
+            Ok(rows) => {
+                obs.base_backups_running = rows
+                    .iter()
+                    .filter_map(|r| {
+                        Some(RunningBaseBackup {
+                            pid: r.try_get(0).ok()?,
+                            application_name: r.try_get(1).ok().flatten(),
+                            phase: r.try_get::<_, Option<String>>(2).ok().flatten()?,
+                            running_secs: r.try_get(3).ok()?,
+                        })
+                    })
+                    .collect();
+            }
+            Err(e) => tracing::debug!(error = %chain(&e), "running base backups not readable"),
+        }
+    }
     Ok(obs)
 }
+
+/// Base backups in progress, longest first: how long each WAL sender has run, on the database
+/// clock (backend_start is NULL to a role without pg_read_all_stats: then 0, never a false
+/// "stuck").
+const RUNNING_BASE_BACKUPS_SQL: &str = "SELECT p.pid, a.application_name, p.phase::text, \
+     COALESCE(EXTRACT(EPOCH FROM now() - a.backend_start), 0)::int8 \
+     FROM pg_stat_progress_basebackup p LEFT JOIN pg_stat_activity a ON a.pid = p.pid \
+     ORDER BY 4 DESC LIMIT 20";
 
 /// The cluster's identity, shared by its standbys and every restore of its backups.
 const SYSTEM_ID_SQL: &str = "SELECT system_identifier::text FROM pg_control_system()";

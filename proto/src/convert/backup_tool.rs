@@ -61,6 +61,7 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     archive_max_time: opt_ts(b.archive_max_time),
                     previous_full: b.previous_full.as_ref().map(backup_to_wire),
                     full_count: b.full_count,
+                    backup_running_secs: b.backup_running_secs,
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),
@@ -117,6 +118,7 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
                 archive_max_time: from_opt_ts(&b.archive_max_time)?,
                 previous_full: backup_from_wire(b.previous_full)?,
                 full_count: b.full_count,
+                backup_running_secs: b.backup_running_secs.filter(|s| *s >= 0),
             })
         })?,
         expected_max_age_secs: (o.expected_max_age_secs > 0).then_some(o.expected_max_age_secs),

@@ -295,7 +295,7 @@ pub struct DiskObservation {
     #[prost(string, tag = "11")]
     pub fs_type: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WalArchiveObservation {
     /// server_version_num, e.g. 150019.
     #[prost(int32, tag = "1")]
@@ -393,6 +393,25 @@ pub struct WalArchiveObservation {
     /// backups, so a restore drill is matched to the cluster it proves. Empty when not readable.
     #[prost(string, tag = "30")]
     pub system_identifier: ::prost::alloc::string::String,
+    /// Base backups this server is sending now (pg_stat_progress_basebackup, PostgreSQL 13 and
+    /// later), with how long each has run: a stuck pg_basebackup is named (docs/checks.md R8).
+    #[prost(message, repeated, tag = "31")]
+    pub base_backups_running: ::prost::alloc::vec::Vec<RunningBaseBackup>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunningBaseBackup {
+    /// The WAL sender's process id.
+    #[prost(int32, tag = "1")]
+    pub pid: i32,
+    /// pg_stat_activity.application_name (pg_basebackup by default, Barman's own name for it).
+    #[prost(string, tag = "2")]
+    pub application_name: ::prost::alloc::string::String,
+    /// pg_stat_progress_basebackup.phase ("streaming database files", ...).
+    #[prost(string, tag = "3")]
+    pub phase: ::prost::alloc::string::String,
+    /// Seconds since the WAL sender started (its backend_start), on the database clock.
+    #[prost(int64, tag = "4")]
+    pub running_secs: i64,
 }
 /// A WAL archive directory that archive_command fills (e.g. /archive_path): who may read it,
 /// what it holds, how far back it reaches, whether it is continuous, and whether the segment
@@ -742,6 +761,11 @@ pub struct BackupSet {
     /// Successful full backups kept.
     #[prost(uint64, tag = "15")]
     pub full_count: u64,
+    /// How long the running backup has been running, on the agent's clock (at least: pgBackRest
+    /// shows only that its lock is held, so the agent counts from when it first saw it held;
+    /// Barman's backup id is its start). Unset when none runs or the start is not known.
+    #[prost(int64, optional, tag = "16")]
+    pub backup_running_secs: ::core::option::Option<i64>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ToolBackup {

@@ -80,6 +80,9 @@ pub struct BackupSet {
     /// Successful full backups kept.
     #[serde(default)]
     pub full_count: u64,
+    /// How long the running backup has run (at least), on the agent's clock.
+    #[serde(default)]
+    pub backup_running_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -267,6 +267,66 @@ async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical
     Ok(())
 }
 
+/// A backup running for longer than `max_duration` is a warning: pgBackRest holds its backup
+/// lock while a full waits for its last segment behind a slow archive_command, and the agent
+/// times the lock from when it first saw it held.
+#[tokio::test]
+async fn a_backup_running_longer_than_max_duration_is_a_warning() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let tool = PgBackRest::start("")?;
+    tool.backup("full")?;
+    tool.pg.set_archive_command(&format!(
+        "sleep 30 && pgbackrest --config={} --stanza=main archive-push %p",
+        tool.conf.display()
+    ))?;
+    // In a process group of its own, so that the whole backup goes at the end of the test.
+    let conf = format!("--config={}", tool.conf.display());
+    let running = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "pgbackrest", &conf])
+        .args(["--stanza=main", "--type=full", "backup"])
+        .current_dir("/tmp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    struct Group(i32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _group = Group(i32::try_from(running.id())?);
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\nmax_duration = \"5s\"\n",
+            tool.conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.main",
+            "warning",
+            "main: a backup has been running for ",
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("(limit 5 s): is it stuck?"), "{summary}");
+    assert!(
+        c["details"]["sets"][0]["backup_running_secs"]
+            .as_i64()
+            .is_some_and(|s| s > 5),
+        "{c}"
+    );
+    Ok(())
+}
+
 /// A tool that hangs with a child of its own, and one that never stops printing: the probe's
 /// timeout takes the whole process group with it, and endless output is an error at 4 MiB
 /// instead of agent memory without bound.

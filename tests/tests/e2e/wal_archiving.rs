@@ -164,3 +164,62 @@ async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() 
     );
     Ok(())
 }
+
+/// A base backup the server has been sending for longer than `max_base_backup_duration` is
+/// named on the WAL check (pg_stat_progress_basebackup): a `pg_basebackup --max-rate` crawling
+/// through a cluster with a table, against a 2 s limit on the collector.
+#[tokio::test]
+async fn a_base_backup_running_too_long_is_named() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let pg = PgCluster::init().start()?;
+    pg.psql(
+        "CREATE TABLE pad AS SELECT g, repeat('x', 200) AS t FROM generate_series(1, 100000) g",
+    )?;
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml("[thresholds.wal]\nmax_base_backup_duration = \"2s\"\n")
+        .start()
+        .await?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .wal("main", &pg.dsn(), "1s")
+        .start()?;
+    let target = tempfile::tempdir()?;
+    // 32 kB/s through about 30 MB: minutes, far longer than the test.
+    let mut crawling = Command::new(backwatch_tests::harness::pg::bindir()?.join("pg_basebackup"))
+        .env_clear()
+        .arg("-h")
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-w"])
+        .args(["--max-rate=32k", "-X", "none", "-D"])
+        .arg(target.path().join("b1"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let c = collector
+        .wait_check(
+            "db1",
+            "wal.main",
+            "to name the stuck base backup",
+            WAIT,
+            |c| {
+                c["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("; base backup pg_basebackup (pid "))
+            },
+        )
+        .await;
+    let _ = crawling.kill();
+    let _ = crawling.wait();
+    assert_eq!(c["status"], "warning", "{c}");
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(summary.starts_with("archiving ok"), "{summary}");
+    assert!(summary.ends_with("(limit 2 s): is it stuck?"), "{summary}");
+    assert!(
+        c["details"]["base_backups_running"][0]["running_secs"]
+            .as_i64()
+            .is_some_and(|s| s > 2),
+        "{c}"
+    );
+    Ok(())
+}
