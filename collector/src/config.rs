@@ -8,6 +8,7 @@ pub mod alerting;
 pub mod effective;
 pub mod enroll;
 pub mod http_auth;
+pub mod maintenance;
 pub mod reports;
 
 use crate::rules::{DiskLimits, Limits, RecoveredFailurePolicy, WalLimits};
@@ -53,6 +54,9 @@ pub struct RawConfig {
     pub reports: reports::RawReports,
     /// Enrollment of new hosts and certificate renewal (see `enroll`); off without it.
     pub enroll: Option<enroll::RawEnroll>,
+    /// Recurring maintenance windows (see `maintenance`).
+    #[serde(default)]
+    pub maintenance: Vec<maintenance::RawWindow>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -804,7 +808,7 @@ impl Config {
         // refused, unless a TLS proxy in front is configured (it terminates TLS).
         http_auth.plain_bearer_refused =
             http.tls.is_none() && !http_listen.ip().is_loopback() && http_auth.proxy.is_none();
-        let alerting = alerting::validate(
+        let mut alerting = alerting::validate(
             &mut p,
             alerting::RawAlerting {
                 alerts: raw.alerts,
@@ -823,6 +827,7 @@ impl Config {
             .enroll
             .map(|e| enroll::validate(&mut p, e, base, &tls.ca));
         let reports = reports::validate(&mut p, raw.reports);
+        alerting.maintenance = maintenance::validate(&mut p, raw.maintenance, &raw.groups);
         thresholds.groups = raw.groups;
         p.finish()?;
         Ok(Config {

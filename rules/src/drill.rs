@@ -32,8 +32,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DrillLimits {
     /// Warning above this recovery time.
+    #[serde(serialize_with = "crate::wal::ser_opt_secs")]
     pub max_rto: Option<Duration>,
     /// Critical when the recovered point falls further short of the target.
+    #[serde(serialize_with = "crate::wal::ser_opt_secs")]
     pub max_shortfall: Option<Duration>,
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SettingsLimits {
     /// The longest `archive_timeout` allowed (procedure: 300 s).
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "crate::wal::ser_secs")]
     pub max_archive_timeout: Duration,
 }
 
@@ -33,10 +33,6 @@ impl Default for SettingsLimits {
             max_archive_timeout: Duration::from_secs(300),
         }
     }
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
 }
 
 /// One setting that differs from the procedure.

@@ -1,6 +1,6 @@
 // Alerts page: open and recently resolved alerts with acknowledge and false-positive marks,
-// and silences (maintenance windows) with who, why and until when. The action forms are
-// shared with the host page.
+// silences with who, why and until when, and the configured recurring maintenance windows
+// (open now, or when next). The action forms are shared with the host page.
 
 import { api } from './api.js';
 import { ago, badge, duration, h, message, section, table, when } from './dom.js';
@@ -125,16 +125,37 @@ function silenceRows(silences, ctx) {
   });
 }
 
+// The collector's [[maintenance]] windows: what each covers, when (in its own time zone), and
+// whether it is open now or when it opens next. Read only: they live in the configuration.
+function windowRows(windows) {
+  return windows.map((w) => {
+    const covers = [
+      w.hosts.length && `hosts ${w.hosts.join(', ')}`,
+      w.groups.length && `groups ${w.groups.join(', ')}`,
+      w.checks.length && `checks ${w.checks.join(', ')}`,
+    ].filter(Boolean).join('; ') || 'everything';
+    const days = w.every.length === 7 ? 'every day' : w.every.join(', ');
+    const state = w.open
+      ? `open until ${when(w.current.ends_at)}`
+      : (w.next ? `next ${when(w.next.starts_at)}` : '');
+    return h('tr', { 'data-window': w.name, class: w.open ? 'open' : '' },
+      h('th', { scope: 'row' }, w.name), h('td', {}, covers),
+      h('td', {}, `${days} ${w.from.slice(0, 5)}–${w.to.slice(0, 5)} ${w.timezone}`),
+      h('td', {}, w.reason), h('td', { class: 'window-state' }, state));
+  });
+}
+
 export function mount(main, ctx) {
   const prefill = {};
   main.replaceChildren(h('h1', {}, 'Alerts'), message('muted', 'Loading…'));
   const view = {
     live: true,
     async refresh() {
-      const [open, resolved, silences] = await Promise.all([
+      const [open, resolved, silences, windows] = await Promise.all([
         api('/api/v1/alerts?state=open&limit=1000'),
         api('/api/v1/alerts?state=resolved&limit=100'),
         api('/api/v1/silences'),
+        api('/api/v1/maintenance'),
       ]);
       const row = (a) => h('tr', { 'data-alert': a.id },
         h('td', {}, badge(a.severity)),
@@ -165,6 +186,10 @@ export function mount(main, ctx) {
           silences.length
             ? table(['Matches', 'Reason', 'By', 'Starts', 'Ends', ''], silenceRows(silences, ctx), { class: 'silences' })
             : message('muted', 'No active or upcoming silence.')),
+        ...(windows.length
+          ? [section('Maintenance windows',
+            table(['Window', 'Covers', 'When', 'Reason', ''], windowRows(windows), { class: 'maintenance' }))]
+          : []),
         section('Recently resolved', resolved.length
           ? table(head, resolved.map(row), { class: 'alerts resolved' })
           : message('muted', 'Nothing resolved yet.')));

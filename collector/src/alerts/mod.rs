@@ -199,9 +199,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Silences in force now: the stored ones and the maintenance windows open now.
     async fn active_silences(&self, now: DateTime<Utc>) -> StoreResult<Vec<Silence>> {
         let mut all = self.store.silences(Some(now)).await?;
         all.retain(|s| s.active_at(now));
+        all.extend(self.cfg.maintenance.iter().flat_map(|w| w.silences_at(now)));
         Ok(all)
     }
 

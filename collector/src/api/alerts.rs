@@ -33,6 +33,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/alerts/{id}/false-positive", post(false_positive))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(end_silence))
+        .route("/api/v1/maintenance", get(maintenance))
         .route("/api/v1/notifications", get(notifications))
 }
 
@@ -226,6 +227,36 @@ async fn silences(
         Some(Utc::now())
     };
     Ok(Json(s.store.silences(at).await?))
+}
+
+/// One `[[maintenance]]` window as the API shows it: its definition, whether it is open now,
+/// and its current or next occurrence.
+#[derive(Serialize)]
+struct WindowView<'a> {
+    #[serde(flatten)]
+    window: &'a crate::config::maintenance::Window,
+    open: bool,
+    current: Option<crate::config::maintenance::Occurrence>,
+    next: Option<crate::config::maintenance::Occurrence>,
+}
+
+async fn maintenance(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let now = Utc::now();
+    let views: Vec<WindowView> = s
+        .alerting
+        .maintenance
+        .iter()
+        .map(|w| {
+            let current = w.open_at(now);
+            WindowView {
+                window: w,
+                open: current.is_some(),
+                current,
+                next: w.next_after(now),
+            }
+        })
+        .collect();
+    Json(serde_json::json!(views))
 }
 
 #[derive(Deserialize)]

@@ -191,6 +191,8 @@ pub struct Alerting {
     pub group_names: Vec<String>,
     /// Longest silence accepted: a forgotten silence must end by itself.
     pub max_silence: Duration,
+    /// Recurring maintenance windows (`[[maintenance]]`): silences by the calendar.
+    pub maintenance: Vec<super::maintenance::Window>,
 }
 
 impl Default for Alerting {
@@ -369,6 +371,7 @@ pub fn validate(p: &mut Problems, raw: RawAlerting<'_>) -> Alerting {
         smtp,
         group_names: raw.groups.keys().cloned().collect(),
         max_silence,
+        maintenance: Vec::new(),
     }
 }
 

@@ -139,6 +139,33 @@ pub fn render(path: &std::path::Path, c: &Config) -> String {
         };
         let _ = writeln!(out, "# route {}: {what} -> {to}", r.name);
     }
+    for w in &c.alerting.maintenance {
+        let days: Vec<String> = w.every.iter().map(|d| d.to_string()).collect();
+        let list = |k: &str, v: &[String]| (!v.is_empty()).then(|| format!("{k} {}", v.join(", ")));
+        let covers: Vec<String> = [
+            list("hosts", &w.hosts),
+            list("groups", &w.groups),
+            list("checks", &w.checks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let _ = writeln!(
+            out,
+            "# maintenance {}: {} {}-{} {}, covers {} ({})",
+            w.name,
+            days.join(","),
+            w.from.format("%H:%M"),
+            w.to.format("%H:%M"),
+            w.timezone.name(),
+            if covers.is_empty() {
+                "everything".to_string()
+            } else {
+                covers.join("; ")
+            },
+            w.reason
+        );
+    }
     match toml::to_string(&doc) {
         Ok(t) => out.push_str(&t),
         Err(e) => {

@@ -312,6 +312,87 @@ async fn maintenance_silence_holds_notices_until_it_is_ended() -> Result<()> {
     Ok(())
 }
 
+/// A recurring `[[maintenance]]` window open now holds the notices of what it covers, as a
+/// silence does; the API and the alerts page (in Chromium) show it open and the other window's
+/// next opening.
+#[tokio::test]
+async fn a_recurring_maintenance_window_holds_notices_and_shows_on_the_alerts_page() -> Result<()> {
+    let smtp = Smtp::capture()?;
+    let certs = Certs::fleet(&["db1"])?;
+    let now = chrono::Utc::now();
+    let hhmm = |h: i64| {
+        (now + chrono::Duration::hours(h))
+            .format("%H:%M")
+            .to_string()
+    };
+    let toml = format!(
+        "{}{DB1_DISK_WARNS}\
+         [[maintenance]]\nname = \"disks\"\nevery = [\"day\"]\nfrom = \"{}\"\nto = \"{}\"\n\
+         timezone = \"UTC\"\nhosts = [\"db*\"]\nchecks = [\"disk.*\"]\nreason = \"disk replacement\"\n\
+         [[maintenance]]\nname = \"later\"\nevery = [\"day\"]\nfrom = \"{}\"\nto = \"{}\"\n\
+         timezone = \"Europe/Berlin\"\nchecks = [\"wal.*\"]\n",
+        alerting_toml(&smtp),
+        hhmm(-1),
+        hhmm(1),
+        hhmm(2),
+        hhmm(3),
+    );
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let dir = tempfile::tempdir()?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", dir.path(), "1s")
+        .start()?;
+    let alert = eventually(WAIT, "the alert recorded, silenced", async || {
+        let open = collector.api("/api/v1/alerts?state=open").await?;
+        anyhow::ensure!(open[0]["silenced"] == true, "{open}");
+        Ok(open[0].clone())
+    })
+    .await;
+    assert_eq!(alert["check"], "disk.backup");
+    backwatch_tests::harness::consistently(
+        Duration::from_secs(3),
+        "nothing queued inside the window",
+        async || {
+            anyhow::ensure!(notifications(&collector, "").await?.is_empty());
+            Ok(())
+        },
+    )
+    .await;
+
+    let windows = collector.api("/api/v1/maintenance").await?;
+    assert_eq!(windows[0]["name"], "disks", "{windows}");
+    assert_eq!(windows[0]["open"], true, "{windows}");
+    assert!(windows[0]["current"]["ends_at"].is_string(), "{windows}");
+    assert_eq!(windows[1]["open"], false, "{windows}");
+    assert!(windows[1]["next"]["starts_at"].is_string(), "{windows}");
+    assert_eq!(windows[1]["timezone"], "Europe/Berlin", "{windows}");
+
+    let browser = backwatch_tests::harness::Browser::start().await?;
+    browser.goto(&collector.url("/alerts")).await?;
+    let got = browser
+        .wait_js(
+            WAIT,
+            "the maintenance windows on the alerts page",
+            "const o = document.querySelector('table.maintenance tr[data-window=\"disks\"] td.window-state');\
+             const n = document.querySelector('table.maintenance tr[data-window=\"later\"] td.window-state');\
+             return o && n ? [o.textContent, n.textContent] : null;",
+        )
+        .await;
+    assert!(
+        got[0]
+            .as_str()
+            .is_some_and(|t| t.starts_with("open until ")),
+        "{got}"
+    );
+    assert!(
+        got[1].as_str().is_some_and(|t| t.starts_with("next ")),
+        "{got}"
+    );
+    let errors = browser.script_errors().await?;
+    anyhow::ensure!(errors.is_empty(), "the page logged errors: {errors:#?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
     let smtp = Smtp::capture()?;
