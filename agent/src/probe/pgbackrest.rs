@@ -243,6 +243,12 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         full_count: fulls.len() as u64,
         // Timed by the probe from when it first saw the lock held.
         backup_running_secs: None,
+        // The current database entry (the newest after a stanza-upgrade).
+        system_identifier: s["db"]
+            .as_array()
+            .and_then(|dbs| dbs.iter().max_by_key(|d| d["id"].as_i64()))
+            .and_then(|d| d["system-id"].as_u64())
+            .map(|id| id.to_string()),
     }
 }
 
@@ -277,6 +283,7 @@ mod tests {
  {"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"error":false,"info":{"delta":23213837,"repository":{"delta":3062598,"size":3062598},"size":23213837},"label":"20261125-190526F","timestamp":{"start":1795633526,"stop":1795633531},"type":"full"},
  {"archive":{"start":"000000010000000000000003","stop":"000000010000000000000004"},"error":false,"info":{"delta":8458,"repository":{"delta":432,"size":3062600},"size":23213837},"label":"20261125-190526F_20261125-190531I","timestamp":{"start":1795633531,"stop":1795633533},"type":"incr"},
  {"archive":{"start":"000000010000000000000005","stop":"000000010000000000000005"},"error":true,"info":{"size":23213837,"repository":{"delta":1}},"label":"20261125-190526F_20261125-190600I","timestamp":{"start":1795633560,"stop":1795633561},"type":"incr"}],
+"db":[{"id":1,"repo-key":1,"system-id":7571234567890123456,"version":"15"}],
 "name":"main","status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
 
     fn out(stdout: &str, code: i32) -> Output {
@@ -292,6 +299,7 @@ mod tests {
         let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
         let (sets, ids) = parse(&out(INFO, 0), now).unwrap();
         let s = &sets[0];
+        assert_eq!(s.system_identifier.as_deref(), Some("7571234567890123456"));
         assert_eq!(ids.get("main").map(String::as_str), Some("15-1"));
         assert_eq!(s.oldest.as_ref().unwrap().label, "20261125-190526F");
         assert_eq!(

@@ -21,10 +21,12 @@ mod tests;
 use crate::config::Thresholds;
 use crate::config::alerting::Alerting;
 use crate::config::glob_match;
+use crate::status::Status;
 use crate::store::Store;
 use crate::store::StoreResult;
 use crate::store::alerts::{AGENT_CHECK, Alert, AlertFields, AlertWrite, NewEvent, Silence};
 use crate::store::outbox::{Channel, NewNotification};
+use backwatch_proto::model::{Observation, ProbeKind};
 use chrono::{DateTime, Utc};
 use lifecycle::{Change, Effect, Outcome};
 use routes::Target;
@@ -130,6 +132,28 @@ impl Engine {
                     .get(&(t.host.clone(), AGENT_CHECK.to_string()))
                     .is_some_and(|a| a.fields.status != crate::status::Status::Ok);
                 let effect = lifecycle::effect(&t.check, t.to, host_silent, p);
+                let mut key = key;
+                // One backup set reported by several hosts (the nodes of an HA pair probing
+                // one stanza, or a backup server beside them) is one alert: a peer's open
+                // alert carries a second host's bad news, and it resolves only when no host
+                // reporting the set is bad any more.
+                if effect != Effect::Ignore
+                    && let Some(peers) = self.backup_set_peers(&t.host, &t.check).await?
+                {
+                    let peer_bad = peers
+                        .iter()
+                        .any(|(_, st)| matches!(st, Status::Warning | Status::Critical));
+                    if open.contains_key(&key) {
+                        if effect == Effect::Good && peer_bad {
+                            continue;
+                        }
+                    } else if let Some((k, _)) = peers.iter().find(|(k, _)| open.contains_key(k)) {
+                        if effect == Effect::Good && peer_bad {
+                            continue;
+                        }
+                        key = k.clone();
+                    }
+                }
                 let existing = open.get(&key);
                 if effect == Effect::Ignore || (existing.is_none() && effect == Effect::Good) {
                     // Nothing to record: the cursor passes it with the next write.
@@ -197,6 +221,45 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Other hosts' checks reporting the same backup sets as `host`'s `check` (a backup tool's
+    /// check with the same [`set_identity`](backwatch_proto::model::BackupToolObs::set_identity)),
+    /// with their current status; `None` for any other check, or sets whose cluster the tool
+    /// did not name.
+    async fn backup_set_peers(
+        &self,
+        host: &str,
+        check: &str,
+    ) -> StoreResult<Option<Vec<((String, String), Status)>>> {
+        let kind = check
+            .split('.')
+            .next()
+            .and_then(ProbeKind::from_check_prefix);
+        let Some(kind @ (ProbeKind::PgBackRest | ProbeKind::Barman)) = kind else {
+            return Ok(None);
+        };
+        let states = self.store.check_states_of_kind(kind).await?;
+        let identity =
+            |st: &crate::store::CheckState| match st.last_result.as_ref()?.observation.as_ref()? {
+                Observation::PgBackRest(o) | Observation::Barman(o) => o.set_identity(),
+                _ => None,
+            };
+        let Some(mine) = states
+            .iter()
+            .find(|s| s.host == host && s.check == check)
+            .and_then(identity)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            states
+                .iter()
+                .filter(|s| s.host != host || s.check != check)
+                .filter(|s| identity(s).as_deref() == Some(mine.as_str()))
+                .map(|s| ((s.host.clone(), s.check.clone()), s.status))
+                .collect(),
+        ))
     }
 
     /// Silences in force now: the stored ones and the maintenance windows open now.

@@ -436,3 +436,68 @@ async fn operators_override_the_procedure_per_check_or_kind() {
         crate::rules::procedure::BACKUP
     );
 }
+
+/// A pgBackRest result of `host` for stanza `main` of cluster 42, judged `status`.
+fn stanza(host: &str, n: u32, secs: i64, status: Status) -> crate::store::Evaluated {
+    let mut r = probe_result(host, n, ProbeKind::PgBackRest, "main", secs);
+    r.observation = Some(Observation::PgBackRest(Box::new(
+        backwatch_proto::model::BackupToolObs {
+            sets: vec![backwatch_proto::model::BackupSet {
+                name: "main".into(),
+                system_identifier: Some("42".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )));
+    evaluated(r, status, &format!("{host}: stanza {status}"))
+}
+
+#[tokio::test]
+async fn one_backup_set_reported_by_two_hosts_is_one_alert_until_both_are_good() {
+    let f = fixture(alerting()).await;
+    let record = async |host: &str, n, secs, status| {
+        f.store
+            .record_results(host, &[stanza(host, n, secs, status)])
+            .await
+            .expect("record");
+    };
+    let open = async || -> Vec<(String, String)> {
+        f.store
+            .alerts(AlertFilter::Open, 10)
+            .await
+            .expect("alerts")
+            .into_iter()
+            .map(|a| (a.fields.host, a.fields.summary))
+            .collect()
+    };
+    record("db1", 1, 0, Status::Ok).await;
+    record("db2", 1, 0, Status::Ok).await;
+    record("db1", 2, 10, Status::Critical).await;
+    f.step(11).await;
+    assert_eq!(
+        open().await,
+        [("db1".into(), "db1: stanza critical".into())]
+    );
+    // The other node turns critical about the same stanza: the open alert carries it.
+    record("db2", 2, 20, Status::Critical).await;
+    f.step(21).await;
+    assert_eq!(
+        open().await,
+        [("db1".into(), "db2: stanza critical".into())]
+    );
+    // db1 is good again while db2 still is not: the set's problem is not over.
+    record("db1", 3, 30, Status::Ok).await;
+    f.step(31).await;
+    assert_eq!(open().await.len(), 1);
+    // The last host reporting the set is good: resolved.
+    record("db2", 3, 40, Status::Ok).await;
+    f.step(41).await;
+    assert_eq!(open().await, Vec::<(String, String)>::new());
+    let resolved = f
+        .store
+        .alerts(AlertFilter::Resolved, 10)
+        .await
+        .expect("alerts");
+    assert_eq!(resolved.len(), 1);
+}

@@ -62,6 +62,7 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     previous_full: b.previous_full.as_ref().map(backup_to_wire),
                     full_count: b.full_count,
                     backup_running_secs: b.backup_running_secs,
+                    system_identifier: clip_opt(&b.system_identifier),
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),
@@ -119,6 +120,7 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
                 previous_full: backup_from_wire(b.previous_full)?,
                 full_count: b.full_count,
                 backup_running_secs: b.backup_running_secs.filter(|s| *s >= 0),
+                system_identifier: opt_text("sets.system_identifier", b.system_identifier)?,
             })
         })?,
         expected_max_age_secs: (o.expected_max_age_secs > 0).then_some(o.expected_max_age_secs),

@@ -766,6 +766,11 @@ pub struct BackupSet {
     /// Barman's backup id is its start). Unset when none runs or the start is not known.
     #[prost(int64, optional, tag = "16")]
     pub backup_running_secs: ::core::option::Option<i64>,
+    /// The cluster's system identifier as the tool's catalogue records it (pgBackRest: the
+    /// current `db` entry's system-id), in decimal; empty when not known. With the set's name it
+    /// identifies one backup set whichever host reports it (one alert for an HA pair).
+    #[prost(string, tag = "17")]
+    pub system_identifier: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ToolBackup {

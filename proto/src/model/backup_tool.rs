@@ -37,6 +37,20 @@ pub struct BackupToolObs {
 }
 
 impl BackupToolObs {
+    /// What these sets are, whichever host reports them: every set's name and the cluster it
+    /// backs up (`main@7321…`), sorted; `None` when a set's cluster is not known or there is
+    /// no set. Two hosts reporting the same identity watch the same backups.
+    #[must_use]
+    pub fn set_identity(&self) -> Option<String> {
+        let mut ids: Vec<String> = self
+            .sets
+            .iter()
+            .map(|s| Some(format!("{}@{}", s.name, s.system_identifier.as_deref()?)))
+            .collect::<Option<_>>()?;
+        ids.sort();
+        (!ids.is_empty()).then(|| ids.join(","))
+    }
+
     /// The set that speaks for the check where one figure stands for all (metrics, rollups,
     /// charts): the stalest, as the verdict's worst set usually is. A set without any backup
     /// is the stalest of all; among sets with one, the one whose newest backup is oldest.
@@ -83,6 +97,9 @@ pub struct BackupSet {
     /// How long the running backup has run (at least), on the agent's clock.
     #[serde(default)]
     pub backup_running_secs: Option<i64>,
+    /// The cluster's system identifier as the tool records it (decimal).
+    #[serde(default)]
+    pub system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

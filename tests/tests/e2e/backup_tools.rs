@@ -427,11 +427,15 @@ async fn a_hung_tool_leaves_no_process_behind_and_endless_output_is_refused() ->
 #[tokio::test]
 async fn in_an_ha_pair_the_primary_judges_the_stanza_and_a_promoted_standby_takes_over()
 -> Result<()> {
+    use backwatch_tests::harness::alerting::{DBA, alerting_toml};
+    use backwatch_tests::harness::{Smtp, consistently, count};
     let tool = PgBackRest::start("repo1-retention-full=2")?;
     tool.backup("full")?;
     let standby = tool.pg.standby().start()?;
+    let smtp = Smtp::capture()?;
     let certs = backwatch_tests::harness::Certs::fleet(&["db1", "db2"])?;
     let collector = backwatch_tests::harness::Collector::sqlite(&certs)
+        .toml(&alerting_toml(&smtp))
         .start()
         .await?;
     // The full backup is seconds old; a 1 s limit makes it stale at once.
@@ -465,23 +469,33 @@ async fn in_an_ha_pair_the_primary_judges_the_stanza_and_a_promoted_standby_take
         c["summary"], "on a standby: the primary's probe judges these pgBackRest backups (main)",
         "{c}"
     );
-    // One open alert for the stanza: the primary's (the engine opens it within its period).
-    eventually(WAIT, "one alert, db1's", async || {
-        let alerts = collector.api("/api/v1/alerts?state=open").await?;
-        let hosts: Vec<&str> = alerts
+    // One open alert for the stanza, the primary's, and one mail about it.
+    let alert_hosts = async || -> Result<Vec<String>> {
+        let alerts = collector.api("/api/v1/alerts?state=all").await?;
+        Ok(alerts
             .as_array()
             .into_iter()
             .flatten()
             .filter(|a| a["check"] == "pgbackrest.main")
-            .filter_map(|a| a["host"].as_str())
-            .collect();
-        anyhow::ensure!(hosts == ["db1"], "{alerts}");
+            .filter_map(|a| Some(format!("{} {}", a["host"].as_str()?, a["state"].as_str()?)))
+            .collect())
+    };
+    eventually(WAIT, "one alert, db1's", async || {
+        let hosts = alert_hosts().await?;
+        anyhow::ensure!(hosts == ["db1 open"], "{hosts:?}");
         Ok(())
     })
     .await;
+    smtp.wait_for(WAIT, "the critical mail", |m| {
+        count(m, DBA, "[CRITICAL] db1 pgbackrest.main") == 1
+    })
+    .await;
 
-    // Failover: the standby is promoted; its host now judges the stanza.
+    // Failover: the standby is promoted and the old primary stops. The promoted node judges
+    // the stanza now, and it is the same backup set (the repository's system-id and the
+    // stanza): the open alert carries it, no second alert opens and nobody is mailed again.
     standby.psql("SELECT pg_promote()")?;
+    tool.pg.stop()?;
     let c = collector
         .wait_status("db2", "pgbackrest.main", "critical", WAIT)
         .await;
@@ -492,6 +506,27 @@ async fn in_an_ha_pair_the_primary_judges_the_stanza_and_a_promoted_standby_take
             .contains("older than"),
         "{c}"
     );
+    consistently(
+        Duration::from_secs(5),
+        "still one alert, one mail",
+        async || {
+            let hosts = alert_hosts().await?;
+            anyhow::ensure!(hosts == ["db1 open"], "{hosts:?}");
+            let mails = smtp.messages()?;
+            let about: Vec<&str> = mails
+                .iter()
+                .filter(|m| m.subject.contains("pgbackrest.main"))
+                .map(|m| m.subject.as_str())
+                .collect();
+            anyhow::ensure!(
+                count(&mails, DBA, "[CRITICAL] db1 pgbackrest.main") == 1
+                    && about.iter().all(|s| !s.contains("db2")),
+                "{about:?}"
+            );
+            Ok(())
+        },
+    )
+    .await;
     Ok(())
 }
 
