@@ -115,6 +115,77 @@ pub async fn metrics(State(s): State<ApiState>, req: Request) -> Response {
     }
 }
 
+/// The backup tools' figures per stanza or server (label `set`), beside the per-check ones
+/// where the stalest set speaks: a check with several stanzas shows each.
+fn sets(out: &mut String, checks: &[CheckState]) {
+    let tool_sets = || {
+        checks.iter().flat_map(|s| {
+            let sets = match s.last_result.as_ref().and_then(|r| r.observation.as_ref()) {
+                Some(Observation::PgBackRest(o) | Observation::Barman(o)) if o.error.is_none() => {
+                    o.sets.as_slice()
+                }
+                _ => &[],
+            };
+            sets.iter().map(move |set| (s, set))
+        })
+    };
+    {
+        let mut f = Family::new(
+            out,
+            "backwatch_backup_set_newest_age_seconds",
+            "gauge",
+            "Age of a stanza's or Barman server's newest backup, of any type (type=\"any\") and full (type=\"full\"), on the agent's clock when measured.",
+        );
+        for (s, set) in tool_sets() {
+            for (kind, b) in [("any", &set.newest), ("full", &set.newest_full)] {
+                if let Some(age) = b.as_ref().and_then(|b| b.age_secs) {
+                    f.set(
+                        &[
+                            ("host", &s.host),
+                            ("check", &s.check),
+                            ("set", &set.name),
+                            ("type", kind),
+                        ],
+                        age as f64,
+                    );
+                }
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            out,
+            "backwatch_backup_set_duration_seconds",
+            "gauge",
+            "How long a stanza's or Barman server's newest full backup took.",
+        );
+        for (s, set) in tool_sets() {
+            if let Some(d) = set.newest_full.as_ref().and_then(|b| b.duration_secs) {
+                f.set(
+                    &[("host", &s.host), ("check", &s.check), ("set", &set.name)],
+                    d as f64,
+                );
+            }
+        }
+    }
+    {
+        let mut f = Family::new(
+            out,
+            "backwatch_backup_set_size_bytes",
+            "gauge",
+            "Size of a stanza's or Barman server's newest backup (pgBackRest: the database size it read).",
+        );
+        for (s, set) in tool_sets() {
+            if let Some(b) = &set.newest {
+                f.set(
+                    &[("host", &s.host), ("check", &s.check), ("set", &set.name)],
+                    b.size_bytes as f64,
+                );
+            }
+        }
+    }
+}
+
 /// `\`, `"` and line feed escaped, as the exposition format requires in label values.
 pub fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -497,6 +568,7 @@ pub fn render(
             }
         }
     }
+    sets(&mut out, checks);
     {
         let mut f = Family::new(
             &mut out,

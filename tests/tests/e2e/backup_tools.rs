@@ -97,6 +97,28 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
         );
     }
 
+    // Per stanza too, for fleets with several stanzas per check.
+    let labels = "host=\"db1\",check=\"pgbackrest.main\",set=\"main\"";
+    for (family, want) in [
+        (
+            format!("backwatch_backup_set_duration_seconds{{{labels}}}"),
+            full["duration_secs"].as_f64(),
+        ),
+        (
+            format!("backwatch_backup_set_size_bytes{{{labels}}}"),
+            incr["size_bytes"].as_f64(),
+        ),
+    ] {
+        assert_eq!(scene.collector.metric(&family).await?, want, "{family}");
+    }
+    let full_age = scene
+        .collector
+        .metric(&format!(
+            "backwatch_backup_set_newest_age_seconds{{{labels},type=\"full\"}}"
+        ))
+        .await?;
+    assert!(full_age.is_some_and(|a| a >= 0.0), "{full_age:?}");
+
     // The host page's 7-day chart: the newest backup's age, against the verdict's limit.
     let series = scene
         .collector
