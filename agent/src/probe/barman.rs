@@ -70,6 +70,25 @@ impl Probe for BarmanProbe {
     }
 }
 
+/// `systemid` of Barman's `identity.json` (`{"systemid": "7321…", "version": 15}`), read up to
+/// 64 KiB; digits only.
+fn identity(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let id = match &v["systemid"] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then_some(id)
+}
+
 /// When a backup started, from its id (`20261125T190548`, the Barman host's local time).
 fn started_at(id: &str) -> Option<chrono::DateTime<Utc>> {
     let t = chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S").ok()?;
@@ -180,12 +199,18 @@ impl BarmanProbe {
         // The newest WAL Barman holds, and when it arrived: the last line of the server's
         // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.
         // Not knowing it only leaves the window's end unknown.
-        if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await
-            && let Some(dir) = shown[server]["wals_directory"].as_str()
-            && let Some((name, at)) = last_wal(&std::path::Path::new(dir).join("xlog.db"))
-        {
-            set.archive_max = Some(name);
-            set.archive_max_time = Some(at);
+        if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await {
+            if let Some(dir) = shown[server]["wals_directory"].as_str()
+                && let Some((name, at)) = last_wal(&std::path::Path::new(dir).join("xlog.db"))
+            {
+                set.archive_max = Some(name);
+                set.archive_max_time = Some(at);
+            }
+            // The cluster Barman backs up, as it recorded it (`identity.json`, written at the
+            // first `check` or backup): with the server's name, one set whatever host reports it.
+            set.system_identifier = shown[server]["backup_directory"]
+                .as_str()
+                .and_then(|d| identity(&std::path::Path::new(d).join("identity.json")));
         }
         let (out, checks) = self.json(commands, &["check", server]).await?;
         if let Some(map) = checks[server].as_object() {

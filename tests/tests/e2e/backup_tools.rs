@@ -240,8 +240,11 @@ async fn a_slow_shrunken_full_and_too_few_fulls_are_warnings_naming_each() -> Re
 async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical() -> Result<()> {
     let tool = Barman::start().await?;
     let (pg, conf) = (&tool.pg, &tool.conf);
+    // Two backups: the newest is compared with the full before it (Barman's are all full).
+    tool.run(&["backup", "pg"])?;
     tool.run(&["backup", "pg"])?;
     pg.switch_wal()?;
+    let system_id = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
 
     let scene = scene("db1", |a| {
         a.toml(&format!(
@@ -268,9 +271,17 @@ async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical
         c["summary"].as_str().unwrap_or_default().contains("took"),
         "{c}"
     );
+    let set = &c["details"]["sets"][0];
+    assert_eq!(set["full_count"], 2, "{c}");
+    assert!(
+        set["previous_full"]["label"].as_str() < newest["label"].as_str(),
+        "{c}"
+    );
+    // The cluster, as Barman recorded it (identity.json): one set across hosts.
+    assert_eq!(set["system_identifier"], system_id.as_str(), "{c}");
     // The recoverable window: the oldest backup's end to the newest WAL in xlog.db.
     let w = &c["details"]["window"];
-    assert_eq!(w["start"], newest["stop_time"], "{c}");
+    assert_eq!(w["start"], set["oldest"]["stop_time"], "{c}");
     assert!(w["end"].is_string() && w["end_segment"].is_string(), "{c}");
 
     // The server goes away: Barman's own check fails, and says which checks.
