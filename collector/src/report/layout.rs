@@ -214,7 +214,7 @@ pub static MONTHLY: Layout = Layout {
         },
         Section {
             field: "archive_lag",
-            title: "Archive lag (hourly maxima of the oldest waiting segment's age) and success rate",
+            title: "Archive lag (hourly maxima of the oldest waiting segment's age), success rate and archive_command latency",
             empty: "No WAL archiving measured this month.",
             columns: &[
                 col!("host", "Host", Text),
@@ -226,6 +226,8 @@ pub static MONTHLY: Layout = Layout {
                 col!("archived", "Archived", Num),
                 col!("failed", "Failed", Num),
                 col!("success_pct", "Success", Pct),
+                col!("latency_median_ms", "Latency median (ms)", Num),
+                col!("latency_p95_ms", "Latency p95 (ms)", Num),
             ],
         },
         Section {

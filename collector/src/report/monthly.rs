@@ -108,6 +108,10 @@ pub struct LagLine {
     pub archived: i64,
     pub failed: i64,
     pub success_pct: Option<f64>,
+    /// archive_command latency (ms: a segment's hand-over to its archived time), median and
+    /// p95 over the month's hourly maxima.
+    pub latency_median_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
 }
 
 /// One drill's month (docs/checks.md R33): how many ran and passed, and the recovery times
@@ -326,6 +330,10 @@ fn lag(rows: &[&Rollup]) -> Option<LagLine> {
         .iter()
         .flat_map(|r| r.delay_hourly.iter().flatten().map(|d| *d as f64))
         .collect();
+    let latencies: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.latency_hourly.iter().flatten().map(|d| *d as f64))
+        .collect();
     Some(LagLine {
         host: last.host.clone(),
         check: last.check.clone(),
@@ -337,6 +345,8 @@ fn lag(rows: &[&Rollup]) -> Option<LagLine> {
         failed,
         success_pct: (archived + failed > 0)
             .then(|| round_to(100.0 * archived as f64 / (archived + failed) as f64, 2)),
+        latency_median_ms: median(&latencies),
+        latency_p95_ms: quantile(&latencies, 0.95),
     })
 }
 

@@ -269,6 +269,8 @@ fn archive_success_rate_of_the_month_sums_the_daily_deltas() {
         r.samples = 1;
         r.archived_delta = archived;
         r.failed_delta = failed;
+        // Hourly archive_command latencies: 1..=24 ms times the day's number.
+        r.latency_hourly = (1..=24).map(|h| Some(h * (n + 1))).collect();
         r
     };
     let mut i = input(Vec::new());
@@ -277,6 +279,14 @@ fn archive_success_rate_of_the_month_sums_the_daily_deltas() {
     let l = &r.archive_lag[0];
     assert_eq!((l.archived, l.failed), (590, 10));
     assert_eq!(l.success_pct, Some(98.33));
+    // 72 hourly maxima: 1..24, 2..48 by 2, 3..72 by 3.
+    let mut all: Vec<f64> = (1..=3)
+        .flat_map(|d| (1..=24).map(move |h| f64::from(h * d)))
+        .collect();
+    all.sort_by(f64::total_cmp);
+    assert_eq!(l.latency_median_ms, median(&all));
+    assert_eq!(l.latency_p95_ms, quantile(&all, 0.95));
+    assert!(l.latency_p95_ms > l.latency_median_ms);
     let mut i = input(Vec::new());
     i.days = vec![day(0, 0, 0)];
     assert_eq!(

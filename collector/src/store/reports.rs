@@ -91,6 +91,8 @@ pub struct Rollup {
     pub delay_secs_max: Option<i64>,
     /// Day rows of WAL checks: the maximum delay of each UTC hour (`None`: no sample).
     pub delay_hourly: Vec<Option<i64>>,
+    /// Day rows of WAL checks: the largest archive_command latency (ms) of each hour.
+    pub latency_hourly: Vec<Option<i64>>,
     pub archived_count: Option<i64>,
     pub archived_delta: i64,
     pub failed_count: Option<i64>,
@@ -142,6 +144,7 @@ impl Rollup {
             duration_secs: None,
             delay_secs_max: None,
             delay_hourly: Vec::new(),
+            latency_hourly: Vec::new(),
             filesystem: None,
             risk_secs_max: None,
             window_secs_min: None,

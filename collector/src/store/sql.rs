@@ -91,6 +91,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     ),
     embed!("sqlite", 7, "0007_certificates.sql", "certificates"),
     embed!("sqlite", 8, "0008_rollup_recovery.sql", "rollup recovery"),
+    embed!("sqlite", 9, "0009_rollup_latency.sql", "rollup latency"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -106,6 +107,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     ),
     embed!("postgres", 7, "0007_certificates.sql", "certificates"),
     embed!("postgres", 8, "0008_rollup_recovery.sql", "rollup recovery"),
+    embed!("postgres", 9, "0009_rollup_latency.sql", "rollup latency"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.

@@ -25,6 +25,8 @@ fn wal(host: &str, n: u32, secs: i64, archived: i64, delay: i64) -> super::Evalu
         wal_segment_size_bytes: 16 << 20,
         pending_source: PendingSource::ArchiveStatusdir,
         oldest_ready_age_secs: Some(delay),
+        // archive_command latency follows the delay here, so both hourly maxima are known.
+        last_archive_latency_ms: Some(delay * 10),
         ready_segments: 1,
         archive_mode: "on".into(),
         archive_command: "cp %p /archive/%f".into(),
@@ -119,6 +121,11 @@ pub async fn rollups_follow_ingest(store: &dyn Store) -> StoreResult<()> {
     assert_eq!(
         wal_day.map(|r| (r.delay_hourly[0], r.delay_hourly[1])),
         Some((Some(90), Some(10)))
+    );
+    assert_eq!(
+        wal_day.map(|r| (r.latency_hourly[0], r.latency_hourly[1])),
+        Some((Some(900), Some(100))),
+        "archive_command latency, hourly maxima"
     );
     let disk_day = days.iter().find(|r| r.check == "disk.backup");
     assert_eq!(

@@ -10,11 +10,11 @@ INSERT INTO rollups (
     used_bytes_max, capacity_bytes, used_pct_max, files_last, newest_mtime,
     newest_size_bytes, newest_age_secs, new_backups, duration_secs, delay_secs_max,
     delay_hourly, archived_count, archived_delta, failed_count, failed_delta, segment_bytes,
-    wal_bytes, filesystem, risk_secs_max, window_secs_min
+    wal_bytes, filesystem, risk_secs_max, window_secs_min, latency_hourly
 )
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
     NULLIF(CAST($18 AS DOUBLE PRECISION), -1), $19, $20, $21, $22, $23, $24, $25, $26, $27,
-    $28, $29, $30, $31, $32, NULLIF($33, ''), $34, $35)
+    $28, $29, $30, $31, $32, NULLIF($33, ''), $34, $35, $36)
 ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET
     kind = excluded.kind,
     samples = excluded.samples,
@@ -46,4 +46,5 @@ ON CONFLICT (host, check_id, period, bucket_start) DO UPDATE SET
     wal_bytes = excluded.wal_bytes,
     filesystem = excluded.filesystem,
     risk_secs_max = excluded.risk_secs_max,
-    window_secs_min = excluded.window_secs_min
+    window_secs_min = excluded.window_secs_min,
+    latency_hourly = excluded.latency_hourly

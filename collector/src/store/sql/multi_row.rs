@@ -308,7 +308,7 @@ mod tests {
     fn a_row_has_as_many_columns_as_its_tuple_has_placeholders() {
         assert_eq!(PAIR.columns(), 2);
         static ROLLUP: MultiRow = MultiRow::new(include_str!("../queries/upsert_rollup.sql"));
-        assert_eq!(ROLLUP.columns(), 35);
+        assert_eq!(ROLLUP.columns(), 36);
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Sample {
     pub risk: Option<i64>,
     /// Archive checks: the recoverable window's length (R32).
     pub window: Option<i64>,
+    /// WAL checks: the latest segment's archive_command latency (ms).
+    pub latency: Option<i64>,
 }
 
 fn int(v: u64) -> i64 {
@@ -112,6 +114,7 @@ pub fn sample(item: &Evaluated) -> Sample {
             s.archived = Some(w.archived_count);
             s.failed = Some(w.failed_count);
             s.risk = crate::rules::wal::data_at_risk(w).map(|r| r.secs);
+            s.latency = w.last_archive_latency_ms.filter(|ms| *ms >= 0);
             if w.wal_segment_size_bytes > 0 {
                 s.segment_bytes = Some(w.wal_segment_size_bytes);
             }
@@ -222,16 +225,22 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
     r.delay_secs_max = max_opt(r.delay_secs_max, s.delay);
     r.risk_secs_max = max_opt(r.risk_secs_max, s.risk);
     r.window_secs_min = min_opt(r.window_secs_min, s.window);
-    if r.period == Period::Day
-        && let Some(d) = s.delay
-    {
+    if r.period == Period::Day {
+        // Hourly maxima of a day: what the monthly review's medians and p95s are taken over.
         let slot = usize::try_from((s.at - r.bucket_start).div_euclid(HOUR_MS))
             .unwrap_or(0)
             .min(23);
-        if r.delay_hourly.len() < 24 {
-            r.delay_hourly.resize(24, None);
+        for (hourly, v) in [
+            (&mut r.delay_hourly, s.delay),
+            (&mut r.latency_hourly, s.latency),
+        ] {
+            if let Some(v) = v {
+                if hourly.len() < 24 {
+                    hourly.resize(24, None);
+                }
+                hourly[slot] = max_opt(hourly[slot], Some(v));
+            }
         }
-        r.delay_hourly[slot] = max_opt(r.delay_hourly[slot], Some(d));
     }
     if !newer {
         return r;
@@ -316,7 +325,7 @@ macro_rules! rollup_columns {
          used_bytes_max, capacity_bytes, used_pct_max, files_last, newest_mtime, \
          newest_size_bytes, newest_age_secs, new_backups, duration_secs, delay_secs_max, \
          delay_hourly, archived_count, archived_delta, failed_count, failed_delta, \
-         segment_bytes, wal_bytes, filesystem, risk_secs_max, window_secs_min"
+         segment_bytes, wal_bytes, filesystem, risk_secs_max, window_secs_min, latency_hourly"
     };
 }
 pub(super) use rollup_columns;
@@ -462,6 +471,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
         filesystem: get(row, "filesystem")?,
         risk_secs_max: get(row, "risk_secs_max")?,
         window_secs_min: get(row, "window_secs_min")?,
+        latency_hourly: decode_hourly(get(row, "latency_hourly")?),
     })
 }
 
@@ -511,6 +521,7 @@ fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
         .bind(r.filesystem.clone().unwrap_or_default())
         .bind(r.risk_secs_max)
         .bind(r.window_secs_min)
+        .bind(encode_hourly(&r.latency_hourly))
 }
 
 /// A newly stored result, as rollups see it.

@@ -6,6 +6,7 @@ fn wal(at: i64, archived: i64, delay: i64) -> Sample {
         status: Some(Status::Ok),
         interval_secs: 900,
         delay: Some(delay),
+        latency: Some(delay * 10),
         archived: Some(archived),
         failed: Some(0),
         segment_bytes: Some(16 << 20),
@@ -72,6 +73,14 @@ fn day_rows_keep_hourly_maxima() {
         t(Period::Day, 0),
     );
     assert_eq!(d.delay_hourly.len(), 24);
+    assert_eq!(
+        (
+            d.latency_hourly[3],
+            d.latency_hourly[23],
+            d.latency_hourly[4]
+        ),
+        (Some(400), Some(70), None)
+    );
     assert_eq!(
         (d.delay_hourly[3], d.delay_hourly[23], d.delay_hourly[4]),
         (Some(40), Some(7), None)
