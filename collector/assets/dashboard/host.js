@@ -123,6 +123,13 @@ function chartFor(series, from, to) {
       label: `${series.check}: archive delay; ${failed} failed attempt${failed === 1 ? '' : 's'} (red ticks)`,
     });
   }
+  if (series.measure === 'full_backup_duration_secs') {
+    const lines = series.warning !== null ? [{ y: series.warning, cls: 's-warning', label: `max ${duration(series.warning)}` }] : [];
+    return lineChart({ points: pts, from, to, lines, yFormat: (v) => duration(Math.round(v)), label: `${series.check}: how long the newest full backup took` });
+  }
+  if (series.measure === 'backup_size_bytes') {
+    return lineChart({ points: pts, from, to, lines: [], yFormat: (v) => bytes(v), label: `${series.check}: newest backup size` });
+  }
   if (series.measure === 'rto_secs') {
     const lines = series.warning !== null ? [{ y: series.warning, cls: 's-warning', label: `max RTO ${duration(series.warning)}` }] : [];
     return lineChart({ points: pts, from, to, lines, yFormat: (v) => duration(Math.round(v)), label: `${series.check}: recovery time (RTO) per drill` });
@@ -137,6 +144,7 @@ function charts(data) {
     const chart = chartFor(sr, from, to);
     if (!chart) return null;
     chart.setAttribute('data-check', sr.check);
+    chart.setAttribute('data-measure', sr.measure);
     return h('figure', {}, chart,
       sr.sampled ? h('figcaption', { class: 'muted' }, 'many results: one sample per point') : null);
   });

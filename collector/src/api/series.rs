@@ -5,7 +5,11 @@
 //! - `disk.*`: used % as `df` shows it, thresholds warning and critical %;
 //! - `wal.*`: archive delay (seconds; age of the oldest segment waiting, 0 when none
 //!   waits), threshold the maximum delay, plus failed archive attempts since the sample before;
-//! - `drill.*`: the measured recovery time (RTO, seconds), warning line `max_rto`.
+//! - `drill.*`: the measured recovery time (RTO, seconds), warning line `max_rto`;
+//! - `pgbackrest.*`, `barman.*`: three series, as for the stalest stanza or server: the newest
+//!   backup's age (critical line its age limit), how long the newest full backup took
+//!   (`full_backup_duration_secs`, warning line `max_duration`) and the newest backup's size
+//!   (`backup_size_bytes`).
 //!
 //! Invariants: values are read from the stored raw observations, so a chart never depends on
 //! how a verdict was worded; at most `points` points per check (default 400, at most 2000),
@@ -42,7 +46,8 @@ type Point = (i64, Option<f64>, Status, i64);
 #[derive(Serialize)]
 pub struct Series {
     check: String,
-    /// `newest_backup_age_secs`, `used_pct`, `archive_delay_secs`, or `none`.
+    /// `newest_backup_age_secs`, `used_pct`, `archive_delay_secs`, `rto_secs`,
+    /// `full_backup_duration_secs`, `backup_size_bytes`, or `none`.
     measure: &'static str,
     /// Warning and critical lines in the unit of the measure (null: none).
     warning: Option<f64>,
@@ -78,6 +83,28 @@ fn measure_of(check: &str) -> &'static str {
 
 fn num(v: &Value) -> Option<f64> {
     v.as_f64()
+}
+
+/// The extra measures of a backup tool's check, beside its newest backup's age.
+const TOOL_MEASURES: [&str; 2] = ["full_backup_duration_secs", "backup_size_bytes"];
+
+/// `measure` of one stored observation: the tool measures, else the check's own
+/// ([`value_of`]).
+fn measure_value(measure: &str, observation: Option<&Value>) -> Option<f64> {
+    if !TOOL_MEASURES.contains(&measure) {
+        return value_of(observation);
+    }
+    let o = observation?;
+    let t = [ProbeKind::PgBackRest, ProbeKind::Barman]
+        .iter()
+        .find_map(|k| o.get(k.as_str()))?;
+    // Decoded into the typed observation: the stalest set is chosen in one place.
+    let obs: backwatch_proto::model::BackupToolObs = serde_json::from_value(t.clone()).ok()?;
+    let set = obs.stalest_set()?;
+    match measure {
+        "full_backup_duration_secs" => set.newest_full.as_ref()?.duration_secs.map(|d| d as f64),
+        _ => set.newest.as_ref().map(|b| b.size_bytes as f64),
+    }
 }
 
 /// The charted number of one stored observation (`{"disk": {...}}` and so on).
@@ -127,7 +154,7 @@ fn failed_count(observation: Option<&Value>) -> Option<i64> {
 }
 
 /// Points of consecutive results, with failures counted against the result before.
-fn points_of(entries: &[HistoryEntry]) -> Vec<Point> {
+fn points_of(measure: &str, entries: &[HistoryEntry]) -> Vec<Point> {
     let mut prev_failed: Option<i64> = None;
     entries
         .iter()
@@ -144,7 +171,7 @@ fn points_of(entries: &[HistoryEntry]) -> Vec<Point> {
             }
             (
                 e.measured_at.timestamp_millis(),
-                value_of(obs),
+                measure_value(measure, obs),
                 e.status,
                 new,
             )
@@ -214,14 +241,37 @@ pub async fn series(
         } else {
             page
         };
+        let tool = matches!(
+            check
+                .split('.')
+                .next()
+                .and_then(ProbeKind::from_check_prefix),
+            Some(ProbeKind::PgBackRest | ProbeKind::Barman)
+        );
         out.push(Series {
             measure,
             warning,
             critical,
             sampled,
-            points: downsample(&points_of(&entries), from, to, buckets),
-            check,
+            points: downsample(&points_of(measure, &entries), from, to, buckets),
+            check: check.clone(),
         });
+        // A backup tool's check also charts its backups' durations and sizes.
+        if tool {
+            for extra in TOOL_MEASURES {
+                let warning = (extra == "full_backup_duration_secs")
+                    .then(|| state.details["max_duration_secs"].as_f64())
+                    .flatten();
+                out.push(Series {
+                    measure: extra,
+                    warning,
+                    critical: None,
+                    sampled,
+                    points: downsample(&points_of(extra, &entries), from, to, buckets),
+                    check: check.clone(),
+                });
+            }
+        }
     }
     Ok(Json(SeriesView {
         host,
@@ -292,6 +342,32 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_tools_duration_and_size_come_from_its_stalest_set() {
+        let tool = json!({"pg_back_rest": {"commands": [], "sets": [
+            {"name": "fresh", "status_code": 0, "failing_checks": [], "backup_running": false,
+             "backup_count": 1, "full_count": 1,
+             "newest": {"label": "a", "type": "full", "age_secs": 60, "size_bytes": 10,
+                        "stored_bytes": 0, "duration_secs": 5},
+             "newest_full": {"label": "a", "type": "full", "age_secs": 60, "size_bytes": 10,
+                             "stored_bytes": 0, "duration_secs": 5}},
+            {"name": "stale", "status_code": 0, "failing_checks": [], "backup_running": false,
+             "backup_count": 2, "full_count": 1,
+             "newest": {"label": "c", "type": "incr", "age_secs": 7200, "size_bytes": 300,
+                        "stored_bytes": 0, "duration_secs": 9},
+             "newest_full": {"label": "b", "type": "full", "age_secs": 86400, "size_bytes": 200,
+                             "stored_bytes": 0, "duration_secs": 600}}]}});
+        assert_eq!(
+            measure_value("full_backup_duration_secs", Some(&tool)),
+            Some(600.0)
+        );
+        assert_eq!(measure_value("backup_size_bytes", Some(&tool)), Some(300.0));
+        assert_eq!(
+            measure_value("newest_backup_age_secs", Some(&tool)),
+            Some(7200.0)
+        );
+    }
+
+    #[test]
     fn failures_are_counted_between_samples_and_resets_count_nothing() {
         let wal = |failed: i64| json!({"wal_archive": {"failed_count": failed}});
         let entries = [
@@ -301,7 +377,10 @@ mod tests {
             entry(180, wal(1), Status::Ok),
             entry(240, wal(2), Status::Critical),
         ];
-        let failures: Vec<i64> = points_of(&entries).iter().map(|p| p.3).collect();
+        let failures: Vec<i64> = points_of("archive_delay_secs", &entries)
+            .iter()
+            .map(|p| p.3)
+            .collect();
         assert_eq!(failures, [0, 2, 0, 0, 1]);
     }
 

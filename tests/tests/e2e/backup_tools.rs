@@ -138,6 +138,47 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
         "{series}"
     );
 
+    // And the backups' durations and sizes, each its own series and chart.
+    let extra = |measure: &str| {
+        series["series"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|s| s["check"] == "pgbackrest.main" && s["measure"] == measure)
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    let durations = extra("full_backup_duration_secs");
+    assert_eq!(durations["warning"], 14400.0, "{series}");
+    assert!(
+        durations["points"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|pt| pt[1].as_f64() == full["duration_secs"].as_f64())),
+        "{series}"
+    );
+    let sizes = extra("backup_size_bytes");
+    assert!(
+        sizes["points"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|pt| pt[1].as_f64() == incr["size_bytes"].as_f64())),
+        "{series}"
+    );
+    let browser = backwatch_tests::harness::Browser::start().await?;
+    browser.goto(&scene.collector.url("/hosts/db1")).await?;
+    let drawn = browser
+        .wait_js(
+            WAIT,
+            "the stanza's three charts",
+            "const c = (m) => document.querySelector(`svg.chart[data-check=\"pgbackrest.main\"][data-measure=\"${m}\"]`);\
+             const all = ['newest_backup_age_secs', 'full_backup_duration_secs', 'backup_size_bytes'].map(c);\
+             return all.every((x) => x && Number(x.dataset.count) > 0) ? all.length : null;",
+        )
+        .await;
+    assert_eq!(drawn, 3);
+    let errors = browser.script_errors().await?;
+    anyhow::ensure!(errors.is_empty(), "the page logged errors: {errors:#?}");
+
     // History as for a backup directory: the daily report's backup table and the monthly
     // review's backup trends, from the rollups (the stanza's newest backup, its full's time).
     let daily = scene.collector.api("/api/v1/reports/daily").await?;
