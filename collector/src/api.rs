@@ -67,6 +67,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts/{host}", get(host))
         .route("/api/v1/hosts/{host}/history", get(history))
         .route(
+            "/api/v1/hosts/{host}/retire",
+            axum::routing::post(retire).delete(unretire),
+        )
+        .route("/api/v1/retired-hosts", get(retired_hosts))
+        .route(
             "/api/v1/hosts/{host}/checks/{check}/run",
             axum::routing::post(run_now),
         )
@@ -130,6 +135,9 @@ struct HostView {
     /// The `[groups]` the host belongs to.
     groups: Vec<String>,
     checks: Vec<CheckView>,
+    /// Who retired the host, when and why; absent for hosts in the fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired: Option<crate::store::RetiredHost>,
 }
 
 fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView {
@@ -163,6 +171,7 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
         clock_suspect: h.facts.clock_skew_ms.abs() > 300_000,
         groups,
         checks,
+        retired: None,
     }
 }
 
@@ -222,7 +231,15 @@ async fn hosts(
     State(s): State<ApiState>,
     Query(q): Query<HostsQuery>,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
-    let hosts = s.store.hosts().await?;
+    // Retired hosts are out of the fleet view (their own page and history stay readable).
+    let retired = s.store.retired_set().await?;
+    let hosts: Vec<HostRecord> = s
+        .store
+        .hosts()
+        .await?
+        .into_iter()
+        .filter(|h| !retired.contains(&h.host))
+        .collect();
     let mut by_host: BTreeMap<String, Vec<CheckState>> = BTreeMap::new();
     for mut c in s.store.check_states(None).await? {
         if q.details == Some(false) {
@@ -257,7 +274,97 @@ async fn host(
     for c in v.checks.iter_mut().filter(|c| c.status != Status::Ok) {
         c.procedure = Some(s.alerting.procedure(&c.name)).filter(|p| !p.is_empty());
     }
+    v.retired = s
+        .store
+        .retired_hosts()
+        .await?
+        .into_iter()
+        .find(|r| r.host == host);
     Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireBody {
+    by: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/hosts/{host}/retire`: take a host out of the fleet (role `admin`). Its open
+/// alerts resolve with the reason at the alert engine's next round; its streams are refused.
+async fn retire(
+    State(s): State<ApiState>,
+    axum::Extension(caller): axum::Extension<auth::Identity>,
+    Path(host): Path<String>,
+    b: Result<Json<RetireBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<crate::store::RetiredHost>), ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let Json(b) = b.map_err(|e| bad(e.body_text()))?;
+    let reason = b
+        .reason
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(2000)
+        .collect::<String>();
+    if reason.is_empty() {
+        return Err(bad(
+            "reason: required (why the host leaves the fleet)".into()
+        ));
+    }
+    // With authentication, the caller's name; in open mode, what the body says.
+    let by = alerts::author(&caller, b.by, true)?;
+    if s.store.host(&host).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")));
+    }
+    let r = crate::store::RetiredHost {
+        host: host.clone(),
+        retired_at: Utc::now(),
+        retired_by: by,
+        reason,
+    };
+    if !s.store.retire_host(&r).await? {
+        let first = s
+            .store
+            .retired_hosts()
+            .await?
+            .into_iter()
+            .find(|x| x.host == host);
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "{host} is already retired{}",
+                first.map_or(String::new(), |f| format!(
+                    " (by {} at {}: {})",
+                    f.retired_by, f.retired_at, f.reason
+                ))
+            ),
+        ));
+    }
+    tracing::info!(host = %host, by = %r.retired_by, reason = %r.reason, "host retired");
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// `DELETE /api/v1/hosts/{host}/retire`: put a retired host back in the fleet (role `admin`).
+async fn unretire(
+    State(s): State<ApiState>,
+    Path(host): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !s.store.unretire_host(&host).await? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{host} is not retired"),
+        ));
+    }
+    tracing::info!(host = %host, "host back in the fleet");
+    Ok(Json(serde_json::json!({ "host": host, "retired": false })))
+}
+
+/// `GET /api/v1/retired-hosts`: the hosts taken out of the fleet.
+async fn retired_hosts(
+    State(s): State<ApiState>,
+) -> Result<Json<Vec<crate::store::RetiredHost>>, ApiError> {
+    Ok(Json(s.store.retired_hosts().await?))
 }
 
 #[derive(Deserialize)]

@@ -213,6 +213,10 @@ impl IngestService {
                 &host, &by,
             )));
         }
+        if let Some(r) = retired(&*self.store, &host).await? {
+            warn!(agent = %host, peer = %peer, "refusing a retired host");
+            return Err(Status::permission_denied(retired_message(&r)));
+        }
         let slot = StreamSlot::take(&self.streams, &host, access.max_streams_per_agent)
             .ok_or_else(|| {
                 warn!(agent = %host, peer = %peer, "too many open streams for one agent");
@@ -261,6 +265,31 @@ impl IngestService {
         tokio::spawn(session.run(inbound).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// `host`'s retirement, when it was taken out of the fleet (its streams are refused).
+async fn retired(
+    store: &dyn Store,
+    host: &str,
+) -> Result<Option<crate::store::RetiredHost>, Status> {
+    Ok(store
+        .retired_hosts()
+        .await
+        .map_err(store_unavailable)?
+        .into_iter()
+        .find(|r| r.host == host))
+}
+
+fn retired_message(r: &crate::store::RetiredHost) -> String {
+    format!(
+        "host {} was retired by {} at {} ({}); `backwatch-collector hosts unretire {}` lets it \
+         report again",
+        r.host,
+        r.retired_by,
+        r.retired_at.to_rfc3339(),
+        r.reason,
+        r.host
+    )
 }
 
 struct Session {
@@ -478,6 +507,10 @@ impl Session {
             return Err(Status::permission_denied(standing::superseded_message(
                 &self.host, &by,
             )));
+        }
+        if let Some(r) = retired(&*self.store, &self.host).await? {
+            warn!("cutting a stream of a host retired meanwhile");
+            return Err(Status::permission_denied(retired_message(&r)));
         }
         self.standing_checked = Instant::now();
         Ok(())

@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// Retire a host (take it out of the fleet), bring it back, or list the retired ones.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Produce the daily report or the monthly review from the store, on demand or as a backfill.
     Report(backwatch_collector::report::cli::ReportArgs),
     /// Create a fleet CA (or reuse the one in DIR), a collector certificate and agent certificates.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Report(args) => backwatch_collector::report::cli::main(args),
         Command::Enroll { config, host, ttl } => enroll(&config, &host, ttl.as_deref()),
+        Command::Hosts(cmd) => hosts(cmd),
         Command::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -196,6 +200,132 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Take a host out of the fleet: its open alerts resolve with the reason, it leaves the
+    /// fleet view, reports, /metrics and silence detection, and its certificate is refused;
+    /// its history stays readable.
+    Retire {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        host: String,
+        /// Why (shown with the host and in its alerts' resolution).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Put a retired host back in the fleet.
+    Unretire {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        host: String,
+    },
+    /// List the retired hosts: name, when, by whom, why.
+    Retired {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// `hosts ...`: the store opened from the configuration; exit 0 done, 1 refused (unknown or
+/// already in that state), 64 a configuration problem, 69 the store unavailable.
+fn hosts(cmd: HostsCommand) -> ExitCode {
+    use backwatch_collector::store::{RetiredHost, SqlStore, Store};
+    let config = match &cmd {
+        HostsCommand::Retire { config, .. }
+        | HostsCommand::Unretire { config, .. }
+        | HostsCommand::Retired { config } => config.clone(),
+    };
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("backwatch-collector: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let store = match SqlStore::open(&cfg.store_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("backwatch-collector: opening the store: {e}");
+                return ExitCode::from(69);
+            }
+        };
+        let done = match cmd {
+            HostsCommand::Retire {
+                host, reason, by, ..
+            } => match store.host(&host).await {
+                Ok(None) => Err(format!("no host {host:?} in the store")),
+                Err(e) => Err(e.to_string()),
+                Ok(Some(_)) => {
+                    let by = by
+                        .or_else(|| std::env::var("SUDO_USER").ok())
+                        .or_else(|| std::env::var("USER").ok())
+                        .unwrap_or_else(|| "backwatch-collector".into());
+                    let r = RetiredHost {
+                        host: host.clone(),
+                        retired_at: chrono::Utc::now(),
+                        retired_by: by,
+                        reason,
+                    };
+                    match store.retire_host(&r).await {
+                        Ok(true) => Ok(format!(
+                            "retired {host}: its open alerts resolve at the alert engine's next round"
+                        )),
+                        Ok(false) => Err(format!("{host} is already retired")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+            HostsCommand::Unretire { host, .. } => match store.unretire_host(&host).await {
+                Ok(true) => Ok(format!("{host} is back in the fleet")),
+                Ok(false) => Err(format!("{host} is not retired")),
+                Err(e) => Err(e.to_string()),
+            },
+            HostsCommand::Retired { .. } => match store.retired_hosts().await {
+                Ok(all) => Ok(all
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}\t{}\t{}\t{}",
+                            r.host,
+                            r.retired_at.to_rfc3339(),
+                            r.retired_by,
+                            r.reason
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match done {
+            Ok(text) => {
+                if !text.is_empty() {
+                    println!("{text}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("backwatch-collector: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 #[derive(Subcommand)]

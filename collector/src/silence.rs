@@ -42,8 +42,15 @@ pub async fn sweep(
     let mut silenced = 0;
     let mut overdue = 0;
     let host_after = chrono::Duration::from_std(cfg.host_after).unwrap_or(chrono::Duration::MAX);
-    // Two queries per sweep whatever the fleet's size; writes only for what changes.
-    let hosts = store.hosts().await?;
+    // A few queries per sweep whatever the fleet's size; writes only for what changes. A
+    // retired host is not expected to speak: never silent, its checks never overdue.
+    let retired = store.retired_set().await?;
+    let hosts: Vec<_> = store
+        .hosts()
+        .await?
+        .into_iter()
+        .filter(|h| !retired.contains(&h.host))
+        .collect();
     let clocks = store.check_clocks().await?;
     let mut checks_of: HashMap<&str, Vec<&CheckClock>> = HashMap::new();
     for c in &clocks {

@@ -15,7 +15,8 @@
 //!   for a whole window; then it resolves (ok) or says once that it is stable (not ok);
 //! - a silence withholds a notice but not the record; a notice withheld from an alert that
 //!   is still open is sent when the silence is over (a resolution is not sent late);
-//! - an open alert nobody acknowledged is repeated every `reminder_every`.
+//! - an open alert nobody acknowledged is repeated every `reminder_every`;
+//! - retiring a host resolves its open alerts, saying who retired it and why.
 
 use crate::status::Status;
 use crate::store::alerts::{AGENT_CHECK, AlertFields, Severity};
@@ -217,6 +218,19 @@ pub fn on_change(alert: Option<&AlertFields>, c: &Change<'_>, p: &Policy) -> Opt
             }
         }
     }
+}
+
+/// A retired host's open alert ends: resolved with who retired the host and why, and the
+/// resolution goes to those who heard of the alert (their incident is closed, not forgotten).
+pub fn on_retired(a: &AlertFields, by: &str, reason: &str, now: DateTime<Utc>) -> Outcome {
+    let mut f = a.clone();
+    f.updated_at = now;
+    f.last_change_at = now;
+    f.resolved_at = Some(now);
+    f.flapping = false;
+    f.summary = format!("host retired by {by}: {reason}");
+    let summary = f.summary.clone();
+    resolve(f, summary, false, now)
 }
 
 /// Decide what time alone does to an open alert: flapping ends, a withheld notice goes

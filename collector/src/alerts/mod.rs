@@ -123,10 +123,16 @@ impl Engine {
                 .map(|a| ((a.fields.host.clone(), a.fields.check.clone()), a))
                 .collect();
             let silences = self.active_silences(now).await?;
+            // A retired host's last results (a stream cut only at its next standing check)
+            // open nothing: its alerts are being closed.
+            let retired = self.store.retired_set().await?;
             let mut at = cursor;
             let mut conflict = false;
             for t in &batch {
                 step.transitions += 1;
+                if retired.contains(&t.host) {
+                    continue;
+                }
                 let key = (t.host.clone(), t.check.clone());
                 let host_silent = open
                     .get(&(t.host.clone(), AGENT_CHECK.to_string()))
@@ -210,8 +216,21 @@ impl Engine {
 
     async fn tick(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
         let silences = self.active_silences(now).await?;
+        let retired: HashMap<String, crate::store::RetiredHost> = self
+            .store
+            .retired_hosts()
+            .await?
+            .into_iter()
+            .map(|r| (r.host.clone(), r))
+            .collect();
         for a in self.store.open_alerts().await? {
             let f = &a.fields;
+            if let Some(r) = retired.get(&f.host) {
+                let o = lifecycle::on_retired(f, &r.retired_by, &r.reason, now);
+                self.write(None, Some((a.id, a.version)), &o, now, None, step)
+                    .await?;
+                continue;
+            }
             let silenced = self.silenced(&silences, &f.host, &f.check);
             let acked = a.acknowledged.is_some();
             if let Some(o) = lifecycle::on_tick(f, acked, now, silenced, &self.cfg.policy) {

@@ -147,7 +147,12 @@ struct MarkBody {
 /// Who a mark or silence is recorded as: the authenticated caller when there is one (a
 /// token's name, the proxy's user), whatever `by` says, so nobody acts in another's name; in
 /// open mode (loopback, no authentication configured) the `by` given.
-fn author(id: &Identity, by: Option<String>, required: bool) -> Result<String, ApiError> {
+/// Who did it: the authenticated caller, or in open mode what the body says (`by`).
+pub(crate) fn author(
+    id: &Identity,
+    by: Option<String>,
+    required: bool,
+) -> Result<String, ApiError> {
     match id {
         Identity::Open => text("by", by, required, MAX_NAME),
         known => Ok(known.name().to_string()),

@@ -183,13 +183,17 @@ pub fn authenticate(
 /// Paths whose every method needs role `admin`.
 const ADMIN_PATHS: &[&str] = &["/api/v1/enrollments"];
 
-/// The role a request needs: `admin` under [`ADMIN_PATHS`], else `read` for reads and `ack`
-/// for everything else.
+/// The role a request needs: `admin` under [`ADMIN_PATHS`] and for retiring a host (every
+/// method of `/api/v1/hosts/{host}/retire`), else `read` for reads and `ack` for everything
+/// else.
 pub fn required_role(method: &Method, path: &str) -> Role {
     let path = path.trim_end_matches('/');
-    if ADMIN_PATHS
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    // Retiring a host (or bringing it back) changes the fleet: admin, like enrollment.
+    let retire = path.starts_with("/api/v1/hosts/") && path.ends_with("/retire");
+    if retire
+        || ADMIN_PATHS
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         Role::Admin
     } else if is_read(method) {
@@ -212,7 +216,8 @@ pub fn authorize_path(id: &Identity, method: &Method, path: &str) -> Result<(), 
     } else if needs == Role::Admin {
         Err(Denied::Forbidden(format!(
             "{} has role \"{}\"; this needs role \"admin\" (a [[http.tokens]] entry with \
-             role = \"admin\"), or use `backwatch-collector enroll` on the collector",
+             role = \"admin\"), or use the CLI on the collector (`backwatch-collector enroll`, \
+             `backwatch-collector hosts retire`)",
             id.name(),
             id.role().as_str()
         )))

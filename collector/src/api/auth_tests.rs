@@ -166,6 +166,18 @@ fn enrollments_need_an_admin_token() {
     };
     assert_eq!(required_role(&Method::POST, path), Role::Admin);
     assert_eq!(
+        required_role(&Method::POST, "/api/v1/hosts/db1/retire"),
+        Role::Admin
+    );
+    assert_eq!(
+        required_role(&Method::DELETE, "/api/v1/hosts/db1/retire"),
+        Role::Admin
+    );
+    assert_eq!(
+        required_role(&Method::GET, "/api/v1/retired-hosts"),
+        Role::Read
+    );
+    assert_eq!(
         required_role(&Method::GET, &format!("{path}/")),
         Role::Admin
     );

@@ -92,8 +92,12 @@ pub async fn metrics(State(s): State<ApiState>, req: Request) -> Response {
     }
     let started = Instant::now();
     let read = async {
-        let hosts = s.store.hosts().await?;
-        let checks = s.store.check_states(None).await?;
+        // Retired hosts are out of the fleet: no series of theirs.
+        let retired = s.store.retired_set().await?;
+        let mut hosts = s.store.hosts().await?;
+        hosts.retain(|h| !retired.contains(&h.host));
+        let mut checks = s.store.check_states(None).await?;
+        checks.retain(|c| !retired.contains(&c.host));
         let outbox = s.store.outbox_counts().await?;
         Ok::<_, crate::store::StoreError>((hosts, checks, outbox))
     }

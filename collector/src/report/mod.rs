@@ -231,8 +231,12 @@ pub async fn daily(
 ) -> StoreResult<DailyReport> {
     let at_ms = at.timestamp_millis();
     let from = Period::Hour.bucket(at_ms - 24 * HOUR_MS);
-    let hours = store.rollups(Period::Hour, from, at_ms).await?;
-    let hosts = store.hosts().await?;
+    // Retired hosts are out of the reports (their history stays in the store).
+    let retired = store.retired_set().await?;
+    let mut hours = store.rollups(Period::Hour, from, at_ms).await?;
+    hours.retain(|r| !retired.contains(&r.host));
+    let mut hosts = store.hosts().await?;
+    hosts.retain(|h| !retired.contains(&h.host));
     let live = (now - at).abs() <= TimeDelta::minutes(15);
     let open_alerts = if live {
         store.open_alerts().await?
@@ -270,7 +274,9 @@ pub async fn monthly(
     // Daily rollups are UTC days: take the days that begin within the local month.
     let from = Period::Day.bucket(start.timestamp_millis() + DAY_MS - 1);
     let until = end.timestamp_millis();
-    let days = store.rollups(Period::Day, from, until).await?;
+    let retired = store.retired_set().await?;
+    let mut days = store.rollups(Period::Day, from, until).await?;
+    days.retain(|r| !retired.contains(&r.host));
     let alerts = store.alerts_opened_between(start, end).await?;
     let drills_of = crate::api::recovery::drills_of(
         &store.check_states_of_kind(ProbeKind::WalArchive).await?,

@@ -113,6 +113,15 @@ pub struct HostRecord {
     pub facts: HostFacts,
 }
 
+/// A host taken out of the fleet: who did it, when and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RetiredHost {
+    pub host: String,
+    pub retired_at: DateTime<Utc>,
+    pub retired_by: String,
+    pub reason: String,
+}
+
 /// What the silence sweep needs of a check: no results, no JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckClock {
@@ -264,7 +273,28 @@ pub trait Store:
         quiet_since: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
 
+    /// Every host that ever reported, retired ones included (see [`Store::retired_hosts`]).
     async fn hosts(&self) -> StoreResult<Vec<HostRecord>>;
+
+    /// Take a host out of the fleet (README, "Retire a host"); false when it already was.
+    async fn retire_host(&self, r: &RetiredHost) -> StoreResult<bool>;
+
+    /// Put a retired host back; false when it was not retired.
+    async fn unretire_host(&self, host: &str) -> StoreResult<bool>;
+
+    /// The retired hosts, by name.
+    async fn retired_hosts(&self) -> StoreResult<Vec<RetiredHost>>;
+
+    /// The names of the retired hosts: what fleet views, reports and the silence sweep leave
+    /// out.
+    async fn retired_set(&self) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(self
+            .retired_hosts()
+            .await?
+            .into_iter()
+            .map(|r| r.host)
+            .collect())
+    }
 
     async fn host(&self, host: &str) -> StoreResult<Option<HostRecord>>;
 

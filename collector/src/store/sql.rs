@@ -37,7 +37,7 @@ pub use url::{redact_url, redact_webhook};
 
 use super::{
     CheckClock, CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, HostWrite, HostWritten,
-    Inserted, Store, StoreError, StoreResult, Transition,
+    Inserted, RetiredHost, Store, StoreError, StoreResult, Transition,
 };
 use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
@@ -92,6 +92,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 7, "0007_certificates.sql", "certificates"),
     embed!("sqlite", 8, "0008_rollup_recovery.sql", "rollup recovery"),
     embed!("sqlite", 9, "0009_rollup_latency.sql", "rollup latency"),
+    embed!("sqlite", 10, "0010_retired_hosts.sql", "retired hosts"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -108,6 +109,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 7, "0007_certificates.sql", "certificates"),
     embed!("postgres", 8, "0008_rollup_recovery.sql", "rollup recovery"),
     embed!("postgres", 9, "0009_rollup_latency.sql", "rollup latency"),
+    embed!("postgres", 10, "0010_retired_hosts.sql", "retired hosts"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.
@@ -654,6 +656,47 @@ impl Store for SqlStore {
             .map_err(query_error("list hosts"))?
             .iter()
             .map(host_record)
+            .collect()
+    }
+
+    async fn retire_host(&self, r: &RetiredHost) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO retired_hosts (host, retired_at, retired_by, reason) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (host) DO NOTHING",
+        )
+        .bind(&r.host)
+        .bind(r.retired_at.timestamp_millis())
+        .bind(&r.retired_by)
+        .bind(&r.reason)
+        .execute(&self.pool)
+        .await
+        .map_err(query_error("retire host"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unretire_host(&self, host: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM retired_hosts WHERE host = $1")
+            .bind(host)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("un-retire host"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn retired_hosts(&self) -> StoreResult<Vec<RetiredHost>> {
+        sqlx::query("SELECT host, retired_at, retired_by, reason FROM retired_hosts ORDER BY host")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("list retired hosts"))?
+            .iter()
+            .map(|row| {
+                Ok(RetiredHost {
+                    host: read::get(row, "host")?,
+                    retired_at: read::time(row, "retired_at")?,
+                    retired_by: read::get(row, "retired_by")?,
+                    reason: read::get(row, "reason")?,
+                })
+            })
             .collect()
     }
 

@@ -33,10 +33,43 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     pruning_keeps_newer_results_and_the_state(store).await?;
     group_commit_writes_each_host_and_its_contact(store).await?;
     check_clocks_list_every_check_in_order(store).await?;
+    retired_host_is_listed_once_and_comes_back(store).await?;
     super::suite_alerts::run_all(store).await?;
     super::suite_dashboard::run_all(store).await?;
     super::suite_reports::run_all(store).await?;
     super::suite_enroll::run_all(store).await?;
+    Ok(())
+}
+
+/// Retiring records who, when and why once (a second retire is refused); un-retiring removes
+/// it; the host's own record and history are untouched either way.
+pub async fn retired_host_is_listed_once_and_comes_back(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("retired");
+    store.touch_host(&host, at(5), None).await?;
+    let r = super::RetiredHost {
+        host: host.clone(),
+        retired_at: at(10),
+        retired_by: "alice".into(),
+        reason: "decommissioned".into(),
+    };
+    assert!(store.retire_host(&r).await?);
+    let again = super::RetiredHost {
+        retired_by: "bob".into(),
+        ..r.clone()
+    };
+    assert!(!store.retire_host(&again).await?, "retired once");
+    let listed: Vec<_> = store
+        .retired_hosts()
+        .await?
+        .into_iter()
+        .filter(|x| x.host == host)
+        .collect();
+    assert_eq!(listed, [r]);
+    assert!(store.retired_set().await?.contains(&host));
+    assert!(store.host(&host).await?.is_some(), "the record stays");
+    assert!(store.unretire_host(&host).await?);
+    assert!(!store.unretire_host(&host).await?);
+    assert!(!store.retired_set().await?.contains(&host));
     Ok(())
 }
 

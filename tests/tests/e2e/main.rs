@@ -34,6 +34,7 @@ mod pg_versions;
 mod reliability;
 mod reports;
 mod restore;
+mod retire;
 mod settings;
 mod silence;
 mod smtp_tls;
