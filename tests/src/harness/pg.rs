@@ -82,6 +82,22 @@ impl PgCluster {
         .with_bindir(self.bindir)
     }
 
+    /// A streaming standby made by copying this cluster's data directory, for majors whose
+    /// test build has no `pg_basebackup`. This cluster must be stopped while the standby is
+    /// built (start it again afterwards).
+    pub fn cold_standby(&self) -> PgClusterBuilder {
+        let major = self.major().ok();
+        let b = PgClusterBuilder::new(Source::ColdCopy {
+            primary_port: self.port,
+            primary_data: self.data.clone(),
+        })
+        .with_bindir(self.bindir);
+        match major {
+            Some(m) => b.major(m),
+            None => b,
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

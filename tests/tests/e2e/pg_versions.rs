@@ -6,7 +6,8 @@
 //! failing then fixed, silently failing (`archive_command = /bin/true`), stuck (a segment
 //! waiting 20 minutes behind a hanging command), archiving off, idle for hours (archived on a
 //! clock four hours behind), stopped (unreachable: unknown, saying so), and a streaming
-//! standby where the major has `pg_basebackup`; the WAL settings of two of them are judged
+//! standby (by `pg_basebackup` where the major's build has it, else a copy of the stopped
+//! primary); the WAL settings of two of them are judged
 //! against the procedure (`settings.<name>`). On 10 and 11, which have no
 //! `pg_ls_archive_statusdir()`, the WAL check estimates the pending work from WAL positions and
 //! says so, instead of being unknown.
@@ -76,10 +77,15 @@ async fn scenarios(major: u32) -> Result<()> {
     let idle_segment = idle.switch_wal_archived(ARCHIVED).await?;
     idle.stop()?;
     idle.start()?;
-    // A streaming standby where this major has pg_basebackup (18's complete build).
-    let standby = match major_bindir(major)?.join("pg_basebackup").is_file() {
-        true => Some(healthy.standby().archive_mode("on").start()?),
-        false => None,
+    // A streaming standby: by pg_basebackup where this major's build has it (18's complete
+    // build), else by copying the stopped primary's data directory.
+    let standby = if major_bindir(major)?.join("pg_basebackup").is_file() {
+        healthy.standby().archive_mode("on").start()?
+    } else {
+        healthy.stop()?;
+        let s = healthy.cold_standby().archive_mode("on").start();
+        healthy.start()?;
+        s?
     };
 
     healthy.switch_wal_archived(ARCHIVED).await?;
@@ -105,11 +111,8 @@ async fn scenarios(major: u32) -> Result<()> {
     toml.push_str("[[settings]]\nname = \"off\"\nwal = \"off\"\ninterval = \"1s\"\n");
     toml.push_str(&archive_section("silent", &silent)?);
     let scene = scene("db1", |a| {
-        let a = match &standby {
-            Some(s) => a.wal("standby", &s.dsn(), "1s"),
-            None => a,
-        };
-        a.wal("healthy", &healthy.dsn(), "1s")
+        a.wal("standby", &standby.dsn(), "1s")
+            .wal("healthy", &healthy.dsn(), "1s")
             .wal("failing", &failing.dsn(), "1s")
             .wal("silent", &silent.dsn(), "1s")
             .wal("stuck", &stuck.dsn(), "1s")
@@ -220,17 +223,25 @@ async fn scenarios(major: u32) -> Result<()> {
         "PostgreSQL {major}: {c}"
     );
 
-    if standby.is_some() {
-        collector
-            .wait_summary(
-                "db1",
-                "wal.standby",
-                "ok",
-                "not applicable: standby (archiving is done by the primary)",
-                WAIT,
-            )
-            .await;
-    }
+    collector
+        .wait_summary(
+            "db1",
+            "wal.standby",
+            "ok",
+            "not applicable: standby (archiving is done by the primary)",
+            WAIT,
+        )
+        .await;
+    // It streams from the primary (not merely recovering from a copy).
+    backwatch_tests::harness::eventually(WAIT, "the standby streaming", async || {
+        ensure!(
+            healthy.psql("SELECT count(*) FROM pg_stat_replication")? == "1",
+            "PostgreSQL {major}: the standby is not streaming\n{}",
+            standby.log()
+        );
+        Ok(())
+    })
+    .await;
 
     // Fixed: the failing server archives again and the check recovers.
     failing.set_archive_command(&failing.copy_archive_command())?;

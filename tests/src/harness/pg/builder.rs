@@ -50,10 +50,18 @@ pub struct PgClusterBuilder {
     bindir: Option<&'static Path>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Source {
     Initdb,
-    BaseBackup { primary_port: u16 },
+    BaseBackup {
+        primary_port: u16,
+    },
+    /// A copy of a stopped primary's data directory: a standby for majors whose test build
+    /// has no `pg_basebackup` (the npm server builds).
+    ColdCopy {
+        primary_port: u16,
+        primary_data: std::path::PathBuf,
+    },
 }
 
 impl PgClusterBuilder {
@@ -151,13 +159,20 @@ impl PgClusterBuilder {
                     .with_context(|| format!("chown {} to postgres", dir.display()))?;
             }
         }
-        let conf = match self.source {
+        let conf = match &self.source {
             Source::Initdb => {
                 initdb(&pg, self.wal_segsize_mb, self.major)?;
                 pg.data.join("postgresql.conf")
             }
+            Source::ColdCopy {
+                primary_port,
+                primary_data,
+            } => {
+                cold_copy(&pg, primary_data, *primary_port, self.major)?;
+                pg.data.join("postgresql.auto.conf")
+            }
             Source::BaseBackup { primary_port } => {
-                base_backup(&pg, primary_port)?;
+                base_backup(&pg, *primary_port)?;
                 // The copy carries the primary's settings, including ALTER SYSTEM ones in
                 // postgresql.auto.conf (which beat postgresql.conf) that point at the primary's
                 // archive dir. Appending there is what `pg_basebackup -R` does too.
@@ -233,6 +248,46 @@ fn base_backup(pg: &PgCluster, primary_port: u16) -> anyhow::Result<()> {
         .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-D"])
         .arg(&pg.data);
     run(&mut backup, "pg_basebackup")
+}
+
+/// Copy a stopped primary's data directory (ownership kept) and make it a streaming standby
+/// of the primary on `primary_port`: `standby.signal` and `primary_conninfo` from 12 on,
+/// `recovery.conf` with `standby_mode` before.
+fn cold_copy(
+    pg: &PgCluster,
+    primary: &Path,
+    primary_port: u16,
+    major: Option<u32>,
+) -> anyhow::Result<()> {
+    ensure!(
+        !primary.join("postmaster.pid").exists(),
+        "cold copy of {}: stop the primary first",
+        primary.display()
+    );
+    run(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(primary)
+            .arg(&pg.data),
+        "cp -a of the primary's data directory",
+    )?;
+    let conninfo = format!("host=127.0.0.1 port={primary_port} user=postgres");
+    let line = format!("primary_conninfo = {}\n", quote::conf(&conninfo));
+    if major.is_some_and(|m| m < 12) {
+        let recovery = pg.data.join("recovery.conf");
+        fs::write(&recovery, format!("standby_mode = 'on'\n{line}"))?;
+        if let Some((uid, gid)) = pg.server_user {
+            nix::unistd::chown(&recovery, Some(uid), Some(gid))?;
+        }
+    } else {
+        let signal = pg.data.join("standby.signal");
+        fs::write(&signal, "")?;
+        if let Some((uid, gid)) = pg.server_user {
+            nix::unistd::chown(&signal, Some(uid), Some(gid))?;
+        }
+        append(&pg.data.join("postgresql.auto.conf"), &line)?;
+    }
+    Ok(())
 }
 
 /// The port is picked, then released, then bound by the postmaster: another process can take
