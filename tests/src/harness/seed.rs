@@ -228,3 +228,118 @@ pub async fn fleet(url: &str, count: usize, silent: usize) -> anyhow::Result<Vec
     store.close().await;
     Ok(names)
 }
+
+/// How a demo host has been doing (see [`demo_fleet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Healthy,
+    /// The backup disk fills up over the month, past 85 % in its last days.
+    DiskFilling,
+    /// WAL archiving has failed for the last six hours.
+    WalFailing,
+    /// The daily backup stopped 30 hours ago.
+    BackupStale,
+    /// The agent stopped talking two hours ago.
+    Silent,
+}
+
+fn profile(i: usize) -> Profile {
+    match i % 8 {
+        3 => Profile::DiskFilling,
+        5 => Profile::WalFailing,
+        6 if i % 16 == 6 => Profile::BackupStale,
+        7 if i % 24 == 7 => Profile::Silent,
+        _ => Profile::Healthy,
+    }
+}
+
+/// `count` demo hosts `db-01`… with `days` of hourly history ending now (disk, daily backup,
+/// WAL archiving each), in a few shapes: most healthy, some filling their disk, failing to
+/// archive, with a stale backup, or silent. Result ids are per host, check and hour, so a
+/// second run adds only the hours since the first (a demo-state reused days later catches
+/// up). Returns the host names.
+pub async fn demo_fleet(url: &str, count: usize, days: i64) -> anyhow::Result<Vec<String>> {
+    let store = open(url).await?;
+    let now = Utc::now();
+    let hour0 = now.timestamp() / 3600;
+    let hours = days * 24;
+    let mut names = Vec::with_capacity(count);
+    for i in 0..count {
+        let host = format!("db-{:02}", i + 1);
+        let p = profile(i);
+        let mut results = Vec::new();
+        let (mut archived, mut failed) = (10_000_i64, 0_i64);
+        let mut last_backup = now - TimeDelta::hours(hours + 2);
+        // A host's own growth rate and backup size, so the fleet's lines differ.
+        let base = 40 + (i as u64 * 7) % 25;
+        for h in (0..=hours).rev() {
+            let at = now - TimeDelta::hours(h) - TimeDelta::minutes(i as i64 % 50);
+            if p == Profile::Silent && h < 2 {
+                continue;
+            }
+            let id = |check: &str| format!("{host}-{check}-{}", hour0 - h);
+            let progress = (hours - h) as u64;
+            let pct = match p {
+                Profile::DiskFilling => 55 + 37 * progress / hours as u64,
+                _ => base + 10 * progress / hours as u64,
+            };
+            let mut r = result(
+                &host,
+                0,
+                ProbeKind::Disk,
+                "backup",
+                at,
+                disk("/backup", pct * 10 * GIB, 1000 * GIB),
+            );
+            r.result_id = id("disk");
+            results.push(r);
+            // Nightly at 01:00 UTC (the stale one stopped 30 hours ago).
+            let hour_of_day = (hour0 - h).rem_euclid(24);
+            if hour_of_day == 1 && !(p == Profile::BackupStale && h < 30) {
+                last_backup = at - TimeDelta::minutes(35);
+            }
+            let mut r = result(
+                &host,
+                0,
+                ProbeKind::BackupDir,
+                "daily",
+                at,
+                backup("/backup/daily", at, last_backup),
+            );
+            r.result_id = id("backup");
+            results.push(r);
+            let failing = p == Profile::WalFailing && h < 6;
+            archived += if failing { 0 } else { 30 + (i as i64 % 7) * 5 };
+            if failing {
+                failed += 12;
+            }
+            let (ready, oldest) = if failing {
+                (12 + 12 * (6 - h), 3600 * (6 - h) + 1800)
+            } else {
+                (0, 0)
+            };
+            let mut r = result(
+                &host,
+                0,
+                ProbeKind::WalArchive,
+                "main",
+                at,
+                wal(archived, failed, ready, oldest),
+            );
+            r.result_id = id("wal");
+            results.push(r);
+        }
+        store.record_results(&host, &judge(results)).await?;
+        if p == Profile::Silent {
+            store
+                .touch_host(&host, now - TimeDelta::hours(2), Some(&facts()))
+                .await?;
+            store.set_host_silent_at(&host, true, now, None).await?;
+        } else {
+            store.touch_host(&host, now, Some(&facts())).await?;
+        }
+        names.push(host);
+    }
+    store.close().await;
+    Ok(names)
+}

@@ -16,6 +16,7 @@ mod clock;
 mod dashboard;
 mod data_at_risk;
 mod delivery;
+mod demo;
 mod deploy_samples;
 mod drill;
 mod enroll;
