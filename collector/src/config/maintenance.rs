@@ -9,7 +9,6 @@
 //! local time happens twice (fall back) it starts at the first. A window whose `to` is not
 //! after `from` ends the next day (22:00–02:00).
 
-use super::glob_match;
 use crate::store::alerts::Silence;
 use backwatch_proto::config::Problems;
 use chrono::{
@@ -136,17 +135,6 @@ impl Window {
             .filter_map(|n| today.checked_add_days(Days::new(n)))
             .filter_map(|d| self.on(d))
             .find(|o| o.starts_at > t)
-    }
-
-    /// Whether the window covers this host (in `groups`) and check.
-    pub fn covers(&self, host: &str, host_groups: &[&str], check: &str) -> bool {
-        (self.hosts.is_empty() || self.hosts.iter().any(|p| glob_match(p, host)))
-            && (self.groups.is_empty()
-                || self
-                    .groups
-                    .iter()
-                    .any(|g| host_groups.contains(&g.as_str())))
-            && (self.checks.is_empty() || self.checks.iter().any(|p| glob_match(p, check)))
     }
 
     /// The window open at `t` as silences the engine applies (one per host × group × check
@@ -351,18 +339,27 @@ mod tests {
     }
 
     #[test]
-    fn what_it_covers_and_its_silences() {
+    fn an_open_window_is_one_silence_per_pattern() {
         let w = Window {
             hosts: vec!["db*".into()],
             checks: vec!["backup.*".into(), "disk.*".into()],
             ..window("day", "00:00", "23:59", "UTC")
         };
-        assert!(w.covers("db1", &[], "backup.daily"));
-        assert!(!w.covers("web1", &[], "backup.daily"));
-        assert!(!w.covers("db1", &[], "wal.main"));
+        // One silence per host pattern × check pattern, matched as every silence is.
         let s = w.silences_at(at("2026-12-05T12:00:00Z"));
-        assert_eq!(s.len(), 2);
+        let what: Vec<(Option<&str>, Option<&str>)> = s
+            .iter()
+            .map(|s| (s.host.as_deref(), s.check.as_deref()))
+            .collect();
+        assert_eq!(
+            what,
+            [
+                (Some("db*"), Some("backup.*")),
+                (Some("db*"), Some("disk.*"))
+            ]
+        );
         assert_eq!(s[0].created_by, "maintenance window w");
+        assert_eq!(s[0].ends_at, at("2026-12-05T23:59:00Z"));
     }
 
     #[test]

@@ -214,19 +214,30 @@ pub async fn fleet(url: &str, count: usize, silent: usize) -> anyhow::Result<Vec
             ),
         ];
         store.record_results(&host, &judge(results)).await?;
-        if i < silent {
-            store
-                .touch_host(&host, now - TimeDelta::hours(2), Some(&facts()))
-                .await?;
-            // Marked here: the collector's sweep never counts its own downtime as silence.
-            store.set_host_silent_at(&host, true, now, None).await?;
-        } else {
-            store.touch_host(&host, now, Some(&facts())).await?;
-        }
+        last_contact(&store, &host, i < silent, now).await?;
         names.push(host);
     }
     store.close().await;
     Ok(names)
+}
+
+/// The host's last contact: now, or two hours ago and marked silent (marked here: the
+/// collector's sweep never counts its own downtime as silence).
+async fn last_contact(
+    store: &SqlStore,
+    host: &str,
+    silent: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    if silent {
+        store
+            .touch_host(host, now - TimeDelta::hours(2), Some(&facts()))
+            .await?;
+        store.set_host_silent_at(host, true, now, None).await?;
+    } else {
+        store.touch_host(host, now, Some(&facts())).await?;
+    }
+    Ok(())
 }
 
 /// How a demo host has been doing (see [`demo_fleet`]).
@@ -330,14 +341,7 @@ pub async fn demo_fleet(url: &str, count: usize, days: i64) -> anyhow::Result<Ve
             results.push(r);
         }
         store.record_results(&host, &judge(results)).await?;
-        if p == Profile::Silent {
-            store
-                .touch_host(&host, now - TimeDelta::hours(2), Some(&facts()))
-                .await?;
-            store.set_host_silent_at(&host, true, now, None).await?;
-        } else {
-            store.touch_host(&host, now, Some(&facts())).await?;
-        }
+        last_contact(&store, &host, p == Profile::Silent, now).await?;
         names.push(host);
     }
     store.close().await;
