@@ -274,12 +274,7 @@ async fn host(
     for c in v.checks.iter_mut().filter(|c| c.status != Status::Ok) {
         c.procedure = Some(s.alerting.procedure(&c.name)).filter(|p| !p.is_empty());
     }
-    v.retired = s
-        .store
-        .retired_hosts()
-        .await?
-        .into_iter()
-        .find(|r| r.host == host);
+    v.retired = s.store.retired_host(&host).await?;
     Ok(Json(v))
 }
 
@@ -324,12 +319,7 @@ async fn retire(
         reason,
     };
     if !s.store.retire_host(&r).await? {
-        let first = s
-            .store
-            .retired_hosts()
-            .await?
-            .into_iter()
-            .find(|x| x.host == host);
+        let first = s.store.retired_host(&host).await?;
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(

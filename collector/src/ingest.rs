@@ -272,12 +272,7 @@ async fn retired(
     store: &dyn Store,
     host: &str,
 ) -> Result<Option<crate::store::RetiredHost>, Status> {
-    Ok(store
-        .retired_hosts()
-        .await
-        .map_err(store_unavailable)?
-        .into_iter()
-        .find(|r| r.host == host))
+    store.retired_host(host).await.map_err(store_unavailable)
 }
 
 fn retired_message(r: &crate::store::RetiredHost) -> String {

@@ -285,6 +285,9 @@ pub trait Store:
     /// The retired hosts, by name.
     async fn retired_hosts(&self) -> StoreResult<Vec<RetiredHost>>;
 
+    /// `host`'s retirement, if it is retired (one keyed read: asked at every stream open).
+    async fn retired_host(&self, host: &str) -> StoreResult<Option<RetiredHost>>;
+
     /// The names of the retired hosts: what fleet views, reports and the silence sweep leave
     /// out.
     async fn retired_set(&self) -> StoreResult<std::collections::HashSet<String>> {

@@ -43,6 +43,16 @@ use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 use read::{check_state, history_entry, host_record, transition};
+
+/// One `retired_hosts` row.
+fn retired_host(row: &sqlx::any::AnyRow) -> StoreResult<RetiredHost> {
+    Ok(RetiredHost {
+        host: read::get(row, "host")?,
+        retired_at: read::time(row, "retired_at")?,
+        retired_by: read::get(row, "retired_by")?,
+        reason: read::get(row, "reason")?,
+    })
+}
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, SqlStr, Transaction};
@@ -689,15 +699,21 @@ impl Store for SqlStore {
             .await
             .map_err(query_error("list retired hosts"))?
             .iter()
-            .map(|row| {
-                Ok(RetiredHost {
-                    host: read::get(row, "host")?,
-                    retired_at: read::time(row, "retired_at")?,
-                    retired_by: read::get(row, "retired_by")?,
-                    reason: read::get(row, "reason")?,
-                })
-            })
+            .map(retired_host)
             .collect()
+    }
+
+    async fn retired_host(&self, host: &str) -> StoreResult<Option<RetiredHost>> {
+        sqlx::query(
+            "SELECT host, retired_at, retired_by, reason FROM retired_hosts WHERE host = $1",
+        )
+        .bind(host)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("read retired host"))?
+        .as_ref()
+        .map(retired_host)
+        .transpose()
     }
 
     async fn host(&self, host: &str) -> StoreResult<Option<HostRecord>> {

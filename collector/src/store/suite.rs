@@ -64,12 +64,14 @@ pub async fn retired_host_is_listed_once_and_comes_back(store: &dyn Store) -> St
         .into_iter()
         .filter(|x| x.host == host)
         .collect();
+    assert_eq!(store.retired_host(&host).await?.as_ref(), Some(&r));
     assert_eq!(listed, [r]);
     assert!(store.retired_set().await?.contains(&host));
     assert!(store.host(&host).await?.is_some(), "the record stays");
     assert!(store.unretire_host(&host).await?);
     assert!(!store.unretire_host(&host).await?);
     assert!(!store.retired_set().await?.contains(&host));
+    assert_eq!(store.retired_host(&host).await?, None);
     Ok(())
 }
 
