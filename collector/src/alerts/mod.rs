@@ -133,12 +133,11 @@ impl Engine {
                 if retired.contains(&t.host) {
                     continue;
                 }
-                let key = (t.host.clone(), t.check.clone());
+                let mut key = (t.host.clone(), t.check.clone());
                 let host_silent = open
                     .get(&(t.host.clone(), AGENT_CHECK.to_string()))
-                    .is_some_and(|a| a.fields.status != crate::status::Status::Ok);
+                    .is_some_and(|a| a.fields.status != Status::Ok);
                 let effect = lifecycle::effect(&t.check, t.to, host_silent, p);
-                let mut key = key;
                 // One backup set reported by several hosts (the nodes of an HA pair probing
                 // one stanza, or a backup server beside them) is one alert: a peer's open
                 // alert carries a second host's bad news, and it resolves only when no host
@@ -146,18 +145,16 @@ impl Engine {
                 if effect != Effect::Ignore
                     && let Some(peers) = self.backup_set_peers(&t.host, &t.check).await?
                 {
+                    if !open.contains_key(&key)
+                        && let Some((k, _)) = peers.iter().find(|(k, _)| open.contains_key(k))
+                    {
+                        key = k.clone();
+                    }
                     let peer_bad = peers
                         .iter()
                         .any(|(_, st)| matches!(st, Status::Warning | Status::Critical));
-                    if open.contains_key(&key) {
-                        if effect == Effect::Good && peer_bad {
-                            continue;
-                        }
-                    } else if let Some((k, _)) = peers.iter().find(|(k, _)| open.contains_key(k)) {
-                        if effect == Effect::Good && peer_bad {
-                            continue;
-                        }
-                        key = k.clone();
+                    if effect == Effect::Good && peer_bad && open.contains_key(&key) {
+                        continue;
                     }
                 }
                 let existing = open.get(&key);
