@@ -200,17 +200,28 @@ impl BarmanProbe {
         // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.
         // Not knowing it only leaves the window's end unknown.
         if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await {
-            if let Some(dir) = shown[server]["wals_directory"].as_str()
-                && let Some((name, at)) = last_wal(&std::path::Path::new(dir).join("xlog.db"))
-            {
-                set.archive_max = Some(name);
-                set.archive_max_time = Some(at);
+            let dir = |key: &str| shown[server][key].as_str().map(std::path::PathBuf::from);
+            let (wals, backups) = (dir("wals_directory"), dir("backup_directory"));
+            // Files on Barman's disk, read on a thread the probe can walk away from (a hung
+            // mount must not stall the agent's other probes).
+            let read =
+                crate::blocking::run("reading Barman's xlog.db and identity.json", move || {
+                    (
+                        wals.and_then(|d| last_wal(&d.join("xlog.db"))),
+                        // The cluster Barman backs up, as it recorded it (written at the first
+                        // `check` or backup): with the server's name, one set whatever host
+                        // reports it.
+                        backups.and_then(|d| identity(&d.join("identity.json"))),
+                    )
+                })
+                .await;
+            if let Ok((last, id)) = read {
+                if let Some((name, at)) = last {
+                    set.archive_max = Some(name);
+                    set.archive_max_time = Some(at);
+                }
+                set.system_identifier = id;
             }
-            // The cluster Barman backs up, as it recorded it (`identity.json`, written at the
-            // first `check` or backup): with the server's name, one set whatever host reports it.
-            set.system_identifier = shown[server]["backup_directory"]
-                .as_str()
-                .and_then(|d| identity(&std::path::Path::new(d).join("identity.json")));
         }
         let (out, checks) = self.json(commands, &["check", server]).await?;
         if let Some(map) = checks[server].as_object() {
