@@ -24,6 +24,7 @@ use crate::probe::Probe;
 use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use backwatch_proto::convert::valid_probe_name;
 use backwatch_proto::model::ProbeKind;
+use backwatch_proto::model::labels::Labels;
 use effective::Settings;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -58,6 +59,10 @@ pub struct RawConfig {
     pub drill: Vec<drill::RawDrill>,
     #[serde(default)]
     pub settings: Vec<settings::RawSettings>,
+    /// What this host is (`env = "prod"`, `cluster = "billing"`), sent to the collector, whose
+    /// groups, routes and dashboard can select hosts by it.
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -107,6 +112,8 @@ pub struct Config {
     /// Directories where a run killed with the agent may have left its own files (a drill's
     /// scratch copy): cleared before any probe runs.
     pub scratch_dirs: Vec<PathBuf>,
+    /// `[labels]`, validated.
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +322,13 @@ impl Config {
         if spool.max_results == 0 {
             p.push("spool.max_results", "must be at least 1");
         }
+        for (name, problem) in backwatch_proto::model::labels::problems(&raw.labels) {
+            if name.is_empty() {
+                p.push("labels", problem);
+            } else {
+                p.push(format!("labels.{name}"), problem);
+            }
+        }
         let default_timeout = raw.schedule.timeout.unwrap_or(PROBE_TIMEOUT);
         if default_timeout < MIN_INTERVAL {
             p.push("schedule.timeout", "must be at least 1s");
@@ -347,6 +361,7 @@ impl Config {
             probe_timeout: default_timeout,
             probes: cx.probes,
             scratch_dirs: cx.scratch_dirs,
+            labels: raw.labels,
         })
     }
 }
@@ -514,6 +529,27 @@ mod tests {
             err.contains("disk[0].name: \"agent-spool\" is reserved"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn labels_are_kept_and_every_bad_one_is_named() {
+        let c = load("[labels]\nenv = \"prod\"\ncluster = \"billing (EU)\"\n").unwrap();
+        assert_eq!(
+            c.labels.get("cluster").map(String::as_str),
+            Some("billing (EU)")
+        );
+        let rendered = effective::render(&c);
+        assert!(
+            rendered.contains("[labels]\ncluster = \"billing (EU)\"\nenv = \"prod\""),
+            "{rendered}"
+        );
+        let err = load("[labels]\n\"team-name\" = \"x\"\nseverity = \"high\"\nowner = \"\"\n")
+            .err()
+            .unwrap()
+            .to_string();
+        for key in ["labels.team-name", "labels.severity", "labels.owner"] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

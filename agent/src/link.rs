@@ -93,16 +93,22 @@ pub struct HostFacts {
     /// Every check id this configuration produces, sent in Hello so the collector retires the
     /// checks of probes that were removed.
     pub checks: Vec<String>,
+    /// `[labels]`, sent in Hello.
+    pub labels: backwatch_proto::model::labels::Labels,
 }
 
 impl HostFacts {
-    pub fn gather(checks: Vec<String>) -> HostFacts {
+    pub fn gather(
+        checks: Vec<String>,
+        labels: backwatch_proto::model::labels::Labels,
+    ) -> HostFacts {
         HostFacts {
             instance_id: uuid::Uuid::new_v4().simple().to_string(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             os: sysinfo::System::long_os_version().unwrap_or_default(),
             kernel: sysinfo::System::kernel_version().unwrap_or_default(),
             checks,
+            labels,
         }
     }
 }
@@ -224,6 +230,11 @@ async fn session(
         spool_dropped: dropped,
         capabilities: vec!["run-now".into()],
         checks: facts.checks.clone(),
+        labels: facts
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }))
     .await?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();

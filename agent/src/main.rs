@@ -267,6 +267,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         warn!(error = %e, "cannot look for drill leftovers");
     }
     let trigger = schedule::Trigger::default();
+    let labels = cfg.labels.clone();
     let checks: Vec<String> = cfg
         .probes
         .iter()
@@ -291,7 +292,7 @@ async fn run(cfg: Config, path: &std::path::Path) -> ExitCode {
         renewed,
         sink,
         trigger,
-        link::HostFacts::gather(checks),
+        link::HostFacts::gather(checks, labels),
     ));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,

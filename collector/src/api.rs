@@ -34,6 +34,7 @@ pub mod visibility;
 
 pub use dashboard::Dashboard;
 
+use crate::config::reloadable::Reloadable;
 use crate::status::Status;
 use crate::store::{CheckState, HistoryEntry, HostRecord, Store, Transition};
 use axum::extract::{Path, Query, State};
@@ -49,10 +50,10 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
-    pub alerting: Arc<crate::config::alerting::Alerting>,
+    pub alerting: Reloadable<crate::config::alerting::Alerting>,
     pub dashboard: Arc<Dashboard>,
     /// `[reports]`: time zone and windows of the on-demand reports.
-    pub reports: Arc<crate::config::reports::Reports>,
+    pub reports: Reloadable<crate::config::reports::Reports>,
     /// `[enroll]`, when enrollment is on (`POST /api/v1/enrollments`).
     pub enroll: Option<Arc<crate::config::enroll::Enroll>>,
     /// The agent streams of this collector, for "run now" (`POST .../run`).
@@ -134,6 +135,8 @@ struct HostView {
     clock_suspect: bool,
     /// The `[groups]` the host belongs to.
     groups: Vec<String>,
+    /// The agent's `[labels]`.
+    labels: backwatch_proto::model::labels::Labels,
     checks: Vec<CheckView>,
     /// Who retired the host, when and why; absent for hosts in the fleet.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +173,7 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
         clock_skew_ms: h.facts.clock_skew_ms,
         clock_suspect: h.facts.clock_skew_ms.abs() > 300_000,
         groups,
+        labels: h.facts.labels,
         checks,
         retired: None,
     }
@@ -214,6 +218,7 @@ async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, A
 fn groups_of(s: &ApiState, host: &str) -> Vec<String> {
     s.dashboard
         .thresholds
+        .get()
         .groups_of(host)
         .into_iter()
         .map(String::from)
@@ -225,12 +230,20 @@ struct HostsQuery {
     /// `false` leaves out each check's `details`: the fleet page of a large fleet needs only
     /// statuses and summaries.
     details: Option<bool>,
+    /// Only hosts a label selector picks (`env=prod`, `cluster=bill*`), as in `[groups]`.
+    label: Option<String>,
 }
 
 async fn hosts(
     State(s): State<ApiState>,
     Query(q): Query<HostsQuery>,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
+    let selector = q
+        .label
+        .as_deref()
+        .map(crate::labels::Member::selector)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("label: {e}")))?;
     // Retired hosts are out of the fleet view (their own page and history stay readable).
     let retired = s.store.retired_set().await?;
     let hosts: Vec<HostRecord> = s
@@ -239,6 +252,11 @@ async fn hosts(
         .await?
         .into_iter()
         .filter(|h| !retired.contains(&h.host))
+        .filter(|h| {
+            selector
+                .as_ref()
+                .is_none_or(|m| m.matches(&h.host, &h.facts.labels))
+        })
         .collect();
     let mut by_host: BTreeMap<String, Vec<CheckState>> = BTreeMap::new();
     for mut c in s.store.check_states(None).await? {
@@ -272,7 +290,7 @@ async fn host(
     let groups = groups_of(&s, &host);
     let mut v = view(h, checks, groups);
     for c in v.checks.iter_mut().filter(|c| c.status != Status::Ok) {
-        c.procedure = Some(s.alerting.procedure(&c.name)).filter(|p| !p.is_empty());
+        c.procedure = Some(s.alerting.get().procedure(&c.name)).filter(|p| !p.is_empty());
     }
     v.retired = s.store.retired_host(&host).await?;
     Ok(Json(v))

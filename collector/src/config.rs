@@ -9,6 +9,7 @@ pub mod effective;
 pub mod enroll;
 pub mod http_auth;
 pub mod maintenance;
+pub mod reloadable;
 pub mod reports;
 
 use crate::rules::{DiskLimits, Limits, RecoveredFailurePolicy, WalLimits};
@@ -34,7 +35,8 @@ pub struct RawConfig {
     pub silence: RawSilence,
     #[serde(default)]
     pub thresholds: RawThresholds,
-    /// Group name -> host names or patterns (`*` matches any run of characters).
+    /// Group name -> host names or patterns (`*` matches any run of characters) and label
+    /// selectors (`env=prod`, see `labels`).
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -307,8 +309,12 @@ pub struct Silence {
 #[derive(Debug, Clone, Default)]
 pub struct Thresholds {
     pub base: Limits,
-    groups: BTreeMap<String, Vec<String>>,
+    /// Group name -> its members: host name patterns and label selectors.
+    groups: BTreeMap<String, Vec<crate::labels::Member>>,
     overrides: Vec<(Vec<String>, Vec<String>, RawThresholds)>,
+    /// The fleet's labels, for the groups that select by label. Shared with whoever learns
+    /// them (ingest, the store refresh), and kept across a configuration reload.
+    labels: crate::labels::HostLabels,
 }
 
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7443";
@@ -369,12 +375,30 @@ impl Thresholds {
         })
     }
 
+    /// The groups `host` belongs to, by its name and its current labels.
     pub fn groups_of(&self, host: &str) -> Vec<&str> {
+        let by_label = self.groups.values().flatten().any(|m| m.is_label());
+        let labels = if by_label {
+            self.labels.of(host)
+        } else {
+            Default::default()
+        };
         self.groups
             .iter()
-            .filter(|(_, pats)| pats.iter().any(|p| glob_match(p, host)))
+            .filter(|(_, members)| members.iter().any(|m| m.matches(host, &labels)))
             .map(|(g, _)| g.as_str())
             .collect()
+    }
+
+    /// The registry group membership reads labels from.
+    pub fn labels(&self) -> &crate::labels::HostLabels {
+        &self.labels
+    }
+
+    /// These thresholds reading labels from `labels` (the running collector's registry).
+    pub fn with_labels(mut self, labels: crate::labels::HostLabels) -> Self {
+        self.labels = labels;
+        self
     }
 
     pub fn for_host(&self, host: &str) -> Limits {
@@ -828,7 +852,21 @@ impl Config {
             .map(|e| enroll::validate(&mut p, e, base, &tls.ca));
         let reports = reports::validate(&mut p, raw.reports);
         alerting.maintenance = maintenance::validate(&mut p, raw.maintenance, &raw.groups);
-        thresholds.groups = raw.groups;
+        thresholds.groups = raw
+            .groups
+            .into_iter()
+            .map(|(name, entries)| {
+                let members = entries
+                    .iter()
+                    .filter_map(|e| {
+                        crate::labels::Member::parse(e)
+                            .map_err(|problem| p.push(format!("groups.{name}"), problem))
+                            .ok()
+                    })
+                    .collect();
+                (name, members)
+            })
+            .collect();
         p.finish()?;
         Ok(Config {
             grpc_listen,
@@ -921,6 +959,35 @@ mod tests {
             Duration::from_secs(900)
         );
         assert_eq!(c.thresholds.for_host("db1").disk.warning_pct, 75);
+    }
+
+    #[test]
+    fn groups_select_by_label_and_a_bad_selector_is_named() {
+        let c = load(
+            "[groups]\nbilling = [\"cluster=billing*\", \"legacy-db\"]\n\
+             [[overrides]]\ngroups = [\"billing\"]\n[overrides.thresholds.disk]\nwarning_pct = 50\ncritical_pct = 60\n",
+        )
+        .unwrap();
+        let labels = c.thresholds.labels();
+        labels.set(
+            "db1",
+            [("cluster".to_string(), "billing-eu".to_string())].into(),
+        );
+        labels.set(
+            "db2",
+            [("cluster".to_string(), "orders".to_string())].into(),
+        );
+        assert_eq!(c.thresholds.groups_of("db1"), ["billing"]);
+        assert_eq!(c.thresholds.groups_of("legacy-db"), ["billing"]);
+        assert!(c.thresholds.groups_of("db2").is_empty());
+        assert_eq!(c.thresholds.for_host("db1").disk.warning_pct, 50);
+        assert_eq!(c.thresholds.for_host("db2").disk.warning_pct, 75);
+
+        let e = load("[groups]\nx = [\"2env=prod\", \"env=\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("groups.x: label selector \"2env=prod\""), "{e}");
+        assert!(e.contains("\"env=*\" selects any value"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!   holds its message encoded (see `raw`).
 
 use crate::config::Thresholds;
+use crate::config::reloadable::Reloadable;
 use crate::enroll::standing::{self, Presented};
 use crate::group_commit::GroupWriter;
 use crate::rules;
@@ -69,7 +70,7 @@ pub const RECHECK_STANDING: Duration = Duration::from_secs(60);
 
 pub struct IngestService {
     store: Arc<dyn Store>,
-    thresholds: Arc<Thresholds>,
+    thresholds: Reloadable<Thresholds>,
     live: Arc<Live>,
     /// Open streams per agent identity, to bound what one (possibly stolen) identity can hold.
     streams: Arc<Mutex<HashMap<String, u32>>>,
@@ -92,7 +93,7 @@ pub struct IngestService {
 impl IngestService {
     pub fn new(
         store: Arc<dyn Store>,
-        thresholds: Arc<Thresholds>,
+        thresholds: Reloadable<Thresholds>,
         live: Arc<Live>,
         changed: Arc<Notify>,
         writer: GroupWriter,
@@ -298,7 +299,7 @@ struct Session {
     /// When the store last said this certificate was not superseded.
     standing_checked: Instant,
     store: Arc<dyn Store>,
-    thresholds: Arc<Thresholds>,
+    thresholds: Reloadable<Thresholds>,
     live: Arc<Live>,
     changed: Arc<Notify>,
     writer: GroupWriter,
@@ -418,17 +419,27 @@ impl Session {
                     .as_ref()
                     .and_then(|t| from_ts(t).ok())
                     .map_or(0, |t| (now - t).num_milliseconds());
+                let (labels, refused) = crate::labels::accept(h.labels);
+                if !refused.is_empty() {
+                    warn!(labels = %clip(&refused.join(", ")),
+                        "agent sent labels the collector refuses (bad or reserved names, empty or long values, too many); ignoring them");
+                }
                 let facts = HostFacts {
                     agent_version: h.agent_version.chars().take(64).collect(),
                     hostname: h.hostname.chars().take(253).collect(),
                     os: h.os.chars().take(128).collect(),
                     instance_id: h.instance_id.chars().take(64).collect(),
                     clock_skew_ms: skew_ms,
+                    labels,
                 };
                 self.store
                     .touch_host(&self.host, now, Some(&facts))
                     .await
                     .map_err(store_unavailable)?;
+                self.thresholds
+                    .get()
+                    .labels()
+                    .set(&self.host, facts.labels.clone());
                 self.store
                     .set_host_silent(&self.host, false)
                     .await
@@ -542,7 +553,7 @@ impl Session {
         // Until this batch is written: bounds what a fleet-wide spool drain holds in memory.
         let _admitted = self.writer.admit(batch.results.len()).await;
         let received_at = Utc::now();
-        let limits = self.thresholds.for_host(&self.host);
+        let limits = self.thresholds.get().for_host(&self.host);
         let mut ack = Ack::default();
         let mut evaluated = Vec::with_capacity(batch.results.len());
         let mut pending = Vec::with_capacity(batch.results.len());

@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod group_commit;
 pub mod http_serve;
 pub mod ingest;
+pub mod labels;
 pub mod leader;
 pub mod listen;
 pub mod nagios;

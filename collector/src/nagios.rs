@@ -43,6 +43,10 @@ pub async fn status(
     }
     let quiet = (now - record.last_contact).to_std().unwrap_or_default();
     let silent = record.silent || quiet > cfg.silence.host_after;
+    // Overrides by a group that selects labels need this host's labels, which the store has.
+    cfg.thresholds
+        .labels()
+        .set(host, record.facts.labels.clone());
     let limits = cfg.thresholds.for_host(host);
     let lines: Vec<CheckLine> = states
         .iter()

@@ -2,8 +2,13 @@
 //! the alert engine and notification delivery.
 
 use crate::api::{self, ApiState};
-use crate::config::{Access, Config};
+use crate::config::alerting::Alerting;
+use crate::config::http_auth::HttpAuth;
+use crate::config::reloadable::Reloadable;
+use crate::config::reports::Reports;
+use crate::config::{Access, Config, Thresholds};
 use crate::ingest::IngestService;
+use crate::labels::HostLabels;
 use crate::listen::{Gate, Guarded};
 use crate::silence;
 use crate::store::{SqlStore, Store};
@@ -28,13 +33,48 @@ const STREAM_WINDOW_BYTES: u32 = 16 << 10;
 /// HTTP/2 starts every connection at 64 KiB anyway.
 const CONNECTION_WINDOW_BYTES: u32 = 64 << 10;
 
-/// What SIGHUP reloads without a restart: the TLS files (certificate rotation, a new CA bundle)
-/// and the access lists (deny a lost agent). Everything else needs a restart.
+/// What SIGHUP reloads without a restart: the TLS files (certificate rotation, a new CA bundle),
+/// the access lists (deny a lost agent) and the [`Settings`] (thresholds, groups, overrides,
+/// alerting, routes, delivery, maintenance, reports, dashboard tokens). Listen addresses, the
+/// store, `[silence]`, `[enroll]`, listener limits and `delivery.worker_id` need a restart.
 pub struct Live {
     acceptor: RwLock<TlsAcceptor>,
     pub access: RwLock<Access>,
     /// The HTTPS certificate, when `http.tls_cert` is set.
     http_cert: Option<Arc<crate::http_serve::CertSlot>>,
+    settings: Settings,
+}
+
+/// The reloadable parts of the configuration that the engine, ingest, delivery, reports and
+/// the API read; a reload replaces all of them together.
+#[derive(Clone)]
+pub struct Settings {
+    pub thresholds: Reloadable<Thresholds>,
+    pub alerting: Reloadable<Alerting>,
+    pub reports: Reloadable<Reports>,
+    pub http_auth: Reloadable<HttpAuth>,
+    /// The fleet's labels: not configuration, kept across reloads.
+    pub labels: HostLabels,
+}
+
+impl Settings {
+    pub fn new(config: &Config, labels: HostLabels) -> Settings {
+        Settings {
+            thresholds: Reloadable::new(config.thresholds.clone().with_labels(labels.clone())),
+            alerting: Reloadable::new(config.alerting.clone()),
+            reports: Reloadable::new(config.reports.clone()),
+            http_auth: Reloadable::new(config.http_auth.clone()),
+            labels,
+        }
+    }
+
+    fn replace(&self, config: Config) {
+        self.thresholds
+            .set(config.thresholds.with_labels(self.labels.clone()));
+        self.alerting.set(config.alerting);
+        self.reports.set(config.reports);
+        self.http_auth.set(config.http_auth);
+    }
 }
 
 impl Live {
@@ -76,9 +116,15 @@ impl Live {
             return;
         }
         if let Ok(mut a) = self.access.write() {
-            *a = cfg.access;
+            *a = cfg.access.clone();
         }
-        info!("reloaded TLS files and access lists (other settings take effect on restart)");
+        self.settings.replace(cfg);
+        info!(
+            "configuration reloaded: TLS files, access lists, thresholds, groups, overrides, \
+             alerting, routes, delivery, maintenance windows, reports and dashboard tokens \
+             (listen addresses, store, [silence], [enroll], listener limits and \
+             delivery.worker_id take effect on restart)"
+        );
     }
 }
 
@@ -87,7 +133,12 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.store_url).await?);
     info!(store = %crate::store::redact_url(&config.store_url), "store ready");
     let tls_config = tls::server_config(&config.tls)?;
-    let thresholds = Arc::new(config.thresholds.clone());
+    let labels = HostLabels::default();
+    if let Err(e) = labels.load(store.as_ref()).await {
+        tracing::warn!(error = %e, "cannot read host labels yet; groups by label fill in as agents say hello");
+    }
+    tokio::spawn(labels.clone().refresh(store.clone()));
+    let settings = Settings::new(&config, labels);
 
     let grpc = TcpListener::bind(config.grpc_listen)
         .await
@@ -116,6 +167,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         acceptor: RwLock::new(TlsAcceptor::from(tls_config)),
         access: RwLock::new(config.access.clone()),
         http_cert,
+        settings: settings.clone(),
     });
     tokio::spawn(reload_on_sighup(live.clone(), config_path));
     if let Some(enroll) = &config.enroll {
@@ -141,7 +193,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let commands = crate::commands::Commands::default();
     let ingest = IngestService::new(
         store.clone(),
-        thresholds,
+        settings.thresholds.clone(),
         live,
         changed.clone(),
         writer,
@@ -174,44 +226,41 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         leader.clone(),
     ));
 
-    let alerting = Arc::new(config.alerting.clone());
     let queued = Arc::new(tokio::sync::Notify::new());
     let engine = crate::alerts::Engine::new(
         store.clone(),
-        alerting.clone(),
-        Arc::new(config.thresholds.clone()),
+        settings.alerting.clone(),
+        settings.thresholds.clone(),
         queued.clone(),
     );
     tokio::spawn(engine.run(leader.clone(), changed));
-    let worker = crate::notify::Worker::new(store.clone(), alerting.clone(), queued)
+    let worker = crate::notify::Worker::new(store.clone(), settings.alerting.clone(), queued)
         .map_err(|e| anyhow::anyhow!("starting notification delivery: {e}"))?;
     tokio::spawn(worker.run());
-    if let Some(sync) = crate::notify::alertmanager::Sync::new(
+    let sync = crate::notify::alertmanager::Sync::new(
         store.clone(),
-        alerting.clone(),
-        Arc::new(config.thresholds.clone()),
+        settings.alerting.clone(),
+        settings.thresholds.clone(),
         config.alerting.delivery.webhook_timeout,
     )
-    .map_err(|e| anyhow::anyhow!("starting Alertmanager delivery: {e}"))?
-    {
-        tokio::spawn(sync.run(leader.clone()));
-    }
+    .map_err(|e| anyhow::anyhow!("starting Alertmanager delivery: {e}"))?;
+    tokio::spawn(sync.run(leader.clone()));
     tokio::spawn(crate::report::task::run(
         store.clone(),
-        Arc::new(config.reports.clone()),
-        alerting.clone(),
+        settings.reports.clone(),
+        settings.alerting.clone(),
     ));
 
     let dashboard = Arc::new(api::Dashboard::start(
         store.clone(),
-        config.http_auth.clone(),
-        Arc::new(config.thresholds.clone()),
+        settings.http_auth.clone(),
+        settings.thresholds.clone(),
     ));
     let app = api::router(ApiState {
         store,
-        alerting,
+        alerting: settings.alerting.clone(),
         dashboard,
-        reports: Arc::new(config.reports.clone()),
+        reports: settings.reports.clone(),
         enroll: config.enroll.clone().map(Arc::new),
         commands,
     });

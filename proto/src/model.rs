@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 mod archive;
 mod backup_tool;
 mod drill;
+pub mod labels;
 mod restore;
 mod settings;
 pub use archive::*;

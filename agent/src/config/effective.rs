@@ -114,6 +114,16 @@ pub fn render(c: &Config) -> String {
         .duration("start_jitter", c.start_jitter)
         .duration("timeout", c.probe_timeout);
     head.insert("schedule".into(), Value::Table(schedule.keys));
+    if c.labels.is_empty() {
+        out.push_str("# [labels] none: the collector can select this host by name only\n");
+    } else {
+        let labels = c
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        head.insert("labels".into(), Value::Table(labels));
+    }
     out.push_str(&to_toml(&head));
     for s in &c.probes {
         out.push_str(&format!("\n# check {}\n", s.probe.check_id()));

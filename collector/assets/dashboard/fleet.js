@@ -1,4 +1,4 @@
-// Fleet page: every host × check, worst first, filtered by group, status and name. One
+// Fleet page: every host × check, worst first, filtered by group, label, status and name. One
 // request (`/api/v1/hosts?details=false`) whatever the fleet's size; filters live in the URL
 // so a filtered view can be bookmarked and survives a reload.
 
@@ -7,7 +7,9 @@ import { ago, badge, h, known, message, RANK, table } from './dom.js';
 
 function readFilters() {
   const q = new URLSearchParams(window.location.search);
-  return { name: q.get('name') || '', group: q.get('group') || '', status: q.get('status') || '' };
+  return {
+    name: q.get('name') || '', group: q.get('group') || '', label: q.get('label') || '', status: q.get('status') || '',
+  };
 }
 
 function writeFilters(f) {
@@ -20,10 +22,16 @@ function writeFilters(f) {
 function matches(host, f) {
   if (f.name && !host.host.toLowerCase().includes(f.name.toLowerCase())) return false;
   if (f.group && !(host.groups || []).includes(f.group)) return false;
+  if (f.label && !labelPairs(host).includes(f.label)) return false;
   if (f.status === 'silent') return host.silent;
   if (f.status === 'not-ok') return host.status !== 'ok';
   if (f.status) return host.status === f.status;
   return true;
+}
+
+// A host's labels as `name=value` texts, the filter's values (and the API's selector form).
+function labelPairs(host) {
+  return Object.entries(host.labels || {}).map(([k, v]) => `${k}=${v}`);
 }
 
 function worstFirst(a, b) {
@@ -45,7 +53,8 @@ function row(host, columns) {
   const href = `/hosts/${encodeURIComponent(host.host)}`;
   return h('tr', { 'data-host': host.host, class: host.silent ? 'silent' : null },
     h('th', { scope: 'row' }, h('a', { href }, host.host),
-      (host.groups || []).length ? h('span', { class: 'groups' }, ` ${host.groups.join(', ')}`) : null),
+      (host.groups || []).length ? h('span', { class: 'groups' }, ` ${host.groups.join(', ')}`) : null,
+      labelPairs(host).length ? h('span', { class: 'labels' }, ` ${labelPairs(host).join(' ')}`) : null),
     h('td', {}, badge(host.status)),
     contact(host),
     columns.map((name) => {
@@ -75,6 +84,7 @@ export function mount(main, ctx) {
   let loaded = false;
   const nameIn = h('input', { type: 'search', placeholder: 'host name contains…', value: f.name, 'aria-label': 'Filter by name' });
   const groupSel = h('select', { 'aria-label': 'Filter by group' }, h('option', { value: '' }, 'all groups'));
+  const labelSel = h('select', { 'aria-label': 'Filter by label' }, h('option', { value: '' }, 'all labels'));
   const statusSel = h('select', { 'aria-label': 'Filter by status' },
     [['', 'any status'], ['not-ok', 'not ok'], ['critical', 'critical'], ['unknown', 'unknown'],
       ['warning', 'warning'], ['ok', 'ok'], ['silent', 'silent agents']]
@@ -84,15 +94,19 @@ export function mount(main, ctx) {
   main.replaceChildren(
     h('h1', {}, 'Fleet'),
     h('form', { class: 'filters', role: 'search', on: { submit: (e) => e.preventDefault() } },
-      nameIn, ' ', groupSel, ' ', statusSel),
+      nameIn, ' ', groupSel, ' ', labelSel, ' ', statusSel),
     head, body);
 
   function render() {
     if (!loaded) return;
     const groups = [...new Set(hosts.flatMap((x) => x.groups || []))].sort();
     const chosen = f.group;
+    // replaceChildren takes nodes, not arrays: spread them (an array would become its text).
     groupSel.replaceChildren(h('option', { value: '' }, 'all groups'),
-      groups.map((g) => h('option', { value: g, selected: g === chosen }, g)));
+      ...groups.map((g) => h('option', { value: g, selected: g === chosen }, g)));
+    const pairs = [...new Set(hosts.flatMap(labelPairs))].sort();
+    labelSel.replaceChildren(h('option', { value: '' }, 'all labels'),
+      ...pairs.map((p) => h('option', { value: p, selected: p === f.label }, p)));
     const columns = [...new Set(hosts.flatMap((x) => x.checks.map((c) => c.name)))].sort();
     const shown = hosts.filter((x) => matches(x, f)).sort(worstFirst);
     head.replaceChildren(summary(hosts, () => {
@@ -112,12 +126,14 @@ export function mount(main, ctx) {
   const onFilter = () => {
     f.name = nameIn.value.trim();
     f.group = groupSel.value;
+    f.label = labelSel.value;
     f.status = statusSel.value;
     writeFilters(f);
     render();
   };
   nameIn.addEventListener('input', onFilter);
   groupSel.addEventListener('change', onFilter);
+  labelSel.addEventListener('change', onFilter);
   statusSel.addEventListener('change', onFilter);
 
   return {

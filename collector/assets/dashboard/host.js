@@ -65,8 +65,18 @@ function detailList(details) {
     ])));
 }
 
-/** "Run now": asks the host's agent to run this probe at once (a drill on demand). */
-function runNow(host, check, ctx) {
+// How long "Run now" watches for the new result (a drill can take minutes; a file check
+// answers within seconds), and how often it looks.
+const RUN_WATCH_MS = 10 * 60 * 1000;
+const RUN_POLL_MS = 1000;
+
+/**
+ * "Run now": asks the host's agent to run this probe at once (a re-check after a fix, a drill
+ * on demand), then watches the check until a result newer than `observedAt` arrives and
+ * redraws the page with it. Live events already redraw on a status change; this also shows a
+ * result that changed nothing but its time and figures.
+ */
+function runNow(host, check, ctx, observedAt, redraw) {
   if (!ctx.canAck || check.startsWith('agent.')) return null;
   const status = h('span', { class: 'form-status', role: 'status' });
   const button = h('button', { type: 'button', class: 'run-now', 'data-run': check }, 'Run now');
@@ -75,7 +85,18 @@ function runNow(host, check, ctx) {
     status.textContent = 'asking…';
     try {
       await api(`/api/v1/hosts/${encodeURIComponent(host)}/checks/${encodeURIComponent(check)}/run`, { method: 'POST' });
-      status.textContent = 'asked: the result arrives when the probe has run';
+      status.textContent = 'asked: waiting for the result…';
+      const deadline = Date.now() + RUN_WATCH_MS;
+      while (Date.now() < deadline) {
+        await new Promise((resolve) => { setTimeout(resolve, RUN_POLL_MS); });
+        const now = await api(`/api/v1/hosts/${encodeURIComponent(host)}`);
+        const c = (now.checks || []).find((x) => x.name === check);
+        if (c && c.observed_at !== observedAt) {
+          await redraw();
+          return;
+        }
+      }
+      status.textContent = 'no result yet: it arrives when the probe has run';
     } catch (e) {
       status.textContent = e.message;
     } finally {
@@ -85,7 +106,7 @@ function runNow(host, check, ctx) {
   return h('span', { class: 'run-now-cell' }, button, ' ', status);
 }
 
-function checksTable(host, ctx) {
+function checksTable(host, ctx, redraw) {
   const rows = host.checks.map((c) => {
     const [m, t] = measured(c);
     return h('tr', { 'data-check': c.name },
@@ -96,7 +117,7 @@ function checksTable(host, ctx) {
       h('td', { class: 'summary-cell' }, h('div', {}, c.summary),
         c.procedure ? h('p', { class: 'procedure' }, h('strong', {}, 'What to do: '), c.procedure) : null,
         detailList(c.details)),
-      h('td', { title: c.observed_at || '' }, ago(c.observed_at), ' ', runNow(host.host, c.name, ctx)));
+      h('td', { title: c.observed_at || '' }, ago(c.observed_at), ' ', runNow(host.host, c.name, ctx, c.observed_at, redraw)));
   });
   return table(['Check', 'Status', 'Measurement', 'Threshold', 'Summary', 'Measured'], rows, { class: 'checks' });
 }
@@ -199,7 +220,7 @@ export function mount(main, ctx) {
   const name = ctx.params[0];
   const path = `/api/v1/hosts/${encodeURIComponent(name)}`;
   main.replaceChildren(h('h1', {}, name), message('muted', 'Loading…'));
-  return {
+  const view = {
     live: true,
     async refresh() {
       let host;
@@ -226,7 +247,7 @@ export function mount(main, ctx) {
       main.replaceChildren(
         h('h1', {}, host.host, ' ', badge(host.status)),
         facts(host),
-        section('Checks', checksTable(host, ctx)),
+        section('Checks', checksTable(host, ctx, () => view.refresh())),
         section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now()))),
         section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
         section('Alerts', mine.length
@@ -235,4 +256,5 @@ export function mount(main, ctx) {
       main.dataset.loadedAt = String(Date.now());
     },
   };
+  return view;
 }

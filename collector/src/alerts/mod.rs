@@ -21,6 +21,7 @@ mod tests;
 use crate::config::Thresholds;
 use crate::config::alerting::Alerting;
 use crate::config::glob_match;
+use crate::config::reloadable::Reloadable;
 use crate::status::Status;
 use crate::store::Store;
 use crate::store::StoreResult;
@@ -45,8 +46,8 @@ pub const AGENT_PROCEDURE: &str = "Check that the host is up and reachable; chec
 
 pub struct Engine {
     store: Arc<dyn Store>,
-    cfg: Arc<Alerting>,
-    thresholds: Arc<Thresholds>,
+    cfg: Reloadable<Alerting>,
+    thresholds: Reloadable<Thresholds>,
     /// Wakes the delivery worker when something was queued.
     queued: Arc<Notify>,
 }
@@ -62,8 +63,8 @@ pub struct Step {
 impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
-        cfg: Arc<Alerting>,
-        thresholds: Arc<Thresholds>,
+        cfg: Reloadable<Alerting>,
+        thresholds: Reloadable<Thresholds>,
         queued: Arc<Notify>,
     ) -> Self {
         Engine {
@@ -79,7 +80,7 @@ impl Engine {
     /// `leader` says so: with several collectors on one store, one evaluates, and changes
     /// ingested by the others wait for its next tick.
     pub async fn run(self, leader: crate::leader::Leader, changed: Arc<Notify>) {
-        let mut tick = tokio::time::interval(self.cfg.evaluate_every);
+        let mut tick = tokio::time::interval(self.cfg.get().evaluate_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -108,7 +109,8 @@ impl Engine {
     }
 
     async fn consume(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
-        let p = &self.cfg.policy;
+        let cfg = self.cfg.get();
+        let p = &cfg.policy;
         loop {
             let cursor = self.store.alert_cursor().await?;
             let batch = self.store.transitions_after(cursor, BATCH).await?;
@@ -230,7 +232,7 @@ impl Engine {
             }
             let silenced = self.silenced(&silences, &f.host, &f.check);
             let acked = a.acknowledged.is_some();
-            if let Some(o) = lifecycle::on_tick(f, acked, now, silenced, &self.cfg.policy) {
+            if let Some(o) = lifecycle::on_tick(f, acked, now, silenced, &self.cfg.get().policy) {
                 // A conflict means someone else just handled it; the next round rereads.
                 self.write(None, Some((a.id, a.version)), &o, now, None, step)
                     .await?;
@@ -282,12 +284,19 @@ impl Engine {
     async fn active_silences(&self, now: DateTime<Utc>) -> StoreResult<Vec<Silence>> {
         let mut all = self.store.silences(Some(now)).await?;
         all.retain(|s| s.active_at(now));
-        all.extend(self.cfg.maintenance.iter().flat_map(|w| w.silences_at(now)));
+        all.extend(
+            self.cfg
+                .get()
+                .maintenance
+                .iter()
+                .flat_map(|w| w.silences_at(now)),
+        );
         Ok(all)
     }
 
     fn silenced(&self, silences: &[Silence], host: &str, check: &str) -> bool {
-        let groups = self.thresholds.groups_of(host);
+        let thresholds = self.thresholds.get();
+        let groups = thresholds.groups_of(host);
         silences.iter().any(|s| {
             s.host.as_deref().is_none_or(|p| glob_match(p, host))
                 && s.group.as_deref().is_none_or(|g| groups.contains(&g))
@@ -297,7 +306,7 @@ impl Engine {
 
     /// Operators' text for the check (by id, then by kind), else the built-in one.
     pub fn procedure(&self, check: &str) -> String {
-        self.cfg.procedure(check)
+        self.cfg.get().procedure(check)
     }
 }
 
@@ -376,8 +385,10 @@ impl Engine {
             return 0;
         };
         let f = &o.fields;
-        let groups = self.thresholds.groups_of(&f.host);
+        let thresholds = self.thresholds.get();
+        let groups = thresholds.groups_of(&f.host);
         self.cfg
+            .get()
             .routes
             .iter()
             .filter(|r| r.hears(&f.host, &groups, &f.check, notice.audience))
@@ -398,15 +409,17 @@ impl Engine {
             return Vec::new();
         };
         let f = &o.fields;
-        let groups = self.thresholds.groups_of(&f.host);
-        let host_url = render::host_url(&self.cfg.public_url, &f.host);
+        let thresholds = self.thresholds.get();
+        let groups = thresholds.groups_of(&f.host);
+        let cfg = self.cfg.get();
+        let host_url = render::host_url(&cfg.public_url, &f.host);
         let thread_id = format!(
             "<alert-{alert_id}-{}@{}>",
             f.opened_at.timestamp_millis(),
-            self.cfg.message_domain
+            cfg.message_domain
         );
         let mut out = Vec::new();
-        for route in &self.cfg.routes {
+        for route in &cfg.routes {
             if !route.hears(&f.host, &groups, &f.check, notice.audience) {
                 continue;
             }
@@ -418,14 +431,14 @@ impl Engine {
                 details,
                 procedure,
                 host_url: &host_url,
-                api_url: &self.cfg.api_url,
+                api_url: &cfg.api_url,
                 route: &route.name,
                 now,
             };
             let rendered = render::render(&ctx);
             for (channel, recipient) in route.recipients() {
                 // Fixed here, stored with the row, reused by every retry.
-                let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.cfg.message_domain);
+                let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), cfg.message_domain);
                 let payload = match (&route.target, channel) {
                     (_, Channel::Email) => String::new(),
                     (Target::Slack(_), _) => render::slack_payload(&ctx, &rendered),

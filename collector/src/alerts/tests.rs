@@ -52,8 +52,8 @@ fn engine_for(store: &Arc<SqlStore>, cfg: Alerting) -> Engine {
     let dyn_store: Arc<dyn Store> = store.clone();
     Engine::new(
         dyn_store,
-        Arc::new(cfg),
-        Arc::new(Thresholds::default()),
+        Reloadable::new(cfg),
+        Reloadable::new(Thresholds::default()),
         Arc::new(Notify::new()),
     )
 }

@@ -247,8 +247,8 @@ struct WindowView<'a> {
 
 async fn maintenance(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let now = Utc::now();
-    let views: Vec<WindowView> = s
-        .alerting
+    let alerting = s.alerting.get();
+    let views: Vec<WindowView> = alerting
         .maintenance
         .iter()
         .map(|w| {
@@ -326,7 +326,7 @@ async fn add_silence(
         ));
     }
     if let Some(g) = &group
-        && !s.alerting.group_names.contains(g)
+        && !s.alerting.get().group_names.contains(g)
     {
         return Err(bad(format!(
             "group: no group {g:?} in the collector's [groups]"
@@ -343,7 +343,7 @@ async fn add_silence(
     if ends_at <= starts_at || ends_at <= now {
         return Err(bad("until: must be in the future and after starts"));
     }
-    let max = s.alerting.max_silence;
+    let max = s.alerting.get().max_silence;
     // Bounded in start too: back-to-back silences planned ahead would add up to no end.
     if chrono::Duration::from_std(max).is_ok_and(|max| starts_at - now > max) {
         return Err(bad(format!(

@@ -243,7 +243,7 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let id = match authenticate(&s.dashboard.auth, peer, req.headers())
+    let id = match authenticate(&s.dashboard.auth.get(), peer, req.headers())
         .and_then(|id| authorize_path(&id, req.method(), req.uri().path()).map(|()| id))
     {
         Ok(id) => id,

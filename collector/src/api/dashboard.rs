@@ -13,6 +13,7 @@
 use super::{ApiState, auth, events, series, trends};
 use crate::config::Thresholds;
 use crate::config::http_auth::HttpAuth;
+use crate::config::reloadable::Reloadable;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -24,16 +25,21 @@ use std::sync::Arc;
 
 /// What the dashboard endpoints share.
 pub struct Dashboard {
-    pub auth: HttpAuth,
-    /// For host groups (fleet filter) and chart thresholds.
-    pub thresholds: Arc<Thresholds>,
+    /// Tokens and proxy users: SIGHUP replaces them.
+    pub auth: Reloadable<HttpAuth>,
+    /// For host groups and labels (fleet filter) and chart thresholds.
+    pub thresholds: Reloadable<Thresholds>,
     pub changes: Arc<events::Changes>,
     pub trends: trends::Cache,
 }
 
 impl Dashboard {
     /// Starts the change feed over `store` (needs a tokio runtime).
-    pub fn start(store: Arc<dyn Store>, auth: HttpAuth, thresholds: Arc<Thresholds>) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        auth: Reloadable<HttpAuth>,
+        thresholds: Reloadable<Thresholds>,
+    ) -> Self {
         Dashboard {
             auth,
             thresholds,

@@ -84,7 +84,7 @@ pub async fn metrics(State(s): State<ApiState>, req: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Err(denied) = auth::authenticate(&s.dashboard.auth, peer, req.headers())
+    if let Err(denied) = auth::authenticate(&s.dashboard.auth.get(), peer, req.headers())
         .and_then(|id| auth::authorize(&id, req.method()))
     {
         tracing::info!(peer = ?peer, denied = ?denied, "metrics scrape refused");

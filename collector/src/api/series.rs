@@ -217,7 +217,7 @@ pub async fn series(
     if s.store.host(&host).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no host {host:?}")));
     }
-    let limits = s.dashboard.thresholds.for_host(&host);
+    let limits = s.dashboard.thresholds.get().for_host(&host);
     let (from, to) = (since.timestamp_millis(), until.timestamp_millis());
     let mut out = Vec::new();
     for state in s.store.check_states(Some(&host)).await? {

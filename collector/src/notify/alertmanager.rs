@@ -10,7 +10,12 @@
 //! window). A failed send is logged and simply done again at the next period.
 //!
 //! Labels: `alertname` (`BackwatchCheck`), `host`, `check`, `severity` (`warning` or
-//! `critical`), `groups` (the host's `[groups]`, comma-separated, when it has any).
+//! `critical`), `groups` (the host's `[groups]`, comma-separated, when it has any), and the
+//! host's own labels (the agent's `[labels]`: `env`, `cluster`, …) under their names, so
+//! Alertmanager routes and inhibitions can use them; the names Backwatch sets are reserved.
+//!
+//! The routes are read from the running configuration at each period: a SIGHUP that adds or
+//! changes an Alertmanager route takes effect at the next period.
 //! Annotations: `summary`, `procedure` (the response procedure), `dashboard` (the host's
 //! page), and `acknowledged` when someone acknowledged it in Backwatch. Acknowledgements and
 //! silences stay Backwatch's: a silenced alert is not sent, an acknowledged one is, saying so.
@@ -18,6 +23,7 @@
 use crate::alerts::routes::{Route, Target};
 use crate::config::Thresholds;
 use crate::config::alerting::Alerting;
+use crate::config::reloadable::Reloadable;
 use crate::leader::Leader;
 use crate::store::Store;
 use crate::store::alerts::{Alert, AlertFilter};
@@ -36,37 +42,29 @@ const MAX_ALERTS: u32 = 10_000;
 
 pub struct Sync {
     store: Arc<dyn Store>,
-    alerting: Arc<Alerting>,
-    thresholds: Arc<Thresholds>,
+    alerting: Reloadable<Alerting>,
+    thresholds: Reloadable<Thresholds>,
     client: reqwest::Client,
 }
 
 impl Sync {
-    /// `None` when no route sends to Alertmanager.
     pub fn new(
         store: Arc<dyn Store>,
-        alerting: Arc<Alerting>,
-        thresholds: Arc<Thresholds>,
+        alerting: Reloadable<Alerting>,
+        thresholds: Reloadable<Thresholds>,
         timeout: Duration,
-    ) -> Result<Option<Sync>, String> {
-        if !alerting
-            .routes
-            .iter()
-            .any(|r| matches!(r.target, Target::Alertmanager(_)))
-        {
-            return Ok(None);
-        }
+    ) -> Result<Sync, String> {
         let client = super::webhook::client(timeout)?;
-        Ok(Some(Sync {
+        Ok(Sync {
             store,
             alerting,
             thresholds,
             client,
-        }))
+        })
     }
 
     pub async fn run(self, leader: Leader) {
-        let mut tick = tokio::time::interval(self.alerting.delivery.alertmanager_every);
+        let mut tick = tokio::time::interval(self.alerting.get().delivery.alertmanager_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -78,6 +76,11 @@ impl Sync {
 
     /// One period: every Alertmanager route gets what it hears.
     pub async fn once(&self, now: DateTime<Utc>) {
+        let (alerting, thresholds) = (self.alerting.get(), self.thresholds.get());
+        let is_alertmanager = |r: &&Route| matches!(r.target, Target::Alertmanager(_));
+        if !alerting.routes.iter().any(|r| is_alertmanager(&r)) {
+            return;
+        }
         let open = self.store.alerts(AlertFilter::Open, MAX_ALERTS).await;
         let resolved = self.store.alerts(AlertFilter::Resolved, MAX_ALERTS).await;
         let (open, resolved) = match (open, resolved) {
@@ -95,15 +98,15 @@ impl Sync {
                     .is_some_and(|r| now - r <= RESOLVED_WINDOW)
             })
             .collect();
-        for route in &self.alerting.routes {
+        for route in alerting.routes.iter().filter(is_alertmanager) {
             let Target::Alertmanager(url) = &route.target else {
                 continue;
             };
             let items: Vec<Value> = open
                 .iter()
                 .chain(recent.iter().copied())
-                .filter(|a| self.hears(route, a))
-                .map(|a| self.alert(a, now))
+                .filter(|a| hears(&thresholds, route, a))
+                .map(|a| alert(&alerting, &thresholds, a, now))
                 .collect();
             if items.is_empty() {
                 continue;
@@ -126,49 +129,53 @@ impl Sync {
             }
         }
     }
+}
 
-    fn hears(&self, route: &Route, a: &Alert) -> bool {
-        let f = &a.fields;
-        let groups = self.thresholds.groups_of(&f.host);
-        // A silenced notice stays withheld here too; severity as the alert last saw it.
-        !f.silenced
-            && f.notified_severity.is_some()
-            && route.hears(&f.host, &groups, &f.check, f.severity)
-    }
+fn hears(thresholds: &Thresholds, route: &Route, a: &Alert) -> bool {
+    let f = &a.fields;
+    let groups = thresholds.groups_of(&f.host);
+    // A silenced notice stays withheld here too; severity as the alert last saw it.
+    !f.silenced
+        && f.notified_severity.is_some()
+        && route.hears(&f.host, &groups, &f.check, f.severity)
+}
 
-    fn alert(&self, a: &Alert, now: DateTime<Utc>) -> Value {
-        let f = &a.fields;
-        let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-        // Open: a few periods ahead, so one lost send does not end it; resolved: when it was.
-        let every = self.alerting.delivery.alertmanager_every;
-        let ends = f
-            .resolved_at
-            .unwrap_or(now + TimeDelta::from_std(every * 4).unwrap_or(TimeDelta::minutes(2)));
-        let mut labels = json!({
-            "alertname": "BackwatchCheck",
-            "host": f.host,
-            "check": f.check,
-            "severity": f.severity.as_str(),
-        });
-        let groups = self.thresholds.groups_of(&f.host);
-        if !groups.is_empty() {
-            labels["groups"] = Value::from(groups.join(","));
-        }
-        let dashboard = crate::alerts::render::host_url(&self.alerting.public_url, &f.host);
-        let mut annotations = json!({
-            "summary": f.summary,
-            "procedure": self.alerting.procedure(&f.check),
-            "dashboard": dashboard,
-        });
-        if let Some(m) = &a.acknowledged {
-            annotations["acknowledged"] = Value::from(format!("by {} at {}", m.by, ts(m.at)));
-        }
-        json!({
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": ts(f.opened_at),
-            "endsAt": ts(ends),
-            "generatorURL": dashboard,
-        })
+fn alert(alerting: &Alerting, thresholds: &Thresholds, a: &Alert, now: DateTime<Utc>) -> Value {
+    let f = &a.fields;
+    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    // Open: a few periods ahead, so one lost send does not end it; resolved: when it was.
+    let every = alerting.delivery.alertmanager_every;
+    let ends = f
+        .resolved_at
+        .unwrap_or(now + TimeDelta::from_std(every * 4).unwrap_or(TimeDelta::minutes(2)));
+    let mut labels = json!({
+        "alertname": "BackwatchCheck",
+        "host": f.host,
+        "check": f.check,
+        "severity": f.severity.as_str(),
+    });
+    let groups = thresholds.groups_of(&f.host);
+    if !groups.is_empty() {
+        labels["groups"] = Value::from(groups.join(","));
     }
+    // Validated names, none of them one of the labels above (see `model::labels`).
+    for (name, value) in thresholds.labels().of(&f.host) {
+        labels[name.as_str()] = Value::from(value);
+    }
+    let dashboard = crate::alerts::render::host_url(&alerting.public_url, &f.host);
+    let mut annotations = json!({
+        "summary": f.summary,
+        "procedure": alerting.procedure(&f.check),
+        "dashboard": dashboard,
+    });
+    if let Some(m) = &a.acknowledged {
+        annotations["acknowledged"] = Value::from(format!("by {} at {}", m.by, ts(m.at)));
+    }
+    json!({
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": ts(f.opened_at),
+        "endsAt": ts(ends),
+        "generatorURL": dashboard,
+    })
 }

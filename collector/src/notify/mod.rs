@@ -21,6 +21,7 @@ pub mod email;
 pub mod webhook;
 
 use crate::config::alerting::{Alerting, Delivery};
+use crate::config::reloadable::Reloadable;
 use crate::store::outbox::{Channel, Notification};
 use crate::store::{Store, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -70,31 +71,67 @@ pub fn next_attempt(
 
 pub struct Worker {
     store: Arc<dyn Store>,
+    cfg: Reloadable<Alerting>,
+    /// `delivery.worker_id` as at start: it names this worker's claims, so it does not change
+    /// with a reload.
+    worker_id: String,
+    /// Built from the configuration they were made for; rebuilt when a reload replaced it.
+    senders: std::sync::Mutex<Arc<Senders>>,
+    queued: Arc<Notify>,
+}
+
+/// What sends: the SMTP client (when `[smtp]` is set) and the HTTP client, with the
+/// configuration they were built from.
+struct Senders {
     cfg: Arc<Alerting>,
     mailer: Option<email::Mailer>,
     poster: webhook::Poster,
-    queued: Arc<Notify>,
+}
+
+impl Senders {
+    fn new(cfg: Arc<Alerting>) -> Result<Senders, String> {
+        Ok(Senders {
+            mailer: cfg.smtp.as_ref().map(email::Mailer::new).transpose()?,
+            poster: webhook::Poster::new(cfg.delivery.webhook_timeout)?,
+            cfg,
+        })
+    }
 }
 
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
-        cfg: Arc<Alerting>,
+        cfg: Reloadable<Alerting>,
         queued: Arc<Notify>,
     ) -> Result<Worker, String> {
-        let mailer = cfg.smtp.as_ref().map(email::Mailer::new).transpose()?;
-        let poster = webhook::Poster::new(cfg.delivery.webhook_timeout)?;
+        let senders = Senders::new(cfg.get())?;
         Ok(Worker {
             store,
+            worker_id: senders.cfg.delivery.worker_id.clone(),
             cfg,
-            mailer,
-            poster,
+            senders: std::sync::Mutex::new(Arc::new(senders)),
             queued,
         })
     }
 
     fn id(&self) -> &str {
-        &self.cfg.delivery.worker_id
+        &self.worker_id
+    }
+
+    /// The senders for the running configuration; after a reload, new ones (or, if the new
+    /// `[smtp]` cannot be used, the previous ones, with the reason logged).
+    fn senders(&self) -> Arc<Senders> {
+        let cfg = self.cfg.get();
+        let mut current = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current.cfg, &cfg) {
+            match Senders::new(cfg) {
+                Ok(s) => *current = Arc::new(s),
+                Err(e) => {
+                    error!(error = %e, "reloaded delivery settings unusable; keeping the previous ones")
+                }
+            }
+        }
+        current.clone()
     }
 
     /// Deliver until the process ends.
@@ -111,14 +148,16 @@ impl Worker {
                 Ok(0) => {
                     // Woken at once when the engine queues something; polling covers
                     // retries coming due and other collectors' rows.
-                    let _ =
-                        tokio::time::timeout(self.cfg.delivery.poll_every, self.queued.notified())
-                            .await;
+                    let _ = tokio::time::timeout(
+                        self.cfg.get().delivery.poll_every,
+                        self.queued.notified(),
+                    )
+                    .await;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     error!(error = %e, "delivery pass failed; retrying");
-                    tokio::time::sleep(self.cfg.delivery.poll_every).await;
+                    tokio::time::sleep(self.cfg.get().delivery.poll_every).await;
                 }
             }
         }
@@ -126,6 +165,7 @@ impl Worker {
 
     /// Claim due rows and try each once. Returns how many were claimed.
     pub async fn pass(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        let senders = self.senders();
         let lease = self.lease_from(now);
         let batch = self
             .store
@@ -133,7 +173,7 @@ impl Worker {
             .await?;
         let mut smtp: Option<AsyncSmtpConnection> = None;
         for n in &batch {
-            self.deliver(n, &mut smtp).await?;
+            self.deliver(n, &mut smtp, &senders).await?;
         }
         if let Some(mut conn) = smtp {
             let _ = conn.quit().await;
@@ -142,13 +182,14 @@ impl Worker {
     }
 
     fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + TimeDelta::from_std(self.cfg.delivery.lease).unwrap_or(TimeDelta::MAX)
+        now + TimeDelta::from_std(self.cfg.get().delivery.lease).unwrap_or(TimeDelta::MAX)
     }
 
     async fn deliver(
         &self,
         n: &Notification,
         smtp: &mut Option<AsyncSmtpConnection>,
+        senders: &Senders,
     ) -> StoreResult<()> {
         if !self
             .store
@@ -167,8 +208,8 @@ impl Worker {
                  sending again with the same Message-ID (the recipient may get it twice)");
         }
         let outcome = match n.channel {
-            Channel::Email => self.email(n, smtp).await?,
-            Channel::Webhook => self.webhook(n).await?,
+            Channel::Email => self.email(n, smtp, senders).await?,
+            Channel::Webhook => self.webhook(n, senders).await?,
         };
         let now = Utc::now();
         match outcome {
@@ -191,7 +232,7 @@ impl Worker {
                         n.attempts,
                         n.created_at,
                         now,
-                        &self.cfg.delivery,
+                        &senders.cfg.delivery,
                         fastrand::f64(),
                     )
                 };
@@ -220,8 +261,9 @@ impl Worker {
         &self,
         n: &Notification,
         smtp: &mut Option<AsyncSmtpConnection>,
+        senders: &Senders,
     ) -> StoreResult<Result<String, Failure>> {
-        let Some(mailer) = &self.mailer else {
+        let Some(mailer) = &senders.mailer else {
             return Ok(Err(Failure {
                 text: "no [smtp] section is configured".into(),
                 permanent: true,
@@ -282,7 +324,11 @@ impl Worker {
         Ok(result)
     }
 
-    async fn webhook(&self, n: &Notification) -> StoreResult<Result<String, Failure>> {
+    async fn webhook(
+        &self,
+        n: &Notification,
+        senders: &Senders,
+    ) -> StoreResult<Result<String, Failure>> {
         if !self
             .store
             .mark_handed_over(n.id, self.id(), Utc::now())
@@ -294,7 +340,7 @@ impl Worker {
                 in_doubt: false,
             }));
         }
-        Ok(self.poster.send(n).await)
+        Ok(senders.poster.send(n).await)
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only the hosts whose labels match, `name=value` (`*` matches any run of characters).
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 fn usage(msg: String) -> ExitCode {
@@ -74,6 +77,11 @@ pub fn main(args: ReportArgs) -> ExitCode {
         Some(Ok(m)) => m,
         Some(Err(e)) => return usage(format!("--month: {e}")),
     };
+    let only = match args.label.as_deref().map(crate::labels::Member::selector) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => return usage(format!("--label: {e}")),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,10 +95,12 @@ pub fn main(args: ReportArgs) -> ExitCode {
     let report = rt.block_on(async {
         let store = SqlStore::open(&cfg.store_url).await?;
         let r = match args.which {
-            Which::Daily => Report::Daily(super::daily(&store, &cfg.reports, at, now).await?),
-            Which::Monthly => {
-                Report::Monthly(super::monthly(&store, &cfg.reports, month, now).await?)
+            Which::Daily => {
+                Report::Daily(super::daily(&store, &cfg.reports, at, now, only.as_ref()).await?)
             }
+            Which::Monthly => Report::Monthly(
+                super::monthly(&store, &cfg.reports, month, now, only.as_ref()).await?,
+            ),
         };
         store.close().await;
         Ok::<_, crate::store::StoreError>(r)

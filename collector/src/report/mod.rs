@@ -31,6 +31,7 @@ pub const AGENT_SPOOL_CHECK: &str = "disk.agent-spool";
 pub use monthly::MonthlyReport;
 
 use crate::config::reports::Reports;
+use crate::labels::Member;
 use crate::store::alerts::AlertFilter;
 use crate::store::reports::{DAY_MS, HOUR_MS, Period};
 use crate::store::{Store, StoreResult};
@@ -39,6 +40,7 @@ use charts::Chart;
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use render_html::{Images, Page};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::str::FromStr;
 
 /// Alerts read to find those open at a past instant.
@@ -228,15 +230,13 @@ pub async fn daily(
     cfg: &Reports,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
+    only: Option<&Member>,
 ) -> StoreResult<DailyReport> {
     let at_ms = at.timestamp_millis();
     let from = Period::Hour.bucket(at_ms - 24 * HOUR_MS);
-    // Retired hosts are out of the reports (their history stays in the store).
-    let retired = store.retired_set().await?;
+    let (hosts, covered) = hosts_in_scope(store, only).await?;
     let mut hours = store.rollups(Period::Hour, from, at_ms).await?;
-    hours.retain(|r| !retired.contains(&r.host));
-    let mut hosts = store.hosts().await?;
-    hosts.retain(|h| !retired.contains(&h.host));
+    hours.retain(|r| covered.contains(&r.host));
     let live = (now - at).abs() <= TimeDelta::minutes(15);
     let open_alerts = if live {
         store.open_alerts().await?
@@ -248,7 +248,9 @@ pub async fn daily(
             .filter(|a| a.fields.opened_at <= at && a.fields.resolved_at.is_none_or(|r| r > at))
             .collect()
     };
-    Ok(daily::build(daily::DailyInput {
+    let mut open_alerts = open_alerts;
+    open_alerts.retain(|a| covered.contains(&a.fields.host));
+    let mut report = daily::build(daily::DailyInput {
         at,
         period: at
             .with_timezone(&cfg.timezone)
@@ -260,7 +262,31 @@ pub async fn daily(
         hours,
         open_alerts,
         live,
-    }))
+    });
+    scoped_title(&mut report.title, only);
+    Ok(report)
+}
+
+/// The hosts a report covers, and their names: the fleet without its retired hosts (their
+/// history stays in the store) and, with a label selector (`env=prod`), only those it picks.
+async fn hosts_in_scope(
+    store: &dyn Store,
+    only: Option<&Member>,
+) -> StoreResult<(Vec<crate::store::HostRecord>, HashSet<String>)> {
+    let retired = store.retired_set().await?;
+    let mut hosts = store.hosts().await?;
+    hosts.retain(|h| {
+        !retired.contains(&h.host) && only.is_none_or(|m| m.matches(&h.host, &h.facts.labels))
+    });
+    let names = hosts.iter().map(|h| h.host.clone()).collect();
+    Ok((hosts, names))
+}
+
+/// A report limited by a selector says so in its title (and thus in the mail's subject).
+fn scoped_title(title: &mut String, only: Option<&Member>) {
+    if let Some(crate::labels::Member::Label { name, value }) = only {
+        title.push_str(&format!(" — hosts with {name}={value}"));
+    }
 }
 
 /// The monthly review of `month`.
@@ -269,20 +295,23 @@ pub async fn monthly(
     cfg: &Reports,
     month: Month,
     now: DateTime<Utc>,
+    only: Option<&Member>,
 ) -> StoreResult<MonthlyReport> {
     let (start, end) = month.bounds(cfg);
     // Daily rollups are UTC days: take the days that begin within the local month.
     let from = Period::Day.bucket(start.timestamp_millis() + DAY_MS - 1);
     let until = end.timestamp_millis();
-    let retired = store.retired_set().await?;
+    let (_, covered) = hosts_in_scope(store, only).await?;
     let mut days = store.rollups(Period::Day, from, until).await?;
-    days.retain(|r| !retired.contains(&r.host));
-    let alerts = store.alerts_opened_between(start, end).await?;
-    let drills_of = crate::api::recovery::drills_of(
+    days.retain(|r| covered.contains(&r.host));
+    let mut alerts = store.alerts_opened_between(start, end).await?;
+    alerts.retain(|a| covered.contains(&a.fields.host));
+    let mut drills_of = crate::api::recovery::drills_of(
         &store.check_states_of_kind(ProbeKind::WalArchive).await?,
         &store.check_states_of_kind(ProbeKind::Drill).await?,
     );
-    Ok(monthly::build(monthly::MonthlyInput {
+    drills_of.retain(|(host, _), _| covered.contains(host));
+    let mut report = monthly::build(monthly::MonthlyInput {
         period: month.name(),
         timezone: cfg.timezone,
         start,
@@ -292,7 +321,9 @@ pub async fn monthly(
         alerts,
         self_resolved_window: cfg.self_resolved_window,
         drills_of,
-    }))
+    });
+    scoped_title(&mut report.title, only);
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::schedule::{self, Kind, Run};
 use super::{Month, Report};
 use crate::alerts::routes::{Target, summary_routes};
 use crate::config::alerting::Alerting;
+use crate::config::reloadable::Reloadable;
 use crate::config::reports::Reports;
 use crate::store::outbox::{Channel, NewNotification};
 use crate::store::reports::{Attachment, ReportRun};
@@ -25,20 +26,28 @@ use tracing::{error, info, warn};
 /// unreachable is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-pub async fn run(store: Arc<dyn Store>, cfg: Arc<Reports>, alerting: Arc<Alerting>) {
-    if !cfg.enabled {
-        info!("scheduled reports are off (reports.enabled = false)");
-        return;
-    }
+/// Reads the running `[reports]` and routes at every turn: a SIGHUP that turns reports on or
+/// moves their schedule takes effect within [`MAX_SLEEP`].
+pub async fn run(store: Arc<dyn Store>, cfg: Reloadable<Reports>, alerting: Reloadable<Alerting>) {
+    let mut was_enabled = None;
     loop {
-        if let Err(e) = step(&*store, &cfg, &alerting, Utc::now()).await {
-            error!(error = %e, "report run failed; retrying within a minute");
+        let (reports, routes) = (cfg.get(), alerting.get());
+        if was_enabled != Some(reports.enabled) && !reports.enabled {
+            info!("scheduled reports are off (reports.enabled = false)");
         }
-        let now = Utc::now();
-        let wait = (schedule::next_due(now, &cfg) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_millis(200), MAX_SLEEP);
+        was_enabled = Some(reports.enabled);
+        let wait = if reports.enabled {
+            if let Err(e) = step(&*store, &reports, &routes, Utc::now()).await {
+                error!(error = %e, "report run failed; retrying within a minute");
+            }
+            let now = Utc::now();
+            (schedule::next_due(now, &reports) - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(200), MAX_SLEEP)
+        } else {
+            MAX_SLEEP
+        };
         tokio::time::sleep(wait).await;
     }
 }
@@ -98,13 +107,13 @@ async fn build(
     now: DateTime<Utc>,
 ) -> StoreResult<Report> {
     Ok(match run.kind {
-        Kind::Daily => Report::Daily(super::daily(store, cfg, run.at, now).await?),
+        Kind::Daily => Report::Daily(super::daily(store, cfg, run.at, now, None).await?),
         Kind::Monthly => {
             let month: Month = run
                 .period
                 .parse()
                 .unwrap_or_else(|_| Month::previous(now, cfg));
-            Report::Monthly(super::monthly(store, cfg, month, now).await?)
+            Report::Monthly(super::monthly(store, cfg, month, now, None).await?)
         }
     })
 }

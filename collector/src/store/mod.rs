@@ -62,6 +62,8 @@ pub struct HostFacts {
     pub instance_id: String,
     /// collector clock - agent clock at Hello, in milliseconds (positive: agent is behind).
     pub clock_skew_ms: i64,
+    /// The agent's `[labels]`.
+    pub labels: backwatch_proto::model::labels::Labels,
 }
 
 /// Where a result stands in its check's order (milliseconds): its measurement time, but never

@@ -45,6 +45,11 @@ use chrono::{DateTime, Utc};
 use read::{check_state, history_entry, host_record, transition};
 
 /// One `retired_hosts` row.
+/// Labels as stored: a JSON object (a map of strings always serialises).
+fn labels_json(labels: &backwatch_proto::model::labels::Labels) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
 fn retired_host(row: &sqlx::any::AnyRow) -> StoreResult<RetiredHost> {
     Ok(RetiredHost {
         host: read::get(row, "host")?,
@@ -103,6 +108,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 8, "0008_rollup_recovery.sql", "rollup recovery"),
     embed!("sqlite", 9, "0009_rollup_latency.sql", "rollup latency"),
     embed!("sqlite", 10, "0010_retired_hosts.sql", "retired hosts"),
+    embed!("sqlite", 11, "0011_host_labels.sql", "host labels"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -120,6 +126,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 8, "0008_rollup_recovery.sql", "rollup recovery"),
     embed!("postgres", 9, "0009_rollup_latency.sql", "rollup latency"),
     embed!("postgres", 10, "0010_retired_hosts.sql", "retired hosts"),
+    embed!("postgres", 11, "0011_host_labels.sql", "host labels"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.
@@ -224,7 +231,7 @@ macro_rules! select_hosts {
     ($tail:literal) => {
         concat!(
             "SELECT host, first_seen, last_contact, silent, agent_version, hostname, os, \
-             instance_id, clock_skew_ms FROM hosts ",
+             instance_id, clock_skew_ms, labels FROM hosts ",
             $tail
         )
     };
@@ -438,7 +445,8 @@ impl Store for SqlStore {
                 .bind(f.hostname.as_str())
                 .bind(f.os.as_str())
                 .bind(f.instance_id.as_str())
-                .bind(f.clock_skew_ms),
+                .bind(f.clock_skew_ms)
+                .bind(labels_json(&f.labels)),
         };
         let _gate = self.write_gate().await;
         let row = query

@@ -409,8 +409,8 @@ pub async fn history_filters_by_check_and_since(store: &dyn Store) -> StoreResul
     Ok(())
 }
 
-/// `first_seen` is set once, `last_contact` only moves forward, facts are replaced only by
-/// a Hello, and contact does not clear the silent flag (that is `set_host_silent`'s job).
+/// `first_seen` is set once, `last_contact` only moves forward, facts (labels too) are
+/// replaced only by a Hello, and contact does not clear the silent flag (that is `set_host_silent`'s job).
 pub async fn host_contact_keeps_first_seen(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("contact");
     let hello = facts("0.1.0", 250);
@@ -775,5 +775,20 @@ fn facts(agent_version: &str, clock_skew_ms: i64) -> HostFacts {
         os: "Debian GNU/Linux 12".into(),
         instance_id: "i-0abc".into(),
         clock_skew_ms,
+        labels: labels(agent_version),
     }
+}
+
+/// Labels that differ between the two agent versions of `host_contact_keeps_first_seen`:
+/// a Hello replaces the whole set (a label dropped from the file is gone).
+fn labels(agent_version: &str) -> backwatch_proto::model::labels::Labels {
+    let pairs: &[(&str, &str)] = if agent_version == "0.1.0" {
+        &[("env", "prod"), ("cluster", "billing (EU)")]
+    } else {
+        &[("env", "staging")]
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

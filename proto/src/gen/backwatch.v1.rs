@@ -58,7 +58,7 @@ pub struct Unsupported {
     pub reason: ::prost::alloc::string::String,
 }
 /// First message of every stream. Results sent before Hello are refused.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Hello {
     /// Agent software version, e.g. "0.1.0".
     #[prost(string, tag = "1")]
@@ -93,6 +93,14 @@ pub struct Hello {
     /// sent (an older agent), nothing is retired.
     #[prost(string, repeated, tag = "10")]
     pub checks: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Labels the agent's configuration declares (`\[labels\]`: env = "prod", cluster = "billing").
+    /// Names follow Prometheus label names; the collector's groups can select hosts by them
+    /// (`env=prod`). Empty: none declared (or an older agent).
+    #[prost(map = "string, string", tag = "11")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Welcome {

@@ -7,6 +7,7 @@
 
 use backwatch_collector::rules::{Limits, evaluate};
 use backwatch_collector::store::{Evaluated, HostFacts, SqlStore, Store};
+use backwatch_proto::model::labels::Labels;
 use backwatch_proto::model::{
     BackupDirObs, DiskObs, NewestFile, Observation, PendingSource, ProbeKind, ProbeResult, WalObs,
 };
@@ -158,18 +159,21 @@ pub async fn week_of_history(url: &str, host: &str) -> anyhow::Result<()> {
         ));
     }
     store.record_results(host, &judge(results)).await?;
-    store.touch_host(host, now, Some(&facts())).await?;
+    store
+        .touch_host(host, now, Some(&facts(Labels::new())))
+        .await?;
     store.close().await;
     Ok(())
 }
 
-fn facts() -> HostFacts {
+fn facts(labels: Labels) -> HostFacts {
     HostFacts {
         agent_version: "0.1.0".into(),
         hostname: "seeded".into(),
         os: "Debian GNU/Linux 12".into(),
         instance_id: String::new(),
         clock_skew_ms: 12,
+        labels,
     }
 }
 
@@ -214,7 +218,7 @@ pub async fn fleet(url: &str, count: usize, silent: usize) -> anyhow::Result<Vec
             ),
         ];
         store.record_results(&host, &judge(results)).await?;
-        last_contact(&store, &host, i < silent, now).await?;
+        last_contact(&store, &host, i < silent, Labels::new(), now).await?;
         names.push(host);
     }
     store.close().await;
@@ -227,17 +231,28 @@ async fn last_contact(
     store: &SqlStore,
     host: &str,
     silent: bool,
+    labels: Labels,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     if silent {
         store
-            .touch_host(host, now - TimeDelta::hours(2), Some(&facts()))
+            .touch_host(host, now - TimeDelta::hours(2), Some(&facts(labels)))
             .await?;
         store.set_host_silent_at(host, true, now, None).await?;
     } else {
-        store.touch_host(host, now, Some(&facts())).await?;
+        store.touch_host(host, now, Some(&facts(labels))).await?;
     }
     Ok(())
+}
+
+/// A demo host's labels: two environments and four clusters, for the dashboard's filter.
+fn demo_labels(i: usize) -> Labels {
+    let env = if i % 3 == 2 { "staging" } else { "prod" };
+    let cluster = ["billing", "orders", "search", "auth"][i % 4];
+    [("env", env), ("cluster", cluster)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// How a demo host has been doing (see [`demo_fleet`]).
@@ -341,7 +356,7 @@ pub async fn demo_fleet(url: &str, count: usize, days: i64) -> anyhow::Result<Ve
             results.push(r);
         }
         store.record_results(&host, &judge(results)).await?;
-        last_contact(&store, &host, p == Profile::Silent, now).await?;
+        last_contact(&store, &host, p == Profile::Silent, demo_labels(i), now).await?;
         names.push(host);
     }
     store.close().await;

@@ -30,7 +30,7 @@ async fn an_alert_appears_in_alertmanager_with_its_labels_and_ends_there_when_re
     let certs = Certs::fleet(&["db1"])?;
     let toml = format!(
         "{FAST}alertmanager_every = \"1s\"\n\
-         [groups]\nbilling = [\"db*\"]\n\
+         [groups]\nbilling = [\"cluster=billing\"]\n\
          [[routes]]\nname = \"oncall\"\nchannel = \"alertmanager\"\nurl = \"{}\"\nmin_status = \"warning\"\n",
         am.base()
     );
@@ -39,6 +39,7 @@ async fn an_alert_appears_in_alertmanager_with_its_labels_and_ends_there_when_re
     touch(&daily.path().join("base.tar.gz"), "3 days ago")?;
     let _agent = Agent::for_host("db1", &certs, &collector)
         .backup_dir("daily", daily.path(), "24h", "1s")
+        .toml("[labels]\nenv = \"prod\"\ncluster = \"billing\"\n")
         .start()?;
 
     let alert: Value = eventually(WAIT, "the alert in Alertmanager", async || {
@@ -53,7 +54,10 @@ async fn an_alert_appears_in_alertmanager_with_its_labels_and_ends_there_when_re
     assert_eq!(labels["alertname"], "BackwatchCheck", "{alert}");
     assert_eq!(labels["host"], "db1", "{alert}");
     assert_eq!(labels["severity"], "critical", "{alert}");
+    // The group selects by the agent's label; the host's own labels ride along.
     assert_eq!(labels["groups"], "billing", "{alert}");
+    assert_eq!(labels["env"], "prod", "{alert}");
+    assert_eq!(labels["cluster"], "billing", "{alert}");
     let notes = &alert["annotations"];
     assert!(
         notes["summary"]

@@ -314,7 +314,7 @@ async fn fleet_page_lists_a_thousand_hosts_from_one_request() -> Result<()> {
     );
     browser
         .js(
-            "const s = document.querySelectorAll('.filters select')[1]; s.value = 'critical';\
+            "const s = document.querySelector('select[aria-label=\"Filter by status\"]'); s.value = 'critical';\
              s.dispatchEvent(new Event('change')); return true;",
             json!([]),
         )
@@ -634,4 +634,74 @@ async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
     no_script_errors(&browser).await?;
     browser.screenshot("host-recovery").await?;
     Ok(())
+}
+
+/// Re-check after a fix: the host page's "Run now" makes the agent run an hourly check at
+/// once, and the page shows the new result (here a new status) without a reload.
+#[tokio::test]
+async fn run_now_on_the_host_page_shows_the_new_result_without_a_reload() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let file = root.path().join("base-1.tar.gz");
+    backup_file(&file, "1 hour ago")?;
+    let scene = scene("db1", |a| a.backup_dir("daily", root.path(), "24h", "1h")).await?;
+    let collector = &scene.collector;
+    collector
+        .wait_status("db1", "backup.daily", "ok", WAIT)
+        .await;
+
+    let browser = Browser::start().await?;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let row = "tr[data-check=\"backup.daily\"]";
+    let ok = browser
+        .wait_js(
+            WAIT,
+            "backup.daily ok on the host page",
+            &format!("const b = document.querySelector('{row} .badge'); return b ? b.dataset.status : null;"),
+        )
+        .await;
+    assert_eq!(ok, "ok");
+    browser
+        .js("window.sameDocument = 'yes'; return true;", json!([]))
+        .await?;
+
+    // A re-check that changes no status (so no live event redraws the page): the new
+    // measurement shows all the same.
+    backup_file(&file, "5 hours ago")?;
+    browser.click(&format!("{row} button[data-run]")).await?;
+    browser
+        .wait_js(
+            WAIT,
+            "the 5 h old backup on the host page",
+            &format!(
+                "const r = document.querySelector('{row}');\
+                 return r && r.textContent.includes('5 h') ? r.textContent : null;"
+            ),
+        )
+        .await;
+
+    // The backup turns out to be stale; the next scheduled run is an hour away. The agent
+    // takes one forced run of a probe per 10 s (`schedule::MIN_FORCED_GAP`).
+    backup_file(&file, "3 days ago")?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    browser.click(&format!("{row} button[data-run]")).await?;
+    let seen = browser
+        .wait_js(
+            WAIT,
+            "backup.daily critical on the host page",
+            &format!(
+                "const b = document.querySelector('{row} .badge');\
+                 return b && b.dataset.status === 'critical' ? document.querySelector('{row}').textContent : null;"
+            ),
+        )
+        .await;
+    assert!(
+        seen.as_str().is_some_and(|t| t.contains("3 d")),
+        "the row shows the new measurement: {seen}"
+    );
+    let same = browser
+        .js("return window.sameDocument || 'reloaded';", json!([]))
+        .await?;
+    assert_eq!(same, "yes", "the page was reloaded instead of updated");
+    browser.screenshot("host-run-now").await?;
+    no_script_errors(&browser).await
 }

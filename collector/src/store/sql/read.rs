@@ -6,6 +6,7 @@ use crate::store::{
     CheckState, HistoryEntry, HostFacts, HostRecord, StoreError, StoreResult, Transition,
 };
 use backwatch_proto::model::ProbeResult;
+use backwatch_proto::model::labels::Labels;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -60,6 +61,15 @@ fn json(row: &AnyRow, column: &'static str) -> StoreResult<Option<serde_json::Va
         .transpose()
 }
 
+/// A host's stored labels (a JSON object; `{}` for a host that never sent any).
+fn labels(row: &AnyRow) -> StoreResult<Labels> {
+    let text: String = get(row, "labels")?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+        what: "labels",
+        problem: e.to_string(),
+    })
+}
+
 pub(super) fn host_record(row: &AnyRow) -> StoreResult<HostRecord> {
     Ok(HostRecord {
         host: get(row, "host")?,
@@ -72,6 +82,7 @@ pub(super) fn host_record(row: &AnyRow) -> StoreResult<HostRecord> {
             os: get(row, "os")?,
             instance_id: get(row, "instance_id")?,
             clock_skew_ms: get(row, "clock_skew_ms")?,
+            labels: labels(row)?,
         },
     })
 }
