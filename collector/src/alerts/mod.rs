@@ -310,6 +310,47 @@ impl Engine {
     }
 }
 
+/// What acknowledging `alert` in Backwatch tells the on-call services: PagerDuty's
+/// `acknowledge` under the alert's dedup key, for each PagerDuty route that was told of the
+/// open alert (it heard the severity last notified; a silenced alert told no one). Other
+/// channels get nothing: an acknowledgement is a mark in Backwatch, not a notice.
+pub fn acknowledgement_notices(
+    cfg: &Alerting,
+    thresholds: &Thresholds,
+    alert: &crate::store::alerts::Alert,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Vec<NewNotification> {
+    let f = &alert.fields;
+    let Some(told) = f
+        .notified_severity
+        .filter(|_| f.resolved_at.is_none() && !f.silenced)
+    else {
+        return Vec::new();
+    };
+    let groups = thresholds.groups_of(&f.host);
+    cfg.routes
+        .iter()
+        .filter(|r| r.hears(&f.host, &groups, &f.check, told))
+        .filter_map(|r| match &r.target {
+            Target::PagerDuty { routing_key, url } => Some(NewNotification {
+                kind: "acknowledged".into(),
+                route: r.name.clone(),
+                channel: Channel::Webhook,
+                recipient: url.clone(),
+                subject: format!("[ACKNOWLEDGED] {} {} by {by}", f.host, f.check),
+                body_text: String::new(),
+                body_html: String::new(),
+                payload: render::pagerduty_acknowledge(alert.id, routing_key),
+                message_id: format!("<{}@{}>", uuid::Uuid::new_v4(), cfg.message_domain),
+                thread_id: None,
+                created_at: now,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 impl crate::config::alerting::Alerting {
     /// The response procedure of `check`: the operators' `[procedures]` text (by check id,
     /// then by kind), else the built-in one; what alerts carry and the host page shows.

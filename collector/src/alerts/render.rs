@@ -464,6 +464,16 @@ pub fn pagerduty_payload(
     .to_string()
 }
 
+/// PagerDuty Events v2 `acknowledge` of the incident an alert triggered (same dedup key).
+pub fn pagerduty_acknowledge(alert_id: i64, routing_key: &str) -> String {
+    json!({
+        "routing_key": routing_key,
+        "event_action": "acknowledge",
+        "dedup_key": format!("backwatch-alert-{alert_id}"),
+    })
+    .to_string()
+}
+
 /// `{public_url}/hosts/{host}` with the host as one percent-encoded path segment.
 pub fn host_url(public_url: &str, host: &str) -> String {
     let mut out = format!("{}/hosts/", public_url.trim_end_matches('/'));

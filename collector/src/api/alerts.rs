@@ -199,8 +199,19 @@ async fn ack(
     b: Result<Json<MarkBody>, JsonRejection>,
 ) -> Result<Json<AlertView>, ApiError> {
     let mark = mark_of(&caller, body(b)?)?;
-    let outcome = s.store.acknowledge_alert(id, &mark).await?;
-    tracing::info!(alert = id, by = %mark.by, "alert acknowledged");
+    // PagerDuty hears of it too (queued with the mark, so only if this call makes it).
+    let notices = match s.store.alert(id).await? {
+        Some(a) if a.acknowledged.is_none() => crate::alerts::acknowledgement_notices(
+            &s.alerting.get(),
+            &s.dashboard.thresholds.get(),
+            &a,
+            &mark.by,
+            mark.at,
+        ),
+        _ => Vec::new(),
+    };
+    let outcome = s.store.acknowledge_alert(id, &mark, &notices).await?;
+    tracing::info!(alert = id, by = %mark.by, notices = notices.len(), "alert acknowledged");
     marked(id, "acknowledged", outcome)
 }
 

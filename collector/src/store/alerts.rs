@@ -244,7 +244,14 @@ pub trait AlertStore: Send + Sync {
     /// Oldest first.
     async fn alert_events(&self, alert_id: i64) -> StoreResult<Vec<AlertEvent>>;
 
-    async fn acknowledge_alert(&self, id: i64, mark: &Mark) -> StoreResult<MarkOutcome>;
+    /// Acknowledge alert `id` once; `notices` (an on-call service told of the acknowledgement)
+    /// are queued in the same transaction, and only when this call is the one that marks it.
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        mark: &Mark,
+        notices: &[super::outbox::NewNotification],
+    ) -> StoreResult<MarkOutcome>;
 
     async fn mark_false_positive(&self, id: i64, mark: &Mark) -> StoreResult<MarkOutcome>;
 

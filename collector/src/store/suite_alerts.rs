@@ -276,6 +276,11 @@ pub async fn alert_write_is_atomic_and_compare_and_set(store: &dyn Store) -> Sto
     Ok(())
 }
 
+async fn acknowledged_notices(store: &dyn Store, id: i64) -> StoreResult<usize> {
+    let rows = store.notifications(None, Some(id), 10).await?;
+    Ok(rows.iter().filter(|n| n.kind == "acknowledged").count())
+}
+
 /// Acknowledgement and false positive are set once; a false positive only when resolved.
 pub async fn marks_are_set_once(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("marks");
@@ -303,16 +308,32 @@ pub async fn marks_are_set_once(store: &dyn Store) -> StoreResult<()> {
     let MarkOutcome::StillOpen(_) = store.mark_false_positive(id, &alice).await? else {
         panic!("a false positive needs a resolved alert");
     };
-    let MarkOutcome::Marked(a) = store.acknowledge_alert(id, &alice).await? else {
+    // The acknowledgement's notice (PagerDuty's `acknowledge`) is queued with the mark, once.
+    let mut notice = message(&host, 1, at(160));
+    notice.kind = "acknowledged".into();
+    let before = acknowledged_notices(store, id).await?;
+    let MarkOutcome::Marked(a) = store
+        .acknowledge_alert(id, &alice, std::slice::from_ref(&notice))
+        .await?
+    else {
         panic!("first acknowledgement is taken");
     };
     assert_eq!(a.acknowledged.as_ref(), Some(&alice));
-    let MarkOutcome::AlreadyMarked(a) = store.acknowledge_alert(id, &bob).await? else {
+    assert_eq!(acknowledged_notices(store, id).await?, before + 1);
+    let MarkOutcome::AlreadyMarked(a) = store
+        .acknowledge_alert(id, &bob, std::slice::from_ref(&notice))
+        .await?
+    else {
         panic!("second acknowledgement is refused");
     };
     assert_eq!(a.acknowledged.map(|m| m.by), Some("alice".to_string()));
     assert_eq!(
-        store.acknowledge_alert(-1, &bob).await?,
+        acknowledged_notices(store, id).await?,
+        before + 1,
+        "a refused mark queues nothing"
+    );
+    assert_eq!(
+        store.acknowledge_alert(-1, &bob, &[]).await?,
         MarkOutcome::NotFound
     );
 

@@ -85,7 +85,7 @@ pub async fn change_marks_grow_with_status_changes_and_alert_marks(
         at: at(40),
         comment: String::new(),
     };
-    store.acknowledge_alert(id, &mark).await?;
+    store.acknowledge_alert(id, &mark, &[]).await?;
     let (_, e3) = store.change_marks().await?;
     assert!(
         e3 > e2,

@@ -363,8 +363,8 @@ fn stale_backup(dir: &std::path::Path, name: &str, when: &str) -> Result<()> {
 }
 
 /// Slack and PagerDuty routes: each receiver gets its service's documented format: Slack
-/// blocks with the severity, host, check and a link; PagerDuty Events v2 `trigger` then
-/// `resolve` under one dedup key.
+/// blocks with the severity, host, check and a link; PagerDuty Events v2 `trigger`,
+/// `acknowledge` (when acknowledged in Backwatch) and `resolve` under one dedup key.
 #[tokio::test]
 async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> Result<()> {
     let (slack, pagerduty) = (Webhook::start().await?, Webhook::start().await?);
@@ -445,6 +445,34 @@ async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> 
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .is_some(),
         "{page}"
+    );
+
+    // Acknowledged in Backwatch: PagerDuty's incident is acknowledged under the same key;
+    // Slack hears nothing of it (a mark, not a notice).
+    let id = dedup.trim_start_matches("backwatch-alert-");
+    let slack_before = slack.received().len();
+    let r = collector
+        .http_client()
+        .post(collector.url(&format!("/api/v1/alerts/{id}/ack")))
+        .json(&serde_json::json!({"by": "oncall", "comment": "on it"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    let ack = eventually(WAIT, "the acknowledge event", async || {
+        pagerduty
+            .received()
+            .into_iter()
+            .map(|r| r.body)
+            .find(|b| b["event_action"] == "acknowledge")
+            .ok_or_else(|| anyhow::anyhow!("{:?}", pagerduty.received()))
+    })
+    .await;
+    assert_eq!(ack["dedup_key"], dedup.as_str(), "{ack}");
+    assert_eq!(ack["routing_key"], key, "{ack}");
+    assert_eq!(
+        slack.received().len(),
+        slack_before,
+        "Slack got the acknowledgement"
     );
 
     // A fresh backup: the alert resolves, PagerDuty's incident under the same key too.

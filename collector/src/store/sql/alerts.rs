@@ -10,6 +10,7 @@ use crate::store::alerts::{
     Alert, AlertEvent, AlertFields, AlertFilter, AlertStore, AlertWrite, LoggedTransition, Mark,
     MarkOutcome, NewSilence, Severity, Silence,
 };
+use crate::store::outbox::NewNotification;
 use crate::store::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -197,6 +198,7 @@ impl SqlStore {
         m: &Mark,
         set: &'static str,
         kind: &str,
+        notices: &[NewNotification],
     ) -> StoreResult<MarkOutcome> {
         let mut tx = self.begin().await?;
         let changed = sqlx::query(set)
@@ -210,6 +212,9 @@ impl SqlStore {
             .rows_affected();
         if changed == 1 {
             mark_event(&mut tx, id, kind, m).await?;
+            for n in notices {
+                insert_notification(&mut tx, Some(id), None, n).await?;
+            }
         }
         let alert = read_alert(&mut tx, id).await?;
         tx.commit().await.map_err(query_error("commit mark"))?;
@@ -421,17 +426,22 @@ impl AlertStore for SqlStore {
         .collect()
     }
 
-    async fn acknowledge_alert(&self, id: i64, m: &Mark) -> StoreResult<MarkOutcome> {
+    async fn acknowledge_alert(
+        &self,
+        id: i64,
+        m: &Mark,
+        notices: &[NewNotification],
+    ) -> StoreResult<MarkOutcome> {
         const SET: &str = "UPDATE alerts SET acked_at = $2, acked_by = $3, ack_comment = $4 \
                            WHERE id = $1 AND acked_at IS NULL";
-        self.mark(id, m, SET, "acknowledged").await
+        self.mark(id, m, SET, "acknowledged", notices).await
     }
 
     async fn mark_false_positive(&self, id: i64, m: &Mark) -> StoreResult<MarkOutcome> {
         const SET: &str = "UPDATE alerts SET false_positive_at = $2, false_positive_by = $3, \
                            false_positive_comment = $4 \
                            WHERE id = $1 AND false_positive_at IS NULL AND resolved_at IS NOT NULL";
-        self.mark(id, m, SET, "false positive").await
+        self.mark(id, m, SET, "false positive", &[]).await
     }
 
     async fn add_silence(&self, s: &NewSilence) -> StoreResult<Silence> {
