@@ -10,6 +10,7 @@ use backwatch_proto::wire::{
     AgentMessage, AgentPayload, CollectorPayload, DiskObservation, Hello, IngestClient, ProbeKind,
     ProbeResult, ResultBatch, WireObservation,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -59,40 +60,95 @@ pub fn host_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("sim-{i:04}")).collect()
 }
 
+/// What one simulated agent says: its labels (in Hello) and, at each tick, its results.
+pub struct Script {
+    pub labels: HashMap<String, String>,
+    pub next: Box<dyn FnMut() -> Vec<ProbeResult> + Send>,
+}
+
+impl Script {
+    /// One disk result per tick, half the disk used (ok).
+    pub fn disk(host: &str) -> Script {
+        let (host, mut n) = (host.to_string(), 0);
+        Script {
+            labels: HashMap::new(),
+            next: Box::new(move || {
+                n += 1;
+                vec![disk_result(&host, n)]
+            }),
+        }
+    }
+}
+
 /// Start `hosts` simulated agents against `url`, each sending one disk result every `every`.
 pub fn start(certs: &Certs, hosts: &[String], url: &str, every: Duration) -> anyhow::Result<Fleet> {
     let ca = std::fs::read(certs.ca())?;
-    let mut agents = Vec::new();
-    let mut tasks = Vec::new();
-    for host in hosts {
-        let endpoint = endpoint(certs, &ca, host, url)?;
+    let agents = hosts
+        .iter()
+        .map(|host| {
+            Ok((
+                host.clone(),
+                endpoint(certs, &ca, host, url)?,
+                Script::disk(host),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(start_scripted(agents, every))
+}
+
+/// Start one simulated agent per `(host, endpoint, script)`, each telling its script every
+/// `every`.
+pub fn start_scripted(agents: Vec<(String, Endpoint, Script)>, every: Duration) -> Fleet {
+    let mut fleet = Fleet {
+        agents: Vec::new(),
+        tasks: Vec::new(),
+    };
+    for (host, endpoint, script) in agents {
         let stats = Arc::new(SimStats::default());
-        agents.push((host.clone(), stats.clone()));
-        tasks.push(tokio::spawn(run(host.clone(), endpoint, stats, every)));
+        fleet.agents.push((host.clone(), stats.clone()));
+        fleet
+            .tasks
+            .push(tokio::spawn(run(host, endpoint, stats, every, script)));
     }
-    Ok(Fleet { agents, tasks })
+    fleet
 }
 
 /// The mutual-TLS endpoint of simulated agent `host` (`ca`: the fleet CA's PEM).
 pub fn endpoint(certs: &Certs, ca: &[u8], host: &str, url: &str) -> anyhow::Result<Endpoint> {
+    endpoint_files(ca, &certs.agent_cert(host), &certs.agent_key(host), url)
+}
+
+/// The mutual-TLS endpoint of an agent with this certificate and key (PEM files).
+pub fn endpoint_files(
+    ca: &[u8],
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    url: &str,
+) -> anyhow::Result<Endpoint> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(
-            std::fs::read(certs.agent_cert(host))?,
-            std::fs::read(certs.agent_key(host))?,
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
         ));
     Ok(Endpoint::from_shared(url.to_string())?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(30)))
 }
 
-async fn run(host: String, endpoint: Endpoint, stats: Arc<SimStats>, every: Duration) {
+async fn run(
+    host: String,
+    endpoint: Endpoint,
+    stats: Arc<SimStats>,
+    every: Duration,
+    mut script: Script,
+) {
     let mut backoff = Backoff::agent();
     // Spread the first connection like a fleet booting over a few seconds.
     tokio::time::sleep(Duration::from_secs(2).mul_f64(fastrand::f64())).await;
     loop {
         stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let welcomed = session(&host, &endpoint, &stats, every).await;
+        let welcomed = session(&host, &endpoint, &stats, every, &mut script).await;
         stats.connected.store(false, Ordering::Relaxed);
         if welcomed {
             backoff.session_worked();
@@ -102,7 +158,13 @@ async fn run(host: String, endpoint: Endpoint, stats: Arc<SimStats>, every: Dura
 }
 
 /// One stream until it breaks; true when the collector said Welcome.
-async fn session(host: &str, endpoint: &Endpoint, stats: &SimStats, every: Duration) -> bool {
+async fn session(
+    host: &str,
+    endpoint: &Endpoint,
+    stats: &SimStats,
+    every: Duration,
+    script: &mut Script,
+) -> bool {
     let Ok(channel) = endpoint.connect().await else {
         return false;
     };
@@ -114,6 +176,7 @@ async fn session(host: &str, endpoint: &Endpoint, stats: &SimStats, every: Durat
             agent_version: "sim".into(),
             hostname: host.into(),
             agent_time: Some(to_ts(chrono::Utc::now())),
+            labels: script.labels.clone(),
             ..Default::default()
         })),
     };
@@ -136,8 +199,12 @@ async fn session(host: &str, endpoint: &Endpoint, stats: &SimStats, every: Durat
         tokio::select! {
             _ = tick.tick() => {
                 seq += 1;
-                let n = stats.sent.fetch_add(1, Ordering::Relaxed);
-                let batch = ResultBatch { results: vec![disk_result(host, n)] };
+                let results = (script.next)();
+                if results.is_empty() {
+                    continue;
+                }
+                stats.sent.fetch_add(results.len() as u64, Ordering::Relaxed);
+                let batch = ResultBatch { results };
                 let msg = AgentMessage { seq, payload: Some(AgentPayload::Results(batch)) };
                 if tx.send(msg).await.is_err() {
                     return true;

@@ -279,6 +279,123 @@ fn profile(i: usize) -> Profile {
     }
 }
 
+/// One demo host's story, hour by hour: what its checks measure at a time, and what carries
+/// over from one measurement to the next (archive counters, the newest backup). The seed
+/// writes its history with it; `demo-fleet --live` continues it over the agent protocol, so a
+/// running demo's hosts keep reporting (and the silent one stays silent).
+pub struct DemoHost {
+    pub name: String,
+    i: usize,
+    profile: Profile,
+    archived: f64,
+    failed: f64,
+    last_backup: DateTime<Utc>,
+    /// When WAL archiving started failing (the `WalFailing` host only).
+    failing_since: Option<DateTime<Utc>>,
+    /// The history's length and end: the disk's fill level follows it.
+    hours: i64,
+    end: DateTime<Utc>,
+}
+
+impl DemoHost {
+    /// Demo host number `i` (0-based) with `days` of history ending at `end`.
+    pub fn new(i: usize, days: i64, end: DateTime<Utc>) -> DemoHost {
+        let hours = days * 24;
+        let profile = profile(i);
+        DemoHost {
+            name: format!("db-{:02}", i + 1),
+            i,
+            profile,
+            archived: 10_000.0,
+            failed: 0.0,
+            last_backup: end - TimeDelta::hours(hours + 2),
+            failing_since: (profile == Profile::WalFailing).then(|| end - TimeDelta::hours(6)),
+            hours,
+            end,
+        }
+    }
+
+    pub fn labels(&self) -> Labels {
+        demo_labels(self.i)
+    }
+
+    /// An agent that stopped talking sends nothing (from two hours before the end on).
+    pub fn silent_at(&self, at: DateTime<Utc>) -> bool {
+        self.profile == Profile::Silent && at > self.end - TimeDelta::hours(2)
+    }
+
+    /// Its disk, daily backup and WAL results measured at `at`, `step_hours` after the
+    /// previous ones (counters grow by that much), with `interval_secs` as their schedule.
+    pub fn results(
+        &mut self,
+        at: DateTime<Utc>,
+        step_hours: f64,
+        interval_secs: u32,
+    ) -> Vec<ProbeResult> {
+        let (i, p, host) = (self.i, self.profile, self.name.clone());
+        // A host's own growth rate and backup size, so the fleet's lines differ.
+        let base = 40 + (i as u64 * 7) % 25;
+        let progress = ((self.hours * 3600 - (self.end - at).num_seconds()).max(0) as f64
+            / (self.hours * 3600).max(1) as f64)
+            .min(1.0);
+        let pct = match p {
+            Profile::DiskFilling => 55 + (37.0 * progress) as u64,
+            _ => base + (10.0 * progress) as u64,
+        };
+        // Nightly at 01:00 UTC (the stale one stopped 30 hours before the end).
+        let stale = p == Profile::BackupStale && at > self.end - TimeDelta::hours(30);
+        if at.format("%H").to_string() == "01" && !stale {
+            let ran = at - TimeDelta::minutes(35);
+            if ran.date_naive() != self.last_backup.date_naive() {
+                self.last_backup = ran;
+            }
+        }
+        let failing = self.failing_since.is_some_and(|since| at >= since);
+        if failing {
+            self.failed += 12.0 * step_hours;
+        } else {
+            self.archived += (30 + (i as i64 % 7) * 5) as f64 * step_hours;
+        }
+        let (ready, oldest) = match self.failing_since.filter(|_| failing) {
+            Some(since) => {
+                let secs = (at - since).num_seconds() + 1800;
+                (12 + 12 * secs / 3600, secs)
+            }
+            None => (0, 0),
+        };
+        let mut out = vec![
+            result(
+                &host,
+                0,
+                ProbeKind::Disk,
+                "backup",
+                at,
+                disk("/backup", pct * 10 * GIB, 1000 * GIB),
+            ),
+            result(
+                &host,
+                0,
+                ProbeKind::BackupDir,
+                "daily",
+                at,
+                backup("/backup/daily", at, self.last_backup),
+            ),
+            result(
+                &host,
+                0,
+                ProbeKind::WalArchive,
+                "main",
+                at,
+                wal(self.archived as i64, self.failed as i64, ready, oldest),
+            ),
+        ];
+        for r in &mut out {
+            r.interval_secs = interval_secs;
+        }
+        out
+    }
+}
+
 /// `count` demo hosts `db-01`… with `days` of hourly history ending now (disk, daily backup,
 /// WAL archiving each), in a few shapes: most healthy, some filling their disk, failing to
 /// archive, with a stale backup, or silent. Result ids are per host, check and hour, so a
@@ -288,77 +405,43 @@ pub async fn demo_fleet(url: &str, count: usize, days: i64) -> anyhow::Result<Ve
     let store = open(url).await?;
     let now = Utc::now();
     let hour0 = now.timestamp() / 3600;
-    let hours = days * 24;
     let mut names = Vec::with_capacity(count);
-    for i in 0..count {
-        let host = format!("db-{:02}", i + 1);
-        let p = profile(i);
+    for (i, mut host) in demo_hosts(count, days, now).into_iter().enumerate() {
         let mut results = Vec::new();
-        let (mut archived, mut failed) = (10_000_i64, 0_i64);
-        let mut last_backup = now - TimeDelta::hours(hours + 2);
-        // A host's own growth rate and backup size, so the fleet's lines differ.
-        let base = 40 + (i as u64 * 7) % 25;
-        for h in (0..=hours).rev() {
+        for h in (0..=days * 24).rev() {
             let at = now - TimeDelta::hours(h) - TimeDelta::minutes(i as i64 % 50);
-            if p == Profile::Silent && h < 2 {
+            let hourly = host.results(at, 1.0, 3600);
+            if host.silent_at(at) {
                 continue;
             }
-            let id = |check: &str| format!("{host}-{check}-{}", hour0 - h);
-            let progress = (hours - h) as u64;
-            let pct = match p {
-                Profile::DiskFilling => 55 + 37 * progress / hours as u64,
-                _ => base + 10 * progress / hours as u64,
-            };
-            let mut r = result(
-                &host,
-                0,
-                ProbeKind::Disk,
-                "backup",
-                at,
-                disk("/backup", pct * 10 * GIB, 1000 * GIB),
-            );
-            r.result_id = id("disk");
-            results.push(r);
-            // Nightly at 01:00 UTC (the stale one stopped 30 hours ago).
-            let hour_of_day = (hour0 - h).rem_euclid(24);
-            if hour_of_day == 1 && !(p == Profile::BackupStale && h < 30) {
-                last_backup = at - TimeDelta::minutes(35);
+            for (mut r, check) in hourly.into_iter().zip(["disk", "backup", "wal"]) {
+                r.result_id = format!("{}-{check}-{}", host.name, hour0 - h);
+                results.push(r);
             }
-            let mut r = result(
-                &host,
-                0,
-                ProbeKind::BackupDir,
-                "daily",
-                at,
-                backup("/backup/daily", at, last_backup),
-            );
-            r.result_id = id("backup");
-            results.push(r);
-            let failing = p == Profile::WalFailing && h < 6;
-            archived += if failing { 0 } else { 30 + (i as i64 % 7) * 5 };
-            if failing {
-                failed += 12;
-            }
-            let (ready, oldest) = if failing {
-                (12 + 12 * (6 - h), 3600 * (6 - h) + 1800)
-            } else {
-                (0, 0)
-            };
-            let mut r = result(
-                &host,
-                0,
-                ProbeKind::WalArchive,
-                "main",
-                at,
-                wal(archived, failed, ready, oldest),
-            );
-            r.result_id = id("wal");
-            results.push(r);
         }
-        store.record_results(&host, &judge(results)).await?;
-        last_contact(&store, &host, p == Profile::Silent, demo_labels(i), now).await?;
-        names.push(host);
+        store.record_results(&host.name, &judge(results)).await?;
+        let silent = host.silent_at(now);
+        last_contact(&store, &host.name, silent, host.labels(), now).await?;
+        names.push(host.name);
     }
     store.close().await;
     Ok(names)
+}
+
+/// The demo hosts as [`demo_fleet`] makes them, before their history.
+fn demo_hosts(count: usize, days: i64, end: DateTime<Utc>) -> Vec<DemoHost> {
+    (0..count).map(|i| DemoHost::new(i, days, end)).collect()
+}
+
+/// The demo hosts with their history told up to `end`, as [`demo_fleet`] stored it: counters
+/// and the newest backup where the history left them, for `demo-fleet --live` to go on from.
+pub fn demo_hosts_at(count: usize, days: i64, end: DateTime<Utc>) -> Vec<DemoHost> {
+    let mut hosts = demo_hosts(count, days, end);
+    for (i, host) in hosts.iter_mut().enumerate() {
+        for h in (0..=days * 24).rev() {
+            let at = end - TimeDelta::hours(h) - TimeDelta::minutes(i as i64 % 50);
+            host.results(at, 1.0, 3600);
+        }
+    }
+    hosts
 }

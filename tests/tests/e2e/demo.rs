@@ -13,6 +13,7 @@ use std::time::Duration;
 async fn the_demo_shows_a_fleet_with_history_and_writes_its_reports() -> Result<()> {
     let state = tempfile::tempdir()?;
     let (grpc, http) = (free_port(), free_port());
+    let started = chrono::Utc::now();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo");
     let demo = Command::new("bash")
         .arg(&script)
@@ -20,7 +21,7 @@ async fn the_demo_shows_a_fleet_with_history_and_writes_its_reports() -> Result<
         .env("BACKWATCH_DEMO_STATE", state.path())
         .env("BACKWATCH_GRPC_PORT", grpc.to_string())
         .env("BACKWATCH_HTTP_PORT", http.to_string())
-        .env("BACKWATCH_DEMO_SECONDS", "20")
+        .env("BACKWATCH_DEMO_SECONDS", "30")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -77,6 +78,29 @@ async fn the_demo_shows_a_fleet_with_history_and_writes_its_reports() -> Result<
             .any(|s| s["points"].as_array().is_some_and(|p| p.len() > 100))),
         "a week of history to chart: {series}"
     );
+    // The demo hosts go on reporting live, over their own mutual-TLS streams, with their
+    // labels; the silent one stays silent.
+    eventually(
+        Duration::from_secs(60),
+        "db-01 reporting live",
+        async || {
+            let h = get("/api/v1/hosts/db-01").await?;
+            let disk = h["checks"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["name"] == "disk.backup"))
+                .context("disk.backup")?;
+            let seen = disk["observed_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .context("observed_at")?;
+            ensure!(seen > started, "last measured {seen}: {h}");
+            ensure!(h["labels"]["env"] == "prod" && h["silent"] == false, "{h}");
+            Ok(())
+        },
+    )
+    .await;
+    let silent = get("/api/v1/hosts/db-08").await?;
+    ensure!(silent["silent"] == true, "{silent}");
     let month = (chrono::Utc::now()
         .date_naive()
         .with_day(1)
