@@ -21,7 +21,7 @@ pub mod settings;
 pub mod wal;
 
 use crate::probe::Probe;
-use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
+use backwatch_common::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use backwatch_proto::convert::valid_probe_name;
 use backwatch_proto::model::ProbeKind;
 use backwatch_proto::model::labels::Labels;
@@ -479,7 +479,7 @@ fn pem_problem(path: &Path, is_key: bool) -> Option<String> {
 #[cfg(test)]
 pub(crate) fn load_str(text: &str) -> Result<Config, String> {
     let path = Path::new("/etc/backwatch/agent.toml");
-    backwatch_proto::config::parse_toml(path, text)
+    backwatch_common::config::parse_toml(path, text)
         .and_then(|raw| Config::validate(path, raw))
         .map_err(|e| e.to_string())
 }
@@ -487,7 +487,7 @@ pub(crate) fn load_str(text: &str) -> Result<Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backwatch_proto::config::parse_toml;
+    use backwatch_common::config::parse_toml;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         let path = Path::new("/etc/backwatch/agent.toml");

@@ -16,8 +16,8 @@
 //!   sent only to an `https://` collector URL.
 
 use crate::config::{CollectorLink, RawConfig};
+use backwatch_common::error::chain;
 use backwatch_proto::convert::from_ts;
-use backwatch_proto::error::chain;
 use backwatch_proto::wire::{EnrollRequest, EnrollmentClient, RENEW_OPENS_AT, RenewRequest};
 use chrono::{DateTime, Utc};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
@@ -259,7 +259,7 @@ pub struct EnrollArgs {
 /// Where the agent's configuration keeps its identity. Only `[collector]` is read, and its
 /// files need not exist yet: making them is the point.
 fn identity_paths(config: &Path) -> Result<(PathBuf, PathBuf, PathBuf), EnrollError> {
-    let raw: RawConfig = backwatch_proto::config::load_toml(config)
+    let raw: RawConfig = backwatch_common::config::load_toml(config)
         .map_err(|e| EnrollError::Config(e.to_string()))?;
     let missing = |key: &str| {
         EnrollError::Config(format!(

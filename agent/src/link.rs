@@ -14,9 +14,9 @@
 
 use crate::config::CollectorLink;
 use crate::schedule::{Sink, Trigger};
-use backwatch_proto::backoff::Backoff;
+use backwatch_common::backoff::Backoff;
+use backwatch_common::error::chain;
 use backwatch_proto::convert::{from_ts, to_ts};
-use backwatch_proto::error::chain;
 use backwatch_proto::wire::{
     AgentMessage, AgentPayload, CollectorPayload, CommandAction, CommandReply, Hello, IngestClient,
     Ping, ResultBatch, Unsupported,

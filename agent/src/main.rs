@@ -10,7 +10,7 @@ mod spool;
 
 use crate::config::{Config, Scheduled};
 use crate::schedule::{Sink, run_once};
-use backwatch_proto::config::EXIT_CONFIG;
+use backwatch_common::config::EXIT_CONFIG;
 use backwatch_proto::model::ProbeResult;
 use backwatch_rules::status::Status;
 use backwatch_rules::{Limits, evaluate};
@@ -26,7 +26,7 @@ const DEFAULT_CONFIG: &str = "/etc/backwatch/agent.toml";
 #[derive(Parser)]
 #[command(
     name = "backwatch-agent",
-    version = backwatch_proto::version_string!(),
+    version = backwatch_common::version_string!(),
     about = "Backwatch agent: watches PostgreSQL backups, disk space and WAL archiving on this host"
 )]
 struct Cli {
@@ -159,13 +159,13 @@ fn main() -> ExitCode {
             });
         }
         Command::Completions { shell } => {
-            backwatch_proto::cli::completions(*shell, <Cli as clap::CommandFactory>::command());
+            backwatch_common::cli::completions(*shell, <Cli as clap::CommandFactory>::command());
             return ExitCode::SUCCESS;
         }
         Command::Man { dir } => {
-            return match backwatch_proto::cli::man_pages(
+            return match backwatch_common::cli::man_pages(
                 <Cli as clap::CommandFactory>::command(),
-                backwatch_proto::version_string!(),
+                backwatch_common::version_string!(),
                 dir,
             ) {
                 Ok(files) => {
@@ -418,7 +418,7 @@ fn enroll_command(
         Err(e) => {
             eprintln!(
                 "backwatch-agent: enrollment failed: {}",
-                backwatch_proto::error::chain(&e)
+                backwatch_common::error::chain(&e)
             );
             ExitCode::FAILURE
         }

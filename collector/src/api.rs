@@ -433,7 +433,7 @@ fn parse_since(s: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let d = backwatch_proto::config::parse_duration(s).map_err(|_| {
+    let d = backwatch_common::config::parse_duration(s).map_err(|_| {
         format!("since: {s:?} is neither an RFC 3339 time nor a duration like \"24h\"")
     })?;
     chrono::Duration::from_std(d)

@@ -13,7 +13,7 @@ pub mod reloadable;
 pub mod reports;
 
 use crate::rules::{DiskLimits, Limits, RecoveredFailurePolicy, WalLimits};
-use backwatch_proto::config::{ConfigError, Problems, de_opt_duration, load_toml};
+use backwatch_common::config::{ConfigError, Problems, de_opt_duration, load_toml};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -890,7 +890,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backwatch_proto::config::parse_toml;
+    use backwatch_common::config::parse_toml;
 
     /// Real PEM files under the names the test configurations use.
     fn write_pems(dir: &Path) {

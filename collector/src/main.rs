@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use backwatch_collector::{certs, config::Config, server};
-use backwatch_proto::config::EXIT_CONFIG;
+use backwatch_common::config::EXIT_CONFIG;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ const DEFAULT_CONFIG: &str = "/etc/backwatch/collector.toml";
 #[derive(Parser)]
 #[command(
     name = "backwatch-collector",
-    version = backwatch_proto::version_string!(),
+    version = backwatch_common::version_string!(),
     about = "Backwatch collector: fleet-wide monitoring of PostgreSQL backups and WAL archiving"
 )]
 struct Cli {
@@ -153,13 +153,13 @@ fn main() -> ExitCode {
             check,
         } => status(&config, &host, check.as_deref()),
         Command::Completions { shell } => {
-            backwatch_proto::cli::completions(shell, <Cli as clap::CommandFactory>::command());
+            backwatch_common::cli::completions(shell, <Cli as clap::CommandFactory>::command());
             ExitCode::SUCCESS
         }
         Command::Man { dir } => {
-            match backwatch_proto::cli::man_pages(
+            match backwatch_common::cli::man_pages(
                 <Cli as clap::CommandFactory>::command(),
-                backwatch_proto::version_string!(),
+                backwatch_common::version_string!(),
                 &dir,
             ) {
                 Ok(files) => {
@@ -385,7 +385,7 @@ fn enroll(path: &std::path::Path, host: &str, ttl: Option<&str>) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG as u8);
     };
-    let ttl = match ttl.map(backwatch_proto::config::parse_duration) {
+    let ttl = match ttl.map(backwatch_common::config::parse_duration) {
         None => enroll.token_ttl,
         Some(Ok(t)) => t,
         Some(Err(e)) => {

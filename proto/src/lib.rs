@@ -1,4 +1,6 @@
-//! Backwatch's wire contract and the domain types both sides share.
+//! Backwatch's wire contract and the domain types both sides share. Shared plumbing that is
+//! not the contract (configuration loading, CLI helpers, backoff, error chains) is
+//! `backwatch-common`.
 //!
 //! The generated code (committed under `src/gen/`, checked by `tests/regen.rs`) stays inside
 //! the private `gen` module; `wire` re-exports what the transport code needs. Probes and rules
@@ -9,11 +11,7 @@ mod generated {
     include!("gen/backwatch.v1.rs");
 }
 
-pub mod backoff;
-pub mod cli;
-pub mod config;
 pub mod convert;
-pub mod error;
 pub mod model;
 
 /// Generated message types and gRPC stubs, for the transport code only (agent `link`,

@@ -4,7 +4,7 @@
 //! where starting hundreds of agent processes would measure process start-up instead.
 
 use crate::harness::Certs;
-use backwatch_proto::backoff::Backoff;
+use backwatch_common::backoff::Backoff;
 use backwatch_proto::convert::to_ts;
 use backwatch_proto::wire::{
     AgentMessage, AgentPayload, CollectorPayload, DiskObservation, Hello, IngestClient, ProbeKind,

@@ -8,7 +8,7 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid, is_file_not_dir};
 use crate::probe::archive_dir::{ArchiveDirProbe, DEFAULT_MAX_ENTRIES};
-use backwatch_proto::config::{de_opt_duration, fmt_duration};
+use backwatch_common::config::{de_opt_duration, fmt_duration};
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use super::{At, Cx, Section, Valid, is_file_not_dir};
 use crate::probe::backup_dir::{
     BackupDirProbe, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, default_ignore_suffixes,
 };
-use backwatch_proto::config::de_opt_duration;
+use backwatch_common::config::de_opt_duration;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;

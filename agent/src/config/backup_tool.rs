@@ -10,7 +10,7 @@ use super::{At, Cx, Section, Valid};
 use crate::probe::barman::BarmanProbe;
 use crate::probe::pgbackrest::PgBackRestProbe;
 use crate::probe::wal_archive::WalProbe;
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_common::config::{Problems, de_opt_duration};
 use backwatch_proto::model::BackupToolObs;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;

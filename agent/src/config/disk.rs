@@ -4,7 +4,7 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid};
 use crate::probe::disk::DiskProbe;
-use backwatch_proto::config::de_opt_duration;
+use backwatch_common::config::de_opt_duration;
 use backwatch_proto::model::{AGENT_SPOOL_PROBE, ProbeKind};
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 use super::effective::{Settings, duration, path};
 use super::{At, Cx, Section, Valid};
 use crate::probe::drill::{BarmanSource, DrillProbe, PgBackRestSource, SmokeSql, Target};
-use backwatch_proto::config::{Problems, de_opt_duration, fmt_duration};
+use backwatch_common::config::{Problems, de_opt_duration, fmt_duration};
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;

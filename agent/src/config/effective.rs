@@ -4,7 +4,7 @@
 //! instead. Never a password: a DSN is shown redacted.
 
 use super::Config;
-use backwatch_proto::config::fmt_duration;
+use backwatch_common::config::fmt_duration;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Table, Value};

@@ -7,7 +7,7 @@
 use super::effective::{Settings, path};
 use super::{At, Cx, Section, Valid};
 use crate::probe::restore::RestoreProbe;
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_common::config::{Problems, de_opt_duration};
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid};
 use crate::probe::settings::SettingsProbe;
-use backwatch_proto::config::de_opt_duration;
+use backwatch_common::config::de_opt_duration;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::time::Duration;

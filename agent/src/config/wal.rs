@@ -4,7 +4,7 @@
 use super::effective::Settings;
 use super::{At, Cx, Section, Valid};
 use crate::probe::wal_archive::{WalProbe, redacted};
-use backwatch_proto::config::de_opt_duration;
+use backwatch_common::config::de_opt_duration;
 use backwatch_proto::model::ProbeKind;
 use serde::Deserialize;
 use std::str::FromStr;

@@ -9,7 +9,7 @@
 
 use super::wal_archive::{WalProbe, get};
 use super::{Outcome, Probe};
-use backwatch_proto::error::chain;
+use backwatch_common::error::chain;
 use backwatch_proto::model::{Observation, ProbeKind, SettingsObs};
 use tokio_postgres::Client;
 

@@ -18,7 +18,7 @@
 use super::unswitched;
 use super::wal_positions;
 use super::{Outcome, Probe};
-use backwatch_proto::error::chain;
+use backwatch_common::error::chain;
 use backwatch_proto::model::{
     Observation, PendingSource, ProbeKind, RunningBaseBackup, WAL_SEGMENT_HEADER_BYTES, WalObs,
     parse_lsn,

@@ -294,7 +294,7 @@ fn time_or_after(field: &str, v: &str, from: DateTime<Utc>) -> Result<DateTime<U
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
     }
-    backwatch_proto::config::parse_duration(v)
+    backwatch_common::config::parse_duration(v)
         .ok()
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .and_then(|d| from.checked_add_signed(d))
@@ -359,13 +359,13 @@ async fn add_silence(
     if chrono::Duration::from_std(max).is_ok_and(|max| starts_at - now > max) {
         return Err(bad(format!(
             "starts: a silence starts at most {} ahead (alerts.max_silence)",
-            backwatch_proto::config::fmt_duration(max)
+            backwatch_common::config::fmt_duration(max)
         )));
     }
     if chrono::Duration::from_std(max).is_ok_and(|max| ends_at - starts_at.max(now) > max) {
         return Err(bad(format!(
             "until: a silence lasts at most {} (alerts.max_silence); add another when it ends",
-            backwatch_proto::config::fmt_duration(max)
+            backwatch_common::config::fmt_duration(max)
         )));
     }
     let new = NewSilence {

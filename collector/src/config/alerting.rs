@@ -8,7 +8,7 @@
 use crate::alerts::lifecycle::Policy;
 use crate::alerts::routes::{Route, Target};
 use crate::store::alerts::Severity;
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_common::config::{Problems, de_opt_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

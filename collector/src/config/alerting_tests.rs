@@ -4,7 +4,7 @@
 use super::{Alerting, RawAlerting, validate};
 use crate::config::RawConfig;
 use crate::store::alerts::Severity;
-use backwatch_proto::config::{ConfigError, Problems, parse_toml};
+use backwatch_common::config::{ConfigError, Problems, parse_toml};
 use std::time::Duration;
 
 fn load(text: &str) -> Result<Alerting, ConfigError> {

@@ -9,7 +9,7 @@
 use super::Config;
 use crate::alerts::routes::Target;
 use crate::store::{redact_url, redact_webhook};
-use backwatch_proto::config::fmt_duration;
+use backwatch_common::config::fmt_duration;
 use std::fmt::Write;
 use toml::{Table, Value};
 

@@ -7,7 +7,7 @@
 //! - the CA certificate and key must belong together, checked at load time, not at the first
 //!   enrollment.
 
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_common::config::{Problems, de_opt_duration};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

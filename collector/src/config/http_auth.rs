@@ -11,7 +11,7 @@
 //!   only when listed in `ack_users`.
 
 use super::glob_match;
-use backwatch_proto::config::Problems;
+use backwatch_common::config::Problems;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -154,7 +154,7 @@ fn proxy_users_acknowledge_only_when_listed() {
 
 #[test]
 fn the_toml_keys_are_the_documented_ones_and_inline_tokens_are_refused() {
-    use backwatch_proto::config::parse_toml;
+    use backwatch_common::config::parse_toml;
     let path = Path::new("c.toml");
     let raw: crate::config::RawConfig = parse_toml(
         path,

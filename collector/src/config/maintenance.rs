@@ -10,7 +10,7 @@
 //! after `from` ends the next day (22:00–02:00).
 
 use crate::store::alerts::Silence;
-use backwatch_proto::config::Problems;
+use backwatch_common::config::Problems;
 use chrono::{
     DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
     Weekday,

@@ -6,7 +6,7 @@
 //! times in `timezone` (an IANA name), turned into instants only by `report::schedule`, which
 //! knows what to do with a time a DST change skips or repeats.
 
-use backwatch_proto::config::{Problems, de_opt_duration};
+use backwatch_common::config::{Problems, de_opt_duration};
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -110,7 +110,7 @@ pub fn validate(p: &mut Problems, raw: RawReports) -> Reports {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backwatch_proto::config::parse_toml;
+    use backwatch_common::config::parse_toml;
     use std::path::Path;
 
     #[derive(Deserialize)]

@@ -218,7 +218,7 @@ impl Enrollment for EnrollService {
                 match self.renew_window {
                     Some(w) => format!(
                         "enroll.renew_window = {:?} before expiry",
-                        backwatch_proto::config::fmt_duration(w)
+                        backwatch_common::config::fmt_duration(w)
                     ),
                     None => "the last third of its validity".to_string(),
                 },

@@ -123,7 +123,7 @@ impl Sync {
                 ),
                 Err(e) => warn!(
                     route = %route.name,
-                    error = %backwatch_proto::error::chain(&e.without_url()),
+                    error = %backwatch_common::error::chain(&e.without_url()),
                     "alertmanager unreachable; sending again next period"
                 ),
             }

@@ -60,7 +60,7 @@ impl Poster {
                 return Err(Failure {
                     // The chain says why: "connection refused", "timed out". Without the URL:
                     // this text is stored, logged and shown, and the URL holds the secret.
-                    text: backwatch_proto::error::chain(&e.without_url()),
+                    text: backwatch_common::error::chain(&e.without_url()),
                     permanent,
                     // Refused before connecting: certainly not received.
                     in_doubt,

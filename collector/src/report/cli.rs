@@ -7,7 +7,7 @@
 use super::{Format, Month, Report};
 use crate::config::Config;
 use crate::store::SqlStore;
-use backwatch_proto::config::EXIT_CONFIG;
+use backwatch_common::config::EXIT_CONFIG;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@
 //! default, but a hardened server may revoke them; then the cluster's age is unknown).
 
 use crate::probe::wal_archive::{WalProbe, get, redact_command, time};
-use backwatch_proto::error::chain;
+use backwatch_common::error::chain;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 

@@ -10,7 +10,7 @@ use super::settings::{self, PORT};
 use super::{DrillProbe, SCRATCH_PREFIX, cleanup};
 use crate::probe::archive_dir::names::{self, WalFile};
 use crate::probe::backup_dir::os_text;
-use backwatch_proto::error::chain;
+use backwatch_common::error::chain;
 use backwatch_proto::model::DrillObs;
 use chrono::{DateTime, Utc};
 use nix::sys::signal::kill;
