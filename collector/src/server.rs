@@ -26,9 +26,15 @@ use tracing::{error, info};
 
 /// Largest gRPC message accepted (bytes): a full batch of results fits many times over.
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// HTTP/2 flow-control window of one agent stream (bytes); see `run`. A batch of 100 results
-/// is 7–40 KiB encoded: one to three round trips of the agent.
-const STREAM_WINDOW_BYTES: u32 = 16 << 10;
+/// HTTP/2 flow-control window of one agent stream (bytes); see `run`. It also caps the DATA
+/// frames an agent sends (HTTP/2's smallest frame limit is 16 KiB), and so how far each
+/// stream's frame and message buffers grow: in a fleet-wide spool drain every stream grows
+/// them at once. 10,000 agents draining 300 results each peaked at 1.2 GiB with 16 KiB, 1.08
+/// with 8, 0.93 with 4 and 0.87 with 2, at the same throughput (`docs/benchmarks.md`,
+/// 2026-12-05). A batch of 100 results (7–40 KiB encoded) takes two to ten round trips of the
+/// agent: over a 50 ms WAN a host drains about 1,000 results a second, a spool of 10,000 in
+/// ten seconds.
+const STREAM_WINDOW_BYTES: u32 = 4 << 10;
 /// HTTP/2 flow-control window of one agent connection (bytes): an agent opens one stream, and
 /// HTTP/2 starts every connection at 64 KiB anyway.
 const CONNECTION_WINDOW_BYTES: u32 = 64 << 10;
