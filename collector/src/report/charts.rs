@@ -144,22 +144,7 @@ fn bar_chart(
             }
             _ => String::new(),
         };
-        let y_label = |v: &f64| (axes.y_fmt)(*v);
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(GRID)
-            .axis_style(INK)
-            .x_labels(n.min(40))
-            .y_labels(5)
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&y_label)
-            .x_desc(axes.x)
-            .y_desc(axes.y)
-            .label_style(font(12))
-            .axis_desc_style(font(12))
-            .draw()?;
+        draw_mesh(&mut chart, axes, n.min(40), &x_label, false)?;
         chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
             let mut r = Rectangle::new(
                 [
@@ -225,21 +210,7 @@ fn line_chart(points: &[(String, f64)], color: RGBColor, name: &str, axes: &Axes
                 .map(|p| p.0.clone())
                 .unwrap_or_default()
         };
-        let y_label = |v: &f64| (axes.y_fmt)(*v);
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(GRID)
-            .axis_style(INK)
-            .x_labels(points.len().clamp(2, 8))
-            .y_labels(5)
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&y_label)
-            .x_desc(axes.x)
-            .y_desc(axes.y)
-            .label_style(font(12))
-            .axis_desc_style(font(12))
-            .draw()?;
+        draw_mesh(&mut chart, axes, points.len().clamp(2, 8), &x_label, true)?;
         chart
             .draw_series(LineSeries::new(
                 points.iter().enumerate().map(|(i, p)| (i as f64, p.1)),
@@ -256,6 +227,43 @@ fn line_chart(points: &[(String, f64)], color: RGBColor, name: &str, axes: &Axes
         }
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
+}
+
+/// Axes, their descriptions and the horizontal grid (and the vertical one, for lines), in the
+/// charts' one style.
+fn draw_mesh<'a, X, XT>(
+    chart: &mut ChartContext<
+        'a,
+        BitMapBackend<'a>,
+        Cartesian2d<X, plotters::coord::types::RangedCoordf64>,
+    >,
+    axes: &Axes<'_>,
+    x_labels: usize,
+    x_label: &dyn Fn(&XT) -> String,
+    vertical_grid: bool,
+) -> DrawResult
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = XT>
+        + plotters::coord::ranged1d::ValueFormatter<XT>,
+{
+    let y_label = |v: &f64| (axes.y_fmt)(*v);
+    let mut mesh = chart.configure_mesh();
+    if !vertical_grid {
+        mesh.disable_x_mesh();
+    }
+    mesh.light_line_style(WHITE)
+        .bold_line_style(GRID)
+        .axis_style(INK)
+        .x_labels(x_labels)
+        .y_labels(5)
+        .x_label_formatter(x_label)
+        .y_label_formatter(&y_label)
+        .x_desc(axes.x)
+        .y_desc(axes.y)
+        .label_style(font(12))
+        .axis_desc_style(font(12))
+        .draw()?;
+    Ok(())
 }
 
 fn draw_legend<'a, X: plotters::coord::ranged1d::Ranged, Y: plotters::coord::ranged1d::Ranged>(

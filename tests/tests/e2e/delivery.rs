@@ -362,6 +362,19 @@ fn stale_backup(dir: &std::path::Path, name: &str, when: &str) -> Result<()> {
     Ok(())
 }
 
+/// The first Events v2 document with `event_action` = `action` the receiver got.
+async fn pagerduty_event(pagerduty: &Webhook, action: &str) -> serde_json::Value {
+    eventually(WAIT, &format!("the {action} event"), async || {
+        pagerduty
+            .received()
+            .into_iter()
+            .map(|r| r.body)
+            .find(|b| b["event_action"] == action)
+            .ok_or_else(|| anyhow::anyhow!("{:?}", pagerduty.received()))
+    })
+    .await
+}
+
 /// Slack and PagerDuty routes: each receiver gets its service's documented format: Slack
 /// blocks with the severity, host, check and a link; PagerDuty Events v2 `trigger`,
 /// `acknowledge` (when acknowledged in Backwatch) and `resolve` under one dedup key.
@@ -458,15 +471,7 @@ async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> 
         .send()
         .await?;
     assert_eq!(r.status(), 200, "{}", r.text().await?);
-    let ack = eventually(WAIT, "the acknowledge event", async || {
-        pagerduty
-            .received()
-            .into_iter()
-            .map(|r| r.body)
-            .find(|b| b["event_action"] == "acknowledge")
-            .ok_or_else(|| anyhow::anyhow!("{:?}", pagerduty.received()))
-    })
-    .await;
+    let ack = pagerduty_event(&pagerduty, "acknowledge").await;
     assert_eq!(ack["dedup_key"], dedup.as_str(), "{ack}");
     assert_eq!(ack["routing_key"], key, "{ack}");
     assert_eq!(
@@ -477,15 +482,7 @@ async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> 
 
     // A fresh backup: the alert resolves, PagerDuty's incident under the same key too.
     stale_backup(daily.path(), "base-2.tar.gz", "1 minute ago")?;
-    let resolve = eventually(WAIT, "the resolve event", async || {
-        pagerduty
-            .received()
-            .into_iter()
-            .map(|r| r.body)
-            .find(|b| b["event_action"] == "resolve")
-            .ok_or_else(|| anyhow::anyhow!("{:?}", pagerduty.received()))
-    })
-    .await;
+    let resolve = pagerduty_event(&pagerduty, "resolve").await;
     assert_eq!(resolve["dedup_key"], dedup.as_str(), "{resolve}");
     assert_eq!(resolve["routing_key"], key, "{resolve}");
     eventually(WAIT, "the resolution in Slack", async || {
