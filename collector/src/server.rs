@@ -29,12 +29,12 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// HTTP/2 flow-control window of one agent stream (bytes); see `run`. It also caps the DATA
 /// frames an agent sends (HTTP/2's smallest frame limit is 16 KiB), and so how far each
 /// stream's frame and message buffers grow: in a fleet-wide spool drain every stream grows
-/// them at once. 10,000 agents draining 300 results each peaked at 1.2 GiB with 16 KiB, 1.08
-/// with 8, 0.93 with 4 and 0.87 with 2, at the same throughput (`docs/benchmarks.md`,
-/// 2026-12-05). A batch of 100 results (7–40 KiB encoded) takes two to ten round trips of the
-/// agent: over a 50 ms WAN a host drains about 1,000 results a second, a spool of 10,000 in
-/// ten seconds.
-const STREAM_WINDOW_BYTES: u32 = 4 << 10;
+/// them at once. 10,000 agents draining 300 results each peaked at 1.22 GiB with 16 KiB, 1.01
+/// with 8 and 0.84 with 4, at the same throughput (`docs/benchmarks.md`,
+/// 2026-12-05). Not smaller than 8 KiB: an agent's largest batch (1 MiB, `MAX_BATCH_BYTES`)
+/// then takes 128 round trips, 45 s over a 350 ms link, inside the agent's 90 s limit for a
+/// collector that says nothing (it hears nothing while its batch is still going out).
+const STREAM_WINDOW_BYTES: u32 = 8 << 10;
 /// HTTP/2 flow-control window of one agent connection (bytes): an agent opens one stream, and
 /// HTTP/2 starts every connection at 64 KiB anyway.
 const CONNECTION_WINDOW_BYTES: u32 = 64 << 10;
@@ -42,13 +42,19 @@ const CONNECTION_WINDOW_BYTES: u32 = 64 << 10;
 /// What SIGHUP reloads without a restart: the TLS files (certificate rotation, a new CA bundle),
 /// the access lists (deny a lost agent) and the [`Settings`] (thresholds, groups, overrides,
 /// alerting, routes, delivery, maintenance, reports, dashboard tokens). Listen addresses, the
-/// store, `[silence]`, `[enroll]`, listener limits and `delivery.worker_id` need a restart.
+/// store, `[silence]`, `[enroll]`, listener limits, `alerts.evaluate_every`,
+/// `delivery.alertmanager_every` and `delivery.worker_id` need a restart; a file changing
+/// `http.listen` or HTTPS is refused whole.
 pub struct Live {
     acceptor: RwLock<TlsAcceptor>,
     pub access: RwLock<Access>,
     /// The HTTPS certificate, when `http.tls_cert` is set.
     http_cert: Option<Arc<crate::http_serve::CertSlot>>,
     settings: Settings,
+    /// The HTTP listener as started: the access rules of a reloaded file were checked against
+    /// its own `http.listen` and HTTPS, so a file that changes them is refused (a restart).
+    http_listen: std::net::SocketAddr,
+    https: bool,
 }
 
 /// The reloadable parts of the configuration that the engine, ingest, delivery, reports and
@@ -104,6 +110,21 @@ impl Live {
                 return;
             }
         };
+        // Open access and the refusal of bearer tokens over plain HTTP were decided for the
+        // file's own listener; applied to another (the running one) they could open the API.
+        if cfg.http_listen != self.http_listen || cfg.http.tls.is_some() != self.https {
+            error!(file = %path.display(),
+                "reload refused: http.listen or http.tls_cert/tls_key changed, which takes a restart (the access rules depend on them); keeping the running configuration");
+            return;
+        }
+        // A new [smtp] that cannot be used (its CA file, say) is refused here, not found by
+        // the delivery worker at its next message.
+        if let Some(smtp) = &cfg.alerting.smtp
+            && let Err(e) = crate::notify::email::Mailer::new(smtp)
+        {
+            error!(error = %e, "reload refused: [smtp] unusable; keeping the running configuration");
+            return;
+        }
         match tls::server_config(&cfg.tls) {
             Ok(tls) => {
                 if let Ok(mut a) = self.acceptor.write() {
@@ -128,8 +149,9 @@ impl Live {
         info!(
             "configuration reloaded: TLS files, access lists, thresholds, groups, overrides, \
              alerting, routes, delivery, maintenance windows, reports and dashboard tokens \
-             (listen addresses, store, [silence], [enroll], listener limits and \
-             delivery.worker_id take effect on restart)"
+             (listen addresses, store, [silence], [enroll], listener limits, \
+             alerts.evaluate_every, delivery.alertmanager_every and delivery.worker_id take \
+             effect on restart)"
         );
     }
 }
@@ -174,6 +196,8 @@ pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         access: RwLock::new(config.access.clone()),
         http_cert,
         settings: settings.clone(),
+        http_listen: config.http_listen,
+        https: config.http.tls.is_some(),
     });
     tokio::spawn(reload_on_sighup(live.clone(), config_path));
     if let Some(enroll) = &config.enroll {

@@ -247,7 +247,8 @@ export function mount(main, ctx) {
       main.replaceChildren(
         h('h1', {}, host.host, ' ', badge(host.status)),
         facts(host),
-        section('Checks', checksTable(host, ctx, () => view.refresh())),
+        // Through the page's scheduler (one refresh at a time, none while someone types).
+        section('Checks', checksTable(host, ctx, () => ctx.refresh())),
         section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now()))),
         section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
         section('Alerts', mine.length

@@ -199,8 +199,10 @@ async fn ack(
     b: Result<Json<MarkBody>, JsonRejection>,
 ) -> Result<Json<AlertView>, ApiError> {
     let mark = mark_of(&caller, body(b)?)?;
-    // PagerDuty hears of it too (queued with the mark, so only if this call makes it).
-    let notices = match s.store.alert(id).await? {
+    // PagerDuty hears of it too (queued with the mark, so only if this call makes it), on the
+    // routes that already delivered something of this alert: an `acknowledge` overtaking a
+    // `trigger` still waiting for a retry would be dropped there, and the late trigger page.
+    let mut notices = match s.store.alert(id).await? {
         Some(a) if a.acknowledged.is_none() => crate::alerts::acknowledgement_notices(
             &s.alerting.get(),
             &s.dashboard.thresholds.get(),
@@ -210,6 +212,16 @@ async fn ack(
         ),
         _ => Vec::new(),
     };
+    if !notices.is_empty() {
+        let delivered: std::collections::HashSet<String> = s
+            .store
+            .notifications(Some(OutboxState::Sent), Some(id), 1000)
+            .await?
+            .into_iter()
+            .map(|n| n.route)
+            .collect();
+        notices.retain(|n| delivered.contains(&n.route));
+    }
     let outcome = s.store.acknowledge_alert(id, &mark, &notices).await?;
     tracing::info!(alert = id, by = %mark.by, notices = notices.len(), "alert acknowledged");
     marked(id, "acknowledged", outcome)

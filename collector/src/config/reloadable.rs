@@ -1,9 +1,10 @@
 //! A part of the configuration that SIGHUP may replace while the collector runs.
 //!
-//! Readers take the current value at the start of each unit of work (an engine round, a
-//! request, a delivery pass) and keep that snapshot to its end, so one round never mixes two
-//! configurations. A reload validates the whole file first and swaps every part together (see
-//! `server::Live::reload`); a file with problems changes nothing.
+//! Readers take the current value when they use it (a request, a delivery pass, a batch, an
+//! alert of an engine round); a snapshot taken stays whole after a reload. A reload validates
+//! the whole file first and then replaces each part (see `server::Live::reload`); a file with
+//! problems changes nothing. Parts are replaced one after the other, so an engine round that
+//! straddles a reload may judge one alert by the old routes and the next by the new.
 
 use std::sync::{Arc, RwLock};
 

@@ -135,8 +135,9 @@ fn bar_chart(
             .margin(8)
             .x_label_area_size(38)
             .y_label_area_size(76)
-            // `a..b` segmented has a segment for each of a..=b: `0..n - 1` is n bars.
-            .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..y_top)?;
+            // `a..b` segmented has a segment for each of a..=b: `0..n - 1` is n bars. One
+            // bar gets two segments (plotters maps a single one to a point), the second empty.
+            .build_cartesian_2d((0..n.max(2) - 1).into_segmented(), 0f64..y_top)?;
         let step = label_step(n);
         let x_label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if i % step == 0 => {
@@ -564,6 +565,34 @@ mod tests {
         let bare = bar_chart(&bars, None, &[], &axes(), &[]);
         assert!(
             ink(&bare, (WIDTH - 200, WIDTH), (8, 60)) < ink(&img, (WIDTH - 200, WIDTH), (8, 60))
+        );
+    }
+
+    #[test]
+    fn a_single_bar_is_drawn_as_a_bar() {
+        let one = [Bar {
+            label: "1".into(),
+            value: 80.0,
+            color: CRITICAL,
+        }];
+        let img = bar_chart(&one, Some(100.0), &[], &axes(), &[]);
+        // Red fill across the left half of the plot, not a sliver.
+        let red = |x0, x1| {
+            let decoder = png::Decoder::new(std::io::Cursor::new(&img[..]));
+            let mut reader = decoder.read_info().expect("a PNG");
+            let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+            reader.next_frame(&mut buf).expect("a frame");
+            let y = HEIGHT / 2;
+            (x0..x1)
+                .filter(|x| {
+                    let i = ((y * WIDTH + x) * 3) as usize;
+                    buf[i..i + 3] == [CRITICAL.0, CRITICAL.1, CRITICAL.2]
+                })
+                .count()
+        };
+        assert!(
+            red(100, 340) > 200,
+            "the bar is not drawn across its segment"
         );
     }
 

@@ -1,6 +1,7 @@
 //! SIGHUP reloads the collector's rules without a restart (`collector/src/server.rs`, `Live`):
 //! thresholds, routes and dashboard tokens change on a running collector with an agent
-//! streaming, and a file with a mistake changes nothing and says which key is wrong.
+//! streaming, and a file with a mistake changes nothing and says which key is wrong; nor does
+//! one that moves the HTTP listener (who may use the API depends on it).
 
 use anyhow::{Result, ensure};
 use backwatch_tests::harness::alerting::FAST;
@@ -119,5 +120,28 @@ async fn sighup_reloads_thresholds_routes_and_tokens_and_a_bad_file_changes_noth
         },
     )
     .await;
+
+    // A valid file that moves the HTTP listener (and drops the tokens: open access on the
+    // loopback address it names) is refused whole: the running listener is not that one.
+    let port = collector.http_port;
+    let moved = text
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:1")
+        .replace("[[http.tokens]]", "# [[http.tokens]]")
+        .replace("name = \"screen\"", "# screen")
+        .replace(&format!("token_file = \"{token_path}\""), "# token")
+        .replace("role = \"read\"", "# read");
+    std::fs::write(&path, moved)?;
+    collector.sighup();
+    eventually(WAIT, "the moved listener refused", async || {
+        let log = collector.log();
+        ensure!(
+            log.contains("http.listen or http.tls_cert/tls_key changed"),
+            "{log}"
+        );
+        Ok(())
+    })
+    .await;
+    let (code, _) = get(&collector, "/api/v1/hosts", None).await?;
+    assert_eq!(code, 401, "the tokens still apply");
     Ok(())
 }
