@@ -245,19 +245,7 @@ async fn hosts(
         .transpose()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("label: {e}")))?;
     // Retired hosts are out of the fleet view (their own page and history stay readable).
-    let retired = s.store.retired_set().await?;
-    let hosts: Vec<HostRecord> = s
-        .store
-        .hosts()
-        .await?
-        .into_iter()
-        .filter(|h| !retired.contains(&h.host))
-        .filter(|h| {
-            selector
-                .as_ref()
-                .is_none_or(|m| m.matches(&h.host, &h.facts.labels))
-        })
-        .collect();
+    let hosts = crate::labels::fleet_hosts(&*s.store, selector.as_ref()).await?;
     let mut by_host: BTreeMap<String, Vec<CheckState>> = BTreeMap::new();
     for mut c in s.store.check_states(None).await? {
         if q.details == Some(false) {

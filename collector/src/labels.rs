@@ -82,6 +82,21 @@ impl HostLabels {
     }
 }
 
+/// The fleet as its views show it: the stored hosts without the retired ones (their history
+/// stays in the store) and, with a label selector (`env=prod`), only those it picks. The fleet
+/// API and the reports read it.
+pub async fn fleet_hosts(
+    store: &dyn Store,
+    only: Option<&Member>,
+) -> crate::store::StoreResult<Vec<crate::store::HostRecord>> {
+    let retired = store.retired_set().await?;
+    let mut hosts = store.hosts().await?;
+    hosts.retain(|h| {
+        !retired.contains(&h.host) && only.is_none_or(|m| m.matches(&h.host, &h.facts.labels))
+    });
+    Ok(hosts)
+}
+
 /// What an agent sent, made safe to keep: labels the rules refuse are left out (an older or
 /// foreign agent is not trusted to have validated them) and named, and at most
 /// [`labels::MAX_LABELS`] are kept.

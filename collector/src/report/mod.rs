@@ -267,17 +267,12 @@ pub async fn daily(
     Ok(report)
 }
 
-/// The hosts a report covers, and their names: the fleet without its retired hosts (their
-/// history stays in the store) and, with a label selector (`env=prod`), only those it picks.
+/// The hosts a report covers ([`crate::labels::fleet_hosts`]), and their names.
 async fn hosts_in_scope(
     store: &dyn Store,
     only: Option<&Member>,
 ) -> StoreResult<(Vec<crate::store::HostRecord>, HashSet<String>)> {
-    let retired = store.retired_set().await?;
-    let mut hosts = store.hosts().await?;
-    hosts.retain(|h| {
-        !retired.contains(&h.host) && only.is_none_or(|m| m.matches(&h.host, &h.facts.labels))
-    });
+    let hosts = crate::labels::fleet_hosts(store, only).await?;
     let names = hosts.iter().map(|h| h.host.clone()).collect();
     Ok((hosts, names))
 }
