@@ -79,7 +79,13 @@ async fn live(
             host.results(at, step, every as u32)
                 .into_iter()
                 .map(|mut r| {
-                    r.result_id = format!("{}-live-{}", r.check_id(), at.timestamp_millis());
+                    // Result ids are letters, digits and '-' only (the collector refuses others).
+                    r.result_id = format!(
+                        "{}-{}-live-{}",
+                        r.name,
+                        r.kind.as_str().replace('_', "-"),
+                        at.timestamp_millis()
+                    );
                     wire::ProbeResult::from(&r)
                 })
                 .collect()

@@ -79,22 +79,31 @@ async fn the_demo_shows_a_fleet_with_history_and_writes_its_reports() -> Result<
         "a week of history to chart: {series}"
     );
     // The demo hosts go on reporting live, over their own mutual-TLS streams, with their
-    // labels; the silent one stays silent.
+    // labels; the silent one stays silent. A live result is stored (its id says "live": the
+    // seeded history ends about when the demo starts, so a time alone would not tell them
+    // apart).
+    let since = started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     eventually(
         Duration::from_secs(60),
         "db-01 reporting live",
         async || {
             let h = get("/api/v1/hosts/db-01").await?;
-            let disk = h["checks"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["name"] == "disk.backup"))
-                .context("disk.backup")?;
-            let seen = disk["observed_at"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .context("observed_at")?;
-            ensure!(seen > started, "last measured {seen}: {h}");
             ensure!(h["labels"]["env"] == "prod" && h["silent"] == false, "{h}");
+            let history = get(&format!(
+                "/api/v1/hosts/db-01/history?check=disk.backup&since={since}"
+            ))
+            .await?;
+            let live = history["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r["result_id"]
+                        .as_str()
+                        .is_some_and(|id| id.contains("-live-"))
+                })
+                .count();
+            ensure!(live > 0, "no live result stored yet: {history}");
             Ok(())
         },
     )
