@@ -144,10 +144,10 @@ fn list<T, U>(
 impl From<ProbeKind> for pb::ProbeKind {
     fn from(k: ProbeKind) -> Self {
         match k {
-            ProbeKind::BackupDir => pb::ProbeKind::BackupDir,
+            ProbeKind::Backup => pb::ProbeKind::BackupDir,
             ProbeKind::Disk => pb::ProbeKind::Disk,
-            ProbeKind::WalArchive => pb::ProbeKind::WalArchive,
-            ProbeKind::ArchiveDir => pb::ProbeKind::ArchiveDir,
+            ProbeKind::Wal => pb::ProbeKind::WalArchive,
+            ProbeKind::Archive => pb::ProbeKind::ArchiveDir,
             ProbeKind::Restore => pb::ProbeKind::Restore,
             ProbeKind::PgBackRest => pb::ProbeKind::Pgbackrest,
             ProbeKind::Barman => pb::ProbeKind::Barman,
@@ -159,10 +159,10 @@ impl From<ProbeKind> for pb::ProbeKind {
 
 fn kind_from_wire(k: i32) -> Result<ProbeKind, ConvertError> {
     match pb::ProbeKind::try_from(k) {
-        Ok(pb::ProbeKind::BackupDir) => Ok(ProbeKind::BackupDir),
+        Ok(pb::ProbeKind::BackupDir) => Ok(ProbeKind::Backup),
         Ok(pb::ProbeKind::Disk) => Ok(ProbeKind::Disk),
-        Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::WalArchive),
-        Ok(pb::ProbeKind::ArchiveDir) => Ok(ProbeKind::ArchiveDir),
+        Ok(pb::ProbeKind::WalArchive) => Ok(ProbeKind::Wal),
+        Ok(pb::ProbeKind::ArchiveDir) => Ok(ProbeKind::Archive),
         Ok(pb::ProbeKind::Restore) => Ok(ProbeKind::Restore),
         Ok(pb::ProbeKind::Pgbackrest) => Ok(ProbeKind::PgBackRest),
         Ok(pb::ProbeKind::Barman) => Ok(ProbeKind::Barman),
@@ -185,10 +185,10 @@ impl From<&ProbeResult> for pb::ProbeResult {
             interval_secs: r.interval_secs,
             error: r.error.as_deref().map(clip).unwrap_or_default(),
             observation: r.observation.as_ref().map(|o| match o {
-                Observation::BackupDir(b) => pb::probe_result::Observation::BackupDir(b.into()),
+                Observation::Backup(b) => pb::probe_result::Observation::BackupDir(b.into()),
                 Observation::Disk(d) => pb::probe_result::Observation::Disk(d.into()),
-                Observation::WalArchive(w) => pb::probe_result::Observation::WalArchive(w.into()),
-                Observation::ArchiveDir(a) => {
+                Observation::Wal(w) => pb::probe_result::Observation::WalArchive(w.into()),
+                Observation::Archive(a) => {
                     pb::probe_result::Observation::ArchiveDir(a.as_ref().into())
                 }
                 Observation::Restore(r) => {
@@ -389,7 +389,7 @@ fn observation_from_wire(
                 .into_iter()
                 .map(|p| text("problems", p))
                 .collect::<Result<_, _>>()?;
-            Observation::BackupDir(BackupDirObs {
+            Observation::Backup(BackupDirObs {
                 newest: match (
                     non_empty(text("newest_path", b.newest_path)?),
                     &b.newest_mtime,
@@ -455,7 +455,7 @@ fn observation_from_wire(
             mount_point: non_empty(text("mount_point", d.mount_point)?),
             fs_type: non_empty(text("fs_type", d.fs_type)?),
         }),
-        W::WalArchive(w) => Observation::WalArchive(WalObs {
+        W::WalArchive(w) => Observation::Wal(WalObs {
             server_version_num: w.server_version_num,
             in_recovery: w.in_recovery,
             archive_timeout_secs: w.archive_timeout_secs,
@@ -505,7 +505,7 @@ fn observation_from_wire(
             archive_command: text("archive_command", w.archive_command)?,
             archive_library: text("archive_library", w.archive_library)?,
         }),
-        W::ArchiveDir(a) => Observation::ArchiveDir(Box::new(archive::from_wire(a)?)),
+        W::ArchiveDir(a) => Observation::Archive(Box::new(archive::from_wire(a)?)),
         W::Restore(r) => Observation::Restore(Box::new(restore::from_wire(r)?)),
         W::Pgbackrest(t) => Observation::PgBackRest(Box::new(backup_tool::from_wire(t)?)),
         W::Barman(t) => Observation::Barman(Box::new(backup_tool::from_wire(t)?)),
@@ -521,13 +521,13 @@ mod tests {
     fn sample() -> ProbeResult {
         ProbeResult {
             result_id: "0b4a7f1e-0000-4000-8000-000000000001".into(),
-            kind: ProbeKind::BackupDir,
+            kind: ProbeKind::Backup,
             name: "daily".into(),
             measured_at: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
             duration_ms: 3,
             interval_secs: 21600,
             error: None,
-            observation: Some(Observation::BackupDir(BackupDirObs {
+            observation: Some(Observation::Backup(BackupDirObs {
                 path: "/backup/daily".into(),
                 exists: true,
                 file_count: 2,
@@ -597,7 +597,7 @@ mod tests {
             b.newest_age_secs = None;
         }
         let r = ProbeResult::try_from(w).unwrap();
-        let Some(Observation::BackupDir(b)) = r.observation else {
+        let Some(Observation::Backup(b)) = r.observation else {
             panic!()
         };
         assert_eq!(b.newest.unwrap().age_secs, 10_000);

@@ -18,15 +18,27 @@ pub use drill::*;
 pub use restore::*;
 pub use settings::*;
 
-/// The kind of probe, which is also the first part of a check id.
+/// The kind of probe. Its name is the first part of a check id (`backup.daily`, `wal.main`) and
+/// the kind's name in stored rows and JSON: one name, [`ProbeKind::name`].
+///
+/// The aliases are the names used before migration 0012 (`backup_dir`, `wal_archive`,
+/// `archive_dir`, `pg_back_rest`): results stored then keep them until retention removes them,
+/// and still decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
-    BackupDir,
+    /// A directory of backup files (`[[backup_dir]]`).
+    #[serde(alias = "backup_dir")]
+    Backup,
     Disk,
-    WalArchive,
-    ArchiveDir,
+    /// A PostgreSQL server's WAL archiving (`[[wal]]`).
+    #[serde(alias = "wal_archive")]
+    Wal,
+    /// The WAL archive directory (`[[archive_dir]]`).
+    #[serde(alias = "archive_dir")]
+    Archive,
     Restore,
+    #[serde(alias = "pg_back_rest")]
     PgBackRest,
     Barman,
     Drill,
@@ -35,10 +47,10 @@ pub enum ProbeKind {
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; 9] = [
-        ProbeKind::BackupDir,
+        ProbeKind::Backup,
         ProbeKind::Disk,
-        ProbeKind::WalArchive,
-        ProbeKind::ArchiveDir,
+        ProbeKind::Wal,
+        ProbeKind::Archive,
         ProbeKind::Restore,
         ProbeKind::PgBackRest,
         ProbeKind::Barman,
@@ -46,13 +58,14 @@ impl ProbeKind {
         ProbeKind::Settings,
     ];
 
-    /// Prefix of the check id: `backup.daily`, `disk.backup`, `wal.main`, `archive.main`.
-    pub fn check_prefix(self) -> &'static str {
+    /// The kind's one name (its serde name): the check id prefix, the stored kind, the JSON key
+    /// of its observation.
+    pub fn name(self) -> &'static str {
         match self {
-            ProbeKind::BackupDir => "backup",
+            ProbeKind::Backup => "backup",
             ProbeKind::Disk => "disk",
-            ProbeKind::WalArchive => "wal",
-            ProbeKind::ArchiveDir => "archive",
+            ProbeKind::Wal => "wal",
+            ProbeKind::Archive => "archive",
             ProbeKind::Restore => "restore",
             ProbeKind::PgBackRest => "pgbackrest",
             ProbeKind::Barman => "barman",
@@ -61,28 +74,19 @@ impl ProbeKind {
         }
     }
 
-    /// The kind's name in stored rows and JSON (its serde name): `backup_dir`, `wal_archive`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeKind::BackupDir => "backup_dir",
-            ProbeKind::Disk => "disk",
-            ProbeKind::WalArchive => "wal_archive",
-            ProbeKind::ArchiveDir => "archive_dir",
-            ProbeKind::Restore => "restore",
-            ProbeKind::PgBackRest => "pg_back_rest",
-            ProbeKind::Barman => "barman",
-            ProbeKind::Drill => "drill",
-            ProbeKind::Settings => "settings",
-        }
+    /// The kind of a name: a check id prefix, or a stored kind (also one used before migration 0012).
+    pub fn from_name(name: &str) -> Option<Self> {
+        use serde::de::IntoDeserializer;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            name.into_deserializer();
+        Self::deserialize(name).ok()
     }
 
-    /// The kind of a stored name ([`ProbeKind::as_str`]).
-    pub fn from_stored(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    pub fn from_check_prefix(prefix: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.check_prefix() == prefix)
+    /// The kind of a check id (`wal.main` → `Wal`).
+    pub fn of_check(check_id: &str) -> Option<Self> {
+        check_id
+            .split_once('.')
+            .and_then(|(k, _)| Self::from_name(k))
     }
 }
 
@@ -93,7 +97,7 @@ pub const AGENT_SPOOL_PROBE: &str = "agent-spool";
 
 /// Stable id of a check on a host: `<kind prefix>.<probe name>`.
 pub fn check_id(kind: ProbeKind, name: &str) -> String {
-    format!("{}.{}", kind.check_prefix(), name)
+    format!("{}.{}", kind.name(), name)
 }
 
 /// One measurement as the agent took it.
@@ -118,15 +122,21 @@ impl ProbeResult {
     }
 }
 
+/// What a probe measured, under its kind's name (`{"wal": {...}}`); the aliases are the names
+/// used before migration 0012, as on [`ProbeKind`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum Observation {
-    BackupDir(BackupDirObs),
+    #[serde(alias = "backup_dir")]
+    Backup(BackupDirObs),
     Disk(DiskObs),
-    WalArchive(WalObs),
+    #[serde(alias = "wal_archive")]
+    Wal(WalObs),
     // Boxed: it is several times larger than the other observations.
-    ArchiveDir(Box<ArchiveDirObs>),
+    #[serde(alias = "archive_dir")]
+    Archive(Box<ArchiveDirObs>),
     Restore(Box<RestoreObs>),
+    #[serde(alias = "pg_back_rest")]
     PgBackRest(Box<BackupToolObs>),
     Barman(Box<BackupToolObs>),
     Drill(Box<DrillObs>),
@@ -136,10 +146,10 @@ pub enum Observation {
 impl Observation {
     pub fn kind(&self) -> ProbeKind {
         match self {
-            Observation::BackupDir(_) => ProbeKind::BackupDir,
+            Observation::Backup(_) => ProbeKind::Backup,
             Observation::Disk(_) => ProbeKind::Disk,
-            Observation::WalArchive(_) => ProbeKind::WalArchive,
-            Observation::ArchiveDir(_) => ProbeKind::ArchiveDir,
+            Observation::Wal(_) => ProbeKind::Wal,
+            Observation::Archive(_) => ProbeKind::Archive,
             Observation::Restore(_) => ProbeKind::Restore,
             Observation::PgBackRest(_) => ProbeKind::PgBackRest,
             Observation::Barman(_) => ProbeKind::Barman,
@@ -200,6 +210,41 @@ pub struct DiskObs {
     pub device_id: u64,
     pub mount_point: Option<String>,
     pub fs_type: Option<String>,
+}
+
+/// Disk use is computed here only, as `df` does: root-reserved blocks are neither used nor
+/// available, so capacity is used + available, not the total.
+impl DiskObs {
+    /// total − free.
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.free_bytes)
+    }
+
+    /// used + available: what `df`'s Use% divides by.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.used_bytes().saturating_add(self.avail_bytes)
+    }
+
+    /// `df`'s Use% of the space ([`df_used_pct`]).
+    pub fn used_pct(&self) -> Option<u8> {
+        df_used_pct(self.total_bytes, self.free_bytes, self.avail_bytes)
+    }
+
+    /// `df -i`'s IUse%.
+    pub fn inodes_used_pct(&self) -> Option<u8> {
+        df_used_pct(self.inodes_total, self.inodes_free, self.inodes_avail)
+    }
+}
+
+/// `df`'s Use%: ⌈100 · used / (used + avail)⌉ with used = total - free. `None` when the
+/// filesystem reports no usable space at all.
+pub fn df_used_pct(total: u64, free: u64, avail: u64) -> Option<u8> {
+    let used = total.saturating_sub(free) as u128;
+    let denom = used + avail as u128;
+    if denom == 0 {
+        return None;
+    }
+    Some(((100 * used).div_ceil(denom)).min(100) as u8)
 }
 
 /// A WAL position as PostgreSQL prints it: `"16/B374D848"` → 0x16_B374D848. Each half is at
@@ -298,14 +343,29 @@ mod kind_tests {
     use super::ProbeKind;
 
     #[test]
-    fn a_kinds_stored_name_is_its_serde_name_and_prefixes_are_unique() {
+    fn a_kind_has_one_name_for_check_ids_rows_and_json() {
         for k in ProbeKind::ALL {
             assert_eq!(
                 serde_json::to_value(k).ok(),
-                Some(serde_json::Value::from(k.as_str()))
+                Some(serde_json::Value::from(k.name()))
             );
-            assert_eq!(ProbeKind::from_check_prefix(k.check_prefix()), Some(k));
-            assert_eq!(ProbeKind::from_stored(k.as_str()), Some(k));
+            assert_eq!(ProbeKind::from_name(k.name()), Some(k));
+            assert_eq!(ProbeKind::of_check(&super::check_id(k, "main")), Some(k));
+            assert!(!k.name().contains(['.', '_', '-']), "{k:?}");
         }
+    }
+
+    #[test]
+    fn names_stored_before_migration_0012_still_read() {
+        for (old, k) in [
+            ("backup_dir", ProbeKind::Backup),
+            ("wal_archive", ProbeKind::Wal),
+            ("archive_dir", ProbeKind::Archive),
+            ("pg_back_rest", ProbeKind::PgBackRest),
+        ] {
+            assert_eq!(ProbeKind::from_name(old), Some(k));
+        }
+        assert_eq!(ProbeKind::from_name("agent"), None);
+        assert_eq!(ProbeKind::of_check("agent"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Disk space of backup and archive storage (docs/checks.md R9–R11).
 //!
-//! used% is computed exactly as GNU `df` prints it: used = total - free, and
-//! ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the
+//! used% is computed exactly as GNU `df` prints it ([`DiskObs::used_pct`]): used = total - free,
+//! and ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the
 //! result is rounded up, so the operator's `df -h /backup` and Backwatch show the same number.
 //! Levels have hysteresis: once raised, a level clears only when the value falls below
 //! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap.
@@ -38,17 +38,6 @@ impl Default for DiskLimits {
     }
 }
 
-/// `df`'s Use%: ⌈100 · used / (used + avail)⌉ with used = total - free. `None` when the
-/// filesystem reports no usable space at all.
-pub fn df_used_pct(total: u64, free: u64, avail: u64) -> Option<u8> {
-    let used = total.saturating_sub(free) as u128;
-    let denom = used + avail as u128;
-    if denom == 0 {
-        return None;
-    }
-    Some(((100 * used).div_ceil(denom)).min(100) as u8)
-}
-
 fn level(pct: u8, warn: u8, crit: u8, hyst: u8, prev: Option<Status>) -> Status {
     let held = |threshold: u8| pct >= threshold.saturating_sub(hyst);
     if pct > crit || (prev == Some(Status::Critical) && held(crit)) {
@@ -73,14 +62,14 @@ pub fn usage(obs: &DiskObs, prev: Option<Status>, l: &DiskLimits) -> Verdict {
         )
         .with_details(json!({ "path": obs.path, "error": err }));
     }
-    let Some(pct) = df_used_pct(obs.total_bytes, obs.free_bytes, obs.avail_bytes) else {
+    let Some(pct) = obs.used_pct() else {
         return Verdict::new(
             Status::Unknown,
             format!("{} reports a filesystem of size 0", obs.path),
         );
     };
     let inode_pct = if obs.inodes_total > 0 {
-        df_used_pct(obs.inodes_total, obs.inodes_free, obs.inodes_avail)
+        obs.inodes_used_pct()
     } else {
         None // btrfs and some network filesystems report no inode counts
     };
@@ -95,7 +84,7 @@ pub fn usage(obs: &DiskObs, prev: Option<Status>, l: &DiskLimits) -> Verdict {
         )
     });
     let status = worst(space, inodes);
-    let used = obs.total_bytes.saturating_sub(obs.free_bytes);
+    let used = obs.used_bytes();
     let mount = obs.mount_point.as_deref().unwrap_or(obs.path.as_str());
     let mut summary = format!(
         "{mount} is {pct}% full ({} used, {} available of {})",
@@ -156,6 +145,8 @@ mod tests {
             ..Default::default()
         }
     }
+
+    use backwatch_proto::model::df_used_pct;
 
     #[test]
     fn used_pct_matches_df_rounding_up_and_excluding_reserved_blocks() {

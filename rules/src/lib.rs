@@ -38,9 +38,9 @@ pub mod procedure {
     pub fn of(kind: ProbeKind) -> &'static str {
         match kind {
             ProbeKind::Disk => DISK,
-            ProbeKind::BackupDir => BACKUP,
-            ProbeKind::WalArchive => WAL,
-            ProbeKind::ArchiveDir => ARCHIVE,
+            ProbeKind::Backup => BACKUP,
+            ProbeKind::Wal => WAL,
+            ProbeKind::Archive => ARCHIVE,
             ProbeKind::Restore => RESTORE,
             ProbeKind::Drill => DRILL,
             // The backup tools' catalogues answer the same question as a backup directory.
@@ -118,7 +118,7 @@ pub fn evaluate(
     }
     let prev_obs = prev.and_then(|p| p.observation.as_ref());
     match &result.observation {
-        Some(Observation::BackupDir(obs)) => backup::freshness(
+        Some(Observation::Backup(obs)) => backup::freshness(
             obs,
             limits.backup_for(&result.name),
             backup::default_max_age(&result.name),
@@ -131,14 +131,14 @@ pub fn evaluate(
             disk::usage(obs, prev_status, &DiskLimits::default())
         }
         Some(Observation::Disk(obs)) => disk::usage(obs, prev_status, &limits.disk),
-        Some(Observation::WalArchive(obs)) => {
+        Some(Observation::Wal(obs)) => {
             let prev_wal = match prev_obs {
-                Some(Observation::WalArchive(p)) => Some(p),
+                Some(Observation::Wal(p)) => Some(p),
                 _ => None,
             };
             wal::archiving(obs, prev_wal, &limits.wal)
         }
-        Some(Observation::ArchiveDir(obs)) => archive::judge(obs, &limits.archive),
+        Some(Observation::Archive(obs)) => archive::judge(obs, &limits.archive),
         Some(Observation::Restore(obs)) => restore::judge(obs),
         Some(Observation::PgBackRest(obs)) => backup_tool::judge("pgBackRest", obs),
         Some(Observation::Barman(obs)) => backup_tool::judge("Barman", obs),

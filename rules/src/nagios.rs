@@ -83,8 +83,7 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
     let mut out = Vec::new();
     match &r.observation {
         Some(Observation::Disk(d)) if d.error.is_none() => {
-            if let Some(pct) = crate::disk::df_used_pct(d.total_bytes, d.free_bytes, d.avail_bytes)
-            {
+            if let Some(pct) = d.used_pct() {
                 let mut p = Perf::new(label("used"), f64::from(pct), "%")
                     .warn(limits.disk.warning_pct)
                     .crit(limits.disk.critical_pct);
@@ -93,7 +92,7 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
             }
             out.push(Perf::new(label("avail"), d.avail_bytes as f64, "B"));
         }
-        Some(Observation::BackupDir(b)) => {
+        Some(Observation::Backup(b)) => {
             let l = limits.backup_for(&r.name);
             let max_age = l
                 .max_age
@@ -110,7 +109,7 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
             }
             out.push(Perf::new(label("files"), b.file_count as f64, ""));
         }
-        Some(Observation::WalArchive(w)) => {
+        Some(Observation::Wal(w)) => {
             let delay = w.oldest_ready_age_secs.unwrap_or(0).max(0);
             out.push(
                 Perf::new(label("delay"), delay as f64, "s").crit(limits.wal.max_delay.as_secs()),
@@ -123,7 +122,7 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
             out.push(Perf::new(label("failed"), w.failed_count as f64, "c"));
             out.push(Perf::new(label("archived"), w.archived_count as f64, "c"));
         }
-        Some(Observation::ArchiveDir(a)) => {
+        Some(Observation::Archive(a)) => {
             if let Some(oldest) = &a.oldest_segment {
                 let min = limits
                     .archive

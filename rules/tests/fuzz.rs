@@ -206,8 +206,8 @@ proptest! {
 
     #[test]
     fn any_wal_observation_gets_a_verdict(now in wal(), prev in wal()) {
-        let r = result(ProbeKind::WalArchive, "main", Observation::WalArchive(now));
-        let p = result(ProbeKind::WalArchive, "main", Observation::WalArchive(prev));
+        let r = result(ProbeKind::Wal, "main", Observation::Wal(now));
+        let p = result(ProbeKind::Wal, "main", Observation::Wal(prev));
         judged(&r, Some(Status::Critical), Some(&p));
     }
 
@@ -220,13 +220,13 @@ proptest! {
     fn any_archive_observation_gets_a_verdict(obs in archive(), in_flight in any::<u64>()) {
         let mut limits = Limits::default();
         limits.archive.in_flight_segments = in_flight;
-        let r = result(ProbeKind::ArchiveDir, "main", Observation::ArchiveDir(Box::new(obs)));
+        let r = result(ProbeKind::Archive, "main", Observation::Archive(Box::new(obs)));
         let v = evaluate(&r, None, None, &limits);
         prop_assert!(!v.summary.is_empty());
     }
 
     #[test]
     fn any_backup_observation_gets_a_verdict(obs in backup(), name in prop_oneof![Just("daily"), Just("weekly"), Just("other")]) {
-        judged(&result(ProbeKind::BackupDir, name, Observation::BackupDir(obs)), None, None);
+        judged(&result(ProbeKind::Backup, name, Observation::Backup(obs)), None, None);
     }
 }

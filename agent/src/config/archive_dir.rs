@@ -72,7 +72,7 @@ fn expectation(v: Option<String>, default: &str) -> Option<String> {
 
 impl Section for RawArchiveDir {
     const KEY: &'static str = "archive_dir";
-    const KIND: ProbeKind = ProbeKind::ArchiveDir;
+    const KIND: ProbeKind = ProbeKind::Archive;
     const INTERVAL: Duration = ARCHIVE_INTERVAL;
 
     fn name(&self) -> &str {

@@ -55,7 +55,7 @@ pub fn defaults() -> Vec<RawBackupDir> {
 
 impl Section for RawBackupDir {
     const KEY: &'static str = "backup_dir";
-    const KIND: ProbeKind = ProbeKind::BackupDir;
+    const KIND: ProbeKind = ProbeKind::Backup;
     const INTERVAL: Duration = BACKUP_INTERVAL;
 
     fn name(&self) -> &str {

@@ -33,7 +33,7 @@ pub struct RawWal {
 
 impl Section for RawWal {
     const KEY: &'static str = "wal";
-    const KIND: ProbeKind = ProbeKind::WalArchive;
+    const KIND: ProbeKind = ProbeKind::Wal;
     const INTERVAL: Duration = WAL_INTERVAL;
 
     fn name(&self) -> &str {

@@ -82,7 +82,7 @@ pub struct ArchiveDirProbe {
 #[async_trait::async_trait]
 impl Probe for ArchiveDirProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::ArchiveDir
+        ProbeKind::Archive
     }
 
     fn target(&self) -> String {
@@ -104,7 +104,7 @@ impl Probe for ArchiveDirProbe {
         let what = format!("scanning {}", self.path.display());
         crate::blocking::run(&what, move || probe.scan(SystemTime::now(), answer))
             .await
-            .map(|obs| Observation::ArchiveDir(Box::new(obs)))
+            .map(|obs| Observation::Archive(Box::new(obs)))
     }
 }
 

@@ -64,7 +64,7 @@ pub struct BackupDirProbe {
 #[async_trait::async_trait]
 impl Probe for BackupDirProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::BackupDir
+        ProbeKind::Backup
     }
 
     fn target(&self) -> String {
@@ -82,7 +82,7 @@ impl Probe for BackupDirProbe {
         let what = format!("scanning {}", self.path.display());
         crate::blocking::run(&what, move || probe.scan(SystemTime::now()))
             .await
-            .map(Observation::BackupDir)
+            .map(Observation::Backup)
     }
 }
 
@@ -472,7 +472,7 @@ mod tests {
     async fn missing_directory_is_an_observation_not_an_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let outcome = probe(&tmp.path().join("nope")).observe().await;
-        let Ok(Observation::BackupDir(obs)) = outcome else {
+        let Ok(Observation::Backup(obs)) = outcome else {
             panic!("expected an observation, got {outcome:?}");
         };
         assert!(!obs.exists);
@@ -518,7 +518,7 @@ mod tests {
         put(&tmp.path().join("a.dump"), 10, now - 3 * HOUR);
         put(&tmp.path().join("sub/b.dump"), 20, now - HOUR);
         put(&tmp.path().join("c.dump"), 30, now - 2 * HOUR);
-        let Ok(Observation::BackupDir(obs)) = probe(tmp.path()).observe().await else {
+        let Ok(Observation::Backup(obs)) = probe(tmp.path()).observe().await else {
             panic!("expected an observation");
         };
         assert_eq!(obs.file_count, 3);

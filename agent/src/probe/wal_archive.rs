@@ -49,7 +49,7 @@ pub struct WalProbe {
 #[async_trait::async_trait]
 impl Probe for WalProbe {
     fn kind(&self) -> ProbeKind {
-        ProbeKind::WalArchive
+        ProbeKind::Wal
     }
 
     fn target(&self) -> String {
@@ -61,7 +61,7 @@ impl Probe for WalProbe {
     }
 
     async fn observe(&self) -> Outcome {
-        self.observe_wal().await.map(Observation::WalArchive)
+        self.observe_wal().await.map(Observation::Wal)
     }
 }
 
@@ -932,7 +932,7 @@ mod tests {
             unswitched: Default::default(),
         };
 
-        let Ok(Observation::WalArchive(obs)) = probe.observe().await else {
+        let Ok(Observation::Wal(obs)) = probe.observe().await else {
             panic!("local PostgreSQL not observed");
         };
         println!("superuser: {obs:#?}");
@@ -964,7 +964,7 @@ mod tests {
             .batch_execute("DROP ROLE backwatch_probe_test")
             .await
             .expect("drop test role");
-        let Ok(Observation::WalArchive(obs)) = outcome else {
+        let Ok(Observation::Wal(obs)) = outcome else {
             panic!("unprivileged observation failed: {outcome:?}");
         };
         println!("unprivileged: {obs:#?}");

@@ -250,10 +250,7 @@ impl Engine {
         host: &str,
         check: &str,
     ) -> StoreResult<Option<Vec<((String, String), Status)>>> {
-        let kind = check
-            .split('.')
-            .next()
-            .and_then(ProbeKind::from_check_prefix);
+        let kind = ProbeKind::of_check(check);
         let Some(kind @ (ProbeKind::PgBackRest | ProbeKind::Barman)) = kind else {
             return Ok(None);
         };
@@ -366,7 +363,7 @@ impl crate::config::alerting::Alerting {
         if check == AGENT_CHECK {
             return AGENT_PROCEDURE.to_string();
         }
-        backwatch_proto::model::ProbeKind::from_check_prefix(kind)
+        backwatch_proto::model::ProbeKind::from_name(kind)
             .map_or("", crate::rules::procedure::of)
             .to_string()
     }

@@ -204,7 +204,7 @@ async fn silent_agent_is_one_alert_not_one_per_check() {
         .expect("touch");
     fx.judge(1, 10, Status::Critical).await;
     let wal = evaluated(
-        probe_result("db1", 2, ProbeKind::WalArchive, "main", 10),
+        probe_result("db1", 2, ProbeKind::Wal, "main", 10),
         Status::Ok,
         "fine",
     );

@@ -259,7 +259,7 @@ struct Gauge {
 fn window(o: &Observation) -> Option<std::borrow::Cow<'_, backwatch_proto::model::RecoveryWindow>> {
     use std::borrow::Cow;
     match o {
-        Observation::ArchiveDir(a) => a.window.as_ref().map(Cow::Borrowed),
+        Observation::Archive(a) => a.window.as_ref().map(Cow::Borrowed),
         Observation::PgBackRest(t) | Observation::Barman(t) => {
             crate::rules::backup_tool::narrowest_window(t).map(Cow::Owned)
         }
@@ -274,9 +274,8 @@ const VALUES: &[Gauge] = &[
         help: "Used share of the filesystem as df counts it: used / (used + available), root-reserved blocks left out.",
         read: |o| match o {
             Observation::Disk(d) if d.error.is_none() => {
-                let used = d.total_bytes.saturating_sub(d.free_bytes) as f64;
-                let denom = used + d.avail_bytes as f64;
-                (denom > 0.0).then(|| used / denom)
+                let capacity = d.capacity_bytes();
+                (capacity > 0).then(|| d.used_bytes() as f64 / capacity as f64)
             }
             _ => None,
         },
@@ -304,7 +303,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Age of the newest backup (file, or the backup tool's newest of any type) on the agent's clock when it was measured.",
         read: |o| match o {
-            Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.age_secs as f64),
+            Observation::Backup(b) => b.newest.as_ref().map(|n| n.age_secs as f64),
             // The stalest set speaks for the check, as its verdict does.
             Observation::PgBackRest(t) | Observation::Barman(t) => {
                 t.stalest_set()?.newest.as_ref()?.age_secs.map(|a| a as f64)
@@ -331,7 +330,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Size of the newest backup file, or of the backup tool's newest backup (the stalest set's; pgBackRest: the database size it read).",
         read: |o| match o {
-            Observation::BackupDir(b) => b.newest.as_ref().map(|n| n.size_bytes as f64),
+            Observation::Backup(b) => b.newest.as_ref().map(|n| n.size_bytes as f64),
             Observation::PgBackRest(t) | Observation::Barman(t) => t
                 .stalest_set()?
                 .newest
@@ -345,7 +344,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "How long the newest full backup took: a plain pg_basebackup directory's, or the backup tool's newest full (the stalest set's).",
         read: |o| match o {
-            Observation::BackupDir(b) => b
+            Observation::Backup(b) => b
                 .newest_base_backup
                 .as_ref()
                 .and_then(|n| n.duration_secs)
@@ -364,7 +363,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Backup files found in the directory.",
         read: |o| match o {
-            Observation::BackupDir(b) => Some(b.file_count as f64),
+            Observation::Backup(b) => Some(b.file_count as f64),
             _ => None,
         },
     },
@@ -373,7 +372,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Age of the oldest WAL segment waiting to be archived (0 when none waits).",
         read: |o| match o {
-            Observation::WalArchive(w) => Some(w.oldest_ready_age_secs.unwrap_or(0).max(0) as f64),
+            Observation::Wal(w) => Some(w.oldest_ready_age_secs.unwrap_or(0).max(0) as f64),
             _ => None,
         },
     },
@@ -382,7 +381,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Age of the oldest committed work no archive holds: what a crash of this primary would lose now (absent on a standby or when unknown).",
         read: |o| match o {
-            Observation::WalArchive(w) => crate::rules::wal::data_at_risk(w).map(|r| r.secs as f64),
+            Observation::Wal(w) => crate::rules::wal::data_at_risk(w).map(|r| r.secs as f64),
             _ => None,
         },
     },
@@ -391,7 +390,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "WAL segments waiting to be archived (.ready files).",
         read: |o| match o {
-            Observation::WalArchive(w) => Some(w.ready_segments as f64),
+            Observation::Wal(w) => Some(w.ready_segments as f64),
             _ => None,
         },
     },
@@ -400,7 +399,7 @@ const VALUES: &[Gauge] = &[
         kind: "counter",
         help: "Segments archived successfully, from pg_stat_archiver (reset with its statistics).",
         read: |o| match o {
-            Observation::WalArchive(w) => Some(w.archived_count as f64),
+            Observation::Wal(w) => Some(w.archived_count as f64),
             _ => None,
         },
     },
@@ -409,7 +408,7 @@ const VALUES: &[Gauge] = &[
         kind: "counter",
         help: "Failed archive attempts, from pg_stat_archiver (reset with its statistics).",
         read: |o| match o {
-            Observation::WalArchive(w) => Some(w.failed_count as f64),
+            Observation::Wal(w) => Some(w.failed_count as f64),
             _ => None,
         },
     },
@@ -418,7 +417,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Age of the oldest WAL segment kept in the archive directory.",
         read: |o| match o {
-            Observation::ArchiveDir(a) => a.oldest_segment.as_ref().map(|s| s.age_secs as f64),
+            Observation::Archive(a) => a.oldest_segment.as_ref().map(|s| s.age_secs as f64),
             _ => None,
         },
     },
@@ -439,7 +438,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "WAL segments held in the archive directory.",
         read: |o| match o {
-            Observation::ArchiveDir(a) => Some(a.segments as f64),
+            Observation::Archive(a) => Some(a.segments as f64),
             _ => None,
         },
     },
@@ -448,7 +447,7 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "Bytes of WAL segments held in the archive directory.",
         read: |o| match o {
-            Observation::ArchiveDir(a) => Some(a.segment_bytes as f64),
+            Observation::Archive(a) => Some(a.segment_bytes as f64),
             _ => None,
         },
     },

@@ -96,7 +96,7 @@ pub fn drills_of(
 ) -> BTreeMap<(String, String), Vec<(String, String)>> {
     wal_checks
         .iter()
-        .filter(|w| w.check.starts_with("wal."))
+        .filter(|w| ProbeKind::of_check(&w.check) == Some(ProbeKind::Wal))
         .filter_map(|w| {
             let id = w.details["system_identifier"].as_str()?;
             let linked = drills
@@ -158,14 +158,14 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
         let Some((kind, name)) = c
             .check
             .split_once('.')
-            .and_then(|(k, n)| Some((ProbeKind::from_check_prefix(k)?, n)))
+            .and_then(|(k, n)| Some((ProbeKind::from_name(k)?, n)))
         else {
             continue;
         };
         let d = &c.details;
         let cluster = match kind {
-            ProbeKind::WalArchive => name.to_string(),
-            ProbeKind::ArchiveDir => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
+            ProbeKind::Wal => name.to_string(),
+            ProbeKind::Archive => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
             ProbeKind::PgBackRest | ProbeKind::Barman => c.check.clone(),
             _ => continue,
         };
@@ -173,7 +173,7 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             .entry((c.host.clone(), cluster.clone()))
             .or_insert_with(|| ClusterRecovery::new(&c.host, cluster));
         entry.worsen(c.status);
-        if kind == ProbeKind::WalArchive {
+        if kind == ProbeKind::Wal {
             entry.wal_check = Some(c.check.clone());
             entry.data_at_risk_secs = d["data_at_risk_secs"].as_i64();
             entry.data_at_risk_segment = text(&d["data_at_risk_segment"]);

@@ -11,7 +11,7 @@
 //!   (`full_backup_duration_secs`, warning line `max_duration`) and the newest backup's size
 //!   (`backup_size_bytes`).
 //!
-//! Invariants: values are read from the stored raw observations, so a chart never depends on
+//! Invariants: values are read from the stored observations, so a chart never depends on
 //! how a verdict was worded; at most `points` points per check (default 400, at most 2000),
 //! each the *worst* of its time bucket (highest value, worst status, failures summed), so a
 //! spike is never averaged away; a check with more than [`PAGE`] results in the window is
@@ -23,10 +23,9 @@ use crate::store::HistoryEntry;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use backwatch_proto::model::ProbeKind;
+use backwatch_proto::model::{Observation, ProbeKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Results read in one go; a window holding more is sampled.
 const PAGE: u32 = 5000;
@@ -65,24 +64,16 @@ pub struct SeriesView {
 }
 
 fn measure_of(check: &str) -> &'static str {
-    match check
-        .split('.')
-        .next()
-        .and_then(ProbeKind::from_check_prefix)
-    {
+    match ProbeKind::of_check(check) {
         // A backup tool's newest backup of any type: the same curve as a directory's.
-        Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman) => {
+        Some(ProbeKind::Backup | ProbeKind::PgBackRest | ProbeKind::Barman) => {
             "newest_backup_age_secs"
         }
         Some(ProbeKind::Disk) => "used_pct",
-        Some(ProbeKind::WalArchive) => "archive_delay_secs",
+        Some(ProbeKind::Wal) => "archive_delay_secs",
         Some(ProbeKind::Drill) => "rto_secs",
         _ => "none",
     }
-}
-
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
 }
 
 /// The extra measures of a backup tool's check, beside its newest backup's age.
@@ -90,67 +81,50 @@ const TOOL_MEASURES: [&str; 2] = ["full_backup_duration_secs", "backup_size_byte
 
 /// `measure` of one stored observation: the tool measures, else the check's own
 /// ([`value_of`]).
-fn measure_value(measure: &str, observation: Option<&Value>) -> Option<f64> {
+fn measure_value(measure: &str, observation: Option<&Observation>) -> Option<f64> {
     if !TOOL_MEASURES.contains(&measure) {
         return value_of(observation);
     }
-    let o = observation?;
-    let t = [ProbeKind::PgBackRest, ProbeKind::Barman]
-        .iter()
-        .find_map(|k| o.get(k.as_str()))?;
-    // Decoded into the typed observation: the stalest set is chosen in one place.
-    let obs: backwatch_proto::model::BackupToolObs = serde_json::from_value(t.clone()).ok()?;
-    let set = obs.stalest_set()?;
+    let (Observation::PgBackRest(t) | Observation::Barman(t)) = observation? else {
+        return None;
+    };
+    let set = t.stalest_set()?;
     match measure {
         "full_backup_duration_secs" => set.newest_full.as_ref()?.duration_secs.map(|d| d as f64),
         _ => set.newest.as_ref().map(|b| b.size_bytes as f64),
     }
 }
 
-/// The charted number of one stored observation (`{"disk": {...}}` and so on).
-pub fn value_of(observation: Option<&Value>) -> Option<f64> {
-    let o = observation?;
-    // Keyed by the kind's stored name: what `Observation` serialises as.
-    let of = |k: ProbeKind| o.get(k.as_str());
-    if let Some(b) = of(ProbeKind::BackupDir) {
-        return num(&b["newest"]["age_secs"]);
-    }
-    for tool in [ProbeKind::PgBackRest, ProbeKind::Barman] {
-        if let Some(t) = of(tool) {
-            // The stalest set speaks for the check, as its verdict does.
-            return t["sets"]
-                .as_array()?
-                .iter()
-                .filter_map(|s| s["newest"]["age_secs"].as_f64())
-                .reduce(f64::max);
-        }
-    }
-    if let Some(d) = of(ProbeKind::Disk) {
-        let (t, f, a) = (
-            d["total_bytes"].as_u64()?,
-            d["free_bytes"].as_u64()?,
-            d["avail_bytes"].as_u64()?,
-        );
-        return crate::rules::disk::df_used_pct(t, f, a).map(f64::from);
-    }
-    if let Some(d) = of(ProbeKind::Drill) {
+/// The charted number of one stored observation.
+pub fn value_of(observation: Option<&Observation>) -> Option<f64> {
+    match observation? {
+        Observation::Backup(b) => b.newest.as_ref().map(|n| n.age_secs as f64),
+        // The stalest set speaks for the check, as its verdict does.
+        Observation::PgBackRest(t) | Observation::Barman(t) => t
+            .sets
+            .iter()
+            .filter_map(|s| s.newest.as_ref()?.age_secs)
+            .max()
+            .map(|a| a as f64),
+        Observation::Disk(d) => d.used_pct().map(f64::from),
         // The measured recovery time; a drill that did not get that far has none.
-        return d["rto_ms"].as_f64().map(|ms| ms / 1000.0);
+        Observation::Drill(d) => d.rto_ms.map(|ms| ms as f64 / 1000.0),
+        Observation::Wal(w) => {
+            if w.ready_segments.max(0) + w.ready_history.max(0) > 0 {
+                w.oldest_ready_age_secs.map(|a| a as f64)
+            } else {
+                Some(0.0)
+            }
+        }
+        Observation::Archive(_) | Observation::Restore(_) | Observation::Settings(_) => None,
     }
-    if let Some(w) = of(ProbeKind::WalArchive) {
-        let waiting = w["ready_segments"].as_i64().unwrap_or(0).max(0)
-            + w["ready_history"].as_i64().unwrap_or(0).max(0);
-        return if waiting > 0 {
-            num(&w["oldest_ready_age_secs"])
-        } else {
-            Some(0.0)
-        };
-    }
-    None
 }
 
-fn failed_count(observation: Option<&Value>) -> Option<i64> {
-    observation?.get(ProbeKind::WalArchive.as_str())?["failed_count"].as_i64()
+fn failed_count(observation: Option<&Observation>) -> Option<i64> {
+    match observation? {
+        Observation::Wal(w) => Some(w.failed_count),
+        _ => None,
+    }
 }
 
 /// Points of consecutive results, with failures counted against the result before.
@@ -242,10 +216,7 @@ pub async fn series(
             page
         };
         let tool = matches!(
-            check
-                .split('.')
-                .next()
-                .and_then(ProbeKind::from_check_prefix),
+            ProbeKind::of_check(&check),
             Some(ProbeKind::PgBackRest | ProbeKind::Barman)
         );
         out.push(Series {
@@ -308,27 +279,72 @@ async fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use backwatch_proto::model::{
+        BackupDirObs, BackupSet, BackupToolObs, DiskObs, NewestFile, ToolBackup, WalObs,
+    };
+
+    fn backup(age_secs: Option<i64>) -> Observation {
+        Observation::Backup(BackupDirObs {
+            newest: age_secs.map(|age_secs| NewestFile {
+                path: "/backup/base.tar".into(),
+                mtime: DateTime::from_timestamp(0, 0).unwrap(),
+                size_bytes: 1,
+                age_secs,
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn wal(ready_segments: i64, oldest_ready_age_secs: i64, failed_count: i64) -> Observation {
+        Observation::Wal(WalObs {
+            ready_segments,
+            oldest_ready_age_secs: Some(oldest_ready_age_secs),
+            failed_count,
+            ..Default::default()
+        })
+    }
 
     #[test]
-    fn values_come_from_the_raw_observation() {
-        let backup = json!({"backup_dir": {"newest": {"age_secs": 3600}}});
-        assert_eq!(value_of(Some(&backup)), Some(3600.0));
-        assert_eq!(
-            value_of(Some(&json!({"backup_dir": {"newest": null}}))),
-            None
-        );
+    fn values_come_from_the_typed_observation() {
+        assert_eq!(value_of(Some(&backup(Some(3600)))), Some(3600.0));
+        assert_eq!(value_of(Some(&backup(None))), None);
         // df: 1000 blocks, 50 reserved, 600 used -> ceil(600 / 950) = 64 %.
-        let disk = json!({"disk": {"total_bytes": 1000, "free_bytes": 400, "avail_bytes": 350}});
+        let disk = Observation::Disk(DiskObs {
+            total_bytes: 1000,
+            free_bytes: 400,
+            avail_bytes: 350,
+            ..Default::default()
+        });
         assert_eq!(value_of(Some(&disk)), Some(64.0));
-        let idle = json!({"wal_archive": {"ready_segments": 0, "oldest_ready_age_secs": 900}});
-        assert_eq!(value_of(Some(&idle)), Some(0.0), "nothing waits: no delay");
-        let behind = json!({"wal_archive": {"ready_segments": 3, "oldest_ready_age_secs": 1200}});
-        assert_eq!(value_of(Some(&behind)), Some(1200.0));
+        assert_eq!(
+            value_of(Some(&wal(0, 900, 0))),
+            Some(0.0),
+            "nothing waits: no delay"
+        );
+        assert_eq!(value_of(Some(&wal(3, 1200, 0))), Some(1200.0));
         assert_eq!(value_of(None), None);
     }
 
-    fn entry(secs: i64, obs: Value, status: Status) -> HistoryEntry {
+    #[test]
+    fn observations_stored_under_the_old_kind_names_still_chart() {
+        let old: Observation = serde_json::from_str(
+            r#"{"backup_dir": {"path": "/b", "exists": true, "read_error": null,
+                "file_count": 1, "total_bytes": 1, "ignored_files": 0, "entries_scanned": 1,
+                "truncated": false, "problem_count": 0, "problems": [],
+                "expected_max_age_secs": null, "future_files": 0, "newest_future": null,
+                "newest": {"path": "/b/x", "mtime": "2026-12-01T00:00:00Z", "size_bytes": 1,
+                           "age_secs": 60}}}"#,
+        )
+        .unwrap();
+        assert_eq!(value_of(Some(&old)), Some(60.0));
+        assert_eq!(
+            serde_json::to_value(&old).unwrap()["backup"]["newest"]["age_secs"],
+            60,
+            "shown under the kind's one name"
+        );
+    }
+
+    fn entry(secs: i64, obs: Observation, status: Status) -> HistoryEntry {
         HistoryEntry {
             result_id: format!("r{secs}"),
             check: "wal.main".into(),
@@ -343,19 +359,31 @@ mod tests {
 
     #[test]
     fn a_backup_tools_duration_and_size_come_from_its_stalest_set() {
-        let tool = json!({"pg_back_rest": {"commands": [], "sets": [
-            {"name": "fresh", "status_code": 0, "failing_checks": [], "backup_running": false,
-             "backup_count": 1, "full_count": 1,
-             "newest": {"label": "a", "type": "full", "age_secs": 60, "size_bytes": 10,
-                        "stored_bytes": 0, "duration_secs": 5},
-             "newest_full": {"label": "a", "type": "full", "age_secs": 60, "size_bytes": 10,
-                             "stored_bytes": 0, "duration_secs": 5}},
-            {"name": "stale", "status_code": 0, "failing_checks": [], "backup_running": false,
-             "backup_count": 2, "full_count": 1,
-             "newest": {"label": "c", "type": "incr", "age_secs": 7200, "size_bytes": 300,
-                        "stored_bytes": 0, "duration_secs": 9},
-             "newest_full": {"label": "b", "type": "full", "age_secs": 86400, "size_bytes": 200,
-                             "stored_bytes": 0, "duration_secs": 600}}]}});
+        let b = |label: &str, kind: &str, age: i64, size: u64, took: i64| ToolBackup {
+            label: label.into(),
+            kind: kind.into(),
+            age_secs: Some(age),
+            size_bytes: size,
+            duration_secs: Some(took),
+            ..Default::default()
+        };
+        let tool = Observation::PgBackRest(Box::new(BackupToolObs {
+            sets: vec![
+                BackupSet {
+                    name: "fresh".into(),
+                    newest: Some(b("a", "full", 60, 10, 5)),
+                    newest_full: Some(b("a", "full", 60, 10, 5)),
+                    ..Default::default()
+                },
+                BackupSet {
+                    name: "stale".into(),
+                    newest: Some(b("c", "incr", 7200, 300, 9)),
+                    newest_full: Some(b("b", "full", 86400, 200, 600)),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }));
         assert_eq!(
             measure_value("full_backup_duration_secs", Some(&tool)),
             Some(600.0)
@@ -369,7 +397,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_between_samples_and_resets_count_nothing() {
-        let wal = |failed: i64| json!({"wal_archive": {"failed_count": failed}});
+        let wal = |failed: i64| wal(0, 0, failed);
         let entries = [
             entry(0, wal(5), Status::Ok),
             entry(60, wal(7), Status::Critical),

@@ -20,10 +20,9 @@ use crate::store::alerts::{AlertFilter, Severity};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use backwatch_proto::model::ProbeKind;
+use backwatch_proto::model::{DiskObs, Observation, ProbeKind};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,25 +97,24 @@ fn day_of(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis().div_euclid(DAY_MS) * DAY_MS
 }
 
-/// The device number of a disk observation, when it has one.
-fn device_of(obs: Option<&Value>) -> Option<u64> {
-    obs?.get(ProbeKind::Disk.as_str())?["device_id"]
-        .as_u64()
-        .filter(|d| *d != 0)
+/// The disk observation of a sample, when it measured something.
+fn disk_of(obs: Option<&Observation>) -> Option<&DiskObs> {
+    match obs? {
+        Observation::Disk(d) if d.error.is_none() && d.total_bytes > 0 => Some(d),
+        _ => None,
+    }
 }
 
-/// Used and capacity bytes of a disk observation, as `df` counts them.
-fn disk_bytes(obs: Option<&Value>) -> Option<(u64, u64, String)> {
-    let d = obs?.get(ProbeKind::Disk.as_str())?;
-    let total = d["total_bytes"].as_u64()?;
-    let used = total.saturating_sub(d["free_bytes"].as_u64()?);
-    let avail = d["avail_bytes"].as_u64()?;
-    let path = d["mount_point"]
-        .as_str()
-        .or(d["path"].as_str())
-        .unwrap_or("")
-        .to_string();
-    Some((used, used.saturating_add(avail), path))
+/// The device number of a disk observation, when it has one.
+fn device_of(obs: Option<&Observation>) -> Option<u64> {
+    disk_of(obs).map(|d| d.device_id).filter(|d| *d != 0)
+}
+
+/// Used and capacity bytes of a disk observation, as `df` counts them, and what it measured.
+fn disk_bytes(obs: Option<&Observation>) -> Option<(u64, u64, String)> {
+    let d = disk_of(obs)?;
+    let path = d.mount_point.as_deref().unwrap_or(&d.path).to_string();
+    Some((d.used_bytes(), d.capacity_bytes(), path))
 }
 
 fn group(samples: Vec<(String, HistoryEntry)>) -> BTreeMap<(String, String), Vec<HistoryEntry>> {
@@ -210,17 +208,9 @@ fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
 /// `(day, bytes, segments)` archived, from consecutive daily samples of one WAL check.
 fn archived(entries: &[HistoryEntry]) -> Vec<(i64, u64, u64)> {
     let mut out = Vec::new();
-    let read = |e: &HistoryEntry| {
-        let w = e
-            .observation
-            .as_ref()?
-            .get(ProbeKind::WalArchive.as_str())?
-            .clone();
-        Some((
-            w["archived_count"].as_i64()?,
-            w["wal_segment_size_bytes"].as_i64().unwrap_or(0),
-            w["stats_reset"].clone(),
-        ))
+    let read = |e: &HistoryEntry| match e.observation.as_ref()? {
+        Observation::Wal(w) => Some((w.archived_count, w.wal_segment_size_bytes, w.stats_reset)),
+        _ => None,
     };
     for pair in entries.windows(2) {
         let (Some(a), Some(b)) = (read(&pair[0]), read(&pair[1])) else {
@@ -277,17 +267,18 @@ async fn compute(s: &ApiState, days: u32) -> Result<Trends, ApiError> {
         .map(|i| first_day + i * DAY_MS)
         .collect();
 
-    let storage: Vec<StorageSeries> = group(s.store.daily_last_results("disk.", since).await?)
-        .into_iter()
-        .filter(|((_, check), _)| check != crate::report::AGENT_SPOOL_CHECK)
-        .map(|((host, check), entries)| storage_series(host, check, &entries))
-        .collect();
+    let storage: Vec<StorageSeries> =
+        group(s.store.daily_last_results(ProbeKind::Disk, since).await?)
+            .into_iter()
+            .filter(|((_, check), _)| check != crate::report::AGENT_SPOOL_CHECK)
+            .map(|((host, check), entries)| storage_series(host, check, &entries))
+            .collect();
     let fleet_storage = fleet_sum(&storage, &day_list);
 
     // One day earlier: the first day's volume needs the count at the end of the day before.
     let wal = s
         .store
-        .daily_last_results("wal.", since - TimeDelta::days(1))
+        .daily_last_results(ProbeKind::Wal, since - TimeDelta::days(1))
         .await?;
     let mut per_day: BTreeMap<i64, (u64, u64)> = day_list.iter().map(|&d| (d, (0, 0))).collect();
     for entries in group(wal).values() {
@@ -329,9 +320,20 @@ async fn compute(s: &ApiState, days: u32) -> Result<Trends, ApiError> {
 mod tests {
     use super::*;
     use crate::status::Status;
-    use serde_json::json;
+    use backwatch_proto::model::WalObs;
 
-    fn entry(day: i64, obs: Value) -> HistoryEntry {
+    fn disk(path: &str, total: u64, used: u64, device_id: u64) -> Observation {
+        Observation::Disk(DiskObs {
+            path: path.into(),
+            total_bytes: total,
+            free_bytes: total - used,
+            avail_bytes: total - used,
+            device_id,
+            ..Default::default()
+        })
+    }
+
+    fn entry(day: i64, obs: Observation) -> HistoryEntry {
         let t = DateTime::from_timestamp_millis(day * DAY_MS + 3_600_000).unwrap();
         HistoryEntry {
             result_id: format!("r{day}"),
@@ -352,11 +354,7 @@ mod tests {
         let entries: Vec<_> = (0..10)
             .map(|d| {
                 let used = (41 + d as u64) * GB;
-                entry(
-                    d,
-                    json!({"disk": {"path": "/backup", "total_bytes": 100 * GB,
-                        "free_bytes": 100 * GB - used, "avail_bytes": 100 * GB - used}}),
-                )
+                entry(d, disk("/backup", 100 * GB, used, 0))
             })
             .collect();
         let s = storage_series("db1".into(), "disk.backup".into(), &entries);
@@ -371,15 +369,19 @@ mod tests {
 
     #[test]
     fn archive_volume_skips_counter_resets() {
-        let wal = |n: i64, reset: &str| {
-            json!({"wal_archive": {"archived_count": n, "wal_segment_size_bytes": 16,
-                "stats_reset": reset}})
+        let wal = |n: i64, reset: i64| {
+            Observation::Wal(WalObs {
+                archived_count: n,
+                wal_segment_size_bytes: 16,
+                stats_reset: DateTime::from_timestamp(reset, 0),
+                ..Default::default()
+            })
         };
         let entries = [
-            entry(0, wal(10, "a")),
-            entry(1, wal(13, "a")),
-            entry(2, wal(2, "b")),
-            entry(3, wal(6, "b")),
+            entry(0, wal(10, 1)),
+            entry(1, wal(13, 1)),
+            entry(2, wal(2, 2)),
+            entry(3, wal(6, 2)),
         ];
         assert_eq!(archived(&entries), [(DAY_MS, 48, 3), (3 * DAY_MS, 64, 4)]);
     }
@@ -447,11 +449,7 @@ mod tests {
 
     #[test]
     fn the_device_number_is_read_from_the_disk_observation() {
-        let e = entry(
-            0,
-            json!({"disk": {"path": "/backup", "total_bytes": 100, "free_bytes": 50,
-                "avail_bytes": 50, "device_id": 2049}}),
-        );
+        let e = entry(0, disk("/backup", 100, 50, 2049));
         let s = storage_series("db1".into(), "disk.backup".into(), &[e]);
         assert_eq!(s.filesystem, Some(2049));
     }

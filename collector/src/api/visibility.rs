@@ -6,8 +6,8 @@
 //! act on alerts: role `ack` or `admin`, and open mode (this machine only). For `read`
 //! callers every `/api/` JSON answer is filtered before it leaves, whatever the endpoint, so a
 //! new endpoint that returns observations is covered by default:
-//! - every `"archive_command"` field (in stored observations: `wal_archive`, and
-//!   `archive_dir.postgres`) has the value [`HIDDEN`];
+//! - every `"archive_command"` field (in stored observations: `wal`, and `archive.postgres`)
+//!   has the value [`HIDDEN`];
 //! - a summary quoting the command (the `archive.*` rule's "archive_command '…' reports
 //!   success without copying here") says `archive_command (hidden: needs role ack)` instead;
 //!   the daily report's HTML and CSV get the same from `reports` before rendering.
@@ -106,8 +106,8 @@ mod tests {
     fn archive_command_is_hidden_wherever_it_is() {
         let mut v = json!({
             "results": [
-                {"observation": {"wal_archive": {"archive_command": "cp %p /a/%f", "failed_count": 0}}},
-                {"observation": {"archive_dir": {"postgres": {"archive_command": "rsync %p b:/a"}}}},
+                {"observation": {"wal": {"archive_command": "cp %p /a/%f", "failed_count": 0}}},
+                {"observation": {"archive": {"postgres": {"archive_command": "rsync %p b:/a"}}}},
                 {"summary": "X is not in the archive although PostgreSQL reports it archived \
                              (3 segments archived): archive_command '/bin/true' reports \
                              success without copying here"},
@@ -121,13 +121,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            v["results"][0]["observation"]["wal_archive"]["archive_command"],
+            v["results"][0]["observation"]["wal"]["archive_command"],
             HIDDEN
         );
-        assert_eq!(
-            v["results"][0]["observation"]["wal_archive"]["failed_count"],
-            0
-        );
+        assert_eq!(v["results"][0]["observation"]["wal"]["failed_count"], 0);
         assert!(
             v["results"][2]["summary"].as_str().unwrap().ends_with(
                 "archive_command (hidden: needs role ack) reports success without copying here"

@@ -290,7 +290,7 @@ pub fn build(input: DailyInput) -> DailyReport {
             }
             match last.probe_kind() {
                 // A backup tool's newest backup (the stalest set's) as a directory's newest file.
-                Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman) => {
+                Some(ProbeKind::Backup | ProbeKind::PgBackRest | ProbeKind::Barman) => {
                     let newest = rows.latest(|r| r.newest_mtime);
                     let n = rows.sum(|r| r.new_backups);
                     summary.backups_24h += n;
@@ -306,7 +306,7 @@ pub fn build(input: DailyInput) -> DailyReport {
                         total_bytes: rows.latest(|r| r.used_bytes_last),
                     });
                 }
-                Some(ProbeKind::Disk | ProbeKind::ArchiveDir) => {
+                Some(ProbeKind::Disk | ProbeKind::Archive) => {
                     let used = rows.latest(|r| r.used_bytes_last);
                     let capacity = rows.latest(|r| r.capacity_bytes);
                     let first = rows.first(|r| r.used_bytes_last);
@@ -330,7 +330,7 @@ pub fn build(input: DailyInput) -> DailyReport {
                         },
                     });
                 }
-                Some(ProbeKind::WalArchive) => wal.push(WalLine {
+                Some(ProbeKind::Wal) => wal.push(WalLine {
                     host: h.host.clone(),
                     check: check.to_string(),
                     status,
@@ -418,7 +418,13 @@ mod tests {
     /// The newest sample of `check`, `age_secs` before `at`, ok, sent every `interval_secs`.
     fn sample(at: DateTime<Utc>, age_secs: i64, interval_secs: i64) -> Rollup {
         let last_at = at.timestamp_millis() - age_secs * 1000;
-        let mut r = Rollup::empty("db1", "disk.x", Period::Hour, last_at - 60_000, "disk");
+        let mut r = Rollup::empty(
+            "db1",
+            "disk.x",
+            Period::Hour,
+            last_at - 60_000,
+            ProbeKind::Disk,
+        );
         r.samples = 1;
         r.status_last = Status::Ok;
         r.last_at = last_at;

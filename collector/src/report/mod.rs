@@ -302,7 +302,7 @@ pub async fn monthly(
     let mut alerts = store.alerts_opened_between(start, end).await?;
     alerts.retain(|a| covered.contains(&a.fields.host));
     let mut drills_of = crate::api::recovery::drills_of(
-        &store.check_states_of_kind(ProbeKind::WalArchive).await?,
+        &store.check_states_of_kind(ProbeKind::Wal).await?,
         &store.check_states_of_kind(ProbeKind::Drill).await?,
     );
     drills_of.retain(|(host, _), _| covered.contains(host));

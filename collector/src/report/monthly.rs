@@ -279,7 +279,7 @@ fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
     // directory's newest file is a WAL segment, not a backup).
     let is_dir = matches!(
         last.probe_kind(),
-        Some(ProbeKind::BackupDir | ProbeKind::PgBackRest | ProbeKind::Barman)
+        Some(ProbeKind::Backup | ProbeKind::PgBackRest | ProbeKind::Barman)
     );
     let size_points: Vec<(f64, f64)> = rows
         .iter()
@@ -440,14 +440,14 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         };
         match kind {
             ProbeKind::Disk => storage.extend(storage_trend(rows)),
-            ProbeKind::BackupDir => {
+            ProbeKind::Backup => {
                 storage.extend(storage_trend(rows));
                 backups.extend(backup_trend(rows, input.timezone));
             }
             ProbeKind::PgBackRest | ProbeKind::Barman => {
                 backups.extend(backup_trend(rows, input.timezone));
             }
-            ProbeKind::ArchiveDir => {
+            ProbeKind::Archive => {
                 storage.extend(storage_trend(rows));
                 if rows.iter().any(|r| r.duration_secs.is_some()) {
                     backups.extend(backup_trend(rows, input.timezone));
@@ -455,7 +455,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 wal_volume.extend(volume(rows));
             }
             ProbeKind::Drill => drills.push(drill_month(rows)),
-            ProbeKind::WalArchive => {
+            ProbeKind::Wal => {
                 wal_checks.push((*host, *check));
                 archive_lag.extend(lag(rows));
                 wal_volume.extend(volume(rows));
@@ -468,7 +468,7 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
     let has_archive_dir: std::collections::BTreeSet<&str> = input
         .days
         .iter()
-        .filter(|r| r.probe_kind() == Some(ProbeKind::ArchiveDir))
+        .filter(|r| r.probe_kind() == Some(ProbeKind::Archive))
         .map(|r| r.host.as_str())
         .collect();
     let mut days: BTreeMap<i64, DayPoint> = BTreeMap::new();
@@ -492,8 +492,8 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
             {
                 d.filesystem_used_bytes += r.used_bytes_last.unwrap_or(0)
             }
-            Some(ProbeKind::ArchiveDir) => d.wal_bytes += r.wal_bytes,
-            Some(ProbeKind::WalArchive) if !has_archive_dir.contains(r.host.as_str()) => {
+            Some(ProbeKind::Archive) => d.wal_bytes += r.wal_bytes,
+            Some(ProbeKind::Wal) if !has_archive_dir.contains(r.host.as_str()) => {
                 d.wal_bytes += r.wal_bytes
             }
             _ => {}

@@ -98,7 +98,13 @@ fn an_empty_month_is_a_report_without_numbers() {
 /// A day row of a disk check of `host` measuring `filesystem`.
 fn disk_day(host: &str, check: &str, filesystem: &str, used: i64, capacity: i64) -> Rollup {
     let day = t(0).timestamp_millis();
-    let mut r = Rollup::empty(host, check, crate::store::reports::Period::Day, day, "disk");
+    let mut r = Rollup::empty(
+        host,
+        check,
+        crate::store::reports::Period::Day,
+        day,
+        ProbeKind::Disk,
+    );
     r.samples = 1;
     r.last_at = day + 3_600_000;
     r.used_bytes_last = Some(used);
@@ -125,7 +131,7 @@ fn two_checks_on_one_filesystem_count_once_in_the_fleet_totals() {
 
 #[test]
 fn recoverability_has_the_worst_data_at_risk_and_the_narrowest_window_of_the_month() {
-    let day = |check: &str, kind: &str, n: i64, risk: Option<i64>, window: Option<i64>| {
+    let day = |check: &str, kind: ProbeKind, n: i64, risk: Option<i64>, window: Option<i64>| {
         let mut r = Rollup::empty(
             "db1",
             check,
@@ -139,12 +145,12 @@ fn recoverability_has_the_worst_data_at_risk_and_the_narrowest_window_of_the_mon
     };
     let mut i = input(Vec::new());
     i.days = vec![
-        day("wal.main", "wal_archive", 0, Some(0), None),
-        day("wal.main", "wal_archive", 1, Some(1800), None),
-        day("wal.main", "wal_archive", 2, Some(60), None),
-        day("archive.main", "archive_dir", 0, None, Some(7 * 86400)),
-        day("archive.main", "archive_dir", 1, None, Some(86400)),
-        day("disk.backup", "disk", 0, None, None),
+        day("wal.main", ProbeKind::Wal, 0, Some(0), None),
+        day("wal.main", ProbeKind::Wal, 1, Some(1800), None),
+        day("wal.main", ProbeKind::Wal, 2, Some(60), None),
+        day("archive.main", ProbeKind::Archive, 0, None, Some(7 * 86400)),
+        day("archive.main", ProbeKind::Archive, 1, None, Some(86400)),
+        day("disk.backup", ProbeKind::Disk, 0, None, None),
     ];
     let r = build(i);
     assert_eq!(r.recoverability.len(), 2, "{:?}", r.recoverability);
@@ -186,7 +192,7 @@ fn drills_of_the_month_count_runs_passes_and_recovery_times() {
             "drill.main",
             crate::store::reports::Period::Day,
             t(n * 1440).timestamp_millis(),
-            "drill",
+            ProbeKind::Drill,
         );
         r.samples = ok + critical;
         r.n_ok = ok;
@@ -211,7 +217,7 @@ fn drills_of_the_month_count_runs_passes_and_recovery_times() {
 
 #[test]
 fn clusters_no_drill_restored_this_month_are_listed() {
-    let row = |host: &str, check: &str, kind: &str| {
+    let row = |host: &str, check: &str, kind: ProbeKind| {
         let mut r = Rollup::empty(
             host,
             check,
@@ -226,11 +232,11 @@ fn clusters_no_drill_restored_this_month_are_listed() {
     let pair = |h: &str, c: &str| (h.to_string(), c.to_string());
     let mut i = input(Vec::new());
     i.days = vec![
-        row("db1", "wal.main", "wal_archive"),
-        row("db2", "wal.main", "wal_archive"),
-        row("db3", "wal.main", "wal_archive"),
-        row("db4", "wal.main", "wal_archive"),
-        row("backup1", "drill.db1", "drill"),
+        row("db1", "wal.main", ProbeKind::Wal),
+        row("db2", "wal.main", ProbeKind::Wal),
+        row("db3", "wal.main", ProbeKind::Wal),
+        row("db4", "wal.main", ProbeKind::Wal),
+        row("backup1", "drill.db1", ProbeKind::Drill),
     ];
     i.drills_of = BTreeMap::from([
         (pair("db1", "wal.main"), vec![pair("backup1", "drill.db1")]),
@@ -264,7 +270,7 @@ fn archive_success_rate_of_the_month_sums_the_daily_deltas() {
             "wal.main",
             crate::store::reports::Period::Day,
             t(n * 1440).timestamp_millis(),
-            "wal_archive",
+            ProbeKind::Wal,
         );
         r.samples = 1;
         r.archived_delta = archived;

@@ -74,7 +74,7 @@ pub fn round(v: f64) -> f64 {
 pub fn df_pct(used: i64, capacity: i64) -> Option<f64> {
     let used = u64::try_from(used).ok()?;
     let avail = u64::try_from(capacity).ok()?.checked_sub(used)?;
-    crate::rules::disk::df_used_pct(used, 0, avail).map(f64::from)
+    backwatch_proto::model::df_used_pct(used, 0, avail).map(f64::from)
 }
 
 pub fn round_to(v: f64, digits: i32) -> f64 {

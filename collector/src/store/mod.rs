@@ -27,7 +27,7 @@ pub mod suite_reports;
 pub use sql::{SqlStore, redact_url, redact_webhook};
 
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{ProbeKind, ProbeResult};
+use backwatch_proto::model::{Observation, ProbeKind, ProbeResult};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -145,7 +145,7 @@ pub struct HistoryEntry {
     pub status: Status,
     pub summary: String,
     pub error: Option<String>,
-    pub observation: Option<serde_json::Value>,
+    pub observation: Option<Observation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -339,12 +339,11 @@ pub trait Store:
     /// two index lookups: the dashboard's live updates poll them every second.
     async fn change_marks(&self) -> StoreResult<(i64, i64)>;
 
-    /// The last result of each UTC day of every check whose id starts with `check_prefix`
-    /// (`"disk."`), over all hosts, measured at or after `since`; ordered by host, check,
+    /// The last result of each UTC day of every check of `kind` (`disk.*`), over all hosts, measured at or after `since`; ordered by host, check,
     /// time. The input of the fleet trends.
     async fn daily_last_results(
         &self,
-        check_prefix: &str,
+        kind: ProbeKind,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<(String, HistoryEntry)>>;
 }

@@ -65,7 +65,8 @@ pub struct Rollup {
     pub check: String,
     pub period: Period,
     pub bucket_start: i64,
-    /// Probe kind as the API spells it (`disk`, `backup_dir`, `wal_archive`, `archive_dir`).
+    /// The probe kind's name (`disk`, `backup`, `wal`, `archive`), as stored: a row written by a
+    /// newer collector may hold a kind this one does not know ([`Rollup::probe_kind`]).
     pub kind: String,
     pub samples: i64,
     pub n_ok: i64,
@@ -112,17 +113,23 @@ impl Rollup {
     /// The stored kind as a type; `None` for a kind this collector does not know (a row
     /// written by a newer one).
     pub fn probe_kind(&self) -> Option<ProbeKind> {
-        ProbeKind::from_stored(&self.kind)
+        ProbeKind::from_name(&self.kind)
     }
 
     /// An empty row; the caller folds samples into it.
-    pub fn empty(host: &str, check: &str, period: Period, bucket_start: i64, kind: &str) -> Self {
+    pub fn empty(
+        host: &str,
+        check: &str,
+        period: Period,
+        bucket_start: i64,
+        kind: ProbeKind,
+    ) -> Self {
         Rollup {
             host: host.to_string(),
             check: check.to_string(),
             period,
             bucket_start,
-            kind: kind.to_string(),
+            kind: kind.name().to_string(),
             samples: 0,
             n_ok: 0,
             n_warning: 0,

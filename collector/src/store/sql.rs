@@ -109,6 +109,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 9, "0009_rollup_latency.sql", "rollup latency"),
     embed!("sqlite", 10, "0010_retired_hosts.sql", "retired hosts"),
     embed!("sqlite", 11, "0011_host_labels.sql", "host labels"),
+    embed!("sqlite", 12, "0012_kind_names.sql", "kind names"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -127,6 +128,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 9, "0009_rollup_latency.sql", "rollup latency"),
     embed!("postgres", 10, "0010_retired_hosts.sql", "retired hosts"),
     embed!("postgres", 11, "0011_host_labels.sql", "host labels"),
+    embed!("postgres", 12, "0012_kind_names.sql", "kind names"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.
@@ -753,7 +755,7 @@ impl Store for SqlStore {
 
     async fn check_states_of_kind(&self, kind: ProbeKind) -> StoreResult<Vec<CheckState>> {
         // A range rather than LIKE: `_` in a kind would be a wildcard there. '/' follows '.'.
-        let kind = kind.check_prefix();
+        let kind = kind.name();
         sqlx::query(select_states!(
             "WHERE check_id >= $1 AND check_id < $2 ORDER BY host, check_id"
         ))
@@ -882,9 +884,9 @@ impl Store for SqlStore {
 
     async fn daily_last_results(
         &self,
-        check_prefix: &str,
+        kind: ProbeKind,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<(String, HistoryEntry)>> {
-        self.read_daily_last_results(check_prefix, since).await
+        self.read_daily_last_results(kind, since).await
     }
 }

@@ -397,15 +397,7 @@ pub async fn history_filters_by_check_and_since(store: &dyn Store) -> StoreResul
     assert_eq!(failed.error.as_deref(), Some("permission denied"));
     assert_eq!(failed.observation, None);
     assert_eq!(failed.received_at, at(16));
-    let observation = items[0]
-        .result
-        .observation
-        .as_ref()
-        .map(serde_json::to_value);
-    assert_eq!(
-        all[0].observation.as_ref(),
-        observation.and_then(Result::ok).as_ref()
-    );
+    assert_eq!(all[0].observation, items[0].result.observation);
     Ok(())
 }
 
@@ -714,19 +706,19 @@ fn observation(kind: ProbeKind) -> Observation {
             avail_bytes: 35 << 30,
             ..DiskObs::default()
         }),
-        ProbeKind::BackupDir => Observation::BackupDir(BackupDirObs {
+        ProbeKind::Backup => Observation::Backup(BackupDirObs {
             path: "/backup/daily".into(),
             exists: true,
             file_count: 3,
             total_bytes: 7 << 30,
             ..BackupDirObs::default()
         }),
-        ProbeKind::WalArchive => Observation::WalArchive(WalObs {
+        ProbeKind::Wal => Observation::Wal(WalObs {
             server_version_num: 170_002,
             archive_mode: "on".into(),
             ..WalObs::default()
         }),
-        ProbeKind::ArchiveDir => Observation::ArchiveDir(Box::new(ArchiveDirObs {
+        ProbeKind::Archive => Observation::Archive(Box::new(ArchiveDirObs {
             path: "/archive_path".into(),
             exists: true,
             ..ArchiveDirObs::default()
@@ -762,7 +754,7 @@ fn ok_disk(host: &str, n: u32, secs: i64) -> Evaluated {
 
 fn backup(host: &str, n: u32, secs: i64, status: Status, summary: &str) -> Evaluated {
     evaluated(
-        probe_result(host, n, ProbeKind::BackupDir, "daily", secs),
+        probe_result(host, n, ProbeKind::Backup, "daily", secs),
         status,
         summary,
     )

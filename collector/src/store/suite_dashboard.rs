@@ -107,13 +107,13 @@ pub async fn daily_samples_are_the_last_result_of_each_day(store: &dyn Store) ->
         result(2, ProbeKind::Disk, "root", DAY - 1),
         result(3, ProbeKind::Disk, "root", DAY + 5),
         result(4, ProbeKind::Disk, "data", 7),
-        result(5, ProbeKind::BackupDir, "daily", 50),
+        result(5, ProbeKind::Backup, "daily", 50),
         result(6, ProbeKind::Disk, "root", 3 * DAY),
         result(7, ProbeKind::Disk, "root", -DAY),
     ];
     store.record_results(&host, &items).await?;
     let ours: Vec<_> = store
-        .daily_last_results("disk.", at(0))
+        .daily_last_results(ProbeKind::Disk, at(0))
         .await?
         .into_iter()
         .filter(|(h, _)| *h == host)

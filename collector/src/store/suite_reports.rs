@@ -19,8 +19,8 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
 }
 
 fn wal(host: &str, n: u32, secs: i64, archived: i64, delay: i64) -> super::Evaluated {
-    let mut r = probe_result(host, n, ProbeKind::WalArchive, "main", secs);
-    r.observation = Some(Observation::WalArchive(WalObs {
+    let mut r = probe_result(host, n, ProbeKind::Wal, "main", secs);
+    r.observation = Some(Observation::Wal(WalObs {
         archived_count: archived,
         wal_segment_size_bytes: 16 << 20,
         pending_source: PendingSource::ArchiveStatusdir,
@@ -49,9 +49,9 @@ fn disk(host: &str, n: u32, secs: i64, used: u64) -> super::Evaluated {
 }
 
 fn archive(host: &str, n: u32, secs: i64, window_secs: i64) -> super::Evaluated {
-    let mut r = probe_result(host, n, ProbeKind::ArchiveDir, "main", secs);
+    let mut r = probe_result(host, n, ProbeKind::Archive, "main", secs);
     let end = at(secs);
-    r.observation = Some(Observation::ArchiveDir(Box::new(ArchiveDirObs {
+    r.observation = Some(Observation::Archive(Box::new(ArchiveDirObs {
         path: "/archive".into(),
         exists: true,
         window: Some(RecoveryWindow {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use backwatch_collector::status::Status;
 use backwatch_collector::store::reports::{DAY_MS, HOUR_MS, Period, ReportStore, Rollup};
 use backwatch_collector::store::{SqlStore, Store};
+use backwatch_proto::model::{ProbeKind, check_id};
 use chrono::NaiveDate;
 
 const GIB: i64 = 1 << 30;
@@ -23,13 +24,14 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 
 /// The row of check `c` of host `h` for one bucket; `t` counts hours since the month began.
 fn row(host: &str, c: usize, period: Period, start: i64, t: i64, h: i64) -> Rollup {
-    let (check, kind) = [
-        ("disk.backup", "disk"),
-        ("backup.daily", "backup_dir"),
-        ("wal.main", "wal_archive"),
-        ("archive.main", "archive_dir"),
+    let (kind, name) = [
+        (ProbeKind::Disk, "backup"),
+        (ProbeKind::Backup, "daily"),
+        (ProbeKind::Wal, "main"),
+        (ProbeKind::Archive, "main"),
     ][c];
-    let mut r = Rollup::empty(host, check, period, start, kind);
+    let check = check_id(kind, name);
+    let mut r = Rollup::empty(host, &check, period, start, kind);
     let samples = if period == Period::Day { 24 } else { 1 };
     r.samples = samples;
     r.n_ok = samples;
@@ -39,14 +41,14 @@ fn row(host: &str, c: usize, period: Period, start: i64, t: i64, h: i64) -> Roll
     r.interval_secs = 3600;
     let days = (t as f64) / 24.0;
     match kind {
-        "disk" => {
+        ProbeKind::Disk => {
             let used = 300 * GIB + ((2.0 + (h % 7) as f64) * days * GIB as f64) as i64;
             r.used_bytes_last = Some(used);
             r.used_bytes_max = Some(used);
             r.capacity_bytes = Some(1000 * GIB);
             r.used_pct_max = Some(100.0 * used as f64 / (1000 * GIB) as f64);
         }
-        "backup_dir" => {
+        ProbeKind::Backup => {
             r.used_bytes_last = Some(200 * GIB + (days * GIB as f64) as i64);
             r.files_last = Some(7);
             r.newest_mtime = Some(start.div_euclid(DAY_MS) * DAY_MS + HOUR_MS);
@@ -54,7 +56,7 @@ fn row(host: &str, c: usize, period: Period, start: i64, t: i64, h: i64) -> Roll
             r.newest_age_secs = Some(3600);
             r.new_backups = i64::from(period == Period::Day || t % 24 == 1);
         }
-        "wal_archive" => {
+        ProbeKind::Wal => {
             r.delay_secs_max = Some((t * 7 + h) % 300);
             if period == Period::Day {
                 r.delay_hourly = (0..24).map(|i| Some((i * 7 + h) % 300)).collect();

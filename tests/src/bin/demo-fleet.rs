@@ -83,7 +83,7 @@ async fn live(
                     r.result_id = format!(
                         "{}-{}-live-{}",
                         r.name,
-                        r.kind.as_str().replace('_', "-"),
+                        r.kind.name(),
                         at.timestamp_millis()
                     );
                     wire::ProbeResult::from(&r)

@@ -47,7 +47,7 @@ fn disk(path: &str, used: u64, total: u64) -> Observation {
 }
 
 fn backup(path: &str, at: DateTime<Utc>, newest: DateTime<Utc>) -> Observation {
-    Observation::BackupDir(BackupDirObs {
+    Observation::Backup(BackupDirObs {
         path: path.into(),
         exists: true,
         file_count: 7,
@@ -64,7 +64,7 @@ fn backup(path: &str, at: DateTime<Utc>, newest: DateTime<Utc>) -> Observation {
 }
 
 fn wal(archived: i64, failed: i64, ready: i64, oldest_secs: i64) -> Observation {
-    Observation::WalArchive(WalObs {
+    Observation::Wal(WalObs {
         server_version_num: 170_002,
         archive_mode: "on".into(),
         archive_command: "test ! -f /archive/%f && cp %p /archive/%f".into(),
@@ -135,7 +135,7 @@ pub async fn week_of_history(url: &str, host: &str) -> anyhow::Result<()> {
         }
         if i % 6 == 0 {
             let obs = backup("/backup/daily", at, last_backup);
-            let mut r = result(host, n + 1, ProbeKind::BackupDir, "daily", at, obs);
+            let mut r = result(host, n + 1, ProbeKind::Backup, "daily", at, obs);
             r.interval_secs = 6 * 3600;
             results.push(r);
         }
@@ -152,7 +152,7 @@ pub async fn week_of_history(url: &str, host: &str) -> anyhow::Result<()> {
         results.push(result(
             host,
             n + 2,
-            ProbeKind::WalArchive,
+            ProbeKind::Wal,
             "main",
             at,
             wal(archived, failed, ready, oldest),
@@ -211,7 +211,7 @@ pub async fn fleet(url: &str, count: usize, silent: usize) -> anyhow::Result<Vec
             result(
                 &host,
                 1,
-                ProbeKind::BackupDir,
+                ProbeKind::Backup,
                 "daily",
                 at,
                 backup("/backup/daily", at, at - age),
@@ -375,7 +375,7 @@ impl DemoHost {
             result(
                 &host,
                 0,
-                ProbeKind::BackupDir,
+                ProbeKind::Backup,
                 "daily",
                 at,
                 backup("/backup/daily", at, self.last_backup),
@@ -383,7 +383,7 @@ impl DemoHost {
             result(
                 &host,
                 0,
-                ProbeKind::WalArchive,
+                ProbeKind::Wal,
                 "main",
                 at,
                 wal(self.archived as i64, self.failed as i64, ready, oldest),

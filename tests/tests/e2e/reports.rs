@@ -88,7 +88,7 @@ async fn seed_february(url: &str) -> Result<()> {
     }
     for h in 0..(28 * 24) {
         let at = start + TimeDelta::hours(h);
-        let obs = Observation::WalArchive(WalObs {
+        let obs = Observation::Wal(WalObs {
             archive_mode: "on".into(),
             wal_segment_size_bytes: 16 << 20,
             archived_count: 1000 + 4 * h,
@@ -97,20 +97,12 @@ async fn seed_february(url: &str) -> Result<()> {
             oldest_ready_age_secs: Some(10 * (h % 24)),
             ..WalObs::default()
         });
-        items.push(item(
-            host,
-            &mut n,
-            ProbeKind::WalArchive,
-            "main",
-            at,
-            900,
-            obs,
-        ));
+        items.push(item(host, &mut n, ProbeKind::Wal, "main", at, 900, obs));
     }
     for d in 0..28 {
         let taken = start + TimeDelta::days(d) + TimeDelta::hours(1);
         let at = taken + TimeDelta::hours(1);
-        let obs = Observation::BackupDir(BackupDirObs {
+        let obs = Observation::Backup(BackupDirObs {
             path: "/backup/daily".into(),
             exists: true,
             file_count: 7,
@@ -131,7 +123,7 @@ async fn seed_february(url: &str) -> Result<()> {
         items.push(item(
             host,
             &mut n,
-            ProbeKind::BackupDir,
+            ProbeKind::Backup,
             "daily",
             at,
             21600,

@@ -139,7 +139,7 @@ async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() 
         let resp = http.get(&url).bearer_auth(token).send().await?;
         let text = resp.text().await?;
         let h: Value = serde_json::from_str(&text)?;
-        let command = h["results"][0]["observation"]["wal_archive"]["archive_command"]
+        let command = h["results"][0]["observation"]["wal"]["archive_command"]
             .as_str()
             .with_context(|| format!("no wal result yet: {h}"))?
             .to_string();
@@ -159,7 +159,7 @@ async fn archive_command_is_masked_by_the_agent_and_shown_only_to_ack_callers() 
     // The rest of the observation is still there for a read caller.
     let h: Value = serde_json::from_str(&text)?;
     assert!(
-        h["results"][0]["observation"]["wal_archive"]["archive_mode"].is_string(),
+        h["results"][0]["observation"]["wal"]["archive_mode"].is_string(),
         "{h}"
     );
     Ok(())

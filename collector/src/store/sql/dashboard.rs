@@ -6,6 +6,7 @@ use super::SqlStore;
 use super::read::{get, history_entry};
 use super::write::query_error;
 use crate::store::{HistoryEntry, StoreResult};
+use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 
 const DAY_MS: i64 = 86_400_000;
@@ -38,7 +39,7 @@ impl SqlStore {
 
     pub(super) async fn read_daily_last_results(
         &self,
-        check_prefix: &str,
+        kind: ProbeKind,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<(String, HistoryEntry)>> {
         // Integer division by a day buckets by UTC day on both databases (times are integer
@@ -53,7 +54,7 @@ impl SqlStore {
              ON r.host = d.host AND r.check_id = d.check_id AND r.measured_at = d.last_at \
              ORDER BY r.host, r.check_id, r.measured_at, r.result_id",
         )
-        .bind(prefix_pattern(check_prefix))
+        .bind(prefix_pattern(&format!("{}.", kind.name())))
         .bind(since.timestamp_millis())
         .bind(DAY_MS)
         .fetch_all(&self.pool)

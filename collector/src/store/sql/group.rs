@@ -26,6 +26,7 @@ use super::write::{Change, lock_transition_log, query_error, to_json};
 use super::{Backend, read};
 use crate::status::Status;
 use crate::store::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
+use backwatch_proto::model::ProbeKind;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -60,7 +61,7 @@ struct Candidate<'a> {
     host: &'a str,
     item: &'a Evaluated,
     check: String,
-    kind: String,
+    kind: ProbeKind,
     /// See [`ordered_at`].
     ordered_at: i64,
     received_at: i64,
@@ -104,7 +105,7 @@ pub(super) async fn write(
         .map(|c| NewResult {
             host: c.host,
             check: &c.check,
-            kind: &c.kind,
+            kind: c.kind,
             item: c.item,
         })
         .collect();
@@ -146,7 +147,7 @@ fn candidates<'a>(writes: &[HostWrite<'a>]) -> StoreResult<Vec<Candidate<'a>>> {
                 host: w.host,
                 item,
                 check: item.result.check_id(),
-                kind: item.result.kind.as_str().to_string(),
+                kind: item.result.kind,
                 ordered_at: ordered_at(&item.result, item.received_at),
                 received_at: item.received_at.timestamp_millis(),
             });
@@ -180,7 +181,7 @@ async fn insert_results<'a>(
             q.bind(r.result_id.clone())
                 .bind(c.host.to_string())
                 .bind(c.check.clone())
-                .bind(c.kind.clone())
+                .bind(c.kind.name())
                 .bind(r.measured_at.timestamp_millis())
                 .bind(c.received_at)
                 .bind(v.status.as_str())

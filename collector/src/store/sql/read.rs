@@ -5,8 +5,8 @@ use crate::status::Status;
 use crate::store::{
     CheckState, HistoryEntry, HostFacts, HostRecord, StoreError, StoreResult, Transition,
 };
-use backwatch_proto::model::ProbeResult;
 use backwatch_proto::model::labels::Labels;
+use backwatch_proto::model::{Observation, ProbeResult};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -129,8 +129,19 @@ pub(super) fn history_entry(row: &AnyRow) -> StoreResult<HistoryEntry> {
         status: status(row, "status")?,
         summary: get(row, "summary")?,
         error: get(row, "error")?,
-        observation: json(row, "observation")?,
+        observation: observation(row)?,
     })
+}
+
+/// A stored observation, decoded once into its type (older kind names included). One written
+/// by a newer collector of a shared store may not decode here: the result is still shown, its
+/// observation left out, as a chart point without a value.
+fn observation(row: &AnyRow) -> StoreResult<Option<Observation>> {
+    Ok(get::<Option<String>>(row, "observation")?.and_then(|text| {
+        serde_json::from_str(&text)
+            .inspect_err(|e| tracing::debug!(error = %e, "stored observation does not parse"))
+            .ok()
+    }))
 }
 
 pub(super) fn transition(row: &AnyRow) -> StoreResult<Transition> {

@@ -73,17 +73,13 @@ pub fn sample(item: &Evaluated) -> Sample {
     };
     match &r.observation {
         Some(Observation::Disk(d)) if d.error.is_none() && d.total_bytes > 0 => {
-            let used = d.total_bytes.saturating_sub(d.free_bytes);
-            let capacity = used + d.avail_bytes;
-            s.used = Some(int(used));
-            s.capacity = Some(int(capacity));
+            s.used = Some(int(d.used_bytes()));
+            s.capacity = Some(int(d.capacity_bytes()));
             // As `df` and the disk check round it, so reports and alerts agree.
-            s.used_pct =
-                crate::rules::disk::df_used_pct(d.total_bytes, d.free_bytes, d.avail_bytes)
-                    .map(f64::from);
+            s.used_pct = d.used_pct().map(f64::from);
             s.filesystem = filesystem_key(d);
         }
-        Some(Observation::BackupDir(b)) if b.exists && b.read_error.is_none() => {
+        Some(Observation::Backup(b)) if b.exists && b.read_error.is_none() => {
             s.used = Some(int(b.total_bytes));
             s.files = Some(int(b.file_count));
             if let Some(n) = &b.newest {
@@ -98,7 +94,7 @@ pub fn sample(item: &Evaluated) -> Sample {
                 .as_ref()
                 .and_then(|bb| bb.duration_secs);
         }
-        Some(Observation::WalArchive(w)) => {
+        Some(Observation::Wal(w)) => {
             // Nothing waiting is a delay of 0; an unreadable pending list is no measure.
             s.delay = match w.pending_source {
                 PendingSource::ArchiveStatusdir => {
@@ -140,7 +136,7 @@ pub fn sample(item: &Evaluated) -> Sample {
                 s.duration = set.newest_full.as_ref().and_then(|f| f.duration_secs);
             }
         }
-        Some(Observation::ArchiveDir(a)) if a.exists && a.read_error.is_none() => {
+        Some(Observation::Archive(a)) if a.exists && a.read_error.is_none() => {
             s.used = Some(int(a.segment_bytes));
             s.files = Some(int(a.segments));
             s.newest_age = a.oldest_segment.as_ref().map(|f| f.age_secs);
@@ -282,12 +278,11 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
             Some(old) => m != old,
             None => m >= r.bucket_start,
         };
-        let backups = [
-            ProbeKind::BackupDir,
-            ProbeKind::PgBackRest,
-            ProbeKind::Barman,
-        ];
-        if is_new && backups.iter().any(|k| r.kind == k.as_str()) {
+        let backup = matches!(
+            r.probe_kind(),
+            Some(ProbeKind::Backup | ProbeKind::PgBackRest | ProbeKind::Barman)
+        );
+        if is_new && backup {
             r.new_backups += 1;
         }
         r.newest_mtime = Some(m);
@@ -300,7 +295,7 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
         r.failed_delta += increase(ref_failed, s.failed);
         r.failed_count = s.failed;
     }
-    if r.kind == ProbeKind::WalArchive.as_str() {
+    if r.probe_kind() == Some(ProbeKind::Wal) {
         r.wal_bytes = r.archived_delta * r.segment_bytes.unwrap_or(16 << 20);
     }
     if !s.day_volumes.is_empty() {
@@ -528,7 +523,7 @@ fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
 pub(super) struct NewResult<'a> {
     pub(super) host: &'a str,
     pub(super) check: &'a str,
-    pub(super) kind: &'a str,
+    pub(super) kind: ProbeKind,
     pub(super) item: &'a Evaluated,
 }
 

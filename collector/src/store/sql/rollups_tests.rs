@@ -15,7 +15,7 @@ fn wal(at: i64, archived: i64, delay: i64) -> Sample {
 }
 
 fn t(period: Period, at: i64) -> Rollup {
-    Rollup::empty("h", "wal.main", period, period.bucket(at), "wal_archive")
+    Rollup::empty("h", "wal.main", period, period.bucket(at), ProbeKind::Wal)
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn a_backup_counts_when_the_newest_file_changes() {
         newest_mtime: Some(mtime),
         ..Sample::default()
     };
-    let tpl = || Rollup::empty("h", "backup.daily", Period::Day, 0, "backup_dir");
+    let tpl = || Rollup::empty("h", "backup.daily", Period::Day, 0, ProbeKind::Backup);
     let d = fold(None, None, &b(100, 50), tpl());
     let d = fold(Some(d), None, &b(200, 50), tpl());
     let d = fold(Some(d), None, &b(300, 250), tpl());
@@ -120,13 +120,13 @@ fn a_base_backups_duration_is_kept() {
     let item = Evaluated {
         result: ProbeResult {
             result_id: "r1".into(),
-            kind: ProbeKind::BackupDir,
+            kind: ProbeKind::Backup,
             name: "daily".into(),
             measured_at: chrono::DateTime::from_timestamp(1_772_323_200, 0).unwrap(),
             duration_ms: 1,
             interval_secs: 21_600,
             error: None,
-            observation: Some(Observation::BackupDir(obs)),
+            observation: Some(Observation::Backup(obs)),
         },
         received_at: chrono::DateTime::from_timestamp(1_772_323_201, 0).unwrap(),
         verdict: crate::status::Verdict::new(Status::Ok, "ok"),

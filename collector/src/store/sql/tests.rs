@@ -272,3 +272,84 @@ async fn a_sqlite_write_waits_its_turn_behind_a_busy_writer() {
         "busy writes that went first, per write: {overtaken:?}"
     );
 }
+
+/// A store written before migration 0012 named kinds `wal_archive`, `backup_dir`, ...: its
+/// rollups are renamed (reports select by kind), its stored observations still decode and are
+/// shown under the one name.
+#[tokio::test]
+async fn kinds_stored_under_their_old_names_are_renamed_or_still_read() {
+    use crate::store::reports::{Period, ReportStore};
+    use backwatch_proto::model::Observation;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = sqlite_file_url(dir.path());
+    super::INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+    let pool = super::open_sqlite(&url).await.expect("open");
+    Backend::Sqlite
+        .migrator()
+        .run_to(11, &pool)
+        .await
+        .expect("migrations up to 0011");
+    sqlx::query(
+        "INSERT INTO rollups (host, check_id, period, bucket_start, kind, samples, status_last, \
+         first_at, last_at, interval_secs) \
+         VALUES ('db1', 'wal.main', 'hour', 0, 'wal_archive', 1, 'ok', 0, 0, 60), \
+                ('db1', 'backup.base', 'hour', 0, 'backup_dir', 1, 'ok', 0, 0, 60)",
+    )
+    .execute(&pool)
+    .await
+    .expect("old rollups");
+    sqlx::query(
+        "INSERT INTO results (result_id, host, check_id, kind, measured_at, received_at, status, \
+         summary, error, observation, duration_ms, interval_secs) \
+         VALUES ('r1', 'db1', 'disk.backup', 'disk', 1000, 1000, 'ok', 's', NULL, $1, 1, 60), \
+                ('r2', 'db1', 'wal.main', 'wal_archive', 2000, 2000, 'ok', 's', NULL, $2, 1, 60)",
+    )
+    .bind(
+        r#"{"disk": {"path": "/backup", "error": null, "total_bytes": 100, "free_bytes": 40,
+            "avail_bytes": 40, "inodes_total": 0, "inodes_free": 0, "inodes_avail": 0,
+            "device_id": 7, "mount_point": null, "fs_type": null}}"#,
+    )
+    .bind(
+        r#"{"wal_archive": {"server_version_num": 170000, "in_recovery": false,
+            "archive_mode": "on", "archive_command": "", "archive_library": "",
+            "archive_timeout_secs": 0, "wal_segment_size_bytes": 16777216,
+            "archived_count": 42, "last_archived_wal": null, "last_archived_time": null,
+            "failed_count": 3, "last_failed_wal": null, "last_failed_time": null,
+            "stats_reset": null, "db_now": null, "current_lsn": null, "current_wal_file": null,
+            "pending_source": "archive_statusdir", "ready_segments": 0, "ready_history": 0,
+            "ready_other": 0, "oldest_ready_name": null, "oldest_ready_age_secs": null,
+            "pending_note": null}}"#,
+    )
+    .execute(&pool)
+    .await
+    .expect("old results");
+    pool.close().await;
+
+    let store = SqlStore::open(&url).await.expect("open applies 0012");
+    let rollups = store.rollups(Period::Hour, 0, 1).await.expect("rollups");
+    let kinds: Vec<(&str, Option<ProbeKind>)> = rollups
+        .iter()
+        .map(|r| (r.kind.as_str(), r.probe_kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("backup", Some(ProbeKind::Backup)),
+            ("wal", Some(ProbeKind::Wal))
+        ]
+    );
+    let history = store
+        .history("db1", None, chrono::DateTime::UNIX_EPOCH, 10)
+        .await
+        .expect("history");
+    let wal = match &history[1].observation {
+        Some(Observation::Wal(w)) => w,
+        other => panic!("not a WAL observation: {other:?}"),
+    };
+    assert_eq!((wal.archived_count, wal.failed_count), (42, 3));
+    let shown = serde_json::to_value(&history[1]).expect("json");
+    assert_eq!(shown["observation"]["wal"]["archived_count"], 42);
+    assert!(shown["observation"].get("wal_archive").is_none());
+    assert!(matches!(history[0].observation, Some(Observation::Disk(_))));
+}
