@@ -19,8 +19,8 @@ pub mod report;
 pub mod retention;
 pub mod server;
 pub mod silence;
-pub mod store;
 pub mod tls;
 
 pub use backwatch_rules as rules;
 pub use backwatch_rules::{human, status};
+pub use backwatch_store as store;

@@ -1,4 +1,4 @@
-//! The store contract suite (`collector/src/store/suite.rs`) against a private PostgreSQL; the
+//! The store contract suite (`store/src/suite.rs`) against a private PostgreSQL; the
 //! same suite runs against SQLite in the collector's unit tests.
 
 use backwatch_collector::store::{SqlStore, suite};

@@ -129,7 +129,7 @@ fn a_base_backups_duration_is_kept() {
             observation: Some(Observation::Backup(obs)),
         },
         received_at: chrono::DateTime::from_timestamp(1_772_323_201, 0).unwrap(),
-        verdict: crate::status::Verdict::new(Status::Ok, "ok"),
+        verdict: backwatch_rules::status::Verdict::new(Status::Ok, "ok"),
     };
     assert_eq!(sample(&item).duration, Some(754));
 }

@@ -13,8 +13,8 @@
 use super::StoreResult;
 use super::alerts::Alert;
 use super::outbox::NewNotification;
-use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -1,10 +1,10 @@
-//! [`EnrollStore`] for [`SqlStore`]: see [`crate::store::enroll`] for the invariants.
+//! [`EnrollStore`] for [`SqlStore`]: see [`crate::enroll`] for the invariants.
 
 use super::SqlStore;
 use super::read::{get, opt_time, time};
 use super::write::query_error;
-use crate::store::StoreResult;
-use crate::store::enroll::{EnrollStore, Enrollment, IssuedCertificate, NewEnrollment};
+use crate::StoreResult;
+use crate::enroll::{EnrollStore, Enrollment, IssuedCertificate, NewEnrollment};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 

@@ -12,7 +12,7 @@
 
 use super::StoreResult;
 use super::outbox::NewNotification;
-use crate::status::Status;
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,17 +1,17 @@
 //! [`AlertStore`] for [`SqlStore`]: alerts, their events, silences and the engine's cursor.
-//! Invariants are those of [`crate::store::alerts`]; the compare-and-set writes below are how
+//! Invariants are those of [`crate::alerts`]; the compare-and-set writes below are how
 //! they hold with several engines on one database.
 
 use super::outbox::insert_notification;
 use super::read::{get, opt_time, parse_status, status, time};
 use super::write::query_error;
 use super::{Backend, SqlStore, TRANSITION_LOG_LOCK, silences};
-use crate::store::alerts::{
+use crate::alerts::{
     Alert, AlertEvent, AlertFields, AlertFilter, AlertStore, AlertWrite, LoggedTransition, Mark,
     MarkOutcome, NewSilence, Severity, Silence,
 };
-use crate::store::outbox::NewNotification;
-use crate::store::{StoreError, StoreResult};
+use crate::outbox::NewNotification;
+use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};

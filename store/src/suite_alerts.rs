@@ -14,8 +14,8 @@ use super::alerts::{
 use super::outbox::{Channel, NewNotification, OutboxState};
 use super::suite::{at, evaluated, probe_result, unique_host};
 use super::{Store, StoreResult};
-use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {

@@ -24,9 +24,9 @@ use super::multi_row::{AnyQuery, MultiRow};
 use super::rollups::{self, NewResult};
 use super::write::{Change, lock_transition_log, query_error, to_json};
 use super::{Backend, read};
-use crate::status::Status;
-use crate::store::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
+use crate::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

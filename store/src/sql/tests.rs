@@ -2,10 +2,10 @@
 //! a real file or server shows: reopening, WAL, concurrent writers, migrations, URLs.
 
 use super::{Backend, SqlStore, redact_url, sqlite_url};
-use crate::status::Status;
-use crate::store::suite::{self, at, evaluated, probe_result, unique_host};
-use crate::store::{Inserted, Store, StoreError};
+use crate::suite::{self, at, evaluated, probe_result, unique_host};
+use crate::{Inserted, Store, StoreError};
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 use sqlx::Row;
 use std::path::Path;
 
@@ -278,7 +278,7 @@ async fn a_sqlite_write_waits_its_turn_behind_a_busy_writer() {
 /// shown under the one name.
 #[tokio::test]
 async fn kinds_stored_under_their_old_names_are_renamed_or_still_read() {
-    use crate::store::reports::{Period, ReportStore};
+    use crate::reports::{Period, ReportStore};
     use backwatch_proto::model::Observation;
 
     let dir = tempfile::tempdir().expect("temp dir");

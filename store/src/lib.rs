@@ -17,17 +17,25 @@ pub mod enroll;
 pub mod outbox;
 pub mod reports;
 mod sql;
+// The contract suite: the store's own tests run it on SQLite, the end-to-end tests on a real
+// PostgreSQL, and other crates' tests use its helpers; never built into a release binary.
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite_alerts;
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite_dashboard;
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite_enroll;
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite_outbox;
+#[cfg(any(test, feature = "test-suite"))]
 pub mod suite_reports;
 
 pub use sql::{SqlStore, redact_url, redact_webhook};
 
-use crate::status::{Status, Verdict};
 use backwatch_proto::model::{Observation, ProbeKind, ProbeResult};
+use backwatch_rules::status::{Status, Verdict};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 

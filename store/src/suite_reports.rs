@@ -6,10 +6,10 @@ use super::outbox::NewNotification;
 use super::reports::{Attachment, HOUR_MS, Period, ReportRun};
 use super::suite::{at, evaluated, probe_result, unique_host};
 use super::{Store, StoreResult};
-use crate::status::Status;
 use backwatch_proto::model::{
     ArchiveDirObs, DiskObs, Observation, PendingSource, ProbeKind, RecoveryWindow, WalObs,
 };
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {

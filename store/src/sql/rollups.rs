@@ -20,10 +20,10 @@ use super::Backend;
 use super::multi_row::{AnyQuery, MultiRow};
 use super::read::{get, parse_status};
 use super::write::query_error;
-use crate::status::Status;
-use crate::store::reports::{HOUR_MS, Period, Rollup};
-use crate::store::{Evaluated, StoreResult};
+use crate::reports::{HOUR_MS, Period, Rollup};
+use crate::{Evaluated, StoreResult};
 use backwatch_proto::model::{Observation, PendingSource, ProbeKind};
+use backwatch_rules::status::Status;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,7 +109,7 @@ pub fn sample(item: &Evaluated) -> Sample {
             };
             s.archived = Some(w.archived_count);
             s.failed = Some(w.failed_count);
-            s.risk = crate::rules::wal::data_at_risk(w).map(|r| r.secs);
+            s.risk = backwatch_rules::wal::data_at_risk(w).map(|r| r.secs);
             s.latency = w.last_archive_latency_ms.filter(|ms| *ms >= 0);
             if w.wal_segment_size_bytes > 0 {
                 s.segment_bytes = Some(w.wal_segment_size_bytes);
@@ -121,7 +121,7 @@ pub fn sample(item: &Evaluated) -> Sample {
         }
         Some(Observation::PgBackRest(o) | Observation::Barman(o)) if o.error.is_none() => {
             // The narrowest set's recoverable window, as the check reports it.
-            s.window = crate::rules::backup_tool::narrowest_window(o)
+            s.window = backwatch_rules::backup_tool::narrowest_window(o)
                 .map(|w| (w.end - w.start).num_seconds());
             // The stalest set's newest backup, as for a backup directory's newest file: when
             // it ended (a new one is counted when that changes), its age and size (pgBackRest:
@@ -430,7 +430,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<Rollup> {
     Ok(Rollup {
         host: get(row, "host")?,
         check: get(row, "check_id")?,
-        period: Period::parse(&period).ok_or_else(|| crate::store::StoreError::Corrupt {
+        period: Period::parse(&period).ok_or_else(|| crate::StoreError::Corrupt {
             what: "period",
             problem: format!("{period:?} is not hour or day"),
         })?,

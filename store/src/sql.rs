@@ -39,8 +39,8 @@ use super::{
     CheckClock, CheckState, Evaluated, HistoryEntry, HostFacts, HostRecord, HostWrite, HostWritten,
     Inserted, RetiredHost, Store, StoreError, StoreResult, Transition,
 };
-use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 use read::{check_state, history_entry, host_record, transition};
 
@@ -87,7 +87,7 @@ macro_rules! embed {
         Embedded {
             version: $version,
             description: $description,
-            sql: include_str!(concat!("../../migrations/", $backend, "/", $file)),
+            sql: include_str!(concat!("../migrations/", $backend, "/", $file)),
         }
     };
 }
@@ -646,7 +646,7 @@ impl Store for SqlStore {
             let summary = format!(
                 "agent silent since {} (no contact for {})",
                 since.format("%Y-%m-%d %H:%M:%S UTC"),
-                crate::human::duration(quiet_secs)
+                backwatch_rules::human::duration(quiet_secs)
             );
             (Status::Ok, Status::Unknown, summary)
         } else {

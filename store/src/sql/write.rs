@@ -4,8 +4,8 @@
 //! status.
 
 use super::{Backend, read};
-use crate::status::Status;
-use crate::store::{StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
+use backwatch_rules::status::Status;
 use sqlx::AnyConnection;
 
 const INSERT_TRANSITION: &str = include_str!("../queries/insert_transition.sql");

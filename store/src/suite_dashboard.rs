@@ -7,8 +7,8 @@
 use super::alerts::{AlertFields, AlertWrite, Mark, NewEvent, Severity};
 use super::suite::{at, evaluated, probe_result, unique_host};
 use super::{Store, StoreResult};
-use crate::status::Status;
 use backwatch_proto::model::ProbeKind;
+use backwatch_rules::status::Status;
 
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     change_marks_grow_with_status_changes_and_alert_marks(store).await?;

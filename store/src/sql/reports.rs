@@ -1,4 +1,4 @@
-//! [`ReportStore`] for [`SqlStore`]. Invariants are those of [`crate::store::reports`]; the
+//! [`ReportStore`] for [`SqlStore`]. Invariants are those of [`crate::reports`]; the
 //! claim of a report run and the queueing of its messages share one transaction.
 
 use super::SqlStore;
@@ -6,10 +6,10 @@ use super::outbox::insert_notification;
 use super::read::{get, time};
 use super::rollups::{decode, rollup_columns, upsert_many};
 use super::write::query_error;
-use crate::store::StoreResult;
-use crate::store::alerts::Alert;
-use crate::store::outbox::NewNotification;
-use crate::store::reports::{Attachment, Period, ReportRun, ReportStore, Rollup};
+use crate::StoreResult;
+use crate::alerts::Alert;
+use crate::outbox::NewNotification;
+use crate::reports::{Attachment, Period, ReportRun, ReportStore, Rollup};
 use chrono::{DateTime, Utc};
 
 const SELECT_ALERTS_OPENED: &str = "SELECT id, version, host, check_id, status, severity, \
@@ -130,12 +130,11 @@ impl ReportStore for SqlStore {
         for (n, parts) in notifications {
             insert_notification(&mut tx, None, None, n).await?;
             if !parts.is_empty() {
-                let json = serde_json::to_string(parts).map_err(|e| {
-                    crate::store::StoreError::Corrupt {
+                let json =
+                    serde_json::to_string(parts).map_err(|e| crate::StoreError::Corrupt {
                         what: "attachments",
                         problem: e.to_string(),
-                    }
-                })?;
+                    })?;
                 sqlx::query("UPDATE outbox SET attachments = $1 WHERE message_id = $2")
                     .bind(json)
                     .bind(n.message_id.as_str())

@@ -1,11 +1,11 @@
-//! [`OutboxStore`] for [`SqlStore`]. Invariants are those of [`crate::store::outbox`]: every
+//! [`OutboxStore`] for [`SqlStore`]. Invariants are those of [`crate::outbox`]: every
 //! step after the claim is conditional on the claim still being the caller's.
 
 use super::read::{get, opt_time, time};
 use super::write::query_error;
 use super::{Backend, SqlStore};
-use crate::store::outbox::{Channel, NewNotification, Notification, OutboxState, OutboxStore};
-use crate::store::{StoreError, StoreResult};
+use crate::outbox::{Channel, NewNotification, Notification, OutboxState, OutboxStore};
+use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;

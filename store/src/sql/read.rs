@@ -1,12 +1,10 @@
 //! Row decoders of [`SqlStore`](super::SqlStore). Invariant: whatever the database holds
 //! comes back as a value or as `StoreError::Corrupt` naming the column, never as a panic.
 
-use crate::status::Status;
-use crate::store::{
-    CheckState, HistoryEntry, HostFacts, HostRecord, StoreError, StoreResult, Transition,
-};
+use crate::{CheckState, HistoryEntry, HostFacts, HostRecord, StoreError, StoreResult, Transition};
 use backwatch_proto::model::labels::Labels;
 use backwatch_proto::model::{Observation, ProbeResult};
+use backwatch_rules::status::Status;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};

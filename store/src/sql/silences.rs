@@ -4,8 +4,8 @@
 use super::SqlStore;
 use super::read::{get, time};
 use super::write::query_error;
-use crate::store::StoreResult;
-use crate::store::alerts::{NewSilence, Silence};
+use crate::StoreResult;
+use crate::alerts::{NewSilence, Silence};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 

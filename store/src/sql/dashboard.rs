@@ -5,7 +5,7 @@
 use super::SqlStore;
 use super::read::{get, history_entry};
 use super::write::query_error;
-use crate::store::{HistoryEntry, StoreResult};
+use crate::{HistoryEntry, StoreResult};
 use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, Utc};
 

@@ -9,10 +9,10 @@
 //! - times are whole milliseconds, the precision a store keeps.
 
 use super::{Evaluated, HostFacts, HostWrite, HostWritten, Inserted, Store, StoreResult};
-use crate::status::{Status, Verdict};
 use backwatch_proto::model::{
     ArchiveDirObs, BackupDirObs, DiskObs, Observation, ProbeKind, ProbeResult, SettingsObs, WalObs,
 };
+use backwatch_rules::status::{Status, Verdict};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
