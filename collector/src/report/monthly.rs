@@ -52,12 +52,19 @@ pub struct MonthlySummary {
     pub wal_bytes_per_day: f64,
 }
 
+/// A rollup's kind by its one name, also for a row an older collector sharing the database
+/// still wrote under the name used before migration 0012; as stored when unknown.
+fn kind_name(r: &Rollup) -> String {
+    r.probe_kind()
+        .map_or_else(|| r.kind.clone(), |k| k.name().to_string())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupTrend {
     pub host: String,
     pub check: String,
-    /// `backup_dir` (newest file's size and time) or `archive_dir` (base backup durations
-    /// from the newest backup history file).
+    /// The check's kind: `backup` (newest file's size and time), `archive` (base backup
+    /// durations from the newest backup history file), `pgbackrest` or `barman`.
     pub source: String,
     pub backups: i64,
     pub days: u64,
@@ -74,7 +81,7 @@ pub struct BackupTrend {
 pub struct StorageTrend {
     pub host: String,
     pub check: String,
-    /// `filesystem`, `backup_dir` or `archive_dir`.
+    /// `filesystem`, else the check's kind (`backup`, `archive`).
     pub kind: String,
     pub days: u64,
     pub used_bytes_first: Option<i64>,
@@ -248,7 +255,7 @@ fn storage_trend(rows: &[&Rollup]) -> Option<StorageTrend> {
         check: last.check.clone(),
         kind: match last.probe_kind() {
             Some(ProbeKind::Disk) => "filesystem".into(),
-            _ => last.kind.clone(),
+            _ => kind_name(last),
         },
         days: rows.len() as u64,
         used_bytes_first: rows.iter().find_map(|r| r.used_bytes_last),
@@ -303,7 +310,7 @@ fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
     Some(BackupTrend {
         host: last.host.clone(),
         check: last.check.clone(),
-        source: last.kind.clone(),
+        source: kind_name(last),
         backups: rows.iter().map(|r| r.new_backups).sum(),
         days: rows.len() as u64,
         newest_size_bytes: rows.iter().rev().find_map(|r| r.newest_size_bytes),

@@ -301,3 +301,19 @@ fn archive_success_rate_of_the_month_sums_the_daily_deltas() {
         "nothing attempted"
     );
 }
+
+#[test]
+fn a_kind_is_shown_by_its_one_name_also_when_an_older_collector_stored_it() {
+    let mut r = Rollup::empty(
+        "db1",
+        "backup.daily",
+        crate::store::reports::Period::Day,
+        0,
+        ProbeKind::Backup,
+    );
+    assert_eq!(kind_name(&r), "backup");
+    r.kind = "backup_dir".into();
+    assert_eq!(kind_name(&r), "backup");
+    r.kind = "from_a_newer_collector".into();
+    assert_eq!(kind_name(&r), "from_a_newer_collector");
+}

@@ -1,7 +1,7 @@
 //! The store contract suite (`store/src/suite.rs`) against a private PostgreSQL; the
-//! same suite runs against SQLite in the collector's unit tests.
+//! same suite runs against SQLite in the store crate's unit tests.
 
-use backwatch_collector::store::{SqlStore, suite};
+use backwatch_store::{SqlStore, suite};
 use backwatch_tests::harness::PgCluster;
 
 #[tokio::test]
