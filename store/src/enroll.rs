@@ -9,7 +9,8 @@
 //! - a used or expired token stays readable, so a refusal can say why;
 //! - every certificate the enrollment listener hands out is recorded first (an enrollment's
 //!   in the same transaction that uses the token), with the certificate that authenticated
-//!   its renewal: supersession and deny lineage (see the collector's `enroll::standing`) read these;
+//!   its renewal: supersession and deny lineage (the collector's `enroll::standing`) read
+//!   them;
 //! - `first_used_at` is set once, by the first ingest stream of the certificate, and never
 //!   moved ([`EnrollStore::mark_certificate_used`]): only a used certificate supersedes or
 //!   blocks a renewal, so one whose reply was lost harms nobody.

@@ -347,8 +347,9 @@ pub trait Store:
     /// two index lookups: the dashboard's live updates poll them every second.
     async fn change_marks(&self) -> StoreResult<(i64, i64)>;
 
-    /// The last result of each UTC day of every check of `kind` (`disk.*`), over all hosts, measured at or after `since`; ordered by host, check,
-    /// time. The input of the fleet trends.
+    /// The last result of each UTC day of every check of `kind` (`disk.*`), over all hosts,
+    /// measured at or after `since`; ordered by host, check, time. The input of the fleet
+    /// trends.
     async fn daily_last_results(
         &self,
         kind: ProbeKind,

@@ -425,7 +425,7 @@ pub fn pagerduty_payload(
     groups: &[&str],
 ) -> String {
     let a = c.alert;
-    let dedup_key = format!("backwatch-alert-{}", c.alert_id);
+    let dedup_key = pagerduty_dedup_key(c.alert_id);
     if c.kind == NoticeKind::Resolved {
         return json!({
             "routing_key": routing_key,
@@ -464,12 +464,17 @@ pub fn pagerduty_payload(
     .to_string()
 }
 
+/// The one PagerDuty incident of an alert: trigger, acknowledge and resolve all name it.
+fn pagerduty_dedup_key(alert_id: i64) -> String {
+    format!("backwatch-alert-{alert_id}")
+}
+
 /// PagerDuty Events v2 `acknowledge` of the incident an alert triggered (same dedup key).
 pub fn pagerduty_acknowledge(alert_id: i64, routing_key: &str) -> String {
     json!({
         "routing_key": routing_key,
         "event_action": "acknowledge",
-        "dedup_key": format!("backwatch-alert-{alert_id}"),
+        "dedup_key": pagerduty_dedup_key(alert_id),
     })
     .to_string()
 }

@@ -408,8 +408,9 @@ pub fn monthly(r: &MonthlyReport) -> Vec<Chart> {
     let most = |f: fn(&super::monthly::DayPoint) -> i64| {
         r.days.iter().map(|d| f(d) as f64).fold(0.0, f64::max)
     };
-    let (used_size, used_unit) = byte_unit(most(|d| d.filesystem_used_bytes));
-    let (wal_size, wal_unit) = byte_unit(most(|d| d.wal_bytes));
+    let (used_top, wal_top) = (most(|d| d.filesystem_used_bytes), most(|d| d.wal_bytes));
+    let (used_size, used_unit) = byte_unit(used_top);
+    let (wal_size, wal_unit) = byte_unit(wal_top);
     let used: Vec<(String, f64)> = r
         .days
         .iter()
@@ -433,9 +434,7 @@ pub fn monthly(r: &MonthlyReport) -> Vec<Chart> {
             color: WARNING,
         })
         .collect();
-    let used_max = used.iter().map(|p| p.1).fold(0.0, f64::max);
-    let wal_max = wal.iter().map(|b| b.value).fold(0.0, f64::max);
-    let alerts_max = alerts.iter().map(|b| b.value).fold(0.0, f64::max);
+    let alerts_max = r.days.iter().map(|d| d.alerts).max().unwrap_or(0);
     let used_fmt = |v: f64| amount(v, used_unit);
     let wal_fmt = |v: f64| amount(v, wal_unit);
     vec![
@@ -444,7 +443,7 @@ pub fn monthly(r: &MonthlyReport) -> Vec<Chart> {
             title: "Filesystem space used, whole fleet".into(),
             caption: format!(
                 "Daily, {first} to {last}; highest {}",
-                amount(used_max, used_unit)
+                amount(used_top / used_size, used_unit)
             ),
             png: line_chart(
                 &used,
@@ -462,7 +461,7 @@ pub fn monthly(r: &MonthlyReport) -> Vec<Chart> {
             title: "WAL archived per day".into(),
             caption: format!(
                 "Daily, {first} to {last}; highest {}",
-                amount(wal_max, wal_unit)
+                amount(wal_top / wal_size, wal_unit)
             ),
             png: bar_chart(
                 &wal,
@@ -499,13 +498,19 @@ pub fn monthly(r: &MonthlyReport) -> Vec<Chart> {
 mod tests {
     use super::*;
 
-    /// Dark pixels (text, axes, ticks) in the rectangle `x0..x1` × `y0..y1` of a PNG.
-    fn ink(png_bytes: &[u8], (x0, x1): (u32, u32), (y0, y1): (u32, u32)) -> usize {
+    /// The RGB pixels of a chart's PNG.
+    fn pixels(png_bytes: &[u8]) -> Vec<u8> {
         let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
         let mut reader = decoder.read_info().expect("a PNG");
         let mut buf = vec![0; reader.output_buffer_size().expect("size")];
         let info = reader.next_frame(&mut buf).expect("a frame");
         assert_eq!((info.width, info.height), (WIDTH, HEIGHT));
+        buf
+    }
+
+    /// Dark pixels (text, axes, ticks) in the rectangle `x0..x1` × `y0..y1` of a PNG.
+    fn ink(png_bytes: &[u8], (x0, x1): (u32, u32), (y0, y1): (u32, u32)) -> usize {
+        let buf = pixels(png_bytes);
         let mut dark = 0;
         for y in y0..y1 {
             for x in x0..x1 {
@@ -577,11 +582,8 @@ mod tests {
         }];
         let img = bar_chart(&one, Some(100.0), &[], &axes(), &[]);
         // Red fill across the left half of the plot, not a sliver.
+        let buf = pixels(&img);
         let red = |x0, x1| {
-            let decoder = png::Decoder::new(std::io::Cursor::new(&img[..]));
-            let mut reader = decoder.read_info().expect("a PNG");
-            let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-            reader.next_frame(&mut buf).expect("a frame");
             let y = HEIGHT / 2;
             (x0..x1)
                 .filter(|x| {

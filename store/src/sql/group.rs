@@ -25,7 +25,6 @@ use super::rollups::{self, NewResult};
 use super::write::{Change, lock_transition_log, query_error, to_json};
 use super::{Backend, read};
 use crate::{Evaluated, HostWrite, HostWritten, Inserted, StoreResult, ordered_at};
-use backwatch_proto::model::ProbeKind;
 use backwatch_rules::status::Status;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -61,7 +60,6 @@ struct Candidate<'a> {
     host: &'a str,
     item: &'a Evaluated,
     check: String,
-    kind: ProbeKind,
     /// See [`ordered_at`].
     ordered_at: i64,
     received_at: i64,
@@ -105,7 +103,6 @@ pub(super) async fn write(
         .map(|c| NewResult {
             host: c.host,
             check: &c.check,
-            kind: c.kind,
             item: c.item,
         })
         .collect();
@@ -147,7 +144,6 @@ fn candidates<'a>(writes: &[HostWrite<'a>]) -> StoreResult<Vec<Candidate<'a>>> {
                 host: w.host,
                 item,
                 check: item.result.check_id(),
-                kind: item.result.kind,
                 ordered_at: ordered_at(&item.result, item.received_at),
                 received_at: item.received_at.timestamp_millis(),
             });
@@ -181,7 +177,7 @@ async fn insert_results<'a>(
             q.bind(r.result_id.clone())
                 .bind(c.host.to_string())
                 .bind(c.check.clone())
-                .bind(c.kind.name())
+                .bind(r.kind.name())
                 .bind(r.measured_at.timestamp_millis())
                 .bind(c.received_at)
                 .bind(v.status.as_str())

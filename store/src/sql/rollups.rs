@@ -523,7 +523,6 @@ fn bind_rollup(q: AnyQuery, r: &Rollup) -> AnyQuery {
 pub(super) struct NewResult<'a> {
     pub(super) host: &'a str,
     pub(super) check: &'a str,
-    pub(super) kind: ProbeKind,
     pub(super) item: &'a Evaluated,
 }
 
@@ -603,7 +602,7 @@ pub(super) async fn apply_group(
                     .map(|(_, r)| r),
                 Some(_) => None,
             };
-            let template = Rollup::empty(n.host, n.check, period, k.bucket, n.kind);
+            let template = Rollup::empty(n.host, n.check, period, k.bucket, n.item.result.kind);
             let next = fold(row, prev, s, template);
             known.insert(k.clone(), next);
             changed.insert(k);

@@ -394,6 +394,19 @@ impl DemoHost {
         }
         out
     }
+
+    /// Its history, hourly up to the end it was made with: `(hours before the end, when,
+    /// results)`, each host a few minutes off the hour so the fleet does not report at once.
+    fn history(&mut self) -> Vec<(i64, DateTime<Utc>, Vec<ProbeResult>)> {
+        let (end, offset) = (self.end, TimeDelta::minutes(self.i as i64 % 50));
+        (0..=self.hours)
+            .rev()
+            .map(|h| {
+                let at = end - TimeDelta::hours(h) - offset;
+                (h, at, self.results(at, 1.0, 3600))
+            })
+            .collect()
+    }
 }
 
 /// `count` demo hosts `db-01`… with `days` of hourly history ending now (disk, daily backup,
@@ -406,11 +419,9 @@ pub async fn demo_fleet(url: &str, count: usize, days: i64) -> anyhow::Result<Ve
     let now = Utc::now();
     let hour0 = now.timestamp() / 3600;
     let mut names = Vec::with_capacity(count);
-    for (i, mut host) in demo_hosts(count, days, now).into_iter().enumerate() {
+    for mut host in demo_hosts(count, days, now) {
         let mut results = Vec::new();
-        for h in (0..=days * 24).rev() {
-            let at = now - TimeDelta::hours(h) - TimeDelta::minutes(i as i64 % 50);
-            let hourly = host.results(at, 1.0, 3600);
+        for (h, at, hourly) in host.history() {
             if host.silent_at(at) {
                 continue;
             }
@@ -437,11 +448,8 @@ fn demo_hosts(count: usize, days: i64, end: DateTime<Utc>) -> Vec<DemoHost> {
 /// and the newest backup where the history left them, for `demo-fleet --live` to go on from.
 pub fn demo_hosts_at(count: usize, days: i64, end: DateTime<Utc>) -> Vec<DemoHost> {
     let mut hosts = demo_hosts(count, days, end);
-    for (i, host) in hosts.iter_mut().enumerate() {
-        for h in (0..=days * 24).rev() {
-            let at = end - TimeDelta::hours(h) - TimeDelta::minutes(i as i64 % 50);
-            host.results(at, 1.0, 3600);
-        }
+    for host in &mut hosts {
+        host.history();
     }
     hosts
 }
