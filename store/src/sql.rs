@@ -68,6 +68,14 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use url::sqlite_url;
 use write::{Change, insert_transition, query_error, read_state};
 
+/// `LIKE` pattern of the check ids of `kind` (`wal.%`; kind names are lowercase letters, no
+/// wildcard). Not a text range (`'wal.' <= id < 'wal/'`): in a database created in a glibc
+/// locale such as `en_US.UTF-8`, punctuation sorts last and `'wal.main' < 'wal/'` is false, so
+/// the range selected nothing; `LIKE` matches characters whatever the collation.
+fn kind_checks(kind: ProbeKind) -> String {
+    format!("{}.%", kind.name())
+}
+
 /// What differs between the two databases; everything else is shared SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -754,13 +762,10 @@ impl Store for SqlStore {
     }
 
     async fn check_states_of_kind(&self, kind: ProbeKind) -> StoreResult<Vec<CheckState>> {
-        // A range rather than LIKE: `_` in a kind would be a wildcard there. '/' follows '.'.
-        let kind = kind.name();
         sqlx::query(select_states!(
-            "WHERE check_id >= $1 AND check_id < $2 ORDER BY host, check_id"
+            "WHERE check_id LIKE $1 ORDER BY host, check_id"
         ))
-        .bind(format!("{kind}."))
-        .bind(format!("{kind}/"))
+        .bind(kind_checks(kind))
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("list check states of a kind"))?

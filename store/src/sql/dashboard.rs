@@ -11,19 +11,6 @@ use chrono::{DateTime, Utc};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `LIKE` pattern matching everything that starts with `prefix` literally.
-fn prefix_pattern(prefix: &str) -> String {
-    let mut p = String::with_capacity(prefix.len() + 1);
-    for c in prefix.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}
-
 impl SqlStore {
     pub(super) async fn read_change_marks(&self) -> StoreResult<(i64, i64)> {
         // Each MAX over a primary key is one index lookup on both databases.
@@ -49,12 +36,12 @@ impl SqlStore {
             "SELECT r.host, r.result_id, r.check_id, r.measured_at, r.received_at, r.status, \
              r.summary, r.error, r.observation FROM results r \
              JOIN (SELECT host, check_id, MAX(measured_at) AS last_at FROM results \
-                   WHERE check_id LIKE $1 ESCAPE '\\' AND measured_at >= $2 \
+                   WHERE check_id LIKE $1 AND measured_at >= $2 \
                    GROUP BY host, check_id, measured_at / $3) d \
              ON r.host = d.host AND r.check_id = d.check_id AND r.measured_at = d.last_at \
              ORDER BY r.host, r.check_id, r.measured_at, r.result_id",
         )
-        .bind(prefix_pattern(&format!("{}.", kind.name())))
+        .bind(super::kind_checks(kind))
         .bind(since.timestamp_millis())
         .bind(DAY_MS)
         .fetch_all(&self.pool)
@@ -75,16 +62,5 @@ impl SqlStore {
             out.push((host, entry));
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_pattern;
-
-    #[test]
-    fn like_wildcards_in_the_prefix_are_literal() {
-        assert_eq!(prefix_pattern("disk."), "disk.%");
-        assert_eq!(prefix_pattern("a_b%c\\"), "a\\_b\\%c\\\\%");
     }
 }

@@ -353,3 +353,12 @@ async fn kinds_stored_under_their_old_names_are_renamed_or_still_read() {
     assert!(shown["observation"].get("wal_archive").is_none());
     assert!(matches!(history[0].observation, Some(Observation::Disk(_))));
 }
+
+#[test]
+fn kind_patterns_hold_no_like_wildcard() {
+    for kind in ProbeKind::ALL {
+        let pattern = super::kind_checks(kind);
+        let name = pattern.strip_suffix(".%").expect("name, dot, wildcard");
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase()), "{pattern}");
+    }
+}

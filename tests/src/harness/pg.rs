@@ -284,6 +284,18 @@ impl PgCluster {
         Ok(())
     }
 
+    /// A UTF-8 database whose text sorts by the operating system's `locale` (a glibc locale
+    /// such as `en_US.UTF-8`, the default of many installations), not by the cluster's C.
+    pub fn create_database_with_locale(&self, name: &str, locale: &str) -> anyhow::Result<()> {
+        let locale = quote::sql_literal(locale);
+        self.psql(&format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' \
+             LC_COLLATE {locale} LC_CTYPE {locale}",
+            quote::sql_ident(name)
+        ))?;
+        Ok(())
+    }
+
     /// Starts the (stopped) server on its port and socket dir.
     pub fn start(&self) -> anyhow::Result<()> {
         self.start_with_env(&[])
