@@ -61,10 +61,12 @@ impl Previous {
     }
 }
 
-/// The previous state of each check one stream has seen, by check id.
+/// The previous state of each check one stream has seen, by check id. Boxed: a previous
+/// state holds a whole result (about 700 bytes, its observation sized by the largest kind),
+/// and a map allocates room for more entries than it holds, in every session.
 #[derive(Default)]
 pub(super) struct Known {
-    checks: HashMap<String, Previous>,
+    checks: HashMap<String, Box<Previous>>,
 }
 
 /// One judged result waiting for the store's answer.
@@ -76,7 +78,7 @@ pub(super) struct Pending {
 
 impl Known {
     pub fn get(&self, check: &str) -> Option<&Previous> {
-        self.checks.get(check)
+        self.checks.get(check).map(|p| &**p)
     }
 
     /// Forget a check (one whose results were refused: it must not take room here).
@@ -85,7 +87,7 @@ impl Known {
     }
 
     pub fn insert(&mut self, check: String, previous: Previous) {
-        self.checks.insert(check, previous);
+        self.checks.insert(check, Box::new(previous));
     }
 
     /// The store answered: fold in what it kept, in batch order. Duplicates (already stored
