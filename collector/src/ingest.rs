@@ -14,8 +14,8 @@
 //!   replays from its spool;
 //! - a result the collector cannot understand is rejected by id with a reason, never stored
 //!   half-read and never allowed to block the results behind it;
-//! - a message is decoded only once admitted (`GroupWriter::admit_bytes`): a waiting stream
-//!   holds its message encoded (see `raw`).
+//! - a message is read and decoded only once admitted (`GroupWriter::admit_bytes`): a waiting
+//!   stream holds its message's header and the frame it came in (see `raw`).
 
 use crate::config::Thresholds;
 use crate::config::reloadable::Reloadable;
