@@ -14,8 +14,8 @@
 //!   replays from its spool;
 //! - a result the collector cannot understand is rejected by id with a reason, never stored
 //!   half-read and never allowed to block the results behind it;
-//! - a message is read and decoded only once admitted (`GroupWriter::admit_bytes`): a waiting
-//!   stream holds its message's header and the frame it came in (see `raw`).
+//! - a message is decoded only once admitted (`GroupWriter::admit_bytes`): a waiting stream
+//!   holds its message encoded, in a buffer of its size (see `raw`).
 
 use crate::config::Thresholds;
 use crate::config::reloadable::Reloadable;
@@ -330,7 +330,7 @@ impl Session {
         info!("agent stream opened");
         loop {
             let next = tokio::select! {
-                m = inbound.next_len() => m,
+                m = inbound.next_message() => m,
                 Some(check) = self.commands.rx.recv() => {
                     if let Err(status) = Box::pin(self.run_now(check)).await {
                         warn!(error = %status.message(), "ending agent stream");
@@ -339,27 +339,19 @@ impl Session {
                     continue;
                 }
             };
-            let len = match next {
-                Ok(Some(len)) => len,
+            let raw = match next {
+                Ok(Some(raw)) => raw,
                 Ok(None) => break,
                 Err(status) => {
                     self.end_on_stream_error(status).await;
                     break;
                 }
             };
-            // Admitted before the message is read: while the fleet drains its spools, a stream
-            // waits here holding its message's header and what came in the same frame (and
-            // reads no more, so HTTP/2 flow control holds its agent back); the message, and
-            // its decoded form many times larger, exist only for admitted messages. Held until
-            // the message is handled (its results written).
-            let _admitted = self.writer.admit_bytes(len).await;
-            let raw = match inbound.message(len).await {
-                Ok(raw) => raw,
-                Err(status) => {
-                    self.end_on_stream_error(status).await;
-                    break;
-                }
-            };
+            // Admitted before decoding: while the fleet drains its spools, a stream waits here
+            // holding only the encoded message (and reads no more, so HTTP/2 flow control holds
+            // its agent back); the decoded form, many times larger, exists only for admitted
+            // messages. Held until the message is handled (its results written).
+            let _admitted = self.writer.admit_bytes(raw.len()).await;
             let msg = match AgentMessage::decode(raw) {
                 Ok(m) => m,
                 Err(e) => {

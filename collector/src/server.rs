@@ -29,11 +29,12 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// HTTP/2 flow-control window of one agent stream (bytes); see `run`. It also caps the DATA
 /// frames an agent sends (HTTP/2's smallest frame limit is 16 KiB), and so how far each
 /// stream's frame and message buffers grow: in a fleet-wide spool drain every stream grows
-/// them at once. 10,000 agents draining 300 results each peak at 0.80 GiB with 8 KiB and 0.65
-/// with 4 (1.22, 1.01 and 0.84 with 16, 8 and 4 before the session read its own messages),
-/// at about the same throughput (`docs/benchmarks.md`, 2026-12-05). Not smaller than 8 KiB: an agent's largest batch (1 MiB, `MAX_BATCH_BYTES`)
-/// then takes 128 round trips, 45 s over a 350 ms link, inside the agent's 90 s limit for a
-/// collector that says nothing (it hears nothing while its batch is still going out).
+/// them at once. 10,000 agents draining 300 results each peaked at 1.22 GiB with 16 KiB, 1.01
+/// with 8 and 0.84 with 4 at the same throughput, and at 0.88 with 8 once the session read
+/// its own messages (`docs/benchmarks.md`, 2026-12-05). Not smaller than 8 KiB: an agent's
+/// largest batch (1 MiB, `MAX_BATCH_BYTES`) then takes 128 round trips, 45 s over a 350 ms
+/// link, inside the agent's 90 s limit for a collector that says nothing (it hears nothing
+/// while its batch is still going out).
 const STREAM_WINDOW_BYTES: u32 = 8 << 10;
 /// HTTP/2 flow-control window of one agent connection (bytes): an agent opens one stream, and
 /// HTTP/2 starts every connection at 64 KiB anyway.

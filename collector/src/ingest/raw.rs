@@ -2,12 +2,15 @@
 //! before the service sees it, so when the whole fleet drains its spools at once, every stream
 //! held a decoded batch (ten to forty times its encoded size) while it waited for admission:
 //! 1.5–2.2 GiB for 10,000 agents. Here the session reads the request body itself
-//! ([`Inbound`]): it learns a message's length from its 5-byte gRPC header, waits for
-//! admission (see `Session::run` and [`crate::group_commit::GroupWriter::admit_bytes`]) holding
-//! only what arrived with that header, and then reads the message into a buffer of its own
-//! size, decoded and dropped once handled. tonic's own reader kept a buffer per stream that
-//! grew to the largest message plus read-ahead and never shrank, and a message waiting for
-//! admission pinned it: about 30 KiB per agent through a drain.
+//! ([`Inbound`], gRPC's framing) and decodes a message only once admitted (see `Session::run`
+//! and [`crate::group_commit::GroupWriter::admit_bytes`]); a waiting stream holds its message
+//! encoded, in a buffer of the message's size. tonic's own reader kept a buffer per stream
+//! that grew to the largest message plus read-ahead and never shrank, and a message waiting
+//! for admission kept it alive (about 7 KiB more per agent through a drain, measured).
+//!
+//! A message is read whole before admission, not after its header: admission held while the
+//! rest arrives would let an agent that announces a large message and then stalls hold the
+//! whole fleet's admission.
 //!
 //! The wire contract is unchanged: same service and method path, same messages, gRPC's
 //! framing. tonic still encodes the collector's messages and ends the call.
@@ -38,9 +41,8 @@ const HEADER_BYTES: usize = 5;
 /// An agent stream's messages, read off the request body by the session (see the module).
 pub struct Inbound {
     body: tonic::body::Body,
-    /// Received, not yet part of a message taken: the start of the next message, at most
-    /// about one HTTP/2 frame (the stream window bounds frames), copied out of h2's read
-    /// buffer so that it does not keep that buffer alive.
+    /// Received, not yet part of a message taken: the next message as far as it arrived,
+    /// copied out of h2's read buffer so that it does not keep that buffer alive.
     pending: BytesMut,
     max_message_bytes: usize,
 }
@@ -54,10 +56,13 @@ impl Inbound {
         }
     }
 
-    /// The length of the next message, once its header has arrived; `None` when the agent
-    /// ended the stream between messages. Cancel-safe: what arrived is kept for the next call.
-    pub async fn next_len(&mut self) -> Result<Option<usize>, Status> {
-        while self.pending.len() < HEADER_BYTES {
+    /// The next message, in a buffer of its own size; `None` when the agent ended the stream
+    /// between messages. Cancel-safe: what arrived is kept in `pending` for the next call.
+    pub async fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        let len = loop {
+            if let Some(len) = self.header()? {
+                break len;
+            }
             if !self.receive().await? {
                 if self.pending.is_empty() {
                     return Ok(None);
@@ -66,6 +71,30 @@ impl Inbound {
                     "stream ended inside a message header",
                 ));
             }
+        };
+        let total = HEADER_BYTES + len;
+        while self.pending.len() < total {
+            if !self.receive().await? {
+                return Err(Status::invalid_argument("stream ended inside a message"));
+            }
+        }
+        // What follows belongs to the next message: copied (a frame's tail at most), so that
+        // nothing keeps this message's buffer once it is handled.
+        let rest = BytesMut::from(&self.pending[total..]);
+        let mut whole = std::mem::replace(&mut self.pending, rest);
+        whole.truncate(total);
+        // Grown by doubling as frames came in: keep it only when it is about the right size.
+        if whole.capacity() > total + total / 4 {
+            return Ok(Some(Bytes::copy_from_slice(&whole[HEADER_BYTES..])));
+        }
+        Ok(Some(whole.freeze().slice(HEADER_BYTES..)))
+    }
+
+    /// The next message's length, once its header is in `pending`. Nothing is allocated for
+    /// the length an agent announces: a message grows as its bytes arrive.
+    fn header(&self) -> Result<Option<usize>, Status> {
+        if self.pending.len() < HEADER_BYTES {
+            return Ok(None);
         }
         if self.pending[0] != 0 {
             // Agents never compress (a batch is small, and TLS is the expensive part).
@@ -86,27 +115,6 @@ impl Inbound {
             )));
         }
         Ok(Some(len))
-    }
-
-    /// The message whose length [`Inbound::next_len`] returned, in a buffer of its size.
-    pub async fn message(&mut self, len: usize) -> Result<Bytes, Status> {
-        let total = HEADER_BYTES + len;
-        if self.pending.len() < total {
-            let mut whole = BytesMut::with_capacity(total);
-            whole.extend_from_slice(&self.pending);
-            self.pending = whole;
-            while self.pending.len() < total {
-                if !self.receive().await? {
-                    return Err(Status::invalid_argument("stream ended inside a message"));
-                }
-            }
-        }
-        // The part of the last frame that belongs to the next message, copied: the message's
-        // buffer is dropped once it is handled, and nothing else should keep it.
-        let rest = BytesMut::from(&self.pending[total..]);
-        let mut whole = std::mem::replace(&mut self.pending, rest);
-        whole.truncate(total);
-        Ok(whole.freeze().slice(HEADER_BYTES..))
     }
 
     /// Appends the next DATA frame to `pending`; false at the end of the stream.
@@ -172,7 +180,8 @@ pub struct IngestServer {
 }
 
 impl IngestServer {
-    /// Messages over `max_message_bytes` either way end the stream (tonic's own check).
+    /// Messages over `max_message_bytes` end the stream: an agent's by [`Inbound`], the
+    /// collector's by tonic.
     pub fn new(inner: IngestService, max_message_bytes: usize) -> Self {
         IngestServer {
             inner: std::sync::Arc::new(inner),
@@ -283,10 +292,7 @@ mod tests {
     }
 
     async fn next(inbound: &mut Inbound) -> Result<Option<Bytes>, Status> {
-        match inbound.next_len().await? {
-            Some(len) => Ok(Some(inbound.message(len).await?)),
-            None => Ok(None),
-        }
+        inbound.next_message().await
     }
 
     #[tokio::test]
@@ -316,8 +322,7 @@ mod tests {
     async fn what_follows_a_message_is_copied_out_of_its_buffer() {
         let wire = [framed(0, &[1; 20]), framed(0, &[2; 3])].concat();
         let mut inbound = inbound(&[&wire]);
-        let len = inbound.next_len().await.unwrap().unwrap();
-        let first = inbound.message(len).await.unwrap();
+        let first = inbound.next_message().await.unwrap().unwrap();
         assert_eq!(first.len(), 20);
         // Only the next message's bytes remain, in a buffer of their own size.
         assert_eq!(inbound.pending.len(), HEADER_BYTES + 3);
