@@ -264,6 +264,7 @@ impl IngestService {
             refused_checks: Default::default(),
             over_limit_raised: false,
             commands: self.commands.register(&host),
+            admitted: None,
             _slot: slot,
         };
         let span = info_span!("stream", agent = %host, peer = %peer);
@@ -322,6 +323,8 @@ struct Session {
     over_limit_raised: bool,
     /// "Run now" requests from the HTTP API for this host.
     commands: crate::commands::Registration,
+    /// The admission of the message being handled (see `run` and `send`).
+    admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     _slot: StreamSlot,
 }
 
@@ -343,39 +346,45 @@ impl Session {
                 Ok(Some(raw)) => raw,
                 Ok(None) => break,
                 Err(status) => {
-                    self.end_on_stream_error(status).await;
+                    // The agent went away, or sent what is not a message this collector
+                    // reads (compressed, too large, cut short).
+                    debug!(error = %status.message(), "ending agent stream");
+                    self.end_stream(status).await;
                     break;
                 }
             };
             // Admitted before decoding: while the fleet drains its spools, a stream waits here
             // holding only the encoded message (and reads no more, so HTTP/2 flow control holds
             // its agent back); the decoded form, many times larger, exists only for admitted
-            // messages. Held until the message is handled (its results written).
-            let _admitted = self.writer.admit_bytes(raw.len()).await;
+            // messages. Held until the message is handled (its results written), and never
+            // while waiting on the agent (see `send`).
+            self.admitted = Some(self.writer.admit_bytes(raw.len()).await);
             let msg = match AgentMessage::decode(raw) {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(error = %e, "ending agent stream: undecodable message");
                     let status = Status::invalid_argument(format!("undecodable message: {e}"));
-                    let _ = self.tx.send(Err(status)).await;
+                    self.end_stream(status).await;
                     break;
                 }
             };
             // Boxed: handling is the largest state of this task by far (7 KiB in all, against
             // under 1 KiB to wait for the next message), and every idle session is that task.
-            if let Err(status) = Box::pin(self.handle(msg)).await {
+            let handled = Box::pin(self.handle(msg)).await;
+            self.admitted = None;
+            if let Err(status) = handled {
                 warn!(error = %status.message(), "ending agent stream");
-                let _ = self.tx.send(Err(status)).await;
+                self.end_stream(status).await;
                 break;
             }
         }
         info!("agent stream closed");
     }
 
-    /// The stream broke (the agent went away, or sent what is not a message this collector
-    /// reads: compressed, too large, cut short): tell the agent, if it still listens.
-    async fn end_on_stream_error(&mut self, status: Status) {
-        debug!(error = %status.message(), "ending agent stream");
+    /// Ends the stream with `status`, told to the agent if it still listens (the queue may be
+    /// full: nothing shared is held meanwhile, see `send`).
+    async fn end_stream(&mut self, status: Status) {
+        self.admitted = None;
         let _ = self.tx.send(Err(status)).await;
     }
 
@@ -394,7 +403,13 @@ impl Session {
         .await
     }
 
+    /// Queues `payload` for the agent. An agent that does not read its answers makes this
+    /// wait, so the message's admission is released first: a session waiting on its agent
+    /// holds nothing the fleet shares (it held a whole 2 MiB budget for a large message, and
+    /// every other agent's results waited behind it). Every payload is sent once the work
+    /// of its message is done.
     async fn send(&mut self, payload: CollectorPayload) -> Result<(), Status> {
+        self.admitted = None;
         self.seq += 1;
         let msg = CollectorMessage {
             seq: self.seq,

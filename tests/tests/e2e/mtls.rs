@@ -470,3 +470,95 @@ async fn a_host_over_its_check_limit_gets_its_results_refused_and_one_alert() ->
     .await;
     Ok(())
 }
+
+/// An agent that sends but never reads what the collector answers: its answers back up until
+/// its session waits to queue the next one. It must wait holding nothing the fleet shares: it
+/// used to hold its message's share of the collector's decoding budget (all of it, for a
+/// message of 2 MiB), and every other agent's results then waited behind it.
+#[tokio::test]
+async fn an_agent_that_never_reads_its_answers_does_not_hold_up_the_fleet() -> Result<()> {
+    use backwatch_proto::wire::{
+        AgentMessage, AgentPayload, Hello, IngestClient, ProbeResult, ResultBatch,
+    };
+    use backwatch_tests::sim;
+    use std::sync::atomic::Ordering;
+
+    let certs = Certs::fleet(&["honest", "mute"])?;
+    let collector = Collector::sqlite(&certs).start().await?;
+    let url = collector.grpc_url();
+    let honest = sim::start(
+        &certs,
+        &["honest".to_string()],
+        &url,
+        Duration::from_millis(300),
+    )?;
+    let acked = || honest.total(|s| s.acked.load(Ordering::Relaxed));
+    eventually(
+        WAIT,
+        "the honest agent's results acknowledged",
+        async || {
+            anyhow::ensure!(acked() > 0, "none yet");
+            Ok(())
+        },
+    )
+    .await;
+
+    // The mute agent's receive window is 1 KiB, and it never reads: the collector's answers
+    // fill that, then h2's send buffer, tonic's and the session's queue.
+    let ca = std::fs::read(certs.ca())?;
+    let endpoint = sim::endpoint(&certs, &ca, "mute", &url)?
+        .initial_stream_window_size(1024)
+        .initial_connection_window_size(1024);
+    let channel = endpoint.connect().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(AgentMessage {
+        seq: 1,
+        payload: Some(AgentPayload::Hello(Hello {
+            agent_version: "mute".into(),
+            hostname: "mute".into(),
+            ..Default::default()
+        })),
+    })
+    .await?;
+    let mut client = IngestClient::new(channel);
+    let response = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?;
+    let _unread = response.into_inner();
+    // Batches of 2.1 MiB (over the 2 MiB budget) that the collector refuses result by result
+    // (ids over 64 bytes), each answered by an ack of about 13 KiB.
+    let sender = tokio::spawn(async move {
+        for seq in 2..200u64 {
+            let results = (0..100)
+                .map(|i| ProbeResult {
+                    result_id: format!("{seq}-{i}-{}", "x".repeat(70)),
+                    error: "y".repeat(21 << 10),
+                    ..Default::default()
+                })
+                .collect();
+            let msg = AgentMessage {
+                seq,
+                payload: Some(AgentPayload::Results(ResultBatch { results })),
+            };
+            if tx.send(msg).await.is_err() {
+                return seq;
+            }
+        }
+        200
+    });
+    // Until the mute agent's session is stuck: its messages stop going out.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        !sender.is_finished(),
+        "the mute agent's messages all went out"
+    );
+    let before = acked();
+    eventually(WAIT, "the honest agent still acknowledged", async || {
+        let now = acked();
+        anyhow::ensure!(now > before + 10, "{} more acknowledged", now - before);
+        Ok(())
+    })
+    .await;
+    sender.abort();
+    Ok(())
+}
