@@ -26,6 +26,9 @@ async fn postgres_store_passes_the_store_suite_in_a_glibc_locale() -> anyhow::Re
     let pg = PgCluster::init().archive_mode("off").start()?;
     pg.create_database_with_locale("backwatch", "en_US.UTF-8")
         .context("the locale en_US.UTF-8 must exist (`scripts/test` generates it)")?;
+    // The point of this database: text there does not sort byte by byte.
+    let sorts = pg.psql_in("backwatch", "SELECT 'wal.main' < 'wal/'")?;
+    assert_eq!(sorts.trim(), "f", "en_US.UTF-8 sorts byte by byte here");
     let store = SqlStore::open(&pg.url_for("backwatch")).await?;
     suite::run_all(&store).await?;
     Ok(())
