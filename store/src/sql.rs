@@ -118,6 +118,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
     embed!("sqlite", 10, "0010_retired_hosts.sql", "retired hosts"),
     embed!("sqlite", 11, "0011_host_labels.sql", "host labels"),
     embed!("sqlite", 12, "0012_kind_names.sql", "kind names"),
+    embed!("sqlite", 13, "0013_outbox_order.sql", "outbox order"),
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 1, "0001_initial.sql", "initial"),
@@ -137,6 +138,7 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
     embed!("postgres", 10, "0010_retired_hosts.sql", "retired hosts"),
     embed!("postgres", 11, "0011_host_labels.sql", "host labels"),
     embed!("postgres", 12, "0012_kind_names.sql", "kind names"),
+    embed!("postgres", 13, "0013_outbox_order.sql", "outbox order"),
 ];
 
 /// Record `change` in the transition log and commit the transaction it belongs to.

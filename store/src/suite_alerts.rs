@@ -11,7 +11,7 @@ use super::alerts::{
     AGENT_CHECK, AlertFields, AlertFilter, AlertWrite, Mark, MarkOutcome, NewEvent, NewSilence,
     Severity,
 };
-use super::outbox::{Channel, NewNotification, OutboxState};
+use super::outbox::{Channel, NewNotification, Notification, OutboxState};
 use super::suite::{at, evaluated, probe_result, unique_host};
 use super::{Store, StoreResult};
 use backwatch_proto::model::ProbeKind;
@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     marks_are_set_once(store).await?;
     silences_are_listed_until_they_end(store).await?;
     super::suite_outbox::run_all(store).await?;
+    an_alerts_notices_on_one_route_keep_their_order(store).await?;
     Ok(())
 }
 
@@ -434,5 +435,94 @@ pub async fn silences_are_listed_until_they_end(store: &dyn Store) -> StoreResul
         "ending twice changes nothing"
     );
     assert_eq!(store.end_silence(-1, "erin", at(900)).await?, None);
+    Ok(())
+}
+
+/// An alert's notices on one route are claimed in the order they were queued: a later one
+/// (PagerDuty's `acknowledge`) waits while an earlier one (its `trigger`) waits for a retry,
+/// or the receiver would get them the wrong way round. Other routes do not wait. Runs after
+/// the outbox scenarios: its claims, far ahead in time, take every due row of the database.
+pub async fn an_alerts_notices_on_one_route_keep_their_order(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("order");
+    let t0 = at(20_000_000);
+    let secs = chrono::TimeDelta::seconds;
+    let f = fields(&host, t0);
+    let notice = |n, route: &str, kind: &str, created| {
+        let mut m = message(&host, n, created);
+        m.route = route.into();
+        m.kind = kind.into();
+        m
+    };
+    let opened = |_: i64| {
+        vec![
+            notice(1, "pager", "opened", t0),
+            notice(2, "chat", "opened", t0),
+        ]
+    };
+    let w = AlertWrite {
+        cursor: None,
+        existing: None,
+        fields: &f,
+        event: event("opened", 20_000_000),
+        notifications: &opened,
+    };
+    let id = store.write_alert(&w).await?.unwrap_or_default();
+    let claim = async |now| -> StoreResult<Vec<Notification>> {
+        let claimed = store
+            .claim_notifications("w1", now, now + secs(60), 100_000)
+            .await?;
+        Ok(claimed
+            .into_iter()
+            .filter(|n| n.alert_id == Some(id))
+            .collect())
+    };
+    let routes = |v: &[Notification]| {
+        v.iter()
+            .map(|n| (n.route.clone(), n.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    let pair = |route: &str, kind: &str| (route.to_string(), kind.to_string());
+
+    let first = claim(t0).await?;
+    assert_eq!(first.len(), 2, "both routes' first notices");
+    for n in &first {
+        if n.route == "pager" {
+            assert!(
+                store
+                    .mark_attempt_failed(n.id, "w1", "503", Some(t0 + secs(30)), false)
+                    .await?
+            );
+        } else {
+            assert!(store.mark_sent(n.id, "w1", t0).await?);
+        }
+    }
+    // Acknowledged while the pager's trigger waits for its retry.
+    let mark = Mark {
+        by: "alice".into(),
+        at: t0 + secs(5),
+        comment: String::new(),
+    };
+    let acks = [
+        notice(3, "pager", "acknowledged", t0 + secs(5)),
+        notice(4, "chat", "acknowledged", t0 + secs(5)),
+    ];
+    let MarkOutcome::Marked(_) = store.acknowledge_alert(id, &mark, &acks).await? else {
+        panic!("the acknowledgement is taken");
+    };
+    let claimed = claim(t0 + secs(10)).await?;
+    assert_eq!(
+        routes(&claimed),
+        [pair("chat", "acknowledged")],
+        "the pager's acknowledgement waits behind its trigger"
+    );
+    let claimed = claim(t0 + secs(31)).await?;
+    assert_eq!(
+        routes(&claimed),
+        [pair("pager", "opened")],
+        "the trigger's retry, the acknowledgement still behind it"
+    );
+    assert!(store.mark_sent(claimed[0].id, "w1", t0 + secs(31)).await?);
+    let claimed = claim(t0 + secs(32)).await?;
+    assert_eq!(routes(&claimed), [pair("pager", "acknowledged")]);
     Ok(())
 }

@@ -200,9 +200,9 @@ async fn ack(
 ) -> Result<Json<AlertView>, ApiError> {
     let mark = mark_of(&caller, body(b)?)?;
     // PagerDuty hears of it too (queued with the mark, so only if this call makes it), on the
-    // routes that already delivered something of this alert: an `acknowledge` overtaking a
-    // `trigger` still waiting for a retry would be dropped there, and the late trigger page.
-    let mut notices = match s.store.alert(id).await? {
+    // routes that were told of the alert. The outbox delivers an alert's notices on one route
+    // in order, so an `acknowledge` waits behind a `trigger` that is waiting for a retry.
+    let notices = match s.store.alert(id).await? {
         Some(a) if a.acknowledged.is_none() => crate::alerts::acknowledgement_notices(
             &s.alerting.get(),
             &s.dashboard.thresholds.get(),
@@ -212,16 +212,6 @@ async fn ack(
         ),
         _ => Vec::new(),
     };
-    if !notices.is_empty() {
-        let delivered: std::collections::HashSet<String> = s
-            .store
-            .notifications(Some(OutboxState::Sent), Some(id), 1000)
-            .await?
-            .into_iter()
-            .map(|n| n.route)
-            .collect();
-        notices.retain(|n| delivered.contains(&n.route));
-    }
     let outcome = s.store.acknowledge_alert(id, &mark, &notices).await?;
     tracing::info!(alert = id, by = %mark.by, notices = notices.len(), "alert acknowledged");
     marked(id, "acknowledged", outcome)

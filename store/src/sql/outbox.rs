@@ -20,21 +20,35 @@ macro_rules! outbox_columns {
     };
 }
 
-/// Oldest due rows first. PostgreSQL skips rows another collector is claiming this moment
-/// instead of waiting for them; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
+/// Due rows, oldest first, except one whose alert has an earlier row on the same route still
+/// unfinished: an alert's notices reach each receiver in order (a PagerDuty `acknowledge` or
+/// `resolve` overtaking its `trigger` that waits for a retry would be dropped there, and the
+/// late trigger would page). Index `outbox_unfinished` answers the `NOT EXISTS`.
+macro_rules! due_rows {
+    () => {
+        "SELECT id FROM outbox o \
+         WHERE ((o.state = 'pending' AND o.next_attempt_at <= $2) \
+         OR (o.state = 'sending' AND o.lease_until <= $2)) \
+         AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.alert_id = o.alert_id \
+         AND e.route = o.route AND e.id < o.id AND e.state IN ('pending', 'sending')) \
+         ORDER BY o.id LIMIT $4"
+    };
+}
+
+/// PostgreSQL skips rows another collector is claiming this moment instead of waiting for
+/// them; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
 const CLAIM_SQLITE: &str = concat!(
     "UPDATE outbox SET state = 'sending', claimed_by = $1, claimed_at = $2, lease_until = $3, \
-     attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox \
-     WHERE (state = 'pending' AND next_attempt_at <= $2) \
-     OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $4) RETURNING ",
+     attempts = attempts + 1 WHERE id IN (",
+    due_rows!(),
+    ") RETURNING ",
     outbox_columns!()
 );
 const CLAIM_POSTGRES: &str = concat!(
     "UPDATE outbox SET state = 'sending', claimed_by = $1, claimed_at = $2, lease_until = $3, \
-     attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox \
-     WHERE (state = 'pending' AND next_attempt_at <= $2) \
-     OR (state = 'sending' AND lease_until <= $2) ORDER BY id LIMIT $4 \
-     FOR UPDATE SKIP LOCKED) RETURNING ",
+     attempts = attempts + 1 WHERE id IN (",
+    due_rows!(),
+    " FOR UPDATE OF o SKIP LOCKED) RETURNING ",
     outbox_columns!()
 );
 

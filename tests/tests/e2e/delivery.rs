@@ -6,7 +6,7 @@
 use anyhow::{Result, ensure};
 use backwatch_tests::harness::alerting::{DB1_DISK_WARNS, DBA, FAST, alerting_toml, notifications};
 use backwatch_tests::harness::{
-    Agent, Certs, Collector, CollectorBuilder, PgCluster, Smtp, Webhook, eventually,
+    Agent, Certs, Collector, CollectorBuilder, PgCluster, Smtp, Webhook, consistently, eventually,
 };
 use std::time::Duration;
 
@@ -499,5 +499,72 @@ async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> 
         Ok(())
     })
     .await;
+    Ok(())
+}
+
+/// PagerDuty down when the alert opens, then acknowledged in Backwatch while its `trigger`
+/// waits for a retry: the `acknowledge` is queued all the same and reaches PagerDuty after
+/// the `trigger`, never before it (PagerDuty drops an `acknowledge` for an incident it does not
+/// have, and the late trigger would then page with nobody acknowledging it).
+#[tokio::test]
+async fn an_acknowledgement_waits_for_a_trigger_that_is_being_retried() -> Result<()> {
+    let pagerduty = Webhook::start().await?;
+    pagerduty.respond_with(500);
+    let key = "R0123456789ABCDEF0123456789ABCDE";
+    let certs = Certs::fleet(&["db1"])?;
+    let toml = format!(
+        "{FAST}[[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{key}\"\n",
+        pagerduty.url()
+    );
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let daily = tempfile::tempdir()?;
+    stale_backup(daily.path(), "base.tar.gz", "3 days ago")?;
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .backup_dir("daily", daily.path(), "24h", "1s")
+        .start()?;
+
+    let trigger = pagerduty_event(&pagerduty, "trigger").await;
+    let dedup = trigger["dedup_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = dedup.trim_start_matches("backwatch-alert-");
+    let r = collector
+        .http_client()
+        .post(collector.url(&format!("/api/v1/alerts/{id}/ack")))
+        .json(&serde_json::json!({"by": "oncall", "comment": "on it"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    let actions = || -> Vec<String> {
+        pagerduty
+            .received()
+            .into_iter()
+            .map(|r| r.body["event_action"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    // While PagerDuty keeps failing, the trigger is retried and the acknowledgement waits.
+    consistently(
+        Duration::from_secs(3),
+        "the acknowledgement waits",
+        async || {
+            let seen = actions();
+            ensure!(!seen.iter().any(|a| a == "acknowledge"), "{seen:?}");
+            Ok(())
+        },
+    )
+    .await;
+    ensure!(
+        actions().iter().filter(|a| *a == "trigger").count() >= 2,
+        "the trigger was retried: {:?}",
+        actions()
+    );
+    pagerduty.respond_with(202);
+    let ack = pagerduty_event(&pagerduty, "acknowledge").await;
+    assert_eq!(ack["dedup_key"], dedup.as_str(), "{ack}");
+    let seen = actions();
+    let last_trigger = seen.iter().rposition(|a| a == "trigger");
+    let first_ack = seen.iter().position(|a| a == "acknowledge");
+    assert!(last_trigger < first_ack, "out of order: {seen:?}");
     Ok(())
 }
