@@ -438,25 +438,31 @@ pub async fn silences_are_listed_until_they_end(store: &dyn Store) -> StoreResul
     Ok(())
 }
 
-/// An alert's notices on one route are claimed in the order they were queued: a later one
-/// (PagerDuty's `acknowledge`) waits while an earlier one (its `trigger`) waits for a retry,
-/// or the receiver would get them the wrong way round. Other routes do not wait. Runs after
-/// the outbox scenarios: its claims, far ahead in time, take every due row of the database.
+/// An alert's notices to one recipient of a route are claimed in the order they were queued:
+/// a later one (PagerDuty's `acknowledge`) waits while an earlier one (its `trigger`) waits
+/// for a retry, or the receiver would get them the wrong way round. Other routes, and other
+/// recipients of the same route, do not wait. Runs after the outbox scenarios: its claims,
+/// far ahead in time, take every due row of the database.
 pub async fn an_alerts_notices_on_one_route_keep_their_order(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("order");
     let t0 = at(20_000_000);
     let secs = chrono::TimeDelta::seconds;
     let f = fields(&host, t0);
+    // One recipient per route, and a second one on "pager" (as an email route has).
     let notice = |n, route: &str, kind: &str, created| {
         let mut m = message(&host, n, created);
+        m.recipient = format!("{route}@example.com");
         m.route = route.into();
         m.kind = kind.into();
         m
     };
     let opened = |_: i64| {
+        let mut second = notice(5, "pager", "opened", t0);
+        second.recipient = "second@example.com".into();
         vec![
             notice(1, "pager", "opened", t0),
             notice(2, "chat", "opened", t0),
+            second,
         ]
     };
     let w = AlertWrite {
@@ -484,9 +490,13 @@ pub async fn an_alerts_notices_on_one_route_keep_their_order(store: &dyn Store) 
     let pair = |route: &str, kind: &str| (route.to_string(), kind.to_string());
 
     let first = claim(t0).await?;
-    assert_eq!(first.len(), 2, "both routes' first notices");
+    assert_eq!(
+        first.len(),
+        3,
+        "both routes' first notices, to every recipient"
+    );
     for n in &first {
-        if n.route == "pager" {
+        if n.recipient == "pager@example.com" {
             assert!(
                 store
                     .mark_attempt_failed(n.id, "w1", "503", Some(t0 + secs(30)), false)

@@ -200,8 +200,8 @@ async fn ack(
 ) -> Result<Json<AlertView>, ApiError> {
     let mark = mark_of(&caller, body(b)?)?;
     // PagerDuty hears of it too (queued with the mark, so only if this call makes it), on the
-    // routes that were told of the alert. The outbox delivers an alert's notices on one route
-    // in order, so an `acknowledge` waits behind a `trigger` that is waiting for a retry.
+    // routes that were told of the alert. The outbox delivers an alert's notices to one
+    // recipient in order, so an `acknowledge` waits behind a `trigger` waiting for a retry.
     let notices = match s.store.alert(id).await? {
         Some(a) if a.acknowledged.is_none() => crate::alerts::acknowledgement_notices(
             &s.alerting.get(),

@@ -20,17 +20,19 @@ macro_rules! outbox_columns {
     };
 }
 
-/// Due rows, oldest first, except one whose alert has an earlier row on the same route still
-/// unfinished: an alert's notices reach each receiver in order (a PagerDuty `acknowledge` or
-/// `resolve` overtaking its `trigger` that waits for a retry would be dropped there, and the
-/// late trigger would page). Index `outbox_unfinished` answers the `NOT EXISTS`.
+/// Due rows, oldest first, except one whose alert has an earlier row to the same recipient of
+/// the same route still unfinished: an alert's notices reach each receiver in order (a
+/// PagerDuty `acknowledge` or `resolve` overtaking its `trigger` that waits for a retry would
+/// be dropped there, and the late trigger would page), and one failing recipient of an email
+/// route holds back no other. Index `outbox_unfinished` answers the `NOT EXISTS`.
 macro_rules! due_rows {
     () => {
         "SELECT id FROM outbox o \
          WHERE ((o.state = 'pending' AND o.next_attempt_at <= $2) \
          OR (o.state = 'sending' AND o.lease_until <= $2)) \
          AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.alert_id = o.alert_id \
-         AND e.route = o.route AND e.id < o.id AND e.state IN ('pending', 'sending')) \
+         AND e.route = o.route AND e.recipient = o.recipient AND e.id < o.id \
+         AND e.state IN ('pending', 'sending') AND e.alert_id IS NOT NULL) \
          ORDER BY o.id LIMIT $4"
     };
 }
