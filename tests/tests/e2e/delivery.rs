@@ -375,6 +375,37 @@ async fn pagerduty_event(pagerduty: &Webhook, action: &str) -> serde_json::Value
     .await
 }
 
+/// A collector with `routes` (after the fast alerting settings) and agent db1, whose daily
+/// backup is three days old: an alert opens at once. Hold the returned values for the test.
+async fn stale_backup_alerting(
+    routes: &str,
+) -> Result<(Certs, Collector, tempfile::TempDir, Agent)> {
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml(&format!("{FAST}{routes}"))
+        .start()
+        .await?;
+    let daily = tempfile::tempdir()?;
+    stale_backup(daily.path(), "base.tar.gz", "3 days ago")?;
+    let agent = Agent::for_host("db1", &certs, &collector)
+        .backup_dir("daily", daily.path(), "24h", "1s")
+        .start()?;
+    Ok((certs, collector, daily, agent))
+}
+
+/// Acknowledges the alert a PagerDuty `dedup_key` names, through the API.
+async fn acknowledge(collector: &Collector, dedup: &str) -> Result<()> {
+    let id = dedup.trim_start_matches("backwatch-alert-");
+    let r = collector
+        .http_client()
+        .post(collector.url(&format!("/api/v1/alerts/{id}/ack")))
+        .json(&serde_json::json!({"by": "oncall", "comment": "on it"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    Ok(())
+}
+
 /// Slack and PagerDuty routes: each receiver gets its service's documented format: Slack
 /// blocks with the severity, host, check and a link; PagerDuty Events v2 `trigger`,
 /// `acknowledge` (when acknowledged in Backwatch) and `resolve` under one dedup key.
@@ -382,19 +413,13 @@ async fn pagerduty_event(pagerduty: &Webhook, action: &str) -> serde_json::Value
 async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> Result<()> {
     let (slack, pagerduty) = (Webhook::start().await?, Webhook::start().await?);
     let key = "R0123456789ABCDEF0123456789ABCDE";
-    let certs = Certs::fleet(&["db1"])?;
-    let toml = format!(
-        "{FAST}[[routes]]\nname = \"chat\"\nchannel = \"slack\"\nurl = \"{}\"\n\
+    let routes = format!(
+        "[[routes]]\nname = \"chat\"\nchannel = \"slack\"\nurl = \"{}\"\n\
          [[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{key}\"\nmin_status = \"critical\"\n",
         slack.url(),
         pagerduty.url()
     );
-    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
-    let daily = tempfile::tempdir()?;
-    stale_backup(daily.path(), "base.tar.gz", "3 days ago")?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .backup_dir("daily", daily.path(), "24h", "1s")
-        .start()?;
+    let (_certs, collector, daily, _agent) = stale_backup_alerting(&routes).await?;
 
     let first = |hook: &Webhook| hook.received().first().map(|r| r.body.clone());
     let (chat, page) = eventually(WAIT, "both notified", async || {
@@ -462,15 +487,8 @@ async fn slack_and_pagerduty_get_their_own_formats_from_trigger_to_resolve() -> 
 
     // Acknowledged in Backwatch: PagerDuty's incident is acknowledged under the same key;
     // Slack hears nothing of it (a mark, not a notice).
-    let id = dedup.trim_start_matches("backwatch-alert-");
     let slack_before = slack.received().len();
-    let r = collector
-        .http_client()
-        .post(collector.url(&format!("/api/v1/alerts/{id}/ack")))
-        .json(&serde_json::json!({"by": "oncall", "comment": "on it"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    acknowledge(&collector, &dedup).await?;
     let ack = pagerduty_event(&pagerduty, "acknowledge").await;
     assert_eq!(ack["dedup_key"], dedup.as_str(), "{ack}");
     assert_eq!(ack["routing_key"], key, "{ack}");
@@ -511,31 +529,18 @@ async fn an_acknowledgement_waits_for_a_trigger_that_is_being_retried() -> Resul
     let pagerduty = Webhook::start().await?;
     pagerduty.respond_with(500);
     let key = "R0123456789ABCDEF0123456789ABCDE";
-    let certs = Certs::fleet(&["db1"])?;
-    let toml = format!(
-        "{FAST}[[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{key}\"\n",
+    let routes = format!(
+        "[[routes]]\nname = \"pager\"\nchannel = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{key}\"\n",
         pagerduty.url()
     );
-    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
-    let daily = tempfile::tempdir()?;
-    stale_backup(daily.path(), "base.tar.gz", "3 days ago")?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
-        .backup_dir("daily", daily.path(), "24h", "1s")
-        .start()?;
+    let (_certs, collector, _daily, _agent) = stale_backup_alerting(&routes).await?;
 
     let trigger = pagerduty_event(&pagerduty, "trigger").await;
     let dedup = trigger["dedup_key"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let id = dedup.trim_start_matches("backwatch-alert-");
-    let r = collector
-        .http_client()
-        .post(collector.url(&format!("/api/v1/alerts/{id}/ack")))
-        .json(&serde_json::json!({"by": "oncall", "comment": "on it"}))
-        .send()
-        .await?;
-    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    acknowledge(&collector, &dedup).await?;
     let actions = || -> Vec<String> {
         pagerduty
             .received()
