@@ -90,56 +90,37 @@ struct Embedded {
     sql: &'static str,
 }
 
-macro_rules! embed {
-    ($backend:literal, $version:literal, $file:literal, $description:literal) => {
-        Embedded {
+/// The migrations of one backend, `migrations/<backend>/`: both backends have the same
+/// versions, files and descriptions, so a migration is listed once, here.
+macro_rules! migrations {
+    ($backend:literal) => {
+        migrations!(@list $backend;
+            1, "0001_initial.sql", "initial";
+            2, "0002_alerts.sql", "alerts";
+            3, "0003_reports.sql", "reports";
+            4, "0004_enrollment.sql", "enrollment";
+            5, "0005_ingest_lookups.sql", "ingest lookups";
+            6, "0006_rollup_filesystem.sql", "rollup filesystem";
+            7, "0007_certificates.sql", "certificates";
+            8, "0008_rollup_recovery.sql", "rollup recovery";
+            9, "0009_rollup_latency.sql", "rollup latency";
+            10, "0010_retired_hosts.sql", "retired hosts";
+            11, "0011_host_labels.sql", "host labels";
+            12, "0012_kind_names.sql", "kind names";
+            13, "0013_outbox_order.sql", "outbox order";
+        )
+    };
+    (@list $backend:literal; $($version:literal, $file:literal, $description:literal;)*) => {
+        &[$(Embedded {
             version: $version,
             description: $description,
             sql: include_str!(concat!("../migrations/", $backend, "/", $file)),
-        }
+        }),*]
     };
 }
 
-const SQLITE_MIGRATIONS: &[Embedded] = &[
-    embed!("sqlite", 1, "0001_initial.sql", "initial"),
-    embed!("sqlite", 2, "0002_alerts.sql", "alerts"),
-    embed!("sqlite", 3, "0003_reports.sql", "reports"),
-    embed!("sqlite", 4, "0004_enrollment.sql", "enrollment"),
-    embed!("sqlite", 5, "0005_ingest_lookups.sql", "ingest lookups"),
-    embed!(
-        "sqlite",
-        6,
-        "0006_rollup_filesystem.sql",
-        "rollup filesystem"
-    ),
-    embed!("sqlite", 7, "0007_certificates.sql", "certificates"),
-    embed!("sqlite", 8, "0008_rollup_recovery.sql", "rollup recovery"),
-    embed!("sqlite", 9, "0009_rollup_latency.sql", "rollup latency"),
-    embed!("sqlite", 10, "0010_retired_hosts.sql", "retired hosts"),
-    embed!("sqlite", 11, "0011_host_labels.sql", "host labels"),
-    embed!("sqlite", 12, "0012_kind_names.sql", "kind names"),
-    embed!("sqlite", 13, "0013_outbox_order.sql", "outbox order"),
-];
-const POSTGRES_MIGRATIONS: &[Embedded] = &[
-    embed!("postgres", 1, "0001_initial.sql", "initial"),
-    embed!("postgres", 2, "0002_alerts.sql", "alerts"),
-    embed!("postgres", 3, "0003_reports.sql", "reports"),
-    embed!("postgres", 4, "0004_enrollment.sql", "enrollment"),
-    embed!("postgres", 5, "0005_ingest_lookups.sql", "ingest lookups"),
-    embed!(
-        "postgres",
-        6,
-        "0006_rollup_filesystem.sql",
-        "rollup filesystem"
-    ),
-    embed!("postgres", 7, "0007_certificates.sql", "certificates"),
-    embed!("postgres", 8, "0008_rollup_recovery.sql", "rollup recovery"),
-    embed!("postgres", 9, "0009_rollup_latency.sql", "rollup latency"),
-    embed!("postgres", 10, "0010_retired_hosts.sql", "retired hosts"),
-    embed!("postgres", 11, "0011_host_labels.sql", "host labels"),
-    embed!("postgres", 12, "0012_kind_names.sql", "kind names"),
-    embed!("postgres", 13, "0013_outbox_order.sql", "outbox order"),
-];
+const SQLITE_MIGRATIONS: &[Embedded] = migrations!("sqlite");
+const POSTGRES_MIGRATIONS: &[Embedded] = migrations!("postgres");
 
 /// Record `change` in the transition log and commit the transaction it belongs to.
 async fn commit_transition(
