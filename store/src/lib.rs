@@ -335,8 +335,9 @@ pub trait Store:
     ) -> StoreResult<Vec<HistoryEntry>>;
 
     /// Delete the results of `host` measured before `before` (retention); returns how many.
-    /// Check states, transitions, alerts and report rollups are kept: they are small and
-    /// what history is read from once the raw results are gone.
+    /// Check states and transitions are kept: they are small and what history is read from
+    /// once the raw results are gone (hourly rollups and finished notifications have their
+    /// own prune: `ReportStore::prune_rollups`, `OutboxStore::prune_notifications`).
     async fn prune_results(&self, host: &str, before: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Status transitions of `host` at or after `since`, oldest first.

@@ -216,6 +216,11 @@ pub trait OutboxStore: Send + Sync {
         in_doubt: bool,
     ) -> StoreResult<bool>;
 
+    /// Delete the notifications created before `before` that are finished (`sent`, or
+    /// `failed`: given up), with their bodies and inline parts (retention). Pending and
+    /// sending ones stay, however old: they are still to be delivered. Returns how many went.
+    async fn prune_notifications(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
     /// How many notifications are in each state (states with none left out): the delivery
     /// backlog and the given-up count for `/metrics`.
     async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, i64)>>;

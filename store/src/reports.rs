@@ -219,6 +219,11 @@ pub trait ReportStore: Send + Sync {
     /// benchmark. Ingest maintains rollups by itself.
     async fn put_rollups(&self, rows: &[Rollup]) -> StoreResult<()>;
 
+    /// Delete the rollups of `period` whose bucket began before `before_ms` (retention of
+    /// the hourly rows; daily rows are what monthly reviews read and are kept). Returns how
+    /// many went.
+    async fn prune_rollups(&self, period: Period, before_ms: i64) -> StoreResult<u64>;
+
     /// Alerts opened in `[from, until)`, oldest first.
     async fn alerts_opened_between(
         &self,

@@ -150,7 +150,7 @@ fn fields(host: &str, opened: DateTime<Utc>) -> AlertFields {
 }
 
 /// Notification `n` of a scenario's `host`, with a Message-ID of its own.
-pub(super) fn message(host: &str, n: u32, created: DateTime<Utc>) -> NewNotification {
+pub fn message(host: &str, n: u32, created: DateTime<Utc>) -> NewNotification {
     NewNotification {
         kind: "opened".into(),
         route: "dba".into(),

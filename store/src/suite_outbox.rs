@@ -10,6 +10,7 @@ use chrono::TimeDelta;
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     outbox_claims_are_exclusive_leased_and_conditional(store).await?;
     concurrent_claims_never_share_a_row(store).await?;
+    finished_notifications_are_pruned(store).await?;
     Ok(())
 }
 
@@ -179,5 +180,68 @@ pub async fn concurrent_claims_never_share_a_row(store: &dyn Store) -> StoreResu
             seen.push(n.id);
         }
     }
+    Ok(())
+}
+
+/// Retention deletes sent and given-up rows created before the cut; a row still to be
+/// delivered stays however old, and so do newer ones. Far in the past, so the claims here
+/// see no other scenario's rows.
+pub async fn finished_notifications_are_pruned(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("outbox-prune");
+    let old = at(-400 * 86_400);
+    let newer = at(-100 * 86_400);
+    store
+        .enqueue_notifications(&(1..=3).map(|n| message(&host, n, old)).collect::<Vec<_>>())
+        .await?;
+    let mine = |v: Vec<Notification>| {
+        v.into_iter()
+            .filter(|n| n.message_id.starts_with(&format!("<{host}-")))
+            .collect::<Vec<_>>()
+    };
+    let claimed = mine(
+        store
+            .claim_notifications("wp", old + secs(1), old + secs(61), 100_000)
+            .await?,
+    );
+    assert_eq!(claimed.len(), 3);
+    let (sent, given_up, waiting) = (claimed[0].id, claimed[1].id, claimed[2].id);
+    assert!(store.mark_sent(sent, "wp", old + secs(2)).await?);
+    assert!(
+        store
+            .mark_attempt_failed(given_up, "wp", "550 no such user", None, false)
+            .await?
+    );
+    assert!(
+        store
+            .mark_attempt_failed(waiting, "wp", "451 try later", Some(newer), false)
+            .await?
+    );
+    store
+        .enqueue_notifications(&[message(&host, 4, newer)])
+        .await?;
+    let fresh = mine(
+        store
+            .claim_notifications("wp", newer + secs(1), newer + secs(61), 100_000)
+            .await?,
+    );
+    let recent = fresh
+        .iter()
+        .find(|n| n.created_at == newer)
+        .map(|n| n.id)
+        .expect("the newer row is claimed");
+    assert!(store.mark_sent(recent, "wp", newer + secs(2)).await?);
+
+    let deleted = store.prune_notifications(at(-200 * 86_400)).await?;
+    assert!(deleted >= 2, "the sent and the given-up row, got {deleted}");
+    let mut left: Vec<_> = mine(store.notifications(None, None, 100_000).await?)
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [waiting, recent],
+        "the undelivered and the newer row stay"
+    );
     Ok(())
 }

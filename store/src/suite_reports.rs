@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     rollups_follow_ingest(store).await?;
+    hourly_rollups_are_pruned_and_daily_ones_kept(store).await?;
     report_run_is_claimed_once_with_its_messages(store).await?;
     Ok(())
 }
@@ -62,6 +63,59 @@ fn archive(host: &str, n: u32, secs: i64, window_secs: i64) -> super::Evaluated 
         ..ArchiveDirObs::default()
     })));
     evaluated(r, Status::Ok, "archive ok")
+}
+
+/// Retention deletes the hourly rows of hours that began before the cut, across days (it
+/// deletes a day of buckets at a time), and keeps every daily row. Far in the past, so no
+/// other scenario has rows before the cut.
+pub async fn hourly_rollups_are_pruned_and_daily_ones_kept(store: &dyn Store) -> StoreResult<()> {
+    const DAY: i64 = 86_400;
+    let host = unique_host("prune-rollups");
+    let days = [-404, -403, -401, -400, -399];
+    for (n, d) in (1..).zip(days) {
+        // Two hours each day, so each day has two hourly rows and one daily row.
+        for (k, h) in [(0, 1), (1, 5)] {
+            let secs = d * DAY + h * 3600;
+            store
+                .record_results(&host, &[disk(&host, 2 * n + k, secs, 100)])
+                .await?;
+        }
+    }
+    let mine = |period, rows: Vec<super::reports::Rollup>| {
+        rows.into_iter()
+            .filter(|r| r.host == host && r.period == period)
+            .map(|r| r.bucket_start)
+            .collect::<Vec<_>>()
+    };
+    let (from, until) = (
+        at(-405 * DAY).timestamp_millis(),
+        at(-398 * DAY).timestamp_millis(),
+    );
+    // The cut falls between the two hours of day -400: its first hour goes, its second stays.
+    let cut = at(-400 * DAY + 3 * 3600).timestamp_millis();
+    let deleted = store.prune_rollups(Period::Hour, cut).await?;
+    assert!(deleted >= 7, "four days and an hour of ours, got {deleted}");
+    let hours = mine(
+        Period::Hour,
+        store.rollups(Period::Hour, from, until).await?,
+    );
+    assert_eq!(
+        hours,
+        [
+            at(-400 * DAY + 5 * 3600).timestamp_millis(),
+            at(-399 * DAY + 3600).timestamp_millis(),
+            at(-399 * DAY + 5 * 3600).timestamp_millis(),
+        ]
+        .map(|t| Period::Hour.bucket(t))
+    );
+    let daily = mine(Period::Day, store.rollups(Period::Day, from, until).await?);
+    assert_eq!(daily.len(), days.len(), "daily rows are kept: {daily:?}");
+    assert_eq!(
+        store.prune_rollups(Period::Hour, cut).await?,
+        0,
+        "idempotent"
+    );
+    Ok(())
 }
 
 /// Each new result lands in its hour and day row in the same write; counters grow across

@@ -274,6 +274,31 @@ impl OutboxStore for SqlStore {
         Ok(n == 1)
     }
 
+    async fn prune_notifications(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        // In batches, each its own statement: the first pass after an upgrade may find years
+        // of rows, and one statement deleting them all would hold SQLite's write lock (and
+        // ingest behind it) for as long as it takes.
+        const BATCH: i64 = 1000;
+        let mut deleted = 0;
+        loop {
+            let _gate = self.write_gate().await;
+            let n = sqlx::query(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+                 WHERE state IN ('sent', 'failed') AND created_at < $1 LIMIT $2)",
+            )
+            .bind(before.timestamp_millis())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("prune notifications"))?
+            .rows_affected();
+            deleted += n;
+            if n < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn outbox_counts(&self) -> StoreResult<Vec<(OutboxState, i64)>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
             .fetch_all(&self.pool)

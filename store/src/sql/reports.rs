@@ -9,7 +9,7 @@ use super::write::query_error;
 use crate::StoreResult;
 use crate::alerts::Alert;
 use crate::outbox::NewNotification;
-use crate::reports::{Attachment, Period, ReportRun, ReportStore, Rollup};
+use crate::reports::{Attachment, DAY_MS, Period, ReportRun, ReportStore, Rollup};
 use chrono::{DateTime, Utc};
 
 const SELECT_ALERTS_OPENED: &str = "SELECT id, version, host, check_id, status, severity, \
@@ -70,6 +70,36 @@ impl ReportStore for SqlStore {
         let rows: Vec<&Rollup> = last.into_values().collect();
         upsert_many(&mut tx, &rows).await?;
         tx.commit().await.map_err(query_error("commit rollups"))
+    }
+
+    async fn prune_rollups(&self, period: Period, before_ms: i64) -> StoreResult<u64> {
+        // A day of buckets per statement, oldest first, along the (period, bucket_start)
+        // index: a first pass over years of hourly rows never holds the write lock for long.
+        let mut deleted = 0;
+        loop {
+            let oldest = sqlx::query(
+                "SELECT bucket_start FROM rollups WHERE period = $1 AND bucket_start < $2 \
+                 ORDER BY bucket_start LIMIT 1",
+            )
+            .bind(period.as_str())
+            .bind(before_ms)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("look for rollups to prune"))?;
+            let Some(oldest) = oldest else {
+                return Ok(deleted);
+            };
+            let oldest: i64 = get(&oldest, "bucket_start")?;
+            let until = before_ms.min(oldest.saturating_add(DAY_MS));
+            let _gate = self.write_gate().await;
+            deleted += sqlx::query("DELETE FROM rollups WHERE period = $1 AND bucket_start < $2")
+                .bind(period.as_str())
+                .bind(until)
+                .execute(&self.pool)
+                .await
+                .map_err(query_error("prune rollups"))?
+                .rows_affected();
+        }
     }
 
     async fn alerts_opened_between(
