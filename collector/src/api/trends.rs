@@ -34,6 +34,11 @@ const MAX_DAYS: u32 = 366;
 const MAX_ALERTS: u32 = 20_000;
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
 
+/// Answers cached at once, at most. The dashboard asks for four spans (7, 30, 90, 365 days);
+/// any other `days` an API client sends is kept too, but only this many and only while fresh,
+/// so a client walking through every span cannot pin hundreds of year-long answers.
+const CACHED_SPANS: usize = 8;
+
 /// The last answer per `days`, serialised.
 #[derive(Default)]
 pub struct Cache(Mutex<BTreeMap<u32, (Instant, Arc<str>)>>);
@@ -47,6 +52,14 @@ impl Cache {
 
     fn put(&self, days: u32, body: Arc<str>) {
         if let Ok(mut c) = self.0.lock() {
+            c.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+            while c.len() >= CACHED_SPANS {
+                let oldest = c.iter().min_by_key(|(_, (at, _))| *at).map(|(d, _)| *d);
+                match oldest {
+                    Some(d) => c.remove(&d),
+                    None => break,
+                };
+            }
             c.insert(days, (Instant::now(), body));
         }
     }
@@ -321,6 +334,29 @@ mod tests {
     use super::*;
     use crate::status::Status;
     use backwatch_proto::model::WalObs;
+
+    #[test]
+    fn the_cache_holds_few_answers_and_only_fresh_ones() {
+        let cache = Cache::default();
+        let held = |c: &Cache| c.0.lock().unwrap().keys().copied().collect::<Vec<_>>();
+        // An answer from two minutes ago is dropped by the next one stored.
+        if let Some(long_ago) = Instant::now().checked_sub(Duration::from_secs(120)) {
+            cache
+                .0
+                .lock()
+                .unwrap()
+                .insert(365, (long_ago, "old".into()));
+            cache.put(7, "seven".into());
+            assert_eq!(held(&cache), [7]);
+        }
+        for days in 2..=MAX_DAYS {
+            cache.put(days, days.to_string().into());
+        }
+        let kept = held(&cache);
+        assert_eq!(kept.len(), CACHED_SPANS, "{kept:?}");
+        assert!(kept.contains(&MAX_DAYS), "the newest stays: {kept:?}");
+        assert_eq!(cache.get(MAX_DAYS).as_deref(), Some("366"));
+    }
 
     fn disk(path: &str, total: u64, used: u64, device_id: u64) -> Observation {
         Observation::Disk(DiskObs {
