@@ -4,7 +4,10 @@
 //! and ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the
 //! result is rounded up, so the operator's `df -h /backup` and Backwatch show the same number.
 //! Levels have hysteresis: once raised, a level clears only when the value falls below
-//! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap.
+//! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap. Space and
+//! inodes each keep their own: the check's previous status is credited to the measure that
+//! raised it (from the previous observation), so inodes that were critical do not hold space
+//! at 84 % critical when space never passed 85 %, nor the other way round.
 
 use super::procedure;
 use crate::human;
@@ -50,11 +53,48 @@ fn level(pct: u8, warn: u8, crit: u8, hyst: u8, prev: Option<Status>) -> Status 
     }
 }
 
+/// The level each measure had at the previous result, as far as it can be told: the previous
+/// status goes to the measure whose own value explains it, or to both when neither does (then
+/// it was held by hysteresis, and the band test in [`level`] decides). Without a previous
+/// observation both get the previous status.
+fn previous_levels(
+    prev_status: Option<Status>,
+    prev: Option<&DiskObs>,
+    l: &DiskLimits,
+) -> (Option<Status>, Option<Status>) {
+    let Some(prev) = prev.filter(|p| p.error.is_none()) else {
+        return (prev_status, prev_status);
+    };
+    let Some(pct) = prev.used_pct() else {
+        return (prev_status, prev_status);
+    };
+    let space = level(pct, l.warning_pct, l.critical_pct, 0, None);
+    let inodes = match (prev.inodes_total > 0)
+        .then(|| prev.inodes_used_pct())
+        .flatten()
+    {
+        Some(p) => level(p, l.inode_warning_pct, l.inode_critical_pct, 0, None),
+        None => Status::Ok,
+    };
+    let credit = |own: Status, other: Status| match prev_status {
+        Some(s) if own != s && other == s => Some(own),
+        s => s,
+    };
+    (credit(space, inodes), credit(inodes, space))
+}
+
 fn worst(a: Status, b: Status) -> Status {
     if a.rank() >= b.rank() { a } else { b }
 }
 
-pub fn usage(obs: &DiskObs, prev: Option<Status>, l: &DiskLimits) -> Verdict {
+/// `prev` is the check's previous status, `prev_obs` its previous observation (for the
+/// hysteresis of each measure).
+pub fn usage(
+    obs: &DiskObs,
+    prev: Option<Status>,
+    prev_obs: Option<&DiskObs>,
+    l: &DiskLimits,
+) -> Verdict {
     if let Some(err) = &obs.error {
         return Verdict::new(
             Status::Unknown,
@@ -73,14 +113,21 @@ pub fn usage(obs: &DiskObs, prev: Option<Status>, l: &DiskLimits) -> Verdict {
     } else {
         None // btrfs and some network filesystems report no inode counts
     };
-    let space = level(pct, l.warning_pct, l.critical_pct, l.hysteresis_pts, prev);
+    let (prev_space, prev_inodes) = previous_levels(prev, prev_obs, l);
+    let space = level(
+        pct,
+        l.warning_pct,
+        l.critical_pct,
+        l.hysteresis_pts,
+        prev_space,
+    );
     let inodes = inode_pct.map_or(Status::Ok, |p| {
         level(
             p,
             l.inode_warning_pct,
             l.inode_critical_pct,
             l.hysteresis_pts,
-            prev,
+            prev_inodes,
         )
     });
     let status = worst(space, inodes);
@@ -161,14 +208,14 @@ mod tests {
     #[test]
     fn disk_at_75_0_percent_is_not_a_warning() {
         assert_eq!(
-            usage(&pct_fs(75), None, &DiskLimits::default()).status,
+            usage(&pct_fs(75), None, None, &DiskLimits::default()).status,
             Status::Ok
         );
     }
 
     #[test]
     fn disk_at_76_percent_is_a_warning_with_procedure() {
-        let v = usage(&pct_fs(76), None, &DiskLimits::default());
+        let v = usage(&pct_fs(76), None, None, &DiskLimits::default());
         assert_eq!(v.status, Status::Warning);
         assert!(v.summary.contains("76% full"), "{}", v.summary);
         assert_eq!(v.procedure, Some(procedure::DISK));
@@ -177,11 +224,11 @@ mod tests {
     #[test]
     fn disk_at_86_percent_is_critical() {
         assert_eq!(
-            usage(&pct_fs(86), None, &DiskLimits::default()).status,
+            usage(&pct_fs(86), None, None, &DiskLimits::default()).status,
             Status::Critical
         );
         assert_eq!(
-            usage(&pct_fs(85), None, &DiskLimits::default()).status,
+            usage(&pct_fs(85), None, None, &DiskLimits::default()).status,
             Status::Warning
         );
     }
@@ -190,7 +237,7 @@ mod tests {
     fn reserved_blocks_count_like_df() {
         // 720 of 1000 used, 230 available to users: df says 76%, a naive used/total 72%.
         assert_eq!(
-            usage(&fs(720), None, &DiskLimits::default()).status,
+            usage(&fs(720), None, None, &DiskLimits::default()).status,
             Status::Warning
         );
     }
@@ -199,15 +246,15 @@ mod tests {
     fn critical_holds_until_two_points_below_threshold() {
         let l = DiskLimits::default();
         assert_eq!(
-            usage(&pct_fs(84), Some(Status::Critical), &l).status,
+            usage(&pct_fs(84), Some(Status::Critical), None, &l).status,
             Status::Critical
         );
         assert_eq!(
-            usage(&pct_fs(83), Some(Status::Critical), &l).status,
+            usage(&pct_fs(83), Some(Status::Critical), None, &l).status,
             Status::Critical
         );
         assert_eq!(
-            usage(&pct_fs(82), Some(Status::Critical), &l).status,
+            usage(&pct_fs(82), Some(Status::Critical), None, &l).status,
             Status::Warning
         );
     }
@@ -216,11 +263,11 @@ mod tests {
     fn warning_clears_only_below_73() {
         let l = DiskLimits::default();
         assert_eq!(
-            usage(&pct_fs(74), Some(Status::Warning), &l).status,
+            usage(&pct_fs(74), Some(Status::Warning), None, &l).status,
             Status::Warning
         );
         assert_eq!(
-            usage(&pct_fs(72), Some(Status::Warning), &l).status,
+            usage(&pct_fs(72), Some(Status::Warning), None, &l).status,
             Status::Ok
         );
     }
@@ -231,9 +278,74 @@ mod tests {
         obs.inodes_total = 1000;
         obs.inodes_free = 100;
         obs.inodes_avail = 100;
-        let v = usage(&obs, None, &DiskLimits::default());
+        let v = usage(&obs, None, None, &DiskLimits::default());
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("inodes 90% used"), "{}", v.summary);
+    }
+
+    /// Space `pct`% used, inodes `inode_pct`% used.
+    fn both(pct: u64, inode_pct: u64) -> DiskObs {
+        let mut obs = pct_fs(pct);
+        obs.inodes_total = 1000;
+        obs.inodes_free = 1000 - inode_pct * 10;
+        obs.inodes_avail = obs.inodes_free;
+        obs
+    }
+
+    #[test]
+    fn inodes_that_were_critical_do_not_hold_space_that_never_was() {
+        let l = DiskLimits::default();
+        // Inodes went critical while space sat at 84 %; inodes were cleaned up.
+        let prev = both(84, 90);
+        let now = both(84, 10);
+        assert_eq!(
+            usage(&now, Some(Status::Critical), Some(&prev), &l).status,
+            Status::Warning
+        );
+        // And the other way round: space was critical, inodes at 84 % never were.
+        let prev = both(90, 84);
+        let now = both(10, 84);
+        assert_eq!(
+            usage(&now, Some(Status::Critical), Some(&prev), &l).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
+    fn a_measure_held_in_its_band_stays_raised() {
+        let l = DiskLimits::default();
+        // Space was critical at 86 %, then held at 84 %: the previous 84 % is explained by
+        // no raw level, so the hold goes on at 84 % and ends at 82 %.
+        assert_eq!(
+            usage(
+                &both(84, 10),
+                Some(Status::Critical),
+                Some(&both(86, 10)),
+                &l
+            )
+            .status,
+            Status::Critical
+        );
+        assert_eq!(
+            usage(
+                &both(84, 10),
+                Some(Status::Critical),
+                Some(&both(84, 10)),
+                &l
+            )
+            .status,
+            Status::Critical
+        );
+        assert_eq!(
+            usage(
+                &both(82, 10),
+                Some(Status::Critical),
+                Some(&both(84, 10)),
+                &l
+            )
+            .status,
+            Status::Warning
+        );
     }
 
     #[test]
@@ -244,7 +356,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            usage(&obs, None, &DiskLimits::default()).status,
+            usage(&obs, None, None, &DiskLimits::default()).status,
             Status::Unknown
         );
     }

@@ -21,7 +21,7 @@ pub mod status;
 pub mod wal;
 
 use crate::status::{Status, Verdict};
-use backwatch_proto::model::{Observation, ProbeResult};
+use backwatch_proto::model::{DiskObs, Observation, ProbeResult};
 use serde::Serialize;
 
 pub use archive::ArchiveDirLimits;
@@ -104,6 +104,13 @@ impl Limits {
     }
 }
 
+fn prev_disk(prev: Option<&Observation>) -> Option<&DiskObs> {
+    match prev {
+        Some(Observation::Disk(d)) => Some(d),
+        _ => None,
+    }
+}
+
 /// Judge one result. `prev` is the check's previous state (status and result), if any.
 pub fn evaluate(
     result: &ProbeResult,
@@ -128,9 +135,16 @@ pub fn evaluate(
         Some(Observation::Disk(obs))
             if result.name == backwatch_proto::model::AGENT_SPOOL_PROBE =>
         {
-            disk::usage(obs, prev_status, &DiskLimits::default())
+            disk::usage(
+                obs,
+                prev_status,
+                prev_disk(prev_obs),
+                &DiskLimits::default(),
+            )
         }
-        Some(Observation::Disk(obs)) => disk::usage(obs, prev_status, &limits.disk),
+        Some(Observation::Disk(obs)) => {
+            disk::usage(obs, prev_status, prev_disk(prev_obs), &limits.disk)
+        }
         Some(Observation::Wal(obs)) => {
             let prev_wal = match prev_obs {
                 Some(Observation::Wal(p)) => Some(p),

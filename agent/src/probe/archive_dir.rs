@@ -12,7 +12,8 @@
 //!   most `max_entries` entries (then `truncated`); none while the directory is unchanged,
 //!   for up to six hours ([`memo`]). The only files opened are the current
 //!   timeline's history file and the newest backup history file (a few lines each) and, when
-//!   compressed, the last archived file (a few header bytes for its uncompressed size).
+//!   compressed, the last archived file and, without a server to ask, the oldest and newest
+//!   segment (a few header bytes each for the uncompressed size).
 //! - **Never fails on what it finds**: a missing directory is `exists = false`; one the agent
 //!   may not list is `read_error` saying what to grant (the agent runs unprivileged, and the
 //!   procedure wants the archive owned by `postgres` with mode 0700); an unreachable server is
@@ -23,7 +24,9 @@
 //!   are read; plain WAL or a plain compression container there is reported
 //!   ([`encryption`]).
 //! - Segment size: the server's, else the most common size of the uncompressed segments when
-//!   it is one `initdb` allows, else 16 MiB. Timeline: the server's, else the highest found.
+//!   it is one `initdb` allows, else the size a compressed segment's container records, else
+//!   the size the names imply once they cross a 4 GiB log, else 16 MiB (see `segment_size`).
+//!   Timeline: the server's, else the highest found.
 
 mod backup_history;
 mod compressed;
@@ -214,7 +217,7 @@ impl ArchiveDirProbe {
             })
             .collect();
 
-        let (seg_size, source) = segment_size(facts, l);
+        let (seg_size, source) = segment_size(facts, l, &self.path);
         obs.wal_segment_size_bytes = seg_size;
         obs.segment_size_source = source;
         if self.encrypted {
@@ -418,9 +421,17 @@ fn archived(f: &scan::FileFacts, now: SystemTime) -> Option<ArchivedFile> {
     })
 }
 
-/// The server's segment size, else the most common size of plain segments when `initdb` could
-/// have made it, else PostgreSQL's default.
-fn segment_size(facts: Option<&postgres::Facts>, l: &scan::Listing) -> (u64, SizeSource) {
+/// The server's segment size, else what the archive itself shows, else PostgreSQL's default.
+/// From the archive, in order: the most common size of plain segments (when `initdb` could
+/// have made it); the size the container of the oldest or newest compressed segment records
+/// (gzip, zstd, lz4); the size the names imply. Guessing 16 MiB for an archive of larger
+/// segments is not harmless: every 4 GiB of WAL would then show a gap of the segment numbers
+/// that size does not have, a critical "lost WAL" that is not there.
+fn segment_size(
+    facts: Option<&postgres::Facts>,
+    l: &scan::Listing,
+    dir: &Path,
+) -> (u64, SizeSource) {
     if let Some(size) = facts
         .map(|f| f.wal_segment_size)
         .filter(|s| valid_segment_size(*s))
@@ -433,10 +444,38 @@ fn segment_size(facts: Option<&postgres::Facts>, l: &scan::Listing) -> (u64, Siz
         .max_by_key(|(size, count)| (**count, **size))
         .map(|(size, _)| *size)
         .filter(|s| valid_segment_size(*s));
-    match common {
+    let recorded = || {
+        [l.oldest.as_ref(), l.newest.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|(_, f)| match names::parse(&f.name) {
+                (_, Some(c)) => compressed::uncompressed_size(&dir.join(&f.name), c)
+                    .filter(|s| valid_segment_size(*s)),
+                _ => None,
+            })
+    };
+    match common
+        .or_else(recorded)
+        .or_else(|| size_from_names(&l.segments))
+    {
         Some(size) => (size, SizeSource::Archive),
         None => (DEFAULT_SEGMENT_SIZE, SizeSource::Default),
     }
+}
+
+/// The segment size the names imply, once they cross from one 4 GiB log to the next: a log
+/// holds `2³² / size` segments, so the highest segment part seen is that count less one (16
+/// MiB: `…FF`; 64 MiB: `…3F`). `None` within one log, where any size up to the highest part
+/// seen would fit. A gap at the end of every log crossed would make the size look larger.
+fn size_from_names(segments: &[scan::SegEntry]) -> Option<u64> {
+    let mut logs = segments.iter().map(|s| s.name.log);
+    let first = logs.next()?;
+    if logs.all(|log| log == first) {
+        return None;
+    }
+    let highest = segments.iter().map(|s| u64::from(s.name.seg)).max()?;
+    let per_log = (highest + 1).checked_next_power_of_two()?;
+    Some((1u64 << 32) / per_log).filter(|s| valid_segment_size(*s))
 }
 
 fn read_history(path: &Path) -> Result<Vec<(u32, u64)>, String> {

@@ -155,47 +155,41 @@ impl BarmanProbe {
             .map(|t| (now - t).num_seconds().max(0))
             .max();
         // Backup ids are start timestamps: the greatest is the newest.
-        let usable = entries
-            .iter()
-            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
-            .max_by_key(|e| id(e));
+        let usable = usable_newest_first(entries);
         let failed = entries
             .iter()
             .filter(|e| status(e) == "FAILED")
             .max_by_key(|e| id(e))
-            .filter(|f| usable.is_none_or(|u| id(f) > id(u)));
+            .filter(|f| usable.first().is_none_or(|u| id(f) > id(u)));
         set.newest_failed = failed.map(|f| ToolBackup {
             label: id(f),
-            kind: "full".into(),
+            kind: kind(f).into(),
             ..ToolBackup::default()
         });
         // The oldest usable backup starts the recoverable window (its end, from the listing).
-        set.oldest = entries
+        set.oldest = usable.last().map(|e| backup(&Value::Null, e, &id(e), now));
+        // Fulls are what the full backup's age, runtime, size and redundancy are judged on.
+        let fulls: Vec<&Value> = usable
             .iter()
-            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
-            .min_by_key(|e| id(e))
-            .map(|e| backup(&Value::Null, e, &id(e), now));
-        // Every Barman backup is a full one (rsync reuse only saves space): usable ones are
-        // the fulls kept, the one before the newest is what its size is compared with.
-        let mut fulls: Vec<&Value> = entries
-            .iter()
-            .filter(|e| matches!(status(e).as_str(), "DONE" | "WAITING_FOR_WALS"))
+            .copied()
+            .filter(|e| kind(e) == "full")
             .collect();
-        fulls.sort_by_key(|e| std::cmp::Reverse(id(e)));
         set.full_count = fulls.len() as u64;
-        for (i, u) in fulls.iter().take(2).enumerate() {
-            let label = id(u);
+        let mut shown_of = std::collections::HashMap::new();
+        for e in usable.first().into_iter().chain(fulls.iter().take(2)) {
+            let label = id(e);
+            if shown_of.contains_key(&label) {
+                continue;
+            }
             let (_, shown) = self
                 .json(commands, &["show-backup", server, &label])
                 .await?;
-            let b = backup(&shown[server], u, &label, now);
-            if i == 0 {
-                set.newest_full = Some(b.clone());
-                set.newest = Some(b);
-            } else {
-                set.previous_full = Some(b);
-            }
+            shown_of.insert(label.clone(), backup(&shown[server], e, &label, now));
         }
+        let of = |e: Option<&&Value>| e.and_then(|e| shown_of.get(&id(e)).cloned());
+        set.newest = of(usable.first());
+        set.newest_full = of(fulls.first());
+        set.previous_full = of(fulls.get(1));
         // The newest WAL Barman holds, and when it arrived: the last line of the server's
         // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.
         // Not knowing it only leaves the window's end unknown.
@@ -262,6 +256,29 @@ fn last_wal(path: &std::path::Path) -> Option<(String, DateTime<Utc>)> {
     })
 }
 
+/// The backups a restore can start from (`DONE`, or `WAITING_FOR_WALS`), newest first (ids
+/// are start times).
+fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
+    let mut usable: Vec<&Value> = entries
+        .iter()
+        .filter(|e| matches!(e["status"].as_str(), Some("DONE" | "WAITING_FOR_WALS")))
+        .collect();
+    usable.sort_by_key(|e| std::cmp::Reverse(e["backup_id"].as_str().unwrap_or_default()));
+    usable
+}
+
+/// `incr` for a block-level incremental backup (Barman 3.11 and later, PostgreSQL 17 and
+/// later: `backup_type` "incremental"), which restores only with its chain back to a full one,
+/// so it never stands in for a full backup (freshness, runtime, size, redundancy). `full` for
+/// everything else: `full`, `rsync` (its file-level reuse only saves space: each backup is
+/// complete), `snapshot`, and every backup of an older Barman, which does not say.
+fn kind(e: &Value) -> &'static str {
+    match e["backup_type"].as_str() {
+        Some("incremental") => "incr",
+        _ => "full",
+    }
+}
+
 /// The `show-backup` document of one backup, with the `list-backups` entry as a fallback.
 fn backup(shown: &Value, listed: &Value, label: &str, now: DateTime<Utc>) -> ToolBackup {
     let info = &shown["base_backup_information"];
@@ -276,7 +293,7 @@ fn backup(shown: &Value, listed: &Value, label: &str, now: DateTime<Utc>) -> Too
     let text = |v: &Value| v.as_str().map(str::to_string);
     ToolBackup {
         label: label.to_string(),
-        kind: "full".into(),
+        kind: kind(listed).into(),
         start_time: start,
         stop_time: stop,
         duration_secs: start.zip(stop).map(|(a, z)| (z - a).num_seconds()),
@@ -310,6 +327,40 @@ mod tests {
         assert_eq!(name, "000000010000000000000002");
         assert_eq!(at.timestamp(), 1_795_633_560);
         assert_eq!(last_wal(&dir.path().join("missing")), None);
+    }
+
+    /// `list-backups -f json` of Barman 3.11 and later with a weekly full, daily block-level
+    /// incrementals, an rsync backup from before and a failed run.
+    #[test]
+    fn incrementals_are_newest_but_never_full() {
+        let list: Value = serde_json::from_str(
+            r#"{"pg": [
+                {"backup_id": "20261120T010000", "backup_type": "rsync", "status": "DONE"},
+                {"backup_id": "20261127T010000", "backup_type": "full", "status": "DONE"},
+                {"backup_id": "20261128T010000", "backup_type": "incremental", "status": "DONE"},
+                {"backup_id": "20261129T010000", "backup_type": "incremental", "status": "WAITING_FOR_WALS"},
+                {"backup_id": "20261130T010000", "backup_type": "incremental", "status": "FAILED"}
+            ]}"#,
+        )
+        .unwrap();
+        let entries = list["pg"].as_array().unwrap();
+        let usable = usable_newest_first(entries);
+        let ids: Vec<_> = usable
+            .iter()
+            .map(|e| (e["backup_id"].as_str().unwrap(), kind(e)))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("20261129T010000", "incr"),
+                ("20261128T010000", "incr"),
+                ("20261127T010000", "full"),
+                ("20261120T010000", "full"),
+            ]
+        );
+        // An older Barman says nothing: every backup is a full one.
+        let old: Value = serde_json::from_str(r#"{"backup_id": "x", "status": "DONE"}"#).unwrap();
+        assert_eq!(kind(&old), "full");
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub fn read(dir: &Path) -> Parsed {
         }
         Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
     }
+    if out.backup.wal_segment_size_bytes.is_none() && out.backup.start_segment.is_some() {
+        out.backup.wal_segment_size_bytes = size_of_wal_files(dir);
+    }
     let manifest = dir.join(MANIFEST);
     match std::fs::File::open(&manifest) {
         Err(e) => errors.push(format!("reading {MANIFEST}: {}", os_text(&e))),
@@ -294,11 +297,37 @@ pub fn needed_segments(ranges: &[WalRange], size: u64, max: usize) -> Vec<String
     out
 }
 
-/// The segment size that puts `lsn` into `seg`, if exactly one valid size does.
+/// The segment size that puts `lsn` into `seg`, if exactly one valid size does. A start in the
+/// first MiB of a 4 GiB log (`5/00012345`, file `…0500000000`) fits every size; taking the
+/// smallest there named WAL segments that do not exist and called the backup unrestorable
+/// (then the backup's own WAL files tell, see [`size_of_wal_files`]).
 fn segment_size(lsn: u64, seg: SegName) -> Option<u64> {
-    (20..=30).map(|k| 1u64 << k).find(|&size| {
+    let mut fits = (20..=30).map(|k| 1u64 << k).filter(|&size| {
         seg.segno(size) == Some(lsn / size) && SegName::from_segno(seg.tli, lsn / size, size) == seg
-    })
+    });
+    let size = fits.next()?;
+    fits.next().is_none().then_some(size)
+}
+
+/// The size of the WAL segments the backup holds (`pg_wal/`, or `pg_wal.tar` of a tar backup),
+/// when one is there with a size `initdb` allows.
+fn size_of_wal_files(dir: &Path) -> Option<u64> {
+    let is_segment = |name: &str| matches!(names::parse(name), (WalFile::Segment(_), None));
+    let valid = names::valid_segment_size;
+    if let Some(entries) = tar_sizes(&dir.join("pg_wal.tar")) {
+        return entries
+            .into_iter()
+            .find(|(name, size)| is_segment(name) && valid(*size))
+            .map(|(_, size)| size);
+    }
+    std::fs::read_dir(dir.join("pg_wal"))
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            (is_segment(&e.file_name().to_string_lossy()) && valid(meta.len()))
+                .then_some(meta.len())
+        })
 }
 
 /// "2024-06-01 10:00:00 UTC" (or GMT, or "+02") as an instant.
@@ -358,6 +387,31 @@ START TIMELINE: 1
             &LABEL_TEXT.replace("000000010000000000000002", "000000010000000000000020"),
         );
         assert_eq!(small.wal_segment_size_bytes, Some(1 << 20));
+    }
+
+    #[test]
+    fn a_start_that_fits_every_segment_size_is_sized_by_the_backups_wal() {
+        // 5/80028 is in the first MiB of log 5: segment 0 of that log whatever the size.
+        let text = LABEL_TEXT.replace(
+            "0/2000028 (file 000000010000000000000002)",
+            "5/80028 (file 000000010000000500000000)",
+        );
+        let mut b = BaseBackup::default();
+        apply_label(&mut b, &text);
+        assert_eq!(b.start_segment.as_deref(), Some("000000010000000500000000"));
+        assert_eq!(b.wal_segment_size_bytes, None, "1 MiB to 1 GiB all fit");
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join(LABEL), &text).expect("label");
+        assert_eq!(read(tmp.path()).backup.wal_segment_size_bytes, None);
+        std::fs::create_dir(tmp.path().join("pg_wal")).expect("mkdir");
+        std::fs::File::create(tmp.path().join("pg_wal/000000010000000500000000"))
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("segment");
+        assert_eq!(
+            read(tmp.path()).backup.wal_segment_size_bytes,
+            Some(16 << 20)
+        );
     }
 
     #[test]

@@ -141,6 +141,84 @@ fn gap_is_found_from_the_newest_backup() {
     assert_eq!(c.gaps[0].segments_after, 6);
 }
 
+/// Names of 64 MiB segments around the boundary of log 0 and log 1 (a log holds 64 of them):
+/// `…0000003E`, `…0000003F`, then `…0000000100000000`, … Read as 16 MiB segments they would
+/// leave segments 0x40–0xFF of log 0 missing.
+fn around_a_log_boundary() -> Vec<String> {
+    (0x3c..0x44)
+        .map(|n| names::SegName::from_segno(1, n, 64 * MIB).name())
+        .collect()
+}
+
+/// A gzip file as far as the probe reads one: the magic bytes and the trailer's ISIZE.
+fn put_gzip(dir: &Path, name: &str, uncompressed: u64, mtime: SystemTime) {
+    let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    bytes.extend_from_slice(&[0; 30]);
+    bytes.extend_from_slice(&[0; 4]); // CRC-32, not read
+    bytes.extend_from_slice(&u32::try_from(uncompressed).expect("fits").to_le_bytes());
+    fs::write(dir.join(name), bytes).expect("write");
+    File::options()
+        .write(true)
+        .open(dir.join(name))
+        .and_then(|f| f.set_modified(mtime))
+        .expect("mtime");
+}
+
+#[test]
+fn a_compressed_archive_of_larger_segments_shows_no_false_gap_without_a_server() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    for name in around_a_log_boundary() {
+        put_gzip(tmp.path(), &format!("{name}.gz"), 64 * MIB, now - HOUR);
+    }
+    let obs = probe(tmp.path()).scan(now, None);
+    assert_eq!(
+        (obs.wal_segment_size_bytes, obs.segment_size_source),
+        (64 * MIB, SizeSource::Archive)
+    );
+    let c = obs.continuity.expect("continuity");
+    assert!(c.gaps.is_empty(), "no gap: {:?}", c.gaps);
+}
+
+#[test]
+fn without_a_recorded_size_the_names_crossing_a_log_give_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    for name in around_a_log_boundary() {
+        // bzip2 records no uncompressed size.
+        put(tmp.path(), &format!("{name}.bz2"), MIB, now - HOUR);
+    }
+    let obs = probe(tmp.path()).scan(now, None);
+    assert_eq!(
+        (obs.wal_segment_size_bytes, obs.segment_size_source),
+        (64 * MIB, SizeSource::Archive)
+    );
+    assert!(obs.continuity.expect("continuity").gaps.is_empty());
+
+    // 16 MiB segments crossing a log show their highest part, FF: 16 MiB, and a real gap
+    // is still one.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for n in [0xfd, 0xfe, 0xff, 0x101, 0x102] {
+        put(tmp.path(), &format!("{}.bz2", seg(1, n)), MIB, now - HOUR);
+    }
+    let obs = probe(tmp.path()).scan(now, None);
+    assert_eq!(obs.wal_segment_size_bytes, 16 * MIB);
+    let gaps = obs.continuity.expect("continuity").gaps;
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].first_missing, seg(1, 0x100));
+
+    // Within one log nothing can be told from the names: the default, said as such.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for n in 1..=3 {
+        put(tmp.path(), &format!("{}.bz2", seg(1, n)), MIB, now - HOUR);
+    }
+    let obs = probe(tmp.path()).scan(now, None);
+    assert_eq!(
+        (obs.wal_segment_size_bytes, obs.segment_size_source),
+        (16 * MIB, SizeSource::Default)
+    );
+}
+
 #[test]
 fn timeline_path_is_read_from_the_history_file() {
     let tmp = tempfile::tempdir().expect("tempdir");

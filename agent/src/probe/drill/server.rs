@@ -396,9 +396,16 @@ impl Scratch {
         let log = std::fs::read_to_string(self.fetched()).unwrap_or_default();
         let seg = |w: &str| w.len() == 24 && w.bytes().all(|b| b.is_ascii_hexdigit());
         let mut missing = Vec::new();
+        // Positions (the name after its timeline) restored from some timeline: recovery asks
+        // for a position on each timeline of its history, newest first, so a name missing on
+        // one timeline and restored on an older one is not a gap.
+        let mut restored = std::collections::HashSet::new();
         for line in log.lines() {
             match line.split_once(' ') {
-                Some(("restored", f)) if seg(f) => obs.wal_segments_restored += 1,
+                Some(("restored", f)) if seg(f) => {
+                    obs.wal_segments_restored += 1;
+                    restored.insert(f[8..].to_string());
+                }
                 Some(("missing", f)) if seg(f) => missing.push(f.to_string()),
                 _ => {}
             }
@@ -413,7 +420,10 @@ impl Scratch {
             obs.archive_newest_segment = Some(name.clone());
             let tail = &name[8..];
             // Asked for, absent, and the archive holds later ones: a gap, not the end.
-            obs.missing_segment = missing.iter().find(|m| &m[8..] < tail).cloned();
+            obs.missing_segment = missing
+                .iter()
+                .find(|m| &m[8..] < tail && !restored.contains(&m[8..]))
+                .cloned();
             obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail);
             let reference = obs.target_time.unwrap_or(*mtime);
             obs.target_distance_secs = obs.recovered_at.map(|r| (reference - r).num_seconds());
@@ -478,7 +488,12 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
         .flatten())
 }
 
-/// The newest WAL segment in the archive (by name after the timeline) and its mtime.
+/// The newest WAL segment in the archive and its mtime: the last one of the highest timeline,
+/// which is where recovery (`recovery_target_timeline = 'latest'`) ends. By position alone, an
+/// archive that still holds a branch abandoned by a point-in-time restore (timeline 1 going on
+/// past where timeline 2 began) would put the end on that branch, which recovery never
+/// replays: the drill would never "reach the end" and would take timeline 2's next segment,
+/// asked for at the real end, for a gap.
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
@@ -490,7 +505,9 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
         let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
             continue;
         };
-        if best.as_ref().is_none_or(|(b, _)| name[8..] > b[8..]) {
+        // Names are fixed-width upper-case hex, timeline first: the greatest name is the
+        // newest segment of the highest timeline.
+        if best.as_ref().is_none_or(|(b, _)| name > *b) {
             best = Some((name, mtime));
         }
     }
@@ -500,6 +517,79 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_archive_ends_on_its_highest_timeline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |name: &str| std::fs::write(dir.path().join(name), b"").expect("write");
+        // Timeline 1 went on to segment 9; a point-in-time restore branched timeline 2 off at
+        // segment 5, which got as far as 7 (compressed); a backup history file and a partial.
+        for n in 1..=9 {
+            put(&format!("00000001000000000000000{n}"));
+        }
+        put("00000002.history");
+        put("000000020000000000000005.gz");
+        put("000000020000000000000006");
+        put("000000020000000000000007.zst");
+        put("000000020000000000000008.partial");
+        put("000000010000000000000003.00000028.backup");
+        let (name, _) = newest_segment(dir.path()).expect("newest");
+        assert_eq!(name, "000000020000000000000007");
+    }
+
+    /// A drill after a point-in-time restore: timeline 1 went on to segment 9, timeline 2
+    /// branched off at 5 and got to 7. Recovery (PostgreSQL before 14 asks for each position
+    /// on timeline 2 first) replays 3 and 4 from timeline 1, 5 to 7 from timeline 2, and ends
+    /// where timeline 2 ends: the end of the archive, no gap.
+    #[test]
+    fn recovery_along_the_newest_timeline_reaches_the_end_without_a_gap() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        let put = |name: &str| std::fs::write(archive.join(name), b"").expect("write");
+        for n in 1..=9 {
+            put(&format!("00000001000000000000000{n}"));
+        }
+        put("00000002.history");
+        for n in 5..=7 {
+            put(&format!("00000002000000000000000{n}"));
+        }
+        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
+        let fetched = [
+            "restored 00000002.history",
+            "missing 000000020000000000000003",
+            "restored 000000010000000000000003",
+            "missing 000000020000000000000004",
+            "restored 000000010000000000000004",
+            "restored 000000020000000000000005",
+            "restored 000000020000000000000006",
+            "restored 000000020000000000000007",
+            "missing 000000020000000000000008",
+            "missing 00000003.history",
+        ];
+        std::fs::write(scratch.fetched(), fetched.join("\n")).expect("log");
+        scratch.replay = Some("0000000000000007".into());
+        let mut obs = DrillObs::default();
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.archive_newest_segment.as_deref(),
+            Some("000000020000000000000007")
+        );
+        assert_eq!(obs.missing_segment, None);
+        assert!(obs.archive_end_reached);
+        assert_eq!(obs.wal_segments_restored, 5);
+
+        // A position missing on every timeline is a gap.
+        let gap = fetched.map(|l| l.replace("restored 000000010000000000000004", "missing x"));
+        std::fs::write(scratch.fetched(), gap.join("\n")).expect("log");
+        let mut obs = DrillObs::default();
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.missing_segment.as_deref(),
+            Some("000000020000000000000004")
+        );
+        scratch.done = true;
+    }
 
     #[test]
     fn replay_location_names_its_segment() {
