@@ -191,17 +191,23 @@ impl BarmanProbe {
         set.newest_full = of(fulls.first());
         set.previous_full = of(fulls.get(1));
         // The newest WAL Barman holds, and when it arrived: the last line of the server's
-        // `xlog.db` (`name<TAB>size<TAB>time<TAB>compression`), found through `show-server`.
-        // Not knowing it only leaves the window's end unknown.
+        // WAL catalogue (`name<TAB>size<TAB>time<TAB>compression[<TAB>encryption]`), found
+        // through `show-server`. Barman 3.13 and later keep it as `<server>-xlog.db` in
+        // `xlogdb_directory` (by default the WAL directory); older ones as `xlog.db` in the
+        // WAL directory. Not knowing it only leaves the window's end unknown.
         if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await {
             let dir = |key: &str| shown[server][key].as_str().map(std::path::PathBuf::from);
-            let (wals, backups) = (dir("wals_directory"), dir("backup_directory"));
+            let catalogue_dir = dir("xlogdb_directory").or_else(|| dir("wals_directory"));
+            let named = format!("{server}-xlog.db");
+            let backups = dir("backup_directory");
             // Files on Barman's disk, read on a thread the probe can walk away from (a hung
             // mount must not stall the agent's other probes).
             let read =
                 crate::blocking::run("reading Barman's xlog.db and identity.json", move || {
                     (
-                        wals.and_then(|d| last_wal(&d.join("xlog.db"))),
+                        catalogue_dir.and_then(|d| {
+                            last_wal(&d.join(&named)).or_else(|| last_wal(&d.join("xlog.db")))
+                        }),
                         // The cluster Barman backs up, as it recorded it (written at the first
                         // `check` or backup): with the server's name, one set whatever host
                         // reports it.

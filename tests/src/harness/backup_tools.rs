@@ -139,6 +139,8 @@ pub struct Barman {
     pub pg: PgCluster,
     pub conf: PathBuf,
     pub dir: TempDir,
+    /// The `barman` executable: the system's, or a newer one (see [`Barman::newer`]).
+    pub exe: PathBuf,
 }
 
 impl Barman {
@@ -152,6 +154,23 @@ impl Barman {
             installed("barman"),
             "barman is not installed (scripts/test installs it)"
         );
+        Self::using(pg, Path::new("barman"), bindir()?).await
+    }
+
+    /// The pinned newer Barman `scripts/test` installs into `target/tools/barman` (Debian's
+    /// is 3.4; block-level incremental backups need 3.11).
+    pub fn newer() -> Result<PathBuf> {
+        let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/barman/bin/barman");
+        ensure!(
+            exe.is_file(),
+            "{} is missing: ./scripts/test installs it",
+            exe.display()
+        );
+        Ok(exe)
+    }
+
+    /// Barman `exe` for the cluster `pg`, taking base backups with the `pg_basebackup` of `bin`.
+    pub async fn using(pg: PgClusterBuilder, exe: &Path, bin: &Path) -> Result<Barman> {
         let dir = tempfile::tempdir()?;
         // The server (as postgres) copies WAL into Barman's incoming directory.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
@@ -175,7 +194,7 @@ impl Barman {
                 home = home.display(),
                 user = me.name,
                 dir = dir.path().display(),
-                bin = bindir()?.display(),
+                bin = bin.display(),
                 sock = pg.socket_dir().display(),
                 port = pg.port()
             ),
@@ -190,14 +209,19 @@ impl Barman {
             },
         )
         .await;
-        let tool = Barman { pg, conf, dir };
+        let tool = Barman {
+            pg,
+            conf,
+            dir,
+            exe: exe.to_path_buf(),
+        };
         tool.run(&["archive-wal", "pg"])?;
         Ok(tool)
     }
 
     /// `barman -c <conf> <args>`; its standard output, or an error with all it printed.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("barman")
+        let out = Command::new(&self.exe)
             .arg("-c")
             .arg(&self.conf)
             .args(args)

@@ -680,3 +680,64 @@ async fn barman_names_a_pg_basebackup_too_old_for_the_server() -> Result<()> {
     );
     Ok(())
 }
+
+/// Barman 3.11 and later take block-level incremental backups of PostgreSQL 17 and later
+/// (`backup --incremental`), which restore only with their chain back to a full one. With a
+/// full and two incrementals: the newest backup is the second incremental, the newest full is
+/// the full, one full is kept, and the full's size is compared with no incremental. Also the
+/// WAL catalogue of a current Barman, under its newer name.
+#[tokio::test]
+async fn barman_incremental_backups_are_newest_but_never_full() -> Result<()> {
+    let major = 18;
+    let bin = backwatch_tests::harness::pg::major_bindir(major)?;
+    let exe = Barman::newer()?;
+    let pg = PgCluster::init()
+        .major(major)
+        .setting("summarize_wal", "on");
+    let tool = Barman::using(pg, &exe, bin).await?;
+    tool.run(&["backup", "pg"])?;
+    tool.run(&["backup", "--incremental", "latest", "pg"])?;
+    tool.run(&["backup", "--incremental", "latest", "pg"])?;
+    let listed: serde_json::Value =
+        serde_json::from_str(&tool.run(&["-f", "json", "list-backups", "pg"])?)?;
+    let mut backups: Vec<(String, String)> = listed["pg"]
+        .as_array()
+        .context("list-backups")?
+        .iter()
+        .map(|b| {
+            (
+                b["backup_id"].as_str().unwrap_or_default().to_string(),
+                b["backup_type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    backups.sort();
+    let types: Vec<&str> = backups.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(types, ["full", "incremental", "incremental"], "{listed}");
+
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ncommand = [\"{}\"]\n\
+             interval = \"1s\"\n",
+            tool.conf.display(),
+            exe.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "barman.pg", "ok", "pg: newest incr ", WAIT)
+        .await;
+    let set = &c["details"]["sets"][0];
+    assert_eq!(set["newest"]["type"], "incr", "{c}");
+    assert_eq!(set["newest"]["label"], backups[2].0.as_str(), "{c}");
+    assert_eq!(set["newest_full"]["type"], "full", "{c}");
+    assert_eq!(set["newest_full"]["label"], backups[0].0.as_str(), "{c}");
+    assert_eq!(set["full_count"], 1, "{c}");
+    assert!(set["previous_full"].is_null(), "{c}");
+    // Barman 3.13 and later name the WAL catalogue `<server>-xlog.db`: the window's end is
+    // read from it.
+    assert!(set["archive_max"].is_string(), "{c}");
+    assert!(c["details"]["window"]["end"].is_string(), "{c}");
+    Ok(())
+}
