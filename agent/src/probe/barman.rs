@@ -264,7 +264,7 @@ fn last_wal(path: &std::path::Path) -> Option<(String, DateTime<Utc>)> {
 
 /// The backups a restore can start from (`DONE`, or `WAITING_FOR_WALS`), newest first (ids
 /// are start times).
-fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
+pub(crate) fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
     let mut usable: Vec<&Value> = entries
         .iter()
         .filter(|e| matches!(e["status"].as_str(), Some("DONE" | "WAITING_FOR_WALS")))
@@ -278,7 +278,7 @@ fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
 /// so it never stands in for a full backup (freshness, runtime, size, redundancy). `full` for
 /// everything else: `full`, `rsync` (its file-level reuse only saves space: each backup is
 /// complete), `snapshot`, and every backup of an older Barman, which does not say.
-fn kind(e: &Value) -> &'static str {
+pub(crate) fn kind(e: &Value) -> &'static str {
     match e["backup_type"].as_str() {
         Some("incremental") => "incr",
         _ => "full",

@@ -1100,6 +1100,47 @@ async fn a_segment_missing_from_a_pgbackrest_repository_is_critical_by_name() ->
     Ok(())
 }
 
+/// The newest backup of a current Barman may be a block-level incremental one (Barman 3.11
+/// and later, PostgreSQL 17 and later): `barman recover` combines its chain with
+/// `pg_combinebackup`, and the drill restores what the incremental holds.
+#[tokio::test]
+async fn a_barman_incremental_backup_is_drilled_with_its_chain() -> Result<()> {
+    let bin18 = backwatch_tests::harness::pg::major_bindir(18)?;
+    let root = bin18
+        .parent()
+        .and_then(Path::parent)
+        .context("the PostgreSQL 18 binaries have no root")?;
+    let exe = Barman::newer()?;
+    let pg = PgCluster::init().major(18).setting("summarize_wal", "on");
+    let tool = Barman::using(pg, &exe, bin18).await?;
+    tool.pg
+        .psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
+    tool.run(&["backup", "--wait", "pg"])?;
+    tool.pg
+        .psql("INSERT INTO orders SELECT generate_series(4, 7)")?;
+    tool.run(&["backup", "--wait", "--incremental", "latest", "pg"])?;
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\npg_roots = [\"{}\"]\ninterval = \"1h\"\n\
+         timeout = \"90s\"\n\
+         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\ncommand = [\"{}\"]\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"7\"\n",
+        scratch.path().display(),
+        root.display(),
+        tool.conf.display(),
+        exe.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
+        .await;
+    assert_eq!(c["details"]["source_kind"], "barman", "{c}");
+    assert_eq!(c["details"]["pg_version"], "18", "{c}");
+    scratch_left_clean(scratch.path()).await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
     let tool = Barman::start().await?;

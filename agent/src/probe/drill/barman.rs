@@ -47,16 +47,15 @@ impl BarmanSource {
         let json: serde_json::Value = serde_json::from_str(&out.stdout)
             .map_err(|e| format!("barman list-backups printed no JSON: {e}"))?;
         let id = |e: &serde_json::Value| e["backup_id"].as_str().unwrap_or_default().to_string();
-        // Backup ids are start timestamps: the greatest is the newest.
-        let newest = json[self.server.as_str()]
+        let entries = json[self.server.as_str()]
             .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| matches!(e["status"].as_str(), Some("DONE" | "WAITING_FOR_WALS")))
-            .max_by_key(|e| id(e))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let usable = crate::probe::barman::usable_newest_first(entries);
+        let newest = usable
+            .first()
             .ok_or_else(|| format!("Barman server {} has no backup to restore", self.server))?;
-        let bytes = newest["size_bytes"].as_u64().unwrap_or(0);
-        let space = super::backup::space(scratch, bytes, factor)?;
+        let space = super::backup::space(scratch, restored_bytes(&usable), factor)?;
         Ok((id(newest), space))
     }
 
@@ -86,6 +85,21 @@ impl BarmanSource {
     }
 }
 
+/// What restoring the newest of `usable` (newest first) writes, at most: its own size, or for a
+/// block-level incremental backup the sizes of its chain, back to and including the newest
+/// full one (`barman recover` combines them; the incremental alone is only the changed blocks).
+fn restored_bytes(usable: &[&serde_json::Value]) -> u64 {
+    let size = |e: &serde_json::Value| e["size_bytes"].as_u64().unwrap_or(0);
+    let mut bytes = 0u64;
+    for e in usable {
+        bytes = bytes.saturating_add(size(e));
+        if crate::probe::barman::kind(e) == "full" {
+            break;
+        }
+    }
+    bytes
+}
+
 /// Where Barman put the WAL of a point-in-time recovery, as an archive for restore_command.
 pub fn wal_dir(data: &Path) -> PathBuf {
     data.join("barman_wal")
@@ -104,4 +118,26 @@ pub fn copied_segments(data: &Path) -> u64 {
             n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit())
         })
         .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incremental_is_restored_with_its_chain_back_to_the_full() {
+        let list: serde_json::Value = serde_json::from_str(
+            r#"[
+                {"backup_id": "3", "backup_type": "incremental", "size_bytes": 10, "status": "DONE"},
+                {"backup_id": "2", "backup_type": "incremental", "size_bytes": 20, "status": "DONE"},
+                {"backup_id": "1", "backup_type": "full", "size_bytes": 1000, "status": "DONE"},
+                {"backup_id": "0", "backup_type": "full", "size_bytes": 900, "status": "DONE"}
+            ]"#,
+        )
+        .unwrap();
+        let usable: Vec<&serde_json::Value> = list.as_array().unwrap().iter().collect();
+        assert_eq!(restored_bytes(&usable), 1030);
+        assert_eq!(restored_bytes(&usable[2..]), 1000, "a full alone");
+        assert_eq!(restored_bytes(&[]), 0);
+    }
 }
