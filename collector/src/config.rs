@@ -320,7 +320,8 @@ pub struct Thresholds {
 pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:7443";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
 pub const DEFAULT_STORE_URL: &str = "sqlite:///var/lib/backwatch/collector.db";
-/// Raw results kept by default: a quarter of detail; rollups and alerts are kept for good.
+/// Raw results, hourly rollups and finished notifications kept by default: a quarter of detail;
+/// daily rollups and alerts are kept for good (see `retention`).
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_GRPC_LIMITS: crate::listen::Limits = crate::listen::Limits {
     max_connections: 10_000,

@@ -4,10 +4,11 @@
 //! and ⌈100 · used / (used + avail)⌉. Root-reserved blocks are left out of the denominator and the
 //! result is rounded up, so the operator's `df -h /backup` and Backwatch show the same number.
 //! Levels have hysteresis: once raised, a level clears only when the value falls below
-//! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap. Space and
-//! inodes each keep their own: the check's previous status is credited to the measure that
-//! raised it (from the previous observation), so inodes that were critical do not hold space
-//! at 84 % critical when space never passed 85 %, nor the other way round.
+//! `threshold - hysteresis_pts`, so a filesystem hovering at the limit does not flap. The
+//! check's previous status is credited to the measure whose previous value explains it, so
+//! inodes that were critical do not hold space at 84 % critical when space never passed 85 %,
+//! nor the other way round. A hold that neither previous value explains goes to both: the rule
+//! sees the previous status and observation, not a level per measure (see `previous_levels`).
 
 use super::procedure;
 use crate::human;

@@ -297,10 +297,11 @@ pub fn needed_segments(ranges: &[WalRange], size: u64, max: usize) -> Vec<String
     out
 }
 
-/// The segment size that puts `lsn` into `seg`, if exactly one valid size does. A start in the
-/// first MiB of a 4 GiB log (`5/00012345`, file `…0500000000`) fits every size; taking the
-/// smallest there named WAL segments that do not exist and called the backup unrestorable
-/// (then the backup's own WAL files tell, see [`size_of_wal_files`]).
+/// The segment size that puts `lsn` into `seg`, if exactly one valid size does. A start early
+/// in the first segment of a 4 GiB log fits several sizes (`5/00012345`, file `…0500000000`,
+/// fits all of them); taking the smallest there named WAL segments that do not exist and
+/// called the backup unrestorable (then the backup's own WAL files tell, see
+/// [`size_of_wal_files`], or the restore check's archive).
 fn segment_size(lsn: u64, seg: SegName) -> Option<u64> {
     let mut fits = (20..=30).map(|k| 1u64 << k).filter(|&size| {
         seg.segno(size) == Some(lsn / size) && SegName::from_segno(seg.tli, lsn / size, size) == seg

@@ -21,7 +21,7 @@
 //!   and its output is bounded (see [`super::tool_command`]).
 //! - Runs on its own schedule, weekly by default: it reads the whole backup.
 
-use super::archive_dir::names::COMPRESSION_SUFFIXES;
+use super::archive_dir::names::{self, COMPRESSION_SUFFIXES};
 use super::backup_dir::os_text;
 use super::base_backup::{self, Format, MANIFEST};
 use super::tool_command;
@@ -128,7 +128,15 @@ impl RestoreProbe {
         obs.backup_major = major_of(&dir, format);
         obs.backup_format = Some(format.as_str().to_string());
         let parsed = base_backup::read(&dir);
-        let size = parsed.backup.wal_segment_size_bytes;
+        // A label that fits several segment sizes, and no WAL in the backup (`-X none`): the
+        // archived plain copy of its start segment tells.
+        let size = parsed.backup.wal_segment_size_bytes.or_else(|| {
+            let start = parsed.backup.start_segment.as_ref()?;
+            let len = std::fs::metadata(self.archive_dir.as_ref()?.join(start))
+                .ok()?
+                .len();
+            names::valid_segment_size(len).then_some(len)
+        });
         let mut parse_wal = false;
         // A tar backup's WAL is in pg_wal.tar, which pg_verifybackup does not parse: its
         // entries are listed instead (an uncompressed one; a compressed one is not opened, and
@@ -417,6 +425,48 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A `-X none` backup whose label fits several segment sizes (start `5/80028`, early in
+    /// the first segment of log 5): the archived copy of its start segment gives the size, and
+    /// its WAL is looked for by the right names.
+    #[test]
+    fn an_ambiguous_start_is_sized_by_the_archived_start_segment() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let backup = tmp.path().join("backups/b1");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir_all(&backup).expect("mkdir");
+        std::fs::create_dir_all(&archive).expect("mkdir");
+        std::fs::write(backup.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+        std::fs::write(
+            backup.join("backup_label"),
+            "START WAL LOCATION: 5/80028 (file 000000010000000500000000)\n\
+             START TIMELINE: 1\n",
+        )
+        .expect("label");
+        std::fs::write(
+            backup.join(MANIFEST),
+            r#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
+                "WAL-Ranges": [{"Timeline": 1, "Start-LSN": "5/80028", "End-LSN": "5/1000100"}]}"#,
+        )
+        .expect("manifest");
+        for seg in ["000000010000000500000000", "000000010000000500000001"] {
+            std::fs::File::create(archive.join(seg))
+                .and_then(|f| f.set_len(16 << 20))
+                .expect("segment");
+        }
+        let probe = RestoreProbe {
+            name: "main".into(),
+            backup_dir: tmp.path().join("backups"),
+            archive_dir: Some(archive),
+            pg_verifybackup: None,
+            pg_roots: Vec::new(),
+            io_limit: false,
+        };
+        let (obs, _) = probe.prepare();
+        assert_eq!(obs.wal_segments_needed, 2, "{obs:?}");
+        assert_eq!(obs.wal_first_missing, None, "{obs:?}");
+        assert_eq!(obs.wal_source, Some(WalSource::Archive), "{obs:?}");
     }
 
     #[test]

@@ -55,7 +55,18 @@ impl BarmanSource {
         let newest = usable
             .first()
             .ok_or_else(|| format!("Barman server {} has no backup to restore", self.server))?;
-        let space = super::backup::space(scratch, restored_bytes(&usable), factor)?;
+        let mut bytes = newest["size_bytes"].as_u64().unwrap_or(0);
+        if crate::probe::barman::kind(newest) == "incr" {
+            // An incremental holds only the changed blocks; `recover` combines its chain into
+            // a whole cluster, whose size at backup time `show-backup` gives (Barman 3.11 and
+            // later, which are the ones that take incrementals).
+            let argv = self.argv(&["-f", "json", "show-backup", &self.server, &id(newest)]);
+            let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
+            let shown: serde_json::Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| format!("barman show-backup printed no JSON: {e}"))?;
+            bytes = restored_bytes(&shown[self.server.as_str()], &usable);
+        }
+        let space = super::backup::space(scratch, bytes, factor)?;
         Ok((id(newest), space))
     }
 
@@ -85,10 +96,13 @@ impl BarmanSource {
     }
 }
 
-/// What restoring the newest of `usable` (newest first) writes, at most: its own size, or for a
-/// block-level incremental backup the sizes of its chain, back to and including the newest
-/// full one (`barman recover` combines them; the incremental alone is only the changed blocks).
-fn restored_bytes(usable: &[&serde_json::Value]) -> u64 {
+/// What restoring an incremental backup writes: the cluster's size when it was taken
+/// (`cluster_size_bytes` of its `show-backup`), else, as an upper bound, the sizes of every
+/// usable backup from the newest full one up to it (`usable`, newest first).
+fn restored_bytes(shown: &serde_json::Value, usable: &[&serde_json::Value]) -> u64 {
+    if let Some(bytes) = shown["cluster_size_bytes"].as_u64() {
+        return bytes;
+    }
     let size = |e: &serde_json::Value| e["size_bytes"].as_u64().unwrap_or(0);
     let mut bytes = 0u64;
     for e in usable {
@@ -125,7 +139,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_incremental_is_restored_with_its_chain_back_to_the_full() {
+    fn an_incremental_needs_the_whole_cluster_restored() {
         let list: serde_json::Value = serde_json::from_str(
             r#"[
                 {"backup_id": "3", "backup_type": "incremental", "size_bytes": 10, "status": "DONE"},
@@ -136,8 +150,10 @@ mod tests {
         )
         .unwrap();
         let usable: Vec<&serde_json::Value> = list.as_array().unwrap().iter().collect();
-        assert_eq!(restored_bytes(&usable), 1030);
-        assert_eq!(restored_bytes(&usable[2..]), 1000, "a full alone");
-        assert_eq!(restored_bytes(&[]), 0);
+        let shown: serde_json::Value =
+            serde_json::from_str(r#"{"backup_id": "3", "cluster_size_bytes": 1200}"#).unwrap();
+        assert_eq!(restored_bytes(&shown, &usable), 1200);
+        // Without the cluster's size: the chain back to the newest full, at most.
+        assert_eq!(restored_bytes(&serde_json::Value::Null, &usable), 1030);
     }
 }

@@ -488,12 +488,15 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
         .flatten())
 }
 
-/// The newest WAL segment in the archive and its mtime: the last one of the highest timeline,
-/// which is where recovery (`recovery_target_timeline = 'latest'`) ends. By position alone, an
-/// archive that still holds a branch abandoned by a point-in-time restore (timeline 1 going on
-/// past where timeline 2 began) would put the end on that branch, which recovery never
-/// replays: the drill would never "reach the end" and would take timeline 2's next segment,
-/// asked for at the real end, for a gap.
+/// The newest WAL segment in the archive and its mtime: the one archived last (by mtime, the
+/// greatest name among equals). Not the greatest position: an archive that still holds a branch
+/// abandoned by a point-in-time restore (timeline 1 going on past where timeline 2 began, and
+/// archived before it) would put the end on that branch, which recovery never replays, and the
+/// drill would take timeline 2's next segment, asked for at the real end, for a gap. Not the
+/// highest timeline either: a clone restored from a production backup and promoted with the
+/// production archive as its `archive_command` leaves timeline 2 there while production goes
+/// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
+/// drill must say so rather than call the clone's last segment the end.
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
@@ -505,9 +508,11 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
         let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
             continue;
         };
-        // Names are fixed-width upper-case hex, timeline first: the greatest name is the
-        // newest segment of the highest timeline.
-        if best.as_ref().is_none_or(|(b, _)| name > *b) {
+        // Names are fixed-width upper-case hex, timeline first.
+        if best
+            .as_ref()
+            .is_none_or(|(b, t)| (mtime, name.as_str()) > (*t, b.as_str()))
+        {
             best = Some((name, mtime));
         }
     }
@@ -518,27 +523,50 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
 mod tests {
     use super::*;
 
+    /// A file of `name` in `dir`, modified `secs` after an hour ago.
+    fn put_at(dir: &Path, name: &str, secs: u64) {
+        let at =
+            std::time::SystemTime::now() - Duration::from_secs(3600) + Duration::from_secs(secs);
+        let f = std::fs::File::create(dir.join(name)).expect("create");
+        f.set_modified(at).expect("mtime");
+    }
+
     #[test]
-    fn the_archive_ends_on_its_highest_timeline() {
+    fn the_archive_ends_where_it_was_written_last() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let put = |name: &str| std::fs::write(dir.path().join(name), b"").expect("write");
-        // Timeline 1 went on to segment 9; a point-in-time restore branched timeline 2 off at
-        // segment 5, which got as far as 7 (compressed); a backup history file and a partial.
+        let d = dir.path();
+        // Timeline 1 went on to segment 9; a point-in-time restore then branched timeline 2
+        // off at segment 5, which got as far as 7 (compressed); a backup history file and a
+        // partial beside them.
         for n in 1..=9 {
-            put(&format!("00000001000000000000000{n}"));
+            put_at(d, &format!("00000001000000000000000{n}"), n);
         }
-        put("00000002.history");
-        put("000000020000000000000005.gz");
-        put("000000020000000000000006");
-        put("000000020000000000000007.zst");
-        put("000000020000000000000008.partial");
-        put("000000010000000000000003.00000028.backup");
-        let (name, _) = newest_segment(dir.path()).expect("newest");
+        put_at(d, "00000002.history", 100);
+        put_at(d, "000000020000000000000005.gz", 101);
+        put_at(d, "000000020000000000000006", 102);
+        put_at(d, "000000020000000000000007.zst", 103);
+        put_at(d, "000000020000000000000008.partial", 104);
+        put_at(d, "000000010000000000000003.00000028.backup", 105);
+        let (name, _) = newest_segment(d).expect("newest");
         assert_eq!(name, "000000020000000000000007");
+
+        // A clone promoted onto timeline 2 archived 5 to 7 into production's archive, while
+        // production went on with timeline 1 to segment 9: the end is production's.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        put_at(d, "00000002.history", 1);
+        for n in 5..=7 {
+            put_at(d, &format!("00000002000000000000000{n}"), n);
+        }
+        for n in 1..=9 {
+            put_at(d, &format!("00000001000000000000000{n}"), 10 + n);
+        }
+        let (name, _) = newest_segment(d).expect("newest");
+        assert_eq!(name, "000000010000000000000009");
     }
 
     /// A drill after a point-in-time restore: timeline 1 went on to segment 9, timeline 2
-    /// branched off at 5 and got to 7. Recovery (PostgreSQL before 14 asks for each position
+    /// branched off at 5 later and got to 7. Recovery (PostgreSQL before 14 asks for each position
     /// on timeline 2 first) replays 3 and 4 from timeline 1, 5 to 7 from timeline 2, and ends
     /// where timeline 2 ends: the end of the archive, no gap.
     #[test]
@@ -546,13 +574,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let archive = tmp.path().join("archive");
         std::fs::create_dir(&archive).expect("mkdir");
-        let put = |name: &str| std::fs::write(archive.join(name), b"").expect("write");
         for n in 1..=9 {
-            put(&format!("00000001000000000000000{n}"));
+            put_at(&archive, &format!("00000001000000000000000{n}"), n);
         }
-        put("00000002.history");
+        put_at(&archive, "00000002.history", 100);
         for n in 5..=7 {
-            put(&format!("00000002000000000000000{n}"));
+            put_at(&archive, &format!("00000002000000000000000{n}"), 100 + n);
         }
         let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
         let fetched = [
@@ -587,6 +614,25 @@ mod tests {
         assert_eq!(
             obs.missing_segment.as_deref(),
             Some("000000020000000000000004")
+        );
+
+        // The same timelines, but timeline 1 is the one still archived to (a clone promoted
+        // onto timeline 2 wrote into production's archive): recovery followed the clone and
+        // stopped at 7, short of production's 9.
+        for n in 1..=9 {
+            put_at(&archive, &format!("00000001000000000000000{n}"), 200 + n);
+        }
+        std::fs::write(scratch.fetched(), fetched.join("\n")).expect("log");
+        let mut obs = DrillObs::default();
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.archive_newest_segment.as_deref(),
+            Some("000000010000000000000009")
+        );
+        assert!(!obs.archive_end_reached);
+        assert_eq!(
+            obs.missing_segment.as_deref(),
+            Some("000000020000000000000008")
         );
         scratch.done = true;
     }
