@@ -277,6 +277,14 @@ fn set(s: &BackupSet, limits: &SetLimits) -> (Status, String) {
     if let Some(f) = &s.newest_failed {
         problems.push(format!("the latest backup {} failed", f.label));
     }
+    // pgBackRest verifies page checksums as it copies: the backup is whole, the cluster is not.
+    if let Some(b) = s.newest.as_ref().filter(|b| b.page_checksum_errors) {
+        problems.push(format!(
+            "the newest backup {} found pages whose checksum does not match: the cluster has \
+             corrupted pages (`pgbackrest info --set {}` lists the files)",
+            b.label, b.label
+        ));
+    }
     let too_old = |b: &ToolBackup, limit: Duration| {
         b.age_secs
             .is_some_and(|a| a > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX))
@@ -624,6 +632,26 @@ mod tests {
         o.sets[0].newest_full = None;
         o.sets[0].newest_failed = None;
         assert!(judge("Barman", &o).summary.contains("main: no backup"));
+    }
+
+    #[test]
+    fn a_backup_that_found_bad_page_checksums_is_critical_but_counts() {
+        let mut o = healthy();
+        let newest = o.sets[0].newest.as_mut().unwrap();
+        newest.page_checksum_errors = true;
+        let label = newest.label.clone();
+        let v = judge("pgBackRest", &o);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.contains(&format!(
+                "the newest backup {label} found pages whose checksum does not match"
+            )),
+            "{}",
+            v.summary
+        );
+        // It is a backup all the same: not "failed", not missing, not too old.
+        assert!(!v.summary.contains("failed"), "{}", v.summary);
+        assert!(!v.summary.contains("older than"), "{}", v.summary);
     }
 
     #[test]

@@ -315,38 +315,21 @@ mod tests {
     #[test]
     fn a_measure_held_in_its_band_stays_raised() {
         let l = DiskLimits::default();
+        // After a critical result: space now at `pct`, before at `prev_pct`, inodes at 10 %.
+        let after_critical = |pct, prev_pct| {
+            usage(
+                &both(pct, 10),
+                Some(Status::Critical),
+                Some(&both(prev_pct, 10)),
+                &l,
+            )
+            .status
+        };
         // Space was critical at 86 %, then held at 84 %: the previous 84 % is explained by
         // no raw level, so the hold goes on at 84 % and ends at 82 %.
-        assert_eq!(
-            usage(
-                &both(84, 10),
-                Some(Status::Critical),
-                Some(&both(86, 10)),
-                &l
-            )
-            .status,
-            Status::Critical
-        );
-        assert_eq!(
-            usage(
-                &both(84, 10),
-                Some(Status::Critical),
-                Some(&both(84, 10)),
-                &l
-            )
-            .status,
-            Status::Critical
-        );
-        assert_eq!(
-            usage(
-                &both(82, 10),
-                Some(Status::Critical),
-                Some(&both(84, 10)),
-                &l
-            )
-            .status,
-            Status::Warning
-        );
+        assert_eq!(after_critical(84, 86), Status::Critical);
+        assert_eq!(after_critical(84, 84), Status::Critical);
+        assert_eq!(after_critical(82, 84), Status::Warning);
     }
 
     #[test]

@@ -18,6 +18,14 @@ fn secs(n: i64) -> TimeDelta {
     TimeDelta::seconds(n)
 }
 
+/// The notifications of `host`'s scenario (their message ids start with it), in given order.
+fn of_host(host: &str, v: Vec<Notification>) -> Vec<Notification> {
+    let prefix = format!("<{host}-");
+    v.into_iter()
+        .filter(|n| n.message_id.starts_with(&prefix))
+        .collect()
+}
+
 /// A claim is exclusive until its lease ends; every later step needs the claim; retries wait
 /// for their time; a worker starting again releases its own claims.
 pub async fn outbox_claims_are_exclusive_leased_and_conditional(
@@ -29,11 +37,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     let t0 = at(10_000_000);
     let ours: Vec<_> = (1..=3).map(|n| message(&host, n, t0)).collect();
     store.enqueue_notifications(&ours).await?;
-    let mine = |v: Vec<Notification>| {
-        v.into_iter()
-            .filter(|n| n.message_id.starts_with(&format!("<{host}-")))
-            .collect::<Vec<_>>()
-    };
+    let mine = |v: Vec<Notification>| of_host(&host, v);
 
     let claimed = mine(
         store
@@ -193,11 +197,7 @@ pub async fn finished_notifications_are_pruned(store: &dyn Store) -> StoreResult
     store
         .enqueue_notifications(&(1..=3).map(|n| message(&host, n, old)).collect::<Vec<_>>())
         .await?;
-    let mine = |v: Vec<Notification>| {
-        v.into_iter()
-            .filter(|n| n.message_id.starts_with(&format!("<{host}-")))
-            .collect::<Vec<_>>()
-    };
+    let mine = |v: Vec<Notification>| of_host(&host, v);
     let claimed = mine(
         store
             .claim_notifications("wp", old + secs(1), old + secs(61), 100_000)

@@ -311,6 +311,9 @@ fn backup(shown: &Value, listed: &Value, label: &str, now: DateTime<Utc>) -> Too
         wal_start: text(&info["begin_wal"]),
         wal_stop: text(&info["end_wal"]),
         age_secs: stop.map(|s| (now - s).num_seconds()),
+        // Barman's catalogue says nothing of page checksums (its `check` and pg_basebackup's
+        // own verification are where they show).
+        page_checksum_errors: false,
     }
 }
 

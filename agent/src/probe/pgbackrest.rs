@@ -191,39 +191,23 @@ pub(crate) fn archive_id(s: &Value) -> Option<String> {
 fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
     let text = |v: &Value| v.as_str().map(str::to_string);
     let status = &s["status"];
-    let backups: Vec<(ToolBackup, bool)> = s["backup"]
+    // Every entry of `backup[]` is a completed backup: pgBackRest records a backup only once it
+    // finished (an interrupted one is resumed or removed, never listed). Its `error: true` says
+    // that pages whose checksum did not match were found while copying: the backup is whole and
+    // restorable, the cluster it copied has corrupted pages (the rule says so; it is no failure).
+    let backups: Vec<ToolBackup> = s["backup"]
         .as_array()
         .map(|a| a.iter().map(|b| backup(b, now)).collect())
         .unwrap_or_default();
     let stop = |b: &ToolBackup| b.stop_time;
-    let newest = backups
-        .iter()
-        .filter(|(_, err)| !err)
-        .map(|(b, _)| b)
-        .max_by_key(|b| stop(b))
-        .cloned();
-    // Successful fulls, newest first: the newest, the one before it (size drop) and how many
-    // are kept (redundancy).
-    let mut fulls: Vec<&ToolBackup> = backups
-        .iter()
-        .filter(|(b, err)| !err && b.kind == "full")
-        .map(|(b, _)| b)
-        .collect();
+    let newest = backups.iter().max_by_key(|b| stop(b)).cloned();
+    // Fulls, newest first: the newest, the one before it (size drop) and how many are kept
+    // (redundancy).
+    let mut fulls: Vec<&ToolBackup> = backups.iter().filter(|b| b.kind == "full").collect();
     fulls.sort_by_key(|b| std::cmp::Reverse(stop(b)));
     let newest_full = fulls.first().map(|b| (*b).clone());
     let previous_full = fulls.get(1).map(|b| (*b).clone());
-    let newest_failed = backups
-        .iter()
-        .filter(|(b, err)| *err && newest.as_ref().is_none_or(|n| stop(b) > stop(n)))
-        .map(|(b, _)| b)
-        .max_by_key(|b| stop(b))
-        .cloned();
-    let oldest = backups
-        .iter()
-        .filter(|(_, err)| !err)
-        .map(|(b, _)| b)
-        .min_by_key(|b| stop(b))
-        .cloned();
+    let oldest = backups.iter().min_by_key(|b| stop(b)).cloned();
     let archive = current_archive(s);
     BackupSet {
         name: text(&s["name"]).unwrap_or_default(),
@@ -234,7 +218,7 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         backup_count: backups.len() as u64,
         newest,
         newest_full,
-        newest_failed,
+        newest_failed: None,
         archive_min: archive.and_then(|a| text(&a["min"])),
         archive_max: archive.and_then(|a| text(&a["max"])),
         oldest,
@@ -252,26 +236,24 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
     }
 }
 
-/// One entry of `backup[]`, and whether it is marked as an error.
-fn backup(b: &Value, now: DateTime<Utc>) -> (ToolBackup, bool) {
+/// One entry of `backup[]`.
+fn backup(b: &Value, now: DateTime<Utc>) -> ToolBackup {
     let ts = |v: &Value| v.as_i64().and_then(|s| DateTime::from_timestamp(s, 0));
     let (start, stop) = (ts(&b["timestamp"]["start"]), ts(&b["timestamp"]["stop"]));
     let text = |v: &Value| v.as_str().map(str::to_string);
-    (
-        ToolBackup {
-            label: text(&b["label"]).unwrap_or_default(),
-            kind: text(&b["type"]).unwrap_or_default(),
-            start_time: start,
-            stop_time: stop,
-            duration_secs: start.zip(stop).map(|(a, z)| (z - a).num_seconds()),
-            size_bytes: b["info"]["size"].as_u64().unwrap_or(0),
-            stored_bytes: b["info"]["repository"]["delta"].as_u64().unwrap_or(0),
-            wal_start: text(&b["archive"]["start"]),
-            wal_stop: text(&b["archive"]["stop"]),
-            age_secs: stop.map(|s| (now - s).num_seconds()),
-        },
-        b["error"].as_bool() == Some(true),
-    )
+    ToolBackup {
+        label: text(&b["label"]).unwrap_or_default(),
+        kind: text(&b["type"]).unwrap_or_default(),
+        start_time: start,
+        stop_time: stop,
+        duration_secs: start.zip(stop).map(|(a, z)| (z - a).num_seconds()),
+        size_bytes: b["info"]["size"].as_u64().unwrap_or(0),
+        stored_bytes: b["info"]["repository"]["delta"].as_u64().unwrap_or(0),
+        wal_start: text(&b["archive"]["start"]),
+        wal_stop: text(&b["archive"]["stop"]),
+        age_secs: stop.map(|s| (now - s).num_seconds()),
+        page_checksum_errors: b["error"].as_bool() == Some(true),
+    }
 }
 
 #[cfg(test)]
@@ -295,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn info_gives_newest_backups_failed_attempt_and_archive_range() {
+    fn info_gives_newest_backups_checksum_errors_and_archive_range() {
         let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
         let (sets, ids) = parse(&out(INFO, 0), now).unwrap();
         let s = &sets[0];
@@ -306,18 +288,21 @@ mod tests {
             (s.name.as_str(), s.status_code, s.backup_count),
             ("main", 0, 3)
         );
+        // `error: true` is a completed backup that found pages with bad checksums: the
+        // newest backup, not a failed one.
         let newest = s.newest.as_ref().unwrap();
+        assert_eq!(newest.label, "20261125-190526F_20261125-190600I");
         assert_eq!(
             (newest.kind.as_str(), newest.duration_secs),
-            ("incr", Some(2))
+            ("incr", Some(1))
         );
-        assert_eq!(newest.age_secs, Some(67));
-        assert_eq!(s.newest_full.as_ref().unwrap().label, "20261125-190526F");
-        assert_eq!(s.newest_full.as_ref().unwrap().stored_bytes, 3_062_598);
-        assert_eq!(
-            s.newest_failed.as_ref().unwrap().label,
-            "20261125-190526F_20261125-190600I"
-        );
+        assert_eq!(newest.age_secs, Some(39));
+        assert!(newest.page_checksum_errors);
+        assert!(s.newest_failed.is_none());
+        let full = s.newest_full.as_ref().unwrap();
+        assert_eq!(full.label, "20261125-190526F");
+        assert_eq!(full.stored_bytes, 3_062_598);
+        assert!(!full.page_checksum_errors);
         assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
     }
 

@@ -23,6 +23,7 @@ fn backup_to_wire(b: &ToolBackup) -> pb::ToolBackup {
         wal_start: clip_opt(&b.wal_start),
         wal_stop: clip_opt(&b.wal_stop),
         age_secs: b.age_secs,
+        page_checksum_errors: b.page_checksum_errors,
     }
 }
 
@@ -93,6 +94,7 @@ fn backup_from_wire(b: Option<pb::ToolBackup>) -> Result<Option<ToolBackup>, Con
         wal_start: opt_text("backup.wal_start", b.wal_start)?,
         wal_stop: opt_text("backup.wal_stop", b.wal_stop)?,
         age_secs: b.age_secs,
+        page_checksum_errors: b.page_checksum_errors,
     }))
 }
 
@@ -160,6 +162,7 @@ mod tests {
             wal_start: Some("000000010000000000000002".into()),
             wal_stop: Some("000000010000000000000002".into()),
             age_secs: Some(60),
+            page_checksum_errors: true,
         };
         let obs = BackupToolObs {
             commands: vec!["pgbackrest info --output=json".into()],

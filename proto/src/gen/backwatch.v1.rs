@@ -808,6 +808,10 @@ pub struct ToolBackup {
     /// measured_at - stop_time on the agent's clock (seconds).
     #[prost(int64, optional, tag = "10")]
     pub age_secs: ::core::option::Option<i64>,
+    /// The tool found pages whose checksum did not match while it copied them (pgBackRest's
+    /// `error: true`): the backup completed, the cluster it copied has corrupted pages.
+    #[prost(bool, tag = "11")]
+    pub page_checksum_errors: bool,
 }
 /// The newest segments of an archive declared encrypted, opened and their first bytes read:
 /// a plain WAL long page header (timeline, page address and segment size matching the file's

@@ -116,4 +116,8 @@ pub struct ToolBackup {
     pub wal_start: Option<String>,
     pub wal_stop: Option<String>,
     pub age_secs: Option<i64>,
+    /// Pages whose checksum did not match were found while copying (pgBackRest `error: true`):
+    /// the backup completed; the cluster has corrupted pages.
+    #[serde(default)]
+    pub page_checksum_errors: bool,
 }

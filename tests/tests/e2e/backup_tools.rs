@@ -741,3 +741,61 @@ async fn barman_incremental_backups_are_newest_but_never_full() -> Result<()> {
     assert!(c["details"]["window"]["end"].is_string(), "{c}");
     Ok(())
 }
+
+/// pgBackRest verifies page checksums as it copies and marks a backup that met a bad one
+/// (`error: true` in `info`). That backup is whole, restorable and the newest: the check is
+/// critical for the corrupted cluster, and says so, not that the backup failed or is missing.
+#[tokio::test]
+async fn pgbackrest_names_a_backup_that_found_corrupted_pages() -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let tool = PgBackRest::configure(PgCluster::init().data_checksums(), "")?;
+    tool.run(&["--stanza=main", "stanza-create"])?;
+    let pg = &tool.pg;
+    pg.psql("CREATE TABLE orders AS SELECT generate_series(1, 1000) AS id; CHECKPOINT")?;
+    let file = pg
+        .data_dir()
+        .join(pg.psql("SELECT pg_relation_filepath('orders')")?.trim());
+    pg.stop()?;
+    // Bytes in the middle of the table's first page: its checksum no longer matches.
+    let mut f = fs::OpenOptions::new().write(true).open(&file)?;
+    f.seek(SeekFrom::Start(4000))?;
+    f.write_all(&[0xff; 16])?;
+    drop(f);
+    pg.start()?;
+    tool.backup("full")?;
+    let info = tool.run(&["--stanza=main", "--output=json", "info"])?;
+    assert!(info.contains("\"error\":true"), "{info}");
+
+    let scene = scene("db1", |a| {
+        a.toml(&format!(
+            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
+            tool.conf.display()
+        ))
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.main",
+            "critical",
+            "main: the newest backup ",
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary
+            .contains("found pages whose checksum does not match: the cluster has corrupted pages"),
+        "{c}"
+    );
+    assert!(
+        !summary.contains("failed") && !summary.contains("no backup"),
+        "{c}"
+    );
+    let set = &c["details"]["sets"][0];
+    assert_eq!(set["newest"]["page_checksum_errors"], true, "{c}");
+    assert_eq!(set["newest_full"]["label"], set["newest"]["label"], "{c}");
+    assert!(set["newest_failed"].is_null(), "{c}");
+    Ok(())
+}

@@ -56,7 +56,8 @@ impl PgBackRestSource {
         let newest = stanza
             .into_iter()
             .flat_map(|s| s["backup"].as_array().into_iter().flatten())
-            .filter(|b| b["error"] != true)
+            // `error: true` (pages with bad checksums found while copying) is still a whole
+            // backup, and the one a restore would use.
             .max_by_key(|b| b["timestamp"]["stop"].as_i64().unwrap_or(0))
             .ok_or_else(|| format!("pgBackRest stanza {} has no backup to restore", self.stanza))?;
         let label = newest["label"].as_str().unwrap_or_default().to_string();

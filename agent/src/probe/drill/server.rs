@@ -594,10 +594,16 @@ mod tests {
             "missing 000000020000000000000008",
             "missing 00000003.history",
         ];
-        std::fs::write(scratch.fetched(), fetched.join("\n")).expect("log");
         scratch.replay = Some("0000000000000007".into());
-        let mut obs = DrillObs::default();
-        scratch.analyse(&mut obs, Some(&archive));
+        // What the drill makes of recovery's requests, `lines` of its restore_command log.
+        let analysed = |scratch: &Scratch, lines: &[String]| {
+            std::fs::write(scratch.fetched(), lines.join("\n")).expect("log");
+            let mut obs = DrillObs::default();
+            scratch.analyse(&mut obs, Some(&archive));
+            obs
+        };
+        let fetched = fetched.map(String::from);
+        let obs = analysed(&scratch, &fetched);
         assert_eq!(
             obs.archive_newest_segment.as_deref(),
             Some("000000020000000000000007")
@@ -607,10 +613,10 @@ mod tests {
         assert_eq!(obs.wal_segments_restored, 5);
 
         // A position missing on every timeline is a gap.
-        let gap = fetched.map(|l| l.replace("restored 000000010000000000000004", "missing x"));
-        std::fs::write(scratch.fetched(), gap.join("\n")).expect("log");
-        let mut obs = DrillObs::default();
-        scratch.analyse(&mut obs, Some(&archive));
+        let gap = fetched
+            .clone()
+            .map(|l| l.replace("restored 000000010000000000000004", "missing x"));
+        let obs = analysed(&scratch, &gap);
         assert_eq!(
             obs.missing_segment.as_deref(),
             Some("000000020000000000000004")
@@ -622,9 +628,7 @@ mod tests {
         for n in 1..=9 {
             put_at(&archive, &format!("00000001000000000000000{n}"), 200 + n);
         }
-        std::fs::write(scratch.fetched(), fetched.join("\n")).expect("log");
-        let mut obs = DrillObs::default();
-        scratch.analyse(&mut obs, Some(&archive));
+        let obs = analysed(&scratch, &fetched);
         assert_eq!(
             obs.archive_newest_segment.as_deref(),
             Some("000000010000000000000009")

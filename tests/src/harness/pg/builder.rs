@@ -45,6 +45,7 @@ pub struct PgClusterBuilder {
     archive_timeout_secs: u64,
     settings: Vec<(String, String)>,
     wal_segsize_mb: Option<u32>,
+    data_checksums: bool,
     major: Option<u32>,
     /// The primary's binaries, for a standby (its pg_basebackup must be of the same major).
     bindir: Option<&'static Path>,
@@ -73,6 +74,7 @@ impl PgClusterBuilder {
             archive_timeout_secs: 0,
             settings: Vec::new(),
             wal_segsize_mb: None,
+            data_checksums: false,
             major: None,
             bindir: None,
         }
@@ -94,6 +96,13 @@ impl PgClusterBuilder {
     /// segments small. Ignored for a standby, which has its primary's.
     pub fn wal_segment_size_mb(mut self, mb: u32) -> Self {
         self.wal_segsize_mb = Some(mb);
+        self
+    }
+
+    /// `initdb --data-checksums` (the default from PostgreSQL 18 on): pages carry checksums
+    /// that backup tools verify as they copy.
+    pub fn data_checksums(mut self) -> Self {
+        self.data_checksums = true;
         self
     }
 
@@ -161,7 +170,7 @@ impl PgClusterBuilder {
         }
         let conf = match &self.source {
             Source::Initdb => {
-                initdb(&pg, self.wal_segsize_mb, self.major)?;
+                initdb(&pg, self.wal_segsize_mb, self.data_checksums, self.major)?;
                 pg.data.join("postgresql.conf")
             }
             Source::ColdCopy {
@@ -204,7 +213,12 @@ impl PgClusterBuilder {
     }
 }
 
-fn initdb(pg: &PgCluster, wal_segsize_mb: Option<u32>, major: Option<u32>) -> anyhow::Result<()> {
+fn initdb(
+    pg: &PgCluster,
+    wal_segsize_mb: Option<u32>,
+    data_checksums: bool,
+    major: Option<u32>,
+) -> anyhow::Result<()> {
     let mut initdb = pg.server_command("initdb");
     initdb
         .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
@@ -219,6 +233,9 @@ fn initdb(pg: &PgCluster, wal_segsize_mb: Option<u32>, major: Option<u32>) -> an
             "PostgreSQL 10 sets the WAL segment size at build time only"
         );
         initdb.arg(format!("--wal-segsize={mb}"));
+    }
+    if data_checksums {
+        initdb.arg("--data-checksums");
     }
     initdb.arg("-D").arg(&pg.data);
     run(&mut initdb, "initdb")?;
