@@ -124,6 +124,14 @@ impl PgBackRestSource {
                 data.with_file_name("tablespaces").display()
             ),
             "--type=default",
+            // pgBackRest 2.56 and later lock a restore (to report its progress) in lock-path,
+            // by default /tmp/pgbackrest, made by and for the user that runs backups: a drill
+            // run as another user could not lock there, and an operator's restore of the same
+            // stanza would refuse it. The lock guards nothing else, so the drill keeps its own.
+            &format!(
+                "--lock-path={}",
+                data.with_file_name("pgbackrest-lock").display()
+            ),
             "restore",
         ]));
         // The recovery target and restore_command are set by the drill afterwards: its
