@@ -52,7 +52,7 @@ impl Cache {
 
     fn put(&self, days: u32, body: Arc<str>) {
         if let Ok(mut c) = self.0.lock() {
-            c.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+            c.retain(|d, (at, _)| *d != days && at.elapsed() < CACHE_FOR);
             while c.len() >= CACHED_SPANS {
                 let oldest = c.iter().min_by_key(|(_, (at, _))| *at).map(|(d, _)| *d);
                 match oldest {
