@@ -4,7 +4,8 @@
 //! - `wal_level` must be `replica` or `logical`: `minimal` WAL cannot restore a base backup;
 //! - `archive_mode` must be `on` or `always`: `off` archives nothing;
 //! - with archiving on, `archive_command` or `archive_library` must be set: otherwise
-//!   PostgreSQL keeps every segment in `pg_wal` and archives nothing;
+//!   PostgreSQL keeps every segment in `pg_wal` and archives nothing; and not both from
+//!   PostgreSQL 16 on, where the archiver then refuses to start;
 //! - `archive_timeout` must be set (not 0) and at most `max_archive_timeout` (procedure:
 //!   300 s): it bounds how long a quiet server's last writes wait in an unswitched segment.
 //!
@@ -117,6 +118,20 @@ fn differences(obs: &SettingsObs, limits: &SettingsLimits) -> Vec<Difference> {
             "a command that copies the segment (or archive_library)",
         );
     }
+    // PostgreSQL 15 lets archive_library win; from 16 the archiver refuses to start with both
+    // set ("both archive_command and archive_library set") and archives nothing, while
+    // pg_stat_archiver's failure count never moves.
+    if archiving
+        && obs.server_version_num >= 160_000
+        && obs.archive_command_set
+        && !obs.archive_library.is_empty()
+    {
+        differ(
+            "archive_library",
+            &obs.archive_library,
+            "'' while archive_command is set (PostgreSQL 16 and later archive nothing with both)",
+        );
+    }
     let max = limits.max_archive_timeout.as_secs();
     let timeout = obs.archive_timeout_secs;
     if timeout <= 0 {
@@ -210,6 +225,26 @@ mod tests {
             ..compliant()
         };
         assert_eq!(judge_default(&library).status, Status::Ok);
+    }
+
+    #[test]
+    fn both_a_command_and_a_library_archive_nothing_from_16_on() {
+        let both = |server_version_num| SettingsObs {
+            server_version_num,
+            archive_library: "basic_archive".into(),
+            ..compliant()
+        };
+        let v = judge_default(&both(160_000));
+        assert_eq!(v.status, Status::Warning);
+        assert!(
+            v.summary.contains(
+                "archive_library = basic_archive (expected '' while archive_command is set"
+            ),
+            "{}",
+            v.summary
+        );
+        // PostgreSQL 15 uses the library and ignores the command.
+        assert_eq!(judge_default(&both(150_000)).status, Status::Ok);
     }
 
     #[test]

@@ -186,8 +186,18 @@ fn archiving_disabled(obs: &WalObs) -> Option<String> {
         return Some("archive_mode = off".into());
     }
     let command = obs.archive_command.trim();
-    if (command.is_empty() || command == "(disabled)") && obs.archive_library.is_empty() {
+    let no_command = command.is_empty() || command == "(disabled)";
+    if no_command && obs.archive_library.is_empty() {
         return Some("archive_command is empty and no archive_library is set".into());
+    }
+    // 15 lets the library win; from 16 the archiver refuses to start with both and archives
+    // nothing, while pg_stat_archiver's failure count never moves.
+    if !no_command && !obs.archive_library.is_empty() && obs.server_version_num >= 160_000 {
+        return Some(format!(
+            "archive_command and archive_library ({}) are both set, which PostgreSQL 16 and \
+             later refuse: the archiver archives nothing",
+            obs.archive_library
+        ));
     }
     None
 }
@@ -371,6 +381,21 @@ fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdic
             format!("archive delay cannot be judged: {note}"),
         );
     }
+    // A4 needs the oldest segment's age: an estimate whose segments wait without one cannot
+    // say the archiver is fine (an agent that dates them itself never sends this).
+    if obs.pending_source == PendingSource::WalPositions && pending_age(obs).is_none() {
+        let note = obs
+            .pending_note
+            .as_deref()
+            .unwrap_or("the oldest waiting segment's age cannot be read");
+        return verdict(
+            Status::Unknown,
+            format!(
+                "archive delay cannot be judged: {waiting} files wait to be archived and the \
+                 oldest one's age is unknown: {note}"
+            ),
+        );
+    }
     if let Some(age) = pending_age(obs)
         && age > secs_i64(l.max_delay)
     {
@@ -418,7 +443,9 @@ fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdic
         None => format!("archiving ok: {waiting} files waiting, oldest of unknown age"),
     };
     if obs.pending_source == PendingSource::WalPositions {
-        summary.push_str(" (estimated from WAL positions: no pg_ls_archive_statusdir())");
+        summary.push_str(
+            " (estimated from WAL positions: pg_ls_archive_statusdir() missing or not permitted)",
+        );
     }
     if let Some(r) = risk.as_ref().filter(|r| r.unswitched && r.secs > 0) {
         summary.push_str(&format!(
@@ -826,6 +853,52 @@ mod tests {
             ..healthy()
         };
         assert_eq!(archiving(&lib, None, &limits()).status, Status::Ok);
+        // Both: PostgreSQL 15 uses the library, 16 and later archive nothing.
+        let both = |server_version_num| WalObs {
+            server_version_num,
+            archive_library: "basic_archive".into(),
+            ..healthy()
+        };
+        assert_eq!(
+            archiving(&both(150_019), None, &limits()).status,
+            Status::Ok
+        );
+        let v = archiving(&both(160_004), None, &limits());
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .contains("archive_command and archive_library (basic_archive) are both set"),
+            "{}",
+            v.summary
+        );
+    }
+
+    #[test]
+    fn an_estimate_whose_oldest_segment_has_no_age_cannot_be_judged() {
+        let obs = WalObs {
+            pending_source: PendingSource::WalPositions,
+            ready_segments: 40,
+            oldest_ready_name: Some("00000001000000000000000A".into()),
+            oldest_ready_age_secs: None,
+            pending_note: Some("pg_stat_file() not permitted".into()),
+            ..healthy()
+        };
+        let v = archiving(&obs, None, &limits());
+        assert_eq!(v.status, Status::Unknown, "{}", v.summary);
+        assert!(
+            v.summary.starts_with(
+                "archive delay cannot be judged: 40 files wait to be archived and the oldest \
+                 one's age is unknown: pg_stat_file() not permitted"
+            ),
+            "{}",
+            v.summary
+        );
+        // Dated (by the agent), the delay is judged as usual.
+        let dated = WalObs {
+            oldest_ready_age_secs: Some(20 * 60),
+            ..obs
+        };
+        assert_eq!(archiving(&dated, None, &limits()).status, Status::Critical);
     }
 
     #[test]

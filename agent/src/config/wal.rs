@@ -70,6 +70,7 @@ impl Section for RawWal {
             statement_timeout,
             exposure_advisory: self.exposure_advisory.unwrap_or(false),
             unswitched: Default::default(),
+            pending_seen: Default::default(),
         };
         // Redacted: `config check` output is pasted into tickets. It loads back, without
         // the password, which the server then asks for or takes from ~/.pgpass.

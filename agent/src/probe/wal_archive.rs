@@ -44,7 +44,13 @@ pub struct WalProbe {
     pub exposure_advisory: bool,
     /// The previous sample's conclusion about the current segment (see [`unswitched`]).
     pub unswitched: Arc<Mutex<Option<unswitched::Tracked>>>,
+    /// The oldest waiting segment of an estimate that could not be dated, and when this probe
+    /// first saw it oldest (see [`WalProbe::date_estimated_oldest`]).
+    pub pending_seen: Arc<Mutex<Option<SeenOldest>>>,
 }
+
+/// A waiting segment's name and when the probe first saw it oldest.
+pub type SeenOldest = (String, DateTime<Utc>);
 
 #[async_trait::async_trait]
 impl Probe for WalProbe {
@@ -116,7 +122,34 @@ impl WalProbe {
         let mut obs = self.with_session(query).await?;
         obs.exposure_advisory = self.exposure_advisory;
         self.track_unswitched(&mut obs);
+        self.date_estimated_oldest(&mut obs, Utc::now());
         Ok(obs)
+    }
+
+    /// An estimate from WAL positions names the oldest waiting segment, but its age needs
+    /// `pg_stat_file()`, which `pg_monitor` does not grant: undated, a hung archiver would look
+    /// fine for ever. The probe dates it itself: it has waited at least since the first sample
+    /// that found it oldest (this agent's clock, both ends), so the delay limit is still passed,
+    /// at most one interval late. An agent restart starts the count again.
+    fn date_estimated_oldest(&self, obs: &mut WalObs, now: DateTime<Utc>) {
+        let mut seen = self.pending_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let undated = obs.pending_source == PendingSource::WalPositions
+            && obs.oldest_ready_age_secs.is_none();
+        let Some(name) = obs.oldest_ready_name.clone().filter(|_| undated) else {
+            *seen = None;
+            return;
+        };
+        let since = match seen.as_ref() {
+            Some((n, t)) if *n == name => *t,
+            _ => now,
+        };
+        *seen = Some((name, since));
+        obs.oldest_ready_age_secs = Some((now - since).num_seconds().max(0));
+        let note = obs.pending_note.get_or_insert_with(String::new);
+        note.push_str(&format!(
+            "; its age is at least how long this agent has seen it oldest (since {})",
+            since.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
     }
 
     /// Dates committed work in the current segment from this sample and the previous one.
@@ -834,7 +867,57 @@ mod tests {
             statement_timeout: Duration::from_secs(5),
             exposure_advisory: false,
             unswitched: Default::default(),
+            pending_seen: Default::default(),
         }
+    }
+
+    #[test]
+    fn an_undated_estimate_is_dated_by_how_long_the_probe_has_seen_it() {
+        let p = probe(1, Duration::from_secs(1));
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let estimate = |oldest: &str| WalObs {
+            pending_source: PendingSource::WalPositions,
+            ready_segments: 3,
+            oldest_ready_name: Some(oldest.into()),
+            pending_note: Some("pg_ls_archive_statusdir() not permitted".into()),
+            ..WalObs::default()
+        };
+        let dated = |obs: WalObs, at: DateTime<Utc>| {
+            let mut obs = obs;
+            p.date_estimated_oldest(&mut obs, at);
+            obs
+        };
+        let first = dated(estimate("000000010000000000000005"), t0);
+        assert_eq!(first.oldest_ready_age_secs, Some(0));
+        // Still the oldest 20 minutes later: a hung archiver, at least 20 minutes old.
+        let later = dated(
+            estimate("000000010000000000000005"),
+            t0 + chrono::Duration::minutes(20),
+        );
+        assert_eq!(later.oldest_ready_age_secs, Some(1200));
+        assert!(
+            later
+                .pending_note
+                .as_deref()
+                .is_some_and(|n| n.contains("at least how long this agent has seen it oldest")),
+            "{:?}",
+            later.pending_note
+        );
+        // The archiver moved on: a new oldest starts at 0.
+        let moved = dated(
+            estimate("000000010000000000000006"),
+            t0 + chrono::Duration::minutes(21),
+        );
+        assert_eq!(moved.oldest_ready_age_secs, Some(0));
+        // A dated listing needs nothing from the probe, and forgets what it saw.
+        let listed = WalObs {
+            pending_source: PendingSource::ArchiveStatusdir,
+            oldest_ready_name: Some("000000010000000000000006".into()),
+            oldest_ready_age_secs: Some(5),
+            ..WalObs::default()
+        };
+        assert_eq!(dated(listed, t0).oldest_ready_age_secs, Some(5));
+        assert!(p.pending_seen.lock().unwrap().is_none());
     }
 
     #[tokio::test]
@@ -930,6 +1013,7 @@ mod tests {
             statement_timeout: Duration::from_secs(5),
             exposure_advisory: false,
             unswitched: Default::default(),
+            pending_seen: Default::default(),
         };
 
         let Ok(Observation::Wal(obs)) = probe.observe().await else {

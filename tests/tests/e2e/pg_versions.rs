@@ -129,7 +129,9 @@ async fn scenarios(major: u32) -> Result<()> {
         .wait_summary("db1", "wal.healthy", "ok", "archiving ok", WAIT)
         .await;
     assert_eq!(
-        summary(&c).contains("(estimated from WAL positions: no pg_ls_archive_statusdir())"),
+        summary(&c).contains(
+            "(estimated from WAL positions: pg_ls_archive_statusdir() missing or not permitted)"
+        ),
         estimated,
         "PostgreSQL {major}: {c}"
     );

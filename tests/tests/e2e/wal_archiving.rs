@@ -223,3 +223,40 @@ async fn a_base_backup_running_too_long_is_named() -> Result<()> {
     );
     Ok(())
 }
+
+/// A monitoring role without `pg_monitor` may neither list `archive_status` nor read a
+/// segment's age (`pg_stat_file()`): the waiting WAL is estimated from WAL positions and the
+/// agent dates the oldest waiting segment itself. A hung `archive_command` is still caught
+/// (here against a 5 s limit on the collector); it used to be "archiving ok … oldest of unknown
+/// age" for as long as it hung.
+#[tokio::test]
+async fn a_hung_archiver_is_caught_without_pg_monitor() -> Result<()> {
+    let pg = PgCluster::init().start()?;
+    pg.psql("CREATE ROLE watcher LOGIN")?;
+    // One segment archived (the estimate counts from it), then the archiver hangs.
+    let archived = pg.switch_wal()?;
+    eventually(WAIT, "the first segment archived", async || {
+        anyhow::ensure!(pg.archive_dir().join(&archived).exists(), "not yet");
+        Ok(())
+    })
+    .await;
+    pg.set_archive_command("sleep 600")?;
+    let waiting = pg.switch_wal()?;
+
+    let certs = Certs::fleet(&["db1"])?;
+    let collector = Collector::sqlite(&certs)
+        .toml("[thresholds.wal]\nmax_delay = \"5s\"\n")
+        .start()
+        .await?;
+    let dsn = pg.dsn().replace("user=postgres", "user=watcher");
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .wal("main", &dsn, "1s")
+        .start()?;
+    let c = collector
+        .wait_status("db1", "wal.main", "critical", WAIT)
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(summary.starts_with("archive delay "), "{summary}");
+    assert!(summary.contains(&waiting), "{summary}");
+    Ok(())
+}
