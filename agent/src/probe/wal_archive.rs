@@ -376,6 +376,7 @@ async fn estimate_pending(client: &Client, obs: &mut WalObs, why: String) {
     let seg_size = u64::try_from(obs.wal_segment_size_bytes).unwrap_or(0);
     let e = match wal_positions::estimate(
         obs.current_wal_file.as_deref(),
+        obs.current_lsn.as_deref(),
         obs.last_archived_wal.as_deref(),
         seg_size,
     ) {
