@@ -5,12 +5,33 @@
 
 use anyhow::{Context, Result};
 use backwatch_tests::harness::backup_tools::{Barman, PgBackRest};
-use backwatch_tests::harness::{PgCluster, eventually, scene};
+use backwatch_tests::harness::{PgCluster, Scene, eventually, scene};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Host `db1` whose agent reads pgBackRest stanza `main` through `conf` every second; `extra`
+/// adds lines to the section (limits).
+async fn pgbackrest_scene(conf: &Path, extra: &str) -> Result<Scene> {
+    let section = format!(
+        "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\n{extra}",
+        conf.display()
+    );
+    scene("db1", |a| a.toml(&section)).await
+}
+
+/// Host `db1` whose agent reads Barman server `pg` through `conf` every second; `extra` adds
+/// lines to the section.
+async fn barman_scene(conf: &Path, extra: &str) -> Result<Scene> {
+    let section = format!(
+        "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ninterval = \"1s\"\n{extra}",
+        conf.display()
+    );
+    scene("db1", |a| a.toml(&section)).await
+}
 
 #[tokio::test]
 async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_critical() -> Result<()>
@@ -243,13 +264,10 @@ async fn a_slow_shrunken_full_and_too_few_fulls_are_warnings_naming_each() -> Re
     ))?;
     tool.backup("full")?;
 
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\n\
-             max_duration = \"2s\"\nmin_size_ratio = 0.8\nmin_full_backups = 3\n",
-            tool.conf.display()
-        ))
-    })
+    let scene = pgbackrest_scene(
+        &tool.conf,
+        "max_duration = \"2s\"\nmin_size_ratio = 0.8\nmin_full_backups = 3\n",
+    )
     .await?;
     let c = scene
         .collector
@@ -287,13 +305,7 @@ async fn barman_backup_appears_with_its_duration_and_failing_checks_are_critical
     pg.switch_wal()?;
     let system_id = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
 
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
-            conf.display()
-        ))
-    })
-    .await?;
+    let scene = barman_scene(conf, "").await?;
     let c = scene
         .collector
         .wait_summary("db1", "barman.pg", "ok", "pg: newest full ", WAIT)
@@ -373,13 +385,7 @@ async fn a_backup_running_longer_than_max_duration_is_a_warning() -> Result<()> 
         }
     }
     let _group = Group(i32::try_from(running.id())?);
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\nmax_duration = \"5s\"\n",
-            tool.conf.display()
-        ))
-    })
-    .await?;
+    let scene = pgbackrest_scene(&tool.conf, "max_duration = \"5s\"\n").await?;
     let c = scene
         .collector
         .wait_summary(
@@ -660,13 +666,7 @@ async fn barman_names_a_pg_basebackup_too_old_for_the_server() -> Result<()> {
         return Ok(());
     }
     let tool = Barman::on(PgCluster::init().major(major)).await?;
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
-            tool.conf.display()
-        ))
-    })
-    .await?;
+    let scene = barman_scene(&tool.conf, "").await?;
     let c = scene
         .collector
         .wait_summary("db1", "barman.pg", "critical", "pg: failing checks: ", WAIT)
@@ -715,15 +715,7 @@ async fn barman_incremental_backups_are_newest_but_never_full() -> Result<()> {
     let types: Vec<&str> = backups.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(types, ["full", "incremental", "incremental"], "{listed}");
 
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[barman]]\nname = \"pg\"\nserver = \"pg\"\nconfig = \"{}\"\ncommand = [\"{}\"]\n\
-             interval = \"1s\"\n",
-            tool.conf.display(),
-            exe.display()
-        ))
-    })
-    .await?;
+    let scene = barman_scene(&tool.conf, &format!("command = [\"{}\"]\n", exe.display())).await?;
     let c = scene
         .collector
         .wait_summary("db1", "barman.pg", "ok", "pg: newest incr ", WAIT)
@@ -766,13 +758,7 @@ async fn pgbackrest_names_a_backup_that_found_corrupted_pages() -> Result<()> {
     let info = tool.run(&["--stanza=main", "--output=json", "info"])?;
     assert!(info.contains("\"error\":true"), "{info}");
 
-    let scene = scene("db1", |a| {
-        a.toml(&format!(
-            "[[pgbackrest]]\nname = \"main\"\nconfig = \"{}\"\ninterval = \"1s\"\n",
-            tool.conf.display()
-        ))
-    })
-    .await?;
+    let scene = pgbackrest_scene(&tool.conf, "").await?;
     let c = scene
         .collector
         .wait_summary(
