@@ -70,18 +70,23 @@ fn previous_levels(
         return (prev_status, prev_status);
     };
     let space = level(pct, l.warning_pct, l.critical_pct, 0, None);
-    let inodes = match (prev.inodes_total > 0)
-        .then(|| prev.inodes_used_pct())
-        .flatten()
-    {
-        Some(p) => level(p, l.inode_warning_pct, l.inode_critical_pct, 0, None),
-        None => Status::Ok,
-    };
+    let inodes = inode_pct(prev).map_or(Status::Ok, |p| {
+        level(p, l.inode_warning_pct, l.inode_critical_pct, 0, None)
+    });
     let credit = |own: Status, other: Status| match prev_status {
         Some(s) if own != s && other == s => Some(own),
         s => s,
     };
     (credit(space, inodes), credit(inodes, space))
+}
+
+/// Inode use, when the filesystem reports inodes (btrfs and some network filesystems do not).
+fn inode_pct(obs: &DiskObs) -> Option<u8> {
+    if obs.inodes_total > 0 {
+        obs.inodes_used_pct()
+    } else {
+        None
+    }
 }
 
 fn worst(a: Status, b: Status) -> Status {
@@ -109,11 +114,7 @@ pub fn usage(
             format!("{} reports a filesystem of size 0", obs.path),
         );
     };
-    let inode_pct = if obs.inodes_total > 0 {
-        obs.inodes_used_pct()
-    } else {
-        None // btrfs and some network filesystems report no inode counts
-    };
+    let inode_pct = inode_pct(obs);
     let (prev_space, prev_inodes) = previous_levels(prev, prev_obs, l);
     let space = level(
         pct,

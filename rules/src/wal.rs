@@ -371,29 +371,22 @@ fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdic
     }
     // A3
     let waiting = waiting(obs);
-    if obs.pending_source == PendingSource::Unavailable {
-        let note = obs
-            .pending_note
-            .as_deref()
-            .unwrap_or("pending WAL cannot be read");
+    // Without the waiting list, or (A4 needs the oldest segment's age) with an estimate whose
+    // segments wait without one, nothing says the archiver is fine. An agent that dates an
+    // estimate's oldest segment itself never sends the second.
+    let cannot_judge = match obs.pending_source {
+        PendingSource::Unavailable => Some(("pending WAL cannot be read", String::new())),
+        PendingSource::WalPositions if pending_age(obs).is_none() => Some((
+            "the oldest waiting segment's age cannot be read",
+            format!("{waiting} files wait to be archived and the oldest one's age is unknown: "),
+        )),
+        _ => None,
+    };
+    if let Some((unsaid, lead)) = cannot_judge {
+        let note = obs.pending_note.as_deref().unwrap_or(unsaid);
         return verdict(
             Status::Unknown,
-            format!("archive delay cannot be judged: {note}"),
-        );
-    }
-    // A4 needs the oldest segment's age: an estimate whose segments wait without one cannot
-    // say the archiver is fine (an agent that dates them itself never sends this).
-    if obs.pending_source == PendingSource::WalPositions && pending_age(obs).is_none() {
-        let note = obs
-            .pending_note
-            .as_deref()
-            .unwrap_or("the oldest waiting segment's age cannot be read");
-        return verdict(
-            Status::Unknown,
-            format!(
-                "archive delay cannot be judged: {waiting} files wait to be archived and the \
-                 oldest one's age is unknown: {note}"
-            ),
+            format!("archive delay cannot be judged: {lead}{note}"),
         );
     }
     if let Some(age) = pending_age(obs)

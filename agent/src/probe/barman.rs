@@ -172,7 +172,7 @@ impl BarmanProbe {
         let fulls: Vec<&Value> = usable
             .iter()
             .copied()
-            .filter(|e| kind(e) == "full")
+            .filter(|e| !is_incremental(e))
             .collect();
         set.full_count = fulls.len() as u64;
         let mut shown_of = std::collections::HashMap::new();
@@ -279,10 +279,11 @@ pub(crate) fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
 /// everything else: `full`, `rsync` (its file-level reuse only saves space: each backup is
 /// complete), `snapshot`, and every backup of an older Barman, which does not say.
 pub(crate) fn kind(e: &Value) -> &'static str {
-    match e["backup_type"].as_str() {
-        Some("incremental") => "incr",
-        _ => "full",
-    }
+    if is_incremental(e) { "incr" } else { "full" }
+}
+
+pub(crate) fn is_incremental(e: &Value) -> bool {
+    e["backup_type"].as_str() == Some("incremental")
 }
 
 /// The `show-backup` document of one backup, with the `list-backups` entry as a fallback.

@@ -56,7 +56,7 @@ impl BarmanSource {
             .first()
             .ok_or_else(|| format!("Barman server {} has no backup to restore", self.server))?;
         let mut bytes = newest["size_bytes"].as_u64().unwrap_or(0);
-        if crate::probe::barman::kind(newest) == "incr" {
+        if crate::probe::barman::is_incremental(newest) {
             // An incremental holds only the changed blocks; `recover` combines its chain into
             // a whole cluster, whose size at backup time `show-backup` gives (Barman 3.11 and
             // later, which are the ones that take incrementals).
@@ -107,7 +107,7 @@ fn restored_bytes(shown: &serde_json::Value, usable: &[&serde_json::Value]) -> u
     let mut bytes = 0u64;
     for e in usable {
         bytes = bytes.saturating_add(size(e));
-        if crate::probe::barman::kind(e) == "full" {
+        if !crate::probe::barman::is_incremental(e) {
             break;
         }
     }
