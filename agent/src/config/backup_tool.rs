@@ -131,6 +131,9 @@ pub struct RawPgBackRest {
     pub name: String,
     /// Only this stanza (default: every stanza `info` lists).
     pub stanza: Option<String>,
+    /// Only this repository (`--repo`, 1 to 256; default: every repository, each its own set
+    /// when there are several), e.g. for limits of its own.
+    pub repo: Option<u16>,
     /// pgBackRest's configuration file (`--config`; default: its own default).
     pub config: Option<PathBuf>,
     /// Program and leading arguments (default `["pgbackrest"]`).
@@ -228,11 +231,16 @@ impl Section for RawPgBackRest {
             },
             "pgbackrest",
         );
+        if r.repo.is_some_and(|n| !(1..=256).contains(&n)) {
+            cx.problems
+                .push(at.key("repo"), "must be a repository number from 1 to 256");
+        }
         let probe = PgBackRestProbe {
             command: t.command,
             name: r.name,
             config: r.config,
             stanza: r.stanza,
+            repo: r.repo,
             limits: t.limits,
             wal: t.wal,
             running: Default::default(),
@@ -240,6 +248,12 @@ impl Section for RawPgBackRest {
         let settings = Settings::default()
             .strings("command", &probe.command)
             .or_note("stanza", probe.stanza.clone(), Value::from, "every stanza")
+            .or_note(
+                "repo",
+                probe.repo,
+                |n| Value::from(i64::from(n)),
+                "every repository, each its own set when there are several",
+            )
             .or_note("config", probe.config.clone(), path, "pgBackRest's default")
             .after(t.settings);
         Some(Valid {
@@ -328,6 +342,20 @@ mod tests {
             assert_eq!(b.command, ["barman"]);
             assert_eq!(s.interval, super::TOOL_INTERVAL);
         }
+    }
+
+    #[test]
+    fn a_repository_is_a_number_pgbackrest_knows() {
+        let c = load("[[pgbackrest]]\nname = \"s3\"\nrepo = 2\n").unwrap();
+        let (_, p) = c.probes_of::<PgBackRestProbe>().next().unwrap();
+        assert_eq!(p.repo, Some(2));
+        let err = load("[[pgbackrest]]\nname = \"s3\"\nrepo = 0\n")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("pgbackrest[0].repo: must be a repository number from 1 to 256"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - One command per run, bounded by the probe's timeout (its process group is killed with
 //!   it) and in output (see [`super::tool_command`]); run every 10 minutes by default (the
 //!   repository may be remote, and `info` lists it).
-//! - Facts only: per stanza its `status` (code, message, backup lock held), the newest
+//! - One backup set per stanza, or per stanza and repository when the stanza is kept in several
+//!   repositories (see [`sets`]).
+//! - Facts only: per set its `status` (code, message, backup lock held), the newest
 //!   successful backup of any type and the newest full one (start, stop, duration, size, what
 //!   it added to the repository, its WAL range), the latest attempt when it failed, and the
 //!   WAL archive's min and max. Ages on the agent's clock (`measured_at − stop`).
@@ -31,6 +33,9 @@ pub struct PgBackRestProbe {
     pub config: Option<PathBuf>,
     /// `--stanza`; all stanzas when `None`.
     pub stanza: Option<String>,
+    /// `--repo`: only this repository, its set named `<stanza>/repo<N>`; every repository
+    /// when `None` (a set each when there are several, see [`sets`]).
+    pub repo: Option<u16>,
     pub limits: ToolLimits,
     /// The `[[wal]]` server of this host (`wal` key): on a standby the primary judges.
     pub wal: Option<super::wal_archive::WalProbe>,
@@ -68,29 +73,28 @@ impl Probe for PgBackRestProbe {
             obs.tool_version = tool_version(&out.stdout);
         }
         let now = Utc::now();
-        let mut archive_ids = std::collections::HashMap::new();
+        let mut tips = Vec::new();
         match tool_command::run(&argv, tool_command::JSON_TOOL)
             .await
-            .and_then(|o| parse(&o, now))
+            .and_then(|o| parse(&o, now, self.repo.is_some()))
         {
-            Ok((mut sets, ids)) => {
+            Ok(parsed) => {
+                let (mut sets, found): (Vec<_>, Vec<_>) = parsed.into_iter().unzip();
                 self.running.mark(&mut sets, now);
                 obs.sets = sets;
-                archive_ids = ids;
+                tips = found;
             }
             Err(e) => obs.error = Some(e),
         }
         // Where each recoverable window ends: when the newest archived segment was stored.
-        // One listing of one log-file directory per stanza; a failure only leaves it unknown.
-        for set in &mut obs.sets {
-            let (Some(max), Some(id)) = (set.archive_max.clone(), archive_ids.get(&set.name))
-            else {
-                continue;
-            };
-            let argv = self.repo_ls_argv(&set.name, id, &max);
+        // One listing of one log-file directory per set; a failure only leaves it unknown.
+        for (set, tip) in obs.sets.iter_mut().zip(tips) {
+            let Some(tip) = tip else { continue };
+            let mut argv = self.command();
+            argv.extend(tip.repo_ls_args());
             obs.commands.push(tool_command::shown(&argv));
             if let Ok(out) = tool_command::run(&argv, tool_command::JSON_TOOL).await {
-                set.archive_max_time = stored_at(&out, &max);
+                set.archive_max_time = stored_at(&out, &tip.max);
             }
         }
         Ok(Observation::PgBackRest(Box::new(obs)))
@@ -112,13 +116,10 @@ impl PgBackRestProbe {
         if let Some(s) = &self.stanza {
             argv.push(format!("--stanza={s}"));
         }
+        if let Some(r) = self.repo {
+            argv.push(format!("--repo={r}"));
+        }
         argv.extend(["--output=json".to_string(), "info".to_string()]);
-        argv
-    }
-
-    fn repo_ls_argv(&self, stanza: &str, id: &str, max: &str) -> Vec<String> {
-        let mut argv = self.command();
-        argv.extend(repo_ls_args(stanza, id, max));
         argv
     }
 }
@@ -127,17 +128,6 @@ impl PgBackRestProbe {
 fn tool_version(stdout: &str) -> Option<String> {
     let v = stdout.trim().strip_prefix("pgBackRest ")?;
     (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
-}
-
-/// The arguments of `repo-ls` of the repository directory holding segment `max` of `stanza`'s
-/// archive `id` (`archive/main/15-1/0000000100000000`): its files with their times.
-pub(crate) fn repo_ls_args(stanza: &str, id: &str, max: &str) -> [String; 3] {
-    let dir = max.get(..16).unwrap_or(max);
-    [
-        "--output=json".to_string(),
-        "repo-ls".to_string(),
-        format!("archive/{stanza}/{id}/{dir}"),
-    ]
 }
 
 /// The time `repo-ls` gives the file of segment `max` (`<segment>-<sha1>[.gz]`).
@@ -151,10 +141,38 @@ pub(crate) fn stored_at(out: &Output, max: &str) -> Option<DateTime<Utc>> {
         .and_then(|t| DateTime::from_timestamp(t, 0))
 }
 
-/// Stanza name → the id of its current archive (`15-1`), for `repo-ls`.
-type ArchiveIds = std::collections::HashMap<String, String>;
+/// The newest segment of one repository's archive of a stanza, and where `repo-ls` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ArchiveTip {
+    pub max: String,
+    stanza: String,
+    /// The archive's id (`15-1`), a plain directory name.
+    id: String,
+    /// `--repo`; the default repository when `None`.
+    repo: Option<u64>,
+}
 
-fn parse(out: &Output, now: DateTime<Utc>) -> Result<(Vec<BackupSet>, ArchiveIds), String> {
+impl ArchiveTip {
+    /// `repo-ls` of the log-file directory holding `max` (`archive/main/15-1/0000000100000000`):
+    /// its files with their times.
+    pub(crate) fn repo_ls_args(&self) -> Vec<String> {
+        let dir = self.max.get(..16).unwrap_or(&self.max);
+        let mut args = vec!["--output=json".to_string()];
+        args.extend(self.repo.map(|r| format!("--repo={r}")));
+        args.push("repo-ls".to_string());
+        args.push(format!("archive/{}/{}/{dir}", self.stanza, self.id));
+        args
+    }
+}
+
+/// Each set of the listing and where its archive ends (`None` when it has no WAL, or its
+/// archive id is not a plain name). With `by_repo` (the section names a repository) every set
+/// carries its repository's number in its name.
+fn parse(
+    out: &Output,
+    now: DateTime<Utc>,
+    by_repo: bool,
+) -> Result<Vec<(BackupSet, Option<ArchiveTip>)>, String> {
     let doc = tool_command::json(out).map_err(|e| match out.code {
         Some(0) => e,
         code => format!(
@@ -166,39 +184,138 @@ fn parse(out: &Output, now: DateTime<Utc>) -> Result<(Vec<BackupSet>, ArchiveIds
     let stanzas = doc
         .as_array()
         .ok_or("pgbackrest info did not print a list of stanzas")?;
-    let ids = stanzas
-        .iter()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), archive_id(s)?)))
-        .collect();
-    Ok((stanzas.iter().map(|s| stanza(s, now)).collect(), ids))
+    Ok(stanzas.iter().flat_map(|s| sets(s, now, by_repo)).collect())
 }
 
-/// The current database's archive: the last entry that has WAL.
-pub(crate) fn current_archive(s: &Value) -> Option<&Value> {
-    s["archive"]
+/// The repositories a stanza is listed from (`repo[].key`), in pgBackRest's order.
+pub(crate) fn repo_keys(s: &Value) -> Vec<u64> {
+    s["repo"]
         .as_array()
-        .and_then(|a| a.iter().rev().find(|x| x["min"].is_string()))
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["key"].as_u64())
+        .collect()
 }
 
-/// Its id, when it is a plain directory name (`15-1`), never a path.
-pub(crate) fn archive_id(s: &Value) -> Option<String> {
-    let id = current_archive(s)?["id"].as_str()?;
-    id.chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        .then(|| id.to_string())
+/// Whether an entry of `backup[]`, `archive[]` (`database.repo-key`) or `db[]` (`repo-key`)
+/// belongs to repository `repo` (every entry when `None`).
+fn in_repo(v: &Value, repo: Option<u64>) -> bool {
+    repo.is_none_or(|k| {
+        v["database"]["repo-key"]
+            .as_u64()
+            .or_else(|| v["repo-key"].as_u64())
+            == Some(k)
+    })
 }
 
-fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
-    let text = |v: &Value| v.as_str().map(str::to_string);
+/// The current database's archive in repository `repo` (all when `None`): the last entry that
+/// has WAL.
+fn current_archive(s: &Value, repo: Option<u64>) -> Option<&Value> {
+    s["archive"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|x| x["min"].is_string() && in_repo(x, repo))
+}
+
+/// Where repository `repo`'s archive of the stanza ends; `None` without WAL, or when the
+/// archive id is not a plain directory name (`15-1`: never a path).
+fn archive_tip(s: &Value, repo: Option<u64>) -> Option<ArchiveTip> {
+    let archive = current_archive(s, repo)?;
+    let id = archive["id"].as_str()?;
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return None;
+    }
+    Some(ArchiveTip {
+        max: archive["max"].as_str()?.to_string(),
+        stanza: s["name"].as_str()?.to_string(),
+        id: id.to_string(),
+        // The one repository listed, else the default one.
+        repo: repo.or_else(|| <[u64; 1]>::try_from(repo_keys(s)).ok().map(|[k]| k)),
+    })
+}
+
+/// Where the stanza's WAL ends over all its repositories: the newest segment any of them
+/// holds (`archive-get` tries each repository in turn, so recovery reaches it).
+pub(crate) fn newest_archive_tip(s: &Value) -> Option<ArchiveTip> {
+    let keys = repo_keys(s);
+    if keys.len() <= 1 {
+        return archive_tip(s, None);
+    }
+    keys.into_iter()
+        .filter_map(|k| archive_tip(s, Some(k)))
+        .max_by(|a, b| a.max.cmp(&b.max))
+}
+
+/// A stanza's backup sets. pgBackRest keeps a stanza in one or more repositories (`repo1-path`,
+/// `repo2-path`, e.g. a local one and an object store), each with its own backups, retention
+/// and archive, and `info` lists them merged. With several, each repository is a set of its own
+/// (`main/repo2`): one that stopped receiving backups, or holds fewer fulls than asked, must
+/// not hide behind the other. With one, the set is the stanza (`main`).
+fn sets(s: &Value, now: DateTime<Utc>, by_repo: bool) -> Vec<(BackupSet, Option<ArchiveTip>)> {
+    let keys = repo_keys(s);
+    let stanza_name = s["name"].as_str().unwrap_or_default();
     let status = &s["status"];
+    let code = status["code"].as_i64().map_or(-1, |c| c as i32);
+    let message = status["message"].as_str().map(str::to_string);
+    // A repository's error is pgBackRest's whole message, over several lines (the error, its
+    // causes, hints): one line for the summary.
+    let repo_status = |r: &Value| {
+        let st = &r["status"];
+        (
+            st["code"].as_i64().map_or(-1, |c| c as i32),
+            st["message"]
+                .as_str()
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")),
+        )
+    };
+    if keys.len() > 1 || (by_repo && keys.len() == 1) {
+        let repos = s["repo"].as_array().into_iter().flatten();
+        return repos
+            .filter_map(|r| {
+                let key = r["key"].as_u64()?;
+                let (mut c, mut m) = repo_status(r);
+                // "database mismatch across repos" is the stanza's alone: every repository
+                // of it is then suspect.
+                if c == 0 && code == 5 {
+                    (c, m) = (code, message.clone());
+                }
+                let name = format!("{stanza_name}/repo{key}");
+                let set = set(s, now, name, Some(key), (c, m));
+                Some((set, archive_tip(s, Some(key))))
+            })
+            .collect();
+    }
+    // One repository: its own status says more than the stanza's "other" (99) does, e.g.
+    // "[FileMissingError] unable to load info file …".
+    let (c, m) = match s["repo"].as_array().map(Vec::as_slice) {
+        Some([r]) if code == 99 && repo_status(r).0 == 99 => repo_status(r),
+        _ => (code, message),
+    };
+    let set = set(s, now, stanza_name.to_string(), None, (c, m));
+    vec![(set, archive_tip(s, None))]
+}
+
+/// The set of repository `repo`'s entries of the stanza (all when `None`).
+fn set(
+    s: &Value,
+    now: DateTime<Utc>,
+    name: String,
+    repo: Option<u64>,
+    (status_code, status_message): (i32, Option<String>),
+) -> BackupSet {
+    let text = |v: &Value| v.as_str().map(str::to_string);
     // Every entry of `backup[]` is a completed backup: pgBackRest records a backup only once it
     // finished (an interrupted one is resumed or removed, never listed). Its `error: true` says
     // that pages whose checksum did not match were found while copying: the backup is whole and
     // restorable, the cluster it copied has corrupted pages (the rule says so; it is no failure).
     let backups: Vec<ToolBackup> = s["backup"]
         .as_array()
-        .map(|a| a.iter().map(|b| backup(b, now)).collect())
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter(|b| in_repo(b, repo))
+        .map(|b| backup(b, now))
+        .collect();
     let stop = |b: &ToolBackup| b.stop_time;
     let newest = backups.iter().max_by_key(|b| stop(b)).cloned();
     // Fulls, newest first: the newest, the one before it (size drop) and how many are kept
@@ -208,13 +325,14 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
     let newest_full = fulls.first().map(|b| (*b).clone());
     let previous_full = fulls.get(1).map(|b| (*b).clone());
     let oldest = backups.iter().min_by_key(|b| stop(b)).cloned();
-    let archive = current_archive(s);
+    let archive = current_archive(s, repo);
     BackupSet {
-        name: text(&s["name"]).unwrap_or_default(),
-        status_code: status["code"].as_i64().map_or(-1, |c| c as i32),
-        status_message: text(&status["message"]),
+        name,
+        status_code,
+        status_message,
         failing_checks: Vec::new(),
-        backup_running: status["lock"]["backup"]["held"].as_bool() == Some(true),
+        // The stanza's backup lock, whichever repository the backup goes to.
+        backup_running: s["status"]["lock"]["backup"]["held"].as_bool() == Some(true),
         backup_count: backups.len() as u64,
         newest,
         newest_full,
@@ -230,7 +348,11 @@ fn stanza(s: &Value, now: DateTime<Utc>) -> BackupSet {
         // The current database entry (the newest after a stanza-upgrade).
         system_identifier: s["db"]
             .as_array()
-            .and_then(|dbs| dbs.iter().max_by_key(|d| d["id"].as_i64()))
+            .and_then(|dbs| {
+                dbs.iter()
+                    .filter(|d| in_repo(d, repo))
+                    .max_by_key(|d| d["id"].as_i64())
+            })
             .and_then(|d| d["system-id"].as_u64())
             .map(|id| id.to_string()),
     }
@@ -279,10 +401,17 @@ mod tests {
     #[test]
     fn info_gives_newest_backups_checksum_errors_and_archive_range() {
         let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
-        let (sets, ids) = parse(&out(INFO, 0), now).unwrap();
-        let s = &sets[0];
+        let sets = parse(&out(INFO, 0), now, false).unwrap();
+        let (s, tip) = &sets[0];
         assert_eq!(s.system_identifier.as_deref(), Some("7571234567890123456"));
-        assert_eq!(ids.get("main").map(String::as_str), Some("15-1"));
+        assert_eq!(
+            tip.as_ref().unwrap().repo_ls_args(),
+            [
+                "--output=json",
+                "repo-ls",
+                "archive/main/15-1/0000000100000000"
+            ]
+        );
         assert_eq!(s.oldest.as_ref().unwrap().label, "20261125-190526F");
         assert_eq!(
             (s.name.as_str(), s.status_code, s.backup_count),
@@ -304,6 +433,81 @@ mod tests {
         assert_eq!(full.stored_bytes, 3_062_598);
         assert!(!full.page_checksum_errors);
         assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
+    }
+
+    /// `info` of a stanza in two repositories, a full backup in each (pgBackRest 2.45).
+    const TWO_REPOS: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"},{"database":{"id":1,"repo-key":2},"id":"15-1","max":"000000010000000000000005","min":"000000010000000000000001"}],
+"backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"backrest":{"format":5,"version":"2.45"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":23213853,"repository":{"delta":3061464,"size":3061464},"size":23213853},"label":"20261205-172549F","lsn":{"start":"0/2000028","stop":"0/2000100"},"prior":null,"reference":null,"timestamp":{"start":1796491549,"stop":1796491551},"type":"full"},
+{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000004"},"backrest":{"format":5,"version":"2.45"},"database":{"id":1,"repo-key":2},"error":false,"info":{"delta":23213853,"repository":{"delta":3061465,"size":3061465},"size":23213853},"label":"20261205-172551F","lsn":{"start":"0/3000028","stop":"0/4000050"},"prior":null,"reference":null,"timestamp":{"start":1796491551,"stop":1796491554},"type":"full"}],
+"cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7715872443098920144,"version":"15"},{"id":1,"repo-key":2,"system-id":7715872443098920144,"version":"15"}],"name":"main",
+"repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}},{"cipher":"none","key":2,"status":{"code":0,"message":"ok"}}],
+"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn each_repository_of_a_stanza_is_a_set_of_its_own() {
+        let now = DateTime::from_timestamp(1_796_491_600, 0).unwrap();
+        let sets = parse(&out(TWO_REPOS, 0), now, false).unwrap();
+        let names: Vec<_> = sets.iter().map(|(s, _)| s.name.as_str()).collect();
+        assert_eq!(names, ["main/repo1", "main/repo2"]);
+        for ((s, tip), (label, max, repo)) in sets.iter().zip([
+            ("20261205-172549F", "000000010000000000000004", "--repo=1"),
+            ("20261205-172551F", "000000010000000000000005", "--repo=2"),
+        ]) {
+            assert_eq!((s.backup_count, s.full_count), (1, 1), "{}", s.name);
+            assert_eq!(s.newest.as_ref().unwrap().label, label);
+            assert_eq!(s.archive_max.as_deref(), Some(max));
+            assert_eq!(s.status_code, 0);
+            assert_eq!(s.system_identifier.as_deref(), Some("7715872443098920144"));
+            assert_eq!(tip.as_ref().unwrap().repo_ls_args()[1], repo);
+        }
+        // A drill's recovery reaches the newest segment of any repository (`archive-get`
+        // tries each).
+        let doc: Value = serde_json::from_str(TWO_REPOS).unwrap();
+        let tip = newest_archive_tip(&doc[0]).unwrap();
+        assert_eq!(tip.max, "000000010000000000000005");
+        assert_eq!(tip.repo_ls_args()[1], "--repo=2");
+    }
+
+    #[test]
+    fn a_repository_in_error_is_named_in_its_own_words() {
+        let now = Utc::now();
+        // Repository 2 lost its catalogue: the stanza says only "different across repos".
+        let broken = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"database":{"id":1,"repo-key":1},"error":false,"info":{"size":23213853},"label":"20261205-172549F","timestamp":{"start":1796491549,"stop":1796491551},"type":"full"}],"db":[{"id":1,"repo-key":1,"system-id":7715872443098920144,"version":"15"}],"name":"main","repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}},{"cipher":"none","key":2,"status":{"code":3,"message":"missing stanza data"}}],"status":{"code":4,"lock":{"backup":{"held":false}},"message":"different across repos"}}]"#;
+        let sets = parse(&out(broken, 0), now, false).unwrap();
+        let (one, two) = (&sets[0].0, &sets[1].0);
+        assert_eq!((one.status_code, one.backup_count), (0, 1));
+        assert_eq!(
+            (
+                two.status_code,
+                two.status_message.as_deref(),
+                two.backup_count
+            ),
+            (3, Some("missing stanza data"), 0)
+        );
+        assert!(sets[1].1.is_none(), "no archive in repository 2");
+
+        // One repository that cannot be read: its message, on one line, not "other".
+        let one_repo = r#"[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"main","repo":[{"cipher":"none","key":1,"status":{"code":99,"message":"[FileOpenError] unable to load info file '/r/backup/main/backup.info':\nFileOpenError: unable to open file '/r/backup/main/backup.info' for read: [13] Permission denied\nHINT: has a stanza-create been performed?"}}],"status":{"code":99,"lock":{"backup":{"held":false}},"message":"other"}}]"#;
+        let sets = parse(&out(one_repo, 0), now, false).unwrap();
+        let s = &sets[0].0;
+        assert_eq!((s.name.as_str(), s.status_code), ("main", 99));
+        assert_eq!(
+            s.status_message.as_deref(),
+            Some(
+                "[FileOpenError] unable to load info file '/r/backup/main/backup.info': \
+                 FileOpenError: unable to open file '/r/backup/main/backup.info' for read: [13] \
+                 Permission denied HINT: has a stanza-create been performed?"
+            )
+        );
+
+        // A section naming repository 2 (`--repo=2`): the set says which repository it is.
+        let only_two = r#"[{"archive":[],"backup":[],"db":[],"name":"main","repo":[{"cipher":"none","key":2,"status":{"code":3,"message":"missing stanza data"}}],"status":{"code":3,"lock":{"backup":{"held":false}},"message":"missing stanza data"}}]"#;
+        let sets = parse(&out(only_two, 0), now, true).unwrap();
+        assert_eq!(sets[0].0.name, "main/repo2");
+        assert_eq!(
+            parse(&out(only_two, 0), now, false).unwrap()[0].0.name,
+            "main"
+        );
     }
 
     #[test]
@@ -332,8 +536,8 @@ mod tests {
     fn failure_without_json_names_the_tools_words() {
         let mut o = out("", 41);
         o.stderr = "ERROR: [041]: unable to open file '/etc/pgbackrest.conf'\n".into();
-        let e = parse(&o, Utc::now()).unwrap_err();
+        let e = parse(&o, Utc::now(), false).unwrap_err();
         assert!(e.contains("unable to open file"), "{e}");
-        assert!(parse(&out("{\"x\":1}", 0), Utc::now()).is_err());
+        assert!(parse(&out("{\"x\":1}", 0), Utc::now(), false).is_err());
     }
 }

@@ -785,3 +785,96 @@ async fn pgbackrest_names_a_backup_that_found_corrupted_pages() -> Result<()> {
     assert!(set["newest_failed"].is_null(), "{c}");
     Ok(())
 }
+
+/// A stanza kept in two repositories (a local one and, say, an object store): each is its own
+/// set, with its own backups, fulls and archive. Merged, repository 2 holding a single full
+/// backup hid behind repository 1's two ("3 fulls kept"), and a repository that cannot be read
+/// was only pgBackRest's "different across repos".
+#[tokio::test]
+async fn pgbackrest_judges_each_repository_of_a_stanza() -> Result<()> {
+    let repo2 = tempfile::tempdir()?;
+    backwatch_tests::harness::backup_tools::give_to_server_user(repo2.path())?;
+    let tool = PgBackRest::start(&format!(
+        "repo2-path={}\nrepo1-retention-full=2\nrepo2-retention-full=2",
+        repo2.path().display()
+    ))?;
+    tool.backup("full")?;
+    tool.backup("full")?;
+    tool.run(&["--stanza=main", "--repo=2", "--type=full", "backup"])?;
+
+    let scene = pgbackrest_scene(
+        &tool.conf,
+        &format!(
+            "min_full_backups = 2\n[[pgbackrest]]\nname = \"first\"\nconfig = \"{}\"\n\
+             repo = 1\nmin_full_backups = 2\ninterval = \"1s\"\n",
+            tool.conf.display()
+        ),
+    )
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.main",
+            "warning",
+            "main/repo2: 1 full backup kept, fewer than 2",
+            WAIT,
+        )
+        .await;
+    let sets = c["details"]["sets"].as_array().cloned().unwrap_or_default();
+    let set = |name: &str| {
+        sets.iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (one, two) = (set("main/repo1"), set("main/repo2"));
+    assert_eq!(
+        (one["full_count"].as_u64(), two["full_count"].as_u64()),
+        (Some(2), Some(1)),
+        "{c}"
+    );
+    assert_ne!(one["newest"]["label"], two["newest"]["label"], "{c}");
+    // Each repository's archive, its end dated from its own listing (`repo-ls --repo=2`).
+    for s in [&one, &two] {
+        assert!(s["archive_max"].is_string(), "{c}");
+        assert!(s["archive_max_time"].is_string(), "{c}");
+        assert!(s["system_identifier"].is_string(), "{c}");
+    }
+    // A section of its own for repository 1, with its own limits: ok.
+    scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.first",
+            "ok",
+            "main/repo1: newest full ",
+            WAIT,
+        )
+        .await;
+
+    // Repository 2's catalogue lost: that repository is critical in its own words, the first
+    // one still judged on its own backups.
+    let info = repo2.path().join("backup/main");
+    for f in ["backup.info", "backup.info.copy"] {
+        backwatch_tests::harness::backup_tools::as_server_user(&[
+            "rm",
+            "-f",
+            info.join(f).to_str().context("path")?,
+        ])?;
+    }
+    let c = scene
+        .collector
+        .wait_summary(
+            "db1",
+            "pgbackrest.main",
+            "critical",
+            "main/repo2: status ",
+            WAIT,
+        )
+        .await;
+    let summary = c["summary"].as_str().unwrap_or_default();
+    assert!(!summary.contains("different across repos"), "{c}");
+    assert!(summary.contains("; main/repo1: newest full "), "{c}");
+    Ok(())
+}

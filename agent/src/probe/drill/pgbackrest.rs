@@ -70,28 +70,27 @@ impl PgBackRestSource {
         Ok((label, space, end))
     }
 
-    /// The stanza's newest archived segment (`info`'s `archive.max`) and when it was stored
-    /// (`repo-ls` of its directory; unknown when that fails): what replay must reach.
+    /// The stanza's newest archived segment (`info`'s `archive.max`, the newest of its
+    /// repositories: recovery's `archive-get` tries each) and when it was stored (`repo-ls` of
+    /// its directory; unknown when that fails): what replay must reach.
     async fn archive_end(
         &self,
         as_user: &[String],
         stanza: &serde_json::Value,
     ) -> Option<ArchiveEnd> {
-        use crate::probe::pgbackrest::{archive_id, current_archive, repo_ls_args, stored_at};
-        let max = current_archive(stanza)?["max"].as_str()?.to_string();
-        let mut at = None;
-        if let Some(id) = archive_id(stanza) {
-            let mut argv = as_user.to_vec();
-            argv.extend(self.command.iter().cloned());
-            if let Some(c) = &self.config {
-                argv.push(format!("--config={}", c.display()));
-            }
-            argv.extend(repo_ls_args(&self.stanza, &id, &max));
-            if let Ok(out) = tool_command::run(&argv, INFO_OUTPUT).await {
-                at = stored_at(&out, &max);
-            }
+        use crate::probe::pgbackrest::{newest_archive_tip, stored_at};
+        let tip = newest_archive_tip(stanza)?;
+        let mut argv = as_user.to_vec();
+        argv.extend(self.command.iter().cloned());
+        if let Some(c) = &self.config {
+            argv.push(format!("--config={}", c.display()));
         }
-        Some((max, at))
+        argv.extend(tip.repo_ls_args());
+        let at = match tool_command::run(&argv, INFO_OUTPUT).await {
+            Ok(out) => stored_at(&out, &tip.max),
+            Err(_) => None,
+        };
+        Some((tip.max, at))
     }
 
     /// `pgbackrest restore` of `label` into `data` (created empty here).
