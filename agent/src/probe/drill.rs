@@ -58,8 +58,8 @@ enum Chosen<'a> {
     Plain(backup::Found),
     /// A pgBackRest backup label, and the end of the stanza's archive.
     PgBackRest(&'a PgBackRestSource, String, Option<pgbackrest::ArchiveEnd>),
-    /// A Barman backup id.
-    Barman(&'a BarmanSource, String),
+    /// A Barman backup.
+    Barman(&'a BarmanSource, barman::Chosen),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +205,7 @@ impl DrillProbe {
             (None, Some(src)) => src
                 .choose(&self.scratch_dir, self.space_factor)
                 .await
-                .map(|(id, space)| (Chosen::Barman(src, id), space)),
+                .map(|(chosen, space)| (Chosen::Barman(src, chosen), space)),
             (Some(src), _) => src
                 .choose(
                     &server::tool_prefix(self.run_as.as_deref()),
@@ -244,8 +244,8 @@ impl DrillProbe {
                 obs.backup_path = Some(label.clone());
                 obs.backup_format = Some("pgbackrest".into());
             }
-            Chosen::Barman(_, id) => {
-                obs.backup_path = Some(id.clone());
+            Chosen::Barman(_, chosen) => {
+                obs.backup_path = Some(chosen.id.clone());
                 obs.backup_format = Some("barman".into());
             }
         }
@@ -280,7 +280,10 @@ impl DrillProbe {
                 limit.extend(server::tool_prefix(self.run_as.as_deref()));
                 src.restore(label, &s.data(), s.owner(), &limit).await
             }
-            Chosen::Barman(src, id) => src.restore(id, &s.data(), obs.target_time, &limit).await,
+            Chosen::Barman(src, chosen) => {
+                src.restore(chosen, &s.data(), obs.target_time, &limit)
+                    .await
+            }
         };
         if let Err(e) = restored {
             obs.error = Some(e);

@@ -9,6 +9,7 @@ use backwatch_tests::harness::pg::bindir;
 use backwatch_tests::harness::{PgCluster, Scene, eventually, scene};
 use serde_json::Value;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1137,6 +1138,38 @@ async fn a_barman_incremental_backup_is_drilled_with_its_chain() -> Result<()> {
         .await;
     assert_eq!(c["details"]["source_kind"], "barman", "{c}");
     assert_eq!(c["details"]["pg_version"], "18", "{c}");
+    scratch_left_clean(scratch.path()).await;
+    Ok(())
+}
+
+/// A compressed Barman backup (`backup_compression`) is decompressed in a staging directory
+/// before it is copied into place. Barman 3.14 and older refuse without one configured
+/// (`recovery_staging_path`), later ones take `/tmp`: the drill stages inside its own scratch
+/// directory, whose space it checks, and leaves nothing behind.
+#[tokio::test]
+async fn a_compressed_barman_backup_is_drilled_staged_in_the_scratch_directory() -> Result<()> {
+    let tool = Barman::start().await?;
+    let (pg, conf) = (&tool.pg, &tool.conf);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(conf)?
+        .write_all(b"backup_compression = gzip\n")?;
+    pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
+    tool.run(&["backup", "--wait", "pg"])?;
+    let scratch = scratch()?;
+    let section = format!(
+        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
+        scratch.path().display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
+        .await;
+    assert_eq!(c["details"]["source_kind"], "barman", "{c}");
     scratch_left_clean(scratch.path()).await;
     Ok(())
 }

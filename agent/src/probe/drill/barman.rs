@@ -40,8 +40,9 @@ impl BarmanSource {
         format!("Barman server {}", self.server)
     }
 
-    /// Id and size of the newest usable backup (`DONE`, `WAITING_FOR_WALS`), and the space check.
-    pub async fn choose(&self, scratch: &Path, factor: f64) -> Result<(String, Space), String> {
+    /// The newest usable backup (`DONE`, `WAITING_FOR_WALS`), how `recover` must stage it,
+    /// and the space check.
+    pub async fn choose(&self, scratch: &Path, factor: f64) -> Result<(Chosen, Space), String> {
         let argv = self.argv(&["-f", "json", "list-backups", &self.server]);
         let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
         let json: serde_json::Value = serde_json::from_str(&out.stdout)
@@ -55,25 +56,51 @@ impl BarmanSource {
         let newest = usable
             .first()
             .ok_or_else(|| format!("Barman server {} has no backup to restore", self.server))?;
+        let argv = self.argv(&["-f", "json", "show-backup", &self.server, &id(newest)]);
+        let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
+        let shown: serde_json::Value = serde_json::from_str(&out.stdout)
+            .map_err(|e| format!("barman show-backup printed no JSON: {e}"))?;
+        let shown = &shown[self.server.as_str()];
+        let incremental = crate::probe::barman::is_incremental(newest);
+        let compressed = shown["base_backup_information"]["compression"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty() && c != "none");
         let mut bytes = newest["size_bytes"].as_u64().unwrap_or(0);
-        if crate::probe::barman::is_incremental(newest) {
-            // An incremental holds only the changed blocks; `recover` combines its chain into
-            // a whole cluster, whose size at backup time `show-backup` gives (Barman 3.11 and
-            // later, which are the ones that take incrementals).
-            let argv = self.argv(&["-f", "json", "show-backup", &self.server, &id(newest)]);
-            let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
-            let shown: serde_json::Value = serde_json::from_str(&out.stdout)
-                .map_err(|e| format!("barman show-backup printed no JSON: {e}"))?;
-            bytes = restored_bytes(&shown[self.server.as_str()], &usable);
+        if incremental || compressed {
+            // An incremental holds only the changed blocks, a compressed one its compressed
+            // size: `recover` writes the whole cluster, whose size at backup time `show-backup`
+            // gives (Barman 3.11 and later). And it first decompresses or combines the backup
+            // in a staging directory, which the drill keeps in its scratch (see
+            // `staging_dir`): as much again. (Barman before 3.11 does not say a backup is
+            // compressed: its compressed size is checked then, less than it unpacks to.)
+            bytes = restored_bytes(shown, &usable).saturating_mul(2);
         }
+        let staging = staging_options(self.version().await);
         let space = super::backup::space(scratch, bytes, factor)?;
-        Ok((id(newest), space))
+        Ok((
+            Chosen {
+                id: id(newest),
+                staging,
+            },
+            space,
+        ))
     }
 
-    /// `barman recover` of `id` into `data` (Barman creates it), to `target` when set.
+    /// `barman --version`'s release (`3.4.0 Barman by EnterpriseDB …`), `None` when it cannot
+    /// be read.
+    async fn version(&self) -> Option<(u32, u32)> {
+        let out = tool_command::run(&self.argv(&["--version"]), OUTPUT)
+            .await
+            .ok()?;
+        let word = out.stdout.split_whitespace().next()?;
+        let mut parts = word.split('.').map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next()??))
+    }
+
+    /// `barman recover` of `chosen` into `data` (Barman creates it), to `target` when set.
     pub async fn restore(
         &self,
-        id: &str,
+        chosen: &Chosen,
         data: &Path,
         target: Option<DateTime<Utc>>,
         limit: &[String],
@@ -83,9 +110,11 @@ impl BarmanSource {
             args.push("--target-time".into());
             args.push(t.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string());
         }
+        let dir = staging_dir(data).display().to_string();
+        args.extend(chosen.staging.iter().map(|o| o.replace(STAGING_DIR, &dir)));
         args.extend([
             self.server.clone(),
-            id.to_string(),
+            chosen.id.clone(),
             data.display().to_string(),
         ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -96,9 +125,51 @@ impl BarmanSource {
     }
 }
 
-/// What restoring an incremental backup writes: the cluster's size when it was taken
-/// (`cluster_size_bytes` of its `show-backup`), else, as an upper bound, the sizes of every
-/// usable backup from the newest full one up to it (`usable`, newest first).
+/// The backup a drill restores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen {
+    pub id: String,
+    /// `recover`'s staging options, with [`STAGING_DIR`] standing for the directory.
+    staging: Vec<String>,
+}
+
+/// Stands for the staging directory in [`Chosen::staging`] until the scratch exists.
+const STAGING_DIR: &str = "{staging}";
+
+/// Where `recover` decompresses or combines a backup: beside the restored data, inside the
+/// drill's scratch directory (space checked, removed with it). Barman's own default is `/tmp`
+/// (3.15 and later) or nothing at all, when it refuses (3.14 and earlier: "backup is
+/// compressed with gzip compression but no recovery staging path is provided").
+fn staging_dir(data: &Path) -> PathBuf {
+    data.with_file_name("staging")
+}
+
+/// The options that put `recover`'s staging in [`STAGING_DIR`]: `--staging-path` from Barman
+/// 3.15; before it one option per reason, `--recovery-staging-path` to decompress (3.0 and
+/// later) and `--local-staging-path` to combine an incremental (3.11 and later). Each is used
+/// only by a backup that needs it, so they are always given; a release that cannot be read gets
+/// none (Barman's own configuration then applies).
+fn staging_options(version: Option<(u32, u32)>) -> Vec<String> {
+    let dir = STAGING_DIR;
+    match version {
+        Some(v) if v >= (3, 15) => vec![
+            format!("--staging-path={dir}"),
+            "--staging-location=local".to_string(),
+        ],
+        Some(v) if v >= (3, 11) => vec![
+            format!("--recovery-staging-path={dir}"),
+            format!("--local-staging-path={dir}"),
+        ],
+        Some(v) if v >= (3, 0) => vec![format!("--recovery-staging-path={dir}")],
+        _ => Vec::new(),
+    }
+}
+
+/// What restoring a compressed or incremental backup writes: the cluster's size when it was
+/// taken (`cluster_size_bytes` of its `show-backup`, Barman 3.11 and later), else the sizes of
+/// every usable backup from the newest full one up to it (`usable`, newest first): an upper
+/// bound for an incremental chain, the compressed size (less than it unpacks to) for a
+/// compressed backup of an older Barman.
 fn restored_bytes(shown: &serde_json::Value, usable: &[&serde_json::Value]) -> u64 {
     if let Some(bytes) = shown["cluster_size_bytes"].as_u64() {
         return bytes;
@@ -155,5 +226,30 @@ mod tests {
         assert_eq!(restored_bytes(&shown, &usable), 1200);
         // Without the cluster's size: the chain back to the newest full, at most.
         assert_eq!(restored_bytes(&serde_json::Value::Null, &usable), 1030);
+    }
+
+    #[test]
+    fn staging_goes_into_the_scratch_with_the_options_of_the_release() {
+        assert_eq!(
+            staging_options(Some((3, 19))),
+            ["--staging-path={staging}", "--staging-location=local"]
+        );
+        assert_eq!(
+            staging_options(Some((3, 14))),
+            [
+                "--recovery-staging-path={staging}",
+                "--local-staging-path={staging}"
+            ]
+        );
+        assert_eq!(
+            staging_options(Some((3, 4))),
+            ["--recovery-staging-path={staging}"]
+        );
+        assert!(staging_options(Some((2, 19))).is_empty());
+        assert!(staging_options(None).is_empty());
+        assert_eq!(
+            staging_dir(Path::new("/s/backwatch-drill-pg-1/data")),
+            Path::new("/s/backwatch-drill-pg-1/staging")
+        );
     }
 }
