@@ -121,16 +121,12 @@ fn too_old(tool: &str, obs: &BackupToolObs) -> Option<String> {
 #[must_use]
 pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     let limits = SetLimits::of(obs);
-    let windows: Vec<SetWindow> = obs
-        .sets
-        .iter()
-        .filter_map(|s| {
-            let window = window(s)?;
-            Some(SetWindow {
-                set: &s.name,
-                secs: (window.end - window.start).num_seconds(),
-                window,
-            })
+    let windows: Vec<SetWindow> = windows(obs)
+        .into_iter()
+        .map(|(set, window)| SetWindow {
+            set,
+            secs: (window.end - window.start).num_seconds(),
+            window,
         })
         .collect();
     // The narrowest set's window speaks for the check (one stanza or server in most setups).
@@ -202,8 +198,8 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     v.with_details(details).with_procedure(procedure::BACKUP)
 }
 
-/// One set's window in the check's details: the same fields as an archive directory's window,
-/// with the set's name and the window's length.
+/// One stanza's or server's window in the check's details: the same fields as an archive
+/// directory's window, with its name and the window's length.
 #[derive(serde::Serialize)]
 struct SetWindow<'a> {
     set: &'a str,
@@ -218,31 +214,73 @@ struct SetWindow<'a> {
 /// failing checks make the set critical, and no cut is known here.
 #[must_use]
 pub fn window(s: &BackupSet) -> Option<RecoveryWindow> {
-    let oldest = s.oldest.as_ref()?;
+    window_of(&[s])
+}
+
+/// The window of sets a restore draws on together: from the oldest backup of any to the newest
+/// archived segment of any.
+fn window_of(sets: &[&BackupSet]) -> Option<RecoveryWindow> {
+    let oldest = sets
+        .iter()
+        .filter_map(|s| s.oldest.as_ref())
+        .filter_map(|b| Some((b.stop_time?, b)))
+        .min_by_key(|(t, _)| *t);
+    let (start, oldest) = oldest?;
+    let newest = sets
+        .iter()
+        .filter_map(|s| s.newest.as_ref())
+        .max_by_key(|b| b.stop_time);
+    let (end, last) = sets
+        .iter()
+        .filter_map(|s| Some((s.archive_max_time?, *s)))
+        .max_by_key(|(t, _)| *t)?;
     Some(RecoveryWindow {
         earliest_backup: oldest.label.clone(),
-        start: oldest.stop_time?,
+        start,
         start_exact: true,
-        latest_backup: s
-            .newest
-            .as_ref()
-            .map(|b| b.label.clone())
-            .unwrap_or_default(),
-        end_segment: s.archive_max.clone().unwrap_or_default(),
-        end: s.archive_max_time?,
+        latest_backup: newest.map(|b| b.label.clone()).unwrap_or_default(),
+        end_segment: last.archive_max.clone().unwrap_or_default(),
+        end,
         cut_at: None,
         segments_after_cut: 0,
-        backups: s.backup_count,
+        backups: sets.iter().map(|s| s.backup_count).sum(),
     })
 }
 
-/// The narrowest window among the sets of one check: the one its verdict, rollups and
-/// `/metrics` speak of.
+/// The check's windows, one per stanza or server, with its name. A pgBackRest stanza judged per
+/// repository has one window over all its repositories: a restore takes its backup from any
+/// of them (`restore --set` searches each) and its WAL from each in turn (`archive-get`), so a
+/// repository holding fewer backups does not narrow what can be restored.
+fn windows(obs: &BackupToolObs) -> Vec<(&str, RecoveryWindow)> {
+    let mut groups: Vec<(&str, bool, Vec<&BackupSet>)> = Vec::new();
+    for s in &obs.sets {
+        let stanza = s
+            .repository
+            .and_then(|r| s.name.strip_suffix(&format!("/repo{r}")));
+        match (
+            stanza,
+            groups
+                .iter_mut()
+                .find(|(n, per_repo, _)| *per_repo && Some(*n) == stanza),
+        ) {
+            (Some(_), Some((_, _, sets))) => sets.push(s),
+            (Some(name), None) => groups.push((name, true, vec![s])),
+            (None, _) => groups.push((&s.name, false, vec![s])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(name, _, sets)| Some((name, window_of(&sets)?)))
+        .collect()
+}
+
+/// The narrowest window among the stanzas or servers of one check: the one its verdict,
+/// rollups and `/metrics` speak of.
 #[must_use]
 pub fn narrowest_window(obs: &BackupToolObs) -> Option<RecoveryWindow> {
-    obs.sets
-        .iter()
-        .filter_map(window)
+    windows(obs)
+        .into_iter()
+        .map(|(_, w)| w)
         .min_by_key(|w| w.end - w.start)
 }
 
@@ -405,6 +443,51 @@ mod tests {
             age_secs: Some(age_secs),
             ..ToolBackup::default()
         }
+    }
+
+    #[test]
+    fn repositories_of_a_stanza_share_one_window_other_stanzas_keep_theirs() {
+        let at = |h: i64| chrono::DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap();
+        let set = |name: &str, repo: Option<u32>, oldest_h: i64, newest_h: i64, end_h: i64| {
+            let b = |label: &str, h: i64| ToolBackup {
+                label: label.into(),
+                kind: "full".into(),
+                stop_time: Some(at(h)),
+                ..ToolBackup::default()
+            };
+            BackupSet {
+                name: name.into(),
+                repository: repo,
+                backup_count: 2,
+                oldest: Some(b(&format!("{name}-old"), oldest_h)),
+                newest: Some(b(&format!("{name}-new"), newest_h)),
+                archive_max: Some(format!("{end_h:024}")),
+                archive_max_time: Some(at(end_h)),
+                ..BackupSet::default()
+            }
+        };
+        let obs = BackupToolObs {
+            sets: vec![
+                set("main/repo1", Some(1), 0, 100, 120),
+                set("main/repo2", Some(2), 90, 110, 125),
+                set("other", None, 50, 60, 70),
+            ],
+            ..BackupToolObs::default()
+        };
+        let w = windows(&obs);
+        let main = &w.iter().find(|(n, _)| *n == "main").unwrap().1;
+        assert_eq!(
+            (main.start, main.end, main.backups),
+            (at(0), at(125), 4),
+            "repository 1's oldest backup to repository 2's newest WAL"
+        );
+        assert_eq!(
+            (main.earliest_backup.as_str(), main.latest_backup.as_str()),
+            ("main/repo1-old", "main/repo2-new")
+        );
+        assert_eq!(main.end_segment, format!("{:024}", 125));
+        assert_eq!(w.len(), 2);
+        assert_eq!(narrowest_window(&obs).unwrap().start, at(50));
     }
 
     fn healthy() -> BackupToolObs {

@@ -157,7 +157,11 @@ impl ArchiveTip {
     /// its files with their times.
     pub(crate) fn repo_ls_args(&self) -> Vec<String> {
         let dir = self.max.get(..16).unwrap_or(&self.max);
-        let mut args = vec!["--output=json".to_string()];
+        // `--stanza` too: a repository may be configured in the stanza's section only.
+        let mut args = vec![
+            "--output=json".to_string(),
+            format!("--stanza={}", self.stanza),
+        ];
         args.extend(self.repo.map(|r| format!("--repo={r}")));
         args.push("repo-ls".to_string());
         args.push(format!("archive/{}/{}/{dir}", self.stanza, self.id));
@@ -269,7 +273,19 @@ fn sets(s: &Value, now: DateTime<Utc>, by_repo: bool) -> Vec<(BackupSet, Option<
                 .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")),
         )
     };
+    let lock = &status["lock"]["backup"];
+    let held = lock["held"].as_bool() == Some(true);
     if keys.len() > 1 || (by_repo && keys.len() == 1) {
+        // Which repositories a backup is running to: pgBackRest 2.59 and later name them
+        // (once the backup knows its size); before, the lock is the stanza's (2.45–2.52) or
+        // any repository's (2.53–2.58). A repository that cannot be read takes no backup, so
+        // a lock never hides its own status.
+        let locked: Vec<u64> = lock["repo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["key"].as_u64())
+            .collect();
         let repos = s["repo"].as_array().into_iter().flatten();
         return repos
             .filter_map(|r| {
@@ -280,8 +296,14 @@ fn sets(s: &Value, now: DateTime<Utc>, by_repo: bool) -> Vec<(BackupSet, Option<
                 if c == 0 && code == 5 {
                     (c, m) = (code, message.clone());
                 }
+                let running = held
+                    && if locked.is_empty() {
+                        !matches!(c, 1 | 3 | 99)
+                    } else {
+                        locked.contains(&key)
+                    };
                 let name = format!("{stanza_name}/repo{key}");
-                let set = set(s, now, name, Some(key), (c, m));
+                let set = set(s, now, name, Some(key), (c, m), running);
                 Some((set, archive_tip(s, Some(key))))
             })
             .collect();
@@ -292,7 +314,7 @@ fn sets(s: &Value, now: DateTime<Utc>, by_repo: bool) -> Vec<(BackupSet, Option<
         Some([r]) if code == 99 && repo_status(r).0 == 99 => repo_status(r),
         _ => (code, message),
     };
-    let set = set(s, now, stanza_name.to_string(), None, (c, m));
+    let set = set(s, now, stanza_name.to_string(), None, (c, m), held);
     vec![(set, archive_tip(s, None))]
 }
 
@@ -303,6 +325,7 @@ fn set(
     name: String,
     repo: Option<u64>,
     (status_code, status_message): (i32, Option<String>),
+    backup_running: bool,
 ) -> BackupSet {
     let text = |v: &Value| v.as_str().map(str::to_string);
     // Every entry of `backup[]` is a completed backup: pgBackRest records a backup only once it
@@ -331,8 +354,7 @@ fn set(
         status_code,
         status_message,
         failing_checks: Vec::new(),
-        // The stanza's backup lock, whichever repository the backup goes to.
-        backup_running: s["status"]["lock"]["backup"]["held"].as_bool() == Some(true),
+        backup_running,
         backup_count: backups.len() as u64,
         newest,
         newest_full,
@@ -345,17 +367,24 @@ fn set(
         full_count: fulls.len() as u64,
         // Timed by the probe from when it first saw the lock held.
         backup_running_secs: None,
-        // The current database entry (the newest after a stanza-upgrade).
-        system_identifier: s["db"]
-            .as_array()
-            .and_then(|dbs| {
-                dbs.iter()
-                    .filter(|d| in_repo(d, repo))
-                    .max_by_key(|d| d["id"].as_i64())
-            })
-            .and_then(|d| d["system-id"].as_u64())
-            .map(|id| id.to_string()),
+        // The current database entry (the newest after a stanza-upgrade); for a repository
+        // that cannot be read (it lists none), the stanza's as the others record it, so that
+        // the set stays the same set for every host reporting it (one alert for an HA pair).
+        system_identifier: system_identifier(s, repo).or_else(|| system_identifier(s, None)),
+        repository: repo.and_then(|k| u32::try_from(k).ok()),
     }
+}
+
+/// The system identifier of the current database entry of repository `repo` (any when
+/// `None`): the newest after a stanza-upgrade.
+fn system_identifier(s: &Value, repo: Option<u64>) -> Option<String> {
+    s["db"]
+        .as_array()?
+        .iter()
+        .filter(|d| in_repo(d, repo))
+        .max_by_key(|d| d["id"].as_i64())
+        .and_then(|d| d["system-id"].as_u64())
+        .map(|id| id.to_string())
 }
 
 /// One entry of `backup[]`.
@@ -408,6 +437,7 @@ mod tests {
             tip.as_ref().unwrap().repo_ls_args(),
             [
                 "--output=json",
+                "--stanza=main",
                 "repo-ls",
                 "archive/main/15-1/0000000100000000"
             ]
@@ -458,14 +488,15 @@ mod tests {
             assert_eq!(s.archive_max.as_deref(), Some(max));
             assert_eq!(s.status_code, 0);
             assert_eq!(s.system_identifier.as_deref(), Some("7715872443098920144"));
-            assert_eq!(tip.as_ref().unwrap().repo_ls_args()[1], repo);
+            assert_eq!(tip.as_ref().unwrap().repo_ls_args()[2], repo);
+            assert_eq!(s.repository, Some(u32::from(repo.ends_with('2')) + 1));
         }
         // A drill's recovery reaches the newest segment of any repository (`archive-get`
         // tries each).
         let doc: Value = serde_json::from_str(TWO_REPOS).unwrap();
         let tip = newest_archive_tip(&doc[0]).unwrap();
         assert_eq!(tip.max, "000000010000000000000005");
-        assert_eq!(tip.repo_ls_args()[1], "--repo=2");
+        assert_eq!(tip.repo_ls_args()[2], "--repo=2");
     }
 
     #[test]
@@ -485,6 +516,22 @@ mod tests {
             (3, Some("missing stanza data"), 0)
         );
         assert!(sets[1].1.is_none(), "no archive in repository 2");
+        // It lists no database: the stanza's identifier keeps it one set for every host.
+        assert_eq!(
+            two.system_identifier.as_deref(),
+            Some("7715872443098920144")
+        );
+        // A backup running (to repository 1: 2.45 says only that the stanza is locked) does
+        // not excuse repository 2, which cannot take one; 2.59 names the repositories.
+        let held = broken.replace(r#""held":false"#, r#""held":true"#);
+        let sets = parse(&out(&held, 0), now, false).unwrap();
+        assert!(sets[0].0.backup_running && !sets[1].0.backup_running);
+        let named = TWO_REPOS.replace(
+            r#""held":false"#,
+            r#""held":true,"size":100,"size-cplt":5,"repo":[{"key":2,"size":100,"size-cplt":5}]"#,
+        );
+        let sets = parse(&out(&named, 0), now, false).unwrap();
+        assert!(!sets[0].0.backup_running && sets[1].0.backup_running);
 
         // One repository that cannot be read: its message, on one line, not "other".
         let one_repo = r#"[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"main","repo":[{"cipher":"none","key":1,"status":{"code":99,"message":"[FileOpenError] unable to load info file '/r/backup/main/backup.info':\nFileOpenError: unable to open file '/r/backup/main/backup.info' for read: [13] Permission denied\nHINT: has a stanza-create been performed?"}}],"status":{"code":99,"lock":{"backup":{"held":false}},"message":"other"}}]"#;

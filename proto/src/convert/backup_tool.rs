@@ -64,6 +64,7 @@ impl From<&BackupToolObs> for pb::BackupToolObservation {
                     full_count: b.full_count,
                     backup_running_secs: b.backup_running_secs,
                     system_identifier: clip_opt(&b.system_identifier),
+                    repository: b.repository.unwrap_or(0),
                 })
                 .collect(),
             expected_max_age_secs: o.expected_max_age_secs.unwrap_or(0),
@@ -123,6 +124,7 @@ pub(super) fn from_wire(o: pb::BackupToolObservation) -> Result<BackupToolObs, C
                 full_count: b.full_count,
                 backup_running_secs: b.backup_running_secs.filter(|s| *s >= 0),
                 system_identifier: opt_text("sets.system_identifier", b.system_identifier)?,
+                repository: (b.repository > 0).then_some(b.repository),
             })
         })?,
         expected_max_age_secs: (o.expected_max_age_secs > 0).then_some(o.expected_max_age_secs),

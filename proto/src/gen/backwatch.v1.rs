@@ -779,6 +779,10 @@ pub struct BackupSet {
     /// identifies one backup set whichever host reports it (one alert for an HA pair).
     #[prost(string, tag = "17")]
     pub system_identifier: ::prost::alloc::string::String,
+    /// pgBackRest: the repository (N of repoN) this set is, when the stanza is judged per
+    /// repository (its name is then "<stanza>/repo<N>"); 0 when the set is the whole stanza.
+    #[prost(uint32, tag = "18")]
+    pub repository: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ToolBackup {

@@ -100,6 +100,10 @@ pub struct BackupSet {
     /// The cluster's system identifier as the tool records it (decimal).
     #[serde(default)]
     pub system_identifier: Option<String>,
+    /// pgBackRest: the repository this set is (its name is then `<stanza>/repo<N>`), when the
+    /// stanza is judged per repository; `None` when the set is the whole stanza.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -841,6 +841,17 @@ async fn pgbackrest_judges_each_repository_of_a_stanza() -> Result<()> {
         assert!(s["archive_max_time"].is_string(), "{c}");
         assert!(s["system_identifier"].is_string(), "{c}");
     }
+    // One recoverable window for the stanza: a restore takes its backup from either
+    // repository and its WAL from each in turn.
+    let windows = c["details"]["windows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(windows.len(), 1, "{c}");
+    assert_eq!(windows[0]["set"], "main", "{c}");
+    assert_eq!(windows[0]["backups"], 3, "{c}");
+    assert_eq!(windows[0]["earliest_backup"], one["oldest"]["label"], "{c}");
+    assert_eq!(two["repository"], 2, "{c}");
     // A section of its own for repository 1, with its own limits: ok.
     scene
         .collector
