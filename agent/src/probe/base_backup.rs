@@ -263,7 +263,12 @@ fn apply_manifest(out: &mut Parsed, m: Manifest) {
             })
         })
         .collect();
-    if let (Some(last), Some(raw)) = (out.wal_ranges.last().copied(), m.wal_ranges.last()) {
+    // PostgreSQL lists the ranges newest timeline first (the backup's ending timeline, then
+    // back through its history to the starting one): oldest first here, so that the last is
+    // where the backup ends.
+    out.wal_ranges.sort_by_key(|r| r.tli);
+    let raw_end = m.wal_ranges.iter().max_by_key(|r| r.timeline);
+    if let (Some(last), Some(raw)) = (out.wal_ranges.last().copied(), raw_end) {
         out.backup.end_lsn = Some(raw.end_lsn.clone());
         out.backup.timeline = last.tli;
         if let Some(size) = out.backup.wal_segment_size_bytes {
@@ -283,13 +288,24 @@ fn last_segno(r: WalRange, size: u64) -> u64 {
     }
 }
 
-/// Segment names the ranges cover, in order, at most `max` (the rest is not needed to name the
-/// first missing one on any real backup).
+/// Segment names the ranges (oldest timeline first) cover, in order, at most `max` (the rest
+/// is not needed to name the first missing one on any real backup). A range that a newer
+/// timeline follows ends at the switch: the segment holding it is read from the newer
+/// timeline, whose first segment is a copy up to the switch (the older timeline's own is
+/// archived only as `.partial` after a promotion), so that range stops before it.
 pub fn needed_segments(ranges: &[WalRange], size: u64, max: usize) -> Vec<String> {
     let mut out = Vec::new();
-    for r in ranges {
+    for (i, r) in ranges.iter().enumerate() {
         let mut segno = r.start / size;
-        while segno <= last_segno(*r, size) && out.len() < max {
+        let last = if i + 1 < ranges.len() {
+            match (r.end / size).checked_sub(1) {
+                Some(l) => l,
+                None => continue,
+            }
+        } else {
+            last_segno(*r, size)
+        };
+        while segno <= last && out.len() < max {
             out.push(SegName::from_segno(r.tli, segno, size).name());
             segno += 1;
         }
@@ -439,6 +455,38 @@ START TIMELINE: 1
             end: 0x3000100,
         }];
         assert_eq!(needed_segments(&r, size, 10).len(), 2);
+    }
+
+    #[test]
+    fn a_backup_across_a_promotion_ends_on_the_newer_timeline() {
+        // A standby's backup during which it was promoted at 0/3800000: PostgreSQL lists the
+        // ending timeline first (backup_manifest.c, AddWALInfoToBackupManifest).
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(LABEL), LABEL_TEXT).expect("label");
+        std::fs::write(
+            dir.path().join(MANIFEST),
+            r#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [], "WAL-Ranges": [
+{ "Timeline": 2, "Start-LSN": "0/3800000", "End-LSN": "0/4000100" },
+{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/3800000" }], "Manifest-Checksum": "x"}"#,
+        )
+        .expect("manifest");
+        let r = read(dir.path());
+        assert_eq!(r.backup.end_lsn.as_deref(), Some("0/4000100"));
+        assert_eq!(r.backup.timeline, 2);
+        assert_eq!(
+            r.backup.end_segment.as_deref(),
+            Some("000000020000000000000004")
+        );
+        // Segment 3 is read from timeline 2 (a copy up to the switch); timeline 1's own
+        // segment 3 is archived only as `.partial`.
+        assert_eq!(
+            needed_segments(&r.wal_ranges, 16 << 20, 10),
+            [
+                "000000010000000000000002",
+                "000000020000000000000003",
+                "000000020000000000000004"
+            ]
+        );
     }
 
     #[test]
