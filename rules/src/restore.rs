@@ -126,9 +126,9 @@ fn verdict(obs: &RestoreObs) -> Verdict {
                 "s"
             }
         ),
-        None if tar => {
-            "its WAL not checked (a compressed tar backup: pg_wal.tar is not opened)".to_string()
-        }
+        None if tar => "its WAL not checked (a compressed tar backup whose WAL, in base.tar or \
+             pg_wal.tar.gz, is not opened, and not all of it in the archive)"
+            .to_string(),
         None => "its WAL range unknown (no WAL-Ranges in the manifest)".to_string(),
     };
     let by = match (obs.verifier_major, obs.backup_major) {

@@ -2,6 +2,8 @@
 //!
 //! Shared by the restore-readiness probe and the backup directory probe; not a probe itself.
 //!
+//! - The label of a tar backup is base.tar's first entry (compressed: the decompressor's first
+//!   MiB, see [`base_entry`]).
 //! - Start: `backup_label`'s `START TIME` (server `log_timezone`; read as an instant only when
 //!   the zone is UTC/GMT or a numeric offset, since an abbreviation like "CEST" names no
 //!   offset) and `START WAL LOCATION` with its segment.
@@ -80,11 +82,14 @@ pub fn read(dir: &Path) -> Parsed {
         .and_then(|f| f.take(MAX_LABEL_BYTES).read_to_string(&mut label))
     {
         Ok(_) => apply_label(&mut out.backup, &label),
-        // A tar-format backup (`-Ft`) keeps its label inside base.tar.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.join("base.tar").is_file() => {
-            match tar_entry(&dir.join("base.tar"), LABEL, MAX_LABEL_BYTES) {
+        // A tar-format backup (`-Ft`) keeps its label inside base.tar, compressed or not.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && let Some(format @ Format::Tar(ext, _)) = format_of(dir) =>
+        {
+            match base_entry(dir, format, LABEL, MAX_LABEL_BYTES) {
                 Some(text) => apply_label(&mut out.backup, &text),
-                None => errors.push(format!("no {LABEL} in base.tar")),
+                None => errors.push(format!("no {LABEL} in base.tar{ext}")),
             }
         }
         Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
@@ -197,6 +202,59 @@ pub fn tar_entry(path: &Path, wanted: &str, max: u64) -> Option<String> {
             .map(|_| content)
     })
     .flatten()
+}
+
+/// How much of a compressed base.tar is unpacked to find an entry near its start.
+const HEAD_BYTES: u64 = 1 << 20;
+
+/// The content (at most `max` bytes) of entry `wanted` of a tar backup's base.tar, compressed
+/// or not. The server sends `backup_label` first in the main tablespace's archive
+/// (basebackup.c), so a compressed one is unpacked only for its first [`HEAD_BYTES`], by its
+/// own decompressor, which is then stopped.
+pub fn base_entry(dir: &Path, format: Format, wanted: &str, max: u64) -> Option<String> {
+    let Format::Tar(ext, program) = format else {
+        return None;
+    };
+    let base = dir.join(format!("base.tar{ext}"));
+    let Some(program) = program else {
+        return tar_entry(&base, wanted, max);
+    };
+    let mut child = std::process::Command::new(program)
+        .arg("-dc")
+        .arg(&base)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut head = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|out| out.take(HEAD_BYTES).read_to_end(&mut head));
+    let _ = child.kill();
+    let _ = child.wait();
+    read?.ok()?;
+    entry_in(&head, wanted, max)
+}
+
+/// Entry `wanted` (at most `max` bytes) among the whole entries of the start of a tar stream.
+fn entry_in(bytes: &[u8], wanted: &str, max: u64) -> Option<String> {
+    let mut at = 0usize;
+    for _ in 0..MAX_TAR_ENTRIES {
+        let header: &[u8; 512] = bytes.get(at..at.checked_add(512)?)?.try_into().ok()?;
+        if header.iter().all(|b| *b == 0) {
+            return None;
+        }
+        let (name, size) = tar_header(header)?;
+        let content = at + 512;
+        if name == wanted {
+            let end = content.checked_add(usize::try_from(size.min(max)).ok()?)?;
+            return String::from_utf8(bytes.get(content..end)?.to_vec()).ok();
+        }
+        at = content.checked_add(usize::try_from(size.div_ceil(512) * 512).ok()?)?;
+    }
+    None
 }
 
 /// Every entry of an uncompressed tar file with its size (`None` when the file is missing or
@@ -455,6 +513,41 @@ START TIMELINE: 1
             end: 0x3000100,
         }];
         assert_eq!(needed_segments(&r, size, 10).len(), 2);
+    }
+
+    #[test]
+    fn the_label_of_a_compressed_tar_backup_is_read_from_its_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = dir.path().join("content");
+        std::fs::create_dir(&content).expect("content");
+        std::fs::write(content.join(LABEL), LABEL_TEXT).expect("label");
+        std::fs::write(content.join("PG_VERSION"), "18\n").expect("version");
+        for (ext, flag) in [(".gz", "-z"), (".zst", "--zstd")] {
+            let tar = dir.path().join(format!("base.tar{ext}"));
+            let ok = std::process::Command::new("tar")
+                .arg(flag)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&content)
+                .args([LABEL, "PG_VERSION"])
+                .status()
+                .expect("tar")
+                .success();
+            assert!(ok, "tar {flag}");
+            let format = format_of(dir.path()).expect("a tar backup");
+            assert_eq!(
+                base_entry(dir.path(), format, "PG_VERSION", 64).as_deref(),
+                Some("18\n")
+            );
+            let r = read(dir.path());
+            assert_eq!(
+                r.backup.start_segment.as_deref(),
+                Some("000000010000000000000002"),
+                "{ext}: {r:?}"
+            );
+            std::fs::remove_file(&tar).expect("rm");
+        }
     }
 
     #[test]

@@ -139,21 +139,26 @@ impl RestoreProbe {
         });
         let mut parse_wal = false;
         // A tar backup's WAL is in pg_wal.tar, which pg_verifybackup does not parse: its
-        // entries are listed instead (an uncompressed one; a compressed one is not opened, and
-        // its WAL is then not checked).
-        // Uncompressed: pg_wal.tar (-X stream), else base.tar's pg_wal/ (-X fetch), whose
-        // headers are walked only then.
+        // entries are listed instead. pg_basebackup compresses streamed WAL only with
+        // client-side gzip, so a plain pg_wal.tar is read beside a base.tar of any compression;
+        // without one, base.tar's pg_wal/ (-X fetch) when base.tar is uncompressed. A compressed
+        // archive is not opened: that WAL is then looked for in the archive only.
         let uncompressed_tar = format == Format::Tar("", None);
-        let tar_wal = uncompressed_tar.then(|| {
-            base_backup::tar_sizes(&dir.join("pg_wal.tar")).unwrap_or_else(|| {
-                let base = base_backup::tar_sizes(&dir.join("base.tar")).unwrap_or_default();
-                base.into_iter()
-                    .filter_map(|(n, s)| Some((n.strip_prefix("pg_wal/")?.to_string(), s)))
-                    .collect()
+        let tar_wal = if tar {
+            base_backup::tar_sizes(&dir.join("pg_wal.tar")).or_else(|| {
+                uncompressed_tar.then(|| {
+                    let base = base_backup::tar_sizes(&dir.join("base.tar")).unwrap_or_default();
+                    base.into_iter()
+                        .filter_map(|(n, s)| Some((n.strip_prefix("pg_wal/")?.to_string(), s)))
+                        .collect()
+                })
             })
-        });
-        let checkable = !tar || uncompressed_tar;
-        if let (Some(size), false, true) = (size, parsed.wal_ranges.is_empty(), checkable) {
+        } else {
+            None
+        };
+        // Whether a segment absent from the backup is known to be absent.
+        let listed = !tar || tar_wal.is_some();
+        if let (Some(size), false) = (size, parsed.wal_ranges.is_empty()) {
             let needed = base_backup::needed_segments(&parsed.wal_ranges, size, MAX_SEGMENTS);
             obs.wal_segments_needed = needed.len() as u64;
             let pg_wal = dir.join("pg_wal");
@@ -161,7 +166,7 @@ impl RestoreProbe {
                 Some(entries) => entries.get(seg.as_str()) == Some(&size),
                 None => !tar && plain_segment(&pg_wal.join(seg), size),
             };
-            if needed.iter().all(in_backup) {
+            if listed && needed.iter().all(in_backup) {
                 obs.wal_source = Some(WalSource::Backup);
                 parse_wal = !tar;
             } else {
@@ -171,7 +176,9 @@ impl RestoreProbe {
                         .is_some_and(|a| in_archive(a, seg, size))
                 };
                 match needed.iter().find(|s| !in_backup(s) && !in_archive(s)) {
-                    Some(missing) => obs.wal_first_missing = Some(missing.clone()),
+                    Some(missing) if listed => obs.wal_first_missing = Some(missing.clone()),
+                    // Maybe in the compressed archive, which is not opened: not checked.
+                    Some(_) => {}
                     None => {
                         obs.wal_source = Some(if needed.iter().all(in_archive) {
                             WalSource::Archive
@@ -373,8 +380,7 @@ pub fn choose_verifier(
 fn major_of(dir: &Path, format: Format) -> Option<u32> {
     let text = match format {
         Format::Plain => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
-        Format::Tar("", _) => base_backup::tar_entry(&dir.join("base.tar"), "PG_VERSION", 64)?,
-        Format::Tar(..) => return None,
+        Format::Tar(..) => base_backup::base_entry(dir, format, "PG_VERSION", 64)?,
     };
     text.trim().split('.').next()?.parse().ok()
 }

@@ -239,18 +239,20 @@ async fn healthy_drills_from_plain_and_tar_backups_are_ok_with_their_rto() -> Re
 
 /// Archives written by compressing archive commands (`gzip < %p > …/%f.gz`, zstd, lz4, xz,
 /// bzip2) restore through the matching decompressor, and the archive's end is still known;
-/// a compressed tar backup (`-Ft -Z zstd`) unpacks.
+/// a compressed tar backup (`-Ft -Z zstd`) unpacks with the WAL it streamed.
 #[tokio::test]
 async fn a_compressed_archive_is_restored_through_its_decompressors() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
     orders(&pg, 10).await?;
     let (backups, zipped, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?, scratch()?);
-    // A compressed tar backup too (pg_basebackup -Ft -Z zstd: base.tar.zst, pg_wal.tar.zst).
+    // A compressed tar backup too: pg_basebackup -Ft -Z zstd writes base.tar.zst and, since
+    // it compresses streamed WAL only with gzip, a plain pg_wal.tar.
     pg.base_backup(
         &backups.path().join("b1"),
         &["-Ft", "-Z", "zstd", "-X", "stream"],
     )?;
     ensure!(backups.path().join("b1/base.tar.zst").is_file());
+    ensure!(backups.path().join("b1/pg_wal.tar").is_file());
     for rows in [20, 30] {
         pg.psql(&format!(
             "INSERT INTO orders SELECT generate_series(1, {rows} - (SELECT count(*) FROM orders)::int)"

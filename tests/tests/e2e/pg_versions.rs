@@ -294,6 +294,12 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
     old.base_backup(&b("old-tar"), &["-Ft", "-X", "stream"])?;
     new.base_backup(&b("new-plain"), &["-Fp", "-X", "stream"])?;
     new.base_backup(&b("new-tar"), &["-Ft", "-X", "stream"])?;
+    // Compressed by the server: base.tar.gz, and the streamed WAL in a plain pg_wal.tar.
+    new.base_backup(
+        &b("new-tar-gz"),
+        &["-Ft", "-X", "stream", "--compress=server-gzip"],
+    )?;
+    ensure!(b("new-tar-gz").join("pg_wal.tar").is_file());
     let section = |name: &str, dir: &str, root: &std::path::Path| {
         format!(
             "[[restore]]\nname = \"{name}\"\nbackup_dir = \"{}\"\npg_roots = [\"{}\"]\ninterval = \"1h\"\n",
@@ -306,6 +312,7 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
         section("old_tar", "old-tar", &both),
         section("new_plain", "new-plain", &both),
         section("new_tar", "new-tar", &both),
+        section("new_tar_gz", "new-tar-gz", &both),
         section("tar_without_18", "old-tar", &only15),
     ]
     .concat();
@@ -330,6 +337,11 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
         ),
         (
             "restore.new_tar",
+            "ok",
+            "; its WAL in the backup's tar files (listed;".to_string(),
+        ),
+        (
+            "restore.new_tar_gz",
             "ok",
             "; its WAL in the backup's tar files (listed;".to_string(),
         ),

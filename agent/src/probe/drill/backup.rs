@@ -2,11 +2,13 @@
 //!
 //! - Candidates: `backup_dir` itself or its subdirectories (one level) holding a plain backup
 //!   (`PG_VERSION`) or a tar one (`base.tar`, or `.gz`, `.lz4`, `.zst`); the newest by the modification
-//!   time of its `backup_manifest` (written last by pg_basebackup), else of the directory.
+//!   time of its `backup_manifest` (written last by pg_basebackup: a directory without one
+//!   beside finished backups is unfinished and not taken), else of the directory.
 //! - Size: the bytes under the backup's directory, or the manifest's sum when larger (a
 //!   compressed tar unpacks to about what the manifest lists).
 //! - Restore: plain with `cp -a <backup>/. <data>`, tar with `tar -x` of `base.tar` into the
-//!   data directory and of `pg_wal.tar` into its `pg_wal`, both under the IO limit.
+//!   data directory and of `pg_wal.tar` (or `pg_wal.tar.gz`) into its `pg_wal`, both under the
+//!   IO limit.
 
 use super::super::backup_dir::os_text;
 use super::super::base_backup::{self, Format, format_of};
@@ -80,15 +82,23 @@ fn newest(root: &Path) -> Result<Found, String> {
             os_text(&e)
         )
     })?;
-    let mut best: Option<(SystemTime, Found)> = None;
+    // Finished backups first: pg_basebackup writes `backup_manifest` last (PostgreSQL 13 and
+    // later), so a directory without one next to directories with one is a backup still
+    // being written, or one that died (killed, out of memory, a reboot, `--no-clean`); its
+    // directory is newer than every finished backup, and restoring it fails. Without any
+    // manifest (PostgreSQL 12, `--no-manifest`) the directory's time decides.
+    let mut best: Option<((bool, SystemTime), Found)> = None;
     for entry in entries.flatten() {
         let dir = entry.path();
         let Some(format) = format_of(&dir) else {
             continue;
         };
-        let stamp = std::fs::metadata(dir.join(base_backup::MANIFEST))
-            .or_else(|_| std::fs::metadata(&dir))
-            .and_then(|m| m.modified());
+        let stamp = match std::fs::metadata(dir.join(base_backup::MANIFEST)) {
+            Ok(m) => m.modified().map(|t| (true, t)),
+            Err(_) => std::fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .map(|t| (false, t)),
+        };
         let Ok(stamp) = stamp else { continue };
         if best.as_ref().is_none_or(|(t, _)| stamp > *t) {
             best = Some((stamp, Found { path: dir, format }));
@@ -100,6 +110,17 @@ fn newest(root: &Path) -> Result<Found, String> {
             root.display()
         )
     })
+}
+
+/// The WAL a tar backup streamed (`-X stream`) and the program that unpacks it. pg_basebackup
+/// compresses it only with client-side gzip (`pg_wal.tar.gz`); with server-side compression
+/// or client-side lz4 or zstd it stays `pg_wal.tar` beside a compressed `base.tar`
+/// (pg_basebackup.c, PostgreSQL 15 and later).
+fn wal_tar(backup: &Path) -> Option<(PathBuf, Option<&'static str>)> {
+    [("pg_wal.tar", None), ("pg_wal.tar.gz", Some("gzip"))]
+        .into_iter()
+        .map(|(name, program)| (backup.join(name), program))
+        .find(|(path, _)| path.is_file())
 }
 
 /// Bytes of the regular files under `dir` (symbolic links not followed).
@@ -141,13 +162,18 @@ pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(),
                 argv
             };
             run(limit, &untar(format!("{src}/base.tar{ext}"), dst.clone())).await?;
-            // pg_basebackup writes pg_wal.tar with the same compression (-X stream).
-            let wal = found.path.join(format!("pg_wal.tar{ext}"));
-            if wal.is_file() {
+            if let Some((wal, program)) = wal_tar(&found.path) {
                 let pg_wal = data.join("pg_wal");
                 std::fs::create_dir_all(&pg_wal)
                     .map_err(|e| format!("creating {}: {}", pg_wal.display(), os_text(&e)))?;
-                let argv = untar(wal.display().to_string(), pg_wal.display().to_string());
+                let mut argv = vec!["tar".to_string()];
+                argv.extend(program.map(|p| format!("--use-compress-program={p}")));
+                argv.extend([
+                    "-xf".into(),
+                    wal.display().to_string(),
+                    "-C".into(),
+                    pg_wal.display().to_string(),
+                ]);
                 run(limit, &argv).await?;
             }
         }
@@ -202,6 +228,49 @@ mod tests {
         let f = newest(root.path()).unwrap();
         assert_eq!(f.format, Format::Tar("", None));
         assert!(f.path.ends_with("b"));
+    }
+
+    #[test]
+    fn a_backup_still_being_written_is_not_taken() {
+        let root = tempfile::tempdir().unwrap();
+        let done = root.path().join("monday");
+        std::fs::create_dir(&done).unwrap();
+        std::fs::write(done.join("PG_VERSION"), "17\n").unwrap();
+        std::fs::write(done.join(base_backup::MANIFEST), "{}").unwrap();
+        // Tuesday's pg_basebackup is still running (or died): no manifest yet, a newer
+        // directory.
+        let running = root.path().join("tuesday");
+        std::fs::create_dir(&running).unwrap();
+        std::fs::write(running.join("PG_VERSION"), "17\n").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::open(done.join(base_backup::MANIFEST))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(newest(root.path()).unwrap().path.ends_with("monday"));
+        // Without any manifest (PostgreSQL 12), the newest directory.
+        std::fs::remove_file(done.join(base_backup::MANIFEST)).unwrap();
+        std::fs::File::open(&done)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(newest(root.path()).unwrap().path.ends_with("tuesday"));
+    }
+
+    #[test]
+    fn the_streamed_wal_is_gzip_or_plain_whatever_the_base_is() {
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(b.path().join("base.tar.zst"), "x").unwrap();
+        assert_eq!(wal_tar(b.path()), None);
+        // Server-side or lz4/zstd compression: the WAL stays a plain tar.
+        std::fs::write(b.path().join("pg_wal.tar"), "x").unwrap();
+        assert_eq!(wal_tar(b.path()), Some((b.path().join("pg_wal.tar"), None)));
+        std::fs::remove_file(b.path().join("pg_wal.tar")).unwrap();
+        std::fs::write(b.path().join("pg_wal.tar.gz"), "x").unwrap();
+        assert_eq!(
+            wal_tar(b.path()),
+            Some((b.path().join("pg_wal.tar.gz"), Some("gzip")))
+        );
     }
 
     #[test]
