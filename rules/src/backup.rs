@@ -78,8 +78,10 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
     // duration above `max_duration` is a warning (R8).
     if let Some(b) = &obs.newest_base_backup {
         if let Some(secs) = b.duration_secs {
+            // An incremental one (PostgreSQL 17 and later) holds only the changed blocks.
             v.summary.push_str(&format!(
-                "; newest base backup took {} ({})",
+                "; newest base backup{} took {} ({})",
+                if b.incremental { " (incremental)" } else { "" },
                 human::duration(secs.max(0)),
                 human::bytes(b.size_bytes)
             ));

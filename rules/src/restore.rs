@@ -39,6 +39,7 @@ pub fn judge(obs: &RestoreObs) -> Verdict {
         "archive_path": obs.archive_path,
         "wal_segments_needed": obs.wal_segments_needed,
         "wal_first_missing": obs.wal_first_missing,
+        "newer_incrementals": obs.newer_incrementals,
     });
     verdict(obs)
         .with_details(details)
@@ -57,6 +58,17 @@ fn verdict(obs: &RestoreObs) -> Verdict {
         return Verdict::new(Status::Critical, format!("{root}: {e}"));
     }
     let Some(backup) = &obs.backup else {
+        if obs.newer_incrementals > 0 {
+            return Verdict::new(
+                Status::Critical,
+                format!(
+                    "no full base backup under {root}: {} incremental backup{}, which restore \
+                     only combined with the full backup they build on (pg_combinebackup)",
+                    obs.newer_incrementals,
+                    if obs.newer_incrementals == 1 { "" } else { "s" }
+                ),
+            );
+        }
         return Verdict::new(
             Status::Critical,
             format!("no plain base backup with a backup_manifest under {root}"),
@@ -140,9 +152,23 @@ fn verdict(obs: &RestoreObs) -> Verdict {
         Some(f) if tar => format!(" ({f} format)"),
         _ => String::new(),
     };
+    let newer = match obs.newer_incrementals {
+        0 => String::new(),
+        n => format!(
+            "; {n} newer incremental backup{} not verified: {} only combined with {} \
+             chain (pg_combinebackup)",
+            if n == 1 { "" } else { "s" },
+            if n == 1 {
+                "it restores"
+            } else {
+                "they restore"
+            },
+            if n == 1 { "its" } else { "their" }
+        ),
+    };
     Verdict::new(
         Status::Ok,
-        format!("base backup {path}{format} verified by {by} in {took}; {wal}"),
+        format!("base backup {path}{format} verified by {by} in {took}; {wal}{newer}"),
     )
 }
 
@@ -159,6 +185,29 @@ fn first_error(messages: &[String]) -> Option<&str> {
 mod tests {
     use super::*;
     use backwatch_proto::model::BaseBackup;
+
+    #[test]
+    fn newer_incrementals_are_named_and_a_chain_without_its_full_is_critical() {
+        let mut obs = verified();
+        obs.newer_incrementals = 2;
+        let v = judge(&obs);
+        assert_eq!(v.status, Status::Ok);
+        assert!(
+            v.summary
+                .ends_with("; 2 newer incremental backups not verified: they restore only combined with their chain (pg_combinebackup)"),
+            "{}",
+            v.summary
+        );
+        obs.backup = None;
+        let v = judge(&obs);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary
+                .starts_with("no full base backup under /backup/base: 2 incremental backups"),
+            "{}",
+            v.summary
+        );
+    }
 
     fn verified() -> RestoreObs {
         RestoreObs {

@@ -11,6 +11,8 @@
 //!   data file and the WAL, so its mtime is when the backup finished (agent's filesystem clock).
 //!   The manifest's last `WAL-Ranges` entry gives the end of the WAL the backup needs.
 //! - Size: the sum of the manifest's file sizes (pg_wal is not listed there).
+//! - Incremental (PostgreSQL 17 and later): `INCREMENTAL.*` files in the manifest, or
+//!   `INCREMENTAL FROM LSN` in the label. Such a backup restores only combined with its chain.
 //! - The WAL segment size is not written anywhere in either file; it is the one power of two
 //!   from 1 MiB to 1 GiB that puts `START WAL LOCATION` in the segment `backup_label` names.
 //! - Bounded: `backup_label` is read up to 64 KiB; the manifest is parsed streaming, keeping
@@ -55,6 +57,18 @@ struct Manifest {
 struct ManifestFile {
     #[serde(rename = "Size", default)]
     size: u64,
+    /// Only whether it names an incremental file is kept (`INCREMENTAL.<relation file>`).
+    #[serde(rename = "Path", default, deserialize_with = "incremental_path")]
+    incremental: bool,
+}
+
+/// Whether a manifest path is an incremental file: PostgreSQL 17's `pg_basebackup
+/// --incremental` sends every relation file it may as `INCREMENTAL.<name>` (the changed blocks
+/// only), even with none changed.
+fn incremental_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let path = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    let name = path.rsplit('/').next().unwrap_or(&path);
+    Ok(name.starts_with("INCREMENTAL."))
 }
 
 #[derive(Deserialize)]
@@ -305,10 +319,14 @@ fn apply_label(b: &mut BaseBackup, text: &str) {
     if let Some(tli) = value("START TIMELINE").and_then(|t| t.parse().ok()) {
         b.timeline = tli;
     }
+    // PostgreSQL 17 and later: "INCREMENTAL FROM LSN: 0/5000028" names the backup this one is
+    // incremental to.
+    b.incremental |= value("INCREMENTAL FROM LSN").is_some();
 }
 
 fn apply_manifest(out: &mut Parsed, m: Manifest) {
     out.backup.file_count = m.files.len() as u64;
+    out.backup.incremental |= m.files.iter().any(|f| f.incremental);
     out.backup.size_bytes = m.files.iter().map(|f| f.size).sum();
     out.wal_ranges = m
         .wal_ranges

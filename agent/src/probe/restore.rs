@@ -107,8 +107,9 @@ impl RestoreProbe {
             ..RestoreObs::default()
         };
         let newest = match newest_backup(&self.backup_dir) {
-            Ok(n) => {
+            Ok((n, newer_incrementals)) => {
                 obs.exists = true;
+                obs.newer_incrementals = newer_incrementals;
                 n
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return (obs, None),
@@ -264,11 +265,15 @@ impl RestoreProbe {
 }
 
 /// `root` itself when it has a manifest, else its subdirectory with the newest manifest.
-fn newest_backup(root: &Path) -> io::Result<Option<PathBuf>> {
+/// The newest backup under `root` (itself, or one level down) that is not incremental, by
+/// its manifest's modification time, and how many incremental ones are newer. An incremental
+/// backup (PostgreSQL 17 and later) restores only combined with its chain (pg_combinebackup),
+/// and pg_verifybackup checks it alone, whatever became of the backups it depends on.
+fn newest_backup(root: &Path) -> io::Result<(Option<PathBuf>, u32)> {
     if root.join(MANIFEST).is_file() {
-        return Ok(Some(root.to_path_buf()));
+        return Ok((Some(root.to_path_buf()), 0));
     }
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let Ok(entry) = entry else { continue };
         let dir = entry.path();
@@ -276,11 +281,19 @@ fn newest_backup(root: &Path) -> io::Result<Option<PathBuf>> {
             continue;
         };
         let Ok(mtime) = meta.modified() else { continue };
-        if meta.is_file() && best.as_ref().is_none_or(|(t, _)| mtime > *t) {
-            best = Some((mtime, dir));
+        if meta.is_file() {
+            found.push((mtime, dir));
         }
     }
-    Ok(best.map(|(_, d)| d))
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut newer_incrementals = 0;
+    for (_, dir) in found {
+        if !base_backup::read(&dir).backup.incremental {
+            return Ok((Some(dir), newer_incrementals));
+        }
+        newer_incrementals += 1;
+    }
+    Ok((None, newer_incrementals))
 }
 
 fn plain_segment(path: &Path, size: u64) -> bool {

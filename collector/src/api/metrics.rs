@@ -344,9 +344,11 @@ const VALUES: &[Gauge] = &[
         kind: "gauge",
         help: "How long the newest full backup took: a plain pg_basebackup directory's, or the backup tool's newest full (the stalest set's).",
         read: |o| match o {
+            // Full ones only: an incremental base backup copies the changed blocks.
             Observation::Backup(b) => b
                 .newest_base_backup
                 .as_ref()
+                .filter(|n| !n.incremental)
                 .and_then(|n| n.duration_secs)
                 .map(|d| d as f64),
             Observation::PgBackRest(t) | Observation::Barman(t) => t

@@ -30,6 +30,7 @@ impl From<&BaseBackup> for pb::BaseBackup {
             file_count: b.file_count,
             size_bytes: b.size_bytes,
             wal_segment_size_bytes: b.wal_segment_size_bytes.unwrap_or(0),
+            incremental: b.incremental,
         }
     }
 }
@@ -61,6 +62,7 @@ impl From<&RestoreObs> for pb::RestoreObservation {
             backup_format: clip_opt(&r.backup_format),
             backup_major: r.backup_major.unwrap_or(0),
             verifier_major: r.verifier_major.unwrap_or(0),
+            newer_incrementals: r.newer_incrementals,
         }
     }
 }
@@ -84,6 +86,7 @@ pub(super) fn base_backup_from_wire(b: pb::BaseBackup) -> Result<BaseBackup, Con
         file_count: b.file_count,
         size_bytes: b.size_bytes,
         wal_segment_size_bytes: (b.wal_segment_size_bytes > 0).then_some(b.wal_segment_size_bytes),
+        incremental: b.incremental,
     })
 }
 
@@ -110,6 +113,7 @@ pub(super) fn from_wire(r: pb::RestoreObservation) -> Result<RestoreObs, Convert
         backup_format: opt_text("backup_format", r.backup_format)?,
         backup_major: (r.backup_major > 0).then_some(r.backup_major),
         verifier_major: (r.verifier_major > 0).then_some(r.verifier_major),
+        newer_incrementals: r.newer_incrementals,
     })
 }
 

@@ -619,6 +619,10 @@ pub struct BaseBackup {
     /// WAL segment size implied by START WAL LOCATION and its file name (bytes; 0 = unknown).
     #[prost(uint64, tag = "15")]
     pub wal_segment_size_bytes: u64,
+    /// An incremental backup (PostgreSQL 17 and later, `pg_basebackup --incremental`: INCREMENTAL.\*
+    /// files in its manifest): it restores only combined with its chain (pg_combinebackup).
+    #[prost(bool, tag = "16")]
+    pub incremental: bool,
 }
 /// Restore readiness (`restore.<name>`): pg_verifybackup on the newest plain base backup with
 /// a manifest, and the WAL that backup needs, present where recovery would take it from.
@@ -681,6 +685,10 @@ pub struct RestoreObservation {
     pub backup_major: u32,
     #[prost(uint32, tag = "19")]
     pub verifier_major: u32,
+    /// Incremental backups newer than the one verified (count): restore readiness verifies the
+    /// newest full backup, since an incremental restores only combined with its chain.
+    #[prost(uint32, tag = "20")]
+    pub newer_incrementals: u32,
 }
 /// What a backup tool's own catalogue says (`pgbackrest info --output=json`; `barman -f json  list-backups` / `show-backup` / `check`): one set per pgBackRest stanza or Barman server.
 #[derive(Clone, PartialEq, ::prost::Message)]

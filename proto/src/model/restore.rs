@@ -29,6 +29,10 @@ pub struct BaseBackup {
     pub file_count: u64,
     pub size_bytes: u64,
     pub wal_segment_size_bytes: Option<u64>,
+    /// An incremental backup (PostgreSQL 17 and later): it restores only combined with its
+    /// chain (pg_combinebackup).
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 /// Where the WAL a backup needs was found.
@@ -92,4 +96,7 @@ pub struct RestoreObs {
     /// The major of the pg_verifybackup chosen (`None`: configured, or none found).
     #[serde(default)]
     pub verifier_major: Option<u32>,
+    /// Incremental backups newer than the one verified (the newest full one).
+    #[serde(default)]
+    pub newer_incrementals: u32,
 }

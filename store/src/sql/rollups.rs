@@ -88,10 +88,12 @@ pub fn sample(item: &Evaluated) -> Sample {
                 s.newest_age = Some(n.age_secs);
             }
             // A plain base backup's start and end are known (backup_label, backup_manifest):
-            // its duration feeds the monthly duration trend.
+            // its duration feeds the monthly duration trend, a full one's (an incremental one
+            // copies only the changed blocks).
             s.duration = b
                 .newest_base_backup
                 .as_ref()
+                .filter(|bb| !bb.incremental)
                 .and_then(|bb| bb.duration_secs);
         }
         Some(Observation::Wal(w)) => {

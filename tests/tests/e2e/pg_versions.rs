@@ -432,3 +432,109 @@ async fn a_drill_of_an_18_backup_runs_18s_server_found_under_pg_roots() -> Resul
     assert_eq!(c["details"]["smoke"][1]["got"], "42", "{c}");
     Ok(())
 }
+
+/// PostgreSQL 17 and later take incremental base backups (`pg_basebackup --incremental`): one
+/// restores only combined with its chain (pg_combinebackup), and pg_verifybackup passes it
+/// alone whatever became of the full backup it builds on. Restore readiness verifies the newest
+/// full backup and names the newer incrementals, a drill restores that full one, and
+/// incrementals without their full backup are critical.
+#[tokio::test]
+async fn incremental_base_backups_are_not_taken_for_full_ones() -> Result<()> {
+    let bin18 = major_bindir(18)?;
+    let root = bin18
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("{} has no root", bin18.display()))?;
+    let pg = PgCluster::init()
+        .major(18)
+        .wal_segment_size_mb(1)
+        .setting("summarize_wal", "on")
+        .start()?;
+    pg.psql("CREATE TABLE orders AS SELECT generate_series(1, 42) AS id")?;
+    let backups = tempfile::tempdir()?;
+    let (full, incr) = (backups.path().join("full"), backups.path().join("incr"));
+    pg.base_backup(&full, &["-Fp", "-X", "stream"])?;
+    pg.psql("INSERT INTO orders SELECT generate_series(43, 50)")?;
+    let since = format!("--incremental={}", full.join("backup_manifest").display());
+    pg.base_backup(&incr, &["-Fp", "-X", "stream", &since])?;
+    ensure!(fs::read_to_string(incr.join("backup_label"))?.contains("INCREMENTAL FROM LSN"));
+    let scratch = tempfile::Builder::new().prefix("bw-drill-").tempdir()?;
+    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o755))?;
+    let toml = format!(
+        "[[restore]]\nname = \"base\"\nbackup_dir = \"{0}\"\npg_roots = [\"{1}\"]\ninterval = \"1s\"\n\
+         [[drill]]\nname = \"base\"\nbackup_dir = \"{0}\"\nscratch_dir = \"{2}\"\n\
+         pg_roots = [\"{1}\"]\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"42\"\n",
+        backups.path().display(),
+        root.display(),
+        scratch.path().display()
+    );
+    let scene = scene("db1", |a| {
+        a.toml(&toml).backup_dir("base", backups.path(), "1d", "1s")
+    })
+    .await?;
+    let c = &scene.collector;
+    let got = c
+        .wait_summary(
+            "db1",
+            "restore.base",
+            "ok",
+            &format!(
+                "base backup {} verified by pg_verifybackup 18",
+                full.display()
+            ),
+            WAIT,
+        )
+        .await;
+    assert!(
+        summary(&got).ends_with(
+            "; 1 newer incremental backup not verified: it restores only combined with its \
+             chain (pg_combinebackup)"
+        ),
+        "{got}"
+    );
+    let drill = c
+        .wait_summary(
+            "db1",
+            "drill.base",
+            "ok",
+            "restore drill of ",
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(
+        drill["details"]["backup_path"],
+        full.display().to_string(),
+        "{drill}"
+    );
+    let dir = c
+        .wait_check(
+            "db1",
+            "backup.base",
+            "the incremental backup reported",
+            WAIT,
+            |c| c["details"]["newest_base_backup"]["incremental"] == true,
+        )
+        .await;
+    assert!(
+        summary(&dir).contains("; newest base backup (incremental) took "),
+        "{dir}"
+    );
+
+    // The full backup gone: the incremental alone restores nothing.
+    fs::remove_dir_all(&full)?;
+    let got = c
+        .wait_summary(
+            "db1",
+            "restore.base",
+            "critical",
+            &format!(
+                "no full base backup under {}: 1 incremental backup, which restore only combined",
+                backups.path().display()
+            ),
+            WAIT,
+        )
+        .await;
+    assert!(got["details"]["newer_incrementals"] == 1, "{got}");
+    Ok(())
+}

@@ -3,7 +3,8 @@
 //! - Candidates: `backup_dir` itself or its subdirectories (one level) holding a plain backup
 //!   (`PG_VERSION`) or a tar one (`base.tar`, or `.gz`, `.lz4`, `.zst`); the newest by the modification
 //!   time of its `backup_manifest` (written last by pg_basebackup: a directory without one
-//!   beside finished backups is unfinished and not taken), else of the directory.
+//!   beside finished backups is unfinished and not taken), else of the directory; an
+//!   incremental backup (PostgreSQL 17 and later) only with its chain, so the newest full one.
 //! - Size: the bytes under the backup's directory, or the manifest's sum when larger (a
 //!   compressed tar unpacks to about what the manifest lists).
 //! - Restore: plain with `cp -a <backup>/. <data>`, tar with `tar -x` of `base.tar` into the
@@ -87,7 +88,7 @@ fn newest(root: &Path) -> Result<Found, String> {
     // being written, or one that died (killed, out of memory, a reboot, `--no-clean`); its
     // directory is newer than every finished backup, and restoring it fails. Without any
     // manifest (PostgreSQL 12, `--no-manifest`) the directory's time decides.
-    let mut best: Option<((bool, SystemTime), Found)> = None;
+    let mut candidates: Vec<((bool, SystemTime), Found)> = Vec::new();
     for entry in entries.flatten() {
         let dir = entry.path();
         let Some(format) = format_of(&dir) else {
@@ -100,11 +101,26 @@ fn newest(root: &Path) -> Result<Found, String> {
                 .map(|t| (false, t)),
         };
         let Ok(stamp) = stamp else { continue };
-        if best.as_ref().is_none_or(|(t, _)| stamp > *t) {
-            best = Some((stamp, Found { path: dir, format }));
-        }
+        candidates.push((stamp, Found { path: dir, format }));
     }
-    best.map(|(_, f)| f).ok_or_else(|| {
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    // An incremental backup (PostgreSQL 17 and later) restores only combined with its chain
+    // (pg_combinebackup): the newest full one is drilled.
+    let mut incrementals = 0;
+    for (_, found) in candidates {
+        if !base_backup::read(&found.path).backup.incremental {
+            return Ok(found);
+        }
+        incrementals += 1;
+    }
+    Err(if incrementals > 0 {
+        format!(
+            "no full base backup under {}: {incrementals} incremental backup{}, which restore \
+             only combined with the full backup they build on (pg_combinebackup)",
+            root.display(),
+            if incrementals == 1 { "" } else { "s" }
+        )
+    } else {
         format!(
             "no base backup (plain with PG_VERSION, or tar with base.tar, .gz, .lz4 or .zst) under {}",
             root.display()
