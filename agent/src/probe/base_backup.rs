@@ -435,8 +435,13 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
                 b'-' => (-1, &z[1..]),
                 _ => return None,
             };
+            // "+02", "+05:45", or "+0545" (strftime's %z form).
             let (h, m) = match digits.split_once(':') {
                 Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
+                None if digits.len() == 4 => (
+                    digits.get(..2)?.parse::<i32>().ok()?,
+                    digits.get(2..)?.parse::<i32>().ok()?,
+                ),
                 None => (digits.parse::<i32>().ok()?, 0),
             };
             sign * (h * 3600 + m * 60)
@@ -514,6 +519,13 @@ START TIMELINE: 1
             parse_time("2024-06-01 12:00:00 +02"),
             DateTime::from_timestamp(1_717_236_000, 0)
         );
+        for zone in ["+05:45", "+0545"] {
+            assert_eq!(
+                parse_time(&format!("2024-06-01 12:00:00 {zone}")),
+                DateTime::from_timestamp(1_717_222_500, 0),
+                "{zone}"
+            );
+        }
     }
 
     #[test]

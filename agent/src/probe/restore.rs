@@ -120,6 +120,18 @@ impl RestoreProbe {
             }
         };
         let Some(dir) = newest else {
+            // Backups without a manifest (PostgreSQL 12, `--no-manifest`, or one still being
+            // written) cannot be verified: unknown, saying so, rather than "no backup".
+            if obs.newer_incrementals == 0
+                && let Some(unlisted) = newest_without_manifest(&self.backup_dir)
+            {
+                obs.backup = Some(base_backup::read(&unlisted).backup);
+                obs.verify_error = Some(
+                    "it has no backup_manifest (PostgreSQL 12, pg_basebackup --no-manifest, or \
+                     a backup still being written): pg_verifybackup checks only backups with one"
+                        .to_string(),
+                );
+            }
             return (obs, None);
         };
         // A directory with a manifest and neither PG_VERSION nor base.tar is taken as plain:
@@ -294,6 +306,22 @@ fn newest_backup(root: &Path) -> io::Result<(Option<PathBuf>, u32)> {
         newer_incrementals += 1;
     }
     Ok((None, newer_incrementals))
+}
+
+/// The newest base backup under `root` (itself, or one level down) by its directory's time,
+/// when none has a manifest.
+fn newest_without_manifest(root: &Path) -> Option<PathBuf> {
+    if base_backup::format_of(root).is_some() {
+        return Some(root.to_path_buf());
+    }
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| base_backup::format_of(d).is_some())
+        .filter_map(|d| Some((std::fs::metadata(&d).ok()?.modified().ok()?, d)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, d)| d)
 }
 
 fn plain_segment(path: &Path, size: u64) -> bool {

@@ -300,6 +300,8 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
         &["-Ft", "-X", "stream", "--compress=server-gzip"],
     )?;
     ensure!(b("new-tar-gz").join("pg_wal.tar").is_file());
+    // Without a manifest (as every PostgreSQL 12 backup): nothing pg_verifybackup can check.
+    new.base_backup(&b("no-manifest"), &["-Fp", "-X", "stream", "--no-manifest"])?;
     let section = |name: &str, dir: &str, root: &std::path::Path| {
         format!(
             "[[restore]]\nname = \"{name}\"\nbackup_dir = \"{}\"\npg_roots = [\"{}\"]\ninterval = \"1h\"\n",
@@ -313,6 +315,7 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
         section("new_plain", "new-plain", &both),
         section("new_tar", "new-tar", &both),
         section("new_tar_gz", "new-tar-gz", &both),
+        section("no_manifest", "no-manifest", &both),
         section("tar_without_18", "old-tar", &only15),
     ]
     .concat();
@@ -344,6 +347,12 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
             "restore.new_tar_gz",
             "ok",
             "; its WAL in the backup's tar files (listed;".to_string(),
+        ),
+        (
+            "restore.no_manifest",
+            "unknown",
+            "/no-manifest: it has no backup_manifest (PostgreSQL 12, pg_basebackup --no-manifest"
+                .to_string(),
         ),
         (
             "restore.old_tar",
