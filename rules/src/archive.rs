@@ -356,7 +356,7 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
             String::new()
         };
         let reported =
-            archived_through(obs).filter(|through| at_or_before(&g.first_missing, through));
+            archived_through(obs).filter(|through| at_or_before(&g.first_missing, *through));
         if g.segments_after >= l.in_flight_segments || reported.is_some() {
             let run = if g.missing > 1 {
                 format!(" and the {} segments after it are", g.missing - 1)
@@ -430,20 +430,34 @@ fn continuity(obs: &ArchiveDirObs, l: &ArchiveDirLimits, f: &mut Findings) {
     }
 }
 
-/// The WAL position (log and segment digits of the name) through which every segment must be
-/// in the directory: that of the `last_archived_wal` the linked server reported before the
-/// scan, when its archiver is the one filling this directory in order. `None` where that does
-/// not hold: no linked server or no answer, a standby that does not archive, an archive
-/// declared asynchronous, or a last archived file that is not a segment (a timeline or backup
-/// history file says nothing certain about the segments around it).
-fn archived_through(obs: &ArchiveDirObs) -> Option<&str> {
+/// How far every segment must be in the directory: the WAL position (log and segment digits
+/// of the name) of the `last_archived_wal` the linked server reported before the scan, when its
+/// archiver is the one filling this directory in order; before or at it (see [`Through`]).
+/// `None` where that does not hold: no linked server or no answer, a standby that does not
+/// archive, an archive declared asynchronous, or a timeline history file as the last archived
+/// one (archived ahead of every other file, it says nothing about the segments).
+fn archived_through(obs: &ArchiveDirObs) -> Option<Through<'_>> {
     if obs.asynchronous {
         return None;
     }
     let wal = last_archived(obs)?;
     // A `.partial` file is the old timeline's last segment, archived after everything before it.
     let seg = wal.strip_suffix(".partial").unwrap_or(wal);
-    is_segment_name(seg).then(|| &seg[8..])
+    if is_segment_name(seg) {
+        return Some(Through::AtOrBefore(&seg[8..]));
+    }
+    // A backup history file, `<segment>.<offset>.backup`, goes after the segments before its
+    // own (the archiver takes ready files in name order); its own may still be being written
+    // when the backup started and stopped in it.
+    let start = wal.strip_suffix(".backup")?.get(..24)?;
+    is_segment_name(start).then(|| Through::Before(&start[8..]))
+}
+
+/// A position through which every segment is archived, itself included or not.
+#[derive(Clone, Copy)]
+enum Through<'a> {
+    AtOrBefore(&'a str),
+    Before(&'a str),
 }
 
 fn last_archived(obs: &ArchiveDirObs) -> Option<&str> {
@@ -454,14 +468,35 @@ fn last_archived(obs: &ArchiveDirObs) -> Option<&str> {
     pg.last_archived_wal.as_deref()
 }
 
-/// Segment `name` is at or before position `through` (both 16 hex digits of log and segment,
-/// which order like the positions they name; the timeline does not matter along one path).
-fn at_or_before(name: &str, through: &str) -> bool {
-    name.get(8..24).is_some_and(|pos| pos <= through)
+/// Segment `name` is within `through` (positions as 16 hex digits of log and segment, which
+/// order like the positions they name; the timeline does not matter along one path).
+fn at_or_before(name: &str, through: Through) -> bool {
+    name.get(8..24).is_some_and(|pos| match through {
+        Through::AtOrBefore(t) => pos <= t,
+        Through::Before(t) => pos < t,
+    })
 }
 
 fn retention(obs: &ArchiveDirObs, min_secs: i64, f: &mut Findings) {
     let Some(oldest) = &obs.oldest_segment else {
+        // Nothing kept at all, for a cluster known to be older than the minimum (a linked
+        // server says its age): cleanup emptied the archive, or nothing ever arrived. Without
+        // a server the cluster may be new: "no WAL segment yet".
+        if obs.segments == 0
+            && let Some(age) = obs.postgres.as_ref().and_then(|p| p.cluster_age_secs)
+            && age >= min_secs
+        {
+            f.add(
+                Status::Warning,
+                format!(
+                    "WAL retention 0 is below the minimum {}: {} holds no WAL segment, and the \
+                     cluster was created {} ago",
+                    human::duration(min_secs),
+                    obs.path,
+                    human::duration(age)
+                ),
+            );
+        }
         return;
     };
     if oldest.age_secs >= min_secs || young_cluster(obs, min_secs).is_some() {

@@ -208,17 +208,11 @@ struct SetWindow<'a> {
     secs: i64,
 }
 
-/// A set's recoverable window (docs/checks.md R32), as the tool's catalogue gives it: from the
-/// oldest successful backup's end to when the newest archived segment was stored. Continuity
-/// in between is the tool's own business (pgBackRest's `check`/`verify`, `barman check`): its
-/// failing checks make the set critical, and no cut is known here.
-#[must_use]
-pub fn window(s: &BackupSet) -> Option<RecoveryWindow> {
-    window_of(&[s])
-}
-
-/// The window of sets a restore draws on together: from the oldest backup of any to the newest
-/// archived segment of any.
+/// The recoverable window (docs/checks.md R32) of sets a restore draws on together (one set,
+/// or a stanza's repositories), as the tool's catalogue gives it: from the oldest successful
+/// backup's end to when the newest archived segment was stored. Continuity in between is the
+/// tool's own business (pgBackRest's `check`/`verify`, `barman check`): its failing checks make
+/// the set critical, and no cut is known here.
 fn window_of(sets: &[&BackupSet]) -> Option<RecoveryWindow> {
     let oldest = sets
         .iter()

@@ -61,12 +61,7 @@ fn verdict(obs: &RestoreObs) -> Verdict {
         if obs.newer_incrementals > 0 {
             return Verdict::new(
                 Status::Critical,
-                format!(
-                    "no full base backup under {root}: {} incremental backup{}, which restore \
-                     only combined with the full backup they build on (pg_combinebackup)",
-                    obs.newer_incrementals,
-                    if obs.newer_incrementals == 1 { "" } else { "s" }
-                ),
+                no_full_backup(root, obs.newer_incrementals),
             );
         }
         return Verdict::new(
@@ -138,9 +133,15 @@ fn verdict(obs: &RestoreObs) -> Verdict {
                 "s"
             }
         ),
-        None if tar => "its WAL not checked (a compressed tar backup whose WAL, in base.tar or \
+        None if obs
+            .backup_format
+            .as_deref()
+            .is_some_and(|f| f.starts_with("tar.")) =>
+        {
+            "its WAL not checked (a compressed tar backup whose WAL, in base.tar or \
              pg_wal.tar.gz, is not opened, and not all of it in the archive)"
-            .to_string(),
+                .to_string()
+        }
         None => "its WAL range unknown (no WAL-Ranges in the manifest)".to_string(),
     };
     let by = match (obs.verifier_major, obs.backup_major) {
@@ -169,6 +170,17 @@ fn verdict(obs: &RestoreObs) -> Verdict {
     Verdict::new(
         Status::Ok,
         format!("base backup {path}{format} verified by {by} in {took}; {wal}{newer}"),
+    )
+}
+
+/// "no full base backup under …: N incremental backups, …": restore readiness's and a drill's
+/// words when only incremental backups (PostgreSQL 17 and later) are there.
+#[must_use]
+pub fn no_full_backup(root: &str, incrementals: u32) -> String {
+    format!(
+        "no full base backup under {root}: {incrementals} incremental backup{}, which restore \
+         only combined with the full backup they build on (pg_combinebackup)",
+        if incrementals == 1 { "" } else { "s" }
     )
 }
 

@@ -29,7 +29,7 @@
 //!   Timeline: the server's, else the highest found.
 
 mod backup_history;
-mod compressed;
+pub(crate) mod compressed;
 mod continuity;
 mod encryption;
 mod memo;
@@ -229,12 +229,17 @@ impl ArchiveDirProbe {
             };
             obs.encryption = Some(encryption::audit(&self.path, &l.segments, known));
         }
+        // Without a server to ask, the newest timeline that has segments: a history file alone
+        // is also what a test point-in-time restore pointed at this archive leaves behind, and
+        // taking its timeline would put every later segment of the real one off the path
+        // (gaps never reported, the window stopped at the switch). A new timeline's history
+        // is archived before its first segment, which follows within one segment's time.
         let archive_tli = l
             .segments
             .iter()
             .map(|s| s.name.tli)
-            .chain(l.histories.keys().copied())
-            .max();
+            .max()
+            .or_else(|| l.histories.keys().copied().max());
         let (tli, tli_source) = match (facts.and_then(|f| f.timeline), archive_tli) {
             (Some(t), _) => (t, "postgresql"),
             (None, Some(t)) => (t, "archive"),
@@ -306,8 +311,9 @@ impl ArchiveDirProbe {
         }
     }
 
-    /// The current timeline's ancestry from its history file in the archive; any timeline up
-    /// to the current one when the file is missing, compressed or unreadable (said in a note).
+    /// The current timeline's ancestry from its history file in the archive (plain or
+    /// compressed); any timeline up to the current one when the file is missing or unreadable
+    /// (said in a note).
     fn timeline_path(
         &self,
         obs: &mut ArchiveDirObs,
@@ -324,8 +330,7 @@ impl ArchiveDirProbe {
                 obs.missing_history = Some(history_name(tli));
                 format!("{} is not in the archive", history_name(tli))
             }
-            Some((name, Some(_))) => format!("{name} is compressed"),
-            Some((name, None)) => match read_history(&self.path.join(name)) {
+            Some((name, compression)) => match read_history(&self.path.join(name), *compression) {
                 Ok(entries) => return TimelinePath::from_history(tli, &entries, seg_size),
                 Err(e) => format!("reading {name}: {e}"),
             },
@@ -389,6 +394,8 @@ impl ArchiveDirProbe {
             };
             let size = match compression {
                 None => Some(meta.len()),
+                // Too small to hold anything: as truncated as a short plain copy.
+                Some(c) if meta.len() < c.min_bytes() => Some(meta.len()),
                 Some(c) => compressed::uncompressed_size(&path, c),
             };
             Some((archived(&facts, now)?, size))
@@ -478,11 +485,25 @@ fn size_from_names(segments: &[scan::SegEntry]) -> Option<u64> {
     Some((1u64 << 32) / per_log).filter(|s| valid_segment_size(*s))
 }
 
-fn read_history(path: &Path) -> Result<Vec<(u32, u64)>, String> {
-    let file = std::fs::File::open(path).map_err(|e| os_text(&e))?;
-    let mut text = String::new();
-    file.take(MAX_HISTORY_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| os_text(&e))?;
+/// A timeline history file, through its decompressor when a compressing archive_command
+/// compressed it (as it does every file it archives).
+fn read_history(
+    path: &Path,
+    compression: Option<names::Compression>,
+) -> Result<Vec<(u32, u64)>, String> {
+    let text = match compression {
+        Some(c) => {
+            String::from_utf8_lossy(&compressed::decompressed_head(path, c, MAX_HISTORY_BYTES)?)
+                .into_owned()
+        }
+        None => {
+            let file = std::fs::File::open(path).map_err(|e| os_text(&e))?;
+            let mut text = String::new();
+            file.take(MAX_HISTORY_BYTES)
+                .read_to_string(&mut text)
+                .map_err(|e| os_text(&e))?;
+            text
+        }
+    };
     names::parse_history(&text)
 }

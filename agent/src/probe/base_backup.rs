@@ -24,7 +24,7 @@ use backwatch_proto::model::BaseBackup;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde::Deserialize;
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const LABEL: &str = "backup_label";
 pub const MANIFEST: &str = "backup_manifest";
@@ -102,8 +102,9 @@ pub fn read(dir: &Path) -> Parsed {
                 && let Some(format @ Format::Tar(ext, _)) = format_of(dir) =>
         {
             match base_entry(dir, format, LABEL, MAX_LABEL_BYTES) {
-                Some(text) => apply_label(&mut out.backup, &text),
-                None => errors.push(format!("no {LABEL} in base.tar{ext}")),
+                Ok(Some(text)) => apply_label(&mut out.backup, &text),
+                Ok(None) => errors.push(format!("no {LABEL} in base.tar{ext}")),
+                Err(e) => errors.push(e),
             }
         }
         Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
@@ -133,6 +134,42 @@ pub fn read(dir: &Path) -> Parsed {
         out.backup.error = Some(errors.join("; "));
     }
     out
+}
+
+/// Candidates looked at for a full backup, newest first: beyond them a directory holds no
+/// chain anyone restores from (incrementals are taken daily, a full one weekly or so).
+const MAX_CANDIDATES: usize = 64;
+
+/// The first full (not incremental) backup of `newest_first`, and how many incremental ones
+/// come before it (at most [`MAX_CANDIDATES`] looked at). An incremental backup (PostgreSQL 17
+/// and later) restores only combined with its chain (pg_combinebackup), and pg_verifybackup
+/// passes it alone whatever became of the backups it builds on.
+pub fn newest_full(newest_first: impl IntoIterator<Item = PathBuf>) -> (Option<PathBuf>, u32) {
+    let mut incrementals = 0;
+    for dir in newest_first.into_iter().take(MAX_CANDIDATES) {
+        if !is_incremental(&dir) {
+            return (Some(dir), incrementals);
+        }
+        incrementals += 1;
+    }
+    (None, incrementals)
+}
+
+/// Whether the backup in `dir` is incremental: its label says `INCREMENTAL FROM LSN` (read
+/// cheaply), else, when the label cannot be read, its manifest lists `INCREMENTAL.*` files.
+pub fn is_incremental(dir: &Path) -> bool {
+    let label = std::fs::File::open(dir.join(LABEL))
+        .ok()
+        .and_then(|f| {
+            let mut text = String::new();
+            f.take(MAX_LABEL_BYTES).read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .or_else(|| base_entry(dir, format_of(dir)?, LABEL, MAX_LABEL_BYTES).ok()?);
+    match label {
+        Some(text) => text.lines().any(|l| l.starts_with("INCREMENTAL FROM LSN:")),
+        None => read(dir).backup.incremental,
+    }
 }
 
 /// How `pg_basebackup` wrote a backup: a plain directory (`-Fp`), or tar files (`-Ft`), with
@@ -222,34 +259,28 @@ pub fn tar_entry(path: &Path, wanted: &str, max: u64) -> Option<String> {
 const HEAD_BYTES: u64 = 1 << 20;
 
 /// The content (at most `max` bytes) of entry `wanted` of a tar backup's base.tar, compressed
-/// or not. The server sends `backup_label` first in the main tablespace's archive
-/// (basebackup.c), so a compressed one is unpacked only for its first [`HEAD_BYTES`], by its
-/// own decompressor, which is then stopped.
-pub fn base_entry(dir: &Path, format: Format, wanted: &str, max: u64) -> Option<String> {
+/// or not (`Ok(None)`: not there). The server sends `backup_label` first in the main
+/// tablespace's archive (basebackup.c), so a compressed one is unpacked only for its first
+/// [`HEAD_BYTES`], by its own decompressor, which is then stopped; other files (`PG_VERSION`)
+/// are found only when they happen to be that early. `Err` when the decompressor cannot run.
+pub fn base_entry(
+    dir: &Path,
+    format: Format,
+    wanted: &str,
+    max: u64,
+) -> Result<Option<String>, String> {
     let Format::Tar(ext, program) = format else {
-        return None;
+        return Ok(None);
     };
     let base = dir.join(format!("base.tar{ext}"));
-    let Some(program) = program else {
-        return tar_entry(&base, wanted, max);
+    if program.is_none() {
+        return Ok(tar_entry(&base, wanted, max));
+    }
+    let Some((_, compression)) = names::COMPRESSION_SUFFIXES.iter().find(|(s, _)| *s == ext) else {
+        return Ok(None);
     };
-    let mut child = std::process::Command::new(program)
-        .arg("-dc")
-        .arg(&base)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut head = Vec::new();
-    let read = child
-        .stdout
-        .take()
-        .map(|out| out.take(HEAD_BYTES).read_to_end(&mut head));
-    let _ = child.kill();
-    let _ = child.wait();
-    read?.ok()?;
-    entry_in(&head, wanted, max)
+    let head = super::archive_dir::compressed::decompressed_head(&base, *compression, HEAD_BYTES)?;
+    Ok(entry_in(&head, wanted, max))
 }
 
 /// Entry `wanted` (at most `max` bytes) among the whole entries of the start of a tar stream.
@@ -567,7 +598,9 @@ START TIMELINE: 1
             assert!(ok, "tar {flag}");
             let format = format_of(dir.path()).expect("a tar backup");
             assert_eq!(
-                base_entry(dir.path(), format, "PG_VERSION", 64).as_deref(),
+                base_entry(dir.path(), format, "PG_VERSION", 64)
+                    .expect("decompressor runs")
+                    .as_deref(),
                 Some("18\n")
             );
             let r = read(dir.path());

@@ -276,14 +276,12 @@ impl RestoreProbe {
     }
 }
 
-/// `root` itself when it has a manifest, else its subdirectory with the newest manifest.
-/// The newest backup under `root` (itself, or one level down) that is not incremental, by
-/// its manifest's modification time, and how many incremental ones are newer. An incremental
-/// backup (PostgreSQL 17 and later) restores only combined with its chain (pg_combinebackup),
-/// and pg_verifybackup checks it alone, whatever became of the backups it depends on.
+/// The newest full backup under `root` (itself, or one level down) by its manifest's
+/// modification time, and how many incremental ones are newer (see
+/// [`base_backup::newest_full`]).
 fn newest_backup(root: &Path) -> io::Result<(Option<PathBuf>, u32)> {
     if root.join(MANIFEST).is_file() {
-        return Ok((Some(root.to_path_buf()), 0));
+        return Ok(base_backup::newest_full([root.to_path_buf()]));
     }
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(root)? {
@@ -298,14 +296,7 @@ fn newest_backup(root: &Path) -> io::Result<(Option<PathBuf>, u32)> {
         }
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    let mut newer_incrementals = 0;
-    for (_, dir) in found {
-        if !base_backup::read(&dir).backup.incremental {
-            return Ok((Some(dir), newer_incrementals));
-        }
-        newer_incrementals += 1;
-    }
-    Ok((None, newer_incrementals))
+    Ok(base_backup::newest_full(found.into_iter().map(|(_, d)| d)))
 }
 
 /// The newest base backup under `root` (itself, or one level down) by its directory's time,
@@ -415,13 +406,14 @@ pub fn choose_verifier(
     })
 }
 
-/// The backup's major from its `PG_VERSION`: the file itself, or its entry in an uncompressed
-/// `base.tar` (the headers are read until it is found, at most 100,000 entries; compressed
-/// tars are not opened).
+/// The backup's major from its `PG_VERSION`: the file itself, or its entry in `base.tar` (an
+/// uncompressed one's headers are read until it is found, at most 100,000 entries; of a
+/// compressed one only the first MiB, where it is seldom: the server sends the data
+/// directory's files in directory order).
 fn major_of(dir: &Path, format: Format) -> Option<u32> {
     let text = match format {
         Format::Plain => std::fs::read_to_string(dir.join("PG_VERSION")).ok()?,
-        Format::Tar(..) => base_backup::base_entry(dir, format, "PG_VERSION", 64)?,
+        Format::Tar(..) => base_backup::base_entry(dir, format, "PG_VERSION", 64).ok()??,
     };
     text.trim().split('.').next()?.parse().ok()
 }

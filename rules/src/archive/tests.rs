@@ -418,6 +418,43 @@ fn partial_last_archived_segment_counts_as_archived_through_its_position() {
 }
 
 #[test]
+fn an_empty_archive_of_an_old_cluster_is_a_retention_warning_of_a_new_one_not() {
+    let mut obs = healthy();
+    obs.segments = 0;
+    obs.oldest_segment = None;
+    obs.newest_segment = None;
+    obs.continuity = None;
+    obs.window = None;
+    let pg = obs.postgres.as_mut().expect("linked server");
+    pg.last_archived_wal = None;
+    pg.last_archived_file = None;
+    let v = judged(&obs);
+    assert_eq!(v.status, Status::Warning, "{}", v.summary);
+    assert!(
+        v.summary
+            .contains("WAL retention 0 is below the minimum 7.0 d"),
+        "{}",
+        v.summary
+    );
+    obs.postgres.as_mut().expect("server").cluster_age_secs = Some(3600);
+    assert_eq!(judged(&obs).status, Status::Ok);
+    obs.postgres = None;
+    assert_eq!(judged(&obs).status, Status::Ok);
+}
+
+#[test]
+fn last_archived_backup_history_file_vouches_for_the_segments_before_its_own() {
+    // The archiver takes ready files in name order: `<S>.<offset>.backup` after every
+    // segment before S; S itself may still be being written when the backup stopped in it.
+    let mut obs = healthy();
+    last_archived(&mut obs, "0000000100000002000000CA.00000028.backup");
+    with_gaps(&mut obs, vec![gap("0000000100000002000000C9", 1, 2)]);
+    assert_eq!(judged(&obs).status, Status::Critical);
+    with_gaps(&mut obs, vec![gap("0000000100000002000000CA", 1, 1)]);
+    assert_eq!(judged(&obs).status, Status::Warning);
+}
+
+#[test]
 fn last_archived_history_file_keeps_the_in_flight_tolerance() {
     let mut obs = healthy();
     last_archived(&mut obs, "00000002.history");

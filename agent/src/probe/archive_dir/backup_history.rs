@@ -5,7 +5,8 @@
 //! `%Y-%m-%d %H:%M:%S %Z` in the server's `log_timezone`. A zone abbreviation ("CEST") names
 //! no offset, so the times are kept as written and the duration is taken on the wall clock,
 //! only when both carry the same abbreviation (a daylight-saving change in between would make
-//! it wrong by an hour). One file of a few hundred bytes is read, at most 64 KiB.
+//! it wrong by an hour). One file of a few hundred bytes is read, at most 64 KiB (through its
+//! decompressor when a compressing archive_command compressed it).
 
 use super::names::{self, WalFile};
 use backwatch_proto::model::BackupHistory;
@@ -18,14 +19,17 @@ const MAX_BYTES: u64 = 64 << 10;
 /// Reads `dir/name`; problems are the result's `error`, never a failure of the probe.
 pub fn read(dir: &Path, name: &str) -> BackupHistory {
     let (_, compression) = names::parse(name);
-    let text = if compression.is_some() {
-        Err("compressed: not read".to_string())
-    } else {
-        let mut text = String::new();
-        std::fs::File::open(dir.join(name))
-            .and_then(|f| f.take(MAX_BYTES).read_to_string(&mut text))
-            .map(|_| text)
-            .map_err(|e| super::os_text(&e))
+    let text = match compression {
+        // A compressing archive_command compresses it like every file it archives.
+        Some(c) => super::compressed::decompressed_head(&dir.join(name), c, MAX_BYTES)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        None => {
+            let mut text = String::new();
+            std::fs::File::open(dir.join(name))
+                .and_then(|f| f.take(MAX_BYTES).read_to_string(&mut text))
+                .map(|_| text)
+                .map_err(|e| super::os_text(&e))
+        }
     };
     match text {
         Ok(text) => parse(name, &text),
@@ -126,8 +130,23 @@ STOP TIMELINE: 1
                 .is_none()
         );
         let dir = tempfile::tempdir().expect("tempdir");
+        // Not there, or not gzip data: gzip's failure, never a panic.
         let b = read(dir.path(), "000000010000000000000002.00000028.backup.gz");
-        assert_eq!(b.error.as_deref(), Some("compressed: not read"));
+        assert!(
+            b.error.as_deref().is_some_and(|e| e.starts_with("gzip")),
+            "{b:?}"
+        );
+        std::fs::write(
+            dir.path()
+                .join("000000010000000000000003.00000028.backup.gz"),
+            "plain text",
+        )
+        .expect("write");
+        let b = read(dir.path(), "000000010000000000000003.00000028.backup.gz");
+        assert!(
+            b.error.as_deref().is_some_and(|e| e.starts_with("gzip")),
+            "{b:?}"
+        );
         let b = read(dir.path(), "000000010000000000000002.00000028.backup");
         assert_eq!(b.error.as_deref(), Some("No such file or directory"));
     }

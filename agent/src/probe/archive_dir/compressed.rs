@@ -31,6 +31,43 @@ pub fn uncompressed_size(path: &Path, compression: Compression) -> Option<u64> {
     }
 }
 
+/// The first `max` bytes of `path` decompressed by its own program
+/// ([`Compression::decompress_command`]), which is then stopped: a history file (a few hundred
+/// bytes) or the start of a compressed tar. `Err` when the program cannot run or fails.
+pub fn decompressed_head(
+    path: &Path,
+    compression: Compression,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    use std::process::{Command, Stdio};
+    let mut argv = compression.decompress_command().split_whitespace();
+    let program = argv.next().unwrap_or("gzip");
+    let mut child = Command::new(program)
+        .args(argv)
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {}", super::os_text(&e)))?;
+    let mut head = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|out| out.take(max).read_to_end(&mut head));
+    // Stopped once `max` bytes are in, or reaped after it ended by itself.
+    let _ = child.kill();
+    let status = child.wait();
+    match read {
+        Some(Ok(_)) if !head.is_empty() => Ok(head),
+        Some(Err(e)) => Err(format!("{program}: {}", super::os_text(&e))),
+        _ => Err(match status {
+            Ok(s) if !s.success() => format!("{program} failed ({s}): not {compression:?} data"),
+            _ => format!("{program} gave nothing"),
+        }),
+    }
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> Option<usize> {
     let mut n = 0;
     while n < buf.len() {

@@ -19,6 +19,21 @@ pub const COMPRESSION_SUFFIXES: [(&str, Compression); 6] = [
 ];
 
 impl Compression {
+    /// The smallest file of this format that holds anything (its fixed header and trailer): a
+    /// compressed segment shorter is empty or cut off, e.g. `gzip < %p > %f.gz` creates the
+    /// file before gzip runs, so a full disk or a kill leaves it empty; a real segment, even
+    /// all zeros, compresses to kilobytes.
+    pub fn min_bytes(self) -> u64 {
+        match self {
+            Compression::Gzip => 18,
+            Compression::Lz4 => 11,
+            Compression::Zstd => 9,
+            Compression::Brotli => 1,
+            Compression::Xz => 32,
+            Compression::Bzip2 => 14,
+        }
+    }
+
     /// The command that writes the file named after it, decompressed, to standard output.
     pub fn decompress_command(self) -> &'static str {
         match self {

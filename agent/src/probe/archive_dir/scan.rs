@@ -167,10 +167,12 @@ impl Listing {
         } else {
             *self.plain_sizes.entry(facts.size).or_default() += 1;
         }
+        // A compressed copy too small to hold anything is a short copy, of its own size.
+        let broken = compression.is_some_and(|c| facts.size < c.min_bytes());
         self.segments.push(SegEntry {
             name: seg,
             size: u32::try_from(facts.size).unwrap_or(u32::MAX),
-            compressed: compression.is_some(),
+            compressed: compression.is_some() && !broken,
             mtime_secs: epoch_secs(facts.mtime),
         });
         let day = day_number(facts.mtime);

@@ -250,6 +250,99 @@ fn timeline_path_is_read_from_the_history_file() {
     assert_eq!(c.range_end, seg(2, 6));
 }
 
+/// A test point-in-time restore pointed at production's archive leaves `00000003.history`
+/// and nothing else of timeline 3: without a server to ask, production's timeline 2 stays the
+/// one judged, and its later gaps are still found.
+#[test]
+fn a_history_file_without_segments_does_not_take_over_the_timeline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    for n in [5, 6, 8] {
+        put(tmp.path(), &seg(2, n), 16 * MIB, now - HOUR);
+    }
+    for (name, text) in [
+        (
+            "00000002.history",
+            "1\t0/5000000\tno recovery target specified\n",
+        ),
+        (
+            "00000003.history",
+            "1\t0/5000000\tno recovery target specified\n2\t0/6000000\tbefore 2026-12-01\n",
+        ),
+    ] {
+        fs::write(tmp.path().join(name), text).expect("history");
+        fs::File::options()
+            .write(true)
+            .open(tmp.path().join(name))
+            .and_then(|f| f.set_modified(now - HOUR))
+            .expect("history mtime");
+    }
+    let obs = probe(tmp.path()).scan(SystemTime::now(), None);
+    assert_eq!(obs.timeline, 2);
+    let c = obs.continuity.expect("continuity");
+    assert_eq!(c.gap_count, 1, "{c:?}");
+    assert_eq!(c.gaps[0].first_missing, seg(2, 7));
+}
+
+/// A compressing archive_command (`gzip < %p > /archive/%f.gz`) compresses the timeline and
+/// backup history files too: they are read through gzip, not given up on.
+#[test]
+fn compressed_history_files_are_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    for n in [3, 4, 5] {
+        put_gzip(
+            tmp.path(),
+            &format!("{}.gz", seg(1, n)),
+            16 * MIB,
+            now - HOUR,
+        );
+    }
+    for n in [5, 6] {
+        put_gzip(
+            tmp.path(),
+            &format!("{}.gz", seg(2, n)),
+            16 * MIB,
+            now - HOUR,
+        );
+    }
+    let backup = format!("{}.00000028.backup", seg(1, 3));
+    for (name, text) in [
+        (
+            "00000002.history",
+            "1\t0/5000000\tno recovery target specified\n".to_string(),
+        ),
+        (
+            backup.as_str(),
+            format!(
+                "START WAL LOCATION: 0/3000028 (file {})\nSTOP WAL LOCATION: 0/3000100 (file {})\n\
+                 START TIME: 2026-12-05 10:00:00 UTC\nSTOP TIME: 2026-12-05 10:00:05 UTC\n",
+                seg(1, 3),
+                seg(1, 3)
+            ),
+        ),
+    ] {
+        fs::write(tmp.path().join(name), text).expect("write");
+        let ok = std::process::Command::new("gzip")
+            .arg(tmp.path().join(name))
+            .status()
+            .expect("gzip")
+            .success();
+        assert!(ok);
+        fs::File::options()
+            .write(true)
+            .open(tmp.path().join(format!("{name}.gz")))
+            .and_then(|f| f.set_modified(now - HOUR))
+            .expect("mtime");
+    }
+    let obs = probe(tmp.path()).scan(SystemTime::now(), None);
+    assert_eq!(obs.timeline, 2);
+    assert_eq!(obs.timeline_note, None, "read, not given up on");
+    let b = obs.newest_backup.expect("backup history");
+    assert_eq!(b.error, None);
+    assert_eq!(b.stop_segment.as_deref(), Some(seg(1, 3).as_str()));
+}
+
 #[test]
 fn missing_history_is_named_and_any_earlier_timeline_accepted() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -266,6 +359,32 @@ fn missing_history_is_named_and_any_earlier_timeline_accepted() {
         obs.timeline_note
     );
     assert_eq!(obs.continuity.expect("continuity").gap_count, 0);
+}
+
+/// `gzip < %p > %f.gz` creates the file before gzip writes: a full disk or a kill leaves it
+/// empty. Such a copy holds nothing: a short copy in the range, and a truncated last archived
+/// segment, never "present".
+#[test]
+fn an_empty_compressed_segment_is_a_short_copy_not_a_present_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    for n in [1, 2, 4] {
+        put_gzip(
+            tmp.path(),
+            &format!("{}.gz", seg(1, n)),
+            16 * MIB,
+            now - HOUR,
+        );
+    }
+    put(tmp.path(), &format!("{}.gz", seg(1, 3)), 0, now - HOUR);
+    let p = probe(tmp.path());
+    let obs = p.scan(now, Some(("main".into(), Ok(facts(&seg(1, 3))))));
+    let c = obs.continuity.as_ref().expect("continuity");
+    assert_eq!((c.gap_count, c.short_segments), (0, 1), "{c:?}");
+    assert_eq!(c.short[0].name, seg(1, 3));
+    assert_eq!(c.short[0].size_bytes, 0);
+    let view = obs.postgres.expect("view");
+    assert_eq!(view.last_archived_uncompressed_bytes, Some(0));
 }
 
 #[test]

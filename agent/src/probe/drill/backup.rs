@@ -104,22 +104,17 @@ fn newest(root: &Path) -> Result<Found, String> {
         candidates.push((stamp, Found { path: dir, format }));
     }
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-    // An incremental backup (PostgreSQL 17 and later) restores only combined with its chain
-    // (pg_combinebackup): the newest full one is drilled.
-    let mut incrementals = 0;
-    for (_, found) in candidates {
-        if !base_backup::read(&found.path).backup.incremental {
-            return Ok(found);
-        }
-        incrementals += 1;
+    let (found, incrementals) =
+        base_backup::newest_full(candidates.iter().map(|(_, f)| f.path.clone()));
+    if let Some(path) = found {
+        return candidates
+            .into_iter()
+            .map(|(_, f)| f)
+            .find(|f| f.path == path)
+            .ok_or_else(|| format!("{} vanished", path.display()));
     }
     Err(if incrementals > 0 {
-        format!(
-            "no full base backup under {}: {incrementals} incremental backup{}, which restore \
-             only combined with the full backup they build on (pg_combinebackup)",
-            root.display(),
-            if incrementals == 1 { "" } else { "s" }
-        )
+        backwatch_rules::restore::no_full_backup(&root.display().to_string(), incrementals)
     } else {
         format!(
             "no base backup (plain with PG_VERSION, or tar with base.tar, .gz, .lz4 or .zst) under {}",
@@ -170,27 +165,20 @@ pub async fn restore(found: &Found, data: &Path, limit: &[String]) -> Result<(),
             run(limit, &["cp", "-a", &format!("{src}/."), &dst]).await?;
         }
         Format::Tar(ext, program) => {
-            let program = program.map(|p| format!("--use-compress-program={p}"));
-            let untar = |file: String, into: String| {
+            let untar = |file: String, program: Option<&str>, into: String| {
                 let mut argv = vec!["tar".to_string()];
-                argv.extend(program.clone());
+                argv.extend(program.map(|p| format!("--use-compress-program={p}")));
                 argv.extend(["-xf".into(), file, "-C".into(), into]);
                 argv
             };
-            run(limit, &untar(format!("{src}/base.tar{ext}"), dst.clone())).await?;
+            let base = format!("{src}/base.tar{ext}");
+            run(limit, &untar(base, program, dst.clone())).await?;
             if let Some((wal, program)) = wal_tar(&found.path) {
                 let pg_wal = data.join("pg_wal");
                 std::fs::create_dir_all(&pg_wal)
                     .map_err(|e| format!("creating {}: {}", pg_wal.display(), os_text(&e)))?;
-                let mut argv = vec!["tar".to_string()];
-                argv.extend(program.map(|p| format!("--use-compress-program={p}")));
-                argv.extend([
-                    "-xf".into(),
-                    wal.display().to_string(),
-                    "-C".into(),
-                    pg_wal.display().to_string(),
-                ]);
-                run(limit, &argv).await?;
+                let (wal, into) = (wal.display().to_string(), pg_wal.display().to_string());
+                run(limit, &untar(wal, program, into)).await?;
             }
         }
     }

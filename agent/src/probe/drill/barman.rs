@@ -56,25 +56,14 @@ impl BarmanSource {
         let newest = usable
             .first()
             .ok_or_else(|| format!("Barman server {} has no backup to restore", self.server))?;
+        // What `show-backup` adds (the cluster's size, compression, encryption); without it
+        // the listing's size is all there is.
         let argv = self.argv(&["-f", "json", "show-backup", &self.server, &id(newest)]);
-        let out = tool_command::run_ok(&argv, 0, OUTPUT).await?;
-        let shown: serde_json::Value = serde_json::from_str(&out.stdout)
-            .map_err(|e| format!("barman show-backup printed no JSON: {e}"))?;
-        let shown = &shown[self.server.as_str()];
-        let incremental = crate::probe::barman::is_incremental(newest);
-        let compressed = shown["base_backup_information"]["compression"]
-            .as_str()
-            .is_some_and(|c| !c.is_empty() && c != "none");
-        let mut bytes = newest["size_bytes"].as_u64().unwrap_or(0);
-        if incremental || compressed {
-            // An incremental holds only the changed blocks, a compressed one its compressed
-            // size: `recover` writes the whole cluster, whose size at backup time `show-backup`
-            // gives (Barman 3.11 and later). And it first decompresses or combines the backup
-            // in a staging directory, which the drill keeps in its scratch (see
-            // `staging_dir`): as much again. (Barman before 3.11 does not say a backup is
-            // compressed: its compressed size is checked then, less than it unpacks to.)
-            bytes = restored_bytes(shown, &usable).saturating_mul(2);
-        }
+        let shown: serde_json::Value = match tool_command::run_ok(&argv, 0, OUTPUT).await {
+            Ok(out) => serde_json::from_str(&out.stdout).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let bytes = space_needed(newest, &shown[self.server.as_str()], &usable);
         let staging = staging_options(self.version().await);
         let space = super::backup::space(scratch, bytes, factor)?;
         Ok((
@@ -165,6 +154,37 @@ fn staging_options(version: Option<(u32, u32)>) -> Vec<String> {
     }
 }
 
+/// What `recover` of `newest` writes into the scratch: the whole cluster (its size when the
+/// backup was taken, `cluster_size_bytes` of `show-backup`, Barman 3.11 and later; the backup's
+/// own size for a plain full backup), twice when Barman first decompresses, decrypts or
+/// combines it in its staging directory, which the drill keeps in its scratch
+/// ([`staging_dir`]). Barman says a backup is compressed or encrypted in `show-backup` from
+/// 3.16 on: before, a compressed backup's staging copy is not counted.
+fn space_needed(
+    newest: &serde_json::Value,
+    shown: &serde_json::Value,
+    usable: &[&serde_json::Value],
+) -> u64 {
+    let info = &shown["base_backup_information"];
+    let set = |key: &str| {
+        info[key]
+            .as_str()
+            .is_some_and(|c| !c.is_empty() && c != "none")
+    };
+    let incremental = crate::probe::barman::is_incremental(newest);
+    let size = newest["size_bytes"].as_u64().unwrap_or(0);
+    let restored = if incremental {
+        restored_bytes(shown, usable)
+    } else {
+        size.max(shown["cluster_size_bytes"].as_u64().unwrap_or(0))
+    };
+    if incremental || set("compression") || set("encryption") {
+        restored.saturating_mul(2)
+    } else {
+        restored
+    }
+}
+
 /// What restoring a compressed or incremental backup writes: the cluster's size when it was
 /// taken (`cluster_size_bytes` of its `show-backup`, Barman 3.11 and later), else the sizes of
 /// every usable backup from the newest full one up to it (`usable`, newest first): an upper
@@ -226,6 +246,31 @@ mod tests {
         assert_eq!(restored_bytes(&shown, &usable), 1200);
         // Without the cluster's size: the chain back to the newest full, at most.
         assert_eq!(restored_bytes(&serde_json::Value::Null, &usable), 1030);
+    }
+
+    #[test]
+    fn staged_backups_need_the_cluster_twice() {
+        let v = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        let full = v(r#"{"backup_id": "1", "backup_type": "full", "size_bytes": 300}"#);
+        let incr = v(r#"{"backup_id": "2", "backup_type": "incremental", "size_bytes": 10}"#);
+        let usable = [&incr, &full];
+        // A plain full backup: its size, or the cluster's when larger.
+        assert_eq!(space_needed(&full, &serde_json::Value::Null, &usable), 300);
+        assert_eq!(
+            space_needed(&full, &v(r#"{"cluster_size_bytes": 1000}"#), &usable),
+            1000
+        );
+        // Decompressed, decrypted or combined in the staging directory first: twice.
+        let compressed = v(r#"{"cluster_size_bytes": 1000,
+            "base_backup_information": {"compression": "gzip", "encryption": null}}"#);
+        assert_eq!(space_needed(&full, &compressed, &usable), 2000);
+        let encrypted = v(r#"{"cluster_size_bytes": 1000,
+            "base_backup_information": {"compression": null, "encryption": "gpg"}}"#);
+        assert_eq!(space_needed(&full, &encrypted, &usable), 2000);
+        assert_eq!(
+            space_needed(&incr, &v(r#"{"cluster_size_bytes": 1200}"#), &usable),
+            2400
+        );
     }
 
     #[test]
