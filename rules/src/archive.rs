@@ -486,11 +486,17 @@ fn retention(obs: &ArchiveDirObs, min_secs: i64, f: &mut Findings) {
             && let Some(age) = obs.postgres.as_ref().and_then(|p| p.cluster_age_secs)
             && age >= min_secs
         {
+            // Files named otherwise (`<segment>.gpg`: a container Backwatch does not know) are
+            // said, so that the reason is plain.
+            let others = match obs.other_files {
+                0 => String::new(),
+                n => format!(" ({n} other files, none named as a segment or a known compression)"),
+            };
             f.add(
                 Status::Warning,
                 format!(
-                    "WAL retention 0 is below the minimum {}: {} holds no WAL segment, and the \
-                     cluster was created {} ago",
+                    "WAL retention 0 is below the minimum {}: {} holds no WAL segment{others}, \
+                     and the cluster was created {} ago",
                     human::duration(min_secs),
                     obs.path,
                     human::duration(age)
