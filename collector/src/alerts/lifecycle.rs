@@ -354,10 +354,13 @@ fn notify_at(
     }
 }
 
-/// A resolution goes to those who heard of the alert, unless a silence holds it back.
+/// A resolution goes to those who heard of the alert, silence or not: a silence withholds bad
+/// news, and holding back the end of what was already told would leave a PagerDuty incident
+/// (one dedup key per alert) and every reader's "still critical" open for good. An alert
+/// nobody heard of resolves quietly.
 fn resolve(mut f: AlertFields, summary: String, silenced: bool, at: DateTime<Utc>) -> Outcome {
     match f.notified_severity {
-        Some(audience) if !silenced => {
+        Some(audience) => {
             f.silenced = false;
             f.last_notified_at = Some(at);
             Outcome {

@@ -178,6 +178,20 @@ fn silenced_alert_is_recorded_without_notice() {
 }
 
 #[test]
+fn a_resolution_under_a_silence_still_reaches_those_told() {
+    // Paged, then a maintenance silence began, and the problem was fixed during it.
+    let mut a = open(Critical, Crit);
+    a.notified_severity = Some(Crit);
+    let mut c = change(OkS);
+    c.silenced = true;
+    let o = on_change(Some(&a), &c, &policy());
+    assert_eq!(
+        shape(&o),
+        Some(("resolved", Some((NoticeKind::Resolved, Crit))))
+    );
+}
+
+#[test]
 fn withheld_notice_goes_out_when_the_silence_ends() {
     let p = policy();
     let mut a = open(Critical, Crit);
