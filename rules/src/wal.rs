@@ -95,15 +95,17 @@ pub struct DataAtRisk {
     pub unswitched: bool,
 }
 
-/// Data at risk, or `None` where it does not apply (a standby that does not archive,
-/// archiving disabled) or cannot be known (the pending list is unreadable).
+/// Data at risk, or `None` where it does not apply (a standby, archiving disabled) or cannot
+/// be known (the pending list is unreadable). A standby's own backlog, even one that archives
+/// (`archive_mode = always`, judged by the archive delay), is not what a crash of the primary
+/// would lose: the standby still holds that WAL.
 ///
 /// The oldest WAL not archived is the oldest `.ready` segment when there is one (its age is
 /// the archive delay), else the first write transaction in the current segment, dated by the
 /// agent from sample to sample. It is never the age of `last_archived_time`: a server that
 /// wrote nothing since has nothing at risk however old that is.
 pub fn data_at_risk(obs: &WalObs) -> Option<DataAtRisk> {
-    if (obs.in_recovery && obs.archive_mode != "always") || archiving_disabled(obs).is_some() {
+    if obs.in_recovery || archiving_disabled(obs).is_some() {
         return None;
     }
     if obs.pending_source == PendingSource::Unavailable {
@@ -660,6 +662,12 @@ mod tests {
             ..obs.clone()
         };
         assert_eq!(data_at_risk(&standby), None);
+        let archiving_standby = WalObs {
+            in_recovery: true,
+            archive_mode: "always".into(),
+            ..obs.clone()
+        };
+        assert_eq!(data_at_risk(&archiving_standby), None);
         let unreadable = WalObs {
             pending_source: PendingSource::Unavailable,
             ..obs

@@ -18,6 +18,13 @@
 //!   `.ready` files, which have their own time) and nothing wrote since: nothing at risk;
 //! - new segment, new id: work since the previous sample.
 //!
+//! "New segment, new id" cannot tell whether the work went into the old segment before the
+//! switch (archived with it) or into the new one: it is dated, on the side of more risk. With
+//! `archive_timeout` set, time tells: PostgreSQL switches a segment holding committed work
+//! within `archive_timeout` of its last switch, so work dated longer ago than that plus a
+//! minute, in a segment still current, is not in it (else an idle server whose last write
+//! came just before a switch would show a figure growing for good).
+//!
 //! A first sample cannot date what the segment already holds. Rather than an alarm from a
 //! guess (the last archive time can be hours old on an idle server), it counts from the next
 //! write transaction and says so in a note, until the segment switches.
@@ -47,7 +54,24 @@ pub struct Tracked {
 
 pub const UNDATED_NOTE: &str = "WAL already in the current segment when the agent started cannot be dated; counted from the next write transaction until the segment switches";
 
-pub fn next(prev: Option<&Tracked>, now: Sample) -> Tracked {
+/// Slack on `archive_timeout`: the checkpointer checks it on its own schedule.
+const ARCHIVE_TIMEOUT_SLACK_SECS: i64 = 60;
+
+/// The conclusion from the previous one and this sample; `archive_timeout_secs` is the
+/// server's setting (0: off).
+pub fn next(prev: Option<&Tracked>, now: Sample, archive_timeout_secs: i64) -> Tracked {
+    let mut t = judge(prev, now);
+    if archive_timeout_secs > 0
+        && t.since.is_some_and(|since| {
+            (t.sample.at - since).num_seconds() > archive_timeout_secs + ARCHIVE_TIMEOUT_SLACK_SECS
+        })
+    {
+        t.since = None;
+    }
+    t
+}
+
+fn judge(prev: Option<&Tracked>, now: Sample) -> Tracked {
     let tracked = |since, undated| Tracked {
         sample: now.clone(),
         since,
@@ -89,43 +113,64 @@ mod tests {
 
     #[test]
     fn an_idle_server_whose_segment_holds_only_a_checkpoint_has_nothing_at_risk() {
-        let t = next(None, s("A", 700, false, 0));
+        let t = next(None, s("A", 700, false, 0), 0);
         // A checkpoint record moves the position; no transaction id was taken.
-        let t = next(Some(&t), s("A", 700, true, 5));
-        let t = next(Some(&t), s("A", 700, true, 50));
+        let t = next(Some(&t), s("A", 700, true, 5), 0);
+        let t = next(Some(&t), s("A", 700, true, 50), 0);
         assert_eq!(t.since, None);
         assert!(!t.undated);
     }
 
     #[test]
     fn work_is_dated_to_the_sample_before_it_and_stays_dated() {
-        let t = next(None, s("A", 700, false, 0));
-        let t = next(Some(&t), s("A", 701, true, 1));
+        let t = next(None, s("A", 700, false, 0), 0);
+        let t = next(Some(&t), s("A", 701, true, 1), 0);
         assert_eq!(t.since, at(0));
-        let t = next(Some(&t), s("A", 705, true, 2));
-        let t = next(Some(&t), s("A", 705, true, 30));
+        let t = next(Some(&t), s("A", 705, true, 2), 0);
+        let t = next(Some(&t), s("A", 705, true, 30), 0);
         assert_eq!(t.since, at(0), "the oldest write is what is at risk");
     }
 
     #[test]
     fn a_switch_clears_unless_work_continued() {
-        let t = next(None, s("A", 700, true, 0));
-        let t = next(Some(&t), s("A", 701, true, 1));
-        let quiet = next(Some(&t), s("B", 701, true, 2));
+        let t = next(None, s("A", 700, true, 0), 0);
+        let t = next(Some(&t), s("A", 701, true, 1), 0);
+        let quiet = next(Some(&t), s("B", 701, true, 2), 0);
         assert_eq!(quiet.since, None);
-        let busy = next(Some(&t), s("B", 702, true, 2));
+        let busy = next(Some(&t), s("B", 702, true, 2), 0);
         assert_eq!(busy.since, at(1));
-        let fresh = next(Some(&t), s("B", 702, false, 2));
+        let fresh = next(Some(&t), s("B", 702, false, 2), 0);
         assert_eq!(fresh.since, None, "nothing past the header: nothing in it");
     }
 
     #[test]
     fn a_first_sample_is_undated_until_the_segment_switches() {
-        let t = next(None, s("A", 700, true, 0));
+        let t = next(None, s("A", 700, true, 0), 0);
         assert_eq!((t.since, t.undated), (None, true));
-        let t = next(Some(&t), s("A", 701, true, 1));
+        let t = next(Some(&t), s("A", 701, true, 1), 0);
         assert_eq!((t.since, t.undated), (at(0), true));
-        let t = next(Some(&t), s("B", 701, true, 2));
+        let t = next(Some(&t), s("B", 701, true, 2), 0);
         assert_eq!((t.since, t.undated), (None, false));
+    }
+
+    #[test]
+    fn with_archive_timeout_work_not_switched_away_in_time_was_not_in_the_segment() {
+        // A write, then archive_timeout (60 s) switched A away before the next sample; B
+        // holds only a standby snapshot record, and the server stays idle.
+        let t = next(None, s("A", 700, true, 0), 60);
+        let t = next(Some(&t), s("B", 701, true, 1), 60);
+        assert_eq!(t.since, at(0), "dated at first: the write may be in B");
+        let t = next(Some(&t), s("B", 701, true, 2), 60);
+        assert_eq!(t.since, at(0), "within archive_timeout and its slack");
+        let t = next(Some(&t), s("B", 701, true, 3), 60);
+        assert_eq!(
+            t.since, None,
+            "B would have been switched: the write was in A"
+        );
+        // Without archive_timeout nothing tells: the figure stays.
+        let t = next(None, s("A", 700, true, 0), 0);
+        let t = next(Some(&t), s("B", 701, true, 1), 0);
+        let t = next(Some(&t), s("B", 701, true, 30), 0);
+        assert_eq!(t.since, at(0));
     }
 }

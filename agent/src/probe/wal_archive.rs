@@ -172,7 +172,7 @@ impl WalProbe {
             })
         })();
         let mut kept = self.unswitched.lock().unwrap_or_else(|e| e.into_inner());
-        *kept = sample.map(|s| unswitched::next(kept.as_ref(), s));
+        *kept = sample.map(|s| unswitched::next(kept.as_ref(), s, obs.archive_timeout_secs));
         if let Some(t) = kept.as_ref() {
             obs.unswitched_writes_since = t.since;
             obs.unswitched_writes_note = t.undated.then(|| unswitched::UNDATED_NOTE.to_string());
