@@ -95,6 +95,21 @@ pub struct DataAtRisk {
     pub unswitched: bool,
 }
 
+/// The archive delay as a measure (rollups, `/metrics`): the oldest waiting segment's age, 0
+/// when none waits; `None` when the waiting list cannot be read, or a segment waits of unknown
+/// age (estimated from WAL positions without a date), never a 0 that would read as "fine".
+#[must_use]
+pub fn archive_delay_secs(w: &WalObs) -> Option<i64> {
+    match w.pending_source {
+        PendingSource::ArchiveStatusdir => Some(w.oldest_ready_age_secs.unwrap_or(0).max(0)),
+        PendingSource::WalPositions if w.ready_segments > 0 => {
+            w.oldest_ready_age_secs.map(|a| a.max(0))
+        }
+        PendingSource::WalPositions => Some(0),
+        PendingSource::Unavailable => None,
+    }
+}
+
 /// Data at risk, or `None` where it does not apply (a standby, archiving disabled) or cannot
 /// be known (the pending list is unreadable). A standby's own backlog, even one that archives
 /// (`archive_mode = always`, judged by the archive delay), is not what a crash of the primary
@@ -673,6 +688,28 @@ mod tests {
             ..obs
         };
         assert_eq!(data_at_risk(&unreadable), None);
+    }
+
+    #[test]
+    fn the_archive_delay_measure_is_never_a_zero_it_does_not_know() {
+        let listed = WalObs {
+            ready_segments: 0,
+            oldest_ready_age_secs: None,
+            ..healthy()
+        };
+        assert_eq!(archive_delay_secs(&listed), Some(0));
+        let undated = WalObs {
+            pending_source: PendingSource::WalPositions,
+            ready_segments: 3,
+            oldest_ready_age_secs: None,
+            ..healthy()
+        };
+        assert_eq!(archive_delay_secs(&undated), None);
+        let unreadable = WalObs {
+            pending_source: PendingSource::Unavailable,
+            ..healthy()
+        };
+        assert_eq!(archive_delay_secs(&unreadable), None);
     }
 
     #[test]

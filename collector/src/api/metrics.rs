@@ -372,9 +372,9 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_wal_archive_delay_seconds",
         kind: "gauge",
-        help: "Age of the oldest WAL segment waiting to be archived (0 when none waits).",
+        help: "Age of the oldest WAL segment waiting to be archived (0 when none waits; absent when the waiting list cannot be read or a waiting segment's age is unknown).",
         read: |o| match o {
-            Observation::Wal(w) => Some(w.oldest_ready_age_secs.unwrap_or(0).max(0) as f64),
+            Observation::Wal(w) => backwatch_rules::wal::archive_delay_secs(w).map(|s| s as f64),
             _ => None,
         },
     },

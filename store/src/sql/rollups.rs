@@ -22,7 +22,7 @@ use super::read::{get, parse_status};
 use super::write::query_error;
 use crate::reports::{HOUR_MS, Period, Rollup};
 use crate::{Evaluated, StoreResult};
-use backwatch_proto::model::{Observation, PendingSource, ProbeKind};
+use backwatch_proto::model::{Observation, ProbeKind};
 use backwatch_rules::status::Status;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -97,18 +97,7 @@ pub fn sample(item: &Evaluated) -> Sample {
                 .and_then(|bb| bb.duration_secs);
         }
         Some(Observation::Wal(w)) => {
-            // Nothing waiting is a delay of 0; an unreadable pending list is no measure.
-            s.delay = match w.pending_source {
-                PendingSource::ArchiveStatusdir => {
-                    Some(w.oldest_ready_age_secs.unwrap_or(0).max(0))
-                }
-                // An estimate: nothing waiting is 0, a waiting segment of unknown age no measure.
-                PendingSource::WalPositions if w.ready_segments > 0 => {
-                    w.oldest_ready_age_secs.map(|a| a.max(0))
-                }
-                PendingSource::WalPositions => Some(0),
-                PendingSource::Unavailable => None,
-            };
+            s.delay = backwatch_rules::wal::archive_delay_secs(w);
             s.archived = Some(w.archived_count);
             s.failed = Some(w.failed_count);
             s.risk = backwatch_rules::wal::data_at_risk(w).map(|r| r.secs);
