@@ -71,13 +71,16 @@ pub async fn sweep(
                 silenced += 1;
             }
             let summary = format!(
-                "agent silent since {} (no contact for {})",
+                "{} {} (no contact for {})",
+                crate::store::AGENT_SILENT_SUMMARY,
                 h.last_contact.format("%Y-%m-%d %H:%M:%S UTC"),
                 human::duration(quiet_for.num_seconds())
             );
             for c in checks {
                 // Once per check: the summary's "no contact for" is not refreshed every sweep.
-                if c.status != Status::Unknown || !c.summary.starts_with("agent silent since") {
+                if c.status != Status::Unknown
+                    || !c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY)
+                {
                     store
                         .set_check_status(
                             &h.host,

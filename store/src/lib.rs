@@ -39,6 +39,12 @@ use backwatch_rules::status::{Status, Verdict};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// How a check's summary starts while its host's agent is silent (set by the collector's
+/// silence sweep, not by the agent): the agent's own next result, even of the same status, is
+/// then a change of state, so that the alert engine judges it (the silence's unknown is not
+/// alerted, the agent's may be).
+pub const AGENT_SILENT_SUMMARY: &str = "agent silent since";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("opening store {url_redacted}: {source}")]

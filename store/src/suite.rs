@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     history_filters_by_check_and_since(store).await?;
     host_contact_keeps_first_seen(store).await?;
     set_check_status_records_transition_once(store).await?;
+    the_agents_own_unknown_after_a_silence_is_a_transition(store).await?;
     pseudo_check_changes_once_per_status(store).await?;
     retired_check_leaves_the_host_and_resolves(store).await?;
     check_state_round_trips_the_latest_result(store).await?;
@@ -522,6 +523,44 @@ pub async fn retired_check_leaves_the_host_and_resolves(store: &dyn Store) -> St
             last.summary.as_str()
         ),
         ("disk.root", Some(Status::Unknown), Status::Ok, gone)
+    );
+    Ok(())
+}
+
+/// The silence sweep's unknown is not the agent's: when the agent is back and reports unknown
+/// itself (PostgreSQL did not start after a reboot), that is a transition, which the alert
+/// engine judges; another unknown of the agent's after it is not.
+pub async fn the_agents_own_unknown_after_a_silence_is_a_transition(
+    store: &dyn Store,
+) -> StoreResult<()> {
+    let host = unique_host("back");
+    store
+        .record_results(&host, &[ok_disk(&host, 1, 10)])
+        .await?;
+    let silent = format!("{} 2025-01-01 00:00:10 UTC", crate::AGENT_SILENT_SUMMARY);
+    store
+        .set_check_status(&host, "disk.root", Status::Unknown, &silent, at(100), None)
+        .await?;
+    let down = "cannot stat /backup: Input/output error";
+    store
+        .record_results(&host, &[disk(&host, 2, 200, Status::Unknown, down)])
+        .await?;
+    store
+        .record_results(&host, &[disk(&host, 3, 300, Status::Unknown, down)])
+        .await?;
+    let changes: Vec<_> = store
+        .transitions(&host, at(0))
+        .await?
+        .into_iter()
+        .map(|t| (t.from, t.to, t.summary))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (None, Status::Ok, "disk fine".to_string()),
+            (Some(Status::Ok), Status::Unknown, silent),
+            (Some(Status::Unknown), Status::Unknown, down.to_string()),
+        ]
     );
     Ok(())
 }

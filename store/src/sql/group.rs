@@ -44,13 +44,13 @@ macro_rules! state_keys {
 }
 static READ_STATES_SQLITE: MultiRow = MultiRow::new(concat!(
     state_keys!(),
-    "SELECT host, check_id, status, since, observed_at FROM k CROSS JOIN check_state \
+    "SELECT host, check_id, status, since, observed_at, summary FROM k CROSS JOIN check_state \
      WHERE host = k_host AND check_id = k_check"
 ));
 static READ_STATES_POSTGRES: MultiRow = MultiRow::new(concat!(
     state_keys!(),
-    "SELECT s.* FROM k CROSS JOIN LATERAL (SELECT host, check_id, status, since, observed_at \
-     FROM check_state WHERE host = k_host AND check_id = k_check FOR UPDATE) s"
+    "SELECT s.* FROM k CROSS JOIN LATERAL (SELECT host, check_id, status, since, observed_at, \
+     summary FROM check_state WHERE host = k_host AND check_id = k_check FOR UPDATE) s"
 ));
 
 /// One result of the group, as first seen (later copies of its id are duplicates).
@@ -71,6 +71,9 @@ struct Seen {
     status: Status,
     since: i64,
     observed_at: Option<i64>,
+    /// Unknown because the host's agent was silent (the sweep's, see
+    /// [`crate::AGENT_SILENT_SUMMARY`]), not by the agent's own result.
+    silence: bool,
 }
 
 /// Store `writes` in the caller's transaction; `touch`: also record each host's contact (a
@@ -229,10 +232,13 @@ async fn apply_states<'a>(
         .map_err(query_error("read check states"))?;
     let mut states: HashMap<(String, String), Seen> = HashMap::with_capacity(rows.len());
     for row in rows {
+        let status = read::status(&row, "status")?;
+        let summary: String = read::get(&row, "summary")?;
         let seen = Seen {
-            status: read::status(&row, "status")?,
+            status,
             since: read::get(&row, "since")?,
             observed_at: read::get(&row, "observed_at")?,
+            silence: status == Status::Unknown && summary.starts_with(crate::AGENT_SILENT_SUMMARY),
         };
         states.insert(
             (read::get(&row, "host")?, read::get(&row, "check_id")?),
@@ -252,7 +258,9 @@ async fn apply_states<'a>(
         }
         let verdict = &c.item.verdict;
         let from = prev.map(|p| p.status);
-        let changed = from != Some(verdict.status);
+        // The agent back with an unknown of its own (PostgreSQL did not start after a reboot):
+        // a change from the silence's unknown, which the engine did not alert on.
+        let changed = from != Some(verdict.status) || prev.is_some_and(|p| p.silence);
         let since = match prev {
             Some(p) if !changed => p.since,
             _ => c.received_at,
@@ -263,6 +271,7 @@ async fn apply_states<'a>(
                 status: verdict.status,
                 since,
                 observed_at: Some(c.ordered_at),
+                silence: false,
             },
         );
         finals.insert((c.host, c.check.as_str()), (*c, since));

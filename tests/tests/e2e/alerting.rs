@@ -434,6 +434,44 @@ async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
     Ok(())
 }
 
+/// A check the silence turned unknown, whose agent comes back with an unknown of its own (its
+/// path gone after a reboot, PostgreSQL not started): the silence's unknown was covered by the
+/// agent-silent alert, the agent's own is news and is alerted.
+#[tokio::test]
+async fn an_unknown_check_of_an_agent_back_from_silence_is_alerted() -> Result<()> {
+    let smtp = Smtp::capture()?;
+    let certs = Certs::fleet(&["db1"])?;
+    let toml = format!(
+        "{}[silence]\nhost_after = \"3s\"\ncheck_grace = \"1s\"\nsweep_every = \"500ms\"\n",
+        alerting_toml(&smtp)
+    );
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let dir = tempfile::tempdir()?;
+    let mount = dir.path().join("backup");
+    std::fs::create_dir(&mount)?;
+    let mut agent = Agent::for_host("db1", &certs, &collector)
+        .disk("backup", &mount, "1s")
+        .start()?;
+    collector
+        .wait_status("db1", "disk.backup", "ok", WAIT)
+        .await;
+    agent.kill();
+    collector
+        .wait_summary("db1", "disk.backup", "unknown", "agent silent since", WAIT)
+        .await;
+    std::fs::remove_dir(&mount)?;
+    agent.launch()?;
+    collector
+        .wait_summary("db1", "disk.backup", "unknown", "cannot measure ", WAIT)
+        .await;
+    let news = "[UNKNOWN] db1 disk.backup: cannot measure ";
+    smtp.wait_for(WAIT, "the agent's own unknown alerted", |m| {
+        count(m, DBA, news) == 1
+    })
+    .await;
+    Ok(())
+}
+
 /// With authentication, a silence, an acknowledgement and the end of a silence are recorded
 /// as the caller the token names, whatever `by` the body claims.
 #[tokio::test]
