@@ -129,26 +129,90 @@ pub async fn sweep(
     Ok((silenced, overdue))
 }
 
+/// From when agents' quiet time counts (the `started` of [`sweep`]): the collector's start,
+/// and again whenever this collector could not judge because the store failed or it lost the
+/// leadership it held (the store unreachable, mostly). Agents could not record contact then,
+/// and are still in their reconnect backoff when it returns: counting their quiet from before
+/// would page the whole fleet as silent after a long store outage. A collector taking over
+/// from another that led (it never led itself) keeps its start: the other judged until then.
+#[derive(Debug, Clone, Copy)]
+struct QuietClock {
+    from: DateTime<Utc>,
+    leading: bool,
+    /// Judging stopped (leadership lost, or a sweep failed) and has not resumed since.
+    interrupted: bool,
+}
+
+impl QuietClock {
+    fn new(started: DateTime<Utc>) -> QuietClock {
+        QuietClock {
+            from: started,
+            leading: false,
+            interrupted: false,
+        }
+    }
+
+    /// Whether to sweep at `now`, and from when quiet counts.
+    fn tick(&mut self, leading: bool, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !leading {
+            self.interrupted |= self.leading;
+            self.leading = false;
+            return None;
+        }
+        self.leading = true;
+        if self.interrupted {
+            self.from = now;
+            self.interrupted = false;
+        }
+        Some(self.from)
+    }
+
+    fn swept(&mut self, ok: bool) {
+        self.interrupted |= !ok;
+    }
+}
+
 /// Run [`sweep`] every `sweep_every` until the process ends.
 pub async fn run(store: Arc<dyn Store>, cfg: Silence, leader: Leader) {
-    let started = Utc::now();
+    let mut clock = QuietClock::new(Utc::now());
     let mut tick = tokio::time::interval(cfg.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let now = Utc::now();
         // Another collector on the same store judges the fleet (see `leader`).
-        if !leader.is_leader() {
+        let Some(from) = clock.tick(leader.is_leader(), now) else {
             continue;
-        }
-        if let Err(e) = sweep(store.as_ref(), &cfg, Utc::now(), started).await {
+        };
+        let result = sweep(store.as_ref(), &cfg, now, from).await;
+        if let Err(e) = &result {
             error!(error = %e, "silence sweep failed");
         }
+        clock.swept(result.is_ok());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_counts_again_after_judging_was_interrupted_not_after_a_takeover() {
+        let t = |m: i64| at(m * 60_000);
+        let mut c = QuietClock::new(t(0));
+        assert_eq!(c.tick(false, t(1)), None, "another collector leads");
+        assert_eq!(c.tick(true, t(2)), Some(t(0)), "a takeover keeps the start");
+        c.swept(true);
+        assert_eq!(c.tick(true, t(3)), Some(t(0)));
+        // The store failed: judging resumes with quiet counted from then.
+        c.swept(false);
+        assert_eq!(c.tick(true, t(40)), Some(t(40)));
+        c.swept(true);
+        assert_eq!(c.tick(true, t(41)), Some(t(40)));
+        // Leadership lost (the store unreachable) and regained.
+        assert_eq!(c.tick(false, t(42)), None);
+        assert_eq!(c.tick(true, t(90)), Some(t(90)));
+    }
     use crate::store::SqlStore;
     use crate::store::suite::{at, evaluated, probe_result, unique_host};
     use backwatch_proto::model::ProbeKind;
