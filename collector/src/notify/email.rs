@@ -60,6 +60,18 @@ fn failure(e: &lettre::transport::smtp::Error, handed_over: bool) -> Failure {
     }
 }
 
+/// A refusal of the session (connect, STARTTLS, AUTH) as a [`Failure`]: never permanent. A
+/// 5xx there ("535 authentication failed" after a password rotation, "530 must issue
+/// STARTTLS", "554 no service") refuses every message alike, and is fixed on the relay or in
+/// `[smtp]`: the message waits for that, until `give_up_after`, instead of being dropped with
+/// every other alert of the moment.
+fn session_failure(e: &lettre::transport::smtp::Error) -> Failure {
+    Failure {
+        permanent: false,
+        ..failure(e, false)
+    }
+}
+
 /// Text and HTML as alternatives; with inline parts (a report's charts) the HTML sits in a
 /// `multipart/related` with them, each part named by the Content-ID its `cid:` URL uses.
 /// Mail clients that block remote images still show these: they travel in the message.
@@ -186,16 +198,16 @@ impl Mailer {
             None,
         )
         .await
-        .map_err(|e| failure(&e, false))?;
+        .map_err(|e| session_failure(&e))?;
         if let (SmtpTls::Starttls, Some(tls)) = (self.cfg.tls, &self.tls) {
             conn.starttls(tls.clone(), &self.hello)
                 .await
-                .map_err(|e| failure(&e, false))?;
+                .map_err(|e| session_failure(&e))?;
         }
         if let Some(c) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
-                .map_err(|e| failure(&e, false))?;
+                .map_err(|e| session_failure(&e))?;
         }
         Ok(conn)
     }

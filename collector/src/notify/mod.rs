@@ -13,7 +13,9 @@
 //!   log says a duplicate is possible. SMTP has no way to ask a server "did you take this?";
 //!   this window is the round trip of the final dot plus one database write;
 //! - a definite refusal (4xx) is retried with exponential backoff and jitter, a permanent
-//!   one (5xx, a broken address) fails at once; after `give_up_after` the row fails too. The
+//!   one of the message (5xx, a broken address) fails at once; a refusal of the session or
+//!   endpoint (SMTP connect/TLS/login, HTTP 401/403/404) refuses every message alike and is
+//!   retried; after `give_up_after` the row fails too. The
 //!   server's answer is kept on the row for the API and logged.
 
 pub mod alertmanager;

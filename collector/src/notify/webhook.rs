@@ -76,10 +76,20 @@ impl Poster {
         if status.is_success() {
             return Ok(answer.trim_end().to_string());
         }
-        // Asking again later can help with these; any other 4xx will be refused again.
+        // Asking again later can help with these: the server's trouble, a rate limit, and what
+        // refuses every message alike until someone fixes the endpoint or its key (a rotated
+        // token: 401, 403; a receiver being redeployed: 404). Any other 4xx refuses this
+        // message and will refuse it again.
+        use reqwest::StatusCode as S;
         let transient = status.is_server_error()
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            || matches!(
+                status,
+                S::REQUEST_TIMEOUT
+                    | S::TOO_MANY_REQUESTS
+                    | S::UNAUTHORIZED
+                    | S::FORBIDDEN
+                    | S::NOT_FOUND
+            );
         Err(Failure {
             text: answer.trim_end().to_string(),
             permanent: !transient,

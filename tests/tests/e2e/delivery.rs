@@ -236,6 +236,20 @@ async fn webhook_gets_the_alert_as_json_after_refusing_for_a_while() -> Result<(
         Ok(())
     })
     .await;
+    // A rotated key refuses every message alike: retried too, not given up on.
+    hook.respond_with(401);
+    eventually(WAIT, "the 401 recorded, still pending", async || {
+        let rows = notifications(&collector, "state=pending").await?;
+        ensure!(
+            rows.iter().any(|r| r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("HTTP 401"))),
+            "{rows:#?}"
+        );
+        Ok(())
+    })
+    .await;
+    assert!(notifications(&collector, "state=failed").await?.is_empty());
     hook.respond_with(200);
     let rows = all_sent(&collector, 1).await;
 

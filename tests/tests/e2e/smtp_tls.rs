@@ -1,6 +1,7 @@
 //! Email over TLS with authentication, against aiosmtpd holding a certificate from a private
 //! CA (`smtp.ca_file`): STARTTLS and implicit TLS deliver; a wrong password is the server's
-//! permanent refusal, visible in the API, and the password itself is never logged.
+//! refusal, visible in the API and retried until the password is fixed, and the password
+//! itself is never logged.
 
 use anyhow::{Result, ensure};
 use backwatch_tests::harness::alerting::{
@@ -73,25 +74,40 @@ async fn implicit_tls_with_authentication_delivers() -> Result<()> {
     delivers_over(SmtpTls::Implicit, "tls").await
 }
 
+/// A wrong password (a rotated one, say) refuses every message alike: the refusal is shown
+/// with the server's answer and retried, not given up on, and once the password is fixed
+/// (SIGHUP) the waiting alert goes out. The password itself is never logged.
 #[tokio::test]
-async fn wrong_password_fails_with_the_servers_answer() -> Result<()> {
+async fn a_wrong_password_is_retried_with_the_servers_answer_until_fixed() -> Result<()> {
     let certs = Certs::fleet(&["db1"])?;
     let smtp = server_tls(&certs, SmtpTls::Starttls, ("backwatch", PASSWORD))?;
-    let (collector, _agent, _dir) = scene(&certs, &smtp, "starttls", "not-the-password").await?;
-    let row = eventually(WAIT, "the notification failed for good", async || {
-        let rows = notifications(&collector, "state=failed").await?;
-        ensure!(rows.len() == 1, "{rows:#?}");
+    let (collector, _agent, dir) = scene(&certs, &smtp, "starttls", "not-the-password").await?;
+    let row = eventually(WAIT, "the refusal retried", async || {
+        let rows = notifications(&collector, "state=pending").await?;
+        ensure!(
+            rows.len() == 1 && rows[0]["attempts"].as_u64().is_some_and(|n| n >= 2),
+            "{rows:#?}"
+        );
         Ok(rows[0].clone())
     })
     .await;
     let answer = row["last_error"].as_str().unwrap_or_default();
     assert!(answer.contains("535"), "{row}");
     assert!(smtp.messages()?.is_empty());
+    assert!(notifications(&collector, "state=failed").await?.is_empty());
+
+    std::fs::write(dir.path().join("smtp-password"), format!("{PASSWORD}\n"))?;
+    collector.sighup();
+    smtp.wait_for(
+        WAIT,
+        "the waiting warning, once the password is right",
+        |m| m.iter().filter(|m| m.is_for(DBA)).count() == 1,
+    )
+    .await;
     let log = collector.log();
-    assert!(log.contains("notification given up"), "{log}");
     assert!(
-        !log.contains("not-the-password"),
-        "the password reached the log"
+        !log.contains("not-the-password") && !log.contains(PASSWORD),
+        "a password reached the log"
     );
     Ok(())
 }
