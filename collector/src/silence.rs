@@ -103,7 +103,14 @@ pub async fn sweep(
                 continue;
             };
             let allowed = chrono::Duration::from_std(allowed).unwrap_or(chrono::Duration::MAX);
-            if now - received > allowed && c.status != Status::Unknown {
+            // Overdue only while the host still speaks: it was in contact after the check's
+            // result was due. A host that went quiet before that is the silence's one alert
+            // (R28), not one per check whose interval is long (a tool's 10 min: overdue at
+            // 25 min, before the host's 30).
+            let spoke_since_due = received
+                .checked_add_signed(allowed)
+                .is_some_and(|due| h.last_contact > due);
+            if now - received > allowed && c.status != Status::Unknown && spoke_since_due {
                 let summary = format!(
                     "no result for {} (expected every {})",
                     human::duration((now - received).num_seconds()),
@@ -265,6 +272,21 @@ mod tests {
         let grace = Duration::from_secs(300);
         assert_eq!(overdue_after(0, grace), None);
         assert_eq!(overdue_after(60, grace), Some(Duration::from_secs(420)));
+    }
+
+    #[tokio::test]
+    async fn a_host_that_went_quiet_is_one_silence_not_overdue_checks_first() {
+        // Last contact at 100 s, the check's result due at 421 s: the host stopped speaking
+        // before; host_after (1800 s) makes it silent, with the check, in one alert.
+        let (store, _host) = fleet(100).await;
+        assert_eq!(
+            sweep(&store, &cfg(), at(1000), at(0)).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            sweep(&store, &cfg(), at(1901), at(0)).await.unwrap(),
+            (1, 0)
+        );
     }
 
     #[tokio::test]
