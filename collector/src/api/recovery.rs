@@ -2,7 +2,8 @@
 //! would lose (docs/checks.md R31, R32), gathered from the latest verdicts.
 //!
 //! A cluster is a `[[wal]]` server: its `wal.<name>` check gives the data at risk, and an
-//! `archive.<x>` check linked to it (`wal = "<name>"`) gives the recoverable window. An archive
+//! `archive.<x>` check linked to it (`wal = "<name>"`) gives the recoverable window (of several,
+//! the one reaching furthest). An archive
 //! without a linked server is a cluster of its own, named `archive.<x>`; so is a pgBackRest
 //! stanza or Barman server check (`pgbackrest.<x>`, `barman.<x>`), with the narrowest window
 //! of its sets. Nothing is computed
@@ -51,6 +52,11 @@ pub struct ClusterRecovery {
     pub window_note: Option<String>,
     /// The cluster's system identifier (decimal), as its WAL check read it.
     pub system_identifier: Option<String>,
+    /// When the figures above were measured (agent clock): the WAL check's sample and the
+    /// window check's. A silent agent's last figures stay, with these times (and the status
+    /// unknown) saying how old they are.
+    pub wal_observed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub window_observed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The latest restore drill of this cluster, on any host.
     pub drill: Option<DrillPoint>,
 }
@@ -139,6 +145,8 @@ impl ClusterRecovery {
             window_secs: None,
             window_note: None,
             system_identifier: None,
+            wal_observed_at: None,
+            window_observed_at: None,
             drill: None,
         }
     }
@@ -179,11 +187,25 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             entry.data_at_risk_segment = text(&d["data_at_risk_segment"]);
             entry.max_data_at_risk_secs = d["max_data_at_risk_secs"].as_i64();
             entry.system_identifier = text(&d["system_identifier"]);
+            entry.wal_observed_at = c.observed_at;
         } else {
-            entry.archive_check = Some(c.check.clone());
-            entry.window = Some(d["window"].clone()).filter(|w| w.is_object());
-            entry.window_secs = d["window_secs"].as_i64();
-            entry.window_note = text(&d["window_note"]);
+            // Several archives of one server (a local and an offsite copy): the window is the
+            // one reaching furthest, what a restore would use; the status is the worst of all.
+            let window = Some(d["window"].clone()).filter(|w| w.is_object());
+            let end = |w: &Option<Value>| {
+                let at = w.as_ref()?["end"].as_str()?;
+                chrono::DateTime::parse_from_rfc3339(at).ok()
+            };
+            let further = entry.archive_check.is_none()
+                || (window.is_some()
+                    && (entry.window.is_none() || end(&window) > end(&entry.window)));
+            if further {
+                entry.archive_check = Some(c.check.clone());
+                entry.window = window;
+                entry.window_secs = d["window_secs"].as_i64();
+                entry.window_note = text(&d["window_note"]);
+                entry.window_observed_at = c.observed_at;
+            }
         }
     }
     out.into_values().collect()
@@ -227,6 +249,39 @@ mod tests {
             last_result: None,
             details,
         }
+    }
+
+    #[test]
+    fn of_two_archives_of_a_server_the_window_reaching_furthest_is_shown_with_the_worst_status() {
+        let w = |end: &str| json!({"window": {"start": "2026-12-01T00:00:00Z", "end": end}, "wal_probe": "main"});
+        let mut offsite = state(
+            "db1",
+            "archive.offsite",
+            Status::Ok,
+            w("2026-12-04T10:00:00Z"),
+        );
+        offsite.observed_at = Some(Utc::now());
+        let checks = [
+            state(
+                "db1",
+                "archive.local",
+                Status::Critical,
+                w("2026-12-03T08:00:00Z"),
+            ),
+            offsite,
+            state(
+                "db1",
+                "wal.main",
+                Status::Ok,
+                json!({"data_at_risk_secs": 0}),
+            ),
+        ];
+        let c = clusters(&checks);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].archive_check.as_deref(), Some("archive.offsite"));
+        assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T10:00:00Z");
+        assert_eq!(c[0].status, Status::Critical);
+        assert!(c[0].window_observed_at.is_some());
     }
 
     #[test]
