@@ -393,8 +393,9 @@ async fn a_recurring_maintenance_window_holds_notices_and_shows_on_the_alerts_pa
     Ok(())
 }
 
-#[tokio::test]
-async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
+/// A mail server, host `db1`'s certificates, and a collector whose hosts turn silent after
+/// 3 s without contact.
+async fn quickly_silent() -> Result<(Smtp, Certs, Collector)> {
     let smtp = Smtp::capture()?;
     let certs = Certs::fleet(&["db1"])?;
     let toml = format!(
@@ -402,6 +403,12 @@ async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
         alerting_toml(&smtp)
     );
     let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    Ok((smtp, certs, collector))
+}
+
+#[tokio::test]
+async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
+    let (smtp, certs, collector) = quickly_silent().await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("base.tar"), b"a fresh backup")?;
     let mut agent = Agent::for_host("db1", &certs, &collector)
@@ -439,13 +446,7 @@ async fn silent_agent_is_one_alert_and_its_return_resolves_it() -> Result<()> {
 /// agent-silent alert, the agent's own is news and is alerted.
 #[tokio::test]
 async fn an_unknown_check_of_an_agent_back_from_silence_is_alerted() -> Result<()> {
-    let smtp = Smtp::capture()?;
-    let certs = Certs::fleet(&["db1"])?;
-    let toml = format!(
-        "{}[silence]\nhost_after = \"3s\"\ncheck_grace = \"1s\"\nsweep_every = \"500ms\"\n",
-        alerting_toml(&smtp)
-    );
-    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let (smtp, certs, collector) = quickly_silent().await?;
     let dir = tempfile::tempdir()?;
     let mount = dir.path().join("backup");
     std::fs::create_dir(&mount)?;

@@ -1144,6 +1144,23 @@ async fn a_barman_incremental_backup_is_drilled_with_its_chain() -> Result<()> {
     Ok(())
 }
 
+/// A drill of Barman server `pg` (`conf`) into `scratch`, its smoke check expecting the 3
+/// orders the scenes write; waits for it to be ok and returns the check.
+async fn barman_drill_ok(conf: &Path, scratch: &Path) -> Result<Value> {
+    let section = format!(
+        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
+         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
+         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
+        scratch.display(),
+        conf.display()
+    );
+    let scene = scene("db1", |a| a.toml(&section)).await?;
+    Ok(scene
+        .collector
+        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
+        .await)
+}
+
 /// A compressed Barman backup (`backup_compression`) is decompressed in a staging directory
 /// before it is copied into place. Barman 3.14 and older refuse without one configured
 /// (`recovery_staging_path`), later ones take `/tmp`: the drill stages inside its own scratch
@@ -1159,18 +1176,7 @@ async fn a_compressed_barman_backup_is_drilled_staged_in_the_scratch_directory()
     pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
     tool.run(&["backup", "--wait", "pg"])?;
     let scratch = scratch()?;
-    let section = format!(
-        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
-         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
-         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
-        scratch.path().display(),
-        conf.display()
-    );
-    let scene = scene("db1", |a| a.toml(&section)).await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
-        .await;
+    let c = barman_drill_ok(conf, scratch.path()).await?;
     assert_eq!(c["details"]["source_kind"], "barman", "{c}");
     scratch_left_clean(scratch.path()).await;
     Ok(())
@@ -1183,18 +1189,7 @@ async fn a_barman_server_is_drilled_from_its_newest_backup() -> Result<()> {
     pg.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 3)")?;
     tool.run(&["backup", "--wait", "pg"])?;
     let scratch = scratch()?;
-    let section = format!(
-        "[[drill]]\nname = \"pg\"\nscratch_dir = \"{}\"\ninterval = \"1h\"\ntimeout = \"90s\"\n\
-         [drill.barman]\nserver = \"pg\"\nconfig = \"{}\"\n\
-         [[drill.check]]\nsql = \"select count(*) from orders\"\nexpect = \"3\"\n",
-        scratch.path().display(),
-        conf.display()
-    );
-    let scene = scene("db1", |a| a.toml(&section)).await?;
-    let c = scene
-        .collector
-        .wait_summary("db1", "drill.pg", "ok", "restore drill of ", WAIT)
-        .await;
+    let c = barman_drill_ok(conf, scratch.path()).await?;
     let d = &c["details"];
     assert_eq!(d["source_kind"], "barman", "{c}");
     assert_eq!(d["backup_root"], "Barman server pg", "{c}");
