@@ -8,7 +8,9 @@
 //! false alarm the check exists to avoid.
 //!
 //! What moves only with committed work is the next transaction id: a transaction that writes
-//! (rows, sequences, DDL) takes an id before it commits. So the probe remembers, per server,
+//! (rows, sequences, DDL) takes an id before it commits. Not every commit moves it (it is the
+//! highest finished id plus one: a long transaction ending after a newer one did leaves it
+//! where it was), so a writing transaction open at one sample and gone at the next counts too. So the probe remembers, per server,
 //! the segment and next id of its previous sample, and concludes from one sample to the next:
 //! - the position is at the start of its segment (the page header only): nothing at risk;
 //! - same segment, same id: unchanged since the previous sample;
@@ -36,6 +38,9 @@ use chrono::{DateTime, Utc};
 pub struct Sample {
     pub segment: String,
     pub next_xid: i64,
+    /// The writing transactions open at the sample (the snapshot's in-progress list, at most
+    /// 1,000): one of them gone by the next sample ended, committed or not.
+    pub in_progress: Vec<i64>,
     /// The position is past the segment's page header: some WAL is in it.
     pub written: bool,
     /// Database clock.
@@ -84,7 +89,14 @@ fn judge(prev: Option<&Tracked>, now: Sample) -> Tracked {
         return tracked(None, true);
     };
     let same_segment = p.sample.segment == now.segment;
-    let wrote = p.sample.next_xid != now.next_xid;
+    // The next id moved, or a transaction open at the previous sample has ended: a long one
+    // committing after a newer one finished moves no next id (it is the highest finished
+    // plus one). An abort counts too: more risk, never less.
+    let wrote = p.sample.next_xid != now.next_xid
+        || p.sample
+            .in_progress
+            .iter()
+            .any(|x| !now.in_progress.contains(x));
     match (same_segment, wrote) {
         (true, false) => tracked(p.since, p.undated),
         (true, true) => tracked(p.since.or(Some(p.sample.at)), p.undated),
@@ -102,6 +114,7 @@ mod tests {
         Sample {
             segment: segment.into(),
             next_xid: xid,
+            in_progress: Vec::new(),
             written,
             at: Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).unwrap(),
         }
@@ -172,5 +185,19 @@ mod tests {
         let t = next(Some(&t), s("B", 701, true, 1), 0);
         let t = next(Some(&t), s("B", 701, true, 30), 0);
         assert_eq!(t.since, at(0));
+    }
+
+    #[test]
+    fn a_long_transaction_committing_after_a_newer_one_is_work() {
+        // 100 is open and 101 has finished (next id 102); then 100 commits: the next id stays.
+        let open = |xid, minute, open: Vec<i64>| Sample {
+            in_progress: open,
+            ..s("A", xid, true, minute)
+        };
+        let t = next(None, open(102, 0, vec![100]), 0);
+        let t = next(Some(&t), open(102, 1, vec![100]), 0);
+        assert_eq!(t.since, None, "still open: nothing committed yet");
+        let t = next(Some(&t), open(102, 2, vec![]), 0);
+        assert_eq!(t.since, at(1), "100 ended between the samples");
     }
 }

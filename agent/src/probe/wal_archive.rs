@@ -119,9 +119,9 @@ fn quote(value: &str) -> String {
 
 impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
-        let mut obs = self.with_session(query).await?;
+        let (mut obs, in_progress) = self.with_session(query).await?;
         obs.exposure_advisory = self.exposure_advisory;
-        self.track_unswitched(&mut obs);
+        self.track_unswitched(&mut obs, in_progress);
         self.date_estimated_oldest(&mut obs, Utc::now());
         Ok(obs)
     }
@@ -155,7 +155,7 @@ impl WalProbe {
     /// Dates committed work in the current segment from this sample and the previous one.
     /// A standby, or a sample lacking a fact, forgets the history: after a promotion the
     /// segments and transaction ids are the new primary's.
-    fn track_unswitched(&self, obs: &mut WalObs) {
+    fn track_unswitched(&self, obs: &mut WalObs, in_progress: Vec<i64>) {
         let sample = (|| {
             if obs.in_recovery {
                 return None;
@@ -167,6 +167,7 @@ impl WalProbe {
             Some(unswitched::Sample {
                 segment: obs.current_wal_file.clone()?,
                 next_xid: obs.next_xid?,
+                in_progress,
                 written: lsn % seg > WAL_SEGMENT_HEADER_BYTES,
                 at: obs.db_now?,
             })
@@ -294,12 +295,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn query(client: &Client) -> Result<WalObs, String> {
+/// The observation, and the writing transactions open at the sample (agent-side only: they
+/// date work in the current segment, see [`unswitched`]).
+async fn query(client: &Client) -> Result<(WalObs, Vec<i64>), String> {
     let row = client
         .query_one(STATUS_SQL, &[])
         .await
         .map_err(|e| format!("query failed: {}", chain(&e)))?;
     let mut obs = status_from_row(&row).map_err(|e| format!("query failed: {e}"))?;
+    let in_progress: Vec<i64> = get::<Option<Vec<i64>>>(&row, "in_progress_xids")
+        .map_err(|e| format!("query failed: {e}"))?
+        .unwrap_or_default();
     // Not available (PostgreSQL 10 and 11) or not permitted (no pg_monitor): estimated from
     // the WAL positions instead; any other failure is no measure at all.
     let mut estimate = false;
@@ -356,7 +362,7 @@ async fn query(client: &Client) -> Result<WalObs, String> {
             Err(e) => tracing::debug!(error = %chain(&e), "running base backups not readable"),
         }
     }
-    Ok(obs)
+    Ok((obs, in_progress))
 }
 
 /// Base backups in progress, longest first: how long each WAL sender has run, on the database
@@ -648,6 +654,11 @@ SELECT current_setting('server_version_num')::int4 AS server_version_num,
        -- moves only when a transaction writes; reading it takes no transaction id
        CASE WHEN pg_is_in_recovery() THEN NULL
             ELSE txid_snapshot_xmax(txid_current_snapshot()) END AS next_xid,
+       -- the writing transactions still open, of the same snapshot (at most 1,000): one that
+       -- ends later than a newer one committed moves no xmax (see `unswitched`)
+       CASE WHEN pg_is_in_recovery() THEN NULL
+            ELSE ARRAY(SELECT txid_snapshot_xip(txid_current_snapshot()) LIMIT 1000)
+       END AS in_progress_xids,
        (extract(epoch FROM now()) * 1000000)::int8 AS db_now_us
   FROM pg_stat_archiver a";
 
