@@ -205,6 +205,18 @@ impl PgCluster {
         psql_result(sql, &output)
     }
 
+    /// A psql session kept open in database `postgres`: statements written to it run as they
+    /// arrive (a transaction left open across other work, say); [`Session::finish`] ends it.
+    pub fn session(&self) -> anyhow::Result<Session> {
+        let mut child = self
+            .psql_command("postgres")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawning psql")?;
+        let stdin = child.stdin.take().context("psql stdin")?;
+        Ok(Session { child, stdin })
+    }
+
     /// [`Self::psql`] without blocking the async runtime's thread.
     pub async fn psql_async(&self, sql: &str) -> anyhow::Result<String> {
         use tokio::io::AsyncWriteExt as _;
@@ -444,4 +456,33 @@ impl Drop for PgCluster {
 
 fn parse_archiver_stats(json: &str) -> anyhow::Result<ArchiverStats> {
     serde_json::from_str(json).with_context(|| format!("parsing pg_stat_archiver row {json:?}"))
+}
+
+/// An open psql session (see [`PgCluster::session`]); dropped unfinished, its input closes and
+/// psql ends (an open transaction rolls back).
+pub struct Session {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl Session {
+    /// Sends `sql` (complete statements) to the session; it runs as soon as psql reads it.
+    pub fn send(&mut self, sql: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{sql}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// Ends the session (its input closed) and says whether psql succeeded.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let Session { child, stdin } = self;
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "psql session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
 }

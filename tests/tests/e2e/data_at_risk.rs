@@ -7,9 +7,11 @@
 //! - a write transaction in a segment that `archive_timeout = 0` does not switch is at risk
 //!   from the sample before it, critical past the limit, and cleared by the switch;
 //! - a hanging `archive_command` leaves `.ready` segments whose age is the data at risk.
+//! - a long transaction committing after a newer one finished (the next transaction id does
+//!   not move) is still work at risk.
 
 use anyhow::{Result, ensure};
-use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, consistently};
+use backwatch_tests::harness::{Agent, Certs, Collector, PgCluster, consistently, eventually};
 use chrono::Utc;
 use std::time::Duration;
 
@@ -119,6 +121,42 @@ async fn a_write_in_an_unswitched_segment_is_at_risk_until_the_switch_archives_i
             WAIT,
             |c| c["status"] == "ok" && c["details"]["data_at_risk_secs"] == 0,
         )
+        .await;
+    Ok(())
+}
+
+/// A long transaction that commits after a newer one finished moves no "next transaction id"
+/// (the highest finished plus one): its commit is still work at risk in the current segment.
+#[tokio::test]
+async fn a_long_transaction_committing_last_is_at_risk() -> Result<()> {
+    let pg = PgCluster::init().start()?;
+    pg.psql("CREATE TABLE orders (id int)")?;
+    let mut long = pg.session()?;
+    long.send("BEGIN; INSERT INTO orders VALUES (1);")?;
+    eventually(WAIT, "the long transaction open with its id", async || {
+        let open = pg
+            .psql_async(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL",
+            )
+            .await?;
+        ensure!(open.trim() == "1", "{open}");
+        Ok(())
+    })
+    .await;
+    // A newer transaction commits: next id moves past the long one's.
+    pg.psql("INSERT INTO orders VALUES (2)")?;
+    pg.switch_wal_archived(WAIT).await?;
+    let (collector, _agent, _certs) = watch(&pg, Some("8s")).await?;
+    collector
+        .wait_check("db1", "wal.main", "to have nothing at risk", WAIT, |c| {
+            c["status"] == "ok" && c["details"]["data_at_risk_secs"] == 0
+        })
+        .await;
+    long.send("COMMIT;")?;
+    long.finish()?;
+    collector
+        .wait_summary("db1", "wal.main", "critical", "data at risk ", WAIT)
         .await;
     Ok(())
 }
