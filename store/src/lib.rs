@@ -295,7 +295,9 @@ pub trait Store:
     /// Take a host out of the fleet (README, "Retire a host"); false when it already was.
     async fn retire_host(&self, r: &RetiredHost) -> StoreResult<bool>;
 
-    /// Put a retired host back; false when it was not retired.
+    /// Put a retired host back; false when it was not retired. Its checks start afresh (their
+    /// states go; results and history stay), so a check still bad at its next result is
+    /// alerted again.
     async fn unretire_host(&self, host: &str) -> StoreResult<bool>;
 
     /// The retired hosts, by name.

@@ -686,11 +686,24 @@ impl Store for SqlStore {
     }
 
     async fn unretire_host(&self, host: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM retired_hosts WHERE host = $1")
             .bind(host)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(query_error("un-retire host"))?;
+        if done.rows_affected() == 1 {
+            // Retiring resolved the host's alerts and froze its checks' states (its streams
+            // were refused). Back in the fleet its checks start afresh: a check still bad at
+            // the agent's next result is then a change, and alerted, rather than the same
+            // state as before, which opens nothing. Results and history stay.
+            sqlx::query("DELETE FROM check_state WHERE host = $1")
+                .bind(host)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("clear states of an un-retired host"))?;
+        }
+        tx.commit().await.map_err(query_error("commit un-retire"))?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -43,7 +43,8 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
 }
 
 /// Retiring records who, when and why once (a second retire is refused); un-retiring removes
-/// it; the host's own record and history are untouched either way.
+/// it and lets the host's checks start afresh; the host's own record and history are
+/// untouched either way.
 pub async fn retired_host_is_listed_once_and_comes_back(store: &dyn Store) -> StoreResult<()> {
     let host = unique_host("retired");
     store.touch_host(&host, at(5), None).await?;
@@ -69,10 +70,26 @@ pub async fn retired_host_is_listed_once_and_comes_back(store: &dyn Store) -> St
     assert_eq!(listed, [r]);
     assert!(store.retired_set().await?.contains(&host));
     assert!(store.host(&host).await?.is_some(), "the record stays");
+    store
+        .record_results(&host, &[disk(&host, 1, 8, Status::Critical, "disk full")])
+        .await?;
     assert!(store.unretire_host(&host).await?);
     assert!(!store.unretire_host(&host).await?);
     assert!(!store.retired_set().await?.contains(&host));
     assert_eq!(store.retired_host(&host).await?, None);
+    // Back in the fleet: a check still bad at its next result is a change (alerted again:
+    // retiring resolved its alert).
+    assert_eq!(store.check_state(&host, "disk.root").await?, None);
+    store
+        .record_results(&host, &[disk(&host, 2, 20, Status::Critical, "disk full")])
+        .await?;
+    let last = store
+        .transitions(&host, at(0))
+        .await?
+        .pop()
+        .expect("transition");
+    assert_eq!((last.from, last.to), (None, Status::Critical));
+    assert!(store.host(&host).await?.is_some(), "the record stays");
     Ok(())
 }
 
