@@ -51,7 +51,7 @@ use chrono::{DateTime, Utc};
 use continuity::TimelinePath;
 use names::{DEFAULT_SEGMENT_SIZE, history_name, valid_segment_size};
 use nix::unistd::{Gid, Group, Uid, User};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -485,25 +485,11 @@ fn size_from_names(segments: &[scan::SegEntry]) -> Option<u64> {
     Some((1u64 << 32) / per_log).filter(|s| valid_segment_size(*s))
 }
 
-/// A timeline history file, through its decompressor when a compressing archive_command
-/// compressed it (as it does every file it archives).
+/// A timeline history file, plain or compressed (see [`compressed::read_text`]).
 fn read_history(
     path: &Path,
     compression: Option<names::Compression>,
 ) -> Result<Vec<(u32, u64)>, String> {
-    let text = match compression {
-        Some(c) => {
-            String::from_utf8_lossy(&compressed::decompressed_head(path, c, MAX_HISTORY_BYTES)?)
-                .into_owned()
-        }
-        None => {
-            let file = std::fs::File::open(path).map_err(|e| os_text(&e))?;
-            let mut text = String::new();
-            file.take(MAX_HISTORY_BYTES)
-                .read_to_string(&mut text)
-                .map_err(|e| os_text(&e))?;
-            text
-        }
-    };
+    let text = compressed::read_text(path, compression, MAX_HISTORY_BYTES)?;
     names::parse_history(&text)
 }

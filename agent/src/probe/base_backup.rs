@@ -24,7 +24,7 @@ use backwatch_proto::model::BaseBackup;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde::Deserialize;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const LABEL: &str = "backup_label";
 pub const MANIFEST: &str = "backup_manifest";
@@ -91,23 +91,9 @@ pub fn read(dir: &Path) -> Parsed {
         wal_ranges: Vec::new(),
     };
     let mut errors = Vec::new();
-    let mut label = String::new();
-    match std::fs::File::open(dir.join(LABEL))
-        .and_then(|f| f.take(MAX_LABEL_BYTES).read_to_string(&mut label))
-    {
-        Ok(_) => apply_label(&mut out.backup, &label),
-        // A tar-format backup (`-Ft`) keeps its label inside base.tar, compressed or not.
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && let Some(format @ Format::Tar(ext, _)) = format_of(dir) =>
-        {
-            match base_entry(dir, format, LABEL, MAX_LABEL_BYTES) {
-                Ok(Some(text)) => apply_label(&mut out.backup, &text),
-                Ok(None) => errors.push(format!("no {LABEL} in base.tar{ext}")),
-                Err(e) => errors.push(e),
-            }
-        }
-        Err(e) => errors.push(format!("reading {LABEL}: {}", os_text(&e))),
+    match label_text(dir) {
+        Ok(text) => apply_label(&mut out.backup, &text),
+        Err(e) => errors.push(e),
     }
     if out.backup.wal_segment_size_bytes.is_none() && out.backup.start_segment.is_some() {
         out.backup.wal_segment_size_bytes = size_of_wal_files(dir);
@@ -144,10 +130,10 @@ const MAX_CANDIDATES: usize = 64;
 /// come before it (at most [`MAX_CANDIDATES`] looked at). An incremental backup (PostgreSQL 17
 /// and later) restores only combined with its chain (pg_combinebackup), and pg_verifybackup
 /// passes it alone whatever became of the backups it builds on.
-pub fn newest_full(newest_first: impl IntoIterator<Item = PathBuf>) -> (Option<PathBuf>, u32) {
+pub fn newest_full<T: AsRef<Path>>(newest_first: impl IntoIterator<Item = T>) -> (Option<T>, u32) {
     let mut incrementals = 0;
     for dir in newest_first.into_iter().take(MAX_CANDIDATES) {
-        if !is_incremental(&dir) {
+        if !is_incremental(dir.as_ref()) {
             return (Some(dir), incrementals);
         }
         incrementals += 1;
@@ -158,17 +144,28 @@ pub fn newest_full(newest_first: impl IntoIterator<Item = PathBuf>) -> (Option<P
 /// Whether the backup in `dir` is incremental: its label says `INCREMENTAL FROM LSN` (read
 /// cheaply), else, when the label cannot be read, its manifest lists `INCREMENTAL.*` files.
 pub fn is_incremental(dir: &Path) -> bool {
-    let label = std::fs::File::open(dir.join(LABEL))
-        .ok()
-        .and_then(|f| {
-            let mut text = String::new();
-            f.take(MAX_LABEL_BYTES).read_to_string(&mut text).ok()?;
-            Some(text)
-        })
-        .or_else(|| base_entry(dir, format_of(dir)?, LABEL, MAX_LABEL_BYTES).ok()?);
-    match label {
-        Some(text) => text.lines().any(|l| l.starts_with("INCREMENTAL FROM LSN:")),
-        None => read(dir).backup.incremental,
+    match label_text(dir) {
+        Ok(text) => text.lines().any(|l| l.starts_with("INCREMENTAL FROM LSN:")),
+        Err(_) => read(dir).backup.incremental,
+    }
+}
+
+/// The backup's `backup_label` (at most [`MAX_LABEL_BYTES`]): its own file, or a tar-format
+/// backup's (`-Ft`) entry in base.tar, compressed or not; `Err` says why there is none.
+fn label_text(dir: &Path) -> Result<String, String> {
+    let mut label = String::new();
+    match std::fs::File::open(dir.join(LABEL))
+        .and_then(|f| f.take(MAX_LABEL_BYTES).read_to_string(&mut label))
+    {
+        Ok(_) => Ok(label),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && let Some(format @ Format::Tar(ext, _)) = format_of(dir) =>
+        {
+            base_entry(dir, format, LABEL, MAX_LABEL_BYTES)?
+                .ok_or_else(|| format!("no {LABEL} in base.tar{ext}"))
+        }
+        Err(e) => Err(format!("reading {LABEL}: {}", os_text(&e))),
     }
 }
 

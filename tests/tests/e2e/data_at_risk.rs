@@ -34,6 +34,18 @@ async fn watch(pg: &PgCluster, limit: Option<&str>) -> Result<(Collector, Agent,
     Ok((collector, agent, certs))
 }
 
+/// [`watch`] with an 8 s limit, once the check is ok with nothing at risk.
+async fn watch_at_rest(pg: &PgCluster) -> Result<(Collector, Agent, Certs)> {
+    let watched = watch(pg, Some("8s")).await?;
+    watched
+        .0
+        .wait_check("db1", "wal.main", "to have nothing at risk", WAIT, |c| {
+            c["status"] == "ok" && c["details"]["data_at_risk_secs"] == 0
+        })
+        .await;
+    Ok(watched)
+}
+
 #[tokio::test]
 async fn an_idle_primary_with_an_hours_old_last_archive_has_nothing_at_risk() -> Result<()> {
     let pg = PgCluster::init().start()?;
@@ -84,12 +96,7 @@ async fn an_idle_primary_with_an_hours_old_last_archive_has_nothing_at_risk() ->
 async fn a_write_in_an_unswitched_segment_is_at_risk_until_the_switch_archives_it() -> Result<()> {
     let pg = PgCluster::init().start()?;
     pg.switch_wal_archived(WAIT).await?;
-    let (collector, _agent, _certs) = watch(&pg, Some("8s")).await?;
-    collector
-        .wait_check("db1", "wal.main", "to have nothing at risk", WAIT, |c| {
-            c["status"] == "ok" && c["details"]["data_at_risk_secs"] == 0
-        })
-        .await;
+    let (collector, _agent, _certs) = watch_at_rest(&pg).await?;
 
     pg.psql("CREATE TABLE orders AS SELECT g FROM generate_series(1, 100) g")?;
     let segment = pg
@@ -147,12 +154,7 @@ async fn a_long_transaction_committing_last_is_at_risk() -> Result<()> {
     // A newer transaction commits: next id moves past the long one's.
     pg.psql("INSERT INTO orders VALUES (2)")?;
     pg.switch_wal_archived(WAIT).await?;
-    let (collector, _agent, _certs) = watch(&pg, Some("8s")).await?;
-    collector
-        .wait_check("db1", "wal.main", "to have nothing at risk", WAIT, |c| {
-            c["status"] == "ok" && c["details"]["data_at_risk_secs"] == 0
-        })
-        .await;
+    let (collector, _agent, _certs) = watch_at_rest(&pg).await?;
     long.send("COMMIT;")?;
     long.finish()?;
     collector

@@ -11,7 +11,6 @@
 use super::names::{self, WalFile};
 use backwatch_proto::model::BackupHistory;
 use chrono::NaiveDateTime;
-use std::io::Read;
 use std::path::Path;
 
 const MAX_BYTES: u64 = 64 << 10;
@@ -19,18 +18,7 @@ const MAX_BYTES: u64 = 64 << 10;
 /// Reads `dir/name`; problems are the result's `error`, never a failure of the probe.
 pub fn read(dir: &Path, name: &str) -> BackupHistory {
     let (_, compression) = names::parse(name);
-    let text = match compression {
-        // A compressing archive_command compresses it like every file it archives.
-        Some(c) => super::compressed::decompressed_head(&dir.join(name), c, MAX_BYTES)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-        None => {
-            let mut text = String::new();
-            std::fs::File::open(dir.join(name))
-                .and_then(|f| f.take(MAX_BYTES).read_to_string(&mut text))
-                .map(|_| text)
-                .map_err(|e| super::os_text(&e))
-        }
-    };
+    let text = super::compressed::read_text(&dir.join(name), compression, MAX_BYTES);
     match text {
         Ok(text) => parse(name, &text),
         Err(error) => BackupHistory {

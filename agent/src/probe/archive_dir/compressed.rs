@@ -68,6 +68,27 @@ pub fn decompressed_head(
     }
 }
 
+/// A small text file of the archive (a history file), at most `max` bytes: read directly, or
+/// through its decompressor when a compressing archive_command compressed it (as it does every
+/// file it archives). `Err` says why not, in the OS's or the decompressor's words.
+pub fn read_text(
+    path: &Path,
+    compression: Option<Compression>,
+    max: u64,
+) -> Result<String, String> {
+    match compression {
+        Some(c) => decompressed_head(path, c, max)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+        None => {
+            let mut text = String::new();
+            File::open(path)
+                .and_then(|f| f.take(max).read_to_string(&mut text))
+                .map(|_| text)
+                .map_err(|e| super::os_text(&e))
+        }
+    }
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> Option<usize> {
     let mut n = 0;
     while n < buf.len() {

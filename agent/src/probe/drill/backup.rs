@@ -23,6 +23,12 @@ pub struct Found {
     pub format: Format,
 }
 
+impl AsRef<Path> for Found {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// The space check's figures; `refused` says why the drill must not start.
 pub struct Space {
     pub backup_bytes: u64,
@@ -104,14 +110,9 @@ fn newest(root: &Path) -> Result<Found, String> {
         candidates.push((stamp, Found { path: dir, format }));
     }
     candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-    let (found, incrementals) =
-        base_backup::newest_full(candidates.iter().map(|(_, f)| f.path.clone()));
-    if let Some(path) = found {
-        return candidates
-            .into_iter()
-            .map(|(_, f)| f)
-            .find(|f| f.path == path)
-            .ok_or_else(|| format!("{} vanished", path.display()));
+    let (found, incrementals) = base_backup::newest_full(candidates.into_iter().map(|(_, f)| f));
+    if let Some(found) = found {
+        return Ok(found);
     }
     Err(if incrementals > 0 {
         backwatch_rules::restore::no_full_backup(&root.display().to_string(), incrementals)
