@@ -99,13 +99,13 @@ mod tests {
         let new = message(&hosts[0], 3, at(2 * 86_400));
         store.enqueue_notifications(&old).await.unwrap();
         let claimed = store
-            .claim_notifications("w", at(1), at(61), 1)
+            .claim_notifications("w", at(1), at(61), 1, &[])
             .await
             .unwrap();
         assert!(store.mark_sent(claimed[0].id, "w", at(2)).await.unwrap());
         store.enqueue_notifications(&[new]).await.unwrap();
         let claimed = store
-            .claim_notifications("w", at(2 * 86_400 + 1), at(2 * 86_400 + 61), 10)
+            .claim_notifications("w", at(2 * 86_400 + 1), at(2 * 86_400 + 61), 10, &[])
             .await
             .unwrap();
         for n in claimed.iter().filter(|n| n.created_at == at(2 * 86_400)) {

@@ -146,7 +146,33 @@ pub struct Notification {
     pub attachments: Option<String>,
 }
 
+/// Where a notification goes out: the SMTP relay (every email goes through it), or one
+/// webhook URL. A worker delivers to one destination at a time and to several at once, so
+/// one that hangs until its timeout holds back only its own messages.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Smtp,
+    Webhook(String),
+}
+
+/// Without the URL: it holds the webhook's credential.
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Smtp => f.write_str("Smtp"),
+            Destination::Webhook(url) => write!(f, "Webhook({})", super::redact_webhook(url)),
+        }
+    }
+}
+
 impl Notification {
+    pub fn destination(&self) -> Destination {
+        match self.channel {
+            Channel::Email => Destination::Smtp,
+            Channel::Webhook => Destination::Webhook(self.recipient.clone()),
+        }
+    }
+
     /// The recipient as logs and the API may show it: an email address as is, a webhook URL
     /// without its path and query.
     pub fn recipient_shown(&self) -> std::borrow::Cow<'_, str> {
@@ -177,14 +203,15 @@ pub trait OutboxStore: Send + Sync {
     /// Queue messages that belong to no alert (the daily summary), in one transaction.
     async fn enqueue_notifications(&self, items: &[NewNotification]) -> StoreResult<()>;
 
-    /// Claim up to `limit` due rows for `worker` until `lease_until`, oldest first; counts an
-    /// attempt on each.
+    /// Claim up to `limit` due rows for `worker` until `lease_until`, oldest first, none of
+    /// them going to a destination in `busy`; counts an attempt on each.
     async fn claim_notifications(
         &self,
         worker: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        busy: &[Destination],
     ) -> StoreResult<Vec<Notification>>;
 
     /// Put every claim of `worker` back to pending now: it is starting, so they are left from

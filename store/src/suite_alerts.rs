@@ -475,7 +475,7 @@ pub async fn an_alerts_notices_on_one_route_keep_their_order(store: &dyn Store) 
     let id = store.write_alert(&w).await?.unwrap_or_default();
     let claim = async |now| -> StoreResult<Vec<Notification>> {
         let claimed = store
-            .claim_notifications("w1", now, now + secs(60), 100_000)
+            .claim_notifications("w1", now, now + secs(60), 100_000, &[])
             .await?;
         Ok(claimed
             .into_iter()

@@ -1,7 +1,7 @@
 //! The outbox part of the store contract (`OutboxStore`), run by `suite_alerts::run_all`;
 //! the same rules as `suite`: own rows only, shared database, whole milliseconds.
 
-use super::outbox::{Notification, OutboxState};
+use super::outbox::{Channel, Destination, Notification, OutboxState};
 use super::suite::{at, unique_host};
 use super::suite_alerts::message;
 use super::{Store, StoreResult};
@@ -10,6 +10,7 @@ use chrono::TimeDelta;
 pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     outbox_claims_are_exclusive_leased_and_conditional(store).await?;
     concurrent_claims_never_share_a_row(store).await?;
+    busy_destinations_are_left_for_later(store).await?;
     finished_notifications_are_pruned(store).await?;
     Ok(())
 }
@@ -41,7 +42,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
 
     let claimed = mine(
         store
-            .claim_notifications("w1", t0, t0 + secs(60), 100_000)
+            .claim_notifications("w1", t0, t0 + secs(60), 100_000, &[])
             .await?,
     );
     let ids: Vec<_> = claimed.iter().map(|n| n.id).collect();
@@ -53,7 +54,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     assert!(
         mine(
             store
-                .claim_notifications("w2", t0 + secs(10), t0 + secs(70), 100_000)
+                .claim_notifications("w2", t0 + secs(10), t0 + secs(70), 100_000, &[])
                 .await?
         )
         .is_empty(),
@@ -107,7 +108,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     assert!(
         mine(
             store
-                .claim_notifications("w2", t0 + secs(29), t0 + secs(90), 100_000)
+                .claim_notifications("w2", t0 + secs(29), t0 + secs(90), 100_000, &[])
                 .await?
         )
         .is_empty(),
@@ -115,7 +116,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     );
     let retry = mine(
         store
-            .claim_notifications("w2", t0 + secs(30), t0 + secs(90), 100_000)
+            .claim_notifications("w2", t0 + secs(30), t0 + secs(90), 100_000, &[])
             .await?,
     );
     assert_eq!(
@@ -127,7 +128,7 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     assert!(store.release_claims("w2", t0 + secs(40)).await? >= 1);
     let again = mine(
         store
-            .claim_notifications("w3", t0 + secs(40), t0 + secs(100), 100_000)
+            .claim_notifications("w3", t0 + secs(40), t0 + secs(100), 100_000, &[])
             .await?,
     );
     assert_eq!(
@@ -141,14 +142,14 @@ pub async fn outbox_claims_are_exclusive_leased_and_conditional(
     assert!(
         mine(
             store
-                .claim_notifications("w4", t0 + secs(99), t0 + secs(200), 100_000)
+                .claim_notifications("w4", t0 + secs(99), t0 + secs(200), 100_000, &[])
                 .await?
         )
         .is_empty()
     );
     let late = mine(
         store
-            .claim_notifications("w4", t0 + secs(100), t0 + secs(200), 100_000)
+            .claim_notifications("w4", t0 + secs(100), t0 + secs(200), 100_000, &[])
             .await?,
     );
     assert_eq!(
@@ -176,14 +177,65 @@ pub async fn concurrent_claims_never_share_a_row(store: &dyn Store) -> StoreResu
     for round in 0..6 {
         let now = t0 + secs(round);
         let (x, y) = futures_util::join!(
-            store.claim_notifications("wx", now, now + secs(3600), 1),
-            store.claim_notifications("wy", now, now + secs(3600), 1),
+            store.claim_notifications("wx", now, now + secs(3600), 1, &[]),
+            store.claim_notifications("wy", now, now + secs(3600), 1, &[]),
         );
         for n in x?.into_iter().chain(y?) {
             assert!(!seen.contains(&n.id), "row {} claimed twice", n.id);
             seen.push(n.id);
         }
     }
+    Ok(())
+}
+
+/// A claim leaves the rows of busy destinations (the SMTP relay, a webhook URL) for later and
+/// takes the others.
+pub async fn busy_destinations_are_left_for_later(store: &dyn Store) -> StoreResult<()> {
+    let host = unique_host("busy");
+    let t0 = at(30_000_000);
+    let hook = |n: u32, url: &str| {
+        let mut m = message(&host, n, t0);
+        m.channel = Channel::Webhook;
+        m.recipient = url.into();
+        m
+    };
+    let (a, b) = (
+        "https://a.example.com/hook/s3cret",
+        "https://b.example.com/x?key=k",
+    );
+    let ours = vec![
+        message(&host, 1, t0),
+        hook(2, a),
+        hook(3, b),
+        message(&host, 4, t0),
+        hook(5, a),
+    ];
+    store.enqueue_notifications(&ours).await?;
+    let ids = |v: Vec<Notification>| -> Vec<String> {
+        of_host(&host, v)
+            .into_iter()
+            .map(|n| n.message_id)
+            .collect()
+    };
+    let busy = [Destination::Smtp, Destination::Webhook(a.into())];
+    let first = ids(store
+        .claim_notifications("wb", t0, t0 + secs(60), 100_000, &busy)
+        .await?);
+    assert_eq!(first, [format!("<{host}-3@example.com>")], "only b's row");
+    let rest = ids(store
+        .claim_notifications(
+            "wb",
+            t0,
+            t0 + secs(60),
+            100_000,
+            &[Destination::Webhook(b.into())],
+        )
+        .await?);
+    let want: Vec<_> = [1, 2, 4, 5]
+        .iter()
+        .map(|n| format!("<{host}-{n}@example.com>"))
+        .collect();
+    assert_eq!(rest, want, "the rest once their destinations are free");
     Ok(())
 }
 
@@ -200,7 +252,7 @@ pub async fn finished_notifications_are_pruned(store: &dyn Store) -> StoreResult
     let mine = |v: Vec<Notification>| of_host(&host, v);
     let claimed = mine(
         store
-            .claim_notifications("wp", old + secs(1), old + secs(61), 100_000)
+            .claim_notifications("wp", old + secs(1), old + secs(61), 100_000, &[])
             .await?,
     );
     assert_eq!(claimed.len(), 3);
@@ -221,7 +273,7 @@ pub async fn finished_notifications_are_pruned(store: &dyn Store) -> StoreResult
         .await?;
     let fresh = mine(
         store
-            .claim_notifications("wp", newer + secs(1), newer + secs(61), 100_000)
+            .claim_notifications("wp", newer + secs(1), newer + secs(61), 100_000, &[])
             .await?,
     );
     let recent = fresh

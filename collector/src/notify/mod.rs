@@ -17,6 +17,10 @@
 //!   endpoint (SMTP connect/TLS/login, HTTP 401/403/404) refuses every message alike and is
 //!   retried; after `give_up_after` the row fails too. The
 //!   server's answer is kept on the row for the API and logged.
+//!
+//! Destinations (the SMTP relay, each webhook URL) are independent: each gets its rows one at a
+//! time in a task of its own and no new claims while that runs, so one that hangs until its
+//! timeout delays nothing of another's.
 
 pub mod alertmanager;
 pub mod email;
@@ -24,17 +28,48 @@ pub mod webhook;
 
 use crate::config::alerting::{Alerting, Delivery};
 use crate::config::reloadable::Reloadable;
-use crate::store::outbox::{Channel, Notification};
+use crate::store::outbox::{Channel, Destination, Notification};
 use crate::store::{Store, StoreResult};
 use chrono::{DateTime, TimeDelta, Utc};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::task::{self, JoinSet};
 use tracing::{error, info, warn};
 
 /// Rows claimed per round trip; each is renewed before its attempt.
 const CLAIM_BATCH: u32 = 16;
+
+/// A destination's task ended: it is free for new claims.
+fn finished(
+    done: Result<(task::Id, ()), task::JoinError>,
+    busy: &mut HashMap<task::Id, Destination>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => {
+            error!(error = %e, "a delivery task failed; its claims wait for their lease");
+            e.id()
+        }
+    };
+    busy.remove(&id);
+}
+
+/// `rows` grouped by destination, each group in the order given, groups in order of their
+/// first row.
+fn by_destination(rows: Vec<Notification>) -> Vec<(Destination, Vec<Notification>)> {
+    let mut groups: Vec<(Destination, Vec<Notification>)> = Vec::new();
+    for n in rows {
+        let d = n.destination();
+        match groups.iter_mut().find(|(g, _)| *g == d) {
+            Some((_, group)) => group.push(n),
+            None => groups.push((d, vec![n])),
+        }
+    }
+    groups
+}
 
 /// Why an attempt did not deliver.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +171,11 @@ impl Worker {
         current.clone()
     }
 
-    /// Deliver until the process ends.
+    /// Deliver until the process ends. Each destination's claimed rows go out in a task of
+    /// their own, one at a time (in order, over one SMTP session), and a destination with a
+    /// task running gets no new claims; so one that hangs until its timeout (a webhook that
+    /// takes the request and never answers, an SMTP relay behind a dead route) holds back its
+    /// own messages only, and every other destination's go out meanwhile.
     pub async fn run(self) {
         match self.store.release_claims(self.id(), Utc::now()).await {
             Ok(0) => {}
@@ -145,42 +184,61 @@ impl Worker {
             }
             Err(e) => error!(error = %e, "releasing old claims failed; they wait for their lease"),
         }
+        let worker = Arc::new(self);
+        let mut lanes = JoinSet::new();
+        let mut busy: HashMap<task::Id, Destination> = HashMap::new();
         loop {
-            match self.pass(Utc::now()).await {
-                Ok(0) => {
-                    // Woken at once when the engine queues something; polling covers
-                    // retries coming due and other collectors' rows.
-                    let _ = tokio::time::timeout(
-                        self.cfg.get().delivery.poll_every,
-                        self.queued.notified(),
-                    )
-                    .await;
+            while let Some(done) = lanes.try_join_next_with_id() {
+                finished(done, &mut busy);
+            }
+            let taken: Vec<Destination> = busy.values().cloned().collect();
+            match worker.claim(Utc::now(), &taken).await {
+                Ok(rows) if !rows.is_empty() => {
+                    for (destination, rows) in by_destination(rows) {
+                        let w = worker.clone();
+                        let lane = lanes.spawn(async move { w.deliver_each(&rows).await });
+                        busy.insert(lane.id(), destination);
+                    }
+                    // More may be due for the destinations that are still free.
+                    continue;
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    error!(error = %e, "delivery pass failed; retrying");
-                    tokio::time::sleep(self.cfg.get().delivery.poll_every).await;
-                }
+                Err(e) => error!(error = %e, "claiming notifications failed; retrying"),
+            }
+            // Woken when a destination becomes free, at once when the engine queues
+            // something; polling covers retries coming due and other collectors' rows.
+            tokio::select! {
+                Some(done) = lanes.join_next_with_id() => finished(done, &mut busy),
+                _ = worker.queued.notified() => {}
+                _ = tokio::time::sleep(worker.cfg.get().delivery.poll_every) => {}
             }
         }
     }
 
-    /// Claim due rows and try each once. Returns how many were claimed.
-    pub async fn pass(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+    /// Claim due rows of the destinations not in `busy`; each counts an attempt.
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        busy: &[Destination],
+    ) -> StoreResult<Vec<Notification>> {
+        self.store
+            .claim_notifications(self.id(), now, self.lease_from(now), CLAIM_BATCH, busy)
+            .await
+    }
+
+    /// Try each of one destination's claimed rows once, in order.
+    async fn deliver_each(&self, rows: &[Notification]) {
         let senders = self.senders();
-        let lease = self.lease_from(now);
-        let batch = self
-            .store
-            .claim_notifications(self.id(), now, lease, CLAIM_BATCH)
-            .await?;
         let mut smtp: Option<AsyncSmtpConnection> = None;
-        for n in &batch {
-            self.deliver(n, &mut smtp, &senders).await?;
+        for n in rows {
+            if let Err(e) = self.deliver(n, &mut smtp, &senders).await {
+                error!(error = %e, "delivery: the store failed; the rest of these claims wait for their lease");
+                break;
+            }
         }
         if let Some(mut conn) = smtp {
             let _ = conn.quit().await;
         }
-        Ok(batch.len())
     }
 
     fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {

@@ -4,12 +4,15 @@
 use super::read::{get, opt_time, time};
 use super::write::query_error;
 use super::{Backend, SqlStore};
-use crate::outbox::{Channel, NewNotification, Notification, OutboxState, OutboxStore};
+use crate::outbox::{
+    Channel, Destination, NewNotification, Notification, OutboxState, OutboxStore,
+};
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 macro_rules! outbox_columns {
     () => {
@@ -24,35 +27,67 @@ macro_rules! outbox_columns {
 /// the same route still unfinished: an alert's notices reach each receiver in order (a
 /// PagerDuty `acknowledge` or `resolve` overtaking its `trigger` that waits for a retry would
 /// be dropped there, and the late trigger would page), and one failing recipient of an email
-/// route holds back no other. Index `outbox_unfinished` answers the `NOT EXISTS`.
-macro_rules! due_rows {
-    () => {
+/// route holds back no other. Index `outbox_unfinished` answers the `NOT EXISTS`. Rows of
+/// busy destinations are left for later: emails when `$5` is 1, webhooks to the URLs in the
+/// `webhooks` parameters from `$6` on.
+fn due_rows(webhooks: usize) -> String {
+    let mut sql = String::from(
         "SELECT id FROM outbox o \
          WHERE ((o.state = 'pending' AND o.next_attempt_at <= $2) \
          OR (o.state = 'sending' AND o.lease_until <= $2)) \
          AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.alert_id = o.alert_id \
          AND e.route = o.route AND e.recipient = o.recipient AND e.id < o.id \
          AND e.state IN ('pending', 'sending') AND e.alert_id IS NOT NULL) \
-         ORDER BY o.id LIMIT $4"
-    };
+         AND ($5 = 0 OR o.channel <> 'email')",
+    );
+    if webhooks > 0 {
+        let params: Vec<String> = (6..6 + webhooks).map(|i| format!("${i}")).collect();
+        sql.push_str(&format!(
+            " AND NOT (o.channel = 'webhook' AND o.recipient IN ({}))",
+            params.join(", ")
+        ));
+    }
+    sql.push_str(" ORDER BY o.id LIMIT $4");
+    sql
 }
+
+/// Busy webhook URLs one claim leaves out: the statement is spelt for 0, 1, 2, 4, … of them
+/// (the list padded with its last URL), each spelling built once, as sqlx takes a
+/// `&'static str` as safe SQL and a few spellings share its statement cache. Beyond the last
+/// (a collector with more webhook routes than this hanging at once) the rest stay claimable.
+const BUSY_SPELLINGS: [usize; 8] = [0, 1, 2, 4, 8, 16, 32, 64];
 
 /// PostgreSQL skips rows another collector is claiming this moment instead of waiting for
 /// them; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
-const CLAIM_SQLITE: &str = concat!(
-    "UPDATE outbox SET state = 'sending', claimed_by = $1, claimed_at = $2, lease_until = $3, \
-     attempts = attempts + 1 WHERE id IN (",
-    due_rows!(),
-    ") RETURNING ",
-    outbox_columns!()
-);
-const CLAIM_POSTGRES: &str = concat!(
-    "UPDATE outbox SET state = 'sending', claimed_by = $1, claimed_at = $2, lease_until = $3, \
-     attempts = attempts + 1 WHERE id IN (",
-    due_rows!(),
-    " FOR UPDATE OF o SKIP LOCKED) RETURNING ",
-    outbox_columns!()
-);
+fn claim_sql(backend: Backend, webhooks: usize) -> &'static str {
+    static SPELLINGS: OnceLock<[Vec<&'static str>; 2]> = OnceLock::new();
+    let spellings = SPELLINGS.get_or_init(|| {
+        [Backend::Sqlite, Backend::Postgres].map(|b| {
+            let lock = match b {
+                Backend::Sqlite => "",
+                Backend::Postgres => " FOR UPDATE OF o SKIP LOCKED",
+            };
+            BUSY_SPELLINGS
+                .iter()
+                .map(|&n| {
+                    let sql = format!(
+                        "UPDATE outbox SET state = 'sending', claimed_by = $1, claimed_at = $2, \
+                         lease_until = $3, attempts = attempts + 1 WHERE id IN ({}{lock}) \
+                         RETURNING {}",
+                        due_rows(n),
+                        outbox_columns!()
+                    );
+                    &*Box::leak(sql.into_boxed_str())
+                })
+                .collect()
+        })
+    });
+    let slot = BUSY_SPELLINGS
+        .iter()
+        .position(|&n| n >= webhooks)
+        .unwrap_or(BUSY_SPELLINGS.len() - 1);
+    spellings[usize::from(backend == Backend::Postgres)][slot]
+}
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -147,17 +182,33 @@ impl OutboxStore for SqlStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        busy: &[Destination],
     ) -> StoreResult<Vec<Notification>> {
-        let sql = match self.backend {
-            Backend::Sqlite => CLAIM_SQLITE,
-            Backend::Postgres => CLAIM_POSTGRES,
-        };
-        let mut tx = self.begin().await?;
-        let mut claimed = sqlx::query(sql)
+        let webhooks: Vec<&str> = busy
+            .iter()
+            .filter_map(|d| match d {
+                Destination::Webhook(url) => Some(url.as_str()),
+                Destination::Smtp => None,
+            })
+            .take(BUSY_SPELLINGS[BUSY_SPELLINGS.len() - 1])
+            .collect();
+        let sql = claim_sql(self.backend, webhooks.len());
+        let mut query = sqlx::query(sql)
             .bind(worker)
             .bind(ms(now))
             .bind(ms(lease_until))
             .bind(i64::from(limit))
+            .bind(i64::from(busy.contains(&Destination::Smtp)));
+        let spelt = BUSY_SPELLINGS
+            .iter()
+            .copied()
+            .find(|&n| n >= webhooks.len())
+            .unwrap_or(webhooks.len());
+        for i in 0..spelt {
+            query = query.bind(webhooks[i.min(webhooks.len() - 1)]);
+        }
+        let mut tx = self.begin().await?;
+        let mut claimed = query
             .fetch_all(&mut *tx)
             .await
             .map_err(query_error("claim notifications"))?

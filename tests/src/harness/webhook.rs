@@ -2,9 +2,11 @@
 //! request per connection, every POST body kept as JSON with its headers.
 //!
 //! Invariants: a request is recorded before it is answered; the answer's status is whatever
-//! the test set last (200 by default), so a test can make the receiver refuse for a while.
+//! the test set last (200 by default), so a test can make the receiver refuse for a while,
+//! or none at all while it hangs (the request is taken and the connection held open until
+//! the sender gives up, as an endpoint behind a stuck proxy does).
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -32,6 +34,7 @@ pub struct Webhook {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    hanging: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -41,13 +44,20 @@ impl Webhook {
         let port = listener.local_addr()?.port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (r, s) = (received.clone(), status.clone());
+        let hanging = Arc::new(AtomicBool::new(false));
+        let (r, s, h) = (received.clone(), status.clone(), hanging.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
-                let (r, s) = (r.clone(), s.clone());
+                let (r, s, h) = (r.clone(), s.clone(), h.clone());
                 tokio::spawn(async move {
                     if let Some(req) = read_request(&mut conn).await {
                         r.lock().map(|mut v| v.push(req)).ok();
+                    }
+                    if h.load(Ordering::SeqCst) {
+                        // Until the sender closes the connection.
+                        let mut rest = [0u8; 512];
+                        while conn.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+                        return;
                     }
                     let code = s.load(Ordering::SeqCst);
                     let answer = format!(
@@ -62,6 +72,7 @@ impl Webhook {
             port,
             received,
             status,
+            hanging,
             task,
         })
     }
@@ -73,6 +84,11 @@ impl Webhook {
     /// Answer later requests with `code`.
     pub fn respond_with(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Take later requests and never answer them.
+    pub fn hang(&self, hang: bool) {
+        self.hanging.store(hang, Ordering::SeqCst);
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -4,7 +4,9 @@
 //! accepted, collector killed before it recorded that), and then with the same Message-ID.
 
 use anyhow::{Result, ensure};
-use backwatch_tests::harness::alerting::{DB1_DISK_WARNS, DBA, FAST, alerting_toml, notifications};
+use backwatch_tests::harness::alerting::{
+    DB1_DISK_WARNS, DBA, FAST, PROCEDURE_ROUTES, alerting_toml, notifications,
+};
 use backwatch_tests::harness::{
     Agent, Certs, Collector, CollectorBuilder, PgCluster, Smtp, Webhook, consistently, eventually,
 };
@@ -281,6 +283,58 @@ async fn webhook_gets_the_alert_as_json_after_refusing_for_a_while() -> Result<(
         got.iter()
             .all(|r| r.body["message_id"] == doc["message_id"]),
         "retries keep their id"
+    );
+    Ok(())
+}
+
+/// A webhook that takes the request and never answers (an endpoint behind a stuck proxy)
+/// holds back its own notifications only: the emails of the same alerts go out while its
+/// first request waits for the timeout, and it gets one request at a time.
+#[tokio::test]
+async fn a_hanging_webhook_holds_back_no_email() -> Result<()> {
+    let smtp = Smtp::capture()?;
+    let hook = Webhook::start().await?;
+    hook.hang(true);
+    let certs = Certs::fleet(&["db1"])?;
+    // FAST ends in [delivery]; the lease must outlast two attempts.
+    let toml = format!(
+        "{}{FAST}webhook_timeout = \"40s\"\n{PROCEDURE_ROUTES}{DB1_DISK_WARNS}\
+         [[routes]]\nname = \"chat\"\nchannel = \"webhook\"\nurl = \"{}\"\nchecks = [\"disk.*\"]\n",
+        smtp.collector_toml(),
+        hook.url()
+    );
+    let collector = Collector::sqlite(&certs).toml(&toml).start().await?;
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let _agent = Agent::for_host("db1", &certs, &collector)
+        .disk("a", dirs[0].path(), "1s")
+        .disk("b", dirs[1].path(), "1s")
+        .disk("c", dirs[2].path(), "1s")
+        .start()?;
+
+    // Well within the webhook's 40 s: one email waiting behind its request would miss this.
+    eventually(
+        Duration::from_secs(30),
+        "the three emails while the webhook hangs",
+        async || {
+            let mails = smtp.to(DBA)?;
+            ensure!(mails.len() == 3, "{} emails", mails.len());
+            Ok(())
+        },
+    )
+    .await;
+    assert_eq!(hook.received().len(), 1, "one request at a time");
+    let hooks: Vec<_> = notifications(&collector, "")
+        .await?
+        .into_iter()
+        .filter(|r| r["channel"] == "webhook")
+        .collect();
+    assert!(
+        hooks.len() == 3 && hooks.iter().all(|r| r["state"] != "sent"),
+        "{hooks:#?}"
     );
     Ok(())
 }
