@@ -31,7 +31,7 @@ use backwatch_proto::model::{Observation, ProbeKind};
 use chrono::{DateTime, Utc};
 use lifecycle::{Change, Effect, Outcome};
 use routes::Target;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -100,15 +100,25 @@ impl Engine {
     /// flapping, notices a silence held back).
     pub async fn step(&self, now: DateTime<Utc>) -> StoreResult<Step> {
         let mut step = Step::default();
-        self.consume(now, &mut step).await?;
-        self.tick(now, &mut step).await?;
+        let mut sets_closed = HashSet::new();
+        self.consume(now, &mut step, &mut sets_closed).await?;
+        self.tick(now, &mut step, &mut sets_closed).await?;
+        for kind in sets_closed {
+            self.carry_on_sets(kind, now, &mut step).await?;
+        }
         if step.notifications > 0 {
             self.queued.notify_one();
         }
         Ok(step)
     }
 
-    async fn consume(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
+    /// `sets_closed` collects the backup tool kinds whose alerts were resolved.
+    async fn consume(
+        &self,
+        now: DateTime<Utc>,
+        step: &mut Step,
+        sets_closed: &mut HashSet<ProbeKind>,
+    ) -> StoreResult<()> {
         let cfg = self.cfg.get();
         let p = &cfg.policy;
         loop {
@@ -145,7 +155,7 @@ impl Engine {
                 // alert carries a second host's bad news, and it resolves only when no host
                 // reporting the set is bad any more.
                 if effect != Effect::Ignore
-                    && let Some(peers) = self.backup_set_peers(&t.host, &t.check).await?
+                    && let Some(peers) = self.backup_set_peers(&t.host, &t.check, &retired).await?
                 {
                     if !open.contains_key(&key)
                         && let Some((k, _)) = peers.iter().find(|(k, _)| open.contains_key(k))
@@ -194,6 +204,11 @@ impl Engine {
                 {
                     Some(id) => {
                         at = t.id;
+                        if outcome.fields.resolved_at.is_some()
+                            && let Some(kind) = backup_tool(&t.check)
+                        {
+                            sets_closed.insert(kind);
+                        }
                         let before = existing.cloned();
                         remember(&mut open, key, before, id, outcome.fields);
                     }
@@ -213,7 +228,12 @@ impl Engine {
         }
     }
 
-    async fn tick(&self, now: DateTime<Utc>, step: &mut Step) -> StoreResult<()> {
+    async fn tick(
+        &self,
+        now: DateTime<Utc>,
+        step: &mut Step,
+        sets_closed: &mut HashSet<ProbeKind>,
+    ) -> StoreResult<()> {
         let silences = self.active_silences(now).await?;
         let retired: HashMap<String, crate::store::RetiredHost> = self
             .store
@@ -228,6 +248,7 @@ impl Engine {
                 let o = lifecycle::on_retired(f, &r.retired_by, &r.reason, now);
                 self.write(None, Some((a.id, a.version)), &o, now, None, step)
                     .await?;
+                sets_closed.extend(backup_tool(&f.check));
                 continue;
             }
             let silenced = self.silenced(&silences, &f.host, &f.check);
@@ -241,25 +262,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Other hosts' checks reporting the same backup sets as `host`'s `check` (a backup tool's
-    /// check with the same [`set_identity`](backwatch_proto::model::BackupToolObs::set_identity)),
-    /// with their current status; `None` for any other check, or sets whose cluster the tool
-    /// did not name.
+    /// Other live hosts' checks reporting the same backup sets as `host`'s `check` (a backup
+    /// tool's check with the same
+    /// [`set_identity`](backwatch_proto::model::BackupToolObs::set_identity)), with their
+    /// current status; `None` for any other check, or sets whose cluster the tool did not
+    /// name. A retired host is no peer: its last word is stale, and its alerts are closing.
     async fn backup_set_peers(
         &self,
         host: &str,
         check: &str,
+        retired: &HashSet<String>,
     ) -> StoreResult<Option<Vec<((String, String), Status)>>> {
-        let kind = ProbeKind::of_check(check);
-        let Some(kind @ (ProbeKind::PgBackRest | ProbeKind::Barman)) = kind else {
+        let Some(kind) = backup_tool(check) else {
             return Ok(None);
         };
-        let states = self.store.check_states_of_kind(kind).await?;
-        let identity =
-            |st: &crate::store::CheckState| match st.last_result.as_ref()?.observation.as_ref()? {
-                Observation::PgBackRest(o) | Observation::Barman(o) => o.set_identity(),
-                _ => None,
-            };
+        let mut states = self.store.check_states_of_kind(kind).await?;
+        states.retain(|s| !retired.contains(&s.host));
         let Some(mine) = states
             .iter()
             .find(|s| s.host == host && s.check == check)
@@ -275,6 +293,68 @@ impl Engine {
                 .map(|s| ((s.host.clone(), s.check.clone()), s.status))
                 .collect(),
         ))
+    }
+
+    /// After an alert of `kind` was resolved: every backup set still bad on a live host but
+    /// with no open alert on any host reporting it gets one, opened on the first such host as
+    /// its own change. The set's alert lives on one host's check (the first to go bad); when
+    /// that host or check is retired, its alert is resolved with it, and a peer that has been
+    /// bad all along sends no new transition that would open another.
+    async fn carry_on_sets(
+        &self,
+        kind: ProbeKind,
+        now: DateTime<Utc>,
+        step: &mut Step,
+    ) -> StoreResult<()> {
+        let p = &self.cfg.get().policy;
+        let retired = self.store.retired_set().await?;
+        let open: HashMap<(String, String), Status> = self
+            .store
+            .open_alerts()
+            .await?
+            .into_iter()
+            .map(|a| ((a.fields.host, a.fields.check), a.fields.status))
+            .collect();
+        let mut states = self.store.check_states_of_kind(kind).await?;
+        states.retain(|s| !retired.contains(&s.host));
+        states.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
+        let mut sets: BTreeMap<String, Vec<&crate::store::CheckState>> = BTreeMap::new();
+        for s in &states {
+            if let Some(id) = identity(s) {
+                sets.entry(id).or_default().push(s);
+            }
+        }
+        let silences = self.active_silences(now).await?;
+        for members in sets.values() {
+            let has_alert = members
+                .iter()
+                .any(|s| open.contains_key(&(s.host.clone(), s.check.clone())));
+            let bad = members
+                .iter()
+                .find(|s| matches!(s.status, Status::Warning | Status::Critical));
+            let (false, Some(bad)) = (has_alert, bad) else {
+                continue;
+            };
+            let host_silent = open
+                .get(&(bad.host.clone(), AGENT_CHECK.to_string()))
+                .is_some_and(|st| *st != Status::Ok);
+            let change = Change {
+                host: &bad.host,
+                check: &bad.check,
+                status: bad.status,
+                effect: lifecycle::effect(&bad.check, bad.status, host_silent, p),
+                summary: &bad.summary,
+                at: now,
+                recent_changes: 0,
+                silenced: self.silenced(&silences, &bad.host, &bad.check),
+            };
+            if let Some(o) = lifecycle::on_change(None, &change, p) {
+                info!(host = %bad.host, check = %bad.check,
+                    "backup set still bad after its alert's host or check was retired: alert carried on here");
+                self.write(None, None, &o, now, None, step).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Silences in force now: the stored ones and the maintenance windows open now.
@@ -304,6 +384,22 @@ impl Engine {
     /// Operators' text for the check (by id, then by kind), else the built-in one.
     pub fn procedure(&self, check: &str) -> String {
         self.cfg.get().procedure(check)
+    }
+}
+
+/// The backup tool kind of `check` (whose sets several hosts may report), if it is one.
+fn backup_tool(check: &str) -> Option<ProbeKind> {
+    match ProbeKind::of_check(check)? {
+        kind @ (ProbeKind::PgBackRest | ProbeKind::Barman) => Some(kind),
+        _ => None,
+    }
+}
+
+/// The backup set a tool check's last result reports, when the tool named its cluster.
+fn identity(st: &crate::store::CheckState) -> Option<String> {
+    match st.last_result.as_ref()?.observation.as_ref()? {
+        Observation::PgBackRest(o) | Observation::Barman(o) => o.set_identity(),
+        _ => None,
     }
 }
 

@@ -501,3 +501,103 @@ async fn one_backup_set_reported_by_two_hosts_is_one_alert_until_both_are_good()
         .expect("alerts");
     assert_eq!(resolved.len(), 1);
 }
+
+/// Two hosts report stanza `main` of cluster 42; db1 went critical first, so the set's alert
+/// lives on db1, and db2 turned critical too.
+async fn set_bad_on_both() -> Fixture {
+    let f = fixture(alerting()).await;
+    for (host, n, secs, status) in [
+        ("db1", 1, 0, Status::Ok),
+        ("db2", 1, 0, Status::Ok),
+        ("db1", 2, 10, Status::Critical),
+        ("db2", 2, 20, Status::Critical),
+    ] {
+        f.store
+            .record_results(host, &[stanza(host, n, secs, status)])
+            .await
+            .expect("record");
+        f.step(secs + 1).await;
+    }
+    f
+}
+
+impl Fixture {
+    async fn open_alerts(&self) -> Vec<(String, String)> {
+        self.store
+            .alerts(AlertFilter::Open, 10)
+            .await
+            .expect("alerts")
+            .into_iter()
+            .map(|a| (a.fields.host, a.fields.summary))
+            .collect()
+    }
+
+    async fn retire(&self, host: &str, secs: i64) {
+        let r = crate::store::RetiredHost {
+            host: host.into(),
+            retired_at: at(secs),
+            retired_by: "ops".into(),
+            reason: "decommissioned".into(),
+        };
+        assert!(self.store.retire_host(&r).await.expect("retire"));
+    }
+}
+
+/// Retiring the host whose check holds the set's alert resolves that alert, and the peer
+/// still reporting the set bad carries it on under an alert of its own.
+#[tokio::test]
+async fn retiring_the_host_holding_a_sets_alert_hands_it_to_the_bad_peer() {
+    let f = set_bad_on_both().await;
+    assert_eq!(f.open_alerts().await.len(), 1);
+    f.retire("db1", 30).await;
+    f.step(31).await;
+    assert_eq!(
+        f.open_alerts().await,
+        [("db2".into(), "db2: stanza critical".into())]
+    );
+    assert_eq!(
+        f.sent().await,
+        pairs(&[
+            ("dba", "opened"),
+            ("sysadmin", "opened"),
+            ("dba", "resolved"),
+            ("sysadmin", "resolved"),
+            ("dba", "opened"),
+            ("sysadmin", "opened"),
+        ])
+    );
+}
+
+/// Retiring the check that holds the set's alert (gone from the agent's configuration) does
+/// the same.
+#[tokio::test]
+async fn retiring_the_check_holding_a_sets_alert_hands_it_to_the_bad_peer() {
+    let f = set_bad_on_both().await;
+    assert!(
+        f.store
+            .retire_check("db1", "pgbackrest.main", "retired: not configured", at(30))
+            .await
+            .expect("retire check")
+    );
+    f.step(31).await;
+    assert_eq!(
+        f.open_alerts().await,
+        [("db2".into(), "db2: stanza critical".into())]
+    );
+}
+
+/// A retired peer's last (stale) critical does not keep the set's alert open once the live
+/// host reporting it is good.
+#[tokio::test]
+async fn a_retired_peers_stale_state_does_not_hold_the_sets_alert_open() {
+    let f = set_bad_on_both().await;
+    f.retire("db2", 30).await;
+    f.step(31).await;
+    assert_eq!(f.open_alerts().await.len(), 1, "db1 is still bad");
+    f.store
+        .record_results("db1", &[stanza("db1", 3, 40, Status::Ok)])
+        .await
+        .expect("record");
+    f.step(41).await;
+    assert_eq!(f.open_alerts().await, Vec::<(String, String)>::new());
+}
