@@ -9,6 +9,13 @@
 //! resolution, which ends them there at once (also after an Alertmanager outage, within that
 //! window). A failed send is logged and simply done again at the next period.
 //!
+//! Severity: a critical alert is sent twice, with `severity = "warning"` and with
+//! `severity = "critical"`, as Prometheus's paired warning and critical rules fire: a label is
+//! part of an Alertmanager alert's identity, so a single copy whose severity changed would
+//! start a new alert and leave the warning one to end ("resolved") just as things got worse.
+//! The usual inhibition rule (critical mutes warning, equal `host` and `check`) keeps it to one
+//! notification; README shows it.
+//!
 //! Labels: `alertname` (`BackwatchCheck`), `host`, `check`, `severity` (`warning` or
 //! `critical`), `groups` (the host's `[groups]`, comma-separated, when it has any), and the
 //! host's own labels (the agent's `[labels]`: `env`, `cluster`, …) under their names, so
@@ -26,7 +33,7 @@ use crate::config::alerting::Alerting;
 use crate::config::reloadable::Reloadable;
 use crate::leader::Leader;
 use crate::store::Store;
-use crate::store::alerts::{Alert, AlertFilter};
+use crate::store::alerts::{Alert, AlertFilter, Severity};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -105,8 +112,9 @@ impl Sync {
             let items: Vec<Value> = open
                 .iter()
                 .chain(recent.iter().copied())
-                .filter(|a| hears(&thresholds, route, a))
-                .map(|a| alert(&alerting, &thresholds, a, now))
+                .flat_map(|a| copies(a).map(move |level| (a, level)))
+                .filter(|(a, level)| hears(&thresholds, route, a, *level))
+                .map(|(a, level)| alert(&alerting, &thresholds, a, level, now))
                 .collect();
             if items.is_empty() {
                 continue;
@@ -131,16 +139,29 @@ impl Sync {
     }
 }
 
-fn hears(thresholds: &Thresholds, route: &Route, a: &Alert) -> bool {
-    let f = &a.fields;
-    let groups = thresholds.groups_of(&f.host);
-    // A silenced notice stays withheld here too; severity as the alert last saw it.
-    !f.silenced
-        && f.notified_severity.is_some()
-        && route.hears(&f.host, &groups, &f.check, f.severity)
+/// The severities `a` is sent with: each up to its own.
+fn copies(a: &Alert) -> impl Iterator<Item = Severity> {
+    let own = a.fields.severity;
+    [Severity::Warning, Severity::Critical]
+        .into_iter()
+        .filter(move |level| *level <= own)
 }
 
-fn alert(alerting: &Alerting, thresholds: &Thresholds, a: &Alert, now: DateTime<Utc>) -> Value {
+/// `route` hears `a`'s copy of severity `level`.
+fn hears(thresholds: &Thresholds, route: &Route, a: &Alert, level: Severity) -> bool {
+    let f = &a.fields;
+    let groups = thresholds.groups_of(&f.host);
+    // A silenced notice stays withheld here too.
+    !f.silenced && f.notified_severity.is_some() && route.hears(&f.host, &groups, &f.check, level)
+}
+
+fn alert(
+    alerting: &Alerting,
+    thresholds: &Thresholds,
+    a: &Alert,
+    level: Severity,
+    now: DateTime<Utc>,
+) -> Value {
     let f = &a.fields;
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     // Open: a few periods ahead, so one lost send does not end it; resolved: when it was.
@@ -152,7 +173,7 @@ fn alert(alerting: &Alerting, thresholds: &Thresholds, a: &Alert, now: DateTime<
         "alertname": "BackwatchCheck",
         "host": f.host,
         "check": f.check,
-        "severity": f.severity.as_str(),
+        "severity": level.as_str(),
     });
     let groups = thresholds.groups_of(&f.host);
     if !groups.is_empty() {

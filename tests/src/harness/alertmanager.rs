@@ -1,5 +1,6 @@
 //! A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port, clustering
-//! off, with a receiver that sends nothing: the tests read its v2 API to see what it holds.
+//! off, with a receiver that sends nothing and README's inhibition rule: the tests read its v2
+//! API to see what it holds.
 //!
 //! Invariants: started and answering `/-/ready` before `start` returns; killed on drop.
 
@@ -27,9 +28,14 @@ impl Alertmanager {
         );
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("alertmanager.yml");
+        // README's inhibition: a critical copy mutes the warning copy of the same check.
         std::fs::write(
             &config,
-            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n\
+             inhibit_rules:\n\
+             \x20 - source_matchers: [alertname=\"BackwatchCheck\", severity=\"critical\"]\n\
+             \x20   target_matchers: [alertname=\"BackwatchCheck\", severity=\"warning\"]\n\
+             \x20   equal: [host, check]\n",
         )?;
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("alertmanager.log"))?;

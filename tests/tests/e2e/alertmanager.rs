@@ -1,6 +1,6 @@
 //! Alertmanager routes end to end: the collector keeps a real Alertmanager's alerts in step
 //! with its own (`collector/src/notify/alertmanager.rs`): an alert appears there with its
-//! labels and annotations, and ends there once resolved.
+//! labels and annotations (a critical one also as a warning), and ends there once resolved.
 
 use anyhow::{Result, ensure};
 use backwatch_tests::harness::alerting::FAST;
@@ -42,14 +42,42 @@ async fn an_alert_appears_in_alertmanager_with_its_labels_and_ends_there_when_re
         .toml("[labels]\nenv = \"prod\"\ncluster = \"billing\"\n")
         .start()?;
 
-    let alert: Value = eventually(WAIT, "the alert in Alertmanager", async || {
-        let alerts = am.alerts().await?;
-        alerts
+    // Critical is sent with both severities, as paired Prometheus rules fire (so an escalation
+    // never ends the warning one).
+    let copies: Vec<Value> = eventually(WAIT, "the alert in Alertmanager", async || {
+        let mut copies: Vec<Value> = am
+            .alerts()
+            .await?
             .into_iter()
-            .find(|a| a["labels"]["check"] == "backup.daily")
-            .ok_or_else(|| anyhow::anyhow!("none yet"))
+            .filter(|a| a["labels"]["check"] == "backup.daily")
+            .collect();
+        ensure!(copies.len() == 2, "{copies:#?}");
+        copies.sort_by_key(|a| a["labels"]["severity"].to_string());
+        Ok(copies)
     })
     .await;
+    assert_eq!(copies[1]["labels"]["severity"], "warning", "{copies:#?}");
+    // README's inhibition rule mutes it there.
+    eventually(WAIT, "the warning copy inhibited", async || {
+        let warning = am
+            .alerts()
+            .await?
+            .into_iter()
+            .find(|a| {
+                a["labels"]["check"] == "backup.daily" && a["labels"]["severity"] == "warning"
+            })
+            .ok_or_else(|| anyhow::anyhow!("gone"))?;
+        ensure!(warning["status"]["state"] == "suppressed", "{warning}");
+        ensure!(
+            warning["status"]["inhibitedBy"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty()),
+            "{warning}"
+        );
+        Ok(())
+    })
+    .await;
+    let alert = copies[0].clone();
     let labels = &alert["labels"];
     assert_eq!(labels["alertname"], "BackwatchCheck", "{alert}");
     assert_eq!(labels["host"], "db1", "{alert}");
