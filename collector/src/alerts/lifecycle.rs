@@ -245,7 +245,12 @@ pub fn on_tick(
     let mut f = a.clone();
     if a.flapping {
         if now - a.last_change_at < p.flap_window_delta() {
-            return None;
+            // Still changing: no notice per change, but reminders as for any open alert (one
+            // flapping for days must not be forgotten), to the audience told of the flapping.
+            if silenced {
+                return None;
+            }
+            return reminder(f, acknowledged, now, p, "still flapping", a.peak_severity);
         }
         f.flapping = false;
         f.updated_at = now;
@@ -282,22 +287,36 @@ pub fn on_tick(
             f, "notified", summary, kind, a.severity, false, now,
         ));
     }
+    let audience = a.severity;
+    reminder(f, acknowledged, now, p, "still open", audience)
+}
+
+/// A reminder to `audience` when one is due: `reminder_every` after the last notice, unless
+/// the alert is acknowledged.
+fn reminder(
+    f: AlertFields,
+    acknowledged: bool,
+    now: DateTime<Utc>,
+    p: &Policy,
+    still: &str,
+    audience: Severity,
+) -> Option<Outcome> {
     let every = TimeDelta::from_std(p.reminder_every?).unwrap_or(TimeDelta::MAX);
-    let last = a.last_notified_at.unwrap_or(a.opened_at);
+    let last = f.last_notified_at.unwrap_or(f.opened_at);
     if acknowledged || now - last < every {
         return None;
     }
     let summary = format!(
-        "still open after {}: {}",
-        crate::human::duration((now - a.opened_at).num_seconds()),
-        a.summary
+        "{still} after {}: {}",
+        crate::human::duration((now - f.opened_at).num_seconds()),
+        f.summary
     );
     Some(notify_at(
         f,
         "reminder",
         summary,
         NoticeKind::Reminder,
-        a.severity,
+        audience,
         false,
         now,
     ))

@@ -285,6 +285,38 @@ fn flapping_is_notified_once_then_quiet_until_stable() {
 }
 
 #[test]
+fn flapping_for_days_is_still_reminded() {
+    let p = policy();
+    let day = 24 * 3600;
+    let mut a = open(Warning, Warn);
+    a.peak_severity = Crit;
+    a.flapping = true;
+    a.last_notified_at = Some(t(60));
+    // It keeps changing: never a whole quiet window, so never "stable".
+    a.last_change_at = t(60 + day - 10);
+    assert_eq!(on_tick(&a, false, t(60 + day - 1), false, &p), None);
+    let o = on_tick(&a, false, t(60 + day), false, &p);
+    assert_eq!(
+        shape(&o),
+        Some(("reminder", Some((NoticeKind::Reminder, Crit)))),
+        "to those told of the flapping"
+    );
+    let o = o.expect("reminder");
+    assert!(
+        o.summary.starts_with("still flapping after 24 h"),
+        "{}",
+        o.summary
+    );
+    assert!(o.fields.flapping, "still flapping");
+    assert_eq!(
+        on_tick(&a, true, t(60 + day), false, &p),
+        None,
+        "acknowledged"
+    );
+    assert_eq!(on_tick(&a, false, t(60 + day), true, &p), None, "silenced");
+}
+
+#[test]
 fn flapping_that_settles_bad_says_stable_once() {
     let p = policy();
     let mut a = open(Critical, Crit);
