@@ -331,6 +331,44 @@ async fn gap_before_the_last_archived_segment_is_lost_even_next_to_the_newest() 
     Ok(())
 }
 
+/// An archive command that encrypts (`openssl enc … -out …/%f.enc`, as `%f.gpg` or `%f.age`
+/// would be) writes segments Backwatch cannot open but does see: the archive is judged by
+/// their names, and declared encrypted none of them counts as readable.
+#[tokio::test]
+async fn segments_an_archive_command_encrypted_are_judged_by_name() -> Result<()> {
+    let pg = cluster(None)?;
+    pg.set_archive_command(&format!(
+        "openssl enc -aes-256-cbc -pbkdf2 -pass pass:backwatch -in %p -out '{}/%f.enc'",
+        pg.archive_dir().display()
+    ))?;
+    let segments = switch_segments(&pg, 3).await?;
+    let last = &segments[2];
+    ensure!(pg.archive_dir().join(format!("{last}.enc")).is_file());
+    let scene = scene("db1", |a| {
+        archive_probe(
+            a.wal("main", &pg.dsn(), "1s"),
+            &pg,
+            &[("wal", "main"), ("encrypted", "true")],
+        )
+    })
+    .await?;
+    let c = scene
+        .collector
+        .wait_summary("db1", "archive.main", "ok", "archive ok", WAIT)
+        .await;
+    assert!(
+        summary(&c).contains(&format!("last archived {last} is present")),
+        "{c}"
+    );
+    assert!(c["details"]["segments"].as_u64() >= Some(3), "{c}");
+    let e = &c["details"]["encryption"];
+    assert!(
+        e["sampled"].as_u64() >= Some(3) && e["readable"] == 0,
+        "{c}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn mode_0755_on_the_archive_directory_is_reported() -> Result<()> {
     let pg = cluster(None)?;

@@ -27,7 +27,11 @@ pub fn uncompressed_size(path: &Path, compression: Compression) -> Option<u64> {
         }
         Compression::Zstd => zstd_content_size(head),
         Compression::Lz4 => lz4_content_size(head),
-        Compression::Brotli | Compression::Xz | Compression::Bzip2 => None,
+        Compression::Brotli
+        | Compression::Xz
+        | Compression::Lzma
+        | Compression::Bzip2
+        | Compression::Sealed(_) => None,
     }
 }
 
@@ -40,7 +44,10 @@ pub fn decompressed_head(
     max: u64,
 ) -> Result<Vec<u8>, String> {
     use std::process::{Command, Stdio};
-    let mut argv = compression.decompress_command().split_whitespace();
+    let Some(command) = compression.decompress_command() else {
+        return Err(format!("{compression}: Backwatch holds no key to read it"));
+    };
+    let mut argv = command.split_whitespace();
     let program = argv.next().unwrap_or("gzip");
     let mut child = Command::new(program)
         .args(argv)
@@ -62,7 +69,7 @@ pub fn decompressed_head(
         Some(Ok(_)) if !head.is_empty() => Ok(head),
         Some(Err(e)) => Err(format!("{program}: {}", super::os_text(&e))),
         _ => Err(match status {
-            Ok(s) if !s.success() => format!("{program} failed ({s}): not {compression:?} data"),
+            Ok(s) if !s.success() => format!("{program} failed ({s}): not {compression} data"),
             _ => format!("{program} gave nothing"),
         }),
     }

@@ -8,21 +8,30 @@
 //! Any of them may carry a compression suffix. Parsing is strict (exact lengths, upper-case
 //! hex), so a stray file never passes for WAL.
 
-/// Suffixes compressing archive commands add (gzip, lz4, zstd, brotli, xz, bzip2).
-pub const COMPRESSION_SUFFIXES: [(&str, Compression); 6] = [
+/// Suffixes archive commands add: compression (gzip, lz4, zstd, brotli, xz, lzma as WAL-G
+/// writes it, bzip2) and encryption Backwatch cannot open (gpg and PGP, ASCII-armoured or not,
+/// age, an `openssl enc` convention). A segment under any of them is in the archive; only a
+/// compressed one can be read here.
+pub const COMPRESSION_SUFFIXES: [(&str, Compression); 12] = [
     (".gz", Compression::Gzip),
     (".lz4", Compression::Lz4),
     (".zst", Compression::Zstd),
     (".br", Compression::Brotli),
     (".xz", Compression::Xz),
+    (".lzma", Compression::Lzma),
     (".bz2", Compression::Bzip2),
+    (".gpg", Compression::Sealed(".gpg")),
+    (".pgp", Compression::Sealed(".pgp")),
+    (".asc", Compression::Sealed(".asc")),
+    (".age", Compression::Sealed(".age")),
+    (".enc", Compression::Sealed(".enc")),
 ];
 
 impl Compression {
     /// The smallest file of this format that holds anything (its fixed header and trailer): a
     /// compressed segment shorter is empty or cut off, e.g. `gzip < %p > %f.gz` creates the
     /// file before gzip runs, so a full disk or a kill leaves it empty; a real segment, even
-    /// all zeros, compresses to kilobytes.
+    /// all zeros, compresses to kilobytes. Of an encrypted one only emptiness is known.
     pub fn min_bytes(self) -> u64 {
         match self {
             Compression::Gzip => 18,
@@ -30,19 +39,33 @@ impl Compression {
             Compression::Zstd => 9,
             Compression::Brotli => 1,
             Compression::Xz => 32,
+            Compression::Lzma => 13,
             Compression::Bzip2 => 14,
+            Compression::Sealed(_) => 1,
         }
     }
 
-    /// The command that writes the file named after it, decompressed, to standard output.
-    pub fn decompress_command(self) -> &'static str {
+    /// The command that writes the file named after it, decompressed, to standard output;
+    /// `None` for an encrypted one (the key is not Backwatch's).
+    pub fn decompress_command(self) -> Option<&'static str> {
         match self {
-            Compression::Gzip => "gzip -dc",
-            Compression::Lz4 => "lz4 -dc",
-            Compression::Zstd => "zstd -dcq",
-            Compression::Brotli => "brotli -dc",
-            Compression::Xz => "xz -dc",
-            Compression::Bzip2 => "bzip2 -dc",
+            Compression::Gzip => Some("gzip -dc"),
+            Compression::Lz4 => Some("lz4 -dc"),
+            Compression::Zstd => Some("zstd -dcq"),
+            Compression::Brotli => Some("brotli -dc"),
+            Compression::Xz => Some("xz -dc"),
+            Compression::Lzma => Some("xz --format=lzma -dc"),
+            Compression::Bzip2 => Some("bzip2 -dc"),
+            Compression::Sealed(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::Sealed(suffix) => write!(f, "encrypted ({suffix})"),
+            other => f.write_str(&format!("{other:?}").to_lowercase()),
         }
     }
 }
@@ -51,13 +74,17 @@ impl Compression {
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The container an archive file is in, as its suffix names it.
 pub enum Compression {
     Gzip,
     Lz4,
     Zstd,
     Brotli,
     Xz,
+    Lzma,
     Bzip2,
+    /// Encrypted, under this suffix: present, not readable here.
+    Sealed(&'static str),
 }
 
 /// Timeline, log and segment parts of a segment name.
@@ -234,6 +261,18 @@ mod tests {
             )
         );
         assert_eq!(parse("00000002.history"), (WalFile::History(2), None));
+        assert_eq!(
+            parse("000000010000000000000003.gpg"),
+            (WalFile::Segment(seg), Some(Compression::Sealed(".gpg")))
+        );
+        assert_eq!(
+            parse("00000002.history.age"),
+            (WalFile::History(2), Some(Compression::Sealed(".age")))
+        );
+        assert_eq!(
+            parse("000000010000000000000003.lzma"),
+            (WalFile::Segment(seg), Some(Compression::Lzma))
+        );
         for other in [
             "00000001000000000000000a",
             "0000000100000000000000003",

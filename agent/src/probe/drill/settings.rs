@@ -19,10 +19,13 @@ pub const PORT: u16 = 5432;
 /// write; the archive check reads the same names). Fails when none is there.
 fn fetch_from(a: &str) -> String {
     let mut s = format!("{{ if [ -f '{a}/%f' ]; then cp '{a}/%f' '%p'; ");
-    for (suffix, c) in COMPRESSION_SUFFIXES {
+    // An encrypted segment cannot be restored without its key: it counts as missing.
+    for (suffix, command) in COMPRESSION_SUFFIXES
+        .iter()
+        .filter_map(|(suffix, c)| Some((suffix, c.decompress_command()?)))
+    {
         s.push_str(&format!(
-            "elif [ -f '{a}/%f{suffix}' ]; then {} '{a}/%f{suffix}' > '%p'; ",
-            c.decompress_command()
+            "elif [ -f '{a}/%f{suffix}' ]; then {command} '{a}/%f{suffix}' > '%p'; "
         ));
     }
     s.push_str("else false; fi; }");
