@@ -462,15 +462,7 @@ async fn one_backup_set_reported_by_two_hosts_is_one_alert_until_both_are_good()
             .await
             .expect("record");
     };
-    let open = async || -> Vec<(String, String)> {
-        f.store
-            .alerts(AlertFilter::Open, 10)
-            .await
-            .expect("alerts")
-            .into_iter()
-            .map(|a| (a.fields.host, a.fields.summary))
-            .collect()
-    };
+    let open = async || f.open_alerts().await;
     record("db1", 1, 0, Status::Ok).await;
     record("db2", 1, 0, Status::Ok).await;
     record("db1", 2, 10, Status::Critical).await;
