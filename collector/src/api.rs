@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -179,11 +180,15 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
     }
 }
 
-/// Ask a connected agent to run one of its probes now. 202 when a stream of the host on this
-/// collector took the request (the agent may still refuse it: a probe already running, or
-/// asked again within seconds; its answer is in the collector log); 404 for a check the host
-/// does not have (neither reported nor announced at the agent's hello: a drill due next week
-/// can run now); 409 when the host has no stream to this collector.
+/// Ask a connected agent to run one of its probes now, and wait up to [`RUN_ANSWER_WAIT`] for
+/// its answer. 202 when the agent runs it (`"agent": "running"`) or has not answered yet
+/// (`"no answer yet"`); 409 with the agent's reason when it refuses (a probe already
+/// running, or forced again within seconds), or when the host has no stream to this
+/// collector; 404 for a check the host does not have (neither reported nor announced at the
+/// agent's hello: a drill due next week can run now).
+/// How long "run now" waits for the agent's answer (a round trip on its stream).
+const RUN_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn run_now(
     State(s): State<ApiState>,
     Path((host, check)): Path<(String, String)>,
@@ -195,10 +200,48 @@ async fn run_now(
         ));
     }
     match s.commands.run_now(&host, &check) {
-        crate::commands::Asked::Sent(streams) => Ok((
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "host": host, "check": check, "asked_streams": streams })),
-        )),
+        crate::commands::Asked::Sent(answers) => {
+            let streams = answers.len();
+            // A host has one stream, but for a moment after a reconnect two, and one of them
+            // may be an agent without the check: it runs when any stream runs it, and is
+            // refused only when every stream refused.
+            let mut waiting: futures_util::stream::FuturesUnordered<_> =
+                answers.into_iter().collect();
+            let mut refusals: Vec<String> = Vec::new();
+            let answered = tokio::time::timeout(RUN_ANSWER_WAIT, async {
+                while let Some(answer) = waiting.next().await {
+                    match answer {
+                        Ok(refused) if refused.is_empty() => return Some(true),
+                        Ok(refused) => refusals.push(refused),
+                        // The stream ended first: no word from it.
+                        Err(_) => {}
+                    }
+                }
+                Some(false)
+            })
+            .await
+            .unwrap_or(None);
+            let answer = match answered {
+                Some(true) => "running",
+                Some(false) if !refusals.is_empty() => {
+                    refusals.dedup();
+                    return Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "the agent of {host} did not run {check}: {}",
+                            refusals.join("; ")
+                        ),
+                    ));
+                }
+                _ => "no answer yet",
+            };
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({
+                    "host": host, "check": check, "asked_streams": streams, "agent": answer,
+                })),
+            ))
+        }
         crate::commands::Asked::NotConnected => Err(ApiError(
             StatusCode::CONFLICT,
             format!("{host} has no stream to this collector now"),

@@ -7,11 +7,12 @@
 //!
 //! Bounded: one small queue per stream; a full queue (an agent not reading) refuses the request
 //! instead of waiting. The agent decides whether to run (it refuses a probe already running,
-//! or asked again within seconds) and answers with a `CommandReply`.
+//! or asked again within seconds) and answers with a `CommandReply`, which goes back to the
+//! request's asker (the API answers with it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Requests waiting per stream.
 const QUEUE: usize = 4;
@@ -21,9 +22,19 @@ const QUEUE: usize = 4;
 /// week, can already be run on demand).
 struct Stream {
     id: u64,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Request>,
     checks: Vec<String>,
 }
+
+/// Run `check` now; the agent's answer goes to `reply`: empty when it runs the probe, else
+/// why not. Dropped unanswered when the stream ends first.
+pub struct Request {
+    pub check: String,
+    pub reply: oneshot::Sender<String>,
+}
+
+/// Most requests a stream waits answers for; beyond, the oldest asker hears nothing.
+const PENDING: usize = 16;
 
 /// Host → its streams on this collector.
 type Streams = HashMap<String, Vec<Stream>>;
@@ -36,14 +47,16 @@ pub struct Registration {
     commands: Commands,
     host: String,
     id: u64,
-    pub rx: mpsc::Receiver<String>,
+    pub rx: mpsc::Receiver<Request>,
+    /// Command ids sent to the agent and who waits for their answers.
+    pending: Vec<(String, oneshot::Sender<String>)>,
 }
 
 /// What became of a request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Asked {
-    /// Handed to this many of the host's streams.
-    Sent(usize),
+    /// Handed to the host's streams (usually one); each answers on its receiver.
+    Sent(Vec<oneshot::Receiver<String>>),
     /// The host has no stream to this collector.
     NotConnected,
     /// Its streams' queues are full.
@@ -68,6 +81,7 @@ impl Commands {
             host: host.to_string(),
             id,
             rx,
+            pending: Vec::new(),
         }
     }
 
@@ -77,14 +91,20 @@ impl Commands {
         let Some(streams) = map.get(host).filter(|s| !s.is_empty()) else {
             return Asked::NotConnected;
         };
-        let sent = streams
+        let answers: Vec<_> = streams
             .iter()
-            .filter(|s| s.tx.try_send(check.to_string()).is_ok())
-            .count();
-        if sent == 0 {
+            .filter_map(|s| {
+                let (reply, answer) = oneshot::channel();
+                let check = check.to_string();
+                s.tx.try_send(Request { check, reply })
+                    .ok()
+                    .map(|()| answer)
+            })
+            .collect();
+        if answers.is_empty() {
             Asked::Busy
         } else {
-            Asked::Sent(sent)
+            Asked::Sent(answers)
         }
     }
 
@@ -101,6 +121,22 @@ impl Commands {
 }
 
 impl Registration {
+    /// `command_id` went to the agent for `reply`'s asker.
+    pub fn sent(&mut self, command_id: String, reply: oneshot::Sender<String>) {
+        if self.pending.len() >= PENDING {
+            self.pending.remove(0);
+        }
+        self.pending.push((command_id, reply));
+    }
+
+    /// The agent answered `command_id` (`error` empty: it runs the probe).
+    pub fn answered(&mut self, command_id: &str, error: &str) {
+        if let Some(i) = self.pending.iter().position(|(id, _)| id == command_id) {
+            let (_, reply) = self.pending.swap_remove(i);
+            let _ = reply.send(error.to_string());
+        }
+    }
+
     /// The checks the agent configured, as its hello listed them.
     pub fn announce(&self, checks: &[String]) {
         let mut map = self.commands.lock();
@@ -132,20 +168,45 @@ mod tests {
     #[test]
     fn a_request_reaches_the_hosts_streams_and_ends_with_them() {
         let c = Commands::default();
-        assert_eq!(c.run_now("db1", "drill.main"), Asked::NotConnected);
+        assert!(matches!(
+            c.run_now("db1", "drill.main"),
+            Asked::NotConnected
+        ));
         let mut r = c.register("db1");
-        assert_eq!(c.run_now("db1", "drill.main"), Asked::Sent(1));
-        assert_eq!(r.rx.try_recv().ok().as_deref(), Some("drill.main"));
+        let Asked::Sent(answers) = c.run_now("db1", "drill.main") else {
+            panic!("not sent");
+        };
+        assert_eq!(answers.len(), 1);
+        let request = r.rx.try_recv().expect("queued");
+        assert_eq!(request.check, "drill.main");
         assert!(!c.announced("db1", "drill.main"));
         r.announce(&["wal.main".into(), "drill.main".into()]);
         assert!(c.announced("db1", "drill.main"));
         assert!(!c.announced("db2", "drill.main"));
         for _ in 0..QUEUE {
-            c.run_now("db1", "drill.main");
+            let _ = c.run_now("db1", "drill.main");
         }
-        assert_eq!(c.run_now("db1", "drill.main"), Asked::Busy);
+        assert!(matches!(c.run_now("db1", "drill.main"), Asked::Busy));
         drop(r);
-        assert_eq!(c.run_now("db1", "drill.main"), Asked::NotConnected);
+        assert!(matches!(
+            c.run_now("db1", "drill.main"),
+            Asked::NotConnected
+        ));
         assert!(!c.announced("db1", "drill.main"));
+    }
+
+    #[test]
+    fn the_agents_answer_reaches_the_asker() {
+        let c = Commands::default();
+        let mut r = c.register("db1");
+        let Asked::Sent(mut answers) = c.run_now("db1", "disk.a") else {
+            panic!("not sent");
+        };
+        let request = r.rx.try_recv().expect("queued");
+        r.sent("run-now-7".into(), request.reply);
+        r.answered("run-now-6", "not this one");
+        r.answered("run-now-7", "rate limited");
+        let mut answer = answers.pop().expect("one");
+        assert_eq!(answer.try_recv().as_deref(), Ok("rate limited"));
     }
 }

@@ -334,8 +334,8 @@ impl Session {
         loop {
             let next = tokio::select! {
                 m = inbound.next_message() => m,
-                Some(check) = self.commands.rx.recv() => {
-                    if let Err(status) = Box::pin(self.run_now(check)).await {
+                Some(request) = self.commands.rx.recv() => {
+                    if let Err(status) = Box::pin(self.run_now(request)).await {
                         warn!(error = %status.message(), "ending agent stream");
                         break;
                     }
@@ -390,12 +390,14 @@ impl Session {
 
     /// Ask the agent to run `check` now (after Hello only: before it, the agent is not
     /// listening for commands yet).
-    async fn run_now(&mut self, check: String) -> Result<(), Status> {
+    async fn run_now(&mut self, request: crate::commands::Request) -> Result<(), Status> {
         if !self.greeted {
             return Ok(());
         }
+        let check = request.check;
         info!(check = %clip(&check), "asking the agent to run a probe now");
         let command_id = format!("run-now-{}", self.seq + 1);
+        self.commands.sent(command_id.clone(), request.reply);
         self.send(CollectorPayload::Command(Command {
             command_id,
             action: Some(CommandAction::RunProbeNow(RunProbeNow { check })),
@@ -509,6 +511,7 @@ impl Session {
             }
             Some(AgentPayload::CommandReply(r)) => {
                 info!(command = %clip(&r.command_id), error = %clip(&r.error), "agent answered a command");
+                self.commands.answered(&r.command_id, &clip(&r.error));
                 Ok(())
             }
             Some(AgentPayload::Unsupported(u)) => {

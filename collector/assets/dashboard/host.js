@@ -84,8 +84,9 @@ function runNow(host, check, ctx, observedAt, redraw) {
     button.disabled = true;
     status.textContent = 'asking…';
     try {
-      await api(`/api/v1/hosts/${encodeURIComponent(host)}/checks/${encodeURIComponent(check)}/run`, { method: 'POST' });
-      status.textContent = 'asked: waiting for the result…';
+      const asked = await api(`/api/v1/hosts/${encodeURIComponent(host)}/checks/${encodeURIComponent(check)}/run`, { method: 'POST' });
+      // A refusal (already running, forced seconds ago) throws with the agent's reason.
+      status.textContent = asked.agent === 'running' ? 'running: waiting for the result…' : 'asked: waiting for the result…';
       const deadline = Date.now() + RUN_WATCH_MS;
       while (Date.now() < deadline) {
         await new Promise((resolve) => { setTimeout(resolve, RUN_POLL_MS); });

@@ -702,6 +702,23 @@ async fn run_now_on_the_host_page_shows_the_new_result_without_a_reload() -> Res
         .js("return window.sameDocument || 'reloaded';", json!([]))
         .await?;
     assert_eq!(same, "yes", "the page was reloaded instead of updated");
+
+    // Asked again at once: the agent refuses, and the page says why.
+    browser.click(&format!("{row} button[data-run]")).await?;
+    let refused = browser
+        .wait_js(
+            WAIT,
+            "the agent's refusal beside the button",
+            &format!(
+                "const s = document.querySelector('{row} .run-now-cell .form-status');\
+                 return s && s.textContent.includes('did not run') ? s.textContent : null;"
+            ),
+        )
+        .await;
+    assert!(
+        refused.as_str().is_some_and(|t| t.contains("rate limited")),
+        "{refused}"
+    );
     browser.screenshot("host-run-now").await?;
     no_script_errors(&browser).await
 }
