@@ -11,8 +11,9 @@
 //!   (pseudo-check `agent.contact`, `Policy::silent` severity);
 //! - repeated results in one state are not transitions, so they never reach this module;
 //! - `flap_changes` changes within `flap_window` make the alert flapping: one "flapping"
-//!   notice, then the alert stays open (even through ok) and silent until no change happened
-//!   for a whole window; then it resolves (ok) or says once that it is stable (not ok);
+//!   notice, then the alert stays open (even through ok) and says nothing per change (only
+//!   its reminders, to those told) until no change happened for a whole window; then it
+//!   resolves (ok) or says once that it is stable (not ok);
 //! - a silence withholds a notice but not the record; a notice withheld from an alert that
 //!   is still open is sent when the silence is over (a resolution is not sent late);
 //! - an open alert nobody acknowledged is repeated every `reminder_every`;
@@ -246,11 +247,13 @@ pub fn on_tick(
     if a.flapping {
         if now - a.last_change_at < p.flap_window_delta() {
             // Still changing: no notice per change, but reminders as for any open alert (one
-            // flapping for days must not be forgotten), to the audience told of the flapping.
+            // flapping for days must not be forgotten), to those told of it so far (a severity
+            // reached while flapping told no one new).
             if silenced {
                 return None;
             }
-            return reminder(f, acknowledged, now, p, "still flapping", a.peak_severity);
+            let told = a.notified_severity?;
+            return reminder(f, acknowledged, now, p, "still flapping", told);
         }
         f.flapping = false;
         f.updated_at = now;

@@ -289,6 +289,7 @@ fn flapping_for_days_is_still_reminded() {
     let p = policy();
     let day = 24 * 3600;
     let mut a = open(Warning, Warn);
+    // Critical once while flapping: nobody was told of that.
     a.peak_severity = Crit;
     a.flapping = true;
     a.last_notified_at = Some(t(60));
@@ -298,7 +299,7 @@ fn flapping_for_days_is_still_reminded() {
     let o = on_tick(&a, false, t(60 + day), false, &p);
     assert_eq!(
         shape(&o),
-        Some(("reminder", Some((NoticeKind::Reminder, Crit)))),
+        Some(("reminder", Some((NoticeKind::Reminder, Warn)))),
         "to those told of the flapping"
     );
     let o = o.expect("reminder");
@@ -314,6 +315,12 @@ fn flapping_for_days_is_still_reminded() {
         "acknowledged"
     );
     assert_eq!(on_tick(&a, false, t(60 + day), true, &p), None, "silenced");
+    a.notified_severity = None;
+    assert_eq!(
+        on_tick(&a, false, t(60 + day), false, &p),
+        None,
+        "nobody told"
+    );
 }
 
 #[test]

@@ -50,7 +50,13 @@ pub struct Engine {
     thresholds: Reloadable<Thresholds>,
     /// Wakes the delivery worker when something was queued.
     queued: Arc<Notify>,
+    /// When every backup set was last looked at for a bad one without an alert.
+    sets_swept: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
+
+/// How often every backup set is looked at for a bad one without an alert (see
+/// `carry_on_sets`), besides right after one of their alerts was resolved.
+const SETS_SWEEP_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// What one [`Engine::step`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,7 @@ impl Engine {
             cfg,
             thresholds,
             queued,
+            sets_swept: std::sync::Mutex::new(None),
         }
     }
 
@@ -103,6 +110,11 @@ impl Engine {
         let mut sets_closed = HashSet::new();
         self.consume(now, &mut step, &mut sets_closed).await?;
         self.tick(now, &mut step, &mut sets_closed).await?;
+        // Also every few minutes, whatever closed: a carry-on lost to a crash, a store error
+        // or a change of leader between the resolution and the carry-on is made up then.
+        if self.sets_sweep_due(now) {
+            sets_closed.extend([ProbeKind::PgBackRest, ProbeKind::Barman]);
+        }
         for kind in sets_closed {
             self.carry_on_sets(kind, now, &mut step).await?;
         }
@@ -295,6 +307,16 @@ impl Engine {
         ))
     }
 
+    /// Whether the periodic backup set sweep is due; if so, it counts as done from `now`.
+    fn sets_sweep_due(&self, now: DateTime<Utc>) -> bool {
+        let mut last = self.sets_swept.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| now - t >= SETS_SWEEP_EVERY || now < t);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
     /// After an alert of `kind` was resolved: every backup set still bad on a live host but
     /// with no open alert on any host reporting it gets one, opened on the first such host as
     /// its own change. The set's alert lives on one host's check (the first to go bad); when
@@ -329,9 +351,10 @@ impl Engine {
             let has_alert = members
                 .iter()
                 .any(|s| open.contains_key(&(s.host.clone(), s.check.clone())));
-            let bad = members
+            // The worst of them: the alert's audience is its severity.
+            let bad = [Status::Critical, Status::Warning]
                 .iter()
-                .find(|s| matches!(s.status, Status::Warning | Status::Critical));
+                .find_map(|worst| members.iter().find(|s| s.status == *worst));
             let (false, Some(bad)) = (has_alert, bad) else {
                 continue;
             };

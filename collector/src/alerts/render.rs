@@ -61,6 +61,8 @@ fn label(c: &Context<'_>) -> String {
     match c.kind {
         NoticeKind::Resolved => "RESOLVED".into(),
         NoticeKind::Flapping => "FLAPPING".into(),
+        // Its state of the moment says little: it keeps changing.
+        NoticeKind::Reminder if c.alert.flapping => "FLAPPING".into(),
         _ => state(c.alert),
     }
 }
@@ -124,6 +126,9 @@ fn headline(c: &Context<'_>) -> String {
     match c.kind {
         NoticeKind::Opened => format!("{status}: {} on {}", a.check, a.host),
         NoticeKind::Escalated => format!("{status}: {} on {} (escalated)", a.check, a.host),
+        NoticeKind::Reminder if a.flapping => {
+            format!("REMINDER, still flapping: {} on {}", a.check, a.host)
+        }
         NoticeKind::Reminder => format!("REMINDER, still {status}: {} on {}", a.check, a.host),
         NoticeKind::Flapping => format!("FLAPPING: {} on {}", a.check, a.host),
         NoticeKind::Stable => format!("{status}: {} on {} stopped flapping", a.check, a.host),

@@ -58,6 +58,26 @@ fn subjects_sort_by_state_host_check() {
 }
 
 #[test]
+fn a_reminder_of_a_flapping_alert_says_flapping_not_its_passing_state() {
+    let mut a = alert("still flapping after 2 d: archiving ok");
+    a.status = Status::Ok;
+    a.flapping = true;
+    let d = Value::Null;
+    let c = context(&a, NoticeKind::Reminder, &d);
+    assert_eq!(
+        subject(&c),
+        "[FLAPPING] db1 wal.main: still flapping after 2 d: archiving ok"
+    );
+    let body = render(&c);
+    assert!(
+        body.text
+            .contains("REMINDER, still flapping: wal.main on db1"),
+        "{}",
+        body.text
+    );
+}
+
+#[test]
 fn subject_is_one_bounded_line() {
     let a = alert(&format!(
         "line one\r\nBcc: victim@example.com {}",

@@ -593,3 +593,37 @@ async fn a_retired_peers_stale_state_does_not_hold_the_sets_alert_open() {
     f.step(41).await;
     assert_eq!(f.open_alerts().await, Vec::<(String, String)>::new());
 }
+
+/// The carried-on alert goes to the worst host still reporting the set bad (its audience is
+/// its severity), and a carry-on lost between the resolution and its turn (a crash, a store
+/// error, a new leader) is made up by the periodic sweep.
+#[tokio::test]
+async fn the_worst_peer_carries_the_set_on_and_a_lost_carry_on_is_made_up() {
+    let f = set_bad_on_both().await;
+    for (n, secs, status) in [(1, 22, Status::Ok), (2, 23, Status::Critical)] {
+        f.store
+            .record_results("db3", &[stanza("db3", n, secs, status)])
+            .await
+            .expect("record");
+        f.step(secs + 1).await;
+    }
+    f.store
+        .record_results("db2", &[stanza("db2", 3, 25, Status::Warning)])
+        .await
+        .expect("record");
+    f.step(26).await;
+    f.retire("db1", 30).await;
+    // The resolution is written, the carry-on lost.
+    let mut step = Step::default();
+    f.engine
+        .tick(at(31), &mut step, &mut HashSet::new())
+        .await
+        .expect("tick");
+    f.step(32).await;
+    assert_eq!(f.open_alerts().await, Vec::<(String, String)>::new());
+    f.step(1 + 300).await;
+    assert_eq!(
+        f.open_alerts().await,
+        [("db3".into(), "db3: stanza critical".into())]
+    );
+}

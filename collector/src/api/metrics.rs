@@ -254,14 +254,15 @@ struct Gauge {
     read: fn(&Observation) -> Option<f64>,
 }
 
-/// The recoverable window a check reports (R32): an archive directory's own, or the narrowest
-/// of a backup tool's sets.
-fn window(o: &Observation) -> Option<std::borrow::Cow<'_, backwatch_proto::model::RecoveryWindow>> {
-    use std::borrow::Cow;
+/// The recoverable window's ends a check reports (R32): an archive directory's own window, or
+/// the worst of each end among a backup tool's sets (the latest start, the earliest end).
+fn window(
+    o: &Observation,
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
     match o {
-        Observation::Archive(a) => a.window.as_ref().map(Cow::Borrowed),
+        Observation::Archive(a) => a.window.as_ref().map(|w| (w.start, w.end)),
         Observation::PgBackRest(t) | Observation::Barman(t) => {
-            crate::rules::backup_tool::narrowest_window(t).map(Cow::Owned)
+            crate::rules::backup_tool::worst_window_ends(t)
         }
         _ => None,
     }
@@ -426,14 +427,14 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_recovery_window_start_timestamp_seconds",
         kind: "gauge",
-        help: "Earliest point a restore can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (archive directory), or the oldest backup's end (pgBackRest, Barman: the narrowest set) (Unix time).",
-        read: |o| window(o).map(|w| w.start.timestamp() as f64),
+        help: "Earliest point a restore can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (archive directory), or the oldest backup's end (pgBackRest, Barman: the latest among the check's sets) (Unix time).",
+        read: |o| window(o).map(|(start, _)| start.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_recovery_window_end_timestamp_seconds",
         kind: "gauge",
-        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive, or was stored by pgBackRest or Barman (Unix time).",
-        read: |o| window(o).map(|w| w.end.timestamp() as f64),
+        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive, or was stored by pgBackRest or Barman (the earliest among the check's sets) (Unix time).",
+        read: |o| window(o).map(|(_, end)| end.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_archive_segments",
