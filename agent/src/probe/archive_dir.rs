@@ -376,30 +376,29 @@ impl ArchiveDirProbe {
         }
     }
 
-    /// The archive's file for `target` (plain first, then compressed) and its uncompressed
-    /// size when known: at most seven `stat`s by exact name, so the answer does not depend on
-    /// where a truncated listing stopped.
+    /// The archive's file for `target` (plain first, then compressed or encrypted) and its
+    /// uncompressed size when known: a few dozen `stat`s at most, by exact name
+    /// ([`names::stored_names`]), so the answer does not depend on where a truncated listing
+    /// stopped.
     fn find(&self, target: &str, now: SystemTime) -> Option<(ArchivedFile, Option<u64>)> {
-        let plain = std::iter::once((target.to_string(), None));
-        let compressed = names::COMPRESSION_SUFFIXES
-            .iter()
-            .map(|(suffix, c)| (format!("{target}{suffix}"), Some(*c)));
-        plain.chain(compressed).find_map(|(name, compression)| {
-            let path = self.path.join(&name);
-            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
-            let facts = scan::FileFacts {
-                name,
-                mtime: meta.modified().ok()?,
-                size: meta.len(),
-            };
-            let size = match compression {
-                None => Some(meta.len()),
-                // Too small to hold anything: as truncated as a short plain copy.
-                Some(c) if meta.len() < c.min_bytes() => Some(meta.len()),
-                Some(c) => compressed::uncompressed_size(&path, c),
-            };
-            Some((archived(&facts, now)?, size))
-        })
+        names::stored_names(target)
+            .into_iter()
+            .find_map(|(name, compression)| {
+                let path = self.path.join(&name);
+                let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+                let facts = scan::FileFacts {
+                    name,
+                    mtime: meta.modified().ok()?,
+                    size: meta.len(),
+                };
+                let size = match compression {
+                    None => Some(meta.len()),
+                    // Too small to hold anything: as truncated as a short plain copy.
+                    Some(c) if meta.len() < c.min_bytes() => Some(meta.len()),
+                    Some(c) => compressed::uncompressed_size(&path, c),
+                };
+                Some((archived(&facts, now)?, size))
+            })
     }
 }
 

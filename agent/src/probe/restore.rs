@@ -21,7 +21,7 @@
 //!   and its output is bounded (see [`super::tool_command`]).
 //! - Runs on its own schedule, weekly by default: it reads the whole backup.
 
-use super::archive_dir::names::{self, COMPRESSION_SUFFIXES};
+use super::archive_dir::names;
 use super::backup_dir::os_text;
 use super::base_backup::{self, Format, MANIFEST};
 use super::tool_command;
@@ -319,11 +319,11 @@ fn plain_segment(path: &Path, size: u64) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
 }
 
+/// Plain and whole, or under a suffix (compressed or encrypted) and not empty.
 fn in_archive(archive: &Path, seg: &str, size: u64) -> bool {
     plain_segment(&archive.join(seg), size)
-        || COMPRESSION_SUFFIXES.iter().any(|(suffix, _)| {
-            std::fs::metadata(archive.join(format!("{seg}{suffix}")))
-                .is_ok_and(|m| m.is_file() && m.len() > 0)
+        || names::stored_names(seg).iter().skip(1).any(|(name, _)| {
+            std::fs::metadata(archive.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
         })
 }
 

@@ -331,19 +331,19 @@ async fn gap_before_the_last_archived_segment_is_lost_even_next_to_the_newest() 
     Ok(())
 }
 
-/// An archive command that encrypts (`openssl enc … -out …/%f.enc`, as `%f.gpg` or `%f.age`
-/// would be) writes segments Backwatch cannot open but does see: the archive is judged by
-/// their names, and declared encrypted none of them counts as readable.
+/// An archive command that compresses and encrypts (`gzip | openssl enc … -out …/%f.gz.enc`,
+/// as `%f.gpg` or `%f.age` would be) writes segments Backwatch cannot open but does see: the
+/// archive is judged by their names, and declared encrypted none of them counts as readable.
 #[tokio::test]
 async fn segments_an_archive_command_encrypted_are_judged_by_name() -> Result<()> {
     let pg = cluster(None)?;
     pg.set_archive_command(&format!(
-        "openssl enc -aes-256-cbc -pbkdf2 -pass pass:backwatch -in %p -out '{}/%f.enc'",
+        "gzip -c %p | openssl enc -aes-256-cbc -pbkdf2 -pass pass:backwatch -out '{}/%f.gz.enc'",
         pg.archive_dir().display()
     ))?;
     let segments = switch_segments(&pg, 3).await?;
     let last = &segments[2];
-    ensure!(pg.archive_dir().join(format!("{last}.enc")).is_file());
+    ensure!(pg.archive_dir().join(format!("{last}.gz.enc")).is_file());
     let scene = scene("db1", |a| {
         archive_probe(
             a.wal("main", &pg.dsn(), "1s"),

@@ -7,8 +7,9 @@
 //!   whose timeline and page address are the ones the file name implies and whose
 //!   `xlp_seg_size` is a size `initdb` allows. No `XLOG_PAGE_MAGIC` table is needed, so this
 //!   holds across PostgreSQL versions; random (encrypted) bytes match it with negligible odds;
-//! - a plain compression container (gzip, zstd, lz4 frame, bzip2, xz): compressed is not
-//!   encrypted. Brotli has no magic number and is not recognised.
+//! - a plain compression container (gzip, zstd, lz4 frame, bzip2, xz, and lzma by its
+//!   header's uncompressed size): compressed is not encrypted. Brotli has no magic number and
+//!   is not recognised.
 
 use super::names::{self, SegName, valid_segment_size};
 use super::scan::SegEntry;
@@ -48,7 +49,21 @@ pub fn readable_kind(head: &[u8], seg: SegName, seg_size: u64) -> Option<&'stati
                 && (seg_size == 0 || size == seg_size),
         )
     };
-    plain().unwrap_or(false).then_some("plain WAL page header")
+    if plain().unwrap_or(false) {
+        return Some("plain WAL page header");
+    }
+    // LZMA "alone" (`.lzma`, as WAL-G writes it) has no magic number, but its header is the
+    // coder's properties (at most 224), the dictionary size and the uncompressed size: this
+    // segment's, or all ones when the writer did not know it.
+    let lzma = || -> Option<bool> {
+        let size = u64_at(5)?;
+        Some(
+            *head.first()? <= 224
+                && (size == u64::MAX
+                    || (valid_segment_size(size) && (seg_size == 0 || size == seg_size))),
+        )
+    };
+    lzma().unwrap_or(false).then_some("lzma container")
 }
 
 /// Reads the newest [`SAMPLE`] segments of `segments` in `dir`.
@@ -59,9 +74,10 @@ pub fn audit(dir: &Path, segments: &[SegEntry], seg_size: u64) -> EncryptionAudi
     for s in newest.into_iter().take(SAMPLE) {
         let base = s.name.name();
         let candidates: Vec<String> = if s.compressed {
-            names::COMPRESSION_SUFFIXES
-                .iter()
-                .map(|(suffix, _)| format!("{base}{suffix}"))
+            names::stored_names(&base)
+                .into_iter()
+                .skip(1)
+                .map(|(name, _)| name)
                 .collect()
         } else {
             vec![base]
@@ -149,5 +165,22 @@ mod tests {
             readable_kind(&[0x28, 0xb5, 0x2f, 0xfd, 0], seg, 0),
             Some("zstd container")
         );
+        // LZMA alone, as `xz --format=lzma` writes it (size unknown), and with the size.
+        let lzma = |size: u64| {
+            let mut h = vec![0x5d, 0, 0, 0x80, 0];
+            h.extend_from_slice(&size.to_le_bytes());
+            h.extend_from_slice(&[0x00, 0x3f, 0x91]);
+            h
+        };
+        let size = 16u64 << 20;
+        assert_eq!(
+            readable_kind(&lzma(u64::MAX), seg, size),
+            Some("lzma container")
+        );
+        assert_eq!(
+            readable_kind(&lzma(size), seg, size),
+            Some("lzma container")
+        );
+        assert_eq!(readable_kind(&lzma(size + 1), seg, size), None);
     }
 }

@@ -147,13 +147,50 @@ pub enum WalFile {
     Other,
 }
 
-/// Classifies a file name of the archive directory.
+/// Classifies a file name of the archive directory. An encrypted file may have been
+/// compressed first (`%f.gz.gpg`): the outer container is what counts, as it is all that can
+/// be opened here.
 pub fn parse(name: &str) -> (WalFile, Option<Compression>) {
-    let (base, compression) = COMPRESSION_SUFFIXES
+    let (base, compression) = strip_suffix(name);
+    let base = match compression {
+        Some(Compression::Sealed(_)) => match strip_suffix(base) {
+            (inner, Some(c)) if !matches!(c, Compression::Sealed(_)) => inner,
+            _ => base,
+        },
+        _ => base,
+    };
+    (classify(base), compression)
+}
+
+fn strip_suffix(name: &str) -> (&str, Option<Compression>) {
+    COMPRESSION_SUFFIXES
         .iter()
         .find_map(|(suffix, c)| name.strip_suffix(suffix).map(|b| (b, Some(*c))))
-        .unwrap_or((name, None));
-    (classify(base), compression)
+        .unwrap_or((name, None))
+}
+
+/// Every name an archive command may have stored the file `base` under, with its container:
+/// as it is, under one suffix, or compressed and then encrypted (`.gz.gpg`). For lookups by
+/// exact name (a `stat` each), which do not depend on where a listing stopped.
+pub fn stored_names(base: &str) -> Vec<(String, Option<Compression>)> {
+    let mut names = vec![(base.to_string(), None)];
+    names.extend(
+        COMPRESSION_SUFFIXES
+            .iter()
+            .map(|(suffix, c)| (format!("{base}{suffix}"), Some(*c))),
+    );
+    let sealed = COMPRESSION_SUFFIXES
+        .iter()
+        .filter(|(_, c)| matches!(c, Compression::Sealed(_)));
+    for (outer, c) in sealed {
+        for (inner, _) in COMPRESSION_SUFFIXES
+            .iter()
+            .filter(|(_, c)| c.decompress_command().is_some())
+        {
+            names.push((format!("{base}{inner}{outer}"), Some(*c)));
+        }
+    }
+    names
 }
 
 fn classify(base: &str) -> WalFile {
@@ -273,6 +310,18 @@ mod tests {
             parse("000000010000000000000003.lzma"),
             (WalFile::Segment(seg), Some(Compression::Lzma))
         );
+        assert_eq!(
+            parse("000000010000000000000003.zst.gpg"),
+            (WalFile::Segment(seg), Some(Compression::Sealed(".gpg")))
+        );
+        assert_eq!(parse("000000010000000000000003.gpg.gz").0, WalFile::Other);
+        let stored = stored_names("000000010000000000000003");
+        assert!(
+            stored
+                .iter()
+                .all(|(n, c)| parse(n) == (WalFile::Segment(seg), *c))
+        );
+        assert!(stored.iter().any(|(n, _)| n.ends_with(".gz.age")));
         for other in [
             "00000001000000000000000a",
             "0000000100000000000000003",
