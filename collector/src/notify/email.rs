@@ -57,6 +57,7 @@ fn failure(e: &lettre::transport::smtp::Error, handed_over: bool) -> Failure {
         text: e.to_string(),
         permanent: e.is_permanent(),
         in_doubt: handed_over && !(e.is_permanent() || e.is_transient()),
+        unreachable: false,
     }
 }
 
@@ -68,6 +69,7 @@ fn failure(e: &lettre::transport::smtp::Error, handed_over: bool) -> Failure {
 fn session_failure(e: &lettre::transport::smtp::Error) -> Failure {
     Failure {
         permanent: false,
+        unreachable: true,
         ..failure(e, false)
     }
 }
@@ -82,6 +84,7 @@ fn body(n: &Notification) -> Result<MultiPart, Failure> {
             text: format!("stored inline parts do not parse: {e}"),
             permanent: true,
             in_doubt: false,
+            unreachable: false,
         })?,
     };
     if parts.is_empty() {
@@ -98,6 +101,7 @@ fn body(n: &Notification) -> Result<MultiPart, Failure> {
                 text: format!("inline part {}: {e}", p.cid),
                 permanent: true,
                 in_doubt: false,
+                unreachable: false,
             })?;
         let kind = ContentType::parse(&p.content_type).map_err(|e| Failure {
             text: format!(
@@ -106,6 +110,7 @@ fn body(n: &Notification) -> Result<MultiPart, Failure> {
             ),
             permanent: true,
             in_doubt: false,
+            unreachable: false,
         })?;
         related = related.singlepart(LettreAttachment::new_inline(p.cid).body(bytes, kind));
     }
@@ -165,6 +170,7 @@ impl Mailer {
             text: format!("recipient {:?}: {e}", n.recipient),
             permanent: true,
             in_doubt: false,
+            unreachable: false,
         })?;
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -180,6 +186,7 @@ impl Mailer {
             text: format!("building the message: {e}"),
             permanent: true,
             in_doubt: false,
+            unreachable: false,
         })?;
         Ok((to, msg.formatted()))
     }

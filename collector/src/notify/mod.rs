@@ -80,6 +80,9 @@ pub struct Failure {
     pub permanent: bool,
     /// The message may have been accepted although no answer said so.
     pub in_doubt: bool,
+    /// The destination did not answer (no connection, no answer in time) or refused the
+    /// session: its next message would fare the same, after as long a wait.
+    pub unreachable: bool,
 }
 
 /// Exponential backoff: `initial · 2^(attempts − 1)`, at most `max`.
@@ -226,14 +229,35 @@ impl Worker {
             .await
     }
 
-    /// Try each of one destination's claimed rows once, in order.
+    /// Try each of one destination's claimed rows once, in order. Once the destination did
+    /// not answer or refused the session, the rest are not tried now: each would wait as long
+    /// for the same answer while holding its claim, and they retry on their own schedule.
     async fn deliver_each(&self, rows: &[Notification]) {
         let senders = self.senders();
         let mut smtp: Option<AsyncSmtpConnection> = None;
+        let mut unreachable: Option<String> = None;
         for n in rows {
-            if let Err(e) = self.deliver(n, &mut smtp, &senders).await {
-                error!(error = %e, "delivery: the store failed; the rest of these claims wait for their lease");
-                break;
+            let done = match &unreachable {
+                None => self.deliver(n, &mut smtp, &senders).await,
+                Some(text) => {
+                    let f = Failure {
+                        text: format!(
+                            "not tried: the destination failed the message before: {text}"
+                        ),
+                        permanent: false,
+                        in_doubt: n.handed_over_at.is_some(),
+                        unreachable: true,
+                    };
+                    self.settle(n, Err(f), &senders).await.map(|_| None)
+                }
+            };
+            match done {
+                Ok(Some(f)) if f.unreachable => unreachable = Some(f.text),
+                Ok(_) => {}
+                Err(e) => {
+                    error!(error = %e, "delivery: the store failed; the rest of these claims wait for their lease");
+                    break;
+                }
             }
         }
         if let Some(mut conn) = smtp {
@@ -245,12 +269,13 @@ impl Worker {
         now + TimeDelta::from_std(self.cfg.get().delivery.lease).unwrap_or(TimeDelta::MAX)
     }
 
+    /// One attempt at `n`, recorded; its failure, if it failed.
     async fn deliver(
         &self,
         n: &Notification,
         smtp: &mut Option<AsyncSmtpConnection>,
         senders: &Senders,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<Failure>> {
         if !self
             .store
             .renew_claim(n.id, self.id(), self.lease_from(Utc::now()))
@@ -260,7 +285,7 @@ impl Worker {
                 notification = n.id,
                 "claim lost to another worker; leaving it"
             );
-            return Ok(());
+            return Ok(None);
         }
         if n.handed_over_at.is_some() {
             warn!(notification = n.id, message_id = %n.message_id, recipient = %n.recipient_shown(),
@@ -271,6 +296,18 @@ impl Worker {
             Channel::Email => self.email(n, smtp, senders).await?,
             Channel::Webhook => self.webhook(n, senders).await?,
         };
+        let failure = outcome.as_ref().err().cloned();
+        self.settle(n, outcome, senders).await?;
+        Ok(failure)
+    }
+
+    /// Record how the attempt at `n` ended: sent, or failed with its retry (or none).
+    async fn settle(
+        &self,
+        n: &Notification,
+        outcome: Result<String, Failure>,
+        senders: &Senders,
+    ) -> StoreResult<()> {
         let now = Utc::now();
         match outcome {
             Ok(answer) => {
@@ -328,6 +365,7 @@ impl Worker {
                 text: "no [smtp] section is configured".into(),
                 permanent: true,
                 in_doubt: false,
+                unreachable: false,
             }));
         };
         let (to, body) = match mailer.message(n) {
@@ -352,6 +390,7 @@ impl Worker {
                         text: "claim lost before the hand-over; not sent".into(),
                         permanent: false,
                         in_doubt: false,
+                        unreachable: false,
                     }));
                 }
                 Err(e) => return Err(Err(e)),
@@ -373,6 +412,7 @@ impl Worker {
                 ),
                 permanent: false,
                 in_doubt: handed_over,
+                unreachable: true,
             }),
         };
         if result.is_err() {
@@ -398,6 +438,7 @@ impl Worker {
                 text: "claim lost before the hand-over; not sent".into(),
                 permanent: false,
                 in_doubt: false,
+                unreachable: false,
             }));
         }
         Ok(senders.poster.send(n).await)

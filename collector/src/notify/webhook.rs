@@ -57,6 +57,7 @@ impl Poster {
             Ok(r) => r,
             Err(e) => {
                 let (permanent, in_doubt) = (e.is_builder(), !(e.is_connect() || e.is_builder()));
+                let unreachable = e.is_connect() || e.is_timeout();
                 return Err(Failure {
                     // The chain says why: "connection refused", "timed out". Without the URL:
                     // this text is stored, logged and shown, and the URL holds the secret.
@@ -64,6 +65,7 @@ impl Poster {
                     permanent,
                     // Refused before connecting: certainly not received.
                     in_doubt,
+                    unreachable,
                 });
             }
         };
@@ -94,6 +96,7 @@ impl Poster {
             text: answer.trim_end().to_string(),
             permanent: !transient,
             in_doubt: false,
+            unreachable: false,
         })
     }
 }

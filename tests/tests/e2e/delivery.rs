@@ -289,7 +289,8 @@ async fn webhook_gets_the_alert_as_json_after_refusing_for_a_while() -> Result<(
 
 /// A webhook that takes the request and never answers (an endpoint behind a stuck proxy)
 /// holds back its own notifications only: the emails of the same alerts go out while its
-/// first request waits for the timeout, and it gets one request at a time.
+/// first request waits for the timeout, it gets one request at a time, and after a timeout
+/// the messages claimed with that one wait for their retry rather than hang in turn.
 #[tokio::test]
 async fn a_hanging_webhook_holds_back_no_email() -> Result<()> {
     let smtp = Smtp::capture()?;
@@ -336,6 +337,24 @@ async fn a_hanging_webhook_holds_back_no_email() -> Result<()> {
         hooks.len() == 3 && hooks.iter().all(|r| r["state"] != "sent"),
         "{hooks:#?}"
     );
+    // Once a request timed out, the messages claimed with it are not tried now (each would
+    // hang as long): they wait for their retry instead of holding their claims.
+    eventually(
+        Duration::from_secs(100),
+        "a message behind the timed-out one not tried",
+        async || {
+            let rows = notifications(&collector, "state=pending").await?;
+            ensure!(
+                rows.iter().any(|r| r["last_error"].as_str().is_some_and(
+                    |e| e.starts_with("not tried: the destination failed the message before")
+                )),
+                "{rows:#?}"
+            );
+            Ok(())
+        },
+    )
+    .await;
+    ensure!(hook.received().len() <= 3, "{:#?}", hook.received());
     Ok(())
 }
 
