@@ -10,7 +10,8 @@
 //!   (`pg_basebackup -X stream`, the default, or `-X fetch`), pg_verifybackup parses it there,
 //!   which checks record by record. Otherwise it runs with `--no-parse-wal` and the agent looks
 //!   for each segment in the archive directory by name (plain copies must have the segment
-//!   size, compressed ones `.gz`/`.lz4`/`.zst`/... count when present). Pointing
+//!   size, compressed or encrypted ones `.gz`/`.lz4`/`.zst`/`.gpg`/... count when present and
+//!   not empty: encrypted ones are there for a `restore_command` that holds the key). Pointing
 //!   `--wal-directory` at the archive instead would make pg_waldump read it, and pg_waldump
 //!   cannot read compressed segments nor name the first missing segment as such; a presence
 //!   check is what recovery's `restore_command` needs and costs one `stat` per segment.
