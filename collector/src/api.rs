@@ -180,15 +180,15 @@ fn view(h: HostRecord, checks: Vec<CheckState>, groups: Vec<String>) -> HostView
     }
 }
 
-/// Ask a connected agent to run one of its probes now, and wait up to [`RUN_ANSWER_WAIT`] for
-/// its answer. 202 when the agent runs it (`"agent": "running"`) or has not answered yet
-/// (`"no answer yet"`); 409 with the agent's reason when it refuses (a probe already
-/// running, or forced again within seconds), or when the host has no stream to this
-/// collector; 404 for a check the host does not have (neither reported nor announced at the
-/// agent's hello: a drill due next week can run now).
 /// How long "run now" waits for the agent's answer (a round trip on its stream).
 const RUN_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Ask a connected agent to run one of its probes now, and wait up to [`RUN_ANSWER_WAIT`] for
+/// its answer. 202 when the agent runs it (`"agent": "running"`) or has not answered yet
+/// (`"no answer yet"`); 409 with the agent's reason when it refuses (a probe already
+/// running, forced again within seconds, or not on that agent), while it is still connecting,
+/// or when the host has no stream to this collector; 404 for a check the host does not have
+/// (neither reported nor announced at the agent's hello: a drill due next week can run now).
 async fn run_now(
     State(s): State<ApiState>,
     Path((host, check)): Path<(String, String)>,

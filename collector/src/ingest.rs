@@ -392,6 +392,9 @@ impl Session {
     /// listening for commands yet).
     async fn run_now(&mut self, request: crate::commands::Request) -> Result<(), Status> {
         if !self.greeted {
+            let _ = request
+                .reply
+                .send("its agent is still connecting; try again in a moment".into());
             return Ok(());
         }
         let check = request.check;

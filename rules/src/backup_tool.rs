@@ -245,7 +245,8 @@ fn window_of(sets: &[&BackupSet]) -> Option<RecoveryWindow> {
 /// repository has one window over all its repositories: a restore takes its backup from any
 /// of them (`restore --set` searches each) and its WAL from each in turn (`archive-get`), so a
 /// repository holding fewer backups does not narrow what can be restored.
-fn windows(obs: &BackupToolObs) -> Vec<(&str, RecoveryWindow)> {
+#[must_use]
+pub fn windows(obs: &BackupToolObs) -> Vec<(&str, RecoveryWindow)> {
     let mut groups: Vec<(&str, bool, Vec<&BackupSet>)> = Vec::new();
     for s in &obs.sets {
         let stanza = s
@@ -268,28 +269,14 @@ fn windows(obs: &BackupToolObs) -> Vec<(&str, RecoveryWindow)> {
         .collect()
 }
 
-/// The narrowest window among the stanzas or servers of one check: the one its rollups
-/// speak of (the monthly review's narrowest window).
+/// The narrowest window among the stanzas or servers of one check: the one its rollups (the
+/// monthly review's narrowest window) and `/metrics` speak of.
 #[must_use]
 pub fn narrowest_window(obs: &BackupToolObs) -> Option<RecoveryWindow> {
     windows(obs)
         .into_iter()
         .map(|(_, w)| w)
         .min_by_key(|w| w.end - w.start)
-}
-
-/// The worst of each end among the stanzas or servers of one check: the latest start and the
-/// earliest end, what `/metrics` exports. Each end on its own is a set's: `time() − end` is the
-/// stalest set's data at risk, whichever set is narrowest (a narrow, fresh window of a young
-/// cluster would otherwise hide another's archive stuck for hours).
-#[must_use]
-pub fn worst_window_ends(
-    obs: &BackupToolObs,
-) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
-    let w = windows(obs);
-    let start = w.iter().map(|(_, w)| w.start).max()?;
-    let end = w.iter().map(|(_, w)| w.end).min()?;
-    Some((start, end))
 }
 
 fn describe(b: &ToolBackup) -> String {
@@ -496,7 +483,7 @@ mod tests {
         assert_eq!(main.end_segment, format!("{:024}", 125));
         assert_eq!(w.len(), 2);
         assert_eq!(narrowest_window(&obs).unwrap().start, at(50));
-        // A young cluster's narrow, fresh window does not hide another's stale end.
+        // The narrowest is a young cluster's fresh window; each stanza's own is there too.
         let obs = BackupToolObs {
             sets: vec![
                 set("stuck", None, 0, 50, 60),
@@ -505,7 +492,8 @@ mod tests {
             ..BackupToolObs::default()
         };
         assert_eq!(narrowest_window(&obs).unwrap().end, at(130));
-        assert_eq!(worst_window_ends(&obs), Some((at(100), at(60))));
+        let ends: Vec<_> = windows(&obs).iter().map(|(n, w)| (*n, w.end)).collect();
+        assert_eq!(ends, [("stuck", at(60)), ("young", at(130))]);
     }
 
     fn healthy() -> BackupToolObs {

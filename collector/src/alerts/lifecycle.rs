@@ -252,7 +252,21 @@ pub fn on_tick(
             if silenced {
                 return None;
             }
-            let told = a.notified_severity?;
+            let Some(told) = a.notified_severity else {
+                // Its notices were withheld by a silence that is over: the flapping notice
+                // goes out now, to whom it would have gone.
+                let summary = format!("no longer silenced, still flapping: {}", a.summary);
+                let audience = a.peak_severity;
+                return Some(notify_at(
+                    f,
+                    "notified",
+                    summary,
+                    NoticeKind::Flapping,
+                    audience,
+                    false,
+                    now,
+                ));
+            };
             return reminder(f, acknowledged, now, p, "still flapping", told);
         }
         f.flapping = false;

@@ -315,11 +315,12 @@ fn flapping_for_days_is_still_reminded() {
         "acknowledged"
     );
     assert_eq!(on_tick(&a, false, t(60 + day), true, &p), None, "silenced");
+    // Its notices withheld by a silence now over: the flapping notice goes out at once.
     a.notified_severity = None;
+    a.last_notified_at = None;
     assert_eq!(
-        on_tick(&a, false, t(60 + day), false, &p),
-        None,
-        "nobody told"
+        shape(&on_tick(&a, false, t(120), false, &p)),
+        Some(("notified", Some((NoticeKind::Flapping, Crit))))
     );
 }
 

@@ -156,6 +156,40 @@ fn sets(out: &mut String, checks: &[CheckState]) {
             }
         }
     }
+    // Each stanza's own window: the per-check gauges speak of the narrowest, and a young
+    // cluster's narrow, fresh window would hide another's stale end.
+    let tool_windows = || {
+        checks.iter().flat_map(|s| {
+            let windows = match s.last_result.as_ref().and_then(|r| r.observation.as_ref()) {
+                Some(Observation::PgBackRest(o) | Observation::Barman(o)) if o.error.is_none() => {
+                    crate::rules::backup_tool::windows(o)
+                }
+                _ => Vec::new(),
+            };
+            windows.into_iter().map(move |(set, w)| (s, set, w))
+        })
+    };
+    for (name, help, end) in [
+        (
+            "backwatch_backup_set_recovery_window_start_timestamp_seconds",
+            "Earliest point a restore of a stanza or Barman server can reach: its oldest backup's end (Unix time).",
+            false,
+        ),
+        (
+            "backwatch_backup_set_recovery_window_end_timestamp_seconds",
+            "Latest point a restore of a stanza or Barman server can reach: when its newest WAL was stored (Unix time).",
+            true,
+        ),
+    ] {
+        let mut f = Family::new(out, name, "gauge", help);
+        for (s, set, w) in tool_windows() {
+            let at = if end { w.end } else { w.start };
+            f.set(
+                &[("host", &s.host), ("check", &s.check), ("set", set)],
+                at.timestamp() as f64,
+            );
+        }
+    }
     {
         let mut f = Family::new(
             out,
@@ -254,15 +288,14 @@ struct Gauge {
     read: fn(&Observation) -> Option<f64>,
 }
 
-/// The recoverable window's ends a check reports (R32): an archive directory's own window, or
-/// the worst of each end among a backup tool's sets (the latest start, the earliest end).
-fn window(
-    o: &Observation,
-) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+/// The recoverable window a check reports (R32): an archive directory's own, or the narrowest
+/// of a backup tool's sets.
+fn window(o: &Observation) -> Option<std::borrow::Cow<'_, backwatch_proto::model::RecoveryWindow>> {
+    use std::borrow::Cow;
     match o {
-        Observation::Archive(a) => a.window.as_ref().map(|w| (w.start, w.end)),
+        Observation::Archive(a) => a.window.as_ref().map(Cow::Borrowed),
         Observation::PgBackRest(t) | Observation::Barman(t) => {
-            crate::rules::backup_tool::worst_window_ends(t)
+            crate::rules::backup_tool::narrowest_window(t).map(Cow::Owned)
         }
         _ => None,
     }
@@ -427,14 +460,14 @@ const VALUES: &[Gauge] = &[
     Gauge {
         name: "backwatch_recovery_window_start_timestamp_seconds",
         kind: "gauge",
-        help: "Earliest point a restore can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (archive directory), or the oldest backup's end (pgBackRest, Barman: the latest among the check's sets) (Unix time).",
-        read: |o| window(o).map(|(start, _)| start.timestamp() as f64),
+        help: "Earliest point a restore can reach: the oldest backup's consistency point whose WAL is unbroken to the window's end (archive directory), or the oldest backup's end (pgBackRest, Barman: the narrowest set) (Unix time).",
+        read: |o| window(o).map(|w| w.start.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_recovery_window_end_timestamp_seconds",
         kind: "gauge",
-        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive, or was stored by pgBackRest or Barman (the earliest among the check's sets) (Unix time).",
-        read: |o| window(o).map(|(_, end)| end.timestamp() as f64),
+        help: "Latest point a restore can reach: when the last segment of the unbroken WAL after the newest restorable backup was complete in the archive, or was stored by pgBackRest or Barman (the narrowest set) (Unix time).",
+        read: |o| window(o).map(|w| w.end.timestamp() as f64),
     },
     Gauge {
         name: "backwatch_archive_segments",

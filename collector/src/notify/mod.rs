@@ -412,7 +412,9 @@ impl Worker {
                 ),
                 permanent: false,
                 in_doubt: handed_over,
-                unreachable: true,
+                // After the hand-over the relay answered everything up to the body: a slow
+                // upload of a large message is this message's, not the relay's.
+                unreachable: !handed_over,
             }),
         };
         if result.is_err() {

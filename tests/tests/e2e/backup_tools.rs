@@ -120,6 +120,12 @@ async fn pgbackrest_backups_appear_with_their_durations_and_a_bad_stanza_is_crit
 
     // Per stanza too, for fleets with several stanzas per check.
     let labels = "host=\"db1\",check=\"pgbackrest.main\",set=\"main\"";
+    for (series, at) in [("start", start), ("end", end)] {
+        let family =
+            format!("backwatch_backup_set_recovery_window_{series}_timestamp_seconds{{{labels}}}");
+        let got = scene.collector.metric(&family).await?;
+        assert_eq!(got.map(|v| v as i64), at.map(|t| t.timestamp()), "{family}");
+    }
     for (family, want) in [
         (
             format!("backwatch_backup_set_duration_seconds{{{labels}}}"),
