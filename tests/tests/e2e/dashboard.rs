@@ -636,6 +636,17 @@ async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
     Ok(())
 }
 
+/// Clicks "Run now" in the host page's `row` and waits until `script` returns a value.
+async fn run_now_until(
+    browser: &Browser,
+    row: &str,
+    what: &str,
+    script: &str,
+) -> Result<serde_json::Value> {
+    browser.click(&format!("{row} button[data-run]")).await?;
+    Ok(browser.wait_js(WAIT, what, script).await)
+}
+
 /// Re-check after a fix: the host page's "Run now" makes the agent run an hourly check at
 /// once, and the page shows the new result (here a new status) without a reload.
 #[tokio::test]
@@ -667,33 +678,31 @@ async fn run_now_on_the_host_page_shows_the_new_result_without_a_reload() -> Res
     // A re-check that changes no status (so no live event redraws the page): the new
     // measurement shows all the same.
     backup_file(&file, "5 hours ago")?;
-    browser.click(&format!("{row} button[data-run]")).await?;
-    browser
-        .wait_js(
-            WAIT,
-            "the 5 h old backup on the host page",
-            &format!(
-                "const r = document.querySelector('{row}');\
-                 return r && r.textContent.includes('5 h') ? r.textContent : null;"
-            ),
-        )
-        .await;
+    run_now_until(
+        &browser,
+        row,
+        "the 5 h old backup on the host page",
+        &format!(
+            "const r = document.querySelector('{row}');\
+             return r && r.textContent.includes('5 h') ? r.textContent : null;"
+        ),
+    )
+    .await?;
 
     // The backup turns out to be stale; the next scheduled run is an hour away. The agent
     // takes one forced run of a probe per 10 s (`schedule::MIN_FORCED_GAP`).
     backup_file(&file, "3 days ago")?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    browser.click(&format!("{row} button[data-run]")).await?;
-    let seen = browser
-        .wait_js(
-            WAIT,
-            "backup.daily critical on the host page",
-            &format!(
-                "const b = document.querySelector('{row} .badge');\
-                 return b && b.dataset.status === 'critical' ? document.querySelector('{row}').textContent : null;"
-            ),
-        )
-        .await;
+    let seen = run_now_until(
+        &browser,
+        row,
+        "backup.daily critical on the host page",
+        &format!(
+            "const b = document.querySelector('{row} .badge');\
+             return b && b.dataset.status === 'critical' ? document.querySelector('{row}').textContent : null;"
+        ),
+    )
+    .await?;
     assert!(
         seen.as_str().is_some_and(|t| t.contains("3 d")),
         "the row shows the new measurement: {seen}"
@@ -704,17 +713,16 @@ async fn run_now_on_the_host_page_shows_the_new_result_without_a_reload() -> Res
     assert_eq!(same, "yes", "the page was reloaded instead of updated");
 
     // Asked again at once: the agent refuses, and the page says why.
-    browser.click(&format!("{row} button[data-run]")).await?;
-    let refused = browser
-        .wait_js(
-            WAIT,
-            "the agent's refusal beside the button",
-            &format!(
-                "const s = document.querySelector('{row} .run-now-cell .form-status');\
-                 return s && s.textContent.includes('did not run') ? s.textContent : null;"
-            ),
-        )
-        .await;
+    let refused = run_now_until(
+        &browser,
+        row,
+        "the agent's refusal beside the button",
+        &format!(
+            "const s = document.querySelector('{row} .run-now-cell .form-status');\
+             return s && s.textContent.includes('did not run') ? s.textContent : null;"
+        ),
+    )
+    .await?;
     assert!(
         refused.as_str().is_some_and(|t| t.contains("rate limited")),
         "{refused}"
