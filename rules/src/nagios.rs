@@ -110,10 +110,13 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
             out.push(Perf::new(label("files"), b.file_count as f64, ""));
         }
         Some(Observation::Wal(w)) => {
-            let delay = w.oldest_ready_age_secs.unwrap_or(0).max(0);
-            out.push(
-                Perf::new(label("delay"), delay as f64, "s").crit(limits.wal.max_delay.as_secs()),
-            );
+            // Left out when it cannot be known: a 0 would graph as "nothing waiting".
+            if let Some(delay) = crate::wal::archive_delay_secs(w) {
+                out.push(
+                    Perf::new(label("delay"), delay as f64, "s")
+                        .crit(limits.wal.max_delay.as_secs()),
+                );
+            }
             let mut pending = Perf::new(label("pending"), w.ready_segments as f64, "");
             if let Some(m) = limits.wal.max_pending {
                 pending = pending.warn(m);

@@ -13,7 +13,7 @@
 
 use crate::status::Status;
 use crate::store::HostRecord;
-use crate::store::alerts::{AGENT_CHECK, Alert};
+use crate::store::alerts::{AGENT_CHECK, Alert, Severity};
 use crate::store::reports::Rollup;
 use backwatch_proto::model::ProbeKind;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -386,9 +386,11 @@ pub fn build(input: DailyInput) -> DailyReport {
             acknowledged_by: a.acknowledged.as_ref().map(|m| m.by.clone()),
         })
         .collect();
+    // Critical first (the text, not the enum: "warning" sorts after "critical"), then oldest.
+    let rank = |severity: &str| u8::from(severity == Severity::Critical.as_str());
     open_alerts.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
+        rank(&b.severity)
+            .cmp(&rank(&a.severity))
             .then(b.age_secs.cmp(&a.age_secs))
     });
     DailyReport {

@@ -33,7 +33,7 @@ pub use monthly::MonthlyReport;
 use crate::config::reports::Reports;
 use crate::labels::Member;
 use crate::store::alerts::AlertFilter;
-use crate::store::reports::{DAY_MS, HOUR_MS, Period};
+use crate::store::reports::{HOUR_MS, Period};
 use crate::store::{Store, StoreResult};
 use backwatch_proto::model::ProbeKind;
 use charts::Chart;
@@ -105,6 +105,14 @@ impl Month {
         let start = schedule::local_instant(cfg.timezone, self.0, NaiveTime::MIN);
         let end = schedule::local_instant(cfg.timezone, self.0 + Months::new(1), NaiveTime::MIN);
         (start, end)
+    }
+
+    /// The daily rollups' UTC days dated within the month, as `[from, until)` in milliseconds.
+    /// Not the UTC days that begin within the local month: west of UTC that drops the 1st and
+    /// takes the next month's 1st, a day the review runs on, half measured.
+    pub fn utc_days(self) -> (i64, i64) {
+        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+        (midnight(self.0), midnight(self.0 + Months::new(1)))
     }
 }
 
@@ -238,6 +246,17 @@ pub async fn daily(
     let mut hours = store.rollups(Period::Hour, from, at_ms).await?;
     hours.retain(|r| covered.contains(&r.host));
     let live = (now - at).abs() <= TimeDelta::minutes(15);
+    if live {
+        // A check retired since (gone from its agent's configuration) left its rollups: it
+        // left the host, and its last sample ageing would make the host "unknown".
+        let current: HashSet<(String, String)> = store
+            .check_clocks()
+            .await?
+            .into_iter()
+            .map(|c| (c.host, c.check))
+            .collect();
+        hours.retain(|r| current.contains(&(r.host.clone(), r.check.clone())));
+    }
     let open_alerts = if live {
         store.open_alerts().await?
     } else {
@@ -293,9 +312,7 @@ pub async fn monthly(
     only: Option<&Member>,
 ) -> StoreResult<MonthlyReport> {
     let (start, end) = month.bounds(cfg);
-    // Daily rollups are UTC days: take the days that begin within the local month.
-    let from = Period::Day.bucket(start.timestamp_millis() + DAY_MS - 1);
-    let until = end.timestamp_millis();
+    let (from, until) = month.utc_days();
     let (_, covered) = hosts_in_scope(store, only).await?;
     let mut days = store.rollups(Period::Day, from, until).await?;
     days.retain(|r| covered.contains(&r.host));
@@ -336,6 +353,17 @@ mod tests {
         assert_eq!(s.to_rfc3339(), "2026-02-28T23:00:00+00:00");
         assert_eq!(e.to_rfc3339(), "2026-03-31T22:00:00+00:00");
         assert!("2026-13".parse::<Month>().is_err());
+        // Its daily rollups: the UTC days dated in March, east or west of UTC.
+        let day = |d: &str| DateTime::parse_from_rfc3339(d).unwrap().timestamp_millis();
+        let march = (day("2026-03-01T00:00:00Z"), day("2026-04-01T00:00:00Z"));
+        assert_eq!(m.utc_days(), march);
+        let west = Reports {
+            timezone: chrono_tz::America::New_York,
+            ..Reports::default()
+        };
+        let (s, e) = m.bounds(&west);
+        assert_eq!(s.to_rfc3339(), "2026-03-01T05:00:00+00:00");
+        assert_eq!(e.to_rfc3339(), "2026-04-01T04:00:00+00:00");
         let now = DateTime::parse_from_rfc3339("2026-03-01T00:30:00+01:00")
             .unwrap()
             .with_timezone(&Utc);

@@ -622,20 +622,23 @@ fn not_drilled(
     drills: &[DrillLine],
     drills_of: &BTreeMap<(String, String), Vec<(String, String)>>,
 ) -> Vec<NotDrilled> {
-    let ran = |(h, c): &(String, String)| {
-        drills
-            .iter()
-            .any(|d| &d.host == h && &d.check == c && d.drills > 0)
-    };
+    let line = |(h, c): &(String, String)| drills.iter().find(|d| &d.host == h && &d.check == c);
+    // Restored: a run that did not fail (one that warned, over its RTO, still restored).
+    let restored = |k: &(String, String)| line(k).is_some_and(|d| d.drills > d.failed);
     wal_checks
         .iter()
         .filter_map(|(host, check)| {
             let linked = drills_of.get(&(host.to_string(), check.to_string()));
             let drills = match linked {
-                Some(l) if l.iter().any(ran) => return None,
+                Some(l) if l.iter().any(restored) => return None,
                 Some(l) if !l.is_empty() => l
                     .iter()
-                    .map(|(h, c)| format!("{c} on {h} did not run"))
+                    .map(|k @ (h, c)| match line(k) {
+                        Some(d) if d.drills > 0 => {
+                            format!("{c} on {h} failed all {} of its runs", d.drills)
+                        }
+                        _ => format!("{c} on {h} did not run"),
+                    })
                     .collect::<Vec<_>>()
                     .join("; "),
                 Some(_) => "no drill restores this cluster".to_string(),

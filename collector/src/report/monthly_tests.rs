@@ -236,12 +236,20 @@ fn clusters_no_drill_restored_this_month_are_listed() {
         row("db2", "wal.main", ProbeKind::Wal),
         row("db3", "wal.main", ProbeKind::Wal),
         row("db4", "wal.main", ProbeKind::Wal),
+        row("db5", "wal.main", ProbeKind::Wal),
         row("backup1", "drill.db1", ProbeKind::Drill),
+        {
+            // Ran twice, failed twice: it restored nothing.
+            let mut r = row("backup1", "drill.db5", ProbeKind::Drill);
+            (r.samples, r.n_ok, r.n_critical) = (2, 0, 2);
+            r
+        },
     ];
     i.drills_of = BTreeMap::from([
         (pair("db1", "wal.main"), vec![pair("backup1", "drill.db1")]),
         (pair("db2", "wal.main"), vec![pair("backup1", "drill.db2")]),
         (pair("db3", "wal.main"), vec![]),
+        (pair("db5", "wal.main"), vec![pair("backup1", "drill.db5")]),
     ]);
     let r = build(i);
     let lines: Vec<_> = r
@@ -258,6 +266,7 @@ fn clusters_no_drill_restored_this_month_are_listed() {
                 "db4",
                 "not known: the WAL check cannot read the system identifier"
             ),
+            ("db5", "drill.db5 on backup1 failed all 2 of its runs"),
         ]
     );
 }

@@ -263,10 +263,11 @@ pub fn fold(row: Option<Rollup>, prev: Option<&Rollup>, s: &Sample, template: Ro
         r.filesystem = s.filesystem.clone();
     }
     if let Some(m) = s.newest_mtime {
-        // A backup is new when the newest file changed; the very first sample of a check
-        // counts its newest file when that was written within this bucket.
+        // A backup is new when the newest file got newer (not when it was deleted and an
+        // older one is the newest again); the very first sample of a check counts its newest
+        // file when that was written within this bucket.
         let is_new = match ref_mtime {
-            Some(old) => m != old,
+            Some(old) => m > old,
             None => m >= r.bucket_start,
         };
         let backup = matches!(
