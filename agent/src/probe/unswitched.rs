@@ -15,13 +15,17 @@
 //! - the position is at the start of its segment (the page header only): nothing at risk;
 //! - same segment, same id: unchanged since the previous sample;
 //! - same segment, new id: work since the previous sample at the latest (its time is kept,
-//!   so the figure errs by at most one interval, on the side of more risk);
+//!   so the figure errs by at most the time between the samples, on the side of more risk);
 //! - new segment, same id: the switch handed everything before it to the archiver (or to
 //!   `.ready` files, which have their own time) and nothing wrote since: nothing at risk;
 //! - new segment, new id: work since the previous sample.
 //!
 //! "New segment, new id" cannot tell whether the work went into the old segment before the
-//! switch (archived with it) or into the new one: it is dated, on the side of more risk. With
+//! switch (archived with it) or into the new one: it is dated, on the side of more risk. Never
+//! before the switch into the current segment, though, when the archive status directory says
+//! when that was (the newest segment's `.ready` or `.done` file keeps the time it was
+//! completed): a busy server switching every few minutes would otherwise show a whole
+//! interval at risk at every sample, and one whose probes failed for a while the whole gap. With
 //! `archive_timeout` set, time tells: PostgreSQL switches a segment holding committed work
 //! within `archive_timeout` of its last switch, so work dated longer ago than that plus a
 //! minute, in a segment still current, is not in it (else an idle server whose last write
@@ -41,6 +45,9 @@ pub struct Sample {
     /// The writing transactions open at the sample (the snapshot's in-progress list, at most
     /// 1,000): one of them gone by the next sample ended, committed or not.
     pub in_progress: Vec<i64>,
+    /// When the newest completed segment was completed (its archive status file's time),
+    /// when readable: the switch into the current segment, so no work in it is older.
+    pub switched_at: Option<DateTime<Utc>>,
     /// The position is past the segment's page header: some WAL is in it.
     pub written: bool,
     /// Database clock.
@@ -77,9 +84,12 @@ pub fn next(prev: Option<&Tracked>, now: Sample, archive_timeout_secs: i64) -> T
 }
 
 fn judge(prev: Option<&Tracked>, now: Sample) -> Tracked {
-    let tracked = |since, undated| Tracked {
+    // Work in the current segment came after the switch into it: a busy server's segment,
+    // filled and switched minutes after the previous sample, is not "at risk since" that
+    // sample, nor is one whose previous sample is old (probes failed in between).
+    let tracked = |since: Option<DateTime<Utc>>, undated| Tracked {
+        since: since.map(|s| now.switched_at.map_or(s, |w| s.max(w))),
         sample: now.clone(),
-        since,
         undated,
     };
     if !now.written {
@@ -115,6 +125,7 @@ mod tests {
             segment: segment.into(),
             next_xid: xid,
             in_progress: Vec::new(),
+            switched_at: None,
             written,
             at: Utc.with_ymd_and_hms(2026, 12, 4, 10, minute, 0).unwrap(),
         }
@@ -185,6 +196,31 @@ mod tests {
         let t = next(Some(&t), s("B", 701, true, 1), 0);
         let t = next(Some(&t), s("B", 701, true, 30), 0);
         assert_eq!(t.since, at(0));
+    }
+
+    #[test]
+    fn work_in_a_new_segment_dates_no_earlier_than_the_switch_into_it() {
+        let switched = |segment, xid, minute, switched: u32| Sample {
+            switched_at: at(switched),
+            ..s(segment, xid, true, minute)
+        };
+        // A busy server with archive_timeout = 0: samples 15 min apart, each finding a newer
+        // segment, switched into a minute before.
+        let t = next(None, switched("A", 700, 0, 0), 0);
+        let t = next(Some(&t), switched("F", 9000, 15, 14), 0);
+        assert_eq!(t.since, at(14), "not the previous sample's 10:00");
+        let t = next(Some(&t), switched("K", 18000, 30, 29), 0);
+        assert_eq!(t.since, at(29));
+        // Probes failed from 10:30 to 10:50: work since the switch into the current segment
+        // at the earliest, not since the last sample that succeeded.
+        let t = next(Some(&t), switched("M", 18500, 50, 48), 0);
+        assert_eq!(t.since, at(48));
+        // Still M, more work: still since the switch.
+        let t = next(Some(&t), switched("M", 18600, 52, 48), 0);
+        assert_eq!(t.since, at(48));
+        // Without the status directory (no pg_monitor): the previous sample, as before.
+        let t = next(Some(&t), s("P", 20000, true, 59), 0);
+        assert_eq!(t.since, at(52));
     }
 
     #[test]
