@@ -101,7 +101,10 @@ pub struct DataAtRisk {
 #[must_use]
 pub fn archive_delay_secs(w: &WalObs) -> Option<i64> {
     match w.pending_source {
-        PendingSource::ArchiveStatusdir => Some(w.oldest_ready_age_secs.unwrap_or(0).max(0)),
+        PendingSource::ArchiveStatusdir if waiting(w) > 0 => {
+            Some(w.oldest_ready_age_secs.unwrap_or(0).max(0))
+        }
+        PendingSource::ArchiveStatusdir => Some(0),
         PendingSource::WalPositions if w.ready_segments > 0 => {
             w.oldest_ready_age_secs.map(|a| a.max(0))
         }
@@ -330,7 +333,7 @@ fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdic
         "ready_segments": obs.ready_segments,
         "ready_history": obs.ready_history,
         "oldest_ready_name": obs.oldest_ready_name,
-        "archive_delay_secs": pending_age(obs),
+        "archive_delay_secs": archive_delay_secs(obs),
         "pending_bytes": pending_bytes(obs),
         "max_delay_secs": l.max_delay.as_secs(),
         "recovered_failures": recovered_failures(obs, prev),

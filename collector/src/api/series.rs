@@ -109,13 +109,8 @@ pub fn value_of(observation: Option<&Observation>) -> Option<f64> {
         Observation::Disk(d) => d.used_pct().map(f64::from),
         // The measured recovery time; a drill that did not get that far has none.
         Observation::Drill(d) => d.rto_ms.map(|ms| ms as f64 / 1000.0),
-        Observation::Wal(w) => {
-            if w.ready_segments.max(0) + w.ready_history.max(0) > 0 {
-                w.oldest_ready_age_secs.map(|a| a as f64)
-            } else {
-                Some(0.0)
-            }
-        }
+        // Not a 0 when the waiting files cannot be read.
+        Observation::Wal(w) => crate::rules::wal::archive_delay_secs(w).map(|a| a as f64),
         Observation::Archive(_) | Observation::Restore(_) | Observation::Settings(_) => None,
     }
 }
@@ -300,6 +295,7 @@ mod tests {
             ready_segments,
             oldest_ready_age_secs: Some(oldest_ready_age_secs),
             failed_count,
+            pending_source: backwatch_proto::model::PendingSource::ArchiveStatusdir,
             ..Default::default()
         })
     }
@@ -322,6 +318,15 @@ mod tests {
             "nothing waits: no delay"
         );
         assert_eq!(value_of(Some(&wal(3, 1200, 0))), Some(1200.0));
+        let Observation::Wal(mut unreadable) = wal(0, 0, 0) else {
+            unreachable!()
+        };
+        unreadable.pending_source = backwatch_proto::model::PendingSource::Unavailable;
+        assert_eq!(
+            value_of(Some(&Observation::Wal(unreadable))),
+            None,
+            "no 0 when nothing could be read"
+        );
         assert_eq!(value_of(None), None);
     }
 
