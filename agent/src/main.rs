@@ -128,7 +128,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // `check --format nagios`: a monitoring server's plugin call.
+    let cli: Cli = backwatch_common::cli::parse_or_plugin_unknown(|args| {
+        args.iter().any(|a| a == "check")
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--format=nagios" || (w[0] == "--format" && w[1] == "nagios"))
+    });
+    let plugin = matches!(
+        cli.command,
+        Command::Check {
+            format: Format::Nagios,
+            ..
+        }
+    );
     let path = match &cli.command {
         Command::Run { config }
         | Command::Check { config, .. }
@@ -184,12 +197,19 @@ fn main() -> ExitCode {
             };
         }
     };
+    // A plugin's failure is one UNKNOWN line and exit 3, whatever failed.
+    let fail = |text: String, code: u8| {
+        if plugin {
+            let (line, unknown) = backwatch_rules::nagios::unknown(&text);
+            println!("{line}");
+            return ExitCode::from(unknown);
+        }
+        eprintln!("{text}");
+        ExitCode::from(code)
+    };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
+        Err(e) => return fail(e.to_string(), EXIT_CONFIG as u8),
     };
     // Probes are I/O bound and few: a current-thread runtime keeps the agent small.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -197,10 +217,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("starting runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("starting runtime: {e}"), 1),
     };
     let code = match cli.command {
         Command::Run { .. } => rt.block_on(run(cfg, &path)),

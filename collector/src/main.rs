@@ -112,7 +112,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // `status` is a monitoring server's plugin call.
+    let cli: Cli = backwatch_common::cli::parse_or_plugin_unknown(|args| {
+        args.get(1).is_some_and(|a| a == "status")
+    });
     match cli.command {
         Command::Report(args) => backwatch_collector::report::cli::main(args),
         Command::Enroll { config, host, ttl } => enroll(&config, &host, ttl.as_deref()),

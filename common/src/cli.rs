@@ -17,6 +17,37 @@ macro_rules! version_string {
     };
 }
 
+/// Parse the command line; for a mistake in a monitoring plugin's command line (`plugin`
+/// says whether the words ask for one), say so in one line on standard output and exit 3,
+/// UNKNOWN: clap's own exit 2 would read as CRITICAL to Nagios and Icinga, and its message on
+/// standard error is not shown there. `--help` and `--version` stay clap's.
+pub fn parse_or_plugin_unknown<C: clap::Parser>(plugin: impl Fn(&[String]) -> bool) -> C {
+    let args: Vec<String> = std::env::args().collect();
+    match C::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e)
+            if plugin(&args)
+                && !matches!(
+                    e.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) =>
+        {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid command line")
+                .trim_start_matches("error: ");
+            println!(
+                "BACKWATCH UNKNOWN - command line: {}",
+                first.replace('|', "/")
+            );
+            std::process::exit(3);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
 /// Print the completion script for `shell` to standard output.
 pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) {
     let name = cmd.get_name().to_string();

@@ -135,6 +135,47 @@ fn agent_check_prints_one_plugin_line_and_exits_with_the_worst_status() -> Resul
     Ok(())
 }
 
+/// Whatever goes wrong in plugin mode is one UNKNOWN line on standard output and exit 3: a
+/// configuration the agent cannot load (it exits 64 otherwise), a mistaken command line
+/// (clap's exit 2 would read as CRITICAL).
+#[test]
+fn plugin_mode_failures_are_unknown_with_a_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("agent.toml");
+    std::fs::write(
+        &bad,
+        "[[disk]]
+name = \"x\"\nbogus = 1\n",
+    )?;
+    let (code, out) = agent_check(&bad)?;
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("BACKWATCH UNKNOWN - "), "{out}");
+    assert!(out.contains("bogus"), "names the key: {out}");
+
+    let (code, out) = run(Command::new(bin("backwatch-agent")).args([
+        "check",
+        "--format",
+        "nagios",
+        "--no-such-flag",
+    ]))?;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.starts_with("BACKWATCH UNKNOWN - command line: "),
+        "{out}"
+    );
+    let (code, out) = run(Command::new(bin("backwatch-collector")).arg("status"))?;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.starts_with("BACKWATCH UNKNOWN - command line: "),
+        "{out}"
+    );
+    // Outside plugin mode clap's own exit stays.
+    let (code, _) = run(Command::new(bin("backwatch-agent")).args(["check", "--no-such-flag"]))?;
+    assert_eq!(code, 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn collector_status_reads_the_store_like_a_plugin() -> Result<()> {
     let certs = Certs::fleet(&["db1"])?;
