@@ -28,6 +28,19 @@ pub async fn status(
         Ok(None) => return nagios::unknown(&format!("no host {host:?} has reported")),
         Err(e) => return nagios::unknown(&format!("reading the store: {e}")),
     };
+    // Its alerts were resolved when it was retired; its last states are history.
+    match store.retired_host(host).await {
+        Ok(Some(r)) => {
+            return nagios::unknown(&format!(
+                "host {host:?} was retired by {} at {}: {}",
+                r.retired_by,
+                r.retired_at.format("%Y-%m-%d %H:%M UTC"),
+                r.reason
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => return nagios::unknown(&format!("reading the store: {e}")),
+    }
     let states = match store.check_states(Some(host)).await {
         Ok(s) => s,
         Err(e) => return nagios::unknown(&format!("reading the store: {e}")),

@@ -83,10 +83,17 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
     let mut out = Vec::new();
     match &r.observation {
         Some(Observation::Disk(d)) if d.error.is_none() => {
+            // The limits the verdict used (`evaluate`): the agent's spool has the procedure's.
+            let spool = crate::DiskLimits::default();
+            let disk = if r.name == backwatch_proto::model::AGENT_SPOOL_PROBE {
+                &spool
+            } else {
+                &limits.disk
+            };
             if let Some(pct) = d.used_pct() {
                 let mut p = Perf::new(label("used"), f64::from(pct), "%")
-                    .warn(limits.disk.warning_pct)
-                    .crit(limits.disk.critical_pct);
+                    .warn(disk.warning_pct)
+                    .crit(disk.critical_pct);
                 p.max = Some(100.0);
                 out.push(p);
             }
@@ -145,7 +152,8 @@ pub fn perfdata(r: &ProbeResult, limits: &Limits) -> Vec<Perf> {
         Some(Observation::Drill(d)) => {
             if let Some(ms) = d.rto_ms {
                 let mut rto = Perf::new(label("rto"), ms as f64 / 1000.0, "s");
-                if let Some(max) = d.max_rto_secs {
+                // The collector's limit wins, as in the verdict (`drill::judge_with`).
+                if let Some(max) = limits.drill.max_rto.map(|d| d.as_secs()).or(d.max_rto_secs) {
                     rto = rto.warn(max);
                 }
                 out.push(rto);
@@ -294,6 +302,60 @@ mod tests {
     fn labels_are_quoted_and_escaped() {
         let p = Perf::new("it's=odd".into(), 1.5, "s");
         assert_eq!(p.to_string(), "'it''s_odd'=1.500s;;;0;");
+    }
+
+    #[test]
+    fn perfdata_thresholds_are_the_ones_the_verdict_used() {
+        use backwatch_proto::model::{DiskObs, DrillObs, ProbeKind, ProbeResult};
+        let result = |kind, name: &str, observation| ProbeResult {
+            result_id: "r".into(),
+            kind,
+            name: name.into(),
+            measured_at: chrono::Utc::now(),
+            duration_ms: 1,
+            interval_secs: 60,
+            error: None,
+            observation: Some(observation),
+        };
+        let mut limits = Limits::default();
+        limits.disk.warning_pct = 90;
+        limits.disk.critical_pct = 95;
+        limits.drill.max_rto = Some(std::time::Duration::from_secs(1800));
+        let disk = Observation::Disk(DiskObs {
+            total_bytes: 100,
+            free_bytes: 50,
+            avail_bytes: 50,
+            ..DiskObs::default()
+        });
+        let spool = result(
+            ProbeKind::Disk,
+            backwatch_proto::model::AGENT_SPOOL_PROBE,
+            disk.clone(),
+        );
+        assert!(
+            perfdata(&spool, &limits)[0]
+                .to_string()
+                .ends_with("%;75;85;0;100")
+        );
+        let backup = result(ProbeKind::Disk, "backup", disk);
+        assert!(
+            perfdata(&backup, &limits)[0]
+                .to_string()
+                .ends_with("%;90;95;0;100")
+        );
+        let drill = result(
+            ProbeKind::Drill,
+            "main",
+            Observation::Drill(Box::new(DrillObs {
+                rto_ms: Some(60_000),
+                max_rto_secs: Some(3600),
+                ..DrillObs::default()
+            })),
+        );
+        assert_eq!(
+            perfdata(&drill, &limits)[0].to_string(),
+            "'drill.main_rto'=60s;1800;;0;"
+        );
     }
 
     #[test]

@@ -71,6 +71,20 @@ async fn a_retired_host_leaves_the_fleet_its_alert_closes_and_it_can_come_back()
     assert_eq!(retired["retired_by"], "ops");
     let (code, again) = send(reqwest::Method::POST, &ops, why).await?;
     assert_eq!(code, 409, "{again}");
+    // The Nagios plugin says so, rather than the host's last (history) states.
+    let out = Command::new(bin("backwatch-collector"))
+        .args(["status", "--host", "db1", "--config"])
+        .arg(collector.config_path())
+        .output()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{line}");
+    assert!(
+        line.starts_with("BACKWATCH UNKNOWN - host \"db1\" was retired by ops at ")
+            && line
+                .trim_end()
+                .ends_with(": decommissioned, replaced by db3"),
+        "{line}"
+    );
 
     // Its open alert resolves with the reason, and those who heard of it are told.
     let resolved = eventually(WAIT, "db1's alert resolved", async || {
