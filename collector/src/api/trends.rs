@@ -185,10 +185,14 @@ fn storage_series(host: String, check: String, entries: &[HistoryEntry]) -> Stor
 /// `(day, used bytes, capacity bytes)`.
 type Point = (i64, u64, u64);
 
-/// Sum per day over all filesystems, each carried forward from its latest sample. Series of
-/// one host on the same device are one filesystem: each day it counts once, with the freshest
-/// sample any of them has by then (a check added later, or one measured rarely, neither hides
-/// nor freezes it).
+/// A filesystem not measured for this long has left the fleet (its host retired, its check
+/// removed from the agent's configuration): no longer carried forward into the fleet's sum.
+const CARRY_FORWARD_DAYS: i64 = 3;
+
+/// Sum per day over all filesystems, each carried forward from its latest sample for at most
+/// [`CARRY_FORWARD_DAYS`]. Series of one host on the same device are one filesystem: each day
+/// it counts once, with the freshest sample any of them has by then (a check added later, or
+/// one measured rarely, neither hides nor freezes it).
 fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
     use std::collections::btree_map::Entry;
     days.iter()
@@ -199,6 +203,9 @@ fn fleet_sum(series: &[StorageSeries], days: &[i64]) -> Vec<(i64, u64, u64)> {
                 let Some(&p) = s.points.iter().rev().find(|p| p.0 <= d) else {
                     continue;
                 };
+                if d - p.0 > CARRY_FORWARD_DAYS * DAY_MS {
+                    continue;
+                }
                 let key = (s.host.as_str(), s.filesystem.ok_or(i));
                 match latest.entry(key) {
                     Entry::Vacant(v) => {
@@ -432,6 +439,11 @@ mod tests {
             fleet_sum(&all, &[0, DAY_MS, 2 * DAY_MS]),
             [(0, 10, 100), (DAY_MS, 15, 150), (2 * DAY_MS, 17, 150)]
         );
+        // The second one measured last on day 1 (its host retired): carried three days, then
+        // it has left the fleet.
+        let days: Vec<i64> = (0..6).map(|d| d * DAY_MS).collect();
+        let caps: Vec<u64> = fleet_sum(&all, &days).iter().map(|d| d.2).collect();
+        assert_eq!(caps, [100, 150, 150, 150, 150, 100]);
     }
 
     fn series(host: &str, filesystem: Option<u64>, points: Vec<(i64, u64, u64)>) -> StorageSeries {
