@@ -851,7 +851,8 @@ impl Config {
         let enroll = raw
             .enroll
             .map(|e| enroll::validate(&mut p, e, base, &tls.ca));
-        let reports = reports::validate(&mut p, raw.reports);
+        let mut reports = reports::validate(&mut p, raw.reports);
+        reports.stale_grace = silence.check_grace;
         alerting.maintenance = maintenance::validate(&mut p, raw.maintenance, &raw.groups);
         thresholds.groups = raw
             .groups

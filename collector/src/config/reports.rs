@@ -39,6 +39,9 @@ pub struct Reports {
     pub monthly_at: NaiveTime,
     /// An alert resolved by itself within this long counts as a false positive (default 10 min).
     pub self_resolved_window: Duration,
+    /// Not a `[reports]` key: `silence.check_grace`, with which the daily report judges a
+    /// check stale as the collector does.
+    pub stale_grace: Duration,
 }
 
 pub fn default_time() -> NaiveTime {
@@ -54,6 +57,8 @@ impl Default for Reports {
             monthly_day: 1,
             monthly_at: default_time(),
             self_resolved_window: Duration::from_secs(600),
+            // The silence sweep's default `check_grace`.
+            stale_grace: Duration::from_secs(300),
         }
     }
 }
@@ -104,6 +109,7 @@ pub fn validate(p: &mut Problems, raw: RawReports) -> Reports {
         monthly_day,
         monthly_at,
         self_resolved_window,
+        stale_grace: d.stale_grace,
     }
 }
 

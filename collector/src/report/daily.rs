@@ -35,6 +35,9 @@ pub struct DailyInput {
     /// Use the hosts' silent flags (a report of now); otherwise a host is silent when it
     /// has no sample in the hour before `at` (a backfill).
     pub live: bool,
+    /// A sample older than two intervals plus this is stale: the silence sweep's
+    /// `silence.check_grace`, so the report and the collector agree on what is overdue.
+    pub stale_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,9 +157,6 @@ pub struct DailyReport {
     pub silent_agents: Vec<SilentLine>,
 }
 
-/// A sample older than two intervals plus this is stale (the silence sweep's default grace).
-const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// The rows of one check in the window, oldest first.
 struct CheckRows<'a> {
     rows: Vec<&'a Rollup>,
@@ -167,12 +167,12 @@ impl CheckRows<'_> {
         self.rows[self.rows.len() - 1]
     }
 
-    fn status(&self, at: DateTime<Utc>, silent: bool) -> Status {
+    fn status(&self, at: DateTime<Utc>, silent: bool, grace: std::time::Duration) -> Status {
         let last = self.last();
         // As the silence sweep judges it; a check with no interval (`disk.agent-spool`, sent
         // on a change) is never stale, however old its newest sample.
         let interval = u32::try_from(last.interval_secs.max(0)).unwrap_or(u32::MAX);
-        let stale = crate::silence::overdue_after(interval, STALE_GRACE)
+        let stale = crate::silence::overdue_after(interval, grace)
             .is_some_and(|after| at.timestamp_millis() - last.last_at > after.as_millis() as i64);
         if silent || stale {
             Status::Unknown
@@ -243,7 +243,10 @@ pub fn build(input: DailyInput) -> DailyReport {
                 .values()
                 .any(|c| at_ms - c.last().last_at <= 3_600_000)
         };
-        let statuses: Vec<Status> = checks.values().map(|c| c.status(at, silent)).collect();
+        let statuses: Vec<Status> = checks
+            .values()
+            .map(|c| c.status(at, silent, input.stale_grace))
+            .collect();
         let worst = statuses
             .iter()
             .copied()
@@ -275,7 +278,7 @@ pub fn build(input: DailyInput) -> DailyReport {
         });
         for (check, rows) in checks {
             let last = rows.last();
-            let status = rows.status(at, silent);
+            let status = rows.status(at, silent, input.stale_grace);
             let risk = rows.max(|r| r.risk_secs_max);
             let window = rows.min(|r| r.window_secs_min);
             if risk.is_some() || window.is_some() {
@@ -435,7 +438,7 @@ mod tests {
     }
 
     fn status(r: &Rollup, at: DateTime<Utc>, silent: bool) -> Status {
-        CheckRows { rows: vec![r] }.status(at, silent)
+        CheckRows { rows: vec![r] }.status(at, silent, std::time::Duration::from_secs(300))
     }
 
     #[test]
@@ -443,6 +446,16 @@ mod tests {
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         assert_eq!(status(&sample(at, 420, 60), at, false), Status::Ok);
         assert_eq!(status(&sample(at, 421, 60), at, false), Status::Unknown);
+    }
+
+    #[test]
+    fn staleness_takes_the_collectors_check_grace() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let r = sample(at, 600, 60);
+        let rows = CheckRows { rows: vec![&r] };
+        let grace = |m: u64| std::time::Duration::from_secs(m * 60);
+        assert_eq!(rows.status(at, false, grace(5)), Status::Unknown);
+        assert_eq!(rows.status(at, false, grace(15)), Status::Ok);
     }
 
     #[test]

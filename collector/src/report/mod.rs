@@ -281,6 +281,7 @@ pub async fn daily(
         hours,
         open_alerts,
         live,
+        stale_grace: cfg.stale_grace,
     });
     scoped_title(&mut report.title, only);
     Ok(report)
