@@ -332,6 +332,8 @@ fn archive_verdict(obs: &WalObs, prev: Option<&WalObs>, l: &WalLimits) -> Verdic
         "last_failed_time": obs.last_failed_time,
         "ready_segments": obs.ready_segments,
         "ready_history": obs.ready_history,
+        // `.partial` and `.backup` files waiting (A3: reported apart from segments).
+        "ready_other": obs.ready_other,
         "oldest_ready_name": obs.oldest_ready_name,
         "archive_delay_secs": archive_delay_secs(obs),
         "pending_bytes": pending_bytes(obs),

@@ -56,7 +56,12 @@ impl Previous {
             return;
         }
         self.status = Some(status);
-        self.result = Some(result.clone());
+        // A result without an observation (the database did not answer, a timeout) keeps
+        // the last one that had one: the archiver's counters are compared across the gap
+        // (failures that recovered meanwhile are still counted), not lost with it.
+        if result.observation.is_some() || self.result.is_none() {
+            self.result = Some(result.clone());
+        }
         self.ordered_at = Some(at);
     }
 }
@@ -138,6 +143,21 @@ mod tests {
         p.apply(Status::Ok, &result("a", 300), now());
         assert_eq!(p.status, Some(Status::Critical));
         assert_eq!(p.result.unwrap().result_id, "b");
+    }
+
+    #[test]
+    fn a_result_without_observation_keeps_the_last_measurement() {
+        let mut p = Previous::from_state(None);
+        p.apply(Status::Ok, &result("measured", 300), now());
+        let mut failed = result("timeout", 600);
+        failed.observation = None;
+        failed.error = Some("timed out".into());
+        p.apply(Status::Unknown, &failed, now());
+        assert_eq!(p.status, Some(Status::Unknown));
+        assert_eq!(p.result.as_ref().unwrap().result_id, "measured");
+        // And a later one measured before it is still history: the order is the failed one's.
+        p.apply(Status::Ok, &result("late", 500), now());
+        assert_eq!(p.result.unwrap().result_id, "measured");
     }
 
     #[test]
