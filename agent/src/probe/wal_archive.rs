@@ -44,13 +44,24 @@ pub struct WalProbe {
     pub exposure_advisory: bool,
     /// The previous sample's conclusion about the current segment (see [`unswitched`]).
     pub unswitched: Arc<Mutex<Option<unswitched::Tracked>>>,
-    /// The oldest waiting segment of an estimate that could not be dated, and when this probe
-    /// first saw it oldest (see [`WalProbe::date_estimated_oldest`]).
-    pub pending_seen: Arc<Mutex<Option<SeenOldest>>>,
+    /// What dates an estimate's oldest waiting segment (see
+    /// [`WalProbe::date_estimated_oldest`]).
+    pub pending_seen: Arc<Mutex<Seen>>,
 }
 
-/// A waiting segment's name and when the probe first saw it oldest.
-pub type SeenOldest = (String, DateTime<Utc>);
+/// What the probe saw of an estimate's waiting segments, over its samples.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The oldest waiting segment's name and when the probe first saw it oldest.
+    pub oldest: Option<(String, DateTime<Utc>)>,
+    /// Each current segment and when the probe first saw it current, oldest first, at most
+    /// [`CURRENTS_KEPT`]: a segment was complete by the first sample at which a later one was
+    /// current.
+    pub currents: std::collections::VecDeque<(DateTime<Utc>, String)>,
+}
+
+/// Current segments remembered: ten days of samples every 15 min, if each found a new one.
+const CURRENTS_KEPT: usize = 1024;
 
 #[async_trait::async_trait]
 impl Probe for WalProbe {
@@ -136,18 +147,35 @@ impl WalProbe {
         let undated = obs.pending_source == PendingSource::WalPositions
             && obs.oldest_ready_age_secs.is_none();
         let Some(name) = obs.oldest_ready_name.clone().filter(|_| undated) else {
-            *seen = None;
+            *seen = Seen::default();
             return;
         };
-        let since = match seen.as_ref() {
+        if let Some(current) = obs.current_wal_file.as_deref()
+            && seen.currents.back().is_none_or(|(_, c)| c != current)
+        {
+            if seen.currents.len() >= CURRENTS_KEPT {
+                seen.currents.pop_front();
+            }
+            seen.currents.push_back((now, current.to_string()));
+        }
+        let oldest_since = match seen.oldest.as_ref() {
             Some((n, t)) if *n == name => *t,
             _ => now,
         };
-        *seen = Some((name, since));
+        seen.oldest = Some((name.clone(), oldest_since));
+        // An archiver that moves but falls behind changes the oldest at every sample; the
+        // segment was complete, though, by the first sample that found a later one current.
+        // Names of one timeline compare by position as text (fixed-width upper-case hex).
+        let completed_by = seen
+            .currents
+            .iter()
+            .find(|(_, c)| c.get(..8) == name.get(..8) && c.get(8..) > name.get(8..))
+            .map(|(t, _)| *t);
+        let since = completed_by.map_or(oldest_since, |t| t.min(oldest_since));
         obs.oldest_ready_age_secs = Some((now - since).num_seconds().max(0));
         let note = obs.pending_note.get_or_insert_with(String::new);
         note.push_str(&format!(
-            "; its age is at least how long this agent has seen it oldest (since {})",
+            "; its age is at least how long this agent has known it complete (since {})",
             since.format("%Y-%m-%d %H:%M:%S UTC")
         ));
     }
@@ -914,6 +942,7 @@ mod tests {
             pending_source: PendingSource::WalPositions,
             ready_segments: 3,
             oldest_ready_name: Some(oldest.into()),
+            current_wal_file: Some("000000010000000000000008".into()),
             pending_note: Some("pg_ls_archive_statusdir() not permitted".into()),
             ..WalObs::default()
         };
@@ -934,16 +963,22 @@ mod tests {
             later
                 .pending_note
                 .as_deref()
-                .is_some_and(|n| n.contains("at least how long this agent has seen it oldest")),
+                .is_some_and(|n| n.contains("at least how long this agent has known it complete")),
             "{:?}",
             later.pending_note
         );
-        // The archiver moved on: a new oldest starts at 0.
+        // The archiver moved on, but 6 was complete already at the first sample (8 was
+        // current): at least 21 minutes, not 0.
         let moved = dated(
             estimate("000000010000000000000006"),
             t0 + chrono::Duration::minutes(21),
         );
-        assert_eq!(moved.oldest_ready_age_secs, Some(0));
+        assert_eq!(moved.oldest_ready_age_secs, Some(21 * 60));
+        // One the probe never knew complete before (9, current now 10) starts at 0.
+        let mut fresh = estimate("000000010000000000000009");
+        fresh.current_wal_file = Some("00000001000000000000000A".into());
+        let fresh = dated(fresh, t0 + chrono::Duration::minutes(22));
+        assert_eq!(fresh.oldest_ready_age_secs, Some(0));
         // A dated listing needs nothing from the probe, and forgets what it saw.
         let listed = WalObs {
             pending_source: PendingSource::ArchiveStatusdir,
@@ -952,7 +987,8 @@ mod tests {
             ..WalObs::default()
         };
         assert_eq!(dated(listed, t0).oldest_ready_age_secs, Some(5));
-        assert!(p.pending_seen.lock().unwrap().is_none());
+        let seen = p.pending_seen.lock().unwrap();
+        assert!(seen.oldest.is_none() && seen.currents.is_empty());
     }
 
     #[tokio::test]
