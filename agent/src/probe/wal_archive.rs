@@ -1,4 +1,6 @@
-//! WAL archiving probe: the raw facts rules A1–A8 need, read from PostgreSQL in two statements.
+//! WAL archiving probe: the raw facts rules A1–A8 need, read from PostgreSQL in two essential
+//! statements (settings and archiver; the waiting files) and a few optional ones (the system
+//! identifier, base backups running, a segment's age), which a slow server goes without.
 //!
 //! Invariants:
 //! - Never hangs: connecting (DNS, TCP, startup, authentication) is bounded by
@@ -130,7 +132,17 @@ fn quote(value: &str) -> String {
 
 impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
-        let (mut obs, dating) = self.with_session(query).await?;
+        // The optional statements run only while the query phase's limit leaves room (see
+        // `with_session`): a slow server still gets its verdict from the essential two.
+        let deadline = tokio::time::Instant::now()
+            + self.connect_timeout
+            + self.effective_statement_timeout().saturating_mul(2);
+        let deadline = deadline
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(deadline);
+        let (mut obs, dating) = self
+            .with_session(async |client: &Client| query(client, deadline).await)
+            .await?;
         obs.exposure_advisory = self.exposure_advisory;
         self.track_unswitched(&mut obs, dating);
         self.date_estimated_oldest(&mut obs, Utc::now());
@@ -210,8 +222,9 @@ impl WalProbe {
     }
 
     /// Connect, set the session's `statement_timeout`, run `queries`, and close. The whole
-    /// query phase is bounded too: three round trips, two of them bounded by the server, the
-    /// rest is network slack. Every probe that asks PostgreSQL goes through here.
+    /// query phase is bounded too: the time of two statements, each bounded by the server,
+    /// plus `connect_timeout` of slack; a caller with more statements gives the others only
+    /// what is left (see `optional`). Every probe that asks PostgreSQL goes through here.
     pub(crate) async fn with_session<T>(
         &self,
         queries: impl AsyncFnOnce(&Client) -> Result<T, String>,
@@ -334,8 +347,25 @@ struct Dating {
     last_completed: Option<DateTime<Utc>>,
 }
 
-/// The observation, and what dates work in the current segment.
-async fn query(client: &Client) -> Result<(WalObs, Dating), String> {
+/// A statement the verdict can do without, given until `deadline`: `None` when it did not
+/// finish by then (the essential statements' results are kept either way).
+async fn optional<T>(
+    deadline: tokio::time::Instant,
+    statement: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Option<Result<T, tokio_postgres::Error>> {
+    let r = tokio::time::timeout_at(deadline, statement).await.ok();
+    if r.is_none() {
+        tracing::debug!("an optional statement was skipped: the server is slow");
+    }
+    r
+}
+
+/// The observation, and what dates work in the current segment. `deadline`: after it, the
+/// optional statements are left out.
+async fn query(
+    client: &Client,
+    deadline: tokio::time::Instant,
+) -> Result<(WalObs, Dating), String> {
     let row = client
         .query_one(STATUS_SQL, &[])
         .await
@@ -373,7 +403,7 @@ async fn query(client: &Client) -> Result<(WalObs, Dating), String> {
             // Same statement as the ages above: the clock they were computed on.
             obs.db_now = Some(p.db_now);
         }
-        Err(note) if estimate => estimate_pending(client, &mut obs, note).await,
+        Err(note) if estimate => estimate_pending(client, &mut obs, note, deadline).await,
         Err(note) => {
             obs.pending_source = PendingSource::Unavailable;
             obs.pending_note = Some(note);
@@ -381,14 +411,16 @@ async fn query(client: &Client) -> Result<(WalObs, Dating), String> {
     }
     // Optional, in a statement of its own: a server that revoked it is still judged; only
     // the link to restore drills (by this identifier) is missing then.
-    match client.query_one(SYSTEM_ID_SQL, &[]).await {
-        Ok(row) => obs.system_identifier = row.try_get(0).ok().flatten(),
-        Err(e) => tracing::debug!(error = %chain(&e), "system identifier not readable"),
+    match optional(deadline, client.query_one(SYSTEM_ID_SQL, &[])).await {
+        Some(Ok(row)) => obs.system_identifier = row.try_get(0).ok().flatten(),
+        Some(Err(e)) => tracing::debug!(error = %chain(&e), "system identifier not readable"),
+        None => {}
     }
     // Base backups being sent now (the view exists from PostgreSQL 13): a stuck one is named.
     if obs.server_version_num >= 130_000 {
-        match client.query(RUNNING_BASE_BACKUPS_SQL, &[]).await {
-            Ok(rows) => {
+        match optional(deadline, client.query(RUNNING_BASE_BACKUPS_SQL, &[])).await {
+            None => {}
+            Some(Ok(rows)) => {
                 obs.base_backups_running = rows
                     .iter()
                     .filter_map(|r| {
@@ -401,7 +433,9 @@ async fn query(client: &Client) -> Result<(WalObs, Dating), String> {
                     })
                     .collect();
             }
-            Err(e) => tracing::debug!(error = %chain(&e), "running base backups not readable"),
+            Some(Err(e)) => {
+                tracing::debug!(error = %chain(&e), "running base backups not readable")
+            }
         }
     }
     Ok((obs, dating))
@@ -420,7 +454,12 @@ const SYSTEM_ID_SQL: &str = "SELECT system_identifier::text FROM pg_control_syst
 
 /// The pending work by WAL positions (see `wal_positions`), the oldest segment's age from its
 /// file in pg_wal when `pg_stat_file()` may read it; `why` the listing was not available.
-async fn estimate_pending(client: &Client, obs: &mut WalObs, why: String) {
+async fn estimate_pending(
+    client: &Client,
+    obs: &mut WalObs,
+    why: String,
+    deadline: tokio::time::Instant,
+) {
     let seg_size = u64::try_from(obs.wal_segment_size_bytes).unwrap_or(0);
     let e = match wal_positions::estimate(
         obs.current_wal_file.as_deref(),
@@ -440,9 +479,10 @@ async fn estimate_pending(client: &Client, obs: &mut WalObs, why: String) {
          archived one up to the current one, as check_pgactivity does)"
     );
     if let Some(name) = &e.oldest {
-        match client.query_one(SEGMENT_AGE_SQL, &[name]).await {
-            Ok(row) => obs.oldest_ready_age_secs = row.try_get(0).ok().flatten(),
-            Err(err) => {
+        match optional(deadline, client.query_one(SEGMENT_AGE_SQL, &[name])).await {
+            Some(Ok(row)) => obs.oldest_ready_age_secs = row.try_get(0).ok().flatten(),
+            None => note.push_str("; the oldest one's age is unknown: the server was too slow"),
+            Some(Err(err)) => {
                 let what = match err.code() {
                     Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
                         "pg_stat_file() not permitted (superuser, or EXECUTE on \
@@ -932,6 +972,18 @@ mod tests {
             unswitched: Default::default(),
             pending_seen: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_optional_statement_past_the_deadline_is_left_out() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, tokio_postgres::Error>(1)
+        };
+        assert!(optional(deadline, slow).await.is_none());
+        let quick = async { Ok::<_, tokio_postgres::Error>(2) };
+        assert!(matches!(optional(deadline, quick).await, Some(Ok(2))));
     }
 
     #[test]
