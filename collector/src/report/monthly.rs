@@ -316,8 +316,8 @@ fn backup_trend(rows: &[&Rollup], tz: Tz) -> Option<BackupTrend> {
         newest_size_bytes: rows.iter().rev().find_map(|r| r.newest_size_bytes),
         size_trend_bytes_per_day: opt_round(slope_per_day(&size_points)),
         typical_time: if is_dir {
-            median(&minutes).map(|m| {
-                let m = m.round() as i64;
+            typical_minute(&minutes).map(|m| {
+                let m = (m.round() as i64).rem_euclid(DAY_MINUTES as i64);
                 format!("{:02}:{:02}", m / 60, m % 60)
             })
         } else {
@@ -613,6 +613,36 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
         ),
         days,
     }
+}
+
+const DAY_MINUTES: f64 = 1440.0;
+
+/// The median time of day of `minutes` (minutes after midnight) on the clock's circle: cut
+/// where the largest gap between them is, so backups around midnight (23:55, 00:05) have a
+/// typical time near midnight, not noon.
+fn typical_minute(minutes: &[f64]) -> Option<f64> {
+    let mut sorted = minutes.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    // The gap after each one, the last one's across midnight.
+    let gap = |i: usize| {
+        let next = if i + 1 < n {
+            sorted[i + 1]
+        } else {
+            sorted[0] + DAY_MINUTES
+        };
+        next - sorted[i]
+    };
+    let widest = (0..n).max_by(|a, b| gap(*a).total_cmp(&gap(*b)))?;
+    let origin = sorted[(widest + 1) % n];
+    let shifted: Vec<f64> = sorted
+        .iter()
+        .map(|m| (m - origin).rem_euclid(DAY_MINUTES))
+        .collect();
+    median(&shifted).map(|m| (m + origin).rem_euclid(DAY_MINUTES))
 }
 
 /// A drill check's month from its day rows: runs, passes and the recovery times.

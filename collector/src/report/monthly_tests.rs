@@ -326,3 +326,14 @@ fn a_kind_is_shown_by_its_one_name_also_when_an_older_collector_stored_it() {
     r.kind = "from_a_newer_collector".into();
     assert_eq!(kind_name(&r), "from_a_newer_collector");
 }
+
+#[test]
+fn the_typical_backup_time_is_taken_on_the_clock_around_midnight() {
+    assert_eq!(typical_minute(&[]), None);
+    assert_eq!(typical_minute(&[120.0, 130.0, 125.0]), Some(125.0));
+    // 23:55, 00:05, 23:58: around midnight, not noon.
+    let m = typical_minute(&[1435.0, 5.0, 1438.0]).unwrap();
+    assert_eq!(m, 1438.0);
+    let m = typical_minute(&[1430.0, 10.0]).unwrap();
+    assert_eq!(m, 0.0);
+}
