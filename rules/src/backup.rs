@@ -117,7 +117,24 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
         "max_age_secs": limit_secs,
         "file_count": obs.file_count,
         "total_bytes": obs.total_bytes,
+        "problem_count": obs.problem_count,
+        "problems": obs.problems,
     });
+    // Entries the scan could not read (a backup's own 0700 directory owned by another user,
+    // an I/O error): said with every verdict, as the likely cause of "no file" or "too old".
+    // Not a status of its own: a mount point's root-only `lost+found` is one too.
+    let unread = match obs.problems.first() {
+        Some(first) if obs.problem_count > 0 => format!(
+            "; {} {} could not be read (first: {first})",
+            obs.problem_count,
+            if obs.problem_count == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
+        ),
+        _ => String::new(),
+    };
     let critical = |summary: String| {
         Verdict::new(Status::Critical, summary)
             .with_details(base.clone())
@@ -138,7 +155,7 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
         } else {
             String::new()
         };
-        return critical(format!("no backup file in {}{ignored}", obs.path));
+        return critical(format!("no backup file in {}{ignored}{unread}", obs.path));
     };
     let mut details = base.clone();
     details["newest_path"] = json!(newest.path);
@@ -164,7 +181,7 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
         return Verdict::new(
             Status::Critical,
             format!(
-                "newest backup {name} is {} old (limit {}) in {}",
+                "newest backup {name} is {} old (limit {}) in {}{unread}",
                 human::duration(newest.age_secs),
                 human::duration(limit_secs),
                 obs.path
@@ -190,7 +207,7 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
     Verdict::new(
         Status::Ok,
         format!(
-            "newest backup {name} is {} old (limit {}); {} files, {}",
+            "newest backup {name} is {} old (limit {}); {} files, {}{unread}",
             human::duration(newest.age_secs.max(0)),
             human::duration(limit_secs),
             obs.file_count,
@@ -308,6 +325,35 @@ mod tests {
         let v = freshness(&obs, &daily(), DAY);
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("permission denied"));
+    }
+
+    #[test]
+    fn entries_the_scan_could_not_read_are_said_with_the_verdict() {
+        let unreadable = |obs: BackupDirObs| BackupDirObs {
+            problem_count: 2,
+            problems: vec!["reading /backup/daily/2026-12-02: Permission denied".into()],
+            ..obs
+        };
+        let empty = BackupDirObs {
+            path: "/backup/daily".into(),
+            exists: true,
+            ..Default::default()
+        };
+        let v = freshness(&unreadable(empty), &daily(), DAY);
+        assert_eq!(v.status, Status::Critical);
+        assert!(
+            v.summary.ends_with(
+                "; 2 entries could not be read (first: reading /backup/daily/2026-12-02: \
+                 Permission denied)"
+            ),
+            "{}",
+            v.summary
+        );
+        assert_eq!(v.details["problem_count"], 2);
+        // A fresh backup beside an unreadable entry (a mount point's lost+found) stays ok.
+        let v = freshness(&unreadable(dir_with_newest(H)), &daily(), DAY);
+        assert_eq!(v.status, Status::Ok);
+        assert!(v.summary.contains("could not be read"), "{}", v.summary);
     }
 
     #[test]
