@@ -190,14 +190,22 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
         .with_details(details)
         .with_procedure(procedure::BACKUP);
     }
+    // A plain base backup's newest file is its backup_manifest, a few kB: the size that
+    // counts is the whole backup's (Barman's `last_backup_minimum_size` is per backup too).
+    let (sized, size) = match &obs.newest_base_backup {
+        Some(b) if newest.path.starts_with(&format!("{}/", b.path)) => {
+            (b.path.rsplit('/').next().unwrap_or(&b.path), b.size_bytes)
+        }
+        _ => (name, newest.size_bytes),
+    };
     if let Some(min) = l.min_size_bytes
-        && newest.size_bytes < min
+        && size < min
     {
         return Verdict::new(
             Status::Warning,
             format!(
-                "newest backup {name} is only {} (expected at least {})",
-                human::bytes(newest.size_bytes),
+                "newest backup {sized} is only {} (expected at least {})",
+                human::bytes(size),
                 human::bytes(min)
             ),
         )
@@ -483,6 +491,23 @@ mod tests {
         assert_eq!(
             freshness(&dir_with_newest(H), &l, DAY).status,
             Status::Warning
+        );
+        // A plain base backup: its newest file is the small backup_manifest, the backup is
+        // what counts.
+        let mut obs = dir_with_newest(H);
+        obs.newest.as_mut().unwrap().path = "/backup/daily/2026-11-25/backup_manifest".into();
+        obs.newest_base_backup = Some(backwatch_proto::model::BaseBackup {
+            path: "/backup/daily/2026-11-25".into(),
+            size_bytes: 3 << 30,
+            ..Default::default()
+        });
+        assert_eq!(freshness(&obs, &l, DAY).status, Status::Ok);
+        obs.newest_base_backup.as_mut().unwrap().size_bytes = 1000;
+        let v = freshness(&obs, &l, DAY);
+        assert!(
+            v.summary.starts_with("newest backup 2026-11-25 is only "),
+            "{}",
+            v.summary
         );
     }
 
