@@ -73,6 +73,12 @@ fn previous_levels(
     let inodes = inode_pct(prev).map_or(Status::Ok, |p| {
         level(p, l.inode_warning_pct, l.inode_critical_pct, 0, None)
     });
+    // The previous result measured nothing (a statvfs timeout on a hung mount): the last
+    // measurement's own levels hold, not "unknown", which would hold nothing and make one
+    // hiccup at 86 % then 84 % a warning and a fresh critical.
+    if prev_status == Some(Status::Unknown) {
+        return (Some(space), Some(inodes));
+    }
     let credit = |own: Status, other: Status| match prev_status {
         Some(s) if own != s && other == s => Some(own),
         s => s,
@@ -240,6 +246,19 @@ mod tests {
         // 720 of 1000 used, 230 available to users: df says 76%, a naive used/total 72%.
         assert_eq!(
             usage(&fs(720), None, None, &DiskLimits::default()).status,
+            Status::Warning
+        );
+    }
+
+    #[test]
+    fn a_result_that_measured_nothing_in_between_keeps_the_hold() {
+        // Critical at 86 %, then a statvfs timeout (unknown), then 84 %: still critical.
+        let l = DiskLimits::default();
+        let before = pct_fs(86);
+        let v = usage(&pct_fs(84), Some(Status::Unknown), Some(&before), &l);
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert_eq!(
+            usage(&pct_fs(82), Some(Status::Unknown), Some(&before), &l).status,
             Status::Warning
         );
     }

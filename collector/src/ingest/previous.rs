@@ -20,7 +20,7 @@
 
 use crate::status::Status;
 use crate::store::{CheckState, Inserted, ordered_at};
-use backwatch_proto::model::ProbeResult;
+use backwatch_proto::model::{Observation, ProbeResult};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -59,7 +59,13 @@ impl Previous {
         // A result without an observation (the database did not answer, a timeout) keeps
         // the last one that had one: the archiver's counters are compared across the gap
         // (failures that recovered meanwhile are still counted), not lost with it.
-        if result.observation.is_some() || self.result.is_none() {
+        let measured = match &result.observation {
+            None => false,
+            // A disk that could not be measured still sends its path, with the error.
+            Some(Observation::Disk(d)) => d.error.is_none(),
+            Some(_) => true,
+        };
+        if measured || self.result.is_none() {
             self.result = Some(result.clone());
         }
         self.ordered_at = Some(at);
@@ -157,6 +163,18 @@ mod tests {
         assert_eq!(p.result.as_ref().unwrap().result_id, "measured");
         // And a later one measured before it is still history: the order is the failed one's.
         p.apply(Status::Ok, &result("late", 500), now());
+        assert_eq!(p.result.unwrap().result_id, "measured");
+    }
+
+    #[test]
+    fn a_disk_that_could_not_be_measured_keeps_the_last_measurement() {
+        let mut p = Previous::from_state(None);
+        p.apply(Status::Critical, &result("measured", 300), now());
+        let mut failed = result("eio", 600);
+        if let Some(Observation::Disk(d)) = failed.observation.as_mut() {
+            d.error = Some("statvfs /backup: Input/output error".into());
+        }
+        p.apply(Status::Unknown, &failed, now());
         assert_eq!(p.result.unwrap().result_id, "measured");
     }
 
