@@ -149,7 +149,7 @@ fn judge(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Verdict {
     let Some(newest) = &obs.newest else {
         let ignored = if obs.ignored_files > 0 {
             format!(
-                " ({} empty or in-progress files ignored)",
+                " ({} files ignored: empty, in progress, or not matching include)",
                 obs.ignored_files
             )
         } else {

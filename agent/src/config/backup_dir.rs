@@ -33,6 +33,8 @@ pub struct RawBackupDir {
     pub max_depth: Option<u32>,
     pub max_entries: Option<u64>,
     pub ignore_suffixes: Option<Vec<String>>,
+    /// File name patterns of backup files (`*` any run; default every file).
+    pub include: Option<Vec<String>>,
 }
 
 /// The procedure's two backup sets, when the file has no `backup_dir` list.
@@ -46,6 +48,7 @@ pub fn defaults() -> Vec<RawBackupDir> {
         max_depth: None,
         max_entries: None,
         ignore_suffixes: None,
+        include: None,
     };
     vec![
         dir("daily", "/backup/daily", DAY),
@@ -86,7 +89,18 @@ impl Section for RawBackupDir {
             max_depth: self.max_depth.unwrap_or(DEFAULT_MAX_DEPTH),
             max_entries: self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
             ignore_suffixes: self.ignore_suffixes.unwrap_or_else(default_ignore_suffixes),
+            include: self.include.unwrap_or_default(),
         };
+        if probe
+            .include
+            .iter()
+            .any(|p| p.is_empty() || p.contains('/'))
+        {
+            cx.problems.push(
+                at.key("include"),
+                "patterns match file names: none may be empty or hold a '/'",
+            );
+        }
         let settings = Settings::default()
             .path("path", &probe.path)
             .or_note(
@@ -98,6 +112,7 @@ impl Section for RawBackupDir {
             .count("max_depth", u64::from(probe.max_depth))
             .count("max_entries", probe.max_entries)
             .strings("ignore_suffixes", &probe.ignore_suffixes)
+            .strings("include", &probe.include)
             .duration("timeout", timeout);
         Some(Valid {
             probe: Box::new(probe),

@@ -10,7 +10,8 @@
 //!   subdirectories, symlink loops) is counted in `problem_count`, the first [`MAX_PROBLEMS`]
 //!   kept as text. Only a panicked scan task becomes an `Err`.
 //! - A qualifying file is a regular file (symlinks followed), not empty, whose name does not end
-//!   in an ignore suffix; empty and in-progress files are counted in `ignored_files` only.
+//!   in an ignore suffix or is hidden (a copy being written); empty and in-progress files, and
+//!   with `include` set the files it does not match, are counted in `ignored_files` only.
 //! - Ages are on the agent's clock: `now` is read once when the scan starts, and
 //!   `age = now - mtime` in whole seconds, negative for a file dated in the future.
 //! - Each directory is read at most once (identified by device and inode), so symlinked
@@ -59,6 +60,8 @@ pub struct BackupDirProbe {
     pub max_entries: u64,
     /// File name endings (case-sensitive) of files still being written.
     pub ignore_suffixes: Vec<String>,
+    /// File name patterns (`*` any run) a backup file matches; empty: every file.
+    pub include: Vec<String>,
 }
 
 #[async_trait::async_trait]
@@ -133,10 +136,26 @@ impl BackupDirProbe {
     }
 
     fn is_in_progress(&self, name: &OsStr) -> bool {
-        let name = name.as_encoded_bytes();
+        let bytes = name.as_encoded_bytes();
         self.ignore_suffixes
             .iter()
-            .any(|s| name.ends_with(s.as_bytes()))
+            .any(|s| bytes.ends_with(s.as_bytes()))
+            // A hidden name is a copy being written (rsync's `.name.XXXXXX`, tools that
+            // rename when done), unless `include` asks for it by name.
+            || (bytes.starts_with(b".") && !self.included_by_pattern(name))
+    }
+
+    fn included_by_pattern(&self, name: &OsStr) -> bool {
+        let name = name.to_string_lossy();
+        self.include
+            .iter()
+            .any(|p| backwatch_common::config::glob_match(p, &name))
+    }
+
+    /// A backup file by its name: any, or one `include` matches (a log or checksum the job
+    /// writes beside its backups, even when the backup failed, is not one).
+    fn is_included(&self, name: &OsStr) -> bool {
+        self.include.is_empty() || self.included_by_pattern(name)
     }
 }
 
@@ -309,7 +328,7 @@ impl Scan<'_> {
 
     fn file(&mut self, path: PathBuf, meta: &Metadata) {
         let name = path.file_name().unwrap_or_default();
-        if meta.len() == 0 || self.probe.is_in_progress(name) {
+        if meta.len() == 0 || self.probe.is_in_progress(name) || !self.probe.is_included(name) {
             self.obs.ignored_files += 1;
             return;
         }
@@ -448,6 +467,7 @@ mod tests {
             max_depth: DEFAULT_MAX_DEPTH,
             max_entries: DEFAULT_MAX_ENTRIES,
             ignore_suffixes: default_ignore_suffixes(),
+            include: Vec::new(),
         }
     }
 
@@ -564,6 +584,30 @@ mod tests {
         let obs = probe(tmp.path()).scan(now);
         assert_eq!(obs.newest.map(|n| n.age_secs), Some(-60));
         assert_eq!(obs.future_files, 0);
+    }
+
+    #[test]
+    fn hidden_copies_and_files_include_does_not_match_are_not_backups() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        put(&tmp.path().join("db-1201.dump"), 5, now - 30 * HOUR);
+        // rsync's copy being written, and the job's log written even when pg_dump failed.
+        put(&tmp.path().join(".db-1202.dump.Xy12ab"), 5, now);
+        put(&tmp.path().join("backup.log"), 5, now - HOUR);
+        let mut p = probe(tmp.path());
+        let obs = p.scan(now);
+        assert_eq!(
+            obs.newest.map(|n| n.path.ends_with("backup.log")),
+            Some(true)
+        );
+        assert_eq!(obs.ignored_files, 1, "the hidden copy");
+        p.include = vec!["*.dump".into()];
+        let obs = p.scan(now);
+        assert_eq!(obs.newest.map(|n| n.age_secs), Some(30 * 3600));
+        assert_eq!(obs.ignored_files, 2);
+        // A hidden name include asks for explicitly is one.
+        p.include = vec![".db-*".into()];
+        assert_eq!(p.scan(now).newest.map(|n| n.age_secs), Some(0));
     }
 
     #[test]
