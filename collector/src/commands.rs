@@ -129,6 +129,15 @@ impl Registration {
         self.pending.push((command_id, reply));
     }
 
+    /// Whether this stream's agent configures `check`, as its hello listed them; `true` when
+    /// it listed none (an older agent that does not say).
+    pub fn configures(&self, check: &str) -> bool {
+        let map = self.commands.lock();
+        map.get(&self.host)
+            .and_then(|s| s.iter().find(|s| s.id == self.id))
+            .is_none_or(|s| s.checks.is_empty() || s.checks.iter().any(|c| c == check))
+    }
+
     /// The agent answered `command_id` (`error` empty: it runs the probe).
     pub fn answered(&mut self, command_id: &str, error: &str) {
         if let Some(i) = self.pending.iter().position(|(id, _)| id == command_id) {

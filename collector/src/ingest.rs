@@ -596,6 +596,7 @@ impl Session {
         // only once the store has kept the batch.
         let mut working: HashMap<String, Previous> = HashMap::new();
         let mut refused = 0;
+        let mut dropped_unconfigured = 0u32;
         for wire in batch.results {
             let id = wire.result_id.clone();
             let result = match ProbeResult::try_from(wire) {
@@ -606,6 +607,14 @@ impl Session {
                 }
             };
             let check = result.check_id();
+            // Still in the agent's spool from before the check was removed from its
+            // configuration (hello retired it): taken off the spool, not stored, or it would
+            // come back as a check with a stale status and then an overdue alert.
+            if !self.commands.configures(&check) {
+                dropped_unconfigured += 1;
+                ack.result_ids.push(result.result_id);
+                continue;
+            }
             // Refused before in this stream: refused again without asking the store.
             let known_refused = self.refused_checks.contains(&check);
             if !known_refused && !working.contains_key(&check) {
@@ -650,6 +659,12 @@ impl Session {
         if refused > 0 {
             self.over_check_limit(refused, received_at).await?;
         }
+        if dropped_unconfigured > 0 {
+            info!(
+                results = dropped_unconfigured,
+                "results of checks no longer in the agent's configuration acknowledged, not stored"
+            );
+        }
         if !evaluated.is_empty() {
             let ids: Vec<String> = evaluated
                 .iter()
@@ -669,7 +684,7 @@ impl Session {
                 self.changed.notify_one();
             }
             self.clear_silent(written.silent).await?;
-            ack.result_ids = ids;
+            ack.result_ids.extend(ids);
         }
         Ok(ack)
     }

@@ -127,10 +127,22 @@ async fn a_probe_removed_from_the_configuration_is_retired_and_its_alert_resolve
     })
     .await;
 
-    // The operator removes the probe and restarts the agent.
+    // The collector is away a moment, so results of backup.old wait in the agent's spool;
+    // then the operator removes the probe and restarts the agent on that spool.
+    scene.collector.stop()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     scene.agent.kill();
-    let _agent = Agent::for_host("db1", &scene.certs, collector)
+    let spool = scene.agent.spool_dir();
+    let waiting = scene.agent.spooled_ids()?;
+    ensure!(
+        waiting.len() >= 2,
+        "results waiting in the spool: {waiting:?}"
+    );
+    scene.collector.restart().await?;
+    let collector = &scene.collector;
+    let agent = Agent::for_host("db1", &scene.certs, collector)
         .backup_dir("daily", &daily, "24h", "1s")
+        .spool_dir(&spool)
         .start()?;
     eventually(WAIT, "backup.old to leave the host", async || {
         let host = collector.api("/api/v1/hosts/db1").await?;
@@ -156,5 +168,22 @@ async fn a_probe_removed_from_the_configuration_is_retired_and_its_alert_resolve
             .contains("retired: no longer in the agent's configuration"),
         "{alert}"
     );
+    // Its spooled results were taken off the spool, not stored: it does not come back.
+    eventually(WAIT, "the spool drained", async || {
+        let left = agent.spooled_ids()?;
+        ensure!(left.is_empty(), "{left:?}");
+        Ok(())
+    })
+    .await;
+    consistently(
+        Duration::from_secs(3),
+        "backup.old stays gone",
+        async || {
+            let host = collector.api("/api/v1/hosts/db1").await?;
+            ensure!(!host.to_string().contains("backup.old"), "{host}");
+            Ok(())
+        },
+    )
+    .await;
     Ok(())
 }
