@@ -610,7 +610,7 @@ impl Session {
             // Still in the agent's spool from before the check was removed from its
             // configuration (hello retired it): taken off the spool, not stored, or it would
             // come back as a check with a stale status and then an overdue alert.
-            if !self.commands.configures(&check) {
+            if !working.contains_key(&check) && !self.commands.configures(&check) {
                 dropped_unconfigured += 1;
                 ack.result_ids.push(result.result_id);
                 continue;
