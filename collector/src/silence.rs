@@ -110,7 +110,12 @@ pub async fn sweep(
             let spoke_since_due = received
                 .checked_add_signed(allowed)
                 .is_some_and(|due| h.last_contact > due);
-            if now - received > allowed && c.status != Status::Unknown && spoke_since_due {
+            // Unknown already, unless only because of a silence that is over: the host is
+            // back, and a probe of it that still sends nothing (a weekly check resumes in
+            // days, a broken one never) is overdue, not "agent silent" for days.
+            let judgeable = c.status != Status::Unknown
+                || c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY);
+            if now - received > allowed && judgeable && spoke_since_due {
                 let summary = format!(
                     "no result for {} (expected every {})",
                     human::duration((now - received).num_seconds()),
@@ -332,6 +337,41 @@ mod tests {
             .unwrap();
         assert_eq!(c.status, Status::Unknown);
         assert!(c.summary.starts_with("agent silent since"), "{}", c.summary);
+    }
+
+    #[tokio::test]
+    async fn a_check_still_without_results_after_its_host_came_back_is_overdue() {
+        let (store, host) = fleet(1).await;
+        assert_eq!(sweep(&store, &cfg(), at(1802), at(0)).await.unwrap().0, 1);
+        // The host is back (contact at 1900, not silent) but the check sends nothing.
+        store.touch_host(&host, at(1900), None).await.unwrap();
+        store.set_host_silent(&host, false).await.unwrap();
+        let before = store.transitions(&host, at(0)).await.unwrap().len();
+        assert_eq!(
+            sweep(&store, &cfg(), at(1901), at(0)).await.unwrap(),
+            (0, 1)
+        );
+        let c = store
+            .check_state(&host, "disk.backup")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.status, Status::Unknown);
+        assert!(
+            c.summary.starts_with("no result for 31 min"),
+            "{}",
+            c.summary
+        );
+        // A change the alert engine sees (the silence's unknown was never alerted per check).
+        assert_eq!(
+            store.transitions(&host, at(0)).await.unwrap().len(),
+            before + 1
+        );
+        // Once: still overdue at the next sweep, no further change.
+        assert_eq!(
+            sweep(&store, &cfg(), at(1950), at(0)).await.unwrap(),
+            (0, 0)
+        );
     }
 
     #[tokio::test]
