@@ -70,7 +70,7 @@ pub fn freshness(obs: &BackupDirObs, l: &BackupLimits, fallback: Duration) -> Ve
     }
     if obs.truncated {
         v.summary.push_str(&format!(
-            "; scan stopped after {} entries, a newer file may exist deeper",
+            "; scan stopped after {} entries, a newer file may exist among those not examined",
             obs.entries_scanned
         ));
     }
@@ -376,7 +376,8 @@ mod tests {
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("no backup file"), "{}", v.summary);
         assert!(
-            v.summary.contains("2 empty or in-progress"),
+            v.summary
+                .contains("(2 files ignored: empty, in progress, or not matching include)"),
             "{}",
             v.summary
         );

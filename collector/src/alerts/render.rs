@@ -234,15 +234,23 @@ pub fn text(c: &Context<'_>) -> String {
         }
     }
     let _ = writeln!(out, "\nHost on the dashboard: {}", c.host_url);
-    if c.kind != NoticeKind::Resolved {
-        let _ = writeln!(out, "\nWhat to do:");
-        for s in steps(c.procedure) {
-            let _ = writeln!(out, "  - {s}");
-        }
+    // In every message (A13); a resolution's is for the record: nothing is to be done now.
+    let _ = writeln!(out, "\n{}:", procedure_title(c.kind));
+    for s in steps(c.procedure) {
+        let _ = writeln!(out, "  - {s}");
     }
     let _ = writeln!(out, "\n{}", ack_line(c));
     let _ = write!(out, "\n-- \nBackwatch, route {}", c.route);
     out
+}
+
+/// The heading of the response procedure: what to do, or, in a resolution, the procedure for
+/// the record (A13: in every message).
+fn procedure_title(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Resolved => "Response procedure of this check (nothing to do now)",
+        _ => "What to do",
+    }
 }
 
 pub fn escape_html(s: &str) -> String {
@@ -312,13 +320,11 @@ pub fn html(c: &Context<'_>) -> String {
         e(c.host_url),
         e(&a.host)
     );
-    if c.kind != NoticeKind::Resolved {
-        out.push_str("<h3>What to do</h3>\n<ul>\n");
-        for s in steps(c.procedure) {
-            let _ = writeln!(out, "<li>{}</li>", e(&s));
-        }
-        out.push_str("</ul>\n");
+    let _ = writeln!(out, "<h3>{}</h3>\n<ul>", e(procedure_title(c.kind)));
+    for s in steps(c.procedure) {
+        let _ = writeln!(out, "<li>{}</li>", e(&s));
     }
+    out.push_str("</ul>\n");
     let _ = writeln!(
         out,
         "<p style=\"color: #57606a\"><small>{}<br>Backwatch, route {}</small></p>",
@@ -387,10 +393,13 @@ pub fn slack_payload(c: &Context<'_>, r: &Rendered) -> String {
             ],
         }),
     ];
-    if c.kind != NoticeKind::Resolved && !c.procedure.is_empty() {
+    if !c.procedure.is_empty() {
         blocks.push(json!({
             "type": "section",
-            "text": mrkdwn(&clip(&format!("*What to do*\n{}", c.procedure), 2900)),
+            "text": mrkdwn(&clip(
+                &format!("*{}*\n{}", procedure_title(c.kind), c.procedure),
+                2900
+            )),
         }));
     }
     blocks.push(json!({

@@ -130,7 +130,7 @@ fn html_escapes_everything_from_outside() {
 }
 
 #[test]
-fn resolved_message_has_duration_and_no_procedure() {
+fn resolved_message_has_duration_and_the_procedure_for_the_record() {
     let mut a = alert("archiving ok");
     a.status = Status::Ok;
     a.resolved_at = Some(t(3 * 3600));
@@ -144,6 +144,10 @@ fn resolved_message_has_duration_and_no_procedure() {
         "{body}"
     );
     assert!(!body.contains("What to do"), "{body}");
+    assert!(
+        body.contains("Response procedure of this check (nothing to do now):"),
+        "{body}"
+    );
     assert!(body.contains("/api/v1/alerts/42/false-positive"), "{body}");
 }
 
