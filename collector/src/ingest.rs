@@ -358,6 +358,8 @@ impl Session {
             // its agent back); the decoded form, many times larger, exists only for admitted
             // messages. Held until the message is handled (its results written), and never
             // while waiting on the agent (see `send`).
+            // Its arrival, for the clock skew: the wait for admission is the collector's.
+            let arrived = Utc::now();
             self.admitted = Some(self.writer.admit_bytes(raw.len()).await);
             let msg = match AgentMessage::decode(raw) {
                 Ok(m) => m,
@@ -370,7 +372,7 @@ impl Session {
             };
             // Boxed: handling is the largest state of this task by far (7 KiB in all, against
             // under 1 KiB to wait for the next message), and every idle session is that task.
-            let handled = Box::pin(self.handle(msg)).await;
+            let handled = Box::pin(self.handle(msg, arrived)).await;
             self.admitted = None;
             if let Err(status) = handled {
                 warn!(error = %status.message(), "ending agent stream");
@@ -426,7 +428,12 @@ impl Session {
             .map_err(|_| Status::cancelled("agent went away"))
     }
 
-    async fn handle(&mut self, msg: AgentMessage) -> Result<(), Status> {
+    /// `arrived`: when the message was read, before it waited for admission.
+    async fn handle(
+        &mut self,
+        msg: AgentMessage,
+        arrived: chrono::DateTime<Utc>,
+    ) -> Result<(), Status> {
         // A deny added by SIGHUP cuts streams that are already open, at their next message.
         let access = self.live.access();
         if access.denies(&self.host, &self.fingerprint) {
@@ -448,11 +455,13 @@ impl Session {
         let now = Utc::now();
         match msg.payload {
             Some(AgentPayload::Hello(h)) => {
+                // Against its arrival: a wait for admission (a fleet-wide spool drain) is
+                // not the agent's clock being behind.
                 let skew_ms = h
                     .agent_time
                     .as_ref()
                     .and_then(|t| from_ts(t).ok())
-                    .map_or(0, |t| (now - t).num_milliseconds());
+                    .map_or(0, |t| (arrived - t).num_milliseconds());
                 let (labels, refused) = crate::labels::accept(h.labels);
                 if !refused.is_empty() {
                     warn!(labels = %clip(&refused.join(", ")),

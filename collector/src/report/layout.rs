@@ -252,6 +252,7 @@ pub static MONTHLY: Layout = Layout {
                 col!("check", "Drill", Text),
                 col!("drills", "Drills", Num),
                 col!("passed", "Passed", Num),
+                col!("warned", "Warned", Num),
                 col!("failed", "Failed", Num),
                 col!("rto_median_secs", "RTO median", Secs),
                 col!("rto_p90_secs", "RTO p90", Secs),

@@ -129,6 +129,8 @@ pub struct DrillLine {
     pub check: String,
     pub drills: i64,
     pub passed: i64,
+    /// Restored, with a warning (over its RTO, scratch left behind).
+    pub warned: i64,
     pub failed: i64,
     pub rto_median_secs: Option<f64>,
     pub rto_p90_secs: Option<f64>,
@@ -695,6 +697,7 @@ fn drill_month(rows: &[&Rollup]) -> DrillLine {
         check: last.check.clone(),
         drills: rows.iter().map(|r| r.samples).sum(),
         passed: rows.iter().map(|r| r.n_ok).sum(),
+        warned: rows.iter().map(|r| r.n_warning).sum(),
         failed: rows.iter().map(|r| r.n_critical + r.n_unknown).sum(),
         rto_median_secs: opt_round(median(&rtos)),
         rto_p90_secs: opt_round(quantile(&rtos, 0.9)),

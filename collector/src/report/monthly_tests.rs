@@ -210,7 +210,7 @@ fn drills_of_the_month_count_runs_passes_and_recovery_times() {
     let r = build(i);
     assert_eq!(r.drills.len(), 1);
     let d = &r.drills[0];
-    assert_eq!((d.drills, d.passed, d.failed), (4, 3, 1));
+    assert_eq!((d.drills, d.passed, d.warned, d.failed), (4, 3, 0, 1));
     assert_eq!(d.rto_median_secs, Some(200.0));
     assert_eq!(d.rto_max_secs, Some(300));
 }
