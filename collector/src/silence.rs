@@ -39,6 +39,22 @@ pub async fn sweep(
     now: DateTime<Utc>,
     started: DateTime<Utc>,
 ) -> StoreResult<(usize, usize)> {
+    sweep_with(store, cfg, now, started, &mut Returns::new()).await
+}
+
+/// When each host was first seen back from a silence, while checks of it still say "agent
+/// silent": their results are on their way (probes starting, spools draining behind the
+/// fleet's), so they are overdue only a whole allowance after that, not at once.
+pub type Returns = HashMap<String, DateTime<Utc>>;
+
+/// [`sweep`], remembering across passes when hosts came back (`back`).
+pub async fn sweep_with(
+    store: &dyn Store,
+    cfg: &Silence,
+    now: DateTime<Utc>,
+    started: DateTime<Utc>,
+    back: &mut Returns,
+) -> StoreResult<(usize, usize)> {
     let mut silenced = 0;
     let mut overdue = 0;
     let host_after = chrono::Duration::from_std(cfg.host_after).unwrap_or(chrono::Duration::MAX);
@@ -59,6 +75,15 @@ pub async fn sweep(
     for h in &hosts {
         let checks = checks_of.remove(h.host.as_str()).unwrap_or_default();
         let quiet_for = now - h.last_contact.max(started);
+        let silence_left = |c: &&CheckClock| {
+            c.status == Status::Unknown && c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY)
+        };
+        if quiet_for > host_after || h.silent || !checks.iter().any(silence_left) {
+            back.remove(&h.host);
+        } else {
+            back.entry(h.host.clone()).or_insert(now);
+        }
+        let back_at = back.get(&h.host).copied();
         if quiet_for > host_after {
             if !h.silent {
                 if !store
@@ -111,11 +136,15 @@ pub async fn sweep(
                 .checked_add_signed(allowed)
                 .is_some_and(|due| h.last_contact > due);
             // Unknown already, unless only because of a silence that is over: the host is
-            // back, and a probe of it that still sends nothing (a weekly check resumes in
-            // days, a broken one never) is overdue, not "agent silent" for days.
-            let judgeable = c.status != Status::Unknown
-                || c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY);
-            if now - received > allowed && judgeable && spoke_since_due {
+            // back, and a probe of it that still sends nothing (a broken one, never) is
+            // overdue a whole allowance after the host came back, not "agent silent" for
+            // days; counted from its return, so results on their way raise nothing.
+            let (judgeable, from) = if silence_left(&c) {
+                (true, received.max(back_at.unwrap_or(now)))
+            } else {
+                (c.status != Status::Unknown, received)
+            };
+            if now - from > allowed && judgeable && spoke_since_due {
                 let summary = format!(
                     "no result for {} (expected every {})",
                     human::duration((now - received).num_seconds()),
@@ -187,6 +216,7 @@ impl QuietClock {
 /// Run [`sweep`] every `sweep_every` until the process ends.
 pub async fn run(store: Arc<dyn Store>, cfg: Silence, leader: Leader) {
     let mut clock = QuietClock::new(Utc::now());
+    let mut back = Returns::new();
     let mut tick = tokio::time::interval(cfg.sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -196,7 +226,7 @@ pub async fn run(store: Arc<dyn Store>, cfg: Silence, leader: Leader) {
         let Some(from) = clock.tick(leader.is_leader(), now) else {
             continue;
         };
-        let result = sweep(store.as_ref(), &cfg, now, from).await;
+        let result = sweep_with(store.as_ref(), &cfg, now, from, &mut back).await;
         if let Err(e) = &result {
             error!(error = %e, "silence sweep failed");
         }
@@ -347,10 +377,18 @@ mod tests {
         store.touch_host(&host, at(1900), None).await.unwrap();
         store.set_host_silent(&host, false).await.unwrap();
         let before = store.transitions(&host, at(0)).await.unwrap().len();
-        assert_eq!(
-            sweep(&store, &cfg(), at(1901), at(0)).await.unwrap(),
-            (0, 1)
-        );
+        let mut back = Returns::new();
+        let mut pass = async |t: i64| {
+            // The host keeps talking; its check does not.
+            store.touch_host(&host, at(t), None).await.unwrap();
+            sweep_with(&store, &cfg(), at(t), at(0), &mut back)
+                .await
+                .unwrap()
+        };
+        // Just back: its results may be on their way (2 × 60 s + 300 s from the return).
+        assert_eq!(pass(1901).await, (0, 0));
+        assert_eq!(pass(1901 + 420).await, (0, 0));
+        assert_eq!(pass(1901 + 421).await, (0, 1));
         let c = store
             .check_state(&host, "disk.backup")
             .await
@@ -358,7 +396,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.status, Status::Unknown);
         assert!(
-            c.summary.starts_with("no result for 31 min"),
+            c.summary.starts_with("no result for 38 min"),
             "{}",
             c.summary
         );
@@ -368,10 +406,7 @@ mod tests {
             before + 1
         );
         // Once: still overdue at the next sweep, no further change.
-        assert_eq!(
-            sweep(&store, &cfg(), at(1950), at(0)).await.unwrap(),
-            (0, 0)
-        );
+        assert_eq!(pass(2400).await, (0, 0));
     }
 
     #[tokio::test]
