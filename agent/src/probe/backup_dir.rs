@@ -141,8 +141,16 @@ impl BackupDirProbe {
             .iter()
             .any(|s| bytes.ends_with(s.as_bytes()))
             // A hidden name is a copy being written (rsync's `.name.XXXXXX`, tools that
-            // rename when done), unless `include` asks for it by name.
-            || (bytes.starts_with(b".") && !self.included_by_pattern(name))
+            // rename when done), unless an `include` pattern that is hidden itself asks for
+            // it (`*` alone does not).
+            || (bytes.starts_with(b".") && !self.hidden_included(name))
+    }
+
+    fn hidden_included(&self, name: &OsStr) -> bool {
+        let name = name.to_string_lossy();
+        self.include
+            .iter()
+            .any(|p| p.starts_with('.') && backwatch_common::config::glob_match(p, &name))
     }
 
     fn included_by_pattern(&self, name: &OsStr) -> bool {
@@ -605,7 +613,9 @@ mod tests {
         let obs = p.scan(now);
         assert_eq!(obs.newest.map(|n| n.age_secs), Some(30 * 3600));
         assert_eq!(obs.ignored_files, 2);
-        // A hidden name include asks for explicitly is one.
+        // A hidden name include asks for explicitly is one; `*` alone does not.
+        p.include = vec!["*".into()];
+        assert_eq!(p.scan(now).newest.map(|n| n.age_secs), Some(3600));
         p.include = vec![".db-*".into()];
         assert_eq!(p.scan(now).newest.map(|n| n.age_secs), Some(0));
     }

@@ -87,8 +87,11 @@ fn judge(prev: Option<&Tracked>, now: Sample) -> Tracked {
     // Work in the current segment came after the switch into it: a busy server's segment,
     // filled and switched minutes after the previous sample, is not "at risk since" that
     // sample, nor is one whose previous sample is old (probes failed in between).
+    // A status file dated after the sample (one PostgreSQL recreated at a checkpoint) says
+    // nothing of the switch.
+    let switched = now.switched_at.filter(|w| *w <= now.at);
     let tracked = |since: Option<DateTime<Utc>>, undated| Tracked {
-        since: since.map(|s| now.switched_at.map_or(s, |w| s.max(w))),
+        since: since.map(|s| switched.map_or(s, |w| s.max(w))),
         sample: now.clone(),
         undated,
     };
