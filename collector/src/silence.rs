@@ -280,17 +280,21 @@ mod tests {
         (store, host)
     }
 
+    async fn backup_state(store: &SqlStore, host: &str) -> crate::store::CheckState {
+        store
+            .check_state(host, "disk.backup")
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn check_without_result_for_two_intervals_plus_grace_is_unknown() {
         let (store, host) = fleet(1000).await;
         // 2 × 60 s + 300 s after receipt at 1 s: not yet at 421 s, overdue at 422 s.
         assert_eq!(sweep(&store, &cfg(), at(421), at(0)).await.unwrap(), (0, 0));
         assert_eq!(sweep(&store, &cfg(), at(422), at(0)).await.unwrap(), (0, 1));
-        let c = store
-            .check_state(&host, "disk.backup")
-            .await
-            .unwrap()
-            .unwrap();
+        let c = backup_state(&store, &host).await;
         assert_eq!(c.status, Status::Unknown);
         assert!(
             c.summary
@@ -360,11 +364,7 @@ mod tests {
         );
         let h = store.host(&host).await.unwrap().unwrap();
         assert!(h.silent);
-        let c = store
-            .check_state(&host, "disk.backup")
-            .await
-            .unwrap()
-            .unwrap();
+        let c = backup_state(&store, &host).await;
         assert_eq!(c.status, Status::Unknown);
         assert!(c.summary.starts_with("agent silent since"), "{}", c.summary);
     }
@@ -389,11 +389,7 @@ mod tests {
         assert_eq!(pass(1901).await, (0, 0));
         assert_eq!(pass(1901 + 420).await, (0, 0));
         assert_eq!(pass(1901 + 421).await, (0, 1));
-        let c = store
-            .check_state(&host, "disk.backup")
-            .await
-            .unwrap()
-            .unwrap();
+        let c = backup_state(&store, &host).await;
         assert_eq!(c.status, Status::Unknown);
         assert!(
             c.summary.starts_with("no result for 38 min"),
