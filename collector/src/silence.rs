@@ -75,9 +75,7 @@ pub async fn sweep_with(
     for h in &hosts {
         let checks = checks_of.remove(h.host.as_str()).unwrap_or_default();
         let quiet_for = now - h.last_contact.max(started);
-        let silence_left = |c: &&CheckClock| {
-            c.status == Status::Unknown && c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY)
-        };
+        let silence_left = |c: &&CheckClock| crate::store::silence_unknown(c.status, &c.summary);
         if quiet_for > host_after || h.silent || !checks.iter().any(silence_left) {
             back.remove(&h.host);
         } else {
@@ -103,9 +101,7 @@ pub async fn sweep_with(
             );
             for c in checks {
                 // Once per check: the summary's "no contact for" is not refreshed every sweep.
-                if c.status != Status::Unknown
-                    || !c.summary.starts_with(crate::store::AGENT_SILENT_SUMMARY)
-                {
+                if !silence_left(&c) {
                     store
                         .set_check_status(
                             &h.host,

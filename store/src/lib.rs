@@ -45,6 +45,12 @@ use serde::Serialize;
 /// alerted, the agent's may be).
 pub const AGENT_SILENT_SUMMARY: &str = "agent silent since";
 
+/// A check unknown only because its host's agent went silent (the sweep's, see
+/// [`AGENT_SILENT_SUMMARY`]), not by a result of its own.
+pub fn silence_unknown(status: Status, summary: &str) -> bool {
+    status == Status::Unknown && summary.starts_with(AGENT_SILENT_SUMMARY)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("opening store {url_redacted}: {source}")]

@@ -495,8 +495,8 @@ impl Store for SqlStore {
         // Leaving the silence's unknown for another unknown (a check of a host back from
         // silence that still sends nothing: overdue) is a change, as for a result (see
         // `group`): the silence's was never alerted per check.
-        let leaves_silence = prev.summary.starts_with(crate::AGENT_SILENT_SUMMARY)
-            && !summary.starts_with(crate::AGENT_SILENT_SUMMARY);
+        let leaves_silence = crate::silence_unknown(prev.status, &prev.summary)
+            && !crate::silence_unknown(status, summary);
         if prev.status == status && !leaves_silence {
             if prev.summary != summary {
                 // Same status, better explanation (an overdue check whose host then went

@@ -143,27 +143,22 @@ impl BackupDirProbe {
             // A hidden name is a copy being written (rsync's `.name.XXXXXX`, tools that
             // rename when done), unless an `include` pattern that is hidden itself asks for
             // it (`*` alone does not).
-            || (bytes.starts_with(b".") && !self.hidden_included(name))
+            || (bytes.starts_with(b".") && !self.include_matches(name, true))
     }
 
-    fn hidden_included(&self, name: &OsStr) -> bool {
+    /// Whether an `include` pattern (only the hidden ones: `hidden`) matches `name`.
+    fn include_matches(&self, name: &OsStr, hidden: bool) -> bool {
         let name = name.to_string_lossy();
         self.include
             .iter()
-            .any(|p| p.starts_with('.') && backwatch_common::config::glob_match(p, &name))
-    }
-
-    fn included_by_pattern(&self, name: &OsStr) -> bool {
-        let name = name.to_string_lossy();
-        self.include
-            .iter()
+            .filter(|p| !hidden || p.starts_with('.'))
             .any(|p| backwatch_common::config::glob_match(p, &name))
     }
 
     /// A backup file by its name: any, or one `include` matches (a log or checksum the job
     /// writes beside its backups, even when the backup failed, is not one).
     fn is_included(&self, name: &OsStr) -> bool {
-        self.include.is_empty() || self.included_by_pattern(name)
+        self.include.is_empty() || self.include_matches(name, false)
     }
 }
 

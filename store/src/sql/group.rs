@@ -238,7 +238,7 @@ async fn apply_states<'a>(
             status,
             since: read::get(&row, "since")?,
             observed_at: read::get(&row, "observed_at")?,
-            silence: status == Status::Unknown && summary.starts_with(crate::AGENT_SILENT_SUMMARY),
+            silence: crate::silence_unknown(status, &summary),
         };
         states.insert(
             (read::get(&row, "host")?, read::get(&row, "check_id")?),

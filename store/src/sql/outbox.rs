@@ -57,9 +57,10 @@ fn due_rows(webhooks: usize) -> String {
 /// (a collector with more webhook routes than this hanging at once) the rest stay claimable.
 const BUSY_SPELLINGS: [usize; 8] = [0, 1, 2, 4, 8, 16, 32, 64];
 
-/// PostgreSQL skips rows another collector is claiming this moment instead of waiting for
-/// them; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
-fn claim_sql(backend: Backend, webhooks: usize) -> &'static str {
+/// The claim for `webhooks` busy URLs, and how many URL parameters its spelling takes (the
+/// list is padded up to that). PostgreSQL skips rows another collector is claiming this moment
+/// instead of waiting for them; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
+fn claim_sql(backend: Backend, webhooks: usize) -> (&'static str, usize) {
     static SPELLINGS: OnceLock<[Vec<&'static str>; 2]> = OnceLock::new();
     let spellings = SPELLINGS.get_or_init(|| {
         [Backend::Sqlite, Backend::Postgres].map(|b| {
@@ -86,7 +87,10 @@ fn claim_sql(backend: Backend, webhooks: usize) -> &'static str {
         .iter()
         .position(|&n| n >= webhooks)
         .unwrap_or(BUSY_SPELLINGS.len() - 1);
-    spellings[usize::from(backend == Backend::Postgres)][slot]
+    (
+        spellings[usize::from(backend == Backend::Postgres)][slot],
+        BUSY_SPELLINGS[slot],
+    )
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -192,18 +196,13 @@ impl OutboxStore for SqlStore {
             })
             .take(BUSY_SPELLINGS[BUSY_SPELLINGS.len() - 1])
             .collect();
-        let sql = claim_sql(self.backend, webhooks.len());
+        let (sql, spelt) = claim_sql(self.backend, webhooks.len());
         let mut query = sqlx::query(sql)
             .bind(worker)
             .bind(ms(now))
             .bind(ms(lease_until))
             .bind(i64::from(limit))
             .bind(i64::from(busy.contains(&Destination::Smtp)));
-        let spelt = BUSY_SPELLINGS
-            .iter()
-            .copied()
-            .find(|&n| n >= webhooks.len())
-            .unwrap_or(webhooks.len());
         for i in 0..spelt {
             query = query.bind(webhooks[i.min(webhooks.len() - 1)]);
         }
