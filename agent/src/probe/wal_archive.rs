@@ -134,9 +134,7 @@ impl WalProbe {
     async fn observe_wal(&self) -> Result<WalObs, String> {
         // The optional statements run only while the query phase's limit leaves room (see
         // `with_session`): a slow server still gets its verdict from the essential two.
-        let deadline = tokio::time::Instant::now()
-            + self.connect_timeout
-            + self.effective_statement_timeout().saturating_mul(2);
+        let deadline = tokio::time::Instant::now() + self.query_limit();
         let deadline = deadline
             .checked_sub(Duration::from_secs(1))
             .unwrap_or(deadline);
@@ -231,9 +229,7 @@ impl WalProbe {
     ) -> Result<T, String> {
         let session = self.connect().await?;
         let statement_timeout = self.effective_statement_timeout();
-        let limit = self
-            .connect_timeout
-            .saturating_add(statement_timeout.saturating_mul(2));
+        let limit = self.query_limit();
         let bounded = async {
             let ms = statement_timeout.as_millis().min(i32::MAX as u128); // PostgreSQL's maximum
             session
@@ -274,6 +270,13 @@ impl WalProbe {
     }
 
     /// At least 1 ms: 0 would mean "no limit" to PostgreSQL.
+    /// The query phase's limit (see `with_session`): two statements and `connect_timeout`
+    /// of network slack.
+    fn query_limit(&self) -> Duration {
+        self.connect_timeout
+            .saturating_add(self.effective_statement_timeout().saturating_mul(2))
+    }
+
     pub(crate) fn effective_statement_timeout(&self) -> Duration {
         self.statement_timeout.max(Duration::from_millis(1))
     }
