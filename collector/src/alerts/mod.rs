@@ -158,9 +158,7 @@ impl Engine {
                     continue;
                 }
                 let mut key = (t.host.clone(), t.check.clone());
-                let host_silent = open
-                    .get(&(t.host.clone(), AGENT_CHECK.to_string()))
-                    .is_some_and(|a| a.fields.status != Status::Ok);
+                let host_silent = agent_silent(&open, &t.host);
                 let effect = lifecycle::effect(&t.check, t.to, host_silent, p);
                 // One backup set reported by several hosts (the nodes of an HA pair probing
                 // one stanza, or a backup server beside them) is one alert: a peer's open
@@ -330,12 +328,12 @@ impl Engine {
     ) -> StoreResult<()> {
         let p = &self.cfg.get().policy;
         let retired = self.store.retired_set().await?;
-        let open: HashMap<(String, String), Status> = self
+        let open: HashMap<(String, String), Alert> = self
             .store
             .open_alerts()
             .await?
             .into_iter()
-            .map(|a| ((a.fields.host, a.fields.check), a.fields.status))
+            .map(|a| ((a.fields.host.clone(), a.fields.check.clone()), a))
             .collect();
         let mut states = self.store.check_states_of_kind(kind).await?;
         states.retain(|s| !retired.contains(&s.host));
@@ -358,9 +356,7 @@ impl Engine {
             let (false, Some(bad)) = (has_alert, bad) else {
                 continue;
             };
-            let host_silent = open
-                .get(&(bad.host.clone(), AGENT_CHECK.to_string()))
-                .is_some_and(|st| *st != Status::Ok);
+            let host_silent = agent_silent(&open, &bad.host);
             let change = Change {
                 host: &bad.host,
                 check: &bad.check,
@@ -408,6 +404,13 @@ impl Engine {
     pub fn procedure(&self, check: &str) -> String {
         self.cfg.get().procedure(check)
     }
+}
+
+/// Whether `host`'s agent is silent: its own alert (`agent.contact`) is open and not ok; its
+/// checks' unknowns are then the silence's, not their own news.
+fn agent_silent(open: &HashMap<(String, String), Alert>, host: &str) -> bool {
+    open.get(&(host.to_string(), AGENT_CHECK.to_string()))
+        .is_some_and(|a| a.fields.status != Status::Ok)
 }
 
 /// The backup tool kind of `check` (whose sets several hosts may report), if it is one.
