@@ -258,6 +258,8 @@ impl From<&DiskObs> for pb::DiskObservation {
             device_id: d.device_id,
             mount_point: d.mount_point.clone().unwrap_or_default(),
             fs_type: d.fs_type.clone().unwrap_or_default(),
+            read_only: d.read_only,
+            expected_mount_point: d.expected_mount_point.clone().unwrap_or_default(),
         }
     }
 }
@@ -454,6 +456,8 @@ fn observation_from_wire(
             device_id: d.device_id,
             mount_point: non_empty(text("mount_point", d.mount_point)?),
             fs_type: non_empty(text("fs_type", d.fs_type)?),
+            read_only: d.read_only,
+            expected_mount_point: non_empty(text("expected_mount_point", d.expected_mount_point)?),
         }),
         W::WalArchive(w) => Observation::Wal(WalObs {
             server_version_num: w.server_version_num,

@@ -210,6 +210,12 @@ pub struct DiskObs {
     pub device_id: u64,
     pub mount_point: Option<String>,
     pub fs_type: Option<String>,
+    /// Mounted read-only (statvfs `ST_RDONLY`).
+    #[serde(default)]
+    pub read_only: bool,
+    /// The mount point the agent's configuration expects the path on (`mount_point`).
+    #[serde(default)]
+    pub expected_mount_point: Option<String>,
 }
 
 /// Disk use is computed here only, as `df` does: root-reserved blocks are neither used nor

@@ -9,6 +9,11 @@
 //! inodes that were critical do not hold space at 84 % critical when space never passed 85 %,
 //! nor the other way round. A hold that neither previous value explains goes to both: the rule
 //! sees the previous status and observation, not a level per measure (see `previous_levels`).
+//!
+//! Whatever its space, a filesystem that cannot take a backup is critical: mounted read-only
+//! (the kernel does that after I/O errors), or not the filesystem the agent's configuration
+//! expects (`mount_point`): an unmounted volume leaves the path on its parent's filesystem,
+//! which the space figures would then describe as if all were well.
 
 use super::procedure;
 use crate::human;
@@ -66,6 +71,9 @@ fn previous_levels(
     let Some(prev) = prev.filter(|p| p.error.is_none()) else {
         return (prev_status, prev_status);
     };
+    // A previous status a mount problem may explain says nothing of the space: like an
+    // unknown, the previous measurement's own levels stand for it.
+    let explained = prev_status == Some(Status::Unknown) || !mount_problems(prev).is_empty();
     let Some(pct) = prev.used_pct() else {
         return (prev_status, prev_status);
     };
@@ -76,7 +84,7 @@ fn previous_levels(
     // The previous result measured nothing (a statvfs timeout on a hung mount): the last
     // measurement's own levels hold, not "unknown", which would hold nothing and make one
     // hiccup at 86 % then 84 % a warning and a fresh critical.
-    if prev_status == Some(Status::Unknown) {
+    if explained {
         return (Some(space), Some(inodes));
     }
     let credit = |own: Status, other: Status| match prev_status {
@@ -93,6 +101,43 @@ fn inode_pct(obs: &DiskObs) -> Option<u8> {
     } else {
         None
     }
+}
+
+/// What makes the filesystem unfit for backups whatever its space, worst first.
+fn mount_problems(obs: &DiskObs) -> Vec<(Status, String)> {
+    let mut problems = Vec::new();
+    if let Some(expected) = &obs.expected_mount_point {
+        match &obs.mount_point {
+            Some(actual) if actual != expected => problems.push((
+                Status::Critical,
+                format!(
+                    "{expected} is not mounted: {} lies on {actual}, whose space is measured \
+                     below and which backups written there would fill",
+                    obs.path
+                ),
+            )),
+            Some(_) => {}
+            None => problems.push((
+                Status::Warning,
+                format!(
+                    "cannot tell whether {expected} is mounted: the agent could not read \
+                     its mount table"
+                ),
+            )),
+        }
+    }
+    if obs.read_only {
+        let mount = obs.mount_point.as_deref().unwrap_or(obs.path.as_str());
+        problems.push((
+            Status::Critical,
+            format!(
+                "{mount} is mounted read-only: nothing can be written there (the kernel \
+                 remounts a filesystem read-only after I/O errors: see its log)"
+            ),
+        ));
+    }
+    problems.sort_by_key(|(s, _)| std::cmp::Reverse(s.rank()));
+    problems
 }
 
 fn worst(a: Status, b: Status) -> Status {
@@ -138,16 +183,21 @@ pub fn usage(
             prev_inodes,
         )
     });
-    let status = worst(space, inodes);
+    let use_status = worst(space, inodes);
+    let problems = mount_problems(obs);
+    let status = problems
+        .iter()
+        .fold(use_status, |status, (s, _)| worst(status, *s));
     let used = obs.used_bytes();
     let mount = obs.mount_point.as_deref().unwrap_or(obs.path.as_str());
-    let mut summary = format!(
+    let mut summary: String = problems.iter().map(|(_, p)| format!("{p}; ")).collect();
+    summary.push_str(&format!(
         "{mount} is {pct}% full ({} used, {} available of {})",
         human::bytes(used),
         human::bytes(obs.avail_bytes),
         human::bytes(obs.total_bytes)
-    );
-    if status != Status::Ok {
+    ));
+    if use_status != Status::Ok {
         summary.push_str(&format!(
             "; warning above {}%, critical above {}%",
             l.warning_pct, l.critical_pct
@@ -163,6 +213,9 @@ pub fn usage(
         .with_details(json!({
             "path": obs.path,
             "mount_point": obs.mount_point,
+            "expected_mount_point": obs.expected_mount_point,
+            "fs_type": obs.fs_type,
+            "read_only": obs.read_only,
             "used_pct": pct,
             "inode_used_pct": inode_pct,
             "used_bytes": used,
@@ -302,6 +355,62 @@ mod tests {
         let v = usage(&obs, None, None, &DiskLimits::default());
         assert_eq!(v.status, Status::Critical);
         assert!(v.summary.contains("inodes 90% used"), "{}", v.summary);
+    }
+
+    #[test]
+    fn a_read_only_filesystem_is_critical_whatever_its_space() {
+        let mut obs = fs(100);
+        obs.read_only = true;
+        let v = usage(&obs, None, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("/backup is mounted read-only: nothing can be written there"),
+            "{}",
+            v.summary
+        );
+        assert!(v.summary.contains("is 11% full"), "{}", v.summary);
+        // The thresholds are not blamed: the space is fine.
+        assert!(!v.summary.contains("critical above"), "{}", v.summary);
+        assert_eq!(v.details["read_only"], true);
+    }
+
+    #[test]
+    fn a_volume_not_mounted_is_critical_and_named() {
+        let mut obs = fs(100);
+        obs.expected_mount_point = Some("/backup".into());
+        assert_eq!(
+            usage(&obs, None, None, &DiskLimits::default()).status,
+            Status::Ok
+        );
+        obs.mount_point = Some("/".into());
+        let v = usage(&obs, None, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("/backup is not mounted: /backup lies on /, whose space"),
+            "{}",
+            v.summary
+        );
+        // Unknown mount table: cannot tell, a warning, not a guess either way.
+        obs.mount_point = None;
+        let v = usage(&obs, None, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("cannot tell whether /backup is mounted")
+        );
+    }
+
+    #[test]
+    fn a_critical_explained_by_the_mount_holds_no_space_level() {
+        // Read-only at 84 % (critical for the mount), writable again at 84 %: a warning
+        // for the space, not a critical held by hysteresis the space never earned.
+        let l = DiskLimits::default();
+        let mut prev = pct_fs(84);
+        prev.read_only = true;
+        let v = usage(&pct_fs(84), Some(Status::Critical), Some(&prev), &l);
+        assert_eq!(v.status, Status::Warning, "{}", v.summary);
     }
 
     /// Space `pct`% used, inodes `inode_pct`% used.

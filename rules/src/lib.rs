@@ -50,7 +50,10 @@ pub mod procedure {
     }
 
     pub const DISK: &str = "Review backup retention; clean old backups if that is safe; \
-                            plan a capacity increase if needed.";
+                            plan a capacity increase if needed. A filesystem not mounted or \
+                            mounted read-only: mount it again (findmnt, /etc/fstab; the kernel \
+                            log says which I/O errors made it read-only), then move what was \
+                            written under the mount point meanwhile.";
     pub const BACKUP: &str = "Check the backup logs; verify the backup service status; \
                               start a backup manually if needed.";
     pub const WAL: &str = "Check the archive directory's permissions; verify that the archive \

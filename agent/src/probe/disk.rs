@@ -9,11 +9,13 @@
 //! - `device_id` is the path's `st_dev`, which lets the collector treat paths on one filesystem
 //!   as one measurement. Mount point and filesystem type are best effort, from
 //!   /proc/self/mountinfo; `None` when it cannot be read or parsed.
+//! - `read_only` is statvfs's `ST_RDONLY`, and `expected_mount_point` the configured
+//!   `mount_point` passed through: the rule judges both (a probe measures, never decides).
 
 use super::{Outcome, Probe};
 use backwatch_proto::model::{DiskObs, Observation, ProbeKind};
 use nix::errno::Errno;
-use nix::sys::statvfs::statvfs;
+use nix::sys::statvfs::{FsFlags, statvfs};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
@@ -26,6 +28,8 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 pub struct DiskProbe {
     pub name: String,
     pub path: PathBuf,
+    /// Where the path's filesystem must be mounted (`mount_point`), when configured.
+    pub mount_point: Option<PathBuf>,
 }
 
 #[async_trait::async_trait]
@@ -44,11 +48,18 @@ impl Probe for DiskProbe {
 
     async fn observe(&self) -> Outcome {
         let path = self.path.clone();
+        let expected = self.mount_point.clone();
         // statvfs on a hung NFS mount blocks in the kernel: on a thread we can walk away from.
         let what = format!("measuring {}", self.path.display());
-        crate::blocking::run(&what, move || measure(&path))
-            .await
-            .map(Observation::Disk)
+        crate::blocking::run(&what, move || DiskObs {
+            // Compared with mountinfo's mount point, which is canonical: a configured
+            // `/backup` that is a link to `/mnt/backup` is mounted when the latter is.
+            expected_mount_point: expected
+                .map(|m| fs::canonicalize(&m).unwrap_or(m).display().to_string()),
+            ..measure(&path)
+        })
+        .await
+        .map(Observation::Disk)
     }
 }
 
@@ -96,6 +107,8 @@ pub fn measure(path: &Path) -> DiskObs {
         device_id,
         mount_point,
         fs_type,
+        read_only: vfs.flags().contains(FsFlags::ST_RDONLY),
+        expected_mount_point: None,
     }
 }
 
@@ -179,12 +192,15 @@ mod tests {
         let probe = DiskProbe {
             name: "backup".into(),
             path: tmp.path().to_path_buf(),
+            mount_point: Some("/".into()),
         };
         let Ok(Observation::Disk(obs)) = probe.observe().await else {
             panic!("expected an observation");
         };
         assert_eq!(obs.error, None);
         assert_eq!(obs.path, tmp.path().display().to_string());
+        assert_eq!(obs.expected_mount_point.as_deref(), Some("/"));
+        assert!(!obs.read_only, "{obs:?}");
         assert!(obs.total_bytes > 0);
         assert!(obs.total_bytes >= obs.free_bytes, "{obs:?}");
         assert!(obs.free_bytes >= obs.avail_bytes, "{obs:?}");

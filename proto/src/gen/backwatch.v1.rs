@@ -302,6 +302,14 @@ pub struct DiskObservation {
     pub mount_point: ::prost::alloc::string::String,
     #[prost(string, tag = "11")]
     pub fs_type: ::prost::alloc::string::String,
+    /// The filesystem is mounted read-only (statvfs ST_RDONLY): after I/O errors the kernel
+    /// remounts ext4 and others so, and nothing can be written there any more.
+    #[prost(bool, tag = "12")]
+    pub read_only: bool,
+    /// The mount point the agent's configuration expects for the path (`mount_point`); empty when
+    /// none is configured. A path found on another filesystem: the volume is not mounted.
+    #[prost(string, tag = "13")]
+    pub expected_mount_point: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WalArchiveObservation {

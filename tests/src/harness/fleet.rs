@@ -611,6 +611,21 @@ impl AgentBuilder {
         self
     }
 
+    /// A `[[disk]]` probe with further string keys of its table, e.g. `mount_point`.
+    pub fn disk_with(
+        mut self,
+        name: &str,
+        path: &Path,
+        interval: &str,
+        keys: &[(&str, &str)],
+    ) -> Self {
+        self = self.disk(name, path, interval);
+        for (key, value) in keys {
+            self.probes.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        self
+    }
+
     pub fn wal(mut self, name: &str, dsn: &str, interval: &str) -> Self {
         self.probes.push_str(&format!(
             "[[wal]]\nname = \"{name}\"\ndsn = \"{dsn}\"\ninterval = \"{interval}\"\n"

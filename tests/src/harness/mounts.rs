@@ -129,6 +129,28 @@ impl Tmpfs {
         std::fs::remove_file(self.path().join("filler"))?;
         Ok(())
     }
+
+    /// Mount it read-only (`true`), as the kernel does after I/O errors, or writable again.
+    pub fn read_only(&self, on: bool) -> anyhow::Result<()> {
+        let opts = if on { "remount,ro" } else { "remount,rw" };
+        let out = Command::new("mount")
+            .args(["-o", opts])
+            .arg(self.path())
+            .output()?;
+        if !out.status.success() {
+            bail!("mount -o {opts}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Unmount it: its mount point is a plain directory on the parent's filesystem again.
+    pub fn unmount(&self) -> anyhow::Result<()> {
+        let out = Command::new("umount").arg(self.path()).output()?;
+        if !out.status.success() {
+            bail!("umount: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Tmpfs {

@@ -146,7 +146,7 @@ fn print_config_shows_the_procedure_defaults() -> Result<()> {
     for expected in [
         "# check backup.daily\n[[backup_dir]]\nname = \"daily\"\ninterval = \"6h\"\npath = \"/backup/daily\"\nmax_age = \"1day\"",
         "# check backup.weekly\n[[backup_dir]]",
-        "# check disk.backup\n[[disk]]\nname = \"backup\"\ninterval = \"1h\"\npath = \"/backup\"",
+        "# check disk.backup\n# mount_point not set: whichever filesystem holds the path is measured\n[[disk]]\nname = \"backup\"\ninterval = \"1h\"\npath = \"/backup\"",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -531,3 +531,56 @@ async fn a_spool_disk_freed_while_the_agent_was_stopped_is_ok_after_the_restart(
     );
     Ok(())
 }
+
+/// A backup volume remounted read-only after I/O errors, then not mounted at all: both are
+/// critical, named on the disk check, although the space figures alone look fine (an
+/// unmounted volume leaves the path on the parent's filesystem, which backups would fill).
+#[tokio::test]
+async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
+    let disk = Tmpfs::mount("1m")?;
+    let vol = disk.path().to_path_buf();
+    let shown = vol.display().to_string();
+    let s = scene("db1", |a| {
+        a.disk_with("backup", &vol, "1s", &[("mount_point", &shown)])
+    })
+    .await?;
+    let c = s
+        .collector
+        .wait_status("db1", "disk.backup", "ok", WAIT)
+        .await;
+    assert!(
+        c["summary"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{shown} is "))),
+        "{c}"
+    );
+
+    disk.read_only(true)?;
+    s.collector
+        .wait_summary(
+            "db1",
+            "disk.backup",
+            "critical",
+            &format!("{shown} is mounted read-only: nothing can be written there"),
+            WAIT,
+        )
+        .await;
+    disk.read_only(false)?;
+    s.collector
+        .wait_status("db1", "disk.backup", "ok", WAIT)
+        .await;
+
+    disk.unmount()?;
+    let c = s
+        .collector
+        .wait_summary(
+            "db1",
+            "disk.backup",
+            "critical",
+            &format!("{shown} is not mounted: {shown} lies on "),
+            WAIT,
+        )
+        .await;
+    assert_eq!(c["details"]["expected_mount_point"], shown.as_str(), "{c}");
+    Ok(())
+}
