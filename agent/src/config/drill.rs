@@ -194,6 +194,20 @@ fn validate(p: &mut Problems, at: &At, r: RawDrill) -> Option<(DrillProbe, Durat
             );
         }
     }
+    // A socket path over the kernel's limit: every drill would fail at start with "could
+    // not create any Unix-domain sockets".
+    let socket = crate::probe::drill::server::socket_path_len(&scratch_dir, &r.name);
+    if socket > crate::probe::drill::server::MAX_SOCKET_PATH {
+        p.push(
+            k("scratch_dir"),
+            format!(
+                "{} is too long for the scratch server's socket ({socket} bytes with the \
+                 drill's name, at most {}): use a shorter directory or drill name",
+                scratch_dir.display(),
+                crate::probe::drill::server::MAX_SOCKET_PATH
+            ),
+        );
+    }
     let pgbackrest = r.pgbackrest.map(|b| {
         let command = b.command.unwrap_or_else(|| vec!["pgbackrest".into()]);
         if command.is_empty() {
@@ -445,6 +459,27 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}\n{err}");
         }
+    }
+
+    #[test]
+    fn a_scratch_dir_too_long_for_the_socket_is_named() {
+        let long = format!("/var/tmp/{}", "d".repeat(60));
+        let err = load(&format!(
+            "[[drill]]\nname = \"main\"\nbackup_dir = \"/b\"\nscratch_dir = \"{long}\"\n"
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            err.contains(&format!(
+                "drill[0].scratch_dir: {long} is too long for the scratch server's socket"
+            )),
+            "{err}"
+        );
+        // The length counted is the one a drill creates.
+        assert_eq!(
+            crate::probe::drill::server::socket_path_len(std::path::Path::new("/s"), "main"),
+            "/s/backwatch-drill-main-20261205T225604.651/sock/.s.PGSQL.5432".len()
+        );
     }
 
     #[test]

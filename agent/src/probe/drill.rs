@@ -31,7 +31,7 @@ mod backup;
 mod barman;
 mod cleanup;
 mod pgbackrest;
-mod server;
+pub(crate) mod server;
 mod settings;
 
 pub use barman::BarmanSource;

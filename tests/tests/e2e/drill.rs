@@ -345,6 +345,40 @@ async fn a_segment_missing_from_the_archive_is_critical_by_name() -> Result<()> 
     Ok(())
 }
 
+/// A backup carries its server's `postgresql.auto.conf`: recovery hooks set there (a standby's
+/// `archive_cleanup_command`, a `recovery_end_command`) would run in the drill against the
+/// real paths they name. The drill overrides them; the hooks leave no mark.
+#[tokio::test]
+async fn the_backups_recovery_hooks_do_not_run_in_the_drill() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    let marks = tempfile::tempdir()?;
+    // The drill's server runs as the backup's owner: it must be able to leave its mark.
+    fs::set_permissions(
+        marks.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )?;
+    let end_mark = marks.path().join("recovery-end-ran");
+    let cleanup_mark = marks.path().join("archive-cleanup-ran");
+    // Written to postgresql.auto.conf without a reload: the source itself never uses them.
+    pg.psql(&format!(
+        "ALTER SYSTEM SET recovery_end_command = 'touch {}'; \
+         ALTER SYSTEM SET archive_cleanup_command = 'touch {}';",
+        end_mark.display(),
+        cleanup_mark.display()
+    ))?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
+    orders(&pg, 5).await?;
+    let (_scene, c) = one_drill(backups.path(), pg.archive_dir(), scratch.path(), "", "ok").await?;
+    assert!(
+        !end_mark.exists() && !cleanup_mark.exists(),
+        "a recovery hook of the backup ran in the drill: {c}"
+    );
+    scratch_left_clean(scratch.path()).await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_failing_smoke_check_is_critical() -> Result<()> {
     let pg = PgCluster::init().wal_segment_size_mb(1).start()?;

@@ -1,13 +1,16 @@
 //! Stopping a scratch server and removing its directory, at the end of a drill and for the
 //! leftovers of a killed agent.
 //!
-//! Only a postmaster whose working directory is our data directory is ever signalled
-//! (PostgreSQL changes into its data directory at start), so a pid reused by another process
-//! after a crash is left alone.
+//! Only processes whose working directory is our data directory are ever signalled
+//! (PostgreSQL's postmaster changes into its data directory at start, and its children
+//! inherit it), so a pid reused by another process after a crash is left alone. Never a
+//! process group: pg_ctl starts the postmaster in a session of its own, and pg_ctl's group
+//! id, once pg_ctl has exited, may belong to any process of the host (a production backend
+//! is a group leader too).
 
 use super::SCRATCH_PREFIX;
 use crate::probe::backup_dir::os_text;
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,11 +26,25 @@ pub fn postmaster_of(data: &Path) -> Option<Pid> {
     (cwd == data).then(|| Pid::from_raw(pid))
 }
 
+/// Every process whose working directory is `data` (the postmaster and its children).
+fn processes_in(data: &Path) -> Vec<Pid> {
+    let Ok(data) = std::fs::canonicalize(data) else {
+        return Vec::new();
+    };
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data))
+        .map(Pid::from_raw)
+        .collect()
+}
+
 pub fn stop_and_remove(
     dir: &Path,
     bindir: Option<&Path>,
     user: Option<(Uid, Gid)>,
-    pgid: Option<Pid>,
 ) -> Result<(), String> {
     let data = dir.join("data");
     let postmaster = postmaster_of(&data);
@@ -46,8 +63,8 @@ pub fn stop_and_remove(
         }
         let _ = cmd.status();
     }
-    // Whatever pg_ctl could not stop: the postmaster (its children exit when it is gone)
-    // and the rest of pg_ctl's group.
+    // Whatever pg_ctl could not stop: the postmaster first (its children exit when it is
+    // gone), then any child still there.
     if let Some(pid) = postmaster_of(&data) {
         let _ = kill(pid, Signal::SIGKILL);
         let until = Instant::now() + Duration::from_secs(10);
@@ -55,8 +72,8 @@ pub fn stop_and_remove(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    if let Some(pgid) = pgid {
-        let _ = killpg(pgid, Signal::SIGKILL);
+    for pid in processes_in(&data) {
+        let _ = kill(pid, Signal::SIGKILL);
     }
     let mut last = None;
     for _ in 0..5 {
@@ -88,7 +105,7 @@ pub fn remove_leftovers(scratch_dirs: &[PathBuf]) {
                 continue;
             }
             let running = postmaster_of(&e.path().join("data"));
-            match stop_and_remove(&e.path(), None, None, None) {
+            match stop_and_remove(&e.path(), None, None) {
                 Ok(()) => info!(
                     dir = %e.path().display(),
                     server_stopped = running.is_some(),
@@ -99,5 +116,40 @@ pub fn remove_leftovers(scratch_dirs: &[PathBuf]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    /// What lives in the data directory is killed; a process group leader elsewhere (what
+    /// pg_ctl's old group id may have become) is not.
+    #[test]
+    fn only_processes_in_the_data_directory_are_killed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("backwatch-drill-x");
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        let mut inside = std::process::Command::new("sleep")
+            .arg("600")
+            .current_dir(dir.join("data"))
+            .spawn()
+            .expect("sleep in data");
+        let mut leader = std::process::Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .expect("sleep elsewhere");
+        stop_and_remove(&dir, None, None).expect("removed");
+        let status = inside.wait().expect("waited");
+        assert!(!status.success(), "{status}");
+        assert!(
+            leader.try_wait().expect("try_wait").is_none(),
+            "the group leader was killed"
+        );
+        let _ = leader.kill();
+        let _ = leader.wait();
+        assert!(!dir.exists());
     }
 }

@@ -141,10 +141,19 @@ impl PgBackRestSource {
 
     /// The shell command recovery runs for one WAL file (`%f` into `%p`).
     /// `data` is the restored cluster: archive-get checks the repository against its pg_control.
+    /// Never asynchronous, with a lock path of its own: with `archive-async=y` (the user
+    /// guide's setup) archive-get would take the stanza's archive lock, which production's
+    /// asynchronous archive-push takes too, and share (and clean) its spool queue.
     pub fn archive_get(&self, data: &Path) -> String {
+        let lock = data.with_file_name("pgbackrest-lock");
         // `%` is restore_command's escape; the arguments were checked free of quotes.
         let mut words: Vec<String> = self
-            .argv(&[&format!("--pg1-path={}", data.display()), "archive-get"])
+            .argv(&[
+                &format!("--pg1-path={}", data.display()),
+                "--no-archive-async",
+                &format!("--lock-path={}", lock.display()),
+                "archive-get",
+            ])
             .iter()
             .map(|a| format!("'{}'", a.replace('%', "%%")))
             .collect();

@@ -34,8 +34,6 @@ pub struct Scratch {
     dir: PathBuf,
     user: Option<(Uid, Gid)>,
     bindir: Option<PathBuf>,
-    /// Process group of pg_ctl, which the postmaster inherits.
-    pgid: Option<Pid>,
     /// Segment (log and seg number as 16 hex digits) replay ended in, and the segment size.
     replay: Option<String>,
     /// The newest archived segment and when it was stored, for a source whose archive is not
@@ -91,6 +89,25 @@ fn resolve_user(run_as: Option<&str>) -> Result<Option<(Uid, Gid)>, String> {
     }
 }
 
+/// The longest socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// How long the scratch server's socket path is for a drill `name` in `scratch_dir`: the
+/// scratch directory's name carries the drill's name and a timestamp (see [`Scratch::create`]).
+pub fn socket_path_len(scratch_dir: &Path, name: &str) -> usize {
+    // "/<prefix><name>-YYYYmmddTHHMMSS.fff" + "/sock" + "/.s.PGSQL.5432"
+    let stamp = "20261205T225604.651".len();
+    let socket = format!("/.s.PGSQL.{}", super::settings::PORT).len();
+    scratch_dir.as_os_str().len()
+        + 1
+        + SCRATCH_PREFIX.len()
+        + name.len()
+        + 1
+        + stamp
+        + "/sock".len()
+        + socket
+}
+
 impl Scratch {
     pub fn create(scratch_dir: &Path, name: &str, run_as: Option<&str>) -> Result<Scratch, String> {
         let user = resolve_user(run_as)?;
@@ -110,7 +127,6 @@ impl Scratch {
             dir,
             user,
             bindir: None,
-            pgid: None,
             replay: None,
             archive_end: None,
             done: false,
@@ -253,8 +269,6 @@ impl Scratch {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // The postmaster inherits this group: the cleanup can signal what is left of it.
-            .process_group(0)
             .kill_on_drop(true);
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
@@ -262,7 +276,6 @@ impl Scratch {
         let child = cmd
             .spawn()
             .map_err(|e| format!("running pg_ctl: {}", os_text(&e)))?;
-        self.pgid = child.id().map(|id| Pid::from_raw(id as i32));
         let out = child
             .wait_with_output()
             .await
@@ -436,15 +449,14 @@ impl Scratch {
     /// Stop the server, remove the directory.
     pub fn cleanup(mut self) -> Result<(), String> {
         self.done = true;
-        cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+        cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user)
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.done
-            && let Err(e) =
-                cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user, self.pgid)
+            && let Err(e) = cleanup::stop_and_remove(&self.dir, self.bindir.as_deref(), self.user)
         {
             warn!(dir = %self.dir.display(), error = %e, "drill scratch left behind");
         }

@@ -33,6 +33,15 @@ fn fetch_from(a: &str) -> String {
 }
 
 /// The block appended to postgresql.auto.conf (the last word on every setting).
+///
+/// Besides making the server private (no TCP, a socket and hba of its own), it undoes what
+/// the backup's configuration would make a promoted copy do to production: background
+/// workers are off (a subscriber's apply workers would connect to the production publisher
+/// and confirm its slot's changes; pg_cron would run due jobs against `localhost:5432`;
+/// `hot_standby = off` lets recovery run with fewer than the primary had), the recovery hooks
+/// of a standby-taken backup (`archive_cleanup_command` would clean the real archive), an
+/// apply delay that would outlast the drill, a synchronous standby that would hold every
+/// commit, and the production server's external pid file.
 pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
     let q = |s: &str| s.replace('\'', "''");
     let log = scratch.fetched().display().to_string().replace('%', "%%");
@@ -60,6 +69,13 @@ pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
          ssl = off\n\
          hot_standby = off\n\
          primary_conninfo = ''\n\
+         max_worker_processes = 0\n\
+         max_logical_replication_workers = 0\n\
+         synchronous_standby_names = ''\n\
+         archive_cleanup_command = ''\n\
+         recovery_end_command = ''\n\
+         recovery_min_apply_delay = 0\n\
+         external_pid_file = ''\n\
          shared_buffers = '16MB'\n\
          jit = off\n\
          work_mem = '4MB'\n\
