@@ -244,6 +244,7 @@ impl Section for RawPgBackRest {
             limits: t.limits,
             wal: t.wal,
             running: Default::default(),
+            timeout: t.timeout,
         };
         let settings = Settings::default()
             .strings("command", &probe.command)
@@ -306,6 +307,7 @@ impl Section for RawBarman {
             limits: t.limits,
             wal: t.wal,
             running: Default::default(),
+            timeout: t.timeout,
         };
         let settings = Settings::default()
             .set("server", probe.server.as_str())

@@ -40,6 +40,8 @@ pub struct BarmanProbe {
     pub wal: Option<super::wal_archive::WalProbe>,
     /// Since when the server's running backup has been seen running.
     pub running: std::sync::Arc<tool_command::RunningSince>,
+    /// The run's timeout: the optional steps end well before it.
+    pub timeout: std::time::Duration,
 }
 
 #[async_trait::async_trait]
@@ -108,15 +110,31 @@ impl BarmanProbe {
         argv
     }
 
+    /// Run `barman -f json <args>`; an optional step gives up at `until`.
     async fn json(
         &self,
         commands: &mut Vec<String>,
         args: &[&str],
+        until: Option<tokio::time::Instant>,
     ) -> Result<(Output, Value), String> {
         let argv = self.argv(args);
         commands.push(tool_command::shown(&argv));
-        let out = tool_command::run(&argv, tool_command::JSON_TOOL).await?;
+        let out = match until {
+            Some(until) => tool_command::run_until(&argv, tool_command::JSON_TOOL, until).await?,
+            None => tool_command::run(&argv, tool_command::JSON_TOOL).await?,
+        };
         match tool_command::json(&out) {
+            // Barman's own refusal (`{"_ERROR": ["Unknown server 'pg'"]}`, exit 1): its words.
+            Ok(v) if v["_ERROR"].as_array().is_some_and(|e| !e.is_empty()) => {
+                let words: Vec<&str> = v["_ERROR"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .take(3)
+                    .collect();
+                Err(format!("barman {}: {}", args[0], words.join("; ")))
+            }
             Ok(v) => Ok((out, v)),
             Err(e) => Err(format!(
                 "barman {} {}: {}",
@@ -135,7 +153,8 @@ impl BarmanProbe {
     async fn observe_set(&self, commands: &mut Vec<String>) -> Result<BackupSet, String> {
         let server = self.server.as_str();
         let now = Utc::now();
-        let (_, list) = self.json(commands, &["list-backups", server]).await?;
+        let optional = tool_command::optional_until(tokio::time::Instant::now(), self.timeout);
+        let (_, list) = self.json(commands, &["list-backups", server], None).await?;
         let entries = list[server]
             .as_array()
             .ok_or_else(|| format!("barman list-backups: no server {server:?} in its output"))?;
@@ -146,16 +165,22 @@ impl BarmanProbe {
         };
         let status = |e: &Value| e["status"].as_str().unwrap_or_default().to_string();
         let id = |e: &Value| e["backup_id"].as_str().unwrap_or_default().to_string();
-        set.backup_running = entries.iter().any(|e| status(e) == "STARTED");
-        // Its id is when it started, on this host's clock (Barman names backups by local time).
-        set.backup_running_secs = entries
+        // Backup ids are start timestamps: the greatest is the newest.
+        let usable = usable_newest_first(entries);
+        // A backup whose process was killed stays `STARTED` for ever: one that started before
+        // the newest usable backup is no longer running.
+        let running: Vec<&Value> = entries
             .iter()
             .filter(|e| status(e) == "STARTED")
+            .filter(|e| usable.first().is_none_or(|u| id(e) > id(u)))
+            .collect();
+        set.backup_running = !running.is_empty();
+        // Its id is when it started, on this host's clock (Barman names backups by local time).
+        set.backup_running_secs = running
+            .iter()
             .filter_map(|e| started_at(&id(e)))
             .map(|t| (now - t).num_seconds().max(0))
             .max();
-        // Backup ids are start timestamps: the greatest is the newest.
-        let usable = usable_newest_first(entries);
         let failed = entries
             .iter()
             .filter(|e| status(e) == "FAILED")
@@ -182,7 +207,7 @@ impl BarmanProbe {
                 continue;
             }
             let (_, shown) = self
-                .json(commands, &["show-backup", server, &label])
+                .json(commands, &["show-backup", server, &label], None)
                 .await?;
             shown_of.insert(label.clone(), backup(&shown[server], e, &label, now));
         }
@@ -195,14 +220,18 @@ impl BarmanProbe {
         // through `show-server`. Barman 3.13 and later keep it as `<server>-xlog.db` in
         // `xlogdb_directory` (by default the WAL directory); older ones as `xlog.db` in the
         // WAL directory. Not knowing it only leaves the window's end unknown.
-        if let Ok((_, shown)) = self.json(commands, &["show-server", server]).await {
+        if let Ok((_, shown)) = self
+            .json(commands, &["show-server", server], Some(optional))
+            .await
+        {
             let dir = |key: &str| shown[server][key].as_str().map(std::path::PathBuf::from);
             let catalogue_dir = dir("xlogdb_directory").or_else(|| dir("wals_directory"));
             let named = format!("{server}-xlog.db");
             let backups = dir("backup_directory");
             // Files on Barman's disk, read on a thread the probe can walk away from (a hung
             // mount must not stall the agent's other probes).
-            let read =
+            let read = tokio::time::timeout_at(
+                optional,
                 crate::blocking::run("reading Barman's xlog.db and identity.json", move || {
                     (
                         catalogue_dir.and_then(|d| {
@@ -213,9 +242,10 @@ impl BarmanProbe {
                         // reports it.
                         backups.and_then(|d| identity(&d.join("identity.json"))),
                     )
-                })
-                .await;
-            if let Ok((last, id)) = read {
+                }),
+            )
+            .await;
+            if let Ok(Ok((last, id))) = read {
                 if let Some((name, at)) = last {
                     set.archive_max = Some(name);
                     set.archive_max_time = Some(at);
@@ -223,7 +253,19 @@ impl BarmanProbe {
                 set.system_identifier = id;
             }
         }
-        let (out, checks) = self.json(commands, &["check", server]).await?;
+        // `barman check` connects to the server over SSH and libpq: when it hangs, say so as a
+        // failing check rather than lose the backups already read to the run's timeout.
+        let (out, checks) = match self
+            .json(commands, &["check", server], Some(optional))
+            .await
+        {
+            Err(e) if tokio::time::Instant::now() >= optional => {
+                set.failing_checks = vec![format!("barman check did not finish: {e}")];
+                set.status_code = 1;
+                return Ok(set);
+            }
+            other => other?,
+        };
         if let Some(map) = checks[server].as_object() {
             set.failing_checks = map
                 .iter()
@@ -262,12 +304,15 @@ fn last_wal(path: &std::path::Path) -> Option<(String, DateTime<Utc>)> {
     })
 }
 
-/// The backups a restore can start from (`DONE`, or `WAITING_FOR_WALS`), newest first (ids
-/// are start times).
+/// The backups a restore can start from, newest first (ids are start times): `DONE` only. A
+/// `WAITING_FOR_WALS` backup lacks the WAL that makes it consistent (Barman's own words): it
+/// cannot be restored until that WAL arrives, and when WAL delivery is broken it never does,
+/// while `barman check` stays green. Counting it made a backup that cannot be restored the
+/// fresh newest one and the start of the recoverable window.
 pub(crate) fn usable_newest_first(entries: &[Value]) -> Vec<&Value> {
     let mut usable: Vec<&Value> = entries
         .iter()
-        .filter(|e| matches!(e["status"].as_str(), Some("DONE" | "WAITING_FOR_WALS")))
+        .filter(|e| e["status"].as_str() == Some("DONE"))
         .collect();
     usable.sort_by_key(|e| std::cmp::Reverse(e["backup_id"].as_str().unwrap_or_default()));
     usable
@@ -339,6 +384,100 @@ mod tests {
         assert_eq!(last_wal(&dir.path().join("missing")), None);
     }
 
+    fn fake_barman(script: &str, timeout_secs: u64) -> BarmanProbe {
+        BarmanProbe {
+            name: "pg".into(),
+            command: vec!["sh".into(), "-c".into(), script.into(), "barman".into()],
+            config: None,
+            server: "pg".into(),
+            limits: ToolLimits::default(),
+            wal: None,
+            running: Default::default(),
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        }
+    }
+
+    /// `barman check` hanging (SSH to the server waiting) is a failing check said in its own
+    /// words, within the run's timeout, with the backups already read: not a run timed out.
+    #[tokio::test]
+    async fn a_hanging_barman_check_is_a_failing_check_not_a_lost_run() {
+        let probe = fake_barman(
+            r#"case "$*" in
+                 *list-backups*) echo '{"pg": [{"backup_id": "20261125T190548", "status": "DONE", "size_bytes": 1}]}';;
+                 *show-backup*) echo '{"pg": {"base_backup_information": {"end_time_timestamp": "1795633549"}}}';;
+                 *show-server*) echo '{"pg": {}}';;
+                 *check*) exec sleep 60;;
+               esac"#,
+            3,
+        );
+        let observed = tokio::time::timeout(std::time::Duration::from_secs(3), probe.observe())
+            .await
+            .expect("within the run's timeout");
+        let Ok(Observation::Barman(obs)) = observed else {
+            panic!("an observation: {observed:?}");
+        };
+        assert_eq!(obs.error, None);
+        let set = &obs.sets[0];
+        assert_eq!(
+            set.newest.as_ref().map(|b| b.label.as_str()),
+            Some("20261125T190548")
+        );
+        assert_eq!(set.status_code, 1);
+        assert!(
+            set.failing_checks[0].starts_with("barman check did not finish: "),
+            "{:?}",
+            set.failing_checks
+        );
+    }
+
+    /// A backup still waiting for its WAL is no restorable backup, and one left `STARTED` by a
+    /// killed process before a newer one completed is not running.
+    #[tokio::test]
+    async fn only_done_backups_count_and_a_stale_started_one_is_not_running() {
+        let probe = fake_barman(
+            r#"case "$*" in
+                 *list-backups*) echo '{"pg": [
+                    {"backup_id": "20261120T010000", "status": "STARTED"},
+                    {"backup_id": "20261121T010000", "status": "DONE", "size_bytes": 1},
+                    {"backup_id": "20261122T010000", "status": "WAITING_FOR_WALS", "size_bytes": 1}]}';;
+                 *show-backup*) echo '{"pg": {"base_backup_information": {"end_time_timestamp": "1795633549"}}}';;
+                 *show-server*) echo '{"pg": {}}';;
+                 *check*) echo '{"pg": {"wal archive": {"status": "OK"}}}';;
+               esac"#,
+            10,
+        );
+        let Ok(Observation::Barman(obs)) = probe.observe().await else {
+            panic!("an observation");
+        };
+        let set = &obs.sets[0];
+        assert_eq!(
+            set.newest.as_ref().map(|b| b.label.as_str()),
+            Some("20261121T010000")
+        );
+        assert_eq!(
+            set.oldest.as_ref().map(|b| b.label.as_str()),
+            Some("20261121T010000")
+        );
+        assert!(!set.backup_running, "{set:?}");
+        assert_eq!(set.backup_running_secs, None);
+    }
+
+    /// Barman's refusal in JSON (`_ERROR`, exit 1) is named in its own words.
+    #[tokio::test]
+    async fn barmans_own_error_is_named() {
+        let probe = fake_barman(
+            r#"echo '{"_ERROR": ["Unknown server '"'"'pg'"'"'"]}'; exit 1"#,
+            10,
+        );
+        let Ok(Observation::Barman(obs)) = probe.observe().await else {
+            panic!("an observation");
+        };
+        assert_eq!(
+            obs.error.as_deref(),
+            Some("barman list-backups: Unknown server 'pg'")
+        );
+    }
+
     /// `list-backups -f json` of Barman 3.11 and later with a weekly full, daily block-level
     /// incrementals, an rsync backup from before and a failed run.
     #[test]
@@ -362,7 +501,6 @@ mod tests {
         assert_eq!(
             ids,
             [
-                ("20261129T010000", "incr"),
                 ("20261128T010000", "incr"),
                 ("20261127T010000", "full"),
                 ("20261120T010000", "full"),

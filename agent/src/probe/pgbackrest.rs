@@ -41,6 +41,8 @@ pub struct PgBackRestProbe {
     pub wal: Option<super::wal_archive::WalProbe>,
     /// Since when each stanza's backup lock has been seen held.
     pub running: std::sync::Arc<tool_command::RunningSince>,
+    /// The run's timeout: the optional steps end well before it.
+    pub timeout: std::time::Duration,
 }
 
 #[async_trait::async_trait]
@@ -58,6 +60,8 @@ impl Probe for PgBackRestProbe {
     }
 
     async fn observe(&self) -> Outcome {
+        let start = tokio::time::Instant::now();
+        let optional = tool_command::optional_until(start, self.timeout);
         let argv = self.argv();
         let mut obs = BackupToolObs {
             commands: vec![tool_command::shown(&argv)],
@@ -69,7 +73,9 @@ impl Probe for PgBackRestProbe {
         // only shows no stanza). A failure leaves it unknown.
         let version = [self.command(), vec!["version".to_string()]].concat();
         obs.commands.push(tool_command::shown(&version));
-        if let Ok(out) = tool_command::run(&version, tool_command::JSON_TOOL).await {
+        // At most a quarter of the run: `info` comes after it.
+        let until = start + self.timeout / 4;
+        if let Ok(out) = tool_command::run_until(&version, tool_command::JSON_TOOL, until).await {
             obs.tool_version = tool_version(&out.stdout);
         }
         let now = Utc::now();
@@ -87,13 +93,19 @@ impl Probe for PgBackRestProbe {
             Err(e) => obs.error = Some(e),
         }
         // Where each recoverable window ends: when the newest archived segment was stored.
-        // One listing of one log-file directory per set; a failure only leaves it unknown.
+        // One listing of one log-file directory per set (one after another: a repository on
+        // S3 answers each in a second or two); a failure, or no time left for it, only leaves
+        // that end unknown.
         for (set, tip) in obs.sets.iter_mut().zip(tips) {
             let Some(tip) = tip else { continue };
+            if tokio::time::Instant::now() >= optional {
+                break;
+            }
             let mut argv = self.command();
             argv.extend(tip.repo_ls_args());
             obs.commands.push(tool_command::shown(&argv));
-            if let Ok(out) = tool_command::run(&argv, tool_command::JSON_TOOL).await {
+            if let Ok(out) = tool_command::run_until(&argv, tool_command::JSON_TOOL, optional).await
+            {
                 set.archive_max_time = stored_at(&out, &tip.max);
             }
         }
@@ -212,14 +224,29 @@ fn in_repo(v: &Value, repo: Option<u64>) -> bool {
     })
 }
 
-/// The current database's archive in repository `repo` (all when `None`): the last entry that
-/// has WAL.
-fn current_archive(s: &Value, repo: Option<u64>) -> Option<&Value> {
-    s["archive"]
+/// The current database entry's id in repository `repo` (any when `None`): the newest, which
+/// a `stanza-upgrade` adds.
+fn current_db(s: &Value, repo: Option<u64>) -> Option<i64> {
+    s["db"]
         .as_array()?
         .iter()
-        .rev()
-        .find(|x| x["min"].is_string() && in_repo(x, repo))
+        .filter(|d| in_repo(d, repo))
+        .filter_map(|d| d["id"].as_i64())
+        .max()
+}
+
+/// The current database's archive in repository `repo` (all when `None`): the last entry that
+/// has WAL, of the current database when the entries say which.
+fn current_archive(s: &Value, repo: Option<u64>) -> Option<&Value> {
+    let current = current_db(s, repo);
+    s["archive"].as_array()?.iter().rev().find(|x| {
+        x["min"].is_string()
+            && in_repo(x, repo)
+            && match (x["database"]["id"].as_i64(), current) {
+                (Some(id), Some(current)) => id == current,
+                _ => true,
+            }
+    })
 }
 
 /// Where repository `repo`'s archive of the stanza ends; `None` without WAL, or when the
@@ -332,11 +359,20 @@ fn set(
     // finished (an interrupted one is resumed or removed, never listed). Its `error: true` says
     // that pages whose checksum did not match were found while copying: the backup is whole and
     // restorable, the cluster it copied has corrupted pages (the rule says so; it is no failure).
+    // Only backups of the current database: after a major upgrade (`stanza-upgrade`) `info`
+    // still lists the old major's backups, which restore the old cluster only, up to the
+    // upgrade; counting them would claim a window and a fresh backup the new cluster has not.
+    let current = current_db(s, repo);
     let backups: Vec<ToolBackup> = s["backup"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|b| in_repo(b, repo))
+        .filter(|b| match (b["database"]["id"].as_i64(), current) {
+            (Some(id), Some(current)) => id == current,
+            // pgBackRest that does not say: as before.
+            _ => true,
+        })
         .map(|b| backup(b, now))
         .collect();
     let stop = |b: &ToolBackup| b.stop_time;
@@ -463,6 +499,73 @@ mod tests {
         assert_eq!(full.stored_bytes, 3_062_598);
         assert!(!full.page_checksum_errors);
         assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
+    }
+
+    /// A `repo-ls` that hangs (an S3 call waiting for pgBackRest's io-timeout) only leaves the
+    /// window's end unknown: the run returns what `info` found before its timeout, instead of
+    /// timing out as a whole (which hid a stale backup's critical behind an unknown).
+    #[tokio::test]
+    async fn a_hanging_listing_leaves_the_info_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("info.json");
+        std::fs::write(&info, INFO).unwrap();
+        let script = format!(
+            "case \"$*\" in *repo-ls*) exec sleep 60;; *version*) echo 'pgBackRest 2.54';; \
+             *info*) cat '{}';; esac",
+            info.display()
+        );
+        let probe = PgBackRestProbe {
+            name: "main".into(),
+            command: vec!["sh".into(), "-c".into(), script, "pgbackrest".into()],
+            config: None,
+            stanza: None,
+            repo: None,
+            limits: ToolLimits::default(),
+            wal: None,
+            running: Default::default(),
+            timeout: std::time::Duration::from_secs(3),
+        };
+        let observed = tokio::time::timeout(std::time::Duration::from_secs(3), probe.observe())
+            .await
+            .expect("within the run's timeout");
+        let Ok(Observation::PgBackRest(obs)) = observed else {
+            panic!("an observation: {observed:?}");
+        };
+        assert_eq!(obs.error, None);
+        assert_eq!(obs.tool_version.as_deref(), Some("2.54"));
+        let set = &obs.sets[0];
+        assert_eq!(
+            set.newest.as_ref().map(|b| b.label.as_str()),
+            Some("20261125-190526F_20261125-190600I")
+        );
+        assert_eq!(set.archive_max_time, None);
+    }
+
+    /// After `pg_upgrade` and `stanza-upgrade` (15 to 16): the 15 backups and archive are still
+    /// listed, under database id 1; nothing of the new cluster (id 2) is backed up yet.
+    const UPGRADED: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000004","min":"000000010000000000000001"},{"database":{"id":2,"repo-key":1},"id":"16-2","max":"000000010000000000000003","min":"000000010000000000000001"}],
+"backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"database":{"id":1,"repo-key":1},"error":false,"info":{"delta":23213837,"repository":{"delta":3062598,"size":3062598},"size":23213837},"label":"20261125-190526F","timestamp":{"start":1795633526,"stop":1795633531},"type":"full"}],
+"db":[{"id":1,"repo-key":1,"system-id":7571234567890123456,"version":"15"},{"id":2,"repo-key":1,"system-id":7571234567890999999,"version":"16"}],
+"name":"main","status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn backups_of_the_major_before_a_stanza_upgrade_do_not_count() {
+        let now = DateTime::from_timestamp(1_795_633_600, 0).unwrap();
+        let sets = parse(&out(UPGRADED, 0), now, false).unwrap();
+        let (s, tip) = &sets[0];
+        assert_eq!(s.backup_count, 0);
+        assert!(s.newest.is_none() && s.oldest.is_none(), "{s:?}");
+        assert_eq!(s.system_identifier.as_deref(), Some("7571234567890999999"));
+        // The window's end is the new cluster's archive, not the old one's.
+        assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000003"));
+        assert_eq!(tip.as_ref().unwrap().id, "16-2");
+        // Once the new cluster has its backup, that one is the set's.
+        let upgraded = UPGRADED.replace(
+            r#""database":{"id":1,"repo-key":1},"error""#,
+            r#""database":{"id":2,"repo-key":1},"error""#,
+        );
+        let sets = parse(&out(&upgraded, 0), now, false).unwrap();
+        assert_eq!(sets[0].0.backup_count, 1);
     }
 
     /// `info` of a stanza in two repositories, a full backup in each (pgBackRest 2.45).

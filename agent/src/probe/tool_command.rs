@@ -90,6 +90,32 @@ impl Drop for GroupKill {
     }
 }
 
+/// Optional steps of a run (the tool's version, a listing that only dates the window's end,
+/// Barman's own checks) may go on until this share of the run's timeout: a slow one must not
+/// turn the whole run into "timed out", which throws away what the essential command found
+/// (a stale backup's critical hidden behind an unknown).
+pub fn optional_until(
+    start: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> tokio::time::Instant {
+    start + timeout.mul_f64(0.9)
+}
+
+/// [`run`], given up at `until`: then the error says so.
+pub async fn run_until(
+    argv: &[String],
+    limits: Limits,
+    until: tokio::time::Instant,
+) -> Result<Output, String> {
+    match tokio::time::timeout_at(until, run(argv, limits)).await {
+        Ok(out) => out,
+        Err(_) => Err(format!(
+            "{}: no answer in the time the run had left",
+            shown(argv)
+        )),
+    }
+}
+
 /// Run `argv` and collect its output within `limits`.
 pub async fn run(argv: &[String], limits: Limits) -> Result<Output, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;

@@ -40,7 +40,7 @@ impl BarmanSource {
         format!("Barman server {}", self.server)
     }
 
-    /// The newest usable backup (`DONE`, `WAITING_FOR_WALS`), how `recover` must stage it,
+    /// The newest usable backup (`DONE`), how `recover` must stage it,
     /// and the space check.
     pub async fn choose(&self, scratch: &Path, factor: f64) -> Result<(Chosen, Space), String> {
         let argv = self.argv(&["-f", "json", "list-backups", &self.server]);
