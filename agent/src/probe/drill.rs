@@ -404,6 +404,7 @@ impl DrillProbe {
         let limits = tool_command::Limits {
             stdout: 64 * 1024,
             stderr: 64 * 1024,
+            drop_array: None,
         };
         match tool_command::run(&argv, limits).await {
             Err(e) => failed(e),

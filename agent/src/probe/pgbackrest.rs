@@ -80,7 +80,7 @@ impl Probe for PgBackRestProbe {
         }
         let now = Utc::now();
         let mut tips = Vec::new();
-        match tool_command::run(&argv, tool_command::JSON_TOOL)
+        match tool_command::run(&argv, tool_command::PGBACKREST_INFO)
             .await
             .and_then(|o| parse(&o, now, self.repo.is_some()))
         {

@@ -40,6 +40,7 @@ const MAX_MESSAGES: usize = 20;
 const VERIFY_OUTPUT: tool_command::Limits = tool_command::Limits {
     stdout: 1 << 20,
     stderr: 1 << 20,
+    drop_array: None,
 };
 /// Segments checked for presence at most (a backup of 64 GiB of WAL at 16 MiB).
 const MAX_SEGMENTS: usize = 4096;

@@ -25,6 +25,10 @@ const MIB: usize = 1 << 20;
 pub struct Limits {
     pub stdout: usize,
     pub stderr: usize,
+    /// A key of the JSON on stdout whose array values are emptied as the output arrives
+    /// (`"reference":[…]` becomes `"reference":[]`): what is dropped is neither held nor
+    /// counted against `stdout`.
+    pub drop_array: Option<&'static str>,
 }
 
 /// For tools that answer with a JSON document: `pgbackrest info` of a large repository is a
@@ -32,6 +36,16 @@ pub struct Limits {
 pub const JSON_TOOL: Limits = Limits {
     stdout: 4 * MIB,
     stderr: 64 * 1024,
+    drop_array: None,
+};
+
+/// `pgbackrest info`: each backup lists every backup it references, cumulatively along an
+/// incremental chain (each copies its prior's list and adds one), so the output grows with
+/// the square of the chain: a week of hourly incrementals is megabytes of labels that
+/// nothing here reads. They are dropped as they arrive.
+pub const PGBACKREST_INFO: Limits = Limits {
+    drop_array: Some("reference"),
+    ..JSON_TOOL
 };
 
 pub struct Output {
@@ -141,8 +155,8 @@ pub async fn run(argv: &[String], limits: Limits) -> Result<Output, String> {
     // Both at once (a tool filling stderr's pipe must not block while we wait on stdout); the
     // first stream over its limit ends the run, and the guard kills the group.
     let (out, err) = tokio::try_join!(
-        read_capped(stdout, limits.stdout, "stdout", name),
-        read_capped(stderr, limits.stderr, "stderr", name),
+        read_capped(stdout, limits.stdout, limits.drop_array, "stdout", name),
+        read_capped(stderr, limits.stderr, None, "stderr", name),
     )?;
     let status = child
         .wait()
@@ -158,19 +172,40 @@ pub async fn run(argv: &[String], limits: Limits) -> Result<Output, String> {
 }
 
 /// The stream to its end, or an error as soon as it is longer than `cap` bytes (reading at
-/// most `cap + 1`).
+/// most `cap + 1`, or, when arrays of `drop_array` are emptied, keeping at most that).
 async fn read_capped(
-    stream: impl AsyncRead + Unpin,
+    mut stream: impl AsyncRead + Unpin,
     cap: usize,
+    drop_array: Option<&str>,
     which: &str,
     prog: &str,
 ) -> Result<Vec<u8>, String> {
+    let failed = |e: std::io::Error| format!("reading the {which} of {prog}: {}", os_text(&e));
     let mut buf = Vec::new();
-    stream
-        .take(cap as u64 + 1)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("reading the {which} of {prog}: {}", os_text(&e)))?;
+    match drop_array {
+        None => {
+            (&mut stream)
+                .take(cap as u64 + 1)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(failed)?;
+        }
+        Some(key) => {
+            let mut dropper = ArrayDrop::new(key);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = stream.read(&mut chunk).await.map_err(failed)?;
+                if n == 0 {
+                    dropper.finish(&mut buf);
+                    break;
+                }
+                dropper.feed(&chunk[..n], &mut buf);
+                if buf.len() > cap {
+                    break;
+                }
+            }
+        }
+    }
     if buf.len() > cap {
         return Err(format!(
             "output larger than {} on {which} from {prog}; stopped it",
@@ -178,6 +213,80 @@ async fn read_capped(
         ));
     }
     Ok(buf)
+}
+
+/// Empties every `"<key>":[…]` array of a JSON text as it streams through: the array's
+/// elements are skipped (strings and nested arrays included), `"<key>":[]` is kept. The key
+/// is matched as a whole quoted name followed by `:[` with no blank, as compact JSON writes
+/// it; the same text inside a string is escaped (`\"key\":[`) and never matches.
+struct ArrayDrop {
+    pattern: Vec<u8>,
+    matched: usize,
+    /// Inside a dropped array: its depth, and whether inside a string (after a backslash).
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ArrayDrop {
+    fn new(key: &str) -> ArrayDrop {
+        ArrayDrop {
+            pattern: format!("\"{key}\":[").into_bytes(),
+            matched: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+        }
+    }
+
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            if self.depth > 0 {
+                if self.in_string {
+                    match (self.escaped, b) {
+                        (true, _) => self.escaped = false,
+                        (false, b'\\') => self.escaped = true,
+                        (false, b'"') => self.in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => self.in_string = true,
+                    b'[' => self.depth += 1,
+                    b']' => {
+                        self.depth -= 1;
+                        if self.depth == 0 {
+                            out.push(b']');
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if b == self.pattern[self.matched] {
+                self.matched += 1;
+                if self.matched == self.pattern.len() {
+                    out.extend_from_slice(&self.pattern);
+                    self.matched = 0;
+                    self.depth = 1;
+                }
+                continue;
+            }
+            // Not the key after all: what was held back goes out, and this byte may start it.
+            out.extend_from_slice(&self.pattern[..self.matched]);
+            self.matched = usize::from(b == self.pattern[0]);
+            if self.matched == 0 {
+                out.push(b);
+            }
+        }
+    }
+
+    /// The end of the stream: a partial match held back is text after all.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.pattern[..self.matched]);
+        self.matched = 0;
+    }
 }
 
 /// The program's file name, for messages.
@@ -307,11 +416,44 @@ mod tests {
         assert_eq!(out.last_words(), "err");
     }
 
+    #[test]
+    fn reference_arrays_are_emptied_as_they_stream() {
+        let text = r#"[{"backup":[{"label":"F","reference":null},{"label":"F_I2","reference":["F","F_I1"],"annotation":{"note":"\"reference\":[x]"}},{"reference":[["a]"],"b\"]"]}],"name":"main"}]"#;
+        // Byte by byte and whole: chunk boundaries change nothing.
+        for chunk in [1, 7, text.len()] {
+            let mut d = ArrayDrop::new("reference");
+            let mut out = Vec::new();
+            for part in text.as_bytes().chunks(chunk) {
+                d.feed(part, &mut out);
+            }
+            d.finish(&mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                r#"[{"backup":[{"label":"F","reference":null},{"label":"F_I2","reference":[],"annotation":{"note":"\"reference\":[x]"}},{"reference":[]}],"name":"main"}]"#
+            );
+        }
+    }
+
+    /// `info` of a long incremental chain: 8 MiB of labels in `reference` lists, which the
+    /// 4 MiB bound refused for ever (the check unknown), pass as the few bytes read.
+    #[tokio::test]
+    async fn a_pgbackrest_info_with_megabytes_of_references_fits() {
+        let script = "printf '[{\"backup\":[{\"label\":\"F\",\"reference\":['; \
+                      yes '\"20261125-190526F_20261125-190531I\",' | head -n 240000; \
+                      printf '\"F\"]}],\"name\":\"main\"}]'";
+        let out = run(&sh(script), PGBACKREST_INFO).await.unwrap();
+        let doc = json(&out).unwrap();
+        assert_eq!(doc[0]["name"], "main");
+        assert_eq!(doc[0]["backup"][0]["reference"], serde_json::json!([]));
+        assert!(run(&sh(script), JSON_TOOL).await.is_err());
+    }
+
     #[tokio::test]
     async fn endless_output_is_an_error_not_unbounded_memory() {
         let limits = Limits {
             stdout: 64 * 1024,
             stderr: 1024,
+            drop_array: None,
         };
         let err = run(&sh("exec yes backwatch"), limits).await.err().unwrap();
         assert_eq!(

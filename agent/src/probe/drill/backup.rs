@@ -198,6 +198,7 @@ async fn run(limit: &[String], argv: &[impl AsRef<str>]) -> Result<(), String> {
 const COPY_OUTPUT: tool_command::Limits = tool_command::Limits {
     stdout: 1 << 20,
     stderr: 1 << 20,
+    drop_array: None,
 };
 
 /// "1.2 GiB", "512 KiB", "100 bytes".

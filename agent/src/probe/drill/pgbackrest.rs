@@ -22,7 +22,7 @@ pub struct PgBackRestSource {
 pub type ArchiveEnd = (String, Option<chrono::DateTime<chrono::Utc>>);
 
 /// `pgbackrest info` answers a few hundred KiB at most.
-const INFO_OUTPUT: tool_command::Limits = tool_command::JSON_TOOL;
+const INFO_OUTPUT: tool_command::Limits = tool_command::PGBACKREST_INFO;
 
 impl PgBackRestSource {
     fn argv(&self, args: &[&str]) -> Vec<String> {
