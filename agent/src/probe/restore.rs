@@ -8,7 +8,8 @@
 //! - **WAL, choice made**: the WAL a backup needs runs from its start to its end location
 //!   (the manifest's `WAL-Ranges`). When all of it is in the backup's own `pg_wal`
 //!   (`pg_basebackup -X stream`, the default, or `-X fetch`), pg_verifybackup parses it there,
-//!   which checks record by record. Otherwise it runs with `--no-parse-wal` and the agent looks
+//!   which checks record by record (when the verifier is of the backup's own major: another
+//!   major's pg_waldump refuses that WAL). Otherwise it runs with `--no-parse-wal` and the agent looks
 //!   for each segment in the archive directory by name (plain copies must have the segment
 //!   size, compressed or encrypted ones `.gz`/`.lz4`/`.zst`/`.gpg`/... count when present and
 //!   not empty: encrypted ones are there for a `restore_command` that holds the key). Pointing
@@ -250,7 +251,16 @@ impl RestoreProbe {
             }
         }
         argv.push(verifier.display().to_string());
-        if !plan.parse_wal || plan.tar {
+        // pg_verifybackup parses WAL with the pg_waldump of its own major, which refuses
+        // another major's WAL ("invalid magic number"): a verifier of a newer major (the
+        // backup's own is not installed) leaves the WAL to the check by name.
+        let other_major = obs
+            .verifier_major
+            .is_some_and(|v| obs.backup_major.is_some_and(|b| b != v));
+        if other_major {
+            obs.wal_parsed = false;
+        }
+        if !plan.parse_wal || plan.tar || other_major {
             argv.push("--no-parse-wal".into());
         }
         argv.push(plan.backup.display().to_string());

@@ -263,7 +263,11 @@ async fn scenarios(major: u32) -> Result<()> {
 async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18() -> Result<()> {
     use backwatch_tests::harness::pg::{bindir, major_bindir};
     let roots = tempfile::tempdir()?;
-    let (both, only15) = (roots.path().join("both"), roots.path().join("only15"));
+    let (both, only15, only18) = (
+        roots.path().join("both"),
+        roots.path().join("only15"),
+        roots.path().join("only18"),
+    );
     let debian = bindir()?
         .parent()
         .map(std::path::Path::to_path_buf)
@@ -280,6 +284,7 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
     for (dir, links) in [
         (&both, vec![(debian_major, &debian), (18, &pg18)]),
         (&only15, vec![(debian_major, &debian)]),
+        (&only18, vec![(18, &pg18)]),
     ] {
         fs::create_dir(dir)?;
         for (m, to) in links {
@@ -317,6 +322,8 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
         section("new_tar_gz", "new-tar-gz", &both),
         section("no_manifest", "no-manifest", &both),
         section("tar_without_18", "old-tar", &only15),
+        // The backup's own major not installed: 18's pg_waldump would refuse its WAL.
+        section("old_plain_by_18", "old-plain", &only18),
     ]
     .concat();
     let scene = scene("db1", |a| a.toml(&toml)).await?;
@@ -358,6 +365,11 @@ async fn restore_readiness_verifies_with_the_backups_own_major_and_tar_with_18()
             "restore.old_tar",
             "ok",
             format!("(tar format) verified by pg_verifybackup 18 (backup of PostgreSQL {d}) in "),
+        ),
+        (
+            "restore.old_plain_by_18",
+            "ok",
+            format!("verified by pg_verifybackup 18 (backup of PostgreSQL {d}) in "),
         ),
         (
             "restore.tar_without_18",
