@@ -413,21 +413,31 @@ impl Scratch {
         // for a position on each timeline of its history, newest first, so a name missing on
         // one timeline and restored on an older one is not a gap.
         let mut restored = std::collections::HashSet::new();
+        // When recovery last asked in vain (Unix seconds), when the log says.
+        let mut last_miss: Option<i64> = None;
         for line in log.lines() {
-            match line.split_once(' ') {
-                Some(("restored", f)) if seg(f) => {
+            let mut words = line.split(' ');
+            match (words.next(), words.next()) {
+                (Some("restored"), Some(f)) if seg(f) => {
                     obs.wal_segments_restored += 1;
                     restored.insert(f[8..].to_string());
                 }
-                Some(("missing", f)) if seg(f) => missing.push(f.to_string()),
+                (Some("missing"), Some(f)) if seg(f) => {
+                    missing.push(f.to_string());
+                    if let Some(at) = words.next().and_then(|t| t.parse().ok()) {
+                        last_miss = last_miss.max(Some(at));
+                    }
+                }
                 _ => {}
             }
         }
         // A repository's end whose storing time is unknown is taken as now: replay that did
-        // not reach it is then short by the whole time since the recovered point.
+        // not reach it is then short by the whole time since the recovered point. A
+        // directory's end is what it held when recovery last asked in vain: what a busy
+        // server archived since (while the drill ran its checks) is no gap and no shortfall.
         let newest = match &self.archive_end {
             Some((name, at)) => Some((name.clone(), at.unwrap_or_else(Utc::now))),
-            None => archive.and_then(newest_segment),
+            None => archive.and_then(|a| newest_segment(a, last_miss)),
         };
         if let Some((name, mtime)) = &newest {
             obs.archive_newest_segment = Some(name.clone());
@@ -509,7 +519,7 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 /// production archive as its `archive_command` leaves timeline 2 there while production goes
 /// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
 /// drill must say so rather than call the clone's last segment the end.
-fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
+fn newest_segment(archive: &Path, before: Option<i64>) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
         // Compressed or not: the segment's own name.
@@ -520,6 +530,10 @@ fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
         let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
             continue;
         };
+        // Stored in the second of the miss or later: maybe after it, so not counted.
+        if before.is_some_and(|b| DateTime::<Utc>::from(mtime).timestamp() >= b) {
+            continue;
+        }
         // Names are fixed-width upper-case hex, timeline first.
         if best
             .as_ref()
@@ -559,7 +573,7 @@ mod tests {
         put_at(d, "000000020000000000000007.zst", 103);
         put_at(d, "000000020000000000000008.partial", 104);
         put_at(d, "000000010000000000000003.00000028.backup", 105);
-        let (name, _) = newest_segment(d).expect("newest");
+        let (name, _) = newest_segment(d, None).expect("newest");
         assert_eq!(name, "000000020000000000000007");
 
         // A clone promoted onto timeline 2 archived 5 to 7 into production's archive, while
@@ -573,7 +587,7 @@ mod tests {
         for n in 1..=9 {
             put_at(d, &format!("00000001000000000000000{n}"), 10 + n);
         }
-        let (name, _) = newest_segment(d).expect("newest");
+        let (name, _) = newest_segment(d, None).expect("newest");
         assert_eq!(name, "000000010000000000000009");
     }
 
@@ -649,6 +663,52 @@ mod tests {
         assert_eq!(
             obs.missing_segment.as_deref(),
             Some("000000020000000000000008")
+        );
+        scratch.done = true;
+    }
+
+    /// A busy server archives on while the drill runs its checks: segments stored after
+    /// recovery last asked in vain are neither a gap nor the end it fell short of.
+    #[test]
+    fn segments_archived_after_the_last_miss_are_no_gap() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        for n in 1..=7 {
+            put_at(&archive, &format!("00000001000000000000000{n}"), n);
+        }
+        let miss = (Utc::now() - chrono::Duration::seconds(3600 - 50)).timestamp();
+        put_at(&archive, "000000010000000000000008", 60);
+        put_at(&archive, "000000010000000000000009", 61);
+        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
+        std::fs::write(
+            scratch.fetched(),
+            format!(
+                "restored 000000010000000000000006\nrestored 000000010000000000000007\n\
+                 missing 000000010000000000000008 {miss}\nmissing 00000002.history {miss}\n"
+            ),
+        )
+        .expect("log");
+        scratch.replay = Some("0000000000000007".into());
+        let mut obs = DrillObs::default();
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.archive_newest_segment.as_deref(),
+            Some("000000010000000000000007")
+        );
+        assert_eq!(obs.missing_segment, None);
+        assert!(obs.archive_end_reached);
+        // Without the miss's time (a log of an older agent): today's whole archive.
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000007\nmissing 000000010000000000000008\n",
+        )
+        .expect("log");
+        let mut obs = DrillObs::default();
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.missing_segment.as_deref(),
+            Some("000000010000000000000008")
         );
         scratch.done = true;
     }
