@@ -301,7 +301,17 @@ impl DrillProbe {
         };
         obs.restore_ms = started.elapsed().as_millis() as u64;
         let recovering = Instant::now();
-        let facts: ServerFacts = match s.start_and_wait(&bindir, &limit, self).await {
+        let mut started = s.start_and_wait(&bindir, &limit, self).await;
+        if started.is_err()
+            && matches!(self.target, Target::Before(_))
+            && s.past_the_last_commit(obs, self.wal_archive(&s.data()).as_deref())
+        {
+            started = match s.clear_target() {
+                Ok(()) => s.start_and_wait(&bindir, &limit, self).await,
+                Err(e) => Err(e),
+            };
+        }
+        let facts: ServerFacts = match started {
             Ok(f) => f,
             Err(e) => {
                 obs.error = Some(e);

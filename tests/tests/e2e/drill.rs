@@ -981,6 +981,34 @@ async fn an_offset_target_recovers_to_that_time_and_no_further() -> Result<()> {
     Ok(())
 }
 
+/// An offset target after the last commit (a server idle since): PostgreSQL 13 and later stop
+/// with "recovery ended before configured recovery target was reached". Nothing is missing,
+/// so the drill recovers to the end of the archive instead of failing.
+#[tokio::test]
+async fn an_offset_target_after_the_last_commit_recovers_to_the_end() -> Result<()> {
+    let pg = PgCluster::init().wal_segment_size_mb(1).start()?;
+    orders(&pg, 5).await?;
+    let (backups, scratch) = (tempfile::tempdir()?, scratch()?);
+    pg.base_backup(&backups.path().join("b1"), &["-Fp", "-X", "none"])?;
+    pg.psql("INSERT INTO orders VALUES (6)")?;
+    pg.switch_wal_archived(ARCHIVED).await?;
+    // Idle from here: the target (2 s before the drill starts) is after the last commit.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let extra =
+        "target = \"2s\"\n[[drill.check]]\nsql = \"select max(id) from orders\"\nexpect = \"6\"\n";
+    let (_scene, c) = one_drill(
+        backups.path(),
+        pg.archive_dir(),
+        scratch.path(),
+        extra,
+        "ok",
+    )
+    .await?;
+    assert_eq!(c["details"]["missing_segment"], Value::Null, "{c}");
+    scratch_left_clean(scratch.path()).await;
+    Ok(())
+}
+
 /// `backwatch-agent check` runs a drill once and judges it with the default limits.
 #[test]
 fn check_runs_a_drill_and_prints_its_verdict() -> Result<()> {

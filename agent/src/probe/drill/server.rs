@@ -404,6 +404,42 @@ impl Scratch {
         lines
     }
 
+    /// PostgreSQL 13 and later stop with "recovery ended before configured recovery target
+    /// was reached" when no transaction committed after an offset target: on a server idle
+    /// since then that is everything, not a failure. When recovery asked for nothing the
+    /// archive lacks (no gap below its end), the target is cleared and the server started
+    /// again: it replays nothing more and promotes at the end of the archive. False: not
+    /// that case (another failure, or a gap: then the drill failed).
+    pub fn past_the_last_commit(&self, obs: &DrillObs, archive: Option<&Path>) -> bool {
+        let log = std::fs::read(self.log()).unwrap_or_default();
+        if !String::from_utf8_lossy(&log)
+            .contains("recovery ended before configured recovery target was reached")
+        {
+            return false;
+        }
+        let mut seen = obs.clone();
+        self.analyse(&mut seen, archive);
+        seen.missing_segment.is_none() && seen.archive_newest_segment.is_some()
+    }
+
+    /// Clear the recovery target (the last word in postgresql.auto.conf) and set the failed
+    /// start's log aside, for a start that recovers to the end of the archive.
+    pub fn clear_target(&self) -> Result<(), String> {
+        let auto = self.data().join("postgresql.auto.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&auto)
+            .map_err(|e| format!("opening {}: {}", auto.display(), os_text(&e)))?;
+        use std::io::Write as _;
+        f.write_all(
+            b"\n# backwatch drill: no transaction after the target\nrecovery_target_time = ''\n",
+        )
+        .map_err(|e| format!("writing {}: {}", auto.display(), os_text(&e)))?;
+        let log = self.log();
+        std::fs::rename(&log, log.with_extension("log.1"))
+            .map_err(|e| format!("renaming {}: {}", log.display(), os_text(&e)))
+    }
+
     /// What restore_command fetched and missed, against the archive's newest segment.
     pub fn analyse(&self, obs: &mut DrillObs, archive: Option<&Path>) {
         let log = std::fs::read_to_string(self.fetched()).unwrap_or_default();
@@ -450,7 +486,14 @@ impl Scratch {
             obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail);
             let reference = obs.target_time.unwrap_or(*mtime);
             obs.target_distance_secs = obs.recovered_at.map(|r| (reference - r).num_seconds());
-            if obs.rto_ms.is_some() && obs.target_time.is_none() && !obs.archive_end_reached {
+            // Short: replay that stopped before the end of the archive (latest target), or
+            // at a gap before an offset target (PostgreSQL 12 promotes there without a word;
+            // later ones refuse, and the drill fails).
+            let short = match obs.target_time {
+                None => !obs.archive_end_reached,
+                Some(_) => obs.missing_segment.is_some(),
+            };
+            if obs.rto_ms.is_some() && short {
                 obs.shortfall_secs = Some(obs.target_distance_secs.unwrap_or(0).max(0));
             }
         }
@@ -710,6 +753,39 @@ mod tests {
             obs.missing_segment.as_deref(),
             Some("000000010000000000000008")
         );
+        scratch.done = true;
+    }
+
+    /// PostgreSQL 12 promotes at a gap before an offset target without a word: the drill is
+    /// short by the distance to the target, not ok.
+    #[test]
+    fn a_gap_before_an_offset_target_is_short() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        for n in [1, 2, 3, 5, 6] {
+            put_at(&archive, &format!("00000001000000000000000{n}"), n);
+        }
+        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
+        )
+        .expect("log");
+        scratch.replay = Some("0000000000000003".into());
+        let now = Utc::now();
+        let mut obs = DrillObs {
+            rto_ms: Some(1000),
+            target_time: Some(now),
+            recovered_at: Some(now - chrono::Duration::seconds(600)),
+            ..DrillObs::default()
+        };
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.missing_segment.as_deref(),
+            Some("000000010000000000000004")
+        );
+        assert_eq!(obs.shortfall_secs, Some(600));
         scratch.done = true;
     }
 
