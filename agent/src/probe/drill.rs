@@ -289,6 +289,8 @@ impl DrillProbe {
             obs.error = Some(e);
             return;
         }
+        // Which cluster this drill proves, whatever becomes of it (the server confirms it).
+        obs.system_identifier = server::control_system_identifier(&s.data());
         if let Chosen::Barman(..) = chosen {
             obs.wal_segments_restored = barman::copied_segments(&s.data());
         }
@@ -322,7 +324,9 @@ impl DrillProbe {
         obs.rto_ms = Some(obs.restore_ms + obs.recovery_ms);
         obs.recovered_at = facts.recovered_at;
         obs.replay_lsn = facts.replay_lsn.clone();
-        obs.system_identifier = facts.system_identifier.clone();
+        if facts.system_identifier.is_some() {
+            obs.system_identifier = facts.system_identifier.clone();
+        }
         s.set_replay(facts.replay_segment());
         let smoking = Instant::now();
         obs.smoke = self.smoke_checks(s).await;

@@ -633,6 +633,10 @@ async fn a_smoke_role_the_backup_lacks_is_named() -> Result<()> {
         "{c}"
     );
     assert!(summary.contains("role \"auditor\" does not exist"), "{c}");
+    // A failed drill still names the cluster it was proving (read from the restored
+    // pg_control), so the cluster's recovery view shows the failure.
+    let id = pg.psql("SELECT system_identifier FROM pg_control_system()")?;
+    assert_eq!(c["details"]["system_identifier"], id.trim(), "{c}");
     Ok(())
 }
 

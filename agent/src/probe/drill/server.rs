@@ -108,6 +108,21 @@ pub fn socket_path_len(scratch_dir: &Path, name: &str) -> usize {
         + socket
 }
 
+/// The system identifier in a data directory's `global/pg_control`: its first field, a 64-bit
+/// integer in the byte order of the machine that wrote it (the same architecture as this one,
+/// for a backup restored here). Read before the server starts, so that a drill that fails
+/// still names the cluster it was proving.
+pub fn control_system_identifier(data: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut first = [0u8; 8];
+    std::fs::File::open(data.join("global").join("pg_control"))
+        .ok()?
+        .read_exact(&mut first)
+        .ok()?;
+    let id = u64::from_ne_bytes(first);
+    (id != 0).then(|| id.to_string())
+}
+
 impl Scratch {
     pub fn create(scratch_dir: &Path, name: &str, run_as: Option<&str>) -> Result<Scratch, String> {
         let user = resolve_user(run_as)?;
