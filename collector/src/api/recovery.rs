@@ -5,8 +5,8 @@
 //! `archive.<x>` check linked to it (`wal = "<name>"`) gives the recoverable window (of several,
 //! the one reaching furthest). An archive
 //! without a linked server is a cluster of its own, named `archive.<x>`; so is a pgBackRest
-//! stanza or Barman server check (`pgbackrest.<x>`, `barman.<x>`), with the narrowest window
-//! of its sets. Nothing is computed
+//! stanza or Barman server check (`pgbackrest.<x>`, `barman.<x>`); a check of several stanzas
+//! is a cluster per stanza (`pgbackrest.<x>/<stanza>`), each with its own window. Nothing is computed
 //! here that the rules did not decide: the figures are the checks' details, side by side, so
 //! the API, the host page and the reports cannot disagree.
 //!
@@ -171,6 +171,26 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             continue;
         };
         let d = &c.details;
+        // A backup tool's check of several stanzas (a repository host's `[[pgbackrest]]`
+        // without `stanza`): a cluster each, so a young stanza's narrow window hides no other
+        // stanza's stale end (the check's own `window` is the narrowest).
+        if matches!(kind, ProbeKind::PgBackRest | ProbeKind::Barman)
+            && let Some(sets) = d["windows"].as_array().filter(|w| w.len() > 1)
+        {
+            for w in sets {
+                let set = w["set"].as_str().unwrap_or_default();
+                let cluster = format!("{}/{set}", c.check);
+                let entry = out
+                    .entry((c.host.clone(), cluster.clone()))
+                    .or_insert_with(|| ClusterRecovery::new(&c.host, cluster));
+                entry.worsen(c.status);
+                entry.archive_check = Some(c.check.clone());
+                entry.window = Some(w.clone());
+                entry.window_secs = w["secs"].as_i64();
+                entry.window_observed_at = c.observed_at;
+            }
+            continue;
+        }
         let cluster = match kind {
             ProbeKind::Wal => name.to_string(),
             ProbeKind::Archive => text(&d["wal_probe"]).unwrap_or_else(|| c.check.clone()),
@@ -282,6 +302,46 @@ mod tests {
         assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T10:00:00Z");
         assert_eq!(c[0].status, Status::Critical);
         assert!(c[0].window_observed_at.is_some());
+    }
+
+    /// A repository host's check of every stanza: each stanza is a cluster with its window,
+    /// so the stale end of one is seen beside the fresh, narrow window of a young one.
+    #[test]
+    fn each_stanza_of_a_tool_check_is_a_cluster_of_its_own() {
+        let set = |name: &str, start: &str, end: &str, secs: i64| json!({"set": name, "start": start, "end": end, "secs": secs});
+        let young = set(
+            "young",
+            "2026-12-04T08:00:00Z",
+            "2026-12-04T10:00:00Z",
+            7200,
+        );
+        let stale = set(
+            "stale",
+            "2026-11-20T00:00:00Z",
+            "2026-12-01T10:00:00Z",
+            900_000,
+        );
+        let checks = [state(
+            "repo1",
+            "pgbackrest.all",
+            Status::Warning,
+            json!({"windows": [young, stale], "window": young, "window_secs": 7200}),
+        )];
+        let c = clusters(&checks);
+        let names: Vec<&str> = c.iter().map(|c| c.cluster.as_str()).collect();
+        assert_eq!(names, ["pgbackrest.all/stale", "pgbackrest.all/young"]);
+        assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-01T10:00:00Z");
+        assert_eq!(c[0].window_secs, Some(900_000));
+        assert_eq!(c[0].archive_check.as_deref(), Some("pgbackrest.all"));
+        assert_eq!(c[0].status, Status::Warning);
+        // One stanza: the check is the cluster, as before.
+        let one = [state(
+            "db1",
+            "pgbackrest.main",
+            Status::Ok,
+            json!({"windows": [young], "window": young, "window_secs": 7200}),
+        )];
+        assert_eq!(clusters(&one)[0].cluster, "pgbackrest.main");
     }
 
     #[test]
