@@ -173,19 +173,27 @@ function charts(data) {
   return figures.some(Boolean) ? figures : message('muted', 'No history in the last 7 days.');
 }
 
-/** Per cluster: the recoverable window and the data at risk now (docs/checks.md R31, R32). */
-function recovery(clusters, now) {
+/**
+ * Per cluster: the recoverable window and the data at risk now (docs/checks.md R31, R32).
+ * `silent`: the host's agent is silent, so its last figures are not "now": the data at risk is
+ * then said as last measured, and not drawn as if it ended now.
+ */
+function recovery(clusters, now, silent) {
   if (!clusters.length) return message('muted', 'No WAL server or archive is watched on this host.');
   return clusters.map((c) => {
     const w = c.window;
     const start = w ? new Date(w.start).getTime() : null;
     const end = w ? new Date(w.end).getTime() : null;
     const from = Math.min(start ?? now, now - WEEK);
-    const risk = c.data_at_risk_secs;
-    const riskText = risk === null || risk === undefined
+    const measured = c.data_at_risk_secs;
+    const known = measured !== null && measured !== undefined;
+    const stale = silent && known;
+    const risk = stale ? null : measured;
+    const riskText = !known
       ? 'data at risk: not known (see the WAL check)'
-      : risk === 0 ? 'nothing at risk'
-        : `data at risk ${duration(risk)}${c.max_data_at_risk_secs ? ` (limit ${duration(c.max_data_at_risk_secs)})` : ''}`;
+      : stale ? `data at risk: not known now, the agent is silent (${measured === 0 ? 'nothing' : duration(measured)} at risk when last measured, ${ago(c.wal_observed_at)})`
+        : risk === 0 ? 'nothing at risk'
+          : `data at risk ${duration(risk)}${c.max_data_at_risk_secs ? ` (limit ${duration(c.max_data_at_risk_secs)})` : ''}`;
     const windowText = w
       ? `restorable from ${when(w.start)} to ${when(w.end)}${w.cut_at ? ` — cut: ${w.cut_at} is missing` : ''}`
       : `no recoverable window${c.window_note ? `: ${c.window_note}` : ''}`;
@@ -250,7 +258,7 @@ export function mount(main, ctx) {
         facts(host),
         // Through the page's scheduler (one refresh at a time, none while someone types).
         section('Checks', checksTable(host, ctx, () => ctx.refresh())),
-        section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now()))),
+        section('Recovery', h('div', { class: 'recovery-list' }, recovery(clusters, Date.now(), host.silent))),
         section('Last 7 days', h('div', { class: 'charts' }, charts(series))),
         section('Alerts', mine.length
           ? table(['Severity', 'Check', 'Summary', 'Opened', 'State', ''], alertRows, { class: 'alerts' })

@@ -540,10 +540,13 @@ async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
     pg.switch_wal_archived(WAIT).await?;
     let certs = Certs::fleet(&["db1"])?;
     let collector = Collector::sqlite(&certs)
-        .toml("[thresholds.wal]\nmax_data_at_risk = \"1h\"\n")
+        .toml(
+            "[thresholds.wal]\nmax_data_at_risk = \"1h\"\n\
+             [silence]\nhost_after = \"4s\"\nsweep_every = \"500ms\"\n",
+        )
         .start()
         .await?;
-    let _agent = Agent::for_host("db1", &certs, &collector)
+    let mut agent = Agent::for_host("db1", &certs, &collector)
         .wal("main", &pg.dsn(), "1s")
         .archive_dir(
             "main",
@@ -633,6 +636,36 @@ async fn host_page_shows_each_clusters_window_and_data_at_risk() -> Result<()> {
     assert_eq!(risk["bars"], 1, "{risk}");
     no_script_errors(&browser).await?;
     browser.screenshot("host-recovery").await?;
+
+    // The agent goes silent: its last figure is not "now", and not drawn as if it were.
+    agent.terminate(Duration::from_secs(5))?;
+    eventually(WAIT, "the host to be silent", async || {
+        let host = collector.api("/api/v1/hosts/db1").await?;
+        ensure!(host["silent"] == true, "{host}");
+        Ok(())
+    })
+    .await;
+    browser.goto(&collector.url("/hosts/db1")).await?;
+    let stale = browser
+        .wait_js(
+            WAIT,
+            "the silent host's data at risk",
+            &format!(
+                "const f = document.querySelector('{figure}');\
+             const t = f && f.querySelector('.risk-text').textContent;\
+             return t && t.startsWith('data at risk: not known now') ? {{text: t,\
+               bars: f.querySelectorAll('svg.timeline rect.bar.s-critical').length}} : null;"
+            ),
+        )
+        .await;
+    assert!(
+        stale["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("data at risk: not known now, the agent is silent ("),
+        "{stale}"
+    );
+    assert_eq!(stale["bars"], 0, "{stale}");
     Ok(())
 }
 
