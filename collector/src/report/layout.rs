@@ -239,7 +239,11 @@ pub static MONTHLY: Layout = Layout {
                 col!("check", "Check", Text),
                 col!("days", "Days", Num),
                 col!("data_at_risk_secs_max", "Worst data at risk", Secs),
-                col!("days_with_data_at_risk", "Days with data at risk", Num),
+                col!(
+                    "days_over_data_at_risk_limit",
+                    "Days over the data-at-risk limit",
+                    Num
+                ),
                 col!("window_secs_min", "Narrowest window", Secs),
             ],
         },

@@ -319,11 +319,19 @@ pub async fn monthly(
     days.retain(|r| covered.contains(&r.host));
     let mut alerts = store.alerts_opened_between(start, end).await?;
     alerts.retain(|a| covered.contains(&a.fields.host));
+    let wal_checks = store.check_states_of_kind(ProbeKind::Wal).await?;
     let mut drills_of = crate::api::recovery::drills_of(
-        &store.check_states_of_kind(ProbeKind::Wal).await?,
+        &wal_checks,
         &store.check_states_of_kind(ProbeKind::Drill).await?,
     );
     drills_of.retain(|(host, _), _| covered.contains(host));
+    let risk_limits = wal_checks
+        .iter()
+        .filter_map(|w| {
+            let limit = w.details["max_data_at_risk_secs"].as_i64()?;
+            Some(((w.host.clone(), w.check.clone()), limit))
+        })
+        .collect();
     let mut report = monthly::build(monthly::MonthlyInput {
         period: month.name(),
         timezone: cfg.timezone,
@@ -334,6 +342,7 @@ pub async fn monthly(
         alerts,
         self_resolved_window: cfg.self_resolved_window,
         drills_of,
+        risk_limits,
     });
     scoped_title(&mut report.title, only);
     Ok(report)

@@ -35,7 +35,13 @@ pub struct MonthlyInput {
     /// system identifier (`api::recovery::drills_of`); WAL checks without a known identifier
     /// are absent.
     pub drills_of: BTreeMap<(String, String), Vec<(String, String)>>,
+    /// (host, WAL check) → its data-at-risk limit in seconds, as its latest verdict applied
+    /// it (`max_data_at_risk_secs`: the host's thresholds); the procedure's 15 min otherwise.
+    pub risk_limits: BTreeMap<(String, String), i64>,
 }
+
+/// The data-at-risk limit of a WAL check whose verdict did not say (R31's default).
+const DEFAULT_RISK_LIMIT_SECS: i64 = 15 * 60;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MonthlySummary {
@@ -155,8 +161,9 @@ pub struct RecoverabilityLine {
     /// Days with the figure.
     pub days: u64,
     pub data_at_risk_secs_max: Option<i64>,
-    /// Days whose largest data at risk was above 0.
-    pub days_with_data_at_risk: u64,
+    /// Days whose largest data at risk was above the check's limit (a busy primary has
+    /// seconds at risk at every sample: above 0 would be every day).
+    pub days_over_data_at_risk_limit: u64,
     pub window_secs_min: Option<i64>,
 }
 
@@ -440,7 +447,14 @@ pub fn build(mut input: MonthlyInput) -> MonthlyReport {
                 check: check.to_string(),
                 days: risks.len().max(windows.len()) as u64,
                 data_at_risk_secs_max: risks.iter().copied().max(),
-                days_with_data_at_risk: risks.iter().filter(|r| **r > 0).count() as u64,
+                days_over_data_at_risk_limit: {
+                    let limit = input
+                        .risk_limits
+                        .get(&(host.to_string(), check.to_string()))
+                        .copied()
+                        .unwrap_or(DEFAULT_RISK_LIMIT_SECS);
+                    risks.iter().filter(|r| **r > limit).count() as u64
+                },
                 window_secs_min: windows.iter().copied().min(),
             });
         }

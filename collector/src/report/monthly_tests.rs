@@ -47,6 +47,7 @@ fn input(alerts: Vec<Alert>) -> MonthlyInput {
         alerts,
         self_resolved_window: Duration::from_secs(600),
         drills_of: BTreeMap::new(),
+        risk_limits: BTreeMap::new(),
     }
 }
 
@@ -160,15 +161,25 @@ fn recoverability_has_the_worst_data_at_risk_and_the_narrowest_window_of_the_mon
         (
             wal.days,
             wal.data_at_risk_secs_max,
-            wal.days_with_data_at_risk
+            wal.days_over_data_at_risk_limit
         ),
-        (3, Some(1800), 2)
+        // 0, 30 min and 1 min at worst: one day over the default 15 min (a minute at risk
+        // on a busy primary is no finding).
+        (3, Some(1800), 1)
     );
     let archive = &r.recoverability[1];
     assert_eq!(
         (archive.check.as_str(), archive.window_secs_min),
         ("archive.main", Some(86400))
     );
+    // The host's own limit, as its WAL verdict applied it.
+    let mut i = input(Vec::new());
+    i.days = vec![
+        day("wal.main", ProbeKind::Wal, 1, Some(1800), None),
+        day("wal.main", ProbeKind::Wal, 2, Some(60), None),
+    ];
+    i.risk_limits.insert(("db1".into(), "wal.main".into()), 30);
+    assert_eq!(build(i).recoverability[0].days_over_data_at_risk_limit, 2);
 }
 
 #[test]
