@@ -116,6 +116,20 @@ pub fn window(
             continue;
         };
         let stop_segno = stop.segment.segno(seg_size).unwrap_or(start).max(start);
+        // A backup that ended on a branch the current timeline left (taken on the old primary
+        // past a failover's fork, when it was fenced late) cannot be recovered along the
+        // current timeline: its end lies past the fork.
+        if !path.accepts(stop.segment.tli, stop_segno) {
+            first_refusal.get_or_insert_with(|| {
+                format!(
+                    "{} ends on timeline {} at {}, past where the current timeline left it",
+                    b.name,
+                    stop.segment.tli,
+                    stop.segment.name()
+                )
+            });
+            continue;
+        }
         match run_of(start) {
             Some(run) if stop_segno <= run.1 => {
                 latest = Some((start, b, run));
@@ -147,6 +161,10 @@ pub fn window(
         }
         if let Some(stop) = stop_of(b)
             && stop.segment.segno(seg_size).unwrap_or(start) <= run.1
+            && path.accepts(
+                stop.segment.tli,
+                stop.segment.segno(seg_size).unwrap_or(start),
+            )
         {
             earliest = Some((b, stop));
             break;
@@ -258,6 +276,33 @@ mod tests {
         assert!(
             no_history.contains("no base backup history file"),
             "{no_history}"
+        );
+    }
+
+    /// A failover forked timeline 2 at segment 5; a backup on the old primary started on
+    /// timeline 1 at 3 and stopped at 6, past the fork (fenced late): recovery along
+    /// timeline 2 cannot use it. The backup before it, which ended before the fork, can.
+    #[test]
+    fn a_backup_ending_past_the_fork_on_the_old_timeline_is_not_restorable() {
+        let mut files = super::super::continuity::tests::segs(1, &[1, 2, 3, 4, 5, 6]);
+        files.extend(super::super::continuity::tests::segs(2, &[5, 6, 7, 8]));
+        let path = TimelinePath::Exact(vec![(1, 0), (2, 5)]);
+        let stops = |b: &BackupEntry| {
+            let segno = b.start.segno(SEG)?;
+            let end = if segno == 3 { 6 } else { segno + 1 };
+            Some(Stop {
+                segment: SegName::from_segno(1, end, SEG),
+                at: DateTime::from_timestamp(end as i64 * 100, 0)?,
+                exact: true,
+            })
+        };
+        let w = window(&files, &[backup(1), backup(3)], &path, SEG, stops).expect("window");
+        assert_eq!(w.latest_backup, backup(1).name);
+        assert_eq!(w.earliest_backup, backup(1).name);
+        let only = window(&files, &[backup(3)], &path, SEG, stops).unwrap_err();
+        assert!(
+            only.contains("ends on timeline 1 at 000000010000000000000006, past where the current timeline left it"),
+            "{only}"
         );
     }
 
