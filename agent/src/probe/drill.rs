@@ -303,10 +303,13 @@ impl DrillProbe {
         };
         obs.restore_ms = started.elapsed().as_millis() as u64;
         let recovering = Instant::now();
+        let archive = self.wal_archive(&s.data());
         let mut started = s.start_and_wait(&bindir, &limit, self).await;
+        // Recovery has ended (promoted, or stopped): where the archive ended then.
+        s.mark_archive_end(archive.as_deref());
         if started.is_err()
             && matches!(self.target, Target::Before(_))
-            && s.past_the_last_commit(obs, self.wal_archive(&s.data()).as_deref())
+            && s.past_the_last_commit(obs, archive.as_deref())
         {
             started = match s.clear_target() {
                 Ok(()) => s.start_and_wait(&bindir, &limit, self).await,

@@ -224,6 +224,16 @@ fn in_repo(v: &Value, repo: Option<u64>) -> bool {
     })
 }
 
+/// Whether backup `b` of stanza `s` is of the current database of its repository (after a
+/// `stanza-upgrade`, the old major's backups are not); true when pgBackRest does not say.
+pub(crate) fn of_current_db(s: &Value, b: &Value) -> bool {
+    let repo = b["database"]["repo-key"].as_u64();
+    match (b["database"]["id"].as_i64(), current_db(s, repo)) {
+        (Some(id), Some(current)) => id == current,
+        _ => true,
+    }
+}
+
 /// The current database entry's id in repository `repo` (any when `None`): the newest, which
 /// a `stanza-upgrade` adds.
 fn current_db(s: &Value, repo: Option<u64>) -> Option<i64> {
@@ -362,17 +372,11 @@ fn set(
     // Only backups of the current database: after a major upgrade (`stanza-upgrade`) `info`
     // still lists the old major's backups, which restore the old cluster only, up to the
     // upgrade; counting them would claim a window and a fresh backup the new cluster has not.
-    let current = current_db(s, repo);
     let backups: Vec<ToolBackup> = s["backup"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|b| in_repo(b, repo))
-        .filter(|b| match (b["database"]["id"].as_i64(), current) {
-            (Some(id), Some(current)) => id == current,
-            // pgBackRest that does not say: as before.
-            _ => true,
-        })
+        .filter(|b| in_repo(b, repo) && of_current_db(s, b))
         .map(|b| backup(b, now))
         .collect();
     let stop = |b: &ToolBackup| b.stop_time;

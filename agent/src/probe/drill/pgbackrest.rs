@@ -55,7 +55,14 @@ impl PgBackRestSource {
             .find(|s| s["name"] == self.stanza.as_str());
         let newest = stanza
             .into_iter()
-            .flat_map(|s| s["backup"].as_array().into_iter().flatten())
+            .flat_map(|s| {
+                s["backup"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    // After a `stanza-upgrade`, the old major's backups restore the old cluster.
+                    .filter(move |b| crate::probe::pgbackrest::of_current_db(s, b))
+            })
             // `error: true` (pages with bad checksums found while copying) is still a whole
             // backup, and the one a restore would use.
             .max_by_key(|b| b["timestamp"]["stop"].as_i64().unwrap_or(0))

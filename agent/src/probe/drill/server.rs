@@ -39,6 +39,12 @@ pub struct Scratch {
     /// The newest archived segment and when it was stored, for a source whose archive is not
     /// a directory to list (pgBackRest).
     archive_end: Option<super::pgbackrest::ArchiveEnd>,
+    /// An archive directory's newest segment and its time when recovery ended (see
+    /// [`Scratch::mark_archive_end`]).
+    archive_at_end: Option<(String, DateTime<Utc>)>,
+    /// The offset target was cleared after PostgreSQL refused to promote short of it (see
+    /// [`Scratch::past_the_last_commit`]): the drill is short by what the archive lacks.
+    target_cleared: bool,
     done: bool,
 }
 
@@ -144,6 +150,8 @@ impl Scratch {
             bindir: None,
             replay: None,
             archive_end: None,
+            archive_at_end: None,
+            target_cleared: false,
             done: false,
         })
     }
@@ -419,27 +427,55 @@ impl Scratch {
         lines
     }
 
+    /// Note the archive directory's end now, when recovery has ended: a busy server archives
+    /// on while the drill runs its smoke checks and `pg_amcheck`, and what it stores meanwhile
+    /// is neither a gap recovery met nor an end the drill fell short of. Read on this host's
+    /// own sense of order (the listing), not by comparing its clock with the storage's.
+    pub fn mark_archive_end(&mut self, archive: Option<&Path>) {
+        if self.archive_end.is_none() {
+            self.archive_at_end = archive.and_then(newest_segment);
+        }
+    }
+
+    /// The archive's end as the drill judges it: a repository's, else the directory's when
+    /// recovery ended, else now.
+    fn archive_tail(&self, archive: Option<&Path>) -> Option<(String, DateTime<Utc>)> {
+        // A repository's end whose storing time is unknown is taken as now: replay that did
+        // not reach it is then short by the whole time since the recovered point.
+        match &self.archive_end {
+            Some((name, at)) => Some((name.clone(), at.unwrap_or_else(Utc::now))),
+            None => self
+                .archive_at_end
+                .clone()
+                .or_else(|| archive.and_then(newest_segment)),
+        }
+    }
+
     /// PostgreSQL 13 and later stop with "recovery ended before configured recovery target
-    /// was reached" when no transaction committed after an offset target: on a server idle
-    /// since then that is everything, not a failure. When recovery asked for nothing the
-    /// archive lacks (no gap below its end), the target is cleared and the server started
-    /// again: it replays nothing more and promotes at the end of the archive. False: not
-    /// that case (another failure, or a gap: then the drill failed).
+    /// was reached" when recovery ran out of WAL before a commit after an offset target: on
+    /// a server idle since before the target that is everything, not a failure. When
+    /// recovery asked for nothing below the archive's end (no gap), the target is cleared
+    /// (see [`Scratch::clear_target`]) and the server started again: it replays nothing more
+    /// and promotes at the end of the archive, and the drill is short by the time from the
+    /// archive's end to the target, which an idle server's archive (a few seconds) passes and
+    /// a stalled one (hours) does not. False: another failure, or a gap.
     pub fn past_the_last_commit(&self, obs: &DrillObs, archive: Option<&Path>) -> bool {
         let log = std::fs::read(self.log()).unwrap_or_default();
-        if !String::from_utf8_lossy(&log)
-            .contains("recovery ended before configured recovery target was reached")
+        if obs.target_time.is_none()
+            || !String::from_utf8_lossy(&log)
+                .contains("recovery ended before configured recovery target was reached")
         {
             return false;
         }
         let mut seen = obs.clone();
         self.analyse(&mut seen, archive);
-        seen.missing_segment.is_none() && seen.archive_newest_segment.is_some()
+        seen.archive_newest_segment.is_some() && seen.missing_segment.is_none()
     }
 
     /// Clear the recovery target (the last word in postgresql.auto.conf) and set the failed
     /// start's log aside, for a start that recovers to the end of the archive.
-    pub fn clear_target(&self) -> Result<(), String> {
+    pub fn clear_target(&mut self) -> Result<(), String> {
+        self.target_cleared = true;
         let auto = self.data().join("postgresql.auto.conf");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -464,32 +500,17 @@ impl Scratch {
         // for a position on each timeline of its history, newest first, so a name missing on
         // one timeline and restored on an older one is not a gap.
         let mut restored = std::collections::HashSet::new();
-        // When recovery last asked in vain (Unix seconds), when the log says.
-        let mut last_miss: Option<i64> = None;
         for line in log.lines() {
-            let mut words = line.split(' ');
-            match (words.next(), words.next()) {
-                (Some("restored"), Some(f)) if seg(f) => {
+            match line.split_once(' ') {
+                Some(("restored", f)) if seg(f) => {
                     obs.wal_segments_restored += 1;
                     restored.insert(f[8..].to_string());
                 }
-                (Some("missing"), Some(f)) if seg(f) => {
-                    missing.push(f.to_string());
-                    if let Some(at) = words.next().and_then(|t| t.parse().ok()) {
-                        last_miss = last_miss.max(Some(at));
-                    }
-                }
+                Some(("missing", f)) if seg(f) => missing.push(f.to_string()),
                 _ => {}
             }
         }
-        // A repository's end whose storing time is unknown is taken as now: replay that did
-        // not reach it is then short by the whole time since the recovered point. A
-        // directory's end is what it held when recovery last asked in vain: what a busy
-        // server archived since (while the drill ran its checks) is no gap and no shortfall.
-        let newest = match &self.archive_end {
-            Some((name, at)) => Some((name.clone(), at.unwrap_or_else(Utc::now))),
-            None => archive.and_then(|a| newest_segment(a, last_miss)),
-        };
+        let newest = self.archive_tail(archive);
         if let Some((name, mtime)) = &newest {
             obs.archive_newest_segment = Some(name.clone());
             let tail = &name[8..];
@@ -510,6 +531,13 @@ impl Scratch {
             };
             if obs.rto_ms.is_some() && short {
                 obs.shortfall_secs = Some(obs.target_distance_secs.unwrap_or(0).max(0));
+            }
+            // Promoted at the end of the archive after the target was cleared: short by what
+            // the archive lacks up to the target.
+            if let (true, Some(target), Some(_)) =
+                (self.target_cleared, obs.target_time, obs.rto_ms)
+            {
+                obs.shortfall_secs = Some((target - *mtime).num_seconds().max(0));
             }
         }
     }
@@ -577,7 +605,7 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 /// production archive as its `archive_command` leaves timeline 2 there while production goes
 /// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
 /// drill must say so rather than call the clone's last segment the end.
-fn newest_segment(archive: &Path, before: Option<i64>) -> Option<(String, DateTime<Utc>)> {
+fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
         // Compressed or not: the segment's own name.
@@ -588,10 +616,6 @@ fn newest_segment(archive: &Path, before: Option<i64>) -> Option<(String, DateTi
         let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
             continue;
         };
-        // Stored in the second of the miss or later: maybe after it, so not counted.
-        if before.is_some_and(|b| DateTime::<Utc>::from(mtime).timestamp() >= b) {
-            continue;
-        }
         // Names are fixed-width upper-case hex, timeline first.
         if best
             .as_ref()
@@ -631,7 +655,7 @@ mod tests {
         put_at(d, "000000020000000000000007.zst", 103);
         put_at(d, "000000020000000000000008.partial", 104);
         put_at(d, "000000010000000000000003.00000028.backup", 105);
-        let (name, _) = newest_segment(d, None).expect("newest");
+        let (name, _) = newest_segment(d).expect("newest");
         assert_eq!(name, "000000020000000000000007");
 
         // A clone promoted onto timeline 2 archived 5 to 7 into production's archive, while
@@ -645,7 +669,7 @@ mod tests {
         for n in 1..=9 {
             put_at(d, &format!("00000001000000000000000{n}"), 10 + n);
         }
-        let (name, _) = newest_segment(d, None).expect("newest");
+        let (name, _) = newest_segment(d).expect("newest");
         assert_eq!(name, "000000010000000000000009");
     }
 
@@ -726,28 +750,27 @@ mod tests {
     }
 
     /// A busy server archives on while the drill runs its checks: segments stored after
-    /// recovery last asked in vain are neither a gap nor the end it fell short of.
+    /// recovery ended are neither a gap nor the end it fell short of.
     #[test]
-    fn segments_archived_after_the_last_miss_are_no_gap() {
+    fn segments_archived_after_recovery_ended_are_no_gap() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let archive = tmp.path().join("archive");
         std::fs::create_dir(&archive).expect("mkdir");
         for n in 1..=7 {
             put_at(&archive, &format!("00000001000000000000000{n}"), n);
         }
-        let miss = (Utc::now() - chrono::Duration::seconds(3600 - 50)).timestamp();
-        put_at(&archive, "000000010000000000000008", 60);
-        put_at(&archive, "000000010000000000000009", 61);
         let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
         std::fs::write(
             scratch.fetched(),
-            format!(
-                "restored 000000010000000000000006\nrestored 000000010000000000000007\n\
-                 missing 000000010000000000000008 {miss}\nmissing 00000002.history {miss}\n"
-            ),
+            "restored 000000010000000000000006\nrestored 000000010000000000000007\n\
+             missing 000000010000000000000008\nmissing 00000002.history\n",
         )
         .expect("log");
         scratch.replay = Some("0000000000000007".into());
+        scratch.mark_archive_end(Some(&archive));
+        // Archived while the smoke checks ran.
+        put_at(&archive, "000000010000000000000008", 60);
+        put_at(&archive, "000000010000000000000009", 61);
         let mut obs = DrillObs::default();
         scratch.analyse(&mut obs, Some(&archive));
         assert_eq!(
@@ -756,18 +779,69 @@ mod tests {
         );
         assert_eq!(obs.missing_segment, None);
         assert!(obs.archive_end_reached);
-        // Without the miss's time (a log of an older agent): today's whole archive.
-        std::fs::write(
-            scratch.fetched(),
-            "restored 000000010000000000000007\nmissing 000000010000000000000008\n",
-        )
-        .expect("log");
+        // Without the mark, today's whole archive: 8 would be a gap.
+        scratch.archive_at_end = None;
         let mut obs = DrillObs::default();
         scratch.analyse(&mut obs, Some(&archive));
         assert_eq!(
             obs.missing_segment.as_deref(),
             Some("000000010000000000000008")
         );
+        scratch.done = true;
+    }
+
+    /// An offset target the archive does not reach: the target is cleared all the same (an
+    /// idle server archives nothing), and the drill is short by what the archive lacks up to
+    /// the target: seconds for an idle server, hours for a stalled archive.
+    #[test]
+    fn a_cleared_target_is_short_by_what_the_archive_lacks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        for n in 1..=3 {
+            put_at(&archive, &format!("00000001000000000000000{n}"), n);
+        }
+        let scratch_dir = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch_dir).expect("mkdir");
+        let mut scratch = Scratch::create(&scratch_dir, "t", None).expect("scratch");
+        std::fs::create_dir(scratch.data()).expect("data");
+        std::fs::write(scratch.data().join("postgresql.auto.conf"), "").expect("auto.conf");
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
+        )
+        .expect("fetch log");
+        std::fs::write(
+            scratch.log(),
+            "FATAL:  recovery ended before configured recovery target was reached\n",
+        )
+        .expect("server log");
+        // The newest segment was stored about an hour ago (put_at); the target 10 min ago.
+        let target = Utc::now() - chrono::Duration::minutes(10);
+        let mut obs = DrillObs {
+            target_time: Some(target),
+            ..DrillObs::default()
+        };
+        assert!(scratch.past_the_last_commit(&obs, Some(&archive)));
+        scratch.clear_target().expect("cleared");
+        scratch.replay = Some("0000000000000003".into());
+        obs.rto_ms = Some(1000);
+        scratch.analyse(&mut obs, Some(&archive));
+        let short = obs.shortfall_secs.expect("short");
+        assert!((2990..=3000).contains(&short), "{short}");
+        // A gap below the archive's end is the drill's failure, not an idle server.
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000001\nmissing 000000010000000000000002\n",
+        )
+        .expect("fetch log");
+        assert!(!scratch.past_the_last_commit(
+            &DrillObs {
+                target_time: Some(target),
+                ..DrillObs::default()
+            },
+            Some(&archive)
+        ));
         scratch.done = true;
     }
 

@@ -45,13 +45,10 @@ fn fetch_from(a: &str) -> String {
 pub fn block(p: &DrillProbe, scratch: &Scratch, obs: &mut DrillObs) -> String {
     let q = |s: &str| s.replace('\'', "''");
     let log = scratch.fetched().display().to_string().replace('%', "%%");
-    // Each fetch and miss is logged, which counts the segments and names a missing one; a
-    // miss with its time (`%%` is restore_command's `%`), against which the archive is read:
-    // a busy server archives on while the drill runs its checks, and a segment stored after
-    // the miss was the end of the archive then, not a gap.
+    // Each fetch and miss is logged, which counts the segments and names a missing one.
     let logged = |fetch: String| {
         format!(
-            "if {fetch}; then echo 'restored %f' >> '{log}'; else echo \"missing %f $(date +%%s)\" >> '{log}'; exit 1; fi"
+            "if {fetch}; then echo 'restored %f' >> '{log}'; else echo 'missing %f' >> '{log}'; exit 1; fi"
         )
     };
     let restore_command = match (&p.pgbackrest, p.wal_archive(&scratch.data())) {
