@@ -260,6 +260,7 @@ impl From<&DiskObs> for pb::DiskObservation {
             fs_type: d.fs_type.clone().unwrap_or_default(),
             read_only: d.read_only,
             expected_mount_point: d.expected_mount_point.clone().unwrap_or_default(),
+            read_only_allowed: d.read_only_allowed,
         }
     }
 }
@@ -458,6 +459,7 @@ fn observation_from_wire(
             fs_type: non_empty(text("fs_type", d.fs_type)?),
             read_only: d.read_only,
             expected_mount_point: non_empty(text("expected_mount_point", d.expected_mount_point)?),
+            read_only_allowed: d.read_only_allowed,
         }),
         W::WalArchive(w) => Observation::Wal(WalObs {
             server_version_num: w.server_version_num,

@@ -216,6 +216,9 @@ pub struct DiskObs {
     /// The mount point the agent's configuration expects the path on (`mount_point`).
     #[serde(default)]
     pub expected_mount_point: Option<String>,
+    /// The configuration allows the filesystem to be read-only (`allow_read_only`).
+    #[serde(default)]
+    pub read_only_allowed: bool,
 }
 
 /// Disk use is computed here only, as `df` does: root-reserved blocks are neither used nor

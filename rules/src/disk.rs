@@ -126,7 +126,7 @@ fn mount_problems(obs: &DiskObs) -> Vec<(Status, String)> {
             )),
         }
     }
-    if obs.read_only {
+    if obs.read_only && !obs.read_only_allowed {
         let mount = obs.mount_point.as_deref().unwrap_or(obs.path.as_str());
         problems.push((
             Status::Critical,
@@ -153,11 +153,21 @@ pub fn usage(
     l: &DiskLimits,
 ) -> Verdict {
     if let Some(err) = &obs.error {
-        return Verdict::new(
-            Status::Unknown,
-            format!("cannot measure {}: {err}", obs.path),
-        )
-        .with_details(json!({ "path": obs.path, "error": err }));
+        // A path under a volume that is not mounted does not exist: that, not "unknown".
+        let (status, mut summary) = match mount_problems(obs)
+            .into_iter()
+            .find(|(s, _)| *s == Status::Critical)
+        {
+            Some((s, problem)) => (s, format!("{problem}; ")),
+            None => (Status::Unknown, String::new()),
+        };
+        summary.push_str(&format!("cannot measure {}: {err}", obs.path));
+        return Verdict::new(status, summary).with_details(json!({
+            "path": obs.path,
+            "error": err,
+            "mount_point": obs.mount_point,
+            "expected_mount_point": obs.expected_mount_point,
+        }));
     }
     let Some(pct) = obs.used_pct() else {
         return Verdict::new(
@@ -216,6 +226,7 @@ pub fn usage(
             "expected_mount_point": obs.expected_mount_point,
             "fs_type": obs.fs_type,
             "read_only": obs.read_only,
+            "read_only_allowed": obs.read_only_allowed,
             "used_pct": pct,
             "inode_used_pct": inode_pct,
             "used_bytes": used,
@@ -373,6 +384,41 @@ mod tests {
         // The thresholds are not blamed: the space is fine.
         assert!(!v.summary.contains("critical above"), "{}", v.summary);
         assert_eq!(v.details["read_only"], true);
+        // Mounted read-only on purpose (`allow_read_only`): just the space.
+        obs.read_only_allowed = true;
+        let v = usage(&obs, None, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Ok, "{}", v.summary);
+    }
+
+    #[test]
+    fn a_path_missing_under_a_volume_not_mounted_is_critical_not_unknown() {
+        let obs = DiskObs {
+            path: "/backup/pg".into(),
+            error: Some("statvfs /backup/pg: No such file or directory".into()),
+            mount_point: Some("/".into()),
+            expected_mount_point: Some("/backup".into()),
+            ..Default::default()
+        };
+        let v = usage(&obs, None, None, &DiskLimits::default());
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        assert!(
+            v.summary
+                .starts_with("/backup is not mounted: /backup/pg lies on /")
+                && v.summary.ends_with(
+                    "cannot measure /backup/pg: statvfs /backup/pg: No such file or directory"
+                ),
+            "{}",
+            v.summary
+        );
+        // Mounted, but the path is missing: unknown, as before.
+        let mounted = DiskObs {
+            mount_point: None,
+            ..obs
+        };
+        assert_eq!(
+            usage(&mounted, None, None, &DiskLimits::default()).status,
+            Status::Unknown
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct RawDisk {
     /// a backup then fills, and the check is critical instead of measuring the wrong disk.
     #[serde(default)]
     pub mount_point: Option<PathBuf>,
+    /// The filesystem may be read-only (a share mounted so on purpose, e.g. backups a drill
+    /// host only reads); otherwise read-only is critical.
+    #[serde(default)]
+    pub allow_read_only: bool,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub interval: Option<Duration>,
     /// A run taking longer is reported as timed out (default `schedule.timeout`).
@@ -35,6 +39,7 @@ pub fn defaults() -> Vec<RawDisk> {
         name: "backup".into(),
         path: "/backup".into(),
         mount_point: None,
+        allow_read_only: false,
         interval: None,
         timeout: None,
     }]
@@ -84,12 +89,14 @@ impl Section for RawDisk {
                 super::effective::path,
                 "whichever filesystem holds the path is measured",
             )
+            .set("allow_read_only", self.allow_read_only)
             .duration("timeout", timeout);
         Some(Valid {
             probe: Box::new(DiskProbe {
                 name: self.name,
                 path: self.path,
                 mount_point: self.mount_point,
+                allow_read_only: self.allow_read_only,
             }),
             timeout,
             settings,

@@ -59,9 +59,11 @@ impl Probe for BarmanProbe {
     }
 
     async fn observe(&self) -> Outcome {
+        // From the start of the run: the server's role (a libpq connection) counts too.
+        let optional = tool_command::optional_until(tokio::time::Instant::now(), self.timeout);
         let mut obs = self.limits.observation();
         tool_command::mark_server(self.wal.as_ref(), &mut obs).await;
-        match self.observe_set(&mut obs.commands).await {
+        match self.observe_set(&mut obs.commands, optional).await {
             Ok(set) => {
                 obs.sets = vec![set];
                 self.running.mark(&mut obs.sets, Utc::now());
@@ -150,10 +152,14 @@ impl BarmanProbe {
         }
     }
 
-    async fn observe_set(&self, commands: &mut Vec<String>) -> Result<BackupSet, String> {
+    /// The server's set; the optional steps end at `optional`.
+    async fn observe_set(
+        &self,
+        commands: &mut Vec<String>,
+        optional: tokio::time::Instant,
+    ) -> Result<BackupSet, String> {
         let server = self.server.as_str();
         let now = Utc::now();
-        let optional = tool_command::optional_until(tokio::time::Instant::now(), self.timeout);
         let (_, list) = self.json(commands, &["list-backups", server], None).await?;
         let entries = list[server]
             .as_array()

@@ -30,6 +30,8 @@ pub struct DiskProbe {
     pub path: PathBuf,
     /// Where the path's filesystem must be mounted (`mount_point`), when configured.
     pub mount_point: Option<PathBuf>,
+    /// `allow_read_only`.
+    pub allow_read_only: bool,
 }
 
 #[async_trait::async_trait]
@@ -49,14 +51,27 @@ impl Probe for DiskProbe {
     async fn observe(&self) -> Outcome {
         let path = self.path.clone();
         let expected = self.mount_point.clone();
+        let read_only_allowed = self.allow_read_only;
         // statvfs on a hung NFS mount blocks in the kernel: on a thread we can walk away from.
         let what = format!("measuring {}", self.path.display());
-        crate::blocking::run(&what, move || DiskObs {
-            // Compared with mountinfo's mount point, which is canonical: a configured
-            // `/backup` that is a link to `/mnt/backup` is mounted when the latter is.
-            expected_mount_point: expected
-                .map(|m| fs::canonicalize(&m).unwrap_or(m).display().to_string()),
-            ..measure(&path)
+        crate::blocking::run(&what, move || {
+            let mut obs = measure(&path);
+            obs.read_only_allowed = read_only_allowed;
+            if let Some(m) = expected {
+                // Compared with mountinfo's mount point, which is canonical: a configured
+                // `/backup` that is a link to `/mnt/backup` is mounted when the latter is.
+                let canonical = fs::canonicalize(&m).unwrap_or(m);
+                // A path under a volume that is not mounted does not exist (statvfs failed):
+                // where the expected mount point lies instead says why.
+                if obs.error.is_some() && obs.mount_point.is_none() {
+                    obs.mount_point = fs::read_to_string(MOUNTINFO)
+                        .ok()
+                        .and_then(|info| find_mount(&info, &canonical))
+                        .map(|found| found.mount_point.display().to_string());
+                }
+                obs.expected_mount_point = Some(canonical.display().to_string());
+            }
+            obs
         })
         .await
         .map(Observation::Disk)
@@ -109,6 +124,7 @@ pub fn measure(path: &Path) -> DiskObs {
         fs_type,
         read_only: vfs.flags().contains(FsFlags::ST_RDONLY),
         expected_mount_point: None,
+        read_only_allowed: false,
     }
 }
 
@@ -193,6 +209,7 @@ mod tests {
             name: "backup".into(),
             path: tmp.path().to_path_buf(),
             mount_point: Some("/".into()),
+            allow_read_only: false,
         };
         let Ok(Observation::Disk(obs)) = probe.observe().await else {
             panic!("expected an observation");

@@ -310,6 +310,10 @@ pub struct DiskObservation {
     /// none is configured. A path found on another filesystem: the volume is not mounted.
     #[prost(string, tag = "13")]
     pub expected_mount_point: ::prost::alloc::string::String,
+    /// The configuration says the filesystem may be read-only (`allow_read_only`): a share
+    /// mounted read-only on purpose.
+    #[prost(bool, tag = "14")]
+    pub read_only_allowed: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WalArchiveObservation {

@@ -611,7 +611,8 @@ impl AgentBuilder {
         self
     }
 
-    /// A `[[disk]]` probe with further string keys of its table, e.g. `mount_point`.
+    /// A `[[disk]]` probe with further keys of its table, each value as TOML writes it
+    /// (`("mount_point", "\"/backup\"")`, `("allow_read_only", "true")`).
     pub fn disk_with(
         mut self,
         name: &str,
@@ -621,7 +622,7 @@ impl AgentBuilder {
     ) -> Self {
         self = self.disk(name, path, interval);
         for (key, value) in keys {
-            self.probes.push_str(&format!("{key} = \"{value}\"\n"));
+            self.probes.push_str(&format!("{key} = {value}\n"));
         }
         self
     }

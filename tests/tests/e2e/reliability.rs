@@ -540,8 +540,13 @@ async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
     let disk = Tmpfs::mount("1m")?;
     let vol = disk.path().to_path_buf();
     let shown = vol.display().to_string();
+    let pg = vol.join("pg");
+    std::fs::create_dir(&pg)?;
+    let quoted = format!("\"{shown}\"");
     let s = scene("db1", |a| {
-        a.disk_with("backup", &vol, "1s", &[("mount_point", &shown)])
+        a.disk_with("backup", &vol, "1s", &[("mount_point", &quoted)])
+            .disk_with("pg", &pg, "1s", &[("mount_point", &quoted)])
+            .disk_with("share", &vol, "1s", &[("allow_read_only", "true")])
     })
     .await?;
     let c = s
@@ -565,6 +570,9 @@ async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
             WAIT,
         )
         .await;
+    // Mounted read-only on purpose: only its space is judged.
+    let share = s.collector.check("db1", "disk.share").await?;
+    assert_eq!(share["status"], "ok", "{share}");
     disk.read_only(false)?;
     s.collector
         .wait_status("db1", "disk.backup", "ok", WAIT)
@@ -582,5 +590,16 @@ async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
         )
         .await;
     assert_eq!(c["details"]["expected_mount_point"], shown.as_str(), "{c}");
+    // A path under the volume does not exist once it is not mounted: critical too, not
+    // "cannot measure" (the backup tool would create it and fill the parent).
+    s.collector
+        .wait_summary(
+            "db1",
+            "disk.pg",
+            "critical",
+            &format!("{shown} is not mounted: {}/pg lies on ", shown),
+            WAIT,
+        )
+        .await;
     Ok(())
 }
