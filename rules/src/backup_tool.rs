@@ -121,10 +121,32 @@ fn too_old(tool: &str, obs: &BackupToolObs) -> Option<String> {
 #[must_use]
 pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
     let limits = SetLimits::of(obs);
+    // Each stanza's own status (the worst of its repositories' sets), so that a view of one
+    // stanza does not wear another's: judged here, or ok where the primary judges.
+    let set_status = |stanza: &str| {
+        obs.sets
+            .iter()
+            .filter(|s| {
+                s.name == stanza
+                    || s.name
+                        .strip_prefix(stanza)
+                        .is_some_and(|r| r.starts_with("/repo"))
+            })
+            .map(|s| {
+                if obs.on_standby {
+                    Status::Ok
+                } else {
+                    set(s, &limits).0
+                }
+            })
+            .max_by_key(|s| s.rank())
+            .unwrap_or(Status::Unknown)
+    };
     let windows: Vec<SetWindow> = windows(obs)
         .into_iter()
         .map(|(set, window)| SetWindow {
             set,
+            status: set_status(set),
             secs: (window.end - window.start).num_seconds(),
             window,
         })
@@ -203,6 +225,8 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
 #[derive(serde::Serialize)]
 struct SetWindow<'a> {
     set: &'a str,
+    /// The stanza's or server's own status (the check's is the worst of all).
+    status: Status,
     #[serde(flatten)]
     window: RecoveryWindow,
     secs: i64,
@@ -494,6 +518,30 @@ mod tests {
         assert_eq!(narrowest_window(&obs).unwrap().end, at(130));
         let ends: Vec<_> = windows(&obs).iter().map(|(n, w)| (*n, w.end)).collect();
         assert_eq!(ends, [("stuck", at(60)), ("young", at(130))]);
+        // In the verdict's details each stanza has its own status: "stuck"'s newest backup is
+        // a month old (critical), "young"'s a minute (ok); the check's status is the worst.
+        let mut obs = obs;
+        obs.sets[1].newest = obs.sets[1].newest.clone().map(|mut b| {
+            b.age_secs = Some(60);
+            b
+        });
+        obs.sets[1].newest_full = obs.sets[1].newest.clone();
+        obs.sets[1].full_count = 1;
+        obs.sets[0].newest = obs.sets[0].newest.clone().map(|mut b| {
+            b.age_secs = Some(30 * 86_400);
+            b
+        });
+        obs.sets[0].newest_full = obs.sets[0].newest.clone();
+        obs.sets[0].full_count = 1;
+        let v = judge("pgBackRest", &obs);
+        assert_eq!(v.status, Status::Critical, "{}", v.summary);
+        let statuses: Vec<(&str, &str)> = v.details["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (w["set"].as_str().unwrap(), w["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(statuses, [("stuck", "critical"), ("young", "ok")]);
     }
 
     fn healthy() -> BackupToolObs {

@@ -183,7 +183,13 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
                 let entry = out
                     .entry((c.host.clone(), cluster.clone()))
                     .or_insert_with(|| ClusterRecovery::new(&c.host, cluster));
-                entry.worsen(c.status);
+                // The stanza's own status; the check's (its worst) from a rule that did not
+                // say, or when the check is unknown as a whole (its agent silent).
+                let own = w["status"].as_str().and_then(|t| t.parse::<Status>().ok());
+                entry.worsen(match own {
+                    Some(s) if c.status != Status::Unknown => s,
+                    _ => c.status,
+                });
                 entry.archive_check = Some(c.check.clone());
                 entry.window = Some(w.clone());
                 entry.window_secs = w["secs"].as_i64();
@@ -308,7 +314,10 @@ mod tests {
     /// so the stale end of one is seen beside the fresh, narrow window of a young one.
     #[test]
     fn each_stanza_of_a_tool_check_is_a_cluster_of_its_own() {
-        let set = |name: &str, start: &str, end: &str, secs: i64| json!({"set": name, "start": start, "end": end, "secs": secs});
+        let set = |name: &str, start: &str, end: &str, secs: i64| {
+            let status = if name == "stale" { "warning" } else { "ok" };
+            json!({"set": name, "status": status, "start": start, "end": end, "secs": secs})
+        };
         let young = set(
             "young",
             "2026-12-04T08:00:00Z",
@@ -333,7 +342,9 @@ mod tests {
         assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-01T10:00:00Z");
         assert_eq!(c[0].window_secs, Some(900_000));
         assert_eq!(c[0].archive_check.as_deref(), Some("pgbackrest.all"));
+        // Each stanza with its own status, not the check's worst.
         assert_eq!(c[0].status, Status::Warning);
+        assert_eq!(c[1].status, Status::Ok);
         // One stanza: the check is the cluster, as before.
         let one = [state(
             "db1",
