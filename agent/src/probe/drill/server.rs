@@ -521,7 +521,15 @@ impl Scratch {
                 .cloned();
             obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail);
             let reference = obs.target_time.unwrap_or(*mtime);
-            obs.target_distance_secs = obs.recovered_at.map(|r| (reference - r).num_seconds());
+            // No transaction replayed (a server idle since the backup): the point reached is
+            // about when the segment replay ended in was complete, its time in the archive
+            // (else the distance is unknown, and a shortfall then counts 0: a repository's
+            // segments have no time here).
+            let reached = obs.recovered_at.or_else(|| {
+                let replay = self.replay.as_deref()?;
+                archive.and_then(|a| segment_time(a, replay))
+            });
+            obs.target_distance_secs = reached.map(|r| (reference - r).num_seconds());
             // Short: replay that stopped before the end of the archive (latest target), or
             // at a gap before an offset target (PostgreSQL 12 promotes there without a word;
             // later ones refuse, and the drill fails).
@@ -605,6 +613,23 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 /// production archive as its `archive_command` leaves timeline 2 there while production goes
 /// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
 /// drill must say so rather than call the clone's last segment the end.
+/// When the archive stored the segment at position `position` (its name after the timeline,
+/// 16 hex digits) on any timeline, compressed or not: the latest such copy.
+fn segment_time(archive: &Path, position: &str) -> Option<DateTime<Utc>> {
+    std::fs::read_dir(archive)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let WalFile::Segment(seg) = names::parse(&e.file_name().to_string_lossy()).0 else {
+                return None;
+            };
+            (seg.name().get(8..) == Some(position)).then_some(e)
+        })
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max()
+        .map(DateTime::<Utc>::from)
+}
+
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
     let mut best: Option<(String, std::time::SystemTime)> = None;
     for e in std::fs::read_dir(archive).ok()?.flatten() {
@@ -842,6 +867,36 @@ mod tests {
             },
             Some(&archive)
         ));
+        scratch.done = true;
+    }
+
+    /// Replay that stopped at a gap with no transaction replayed (a server idle since the
+    /// backup): short by the time from the segment it stopped in to the archive's end, not 0.
+    #[test]
+    fn a_gap_with_no_transaction_replayed_is_short_by_the_segments_times() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        for n in [1, 2, 3, 5, 6] {
+            put_at(&archive, &format!("00000001000000000000000{n}"), n * 600);
+        }
+        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
+        )
+        .expect("log");
+        scratch.replay = Some("0000000000000003".into());
+        let mut obs = DrillObs {
+            rto_ms: Some(1000),
+            ..DrillObs::default()
+        };
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.shortfall_secs,
+            Some(1800),
+            "segment 3 at 30 min, 6 at 60 min"
+        );
         scratch.done = true;
     }
 
