@@ -8,7 +8,8 @@
 //! stanza or Barman server check (`pgbackrest.<x>`, `barman.<x>`); a check of several stanzas
 //! is a cluster per stanza (`pgbackrest.<x>/<stanza>`), each with its own window. Nothing is computed
 //! here that the rules did not decide: the figures are the checks' details, side by side, so
-//! the API, the host page and the reports cannot disagree.
+//! the API, the host page and the reports cannot disagree; except that a window's end is
+//! capped by the linked server's data at risk (see `cap_window_end`).
 //!
 //! A restore drill (`drill.<x>`, R33) proves a cluster when the cluster it recovered has the
 //! cluster's system identifier (`pg_control_system()`): the identifier is kept by standbys and
@@ -234,7 +235,47 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             }
         }
     }
-    out.into_values().collect()
+    let mut out: Vec<ClusterRecovery> = out.into_values().collect();
+    for c in &mut out {
+        cap_window_end(c);
+    }
+    out
+}
+
+/// A window's end is when the archive stored its newest segment, which after a backlog copied
+/// in a burst (an `archive_command` that hung for two hours, then caught up in a minute) is
+/// long after the WAL in it was written. What the linked server's data at risk says is not
+/// archived cannot be restored: the end is at most the WAL sample's time less the data at
+/// risk. The stored time stays as `end_stored`. Only from a WAL sample at least as recent
+/// as the window's (the archive may have caught up since an older one) and with work at risk.
+fn cap_window_end(c: &mut ClusterRecovery) {
+    let (Some(risk), Some(at), Some(w)) = (c.data_at_risk_secs, c.wal_observed_at, &mut c.window)
+    else {
+        return;
+    };
+    if risk <= 0 || c.window_observed_at.is_some_and(|seen| seen > at) {
+        return;
+    }
+    let cap = at - chrono::Duration::seconds(risk.max(0));
+    let end = w["end"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let start = w["start"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if let Some(end) = end
+        && end > cap
+    {
+        w["end_stored"] = w["end"].clone();
+        w["end"] = Value::from(cap.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        if let Some(start) = start {
+            c.window_secs = Some(
+                (cap - start.with_timezone(&chrono::Utc))
+                    .num_seconds()
+                    .max(0),
+            );
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -308,6 +349,40 @@ mod tests {
         assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T10:00:00Z");
         assert_eq!(c[0].status, Status::Critical);
         assert!(c[0].window_observed_at.is_some());
+    }
+
+    /// A backlog copied in a burst stores old WAL late: the window ends no later than what the
+    /// server's data at risk says is archived.
+    #[test]
+    fn the_window_ends_before_the_data_at_risk() {
+        let mut wal = state(
+            "db1",
+            "wal.main",
+            Status::Critical,
+            json!({"data_at_risk_secs": 6600}),
+        );
+        wal.observed_at = Some("2026-12-04T11:00:00Z".parse().unwrap());
+        let archive = state(
+            "db1",
+            "archive.main",
+            Status::Ok,
+            json!({"wal_probe": "main", "window_secs": 7200,
+                   "window": {"start": "2026-12-04T09:00:00Z", "end": "2026-12-04T11:00:00Z"}}),
+        );
+        let c = clusters(&[wal.clone(), archive.clone()]);
+        let w = c[0].window.as_ref().unwrap();
+        assert_eq!(w["end"], "2026-12-04T09:10:00Z");
+        assert_eq!(w["end_stored"], "2026-12-04T11:00:00Z");
+        assert_eq!(c[0].window_secs, Some(600));
+        // A window measured after the WAL sample: the archive may have caught up since.
+        let mut later = archive.clone();
+        later.observed_at = Some("2026-12-04T11:05:00Z".parse().unwrap());
+        let c = clusters(&[wal.clone(), later]);
+        assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T11:00:00Z");
+        // Nothing at risk: the archive's own end stands.
+        wal.details = json!({"data_at_risk_secs": 0});
+        let c = clusters(&[wal, archive]);
+        assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T11:00:00Z");
     }
 
     /// A repository host's check of every stanza: each stanza is a cluster with its window,
