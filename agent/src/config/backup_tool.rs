@@ -244,6 +244,7 @@ impl Section for RawPgBackRest {
             limits: t.limits,
             wal: t.wal,
             running: Default::default(),
+            listed: Default::default(),
             timeout: t.timeout,
         };
         let settings = Settings::default()

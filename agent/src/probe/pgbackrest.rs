@@ -41,6 +41,8 @@ pub struct PgBackRestProbe {
     pub wal: Option<super::wal_archive::WalProbe>,
     /// Since when each stanza's backup lock has been seen held.
     pub running: std::sync::Arc<tool_command::RunningSince>,
+    /// The sets this agent has seen listed (without `stanza`): one that vanishes is said.
+    pub listed: std::sync::Arc<Listed>,
     /// The run's timeout: the optional steps end well before it.
     pub timeout: std::time::Duration,
 }
@@ -85,8 +87,14 @@ impl Probe for PgBackRestProbe {
             .and_then(|o| parse(&o, now, self.repo.is_some()))
         {
             Ok(parsed) => {
-                let (mut sets, found): (Vec<_>, Vec<_>) = parsed.into_iter().unzip();
+                let (mut sets, mut found): (Vec<_>, Vec<_>) = parsed.into_iter().unzip();
                 self.running.mark(&mut sets, now);
+                if self.stanza.is_none() {
+                    for gone in self.listed.vanished(&sets) {
+                        sets.push(gone);
+                        found.push(None);
+                    }
+                }
                 obs.sets = sets;
                 tips = found;
             }
@@ -133,6 +141,37 @@ impl PgBackRestProbe {
         }
         argv.extend(["--output=json".to_string(), "info".to_string()]);
         argv
+    }
+}
+
+/// The sets a `[[pgbackrest]]` without `stanza` has seen `info` list since the agent started.
+/// `info` lists the stanzas whose directory it finds in the repository: one deleted by
+/// mistake (`stanza-delete`, an object store's lifecycle rule removing `backup/<stanza>/`)
+/// is simply no longer listed, and the other stanzas' ok would hide it. A set seen before and
+/// missing now is reported as a set of its own whose status says so (critical), until the
+/// agent restarts (what to do when it was removed on purpose).
+#[derive(Debug, Default)]
+pub struct Listed(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl Listed {
+    /// Remember `sets`; the sets seen before and not among them, as sets saying so.
+    pub fn vanished(&self, sets: &[BackupSet]) -> Vec<BackupSet> {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.extend(sets.iter().map(|s| s.name.clone()));
+        seen.iter()
+            .filter(|name| !sets.iter().any(|s| &s.name == *name))
+            .map(|name| BackupSet {
+                name: name.clone(),
+                status_code: 1,
+                status_message: Some(
+                    "no longer listed by `pgbackrest info` although this agent saw it before: \
+                     its stanza was deleted or its repository directory is gone (if it was \
+                     removed on purpose, restart the agent)"
+                        .into(),
+                ),
+                ..BackupSet::default()
+            })
+            .collect()
     }
 }
 
@@ -527,6 +566,7 @@ mod tests {
             limits: ToolLimits::default(),
             wal: None,
             running: Default::default(),
+            listed: Default::default(),
             timeout: std::time::Duration::from_secs(3),
         };
         let observed = tokio::time::timeout(std::time::Duration::from_secs(3), probe.observe())
@@ -543,6 +583,53 @@ mod tests {
             Some("20261125-190526F_20261125-190600I")
         );
         assert_eq!(set.archive_max_time, None);
+    }
+
+    /// A stanza `info` no longer lists (deleted by mistake, its repository directory gone)
+    /// is said, although every stanza still listed is fine.
+    #[tokio::test]
+    async fn a_stanza_no_longer_listed_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("info.json");
+        let two = format!(
+            "[{},{}]",
+            &INFO[1..INFO.len() - 1],
+            INFO[1..INFO.len() - 1].replace("\"name\":\"main\"", "\"name\":\"db2\"")
+        );
+        std::fs::write(&info, &two).unwrap();
+        let probe = PgBackRestProbe {
+            name: "all".into(),
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("case \"$*\" in *info*) cat '{}';; esac", info.display()),
+                "pgbackrest".into(),
+            ],
+            config: None,
+            stanza: None,
+            repo: None,
+            limits: ToolLimits::default(),
+            wal: None,
+            running: Default::default(),
+            listed: Default::default(),
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let sets = |o: Outcome| match o {
+            Ok(Observation::PgBackRest(obs)) => obs.sets,
+            other => panic!("{other:?}"),
+        };
+        let first = sets(probe.observe().await);
+        assert_eq!(first.len(), 2);
+        std::fs::write(&info, INFO).unwrap();
+        let then = sets(probe.observe().await);
+        let gone = then.iter().find(|s| s.name == "db2").expect("db2 said");
+        assert_eq!(gone.status_code, 1);
+        assert!(
+            gone.status_message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("no longer listed by `pgbackrest info`")),
+            "{gone:?}"
+        );
     }
 
     /// After `pg_upgrade` and `stanza-upgrade` (15 to 16): the 15 backups and archive are still
