@@ -154,12 +154,15 @@ impl PgBackRestProbe {
 pub struct Listed(std::sync::Mutex<std::collections::BTreeSet<String>>);
 
 impl Listed {
-    /// Remember `sets`; the sets seen before and not among them, as sets saying so.
+    /// Remember the stanzas of `sets`; those seen before and not among them, as sets saying
+    /// so. By stanza, not set: a stanza that gained or lost a repository (`main` becoming
+    /// `main/repo1` and `main/repo2`) is still listed.
     pub fn vanished(&self, sets: &[BackupSet]) -> Vec<BackupSet> {
+        let stanza = |name: &str| name.split("/repo").next().unwrap_or(name).to_string();
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        seen.extend(sets.iter().map(|s| s.name.clone()));
+        seen.extend(sets.iter().map(|s| stanza(&s.name)));
         seen.iter()
-            .filter(|name| !sets.iter().any(|s| &s.name == *name))
+            .filter(|name| !sets.iter().any(|s| &stanza(&s.name) == *name))
             .map(|name| BackupSet {
                 name: name.clone(),
                 status_code: 1,
@@ -620,6 +623,12 @@ mod tests {
         };
         let first = sets(probe.observe().await);
         assert_eq!(first.len(), 2);
+        // A stanza that gained a repository is still listed (as `main/repo1`, ...).
+        let gained = probe.listed.vanished(&[BackupSet {
+            name: "main/repo1".into(),
+            ..BackupSet::default()
+        }]);
+        assert_eq!(gained.len(), 1, "only db2: {gained:?}");
         std::fs::write(&info, INFO).unwrap();
         let then = sets(probe.observe().await);
         let gone = then.iter().find(|s| s.name == "db2").expect("db2 said");
