@@ -151,6 +151,19 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
             window,
         })
         .collect();
+    // Every stanza or server with its own status, those without a window too (no backup, a
+    // stanza no longer listed): what a view per stanza shows.
+    let mut stanzas: Vec<&str> = Vec::new();
+    for s in &obs.sets {
+        let name = s.name.split("/repo").next().unwrap_or(&s.name);
+        if !stanzas.contains(&name) {
+            stanzas.push(name);
+        }
+    }
+    let stanzas: Vec<serde_json::Value> = stanzas
+        .into_iter()
+        .map(|name| json!({"set": name, "status": set_status(name)}))
+        .collect();
     // The narrowest set's window speaks for the check (one stanza or server in most setups).
     let narrowest = windows.iter().min_by_key(|w| w.secs);
     let details = json!({
@@ -162,6 +175,7 @@ pub fn judge(tool: &str, obs: &BackupToolObs) -> Verdict {
         "min_size_ratio": limits.min_size_ratio,
         "min_full_backups": limits.min_full_backups,
         "windows": windows,
+        "stanzas": stanzas,
         "window_secs": narrowest.map(|w| w.secs),
         "window": narrowest,
         "tool_version": obs.tool_version,
@@ -542,6 +556,23 @@ mod tests {
             .map(|w| (w["set"].as_str().unwrap(), w["status"].as_str().unwrap()))
             .collect();
         assert_eq!(statuses, [("stuck", "critical"), ("young", "ok")]);
+        // Every stanza, with or without a window, is listed with its status.
+        obs.sets.push(BackupSet {
+            name: "gone".into(),
+            status_code: 1,
+            ..BackupSet::default()
+        });
+        let v = judge("pgBackRest", &obs);
+        let stanzas: Vec<(&str, &str)> = v.details["stanzas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (w["set"].as_str().unwrap(), w["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            stanzas,
+            [("stuck", "critical"), ("young", "ok"), ("gone", "critical")]
+        );
     }
 
     fn healthy() -> BackupToolObs {

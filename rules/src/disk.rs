@@ -154,12 +154,12 @@ pub fn usage(
 ) -> Verdict {
     if let Some(err) = &obs.error {
         // A path under a volume that is not mounted does not exist: that, not "unknown".
-        let (status, mut summary) = match mount_problems(obs)
-            .into_iter()
-            .find(|(s, _)| *s == Status::Critical)
-        {
-            Some((s, problem)) => (s, format!("{problem}; ")),
-            None => (Status::Unknown, String::new()),
+        let (status, mut summary) = match (&obs.expected_mount_point, &obs.mount_point) {
+            (Some(expected), Some(actual)) if expected != actual => (
+                Status::Critical,
+                format!("{expected} is not mounted (its mount point lies on {actual}); "),
+            ),
+            _ => (Status::Unknown, String::new()),
         };
         summary.push_str(&format!("cannot measure {}: {err}", obs.path));
         return Verdict::new(status, summary).with_details(json!({
@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(v.status, Status::Critical, "{}", v.summary);
         assert!(
             v.summary
-                .starts_with("/backup is not mounted: /backup/pg lies on /")
+                .starts_with("/backup is not mounted (its mount point lies on /); ")
                 && v.summary.ends_with(
                     "cannot measure /backup/pg: statvfs /backup/pg: No such file or directory"
                 ),

@@ -45,6 +45,9 @@ pub struct ClusterRecovery {
     /// unknown (see the WAL check), or no WAL check.
     pub data_at_risk_secs: Option<i64>,
     pub data_at_risk_segment: Option<String>,
+    /// The data at risk is only the current, unswitched segment's (no segment waiting).
+    #[serde(skip)]
+    data_at_risk_unswitched: bool,
     pub max_data_at_risk_secs: Option<i64>,
     /// R32: the window (`start`, `end`, `earliest_backup`, `latest_backup`, `end_segment`,
     /// `cut_at`, ...), as the archive check reported it.
@@ -141,6 +144,7 @@ impl ClusterRecovery {
             archive_check: None,
             data_at_risk_secs: None,
             data_at_risk_segment: None,
+            data_at_risk_unswitched: false,
             max_data_at_risk_secs: None,
             window: None,
             window_secs: None,
@@ -173,28 +177,47 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
         };
         let d = &c.details;
         // A backup tool's check of several stanzas (a repository host's `[[pgbackrest]]`
-        // without `stanza`): a cluster each, so a young stanza's narrow window hides no other
-        // stanza's stale end (the check's own `window` is the narrowest).
+        // without `stanza`): a cluster each, with its own window and status, so a young
+        // stanza's narrow window hides no other stanza's stale end (the check's own `window`
+        // is the narrowest), and a stanza without a window (no backup, no longer listed) is
+        // there too.
         if matches!(kind, ProbeKind::PgBackRest | ProbeKind::Barman)
-            && let Some(sets) = d["windows"].as_array().filter(|w| w.len() > 1)
+            && let Some(stanzas) = d["stanzas"].as_array().filter(|s| s.len() > 1)
         {
-            for w in sets {
-                let set = w["set"].as_str().unwrap_or_default();
+            let own = |v: &Value| v["status"].as_str().and_then(|t| t.parse::<Status>().ok());
+            // What the check found beyond any one stanza (a tool too old for the server, its
+            // agent silent): every stanza wears it.
+            let every = stanzas
+                .iter()
+                .filter_map(own)
+                .max_by_key(|s| s.rank())
+                .filter(|worst| worst.rank() >= c.status.rank())
+                .map_or(c.status, |_| Status::Ok);
+            for st in stanzas {
+                let set = st["set"].as_str().unwrap_or_default();
                 let cluster = format!("{}/{set}", c.check);
                 let entry = out
                     .entry((c.host.clone(), cluster.clone()))
                     .or_insert_with(|| ClusterRecovery::new(&c.host, cluster));
-                // The stanza's own status; the check's (its worst) from a rule that did not
-                // say, or when the check is unknown as a whole (its agent silent).
-                let own = w["status"].as_str().and_then(|t| t.parse::<Status>().ok());
-                entry.worsen(match own {
-                    Some(s) if c.status != Status::Unknown => s,
-                    _ => c.status,
-                });
+                entry.worsen(own(st).unwrap_or(c.status));
+                entry.worsen(every);
                 entry.archive_check = Some(c.check.clone());
-                entry.window = Some(w.clone());
-                entry.window_secs = w["secs"].as_i64();
                 entry.window_observed_at = c.observed_at;
+                let window = d["windows"]
+                    .as_array()
+                    .and_then(|w| w.iter().find(|w| w["set"] == set));
+                match window {
+                    Some(w) => {
+                        entry.window = Some(w.clone());
+                        entry.window_secs = w["secs"].as_i64();
+                    }
+                    None => {
+                        entry.window_note = Some(
+                            "the tool gives this stanza no successful backup, or not when its newest WAL was stored"
+                                .into(),
+                        )
+                    }
+                }
             }
             continue;
         }
@@ -212,6 +235,7 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
             entry.wal_check = Some(c.check.clone());
             entry.data_at_risk_secs = d["data_at_risk_secs"].as_i64();
             entry.data_at_risk_segment = text(&d["data_at_risk_segment"]);
+            entry.data_at_risk_unswitched = d["data_at_risk_unswitched"] == true;
             entry.max_data_at_risk_secs = d["max_data_at_risk_secs"].as_i64();
             entry.system_identifier = text(&d["system_identifier"]);
             entry.wal_observed_at = c.observed_at;
@@ -247,13 +271,17 @@ pub fn clusters(checks: &[CheckState]) -> Vec<ClusterRecovery> {
 /// long after the WAL in it was written. What the linked server's data at risk says is not
 /// archived cannot be restored: the end is at most the WAL sample's time less the data at
 /// risk. The stored time stays as `end_stored`. Only from a WAL sample at least as recent
-/// as the window's (the archive may have caught up since an older one) and with work at risk.
+/// as the window's (the archive may have caught up since an older one) and with segments
+/// waiting to be archived.
 fn cap_window_end(c: &mut ClusterRecovery) {
     let (Some(risk), Some(at), Some(w)) = (c.data_at_risk_secs, c.wal_observed_at, &mut c.window)
     else {
         return;
     };
-    if risk <= 0 || c.window_observed_at.is_some_and(|seen| seen > at) {
+    // Work only in the current segment is the normal state of a primary between switches:
+    // the archive is caught up, and its end is what it says.
+    if risk <= 0 || c.data_at_risk_unswitched || c.window_observed_at.is_some_and(|seen| seen > at)
+    {
         return;
     }
     let cap = at - chrono::Duration::seconds(risk.max(0));
@@ -379,6 +407,11 @@ mod tests {
         later.observed_at = Some("2026-12-04T11:05:00Z".parse().unwrap());
         let c = clusters(&[wal.clone(), later]);
         assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T11:00:00Z");
+        // Only the current segment's work at risk: a caught-up archive, its end stands.
+        let mut unswitched = wal.clone();
+        unswitched.details = json!({"data_at_risk_secs": 6600, "data_at_risk_unswitched": true});
+        let c = clusters(&[unswitched, archive.clone()]);
+        assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-04T11:00:00Z");
         // Nothing at risk: the archive's own end stands.
         wal.details = json!({"data_at_risk_secs": 0});
         let c = clusters(&[wal, archive]);
@@ -393,6 +426,8 @@ mod tests {
             let status = if name == "stale" { "warning" } else { "ok" };
             json!({"set": name, "status": status, "start": start, "end": end, "secs": secs})
         };
+        let stanzas = json!([{"set": "young", "status": "ok"}, {"set": "stale", "status": "warning"},
+                             {"set": "gone", "status": "critical"}]);
         let young = set(
             "young",
             "2026-12-04T08:00:00Z",
@@ -408,24 +443,48 @@ mod tests {
         let checks = [state(
             "repo1",
             "pgbackrest.all",
-            Status::Warning,
-            json!({"windows": [young, stale], "window": young, "window_secs": 7200}),
+            Status::Critical,
+            json!({"windows": [young, stale], "stanzas": stanzas, "window": young, "window_secs": 7200}),
         )];
         let c = clusters(&checks);
         let names: Vec<&str> = c.iter().map(|c| c.cluster.as_str()).collect();
-        assert_eq!(names, ["pgbackrest.all/stale", "pgbackrest.all/young"]);
+        assert_eq!(
+            names,
+            [
+                "pgbackrest.all/gone",
+                "pgbackrest.all/stale",
+                "pgbackrest.all/young"
+            ]
+        );
+        // A stanza without a window is there, with its own status.
+        assert_eq!(c[0].status, Status::Critical);
+        assert_eq!(c[0].window, None);
+        let c = &c[1..];
         assert_eq!(c[0].window.as_ref().unwrap()["end"], "2026-12-01T10:00:00Z");
         assert_eq!(c[0].window_secs, Some(900_000));
         assert_eq!(c[0].archive_check.as_deref(), Some("pgbackrest.all"));
         // Each stanza with its own status, not the check's worst.
         assert_eq!(c[0].status, Status::Warning);
         assert_eq!(c[1].status, Status::Ok);
+        // A finding of the check beyond its stanzas (a tool too old for the server): every
+        // stanza wears it.
+        let too_old = [state(
+            "repo1",
+            "pgbackrest.all",
+            Status::Critical,
+            json!({"windows": [young], "stanzas": [{"set": "young", "status": "ok"}, {"set": "b", "status": "ok"}]}),
+        )];
+        assert!(
+            clusters(&too_old)
+                .iter()
+                .all(|c| c.status == Status::Critical)
+        );
         // One stanza: the check is the cluster, as before.
         let one = [state(
             "db1",
             "pgbackrest.main",
             Status::Ok,
-            json!({"windows": [young], "window": young, "window_secs": 7200}),
+            json!({"windows": [young], "stanzas": [{"set": "young", "status": "ok"}], "window": young, "window_secs": 7200}),
         )];
         assert_eq!(clusters(&one)[0].cluster, "pgbackrest.main");
     }

@@ -570,8 +570,13 @@ async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
             WAIT,
         )
         .await;
-    // Mounted read-only on purpose: only its space is judged.
-    let share = s.collector.check("db1", "disk.share").await?;
+    // Mounted read-only on purpose: only its space is judged (once it measured read-only).
+    let share = s
+        .collector
+        .wait_check("db1", "disk.share", "to measure read-only", WAIT, |c| {
+            c["details"]["read_only"] == true
+        })
+        .await;
     assert_eq!(share["status"], "ok", "{share}");
     disk.read_only(false)?;
     s.collector
@@ -597,7 +602,7 @@ async fn a_read_only_or_unmounted_backup_volume_is_critical() -> Result<()> {
             "db1",
             "disk.pg",
             "critical",
-            &format!("{shown} is not mounted: {}/pg lies on ", shown),
+            &format!("{shown} is not mounted (its mount point lies on "),
             WAIT,
         )
         .await;

@@ -42,9 +42,6 @@ pub struct Scratch {
     /// An archive directory's newest segment and its time when recovery ended (see
     /// [`Scratch::mark_archive_end`]).
     archive_at_end: Option<(String, DateTime<Utc>)>,
-    /// The offset target was cleared after PostgreSQL refused to promote short of it (see
-    /// [`Scratch::past_the_last_commit`]): the drill is short by what the archive lacks.
-    target_cleared: bool,
     done: bool,
 }
 
@@ -151,7 +148,6 @@ impl Scratch {
             replay: None,
             archive_end: None,
             archive_at_end: None,
-            target_cleared: false,
             done: false,
         })
     }
@@ -456,9 +452,11 @@ impl Scratch {
     /// a server idle since before the target that is everything, not a failure. When
     /// recovery asked for nothing below the archive's end (no gap), the target is cleared
     /// (see [`Scratch::clear_target`]) and the server started again: it replays nothing more
-    /// and promotes at the end of the archive, and the drill is short by the time from the
-    /// archive's end to the target, which an idle server's archive (a few seconds) passes and
-    /// a stalled one (hours) does not. False: another failure, or a gap.
+    /// and promotes at the end of the archive, which is then what the drill proves. An idle
+    /// server archives nothing for hours (PostgreSQL switches no segment without WAL), so the
+    /// archive's age says nothing here; an archive that stopped while the server went on
+    /// writing is the WAL check's finding (data at risk, WAL waiting). False: another
+    /// failure, or a gap.
     pub fn past_the_last_commit(&self, obs: &DrillObs, archive: Option<&Path>) -> bool {
         let log = std::fs::read(self.log()).unwrap_or_default();
         if obs.target_time.is_none()
@@ -474,8 +472,7 @@ impl Scratch {
 
     /// Clear the recovery target (the last word in postgresql.auto.conf) and set the failed
     /// start's log aside, for a start that recovers to the end of the archive.
-    pub fn clear_target(&mut self) -> Result<(), String> {
-        self.target_cleared = true;
+    pub fn clear_target(&self) -> Result<(), String> {
         let auto = self.data().join("postgresql.auto.conf");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -511,15 +508,27 @@ impl Scratch {
             }
         }
         let newest = self.archive_tail(archive);
+        // A segment recovery asked for in vain that the archive holds now was on its way
+        // then (a busy server archives on while the server promotes): not a gap, and replay
+        // that stopped before it reached the archive's end as it was.
+        let arrived = |m: &str| archive.is_some_and(|a| in_archive_now(a, m));
         if let Some((name, mtime)) = &newest {
             obs.archive_newest_segment = Some(name.clone());
             let tail = &name[8..];
             // Asked for, absent, and the archive holds later ones: a gap, not the end.
             obs.missing_segment = missing
                 .iter()
-                .find(|m| &m[8..] < tail && !restored.contains(&m[8..]))
+                .find(|m| &m[8..] < tail && !restored.contains(&m[8..]) && !arrived(m))
                 .cloned();
-            obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail);
+            // The first position recovery asked for after the one it ended in.
+            let next_asked = self.replay.as_deref().and_then(|r| {
+                missing
+                    .iter()
+                    .filter(|m| &m[8..] > r)
+                    .min_by(|a, b| a[8..].cmp(&b[8..]))
+            });
+            obs.archive_end_reached = self.replay.as_deref().is_some_and(|r| r >= tail)
+                || next_asked.is_some_and(|m| arrived(m));
             let reference = obs.target_time.unwrap_or(*mtime);
             // No transaction replayed (a server idle since the backup): the point reached is
             // about when the segment replay ended in was complete, its time in the archive
@@ -539,13 +548,6 @@ impl Scratch {
             };
             if obs.rto_ms.is_some() && short {
                 obs.shortfall_secs = Some(obs.target_distance_secs.unwrap_or(0).max(0));
-            }
-            // Promoted at the end of the archive after the target was cleared: short by what
-            // the archive lacks up to the target.
-            if let (true, Some(target), Some(_)) =
-                (self.target_cleared, obs.target_time, obs.rto_ms)
-            {
-                obs.shortfall_secs = Some((target - *mtime).num_seconds().max(0));
             }
         }
     }
@@ -613,6 +615,14 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 /// production archive as its `archive_command` leaves timeline 2 there while production goes
 /// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
 /// drill must say so rather than call the clone's last segment the end.
+/// Whether the archive directory holds segment `name`, as it is or under a compression or
+/// encryption suffix.
+fn in_archive_now(archive: &Path, name: &str) -> bool {
+    names::stored_names(name)
+        .iter()
+        .any(|(stored, _)| archive.join(stored).is_file())
+}
+
 /// When the archive stored the segment at position `position` (its name after the timeline,
 /// 16 hex digits) on any timeline, compressed or not: the latest such copy.
 fn segment_time(archive: &Path, position: &str) -> Option<DateTime<Utc>> {
@@ -804,8 +814,9 @@ mod tests {
         );
         assert_eq!(obs.missing_segment, None);
         assert!(obs.archive_end_reached);
-        // Without the mark, today's whole archive: 8 would be a gap.
+        // Without the mark, today's whole archive: 8, had it not arrived, would be a gap.
         scratch.archive_at_end = None;
+        std::fs::remove_file(archive.join("000000010000000000000008")).expect("remove");
         let mut obs = DrillObs::default();
         scratch.analyse(&mut obs, Some(&archive));
         assert_eq!(
@@ -815,11 +826,11 @@ mod tests {
         scratch.done = true;
     }
 
-    /// An offset target the archive does not reach: the target is cleared all the same (an
-    /// idle server archives nothing), and the drill is short by what the archive lacks up to
-    /// the target: seconds for an idle server, hours for a stalled archive.
+    /// An offset target after the archive's end (a server idle since): the target is cleared,
+    /// whatever the archive's age (an idle server archives nothing for hours), and the drill
+    /// is not short; a gap below the archive's end is the drill's failure.
     #[test]
-    fn a_cleared_target_is_short_by_what_the_archive_lacks() {
+    fn a_cleared_target_is_not_short_and_a_gap_is_no_idle_server() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let archive = tmp.path().join("archive");
         std::fs::create_dir(&archive).expect("mkdir");
@@ -852,21 +863,62 @@ mod tests {
         scratch.replay = Some("0000000000000003".into());
         obs.rto_ms = Some(1000);
         scratch.analyse(&mut obs, Some(&archive));
-        let short = obs.shortfall_secs.expect("short");
-        assert!((2990..=3000).contains(&short), "{short}");
+        assert_eq!(obs.shortfall_secs, None);
+        assert_eq!(obs.missing_segment, None);
         // A gap below the archive's end is the drill's failure, not an idle server.
         std::fs::write(
             scratch.fetched(),
             "restored 000000010000000000000001\nmissing 000000010000000000000002\n",
         )
         .expect("fetch log");
-        assert!(!scratch.past_the_last_commit(
-            &DrillObs {
-                target_time: Some(target),
-                ..DrillObs::default()
-            },
-            Some(&archive)
-        ));
+        std::fs::remove_file(archive.join("000000010000000000000002")).expect("gap");
+        let obs = DrillObs {
+            target_time: Some(target),
+            ..DrillObs::default()
+        };
+        assert!(!scratch.past_the_last_commit(&obs, Some(&archive)));
+        scratch.done = true;
+    }
+
+    /// A segment recovery asked for in vain that arrived right after (a busy server archives
+    /// on while the drill's server promotes, before the archive is listed) is no gap, and
+    /// replay reached the end as it was.
+    #[test]
+    fn a_segment_that_arrived_after_the_miss_is_no_gap() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir");
+        for n in 1..=9 {
+            put_at(&archive, &format!("00000001000000000000000{n}"), n);
+        }
+        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
+        std::fs::write(
+            scratch.fetched(),
+            "restored 000000010000000000000007\nmissing 000000010000000000000008\nmissing 00000002.history\n",
+        )
+        .expect("log");
+        scratch.replay = Some("0000000000000007".into());
+        scratch.mark_archive_end(Some(&archive));
+        let mut obs = DrillObs {
+            rto_ms: Some(1000),
+            ..DrillObs::default()
+        };
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(obs.missing_segment, None);
+        assert!(obs.archive_end_reached);
+        assert_eq!(obs.shortfall_secs, None);
+        // Still absent, with later ones there: a gap.
+        std::fs::remove_file(archive.join("000000010000000000000008")).expect("gap");
+        let mut obs = DrillObs {
+            rto_ms: Some(1000),
+            ..DrillObs::default()
+        };
+        scratch.analyse(&mut obs, Some(&archive));
+        assert_eq!(
+            obs.missing_segment.as_deref(),
+            Some("000000010000000000000008")
+        );
+        assert!(!obs.archive_end_reached);
         scratch.done = true;
     }
 
