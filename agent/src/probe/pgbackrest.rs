@@ -547,6 +547,22 @@ mod tests {
         assert_eq!(s.archive_max.as_deref(), Some("000000010000000000000004"));
     }
 
+    /// A probe of every stanza whose pgBackRest is the shell `script` (its arguments in `$*`).
+    fn fake(script: String, timeout_secs: u64) -> PgBackRestProbe {
+        PgBackRestProbe {
+            name: "all".into(),
+            command: vec!["sh".into(), "-c".into(), script, "pgbackrest".into()],
+            config: None,
+            stanza: None,
+            repo: None,
+            limits: ToolLimits::default(),
+            wal: None,
+            running: Default::default(),
+            listed: Default::default(),
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        }
+    }
+
     /// A `repo-ls` that hangs (an S3 call waiting for pgBackRest's io-timeout) only leaves the
     /// window's end unknown: the run returns what `info` found before its timeout, instead of
     /// timing out as a whole (which hid a stale backup's critical behind an unknown).
@@ -560,18 +576,7 @@ mod tests {
              *info*) cat '{}';; esac",
             info.display()
         );
-        let probe = PgBackRestProbe {
-            name: "main".into(),
-            command: vec!["sh".into(), "-c".into(), script, "pgbackrest".into()],
-            config: None,
-            stanza: None,
-            repo: None,
-            limits: ToolLimits::default(),
-            wal: None,
-            running: Default::default(),
-            listed: Default::default(),
-            timeout: std::time::Duration::from_secs(3),
-        };
+        let probe = fake(script, 3);
         let observed = tokio::time::timeout(std::time::Duration::from_secs(3), probe.observe())
             .await
             .expect("within the run's timeout");
@@ -600,23 +605,10 @@ mod tests {
             INFO[1..INFO.len() - 1].replace("\"name\":\"main\"", "\"name\":\"db2\"")
         );
         std::fs::write(&info, &two).unwrap();
-        let probe = PgBackRestProbe {
-            name: "all".into(),
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                format!("case \"$*\" in *info*) cat '{}';; esac", info.display()),
-                "pgbackrest".into(),
-            ],
-            config: None,
-            stanza: None,
-            repo: None,
-            limits: ToolLimits::default(),
-            wal: None,
-            running: Default::default(),
-            listed: Default::default(),
-            timeout: std::time::Duration::from_secs(10),
-        };
+        let probe = fake(
+            format!("case \"$*\" in *info*) cat '{}';; esac", info.display()),
+            10,
+        );
         let sets = |o: Outcome| match o {
             Ok(Observation::PgBackRest(obs)) => obs.sets,
             other => panic!("{other:?}"),

@@ -674,6 +674,29 @@ mod tests {
         f.set_modified(at).expect("mtime");
     }
 
+    /// An archive directory holding timeline 1's `segments` (each stored `(segno, secs)`
+    /// after an hour ago, see [`put_at`]) and, beside it, a scratch whose restore_command log
+    /// is `fetched` and whose data directory has an empty `postgresql.auto.conf`.
+    fn fixture(segments: &[(u64, u64)], fetched: &str) -> (tempfile::TempDir, PathBuf, Scratch) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("archive");
+        std::fs::create_dir(&archive).expect("mkdir archive");
+        for &(n, secs) in segments {
+            put_at(
+                &archive,
+                &format!("{:024X}", 0x1_0000_0000_0000_0000_u128 + u128::from(n)),
+                secs,
+            );
+        }
+        let scratch_dir = tmp.path().join("scratch");
+        std::fs::create_dir(&scratch_dir).expect("mkdir scratch");
+        let scratch = Scratch::create(&scratch_dir, "t", None).expect("scratch");
+        std::fs::create_dir(scratch.data()).expect("data");
+        std::fs::write(scratch.data().join("postgresql.auto.conf"), "").expect("auto.conf");
+        std::fs::write(scratch.fetched(), fetched).expect("fetch log");
+        (tmp, archive, scratch)
+    }
+
     #[test]
     fn the_archive_ends_where_it_was_written_last() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -788,19 +811,11 @@ mod tests {
     /// recovery ended are neither a gap nor the end it fell short of.
     #[test]
     fn segments_archived_after_recovery_ended_are_no_gap() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = tmp.path().join("archive");
-        std::fs::create_dir(&archive).expect("mkdir");
-        for n in 1..=7 {
-            put_at(&archive, &format!("00000001000000000000000{n}"), n);
-        }
-        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
-        std::fs::write(
-            scratch.fetched(),
+        let (_tmp, archive, mut scratch) = fixture(
+            &(1..=7).map(|n| (n, n)).collect::<Vec<_>>(),
             "restored 000000010000000000000006\nrestored 000000010000000000000007\n\
              missing 000000010000000000000008\nmissing 00000002.history\n",
-        )
-        .expect("log");
+        );
         scratch.replay = Some("0000000000000007".into());
         scratch.mark_archive_end(Some(&archive));
         // Archived while the smoke checks ran.
@@ -831,22 +846,10 @@ mod tests {
     /// is not short; a gap below the archive's end is the drill's failure.
     #[test]
     fn a_cleared_target_is_not_short_and_a_gap_is_no_idle_server() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = tmp.path().join("archive");
-        std::fs::create_dir(&archive).expect("mkdir");
-        for n in 1..=3 {
-            put_at(&archive, &format!("00000001000000000000000{n}"), n);
-        }
-        let scratch_dir = tmp.path().join("scratch");
-        std::fs::create_dir(&scratch_dir).expect("mkdir");
-        let mut scratch = Scratch::create(&scratch_dir, "t", None).expect("scratch");
-        std::fs::create_dir(scratch.data()).expect("data");
-        std::fs::write(scratch.data().join("postgresql.auto.conf"), "").expect("auto.conf");
-        std::fs::write(
-            scratch.fetched(),
+        let (_tmp, archive, mut scratch) = fixture(
+            &[(1, 1), (2, 2), (3, 3)],
             "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
-        )
-        .expect("fetch log");
+        );
         std::fs::write(
             scratch.log(),
             "FATAL:  recovery ended before configured recovery target was reached\n",
@@ -885,18 +888,10 @@ mod tests {
     /// replay reached the end as it was.
     #[test]
     fn a_segment_that_arrived_after_the_miss_is_no_gap() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = tmp.path().join("archive");
-        std::fs::create_dir(&archive).expect("mkdir");
-        for n in 1..=9 {
-            put_at(&archive, &format!("00000001000000000000000{n}"), n);
-        }
-        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
-        std::fs::write(
-            scratch.fetched(),
+        let (_tmp, archive, mut scratch) = fixture(
+            &(1..=9).map(|n| (n, n)).collect::<Vec<_>>(),
             "restored 000000010000000000000007\nmissing 000000010000000000000008\nmissing 00000002.history\n",
-        )
-        .expect("log");
+        );
         scratch.replay = Some("0000000000000007".into());
         scratch.mark_archive_end(Some(&archive));
         let mut obs = DrillObs {
@@ -926,18 +921,10 @@ mod tests {
     /// backup): short by the time from the segment it stopped in to the archive's end, not 0.
     #[test]
     fn a_gap_with_no_transaction_replayed_is_short_by_the_segments_times() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = tmp.path().join("archive");
-        std::fs::create_dir(&archive).expect("mkdir");
-        for n in [1, 2, 3, 5, 6] {
-            put_at(&archive, &format!("00000001000000000000000{n}"), n * 600);
-        }
-        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
-        std::fs::write(
-            scratch.fetched(),
+        let (_tmp, archive, mut scratch) = fixture(
+            &[1, 2, 3, 5, 6].map(|n| (n, n * 600)),
             "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
-        )
-        .expect("log");
+        );
         scratch.replay = Some("0000000000000003".into());
         let mut obs = DrillObs {
             rto_ms: Some(1000),
@@ -956,18 +943,10 @@ mod tests {
     /// short by the distance to the target, not ok.
     #[test]
     fn a_gap_before_an_offset_target_is_short() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let archive = tmp.path().join("archive");
-        std::fs::create_dir(&archive).expect("mkdir");
-        for n in [1, 2, 3, 5, 6] {
-            put_at(&archive, &format!("00000001000000000000000{n}"), n);
-        }
-        let mut scratch = Scratch::create(tmp.path(), "t", None).expect("scratch");
-        std::fs::write(
-            scratch.fetched(),
+        let (_tmp, archive, mut scratch) = fixture(
+            &[1, 2, 3, 5, 6].map(|n| (n, n)),
             "restored 000000010000000000000003\nmissing 000000010000000000000004\n",
-        )
-        .expect("log");
+        );
         scratch.replay = Some("0000000000000003".into());
         let now = Utc::now();
         let mut obs = DrillObs {
