@@ -64,10 +64,8 @@ impl Probe for DiskProbe {
                 // A path under a volume that is not mounted does not exist (statvfs failed):
                 // where the expected mount point lies instead says why.
                 if obs.error.is_some() && obs.mount_point.is_none() {
-                    obs.mount_point = fs::read_to_string(MOUNTINFO)
-                        .ok()
-                        .and_then(|info| find_mount(&info, &canonical))
-                        .map(|found| found.mount_point.display().to_string());
+                    obs.mount_point =
+                        mount_of(&canonical).map(|found| found.mount_point.display().to_string());
                 }
                 obs.expected_mount_point = Some(canonical.display().to_string());
             }
@@ -102,10 +100,9 @@ pub fn measure(path: &Path) -> DiskObs {
         f => f,
     } as u64;
     let bytes = |count: u64| count.saturating_mul(unit);
-    let mount = fs::canonicalize(path).ok().and_then(|canonical| {
-        let mountinfo = fs::read_to_string(MOUNTINFO).ok()?;
-        find_mount(&mountinfo, &canonical)
-    });
+    let mount = fs::canonicalize(path)
+        .ok()
+        .and_then(|canonical| mount_of(&canonical));
     let (mount_point, fs_type) = match mount {
         Some(m) => (Some(m.mount_point.display().to_string()), Some(m.fs_type)),
         None => (None, None),
@@ -142,6 +139,11 @@ fn os_text(e: &std::io::Error) -> String {
 struct Mount {
     mount_point: PathBuf,
     fs_type: String,
+}
+
+/// The mount holding canonical path `path`, per this process's mount table.
+fn mount_of(path: &Path) -> Option<Mount> {
+    find_mount(&fs::read_to_string(MOUNTINFO).ok()?, path)
 }
 
 /// The mount whose mount point is the longest prefix (by path components) of `path`, which

@@ -95,20 +95,23 @@ fn resolve_user(run_as: Option<&str>) -> Result<Option<(Uid, Gid)>, String> {
 /// The longest socket path the kernel accepts (`sun_path` holds 108 bytes with its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// How long the scratch server's socket path is for a drill `name` in `scratch_dir`: the
-/// scratch directory's name carries the drill's name and a timestamp (see [`Scratch::create`]).
+/// The scratch directory of drill `name` started `at`: `backwatch-drill-<name>-<time>`.
+fn scratch_name(name: &str, at: DateTime<Utc>) -> String {
+    format!("{SCRATCH_PREFIX}{name}-{}", at.format("%Y%m%dT%H%M%S%.3f"))
+}
+
+/// How long the scratch server's socket path is for a drill `name` in `scratch_dir` (the
+/// timestamp in the directory's name is of fixed width).
 pub fn socket_path_len(scratch_dir: &Path, name: &str) -> usize {
-    // "/<prefix><name>-YYYYmmddTHHMMSS.fff" + "/sock" + "/.s.PGSQL.5432"
-    let stamp = "20261205T225604.651".len();
-    let socket = format!("/.s.PGSQL.{}", super::settings::PORT).len();
-    scratch_dir.as_os_str().len()
-        + 1
-        + SCRATCH_PREFIX.len()
-        + name.len()
-        + 1
-        + stamp
-        + "/sock".len()
-        + socket
+    sock_of(&scratch_dir.join(scratch_name(name, Utc::now())))
+        .join(format!(".s.PGSQL.{}", super::settings::PORT))
+        .as_os_str()
+        .len()
+}
+
+/// The socket directory of the scratch server in scratch directory `dir`.
+fn sock_of(dir: &Path) -> PathBuf {
+    dir.join("sock")
 }
 
 /// The system identifier in a data directory's `global/pg_control`: its first field, a 64-bit
@@ -129,10 +132,7 @@ pub fn control_system_identifier(data: &Path) -> Option<String> {
 impl Scratch {
     pub fn create(scratch_dir: &Path, name: &str, run_as: Option<&str>) -> Result<Scratch, String> {
         let user = resolve_user(run_as)?;
-        let dir = scratch_dir.join(format!(
-            "{SCRATCH_PREFIX}{name}-{}",
-            Utc::now().format("%Y%m%dT%H%M%S%.3f")
-        ));
+        let dir = scratch_dir.join(scratch_name(name, Utc::now()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -168,7 +168,7 @@ impl Scratch {
         self.bindir.as_deref()
     }
     pub(super) fn sock(&self) -> PathBuf {
-        self.dir.join("sock")
+        sock_of(&self.dir)
     }
     fn log(&self) -> PathBuf {
         self.dir.join("server.log")
@@ -458,11 +458,11 @@ impl Scratch {
     /// writing is the WAL check's finding (data at risk, WAL waiting). False: another
     /// failure, or a gap.
     pub fn past_the_last_commit(&self, obs: &DrillObs, archive: Option<&Path>) -> bool {
-        let log = std::fs::read(self.log()).unwrap_or_default();
-        if obs.target_time.is_none()
-            || !String::from_utf8_lossy(&log)
-                .contains("recovery ended before configured recovery target was reached")
-        {
+        let refused = self
+            .log_errors()
+            .iter()
+            .any(|l| l.contains("recovery ended before configured recovery target was reached"));
+        if obs.target_time.is_none() || !refused {
             return false;
         }
         let mut seen = obs.clone();
@@ -606,6 +606,41 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
         .flatten())
 }
 
+/// Whether the archive directory holds segment `name`, as it is or under a compression or
+/// encryption suffix.
+fn in_archive_now(archive: &Path, name: &str) -> bool {
+    names::stored_names(name)
+        .iter()
+        .any(|(stored, _)| archive.join(stored).is_file())
+}
+
+/// Every segment in the archive directory, compressed or not, by its own name, with when it
+/// was stored (its modification time).
+fn archived_segments(archive: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let Ok(dir) = std::fs::read_dir(archive) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let WalFile::Segment(seg) = names::parse(&e.file_name().to_string_lossy()).0 else {
+                return None;
+            };
+            Some((seg.name(), e.metadata().and_then(|m| m.modified()).ok()?))
+        })
+        .collect()
+}
+
+/// When the archive stored the segment at position `position` (its name after the timeline,
+/// 16 hex digits) on any timeline: the latest such copy.
+fn segment_time(archive: &Path, position: &str) -> Option<DateTime<Utc>> {
+    archived_segments(archive)
+        .into_iter()
+        .filter(|(name, _)| name.get(8..) == Some(position))
+        .map(|(_, at)| at)
+        .max()
+        .map(DateTime::<Utc>::from)
+}
+
 /// The newest WAL segment in the archive and its mtime: the one archived last (by mtime, the
 /// greatest name among equals). Not the greatest position: an archive that still holds a branch
 /// abandoned by a point-in-time restore (timeline 1 going on past where timeline 2 began, and
@@ -615,51 +650,12 @@ pub async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, S
 /// production archive as its `archive_command` leaves timeline 2 there while production goes
 /// on archiving timeline 1; recovery then follows the clone's timeline and ends early, and the
 /// drill must say so rather than call the clone's last segment the end.
-/// Whether the archive directory holds segment `name`, as it is or under a compression or
-/// encryption suffix.
-fn in_archive_now(archive: &Path, name: &str) -> bool {
-    names::stored_names(name)
-        .iter()
-        .any(|(stored, _)| archive.join(stored).is_file())
-}
-
-/// When the archive stored the segment at position `position` (its name after the timeline,
-/// 16 hex digits) on any timeline, compressed or not: the latest such copy.
-fn segment_time(archive: &Path, position: &str) -> Option<DateTime<Utc>> {
-    std::fs::read_dir(archive)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let WalFile::Segment(seg) = names::parse(&e.file_name().to_string_lossy()).0 else {
-                return None;
-            };
-            (seg.name().get(8..) == Some(position)).then_some(e)
-        })
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
-        .map(DateTime::<Utc>::from)
-}
-
 fn newest_segment(archive: &Path) -> Option<(String, DateTime<Utc>)> {
-    let mut best: Option<(String, std::time::SystemTime)> = None;
-    for e in std::fs::read_dir(archive).ok()?.flatten() {
-        // Compressed or not: the segment's own name.
-        let WalFile::Segment(seg) = names::parse(&e.file_name().to_string_lossy()).0 else {
-            continue;
-        };
-        let name = seg.name();
-        let Ok(mtime) = e.metadata().and_then(|m| m.modified()) else {
-            continue;
-        };
-        // Names are fixed-width upper-case hex, timeline first.
-        if best
-            .as_ref()
-            .is_none_or(|(b, t)| (mtime, name.as_str()) > (*t, b.as_str()))
-        {
-            best = Some((name, mtime));
-        }
-    }
-    best.map(|(n, t)| (n, DateTime::<Utc>::from(t)))
+    // Names are fixed-width upper-case hex, timeline first: among equal times, the greatest.
+    archived_segments(archive)
+        .into_iter()
+        .max_by(|(a, at), (b, bt)| (at, a).cmp(&(bt, b)))
+        .map(|(n, t)| (n, DateTime::<Utc>::from(t)))
 }
 
 #[cfg(test)]
